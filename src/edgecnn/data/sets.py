@@ -1,0 +1,244 @@
+"""In-memory data sets: :class:`ImageSplit`, :class:`DataSet`, the built-in digits and :func:`load_data`.
+
+A data set is two splits of ``uint8`` images (``N×C×H×W``) with ``int64``
+labels, the class names, the per-channel mean and standard deviation of the
+training pixels (for normalisation) and the augmentation that suits it. Every
+field is a tensor, a number or a string, so a :class:`DataSet` pickles to a
+worker process and holds no global state.
+
+The built-in default is scikit-learn's copy of the UCI optical digits (Alpaydin
+& Kaynak 1998; 1 797 8×8 grey images, 10 classes, no download): it is upsampled
+once with bilinear interpolation to the network's input size and split
+stratified with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DIGITS = "digits"
+"""Name of the built-in data set (the default of ``--data``)."""
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Train-time augmentation applied to whole batches (see :func:`edgecnn.data.loader.crop_flip`).
+
+    The default is the CIFAR recipe of He et al. 2016 ("Deep residual learning",
+    §4.2): pad 4 pixels with zeros, take a random crop of the original size,
+    flip horizontally with probability 0.5.
+    """
+
+    pad: int = 4  # zero padding on each side before the random crop; 0 = no crop
+    flip: bool = True  # random horizontal flip with probability 1/2 (off for digits: a mirrored 2 is no 2)
+
+    def __post_init__(self) -> None:
+        if self.pad < 0:
+            raise ValueError(f"augmentation pad must be >= 0, got {self.pad}")
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """One split of a data set, held in memory."""
+
+    images: torch.Tensor  # uint8, N×C×H×W, contiguous
+    labels: torch.Tensor  # int64, N, class indices into DataSet.classes
+    paths: tuple[str, ...] = ()  # source file of each image (relative to the data root), empty for digits
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be a uint8 N×C×H×W tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"need one label per image: {tuple(self.labels.shape)} labels for {self.images.shape[0]} images")
+        if self.paths and len(self.paths) != len(self.labels):
+            raise ValueError(f"need one path per image: {len(self.paths)} paths for {len(self.labels)} images")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> ImageSplit:
+        """The images at ``index`` (in that order)."""
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        paths = tuple(self.paths[i] for i in idx.tolist()) if self.paths else ()
+        return ImageSplit(self.images[idx].contiguous(), self.labels[idx].clone(), paths)
+
+    def per_class_limit(self, limit: int) -> ImageSplit:
+        """At most ``limit`` images of each class, the first ones in the split's order."""
+        keep = first_per_class(self.labels.numpy(), limit)
+        return self if len(keep) == len(self) else self.subset(keep)
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A classification data set: a train and a test split, class names and normalisation statistics."""
+
+    name: str  # "digits" or the source path
+    train: ImageSplit  # the split the network learns from
+    test: ImageSplit  # the held-out split accuracy is reported on
+    classes: tuple[str, ...]  # class names; label i is classes[i]
+    mean: tuple[float, ...]  # per-channel mean of the training pixels, on the 0..1 scale
+    std: tuple[float, ...]  # per-channel standard deviation of the training pixels, 0..1 scale
+    augment: Augment = field(default_factory=Augment)  # the train-time augmentation that suits this data
+    skipped: int = 0  # unreadable images skipped while decoding the source
+
+    def __post_init__(self) -> None:
+        for split in (self.train, self.test):
+            if split.images.shape[1:] != self.train.images.shape[1:]:
+                raise ValueError(
+                    f"train and test images differ in shape: {tuple(self.train.images.shape[1:])} vs "
+                    f"{tuple(split.images.shape[1:])}"
+                )
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ValueError(f"mean/std need {self.in_chans} channels, got {len(self.mean)}/{len(self.std)}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        """Height of the stored images (they are square unless a folder held non-square images)."""
+        return int(self.train.images.shape[2])
+
+    def summary(self) -> str:
+        c, h, w = self.train.images.shape[1:]
+        skipped = f", {self.skipped} unreadable images skipped" if self.skipped else ""
+        return (
+            f"{self.name}: {len(self.train)} train / {len(self.test)} test images, "
+            f"{c}×{h}×{w}, {self.num_classes} classes{skipped}"
+        )
+
+
+def first_per_class(labels: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the first ``limit`` samples of each class, in their original order."""
+    if limit < 1:
+        raise ValueError(f"limit must be a positive number of images per class, got {limit}")
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = np.arange(len(labels)) - starts
+    return np.sort(order[rank < limit])
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices with the class proportions of ``labels`` kept in both (fixed ``seed``)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    idx = np.arange(len(labels))
+    try:
+        train, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=labels)
+    except ValueError as exc:  # e.g. a class with a single image
+        raise ValueError(f"cannot split the images into train/test stratified by class: {exc}") from None
+    return np.sort(train), np.sort(test)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images, on the 0..1 scale (float64 sums)."""
+    if len(images) == 0:
+        raise ValueError("cannot compute normalisation statistics of an empty split")
+    c = images.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk].to(torch.float64).transpose(0, 1).reshape(c, -1)
+        s += x.sum(1)
+        s2 += (x * x).sum(1)
+    n = images.numel() // c
+    mean = s / n
+    std = (s2 / n - mean * mean).clamp_min(0).sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel: leave it unscaled
+    return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
+
+
+def make_dataset(
+    name: str,
+    train: ImageSplit,
+    test: ImageSplit,
+    classes: tuple[str, ...],
+    *,
+    augment: Augment,
+    limit: int | None = None,
+    skipped: int = 0,
+) -> DataSet:
+    """Assemble a :class:`DataSet`: apply the per-class ``limit``, compute the normalisation statistics."""
+    if limit is not None:
+        train, test = train.per_class_limit(limit), test.per_class_limit(limit)
+    if len(train) == 0:
+        raise ValueError(f"{name}: the train split has no images")
+    if len(test) == 0:
+        raise ValueError(f"{name}: the test split has no images")
+    mean, std = channel_stats(train.images)
+    return DataSet(name, train, test, tuple(classes), mean, std, augment, skipped)
+
+
+def load_digits(
+    *, image_size: int = 32, test_fraction: float = 0.2, seed: int = 0, limit: int | None = None
+) -> DataSet:
+    """scikit-learn's 8×8 digits, upsampled to ``image_size`` (1 channel), split stratified with ``seed``.
+
+    The 0..16 grey levels are scaled to 0..255 and resized once here with
+    bilinear interpolation (``F.interpolate``), not in the training loop. The
+    default augmentation is a random crop after padding by one original pixel
+    (``image_size // 8``), without flips.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+
+    if image_size < 8:
+        raise ValueError(f"digits are 8×8; image_size must be >= 8, got {image_size}")
+    d = sk_digits()
+    x = torch.from_numpy(d.images).float().mul_(255.0 / 16.0).unsqueeze(1)
+    if image_size != 8:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = x.round_().clamp_(0, 255).to(torch.uint8).contiguous()
+    labels = torch.from_numpy(d.target.astype(np.int64))
+    train_idx, test_idx = stratified_split(d.target, test_fraction, seed)
+    full = ImageSplit(images, labels)
+    classes = tuple(str(c) for c in d.target_names)
+    augment = Augment(pad=max(1, image_size // 8), flip=False)
+    return make_dataset(DIGITS, full.subset(train_idx), full.subset(test_idx), classes, augment=augment, limit=limit)
+
+
+def load_data(
+    source: str | os.PathLike[str] = DIGITS,
+    *,
+    image_size: int | None = None,
+    limit: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    cache: str | os.PathLike[str] | None = None,
+    strict: bool = False,
+    progress: bool = False,
+) -> DataSet:
+    """Load ``"digits"`` (the default) or an ImageFolder tree / archive such as CIFAR-10.
+
+    Args:
+        source: ``"digits"``, a folder, or a ``.tar[.gz|.xz|.bz2]`` / ``.zip`` archive
+            holding ``train/<class>/*.jpg`` and ``test/<class>/*.jpg`` (or just
+            ``<class>/*.jpg``, then split stratified by ``test_fraction``).
+        image_size: side of the stored images; digits default to 32, folders keep the
+            files' size (all must match) unless this is given, then they are resized.
+        limit: at most this many images per class in each split (quick tests).
+        test_fraction, seed: the stratified split where the source has no test split.
+        cache: folder for decoded archives (default ``$EDGECNN_CACHE`` or ``~/.cache/edgecnn``).
+        strict: stop at the first unreadable image instead of skipping it (with a count).
+        progress: show a progress bar while decoding.
+    """
+    if str(source) == DIGITS:
+        return load_digits(image_size=image_size or 32, test_fraction=test_fraction, seed=seed, limit=limit)
+    from edgecnn.data.folder import load_image_folder
+
+    return load_image_folder(
+        source, image_size=image_size, limit=limit, test_fraction=test_fraction, seed=seed,
+        cache=cache, strict=strict, progress=progress,
+    )  # fmt: skip
