@@ -1,0 +1,491 @@
+"""Receptive fields of every node of a traced network (SPEC §3).
+
+Per spatial axis we carry the field size ``R``, the jump ``J`` (input pixels
+between two neighbouring outputs, the effective stride) and the centre
+``start`` of the *first* output's field, in input pixel coordinates (0 = the
+centre of pixel 0; negative when padding reaches past the border). A layer
+with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` maps them as
+(Araujo et al. 2019, *Computing Receptive Fields of Convolutional Neural
+Networks*, Distill)::
+
+    R_l = R_{l-1} + (k-1)·d·J_{l-1}
+    J_l = J_{l-1}·s
+    start_l = start_{l-1} + ((k-1)/2·d - p)·J_{l-1}
+
+from ``R_0 = 1, J_0 = 1, start_0 = 0``. Output ``i`` then sees the input
+interval ``start + i·J ± (R-1)/2`` (clipped to the image).
+
+Rules beyond plain convs and pools, one handler each below:
+
+* branches (``+``, ``*``, ``cat``, any op of several inputs) take the *union*
+  of their inputs' first-output intervals -- the largest field when the
+  branches' fields are nested, as in a residual block with a 1×1 stride-2
+  projection or an Inception-style concat;
+* global pooling, a reduction over the spatial axes, a flatten of a map larger
+  than 1×1, or a Linear over a spatial axis make the field the *whole input*
+  (``whole=True``, size = the input's extent), and so does everything that
+  merges with such a tensor -- an SE gate ``x * gate(pool(x))`` included;
+* a transposed conv (stride s) divides the jump: ``J_l = J_{l-1}/s``,
+  ``R_l = R_{l-1} + (k-1)·d·J_{l-1}/s``, ``start_l = start_{l-1} +
+  (p - (k-1)/2·d)·J_{l-1}/s``. The interval is then a continuous hull (sizes
+  may be fractional); for ``d = 1`` its integer points are exactly the inputs
+  that feed the output;
+* ops that keep the spatial shape (BN, activations, dropout, channel
+  shuffles, ...) keep the field; an op we do not know that *changes* the
+  spatial shape is taken as whole input, with a note (``strict=True`` raises).
+
+Padding modes other than zeros are treated as zero padding (the hull of a
+reflected field is the same or smaller).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+# An int where the value is integral, else an exact Fraction (half pixels of even kernels, the
+# fractional jumps of transposed convs): floats would put a stride-3 bound at 4.9999 instead of 5.
+Num = Union[int, Fraction]
+
+
+def _num(x: float | Fraction) -> Num:
+    q = x if isinstance(x, Fraction) else Fraction(x).limit_denominator(10**6)
+    return int(q) if q.denominator == 1 else q
+
+
+def fmt_num(x: Num) -> str:
+    """``7``, ``7.5``, ``0.333``: a field value for a table."""
+    return str(x) if isinstance(x, int) else f"{float(x):.4g}"
+
+
+@dataclass(frozen=True)
+class RF:
+    """Receptive field of one tensor, per spatial axis (H, W for 2D)."""
+
+    size: tuple[Num, ...]  # R: input pixels one output sees along each axis (the input's extent when whole)
+    jump: tuple[Num, ...]  # J: input pixels between two neighbouring outputs (effective stride)
+    start: tuple[Num, ...]  # centre of the first output's field, input pixel coordinates
+    whole: bool = False  # every output sees the whole input (global pooling, SE gate, flatten→linear)
+    note: str = ""  # approximations made on the way ("" when exact)
+
+    @property
+    def area(self) -> Num:
+        """Pixels in the field: the product of the per-axis sizes."""
+        return _num(math.prod(self.size))
+
+    def bounds(self, index: Sequence[int] | None = None) -> tuple[tuple[Num, Num], ...]:
+        """``(lo, hi)`` per axis, inclusive, of the field of output ``index`` (default: the first), unclipped."""
+        index = tuple(index) if index is not None else (0,) * len(self.size)
+        if len(index) != len(self.size):
+            raise ValueError(f"index {index} has {len(index)} axes, the field has {len(self.size)}")
+        out = []
+        for r, j, c, i in zip(self.size, self.jump, self.start, index):
+            centre = c if self.whole else c + i * j
+            out.append((_num(centre - Fraction(r - 1) / 2), _num(centre + Fraction(r - 1) / 2)))
+        return tuple(out)
+
+    def label(self) -> str:
+        """Short text for tables: ``"11×11 J4"`` or ``"whole input"``."""
+        if self.whole:
+            return "whole input"
+        size = "×".join(fmt_num(r) for r in self.size)
+        jump = "×".join(fmt_num(j) for j in dict.fromkeys(self.jump))
+        return f"{size} J{jump}"
+
+
+def identity_rf(ndim: int) -> RF:
+    """The field of the network input itself: one pixel, jump 1."""
+    return RF((1,) * ndim, (1,) * ndim, (0,) * ndim)
+
+
+def whole_rf(extent: Sequence[int], note: str = "") -> RF:
+    return RF(tuple(extent), tuple(extent), tuple(_num(Fraction(e - 1, 2)) for e in extent), True, note)
+
+
+def _add_note(rf: RF, note: str) -> RF:
+    if not note or note in rf.note:
+        return rf
+    return replace(rf, note=f"{rf.note}; {note}" if rf.note else note)
+
+
+def conv_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+              dilation: Sequence[int]) -> RF:  # fmt: skip
+    """One conv or pooling layer (Araujo et al. 2019, eqs. for r, S and u)."""
+    if rf.whole:
+        return rf
+    size, jump, start = [], [], []
+    for r, j, c, k, s, p, d in zip(rf.size, rf.jump, rf.start, kernel, stride, padding, dilation):
+        size.append(_num(r + (k - 1) * d * j))
+        jump.append(_num(j * s))
+        start.append(_num(c + (Fraction(k - 1, 2) * d - p) * j))
+    return replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start))
+
+
+def conv_transpose_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                        dilation: Sequence[int]) -> RF:  # fmt: skip
+    """A transposed conv: output ``o`` reads inputs ``i`` with ``o = i·s − p + j·d`` (the continuous hull)."""
+    if rf.whole:
+        return rf
+    size, jump, start = [], [], []
+    for r, j, c, k, s, p, d in zip(rf.size, rf.jump, rf.start, kernel, stride, padding, dilation):
+        size.append(_num(r + Fraction((k - 1) * d, s) * j))
+        jump.append(_num(Fraction(j) / s))
+        start.append(_num(c + (p - Fraction(k - 1, 2) * d) * j / s))
+    return replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start))
+
+
+def merge(rfs: Sequence[RF]) -> RF:
+    """Branches meeting (add, mul, cat): the union of the first outputs' intervals; whole wins."""
+    if not rfs:
+        raise ValueError("merge needs at least one receptive field")
+    for rf in rfs:
+        if rf.whole:
+            return rf
+    if len(rfs) == 1:
+        return rfs[0]
+    size, jump, start = [], [], []
+    notes = {n for rf in rfs for n in rf.note.split("; ") if n}
+    for axis in range(len(rfs[0].size)):
+        lo = min(rf.start[axis] - Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
+        hi = max(rf.start[axis] + Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
+        jumps = {rf.jump[axis] for rf in rfs}
+        if len(jumps) > 1:
+            notes.add("branches with different jumps merged (largest kept)")
+        size.append(_num(hi - lo + 1))
+        jump.append(max(jumps))
+        start.append(_num((lo + hi) / 2))
+    return RF(tuple(size), tuple(jump), tuple(start), False, "; ".join(sorted(notes)))
+
+
+# ---------------------------------------------------------------- graph walk
+
+
+@dataclass(frozen=True)
+class _Op:
+    """What a rule may look at for one fx node."""
+
+    node: fx.Node
+    module: nn.Module | None  # the called module (call_module nodes)
+    ndim: int  # spatial axes of the network input
+    extent: tuple[int, ...]  # spatial size of the network input
+    in_spatial: tuple[int, ...] | None  # spatial size of the first tensor input (None when flat)
+    out_spatial: tuple[int, ...] | None  # spatial size of the output (None when flat)
+
+
+def _spatial(meta: object, ndim: int) -> tuple[int, ...] | None:
+    if isinstance(meta, TensorMetadata) and len(meta.shape) >= ndim + 2:
+        return tuple(int(s) for s in meta.shape[-ndim:])
+    return None
+
+
+def _tuple(v: object, n: int) -> tuple[int, ...]:
+    if isinstance(v, (tuple, list)):
+        if len(v) == 1:
+            return (int(v[0]),) * n
+        return tuple(int(x) for x in v)[-n:]
+    return (int(v),) * n  # type: ignore[call-overload]
+
+
+def _same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
+    # PyTorch's padding="same" puts the smaller half on the left
+    return tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+
+
+def _conv_geometry(op: _Op, k: object, s: object, p: object, d: object) -> tuple[tuple[int, ...], ...]:
+    n = op.ndim
+    kernel, stride, dilation = _tuple(k, n), _tuple(s if s is not None else k, n), _tuple(d, n)
+    if p == "same":
+        padding = _same_padding(kernel, dilation)
+    elif p == "valid":
+        padding = (0,) * n
+    else:
+        padding = _tuple(p, n)
+    return kernel, stride, padding, dilation
+
+
+Rule = Callable[[_Op, list[RF]], RF]
+
+
+def _generic(op: _Op, ins: list[RF]) -> RF:
+    """Pointwise when the spatial shape is kept; a spatial reduction/flatten otherwise."""
+    rf = merge(ins)
+    if rf.whole or op.out_spatial == op.in_spatial:
+        return rf
+    if op.in_spatial is None or math.prod(op.in_spatial) == 1:
+        return rf  # already flat or 1×1: nothing left to mix
+    what = op.node.target if isinstance(op.node.target, str) else getattr(op.node.target, "__name__", "op")
+    if op.out_spatial is None or all(o == 1 for o in op.out_spatial) or _is_reduction(op):
+        return whole_rf(op.extent)
+    return whole_rf(op.extent, note=f"unknown op {what!r} changes the spatial shape; taken as whole input")
+
+
+_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "flatten", "view",
+               "reshape", "adaptive_avg_pool2d", "adaptive_max_pool2d"}  # fmt: skip
+
+
+def _is_reduction(op: _Op) -> bool:
+    t = op.node.target
+    return (t if isinstance(t, str) else getattr(t, "__name__", "")) in _REDUCTIONS or isinstance(
+        op.module, (nn.Flatten, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+    )
+
+
+def _conv_module(op: _Op, ins: list[RF]) -> RF:
+    m = op.module
+    assert isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    return conv_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, m.dilation))
+
+
+def _tconv_module(op: _Op, ins: list[RF]) -> RF:
+    m = op.module
+    assert isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+    rf = conv_transpose_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, m.dilation))
+    return _add_note(rf, "transposed conv: continuous hull")
+
+
+def _pool_module(op: _Op, ins: list[RF]) -> RF:
+    m = op.module
+    dilation = getattr(m, "dilation", 1)  # AvgPool has none
+    return conv_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, dilation))  # type: ignore[union-attr]
+
+
+def _adaptive_pool(op: _Op, ins: list[RF]) -> RF:
+    """Whole input unless every axis keeps its size or is divided evenly (then a plain k = s = in/out pool)."""
+    rf = ins[0]
+    if rf.whole or op.in_spatial is None or op.out_spatial is None:
+        return _generic(op, ins)
+    if op.in_spatial == op.out_spatial:
+        return rf
+    if any(i % o for i, o in zip(op.in_spatial, op.out_spatial)) or all(o == 1 for o in op.out_spatial):
+        return whole_rf(op.extent) if all(o == 1 for o in op.out_spatial) else whole_rf(
+            op.extent, note="adaptive pool with uneven bins; taken as whole input")
+    k = tuple(i // o for i, o in zip(op.in_spatial, op.out_spatial))
+    return conv_rule(rf, k, k, (0,) * op.ndim, (1,) * op.ndim)
+
+
+def _linear(op: _Op, ins: list[RF]) -> RF:
+    rf = ins[0]
+    if not rf.whole and op.in_spatial is not None and op.in_spatial[-1] > 1:
+        return whole_rf(op.extent, note="Linear over the last spatial axis")
+    return rf
+
+
+def _upsample(op: _Op, ins: list[RF], mode: str) -> RF:
+    """Nearest: ``J /= f``; (bi)linear adds one input tap per axis (two taps, half-pixel centres)."""
+    rf = ins[0]
+    if rf.whole or op.in_spatial is None or op.out_spatial is None:
+        return _generic(op, ins)
+    taps = {"nearest": 1, "nearest-exact": 1, "linear": 2, "bilinear": 2, "trilinear": 2, "bicubic": 4}.get(mode)
+    if taps is None:
+        return whole_rf(op.extent, note=f"interpolation mode {mode!r} unknown")
+    size, jump, start = [], [], []
+    for r, j, c, i, o in zip(rf.size, rf.jump, rf.start, op.in_spatial, op.out_spatial):
+        f = Fraction(o, i)
+        size.append(_num(r + (taps - 1) * j))
+        jump.append(_num(j / f))
+        shift = 0 if taps == 1 else (1 / (2 * f) - Fraction(1, 2)) * j  # half-pixel source coordinate of output 0
+        start.append(_num(c + shift))
+    return _add_note(replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start)), "upsampling: hull")
+
+
+def _upsample_module(op: _Op, ins: list[RF]) -> RF:
+    return _upsample(op, ins, str(getattr(op.module, "mode", "nearest")))
+
+
+def _pad(op: _Op, ins: list[RF], pads: Sequence[int]) -> RF:
+    """Padding shifts the first output onto a padded position: ``start −= left·J`` (a crop when negative)."""
+    rf = ins[0]
+    if rf.whole:
+        return rf
+    start = list(rf.start)
+    for axis in range(op.ndim):  # pads run from the last axis backwards, (left, right) pairs
+        pair = op.ndim - 1 - axis
+        if 2 * pair < len(pads):
+            start[axis] = _num(start[axis] - pads[2 * pair] * rf.jump[axis])
+    return replace(rf, start=tuple(start))
+
+
+def _pad_module(op: _Op, ins: list[RF]) -> RF:
+    return _pad(op, ins, list(op.module.padding))  # type: ignore[union-attr]  # same (left, right, top, bottom) order as F.pad
+
+
+def _getitem(op: _Op, ins: list[RF]) -> RF:
+    """``x[..., a::s, b::t]`` on spatial axes is a 1-tap pool: ``start += a·J``, ``J *= s``."""
+    rf = ins[0]
+    index = op.node.args[1]
+    src = op.node.args[0]
+    if rf.whole or not isinstance(src, fx.Node) or not isinstance(src.meta.get("tensor_meta"), TensorMetadata):
+        return rf  # an element of a tuple output (split, max_pool with indices): same field
+    items = index if isinstance(index, tuple) else (index,)
+    if any(i is None or isinstance(i, (int, fx.Node)) for i in items) or items.count(Ellipsis) > 1:
+        return _generic(op, ins)
+    rank = len(src.meta["tensor_meta"].shape)
+    if Ellipsis in items:
+        e = items.index(Ellipsis)
+        items = items[:e] + (slice(None),) * (rank - len(items) + 1) + items[e + 1:]
+    items = items + (slice(None),) * (rank - len(items))
+    start, jump = list(rf.start), list(rf.jump)
+    for axis in range(op.ndim):
+        sl = items[rank - op.ndim + axis]
+        n = op.in_spatial[axis] if op.in_spatial else 1
+        a, _, step = sl.indices(n)
+        start[axis] = _num(start[axis] + a * jump[axis])
+        jump[axis] = _num(jump[axis] * step)
+    return replace(rf, start=tuple(start), jump=tuple(jump))
+
+
+def _bind(fn: Callable[..., object], node: fx.Node) -> dict[str, object]:
+    return inspect.signature(fn).bind(*node.args, **node.kwargs).arguments
+
+
+def _f_conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1): ...  # noqa: E501 signature only
+def _f_tconv(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1): ...
+def _f_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False): ...
+def _f_avg(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None): ...
+def _f_interp(input, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None, antialias=False): ...
+def _f_pad(input, pad, mode="constant", value=None): ...
+
+
+def _weight_shape(w: object) -> tuple[int, ...]:
+    meta = w.meta.get("tensor_meta") if isinstance(w, fx.Node) else None
+    if not isinstance(meta, TensorMetadata):
+        raise ValueError("functional conv whose weight shape is unknown; trace with example inputs")
+    return tuple(int(s) for s in meta.shape)
+
+
+def _functional_conv(op: _Op, ins: list[RF]) -> RF:
+    a = _bind(_f_conv, op.node)
+    k = _weight_shape(a["weight"])[2:]
+    return conv_rule(ins[0], *_conv_geometry(op, k, a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1)))
+
+
+def _functional_tconv(op: _Op, ins: list[RF]) -> RF:
+    a = _bind(_f_tconv, op.node)
+    k = _weight_shape(a["weight"])[2:]
+    geo = _conv_geometry(op, k, a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1))
+    return _add_note(conv_transpose_rule(ins[0], *geo), "transposed conv: continuous hull")
+
+
+def _functional_pool(op: _Op, ins: list[RF]) -> RF:
+    a = _bind(_f_pool, op.node)
+    return conv_rule(ins[0], *_conv_geometry(op, a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("dilation", 1)))
+
+
+def _functional_avg(op: _Op, ins: list[RF]) -> RF:
+    a = _bind(_f_avg, op.node)
+    return conv_rule(ins[0], *_conv_geometry(op, a["kernel_size"], a.get("stride"), a.get("padding", 0), 1))
+
+
+MODULE_RULES: list[tuple[type | tuple[type, ...], Rule]] = [
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv_module),
+    ((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), _tconv_module),
+    ((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d), _pool_module),
+    ((nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+      nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d), _adaptive_pool),  # fmt: skip
+    (nn.Linear, _linear),
+    (nn.Upsample, _upsample_module),
+    ((nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ReflectionPad1d, nn.ReflectionPad2d,
+      nn.ReplicationPad1d, nn.ReplicationPad2d), _pad_module),  # fmt: skip
+]
+
+FUNCTION_RULES: dict[object, Rule] = {
+    **dict.fromkeys((F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d), _functional_conv),
+    **dict.fromkeys((F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d), _functional_tconv),
+    **dict.fromkeys((F.max_pool1d, F.max_pool2d, F.max_pool3d), _functional_pool),
+    **dict.fromkeys((F.avg_pool1d, F.avg_pool2d, F.avg_pool3d), _functional_avg),
+    **dict.fromkeys((F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
+                    _adaptive_pool),  # fmt: skip
+    F.linear: _linear,
+    F.interpolate: lambda op, ins: _upsample(op, ins, str(_bind(_f_interp, op.node).get("mode", "nearest"))),
+    F.pad: lambda op, ins: _pad(op, ins, list(_bind(_f_pad, op.node)["pad"])),  # type: ignore[arg-type]
+    operator.getitem: _getitem,
+}
+
+
+def _rule_for(node: fx.Node, module: nn.Module | None) -> Rule:
+    if module is not None:
+        for types, rule in MODULE_RULES:
+            if isinstance(module, types):
+                return rule
+        return _generic
+    return FUNCTION_RULES.get(node.target, _generic)
+
+
+def receptive_fields(gm: fx.GraphModule, *example_inputs: torch.Tensor, strict: bool = False) -> dict[str, RF]:
+    """Receptive field of every tensor-valued node of ``gm``, keyed by fx node name.
+
+    Needs the shapes fx's ``ShapeProp`` stores in ``node.meta['tensor_meta']``:
+    pass ``example_inputs`` to run it here, or run it before. Nodes that do not
+    depend on an input (weights, constants, ``x.shape`` arithmetic) are left
+    out. The first placeholder sets the number of spatial axes (rank − 2).
+    ``strict=True`` raises on an unknown op that changes the spatial shape
+    instead of taking it as whole input.
+    """
+    if example_inputs:
+        ShapeProp(gm).propagate(*example_inputs)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if not placeholders:
+        raise ValueError("the graph has no input")
+    meta = placeholders[0].meta.get("tensor_meta")
+    if not isinstance(meta, TensorMetadata):
+        raise ValueError("the graph has no shape information; pass example inputs or run ShapeProp first")
+    if len(meta.shape) < 3:
+        raise ValueError(f"input of shape {tuple(meta.shape)} has no spatial axis; give (N, C, *spatial)")
+    ndim = len(meta.shape) - 2
+    extent = tuple(int(s) for s in meta.shape[2:])
+    rfs: dict[str, RF] = {}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if isinstance(node.meta.get("tensor_meta"), TensorMetadata):
+                rfs[node.name] = identity_rf(ndim)
+            continue
+        ins = [rfs[a.name] for a in node.all_input_nodes if a.name in rfs]
+        if not ins or node.op == "get_attr":
+            continue
+        if node.op == "output":
+            rfs[node.name] = merge(ins)
+            continue
+        out_meta = node.meta.get("tensor_meta")
+        if out_meta is None:
+            continue  # not a tensor: x.size(), shapes
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        first = next(a for a in node.all_input_nodes if a.name in rfs)
+        op = _Op(node, module, ndim, extent, _spatial(first.meta.get("tensor_meta"), ndim), _spatial(out_meta, ndim))
+        rf = _rule_for(node, module)(op, ins)
+        if strict and "unknown op" in rf.note:
+            raise ValueError(f"node {node.name}: {rf.note}; add a rule to receptive.MODULE_RULES/FUNCTION_RULES")
+        rfs[node.name] = rf
+    return rfs
+
+
+def _trace(model: nn.Module, input_shape: Sequence[int]) -> tuple[fx.GraphModule, dict[str, RF]]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) < 3:
+        raise ValueError(f"input_shape {shape} must be (N, C, *spatial), e.g. (1, 3, 224, 224)")
+    gm = fx.symbolic_trace(model)
+    was_training = model.training
+    gm.eval()  # shape propagation must not update BN statistics
+    with torch.no_grad():
+        rfs = receptive_fields(gm, torch.zeros(shape))
+    gm.train(was_training)
+    return gm, rfs
+
+
+def layer_receptive_fields(model: nn.Module, input_shape: Sequence[int]) -> dict[str, RF]:
+    """Trace ``model`` and give the field of every node (see :func:`receptive_fields`)."""
+    return _trace(model, input_shape)[1]
+
+
+def receptive_field(model: nn.Module, input_shape: Sequence[int]) -> RF:
+    """Receptive field of ``model``'s output for an input of ``input_shape`` = (N, C, *spatial)."""
+    return _trace(model, input_shape)[1]["output"]

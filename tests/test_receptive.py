@@ -1,0 +1,172 @@
+"""Receptive fields against the empirical gradient support (ground truth by autograd).
+
+Each network is made *linear and positive* -- weights 1/fan-in, zero biases,
+identity activations, average pooling for max pooling, BN with unit
+statistics -- so that no path from an input pixel to the output cancels: the
+input gradient of one output unit is non-zero exactly on the pixels that
+reach it. The bounding box of that support must equal the predicted interval
+``start + i·J ± (R−1)/2`` clipped to the image (dilated chains leave holes
+inside -- the gridding artefact -- but not at the ends).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from edgecnn import zoo
+from edgecnn.analysis.receptive import RF, layer_receptive_fields, receptive_field
+from edgecnn.blocks import BasicBlock, GlobalAvgPool
+
+_ACTS = (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Dropout)
+
+
+def _positive_linear(model: nn.Module) -> nn.Module:
+    model = copy.deepcopy(model).double().eval()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _ACTS):
+                setattr(parent, name, nn.Identity())
+            elif isinstance(child, nn.MaxPool2d):
+                setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+                m.weight.fill_(1.0 / m.weight[0].numel())
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, nn.BatchNorm2d):
+                m.running_mean.zero_(), m.running_var.fill_(1.0), m.weight.fill_(1.0), m.bias.zero_()
+    return model
+
+
+def _support_boxes(model: nn.Module, shape: tuple[int, ...], indices: list[tuple[int, ...]]) -> list[list[tuple[int, int]]]:
+    """Bounding box, per axis, of the input pixels with a non-zero gradient of output unit (0, 0, *index)."""
+    x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    y = model(x)
+    boxes = []
+    for index in indices:
+        (grad,) = torch.autograd.grad(y[(0, 0, *index)], x, retain_graph=True)
+        nonzero = (grad[0] != 0).any(dim=0)  # over input channels
+        box = []
+        for axis in range(nonzero.dim()):
+            others = tuple(a for a in range(nonzero.dim()) if a != axis)
+            idx = (nonzero.any(dim=others) if others else nonzero).nonzero().flatten()
+            box.append((int(idx.min()), int(idx.max())))
+        boxes.append(box)
+    return boxes
+
+
+def _support_box(model: nn.Module, shape: tuple[int, ...], index: tuple[int, ...]) -> list[tuple[int, int]]:
+    return _support_boxes(model, shape, [index])[0]
+
+
+def _predicted_box(rf: RF, index: tuple[int, ...], extent: tuple[int, ...]) -> list[tuple[int, int]]:
+    return [(max(0, math.ceil(lo)), min(n - 1, math.floor(hi))) for (lo, hi), n in zip(rf.bounds(index), extent)]
+
+
+def _check(model: nn.Module, shape: tuple[int, ...]) -> RF:
+    rf = receptive_field(model, shape)
+    assert not rf.whole and rf.note == ""
+    net = _positive_linear(model)
+    out_spatial = net(torch.zeros(shape, dtype=torch.float64)).shape[2:]
+    # the first output tests `start`; the last one the near edge of a field clipped on the far side
+    indices = sorted({tuple(0 for _ in out_spatial), tuple(n // 2 for n in out_spatial), tuple(n - 1 for n in out_spatial)})
+    for index, box in zip(indices, _support_boxes(net, shape, indices)):
+        assert box == _predicted_box(rf, index, tuple(shape[2:])), index
+    return rf
+
+
+def test_dilated_chain_matches_hand_values_and_gradient_support():
+    # c3s2 -> c3d2 -> c3s2 -> c3d4, with uneven paddings so that `start` is exercised
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3, stride=2, padding=0),
+        nn.Conv2d(2, 2, 3, dilation=2, padding=2),
+        nn.Conv2d(2, 2, 3, stride=2, padding=1),
+        nn.Conv2d(2, 1, 3, dilation=4, padding=0),
+    )
+    # R = 1 + 2·1 + 2·2·2 + 2·1·2 + 2·4·4 = 47; J = 4;
+    # start = (1-0)·1 + (2-2)·2 + (1-1)·2 + (4-0)·4 = 17 (hand-derived from the Distill recursion)
+    rf = _check(net, (1, 1, 97, 97))  # 97: no trailing pixel dropped by a floor-mode stride
+    assert rf.size == (47, 47) and rf.jump == (4, 4) and rf.start == (17, 17)
+
+
+def test_even_kernels_and_1d():
+    net = nn.Sequential(nn.Conv1d(1, 2, 4, stride=2, padding=1), nn.AvgPool1d(2), nn.Conv1d(2, 1, 2, dilation=3))
+    rf = _check(net, (1, 1, 40))
+    # R = 1 + 3 + 1·2 + 1·3·4 = 18, J = 4, start = 0.5 + 0.5·2 + 1.5·4 = 7.5
+    assert rf.size == (18,) and rf.jump == (4,) and rf.start == (7.5,)
+
+
+def test_residual_block_with_projection_shortcut():
+    block = BasicBlock(4, 4, 8, stride=2)  # body c3s2 -> c3, shortcut 1×1 s2
+    rf = _check(block, (1, 4, 33, 33))
+    assert rf.size == (7, 7) and rf.jump == (2, 2)
+
+
+class _Concat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, 4, 3, stride=2, padding=0)
+        self.b1, self.b3, self.b5 = (nn.Conv2d(4, 2, k, padding=k // 2) for k in (1, 3, 5))
+        self.head = nn.Conv2d(6, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(torch.cat([self.b1(x), self.b3(x), self.b5(x)], dim=1))
+
+
+def test_concat_of_branches_takes_the_largest_field():
+    rf = _check(_Concat(), (1, 2, 41, 41))
+    assert rf.size == (1 + 2 + 4 * 2 + 2 * 2,) * 2  # the 5×5 branch wins
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "size", "expected"), [("resnet18", 256, 435), ("mobilenet_v2", 288, 491)])
+def test_zoo_trunks_match_published_fields_and_gradient_support(name, size, expected):
+    # published: ResNet-18 435, MobileNetV2 491 (Araujo et al. 2019, Table 1 gives the same recursion)
+    # sizes chosen so the first output's far edge and the last output's near edge both lie inside the image
+    model = zoo.create(name, width=0.1)
+    gap = next(i for i, b in enumerate(model.blocks) if isinstance(b, GlobalAvgPool))
+    trunk = model.blocks[:gap]
+    rf = _check(trunk, (1, 3, size, size))
+    assert rf.size == (expected, expected) and rf.jump == (32, 32)
+
+
+def test_global_pool_and_se_are_whole_input():
+    assert receptive_field(zoo.create("resnet20_cifar"), (1, 3, 32, 32)).label() == "whole input"
+    fields = layer_receptive_fields(zoo.create("mobilenet_v3_small_cifar"), (1, 3, 32, 32))
+    # the first block has SE: its output already sees the whole image, before global pooling
+    assert fields["blocks_1_se_pool"].whole and fields["mul"].whole
+    assert not fields["blocks_1_dw_conv"].whole and fields["blocks_1_dw_conv"].size == (5, 5)
+
+
+def test_transposed_conv_hull_is_exact_for_one_layer():
+    for k, s, p in [(4, 2, 1), (3, 2, 1), (5, 3, 2)]:
+        net = nn.Sequential(nn.ConvTranspose2d(1, 1, k, s, p))
+        rf = receptive_field(net, (1, 1, 9, 9))
+        lin = _positive_linear(net)
+        out = lin(torch.zeros(1, 1, 9, 9, dtype=torch.float64)).shape[2:]
+        for index in [(0, 0), (1, 1), (out[0] // 2, out[1] // 2 + 1)]:
+            assert _support_box(lin, (1, 1, 9, 9), index) == _predicted_box(rf, index, (9, 9))
+
+
+def test_slicing_padding_and_upsampling_rules():
+    class Net(nn.Module):
+        def forward(self, x):
+            x = torch.nn.functional.pad(x, (2, 0, 3, 0))
+            return x[:, :, 1::2, ::3]
+
+    rf = receptive_field(Net(), (1, 1, 20, 20))
+    assert rf.jump == (2, 3) and rf.start == (-3 + 1, -2) and rf.size == (1, 1)
+    up = receptive_field(nn.Sequential(nn.Conv2d(1, 1, 3, 2, 1), nn.Upsample(scale_factor=2)), (1, 1, 16, 16))
+    assert up.jump == (1, 1) and up.size == (3, 3)
+
+
+def test_bad_input_shape_is_a_value_error():
+    with pytest.raises(ValueError, match="spatial"):
+        receptive_field(nn.Linear(3, 3), (1, 3))
