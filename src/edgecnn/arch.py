@@ -112,7 +112,7 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "bias": ("bias", True),
 }
 _SKIP_VALUES = {"ir": ("auto", "none"), "basic": ("auto", "none", "pad"), "bottleneck": ("auto", "none", "pad")}
-_KEY_RE = re.compile(r"([a-z]+)(.*)\Z")
+_KEY_RE = re.compile(r"([a-z]+?)([-+.\d].*|nan|inf|infinity)\Z")
 
 
 def _fmt_float(x: float) -> str:
@@ -295,7 +295,7 @@ def parse_block(text: str, *, offset: int = 0, index: int = 0) -> BlockSpec:
 def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, Any]:
     valid = ", ".join(sorted({_token_name(k) for k in info.keys})) or "no tokens"
     if not tok:
-        raise ValueError(f"empty token (double '_') {here}")
+        raise ValueError("empty token (double '_') " + here.removeprefix("token '' "))
     if tok in FLAGS:
         field_name, value = FLAGS[tok]
         if field_name not in info.keys or (field_name == "skip" and value not in _SKIP_VALUES.get(kind, ())):
@@ -306,10 +306,10 @@ def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, A
             raise ValueError(f"{kind!r} takes no activation: {here}")
         return "act", tok
     match = _KEY_RE.match(tok)
-    key, raw = (match.group(1), match.group(2)) if match else ("", tok)
+    key, raw = (match.group(1), match.group(2)) if match else ("", "")
     if key not in INT_KEYS + FLOAT_KEYS or key not in info.keys or not raw:
         hint = f"; activations: {', '.join(ACTIVATIONS)}" if not raw else ""
-        raise ValueError(f"unknown key {key or tok!r} {here}; valid for {kind!r}: {valid}{hint}")
+        raise ValueError(f"unknown key {key or tok!r} in {here}; valid for {kind!r}: {valid}{hint}")
     if key in INT_KEYS:
         if not raw.isdigit():
             raise ValueError(f"{key} needs a positive integer, got {raw!r}: {here}")

@@ -1,0 +1,32 @@
+"""The command line: help, list, and one-line errors with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from edgecnn.cli.main import main
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "edgecnn.cli.main", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for cmd in ("list", "demo"):
+        assert cmd in out.stdout
+
+
+def test_list_prints_every_model_with_its_parameters(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet56_cifar" in out and "853,018" in out and "5,483,032" in out
+
+
+def test_bad_input_is_one_line_exit_2(capsys):
+    assert main(["list", "--width", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["edgecnn list: error: width multiplier must be positive, got -1.0"]
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(ValueError, match="width multiplier"):
+        main(["--debug", "list", "--width", "-1"])

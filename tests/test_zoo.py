@@ -1,0 +1,93 @@
+"""Every registered model: exact reference parameter counts, forward and backward (SPEC §2).
+
+Parametrized over the registry, so a new zoo entry is tested automatically.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from edgecnn import zoo
+from edgecnn.build import count_params
+
+# Trainable parameters of the reference implementations at 1000 classes (10 for CIFAR):
+# TF-slim mobilenet_v1; torchvision for the others; He et al. 2016 §4.2 option-A CIFAR ResNets
+# (0.27M / 0.85M in the paper; 269,722 / 853,018 exactly, as in akamaster/pytorch_resnet_cifar10).
+REFERENCE = {
+    "mobilenet_v1": 4_231_976,
+    "mobilenet_v2": 3_504_872,
+    "mobilenet_v3_large": 5_483_032,
+    "mobilenet_v3_small": 2_542_856,
+    "resnet18": 11_689_512,
+    "resnet50": 25_557_032,
+    "resnet20_cifar": 269_722,
+    "resnet56_cifar": 853_018,
+    # kuangliu/pytorch-cifar ports at 10 classes
+    "mobilenet_v2_cifar": 2_236_682,
+    "resnet18_cifar": 11_173_962,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_reference_parameter_counts(name):
+    assert count_params(zoo.create(name)) == REFERENCE[name]
+    if zoo.get(name).reference_params is not None:
+        assert zoo.get(name).reference_params == REFERENCE[name]
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_forward_backward(name):
+    torch.manual_seed(0)
+    entry = zoo.get(name)
+    model = zoo.create(name, num_classes=17)
+    x = torch.randn(2, 3, entry.input_size, entry.input_size, requires_grad=True)
+    y = model(x)
+    assert y.shape == (2, 17)
+    y.square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+
+
+@pytest.mark.parametrize("name", [n for n in zoo.names() if n.endswith("_cifar")])
+def test_cifar_variants_end_small_but_not_collapsed(name):
+    model = zoo.create(name)
+    feats = {}
+    gap = next(m for m in model.blocks if m.__class__.__name__ == "GlobalAvgPool")
+    gap.register_forward_hook(lambda m, i, o: feats.update(shape=i[0].shape))
+    model.eval()(torch.randn(1, 3, 32, 32))
+    assert feats["shape"][-1] in (2, 4, 8)  # 32x32 input with a stride-1 stem
+
+
+def _conv_channels(model: nn.Module) -> list[int]:
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
+@pytest.mark.parametrize("width", [0.35, 0.5, 0.75, 1.4])
+def test_width_multiplier_rounds_to_multiples_of_8(name, width):
+    base, thin = zoo.create(name), zoo.create(name, width=width)
+    # every conv width (SE convs and the 1000-way classifier aside) is a multiple of 8, and scales monotonically
+    assert all(c % 8 == 0 for c in _conv_channels(thin))
+    if width < 1:
+        assert count_params(thin) < count_params(base)
+    else:
+        assert count_params(thin) > count_params(base)
+
+
+def test_width_multiplier_hand_checked_channels():
+    # MobileNetV2 x0.5: stem 32*0.5 = 16, first block 16*0.5 = 8, last conv kept at 1280 (Sandler et al. §5.1)
+    assert zoo.arch_of("mobilenet_v2", width=0.5).split()[:2] == ["conv_s2_c16_relu6", "ir_e1_c8"]
+    assert "conv_k1_c1280_relu6" in zoo.arch_of("mobilenet_v2", width=0.5)
+    assert "conv_k1_c1792_relu6" in zoo.arch_of("mobilenet_v2", width=1.4)  # 1280*1.4
+    # MobileNetV3-Large x0.75: 960*0.75 = 720 = 6 * make_divisible(160*0.75 = 120)
+    assert "conv_k1_c720_hswish" in zoo.arch_of("mobilenet_v3_large", width=0.75)
+
+
+def test_default_classes_and_bad_names():
+    assert zoo.create("resnet20_cifar").num_classes == 10
+    assert zoo.create("mobilenet_v3_small").num_classes == 1000
+    with pytest.raises(ValueError, match=r"unknown model 'mobilenet_v4'; valid: mobilenet_v1, mobilenet_v2"):
+        zoo.create("mobilenet_v4")
+    with pytest.raises(ValueError, match="width multiplier must be positive"):
+        zoo.create("mobilenet_v2", width=0)
