@@ -1,0 +1,48 @@
+"""Per-layer analysis of any network: costs, receptive fields, gradient flow (SPEC §3).
+
+* :func:`analyze` — one traced pass: per-op shapes, params, MACs, other ops,
+  activation memory and receptive fields (:mod:`.trace`, cost rules in
+  :mod:`.handlers`, result objects in :mod:`.result`);
+* :func:`cost_from_spec` — params and MACs of an arch string in closed form,
+  without building the model (:mod:`.spec_cost`);
+* :func:`receptive_fields` and friends (:mod:`.receptive`), the effective
+  receptive field (:mod:`.erf`), gradient flow (:mod:`.gradflow`), conv
+  arithmetic (:mod:`.convmath`) and the receptive-field planner
+  (:mod:`.rfplan`), imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from edgecnn.analysis.handlers import Cost
+from edgecnn.analysis.result import CONVENTIONS, Analysis, LayerCost, Totals
+from edgecnn.analysis.spec_cost import LayerSpecCost, SpecCost, cost_from_spec
+from edgecnn.analysis.trace import analyze
+
+__all__ = ["CONVENTIONS", "Analysis", "Cost", "LayerCost", "LayerSpecCost", "SpecCost", "Totals", "analyze",
+           "cost_from_spec"]  # fmt: skip
+
+# name -> module of the sibling analyses, loaded lazily (they pull in more of torch, or are optional)
+_LAZY = {
+    "receptive_fields": "receptive",
+    "receptive_field": "receptive",
+    "layer_receptive_fields": "receptive",
+    "RF": "receptive",
+    "erf": "erf",
+    "effective_receptive_field": "erf",
+    "gradient_flow": "gradflow",
+    "rf_plan": "rfplan",
+    "plan_receptive_field": "rfplan",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgecnn.analysis' has no attribute {name!r}")
+    try:
+        return getattr(importlib.import_module(f"edgecnn.analysis.{module}"), name)
+    except (ImportError, AttributeError):
+        raise AttributeError(f"edgecnn.analysis.{name} is not available (module .{module} not written yet)") from None

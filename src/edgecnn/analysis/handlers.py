@@ -1,0 +1,414 @@
+"""The cost table: one handler per layer type, giving output shape, MACs and other ops.
+
+Conventions (stated once here, printed with every analysis, see ``docs/analysis.md``):
+
+* **MACs** (the headline) are the multiply-accumulates of convolutions,
+  transposed convolutions, linear layers and matrix products, *without*
+  bias. FLOPs = 2·MACs. This is exactly what
+  ``torch.utils.flop_counter.FlopCounterMode`` counts, divided by two.
+* A conv costs ``N·H_out·W_out·C_out·(C_in/g)·k_h·k_w``; a **transposed**
+  conv ``N·H_in·W_in·C_in·(C_out/g)·k_h·k_w`` (each *input* pixel is
+  multiplied by the kernel once — tools that use the output size count a
+  stride-2 tconv 4× too high); linear ``(rows)·in·out``; matmul
+  ``(broadcast batch)·m·k·n``.
+* **Other ops** are counted separately, per output element unless said
+  otherwise: bias add 1, batch norm 2 (the inference affine ``a·x + b``),
+  layer/group/instance norm 5 (mean, variance, normalise, scale, shift),
+  activation 1 whatever the function, add/sub/mul/div 1 (residual adds and
+  the SE rescale among them), softmax 3, pooling ``k_h·k_w`` (the window's
+  reads), adaptive/global pooling 1 per *input* element, interpolation one
+  per tap (nearest 0 — a gather, linear 2, bilinear 4, bicubic 16,
+  trilinear 8), reductions (mean/sum) 1 per input element; reshapes, views,
+  concatenation, padding, dropout and identity 0.
+
+Handlers see a :class:`Call` whose tensors are *meta* tensors (shape and
+dtype only) and return the output value (also meta) and a :class:`Cost`.
+Shapes are computed by the small pure functions below (fvcore's
+``conv_flop_count(x_shape, w_shape, out_shape)`` style), so no kernel runs;
+ops we have no rule for are run on meta tensors under ``FlopCounterMode`` by
+:mod:`edgecnn.analysis.trace`, so their MACs are still counted.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Shape = tuple[int, ...]
+
+HEADLINE_KINDS = ("conv", "conv_transpose", "linear", "matmul")
+"""Op kinds whose multiply-accumulates make the headline MAC count."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one op costs."""
+
+    kind: str  # conv | conv_transpose | linear | matmul | norm | act | pool | elementwise | interpolate | reduce | data | other
+    macs: int = 0  # multiply-accumulates of conv/linear/matmul, bias excluded (the headline)
+    other_ops: int = 0  # everything else, by the rules in the module docstring
+
+
+@dataclass
+class Call:
+    """One call seen by a handler: the module (for call_module) and its arguments as meta tensors."""
+
+    module: nn.Module | None  # the called module, None for functions and methods
+    args: tuple[Any, ...]  # positional arguments; tensors are meta tensors
+    kwargs: dict[str, Any]  # keyword arguments
+
+    def arg(self, i: int, name: str, default: Any = None) -> Any:
+        """Argument ``i`` / ``name``, whichever was given."""
+        if i < len(self.args):
+            return self.args[i]
+        return self.kwargs.get(name, default)
+
+
+Handler = Callable[[Call], tuple[Any, Cost]]
+
+
+# ---------------------------------------------------------------- pure shape maths
+
+
+def _ntuple(v: int | Sequence[int], n: int) -> tuple[int, ...]:
+    if isinstance(v, (tuple, list)):
+        return tuple(int(x) for x in v) if len(v) == n else (int(v[0]),) * n
+    return (int(v),) * n
+
+
+def conv_out_shape(x: Shape, w: Shape, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> Shape:
+    """Output shape of a conv: ``⌊(i + 2p − d(k−1) − 1)/s⌋ + 1`` per spatial axis (weight ``(C_out, C_in/g, *k)``)."""
+    n = len(w) - 2
+    k, s, d = w[2:], _ntuple(stride, n), _ntuple(dilation, n)
+    if padding == "valid":
+        return (x[0], w[0], *(((i - dd * (kk - 1) - 1) // ss + 1) for i, kk, ss, dd in zip(x[2:], k, s, d)))
+    if padding == "same":
+        return (x[0], w[0], *x[2:])
+    p = _ntuple(padding, n)
+    return (x[0], w[0], *(((i + 2 * pp - dd * (kk - 1) - 1) // ss + 1) for i, kk, ss, pp, dd in zip(x[2:], k, s, p, d)))
+
+
+def conv_transpose_out_shape(
+    x: Shape, w: Shape, stride: Any = 1, padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1
+) -> Shape:
+    """Output shape of a transposed conv: ``(i−1)·s − 2p + d(k−1) + op + 1`` (weight ``(C_in, C_out/g, *k)``)."""
+    n = len(w) - 2
+    s, p, op, d = (_ntuple(v, n) for v in (stride, padding, output_padding, dilation))
+    sizes = ((i - 1) * ss - 2 * pp + dd * (kk - 1) + oo + 1 for i, kk, ss, pp, oo, dd in zip(x[2:], w[2:], s, p, op, d))
+    return (x[0], w[1] * groups, *sizes)
+
+
+def conv_macs(x: Shape, w: Shape, out: Shape, *, transposed: bool = False) -> int:
+    """MACs of a conv: per output pixel (per *input* pixel when transposed) a dot product with the kernel.
+
+    ``w`` is PyTorch's weight shape, whose first two entries multiply to
+    ``C_out·C_in/g`` for both kinds of conv.
+    """
+    spatial = x[2:] if transposed else out[2:]
+    return x[0] * math.prod(spatial) * math.prod(w)
+
+
+def linear_macs(x: Shape, w: Shape) -> int:
+    """MACs of ``x @ Wᵀ`` with ``W`` of shape ``(out, in)``: one dot product of length in per output."""
+    return math.prod(x[:-1]) * w[0] * w[1]
+
+
+def matmul_shape_macs(a: Shape, b: Shape) -> tuple[Shape, int]:
+    """Output shape and MACs of ``torch.matmul(a, b)`` with NumPy broadcasting of the batch axes."""
+    if not a or not b:
+        raise ValueError("matmul needs tensors of at least one dimension")
+    a2 = (1, *a) if len(a) == 1 else a
+    b2 = (*b, 1) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"matmul shapes {a} and {b} do not fit")
+    batch = tuple(torch.broadcast_shapes(a2[:-2], b2[:-2]))
+    out = (*batch, a2[-2], b2[-1])
+    macs = math.prod(batch) * a2[-2] * a2[-1] * b2[-1]
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return out, macs
+
+
+def pool_out_shape(x: Shape, n: int, kernel: Any, stride: Any, padding: Any, dilation: Any = 1, ceil: bool = False) -> Shape:
+    """Output shape of max/avg pooling over the trailing ``n`` axes (PyTorch's floor / ceil-mode rule)."""
+    k = _ntuple(kernel, n)
+    s = _ntuple(stride if stride not in (None, [], ()) else kernel, n)
+    p, d = _ntuple(padding, n), _ntuple(dilation, n)
+    sizes = []
+    for i, kk, ss, pp, dd in zip(x[-n:], k, s, p, d):
+        span = i + 2 * pp - dd * (kk - 1) - 1
+        o = (-(-span // ss) if ceil else span // ss) + 1
+        if ceil and (o - 1) * ss >= i + pp:  # the last window must start inside the input or the left padding
+            o -= 1
+        sizes.append(o)
+    return (*x[:-n], *sizes)
+
+
+def _module_ndim(m: nn.Module) -> int:
+    """Spatial axes of a pooling module, from its class name (``MaxPool2d`` -> 2)."""
+    for cls in type(m).__mro__:
+        if cls.__name__[-2:] in ("1d", "2d", "3d"):
+            return int(cls.__name__[-2])
+    raise NotImplementedError(f"cannot tell the dimension of {type(m).__name__}")
+
+
+def _meta(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(tuple(shape), dtype=like.dtype, device="meta")
+
+
+def _numel(t: Any) -> int:
+    return t.numel() if isinstance(t, torch.Tensor) else 0
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def _conv(call: Call, w: torch.Tensor, bias: Any, stride: Any, padding: Any, dilation: Any, groups: int) -> tuple[Any, Cost]:
+    x = call.args[0]
+    if isinstance(padding, str) and padding not in ("same", "valid"):
+        raise ValueError(f"unknown conv padding {padding!r}")
+    unbatched = x.dim() == w.dim() - 1
+    x_shape: Shape = (1, *x.shape) if unbatched else tuple(x.shape)
+    if x_shape[1] != w.shape[1] * groups:
+        raise ValueError(f"conv input {tuple(x.shape)} has {x_shape[1]} channels, its weight {tuple(w.shape)} "
+                         f"with groups={groups} expects {w.shape[1] * groups}")  # fmt: skip
+    out = conv_out_shape(x_shape, tuple(w.shape), stride, padding, dilation)
+    y = _meta(out[1:] if unbatched else out, x)
+    return y, Cost("conv", conv_macs(x_shape, tuple(w.shape), out), y.numel() if bias is not None else 0)
+
+
+def _conv_t(call: Call, w: torch.Tensor, bias: Any, stride: Any, padding: Any, out_pad: Any, groups: int, dilation: Any) -> tuple[Any, Cost]:
+    x = call.args[0]
+    if x.dim() != w.dim() or x.shape[1] != w.shape[0]:
+        raise NotImplementedError("unbatched or mismatched transposed conv: run on meta")
+    out = conv_transpose_out_shape(tuple(x.shape), tuple(w.shape), stride, padding, out_pad, groups, dilation)
+    y = _meta(out, x)
+    return y, Cost("conv_transpose", conv_macs(tuple(x.shape), tuple(w.shape), out, transposed=True),
+                   y.numel() if bias is not None else 0)  # fmt: skip
+
+
+def conv_module(call: Call) -> tuple[Any, Cost]:
+    m = call.module
+    assert isinstance(m, nn.modules.conv._ConvNd)
+    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+        if call.arg(1, "output_size") is not None:
+            raise NotImplementedError("output_size given: run on meta")
+        return _conv_t(call, m.weight, m.bias, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+    return _conv(call, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+
+def conv_function(call: Call) -> tuple[Any, Cost]:
+    return _conv(call, call.arg(1, "weight"), call.arg(2, "bias"), call.arg(3, "stride", 1),
+                 call.arg(4, "padding", 0), call.arg(5, "dilation", 1), call.arg(6, "groups", 1))  # fmt: skip
+
+
+def conv_transpose_function(call: Call) -> tuple[Any, Cost]:
+    return _conv_t(call, call.arg(1, "weight"), call.arg(2, "bias"), call.arg(3, "stride", 1), call.arg(4, "padding", 0),
+                   call.arg(5, "output_padding", 0), call.arg(6, "groups", 1), call.arg(7, "dilation", 1))  # fmt: skip
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, bias: Any) -> tuple[Any, Cost]:
+    if x.shape[-1] != w.shape[-1]:
+        raise ValueError(f"linear input {tuple(x.shape)} does not fit weight {tuple(w.shape)}")
+    out_features = w.shape[0] if w.dim() == 2 else 1
+    y = _meta((*x.shape[:-1], out_features) if w.dim() == 2 else x.shape[:-1], x)
+    macs = linear_macs(tuple(x.shape), (out_features, w.shape[-1]))
+    return y, Cost("linear", macs, y.numel() if bias is not None else 0)
+
+
+def linear_module(call: Call) -> tuple[Any, Cost]:
+    m = call.module
+    assert isinstance(m, nn.Linear)
+    return _linear(call.args[0], m.weight, m.bias)
+
+
+def linear_function(call: Call) -> tuple[Any, Cost]:
+    return _linear(call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias"))
+
+
+def matmul(call: Call) -> tuple[Any, Cost]:
+    a, b = call.arg(0, "input"), call.arg(1, "other" if "other" in call.kwargs else "mat2")
+    out, macs = matmul_shape_macs(tuple(a.shape), tuple(b.shape))
+    return _meta(out, a), Cost("matmul", macs)
+
+
+def _pointwise(kind: str, per_element: int) -> Handler:
+    def handler(call: Call) -> tuple[Any, Cost]:
+        x = call.args[0] if call.args else next(iter(call.kwargs.values()))
+        return x, Cost(kind, 0, per_element * x.numel())
+
+    return handler
+
+
+def elementwise(call: Call) -> tuple[Any, Cost]:
+    """add/sub/mul/div with broadcasting; a Python number operand is fine."""
+    tensors = [a for a in (*call.args[:2], call.kwargs.get("other")) if isinstance(a, torch.Tensor)]
+    if not tensors:
+        raise NotImplementedError("no tensor operand: run it")
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    dtype = torch.result_type(*call.args[:2]) if len(call.args) >= 2 else tensors[0].dtype
+    y = torch.empty(shape, dtype=dtype, device="meta")
+    return y, Cost("elementwise", 0, y.numel())
+
+
+def pool_module(call: Call) -> tuple[Any, Cost]:
+    m = call.module
+    assert m is not None
+    if getattr(m, "return_indices", False):
+        raise NotImplementedError("indices returned: run on meta")
+    x, n = call.args[0], _module_ndim(m)
+    out = pool_out_shape(tuple(x.shape), n, m.kernel_size, m.stride, m.padding,  # type: ignore[arg-type]
+                         getattr(m, "dilation", 1), bool(getattr(m, "ceil_mode", False)))  # fmt: skip
+    y = _meta(out, x)
+    return y, Cost("pool", 0, math.prod(_ntuple(m.kernel_size, n)) * y.numel())  # type: ignore[arg-type]
+
+
+def _adaptive(x: torch.Tensor, size: Any, n: int) -> tuple[Any, Cost]:
+    sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,) * n
+    lead = x.dim() - n
+    y = _meta((*x.shape[:lead], *(x.shape[lead + i] if s is None else s for i, s in enumerate(sizes))), x)
+    return y, Cost("pool", 0, x.numel())
+
+
+def adaptive_pool_module(call: Call) -> tuple[Any, Cost]:
+    m = call.module
+    assert m is not None
+    if getattr(m, "return_indices", False):
+        raise NotImplementedError("indices returned: run on meta")
+    return _adaptive(call.args[0], m.output_size, _module_ndim(m))  # type: ignore[arg-type]
+
+
+def adaptive_pool_function(n: int) -> Handler:
+    def handler(call: Call) -> tuple[Any, Cost]:
+        return _adaptive(call.arg(0, "input"), call.arg(1, "output_size"), n)
+
+    return handler
+
+
+def flatten(call: Call) -> tuple[Any, Cost]:
+    x = call.args[0]
+    if call.module is not None:
+        start, end = call.module.start_dim, call.module.end_dim  # type: ignore[union-attr]
+    else:
+        start, end = call.arg(1, "start_dim", 0), call.arg(2, "end_dim", -1)
+    nd = max(x.dim(), 1)
+    start, end = start % nd, end % nd
+    shape = (*x.shape[:start], math.prod(x.shape[start : end + 1]), *x.shape[end + 1 :])
+    return _meta(shape, x), Cost("data")
+
+
+def identity(call: Call) -> tuple[Any, Cost]:
+    return call.args[0], Cost("data")
+
+
+_TAPS = {"nearest": 0, "nearest-exact": 0, "area": 1, "linear": 2, "bilinear": 4, "bicubic": 16, "trilinear": 8}
+
+
+def _interpolate(x: torch.Tensor, size: Any, scale: Any, mode: str) -> tuple[Any, Cost]:
+    n = x.dim() - 2
+    if size is not None:
+        spatial = _ntuple(size, n)
+    elif scale is not None:
+        factors = scale if isinstance(scale, (tuple, list)) else (scale,) * n
+        spatial = tuple(math.floor(float(i) * float(f)) for i, f in zip(x.shape[2:], factors))
+    else:
+        raise ValueError("interpolate needs size or scale_factor")
+    y = _meta((*x.shape[:2], *spatial), x)
+    if mode not in _TAPS:
+        raise NotImplementedError(mode)
+    return y, Cost("interpolate", 0, _TAPS[mode] * y.numel())
+
+
+def interpolate_function(call: Call) -> tuple[Any, Cost]:
+    if call.arg(5, "recompute_scale_factor") or call.arg(6, "antialias"):
+        raise NotImplementedError("run on meta")
+    return _interpolate(call.arg(0, "input"), call.arg(1, "size"), call.arg(2, "scale_factor"),
+                        call.arg(3, "mode", "nearest"))  # fmt: skip
+
+
+def upsample_module(call: Call) -> tuple[Any, Cost]:
+    m = call.module
+    assert isinstance(m, nn.Upsample)
+    if m.recompute_scale_factor:
+        raise NotImplementedError("run on meta")
+    return _interpolate(call.args[0], m.size, m.scale_factor, m.mode)
+
+
+# Module types -> handler; looked up along the MRO so subclasses inherit their parent's rule.
+_ACTS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.LeakyReLU,
+         nn.ELU, nn.Hardtanh, nn.Mish, nn.Softplus, nn.PReLU, nn.SELU, nn.CELU)  # fmt: skip
+MODULE_HANDLERS: dict[type, Handler] = {
+    nn.modules.conv._ConvNd: conv_module,
+    nn.Linear: linear_module,
+    nn.modules.batchnorm._BatchNorm: _pointwise("norm", 2),
+    nn.LayerNorm: _pointwise("norm", 5),
+    nn.GroupNorm: _pointwise("norm", 5),
+    nn.modules.instancenorm._InstanceNorm: _pointwise("norm", 5),
+    **dict.fromkeys(_ACTS, _pointwise("act", 1)),
+    nn.Softmax: _pointwise("act", 3),
+    nn.modules.pooling._MaxPoolNd: pool_module,
+    nn.modules.pooling._AvgPoolNd: pool_module,
+    nn.modules.pooling._AdaptiveAvgPoolNd: adaptive_pool_module,
+    nn.modules.pooling._AdaptiveMaxPoolNd: adaptive_pool_module,
+    nn.Flatten: flatten,
+    nn.Identity: identity,
+    nn.modules.dropout._DropoutNd: identity,
+    nn.Upsample: upsample_module,
+}
+
+_ELEMENTWISE_FNS = (operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
+                    operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div)  # fmt: skip
+_ACT_FNS = (F.relu, torch.relu, F.relu6, F.hardswish, F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
+            F.silu, F.gelu, F.leaky_relu, F.elu, F.hardtanh, F.mish)  # fmt: skip
+FUNCTION_HANDLERS: dict[Any, Handler] = {
+    **dict.fromkeys((F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d), conv_function),
+    **dict.fromkeys((F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d), conv_transpose_function),
+    F.linear: linear_function,
+    **dict.fromkeys((torch.matmul, operator.matmul, torch.mm, torch.bmm), matmul),
+    **dict.fromkeys(_ELEMENTWISE_FNS, elementwise),
+    **dict.fromkeys(_ACT_FNS, _pointwise("act", 1)),
+    F.softmax: _pointwise("act", 3),
+    torch.softmax: _pointwise("act", 3),
+    F.interpolate: interpolate_function,
+    F.adaptive_avg_pool1d: adaptive_pool_function(1),
+    F.adaptive_avg_pool2d: adaptive_pool_function(2),
+    F.adaptive_avg_pool3d: adaptive_pool_function(3),
+    torch.flatten: flatten,
+    F.dropout: identity,
+}
+
+# Tensor methods (call_method nodes) by name.
+METHOD_HANDLERS: dict[str, Handler] = {
+    **dict.fromkeys(("add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_"), elementwise),
+    **dict.fromkeys(("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"), _pointwise("act", 1)),
+    "softmax": _pointwise("act", 3),
+    "matmul": matmul,
+    "flatten": flatten,
+    "contiguous": identity,
+}
+
+# Ops whose output we take by running them on meta tensors (cheap: no kernel), at no cost.
+DATA_FUNCTIONS = {operator.getitem, torch.cat, torch.stack, F.pad, torch.reshape, torch.permute, torch.transpose,
+                  torch.squeeze, torch.unsqueeze, torch.chunk, torch.split, getattr}  # fmt: skip
+DATA_METHODS = {"view", "reshape", "permute", "transpose", "squeeze", "unsqueeze", "expand", "expand_as", "chunk",
+                "split", "size", "dim", "view_as", "repeat", "narrow", "unflatten", "type_as", "to", "float", "t"}  # fmt: skip
+REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
+REDUCE_METHODS = {"mean", "sum", "amax", "max", "min"}
+
+
+def module_handler(module: nn.Module) -> Handler | None:
+    """The handler for ``module``'s type or its nearest registered base class."""
+    for cls in type(module).__mro__:
+        h = MODULE_HANDLERS.get(cls)
+        if h is not None:
+            return h
+    return None

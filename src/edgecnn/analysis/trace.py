@@ -1,0 +1,437 @@
+"""One traced pass over any ``nn.Module``: per-op shapes, params, MACs, activations, receptive fields.
+
+How (SPEC §3): ``torch.fx`` traces the module symbolically — modules from
+``torch.nn`` (and any ``leaf_modules`` types given) stay whole, everything
+else is traced through, so functional calls (``F.conv2d``, ``@``,
+``F.interpolate``), bare ``nn.Parameter``s (``get_attr`` nodes) and a module
+called twice (two nodes) are all seen. Shapes then flow through the graph as
+*meta* tensors: each op's output shape comes from the shape maths of
+:mod:`edgecnn.analysis.handlers` (no kernel runs, not even a meta one); an op
+without a rule is run on meta tensors under ``FlopCounterMode``, so its
+shape and any conv/matmul MACs inside it are still exact. Weights are never
+read or copied. Receptive fields come from
+:func:`edgecnn.analysis.receptive.receptive_fields` on the same graph.
+
+Fallback (``mode="hooks"``, taken automatically when fx cannot trace the
+module, e.g. Python control flow on tensor values): one real forward pass on
+a zero input with forward hooks on the leaf modules, inside
+``FlopCounterMode``. It loses: receptive fields (no graph); rows for
+functional ops — their MACs are still in the totals, as one
+``"<module> (functional)"`` row per module that issued them (from
+``FlopCounterMode``'s per-module counts), but their other ops (residual adds,
+SE multiplies), shapes and activation memory are not counted; and it runs
+real compute. Parameters no leaf module owns (bare ``nn.Parameter``s) are
+added as one row.
+"""
+
+from __future__ import annotations
+
+import collections
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import TensorMetadata
+from torch.fx.proxy import Proxy
+from torch.utils.flop_counter import FlopCounterMode
+
+from edgecnn.analysis import handlers as H
+from edgecnn.analysis.result import Analysis, LayerCost
+
+try:  # defers code generation until someone calls the module; analysis never does
+    from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
+except ImportError:  # pragma: no cover - older torch
+    _GraphModule = fx.GraphModule
+
+_PLAIN = (int, float, bool, str, type(None))
+_VIEW_KINDS = ("data",)  # outputs that alias their input: no new activation memory
+
+
+class _ScopeStack(collections.OrderedDict):  # type: ignore[type-arg]
+    """fx copies the module stack into every node; a plain dict copy is ~5× cheaper than ``copy.copy``."""
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+
+class CostTracer(fx.Tracer):
+    """fx tracer with ``torch.nn`` layers (and ``leaf_modules`` types) as leaves.
+
+    ``create_arg`` takes a fast path for the argument types a CNN passes
+    (proxies, numbers, tuples); tracing is the largest part of an analysis.
+    """
+
+    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = ()) -> None:
+        super().__init__()
+        self.leaf_types = tuple(leaf_modules)
+        self.module_stack = _ScopeStack()
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if self.leaf_types and isinstance(m, self.leaf_types):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def create_arg(self, a: Any) -> Any:
+        t = type(a)
+        if t is Proxy:
+            return a.node
+        if t in _PLAIN:
+            return a
+        if t is tuple:
+            return tuple(self.create_arg(e) for e in a)
+        return super().create_arg(a)
+
+
+def trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> fx.GraphModule:
+    """Symbolically trace ``model`` (no shapes yet)."""
+    tracer = CostTracer(leaf_modules)
+    graph = tracer.trace(model)
+    return _GraphModule(tracer.root, graph, type(model).__name__)
+
+
+# ---------------------------------------------------------------- the fx pass
+
+
+def _map(a: Any, env: dict[fx.Node, Any]) -> Any:
+    t = type(a)
+    if t is fx.Node:
+        return env[a]
+    if t is tuple or t is list:
+        return t(_map(e, env) for e in a)
+    if t is dict:
+        return {k: _map(v, env) for k, v in a.items()}
+    if t is slice:
+        return slice(_map(a.start, env), _map(a.stop, env), _map(a.step, env))
+    return a
+
+
+def _to_meta(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return torch.empty(v.shape, dtype=v.dtype, device="meta")
+    return v
+
+
+def _fetch(root: nn.Module, target: str) -> Any:
+    obj: Any = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _tensors(v: Any) -> list[torch.Tensor]:
+    if isinstance(v, torch.Tensor):
+        return [v]
+    if isinstance(v, (tuple, list)):
+        return [t for e in v for t in _tensors(e)]
+    return []
+
+
+def _run_on_meta(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if node.op == "call_module":
+        assert module is not None
+        state = {k: _to_meta(v) for k, v in (*module.named_parameters(), *module.named_buffers())}
+        return torch.func.functional_call(module, state, args, kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)  # type: ignore[arg-type]
+    return node.target(*args, **kwargs)  # type: ignore[operator]
+
+
+def _fn_name(target: Any) -> str:
+    return getattr(target, "__name__", None) or str(target)
+
+
+def _qualname(target: Any) -> str:
+    mod = getattr(target, "__module__", None) or ""
+    return f"{mod}.{_fn_name(target)}" if mod else _fn_name(target)
+
+
+def _scope(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    return next(reversed(stack.values()))[0]
+
+
+def _cost_node(
+    node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, H.Cost, str]:
+    """Output value, cost and a note for one call node."""
+    target = node.target
+    if node.op == "call_module":
+        assert module is not None
+        handler = H.module_handler(module)
+    elif node.op == "call_function":
+        handler = H.FUNCTION_HANDLERS.get(target)
+        if handler is None and target in H.DATA_FUNCTIONS:
+            kind = "data" if target in (operator.getitem, getattr) else "copy"
+            return _run_on_meta(node, None, args, kwargs), H.Cost(kind), ""
+        if handler is None and target in H.REDUCE_FUNCTIONS:
+            return _run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, H._numel(args[0])), ""
+    else:
+        handler = H.METHOD_HANDLERS.get(target)  # type: ignore[arg-type]
+        if handler is None and target in H.DATA_METHODS:
+            return _run_on_meta(node, None, args, kwargs), H.Cost("data"), ""
+        if handler is None and target in H.REDUCE_METHODS:
+            return _run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, H._numel(args[0])), ""
+    if handler is not None:
+        try:
+            value, cost = handler(H.Call(module, args, kwargs))
+            return value, cost, ""
+        except NotImplementedError:
+            pass  # a case the rule does not cover: measure it below
+    with FlopCounterMode(display=False) as counter:
+        value = _run_on_meta(node, module, args, kwargs)
+    macs = counter.get_total_flops() // 2
+    return value, H.Cost("other", macs, 0), "no rule: run on meta tensors, MACs from FlopCounterMode"
+
+
+def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
+    # what ShapeProp would store; receptive_fields reads .shape
+    return TensorMetadata(t.shape, t.dtype, False, (), None, False, {})
+
+
+def analyze_fx(
+    model: nn.Module, inputs: Sequence[torch.Tensor], *, leaf_modules: Sequence[type[nn.Module]] = ()
+) -> tuple[Analysis, fx.GraphModule]:
+    """The fx pass (raises when tracing or meta propagation fails; :func:`analyze` then falls back)."""
+    gm = trace(model, leaf_modules)
+    modules = dict(gm.named_modules())
+    env: dict[fx.Node, Any] = {}
+    counted: set[int] = set()
+    calls: dict[str, int] = {}
+    rows: list[LayerCost] = []
+    row_of: dict[str, LayerCost] = {}
+    placeholders = iter(inputs)
+    for node in gm.graph.nodes:
+        op = node.op
+        if op == "placeholder":
+            try:
+                value = _to_meta(next(placeholders))
+            except StopIteration:
+                raise ValueError(f"the model takes more inputs than the {len(inputs)} given") from None
+            env[node] = value
+            if isinstance(value, torch.Tensor):
+                node.meta["tensor_meta"] = _tensor_meta(value)
+            continue
+        if op == "get_attr":
+            value = _to_meta(_fetch(gm, node.target))
+            env[node] = value
+            if isinstance(value, torch.Tensor):
+                node.meta["tensor_meta"] = _tensor_meta(value)
+            continue
+        if op == "output":
+            continue
+        args, kwargs = _map(node.args, env), _map(node.kwargs, env)
+        module = modules[node.target] if op == "call_module" else None
+        value, cost, note = _cost_node(node, module, args, kwargs)
+        env[node] = value
+        outs = _tensors(value)
+        if not outs:
+            continue  # x.size(), shape arithmetic: not a layer
+        node.meta["tensor_meta"] = _tensor_meta(outs[0])
+        # parameters: a module's own, or bare ones read through get_attr; each counted once
+        params = 0
+        owned = module.parameters() if module is not None else (
+            _fetch(gm, a.target) for a in node.all_input_nodes if a.op == "get_attr")  # fmt: skip
+        for p in owned:
+            if isinstance(p, nn.Parameter) and id(p) not in counted:
+                counted.add(id(p))
+                params += p.numel()
+        if op == "call_module":
+            n = calls[node.target] = calls.get(node.target, 0) + 1
+            name, label, scope, target = node.target, type(module).__name__, node.target, node.target
+            if n > 1:
+                name, note = f"{node.target}#{n}", note or f"call {n} of the module (its parameters counted once)"
+        else:
+            scope = _scope(node)
+            label = node.target if op == "call_method" else _fn_name(node.target)
+            target = f"Tensor.{node.target}" if op == "call_method" else _qualname(node.target)
+            name = f"{scope}.{node.name}" if scope else node.name
+        elements = sum(t.numel() for t in outs)
+        nbytes = 0 if cost.kind in _VIEW_KINDS else sum(t.numel() * t.element_size() for t in outs)
+        row = LayerCost(name, node.name, str(label), cost.kind, str(target), scope, tuple(outs[0].shape), params,
+                        cost.macs, cost.other_ops, elements, nbytes, note=note)  # fmt: skip
+        rows.append(row)
+        row_of[node.name] = row
+    all_params = {id(p): p.numel() for p in model.parameters()}
+    unused = sum(n for i, n in all_params.items() if i not in counted)
+    analysis = Analysis(_model_name(model), [tuple(t.shape) for t in inputs], rows, "fx", unused)
+    _add_receptive_fields(gm, row_of, analysis)
+    return analysis, gm
+
+
+def _add_receptive_fields(gm: fx.GraphModule, row_of: dict[str, LayerCost], analysis: Analysis) -> None:
+    try:
+        from edgecnn.analysis.receptive import receptive_fields
+    except ImportError:  # the receptive-field module is optional
+        analysis.notes.append("receptive fields not available (edgecnn.analysis.receptive missing)")
+        return
+    try:
+        rfs = receptive_fields(gm)
+    except ValueError as exc:  # e.g. an input without spatial axes
+        analysis.notes.append(f"receptive fields not computed: {exc}")
+        return
+    for name, rf in rfs.items():
+        row = row_of.get(name)
+        if row is None:
+            continue
+        row.rf_size, row.rf_jump, row.rf_start = _plain(rf.size), _plain(rf.jump), _plain(rf.start)
+        row.rf_whole = bool(rf.whole)
+        if rf.note and rf.note not in row.note:
+            row.note = f"{row.note}; RF: {rf.note}" if row.note else f"RF: {rf.note}"
+
+
+def _plain(values: Sequence[Any]) -> tuple[float, ...]:
+    # receptive fields may be Fractions (transposed convs, upsampling); rows hold JSON-ready numbers
+    return tuple(int(v) if v == int(v) else float(v) for v in values)
+
+
+def _model_name(model: nn.Module) -> str:
+    arch = getattr(model, "arch", None)
+    return f"{type(model).__name__}({arch!r})" if isinstance(arch, str) else type(model).__name__
+
+
+# ---------------------------------------------------------------- the hooks fallback
+
+
+def analyze_hooks(
+    model: nn.Module, inputs: Sequence[torch.Tensor], *, leaf_modules: Sequence[type[nn.Module]] = ()
+) -> Analysis:
+    """One real forward with hooks on leaf modules inside ``FlopCounterMode`` (see the module docstring)."""
+    leaf_types = tuple(leaf_modules)
+    leaves: dict[nn.Module, str] = {}
+    inside: tuple[str, ...] = ()  # paths of leaf-type modules: their submodules are not rows of their own
+    for name, m in model.named_modules():
+        if not name or name.startswith(inside):
+            continue
+        if leaf_types and isinstance(m, leaf_types):
+            leaves[m], inside = name, (*inside, name + ".")
+        elif not any(True for _ in m.children()):
+            leaves.setdefault(m, name)  # a shared module: hooked once, under its first name
+    rows: list[LayerCost] = []
+    counted: set[int] = set()
+    calls: dict[str, int] = {}
+
+    def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        name = leaves[m]
+        handler = H.module_handler(m)
+        note = ""
+        cost = H.Cost("other")
+        if handler is not None:
+            try:
+                cost = handler(H.Call(m, args, kwargs))[1]
+            except NotImplementedError:
+                handler = None
+        if handler is None:
+            note = "no rule: MACs from FlopCounterMode"
+        params = 0
+        for p in m.parameters():
+            if id(p) not in counted:
+                counted.add(id(p))
+                params += p.numel()
+        n = calls[name] = calls.get(name, 0) + 1
+        outs = _tensors(out)
+        elements = sum(t.numel() for t in outs)
+        nbytes = 0 if cost.kind in _VIEW_KINDS else sum(t.numel() * t.element_size() for t in outs)
+        rows.append(LayerCost(name if n == 1 else f"{name}#{n}", "", type(m).__name__, cost.kind, name, name,
+                              tuple(outs[0].shape) if outs else None, params, cost.macs, cost.other_ops,
+                              elements, nbytes, note=note))  # fmt: skip
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in leaves]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items() if k != "Global"}
+    root = type(model).__name__
+    paths = {k: k[len(root) + 1 :] if k != root else "" for k in flops}
+    by_path = {paths[k]: v for k, v in flops.items()}
+    for row in rows:  # leaves without a rule: their FlopCounterMode count, split over their calls
+        if row.note.startswith("no rule"):
+            row.macs = by_path.get(row.target, 0) // 2 // calls[row.target]
+    leaf_paths = set(leaves.values())
+    for path, f in by_path.items():
+        if path in leaf_paths:
+            continue
+        children = sum(v for p, v in by_path.items() if p != path and p.rpartition(".")[0] == path)
+        rest = (f - children) // 2
+        if rest > 0:
+            rows.append(LayerCost(f"{path or '(root)'} (functional)", "", "functional", "other", path, path, None, 0,
+                                  rest, 0, 0, 0, note="functional ops: MACs from FlopCounterMode"))  # fmt: skip
+    bare = [p for p in model.parameters() if id(p) not in counted]
+    if bare:
+        rows.append(LayerCost("(parameters outside leaf modules)", "", "Parameter", "data", "", "", None,
+                              sum(p.numel() for p in bare), 0, 0, 0, 0))  # fmt: skip
+    return Analysis(_model_name(model), [tuple(t.shape) for t in inputs], rows, "hooks")
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _inputs(model: nn.Module, input_size: Sequence[int] | None, inputs: Any, batch_size: int) -> list[torch.Tensor]:
+    if inputs is not None:
+        got = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
+        if not got or not all(isinstance(t, torch.Tensor) for t in got):
+            raise ValueError("inputs must be a tensor or a sequence of tensors")
+        return got
+    if input_size is None:
+        raise ValueError("give input_size (e.g. (3, 224, 224)) or example inputs")
+    size = tuple(int(s) for s in input_size)
+    if not size or min(size) < 1:
+        raise ValueError(f"input_size must be positive sizes without the batch axis, e.g. (3, 224, 224); got {input_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    p = next(model.parameters(), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    device = p.device if p is not None else None  # the hooks fallback runs the model where it lives
+    return [torch.zeros((batch_size, *size), dtype=dtype, device=device)]
+
+
+def analyze(
+    model: nn.Module,
+    input_size: Sequence[int] | None = None,
+    *,
+    inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    batch_size: int = 1,
+    leaf_modules: Sequence[type[nn.Module]] = (),
+    mode: str = "auto",
+) -> Analysis:
+    """Per-layer costs of ``model`` for an input of ``input_size`` = (C, H, W) (or example ``inputs``).
+
+    ``mode``: ``"fx"`` (one traced pass on meta tensors; raises when fx
+    cannot trace), ``"hooks"`` (the fallback, runs the model), ``"auto"``
+    (fx, else hooks, with the reason in ``notes``). ``leaf_modules``: module
+    types to keep whole instead of tracing through (they are costed by their
+    rule, or on meta tensors under FlopCounterMode).
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    if mode not in ("auto", "fx", "hooks"):
+        raise ValueError(f"mode must be 'auto', 'fx' or 'hooks', got {mode!r}")
+    xs = _inputs(model, input_size, inputs, batch_size)
+    if mode == "hooks":
+        return analyze_hooks(model, xs, leaf_modules=leaf_modules)
+    try:
+        return analyze_fx(model, xs, leaf_modules=leaf_modules)[0]
+    except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError from meta kernels)
+        if mode == "fx":
+            raise
+        first = _first_line(exc)
+    try:
+        analysis = analyze_hooks(model, xs, leaf_modules=leaf_modules)
+    except Exception as exc:  # the model does not run on this input either: a user error, say both reasons
+        shapes = ", ".join("×".join(map(str, t.shape)) for t in xs)
+        raise ValueError(f"the model cannot run on an input of {shapes}: {_first_line(exc)} "
+                         f"(fx pass: {first}); check the input size and channels") from exc  # fmt: skip
+    analysis.notes.insert(0, f"fx could not analyse the model ({first}); used forward hooks: no receptive "
+                             "fields, functional ops' other ops and shapes not counted")  # fmt: skip
+    return analysis
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

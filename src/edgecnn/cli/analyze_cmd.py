@@ -1,0 +1,143 @@
+"""``edgecnn analyze MODEL``: the per-layer cost and receptive-field table of a network.
+
+MODEL is a zoo name, an arch string or an edgecnn checkpoint (``*.pt``).
+Only shapes matter, so the model is built on the meta device: no weights are
+allocated and a checkpoint's weights are not loaded into it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from edgecnn import zoo
+from edgecnn.analysis import Analysis, analyze
+from edgecnn.analysis.result import human
+from edgecnn.build import build
+
+_INPUT_RE = re.compile(r"^\d+(x\d+x\d+)?$")
+
+
+def parse_input(text: str, in_chans: int) -> tuple[int, ...]:
+    """``"3x224x224"`` -> (3, 224, 224); ``"160"`` -> (in_chans, 160, 160)."""
+    if not _INPUT_RE.match(text.strip().lower()):
+        raise ValueError(f"--input {text!r} is not CxHxW (e.g. 3x224x224) or one size (e.g. 224)")
+    dims = tuple(int(d) for d in text.strip().lower().split("x"))
+    if min(dims) < 1:
+        raise ValueError(f"--input {text!r} has a zero size")
+    if len(dims) == 1:
+        return (in_chans, dims[0], dims[0])
+    return dims
+
+
+def _read_checkpoint(path: Path) -> tuple[str, int, int]:
+    """Arch string, classes and input channels of an edgecnn checkpoint (loaded with weights_only=True)."""
+    try:
+        from edgecnn.checkpoint import load_checkpoint
+    except ImportError:  # older layout: a plain dict with the same keys
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist") from None
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(d, dict) or not {"arch", "num_classes", "in_chans"} <= set(d):
+            raise ValueError(f"{path} is not an edgecnn checkpoint (needs arch, num_classes, in_chans)") from None
+        arch, classes, in_chans = d["arch"], int(d["num_classes"]), int(d["in_chans"])
+    else:
+        ckpt = load_checkpoint(path)
+        arch, classes, in_chans = ckpt.arch, ckpt.num_classes, ckpt.in_chans
+    if not isinstance(arch, str):
+        raise ValueError(f"{path} holds a model that is no EdgeNet (no arch string); analyse it from Python")
+    return arch, classes, in_chans
+
+
+def load_model_arg(model: str, *, num_classes: int | None, width: float) -> tuple[torch.nn.Module, int]:
+    """The network named by a CLI MODEL argument, built on the meta device, and its default input size."""
+    path = Path(model)
+    if model.endswith((".pt", ".pth")) or (path.suffix and path.is_file()):
+        arch, classes, in_chans = _read_checkpoint(path)
+        with torch.device("meta"):
+            net = build(arch, num_classes=num_classes or classes, in_chans=in_chans)
+        return net, 224
+    if model in zoo.REGISTRY:
+        entry = zoo.get(model)
+        with torch.device("meta"):
+            net = zoo.create(model, num_classes=num_classes, width=width)
+        return net, entry.input_size
+    arch = zoo.resolve_model_arg(model)
+    with torch.device("meta"):
+        net = build(arch, num_classes=num_classes or 1000)
+    return net, 224
+
+
+def rich_table(analysis: Analysis, depth: int | None = None) -> Table:
+    """The analysis as a rich table: one row per op (or per module at ``depth``), then the totals."""
+    t = analysis.total()
+    table = Table(title=analysis.model if len(analysis.model) < 120 else analysis.model[:117] + "...",
+                  caption=analysis.conventions, caption_justify="left")  # fmt: skip
+    if depth is None:
+        for col, right in [("layer", False), ("op", False), ("output", False), ("params", True), ("MACs", True),
+                           ("other ops", True), ("act. mem", True), ("receptive field", False)]:  # fmt: skip
+            table.add_column(col, justify="right" if right else "left")
+        for r in analysis.layers:
+            shape = "×".join(map(str, r.out_shape)) if r.out_shape else ""
+            table.add_row(r.name, r.op, shape, f"{r.params:,}", f"{r.macs:,}", f"{r.other_ops:,}",
+                          human(r.activation_bytes, "B"), r.rf_label())  # fmt: skip
+        out = analysis.output_rf()
+        table.add_section()
+        table.add_row("total", "", "", f"{t.params:,}", f"{t.macs:,}", f"{t.other_ops:,}",
+                      human(t.activation_bytes, "B"), out.rf_label() if out else "", style="bold")  # fmt: skip
+    else:
+        for col in ("module", "ops", "params", "MACs", "other ops", "act. mem"):
+            table.add_column(col, justify="left" if col == "module" else "right")
+        for name, v in analysis.by_module(depth).items():
+            table.add_row(name, str(v.layers), f"{v.params:,}", f"{v.macs:,}", f"{v.other_ops:,}",
+                          human(v.activation_bytes, "B"))  # fmt: skip
+        table.add_section()
+        table.add_row("total", str(t.layers), f"{t.params:,}", f"{t.macs:,}", f"{t.other_ops:,}",
+                      human(t.activation_bytes, "B"), style="bold")  # fmt: skip
+    return table
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    if args.depth is not None and args.depth < 1:
+        raise ValueError(f"--depth must be at least 1, got {args.depth}")
+    model, default_size = load_model_arg(args.model, num_classes=args.num_classes, width=args.width)
+    in_chans = getattr(model, "in_chans", 3)
+    size = parse_input(args.input, in_chans) if args.input else (in_chans, default_size, default_size)
+    if size[0] != in_chans:
+        raise ValueError(f"--input has {size[0]} channels but the model takes {in_chans}; use {in_chans}x{size[1]}x...")
+    analysis = analyze(model, size, mode=args.mode)
+    console = Console()
+    if not args.quiet:
+        console.print(rich_table(analysis, args.depth))
+    t = analysis.total()
+    console.print(f"MACs {t.macs:,} ({human(t.macs)}), FLOPs {t.flops:,} (= 2·MACs), params {t.params:,}, "
+                  f"other ops {t.other_ops:,}, activations {human(t.activation_bytes, 'B')}")  # fmt: skip
+    for note in analysis.notes:
+        console.print(f"note: {note}")
+    if args.json:
+        analysis.to_json(args.json)
+        console.print(f"wrote {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text(analysis.to_markdown(depth=args.depth))
+        console.print(f"wrote {args.markdown}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="per-layer params, MACs, activations and receptive fields",
+                       description="Per-layer costs of a network. MACs exclude bias; FLOPs = 2·MACs.")  # fmt: skip
+    p.add_argument("model", metavar="MODEL", help="zoo name, arch string (quoted) or edgecnn checkpoint (.pt)")
+    p.add_argument("--input", metavar="CxHxW", help="input size without batch, e.g. 3x224x224 (default: the model's)")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier for zoo models (default 1.0)")
+    p.add_argument("--depth", type=int, default=None, help="group rows by module path at this depth (e.g. 2)")
+    p.add_argument("--mode", choices=("auto", "fx", "hooks"), default="auto", help="tracing mode (default auto)")
+    p.add_argument("--json", metavar="FILE", help="also write the analysis as JSON (schema in docs/analysis.md)")
+    p.add_argument("--markdown", metavar="FILE", help="also write it as Markdown")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the totals")
+    p.set_defaults(func=cmd_analyze)

@@ -1,0 +1,65 @@
+"""`edgecnn analyze`: zoo names, arch strings and checkpoints; JSON equal to the library's numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgecnn import zoo
+from edgecnn.analysis import analyze, cost_from_spec
+from edgecnn.build import build
+from edgecnn.cli.main import main
+
+
+def test_zoo_model_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "a.json"
+    assert main(["analyze", "resnet20_cifar", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    expected = analyze(zoo.create("resnet20_cifar"), (3, 32, 32))
+    assert d["totals"]["macs"] == expected.macs == 40_551_040
+    assert d["totals"]["params"] == 269_722
+    assert d["input_shapes"] == [[1, 3, 32, 32]]
+    text = capsys.readouterr().out
+    assert "40,551,040" in text and "FLOPs" in text
+
+
+def test_arch_string_input_size_and_depth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arch = "conv_k3_s2_c16 ir_c24 gap fc"
+    md = tmp_path / "a.md"
+    assert main(["analyze", arch, "--input", "3x64x64", "--num-classes", "10", "--depth", "2",
+                 "--markdown", str(md)]) == 0  # fmt: skip
+    macs = cost_from_spec(arch, 64, num_classes=10).macs
+    assert f"{macs:,}" in capsys.readouterr().out
+    assert "| blocks.1 |" in md.read_text()
+
+
+def test_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arch = "conv_c8 gap fc"
+    path = tmp_path / "m.pt"
+    try:
+        from edgecnn.checkpoint import checkpoint_of, save_checkpoint
+
+        save_checkpoint(checkpoint_of(build(arch, num_classes=3)), path)
+    except ImportError:  # checkpoint module not there: the documented plain-dict layout
+        torch.save({"arch": arch, "num_classes": 3, "in_chans": 3, "state_dict": {}}, path)
+    assert main(["analyze", str(path), "--input", "16", "-q"]) == 0
+    assert f"MACs {cost_from_spec(arch, 16, num_classes=3).macs:,}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["analyze", "nosuchmodel"], "unknown model"),
+        (["analyze", "resnet18", "--input", "3x22"], "CxHxW"),
+        (["analyze", "resnet18", "--input", "1x32x32"], "channels"),
+        (["analyze", "conv_c8 gap fc", "--depth", "0"], "depth"),
+        (["analyze", "missing.pt"], "does not exist"),
+    ],
+)
+def test_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
