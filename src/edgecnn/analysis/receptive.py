@@ -43,7 +43,8 @@ from __future__ import annotations
 import inspect
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Union
@@ -468,16 +469,25 @@ def receptive_fields(gm: fx.GraphModule, *example_inputs: torch.Tensor, strict: 
     return rfs
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; every submodule's own train/eval flag restored after it."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 def _trace(model: nn.Module, input_shape: Sequence[int]) -> tuple[fx.GraphModule, dict[str, RF]]:
     shape = tuple(int(s) for s in input_shape)
     if len(shape) < 3:
         raise ValueError(f"input_shape {shape} must be (N, C, *spatial), e.g. (1, 3, 224, 224)")
     gm = fx.symbolic_trace(model)
-    was_training = model.training
-    gm.eval()  # shape propagation must not update BN statistics
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():  # shape propagation must not update BN statistics
         rfs = receptive_fields(gm, torch.zeros(shape))
-    gm.train(was_training)
     return gm, rfs
 
 
