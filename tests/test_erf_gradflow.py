@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -100,3 +101,16 @@ def test_gradient_flow_equals_plain_autograd_on_a_cnn():
 def test_gradient_flow_bad_layer_name():
     with pytest.raises(ValueError, match="no module named"):
         gradient_flow(nn.Linear(2, 2), torch.randn(1, 2), layers=["nope"])
+
+
+def test_plots_build_figures():  # secondary: the figures are drawn without error
+    pytest.importorskip("matplotlib")
+    from edgecnn.analysis.plots import plot_erf, plot_gradient_flow, plot_rf_growth
+    from edgecnn.analysis.receptive import layer_receptive_fields
+
+    erf = effective_receptive_field(_box_stack(2), (1, 1, 15, 15), samples=1)
+    flows = {s: gradient_flow(ScalarSkipChain(4, skip=s), -torch.ones(1, 1, dtype=torch.float64)) for s in (True, False)}
+    fields = layer_receptive_fields(_box_stack(3), (1, 1, 16, 16))
+    for fig in (plot_erf(erf), plot_gradient_flow({str(k): v for k, v in flows.items()}), plot_rf_growth(fields, input_size=16)):
+        fig.savefig(io.BytesIO(), format="png")
+        assert fig.axes

@@ -486,8 +486,9 @@ def _trace(model: nn.Module, input_shape: Sequence[int]) -> tuple[fx.GraphModule
     if len(shape) < 3:
         raise ValueError(f"input_shape {shape} must be (N, C, *spatial), e.g. (1, 3, 224, 224)")
     gm = fx.symbolic_trace(model)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     with eval_mode(model), torch.no_grad():  # shape propagation must not update BN statistics
-        rfs = receptive_fields(gm, torch.zeros(shape))
+        rfs = receptive_fields(gm, torch.zeros(shape, dtype=dtype))
     return gm, rfs
 
 
