@@ -1,0 +1,243 @@
+"""``edgecnn latency``: measure a network, build the lookup table, validate the predictor.
+
+Usage::
+
+    edgecnn latency MODEL [--backend eager|onnxruntime] [--threads N] [--per-layer]   (= latency measure MODEL)
+    edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S]
+    edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC]
+
+``MODEL`` and the action share the first position, so the parser takes one
+positional ``TARGET`` (an action name, or a model for the default ``measure``)
+and the union of the options; options that do not belong to the action are
+rejected with a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgecnn import zoo
+from edgecnn.build import build
+from edgecnn.cli.main import UsageError
+from edgecnn.latency.fingerprint import BACKENDS, fingerprint
+from edgecnn.latency.measure import TimingConfig, default_threads, measure
+from edgecnn.latency.per_layer import per_layer
+from edgecnn.latency.predict import predict
+from edgecnn.latency.table import LatencyTable
+from edgecnn.latency.validate import sample_archs, validate
+
+ACTIONS = ("measure", "build-table", "validate")
+_USAGE = """actions:
+  edgecnn latency MODEL [--backend eager|onnxruntime] [--threads N] [--per-layer]   (= latency measure MODEL)
+  edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S]
+  edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC]"""
+# which options each action accepts (dest names); the rest must stay unset
+_COMMON = {"backend", "threads", "input_size", "batch", "device", "table", "force", "json", "num_classes", "max_seconds", "retries"}
+_ALLOWED = {
+    "measure": _COMMON | {"per_layer", "channels_last", "width"},
+    "build-table": _COMMON | {"models", "sample", "seed"},
+    "validate": _COMMON | {"num", "seed", "time_cap"},
+}
+_DEFAULTS: dict[str, Any] = {
+    "backend": "eager", "batch": 1, "device": "cpu", "force": False, "per_layer": False, "channels_last": False,
+    "width": 1.0, "models": [], "sample": 0, "seed": 0, "num": 20, "max_seconds": 10.0, "retries": 3,
+}  # fmt: skip
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+    )
+
+
+def _fill_defaults(args: argparse.Namespace, action: str) -> None:
+    given = [k for k in vars(args) if k not in _ALLOWED[action] and k in _ALL_OPTS and getattr(args, k) is not None]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"{flags} does not apply to `latency {action}`; see `edgecnn latency --help`")
+    for k, v in _DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if args.threads is None:
+        args.threads = default_threads()
+
+
+def _model_and_size(args: argparse.Namespace) -> tuple[str, str, int, int]:
+    """(label, arch, input size, classes) for a zoo name or arch string."""
+    label = args.model
+    if label in zoo.REGISTRY:
+        entry = zoo.get(label)
+        arch = entry.arch(args.width)
+        return label, arch, args.input_size or entry.input_size, args.num_classes or entry.num_classes
+    if args.width != 1.0:
+        raise UsageError("--width applies to zoo models only")
+    arch = zoo.resolve_model_arg(label)
+    return label, arch, args.input_size or 224, args.num_classes or 1000
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    if not args.model:
+        raise UsageError("latency measure needs a MODEL (zoo name or arch string), e.g. `edgecnn latency mobilenet_v2`")
+    label, arch, size, ncls = _model_and_size(args)
+    net = build(arch, num_classes=ncls)
+    shape = (args.batch, 3, size, size)
+    cfg = _config(args)
+    kw = dict(backend=args.backend, threads=args.threads, device=args.device, config=cfg, label=label)
+    console = Console()
+    breakdown = per_layer(net, shape, channels_last=args.channels_last, **kw) if args.per_layer else None
+    result = breakdown.total if breakdown else measure(net, shape, channels_last=args.channels_last, **kw)
+    s = result.stats
+    fp = result.fingerprint
+    console.print(
+        f"[bold]{label}[/] {args.backend} · {fp.threads} thread(s) · batch {args.batch} · {size}² · {fp.device} "
+        f"({fp.cpu})\nmedian [bold]{s.median_ms:.3f} ms[/]  IQR {s.iqr_ms:.3f}  min {s.min_ms:.3f}  "
+        f"({s.repeats} runs{'' if s.stable else ', cap reached before the median settled'}"
+        f"{'' if s.foreign_cpu is None else f', other processes used {s.foreign_cpu:.0%} of the CPUs'})"
+    )
+    out: dict[str, Any] = {"measurement": result.to_dict()}
+    if breakdown is not None:
+        table = Table(title=f"per-layer latency ({breakdown.method})")
+        for col in ("layer", "block", "median ms", "IQR ms", "share"):
+            table.add_column(col, justify="right" if "ms" in col or col == "share" else "left")
+        denom = breakdown.layer_sum_ms or 1.0
+        for layer in breakdown.layers:
+            table.add_row(
+                layer.name, layer.kind, f"{layer.median_ms:.3f}", f"{layer.iqr_ms:.3f}", f"{layer.median_ms / denom:.1%}"
+            )
+        if breakdown.unassigned_ms:
+            table.add_row("(other)", "layout reorders", f"{breakdown.unassigned_ms:.3f}", "", "")
+        table.add_row("sum", "", f"{breakdown.layer_sum_ms:.3f}", "", "")
+        table.add_row("end to end", "", f"{s.median_ms:.3f}", f"{s.iqr_ms:.3f}", "")
+        console.print(table)
+        out["per_layer"] = breakdown.to_dict()
+    if args.table:
+        tab = LatencyTable.load(args.table, expect=fp, force=args.force)
+        pred = predict(tab, arch, input_size=size, batch=args.batch, num_classes=ncls)
+        console.print(f"table prediction {pred.total_ms:.3f} ms ({pred.total_ms / s.median_ms - 1:+.1%} vs measured)")
+        out["prediction"] = pred.to_dict()
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1), encoding="utf-8")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> TimingConfig:
+    return TimingConfig(max_seconds=args.max_seconds, retries=args.retries)
+
+
+def _open_table(args: argparse.Namespace) -> LatencyTable:
+    if not args.table:
+        raise UsageError("--table PATH is required (the JSON lookup table to create, extend or read)")
+    fp = fingerprint(backend=args.backend, threads=args.threads, device=args.device)
+    table = LatencyTable.open_or_new(args.table, fp, force=args.force)
+    table.config = _config(args)
+    return table
+
+
+def cmd_build_table(args: argparse.Namespace) -> int:
+    archs = [zoo.resolve_model_arg(m) for m in args.models]
+    if args.sample:
+        archs += sample_archs(args.sample, seed=args.seed)
+    if not archs:
+        raise UsageError("nothing to measure: give --models NAME ... and/or --sample N")
+    table = _open_table(args)
+    size = args.input_size or 224
+    ncls = args.num_classes or 1000
+    with _progress() as bar:
+        task = bar.add_task("measuring blocks", total=None)
+        added = table.ensure(
+            archs, input_size=size, batch=args.batch, num_classes=ncls, path=args.table,
+            on_progress=lambda d, t: bar.update(task, completed=d, total=t),
+        )  # fmt: skip
+    Console().print(f"{args.table}: {len(table.entries)} entries ({added} measured now) for {len(archs)} network(s)")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    table = _open_table(args)
+    size = args.input_size or 224
+    archs = sample_archs(args.num, seed=args.seed)
+    with _progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_stage(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task({"table": "table entries", "measure": "networks"}[stage], total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        report = validate(
+            table, archs, input_size=size, num_classes=args.num_classes or 1000, time_cap_s=args.time_cap,
+            seed=args.seed, table_path=args.table, on_stage=on_stage,
+        )  # fmt: skip
+    console = Console()
+    t = Table(title=f"predictor vs measured ({table.backend}, {table.fingerprint.threads} threads, {size}²)")
+    for col in ("#", "predicted ms", "measured ms", "IQR ms", "error"):
+        t.add_column(col, justify="right")
+    for i, r in enumerate(report.rows):
+        t.add_row(str(i), f"{r.predicted_ms:.3f}", f"{r.measured_ms:.3f}", f"{r.measured_iqr_ms:.3f}", f"{r.error:+.1%}")
+    console.print(t)
+    console.print(
+        f"{len(report.rows)} networks: MAPE [bold]{report.mape:.1%}[/], "
+        f"within ±{report.tolerance:.0%}: [bold]{report.within:.0%}[/]"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+    return 0
+
+
+_COMMANDS = {"measure": cmd_measure, "build-table": cmd_build_table, "validate": cmd_validate}
+_ALL_OPTS: set[str] = set().union(*_ALLOWED.values())
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    if args.target in ACTIONS:
+        action = args.target
+    else:  # `edgecnn latency MODEL` = `edgecnn latency measure MODEL`
+        if args.model is not None:
+            raise UsageError(f"unexpected argument {args.model!r}; actions: {', '.join(ACTIONS)}")
+        action, args.model = "measure", args.target
+    if action != "measure" and args.model is not None:
+        raise UsageError(f"`latency {action}` takes no MODEL; use --models for build-table")
+    _fill_defaults(args, action)
+    return _COMMANDS[action](args)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "latency",
+        help="measure latency, build the lookup table, validate the predictor",
+        description=_USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="MODEL|ACTION", help=f"a zoo name or arch string, or one of: {', '.join(ACTIONS)}")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="the model, after `measure`")
+    g = p.add_argument_group("all actions")
+    g.add_argument("--backend", choices=BACKENDS, help="runtime to measure (default eager)")
+    g.add_argument("--threads", type=int, help="intra-op threads (default: torch's current count)")
+    g.add_argument("--input-size", type=int, help="input resolution (default: the model's, else 224)")
+    g.add_argument("--batch", type=int, help="batch size (default 1)")
+    g.add_argument("--device", help="cpu or cuda[:i] (default cpu)")
+    g.add_argument("--num-classes", type=int, help="classifier width (default: the model's, else 1000)")
+    g.add_argument("--table", help="lookup table JSON (measure: predict too; build-table: create/extend)")
+    g.add_argument("--force", action="store_true", default=None, help="use a table from another device/backend")
+    g.add_argument("--json", help="also write the result as JSON to this path")
+    g.add_argument("--max-seconds", type=float, help="time cap per timing loop (default 10)")
+    g.add_argument("--retries", type=int, help="re-measure when other processes load the CPUs (default 3)")
+    m = p.add_argument_group("measure")
+    m.add_argument("--per-layer", action="store_true", default=None, help="also time every block")
+    m.add_argument("--channels-last", action="store_true", default=None, help="eager: NHWC memory format")
+    m.add_argument("--width", type=float, help="width multiplier of a zoo model (default 1.0)")
+    b = p.add_argument_group("build-table")
+    b.add_argument("--models", nargs="+", help="zoo names or arch strings whose blocks to measure")
+    b.add_argument("--sample", type=int, help="also N random networks from the MobileNetV3-style space")
+    b.add_argument("--seed", type=int, help="sampling seed (default 0; validate too)")
+    v = p.add_argument_group("validate")
+    v.add_argument("-n", "--num", type=int, help="number of random networks (default 20)")
+    v.add_argument("--time-cap", type=float, help="stop measuring new networks after this many seconds")
+    p.set_defaults(func=cmd_latency)

@@ -1,0 +1,111 @@
+"""Who measured a latency: the device fingerprint stored with every table and measurement.
+
+A latency lookup table is only valid on the device, backend, thread count and
+library versions it was measured with (nn-Meter, Zhang et al. 2021, builds one
+predictor per device/framework pair for the same reason). The fingerprint is
+what :mod:`edgecnn.latency.table` compares before it trusts a table.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+BACKENDS: tuple[str, ...] = ("eager", "onnxruntime")
+"""Runtimes we can measure: PyTorch eager (inference mode) and ONNX Runtime."""
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else :func:`platform.processor`."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def onnxruntime_version() -> str | None:
+    """Installed ONNX Runtime version, ``None`` when the ``[onnx]`` extra is missing."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return str(onnxruntime.__version__)
+
+
+def check_backend(backend: str) -> str:
+    """Return ``backend`` if known, else a ValueError listing the valid ones."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    return backend
+
+
+def check_device(device: str) -> str:
+    """``cpu`` or ``cuda[:i]``; CUDA only when present."""
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        return device
+    raise ValueError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+
+
+@dataclass(frozen=True)
+class DeviceFingerprint:
+    """What determines a latency besides the network itself."""
+
+    cpu: str  # CPU model name (/proc/cpuinfo)
+    cores: int  # logical CPUs the OS reports
+    threads: int  # intra-op threads the measurement used
+    backend: str  # "eager" or "onnxruntime"
+    device: str  # "cpu" or "cuda[:i]"
+    cuda_name: str | None  # GPU name when device is CUDA, else None
+    torch: str  # torch version
+    onnxruntime: str | None  # onnxruntime version when backend is onnxruntime, else None
+    system: str  # OS and machine, e.g. "Linux-x86_64"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeviceFingerprint:
+        names = {f.name for f in fields(cls)}
+        missing = names - set(data)
+        if missing:
+            raise ValueError(f"device fingerprint lacks {', '.join(sorted(missing))}; the table file is damaged")
+        return cls(**{k: data[k] for k in names})
+
+    def differences(self, other: DeviceFingerprint) -> list[str]:
+        """Human-readable ``field: ours != theirs`` for every field that differs."""
+        out = []
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if a != b:
+                out.append(f"{f.name}: {a!r} != {b!r}")
+        return out
+
+
+def fingerprint(*, backend: str = "eager", threads: int, device: str = "cpu") -> DeviceFingerprint:
+    """The fingerprint of this machine for a measurement with ``backend`` and ``threads``."""
+    check_backend(backend)
+    check_device(device)
+    cuda_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
+    return DeviceFingerprint(
+        cpu=cpu_model(),
+        cores=os.cpu_count() or 1,
+        threads=int(threads),
+        backend=backend,
+        device=device,
+        cuda_name=cuda_name,
+        torch=torch.__version__,
+        onnxruntime=onnxruntime_version() if backend == "onnxruntime" else None,
+        system=f"{platform.system()}-{platform.machine()}",
+    )

@@ -1,0 +1,282 @@
+"""Measure latency on the device at hand: warm-up, repeat until the median is stable, report the spread.
+
+One timing loop (:func:`time_fn`) serves every backend: a backend only
+supplies a callable that runs one synchronous inference (PyTorch eager here,
+ONNX Runtime in :mod:`edgecnn.latency.onnx_backend`). We report the median —
+robust to the scheduler hiccups that dominate the mean on a shared CPU —
+with the interquartile range and the minimum, and we store *what* was
+measured (backend, threads, batch, input, device, versions) with the result,
+because a latency without that context cannot be compared.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgecnn.latency.fingerprint import DeviceFingerprint, check_backend, check_device, fingerprint
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How long to time: warm-up, then rounds until the median settles (or a cap)."""
+
+    warmup: int = 10  # untimed runs first (allocator, caches, lazy init, CPU frequency)
+    min_repeats: int = 20  # never stop with fewer timed runs
+    max_repeats: int = 500  # hard cap on timed runs
+    round_size: int = 10  # runs between two checks of the median
+    rel_tol: float = 0.01  # stable when the median moves by less than this share between checks
+    max_seconds: float = 10.0  # wall-clock cap on the timed part
+    max_foreign: float | None = 0.2  # retry when other processes used more than this share of the CPUs (Linux)
+    retries: int = 3  # how many times to retry a disturbed measurement (then keep the last one)
+    retry_wait_s: float = 2.0  # pause before a retry, to let the other load pass
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.min_repeats < 1 or self.round_size < 1:
+            raise ValueError("warmup must be >= 0, min_repeats and round_size >= 1")
+        if self.max_repeats < self.min_repeats:
+            raise ValueError(f"max_repeats ({self.max_repeats}) must be >= min_repeats ({self.min_repeats})")
+        if not (self.rel_tol > 0 and self.max_seconds > 0):
+            raise ValueError("rel_tol and max_seconds must be positive")
+        if self.retries < 0 or self.retry_wait_s < 0:
+            raise ValueError("retries and retry_wait_s must be >= 0")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of timed runs, in milliseconds."""
+
+    median_ms: float  # median of the timed runs: the number to quote
+    q1_ms: float  # first quartile
+    q3_ms: float  # third quartile
+    min_ms: float  # fastest run (a lower bound, what the hardware can do without interference)
+    mean_ms: float  # arithmetic mean (sensitive to outliers; for reference)
+    repeats: int  # number of timed runs
+    stable: bool  # True if the median settled within rel_tol before a cap stopped the loop
+    foreign_cpu: float | None = None  # share of all CPUs other processes used meanwhile (None: unknown)
+
+    @property
+    def iqr_ms(self) -> float:
+        """Interquartile range ``q3 − q1``."""
+        return self.q3_ms - self.q1_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "iqr_ms": self.iqr_ms}
+
+
+def summarize(samples_ms: list[float], *, stable: bool = True, foreign_cpu: float | None = None) -> LatencyStats:
+    """Median, quartiles (inclusive method), min and mean of ``samples_ms``."""
+    if not samples_ms:
+        raise ValueError("no timing samples to summarize")
+    if len(samples_ms) == 1:
+        q1 = q3 = samples_ms[0]
+    else:
+        q1, _, q3 = statistics.quantiles(samples_ms, n=4, method="inclusive")
+    return LatencyStats(
+        median_ms=statistics.median(samples_ms),
+        q1_ms=q1,
+        q3_ms=q3,
+        min_ms=min(samples_ms),
+        mean_ms=statistics.fmean(samples_ms),
+        repeats=len(samples_ms),
+        stable=stable,
+        foreign_cpu=foreign_cpu,
+    )
+
+
+class ForeignCpu:
+    """Share of the machine's CPU time used by *other* processes during a ``with`` block (Linux).
+
+    Busy jiffies of all CPUs (/proc/stat) minus this process's own user+system
+    time, over wall time × CPUs. A latency measured while another process
+    competes for the cores (here: parallel test runs on a 2-core VM) is not the
+    device's latency, so :func:`time_fn` retries such measurements.
+    """
+
+    def __init__(self) -> None:
+        self.share: float | None = None
+
+    @staticmethod
+    def _busy_s() -> float | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                vals = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return (sum(vals[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_s() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def __enter__(self) -> ForeignCpu:
+        self._b0, self._o0, self._w0 = self._busy_s(), self._own_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = self._busy_s()
+        wall = time.perf_counter() - self._w0
+        if busy is None or self._b0 is None or wall < 0.05:  # jiffies are 10 ms: too short to judge
+            return
+        foreign = (busy - self._b0) - (self._own_s() - self._o0)
+        self.share = min(max(foreign / (wall * (os.cpu_count() or 1)), 0.0), 1.0)
+
+
+def time_fn(fn: Callable[[], object], config: TimingConfig | None = None) -> LatencyStats:
+    """Time ``fn`` (one synchronous inference per call): warm-up, then rounds until the median is stable.
+
+    ``fn`` must block until its work is done (CUDA callers synchronise inside it).
+    If other processes took more than ``config.max_foreign`` of the CPUs meanwhile,
+    wait and measure again (up to ``config.retries`` times).
+    """
+    cfg = config or TimingConfig()
+    for attempt in range(cfg.retries + 1):
+        with ForeignCpu() as foreign:
+            stats = _time_once(fn, cfg)
+        stats = replace(stats, foreign_cpu=foreign.share)
+        disturbed = cfg.max_foreign is not None and foreign.share is not None and foreign.share > cfg.max_foreign
+        if not disturbed or attempt == cfg.retries:
+            return stats
+        time.sleep(cfg.retry_wait_s)
+    raise AssertionError("unreachable")
+
+
+def _time_once(fn: Callable[[], object], cfg: TimingConfig) -> LatencyStats:
+    for _ in range(cfg.warmup):
+        fn()
+    samples: list[float] = []
+    previous: float | None = None
+    start = time.perf_counter()
+    clock = time.perf_counter
+    while True:
+        for _ in range(cfg.round_size):
+            t0 = clock()
+            fn()
+            samples.append((clock() - t0) * 1e3)
+        if len(samples) >= cfg.min_repeats:
+            median = statistics.median(samples)
+            if previous is not None and abs(median - previous) <= cfg.rel_tol * previous:
+                return summarize(samples, stable=True)
+            previous = median
+        if len(samples) >= cfg.max_repeats or clock() - start > cfg.max_seconds:
+            return summarize(samples, stable=False)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run with ``torch.set_num_threads(threads)`` and restore the previous count afterwards."""
+    old = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old)
+
+
+def eager_runner(
+    module: nn.Module, inputs: tuple[torch.Tensor, ...], *, device: str = "cpu", channels_last: bool = False
+) -> Callable[[], object]:
+    """A callable running ``module(*inputs)`` once under ``torch.inference_mode`` (synchronised on CUDA).
+
+    The module is copied, so the caller's model keeps its device and memory format.
+    """
+    model = copy.deepcopy(module).eval().to(device)
+    args = tuple(t.to(device) for t in inputs)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        args = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in args)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+
+    def run() -> object:
+        with torch.inference_mode():
+            out = model(*args)
+        if sync is not None:
+            sync()
+        return out
+
+    return run
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """An end-to-end latency together with what was measured."""
+
+    stats: LatencyStats  # the timing summary
+    fingerprint: DeviceFingerprint  # device, backend, threads, versions
+    input_shape: tuple[int, ...]  # full input shape, batch first
+    channels_last: bool = False  # eager only: model and input in NHWC memory format
+    label: str = ""  # what was measured (zoo name or arch string)
+    extra: dict[str, Any] = field(default_factory=dict)  # backend details (e.g. ONNX opset)
+
+    @property
+    def batch(self) -> int:
+        return self.input_shape[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "input_shape": list(self.input_shape),
+            "batch": self.batch,
+            "channels_last": self.channels_last,
+            "stats": self.stats.to_dict(),
+            "fingerprint": self.fingerprint.to_dict(),
+            "extra": dict(self.extra),
+        }
+
+
+def example_input(input_shape: tuple[int, ...], *, seed: int = 0) -> torch.Tensor:
+    """A reproducible random input of ``input_shape`` (latency does not depend on the values)."""
+    if any(int(d) < 1 for d in input_shape):
+        raise ValueError(f"input shape must be positive, got {input_shape}")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*input_shape, generator=gen)
+
+
+def default_threads() -> int:
+    """The thread count used when none is given: all cores PyTorch would use."""
+    return torch.get_num_threads()
+
+
+def measure(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    backend: str = "eager",
+    threads: int | None = None,
+    device: str = "cpu",
+    channels_last: bool = False,
+    config: TimingConfig | None = None,
+    label: str = "",
+) -> Measurement:
+    """End-to-end latency of ``model`` on an input of ``input_shape`` (e.g. ``(1, 3, 224, 224)``)."""
+    check_backend(backend)
+    check_device(device)
+    threads = threads or default_threads()
+    x = example_input(input_shape)
+    extra: dict[str, Any] = {}
+    if backend == "onnxruntime":
+        if channels_last:
+            raise ValueError("channels_last applies to the eager backend only; ONNX Runtime picks its own layout")
+        from edgecnn.latency.onnx_backend import ort_runner
+
+        run, extra = ort_runner(model, x, threads=threads, device=device)
+        stats = time_fn(run, config)
+    else:
+        with torch_threads(threads):
+            stats = time_fn(eager_runner(model, (x,), device=device, channels_last=channels_last), config)
+    fp = fingerprint(backend=backend, threads=threads, device=device)
+    return Measurement(stats, fp, tuple(int(d) for d in input_shape), channels_last, label, extra)

@@ -1,0 +1,78 @@
+"""Predict a network's latency from its arch spec, without building it: Σ block entries + fixed overhead.
+
+Search and NetAdapt call this thousands of times, so it only resolves shapes
+(:func:`edgecnn.plan.resolve`, pure arithmetic) and looks up strings; no
+module is built and nothing is timed. How good the sum is on a given device is
+measured, not assumed: see :func:`validate` and ``edgecnn latency validate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from edgecnn.arch import ArchSpec, as_spec
+from edgecnn.latency.table import LatencyTable, block_key, overhead_key
+from edgecnn.plan import resolve
+
+STATS: tuple[str, ...] = ("median", "min")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A predicted latency and its parts (ms)."""
+
+    total_ms: float  # overhead + Σ blocks
+    overhead_ms: float  # the fixed per-inference part (probe network minus its blocks)
+    blocks: tuple[tuple[str, float], ...]  # (block_key, latency) per block in network order
+    stat: str  # which statistic of the entries was summed: "median" or "min"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total_ms": self.total_ms,
+            "overhead_ms": self.overhead_ms,
+            "stat": self.stat,
+            "blocks": [{"key": k, "ms": v} for k, v in self.blocks],
+        }
+
+
+@lru_cache(maxsize=4096)
+def _spec(arch: str) -> ArchSpec:
+    return as_spec(arch)
+
+
+@lru_cache(maxsize=4096)
+def _keys(spec: ArchSpec, size: tuple[int, int], batch: int, num_classes: int, in_chans: int) -> tuple[str, ...]:
+    # cached: a search re-predicts the same candidates and NetAdapt the same layers many times
+    plans = resolve(spec, num_classes=num_classes, in_chans=in_chans, input_size=size)
+    return tuple(block_key(p, batch=batch) for p in plans)
+
+
+def predict(
+    table: LatencyTable,
+    arch: str | ArchSpec,
+    *,
+    input_size: int | tuple[int, int],
+    batch: int = 1,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    stat: str = "median",
+) -> Prediction:
+    """Latency of ``arch`` predicted from ``table``; ValueError naming the blocks the table lacks."""
+    if stat not in STATS:
+        raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
+    size = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
+    spec = _spec(arch) if isinstance(arch, str) else arch
+    keys = _keys(spec, size, int(batch), int(num_classes), int(in_chans))
+    entries = table.entries
+    okey = overhead_key(in_chans=in_chans, input_size=size, batch=batch, num_classes=num_classes)
+    missing = [k for k in [okey, *keys] if k not in entries]
+    if missing:
+        raise ValueError(
+            f"the latency table lacks {len(missing)} of {len(keys) + 1} entries for this network "
+            f"(first: {missing[0]}); extend it with table.ensure([...]) or `edgecnn latency build-table`"
+        )
+    values = [entries[k].value(stat) for k in keys]
+    overhead = entries[okey].value(stat)
+    return Prediction(overhead + sum(values), overhead, tuple(zip(keys, values)), stat)

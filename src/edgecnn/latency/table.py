@@ -1,0 +1,332 @@
+"""The latency lookup table: one measured latency per block configuration, per device and backend.
+
+MnasNet (Tan et al. 2019) and MobileNetV3 (Howard et al. 2019) search with
+measured latencies; a lookup table of per-block latencies (as in FBNet, Wu
+et al. 2019, and nn-Meter, Zhang et al. 2021) lets the search and NetAdapt
+cost thousands of candidates without running them. A block's entry is keyed
+by exactly what determines its latency (:func:`block_key`): kind, channels,
+inner and squeeze widths, kernel, stride, dilation, groups, SE gate,
+activation, order, skip, input resolution and batch.
+
+How an entry is measured, per backend (see ``docs/latency.md`` for why):
+
+* eager — the block is built alone (``BUILDERS[kind](plan)``) and timed on an
+  input of its shape; the cost of one empty call (an ``nn.Identity`` in the
+  same runner) is subtracted, because inside a network that call cost is paid
+  once, not once per block.
+* onnxruntime — the block is exported alone and profiled; the entry is the
+  sum of its nodes' kernel times, without the layout reorders ORT adds at the
+  graph's own input and output (inside a network a block's neighbours are
+  already in ORT's blocked layout).
+
+The network-level fixed cost (session/call overhead, input layout) is an
+``overhead|…`` entry: the end-to-end latency of a probe network
+(``conv_k3_s2_c16 gap fc`` on the same input) minus its block entries.
+
+The table is a versioned JSON file stamped with a :class:`DeviceFingerprint`;
+a table from another device or backend is refused unless forced. It grows
+lazily (:meth:`LatencyTable.ensure`) and is checkpointed atomically as it fills,
+so an interrupted ``build-table`` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgecnn.arch import ArchSpec
+from edgecnn.build import BUILDERS, build
+from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
+from edgecnn.latency.measure import (
+    LatencyStats,
+    TimingConfig,
+    eager_runner,
+    example_input,
+    measure,
+    summarize,
+    time_fn,
+    torch_threads,
+)
+from edgecnn.plan import LayerPlan, resolve
+
+FORMAT = "edgecnn-latency-table"
+VERSION = 1
+PROBE_ARCH = "conv_k3_s2_c16 gap fc"
+"""The smallest network: its end-to-end time minus its blocks is the fixed per-inference overhead."""
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """Latency of one block configuration (ms), after the backend's correction (see module doc)."""
+
+    median_ms: float  # median over timed runs
+    q1_ms: float  # first quartile
+    q3_ms: float  # third quartile
+    min_ms: float  # fastest run
+    repeats: int  # timed runs
+
+    @classmethod
+    def from_stats(cls, s: LatencyStats, minus_ms: float = 0.0) -> TableEntry:
+        def sub(v: float) -> float:
+            return max(v - minus_ms, 0.0)
+
+        return cls(sub(s.median_ms), sub(s.q1_ms), sub(s.q3_ms), sub(s.min_ms), s.repeats)
+
+    def value(self, stat: str) -> float:
+        """The entry's ``median`` or ``min``."""
+        return self.median_ms if stat == "median" else self.min_ms
+
+
+def _size(plan: LayerPlan) -> str:
+    return "flat" if plan.in_size is None else f"{plan.in_size[0]}x{plan.in_size[1]}"
+
+
+def block_key(plan: LayerPlan, *, batch: int = 1) -> str:
+    """Canonical string of everything that determines a block's latency.
+
+    ``ir|cin40|cout40|mid120|k5|s1|d1|g-|sq32|gate=hsigmoid|act=relu|pre=-|skip=auto|bn=-|bias=-|cls=0|in28x28|b1``
+    """
+    b = plan.spec
+    if plan.in_size is None and not plan.flat and b.kind not in ("fc", "dropout"):
+        raise ValueError(f"block {plan.name} {b.format()!r} has no input size; resolve with input_size=")
+
+    def f(v: object) -> str:
+        return "-" if v is None else str(v)
+
+    return "|".join(
+        [
+            b.kind, f"cin{plan.cin}", f"cout{plan.cout}", f"mid{f(plan.mid)}", f"k{f(b.k)}", f"s{f(b.s)}",
+            f"d{f(b.d)}", f"g{f(b.g)}", f"sq{plan.squeeze}", f"gate={f(b.gate)}", f"act={f(b.act)}",
+            f"pre={f(b.pre)}", f"skip={f(b.skip)}", f"bn={f(b.bn)}", f"bias={f(b.bias)}",
+            f"cls={int(plan.classifier)}", f"in{_size(plan)}", f"b{batch}",
+        ]
+    )  # fmt: skip
+
+
+def overhead_key(*, in_chans: int, input_size: tuple[int, int], batch: int, num_classes: int) -> str:
+    """Key of the fixed per-inference overhead for an input shape."""
+    return f"overhead|c{in_chans}|in{input_size[0]}x{input_size[1]}|b{batch}|ncls{num_classes}"
+
+
+def block_input(plan: LayerPlan, batch: int) -> torch.Tensor:
+    """A random input of the shape this block receives inside the network."""
+    if plan.in_size is None:
+        return example_input((batch, plan.cin))
+    return example_input((batch, plan.cin, *plan.in_size))
+
+
+def _is_boundary_reorder(node: str) -> bool:
+    # ORT names the layout conversions it adds at the graph input/output exactly so;
+    # the ones inside the graph get a "_token_N" suffix
+    return node in ("ReorderInput", "ReorderOutput")
+
+
+def _ort_block(module: nn.Module, x: torch.Tensor, threads: int, runs: int) -> LatencyStats:
+    from edgecnn.latency.onnx_backend import profile_nodes
+
+    nodes = profile_nodes(module, x, threads=threads, runs=runs)
+    per_run = [0.0] * runs
+    for name, times in nodes.items():
+        if not _is_boundary_reorder(name):
+            per_run = [a + t for a, t in zip(per_run, times)]
+    return summarize(per_run)
+
+
+@dataclass
+class LatencyTable:
+    """Per-block latencies of one device + backend + thread count, stored as versioned JSON."""
+
+    fingerprint: DeviceFingerprint  # where and how the entries were measured
+    entries: dict[str, TableEntry] = field(default_factory=dict)  # block_key / overhead_key -> latency
+    call_overhead_ms: float | None = None  # eager: cost of one empty module call, subtracted from entries
+    config: TimingConfig = field(default_factory=TimingConfig)  # timing settings for new entries
+    profile_runs: int = 30  # onnxruntime: profiled runs per entry
+
+    # ---- persistence -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "fingerprint": self.fingerprint.to_dict(),
+            "call_overhead_ms": self.call_overhead_ms,
+            "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temp file + rename): a crash never leaves half a table."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=1)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyTable:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not an edgecnn latency table (format {data.get('format')!r})")
+        if data.get("version") != VERSION:
+            raise ValueError(
+                f"latency table version {data.get('version')} is not supported (this edgecnn reads {VERSION}); "
+                "rebuild it with `edgecnn latency build-table`"
+            )
+        entries = {k: TableEntry(**v) for k, v in data.get("entries", {}).items()}
+        return cls(DeviceFingerprint.from_dict(data["fingerprint"]), entries, data.get("call_overhead_ms"))
+
+    @classmethod
+    def load(cls, path: str | Path, *, expect: DeviceFingerprint | None = None, force: bool = False) -> LatencyTable:
+        """Read a table; refuse it if ``expect`` (this device/backend) differs, unless ``force``."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"latency table {str(p)!r} not found; create it with `edgecnn latency build-table`")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"latency table {str(p)!r} is not valid JSON: {exc}") from None
+        table = cls.from_dict(data)
+        if expect is not None:
+            diff = table.fingerprint.differences(expect)
+            if diff and not force:
+                raise ValueError(
+                    f"latency table {str(p)!r} was measured on another device/backend ({'; '.join(diff)}); "
+                    "its latencies do not hold here. Build a table on this device, or pass force=True (--force)"
+                )
+        return table
+
+    @classmethod
+    def open_or_new(cls, path: str | Path, fp: DeviceFingerprint, *, force: bool = False) -> LatencyTable:
+        """Load the table at ``path`` if it exists (checked against ``fp``), else start an empty one."""
+        if Path(path).is_file():
+            return cls.load(path, expect=fp, force=force)
+        return cls(fp)
+
+    # ---- measuring -------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self.fingerprint.backend
+
+    def _time_module(self, module: nn.Module, x: torch.Tensor) -> LatencyStats:
+        if self.backend == "onnxruntime":
+            return _ort_block(module, x, self.fingerprint.threads, self.profile_runs)
+        with torch_threads(self.fingerprint.threads):
+            return time_fn(eager_runner(module, (x,), device=self.fingerprint.device), self.config)
+
+    def _ensure_call_overhead(self) -> float:
+        if self.backend == "onnxruntime":
+            return 0.0  # ORT entries are kernel times: no call overhead inside them
+        if self.call_overhead_ms is None:
+            with torch_threads(self.fingerprint.threads):
+                runner = eager_runner(nn.Identity(), (example_input((1, 8)),), device=self.fingerprint.device)
+                self.call_overhead_ms = time_fn(runner, self.config).median_ms
+        return self.call_overhead_ms
+
+    def measure_block(self, plan: LayerPlan, *, batch: int = 1) -> TableEntry:
+        """Measure one block alone on an input of its shape (see the module doc for the correction)."""
+        module = BUILDERS[plan.spec.kind](plan).eval()
+        stats = self._time_module(module, block_input(plan, batch))
+        return TableEntry.from_stats(stats, self._ensure_call_overhead())
+
+    def measure_overhead(self, *, in_chans: int, input_size: tuple[int, int], batch: int, num_classes: int) -> None:
+        """Measure the fixed overhead for an input shape with the probe network (and its block entries)."""
+        key = overhead_key(in_chans=in_chans, input_size=input_size, batch=batch, num_classes=num_classes)
+        if key in self.entries:
+            return
+        plans = resolve(PROBE_ARCH, num_classes=num_classes, in_chans=in_chans, input_size=input_size)
+        for p in plans:
+            k = block_key(p, batch=batch)
+            if k not in self.entries:
+                self.entries[k] = self.measure_block(p, batch=batch)
+        net = build(PROBE_ARCH, num_classes=num_classes, in_chans=in_chans)
+        fp = self.fingerprint
+        total = measure(
+            net, (batch, in_chans, *input_size), backend=fp.backend, threads=fp.threads, device=fp.device,
+            config=self.config,
+        ).stats  # fmt: skip
+        blocks = [self.entries[block_key(p, batch=batch)] for p in plans]
+        med = total.median_ms - sum(e.median_ms for e in blocks)
+        low = total.min_ms - sum(e.min_ms for e in blocks)
+        q1 = total.q1_ms - sum(e.q1_ms for e in blocks)
+        q3 = total.q3_ms - sum(e.q3_ms for e in blocks)
+        self.entries[key] = TableEntry(med, q1, q3, low, total.repeats)
+
+    def missing(self, plans: Iterable[LayerPlan], *, batch: int = 1) -> list[LayerPlan]:
+        """Plans whose key is not in the table yet (first occurrence of each key)."""
+        seen: set[str] = set()
+        out = []
+        for p in plans:
+            k = block_key(p, batch=batch)
+            if k not in self.entries and k not in seen:
+                seen.add(k)
+                out.append(p)
+        return out
+
+    def ensure(
+        self,
+        archs: Iterable[str | ArchSpec],
+        *,
+        input_size: int | tuple[int, int],
+        batch: int = 1,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        path: str | Path | None = None,
+        checkpoint_s: float = 10.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Measure every block of ``archs`` not yet in the table; returns how many entries were added.
+
+        With ``path``, the table is saved there every ``checkpoint_s`` seconds and at the end.
+        ``on_progress(done, total)`` is called after each entry.
+        """
+        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        if batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch}")
+        todo: list[LayerPlan] = []
+        for arch in archs:
+            todo += self.missing(
+                resolve(arch, num_classes=num_classes, in_chans=in_chans, input_size=size), batch=batch
+            )
+        todo = self.missing(todo, batch=batch)  # deduplicate across archs
+        okey = overhead_key(in_chans=in_chans, input_size=size, batch=batch, num_classes=num_classes)
+        total = len(todo) + (okey not in self.entries)
+        done, last_save = 0, time.monotonic()
+        if on_progress:
+            on_progress(0, total)
+        if okey not in self.entries:
+            self.measure_overhead(in_chans=in_chans, input_size=size, batch=batch, num_classes=num_classes)
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+        for p in todo:
+            k = block_key(p, batch=batch)
+            if k in self.entries:  # the probe network may have added it
+                done += 1
+                continue
+            self.entries[k] = self.measure_block(p, batch=batch)
+            done += 1
+            if path is not None and time.monotonic() - last_save >= checkpoint_s:
+                self.save(path)
+                last_save = time.monotonic()
+            if on_progress:
+                on_progress(done, total)
+        if path is not None:
+            self.save(path)
+        return total
+
+
+def new_table(*, backend: str, threads: int, device: str = "cpu", config: TimingConfig | None = None) -> LatencyTable:
+    """An empty table fingerprinted for this machine."""
+    return LatencyTable(fingerprint(backend=backend, threads=threads, device=device), config=config or TimingConfig())

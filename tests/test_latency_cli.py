@@ -1,0 +1,38 @@
+import json
+
+from edgecnn.cli.main import main
+
+TINY = "conv_k3_s2_c8 ir_c8 gap fc"
+QUICK = ["--input-size", "16", "--threads", "1", "--max-seconds", "0.2", "--retries", "0", "--num-classes", "10"]
+
+
+def test_measure_default_action_and_per_layer(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["latency", TINY, "--per-layer", "--json", str(out), *QUICK]) == 0
+    data = json.loads(out.read_text())
+    stats = data["measurement"]["stats"]
+    assert stats["min_ms"] <= stats["median_ms"] and data["measurement"]["fingerprint"]["threads"] == 1
+    assert [layer["name"] for layer in data["per_layer"]["layers"]] == [f"blocks.{i}" for i in range(4)]
+    assert "end to end" in capsys.readouterr().out
+    # the explicit form is the same action
+    assert main(["latency", "measure", TINY, *QUICK]) == 0
+
+
+def test_build_table_then_predict(tmp_path, capsys):
+    table = tmp_path / "t.json"
+    assert main(["latency", "build-table", "--table", str(table), "--models", TINY, *QUICK]) == 0
+    assert json.loads(table.read_text())["fingerprint"]["backend"] == "eager"
+    assert main(["latency", TINY, "--table", str(table), *QUICK]) == 0
+    assert "table prediction" in capsys.readouterr().out
+    # a table of this machine is refused for the other backend
+    assert main(["latency", TINY, "--table", str(table), "--backend", "onnxruntime", *QUICK]) == 2
+    assert "another device/backend" in capsys.readouterr().err
+
+
+def test_usage_errors(capsys):
+    assert main(["latency", "validate", "--per-layer"]) == 2
+    assert "--per-layer does not apply" in capsys.readouterr().err
+    assert main(["latency", "build-table", "--table", "x.json"]) == 2
+    assert "nothing to measure" in capsys.readouterr().err
+    assert main(["latency", "not_a_model"]) == 2
+    assert main(["latency", "validate", "mobilenet_v2"]) == 2

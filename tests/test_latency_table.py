@@ -1,0 +1,124 @@
+import json
+from dataclasses import replace
+
+import pytest
+
+from edgecnn.latency.fingerprint import fingerprint
+from edgecnn.latency.measure import TimingConfig
+from edgecnn.latency.predict import predict
+from edgecnn.latency.table import LatencyTable, TableEntry, block_key, new_table, overhead_key
+from edgecnn.plan import resolve
+
+FAST = TimingConfig(warmup=1, min_repeats=2, max_repeats=4, round_size=2, max_seconds=1.0, retries=0)
+ARCH = "conv_k3_s2_c8 ir_r2_c8 gap fc"
+
+
+def entry(ms: float) -> TableEntry:
+    return TableEntry(ms, ms, ms, ms, 1)
+
+
+def test_block_key_hand_written():
+    plans = resolve(ARCH, num_classes=10, input_size=32)
+    assert block_key(plans[0]) == (
+        "conv|cin3|cout8|mid-|k3|s2|d1|g1|sq0|gate=-|act=relu|pre=False|skip=-|bn=True|bias=False|cls=0|in32x32|b1"
+    )
+    # the two repeats of ir_r2 are the same configuration (both stride 1, 8 -> 8, 16×16)
+    assert block_key(plans[1]) == block_key(plans[2])
+    assert block_key(plans[1]).startswith("ir|cin8|cout8|mid48|k3|s1|")
+    assert block_key(plans[4]).endswith("|cls=1|inflat|b1") and block_key(plans[4], batch=4).endswith("|b4")
+    # anything that changes the cost changes the key: SE, resolution
+    se = resolve("conv_k3_s2_c8 ir_c8_se0.25 gap fc", num_classes=10, input_size=32)[1]
+    big = resolve(ARCH, num_classes=10, input_size=64)[1]
+    assert len({block_key(plans[1]), block_key(se), block_key(big)}) == 3
+    with pytest.raises(ValueError, match="input_size"):
+        block_key(resolve(ARCH)[0])
+
+
+def synthetic_table() -> LatencyTable:
+    """Entries set by hand: conv 1.0, ir 0.25 (used twice), gap 0.125, fc 0.5, overhead 2.0 ms."""
+    plans = resolve(ARCH, num_classes=10, input_size=32)
+    values = [1.0, 0.25, 0.25, 0.125, 0.5]
+    table = LatencyTable(fingerprint(backend="eager", threads=1))
+    for p, v in zip(plans, values):
+        table.entries[block_key(p)] = entry(v)
+    table.entries[overhead_key(in_chans=3, input_size=(32, 32), batch=1, num_classes=10)] = entry(2.0)
+    return table
+
+
+def test_predictor_is_exact_on_a_synthetic_table():
+    pred = predict(synthetic_table(), ARCH, input_size=32, num_classes=10)
+    assert pred.total_ms == 2.0 + 1.0 + 0.25 + 0.25 + 0.125 + 0.5
+    assert pred.overhead_ms == 2.0 and [v for _, v in pred.blocks] == [1.0, 0.25, 0.25, 0.125, 0.5]
+
+
+def test_predictor_names_missing_entries():
+    # a k5 inverted residual is a new configuration (both repeats share one missing key)
+    with pytest.raises(ValueError, match="lacks 2 of 6 entries.*first: ir\\|cin8\\|cout8\\|mid48\\|k5"):
+        predict(synthetic_table(), "conv_k3_s2_c8 ir_r2_k5_c8 gap fc", input_size=32, num_classes=10)
+    with pytest.raises(ValueError, match="statistic"):
+        predict(synthetic_table(), ARCH, input_size=32, num_classes=10, stat="mean")
+
+
+def test_save_load_round_trip(tmp_path):
+    table = synthetic_table()
+    table.call_overhead_ms = 0.01
+    path = table.save(tmp_path / "t.json")
+    loaded = LatencyTable.load(path, expect=table.fingerprint)
+    assert loaded.entries == table.entries and loaded.fingerprint == table.fingerprint
+    assert loaded.call_overhead_ms == 0.01
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write leaves no temp file
+
+
+def test_foreign_table_is_refused_unless_forced(tmp_path):
+    table = synthetic_table()
+    table.fingerprint = replace(table.fingerprint, cpu="Some Other CPU", backend="onnxruntime")
+    path = table.save(tmp_path / "t.json")
+    here = fingerprint(backend="eager", threads=1)
+    with pytest.raises(ValueError, match="another device/backend.*cpu.*backend.*--force"):
+        LatencyTable.load(path, expect=here)
+    assert LatencyTable.load(path, expect=here, force=True).entries == table.entries
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="build-table"):
+        LatencyTable.load(tmp_path / "none.json")
+    data = synthetic_table().to_dict()
+    (tmp_path / "v.json").write_text(json.dumps({**data, "version": 99}))
+    with pytest.raises(ValueError, match="version 99"):
+        LatencyTable.load(tmp_path / "v.json")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        LatencyTable.load(tmp_path / "x.json")
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+def test_ensure_measures_lazily_and_resumes_after_interrupt(tmp_path, backend):
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    path = tmp_path / "t.json"
+    table = new_table(backend=backend, threads=1, config=FAST)
+    table.profile_runs = 3
+    arch = "conv_k3_s2_c8 ir_c8 ir_k5_c8 gap fc"  # 5 distinct blocks + the overhead probe
+
+    def interrupt(done, total):
+        if done == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        table.ensure([arch], input_size=16, num_classes=10, path=path, checkpoint_s=0.0, on_progress=interrupt)
+    saved = LatencyTable.load(path, expect=table.fingerprint)
+    # the overhead probe and the first two blocks were checkpointed before the stop
+    assert overhead_key(in_chans=3, input_size=(16, 16), batch=1, num_classes=10) in saved.entries
+    resumed = LatencyTable.load(path)
+    resumed.config, resumed.profile_runs = FAST, 3
+    todo = resumed.missing(resolve(arch, num_classes=10, input_size=16))
+    assert [p.spec.format() for p in todo] == ["ir_k5_c8", "gap", "fc"]
+    resumed.ensure([arch], input_size=16, num_classes=10, path=path)
+    assert resumed.missing(resolve(arch, num_classes=10, input_size=16)) == []
+    assert resumed.ensure([arch], input_size=16, num_classes=10) == 0  # nothing left to measure
+    pred = predict(resumed, arch, input_size=16, num_classes=10)
+    assert pred.total_ms > 0 and all(v >= 0 for _, v in pred.blocks)
