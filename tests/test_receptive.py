@@ -170,3 +170,16 @@ def test_slicing_padding_and_upsampling_rules():
 def test_bad_input_shape_is_a_value_error():
     with pytest.raises(ValueError, match="spatial"):
         receptive_field(nn.Linear(3, 3), (1, 3))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    # Araujo et al. 2019 (Distill), Table 1: MobileNet v1 315, v2 491. ResNet-50 here is torchvision's v1.5
+    # (stride in the 3×3), 427; Araujo's 483 is v1 (stride in the first 1×1). ResNet-18: 435.
+    [("mobilenet_v1", 315), ("mobilenet_v2", 491), ("resnet18", 435), ("resnet50", 427), ("resnet20_cifar", 81)],
+)
+def test_zoo_fields_match_published_values(name, expected):
+    model = zoo.create(name, width=0.1)
+    gap = next(i for i, b in enumerate(model.blocks) if isinstance(b, GlobalAvgPool))
+    rf = receptive_field(model.blocks[:gap], (1, 3, 64, 64))  # the field does not depend on the input size
+    assert rf.size == (expected, expected) and not rf.whole
