@@ -176,6 +176,7 @@ class _Op:
     """What a rule may look at for one fx node."""
 
     node: fx.Node
+    gm: fx.GraphModule  # the graph's owner, to resolve weights of functional convs
     module: nn.Module | None  # the called module (call_module nodes)
     ndim: int  # spatial axes of the network input
     extent: tuple[int, ...]  # spatial size of the network input
@@ -357,22 +358,30 @@ def _f_interp(input, size=None, scale_factor=None, mode="nearest", align_corners
 def _f_pad(input, pad, mode="constant", value=None): ...
 
 
-def _weight_shape(w: object) -> tuple[int, ...]:
+def _weight_shape(op: _Op, w: object) -> tuple[int, ...]:
+    if isinstance(w, torch.Tensor):
+        return tuple(w.shape)
     meta = w.meta.get("tensor_meta") if isinstance(w, fx.Node) else None
-    if not isinstance(meta, TensorMetadata):
-        raise ValueError("functional conv whose weight shape is unknown; trace with example inputs")
-    return tuple(int(s) for s in meta.shape)
+    if isinstance(meta, TensorMetadata):
+        return tuple(int(s) for s in meta.shape)
+    if isinstance(w, fx.Node) and w.op == "get_attr":  # a parameter the shape pass did not record
+        obj: object = getattr(op.gm, "root", op.gm)
+        for part in str(w.target).split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, torch.Tensor):
+            return tuple(obj.shape)
+    raise ValueError("functional conv whose weight shape is unknown; trace with example inputs")
 
 
 def _functional_conv(op: _Op, ins: list[RF]) -> RF:
     a = _bind(_f_conv, op.node)
-    k = _weight_shape(a["weight"])[2:]
+    k = _weight_shape(op, a["weight"])[2:]
     return conv_rule(ins[0], *_conv_geometry(op, k, a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1)))
 
 
 def _functional_tconv(op: _Op, ins: list[RF]) -> RF:
     a = _bind(_f_tconv, op.node)
-    k = _weight_shape(a["weight"])[2:]
+    k = _weight_shape(op, a["weight"])[2:]
     geo = _conv_geometry(op, k, a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1))
     return _add_note(conv_transpose_rule(ins[0], *geo), "transposed conv: continuous hull")
 
@@ -461,7 +470,7 @@ def receptive_fields(gm: fx.GraphModule, *example_inputs: torch.Tensor, strict: 
             continue  # not a tensor: x.size(), shapes
         module = gm.get_submodule(node.target) if node.op == "call_module" else None
         first = next(a for a in node.all_input_nodes if a.name in rfs)
-        op = _Op(node, module, ndim, extent, _spatial(first.meta.get("tensor_meta"), ndim), _spatial(out_meta, ndim))
+        op = _Op(node, gm, module, ndim, extent, _spatial(first.meta.get("tensor_meta"), ndim), _spatial(out_meta, ndim))
         rf = _rule_for(node, module)(op, ins)
         if strict and "unknown op" in rf.note:
             raise ValueError(f"node {node.name}: {rf.note}; add a rule to receptive.MODULE_RULES/FUNCTION_RULES")
