@@ -26,16 +26,26 @@ __all__ = ["CONVENTIONS", "Analysis", "Cost", "LayerCost", "LayerSpecCost", "Spe
 
 # name -> module of the sibling analyses, loaded lazily (they pull in more of torch, or are optional)
 _LAZY = {
+    "RF": "receptive",
     "receptive_fields": "receptive",
     "receptive_field": "receptive",
     "layer_receptive_fields": "receptive",
-    "RF": "receptive",
-    "erf": "erf",
+    "ERF": "erf",
     "effective_receptive_field": "erf",
+    "GradFlow": "gradflow",
     "gradient_flow": "gradflow",
-    "rf_plan": "rfplan",
+    "skip_gradient": "gradflow",
+    "conv_output_size": "convmath",
+    "conv_transpose_output_size": "convmath",
+    "pool_output_size": "convmath",
+    "conv_matrix": "convmath",
+    "RFPlan": "rfplan",
     "plan_receptive_field": "rfplan",
 }
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_LAZY])
 
 
 def __getattr__(name: str) -> Any:

@@ -84,11 +84,39 @@ class CostTracer(fx.Tracer):
         return super().create_arg(a)
 
 
-def trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> fx.GraphModule:
+class Traced:
+    """A traced graph and the module it came from: what :func:`receptive_fields` and the cost pass read.
+
+    Duck-types the two things they use of an ``fx.GraphModule`` (``graph``,
+    ``get_submodule``) without its construction, which copies every
+    submodule and generates Python code (a tenth of an analysis);
+    :meth:`graph_module` builds the real one on request.
+    """
+
+    def __init__(self, root: nn.Module, graph: fx.Graph) -> None:
+        self.root = root  # the traced module (fx may have stored constant tensors on it)
+        self.graph = graph  # the fx graph; nodes carry meta["tensor_meta"] after the cost pass
+        self.modules = dict(root.named_modules())  # path -> module (Module.get_submodule walks each time)
+        self.added: dict[str, Any] = {}  # attributes fx set on root while tracing (constant tensors)
+
+    def get_submodule(self, target: str) -> nn.Module:
+        module = self.modules.get(target)
+        return module if module is not None else self.root.get_submodule(target)
+
+    def graph_module(self) -> fx.GraphModule:
+        """A runnable ``fx.GraphModule`` of the graph."""
+        return _GraphModule(self.root, self.graph, type(self.root).__name__)
+
+
+def trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> Traced:
     """Symbolically trace ``model`` (no shapes yet)."""
     tracer = CostTracer(leaf_modules)
+    before = set(vars(model))
     graph = tracer.trace(model)
-    return _GraphModule(tracer.root, graph, type(model).__name__)
+    traced = Traced(tracer.root, graph)
+    # fx stores tensors created in forward (constants) on the module itself; remember them to undo it
+    traced.added = {k: v for k, v in vars(model).items() if k not in before}
+    return traced
 
 
 # ---------------------------------------------------------------- the fx pass
@@ -193,11 +221,15 @@ def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
 
 
 def analyze_fx(
-    model: nn.Module, inputs: Sequence[torch.Tensor], *, leaf_modules: Sequence[type[nn.Module]] = ()
-) -> tuple[Analysis, fx.GraphModule]:
+    model: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    *,
+    leaf_modules: Sequence[type[nn.Module]] = (),
+    receptive_fields: bool = True,
+) -> tuple[Analysis, Traced]:
     """The fx pass (raises when tracing or meta propagation fails; :func:`analyze` then falls back)."""
     gm = trace(model, leaf_modules)
-    modules = dict(gm.named_modules())
+    modules = gm.modules
     env: dict[fx.Node, Any] = {}
     counted: set[int] = set()
     calls: dict[str, int] = {}
@@ -216,7 +248,7 @@ def analyze_fx(
                 node.meta["tensor_meta"] = _tensor_meta(value)
             continue
         if op == "get_attr":
-            value = _to_meta(_fetch(gm, node.target))
+            value = _to_meta(_fetch(gm.root, node.target))
             env[node] = value
             if isinstance(value, torch.Tensor):
                 node.meta["tensor_meta"] = _tensor_meta(value)
@@ -233,8 +265,10 @@ def analyze_fx(
         node.meta["tensor_meta"] = _tensor_meta(outs[0])
         # parameters: a module's own, or bare ones read through get_attr; each counted once
         params = 0
-        owned = module.parameters() if module is not None else (
-            _fetch(gm, a.target) for a in node.all_input_nodes if a.op == "get_attr")  # fmt: skip
+        if module is not None:  # a leaf without children (nearly all) needs no recursive walk
+            owned = module.parameters() if module._modules else module._parameters.values()
+        else:
+            owned = (_fetch(gm.root, a.target) for a in node.all_input_nodes if a.op == "get_attr")
         for p in owned:
             if isinstance(p, nn.Parameter) and id(p) not in counted:
                 counted.add(id(p))
@@ -255,21 +289,28 @@ def analyze_fx(
                         cost.macs, cost.other_ops, elements, nbytes, note=note)  # fmt: skip
         rows.append(row)
         row_of[node.name] = row
-    all_params = {id(p): p.numel() for p in model.parameters()}
-    unused = sum(n for i, n in all_params.items() if i not in counted)
+    unused = 0
+    for mod in modules.values():  # the model's parameters, each once, without a second recursive walk
+        for p in mod._parameters.values():
+            if p is not None and id(p) not in counted:
+                counted.add(id(p))
+                unused += p.numel()
     analysis = Analysis(_model_name(model), [tuple(t.shape) for t in inputs], rows, "fx", unused)
-    _add_receptive_fields(gm, row_of, analysis)
+    if receptive_fields:
+        _add_receptive_fields(gm, row_of, analysis)
+    for key in gm.added:  # leave the user's module as it was
+        model.__dict__.pop(key, None)
     return analysis, gm
 
 
-def _add_receptive_fields(gm: fx.GraphModule, row_of: dict[str, LayerCost], analysis: Analysis) -> None:
+def _add_receptive_fields(gm: Traced, row_of: dict[str, LayerCost], analysis: Analysis) -> None:
     try:
         from edgecnn.analysis.receptive import receptive_fields
     except ImportError:  # the receptive-field module is optional
         analysis.notes.append("receptive fields not available (edgecnn.analysis.receptive missing)")
         return
     try:
-        rfs = receptive_fields(gm)
+        rfs = receptive_fields(gm)  # type: ignore[arg-type]  # reads .graph and .get_submodule only
     except ValueError as exc:  # e.g. an input without spatial axes
         analysis.notes.append(f"receptive fields not computed: {exc}")
         return
@@ -399,6 +440,7 @@ def analyze(
     batch_size: int = 1,
     leaf_modules: Sequence[type[nn.Module]] = (),
     mode: str = "auto",
+    receptive_fields: bool = True,
 ) -> Analysis:
     """Per-layer costs of ``model`` for an input of ``input_size`` = (C, H, W) (or example ``inputs``).
 
@@ -406,7 +448,8 @@ def analyze(
     cannot trace), ``"hooks"`` (the fallback, runs the model), ``"auto"``
     (fx, else hooks, with the reason in ``notes``). ``leaf_modules``: module
     types to keep whole instead of tracing through (they are costed by their
-    rule, or on meta tensors under FlopCounterMode).
+    rule, or on meta tensors under FlopCounterMode). ``receptive_fields=False``
+    skips the receptive-field columns (a fifth of the time).
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -416,7 +459,7 @@ def analyze(
     if mode == "hooks":
         return analyze_hooks(model, xs, leaf_modules=leaf_modules)
     try:
-        return analyze_fx(model, xs, leaf_modules=leaf_modules)[0]
+        return analyze_fx(model, xs, leaf_modules=leaf_modules, receptive_fields=receptive_fields)[0]
     except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError from meta kernels)
         if mode == "fx":
             raise
