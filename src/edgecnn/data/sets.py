@@ -14,8 +14,10 @@ stratified with a fixed seed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -130,17 +132,23 @@ def first_per_class(labels: np.ndarray, limit: int) -> np.ndarray:
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test indices with the class proportions of ``labels`` kept in both (fixed ``seed``)."""
-    from sklearn.model_selection import train_test_split
+    """Train and test indices, each class split ``round(test_fraction·n_c)`` to test (at least 1, not all).
 
+    The class proportions hold in both parts; the choice within a class is a
+    permutation drawn with ``seed``. Returns sorted index arrays.
+    """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    idx = np.arange(len(labels))
-    try:
-        train, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=labels)
-    except ValueError as exc:  # e.g. a class with a single image
-        raise ValueError(f"cannot split the images into train/test stratified by class: {exc}") from None
-    return np.sort(train), np.sort(test)
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 2:
+            raise ValueError(f"class {c} has a single image; a train/test split needs at least 2 per class")
+        k = min(max(int(round(test_fraction * len(idx))), 1), len(idx) - 1)
+        test.append(rng.permutation(idx)[:k])
+    test_idx = np.sort(np.concatenate(test))
+    return np.setdiff1d(np.arange(len(labels)), test_idx), test_idx
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -182,6 +190,25 @@ def make_dataset(
     return DataSet(name, train, test, tuple(classes), mean, std, augment, skipped)
 
 
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images 1797×8×8 in 0..16, labels) from the CSV scikit-learn ships, read the way its loader reads it.
+
+    Importing ``sklearn.datasets`` costs seconds (it pulls in SciPy) in every
+    process — DDP ranks and search workers included — so the file is found
+    without importing scikit-learn, which is the fallback.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        csv = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if csv.is_file():
+            data = np.loadtxt(csv, delimiter=",")
+            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    return d.images, d.target.astype(np.int64)
+
+
 def load_digits(
     *, image_size: int = 32, test_fraction: float = 0.2, seed: int = 0, limit: int | None = None
 ) -> DataSet:
@@ -192,19 +219,17 @@ def load_digits(
     default augmentation is a random crop after padding by one original pixel
     (``image_size // 8``), without flips.
     """
-    from sklearn.datasets import load_digits as sk_digits
-
     if image_size < 8:
         raise ValueError(f"digits are 8×8; image_size must be >= 8, got {image_size}")
-    d = sk_digits()
-    x = torch.from_numpy(d.images).float().mul_(255.0 / 16.0).unsqueeze(1)
+    raw, target = _digits_arrays()
+    x = torch.from_numpy(raw).float().mul_(255.0 / 16.0).unsqueeze(1)
     if image_size != 8:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     images = x.round_().clamp_(0, 255).to(torch.uint8).contiguous()
-    labels = torch.from_numpy(d.target.astype(np.int64))
-    train_idx, test_idx = stratified_split(d.target, test_fraction, seed)
+    labels = torch.from_numpy(target)
+    train_idx, test_idx = stratified_split(target, test_fraction, seed)
     full = ImageSplit(images, labels)
-    classes = tuple(str(c) for c in d.target_names)
+    classes = tuple(str(c) for c in range(10))
     augment = Augment(pad=max(1, image_size // 8), flip=False)
     return make_dataset(DIGITS, full.subset(train_idx), full.subset(test_idx), classes, augment=augment, limit=limit)
 

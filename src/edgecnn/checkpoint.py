@@ -1,0 +1,169 @@
+"""Checkpoints: weights plus the arch string, written atomically and loaded without running code.
+
+A checkpoint is a ``torch.save`` of a plain dict (:meth:`Checkpoint.to_dict`)
+holding tensors, numbers, strings, lists and dicts only, so it loads with
+``torch.load(..., weights_only=True)``: PyTorch's restricted unpickler, which
+refuses any other global (``os.system``, a class ``__reduce__``) before it is
+called. A file that is not ours, a truncated one and a malicious pickle each
+give a ``ValueError`` saying which, and nothing in them is executed.
+
+Because an :class:`edgecnn.build.EdgeNet` knows its canonical arch string,
+class count and input channels, :func:`load_model` rebuilds the network from
+the checkpoint alone. Any other ``nn.Module`` can be saved too (``arch`` is
+then ``None``) and restored into a module the caller builds.
+
+Writes go to a temporary file in the same folder, are flushed to disk, and
+replace the target with ``os.replace`` — a crash leaves the old checkpoint or
+the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "edgecnn-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to rebuild a model and to resume its training."""
+
+    arch: str | None  # canonical arch string (None: a model that is no EdgeNet; rebuild it in code)
+    num_classes: int  # classifier outputs
+    in_chans: int  # input channels
+    state_dict: dict[str, torch.Tensor]  # the trained weights and buffers
+    ema_state_dict: dict[str, torch.Tensor] | None = None  # exponential moving average of the weights, if kept
+    optimizer: dict[str, Any] | None = None  # optimiser state (momentum buffers, Adam moments)
+    epoch: int = 0  # epochs completed (the epoch to resume in)
+    batch: int = 0  # batches of `epoch` already done (non-zero after an interrupt mid-epoch)
+    step: int = 0  # optimiser steps done in total
+    rng: dict[str, Any] = field(default_factory=dict)  # torch RNG states ("cpu", "cuda": list), for dropout etc.
+    config: dict[str, Any] = field(default_factory=dict)  # the TrainConfig, as a dict
+    data: dict[str, Any] = field(default_factory=dict)  # name, classes, mean, std, image_size of the training data
+    history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch statistics (EpochStats as dicts)
+    partial: dict[str, float] = field(default_factory=dict)  # running sums of an interrupted epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"format": FORMAT, "version": VERSION}
+        out.update({f.name: getattr(self, f.name) for f in fields(self)})
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any, *, source: str = "checkpoint") -> Checkpoint:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            hint = (
+                " (it looks like a bare state_dict: load it with model.load_state_dict)"
+                if isinstance(d, dict) and d and all(isinstance(v, torch.Tensor) for v in d.values())
+                else ""
+            )
+            raise ValueError(f"{source} is not an edgecnn checkpoint{hint}; train one with `edgecnn train`")
+        if not isinstance(d.get("version"), int) or d["version"] > VERSION:
+            raise ValueError(f"{source} has checkpoint version {d.get('version')!r}; this edgecnn reads up to "
+                             f"{VERSION}: upgrade edgecnn")  # fmt: skip
+        names = {f.name for f in fields(cls)}
+        missing = {"arch", "num_classes", "in_chans", "state_dict"} - set(d)
+        if missing:
+            raise ValueError(f"{source} lacks {sorted(missing)}: it is damaged; use another checkpoint")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
+    """Write ``ckpt`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(ckpt.to_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load a checkpoint safely (``weights_only=True``); ``ValueError`` for foreign, truncated or malicious files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass the .pt file `edgecnn train` wrote")
+    try:
+        with warnings.catch_warnings():  # a plain pickle's protocol warning adds nothing to our error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            d = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        culprit = next((line for line in lines if "GLOBAL" in line or "global" in line), None)
+        if culprit is not None:
+            raise ValueError(f"refusing to load {path}: it asks to import or call code ({culprit}); "
+                             "nothing was executed — load only checkpoints written by edgecnn") from None  # fmt: skip
+        detail = next((line for line in lines if "nsupported" in line), lines[0] if lines else "")
+        raise ValueError(f"{path} is not a PyTorch checkpoint that loads safely ({detail[:120]}); "
+                         "nothing was executed — use a checkpoint written by edgecnn") from None  # fmt: skip
+    except Exception as exc:  # zip reader errors on truncation, KeyError/EOFError on foreign bytes
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise ValueError(f"{path} is truncated or not a PyTorch file ({type(exc).__name__}: {first}); "
+                         "use another checkpoint") from None  # fmt: skip
+    return Checkpoint.from_dict(d, source=str(path))
+
+
+def checkpoint_of(model: nn.Module, **extra: Any) -> Checkpoint:
+    """A :class:`Checkpoint` of ``model``'s weights (and its arch, if it is an EdgeNet) plus ``extra`` fields."""
+    arch = getattr(model, "arch", None)
+    num_classes = getattr(model, "num_classes", None)
+    in_chans = getattr(model, "in_chans", None)
+    if num_classes is None or in_chans is None:
+        num_classes, in_chans = _infer_io(model)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return Checkpoint(arch if isinstance(arch, str) else None, int(num_classes), int(in_chans), state, **extra)
+
+
+def _infer_io(model: nn.Module) -> tuple[int, int]:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return (linears[-1].out_features if linears else 0), (convs[0].in_channels if convs else 0)
+
+
+def build_model(arch: str, *, num_classes: int, in_chans: int) -> nn.Module:
+    """Build an EdgeNet from its arch string (``edgecnn.build.build``)."""
+    try:
+        from edgecnn.build import build
+    except ImportError:  # the builder may also be exported from edgecnn.arch
+        from edgecnn.arch import build  # type: ignore[attr-defined,no-redef]
+    return build(arch, num_classes=num_classes, in_chans=in_chans)
+
+
+def load_model(
+    source: str | os.PathLike[str] | Checkpoint, *, ema: bool = False, model: nn.Module | None = None
+) -> tuple[nn.Module, Checkpoint]:
+    """Rebuild the model of a checkpoint (from its arch string) and load its weights; returns (model, checkpoint).
+
+    ``ema=True`` loads the moving-average weights instead. Pass ``model`` for a
+    checkpoint of a module that is no EdgeNet (``arch`` is None).
+    """
+    ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    state = ckpt.state_dict
+    if ema:
+        if ckpt.ema_state_dict is None:
+            raise ValueError("this checkpoint holds no EMA weights; drop --ema or train with --ema DECAY")
+        state = ckpt.ema_state_dict
+    if model is None:
+        if ckpt.arch is None:
+            raise ValueError("the checkpoint's model is no EdgeNet (no arch string): build it in code and pass model=")
+        model = build_model(ckpt.arch, num_classes=ckpt.num_classes, in_chans=ckpt.in_chans)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"the checkpoint's weights do not fit the model: {str(exc).splitlines()[0]}") from None
+    return model, ckpt

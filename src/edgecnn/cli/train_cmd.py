@@ -1,0 +1,166 @@
+"""``edgecnn train`` and ``edgecnn eval``: the training loop of :mod:`edgecnn.train` from the command line.
+
+``edgecnn train MODEL --data digits|PATH`` builds a zoo model or an arch
+string for the data's classes and input channels, trains it and writes
+``<out>/last.pt`` after every epoch (``--resume`` continues it). Under
+``torchrun --nproc-per-node N -m edgecnn.cli.main train ...`` the same command
+trains with DDP. ``edgecnn eval CKPT`` rebuilds the network from the
+checkpoint alone and reports top-1, top-5 and per-class accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from edgecnn.checkpoint import load_model
+from edgecnn.data import load_data
+from edgecnn.train import EvalResult, NonFiniteLossError, TrainConfig, evaluate, fit
+
+
+def _model_arch(model: str, width: float) -> tuple[str, str]:
+    """(arch string, short name for the run folder) of a MODEL argument."""
+    from edgecnn import zoo
+
+    if model in zoo.names():
+        return zoo.arch_of(model, width=width), model if width == 1 else f"{model}-w{width:g}"
+    if width != 1:
+        raise ValueError("--width applies to zoo models only; scale the channels of an arch string instead")
+    arch = zoo.resolve_model_arg(model)
+    return arch, "arch-" + hashlib.sha1(arch.encode()).hexdigest()[:8]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edgecnn.build import build
+
+    arch, short = _model_arch(args.model, args.width)
+    cfg = TrainConfig(
+        epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup,
+        label_smoothing=args.label_smoothing, ema_decay=args.ema, grad_clip=args.grad_clip,
+        augment=not args.no_augment, amp=not args.no_amp, channels_last=args.channels_last,
+        distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
+        eval_every=args.eval_every, seed=args.seed, device=args.device, threads=args.threads,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    lead = os.environ.get("RANK", "0") == "0"  # under torchrun, only the first process talks
+    data = load_data(args.data, image_size=args.image_size, limit=args.limit, progress=lead and not args.no_progress)
+    torch.manual_seed(args.seed)  # the same initial weights in every run (and process) with this seed
+    model = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
+    out = Path(args.out) if args.out else Path("runs") / f"{short}-{Path(str(args.data)).name.split('.')[0]}"
+    console = Console(stderr=True)
+    if lead and not args.no_progress:
+        console.print(f"{data.summary()}\nmodel {arch}\nrun folder {out}")
+    try:
+        result = fit(model, data, cfg, out_dir=out, resume=args.resume, teacher=args.teacher)
+    except NonFiniteLossError as exc:
+        print(f"edgecnn train: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if not lead:
+            return 130
+        print(f"edgecnn train: interrupted; {out / 'last.pt'} holds the run so far: add --resume to continue",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    if not lead:
+        return 0
+    ema = f", EMA top-1 {result.ema.top1:.2%}" if result.ema else ""
+    print(f"top-1 {result.final.top1:.2%}, top-5 {result.final.top5:.2%}{ema} after {result.steps} steps "
+          f"({result.seconds:.0f} s); checkpoint {result.checkpoint}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(asdict(result), indent=1))
+    return 0
+
+
+def _eval_table(r: EvalResult, classes: list[str], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("top-1", justify="right")
+    for name, acc in zip(classes, r.per_class):
+        table.add_row(name, f"{acc:.2%}")
+    table.add_section()
+    table.add_row("all (top-1)", f"{r.top1:.2%}")
+    table.add_row("all (top-5)", f"{r.top5:.2%}")
+    table.add_row("loss", f"{r.loss:.4f}")
+    table.add_row("images", str(r.num_images))
+    return table
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model, ckpt = load_model(args.checkpoint, ema=args.ema)
+    meta = ckpt.data
+    source = args.data or meta.get("name")
+    if not source:
+        raise ValueError("the checkpoint does not say which data it was trained on; pass --data digits|PATH")
+    size = int(meta.get("image_size", 0)) or None
+    data = load_data(source, image_size=size if source == "digits" else args.image_size, limit=args.limit)
+    if meta.get("classes") and list(data.classes) != list(meta["classes"]):
+        raise ValueError(f"{source} has classes {list(data.classes)[:5]}..., the checkpoint {meta['classes'][:5]}...; "
+                         "evaluate on data with the same classes")  # fmt: skip
+    mean = tuple(meta["mean"]) if "mean" in meta else None
+    std = tuple(meta["std"]) if "std" in meta else None
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    r = evaluate(model, data, split=args.split, batch_size=args.batch_size, image_size=size, mean=mean, std=std)
+    if args.json:
+        print(json.dumps(asdict(r)))
+    else:
+        Console().print(_eval_table(r, list(data.classes), f"{args.checkpoint} on {source} ({args.split})"))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a zoo model or arch string on digits, CIFAR-10 or an ImageFolder tree")
+    p.add_argument("model", help="zoo name (see `edgecnn list`) or arch string, e.g. 'conv_c16 ir_s2_c24 gap fc'")
+    p.add_argument("--data", default="digits", help="'digits' (built-in, default), a folder or an archive")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps instead of epochs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"global batch size (default {d.batch_size})")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer, help="default sgd (Nesterov)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 SGD, 2e-3 AdamW)")
+    p.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default {d.momentum})")
+    p.add_argument("--weight-decay", type=float, default=None, help="default 5e-4 SGD, 0.05 AdamW; not on BN/bias")
+    p.add_argument("--warmup", type=float, default=d.warmup_epochs, help="linear warm-up epochs (default 1)")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="default 0.1")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY", help="keep an EMA of the weights, e.g. 0.999")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--image-size", type=int, default=None, help="input side (digits: 32; folders: the files' size)")
+    p.add_argument("--limit", type=int, default=None, help="at most N images per class and split (quick runs)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier of a zoo model (default 1)")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--teacher", default=None, metavar="CKPT", help="distil from this checkpoint (Hinton 2015)")
+    p.add_argument("--distill-alpha", type=float, default=d.distill_alpha, help="weight of the soft targets")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help="softmax temperature")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="test every N epochs (0: at the end)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for this process")
+    p.add_argument("--out", default=None, help="run folder for last.pt (default runs/<model>-<data>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="top-1 / top-5 / per-class accuracy of a checkpoint")
+    e.add_argument("checkpoint", help="a .pt file written by `edgecnn train`")
+    e.add_argument("--data", default=None, help="digits or a path (default: the data it was trained on)")
+    e.add_argument("--split", choices=("test", "train"), default="test", help="default test")
+    e.add_argument("--batch-size", type=int, default=256, help="default 256")
+    e.add_argument("--image-size", type=int, default=None, help="decode folder images at this size")
+    e.add_argument("--limit", type=int, default=None, help="at most N images per class")
+    e.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(func=cmd_eval)
