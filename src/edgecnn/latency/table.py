@@ -167,6 +167,7 @@ class LatencyTable:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
         try:
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a table is meant to be shared
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.to_dict(), f, indent=1)
             os.replace(tmp, out)
