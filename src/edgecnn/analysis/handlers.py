@@ -35,6 +35,7 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -407,7 +408,12 @@ REDUCE_METHODS = {"mean", "sum", "amax", "max", "min"}
 
 def module_handler(module: nn.Module) -> Handler | None:
     """The handler for ``module``'s type or its nearest registered base class."""
-    for cls in type(module).__mro__:
+    return _handler_for_type(type(module))
+
+
+@lru_cache(maxsize=None)
+def _handler_for_type(module_type: type) -> Handler | None:
+    for cls in module_type.__mro__:
         h = MODULE_HANDLERS.get(cls)
         if h is not None:
             return h

@@ -26,7 +26,6 @@ added as one row.
 
 from __future__ import annotations
 
-import collections
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -49,29 +48,42 @@ _PLAIN = (int, float, bool, str, type(None))
 _VIEW_KINDS = ("data",)  # outputs that alias their input: no new activation memory
 
 
-class _ScopeStack(collections.OrderedDict):  # type: ignore[type-arg]
-    """fx copies the module stack into every node; a plain dict copy is ~5× cheaper than ``copy.copy``."""
-
-    def __copy__(self) -> dict[str, Any]:
-        return dict(self)
-
-
 class CostTracer(fx.Tracer):
     """fx tracer with ``torch.nn`` layers (and ``leaf_modules`` types) as leaves.
 
-    ``create_arg`` takes a fast path for the argument types a CNN passes
-    (proxies, numbers, tuples); tracing is the largest part of an analysis.
+    Tracing is the largest part of an analysis, so two hot paths are lean:
+    ``create_arg`` short-cuts the argument types a CNN passes (proxies,
+    numbers, tuples), and ``call_module`` keeps a plain stack of module paths
+    instead of fx's ``nn_module_stack`` (an ordered dict copied into every
+    node); each node gets ``meta["scope"]``, the path of the innermost module
+    whose forward created it.
     """
 
     def __init__(self, leaf_modules: Sequence[type[nn.Module]] = ()) -> None:
         super().__init__()
         self.leaf_types = tuple(leaf_modules)
-        self.module_stack = _ScopeStack()
+        self.scopes: list[str] = []  # module paths of the forwards being traced, outermost first
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.leaf_types and isinstance(m, self.leaf_types):
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        path = self.path_of_module(m)
+        self.scopes.append(path)
+        try:
+            if self.is_leaf_module(m, path):
+                return self.create_proxy("call_module", path, args, kwargs)
+            return forward(*args, **kwargs)
+        finally:
+            self.scopes.pop()
+
+    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
+        node = super().create_node(*args, **kwargs)
+        if self.scopes:
+            node.meta["scope"] = self.scopes[-1]
+        return node
 
     def create_arg(self, a: Any) -> Any:
         t = type(a)
@@ -176,10 +188,7 @@ def _qualname(target: Any) -> str:
 
 
 def _scope(node: fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return ""
-    return next(reversed(stack.values()))[0]
+    return node.meta.get("scope", "")
 
 
 def _cost_node(
