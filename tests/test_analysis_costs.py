@@ -188,6 +188,18 @@ def test_hooks_fallback_keeps_totals() -> None:
         analyze(model, inputs=x, mode="fx")
 
 
+def test_leaf_modules_keep_totals_in_both_modes() -> None:
+    from edgecnn.blocks import InvertedResidual, SqueezeExcite
+
+    with torch.device("meta"):
+        model = zoo.create("mobilenet_v3_small_cifar")
+    base = analyze(model, (3, 32, 32))
+    for mode, leaf in (("fx", SqueezeExcite), ("hooks", InvertedResidual)):
+        a = analyze(model, (3, 32, 32), leaf_modules=(leaf,), mode=mode)
+        assert (a.macs, a.params) == (base.macs, base.params), mode
+        assert any(r.op == leaf.__name__ for r in a) and len(a) < len(base)
+
+
 def test_receptive_field_columns() -> None:
     model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, stride=2, padding=1),
                           nn.Conv2d(1, 1, 3, padding=2, dilation=2))  # fmt: skip

@@ -404,9 +404,10 @@ def analyze_hooks(
         if row.note.startswith("no rule"):
             row.macs = by_path.get(row.target, 0) // 2 // calls[row.target]
     leaf_paths = set(leaves.values())
+    inside_leaf = tuple(p + "." for p in leaf_paths)
     for path, f in by_path.items():
-        if path in leaf_paths:
-            continue
+        if path in leaf_paths or path.startswith(inside_leaf):
+            continue  # counted by the leaf's own row
         children = sum(v for p, v in by_path.items() if p != path and p.rpartition(".")[0] == path)
         rest = (f - children) // 2
         if rest > 0:
