@@ -47,126 +47,27 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Union
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-# An int where the value is integral, else an exact Fraction (half pixels of even kernels, the
-# fractional jumps of transposed convs): floats would put a stride-3 bound at 4.9999 instead of 5.
-Num = Union[int, Fraction]
+from edgecnn.analysis.rf_math import (  # re-exported: the public names of the receptive-field API
+    RF,
+    Num,
+    add_note,
+    as_num,
+    conv_rule,
+    conv_transpose_rule,
+    fmt_num,
+    identity_rf,
+    merge,
+    whole_rf,
+)
 
-
-def _num(x: float | Fraction) -> Num:
-    q = x if isinstance(x, Fraction) else Fraction(x).limit_denominator(10**6)
-    return int(q) if q.denominator == 1 else q
-
-
-def fmt_num(x: Num) -> str:
-    """``7``, ``7.5``, ``0.333``: a field value for a table."""
-    return str(x) if isinstance(x, int) else f"{float(x):.4g}"
-
-
-@dataclass(frozen=True)
-class RF:
-    """Receptive field of one tensor, per spatial axis (H, W for 2D)."""
-
-    size: tuple[Num, ...]  # R: input pixels one output sees along each axis (the input's extent when whole)
-    jump: tuple[Num, ...]  # J: input pixels between two neighbouring outputs (effective stride)
-    start: tuple[Num, ...]  # centre of the first output's field, input pixel coordinates
-    whole: bool = False  # every output sees the whole input (global pooling, SE gate, flatten→linear)
-    note: str = ""  # approximations made on the way ("" when exact)
-
-    @property
-    def area(self) -> Num:
-        """Pixels in the field: the product of the per-axis sizes."""
-        return _num(math.prod(self.size))
-
-    def bounds(self, index: Sequence[int] | None = None) -> tuple[tuple[Num, Num], ...]:
-        """``(lo, hi)`` per axis, inclusive, of the field of output ``index`` (default: the first), unclipped."""
-        index = tuple(index) if index is not None else (0,) * len(self.size)
-        if len(index) != len(self.size):
-            raise ValueError(f"index {index} has {len(index)} axes, the field has {len(self.size)}")
-        out = []
-        for r, j, c, i in zip(self.size, self.jump, self.start, index):
-            centre = c if self.whole else c + i * j
-            out.append((_num(centre - Fraction(r - 1) / 2), _num(centre + Fraction(r - 1) / 2)))
-        return tuple(out)
-
-    def label(self) -> str:
-        """Short text for tables: ``"11×11 J4"`` or ``"whole input"``."""
-        if self.whole:
-            return "whole input"
-        size = "×".join(fmt_num(r) for r in self.size)
-        jump = "×".join(fmt_num(j) for j in dict.fromkeys(self.jump))
-        return f"{size} J{jump}"
-
-
-def identity_rf(ndim: int) -> RF:
-    """The field of the network input itself: one pixel, jump 1."""
-    return RF((1,) * ndim, (1,) * ndim, (0,) * ndim)
-
-
-def whole_rf(extent: Sequence[int], note: str = "") -> RF:
-    return RF(tuple(extent), tuple(extent), tuple(_num(Fraction(e - 1, 2)) for e in extent), True, note)
-
-
-def _add_note(rf: RF, note: str) -> RF:
-    if not note or note in rf.note:
-        return rf
-    return replace(rf, note=f"{rf.note}; {note}" if rf.note else note)
-
-
-def conv_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-              dilation: Sequence[int]) -> RF:  # fmt: skip
-    """One conv or pooling layer (Araujo et al. 2019, eqs. for r, S and u)."""
-    if rf.whole:
-        return rf
-    size, jump, start = [], [], []
-    for r, j, c, k, s, p, d in zip(rf.size, rf.jump, rf.start, kernel, stride, padding, dilation):
-        size.append(_num(r + (k - 1) * d * j))
-        jump.append(_num(j * s))
-        start.append(_num(c + (Fraction(k - 1, 2) * d - p) * j))
-    return replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start))
-
-
-def conv_transpose_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-                        dilation: Sequence[int]) -> RF:  # fmt: skip
-    """A transposed conv: output ``o`` reads inputs ``i`` with ``o = i·s − p + j·d`` (the continuous hull)."""
-    if rf.whole:
-        return rf
-    size, jump, start = [], [], []
-    for r, j, c, k, s, p, d in zip(rf.size, rf.jump, rf.start, kernel, stride, padding, dilation):
-        size.append(_num(r + Fraction((k - 1) * d, s) * j))
-        jump.append(_num(Fraction(j) / s))
-        start.append(_num(c + (p - Fraction(k - 1, 2) * d) * j / s))
-    return replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start))
-
-
-def merge(rfs: Sequence[RF]) -> RF:
-    """Branches meeting (add, mul, cat): the union of the first outputs' intervals; whole wins."""
-    if not rfs:
-        raise ValueError("merge needs at least one receptive field")
-    for rf in rfs:
-        if rf.whole:
-            return rf
-    if len(rfs) == 1:
-        return rfs[0]
-    size, jump, start = [], [], []
-    notes = {n for rf in rfs for n in rf.note.split("; ") if n}
-    for axis in range(len(rfs[0].size)):
-        lo = min(rf.start[axis] - Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
-        hi = max(rf.start[axis] + Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
-        jumps = {rf.jump[axis] for rf in rfs}
-        if len(jumps) > 1:
-            notes.add("branches with different jumps merged (largest kept)")
-        size.append(_num(hi - lo + 1))
-        jump.append(max(jumps))
-        start.append(_num((lo + hi) / 2))
-    return RF(tuple(size), tuple(jump), tuple(start), False, "; ".join(sorted(notes)))
-
+__all__ = ["RF", "Num", "add_note", "as_num", "conv_rule", "conv_transpose_rule", "eval_mode", "fmt_num", "identity_rf",
+           "layer_receptive_fields", "merge", "receptive_field", "receptive_fields", "whole_rf"]  # fmt: skip
 
 # ---------------------------------------------------------------- graph walk
 
@@ -252,7 +153,7 @@ def _tconv_module(op: _Op, ins: list[RF]) -> RF:
     m = op.module
     assert isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
     rf = conv_transpose_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, m.dilation))
-    return _add_note(rf, "transposed conv: continuous hull")
+    return add_note(rf, "transposed conv: continuous hull")
 
 
 def _pool_module(op: _Op, ins: list[RF]) -> RF:
@@ -293,11 +194,11 @@ def _upsample(op: _Op, ins: list[RF], mode: str) -> RF:
     size, jump, start = [], [], []
     for r, j, c, i, o in zip(rf.size, rf.jump, rf.start, op.in_spatial, op.out_spatial):
         f = Fraction(o, i)
-        size.append(_num(r + (taps - 1) * j))
-        jump.append(_num(j / f))
+        size.append(as_num(r + (taps - 1) * j))
+        jump.append(as_num(j / f))
         shift = 0 if taps == 1 else (1 / (2 * f) - Fraction(1, 2)) * j  # half-pixel source coordinate of output 0
-        start.append(_num(c + shift))
-    return _add_note(replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start)), "upsampling: hull")
+        start.append(as_num(c + shift))
+    return add_note(replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start)), "upsampling: hull")
 
 
 def _upsample_module(op: _Op, ins: list[RF]) -> RF:
@@ -313,7 +214,7 @@ def _pad(op: _Op, ins: list[RF], pads: Sequence[int]) -> RF:
     for axis in range(op.ndim):  # pads run from the last axis backwards, (left, right) pairs
         pair = op.ndim - 1 - axis
         if 2 * pair < len(pads):
-            start[axis] = _num(start[axis] - pads[2 * pair] * rf.jump[axis])
+            start[axis] = as_num(start[axis] - pads[2 * pair] * rf.jump[axis])
     return replace(rf, start=tuple(start))
 
 
@@ -341,8 +242,8 @@ def _getitem(op: _Op, ins: list[RF]) -> RF:
         sl = items[rank - op.ndim + axis]
         n = op.in_spatial[axis] if op.in_spatial else 1
         a, _, step = sl.indices(n)
-        start[axis] = _num(start[axis] + a * jump[axis])
-        jump[axis] = _num(jump[axis] * step)
+        start[axis] = as_num(start[axis] + a * jump[axis])
+        jump[axis] = as_num(jump[axis] * step)
     return replace(rf, start=tuple(start), jump=tuple(jump))
 
 
@@ -383,7 +284,7 @@ def _functional_tconv(op: _Op, ins: list[RF]) -> RF:
     a = _bind(_f_tconv, op.node)
     k = _weight_shape(op, a["weight"])[2:]
     geo = _conv_geometry(op, k, a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1))
-    return _add_note(conv_transpose_rule(ins[0], *geo), "transposed conv: continuous hull")
+    return add_note(conv_transpose_rule(ins[0], *geo), "transposed conv: continuous hull")
 
 
 def _functional_pool(op: _Op, ins: list[RF]) -> RF:
