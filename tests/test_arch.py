@@ -104,13 +104,13 @@ def test_random_specs_round_trip_through_format_parse_build(spec):
     assert again == spec
     assert again.format() == text
     try:
+        plans = resolve(spec, num_classes=5, input_size=48)
         net = build(text, num_classes=5)
-    except ValueError as exc:  # e.g. a zero-padding shortcut asked to reduce channels
-        assert "shortcut" in str(exc)
+    except ValueError as exc:  # strides/even kernels that shrink 48² to nothing, or a pad shortcut reducing width
+        assert "too small" in str(exc) or "cannot reduce channels" in str(exc)
         return
     assert net.arch == text
     assert count_params(net) == count_params(build(spec, num_classes=5))
-    plans = resolve(spec, num_classes=5, input_size=48)
     net.eval()
     assert net(torch.randn(1, 3, 48, 48)).shape == (1, 5)
     assert plans[-1].cout == 5

@@ -28,6 +28,7 @@ an ``nn.Module`` and :func:`edgecnn.plan.resolve` into per-layer shapes.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, fields, replace
@@ -266,7 +267,24 @@ class ArchSpec:
 
 
 def parse_block(text: str, *, offset: int = 0, index: int = 0) -> BlockSpec:
-    """Parse one block string such as ``ir_k5_s2_e6_c40_se0.25``."""
+    """Parse one block string such as ``ir_k5_s2_e6_c40_se0.25``.
+
+    Cached by text: specs are immutable, and search/NetAdapt parse the same blocks
+    thousands of times. Errors are not cached; they are raised again with the
+    block's position in the whole string.
+    """
+    try:
+        return _parse_block_cached(text)
+    except ValueError:
+        return _parse_block(text, offset=offset, index=index)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_block_cached(text: str) -> BlockSpec:
+    return _parse_block(text)
+
+
+def _parse_block(text: str, *, offset: int = 0, index: int = 0) -> BlockSpec:
     if not text:
         raise ValueError(f"empty block at char {offset}")
     parts = text.split("_")
@@ -292,14 +310,17 @@ def parse_block(text: str, *, offset: int = 0, index: int = 0) -> BlockSpec:
         raise ValueError(f"{exc} {where}") from None
 
 
+def _valid_tokens(info: KindInfo) -> str:
+    return ", ".join(sorted({_token_name(k) for k in info.keys})) or "no tokens"
+
+
 def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, Any]:
-    valid = ", ".join(sorted({_token_name(k) for k in info.keys})) or "no tokens"
     if not tok:
         raise ValueError("empty token (double '_') " + here.removeprefix("token '' "))
     if tok in FLAGS:
         field_name, value = FLAGS[tok]
         if field_name not in info.keys or (field_name == "skip" and value not in _SKIP_VALUES.get(kind, ())):
-            raise ValueError(f"{kind!r} takes no flag {tok!r}: {here}; valid: {valid}")
+            raise ValueError(f"{kind!r} takes no flag {tok!r}: {here}; valid: {_valid_tokens(info)}")
         return field_name, value
     if tok in ACTIVATIONS:
         if "act" not in info.keys:
@@ -309,7 +330,7 @@ def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, A
     key, raw = (match.group(1), match.group(2)) if match else ("", "")
     if key not in INT_KEYS + FLOAT_KEYS or key not in info.keys or not raw:
         hint = f"; activations: {', '.join(ACTIVATIONS)}" if not raw else ""
-        raise ValueError(f"unknown key {key or tok!r} in {here}; valid for {kind!r}: {valid}{hint}")
+        raise ValueError(f"unknown key {key or tok!r} in {here}; valid for {kind!r}: {_valid_tokens(info)}{hint}")
     if key in INT_KEYS:
         if not raw.isdigit():
             raise ValueError(f"{key} needs a positive integer, got {raw!r}: {here}")
@@ -326,8 +347,9 @@ def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, A
     return key, fvalue
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(text: str) -> ArchSpec:
-    """Parse a whole arch string (blocks separated by whitespace)."""
+    """Parse a whole arch string (blocks separated by whitespace); cached, specs are immutable."""
     if not isinstance(text, str):
         raise ValueError(f"an arch string is needed, got {type(text).__name__}")
     blocks = []
