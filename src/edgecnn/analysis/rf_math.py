@@ -22,6 +22,8 @@ Num = Union[int, Fraction]
 
 def as_num(x: float | Fraction) -> Num:
     """``x`` as an int when whole, else as an exact Fraction."""
+    if type(x) is int:  # the common case (odd kernels, integer strides): skip Fraction entirely
+        return x
     q = x if isinstance(x, Fraction) else Fraction(x).limit_denominator(10**6)
     return int(q) if q.denominator == 1 else q
 
@@ -91,7 +93,8 @@ def conv_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Seq
     for r, j, c, k, s, p, d in zip(rf.size, rf.jump, rf.start, kernel, stride, padding, dilation):
         size.append(as_num(r + (k - 1) * d * j))
         jump.append(as_num(j * s))
-        start.append(as_num(c + (Fraction(k - 1, 2) * d - p) * j))
+        half = (k - 1) * d // 2 if (k - 1) * d % 2 == 0 else Fraction((k - 1) * d, 2)
+        start.append(as_num(c + (half - p) * j))
     return replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start))
 
 
