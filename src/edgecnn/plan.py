@@ -43,6 +43,18 @@ class LayerPlan:
         return f"blocks.{self.position}"
 
 
+class _Where:
+    """``block 3 'ir_c24'`` for error messages, formatted only when an error is raised (resolve is a hot path)."""
+
+    __slots__ = ("index", "block")
+
+    def __init__(self, index: int, block: BlockSpec) -> None:
+        self.index, self.block = index, block
+
+    def __format__(self, spec: str) -> str:
+        return f"block {self.index} {self.block.format()!r}"
+
+
 def conv_out(size: int, kernel: int, stride: int = 1, dilation: int = 1, padding: int | None = None) -> int:
     """Output length of a conv/pool along one axis (PyTorch's formula, floor mode)."""
     pad = same_padding(kernel, dilation) if padding is None else padding
@@ -99,7 +111,7 @@ def resolve(
     ch, flat = in_chans, False
     last = len(spec.blocks) - 1
     for index, block in enumerate(spec.blocks):
-        where = f"block {index} {block.format()!r}"
+        where = _Where(index, block)
         reps = block.r or 1
         for rep in range(reps):
             b = block if reps == 1 else block.with_(r=1, s=block.s if rep == 0 else 1)
