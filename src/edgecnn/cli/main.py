@@ -18,7 +18,8 @@ from edgecnn import __version__
 
 # Sub-command modules, in the order `edgecnn --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "edgecnn.cli.zoo_cmd",      # list, demo
+    "edgecnn.cli.demo_cmd",     # demo
+    "edgecnn.cli.zoo_cmd",      # list
     "edgecnn.cli.analyze_cmd",  # analyze
     "edgecnn.cli.rfplan_cmd",   # rf-plan
     "edgecnn.cli.latency_cmd",  # latency {measure,build-table,validate}

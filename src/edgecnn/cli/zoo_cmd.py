@@ -1,4 +1,4 @@
-"""``edgecnn list`` and ``edgecnn demo``: the zoo at a glance."""
+"""``edgecnn list``: the zoo at a glance."""
 
 from __future__ import annotations
 
@@ -35,15 +35,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    Console().print(_zoo_table(1.0, False))
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the model zoo with parameter counts")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0)")
     p.add_argument("--arch", action="store_true", help="also print each model's arch string")
     p.set_defaults(func=cmd_list)
-    d = sub.add_parser("demo", help="the one-command tour on built-in data")
-    d.set_defaults(func=cmd_demo)
