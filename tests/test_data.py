@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from edgecnn.data import Augment, BatchLoader, ImageSplit, crop_flip, load_data, load_digits
+from edgecnn.data import Augment, BatchLoader, ImageSplit, cache_dir, crop_flip, load_data, load_digits
 from edgecnn.data import folder as folder_mod
 
 CIFAR = Path("/work/shared/data/cifar10-jpeg.tar.xz")
@@ -27,8 +27,8 @@ CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGECNN_CACHE", str(tmp_path_factory.getbasetemp() / "edgecnn-cache"))
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGECNN_CACHE", str(tmp_path / "edgecnn-cache"))  # never the user's ~/.cache
 
 
 # ---------------------------------------------------------------------------------------------------- digits
@@ -195,10 +195,11 @@ def test_folder_with_splits_exact_pixels_and_cache(tmp_path: Path, monkeypatch: 
     assert all(p.startswith("train/") for p in d.train.paths) and all(p.startswith("test/") for p in d.test.paths)
     _check_against(d, truth)
     # the second load reads the cache and decodes nothing
-    monkeypatch.setattr(folder_mod, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
-    again = load_data(tmp_path / "tree")
+    with monkeypatch.context() as m:
+        m.setattr(folder_mod, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
+        again = load_data(tmp_path / "tree")
     assert torch.equal(again.train.images, d.train.images) and again.test.paths == d.test.paths
-    monkeypatch.undo()
+    assert [p.name.split("-")[0] for p in cache_dir().iterdir() if p.name.startswith("tree-")] == ["tree"]
     # a changed file changes the key: decoded again, new pixels seen
     new = np.zeros((6, 6, 3), dtype=np.uint8)
     _png(tmp_path / "tree/train/cat/00.png", new)

@@ -103,6 +103,18 @@ def test_ema_update_by_hand() -> None:
     assert torch.allclose(ema.module.running_mean, torch.full((3,), 0.1 * 0.2 + 0.9 * 2.0))
 
 
+def test_bf16_autocast_on_the_cpu_and_fp16_refused(digits16) -> None:
+    cfg = replace(FINETUNE, threads=1, batch_size=64, lr=0.05)
+    a, b = _net(SMALL), _net(SMALL)
+    ra = finetune(a, digits16, steps=3, config=cfg)
+    rb = finetune(b, digits16, steps=3, config=replace(cfg, precision="bf16"))
+    assert rb.final.loss == pytest.approx(ra.final.loss, rel=0.05)  # bf16 has an 8-bit mantissa
+    w = "blocks.0.conv.weight"
+    assert 0 < (a.state_dict()[w] - b.state_dict()[w]).abs().max() < 0.02
+    with pytest.raises(ValueError, match="fp16 autocast needs CUDA"):
+        finetune(_net(SMALL), digits16, steps=1, config=replace(cfg, precision="fp16"))
+
+
 def test_distillation_loss_matches_hinton_formula() -> None:
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
@@ -134,13 +146,16 @@ def test_evaluate_matches_a_direct_computation(digits16) -> None:
 
 # ------------------------------------------------------------------------------------------- training results
 def test_small_net_learns_digits(digits16) -> None:
-    """Measured (torch 2.13 CPU, 1 thread): 4 epochs of 22 steps, 95.8% top-1, ~4 s on an idle core."""
+    """Budget: 4 epochs of 22 steps at 16×16, one thread (~3 s on this project's Xeon).
+
+    Measured (torch 2.13 CPU): 95.3% top-1, 100% top-5, EMA 95.5%; asserted: 93%.
+    """
     m = _net(SMALL)
     r = fit(m, digits16, replace(QUIET, epochs=4, eval_every=0, ema_decay=0.99))
     assert r.steps == 4 * (len(digits16.train) // 64)
     assert r.top1 >= 0.93, r.final
     assert r.final.top5 >= 0.99
-    assert r.ema is not None and r.ema.top1 >= 0.85
+    assert r.ema is not None and r.ema.top1 >= 0.93
     assert len(r.history) == 4 and r.history[-1].test == r.final and r.history[0].test is None
     assert r.history[0].train_loss > r.history[-1].train_loss
 
@@ -194,7 +209,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits16, tmp_path: P
 
     m.register_forward_hook(poison)
     cfg = replace(QUIET, epochs=3, batch_size=128, eval_every=0)
-    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, step 15.*last good checkpoint is .*last.pt"):
+    want = r"loss became nan at epoch 2, step 15.*last good checkpoint is .*last.pt"
+    with pytest.raises(NonFiniteLossError, match=want):
         fit(m, digits16, cfg, out_dir=tmp_path)
     ck = load_checkpoint(tmp_path / "last.pt")
     assert (ck.epoch, ck.step) == (1, 11)
@@ -238,7 +254,7 @@ def test_finetune_runs_the_same_in_a_worker_process(digits16) -> None:
 def test_channels_last_trains_the_same(digits16) -> None:
     cfg = replace(FINETUNE, threads=1, batch_size=64, lr=0.05)
     a, b = _net(SMALL), _net(SMALL)
-    finetune(a, digits16, steps=4, config=cfg)
+    finetune(a, digits16, steps=4, config=replace(cfg, channels_last=False))
     finetune(b, digits16, steps=4, config=replace(cfg, channels_last=True))
     for k, v in a.state_dict().items():
         assert torch.allclose(b.state_dict()[k], v, atol=2e-3), k  # other conv kernels, other rounding

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from edgecnn.checkpoint import load_model
 from edgecnn.data import load_data
-from edgecnn.train import EvalResult, NonFiniteLossError, TrainConfig, evaluate, fit
+from edgecnn.train import PRECISIONS, EvalResult, NonFiniteLossError, TrainConfig, evaluate, fit
 
 
 def _model_arch(model: str, width: float) -> tuple[str, str]:
@@ -47,13 +47,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup,
         label_smoothing=args.label_smoothing, ema_decay=args.ema, grad_clip=args.grad_clip,
-        augment=not args.no_augment, amp=not args.no_amp, channels_last=args.channels_last,
+        augment=not args.no_augment, precision=args.precision, channels_last=not args.no_channels_last,
+        compile=args.compile,
         distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
         eval_every=args.eval_every, seed=args.seed, device=args.device, threads=args.threads,
         progress=not args.no_progress,
     )  # fmt: skip
     lead = os.environ.get("RANK", "0") == "0"  # under torchrun, only the first process talks
-    data = load_data(args.data, image_size=args.image_size, limit=args.limit, progress=lead and not args.no_progress)
+    data = load_data(args.data, image_size=args.image_size, limit=args.limit, strict=args.strict,
+                     progress=lead and not args.no_progress)  # fmt: skip
     torch.manual_seed(args.seed)  # the same initial weights in every run (and process) with this seed
     model = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
     out = Path(args.out) if args.out else Path("runs") / f"{short}-{Path(str(args.data)).name.split('.')[0]}"
@@ -102,7 +104,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not source:
         raise ValueError("the checkpoint does not say which data it was trained on; pass --data digits|PATH")
     size = int(meta.get("image_size", 0)) or None
-    data = load_data(source, image_size=size if source == "digits" else args.image_size, limit=args.limit)
+    data = load_data(source, image_size=size if source == "digits" else args.image_size, limit=args.limit,
+                     strict=args.strict)  # fmt: skip
     if meta.get("classes") and list(data.classes) != list(meta["classes"]):
         raise ValueError(f"{source} has classes {list(data.classes)[:5]}..., the checkpoint {meta['classes'][:5]}...; "
                          "evaluate on data with the same classes")  # fmt: skip
@@ -137,9 +140,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--image-size", type=int, default=None, help="input side (digits: 32; folders: the files' size)")
     p.add_argument("--limit", type=int, default=None, help="at most N images per class and split (quick runs)")
+    p.add_argument("--strict", action="store_true", help="stop at an unreadable image (default: skip, counted)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of a zoo model (default 1)")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="auto: bf16/fp16 autocast on CUDA, fp32 on the CPU; bf16 also suits CPUs with AMX")  # fmt: skip
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off in long runs)")
     p.add_argument("--teacher", default=None, metavar="CKPT", help="distil from this checkpoint (Hinton 2015)")
     p.add_argument("--distill-alpha", type=float, default=d.distill_alpha, help="weight of the soft targets")
     p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help="softmax temperature")
@@ -160,6 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=256, help="default 256")
     e.add_argument("--image-size", type=int, default=None, help="decode folder images at this size")
     e.add_argument("--limit", type=int, default=None, help="at most N images per class")
+    e.add_argument("--strict", action="store_true", help="stop at an unreadable image (default: skip, counted)")
     e.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     e.add_argument("--json", action="store_true", help="print the result as JSON")

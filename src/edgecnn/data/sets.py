@@ -54,9 +54,11 @@ class ImageSplit:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be a uint8 N×C×H×W tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+            shape = tuple(self.images.shape)
+            raise ValueError(f"images must be a uint8 N×C×H×W tensor, got {self.images.dtype} {shape}")
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"need one label per image: {tuple(self.labels.shape)} labels for {self.images.shape[0]} images")
+            n = self.images.shape[0]
+            raise ValueError(f"need one label per image: {tuple(self.labels.shape)} labels for {n} images")
         if self.paths and len(self.paths) != len(self.labels):
             raise ValueError(f"need one path per image: {len(self.paths)} paths for {len(self.labels)} images")
 
