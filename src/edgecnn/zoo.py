@@ -138,9 +138,14 @@ def create(name: str, *, num_classes: int | None = None, width: float = 1.0, in_
 
 
 def resolve_model_arg(model: str) -> str:
-    """A CLI ``MODEL`` argument (zoo name or arch string) as an arch string."""
+    """A CLI ``MODEL`` argument (zoo name or arch string) as a canonical arch string."""
     if model in REGISTRY:
         return REGISTRY[model].arch()
-    if " " not in model.strip() and "_" not in model and model not in ("gap", "fc"):
-        raise ValueError(f"unknown model {model!r}; give a zoo name ({', '.join(REGISTRY)}) or an arch string")
-    return model
+    try:
+        return parse(model).format()
+    except ValueError as exc:
+        if len(model.split()) == 1:  # one word: most likely a mistyped zoo name
+            raise ValueError(
+                f"unknown model {model!r}: not a zoo name ({', '.join(REGISTRY)}) nor an arch string ({exc})"
+            ) from None
+        raise

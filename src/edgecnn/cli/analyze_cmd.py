@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -17,8 +18,9 @@ from rich.table import Table
 
 from edgecnn import zoo
 from edgecnn.analysis import Analysis, analyze
-from edgecnn.analysis.result import human
+from edgecnn.analysis.result import LayerCost, human
 from edgecnn.build import build
+from edgecnn.plan import resolve
 
 _INPUT_RE = re.compile(r"^\d+(x\d+x\d+)?$")
 
@@ -73,7 +75,7 @@ def load_model_arg(model: str, *, num_classes: int | None, width: float) -> tupl
     return net, 224
 
 
-def rich_table(analysis: Analysis, depth: int | None = None) -> Table:
+def rich_table(analysis: Analysis, depth: int | None = None, model: torch.nn.Module | None = None) -> Table:
     """The analysis as a rich table: one row per op (or per module at ``depth``), then the totals."""
     t = analysis.total()
     table = Table(title=analysis.model if len(analysis.model) < 120 else analysis.model[:117] + "...",
@@ -91,15 +93,31 @@ def rich_table(analysis: Analysis, depth: int | None = None) -> Table:
         table.add_row("total", "", "", f"{t.params:,}", f"{t.macs:,}", f"{t.other_ops:,}",
                       human(t.activation_bytes, "B"), out.rf_label() if out else "", style="bold")  # fmt: skip
     else:
-        for col in ("module", "ops", "params", "MACs", "other ops", "act. mem"):
-            table.add_column(col, justify="left" if col == "module" else "right")
+        for col in ("module", "block", "output", "params", "MACs", "other ops", "act. mem", "receptive field"):
+            table.add_column(col, justify="left" if col in ("module", "block", "output", "receptive field") else "right")
+        last: dict[str, LayerCost] = {}
+        for r in analysis.layers:  # the last row of each group carries its output shape and field
+            last[".".join(r.module.split(".")[:depth]) or "(root)"] = r
+        names = _block_names(model, depth)
         for name, v in analysis.by_module(depth).items():
-            table.add_row(name, str(v.layers), f"{v.params:,}", f"{v.macs:,}", f"{v.other_ops:,}",
-                          human(v.activation_bytes, "B"))  # fmt: skip
+            end = last[name]
+            shape = "×".join(map(str, end.out_shape)) if end.out_shape else ""
+            table.add_row(name, names.get(name, ""), shape, f"{v.params:,}", f"{v.macs:,}", f"{v.other_ops:,}",
+                          human(v.activation_bytes, "B"), end.rf_label())  # fmt: skip
+        out = analysis.output_rf()
         table.add_section()
-        table.add_row("total", str(t.layers), f"{t.params:,}", f"{t.macs:,}", f"{t.other_ops:,}",
-                      human(t.activation_bytes, "B"), style="bold")  # fmt: skip
+        table.add_row("total", "", "", f"{t.params:,}", f"{t.macs:,}", f"{t.other_ops:,}",
+                      human(t.activation_bytes, "B"), out.rf_label() if out else "", style="bold")  # fmt: skip
     return table
+
+
+def _block_names(model: torch.nn.Module | None, depth: int) -> dict[str, str]:
+    """``blocks.<i>`` -> the block's arch string, for an EdgeNet grouped per block."""
+    arch = getattr(model, "arch", None)
+    if depth != 2 or not isinstance(arch, str):
+        return {}
+    plans = resolve(arch, num_classes=getattr(model, "num_classes", 1000), in_chans=getattr(model, "in_chans", 3))
+    return {p.name: p.spec.format() for p in plans}
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -111,9 +129,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if size[0] != in_chans:
         raise ValueError(f"--input has {size[0]} channels but the model takes {in_chans}; use {in_chans}x{size[1]}x...")
     analysis = analyze(model, size, mode=args.mode)
-    console = Console()
+    # one row per block for an EdgeNet unless --ops; a pipe gets a wide table instead of truncated cells
+    depth = args.depth if args.depth is not None or args.ops or not hasattr(model, "arch") else 2
+    console = Console(width=None if sys.stdout.isatty() else 200)
     if not args.quiet:
-        console.print(rich_table(analysis, args.depth))
+        console.print(rich_table(analysis, depth, model))
     t = analysis.total()
     console.print(f"MACs {t.macs:,} ({human(t.macs)}), FLOPs {t.flops:,} (= 2·MACs), params {t.params:,}, "
                   f"other ops {t.other_ops:,}, activations {human(t.activation_bytes, 'B')}")  # fmt: skip
@@ -123,7 +143,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         analysis.to_json(args.json)
         console.print(f"wrote {args.json}")
     if args.markdown:
-        Path(args.markdown).write_text(analysis.to_markdown(depth=args.depth))
+        Path(args.markdown).write_text(analysis.to_markdown(depth=depth))
         console.print(f"wrote {args.markdown}")
     return 0
 
@@ -135,7 +155,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", metavar="CxHxW", help="input size without batch, e.g. 3x224x224 (default: the model's)")
     p.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier for zoo models (default 1.0)")
-    p.add_argument("--depth", type=int, default=None, help="group rows by module path at this depth (e.g. 2)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="group rows by module path at this depth (default: per block for edgecnn models)")
+    p.add_argument("--ops", action="store_true", help="one row per op instead of per block")
     p.add_argument("--mode", choices=("auto", "fx", "hooks"), default="auto", help="tracing mode (default auto)")
     p.add_argument("--json", metavar="FILE", help="also write the analysis as JSON (schema in docs/analysis.md)")
     p.add_argument("--markdown", metavar="FILE", help="also write it as Markdown")
