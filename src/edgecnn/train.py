@@ -192,12 +192,13 @@ class ModelEma:
         d = min(self.decay, (1 + step) / (10 + step))
         ema_f: list[torch.Tensor] = []
         cur_f: list[torch.Tensor] = []
-        for (_, e), (_, c) in zip(self.module.state_dict().items(), model.state_dict().items()):
+        ours, theirs = self.module.state_dict(), model.state_dict()
+        for k, e in ours.items():
             if e.is_floating_point():
                 ema_f.append(e)
-                cur_f.append(c)
-            else:
-                e.copy_(c)
+                cur_f.append(theirs[k])
+            else:  # integer buffers (BN's num_batches_tracked) are counts, not averages
+                e.copy_(theirs[k])
         if ema_f:
             torch._foreach_lerp_(ema_f, cur_f, 1.0 - d)
 
@@ -235,7 +236,7 @@ def _setup(cfg: TrainConfig) -> _Dist:
         device = torch.device(("cuda:" + str(local) if world > 1 else "cuda") if cuda else "cpu")
     else:
         device = torch.device(cfg.device)
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:  # set_device refuses a bare "cuda"
         torch.cuda.set_device(device)
     owns = False
     if world > 1 and not dist.is_initialized():
@@ -552,7 +553,7 @@ class _Run:
                 loss_sum += loss.detach().double() * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            bar.step(loss, seen * d.world / max(1e-9, time.perf_counter() - t0))
+            bar.step(loss, correct, seen, seen * d.world / max(1e-9, time.perf_counter() - t0))
             if interrupt.requested:  # Ctrl-C: the step is complete, so the state is consistent
                 self.partial = {"loss": loss_sum.item(), "correct": correct.item(), "n": seen,
                                 "seconds": time.perf_counter() - t0}  # fmt: skip
@@ -641,21 +642,24 @@ class _Bar:
                                           completed=batch, info="")  # fmt: skip
             self._k = 0
 
-    def step(self, loss: torch.Tensor, images_per_s: float) -> None:
+    def step(self, loss: torch.Tensor, correct: torch.Tensor, seen: float, images_per_s: float) -> None:
         if self._p is None:
             return
         self._k += 1
-        self._loss = 0.9 * self._loss + 0.1 * loss.item() if self._k > 1 else loss.item()
-        if self._k % 5 == 0:
-            self._p.update(self._task, advance=5, info=f"loss {self._loss:.3f}  {images_per_s:,.0f} img/s")
+        if self._k % 5 == 0:  # .item() waits for the GPU: read the numbers every 5 steps only
+            value = loss.item()
+            self._loss = 0.7 * self._loss + 0.3 * value if self._k > 5 else value
+            info = f"loss {self._loss:.3f}  train {correct.item() / max(1.0, seen):.1%}  {images_per_s:,.0f} img/s"
+            self._p.update(self._task, advance=5, info=info)
 
     def end_epoch(self, s: EpochStats) -> None:
         if self._p is None:
             return
+        self._p.update(self._task, completed=self.per_epoch)
         test = f"  test {s.test.top1:.1%} (top-5 {s.test.top5:.1%})" if s.test else ""
         self._p.console.print(f"epoch {s.epoch}/{self.epochs}  lr {s.lr:.3g}  loss {s.train_loss:.3f}  "
                               f"train {s.train_top1:.1%}{test}  {s.images_per_s:,.0f} img/s  {s.seconds:.1f} s",
-                              soft_wrap=True)  # fmt: skip
+                              soft_wrap=True, highlight=False)  # fmt: skip
 
 
 def finetune(
