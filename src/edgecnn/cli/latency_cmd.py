@@ -4,7 +4,8 @@ Usage::
 
     edgecnn latency MODEL [--backend eager|onnxruntime] [--threads N] [--per-layer]   (= latency measure MODEL)
     edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S]
-    edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC]
+    edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S]
+    edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]
 
 ``MODEL`` and the action share the first position, so the parser takes one
 positional ``TARGET`` (an action name, or a model for the default ``measure``)
@@ -31,23 +32,26 @@ from edgecnn.latency.measure import TimingConfig, default_threads, measure
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
-from edgecnn.latency.validate import sample_archs, validate
+from edgecnn.latency.validate import calibrate, sample_archs, validate
 
-ACTIONS = ("measure", "build-table", "validate")
+ACTIONS = ("measure", "build-table", "calibrate", "validate")
 _USAGE = """actions:
   edgecnn latency MODEL [--backend eager|onnxruntime] [--threads N] [--per-layer]   (= latency measure MODEL)
   edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S]
-  edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC]"""
+  edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S]     (default seed 1000)
+  edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]"""
 # which options each action accepts (dest names); the rest must stay unset
 _COMMON = {"backend", "threads", "input_size", "batch", "device", "table", "force", "json", "num_classes", "max_seconds", "retries"}
 _ALLOWED = {
     "measure": _COMMON | {"per_layer", "channels_last", "width"},
     "build-table": _COMMON | {"models", "sample", "seed"},
-    "validate": _COMMON | {"num", "seed", "time_cap"},
+    "calibrate": _COMMON | {"num", "seed"},
+    "validate": _COMMON | {"num", "seed", "time_cap", "no_retest"},
 }
+CALIBRATION_SEED = 1000  # calibration networks are drawn apart from the validation ones (default seed 0)
 _DEFAULTS: dict[str, Any] = {
     "backend": "eager", "batch": 1, "device": "cpu", "force": False, "per_layer": False, "channels_last": False,
-    "width": 1.0, "models": [], "sample": 0, "seed": 0, "num": 20, "max_seconds": 10.0, "retries": 3,
+    "width": 1.0, "models": [], "sample": 0, "num": 20, "no_retest": False, "max_seconds": 10.0, "retries": 3,
 }  # fmt: skip
 
 
@@ -65,6 +69,8 @@ def _fill_defaults(args: argparse.Namespace, action: str) -> None:
     for k, v in _DEFAULTS.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
+    if args.seed is None:
+        args.seed = CALIBRATION_SEED if action == "calibrate" else 0
     if args.threads is None:
         args.threads = default_threads()
 
@@ -89,17 +95,23 @@ def cmd_measure(args: argparse.Namespace) -> int:
     net = build(arch, num_classes=ncls)
     shape = (args.batch, 3, size, size)
     cfg = _config(args)
+    tab = None
+    if args.table:  # measure as the table's entries were: normalised by its drift reference
+        fp_here = fingerprint(backend=args.backend, threads=args.threads, device=args.device)
+        tab = LatencyTable.load(args.table, expect=fp_here, force=args.force)
     kw = dict(backend=args.backend, threads=args.threads, device=args.device, config=cfg, label=label)
     console = Console()
     breakdown = per_layer(net, shape, channels_last=args.channels_last, **kw) if args.per_layer else None
-    result = breakdown.total if breakdown else measure(net, shape, channels_last=args.channels_last, **kw)
+    ref = None if tab is None else tab.reference()
+    result = breakdown.total if breakdown else measure(net, shape, channels_last=args.channels_last, reference=ref, **kw)
     s = result.stats
     fp = result.fingerprint
     console.print(
         f"[bold]{label}[/] {args.backend} · {fp.threads} thread(s) · batch {args.batch} · {size}² · {fp.device} "
         f"({fp.cpu})\nmedian [bold]{s.median_ms:.3f} ms[/]  IQR {s.iqr_ms:.3f}  min {s.min_ms:.3f}  "
         f"({s.repeats} runs{'' if s.stable else ', cap reached before the median settled'}"
-        f"{'' if s.foreign_cpu is None else f', other processes used {s.foreign_cpu:.0%} of the CPUs'})"
+        f"{'' if s.foreign_cpu is None else f', other processes used {s.foreign_cpu:.0%} of the CPUs'}"
+        f"{'' if s.drift is None else f', machine at {1 / s.drift:.0%} of the reference speed; normalised'})"
     )
     out: dict[str, Any] = {"measurement": result.to_dict()}
     if breakdown is not None:
@@ -117,8 +129,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         table.add_row("end to end", "", f"{s.median_ms:.3f}", f"{s.iqr_ms:.3f}", "")
         console.print(table)
         out["per_layer"] = breakdown.to_dict()
-    if args.table:
-        tab = LatencyTable.load(args.table, expect=fp, force=args.force)
+    if tab is not None:
         pred = predict(tab, arch, input_size=size, batch=args.batch, num_classes=ncls)
         console.print(f"table prediction {pred.total_ms:.3f} ms ({pred.total_ms / s.median_ms - 1:+.1%} vs measured)")
         out["prediction"] = pred.to_dict()
@@ -159,39 +170,81 @@ def cmd_build_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_progress(bar: Progress) -> Any:
+    tasks: dict[str, Any] = {}
+    names = {"table": "table entries", "measure": "networks", "retest": "networks again", "calibrate": "networks"}
+
+    def on_stage(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(names[stage], total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return on_stage
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    table = _open_table(args)
+    size = args.input_size or 224
+    archs = sample_archs(args.num, seed=args.seed)
+    with _progress() as bar:
+        cal = calibrate(
+            table, archs, input_size=size, num_classes=args.num_classes or 1000, table_path=args.table,
+            info={"seed": args.seed, "n": args.num}, on_stage=_stage_progress(bar),
+        )  # fmt: skip
+    scales = ", ".join(f"{g} ×{v:.3f}" for g, v in cal.scales.items())
+    Console().print(
+        f"{args.table}: calibrated on {cal.networks} networks (seed {args.seed}): {scales}; "
+        f"MAPE on them {cal.raw_mape:.1%} → {cal.fit_mape:.1%}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(cal.to_dict(), indent=1), encoding="utf-8")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     table = _open_table(args)
     size = args.input_size or 224
     archs = sample_archs(args.num, seed=args.seed)
     with _progress() as bar:
-        tasks: dict[str, Any] = {}
-
-        def on_stage(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task({"table": "table entries", "measure": "networks"}[stage], total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
         report = validate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, time_cap_s=args.time_cap,
-            seed=args.seed, table_path=args.table, on_stage=on_stage,
+            seed=args.seed, table_path=args.table, retest=not args.no_retest, on_stage=_stage_progress(bar),
         )  # fmt: skip
     console = Console()
     t = Table(title=f"predictor vs measured ({table.backend}, {table.fingerprint.threads} threads, {size}²)")
-    for col in ("#", "predicted ms", "measured ms", "IQR ms", "error"):
+    for col in ("#", "predicted ms", "measured ms", "IQR ms", "error", "retest"):
         t.add_column(col, justify="right")
     for i, r in enumerate(report.rows):
-        t.add_row(str(i), f"{r.predicted_ms:.3f}", f"{r.measured_ms:.3f}", f"{r.measured_iqr_ms:.3f}", f"{r.error:+.1%}")
+        again = "" if r.retest is None else f"{r.retest.median_ms / r.measured.median_ms - 1:+.1%}"
+        t.add_row(
+            str(i), f"{r.predicted_ms:.3f}", f"{r.measured.median_ms:.3f}", f"{r.measured.iqr_ms:.3f}",
+            f"{r.error:+.1%}", again,
+        )  # fmt: skip
     console.print(t)
-    console.print(
-        f"{len(report.rows)} networks: MAPE [bold]{report.mape:.1%}[/], "
-        f"within ±{report.tolerance:.0%}: [bold]{report.within:.0%}[/]"
-    )
+    d = report.to_dict()
+
+    def line(name: str, summary: dict[str, Any]) -> str:
+        if not summary.get("n"):
+            return f"{name}: -"
+        w = summary["within"]
+        return (
+            f"{name}: MAPE [bold]{summary['mape']:.1%}[/], within ±5/10/20%: {w['0.05']:.0%} / [bold]{w['0.10']:.0%}[/]"
+            f" / {w['0.20']:.0%}, bias {summary['mean_error']:+.1%}"
+        )
+
+    cal = "calibrated" if table.calibration is not None else "uncalibrated (run `latency calibrate`)"
+    console.print(f"{len(report.rows)} networks, predictor {cal}")
+    console.print(line("predictor", d["predictor"]))
+    console.print(line("noise floor (same networks measured again)", d["noise_floor"]))
+    load = d["load"]
+    if load.get("foreign_cpu_median") is not None:
+        console.print(f"other processes used {load['foreign_cpu_median']:.0%} of the CPUs (median); loadavg {load['loadavg_start']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+        Path(args.json).write_text(json.dumps(d, indent=1), encoding="utf-8")
     return 0
 
 
-_COMMANDS = {"measure": cmd_measure, "build-table": cmd_build_table, "validate": cmd_validate}
+_COMMANDS = {"measure": cmd_measure, "build-table": cmd_build_table, "calibrate": cmd_calibrate, "validate": cmd_validate}
 _ALL_OPTS: set[str] = set().union(*_ALLOWED.values())
 
 
@@ -236,8 +289,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = p.add_argument_group("build-table")
     b.add_argument("--models", nargs="+", help="zoo names or arch strings whose blocks to measure")
     b.add_argument("--sample", type=int, help="also N random networks from the MobileNetV3-style space")
-    b.add_argument("--seed", type=int, help="sampling seed (default 0; validate too)")
-    v = p.add_argument_group("validate")
+    b.add_argument("--seed", type=int, help="sampling seed (default 0; calibrate: 1000)")
+    v = p.add_argument_group("calibrate / validate")
     v.add_argument("-n", "--num", type=int, help="number of random networks (default 20)")
-    v.add_argument("--time-cap", type=float, help="stop measuring new networks after this many seconds")
+    v.add_argument("--time-cap", type=float, help="validate: stop measuring new networks after this many seconds")
+    v.add_argument("--no-retest", action="store_true", default=None, help="validate: measure each network once")
     p.set_defaults(func=cmd_latency)

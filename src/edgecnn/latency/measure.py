@@ -63,6 +63,8 @@ class LatencyStats:
     repeats: int  # number of timed runs
     stable: bool  # True if the median settled within rel_tol before a cap stopped the loop
     foreign_cpu: float | None = None  # share of all CPUs other processes used meanwhile (None: unknown)
+    drift: float | None = None  # reference-normalised runs: median reference time / its baseline (1.0 = nominal speed)
+    raw_median_ms: float | None = None  # reference-normalised runs: median of the unnormalised times
 
     @property
     def iqr_ms(self) -> float:
@@ -73,7 +75,14 @@ class LatencyStats:
         return {**asdict(self), "iqr_ms": self.iqr_ms}
 
 
-def summarize(samples_ms: list[float], *, stable: bool = True, foreign_cpu: float | None = None) -> LatencyStats:
+def summarize(
+    samples_ms: list[float],
+    *,
+    stable: bool = True,
+    foreign_cpu: float | None = None,
+    drift: float | None = None,
+    raw_median_ms: float | None = None,
+) -> LatencyStats:
     """Median, quartiles (inclusive method), min and mean of ``samples_ms``."""
     if not samples_ms:
         raise ValueError("no timing samples to summarize")
@@ -90,6 +99,8 @@ def summarize(samples_ms: list[float], *, stable: bool = True, foreign_cpu: floa
         repeats=len(samples_ms),
         stable=stable,
         foreign_cpu=foreign_cpu,
+        drift=drift,
+        raw_median_ms=raw_median_ms,
     )
 
 
@@ -133,17 +144,46 @@ class ForeignCpu:
         self.share = min(max(foreign / (wall * (os.cpu_count() or 1)), 0.0), 1.0)
 
 
-def time_fn(fn: Callable[[], object], config: TimingConfig | None = None) -> LatencyStats:
+@dataclass(frozen=True)
+class Reference:
+    """A fixed workload timed between the runs of the measured one, to cancel the machine's drift.
+
+    On a shared or virtualised CPU the speed of the same code moves by tens of
+    percent within seconds (host contention, frequency, a neighbour on the
+    other core). A run of the measured function timed between two runs of a
+    fixed reference sees almost the same machine as they do, so the ratio
+    ``t / mean(t_ref before, t_ref after)`` is far steadier than ``t``; times
+    ``baseline_ms`` it is the latency at the reference's nominal speed.
+    """
+
+    fn: Callable[[], object]  # one run of the reference workload (same backend and threads as the measured one)
+    baseline_ms: float  # the reference's latency at nominal speed (the unit the ratios are converted back to)
+
+    def __post_init__(self) -> None:
+        if not self.baseline_ms > 0:
+            raise ValueError(f"reference baseline must be positive, got {self.baseline_ms}")
+
+
+def time_fn(
+    fn: Callable[[], object],
+    config: TimingConfig | None = None,
+    *,
+    reference: Reference | None = None,
+    setup: Callable[[], object] | None = None,
+) -> LatencyStats:
     """Time ``fn`` (one synchronous inference per call): warm-up, then rounds until the median is stable.
 
     ``fn`` must block until its work is done (CUDA callers synchronise inside it).
+    With ``reference``, every sample is ``t / mean(reference before, after) × baseline``
+    (see :class:`Reference`) and ``drift`` says how slow the machine ran meanwhile.
+    ``setup`` runs untimed right before each timed call (e.g. to touch the input).
     If other processes took more than ``config.max_foreign`` of the CPUs meanwhile,
     wait and measure again (up to ``config.retries`` times).
     """
     cfg = config or TimingConfig()
     for attempt in range(cfg.retries + 1):
         with ForeignCpu() as foreign:
-            stats = _time_once(fn, cfg)
+            stats = _time_once(fn, cfg, reference, setup)
         stats = replace(stats, foreign_cpu=foreign.share)
         disturbed = cfg.max_foreign is not None and foreign.share is not None and foreign.share > cfg.max_foreign
         if not disturbed or attempt == cfg.retries:
@@ -152,25 +192,52 @@ def time_fn(fn: Callable[[], object], config: TimingConfig | None = None) -> Lat
     raise AssertionError("unreachable")
 
 
-def _time_once(fn: Callable[[], object], cfg: TimingConfig) -> LatencyStats:
-    for _ in range(cfg.warmup):
-        fn()
-    samples: list[float] = []
-    previous: float | None = None
-    start = time.perf_counter()
+def normalized_samples(times_ms: list[float], ref_ms: list[float], baseline_ms: float) -> list[float]:
+    """``times_ms[i] / mean(ref_ms[i], ref_ms[i+1]) × baseline_ms``: each run against the reference runs around it."""
+    if len(ref_ms) != len(times_ms) + 1:
+        raise ValueError(f"need one reference time around each run: {len(times_ms)} runs, {len(ref_ms)} references")
+    return [t / ((a + b) / 2) * baseline_ms for t, a, b in zip(times_ms, ref_ms, ref_ms[1:])]
+
+
+def _time_once(
+    fn: Callable[[], object], cfg: TimingConfig, reference: Reference | None, setup: Callable[[], object] | None
+) -> LatencyStats:
     clock = time.perf_counter
+
+    def timed(f: Callable[[], object]) -> float:
+        t0 = clock()
+        f()
+        return (clock() - t0) * 1e3
+
+    for _ in range(cfg.warmup):
+        if reference is not None:
+            reference.fn()
+        fn()
+    raw: list[float] = []
+    refs: list[float] = [timed(reference.fn)] if reference is not None else []
+    samples = raw
+    previous: float | None = None
+    start = clock()
     while True:
         for _ in range(cfg.round_size):
-            t0 = clock()
-            fn()
-            samples.append((clock() - t0) * 1e3)
+            if setup is not None:
+                setup()
+            raw.append(timed(fn))
+            if reference is not None:
+                refs.append(timed(reference.fn))
+        if reference is not None:
+            samples = normalized_samples(raw, refs, reference.baseline_ms)
+        stop = len(samples) >= cfg.max_repeats or clock() - start > cfg.max_seconds
+        stable = False
         if len(samples) >= cfg.min_repeats:
             median = statistics.median(samples)
-            if previous is not None and abs(median - previous) <= cfg.rel_tol * previous:
-                return summarize(samples, stable=True)
+            stable = previous is not None and abs(median - previous) <= cfg.rel_tol * previous
             previous = median
-        if len(samples) >= cfg.max_repeats or clock() - start > cfg.max_seconds:
-            return summarize(samples, stable=False)
+        if stable or stop:
+            if reference is None:
+                return summarize(samples, stable=stable)
+            drift = statistics.median(refs) / reference.baseline_ms
+            return summarize(samples, stable=stable, drift=drift, raw_median_ms=statistics.median(raw))
 
 
 @contextmanager
@@ -261,8 +328,13 @@ def measure(
     channels_last: bool = False,
     config: TimingConfig | None = None,
     label: str = "",
+    reference: Reference | None = None,
 ) -> Measurement:
-    """End-to-end latency of ``model`` on an input of ``input_shape`` (e.g. ``(1, 3, 224, 224)``)."""
+    """End-to-end latency of ``model`` on an input of ``input_shape`` (e.g. ``(1, 3, 224, 224)``).
+
+    With ``reference`` (same backend and threads, see :mod:`edgecnn.latency.reference`)
+    every run is normalised by the reference runs around it.
+    """
     check_backend(backend)
     check_device(device)
     threads = threads or default_threads()
@@ -274,9 +346,10 @@ def measure(
         from edgecnn.latency.onnx_backend import ort_runner
 
         run, extra = ort_runner(model, x, threads=threads, device=device)
-        stats = time_fn(run, config)
+        stats = time_fn(run, config, reference=reference)
     else:
         with torch_threads(threads):
-            stats = time_fn(eager_runner(model, (x,), device=device, channels_last=channels_last), config)
+            runner = eager_runner(model, (x,), device=device, channels_last=channels_last)
+            stats = time_fn(runner, config, reference=reference)
     fp = fingerprint(backend=backend, threads=threads, device=device)
     return Measurement(stats, fp, tuple(int(d) for d in input_shape), channels_last, label, extra)

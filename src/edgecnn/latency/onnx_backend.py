@@ -79,12 +79,20 @@ def ort_runner(
 
 
 def profile_nodes(
-    model: nn.Module, x: torch.Tensor, *, threads: int, runs: int = 20, warmup: int = 5, device: str = "cpu"
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    threads: int,
+    runs: int = 20,
+    warmup: int = 5,
+    device: str = "cpu",
+    between: Callable[[], object] | None = None,
 ) -> dict[str, list[float]]:
     """Per-node kernel times (ms) from ORT's profiler: ``node name -> one time per timed run``.
 
     Node names drop ORT's ``_kernel_time`` suffix; nodes ORT created itself (layout
-    reorders) keep their generated names.
+    reorders) keep their generated names. ``between`` (e.g. a reference workload
+    that times itself) runs before the first timed run and after every timed run.
     """
     if runs < 1 or warmup < 0:
         raise ValueError("runs must be >= 1 and warmup >= 0")
@@ -93,8 +101,14 @@ def profile_nodes(
             onnx_bytes(model, x), threads=threads, device=device, profile_prefix=os.path.join(tmp, "ort")
         )
         run = session_runner(session, x)
-        for _ in range(warmup + runs):
+        for _ in range(warmup):
             run()
+        if between is not None:
+            between()
+        for _ in range(runs):
+            run()
+            if between is not None:
+                between()
         with open(session.end_profiling(), encoding="utf-8") as f:
             events = json.load(f)
     per_node: dict[str, list[float]] = defaultdict(list)

@@ -1,6 +1,8 @@
 """Predict a network's latency from its arch spec, without building it: Σ block entries + fixed overhead.
 
-Search and NetAdapt call this thousands of times, so it only resolves shapes
+When the table holds a :class:`~edgecnn.latency.calibrate.Calibration`, the
+total is the calibrated one (per-group scales of the sums); ``raw_ms`` keeps the
+plain sum. Search and NetAdapt call this thousands of times, so it only resolves shapes
 (:func:`edgecnn.plan.resolve`, pure arithmetic) and looks up strings; no
 module is built and nothing is timed. How good the sum is on a given device is
 measured, not assumed: see :func:`validate` and ``edgecnn latency validate``.
@@ -13,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from edgecnn.arch import ArchSpec, as_spec
+from edgecnn.latency.calibrate import group_sums
 from edgecnn.latency.table import LatencyTable, block_key, overhead_key
 from edgecnn.plan import resolve
 
@@ -23,14 +26,18 @@ STATS: tuple[str, ...] = ("median", "min")
 class Prediction:
     """A predicted latency and its parts (ms)."""
 
-    total_ms: float  # overhead + Σ blocks
+    total_ms: float  # the prediction: calibrated sum when the table has a calibration, else raw_ms
     overhead_ms: float  # the fixed per-inference part (probe network minus its blocks)
     blocks: tuple[tuple[str, float], ...]  # (block_key, latency) per block in network order
     stat: str  # which statistic of the entries was summed: "median" or "min"
+    raw_ms: float  # overhead + Σ blocks, uncalibrated
+    calibrated: bool  # whether total_ms went through the table's calibration
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "total_ms": self.total_ms,
+            "raw_ms": self.raw_ms,
+            "calibrated": self.calibrated,
             "overhead_ms": self.overhead_ms,
             "stat": self.stat,
             "blocks": [{"key": k, "ms": v} for k, v in self.blocks],
@@ -58,8 +65,12 @@ def predict(
     num_classes: int = 1000,
     in_chans: int = 3,
     stat: str = "median",
+    calibrated: bool = True,
 ) -> Prediction:
-    """Latency of ``arch`` predicted from ``table``; ValueError naming the blocks the table lacks."""
+    """Latency of ``arch`` predicted from ``table``; ValueError naming the blocks the table lacks.
+
+    ``calibrated=False`` ignores the table's calibration (``total_ms == raw_ms``).
+    """
     if stat not in STATS:
         raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
     size = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
@@ -75,4 +86,8 @@ def predict(
         )
     values = [entries[k].value(stat) for k in keys]
     overhead = entries[okey].value(stat)
-    return Prediction(overhead + sum(values), overhead, tuple(zip(keys, values)), stat)
+    raw = overhead + sum(values)
+    parts = tuple(zip(keys, values))
+    cal = table.calibration if calibrated else None
+    total = raw if cal is None else cal.apply(group_sums(((okey, overhead), *parts)))
+    return Prediction(total, overhead, parts, stat, raw, cal is not None)

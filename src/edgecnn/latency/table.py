@@ -19,9 +19,23 @@ How an entry is measured, per backend (see ``docs/latency.md`` for why):
   graph's own input and output (inside a network a block's neighbours are
   already in ORT's blocked layout).
 
+Every timed run is normalised by a fixed reference workload run right before
+and after it (:class:`~edgecnn.latency.measure.Reference`,
+:mod:`edgecnn.latency.reference`): the machine's speed drifts by tens of
+percent within seconds, and a run compared with its neighbouring reference
+runs cancels most of that. Entries are in milliseconds at the reference's
+nominal speed (``reference_ms``, measured once when the table is created and
+reused by every later measurement against this table). The reference run also
+evicts the block's weights from the caches, as the preceding layers do inside
+a network; the block's input is then touched (read) untimed, because inside a
+network it was just written by the previous block.
+
 The network-level fixed cost (session/call overhead, input layout) is an
 ``overhead|…`` entry: the end-to-end latency of a probe network
 (``conv_k3_s2_c16 gap fc`` on the same input) minus its block entries.
+
+An optional :class:`~edgecnn.latency.calibrate.Calibration` (per-group
+scales fitted on measured calibration networks) is stored with the entries.
 
 The table is a versioned JSON file stamped with a :class:`DeviceFingerprint`;
 a table from another device or backend is refused unless forced. It grows
@@ -33,6 +47,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -45,13 +60,16 @@ from torch import nn
 
 from edgecnn.arch import ArchSpec
 from edgecnn.build import BUILDERS, build
+from edgecnn.latency.calibrate import Calibration
 from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
 from edgecnn.latency.measure import (
     LatencyStats,
+    Reference,
     TimingConfig,
     eager_runner,
     example_input,
     measure,
+    normalized_samples,
     summarize,
     time_fn,
     torch_threads,
@@ -59,7 +77,7 @@ from edgecnn.latency.measure import (
 from edgecnn.plan import LayerPlan, resolve
 
 FORMAT = "edgecnn-latency-table"
-VERSION = 1
+VERSION = 2  # 2: drift-normalised entries (reference_ms), cold-weight blocks, calibration
 PROBE_ARCH = "conv_k3_s2_c16 gap fc"
 """The smallest network: its end-to-end time minus its blocks is the fixed per-inference overhead."""
 
@@ -130,15 +148,24 @@ def _is_boundary_reorder(node: str) -> bool:
     return node in ("ReorderInput", "ReorderOutput")
 
 
-def _ort_block(module: nn.Module, x: torch.Tensor, threads: int, runs: int) -> LatencyStats:
+def _ort_block(module: nn.Module, x: torch.Tensor, threads: int, runs: int, reference: Reference) -> LatencyStats:
     from edgecnn.latency.onnx_backend import profile_nodes
 
-    nodes = profile_nodes(module, x, threads=threads, runs=runs)
+    refs: list[float] = []
+
+    def between() -> None:  # the reference, timed, before the first and after every profiled run
+        t0 = time.perf_counter()
+        reference.fn()
+        refs.append((time.perf_counter() - t0) * 1e3)
+
+    nodes = profile_nodes(module, x, threads=threads, runs=runs, between=between)
     per_run = [0.0] * runs
     for name, times in nodes.items():
         if not _is_boundary_reorder(name):
             per_run = [a + t for a, t in zip(per_run, times)]
-    return summarize(per_run)
+    drift = statistics.median(refs) / reference.baseline_ms
+    samples = normalized_samples(per_run, refs, reference.baseline_ms)
+    return summarize(samples, drift=drift, raw_median_ms=statistics.median(per_run))
 
 
 @dataclass
@@ -148,8 +175,11 @@ class LatencyTable:
     fingerprint: DeviceFingerprint  # where and how the entries were measured
     entries: dict[str, TableEntry] = field(default_factory=dict)  # block_key / overhead_key -> latency
     call_overhead_ms: float | None = None  # eager: cost of one empty module call, subtracted from entries
+    reference_ms: float | None = None  # the reference workload's nominal latency: the unit of every entry
+    calibration: Calibration | None = None  # per-group scales fitted on measured networks (None: plain sums)
     config: TimingConfig = field(default_factory=TimingConfig)  # timing settings for new entries
     profile_runs: int = 30  # onnxruntime: profiled runs per entry
+    _reference: Reference | None = field(default=None, repr=False, compare=False)  # built on first use
 
     # ---- persistence -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +188,8 @@ class LatencyTable:
             "version": VERSION,
             "fingerprint": self.fingerprint.to_dict(),
             "call_overhead_ms": self.call_overhead_ms,
+            "reference_ms": self.reference_ms,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
         }
 
@@ -186,7 +218,11 @@ class LatencyTable:
                 "rebuild it with `edgecnn latency build-table`"
             )
         entries = {k: TableEntry(**v) for k, v in data.get("entries", {}).items()}
-        return cls(DeviceFingerprint.from_dict(data["fingerprint"]), entries, data.get("call_overhead_ms"))
+        cal = data.get("calibration")
+        return cls(
+            DeviceFingerprint.from_dict(data["fingerprint"]), entries, data.get("call_overhead_ms"),
+            data.get("reference_ms"), None if cal is None else Calibration.from_dict(cal),
+        )  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path, *, expect: DeviceFingerprint | None = None, force: bool = False) -> LatencyTable:
@@ -220,19 +256,32 @@ class LatencyTable:
     def backend(self) -> str:
         return self.fingerprint.backend
 
+    def reference(self) -> Reference:
+        """The drift reference of this table's backend/threads; its baseline is measured once and stored."""
+        if self._reference is None:
+            from edgecnn.latency.reference import make_reference
+
+            fp = self.fingerprint
+            self._reference = make_reference(
+                backend=fp.backend, threads=fp.threads, device=fp.device, baseline=self.reference_ms
+            )
+            self.reference_ms = self._reference.baseline_ms
+        return self._reference
+
     def _time_module(self, module: nn.Module, x: torch.Tensor) -> LatencyStats:
+        ref = self.reference()
         if self.backend == "onnxruntime":
-            return _ort_block(module, x, self.fingerprint.threads, self.profile_runs)
+            return _ort_block(module, x, self.fingerprint.threads, self.profile_runs, ref)
         with torch_threads(self.fingerprint.threads):
-            return time_fn(eager_runner(module, (x,), device=self.fingerprint.device), self.config)
+            runner = eager_runner(module, (x,), device=self.fingerprint.device)
+            # x is the tensor the runner feeds (same device): reading it warms it, as its producer would
+            return time_fn(runner, self.config, reference=ref, setup=x.sum)
 
     def _ensure_call_overhead(self) -> float:
         if self.backend == "onnxruntime":
             return 0.0  # ORT entries are kernel times: no call overhead inside them
         if self.call_overhead_ms is None:
-            with torch_threads(self.fingerprint.threads):
-                runner = eager_runner(nn.Identity(), (example_input((1, 8)),), device=self.fingerprint.device)
-                self.call_overhead_ms = time_fn(runner, self.config).median_ms
+            self.call_overhead_ms = self._time_module(nn.Identity(), example_input((1, 8))).median_ms
         return self.call_overhead_ms
 
     def measure_block(self, plan: LayerPlan, *, batch: int = 1) -> TableEntry:
@@ -255,7 +304,7 @@ class LatencyTable:
         fp = self.fingerprint
         total = measure(
             net, (batch, in_chans, *input_size), backend=fp.backend, threads=fp.threads, device=fp.device,
-            config=self.config,
+            config=self.config, reference=self.reference(),
         ).stats  # fmt: skip
         blocks = [self.entries[block_key(p, batch=batch)] for p in plans]
         med = total.median_ms - sum(e.median_ms for e in blocks)

@@ -2,8 +2,17 @@
 
 nn-Meter (Zhang et al. 2021) reports the share of networks predicted within
 ±10% of their measured latency (99.0% on a mobile CPU) and the mean absolute
-percentage error; we report the same two numbers, on networks drawn from the
-search space the predictor will be used on.
+percentage error; we report the same, on networks drawn from the search space
+the predictor will be used on, together with what bounds them: the
+**noise floor**. Every network is measured twice (the second pass in reverse
+order, later in time); the second measurement against the first is what a
+perfect predictor would score. Measurements are drift-normalised against the
+table's reference workload (:class:`~edgecnn.latency.measure.Reference`); the
+unnormalised medians of the same runs are kept to show what normalising buys.
+
+:func:`calibrate` fits the table's :class:`~edgecnn.latency.calibrate.Calibration`
+on networks that must be drawn with another seed than the validation networks
+(the report then holds out-of-sample errors only).
 """
 
 from __future__ import annotations
@@ -12,57 +21,84 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgecnn.build import build
-from edgecnn.latency.measure import measure
+from edgecnn.latency.calibrate import Calibration, fit, group_sums
+from edgecnn.latency.measure import LatencyStats, measure
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
 from edgecnn.search.space import MOBILENET_V3_SPACE, SearchSpace
 
-
-@dataclass(frozen=True)
-class ValidationRow:
-    """One sampled network: predicted against measured latency."""
-
-    arch: str  # canonical arch string
-    predicted_ms: float  # table prediction (median entries)
-    measured_ms: float  # end-to-end median
-    measured_iqr_ms: float  # spread of the end-to-end runs
-    predicted_min_ms: float  # table prediction from the entries' minima
-    measured_min_ms: float  # fastest end-to-end run
-    foreign_cpu: float | None  # share of CPUs other processes used while measuring
-
-    @property
-    def error(self) -> float:
-        """Relative error of the median prediction, ``pred/meas − 1``."""
-        return self.predicted_ms / self.measured_ms - 1.0
-
-    @property
-    def error_min(self) -> float:
-        return self.predicted_min_ms / self.measured_min_ms - 1.0
+TOLERANCES: tuple[float, ...] = (0.05, 0.10, 0.20)
+_EPS = 1e-9  # 11/10 − 1 is 0.10000000000000009 in floating point: a boundary case counts as within
 
 
-def _summary(errors: list[float], tol: float) -> dict[str, float]:
+def _within(errors: list[float], tol: float) -> float:
+    return sum(abs(e) <= tol + _EPS for e in errors) / len(errors)
+
+
+def loadavg() -> tuple[float, float, float] | None:
+    """1/5/15-minute load averages (Linux), None elsewhere."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            a, b, c = (float(v) for v in f.read().split()[:3])
+    except (OSError, ValueError):
+        return None
+    return (a, b, c)
+
+
+def error_summary(errors: list[float]) -> dict[str, Any]:
+    """MAPE, share within each of :data:`TOLERANCES`, signed bias (mean, median) and worst error of relative errors."""
     if not errors:
-        return {"mape": float("nan"), "within": float("nan"), "median_error": float("nan"), "max_abs_error": float("nan")}
+        return {"n": 0}
     return {
+        "n": len(errors),
         "mape": statistics.fmean(abs(e) for e in errors),
-        "within": sum(abs(e) <= tol for e in errors) / len(errors),
+        "within": {f"{t:.2f}": _within(errors, t) for t in TOLERANCES},
+        "mean_error": statistics.fmean(errors),
         "median_error": statistics.median(errors),
         "max_abs_error": max(abs(e) for e in errors),
     }
 
 
 @dataclass(frozen=True)
+class ValidationRow:
+    """One sampled network: predicted against measured latency (two measurements)."""
+
+    arch: str  # canonical arch string
+    predicted_ms: float  # table prediction (calibrated when the table has a calibration)
+    raw_predicted_ms: float  # plain sum of the entries
+    measured: LatencyStats  # first end-to-end measurement (drift-normalised)
+    retest: LatencyStats | None  # second measurement of the same network, later (None: single pass)
+
+    @property
+    def error(self) -> float:
+        """Relative error of the prediction against the first measurement, ``pred/meas − 1``."""
+        return self.predicted_ms / self.measured.median_ms - 1.0
+
+    @property
+    def raw_error(self) -> float:
+        return self.raw_predicted_ms / self.measured.median_ms - 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch, "predicted_ms": self.predicted_ms, "raw_predicted_ms": self.raw_predicted_ms,
+            "error": self.error, "raw_error": self.raw_error, "measured": self.measured.to_dict(),
+            "retest": None if self.retest is None else self.retest.to_dict(),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
 class ValidationReport:
-    """Error distribution of the predictor over sampled networks."""
+    """Error distribution of the predictor over sampled networks, next to the measurement's own noise."""
 
     rows: tuple[ValidationRow, ...]  # one per measured network
-    tolerance: float  # the ±share counted as "within" (0.10)
+    tolerance: float  # the ±share counted as "within" by :attr:`within` (0.10)
     input_size: int  # resolution the networks ran at
-    seed: int  # sampling seed
+    seed: int  # sampling seed of the validation networks
+    load: dict[str, Any] = field(default_factory=dict)  # loadavg before/after, share of CPUs others used
 
     @property
     def errors(self) -> list[float]:
@@ -71,12 +107,24 @@ class ValidationReport:
     @property
     def mape(self) -> float:
         """Mean absolute percentage error (as a share: 0.05 = 5%)."""
-        return _summary(self.errors, self.tolerance)["mape"]
+        return statistics.fmean(abs(e) for e in self.errors) if self.rows else float("nan")
 
     @property
     def within(self) -> float:
         """Share of networks predicted within ±tolerance."""
-        return _summary(self.errors, self.tolerance)["within"]
+        return _within(self.errors, self.tolerance) if self.rows else float("nan")
+
+    def noise(self, *, normalized: bool = True) -> list[float]:
+        """Test-retest relative differences (second / first − 1); ``normalized=False``: of the raw medians."""
+        out = []
+        for r in self.rows:
+            if r.retest is None:
+                continue
+            if normalized:
+                out.append(r.retest.median_ms / r.measured.median_ms - 1)
+            elif r.retest.raw_median_ms and r.measured.raw_median_ms:
+                out.append(r.retest.raw_median_ms / r.measured.raw_median_ms - 1)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,16 +132,12 @@ class ValidationReport:
             "tolerance": self.tolerance,
             "input_size": self.input_size,
             "seed": self.seed,
-            "median": _summary(self.errors, self.tolerance),
-            "min": _summary([r.error_min for r in self.rows], self.tolerance),
-            "rows": [
-                {
-                    "arch": r.arch, "predicted_ms": r.predicted_ms, "measured_ms": r.measured_ms,
-                    "measured_iqr_ms": r.measured_iqr_ms, "error": r.error, "predicted_min_ms": r.predicted_min_ms,
-                    "measured_min_ms": r.measured_min_ms, "error_min": r.error_min, "foreign_cpu": r.foreign_cpu,
-                }  # fmt: skip
-                for r in self.rows
-            ],
+            "predictor": error_summary(self.errors),
+            "predictor_uncalibrated": error_summary([r.raw_error for r in self.rows]),
+            "noise_floor": error_summary(self.noise()),
+            "noise_floor_unnormalized": error_summary(self.noise(normalized=False)),
+            "load": dict(self.load),
+            "rows": [r.to_dict() for r in self.rows],
         }
 
 
@@ -105,6 +149,45 @@ def sample_archs(n: int, *, seed: int = 0, space: SearchSpace = MOBILENET_V3_SPA
     return [space.sample(rng).format() for _ in range(n)]
 
 
+def measure_arch(table: LatencyTable, arch: str, *, input_size: int, num_classes: int = 1000) -> LatencyStats:
+    """End-to-end latency of ``arch`` measured as the table's entries are (backend, threads, drift reference)."""
+    fp = table.fingerprint
+    net = build(arch, num_classes=num_classes)
+    return measure(
+        net, (1, 3, input_size, input_size), backend=fp.backend, threads=fp.threads, device=fp.device,
+        config=table.config, reference=table.reference(),
+    ).stats  # fmt: skip
+
+
+def calibrate(
+    table: LatencyTable,
+    archs: list[str],
+    *,
+    input_size: int,
+    num_classes: int = 1000,
+    info: dict[str, Any] | None = None,
+    table_path: str | None = None,
+    on_stage: Callable[[str, int, int], None] | None = None,
+) -> Calibration:
+    """Measure ``archs`` (calibration networks), fit the per-group scales and store them in ``table``."""
+    table.ensure(
+        archs, input_size=input_size, num_classes=num_classes, path=table_path,
+        on_progress=(lambda d, t: on_stage("table", d, t)) if on_stage else None,
+    )  # fmt: skip
+    sums, measured = [], []
+    for i, arch in enumerate(archs):
+        pred = predict(table, arch, input_size=input_size, num_classes=num_classes, calibrated=False)
+        sums.append(group_sums((("overhead", pred.overhead_ms), *pred.blocks)))
+        measured.append(measure_arch(table, arch, input_size=input_size, num_classes=num_classes).median_ms)
+        if on_stage:
+            on_stage("calibrate", i + 1, len(archs))
+    # info should say how archs were drawn ({"seed": s, "n": n}) so that validate() can refuse them
+    table.calibration = fit(sums, measured, info={"input_size": input_size, **(info or {})})
+    if table_path is not None:
+        table.save(table_path)
+    return table.calibration
+
+
 def validate(
     table: LatencyTable,
     archs: list[str],
@@ -114,35 +197,58 @@ def validate(
     time_cap_s: float | None = None,
     tolerance: float = 0.10,
     seed: int = 0,
+    retest: bool = True,
     table_path: str | None = None,
     on_stage: Callable[[str, int, int], None] | None = None,
 ) -> ValidationReport:
-    """Fill ``table`` for ``archs``, then measure each end to end and compare with its prediction.
+    """Fill ``table`` for ``archs``, measure each end to end (twice with ``retest``), compare with its prediction.
 
     ``time_cap_s`` stops measuring new networks once exceeded (the report says how
     many were measured). ``on_stage(stage, done, total)`` reports progress of the
-    ``"table"`` and ``"measure"`` stages.
+    ``"table"``, ``"measure"`` and ``"retest"`` stages. Networks the table was
+    calibrated on are refused: the report holds out-of-sample errors only.
     """
-    fp = table.fingerprint
+    cal = table.calibration
+    if cal is not None and "seed" in cal.info and "n" in cal.info:
+        seen = set(sample_archs(int(cal.info["n"]), seed=int(cal.info["seed"])))
+        overlap = sum(a in seen for a in archs)
+        if overlap:
+            raise ValueError(
+                f"{overlap} of the validation networks were used to calibrate this table (seed {cal.info['seed']}); "
+                "validate on networks drawn with another seed"
+            )
     table.ensure(
         archs, input_size=input_size, num_classes=num_classes, path=table_path,
         on_progress=(lambda d, t: on_stage("table", d, t)) if on_stage else None,
     )  # fmt: skip
-    rows = []
+    load_start = loadavg()
+    first: list[tuple[str, LatencyStats]] = []
     start = time.monotonic()
     for i, arch in enumerate(archs):
         if time_cap_s is not None and time.monotonic() - start > time_cap_s:
             break
-        pred = predict(table, arch, input_size=input_size, num_classes=num_classes)
-        pred_min = predict(table, arch, input_size=input_size, num_classes=num_classes, stat="min")
-        net = build(arch, num_classes=num_classes)
-        m = measure(
-            net, (1, 3, input_size, input_size), backend=fp.backend, threads=fp.threads, device=fp.device,
-            config=table.config,
-        ).stats  # fmt: skip
-        rows.append(
-            ValidationRow(arch, pred.total_ms, m.median_ms, m.iqr_ms, pred_min.total_ms, m.min_ms, m.foreign_cpu)
-        )
+        first.append((arch, measure_arch(table, arch, input_size=input_size, num_classes=num_classes)))
         if on_stage:
             on_stage("measure", i + 1, len(archs))
-    return ValidationReport(tuple(rows), tolerance, input_size, seed)
+    second: dict[int, LatencyStats] = {}
+    if retest:  # reverse order: the two measurements of a network are as far apart in time as possible on average
+        for j, i in enumerate(reversed(range(len(first)))):
+            second[i] = measure_arch(table, first[i][0], input_size=input_size, num_classes=num_classes)
+            if on_stage:
+                on_stage("retest", j + 1, len(first))
+    rows = []
+    for i, (arch, stats) in enumerate(first):
+        pred = predict(table, arch, input_size=input_size, num_classes=num_classes)
+        rows.append(ValidationRow(arch, pred.total_ms, pred.raw_ms, stats, second.get(i)))
+    all_stats = [s for _, s in first] + list(second.values())
+    foreign = [s.foreign_cpu for s in all_stats if s.foreign_cpu is not None]
+    drift = [s.drift for s in all_stats if s.drift is not None]
+    load = {
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
+        "foreign_cpu_median": statistics.median(foreign) if foreign else None,
+        "foreign_cpu_max": max(foreign) if foreign else None,
+        "drift_median": statistics.median(drift) if drift else None,
+        "drift_range": [min(drift), max(drift)] if drift else None,
+    }
+    return ValidationReport(tuple(rows), tolerance, input_size, seed, load)
