@@ -34,6 +34,16 @@ def test_fit_recovers_a_known_correction_exactly():
     assert Calibration.from_dict(cal.to_dict()) == cal
 
 
+def test_fit_falls_back_to_one_scale_when_a_group_scale_would_be_negative():
+    # measured ≈ 1.0·body − 0.5·fixed (nonsense): the per-group fit is negative, the common scale is used
+    sums = [{"body": b, "fixed": f} for b, f in [(10, 2), (6, 2.5), (14, 1.8), (8, 3)]]
+    measured = [s["body"] - 0.5 * s["fixed"] for s in sums]
+    cal = fit(sums, measured)
+    r = [(s["body"] + s["fixed"]) / y for s, y in zip(sums, measured)]
+    assert cal.scales["body"] == cal.scales["fixed"] == pytest.approx(sum(r) / sum(v * v for v in r))
+    assert "common scale" in cal.info["fallback"]
+
+
 def test_fit_rejects_too_few_or_degenerate_networks():
     with pytest.raises(ValueError, match="at least 4"):
         fit([{"body": 1.0, "fixed": 1.0}] * 3, [2.0] * 3)

@@ -84,12 +84,15 @@ def fit(sums: Sequence[dict[str, float]], measured_ms: Sequence[float], *, info:
     if torch.linalg.matrix_rank(a) < len(GROUPS):
         raise ValueError("calibration networks do not vary enough to separate the groups; sample more varied networks")
     coef = torch.linalg.lstsq(a, torch.ones(len(sums), 1, dtype=torch.float64)).solution.flatten().tolist()
-    scales = dict(zip(GROUPS, coef))
+    info = dict(info or {})
     if any(not v > 0 for v in coef):
-        raise ValueError(f"calibration gave a non-positive scale {scales}; the table or the measurements are broken")
-    cal = Calibration(scales, len(sums), 0.0, 0.0, dict(info or {}))
+        # a negative scale means the groups were not separable on these networks (too few, too alike):
+        # fall back to one common scale, argmin_s Σ (s·r_i − 1)² = Σ r_i / Σ r_i² with r_i = Σ_g x_ig / y_i
+        r = a.sum(dim=1)
+        coef = [float(r.sum() / (r * r).sum())] * len(GROUPS)
+        info["fallback"] = "one common scale (the per-group fit gave a non-positive scale)"
+    scales = dict(zip(GROUPS, coef))
+    cal = Calibration(scales, len(sums), 0.0, 0.0, info)
     fit_err = [cal.apply(s) / y - 1 for s, y in zip(sums, measured_ms)]
     raw_err = [sum(s.values()) / y - 1 for s, y in zip(sums, measured_ms)]
-    return Calibration(
-        scales, len(sums), statistics.fmean(map(abs, fit_err)), statistics.fmean(map(abs, raw_err)), dict(info or {})
-    )
+    return Calibration(scales, len(sums), statistics.fmean(map(abs, fit_err)), statistics.fmean(map(abs, raw_err)), info)
