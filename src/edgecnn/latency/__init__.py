@@ -5,24 +5,30 @@ per multiply-add than dense convs, and the runtime matters as much as the
 network (MobileNetV3-Large: ~17 ms in PyTorch eager, ~4 ms in ONNX Runtime on
 the same 2-core CPU). So we measure, on the device and backend at hand:
 
-* :mod:`~edgecnn.latency.measure` — end-to-end timing, warm-up and repeats until the median settles;
+* :mod:`~edgecnn.latency.measure` — end-to-end timing, warm-up and repeats until the median settles,
+  optionally normalised by a reference workload run around every sample (drift);
+* :mod:`~edgecnn.latency.reference` — that reference workload;
 * :mod:`~edgecnn.latency.per_layer` — the same split by block;
 * :mod:`~edgecnn.latency.onnx_backend` — ONNX Runtime sessions and profiles;
 * :mod:`~edgecnn.latency.fingerprint` — which device/backend/versions a number belongs to;
 * :mod:`~edgecnn.latency.table` — the lookup table of block latencies (versioned JSON);
+* :mod:`~edgecnn.latency.calibrate` — per-group scales of the table sum fitted on measured networks;
 * :mod:`~edgecnn.latency.predict` — a network's latency from its arch spec without building it;
 * :mod:`~edgecnn.latency.validate` — the predictor's error on networks sampled from the search space.
 """
 
+from edgecnn.latency.calibrate import Calibration
 from edgecnn.latency.fingerprint import BACKENDS, DeviceFingerprint, fingerprint
-from edgecnn.latency.measure import LatencyStats, Measurement, TimingConfig, measure, time_fn
+from edgecnn.latency.measure import LatencyStats, Measurement, Reference, TimingConfig, measure, time_fn
 from edgecnn.latency.per_layer import LayerBreakdown, LayerLatency, per_layer
 from edgecnn.latency.predict import Prediction, predict
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, new_table
-from edgecnn.latency.validate import ValidationReport, sample_archs, validate
+from edgecnn.latency.reference import make_reference
+from edgecnn.latency.validate import ValidationReport, calibrate, sample_archs, validate
 
 __all__ = [
     "BACKENDS",
+    "Calibration",
     "DeviceFingerprint",
     "LatencyStats",
     "LatencyTable",
@@ -30,11 +36,14 @@ __all__ = [
     "LayerLatency",
     "Measurement",
     "Prediction",
+    "Reference",
     "TableEntry",
     "TimingConfig",
     "ValidationReport",
     "block_key",
+    "calibrate",
     "fingerprint",
+    "make_reference",
     "measure",
     "new_table",
     "per_layer",
