@@ -36,3 +36,20 @@ def test_usage_errors(capsys):
     assert "nothing to measure" in capsys.readouterr().err
     assert main(["latency", "not_a_model"]) == 2
     assert main(["latency", "validate", "mobilenet_v2"]) == 2
+
+
+def test_calibrate_then_validate_held_out(tmp_path, capsys):
+    table = tmp_path / "t.json"
+    assert main(["latency", "calibrate", "--table", str(table), "-n", "4", *QUICK]) == 0
+    cal = json.loads(table.read_text())["calibration"]
+    assert cal["networks"] == 4 and cal["info"]["seed"] == 1000 and all(v > 0 for v in cal["scales"].values())
+    out = tmp_path / "v.json"
+    assert main(["latency", "validate", "--table", str(table), "-n", "2", "--json", str(out), *QUICK]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["n"] == 2 and rep["noise_floor"]["n"] == 2 and "loadavg_start" in rep["load"]
+    row = rep["rows"][0]
+    assert row["error"] == row["predicted_ms"] / row["measured"]["median_ms"] - 1
+    assert "noise floor" in capsys.readouterr().out
+    # the calibration networks are refused as validation networks
+    assert main(["latency", "validate", "--table", str(table), "-n", "2", "--seed", "1000", *QUICK]) == 2
+    assert "used to calibrate" in capsys.readouterr().err
