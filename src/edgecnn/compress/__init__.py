@@ -1,0 +1,36 @@
+"""Compression (SPEC §5): make a trained network smaller and faster for its device.
+
+The package will own, one file each:
+
+- :mod:`~edgecnn.compress.fold_bn` — fold inference-mode BatchNorm into the
+  conv/linear layer before it (:func:`fold_bn`, :func:`fold_bn_`,
+  :func:`plan_fold_bn`). *Here.*
+- :mod:`~edgecnn.compress.recalibrate` — re-estimate BN running statistics
+  on a few batches, after a change to the network or the data
+  (:func:`recalibrate_bn`, :func:`recalibrate_bn_`). *Here.*
+- ``lowrank`` — truncated-SVD factorisation of Linear and Conv2d layers.
+- ``separable`` — standard → depthwise separable replacement of chosen convs.
+- ``prune`` — structured channel pruning over coupled channel groups
+  (residual adds, depthwise groups, SE, concatenation).
+- ``netadapt`` — NetAdapt (Yang et al. 2018): budgeted, layer-by-layer
+  pruning with short fine-tunes, resumable.
+
+The check that conv → BN is invariant to a positive scaling of the conv
+weights lives in ``tests/test_compress_bn.py`` (a check, not a feature).
+Transforms return a new module; the ones whose name ends in ``_`` work in place.
+"""
+
+from edgecnn.compress.fold_bn import FoldPair, FoldPlan, SkippedBN, fold_bn, fold_bn_, plan_fold_bn
+from edgecnn.compress.recalibrate import Batches, recalibrate_bn, recalibrate_bn_
+
+__all__ = [
+    "Batches",
+    "FoldPair",
+    "FoldPlan",
+    "SkippedBN",
+    "fold_bn",
+    "fold_bn_",
+    "plan_fold_bn",
+    "recalibrate_bn",
+    "recalibrate_bn_",
+]

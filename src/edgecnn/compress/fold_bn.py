@@ -1,0 +1,200 @@
+"""Fold inference-mode batch norm into the conv or linear layer before it (SPEC §5).
+
+In eval mode a BatchNorm is a per-channel affine map with its running
+statistics, ``BN(y) = γ·(y − μ)/√(σ² + ε) + β`` (Ioffe & Szegedy 2015, Alg. 2,
+the inference network). When ``y = W∗x + b`` comes straight from a conv or
+linear layer, the two compose into one layer with, per output channel ``c``,
+``s_c = γ_c/√(σ²_c + ε)``::
+
+    W'_c = W_c · s_c          b'_c = (b_c − μ_c) · s_c + β_c
+
+(Jacob et al. 2018, "Quantization and Training of Neural Networks for
+Efficient Integer-Arithmetic-Only Inference", §3.2). The BN becomes
+``nn.Identity`` and the layer gains a bias if it had none: the network loses
+``γ, β`` (2·C parameters per affine BN) and gains ``C`` biases per folded BN
+whose layer had no bias.
+
+Which BNs fold is read from a ``torch.fx`` graph of the model, not from its
+module names, so any fx-traceable network works, not only EdgeNet: a BN folds
+when its input is the output of a ``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``
+or ``Linear`` module call **whose only user is that BN** (a conv whose output
+also feeds a skip connection must keep its raw output), each called once, and
+with matching channel counts. Grouped and depthwise convs fold like any other
+(the scale is per output channel). Pre-activation BNs (BN → act → conv,
+He et al. 2016b) have no conv before them and stay: folding them forward into
+the next conv is not exact in general — the activation sits in between, and
+even without one, zero padding of the normalised input is not the
+normalisation of a zero-padded input.
+
+Choice on modes: folding always uses the running statistics, whatever mode
+the model is in, and the result is an **inference** model — training it
+further trains a network without those BNs. Modes are left as they were.
+
+Caveat: ``Linear → BatchNorm1d`` is folded for a ``(N, F)`` linear output. On
+a ``(N, L, F)`` output BatchNorm1d normalises dim 1 (``L``), which only runs
+when ``L == F`` and then is not a per-feature map; such models are rare and
+are not detected (the graph has no shapes).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ["FoldPair", "FoldPlan", "SkippedBN", "fold_bn", "fold_bn_", "plan_fold_bn"]
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TCONV = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_FOLDABLE = _CONV + _TCONV + (nn.Linear,)
+
+
+@dataclass(frozen=True)
+class FoldPair:
+    """A layer and the BN that folds into it."""
+
+    layer: str  # qualified name of the Conv/ConvTranspose/Linear module
+    bn: str  # qualified name of the BatchNorm that follows it
+    channels: int  # output channels of the layer = BN features
+    adds_bias: bool  # the layer had no bias, folding gives it one (+channels parameters)
+
+
+@dataclass(frozen=True)
+class SkippedBN:
+    """A BatchNorm that stays, and why."""
+
+    bn: str  # qualified name of the BatchNorm module
+    reason: str  # one line, e.g. "input is not a conv/linear output (pre-activation BN?)"
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """What :func:`fold_bn` will do to a model: the pairs it folds and the BNs it leaves."""
+
+    pairs: tuple[FoldPair, ...]  # in graph order
+    skipped: tuple[SkippedBN, ...]  # every other BatchNorm of the model, in module order
+
+    @property
+    def num_folded(self) -> int:
+        return len(self.pairs)
+
+    def summary(self) -> str:
+        """One line per skipped BN after a count, for logs and the CLI."""
+        lines = [f"folded {self.num_folded} BatchNorm(s), kept {len(self.skipped)}"]
+        lines += [f"  kept {s.bn}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def _out_channels(layer: nn.Module) -> int:
+    return int(layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels)  # type: ignore[arg-type]
+
+
+def _trace(model: nn.Module) -> fx.Graph:
+    try:
+        return fx.Tracer().trace(model)
+    except Exception as e:  # fx raises many types (TraceError, TypeError, ...) for untraceable code
+        raise ValueError(
+            f"cannot fold BatchNorm: torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: {e}); "
+            "fold its traceable submodules instead, e.g. fold_bn_(model.features)"
+        ) from e
+
+
+def plan_fold_bn(model: nn.Module) -> FoldPlan:
+    """Find the (layer, BN) pairs of ``model`` that fold, and say why each other BN does not.
+
+    Reads the model only (one symbolic trace); :func:`fold_bn` applies the plan.
+    """
+    graph = _trace(model)
+    calls = [n for n in graph.nodes if n.op == "call_module"]
+    times_called = Counter(str(n.target) for n in calls)
+    # modules registered under two names: replacing one name would leave the other live
+    aliases = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+    # parameters read directly (get_attr), e.g. weight standardisation: folding would change them too
+    read_directly = {str(n.target).rpartition(".")[0] for n in graph.nodes if n.op == "get_attr"}
+
+    pairs: list[FoldPair] = []
+    folded: set[str] = set()
+    reasons: dict[str, str] = {}
+    for node in calls:
+        name = str(node.target)
+        bn = model.get_submodule(name)
+        if not isinstance(bn, _BatchNorm) or name in reasons or name in folded:
+            continue
+        src = node.args[0] if node.args else None
+        layer = model.get_submodule(str(src.target)) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        if not isinstance(layer, _FOLDABLE):
+            reasons[name] = "input is not a conv/linear module output (pre-activation BN?)"
+        elif not bn.track_running_stats or bn.running_mean is None:
+            reasons[name] = "no running statistics (track_running_stats=False): it always uses batch statistics"
+        elif isinstance(bn.running_mean, nn.parameter.UninitializedBuffer):
+            reasons[name] = "lazy BatchNorm not initialised yet: run one forward pass first"
+        elif times_called[name] > 1 or times_called[str(src.target)] > 1:
+            reasons[name] = f"{name} or {src.target} is called more than once (shared module)"
+        elif len(src.users) != 1:
+            reasons[name] = f"{src.target}'s output has {len(src.users)} users, not only the BN"
+        elif _out_channels(layer) != bn.num_features:
+            reasons[name] = f"{src.target} has {_out_channels(layer)} output channels, the BN {bn.num_features}"
+        elif aliases[id(bn)] > 1 or aliases[id(layer)] > 1:
+            reasons[name] = "module registered under several names"
+        elif name in read_directly or str(src.target) in read_directly:
+            reasons[name] = "its parameters are also read directly by the forward"
+        else:
+            pairs.append(FoldPair(str(src.target), name, bn.num_features, layer.bias is None))
+            folded.add(name)
+    skipped = []
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and name not in folded:
+            skipped.append(SkippedBN(name, reasons.get(name, "not called by the traced forward")))
+    return FoldPlan(tuple(pairs), tuple(skipped))
+
+
+@torch.no_grad()
+def _fold_into(layer: nn.Module, bn: _BatchNorm) -> None:
+    w = layer.weight
+    # float64 for the scale: √(σ²+ε) of a tiny variance loses digits in float32
+    var, mean = bn.running_var.double(), bn.running_mean.double()  # type: ignore[union-attr]
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    b = layer.bias.double() if layer.bias is not None else torch.zeros_like(mean)
+    if isinstance(layer, _TCONV):
+        # weight is (C_in, C_out/g, k…): output channel g·(C_out/g)+j lives at [group g's rows, j]
+        g = layer.groups
+        shape = (g, w.shape[0] // g, w.shape[1]) + w.shape[2:]
+        s = scale.view(g, 1, w.shape[1], *([1] * (w.dim() - 2)))
+        new_w = (w.double().reshape(shape) * s).reshape(w.shape)
+    else:  # Conv (C_out, C_in/g, k…) and Linear (out, in): output channel is dim 0
+        new_w = w.double() * scale.view(-1, *([1] * (w.dim() - 1)))
+    w.copy_(new_w.to(w.dtype))
+    new_b = ((b - mean) * scale + beta).to(dtype=w.dtype, device=w.device)
+    if layer.bias is None:
+        layer.bias = nn.Parameter(new_b, requires_grad=w.requires_grad)
+    else:
+        layer.bias.copy_(new_b)
+
+
+def fold_bn_(model: nn.Module) -> nn.Module:
+    """Fold every BN that directly follows a conv/linear layer into it, in place; returns ``model``.
+
+    Uses the running statistics whatever the mode (see the module docstring);
+    :func:`plan_fold_bn` says what folds and what stays.
+    """
+    plan = plan_fold_bn(model)
+    for p in plan.pairs:
+        _fold_into(model.get_submodule(p.layer), model.get_submodule(p.bn))  # type: ignore[arg-type]
+        parent, _, attr = p.bn.rpartition(".")
+        setattr(model.get_submodule(parent), attr, nn.Identity())
+    return model
+
+
+def fold_bn(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every BN that directly follows a conv/linear layer folded into it.
+
+    The input model is not changed. Eval-mode outputs of the copy equal the
+    original's to float tolerance.
+    """
+    return fold_bn_(copy.deepcopy(model))
