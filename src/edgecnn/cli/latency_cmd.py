@@ -103,7 +103,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     console = Console()
     breakdown = per_layer(net, shape, channels_last=args.channels_last, **kw) if args.per_layer else None
     ref = None if tab is None else tab.reference()
-    result = breakdown.total if breakdown else measure(net, shape, channels_last=args.channels_last, reference=ref, **kw)
+    if breakdown is not None:
+        result = breakdown.total
+    else:
+        result = measure(net, shape, channels_last=args.channels_last, reference=ref, **kw)
     s = result.stats
     fp = result.fingerprint
     console.print(
@@ -228,8 +231,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return f"{name}: -"
         w = summary["within"]
         return (
-            f"{name}: MAPE [bold]{summary['mape']:.1%}[/], within ±5/10/20%: {w['0.05']:.0%} / [bold]{w['0.10']:.0%}[/]"
-            f" / {w['0.20']:.0%}, bias {summary['mean_error']:+.1%}"
+            f"{name}: MAPE [bold]{summary['mape']:.1%}[/], within ±5/10/20%: {w['0.05']:.0%} / "
+            f"[bold]{w['0.10']:.0%}[/] / {w['0.20']:.0%}, bias {summary['mean_error']:+.1%}"
         )
 
     cal = "calibrated" if table.calibration is not None else "uncalibrated (run `latency calibrate`)"
@@ -238,13 +241,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     console.print(line("noise floor (same networks measured again)", d["noise_floor"]))
     load = d["load"]
     if load.get("foreign_cpu_median") is not None:
-        console.print(f"other processes used {load['foreign_cpu_median']:.0%} of the CPUs (median); loadavg {load['loadavg_start']}")
+        console.print(
+            f"other processes used {load['foreign_cpu_median']:.0%} of the CPUs (median); "
+            f"loadavg {load['loadavg_start']}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(d, indent=1), encoding="utf-8")
     return 0
 
 
-_COMMANDS = {"measure": cmd_measure, "build-table": cmd_build_table, "calibrate": cmd_calibrate, "validate": cmd_validate}
+_COMMANDS = {
+    "measure": cmd_measure, "build-table": cmd_build_table, "calibrate": cmd_calibrate, "validate": cmd_validate,
+}  # fmt: skip
 _ALL_OPTS: set[str] = set().union(*_ALLOWED.values())
 
 

@@ -68,11 +68,17 @@ class Calibration:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
         scales = {g: float(data["scales"][g]) for g in GROUPS}
-        return cls(scales, int(data["networks"]), float(data["fit_mape"]), float(data["raw_mape"]), dict(data.get("info", {})))
+        info = dict(data.get("info", {}))
+        return cls(scales, int(data["networks"]), float(data["fit_mape"]), float(data["raw_mape"]), info)
 
 
-def fit(sums: Sequence[dict[str, float]], measured_ms: Sequence[float], *, info: dict[str, Any] | None = None) -> Calibration:
-    """Scales minimising ``Σ_i (Σ_g s_g x_ig / y_i − 1)²`` over networks ``i`` (per-group sums ``x``, measured ``y``)."""
+def fit(
+    sums: Sequence[dict[str, float]], measured_ms: Sequence[float], *, info: dict[str, Any] | None = None
+) -> Calibration:
+    """Scales minimising ``Σ_i (Σ_g s_g x_ig / y_i − 1)²`` over networks ``i``.
+
+    ``sums[i]`` are network ``i``'s per-group entry sums (:func:`group_sums`), ``measured_ms[i]`` its latency.
+    """
     if len(sums) != len(measured_ms):
         raise ValueError(f"{len(sums)} predictions but {len(measured_ms)} measurements")
     if len(sums) < 2 * len(GROUPS):
@@ -95,4 +101,5 @@ def fit(sums: Sequence[dict[str, float]], measured_ms: Sequence[float], *, info:
     cal = Calibration(scales, len(sums), 0.0, 0.0, info)
     fit_err = [cal.apply(s) / y - 1 for s, y in zip(sums, measured_ms)]
     raw_err = [sum(s.values()) / y - 1 for s, y in zip(sums, measured_ms)]
-    return Calibration(scales, len(sums), statistics.fmean(map(abs, fit_err)), statistics.fmean(map(abs, raw_err)), info)
+    fit_mape, raw_mape = statistics.fmean(map(abs, fit_err)), statistics.fmean(map(abs, raw_err))
+    return Calibration(scales, len(sums), fit_mape, raw_mape, info)
