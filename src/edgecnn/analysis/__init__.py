@@ -1,11 +1,14 @@
 """Per-layer analysis of any network: costs, receptive fields, gradient flow (SPEC §3).
 
 * :func:`analyze` — one traced pass: per-op shapes, params, MACs, other ops,
-  activation memory and receptive fields (:mod:`.trace`, cost rules in
-  :mod:`.handlers`, result objects in :mod:`.result`);
+  activation memory and receptive fields (:mod:`.trace`, one node's cost in
+  :mod:`.node_cost`, the forward-hooks fallback in :mod:`.hooks`, cost rules
+  in :mod:`.handlers` on the pure formulas of :mod:`.shapes`, result objects
+  in :mod:`.result`);
 * :func:`cost_from_spec` — params and MACs of an arch string in closed form,
   without building the model (:mod:`.spec_cost`);
-* :func:`receptive_fields` and friends (:mod:`.receptive`), the effective
+* :func:`receptive_fields` and friends (:mod:`.receptive`; per-op rules in
+  :mod:`.rf_rules`, the algebra in :mod:`.rf_math`), the effective
   receptive field (:mod:`.erf`), gradient flow (:mod:`.gradflow`), conv
   arithmetic (:mod:`.convmath`) and the receptive-field planner
   (:mod:`.rfplan`), imported on first use.

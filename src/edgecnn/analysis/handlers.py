@@ -23,10 +23,11 @@ Conventions (stated once here, printed with every analysis, see ``docs/analysis.
 
 Handlers see a :class:`Call` whose tensors are *meta* tensors (shape and
 dtype only) and return the output value (also meta) and a :class:`Cost`.
-Shapes are computed by the small pure functions below (fvcore's
-``conv_flop_count(x_shape, w_shape, out_shape)`` style), so no kernel runs;
-ops we have no rule for are run on meta tensors under ``FlopCounterMode`` by
-:mod:`edgecnn.analysis.trace`, so their MACs are still counted.
+Shapes and MACs are computed by the small pure functions of
+:mod:`edgecnn.analysis.shapes` (fvcore's ``conv_flop_count(x_shape,
+w_shape, out_shape)`` style), so no kernel runs; ops we have no rule for are
+run on meta tensors under ``FlopCounterMode`` by
+:mod:`edgecnn.analysis.node_cost`, so their MACs are still counted.
 """
 
 from __future__ import annotations
@@ -42,7 +43,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Shape = tuple[int, ...]
+from edgecnn.analysis.shapes import (
+    Shape,
+    adaptive_pool_out_shape,
+    conv_macs,
+    conv_out_shape,
+    conv_transpose_out_shape,
+    flatten_shape,
+    interpolate_out_shape,
+    linear_macs,
+    matmul_shape_macs,
+    ntuple,
+    pool_out_shape,
+)
 
 HEADLINE_KINDS = ("conv", "conv_transpose", "linear", "matmul")
 """Op kinds whose multiply-accumulates make the headline MAC count."""
@@ -75,83 +88,7 @@ class Call:
 Handler = Callable[[Call], tuple[Any, Cost]]
 
 
-# ---------------------------------------------------------------- pure shape maths
-
-
-def _ntuple(v: int | Sequence[int], n: int) -> tuple[int, ...]:
-    if isinstance(v, (tuple, list)):
-        return tuple(int(x) for x in v) if len(v) == n else (int(v[0]),) * n
-    return (int(v),) * n
-
-
-def conv_out_shape(x: Shape, w: Shape, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> Shape:
-    """Output shape of a conv: ``⌊(i + 2p − d(k−1) − 1)/s⌋ + 1`` per spatial axis (weight ``(C_out, C_in/g, *k)``)."""
-    n = len(w) - 2
-    k, s, d = w[2:], _ntuple(stride, n), _ntuple(dilation, n)
-    if padding == "valid":
-        return (x[0], w[0], *(((i - dd * (kk - 1) - 1) // ss + 1) for i, kk, ss, dd in zip(x[2:], k, s, d)))
-    if padding == "same":
-        return (x[0], w[0], *x[2:])
-    p = _ntuple(padding, n)
-    return (x[0], w[0], *(((i + 2 * pp - dd * (kk - 1) - 1) // ss + 1) for i, kk, ss, pp, dd in zip(x[2:], k, s, p, d)))
-
-
-def conv_transpose_out_shape(
-    x: Shape, w: Shape, stride: Any = 1, padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1
-) -> Shape:
-    """Output shape of a transposed conv: ``(i−1)·s − 2p + d(k−1) + op + 1`` (weight ``(C_in, C_out/g, *k)``)."""
-    n = len(w) - 2
-    s, p, op, d = (_ntuple(v, n) for v in (stride, padding, output_padding, dilation))
-    sizes = ((i - 1) * ss - 2 * pp + dd * (kk - 1) + oo + 1 for i, kk, ss, pp, oo, dd in zip(x[2:], w[2:], s, p, op, d))
-    return (x[0], w[1] * groups, *sizes)
-
-
-def conv_macs(x: Shape, w: Shape, out: Shape, *, transposed: bool = False) -> int:
-    """MACs of a conv: per output pixel (per *input* pixel when transposed) a dot product with the kernel.
-
-    ``w`` is PyTorch's weight shape, whose first two entries multiply to
-    ``C_out·C_in/g`` for both kinds of conv.
-    """
-    spatial = x[2:] if transposed else out[2:]
-    return x[0] * math.prod(spatial) * math.prod(w)
-
-
-def linear_macs(x: Shape, w: Shape) -> int:
-    """MACs of ``x @ Wᵀ`` with ``W`` of shape ``(out, in)``: one dot product of length in per output."""
-    return math.prod(x[:-1]) * w[0] * w[1]
-
-
-def matmul_shape_macs(a: Shape, b: Shape) -> tuple[Shape, int]:
-    """Output shape and MACs of ``torch.matmul(a, b)`` with NumPy broadcasting of the batch axes."""
-    if not a or not b:
-        raise ValueError("matmul needs tensors of at least one dimension")
-    a2 = (1, *a) if len(a) == 1 else a
-    b2 = (*b, 1) if len(b) == 1 else b
-    if a2[-1] != b2[-2]:
-        raise ValueError(f"matmul shapes {a} and {b} do not fit")
-    batch = tuple(torch.broadcast_shapes(a2[:-2], b2[:-2]))
-    out = (*batch, a2[-2], b2[-1])
-    macs = math.prod(batch) * a2[-2] * a2[-1] * b2[-1]
-    if len(a) == 1:
-        out = out[:-2] + out[-1:]
-    if len(b) == 1:
-        out = out[:-1]
-    return out, macs
-
-
-def pool_out_shape(x: Shape, n: int, kernel: Any, stride: Any, padding: Any, dilation: Any = 1, ceil: bool = False) -> Shape:
-    """Output shape of max/avg pooling over the trailing ``n`` axes (PyTorch's floor / ceil-mode rule)."""
-    k = _ntuple(kernel, n)
-    s = _ntuple(stride if stride not in (None, [], ()) else kernel, n)
-    p, d = _ntuple(padding, n), _ntuple(dilation, n)
-    sizes = []
-    for i, kk, ss, pp, dd in zip(x[-n:], k, s, p, d):
-        span = i + 2 * pp - dd * (kk - 1) - 1
-        o = (-(-span // ss) if ceil else span // ss) + 1
-        if ceil and (o - 1) * ss >= i + pp:  # the last window must start inside the input or the left padding
-            o -= 1
-        sizes.append(o)
-    return (*x[:-n], *sizes)
+# ---------------------------------------------------------------- handlers
 
 
 def _module_ndim(m: nn.Module) -> int:
@@ -164,13 +101,6 @@ def _module_ndim(m: nn.Module) -> int:
 
 def _meta(shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
     return torch.empty(tuple(shape), dtype=like.dtype, device="meta")
-
-
-def _numel(t: Any) -> int:
-    return t.numel() if isinstance(t, torch.Tensor) else 0
-
-
-# ---------------------------------------------------------------- handlers
 
 
 def _conv(call: Call, w: torch.Tensor, bias: Any, stride: Any, padding: Any, dilation: Any, groups: int) -> tuple[Any, Cost]:
@@ -261,30 +191,30 @@ def elementwise(call: Call) -> tuple[Any, Cost]:
     return y, Cost("elementwise", 0, y.numel())
 
 
-def pool_module(call: Call) -> tuple[Any, Cost]:
+def _pooling_module(call: Call) -> nn.Module:
+    """The called pooling module; one that also returns indices (a tuple) is left to the meta run."""
     m = call.module
     assert m is not None
     if getattr(m, "return_indices", False):
         raise NotImplementedError("indices returned: run on meta")
+    return m
+
+
+def pool_module(call: Call) -> tuple[Any, Cost]:
+    m = _pooling_module(call)
     x, n = call.args[0], _module_ndim(m)
     out = pool_out_shape(tuple(x.shape), n, m.kernel_size, m.stride, m.padding,  # type: ignore[arg-type]
                          getattr(m, "dilation", 1), bool(getattr(m, "ceil_mode", False)))  # fmt: skip
     y = _meta(out, x)
-    return y, Cost("pool", 0, math.prod(_ntuple(m.kernel_size, n)) * y.numel())  # type: ignore[arg-type]
+    return y, Cost("pool", 0, math.prod(ntuple(m.kernel_size, n)) * y.numel())  # type: ignore[arg-type]
 
 
 def _adaptive(x: torch.Tensor, size: Any, n: int) -> tuple[Any, Cost]:
-    sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,) * n
-    lead = x.dim() - n
-    y = _meta((*x.shape[:lead], *(x.shape[lead + i] if s is None else s for i, s in enumerate(sizes))), x)
-    return y, Cost("pool", 0, x.numel())
+    return _meta(adaptive_pool_out_shape(tuple(x.shape), size, n), x), Cost("pool", 0, x.numel())
 
 
 def adaptive_pool_module(call: Call) -> tuple[Any, Cost]:
-    m = call.module
-    assert m is not None
-    if getattr(m, "return_indices", False):
-        raise NotImplementedError("indices returned: run on meta")
+    m = _pooling_module(call)
     return _adaptive(call.args[0], m.output_size, _module_ndim(m))  # type: ignore[arg-type]
 
 
@@ -301,10 +231,7 @@ def flatten(call: Call) -> tuple[Any, Cost]:
         start, end = call.module.start_dim, call.module.end_dim  # type: ignore[union-attr]
     else:
         start, end = call.arg(1, "start_dim", 0), call.arg(2, "end_dim", -1)
-    nd = max(x.dim(), 1)
-    start, end = start % nd, end % nd
-    shape = (*x.shape[:start], math.prod(x.shape[start : end + 1]), *x.shape[end + 1 :])
-    return _meta(shape, x), Cost("data")
+    return _meta(flatten_shape(tuple(x.shape), start, end), x), Cost("data")
 
 
 def identity(call: Call) -> tuple[Any, Cost]:
@@ -315,15 +242,7 @@ _TAPS = {"nearest": 0, "nearest-exact": 0, "area": 1, "linear": 2, "bilinear": 4
 
 
 def _interpolate(x: torch.Tensor, size: Any, scale: Any, mode: str) -> tuple[Any, Cost]:
-    n = x.dim() - 2
-    if size is not None:
-        spatial = _ntuple(size, n)
-    elif scale is not None:
-        factors = scale if isinstance(scale, (tuple, list)) else (scale,) * n
-        spatial = tuple(math.floor(float(i) * float(f)) for i, f in zip(x.shape[2:], factors))
-    else:
-        raise ValueError("interpolate needs size or scale_factor")
-    y = _meta((*x.shape[:2], *spatial), x)
+    y = _meta(interpolate_out_shape(tuple(x.shape), size, scale), x)
     if mode not in _TAPS:
         raise NotImplementedError(mode)
     return y, Cost("interpolate", 0, _TAPS[mode] * y.numel())

@@ -15,41 +15,22 @@ Networks*, Distill)::
 from ``R_0 = 1, J_0 = 1, start_0 = 0``. Output ``i`` then sees the input
 interval ``start + i·J ± (R-1)/2`` (clipped to the image).
 
-Rules beyond plain convs and pools, one handler each below:
-
-* branches (``+``, ``*``, ``cat``, any op of several inputs) take the *union*
-  of their inputs' first-output intervals -- the largest field when the
-  branches' fields are nested, as in a residual block with a 1×1 stride-2
-  projection or an Inception-style concat;
-* global pooling, a reduction over the spatial axes, a flatten of a map larger
-  than 1×1, or a Linear over a spatial axis make the field the *whole input*
-  (``whole=True``, size = the input's extent), and so does everything that
-  merges with such a tensor -- an SE gate ``x * gate(pool(x))`` included;
-* a transposed conv (stride s) divides the jump: ``J_l = J_{l-1}/s``,
-  ``R_l = R_{l-1} + (k-1)·d·J_{l-1}/s``, ``start_l = start_{l-1} +
-  (p - (k-1)/2·d)·J_{l-1}/s``. The interval is then a continuous hull (sizes
-  may be fractional); for ``d = 1`` its integer points are exactly the inputs
-  that feed the output;
-* ops that keep the spatial shape (BN, activations, dropout, channel
-  shuffles, ...) keep the field; an op we do not know that *changes* the
-  spatial shape is taken as whole input, with a note (``strict=True`` raises).
-
-Padding modes other than zeros are treated as zero padding (the hull of a
-reflected field is the same or smaller).
+Each node's rule — branches merged as a union, global pooling / SE gates /
+flatten→linear as the *whole input*, transposed convs dividing the jump,
+upsampling, padding, strided slicing, and unknown ops — lives in the
+``layer type → rule`` tables of :mod:`edgecnn.analysis.rf_rules`; the
+graph-free algebra (:class:`RF`, ``conv_rule``, ``merge``) in
+:mod:`edgecnn.analysis.rf_math`. This file owns the walk over an fx graph
+(:func:`receptive_fields`) and the model-level conveniences
+(:func:`receptive_field`, :func:`layer_receptive_fields`, :func:`eval_mode`).
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from fractions import Fraction
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
@@ -65,6 +46,13 @@ from edgecnn.analysis.rf_math import (  # re-exported: the public names of the r
     merge,
     whole_rf,
 )
+from edgecnn.analysis.rf_rules import (  # the tables re-exported: code extends receptive.MODULE_RULES
+    FUNCTION_RULES,
+    MODULE_RULES,
+    Op,
+    Rule,
+    rule_for,
+)
 
 __all__ = ["RF", "Num", "add_note", "as_num", "conv_rule", "conv_transpose_rule", "eval_mode", "fmt_num", "identity_rf",
            "layer_receptive_fields", "merge", "receptive_field", "receptive_fields", "whole_rf"]  # fmt: skip
@@ -72,264 +60,10 @@ __all__ = ["RF", "Num", "add_note", "as_num", "conv_rule", "conv_transpose_rule"
 # ---------------------------------------------------------------- graph walk
 
 
-@dataclass(frozen=True)
-class _Op:
-    """What a rule may look at for one fx node."""
-
-    node: fx.Node
-    gm: fx.GraphModule  # the graph's owner, to resolve weights of functional convs
-    module: nn.Module | None  # the called module (call_module nodes)
-    ndim: int  # spatial axes of the network input
-    extent: tuple[int, ...]  # spatial size of the network input
-    in_spatial: tuple[int, ...] | None  # spatial size of the first tensor input (None when flat)
-    out_spatial: tuple[int, ...] | None  # spatial size of the output (None when flat)
-
-
 def _spatial(meta: object, ndim: int) -> tuple[int, ...] | None:
     if isinstance(meta, TensorMetadata) and len(meta.shape) >= ndim + 2:
         return tuple(int(s) for s in meta.shape[-ndim:])
     return None
-
-
-def _tuple(v: object, n: int) -> tuple[int, ...]:
-    if isinstance(v, (tuple, list)):
-        if len(v) == 1:
-            return (int(v[0]),) * n
-        return tuple(int(x) for x in v)[-n:]
-    return (int(v),) * n  # type: ignore[call-overload]
-
-
-def _same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
-    # PyTorch's padding="same" puts the smaller half on the left
-    return tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
-
-
-def _conv_geometry(op: _Op, k: object, s: object, p: object, d: object) -> tuple[tuple[int, ...], ...]:
-    n = op.ndim
-    kernel, stride, dilation = _tuple(k, n), _tuple(s if s is not None else k, n), _tuple(d, n)
-    if p == "same":
-        padding = _same_padding(kernel, dilation)
-    elif p == "valid":
-        padding = (0,) * n
-    else:
-        padding = _tuple(p, n)
-    return kernel, stride, padding, dilation
-
-
-Rule = Callable[[_Op, list[RF]], RF]
-
-
-def _generic(op: _Op, ins: list[RF]) -> RF:
-    """Pointwise when the spatial shape is kept; a spatial reduction/flatten otherwise."""
-    rf = merge(ins)
-    if rf.whole or op.out_spatial == op.in_spatial:
-        return rf
-    if op.in_spatial is None or math.prod(op.in_spatial) == 1:
-        return rf  # already flat or 1×1: nothing left to mix
-    what = op.node.target if isinstance(op.node.target, str) else getattr(op.node.target, "__name__", "op")
-    if op.out_spatial is None or all(o == 1 for o in op.out_spatial) or _is_reduction(op):
-        return whole_rf(op.extent)
-    return whole_rf(op.extent, note=f"unknown op {what!r} changes the spatial shape; taken as whole input")
-
-
-_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "flatten", "view",
-               "reshape", "adaptive_avg_pool2d", "adaptive_max_pool2d"}  # fmt: skip
-
-
-def _is_reduction(op: _Op) -> bool:
-    t = op.node.target
-    return (t if isinstance(t, str) else getattr(t, "__name__", "")) in _REDUCTIONS or isinstance(
-        op.module, (nn.Flatten, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-    )
-
-
-def _conv_module(op: _Op, ins: list[RF]) -> RF:
-    m = op.module
-    assert isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
-    return conv_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, m.dilation))
-
-
-def _tconv_module(op: _Op, ins: list[RF]) -> RF:
-    m = op.module
-    assert isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
-    rf = conv_transpose_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, m.dilation))
-    return add_note(rf, "transposed conv: continuous hull")
-
-
-def _pool_module(op: _Op, ins: list[RF]) -> RF:
-    m = op.module
-    dilation = getattr(m, "dilation", 1)  # AvgPool has none
-    return conv_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, dilation))  # type: ignore[union-attr]
-
-
-def _adaptive_pool(op: _Op, ins: list[RF]) -> RF:
-    """Whole input unless every axis keeps its size or is divided evenly (then a plain k = s = in/out pool)."""
-    rf = ins[0]
-    if rf.whole or op.in_spatial is None or op.out_spatial is None:
-        return _generic(op, ins)
-    if op.in_spatial == op.out_spatial:
-        return rf
-    if any(i % o for i, o in zip(op.in_spatial, op.out_spatial)) or all(o == 1 for o in op.out_spatial):
-        return whole_rf(op.extent) if all(o == 1 for o in op.out_spatial) else whole_rf(
-            op.extent, note="adaptive pool with uneven bins; taken as whole input")
-    k = tuple(i // o for i, o in zip(op.in_spatial, op.out_spatial))
-    return conv_rule(rf, k, k, (0,) * op.ndim, (1,) * op.ndim)
-
-
-def _linear(op: _Op, ins: list[RF]) -> RF:
-    rf = ins[0]
-    if not rf.whole and op.in_spatial is not None and op.in_spatial[-1] > 1:
-        return whole_rf(op.extent, note="Linear over the last spatial axis")
-    return rf
-
-
-def _upsample(op: _Op, ins: list[RF], mode: str) -> RF:
-    """Nearest: ``J /= f``; (bi)linear adds one input tap per axis (two taps, half-pixel centres)."""
-    rf = ins[0]
-    if rf.whole or op.in_spatial is None or op.out_spatial is None:
-        return _generic(op, ins)
-    taps = {"nearest": 1, "nearest-exact": 1, "linear": 2, "bilinear": 2, "trilinear": 2, "bicubic": 4}.get(mode)
-    if taps is None:
-        return whole_rf(op.extent, note=f"interpolation mode {mode!r} unknown")
-    size, jump, start = [], [], []
-    for r, j, c, i, o in zip(rf.size, rf.jump, rf.start, op.in_spatial, op.out_spatial):
-        f = Fraction(o, i)
-        size.append(as_num(r + (taps - 1) * j))
-        jump.append(as_num(j / f))
-        shift = 0 if taps == 1 else (1 / (2 * f) - Fraction(1, 2)) * j  # half-pixel source coordinate of output 0
-        start.append(as_num(c + shift))
-    return add_note(replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start)), "upsampling: hull")
-
-
-def _upsample_module(op: _Op, ins: list[RF]) -> RF:
-    return _upsample(op, ins, str(getattr(op.module, "mode", "nearest")))
-
-
-def _pad(op: _Op, ins: list[RF], pads: Sequence[int]) -> RF:
-    """Padding shifts the first output onto a padded position: ``start −= left·J`` (a crop when negative)."""
-    rf = ins[0]
-    if rf.whole:
-        return rf
-    start = list(rf.start)
-    for axis in range(op.ndim):  # pads run from the last axis backwards, (left, right) pairs
-        pair = op.ndim - 1 - axis
-        if 2 * pair < len(pads):
-            start[axis] = as_num(start[axis] - pads[2 * pair] * rf.jump[axis])
-    return replace(rf, start=tuple(start))
-
-
-def _pad_module(op: _Op, ins: list[RF]) -> RF:
-    return _pad(op, ins, list(op.module.padding))  # type: ignore[union-attr]  # same (left, right, top, bottom) order as F.pad
-
-
-def _getitem(op: _Op, ins: list[RF]) -> RF:
-    """``x[..., a::s, b::t]`` on spatial axes is a 1-tap pool: ``start += a·J``, ``J *= s``."""
-    rf = ins[0]
-    index = op.node.args[1]
-    src = op.node.args[0]
-    if rf.whole or not isinstance(src, fx.Node) or not isinstance(src.meta.get("tensor_meta"), TensorMetadata):
-        return rf  # an element of a tuple output (split, max_pool with indices): same field
-    items = index if isinstance(index, tuple) else (index,)
-    if any(i is None or isinstance(i, (int, fx.Node)) for i in items) or items.count(Ellipsis) > 1:
-        return _generic(op, ins)
-    rank = len(src.meta["tensor_meta"].shape)
-    if Ellipsis in items:
-        e = items.index(Ellipsis)
-        items = items[:e] + (slice(None),) * (rank - len(items) + 1) + items[e + 1:]
-    items = items + (slice(None),) * (rank - len(items))
-    start, jump = list(rf.start), list(rf.jump)
-    for axis in range(op.ndim):
-        sl = items[rank - op.ndim + axis]
-        n = op.in_spatial[axis] if op.in_spatial else 1
-        a, _, step = sl.indices(n)
-        start[axis] = as_num(start[axis] + a * jump[axis])
-        jump[axis] = as_num(jump[axis] * step)
-    return replace(rf, start=tuple(start), jump=tuple(jump))
-
-
-def _bind(fn: Callable[..., object], node: fx.Node) -> dict[str, object]:
-    return inspect.signature(fn).bind(*node.args, **node.kwargs).arguments
-
-
-def _f_conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1): ...  # noqa: E501 signature only
-def _f_tconv(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1): ...
-def _f_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False): ...
-def _f_avg(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None): ...
-def _f_interp(input, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None, antialias=False): ...
-def _f_pad(input, pad, mode="constant", value=None): ...
-
-
-def _weight_shape(op: _Op, w: object) -> tuple[int, ...]:
-    if isinstance(w, torch.Tensor):
-        return tuple(w.shape)
-    meta = w.meta.get("tensor_meta") if isinstance(w, fx.Node) else None
-    if isinstance(meta, TensorMetadata):
-        return tuple(int(s) for s in meta.shape)
-    if isinstance(w, fx.Node) and w.op == "get_attr":  # a parameter the shape pass did not record
-        obj: object = getattr(op.gm, "root", op.gm)
-        for part in str(w.target).split("."):
-            obj = getattr(obj, part)
-        if isinstance(obj, torch.Tensor):
-            return tuple(obj.shape)
-    raise ValueError("functional conv whose weight shape is unknown; trace with example inputs")
-
-
-def _functional_conv(op: _Op, ins: list[RF]) -> RF:
-    a = _bind(_f_conv, op.node)
-    k = _weight_shape(op, a["weight"])[2:]
-    return conv_rule(ins[0], *_conv_geometry(op, k, a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1)))
-
-
-def _functional_tconv(op: _Op, ins: list[RF]) -> RF:
-    a = _bind(_f_tconv, op.node)
-    k = _weight_shape(op, a["weight"])[2:]
-    geo = _conv_geometry(op, k, a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1))
-    return add_note(conv_transpose_rule(ins[0], *geo), "transposed conv: continuous hull")
-
-
-def _functional_pool(op: _Op, ins: list[RF]) -> RF:
-    a = _bind(_f_pool, op.node)
-    return conv_rule(ins[0], *_conv_geometry(op, a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("dilation", 1)))
-
-
-def _functional_avg(op: _Op, ins: list[RF]) -> RF:
-    a = _bind(_f_avg, op.node)
-    return conv_rule(ins[0], *_conv_geometry(op, a["kernel_size"], a.get("stride"), a.get("padding", 0), 1))
-
-
-MODULE_RULES: list[tuple[type | tuple[type, ...], Rule]] = [
-    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv_module),
-    ((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), _tconv_module),
-    ((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d), _pool_module),
-    ((nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-      nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d), _adaptive_pool),  # fmt: skip
-    (nn.Linear, _linear),
-    (nn.Upsample, _upsample_module),
-    ((nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ReflectionPad1d, nn.ReflectionPad2d,
-      nn.ReplicationPad1d, nn.ReplicationPad2d), _pad_module),  # fmt: skip
-]
-
-FUNCTION_RULES: dict[object, Rule] = {
-    **dict.fromkeys((F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d), _functional_conv),
-    **dict.fromkeys((F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d), _functional_tconv),
-    **dict.fromkeys((F.max_pool1d, F.max_pool2d, F.max_pool3d), _functional_pool),
-    **dict.fromkeys((F.avg_pool1d, F.avg_pool2d, F.avg_pool3d), _functional_avg),
-    **dict.fromkeys((F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
-                    _adaptive_pool),  # fmt: skip
-    F.linear: _linear,
-    F.interpolate: lambda op, ins: _upsample(op, ins, str(_bind(_f_interp, op.node).get("mode", "nearest"))),
-    F.pad: lambda op, ins: _pad(op, ins, list(_bind(_f_pad, op.node)["pad"])),  # type: ignore[arg-type]
-    operator.getitem: _getitem,
-}
-
-
-def _rule_for(node: fx.Node, module: nn.Module | None) -> Rule:
-    if module is not None:
-        for types, rule in MODULE_RULES:
-            if isinstance(module, types):
-                return rule
-        return _generic
-    return FUNCTION_RULES.get(node.target, _generic)
 
 
 def receptive_fields(gm: fx.GraphModule, *example_inputs: torch.Tensor, strict: bool = False) -> dict[str, RF]:
@@ -371,10 +105,10 @@ def receptive_fields(gm: fx.GraphModule, *example_inputs: torch.Tensor, strict: 
             continue  # not a tensor: x.size(), shapes
         module = gm.get_submodule(node.target) if node.op == "call_module" else None
         first = next(a for a in node.all_input_nodes if a.name in rfs)
-        op = _Op(node, gm, module, ndim, extent, _spatial(first.meta.get("tensor_meta"), ndim), _spatial(out_meta, ndim))
-        rf = _rule_for(node, module)(op, ins)
+        op = Op(node, gm, module, ndim, extent, _spatial(first.meta.get("tensor_meta"), ndim), _spatial(out_meta, ndim))
+        rf = rule_for(node, module)(op, ins)
         if strict and "unknown op" in rf.note:
-            raise ValueError(f"node {node.name}: {rf.note}; add a rule to receptive.MODULE_RULES/FUNCTION_RULES")
+            raise ValueError(f"node {node.name}: {rf.note}; add a rule to rf_rules.MODULE_RULES/FUNCTION_RULES")
         rfs[node.name] = rf
     return rfs
 

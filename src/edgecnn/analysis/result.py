@@ -234,6 +234,12 @@ class Analysis:
         return "\n".join(lines) + "\n"
 
 
+def model_label(model: object) -> str:
+    """:attr:`Analysis.model` for ``model``: its class name, with the arch string of an EdgeNet."""
+    arch = getattr(model, "arch", None)
+    return f"{type(model).__name__}({arch!r})" if isinstance(arch, str) else type(model).__name__
+
+
 def human(n: float, unit: str = "") -> str:
     """``568740352`` -> ``"568.74M"`` (decimal prefixes)."""
     if n == 0:

@@ -5,28 +5,21 @@ How (SPEC §3): ``torch.fx`` traces the module symbolically — modules from
 else is traced through, so functional calls (``F.conv2d``, ``@``,
 ``F.interpolate``), bare ``nn.Parameter``s (``get_attr`` nodes) and a module
 called twice (two nodes) are all seen. Shapes then flow through the graph as
-*meta* tensors: each op's output shape comes from the shape maths of
-:mod:`edgecnn.analysis.handlers` (no kernel runs, not even a meta one); an op
-without a rule is run on meta tensors under ``FlopCounterMode``, so its
-shape and any conv/matmul MACs inside it are still exact. Weights are never
-read or copied. Receptive fields come from
-:func:`edgecnn.analysis.receptive.receptive_fields` on the same graph.
+*meta* tensors: each call node's output and cost come from
+:func:`edgecnn.analysis.node_cost.cost_node` (the shape maths of the cost
+table in :mod:`edgecnn.analysis.handlers`, no kernel run; ops without a rule
+run on meta tensors under ``FlopCounterMode``). This file owns the tracer,
+the walk over the graph that turns nodes into :class:`LayerCost` rows
+(names, parameters counted once, receptive-field columns from
+:func:`edgecnn.analysis.receptive.receptive_fields` on the same graph) and
+the entry point :func:`analyze`. Weights are never read or copied.
 
-Fallback (``mode="hooks"``, taken automatically when fx cannot trace the
-module, e.g. Python control flow on tensor values): one real forward pass on
-a zero input with forward hooks on the leaf modules, inside
-``FlopCounterMode``. It loses: receptive fields (no graph); rows for
-functional ops — their MACs are still in the totals, as one
-``"<module> (functional)"`` row per module that issued them (from
-``FlopCounterMode``'s per-module counts), but their other ops (residual adds,
-SE multiplies), shapes and activation memory are not counted; and it runs
-real compute. Parameters no leaf module owns (bare ``nn.Parameter``s) are
-added as one row.
+When fx cannot trace the module (e.g. Python control flow on tensor values),
+:func:`analyze` falls back to one real forward pass with hooks:
+:mod:`edgecnn.analysis.hooks`.
 """
-
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,10 +27,10 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.fx.proxy import Proxy
-from torch.utils.flop_counter import FlopCounterMode
 
-from edgecnn.analysis import handlers as H
-from edgecnn.analysis.result import Analysis, LayerCost
+from edgecnn.analysis.hooks import analyze_hooks
+from edgecnn.analysis.node_cost import activation, cost_node, tensors, to_meta
+from edgecnn.analysis.result import Analysis, LayerCost, model_label
 
 try:  # defers code generation until someone calls the module; analysis never does
     from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
@@ -45,7 +38,6 @@ except ImportError:  # pragma: no cover - older torch
     _GraphModule = fx.GraphModule
 
 _PLAIN = (int, float, bool, str, type(None))
-_VIEW_KINDS = ("data",)  # outputs that alias their input: no new activation memory
 
 
 class CostTracer(fx.Tracer):
@@ -147,35 +139,11 @@ def _map(a: Any, env: dict[fx.Node, Any]) -> Any:
     return a
 
 
-def _to_meta(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return torch.empty(v.shape, dtype=v.dtype, device="meta")
-    return v
-
-
 def _fetch(root: nn.Module, target: str) -> Any:
     obj: Any = root
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def _tensors(v: Any) -> list[torch.Tensor]:
-    if isinstance(v, torch.Tensor):
-        return [v]
-    if isinstance(v, (tuple, list)):
-        return [t for e in v for t in _tensors(e)]
-    return []
-
-
-def _run_on_meta(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if node.op == "call_module":
-        assert module is not None
-        state = {k: _to_meta(v) for k, v in (*module.named_parameters(), *module.named_buffers())}
-        return torch.func.functional_call(module, state, args, kwargs)
-    if node.op == "call_method":
-        return getattr(args[0], node.target)(*args[1:], **kwargs)  # type: ignore[arg-type]
-    return node.target(*args, **kwargs)  # type: ignore[operator]
 
 
 def _fn_name(target: Any) -> str:
@@ -189,39 +157,6 @@ def _qualname(target: Any) -> str:
 
 def _scope(node: fx.Node) -> str:
     return node.meta.get("scope", "")
-
-
-def _cost_node(
-    node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Any, H.Cost, str]:
-    """Output value, cost and a note for one call node."""
-    target = node.target
-    if node.op == "call_module":
-        assert module is not None
-        handler = H.module_handler(module)
-    elif node.op == "call_function":
-        handler = H.FUNCTION_HANDLERS.get(target)
-        if handler is None and target in H.DATA_FUNCTIONS:
-            kind = "data" if target in (operator.getitem, getattr) else "copy"
-            return _run_on_meta(node, None, args, kwargs), H.Cost(kind), ""
-        if handler is None and target in H.REDUCE_FUNCTIONS:
-            return _run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, H._numel(args[0])), ""
-    else:
-        handler = H.METHOD_HANDLERS.get(target)  # type: ignore[arg-type]
-        if handler is None and target in H.DATA_METHODS:
-            return _run_on_meta(node, None, args, kwargs), H.Cost("data"), ""
-        if handler is None and target in H.REDUCE_METHODS:
-            return _run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, H._numel(args[0])), ""
-    if handler is not None:
-        try:
-            value, cost = handler(H.Call(module, args, kwargs))
-            return value, cost, ""
-        except NotImplementedError:
-            pass  # a case the rule does not cover: measure it below
-    with FlopCounterMode(display=False) as counter:
-        value = _run_on_meta(node, module, args, kwargs)
-    macs = counter.get_total_flops() // 2
-    return value, H.Cost("other", macs, 0), "no rule: run on meta tensors, MACs from FlopCounterMode"
 
 
 def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
@@ -249,7 +184,7 @@ def analyze_fx(
         op = node.op
         if op == "placeholder":
             try:
-                value = _to_meta(next(placeholders))
+                value = to_meta(next(placeholders))
             except StopIteration:
                 raise ValueError(f"the model takes more inputs than the {len(inputs)} given") from None
             env[node] = value
@@ -257,7 +192,7 @@ def analyze_fx(
                 node.meta["tensor_meta"] = _tensor_meta(value)
             continue
         if op == "get_attr":
-            value = _to_meta(_fetch(gm.root, node.target))
+            value = to_meta(_fetch(gm.root, node.target))
             env[node] = value
             if isinstance(value, torch.Tensor):
                 node.meta["tensor_meta"] = _tensor_meta(value)
@@ -266,9 +201,9 @@ def analyze_fx(
             continue
         args, kwargs = _map(node.args, env), _map(node.kwargs, env)
         module = modules[node.target] if op == "call_module" else None
-        value, cost, note = _cost_node(node, module, args, kwargs)
+        value, cost, note = cost_node(node, module, args, kwargs)
         env[node] = value
-        outs = _tensors(value)
+        outs = tensors(value)
         if not outs:
             continue  # x.size(), shape arithmetic: not a layer
         node.meta["tensor_meta"] = _tensor_meta(outs[0])
@@ -292,8 +227,7 @@ def analyze_fx(
             label = node.target if op == "call_method" else _fn_name(node.target)
             target = f"Tensor.{node.target}" if op == "call_method" else _qualname(node.target)
             name = f"{scope}.{node.name}" if scope else node.name
-        elements = sum(t.numel() for t in outs)
-        nbytes = 0 if cost.kind in _VIEW_KINDS else sum(t.numel() * t.element_size() for t in outs)
+        elements, nbytes = activation(outs, cost.kind)
         row = LayerCost(name, node.name, str(label), cost.kind, str(target), scope, tuple(outs[0].shape), params,
                         cost.macs, cost.other_ops, elements, nbytes, note=note)  # fmt: skip
         rows.append(row)
@@ -304,7 +238,7 @@ def analyze_fx(
             if p is not None and id(p) not in counted:
                 counted.add(id(p))
                 unused += p.numel()
-    analysis = Analysis(_model_name(model), [tuple(t.shape) for t in inputs], rows, "fx", unused)
+    analysis = Analysis(model_label(model), [tuple(t.shape) for t in inputs], rows, "fx", unused)
     if receptive_fields:
         _add_receptive_fields(gm, row_of, analysis)
     for key in gm.added:  # leave the user's module as it was
@@ -336,88 +270,6 @@ def _add_receptive_fields(gm: Traced, row_of: dict[str, LayerCost], analysis: An
 def _plain(values: Sequence[Any]) -> tuple[float, ...]:
     # receptive fields may be Fractions (transposed convs, upsampling); rows hold JSON-ready numbers
     return tuple(int(v) if v == int(v) else float(v) for v in values)
-
-
-def _model_name(model: nn.Module) -> str:
-    arch = getattr(model, "arch", None)
-    return f"{type(model).__name__}({arch!r})" if isinstance(arch, str) else type(model).__name__
-
-
-# ---------------------------------------------------------------- the hooks fallback
-
-
-def analyze_hooks(
-    model: nn.Module, inputs: Sequence[torch.Tensor], *, leaf_modules: Sequence[type[nn.Module]] = ()
-) -> Analysis:
-    """One real forward with hooks on leaf modules inside ``FlopCounterMode`` (see the module docstring)."""
-    leaf_types = tuple(leaf_modules)
-    leaves: dict[nn.Module, str] = {}
-    inside: tuple[str, ...] = ()  # paths of leaf-type modules: their submodules are not rows of their own
-    for name, m in model.named_modules():
-        if not name or name.startswith(inside):
-            continue
-        if leaf_types and isinstance(m, leaf_types):
-            leaves[m], inside = name, (*inside, name + ".")
-        elif not any(True for _ in m.children()):
-            leaves.setdefault(m, name)  # a shared module: hooked once, under its first name
-    rows: list[LayerCost] = []
-    counted: set[int] = set()
-    calls: dict[str, int] = {}
-
-    def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-        name = leaves[m]
-        handler = H.module_handler(m)
-        note = ""
-        cost = H.Cost("other")
-        if handler is not None:
-            try:
-                cost = handler(H.Call(m, args, kwargs))[1]
-            except NotImplementedError:
-                handler = None
-        if handler is None:
-            note = "no rule: MACs from FlopCounterMode"
-        params = 0
-        for p in m.parameters():
-            if id(p) not in counted:
-                counted.add(id(p))
-                params += p.numel()
-        n = calls[name] = calls.get(name, 0) + 1
-        outs = _tensors(out)
-        elements = sum(t.numel() for t in outs)
-        nbytes = 0 if cost.kind in _VIEW_KINDS else sum(t.numel() * t.element_size() for t in outs)
-        rows.append(LayerCost(name if n == 1 else f"{name}#{n}", "", type(m).__name__, cost.kind, name, name,
-                              tuple(outs[0].shape) if outs else None, params, cost.macs, cost.other_ops,
-                              elements, nbytes, note=note))  # fmt: skip
-
-    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in leaves]
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items() if k != "Global"}
-    root = type(model).__name__
-    paths = {k: k[len(root) + 1 :] if k != root else "" for k in flops}
-    by_path = {paths[k]: v for k, v in flops.items()}
-    for row in rows:  # leaves without a rule: their FlopCounterMode count, split over their calls
-        if row.note.startswith("no rule"):
-            row.macs = by_path.get(row.target, 0) // 2 // calls[row.target]
-    leaf_paths = set(leaves.values())
-    inside_leaf = tuple(p + "." for p in leaf_paths)
-    for path, f in by_path.items():
-        if path in leaf_paths or path.startswith(inside_leaf):
-            continue  # counted by the leaf's own row
-        children = sum(v for p, v in by_path.items() if p != path and p.rpartition(".")[0] == path)
-        rest = (f - children) // 2
-        if rest > 0:
-            rows.append(LayerCost(f"{path or '(root)'} (functional)", "", "functional", "other", path, path, None, 0,
-                                  rest, 0, 0, 0, note="functional ops: MACs from FlopCounterMode"))  # fmt: skip
-    bare = [p for p in model.parameters() if id(p) not in counted]
-    if bare:
-        rows.append(LayerCost("(parameters outside leaf modules)", "", "Parameter", "data", "", "", None,
-                              sum(p.numel() for p in bare), 0, 0, 0, 0))  # fmt: skip
-    return Analysis(_model_name(model), [tuple(t.shape) for t in inputs], rows, "hooks")
 
 
 # ---------------------------------------------------------------- entry point

@@ -1,0 +1,101 @@
+"""The forward-hooks fallback of :func:`edgecnn.analysis.analyze` (``mode="hooks"``; SPEC §3).
+
+Taken automatically when ``torch.fx`` cannot trace the module (e.g. Python
+control flow on tensor values): one real forward pass on the given input
+with forward hooks on the leaf modules, inside ``FlopCounterMode``. Each
+leaf call is costed by its rule in :mod:`edgecnn.analysis.handlers` (by
+``FlopCounterMode``'s per-module count when it has none). It loses, against
+the fx pass of :mod:`edgecnn.analysis.trace`: receptive fields (no graph);
+rows for functional ops — their MACs are still in the totals, as one
+``"<module> (functional)"`` row per module that issued them (from
+``FlopCounterMode``'s per-module counts), but their other ops (residual
+adds, SE multiplies), shapes and activation memory are not counted; and it
+runs real compute. Parameters no leaf module owns (bare ``nn.Parameter``s)
+are added as one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from edgecnn.analysis import handlers as H
+from edgecnn.analysis.node_cost import activation, tensors
+from edgecnn.analysis.result import Analysis, LayerCost, model_label
+
+
+def analyze_hooks(
+    model: nn.Module, inputs: Sequence[torch.Tensor], *, leaf_modules: Sequence[type[nn.Module]] = ()
+) -> Analysis:
+    """One real forward with hooks on leaf modules inside ``FlopCounterMode`` (see the module docstring)."""
+    leaf_types = tuple(leaf_modules)
+    leaves: dict[nn.Module, str] = {}
+    inside: tuple[str, ...] = ()  # paths of leaf-type modules: their submodules are not rows of their own
+    for name, m in model.named_modules():
+        if not name or name.startswith(inside):
+            continue
+        if leaf_types and isinstance(m, leaf_types):
+            leaves[m], inside = name, (*inside, name + ".")
+        elif not any(True for _ in m.children()):
+            leaves.setdefault(m, name)  # a shared module: hooked once, under its first name
+    rows: list[LayerCost] = []
+    counted: set[int] = set()
+    calls: dict[str, int] = {}
+
+    def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        name = leaves[m]
+        handler = H.module_handler(m)
+        note = ""
+        cost = H.Cost("other")
+        if handler is not None:
+            try:
+                cost = handler(H.Call(m, args, kwargs))[1]
+            except NotImplementedError:
+                handler = None
+        if handler is None:
+            note = "no rule: MACs from FlopCounterMode"
+        params = 0
+        for p in m.parameters():
+            if id(p) not in counted:
+                counted.add(id(p))
+                params += p.numel()
+        n = calls[name] = calls.get(name, 0) + 1
+        outs = tensors(out)
+        elements, nbytes = activation(outs, cost.kind)
+        rows.append(LayerCost(name if n == 1 else f"{name}#{n}", "", type(m).__name__, cost.kind, name, name,
+                              tuple(outs[0].shape) if outs else None, params, cost.macs, cost.other_ops,
+                              elements, nbytes, note=note))  # fmt: skip
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in leaves]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items() if k != "Global"}
+    root = type(model).__name__
+    paths = {k: k[len(root) + 1 :] if k != root else "" for k in flops}
+    by_path = {paths[k]: v for k, v in flops.items()}
+    for row in rows:  # leaves without a rule: their FlopCounterMode count, split over their calls
+        if row.note.startswith("no rule"):
+            row.macs = by_path.get(row.target, 0) // 2 // calls[row.target]
+    leaf_paths = set(leaves.values())
+    inside_leaf = tuple(p + "." for p in leaf_paths)
+    for path, f in by_path.items():
+        if path in leaf_paths or path.startswith(inside_leaf):
+            continue  # counted by the leaf's own row
+        children = sum(v for p, v in by_path.items() if p != path and p.rpartition(".")[0] == path)
+        rest = (f - children) // 2
+        if rest > 0:
+            rows.append(LayerCost(f"{path or '(root)'} (functional)", "", "functional", "other", path, path, None, 0,
+                                  rest, 0, 0, 0, note="functional ops: MACs from FlopCounterMode"))  # fmt: skip
+    bare = [p for p in model.parameters() if id(p) not in counted]
+    if bare:
+        rows.append(LayerCost("(parameters outside leaf modules)", "", "Parameter", "data", "", "", None,
+                              sum(p.numel() for p in bare), 0, 0, 0, 0))  # fmt: skip
+    return Analysis(model_label(model), [tuple(t.shape) for t in inputs], rows, "hooks")

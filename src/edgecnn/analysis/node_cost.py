@@ -1,0 +1,96 @@
+"""The output and cost of one traced op, on meta tensors (SPEC §3).
+
+The fx pass of :mod:`edgecnn.analysis.trace` hands each call node here with
+its arguments already turned into *meta* tensors (shape and dtype, no data).
+The op's rule in the cost table (:mod:`edgecnn.analysis.handlers`) gives its
+output and :class:`~edgecnn.analysis.handlers.Cost` without running a kernel;
+reshapes and reductions without a rule are run on meta tensors (no kernel
+either) at no MAC cost; anything else is run on meta tensors inside
+``FlopCounterMode``, so its shape and any conv/matmul MACs inside it are
+still exact. Also here: what both the fx pass and the hooks fallback read
+off an op's outputs (its tensors and their activation memory).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from edgecnn.analysis import handlers as H
+
+_VIEW_KINDS = ("data",)  # outputs that alias their input: no new activation memory
+
+
+def to_meta(v: Any) -> Any:
+    """A meta tensor of ``v``'s shape and dtype when ``v`` is a tensor, else ``v``."""
+    if isinstance(v, torch.Tensor):
+        return torch.empty(v.shape, dtype=v.dtype, device="meta")
+    return v
+
+
+def tensors(v: Any) -> list[torch.Tensor]:
+    """The tensors of an op's output: itself, or those in a (nested) tuple/list."""
+    if isinstance(v, torch.Tensor):
+        return [v]
+    if isinstance(v, (tuple, list)):
+        return [t for e in v for t in tensors(e)]
+    return []
+
+
+def activation(outs: Sequence[torch.Tensor], kind: str) -> tuple[int, int]:
+    """Elements and bytes of an op's output tensors; bytes are 0 for views (kind ``"data"``)."""
+    elements = sum(t.numel() for t in outs)
+    nbytes = 0 if kind in _VIEW_KINDS else sum(t.numel() * t.element_size() for t in outs)
+    return elements, nbytes
+
+
+def _numel(t: Any) -> int:
+    return t.numel() if isinstance(t, torch.Tensor) else 0
+
+
+def _run_on_meta(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if node.op == "call_module":
+        assert module is not None
+        state = {k: to_meta(v) for k, v in (*module.named_parameters(), *module.named_buffers())}
+        return torch.func.functional_call(module, state, args, kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)  # type: ignore[arg-type]
+    return node.target(*args, **kwargs)  # type: ignore[operator]
+
+
+def cost_node(
+    node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, H.Cost, str]:
+    """Output value, cost and a note for one call node (``module``: the called one, for call_module)."""
+    target = node.target
+    if node.op == "call_module":
+        assert module is not None
+        handler = H.module_handler(module)
+    elif node.op == "call_function":
+        handler = H.FUNCTION_HANDLERS.get(target)
+        if handler is None and target in H.DATA_FUNCTIONS:
+            kind = "data" if target in (operator.getitem, getattr) else "copy"
+            return _run_on_meta(node, None, args, kwargs), H.Cost(kind), ""
+        if handler is None and target in H.REDUCE_FUNCTIONS:
+            return _run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
+    else:
+        handler = H.METHOD_HANDLERS.get(target)  # type: ignore[arg-type]
+        if handler is None and target in H.DATA_METHODS:
+            return _run_on_meta(node, None, args, kwargs), H.Cost("data"), ""
+        if handler is None and target in H.REDUCE_METHODS:
+            return _run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
+    if handler is not None:
+        try:
+            value, cost = handler(H.Call(module, args, kwargs))
+            return value, cost, ""
+        except NotImplementedError:
+            pass  # a case the rule does not cover: measure it below
+    with FlopCounterMode(display=False) as counter:
+        value = _run_on_meta(node, module, args, kwargs)
+    macs = counter.get_total_flops() // 2
+    return value, H.Cost("other", macs, 0), "no rule: run on meta tensors, MACs from FlopCounterMode"
