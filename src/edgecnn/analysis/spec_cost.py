@@ -25,7 +25,6 @@ kernel, ``m`` the inner width and ``q`` the SE width:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from edgecnn.arch import ArchSpec, parse
 from edgecnn.plan import LayerPlan, resolve
@@ -56,12 +55,6 @@ class SpecCost:
     def flops(self) -> int:
         """2·MACs."""
         return 2 * self.macs
-
-
-@lru_cache(maxsize=4096)
-def _parse(text: str) -> ArchSpec:
-    # parsing validates every token and dominates the cost of a string; strings repeat in a search
-    return parse(text)
 
 
 def _conv(cin: int, cout: int, k: int, hw: int, groups: int = 1, bn: bool = True, bias: bool = False) -> tuple[int, int]:
@@ -140,7 +133,7 @@ def cost_from_spec(
     Strings are parsed once and cached; pass an :class:`ArchSpec` when a
     search mutates specs directly.
     """
-    spec = _parse(arch) if isinstance(arch, str) else arch
+    spec = parse(arch) if isinstance(arch, str) else arch  # parse caches by string and by block
     size = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
     plans = resolve(spec, num_classes=num_classes, in_chans=in_chans, input_size=size)
     layers = []
