@@ -22,6 +22,15 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
     assert res["params"] == sum(p.numel() for p in net.parameters())
     assert 0.0 <= res["top1"] <= 1.0 and res["eager_ms"] > 0
     assert "| blocks.2 | `ir_k5_s2_m24_c16_se0.25_hsgate_hswish` |" in (out / "report.md").read_text()
+    # conv-path fields by R += (k-1)·J, J *= s: stem 3×3 s2 → 3, J2; 3×3 dw → 3 + 2·2 = 7;
+    # 5×5 s2 dw → 7 + 4·2 = 15, J4;
+    # the SE gate of blocks.2 and the global pooling make the output see the whole input
+    fields = [(b["rf"], b["rf_jump"], b["rf_whole"]) for b in res["blocks"]]
+    assert fields == [(3, 2, False), (7, 2, False), (15, 4, True), (None, None, True), (None, None, True)]
+    assert [e["epoch"] for e in res["history"]] == [1] and 0.0 <= res["history"][0]["test_top1"] <= 1.0
+    html = (out / "report.html").read_text()
+    assert '<td class="l">blocks.2</td><td class="l"><code>ir_k5_s2_m24_c16_se0.25_hsgate_hswish</code></td>' in html
+    assert html.count('<img src="data:image/png;base64,') == 4  # matplotlib is in the [dev] extra
     ckpt = load_checkpoint(out / "model.pt")
     assert ckpt.arch == arch and ckpt.in_chans == 1 and ckpt.num_classes == 10
     model = build(ckpt.arch, num_classes=10, in_chans=1)

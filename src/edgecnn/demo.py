@@ -8,8 +8,9 @@ the point of the MobileNet design method: MACs do not track latency, and
 depthwise and memory-bound layers cost far more per MAC than dense convs
 (Howard et al. 2019, §4; Tan et al. 2019, §1).
 
-Everything it shows lands in ``out_dir``: ``report.md``, ``results.json``
-and the trained checkpoint ``model.pt`` (weights + arch string).
+Everything it shows lands in ``out_dir``: ``report.md``, ``report.html``
+(the same tables plus plots, see :mod:`edgecnn.report`), ``results.json`` and
+the trained checkpoint ``model.pt`` (weights + arch string).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import os
 import platform
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,17 @@ from rich.console import Console
 from rich.table import Table
 
 from edgecnn import zoo
-from edgecnn.analysis import analyze
+from edgecnn.analysis import Analysis, LayerCost, analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
+from edgecnn.arch import ArchSpec, as_spec
 from edgecnn.build import build, count_params
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.data import load_data
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.per_layer import per_layer
+from edgecnn.report import render_html
 from edgecnn.train import TrainConfig, fit
+from edgecnn.train.config import EpochStats
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,34 @@ class BlockRow:
     params: int  # parameters
     macs: int  # multiply-adds at the demo's input size
     ms: float  # median latency of the block alone (eager, `threads` threads)
+    rf: float | None = None  # receptive-field side after the block along H, SE gates left out (input pixels);
+    #                          None where the conv path itself sees the whole input (global pooling) or has no field
+    rf_jump: float | None = None  # effective stride after the block along H, SE gates left out
+    rf_whole: bool = False  # the block's output sees the whole input (through an SE gate or global pooling)
 
     @property
     def us_per_mmac(self) -> float:
         """Microseconds per million MACs: how far latency departs from MACs."""
         return self.ms * 1e3 / (self.macs / 1e6) if self.macs else float("nan")
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One epoch of the demo's training run (the plain part of :class:`~edgecnn.train.config.EpochStats`)."""
+
+    epoch: int  # 1-based
+    lr: float  # learning rate at the epoch's last step
+    train_loss: float  # mean training loss over the epoch
+    train_top1: float  # top-1 on the augmented training batches
+    test_loss: float | None  # test cross-entropy after the epoch (None where not evaluated)
+    test_top1: float | None  # test top-1 after the epoch (None where not evaluated)
+    seconds: float  # wall time of the epoch's training
+
+    @classmethod
+    def of(cls, e: EpochStats) -> EpochRow:
+        t = e.test
+        test_loss, test_top1 = (t.loss, t.top1) if t is not None else (None, None)
+        return cls(e.epoch, e.lr, e.train_loss, e.train_top1, test_loss, test_top1, e.seconds)
 
 
 @dataclass(frozen=True)
@@ -96,10 +123,27 @@ class DemoResult:
     blocks: tuple[BlockRow, ...]  # per-block costs and latencies
     machine: dict[str, Any]  # where it ran
     out_dir: str  # where the report, results and checkpoint are
+    history: tuple[EpochRow, ...] = ()  # the training curve, one row per epoch
+    input_size: int | None = None  # network input side (pixels)
 
 
 def _arch(cfg: DemoConfig) -> str:
     return zoo.arch_of(cfg.model, width=cfg.width) if cfg.model in zoo.REGISTRY else zoo.resolve_model_arg(cfg.model)
+
+
+def _without_se(arch: str) -> str:
+    """The same network with its SE gates removed: SE rescales channels, so the spatial field is unchanged."""
+    spec = as_spec(arch).expand()
+    return str(ArchSpec(tuple(replace(b, se=0.0, gate=None) if b.se else b for b in spec.blocks)))
+
+
+def _block_fields(report: Analysis) -> dict[str, LayerCost]:
+    """The last row carrying a receptive field in each top-level block ("blocks.3"): the block's output field."""
+    out: dict[str, LayerCost] = {}
+    for r in report.layers:
+        if r.rf_size is not None or r.rf_whole:
+            out[".".join(r.module.split(".")[:2])] = r
+    return out
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -129,6 +173,11 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     totals = report.total()
     rf_row = report.output_rf()
     rf = "whole input" if rf_row is None or rf_row.rf_whole else "×".join(str(r) for r in rf_row.rf_size or ())
+    # With SE gates every block after the first SE sees the whole input, which hides how the
+    # convolutions grow the field; the plot follows the SE-free conv path and marks the gated blocks.
+    whole = _block_fields(report)
+    local = _block_fields(analyze(build(_without_se(arch), num_classes=len(data.classes), in_chans=data.in_chans),
+                                  shape))  # fmt: skip
     spec_cost = cost_from_spec(arch, input_size=cfg.image_size, num_classes=len(data.classes), in_chans=data.in_chans)
     console.print(f"arch: {arch}")
     console.print(f"{count_params(model):,} parameters, {totals.macs / 1e6:.2f} M MACs per image "
@@ -155,10 +204,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
             onnx_ms = onnx_ms.stats.median_ms
         except (ImportError, ValueError) as exc:  # onnxruntime not installed: the [onnx] extra
             console.print(f"[yellow]ONNX Runtime skipped: {str(exc).splitlines()[0]}")
-    rows = tuple(
-        BlockRow(c.name, lat.kind, c.params, c.macs, lat.median_ms)
-        for c, lat in zip(spec_cost.layers, breakdown.layers)
-    )
+    rows = tuple(_row(c.name, lat.kind, c.params, c.macs, lat.median_ms, local, whole)
+                 for c, lat in zip(spec_cost.layers, breakdown.layers))  # fmt: skip
     console.print(_block_table(rows))
     ort = f", ONNX Runtime {onnx_ms:.2f} ms" if onnx_ms is not None else ""
     console.print(f"end to end: PyTorch eager {eager_ms:.2f} ms{ort}")
@@ -169,13 +216,23 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
         receptive_field=rf, eager_ms=eager_ms, onnx_ms=onnx_ms, blocks=rows,
         machine={"platform": platform.platform(), "cpu": breakdown.total.fingerprint.cpu,
                  "torch": torch.__version__, "threads": cfg.threads},
-        out_dir=str(out),
+        out_dir=str(out), history=tuple(EpochRow.of(e) for e in result.history), input_size=cfg.image_size,
     )  # fmt: skip
     _write_atomic(out / "results.json", json.dumps({"config": asdict(cfg), **asdict(demo)}, indent=1))
     _write_atomic(out / "report.md", to_markdown(demo))
+    _write_atomic(out / "report.html", render_html(demo))
     console.rule("[bold]done")
-    console.print(f"report: {out / 'report.md'}  results: {out / 'results.json'}  checkpoint: {out / 'model.pt'}")
+    console.print(f"report: {out / 'report.md'}  {out / 'report.html'}  results: {out / 'results.json'}  "
+                  f"checkpoint: {out / 'model.pt'}")  # fmt: skip
     return demo
+
+
+def _row(name: str, block: str, params: int, macs: int, ms: float,
+         local: dict[str, LayerCost], whole: dict[str, LayerCost]) -> BlockRow:  # fmt: skip
+    lc, wc = local.get(name), whole.get(name)
+    spatial = lc is not None and not lc.rf_whole and lc.rf_size and lc.rf_jump
+    rf, jump = (lc.rf_size[0], lc.rf_jump[0]) if spatial else (None, None)
+    return BlockRow(name, block, params, macs, ms, rf, jump, bool(wc is not None and wc.rf_whole))
 
 
 def _block_table(rows: tuple[BlockRow, ...]) -> Table:
