@@ -8,7 +8,10 @@ The package will own, one file each:
 - :mod:`~edgecnn.compress.recalibrate` — re-estimate BN running statistics
   on a few batches, after a change to the network or the data
   (:func:`recalibrate_bn`, :func:`recalibrate_bn_`). *Here.*
-- ``lowrank`` — truncated-SVD factorisation of Linear and Conv2d layers.
+- :mod:`~edgecnn.compress.lowrank` — truncated-SVD factorisation of Linear
+  and Conv2d layers, rank by kept energy, a cost target or given
+  (:func:`plan_lowrank`, :func:`lowrank`, :func:`lowrank_`,
+  :func:`factorize_linear`, :func:`factorize_conv`). *Here.*
 - ``separable`` — standard → depthwise separable replacement of chosen convs.
 - ``prune`` — structured channel pruning over coupled channel groups
   (residual adds, depthwise groups, SE, concatenation).
@@ -21,16 +24,42 @@ Transforms return a new module; the ones whose name ends in ``_`` work in place.
 """
 
 from edgecnn.compress.fold_bn import FoldPair, FoldPlan, SkippedBN, fold_bn, fold_bn_, plan_fold_bn
+from edgecnn.compress.lowrank import (
+    LowRankLayer,
+    LowRankPlan,
+    LowRankSkip,
+    budget_rank,
+    energy_rank,
+    factorize_conv,
+    factorize_linear,
+    lowrank,
+    lowrank_,
+    plan_lowrank,
+    singular_values,
+    svd_rank,
+)
 from edgecnn.compress.recalibrate import Batches, recalibrate_bn, recalibrate_bn_
 
 __all__ = [
     "Batches",
     "FoldPair",
     "FoldPlan",
+    "LowRankLayer",
+    "LowRankPlan",
+    "LowRankSkip",
     "SkippedBN",
+    "budget_rank",
+    "energy_rank",
+    "factorize_conv",
+    "factorize_linear",
     "fold_bn",
     "fold_bn_",
+    "lowrank",
+    "lowrank_",
     "plan_fold_bn",
+    "plan_lowrank",
     "recalibrate_bn",
     "recalibrate_bn_",
+    "singular_values",
+    "svd_rank",
 ]
