@@ -25,19 +25,14 @@ Transforms return a new module; the ones whose name ends in ``_`` work in place.
 
 from edgecnn.compress.fold_bn import FoldPair, FoldPlan, SkippedBN, fold_bn, fold_bn_, plan_fold_bn
 from edgecnn.compress.lowrank import (
-    LowRankLayer,
-    LowRankPlan,
-    LowRankSkip,
     budget_rank,
     energy_rank,
     factorize_conv,
     factorize_linear,
-    lowrank,
-    lowrank_,
-    plan_lowrank,
     singular_values,
     svd_rank,
 )
+from edgecnn.compress.lowrank_plan import LowRankLayer, LowRankPlan, LowRankSkip, lowrank, lowrank_, plan_lowrank
 from edgecnn.compress.recalibrate import Batches, recalibrate_bn, recalibrate_bn_
 
 __all__ = [
