@@ -12,6 +12,10 @@ The package will own, one file each:
   and Conv2d layers, rank by kept energy, a cost target or given
   (:func:`plan_lowrank`, :func:`lowrank`, :func:`lowrank_`,
   :func:`factorize_linear`, :func:`factorize_conv`). *Here.*
+- :mod:`~edgecnn.compress.prune_inner` — prune the inner (expanded) width
+  of ir/basic/bottleneck blocks, uncoupled from any residual add, in arch
+  space with weight transfer (:func:`inner_importance`,
+  :func:`plan_prune_inner`, :func:`prune_inner`). *Here.*
 - ``separable`` — standard → depthwise separable replacement of chosen convs.
 - ``prune`` — structured channel pruning over coupled channel groups
   (residual adds, depthwise groups, SE, concatenation).
@@ -33,12 +37,21 @@ from edgecnn.compress.lowrank import (
     svd_rank,
 )
 from edgecnn.compress.lowrank_plan import LowRankLayer, LowRankPlan, LowRankSkip, lowrank, lowrank_, plan_lowrank
+from edgecnn.compress.prune_inner import (
+    InnerPrune,
+    InnerPrunePlan,
+    inner_importance,
+    plan_prune_inner,
+    prune_inner,
+)
 from edgecnn.compress.recalibrate import Batches, recalibrate_bn, recalibrate_bn_
 
 __all__ = [
     "Batches",
     "FoldPair",
     "FoldPlan",
+    "InnerPrune",
+    "InnerPrunePlan",
     "LowRankLayer",
     "LowRankPlan",
     "LowRankSkip",
@@ -49,10 +62,13 @@ __all__ = [
     "factorize_linear",
     "fold_bn",
     "fold_bn_",
+    "inner_importance",
     "lowrank",
     "lowrank_",
     "plan_fold_bn",
     "plan_lowrank",
+    "plan_prune_inner",
+    "prune_inner",
     "recalibrate_bn",
     "recalibrate_bn_",
     "singular_values",
