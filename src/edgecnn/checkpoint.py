@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecnn.atomic import atomic_write
+
 FORMAT = "edgecnn-checkpoint"
 VERSION = 1
 
@@ -78,19 +80,7 @@ class Checkpoint:
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
     """Write ``ckpt`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(ckpt.to_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda f: torch.save(ckpt.to_dict(), f))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:

@@ -16,9 +16,7 @@ the trained checkpoint ``model.pt`` (weights + arch string).
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from edgecnn import zoo
 from edgecnn.analysis import Analysis, LayerCost, analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.arch import ArchSpec, as_spec
+from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build, count_params
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.data import load_data
@@ -146,14 +145,6 @@ def _block_fields(report: Analysis) -> dict[str, LayerCost]:
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a report is meant to be shared like the checkpoint
-    os.replace(tmp, path)
-
-
 def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) -> DemoResult:
     """Train ``cfg.model`` on ``cfg.data``, analyse it, time it, and write the report."""
     console = console or Console()
@@ -201,8 +192,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     onnx_ms = None
     if cfg.onnx:
         try:
-            onnx_ms = measure(model, (1, *shape), backend="onnxruntime", threads=cfg.threads, config=timing)
-            onnx_ms = onnx_ms.stats.median_ms
+            ort = measure(model, (1, *shape), backend="onnxruntime", threads=cfg.threads, config=timing)
+            onnx_ms = ort.stats.median_ms
         except (ImportError, ValueError) as exc:  # onnxruntime not installed: the [onnx] extra
             console.print(f"[yellow]ONNX Runtime skipped: {str(exc).splitlines()[0]}")
     rows = tuple(_row(c.name, lat.kind, c.params, c.macs, lat.median_ms, local, whole)
@@ -219,9 +210,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
                  "torch": torch.__version__, "threads": cfg.threads},
         out_dir=str(out), history=tuple(EpochRow.of(e) for e in result.history), input_size=cfg.image_size,
     )  # fmt: skip
-    _write_atomic(out / "results.json", json.dumps({"config": asdict(cfg), **asdict(demo)}, indent=1))
-    _write_atomic(out / "report.md", to_markdown(demo))
-    _write_atomic(out / "report.html", render_html(demo))
+    atomic_write_text(out / "results.json", json.dumps({"config": asdict(cfg), **asdict(demo)}, indent=1))
+    atomic_write_text(out / "report.md", to_markdown(demo))
+    atomic_write_text(out / "report.html", render_html(demo))
     console.rule("[bold]done")
     console.print(f"report: {out / 'report.md'}  {out / 'report.html'}  results: {out / 'results.json'}  "
                   f"checkpoint: {out / 'model.pt'}")  # fmt: skip

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from edgecnn.atomic import atomic_write
 from edgecnn.data.archive import ArchiveError, iter_tar, iter_zip
 from edgecnn.data.sets import Augment, DataSet, ImageSplit, make_dataset, stratified_split
 
@@ -231,13 +232,7 @@ def _cache_path(source: Path, cache: Path, image_size: int | None, limit: int | 
 
 def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as exc:  # a read-only home, a full disk: work on without the cache
         warnings.warn(f"could not write the data cache {path} ({exc}); set EDGECNN_CACHE to a writable folder",
                       stacklevel=3)  # fmt: skip

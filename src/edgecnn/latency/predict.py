@@ -45,11 +45,6 @@ class Prediction:
 
 
 @lru_cache(maxsize=4096)
-def _spec(arch: str) -> ArchSpec:
-    return as_spec(arch)
-
-
-@lru_cache(maxsize=4096)
 def _keys(spec: ArchSpec, size: tuple[int, int], batch: int, num_classes: int, in_chans: int) -> tuple[str, ...]:
     # cached: a search re-predicts the same candidates and NetAdapt the same layers many times
     plans = resolve(spec, num_classes=num_classes, in_chans=in_chans, input_size=size)
@@ -74,7 +69,7 @@ def predict(
     if stat not in STATS:
         raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
     size = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
-    spec = _spec(arch) if isinstance(arch, str) else arch
+    spec = as_spec(arch)  # parse caches by string and by block
     keys = _keys(spec, size, int(batch), int(num_classes), int(in_chans))
     entries = table.entries
     okey = overhead_key(in_chans=in_chans, input_size=size, batch=batch, num_classes=num_classes)

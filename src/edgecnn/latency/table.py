@@ -46,9 +46,7 @@ so an interrupted ``build-table`` resumes where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -59,6 +57,7 @@ import torch
 from torch import nn
 
 from edgecnn.arch import ArchSpec
+from edgecnn.atomic import atomic_write_text
 from edgecnn.build import BUILDERS, build
 from edgecnn.latency.calibrate import Calibration
 from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
@@ -195,18 +194,7 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file + rename): a crash never leaves half a table."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        try:
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a table is meant to be shared
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return out
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyTable:
