@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import torch
 
+from edgecnn.analysis.shapes import pool_len
+
 
 def _positive(**values: int) -> None:
     for name, v in values.items():
@@ -61,10 +63,7 @@ def pool_output_size(size: int, kernel: int, stride: int | None = None, padding:
     _positive(size=size, kernel=kernel, stride=stride, dilation=dilation)
     if padding > kernel // 2:
         raise ValueError(f"pool padding {padding} must be at most half the kernel ({kernel // 2}), as PyTorch requires")
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1  # a window that would start in the right padding only is dropped
+    out = pool_len(size, kernel, stride, padding, dilation, ceil_mode)
     if out < 1:
         raise ValueError(f"input {size} is smaller than the pooling window {dilation * (kernel - 1) + 1}")
     return out

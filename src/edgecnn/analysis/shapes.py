@@ -85,14 +85,17 @@ def pool_out_shape(x: Shape, n: int, kernel: Any, stride: Any, padding: Any, dil
     k = ntuple(kernel, n)
     s = ntuple(stride if stride not in (None, [], ()) else kernel, n)
     p, d = ntuple(padding, n), ntuple(dilation, n)
-    sizes = []
-    for i, kk, ss, pp, dd in zip(x[-n:], k, s, p, d):
-        span = i + 2 * pp - dd * (kk - 1) - 1
-        o = (-(-span // ss) if ceil else span // ss) + 1
-        if ceil and (o - 1) * ss >= i + pp:  # the last window must start inside the input or the left padding
-            o -= 1
-        sizes.append(o)
-    return (*x[:-n], *sizes)
+    return (*x[:-n], *(pool_len(i, kk, ss, pp, dd, ceil) for i, kk, ss, pp, dd in zip(x[-n:], k, s, p, d)))
+
+
+def pool_len(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1, ceil: bool = False) -> int:
+    """Pooled length along one axis: the conv formula, floor or ceil, and in ceil mode the last
+    window must start inside the input or the left padding (PyTorch's rule). Unchecked."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
 
 
 def adaptive_pool_out_shape(x: Shape, output_size: Any, n: int) -> Shape:
