@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgecnn import zoo
-from edgecnn.analysis import Analysis, LayerCost, analyze
+from edgecnn.analysis import LayerCost, analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.arch import ArchSpec, as_spec
 from edgecnn.atomic import atomic_write_text
@@ -136,15 +136,6 @@ def _without_se(arch: str) -> str:
     return str(ArchSpec(tuple(replace(b, se=0.0, gate=None) if b.se else b for b in spec.blocks)))
 
 
-def _block_fields(report: Analysis) -> dict[str, LayerCost]:
-    """The last row carrying a receptive field in each top-level block ("blocks.3"): the block's output field."""
-    out: dict[str, LayerCost] = {}
-    for r in report.layers:
-        if r.rf_size is not None or r.rf_whole:
-            out[".".join(r.module.split(".")[:2])] = r
-    return out
-
-
 def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) -> DemoResult:
     """Train ``cfg.model`` on ``cfg.data``, analyse it, time it, and write the report."""
     console = console or Console()
@@ -167,9 +158,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     rf = "whole input" if rf_row is None or rf_row.rf_whole else "×".join(str(r) for r in rf_row.rf_size or ())
     # With SE gates every block after the first SE sees the whole input, which hides how the
     # convolutions grow the field; the plot follows the SE-free conv path and marks the gated blocks.
-    whole = _block_fields(report)
-    local = _block_fields(analyze(build(_without_se(arch), num_classes=len(data.classes), in_chans=data.in_chans),
-                                  shape))  # fmt: skip
+    whole = report.last_by_module(2)
+    local = analyze(build(_without_se(arch), num_classes=len(data.classes), in_chans=data.in_chans),
+                    shape).last_by_module(2)  # fmt: skip
     spec_cost = cost_from_spec(arch, input_size=cfg.image_size, num_classes=len(data.classes), in_chans=data.in_chans)
     console.print(f"arch: {arch}")
     console.print(f"{count_params(model):,} parameters, {totals.macs / 1e6:.2f} M MACs per image "

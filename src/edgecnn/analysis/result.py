@@ -152,6 +152,12 @@ class Analysis:
             groups.setdefault(key, []).append(r)
         return {k: _sum(v) for k, v in groups.items()}
 
+    def last_by_module(self, depth: int = 2) -> dict[str, LayerCost]:
+        """The last row of each module group of :meth:`by_module`: it carries the group's output shape and field."""
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        return {".".join(r.module.split(".")[:depth]) or "(root)": r for r in self.layers}
+
     def output_rf(self) -> LayerCost | None:
         """The last row that carries a receptive field (the network's output field)."""
         return next((r for r in reversed(self.layers) if r.rf_size is not None or r.rf_whole), None)

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from edgecnn import zoo
 from edgecnn.analysis import Analysis, analyze
-from edgecnn.analysis.result import LayerCost, human
+from edgecnn.analysis.result import human
 from edgecnn.build import build
 from edgecnn.plan import resolve
 
@@ -95,9 +95,7 @@ def rich_table(analysis: Analysis, depth: int | None = None, model: torch.nn.Mod
     else:
         for col in ("module", "block", "output", "params", "MACs", "other ops", "act. mem", "receptive field"):
             table.add_column(col, justify="left" if col in ("module", "block", "output", "receptive field") else "right")
-        last: dict[str, LayerCost] = {}
-        for r in analysis.layers:  # the last row of each group carries its output shape and field
-            last[".".join(r.module.split(".")[:depth]) or "(root)"] = r
+        last = analysis.last_by_module(depth)
         names = _block_names(model, depth)
         for name, v in analysis.by_module(depth).items():
             end = last[name]
