@@ -149,3 +149,23 @@ def resolve_model_arg(model: str) -> str:
                 f"unknown model {model!r}: not a zoo name ({', '.join(REGISTRY)}) nor an arch string ({exc})"
             ) from None
         raise
+
+
+@dataclass(frozen=True)
+class ModelArg:
+    """What a CLI ``MODEL`` argument (zoo name or arch string) stands for."""
+
+    arch: str  # canonical arch string
+    name: str | None  # the zoo name, None for an arch string
+    input_size: int  # the resolution the network is designed for (224 for an arch string)
+    num_classes: int  # its default classifier width (1000 for an arch string)
+
+
+def model_arg(model: str, *, width: float = 1.0) -> ModelArg:
+    """Resolve a CLI ``MODEL`` argument; a width multiplier applies to zoo models only."""
+    if model in REGISTRY:
+        entry = REGISTRY[model]
+        return ModelArg(entry.arch(width), model, entry.input_size, entry.num_classes)
+    if width != 1.0:
+        raise ValueError("--width applies to zoo models only; scale the channels of an arch string instead")
+    return ModelArg(resolve_model_arg(model), None, 224, 1000)

@@ -20,6 +20,7 @@ from edgecnn import zoo
 from edgecnn.analysis import Analysis, analyze
 from edgecnn.analysis.result import human
 from edgecnn.build import build
+from edgecnn.checkpoint import load_checkpoint
 from edgecnn.plan import resolve
 
 _INPUT_RE = re.compile(r"^\d+(x\d+x\d+)?$")
@@ -37,33 +38,23 @@ def parse_input(text: str, in_chans: int) -> tuple[int, ...]:
     return dims
 
 
-def _read_checkpoint(path: Path) -> tuple[str, int, int]:
-    """Arch string, classes and input channels of an edgecnn checkpoint (loaded with weights_only=True)."""
-    try:
-        from edgecnn.checkpoint import load_checkpoint
-    except ImportError:  # older layout: a plain dict with the same keys
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist") from None
-        d = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(d, dict) or not {"arch", "num_classes", "in_chans"} <= set(d):
-            raise ValueError(f"{path} is not an edgecnn checkpoint (needs arch, num_classes, in_chans)") from None
-        arch, classes, in_chans = d["arch"], int(d["num_classes"]), int(d["in_chans"])
-    else:
-        ckpt = load_checkpoint(path)
-        arch, classes, in_chans = ckpt.arch, ckpt.num_classes, ckpt.in_chans
+def _read_checkpoint(path: Path) -> tuple[str, int, int, int]:
+    """Arch string, classes, input channels and training input size (224 if unknown) of an edgecnn checkpoint."""
+    ckpt = load_checkpoint(path)  # weights_only=True: nothing in the file runs
+    arch, classes, in_chans = ckpt.arch, ckpt.num_classes, ckpt.in_chans
     if not isinstance(arch, str):
         raise ValueError(f"{path} holds a model that is no EdgeNet (no arch string); analyse it from Python")
-    return arch, classes, in_chans
+    return arch, classes, in_chans, int(ckpt.data.get("image_size") or 224)
 
 
 def load_model_arg(model: str, *, num_classes: int | None, width: float) -> tuple[torch.nn.Module, int]:
     """The network named by a CLI MODEL argument, built on the meta device, and its default input size."""
     path = Path(model)
     if model.endswith((".pt", ".pth")) or (path.suffix and path.is_file()):
-        arch, classes, in_chans = _read_checkpoint(path)
+        arch, classes, in_chans, size = _read_checkpoint(path)
         with torch.device("meta"):
             net = build(arch, num_classes=num_classes or classes, in_chans=in_chans)
-        return net, 224
+        return net, size
     if model in zoo.REGISTRY:
         entry = zoo.get(model)
         with torch.device("meta"):

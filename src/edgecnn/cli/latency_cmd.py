@@ -77,15 +77,8 @@ def _fill_defaults(args: argparse.Namespace, action: str) -> None:
 
 def _model_and_size(args: argparse.Namespace) -> tuple[str, str, int, int]:
     """(label, arch, input size, classes) for a zoo name or arch string."""
-    label = args.model
-    if label in zoo.REGISTRY:
-        entry = zoo.get(label)
-        arch = entry.arch(args.width)
-        return label, arch, args.input_size or entry.input_size, args.num_classes or entry.num_classes
-    if args.width != 1.0:
-        raise UsageError("--width applies to zoo models only")
-    arch = zoo.resolve_model_arg(label)
-    return label, arch, args.input_size or 224, args.num_classes or 1000
+    m = zoo.model_arg(args.model, width=args.width)
+    return args.model, m.arch, args.input_size or m.input_size, args.num_classes or m.num_classes
 
 
 def cmd_measure(args: argparse.Namespace) -> int:

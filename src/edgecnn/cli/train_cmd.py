@@ -31,12 +31,10 @@ def _model_arch(model: str, width: float) -> tuple[str, str]:
     """(arch string, short name for the run folder) of a MODEL argument."""
     from edgecnn import zoo
 
-    if model in zoo.names():
-        return zoo.arch_of(model, width=width), model if width == 1 else f"{model}-w{width:g}"
-    if width != 1:
-        raise ValueError("--width applies to zoo models only; scale the channels of an arch string instead")
-    arch = zoo.resolve_model_arg(model)
-    return arch, "arch-" + hashlib.sha1(arch.encode()).hexdigest()[:8]
+    m = zoo.model_arg(model, width=width)
+    if m.name is not None:
+        return m.arch, m.name if width == 1 else f"{m.name}-w{width:g}"
+    return m.arch, "arch-" + hashlib.sha1(m.arch.encode()).hexdigest()[:8]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
