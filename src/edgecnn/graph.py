@@ -393,14 +393,14 @@ def trace_graph(
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     xs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs) if inputs is not None else None
     before = set(vars(model))
-    stage = "trace"
+    stage = "fx trace failed"
     try:
         tracer = GraphTracer(leaf_modules)
         graph = tracer.trace(model)
         g = Graph(tracer.root, graph, modules=dict(tracer.root.named_modules()))
         g.added = {k: v for k, v in vars(model).items() if k not in before}
         if xs is not None:
-            stage = "meta propagation"
+            stage = "meta-tensor propagation failed"
             propagate(g, xs, evaluate)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError from meta kernels)
         _undo(model, before)
@@ -408,7 +408,7 @@ def trace_graph(
             raise
         reason = f"{stage}: {_first_line(exc)}"
         if not fallback:
-            raise GraphError(f"torch.fx cannot analyse {type(model).__name__} ({reason})", reason) from exc
+            raise GraphError(f"cannot analyse {type(model).__name__} with torch.fx ({reason})", reason) from exc
         return Graph(model, None, "hooks", reason, modules=dict(model.named_modules()))
     _undo(model, before)  # the constants stay reachable through g.added
     return g

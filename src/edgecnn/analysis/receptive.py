@@ -62,12 +62,32 @@ __all__ = ["RF", "Num", "add_note", "as_num", "conv_rule", "conv_transpose_rule"
 # ---------------------------------------------------------------- graph walk
 
 
-def _spatial(meta: object, ndim: int) -> tuple[int, ...] | None:
+def _first(meta: object) -> TensorMetadata | None:
     while type(meta) is tuple and meta:  # an op returning several tensors (chunk, split): the first one
         meta = meta[0]
-    if isinstance(meta, TensorMetadata) and len(meta.shape) >= ndim + 2:
-        return tuple(int(s) for s in meta.shape[-ndim:])
-    return None
+    return meta if isinstance(meta, TensorMetadata) else None
+
+
+def _axes_out(node: fx.Node, axes: tuple[int, ...] | None, rank_in: int, rank_out: int, ndim: int) -> tuple[int, ...] | None:
+    """Where the spatial axes sit in ``node``'s output: moved by permute/transpose, kept by same-rank ops,
+    trailing after an op that changes the rank (view, flatten, mean), none when fewer axes are left."""
+    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    if axes is not None and rank_out == rank_in:
+        args = node.args[1:]
+        if target == "permute":
+            dims = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+            if len(dims) == rank_in and all(isinstance(d, int) for d in dims):
+                order = [d % rank_in for d in dims]  # output axis i holds input axis order[i]
+                return tuple(order.index(a) for a in axes)
+        if target in ("transpose", "swapaxes") and len(args) == 2 and all(isinstance(d, int) for d in args):
+            d0, d1 = (d % rank_in for d in args)  # type: ignore[operator]
+            return tuple(d1 if a == d0 else d0 if a == d1 else a for a in axes)
+        return axes
+    return tuple(range(rank_out - ndim, rank_out)) if rank_out >= ndim + 2 else None
+
+
+def _sizes(meta: TensorMetadata | None, axes: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    return tuple(int(meta.shape[a]) for a in axes) if meta is not None and axes is not None else None
 
 
 def _as_graph(g: Graph | fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Graph:
@@ -100,10 +120,12 @@ def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, s
     ndim = len(meta.shape) - 2
     extent = tuple(int(s) for s in meta.shape[2:])
     rfs: dict[fx.Node, RF] = {}
+    axes_of: dict[fx.Node, tuple[int, ...] | None] = {}  # tensor axes holding the spatial axes, per node
     for node in g.nodes:
         if node.op == "placeholder":
             if isinstance(node.meta.get("tensor_meta"), TensorMetadata):
                 rfs[node] = identity_rf(ndim)
+                axes_of[node] = tuple(range(2, ndim + 2))
             continue
         if node.op == "get_attr":
             continue
@@ -113,12 +135,15 @@ def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, s
         if node.op == "output":
             rfs[node] = merge(ins)
             continue
-        out_meta = node.meta.get("tensor_meta")
+        out_meta = _first(node.meta.get("tensor_meta"))
         if out_meta is None:
             continue  # not a tensor: x.size(), shapes
         module = g.module(node)
         first = next(a for a in node.all_input_nodes if a in rfs)
-        op = Op(node, g, module, ndim, extent, _spatial(first.meta.get("tensor_meta"), ndim), _spatial(out_meta, ndim))
+        in_meta, in_axes = _first(first.meta.get("tensor_meta")), axes_of.get(first)
+        rank_in = len(in_meta.shape) if in_meta is not None else 0
+        out_axes = axes_of[node] = _axes_out(node, in_axes, rank_in, len(out_meta.shape), ndim)
+        op = Op(node, g, module, ndim, extent, _sizes(in_meta, in_axes), _sizes(out_meta, out_axes), in_axes)
         rf = rule_for(node, module)(op, ins)
         if strict and "unknown op" in rf.note:
             raise ValueError(f"node {node.name}: {rf.note}; add a rule to rf_rules.MODULE_RULES/FUNCTION_RULES")

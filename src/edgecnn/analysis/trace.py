@@ -125,7 +125,7 @@ def _add_receptive_fields(g: Graph, row_of: dict[str, LayerCost], analysis: Anal
         if row is None:
             continue
         row.rf_size, row.rf_jump, row.rf_start = _plain(rf.size), _plain(rf.jump), _plain(rf.start)
-        row.rf_whole = bool(rf.whole)
+        row.rf_whole, row.rf_global = bool(rf.whole), bool(rf.global_context or rf.whole)
         if rf.note and rf.note not in row.note:
             row.note = f"{row.note}; RF: {rf.note}" if row.note else f"RF: {rf.note}"
 
@@ -171,7 +171,7 @@ def analyze(
 
     ``mode``: ``"fx"`` (one traced pass on meta tensors; raises when fx
     cannot trace), ``"hooks"`` (the fallback, runs the model), ``"auto"``
-    (fx, else hooks, with the reason in ``notes``). ``leaf_modules``: module
+    (fx, else hooks, with the reason in ``fallback_reason``: never silent). ``leaf_modules``: module
     types to keep whole instead of tracing through (they are costed by their
     rule, or on meta tensors under FlopCounterMode). ``receptive_fields=False``
     skips the receptive-field columns (a fifth of the time).
@@ -182,7 +182,9 @@ def analyze(
         raise ValueError(f"mode must be 'auto', 'fx' or 'hooks', got {mode!r}")
     xs = _inputs(model, input_size, inputs, batch_size)
     if mode == "hooks":
-        return analyze_hooks(model, xs, leaf_modules=leaf_modules)
+        analysis = analyze_hooks(model, xs, leaf_modules=leaf_modules)
+        analysis.fallback_reason = "mode 'hooks' asked for"
+        return analysis
     try:
         return analyze_fx(model, xs, leaf_modules=leaf_modules, receptive_fields=receptive_fields)[0]
     except GraphError as exc:
@@ -195,8 +197,7 @@ def analyze(
         shapes = ", ".join("×".join(map(str, t.shape)) for t in xs)
         raise ValueError(f"the model cannot run on an input of {shapes}: {_first_line(exc)} "
                          f"(fx pass: {first}); check the input size and channels") from exc  # fmt: skip
-    analysis.notes.insert(0, f"fx could not analyse the model ({first}); used forward hooks: no receptive "
-                             "fields, functional ops' other ops and shapes not counted")  # fmt: skip
+    analysis.fallback_reason = first
     return analysis
 
 
