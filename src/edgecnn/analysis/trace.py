@@ -132,7 +132,7 @@ def _add_receptive_fields(g: Graph, row_of: dict[str, LayerCost], analysis: Anal
 
 def _plain(values: Sequence[Any]) -> tuple[float, ...]:
     # receptive fields may be Fractions (transposed convs, upsampling); rows hold JSON-ready numbers
-    return tuple(int(v) if v == int(v) else float(v) for v in values)
+    return tuple(v if type(v) is int else int(v) if v.denominator == 1 else float(v) for v in values)
 
 
 # ---------------------------------------------------------------- entry point
@@ -153,8 +153,14 @@ def _inputs(model: nn.Module, input_size: Sequence[int] | None, inputs: Any, bat
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     p = next(model.parameters(), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    device = p.device if p is not None else None  # the hooks fallback runs the model where it lives
-    return [torch.zeros((batch_size, *size), dtype=dtype, device=device)]
+    return [torch.empty((batch_size, *size), dtype=dtype, device="meta")]  # shapes only; see _real
+
+
+def _real(model: nn.Module, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Zero inputs the hooks fallback can run, on the model's device, for meta inputs made from an input size."""
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else None
+    return [torch.zeros(x.shape, dtype=x.dtype, device=device) if x.device.type == "meta" else x for x in xs]
 
 
 def analyze(
@@ -182,7 +188,7 @@ def analyze(
         raise ValueError(f"mode must be 'auto', 'fx' or 'hooks', got {mode!r}")
     xs = _inputs(model, input_size, inputs, batch_size)
     if mode == "hooks":
-        analysis = analyze_hooks(model, xs, leaf_modules=leaf_modules)
+        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
         analysis.fallback_reason = "mode 'hooks' asked for"
         return analysis
     try:
@@ -192,7 +198,7 @@ def analyze(
             raise
         first = exc.reason
     try:
-        analysis = analyze_hooks(model, xs, leaf_modules=leaf_modules)
+        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
     except Exception as exc:  # the model does not run on this input either: a user error, say both reasons
         shapes = ", ".join("×".join(map(str, t.shape)) for t in xs)
         raise ValueError(f"the model cannot run on an input of {shapes}: {_first_line(exc)} "
