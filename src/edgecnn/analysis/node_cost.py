@@ -78,3 +78,9 @@ def cost_node(
         value = run_on_meta(node, module, args, kwargs)
     macs = counter.get_total_flops() // 2
     return value, H.Cost("other", macs, 0), "no rule: run on meta tensors, MACs from FlopCounterMode"
+
+
+def shape_value(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """An :data:`edgecnn.graph.Evaluator`: a node's output from the cost table's shape rules (no kernel runs;
+    ops without a rule on meta tensors). Much faster than the default ``run_on_meta`` for convolutions."""
+    return cost_node(node, module, args, kwargs)[0]

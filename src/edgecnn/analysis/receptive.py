@@ -34,7 +34,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from edgecnn.analysis.node_cost import cost_node
+from edgecnn.analysis.node_cost import shape_value
 from edgecnn.analysis.rf_math import (  # re-exported: the public names of the receptive-field API
     RF,
     Num,
@@ -100,7 +100,7 @@ def _as_graph(g: Graph | fx.GraphModule, example_inputs: Sequence[torch.Tensor])
     if isinstance(g, fx.GraphModule):  # a user's own GraphModule: shapes by meta propagation
         g = Graph(g, g.graph, modules=dict(g.named_modules()))
     if example_inputs:
-        propagate(g, list(example_inputs), _evaluate)
+        propagate(g, list(example_inputs), shape_value)
     return g
 
 
@@ -163,10 +163,6 @@ def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, s
     return {n.name: rf for n, rf in rfs.items()}
 
 
-def _evaluate(node: fx.Node, module: nn.Module | None, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-    return cost_node(node, module, args, kwargs)[0]  # the cost table's shape rules: no kernel runs
-
-
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode inside the block; every submodule's own train/eval flag restored after it."""
@@ -185,7 +181,7 @@ def _trace(model: nn.Module, input_shape: Sequence[int]) -> dict[str, RF]:
         raise ValueError(f"input_shape {shape} must be (N, C, *spatial), e.g. (1, 3, 224, 224)")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.empty(shape, dtype=dtype, device="meta")  # shapes only: no compute, no BN statistics touched
-    return receptive_fields(trace_graph(model, x, evaluate=_evaluate))
+    return receptive_fields(trace_graph(model, x, evaluate=shape_value))
 
 
 def layer_receptive_fields(model: nn.Module, input_shape: Sequence[int]) -> dict[str, RF]:
