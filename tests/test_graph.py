@@ -346,3 +346,13 @@ def test_conv_bn_pairs_from_users_and_modules() -> None:
     # every BN of ResNet-18 follows its conv directly: stem + 16 body convs + 3 projection shortcuts
     assert len(pairs) == 20 == sum(isinstance(m, nn.BatchNorm2d) for m in g.root.modules())
     assert g.input_shapes == () and g.shape(next(iter(g.calls()))) is None
+
+
+def test_receptive_fields_of_a_users_graph_module() -> None:
+    from torch import fx
+
+    from edgecnn.analysis.receptive import receptive_fields
+
+    gm = fx.symbolic_trace(Inception())  # fx's own tracer: no scopes, no shapes yet
+    rfs = receptive_fields(gm, torch.zeros(1, 3, 41, 41))
+    assert (rfs["output"].size, rfs["output"].jump, rfs["output"].start) == ((15, 15), (2, 2), (1, 1))
