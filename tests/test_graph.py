@@ -299,6 +299,8 @@ def test_graph_queries() -> None:
 def test_shared_module_and_kwargs_nodes_are_mapped() -> None:
     g = trace_graph(Twice(), torch.zeros(1, 3, 16, 16))
     assert g.times_called()["block.0"] == 2
+    first, second = g.calls_of("block.0")
+    assert g.producer(second) is g.node("block_2") and g.shape(first) == g.shape(second) == (1, 8, 8, 8)
     ln = trace_graph(LayerNorm2d(8), torch.zeros(1, 8, 4, 4))
     node = next(n for n in ln.calls() if n.target is F.layer_norm)
     # F.layer_norm passes weight and bias as keyword arguments: both are get_attr nodes among the inputs

@@ -266,6 +266,17 @@ class Graph:
                 if isinstance(m, types):
                     yield n, m
 
+    def calls_of(self, path: str) -> list[fx.Node]:
+        """The call_module nodes that call the module at ``path`` (two or more for a shared module)."""
+        return [n for n in self.nodes if n.op == "call_module" and n.target == path]
+
+    def node(self, name: str) -> fx.Node:
+        """The node named ``name`` (the keys of :func:`edgecnn.analysis.receptive.receptive_fields`)."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise ValueError(f"the graph has no node {name!r}")
+
     def times_called(self) -> Counter[str]:
         """How often each module path is called by the forward (a shared module: more than once)."""
         return Counter(str(n.target) for n in self.nodes if n.op == "call_module")
