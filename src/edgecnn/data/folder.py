@@ -43,6 +43,7 @@ from PIL import Image
 
 from edgecnn.atomic import atomic_write
 from edgecnn.data.archive import ArchiveError, iter_tar, iter_zip
+from edgecnn.schema import check_cache
 from edgecnn.data.sets import Augment, DataSet, ImageSplit, make_dataset, stratified_split
 
 CACHE_FORMAT = 1  # bump when the cache layout or the decoding changes
@@ -122,6 +123,9 @@ def _where(parts: tuple[str, ...]) -> tuple[str, str] | None:
     return None
 
 
+_BYTESIO = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")  # Pillow names an in-memory file by its repr
+
+
 def _decode(data: bytes, size: tuple[int, int] | None) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as im:
         rgb = im.convert("RGB")
@@ -161,9 +165,9 @@ def _read_tree(entries: Iterator[_Entry], *, image_size: int | None, limit: int 
             img = _decode(e.read(), size)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             if strict:
-                raise ValueError(f"cannot decode image {rel}: {exc}; fix or remove the file, "
+                raise ValueError(f"cannot decode image {rel}: {_BYTESIO.sub('the file', str(exc))}; fix or remove the file, "
                                  "or drop strict (--strict) to skip it") from None  # fmt: skip
-            out.skipped.append(f"{rel}: {exc}")
+            out.skipped.append(f"{rel}: {_BYTESIO.sub('the file', str(exc))}")
             continue
         if out.size is None:
             out.size, out.first_path = (img.shape[1], img.shape[0]), rel
@@ -243,8 +247,10 @@ def _load_cache(path: Path) -> dict[str, np.ndarray] | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception as exc:  # a truncated or foreign file: decode again
+            arrays = {k: z[k] for k in z.files}
+        check_cache(arrays, str(path))  # a tampered cache: shapes, dtypes, labels in range
+        return arrays
+    except Exception as exc:  # a truncated, foreign or tampered file: decode again
         warnings.warn(f"ignoring unreadable data cache {path} ({exc}); decoding the source again", stacklevel=3)
         return None
 
