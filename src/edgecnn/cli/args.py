@@ -47,14 +47,17 @@ def _float(text: str) -> float:
     return v
 
 
-def int_in(lo: int, hi: float = math.inf, what: str = "") -> Callable[[str], int]:
+def int_in(lo: int, hi: float = math.inf, what: str = "an integer") -> Callable[[str], int]:
     """An argparse type: an integer in ``[lo, hi]``."""
 
     def parse(text: str) -> int:
         v = _int(text)
         if not lo <= v <= hi:
-            rng = f"at least {lo}" if hi == math.inf else f"in [{lo}, {int(hi):,}]"
-            raise argparse.ArgumentTypeError(f"must be {what or 'an integer'} {rng}, got {text}")
+            if hi == math.inf:
+                need = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+            else:
+                need = f"{what} in [{lo}, {int(hi):,}]"
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text}")
         return v
 
     parse.__name__ = "integer"  # argparse shows the type's name in "invalid <name> value"
@@ -78,8 +81,8 @@ def float_in(lo: float, hi: float = math.inf, *, open_lo: bool = False, open_hi:
     return parse
 
 
-positive_int = int_in(1, what="a positive integer")
-nonneg_int = int_in(0, what="an integer")
+positive_int = int_in(1)
+nonneg_int = int_in(0)
 positive_float = float_in(0.0, open_lo=True)
 nonneg_float = float_in(0.0)
 fraction = float_in(0.0, 1.0, open_hi=True)  # a probability or weight in [0, 1)
@@ -90,7 +93,7 @@ width = float_in(0.0, MAX_WIDTH, open_lo=True)
 
 def pixels(text: str) -> int:
     """An image side in pixels, ``[1, EDGECNN_MAX_INPUT]``."""
-    v = int_in(1, what="a size in pixels")(text)
+    v = positive_int(text)
     if v > MAX_INPUT.value():
         raise argparse.ArgumentTypeError(f"{v:,} pixels exceed the limit of {int(MAX_INPUT.value()):,}; "
                                          f"raise it with {MAX_INPUT.env}=N if that is really meant")  # fmt: skip
@@ -99,7 +102,7 @@ def pixels(text: str) -> int:
 
 def classes(text: str) -> int:
     """A class count, ``[1, EDGECNN_MAX_CHANNELS]``."""
-    v = int_in(1, what="a class count")(text)
+    v = positive_int(text)
     if v > MAX_CHANNELS.value():
         raise argparse.ArgumentTypeError(f"{v:,} classes exceed the limit of {int(MAX_CHANNELS.value()):,}; "
                                          f"raise it with {MAX_CHANNELS.env}=N if that is really meant")  # fmt: skip
