@@ -35,7 +35,7 @@ class Fields:
 
     def fail(self, name: str, need: str, got: Any) -> ValueError:
         shown = repr(got) if not isinstance(got, (dict, list, tuple, torch.Tensor)) else type(got).__name__
-        return ValueError(f"{self.source}: field {name!r} must be {need}, got {shown[:80]}; {self.fix}")
+        return ValueError(f"{self.source}: field '{name}' must be {need}, got {shown[:80]}; {self.fix}")
 
     def integer(self, name: str, v: Any, lo: int = 0, hi: float = math.inf) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -217,7 +217,7 @@ def check_table(d: Any, source: str) -> None:
 # --------------------------------------------------------------------------------------------- data caches
 def check_cache(arrays: Mapping[str, np.ndarray], source: str) -> None:
     """Check a decoded-data cache (``.npz``): dtypes, shapes, one label and path per image, labels in range."""
-    f = Fields(source, "the cache is damaged; it is decoded again")
+    f = Fields(source, "it is damaged")
     for name in ("classes", "skipped", "n_skipped"):
         if name not in arrays:
             raise f.fail(name, "present", None)

@@ -248,7 +248,7 @@ def _load_cache(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        check_cache(arrays, str(path))  # a tampered cache: shapes, dtypes, labels in range
+        check_cache(arrays, "the cache")  # a tampered cache: shapes, dtypes, labels in range
         return arrays
     except Exception as exc:  # a truncated, foreign or tampered file: decode again
         warnings.warn(f"ignoring unreadable data cache {path} ({exc}); decoding the source again", stacklevel=3)
