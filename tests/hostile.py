@@ -36,11 +36,14 @@ def snapshot(*roots: Path) -> dict[str, bytes]:
 
 
 def refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str], *keep: Path) -> str:
-    """Run ``edgecnn argv``; assert exit 2, one stderr line containing ``message``, ``keep`` unchanged."""
+    """Run ``edgecnn argv``; assert exit 2, one stderr line containing ``message``, ``keep`` unchanged.
+
+    Training's one line per epoch (``epoch 1/2 ...``) may precede the error line.
+    """
     before = snapshot(*keep)
     capsys.readouterr()
     rc = main(argv)
-    err = capsys.readouterr().err.strip()
+    err = "\n".join(line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("epoch "))
     assert rc == 2, err
     assert len(err.splitlines()) == 1, err
     assert message in err, err
