@@ -58,6 +58,8 @@ class Limit:
 
 
 def _num(v: float) -> str:
+    if isinstance(v, int) and v >= 10**15:  # may be too large for a float (a 400-digit channel count)
+        return f"{str(v)[0]}.{str(v)[1:3]}e{len(str(v)) - 1}"
     if v >= 1e15:
         return f"{v:.3g}"
     return f"{int(v):,}" if float(v).is_integer() else f"{v:.3g}"
