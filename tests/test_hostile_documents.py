@@ -76,16 +76,23 @@ def test_a_folder_passed_as_checkpoint(tmp_path: Path, capsys: pytest.CaptureFix
     refused(["eval", str(tmp_path)], f"checkpoint {tmp_path} is a folder; pass the .pt file in it", capsys, tmp_path)
 
 
-def test_damaged_history_on_resume_is_a_value_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("field, value, message", [
+    ("history", [{"epoch": 1, "bogus": 2}], "history is damaged"),
+    ("rng", {"cpu": torch.zeros(3)}, "has a damaged RNG state"),
+    ("optimizer", {"state": {}, "param_groups": [{}, {}, {}]}, "has a damaged optimizer state"),
+])  # fmt: skip
+def test_damaged_run_state_on_resume_is_a_value_error(tmp_path: Path, field: str, value: Any, message: str) -> None:
     from edgecnn.data import load_digits
     from edgecnn.train import TrainConfig, fit
 
     cfg = TrainConfig(epochs=2, progress=False, eval_every=0, threads=1)
-    d = _tamper(_good_checkpoint(), "history", [{"epoch": 1, "bogus": 2}])
+    d = _tamper(_good_checkpoint(), field, value)
     d["config"] = {}
     torch.save(d, tmp_path / "last.pt")
-    with pytest.raises(ValueError, match="history is damaged"):
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=message):
         fit(build(TINY, num_classes=10, in_chans=1), load_digits(image_size=8), cfg, out_dir=tmp_path, resume=True)
+    assert (tmp_path / "last.pt").read_bytes() == before
 
 
 # ------------------------------------------------------------------------------------------------ tables

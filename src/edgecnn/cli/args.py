@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -132,8 +131,3 @@ def device(text: str) -> str:
         raise argparse.ArgumentTypeError(f"device {text!r}: only {torch.cuda.device_count()} GPU(s) here")
     return text
 
-
-def fail(prog: str, message: str) -> NoReturn:
-    """One-line error and exit 2 outside argparse (same format as :class:`Parser`)."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)

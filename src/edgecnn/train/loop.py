@@ -158,17 +158,24 @@ class _Run:
         except RuntimeError as exc:
             raise ValueError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); "
                              "resume with the same model or a new --out") from None  # fmt: skip
-        if ck.optimizer is not None:
-            self.opt.load_state_dict(ck.optimizer)
-        if self.ema is not None and ck.ema_state_dict is not None:
-            self.ema.module.load_state_dict(ck.ema_state_dict)
+        part = "optimizer state"
+        try:  # the schema checked the types; what they hold must still fit this optimiser and RNG
+            if ck.optimizer is not None:
+                self.opt.load_state_dict(ck.optimizer)
+            part = "EMA weights"
+            if self.ema is not None and ck.ema_state_dict is not None:
+                self.ema.module.load_state_dict(ck.ema_state_dict)
+            part = "RNG state"
+            if "cpu" in ck.rng:
+                torch.set_rng_state(ck.rng["cpu"])
+            if "cuda" in ck.rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ck.rng["cuda"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise ValueError(f"{path} has a damaged {part} ({str(exc).splitlines()[0][:100]}); "
+                             "start afresh with --overwrite or use another --out") from None  # fmt: skip
         self.epoch, self.batch, self.step = ck.epoch, ck.batch, ck.step
         self.history = [_stats_from_dict(h) for h in ck.history]
         self.partial.update(ck.partial)
-        if "cpu" in ck.rng:
-            torch.set_rng_state(ck.rng["cpu"])
-        if "cuda" in ck.rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ck.rng["cuda"])
         self.saved = str(path)
 
     def save(self) -> None:
