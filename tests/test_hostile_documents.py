@@ -130,6 +130,8 @@ TABLE_CASES = [
     (lambda d: d.update(entries=[1, 2]), "field 'entries' must be a dict with string keys"),
     (lambda d: d["fingerprint"].update(threads="x"), "field 'fingerprint.threads' must be an integer"),
     (lambda d: d.update(reference_ms=0), "field 'reference_ms' must be a finite number > 0"),
+    (lambda d: d.update(calibration={"scales": {}, "networks": 3, "fit_mape": 0.1, "raw_mape": 0.2}),
+     "field 'calibration' lacks 'body'"),
 ]
 
 

@@ -38,6 +38,14 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -
         time.sleep(0.05)
 
 
+def _training(out: Path) -> subprocess.Popen[str]:
+    """A long training run in a subprocess, returned once its first checkpoint is written."""
+    proc = subprocess.Popen(cli("train", TINY, *TRAIN, "--epochs", "400", "--out", str(out)), env=cli_env(),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for(out / "last.pt", proc)
+    return proc
+
+
 def test_kill_9_mid_write_leaves_the_old_file_and_the_next_write_cleans_up(tmp_path: Path) -> None:
     target = tmp_path / "last.pt"
     target.write_text("the previous checkpoint")
@@ -62,9 +70,7 @@ def test_a_live_writers_temporary_is_left_alone(tmp_path: Path) -> None:
 
 def test_kill_9_mid_training_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(cli("train", TINY, *TRAIN, "--epochs", "400", "--out", str(out)), env=cli_env(),
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    _wait_for(out / "last.pt", proc)
+    proc = _training(out)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     ck = load_checkpoint(out / "last.pt")  # whole: the writes are atomic
@@ -78,9 +84,7 @@ def test_kill_9_mid_training_then_resume(tmp_path: Path) -> None:
 
 def test_sigterm_saves_like_ctrl_c(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(cli("train", TINY, *TRAIN, "--epochs", "400", "--out", str(out)), env=cli_env(),
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    _wait_for(out / "last.pt", proc)
+    proc = _training(out)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import torch
 
-from edgecnn.limits import MAX_CHANNELS, MAX_INPUT
+from edgecnn.limits import MAX_CHANNELS, MAX_INPUT, Limit
 
 MAX_THREADS = 4096  # far above any machine's cores; more is a typo
 MAX_WIDTH = 64.0  # width multiplier; the channel limit catches what slips under it
@@ -90,26 +90,22 @@ threads = int_in(1, MAX_THREADS, "a thread count")
 width = float_in(0.0, MAX_WIDTH, open_lo=True)
 
 
-def pixels(text: str) -> int:
-    """An image side in pixels, ``[1, EDGECNN_MAX_INPUT]``."""
-    v = positive_int(text)
-    if v > MAX_INPUT.value():
-        raise argparse.ArgumentTypeError(f"{v:,} pixels exceed the limit of {int(MAX_INPUT.value()):,}; "
-                                         f"raise it with {MAX_INPUT.env}=N if that is really meant")  # fmt: skip
-    return v
+def within(limit: Limit, what: str) -> Callable[[str], int]:
+    """An argparse type: a positive integer at most ``limit`` (``EDGECNN_MAX_*``, raisable)."""
+
+    def parse(text: str) -> int:
+        v = positive_int(text)
+        if v > limit.value():
+            raise argparse.ArgumentTypeError(f"{v:,} {what} exceed the limit of {int(limit.value()):,}; "
+                                             f"raise it with {limit.env}=N if that is really meant")  # fmt: skip
+        return v
+
+    parse.__name__ = what
+    return parse
 
 
-def classes(text: str) -> int:
-    """A class count, ``[1, EDGECNN_MAX_CHANNELS]``."""
-    v = positive_int(text)
-    if v > MAX_CHANNELS.value():
-        raise argparse.ArgumentTypeError(f"{v:,} classes exceed the limit of {int(MAX_CHANNELS.value()):,}; "
-                                         f"raise it with {MAX_CHANNELS.env}=N if that is really meant")  # fmt: skip
-    return v
-
-
-pixels.__name__ = "size"
-classes.__name__ = "count"
+pixels = within(MAX_INPUT, "pixels")  # an image side
+classes = within(MAX_CHANNELS, "classes")  # a class or channel count
 
 
 def device(text: str) -> str:

@@ -210,9 +210,14 @@ class LatencyTable:
         check_table(data, source)  # finite, non-negative entries of the right shape before anything uses them
         entries = {k: TableEntry(**v) for k, v in data.get("entries", {}).items()}
         cal = data.get("calibration")
+        try:
+            calibration = None if cal is None else Calibration.from_dict(cal)
+        except KeyError as exc:
+            raise ValueError(f"{source}: field 'calibration' lacks {exc}; recalibrate with `edgecnn latency "
+                             "calibrate`") from None  # fmt: skip
         return cls(
             DeviceFingerprint.from_dict(data["fingerprint"]), entries, data.get("call_overhead_ms"),
-            data.get("reference_ms"), None if cal is None else Calibration.from_dict(cal),
+            data.get("reference_ms"), calibration,
         )  # fmt: skip
 
     @classmethod
