@@ -32,6 +32,8 @@ ABSURD = [
     (["list", "--width", "1e12"], "argument --width: must be in (0, 64], got 1e12"),
     (["train", "conv_c99999999 gap fc", *TRAIN], "99,999,999 channels exceed the limit of 65,536"),
     (["latency", "build-table", "--table", "{tmp}/t.json", "--models", "conv_c99999999 gap fc"], "channels exceed"),
+    (["train", TINY, *TRAIN, "--image-size", "8192"], "digits at image_size 8192: 603 GB of memory (estimated) "
+                                                       "exceed the limit of"),
 ]
 ZERO = [
     (["analyze", TINY, "--num-classes", "0"], "argument --num-classes: must be a positive integer, got 0"),
@@ -111,3 +113,17 @@ def test_limits_are_raisable_and_a_bad_value_is_named(monkeypatch: pytest.Monkey
     monkeypatch.setenv("EDGECNN_MAX_LAYERS", "many")
     with pytest.raises(ValueError, match="EDGECNN_MAX_LAYERS='many' is not a number"):
         resolve(arch)
+
+
+def test_decoding_a_folder_stops_at_the_memory_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from edgecnn.data import load_data
+
+    (tmp_path / "a").mkdir()
+    for i in range(20):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / "a" / f"{i:02}.png")
+    monkeypatch.setenv("EDGECNN_MAX_MEMORY_GB", str(2e-6))  # 2 kB, half for the decoded list: 5 images of 192 B
+    with pytest.raises(ValueError, match=r"decoding a/05.png and the images before it: .* exceed the limit of 2e-06 GB"):
+        load_data(str(tmp_path), cache=tmp_path / "cache")

@@ -34,7 +34,8 @@ class Limit:
 
     env: str  # environment variable that overrides the default
     default: float  # the value when the variable is unset
-    what: str  # "channels per layer", for the message
+    what: str  # "channels", for the message
+    unit: str = ""  # the bound's unit in the message ("GB"); empty where ``what`` says it
 
     def value(self) -> float:
         """The bound in force: the variable's value if set (a positive number), else the default."""
@@ -53,7 +54,8 @@ class Limit:
         """``ValueError`` naming ``where``, the bound and how to raise it when ``got`` exceeds it."""
         bound = self.value()
         if got > bound:
-            raise ValueError(f"{where}: {_num(got)} {self.what} exceed the limit of {_num(bound)}; "
+            unit = f" {self.unit}" if self.unit else ""
+            raise ValueError(f"{where}: {_num(got)} {self.what} exceed the limit of {_num(bound)}{unit}; "
                              f"if that is really meant, raise it with {self.env}=N")  # fmt: skip
 
 
@@ -75,9 +77,9 @@ def _physical_gb() -> float:
 MAX_CHANNELS = Limit("EDGECNN_MAX_CHANNELS", 65536, "channels")
 MAX_LAYERS = Limit("EDGECNN_MAX_LAYERS", 4096, "layers")
 MAX_INPUT = Limit("EDGECNN_MAX_INPUT", 8192, "pixels")
-MAX_MEMORY_GB = Limit("EDGECNN_MAX_MEMORY_GB", round(0.8 * _physical_gb(), 1), "GB of memory (estimated)")
+MAX_MEMORY_GB = Limit("EDGECNN_MAX_MEMORY_GB", round(0.8 * _physical_gb(), 1), "GB of memory (estimated)", "GB")
 MAX_PLAN_STATES = Limit("EDGECNN_MAX_PLAN_STATES", 2_000_000, "search states")
-MAX_FILE_MB = Limit("EDGECNN_MAX_FILE_MB", 1024, "MB")
+MAX_FILE_MB = Limit("EDGECNN_MAX_FILE_MB", 1024, "MB", "MB")
 MAX_JSON_DEPTH = 64  # nesting of a JSON document we read; ours nest 4 deep (not raisable: no use for more)
 
 ALL: tuple[Limit, ...] = (MAX_CHANNELS, MAX_LAYERS, MAX_INPUT, MAX_MEMORY_GB, MAX_PLAN_STATES, MAX_FILE_MB)

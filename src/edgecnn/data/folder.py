@@ -43,6 +43,7 @@ from PIL import Image
 
 from edgecnn.atomic import atomic_write
 from edgecnn.data.archive import ArchiveError, iter_tar, iter_zip
+from edgecnn.limits import MAX_MEMORY_GB
 from edgecnn.schema import check_cache
 from edgecnn.data.sets import Augment, DataSet, ImageSplit, make_dataset, stratified_split
 
@@ -146,6 +147,7 @@ def _read_tree(entries: Iterator[_Entry], *, image_size: int | None, limit: int 
     out = _Decoded()
     counts: dict[tuple[str, str], int] = {}
     dirty = False
+    held, budget = 0, MAX_MEMORY_GB.value() * 1e9 / 2  # the decoded images are stacked once more at the end
     size = (image_size, image_size) if image_size else None
     for e in entries:
         if e.is_dir:
@@ -178,6 +180,9 @@ def _read_tree(entries: Iterator[_Entry], *, image_size: int | None, limit: int 
                 "while decoding"
             )
         split, cls = where
+        held += img.nbytes
+        if held > budget:
+            MAX_MEMORY_GB.check(2 * held / 1e9, f"decoding {rel} and the images before it")
         out.images.setdefault(split, []).append(img)
         out.names.setdefault(split, []).append(cls)
         out.paths.setdefault(split, []).append(rel)
