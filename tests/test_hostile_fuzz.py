@@ -81,8 +81,8 @@ def test_mutated_arch_strings(arch: str, size: int) -> None:
         assert cost.params > 0 and cost.macs >= 0 and len(cost.layers) == len(resolve(arch, num_classes=10))
 
 
-HOSTILE_VALUES = st.sampled_from([None, -1, 0, 10**12, math.nan, math.inf, "x", "", [], {}, [1.0], True,
-                                  {"a": 1}, [torch.zeros(1)], "conv_r100000000_c8 gap fc", "conv_c99999999 gap fc"])  # fmt: skip
+HOSTILE_VALUES = st.sampled_from([None, -1, 0, 10**12, math.nan, math.inf, "x", "", [], {}, [1.0], True, {"a": 1},
+                                  [torch.zeros(1)], "conv_r100000000_c8 gap fc", "conv_c99999999 gap fc"])  # fmt: skip
 CKPT_FIELDS = ["arch", "num_classes", "in_chans", "state_dict", "ema_state_dict", "optimizer", "epoch", "batch",
                "step", "rng", "config", "data", "history", "partial", "data.mean", "data.std", "data.image_size",
                "data.classes", "data.name", "data.in_chans", "version", "format"]  # fmt: skip
@@ -128,7 +128,8 @@ def _good_table() -> dict[str, Any]:
 
 GOOD_TABLE = _good_table()
 TABLE_PATHS = ["entries.*.median_ms", "entries.*.min_ms", "entries.*.repeats", "entries.*", "entries",
-               "fingerprint.threads", "fingerprint", "calibration", "reference_ms", "call_overhead_ms", "version"]  # fmt: skip
+               "fingerprint.threads", "fingerprint", "calibration", "reference_ms", "call_overhead_ms",
+               "version"]  # fmt: skip
 
 
 @FUZZ

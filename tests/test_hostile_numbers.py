@@ -125,5 +125,5 @@ def test_decoding_a_folder_stops_at_the_memory_limit(tmp_path: Path, monkeypatch
     for i in range(20):
         Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / "a" / f"{i:02}.png")
     monkeypatch.setenv("EDGECNN_MAX_MEMORY_GB", str(2e-6))  # 2 kB, half for the decoded list: 5 images of 192 B
-    with pytest.raises(ValueError, match=r"decoding a/05.png and the images before it: .* exceed the limit of 2e-06 GB"):
+    with pytest.raises(ValueError, match=r"decoding a/05.png and the images before it: .* limit of 2e-06 GB"):
         load_data(str(tmp_path), cache=tmp_path / "cache")

@@ -103,7 +103,8 @@ def test_analyze_reports_are_atomic(tmp_path: Path, capsys: pytest.CaptureFixtur
     ["latency", TINY, "--json", "{tmp}/file/m.json"],
     ["demo", "--model", TINY, "--out", "{tmp}/file/demo"],
 ])  # fmt: skip
-def test_every_output_flag_is_checked_first(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+def test_every_output_flag_is_checked_first(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            argv: list[str]) -> None:  # fmt: skip
     (tmp_path / "file").write_text("keep me")
     argv = [a.format(tmp=tmp_path) for a in argv]
     refused(argv, f"{tmp_path}/file is a file, not a folder", capsys, tmp_path)

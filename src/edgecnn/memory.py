@@ -67,7 +67,8 @@ def estimate_memory(arch: str | ArchSpec, *, input_size: int | tuple[int, int], 
 
 
 def check_memory(arch: str | ArchSpec, *, input_size: int | tuple[int, int], num_classes: int = 1000,
-                 in_chans: int = 3, batch: int = 1, training: bool = False, what: str = "this network") -> MemoryEstimate:  # fmt: skip
+                 in_chans: int = 3, batch: int = 1, training: bool = False,
+                 what: str = "this network") -> MemoryEstimate:  # fmt: skip
     """:func:`estimate_memory`, refused with a ``ValueError`` above ``EDGECNN_MAX_MEMORY_GB``."""
     est = estimate_memory(arch, input_size=input_size, num_classes=num_classes, in_chans=in_chans, batch=batch,
                           training=training)  # fmt: skip

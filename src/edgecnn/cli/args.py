@@ -63,7 +63,9 @@ def int_in(lo: int, hi: float = math.inf, what: str = "an integer") -> Callable[
     return parse
 
 
-def float_in(lo: float, hi: float = math.inf, *, open_lo: bool = False, open_hi: bool = False) -> Callable[[str], float]:
+def float_in(
+    lo: float, hi: float = math.inf, *, open_lo: bool = False, open_hi: bool = False
+) -> Callable[[str], float]:
     """An argparse type: a finite number in ``[lo, hi]`` (``open_lo``/``open_hi`` exclude the ends)."""
 
     def parse(text: str) -> float:

@@ -166,10 +166,11 @@ def _read_tree(entries: Iterator[_Entry], *, image_size: int | None, limit: int 
         try:  # a folder's unreadable file is an OSError here; a broken archive stream raises other errors
             img = _decode(e.read(), size)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            why = _BYTESIO.sub("the file", str(exc))
             if strict:
-                raise ValueError(f"cannot decode image {rel}: {_BYTESIO.sub('the file', str(exc))}; fix or remove the file, "
+                raise ValueError(f"cannot decode image {rel}: {why}; fix or remove the file, "
                                  "or drop strict (--strict) to skip it") from None  # fmt: skip
-            out.skipped.append(f"{rel}: {_BYTESIO.sub('the file', str(exc))}")
+            out.skipped.append(f"{rel}: {why}")
             continue
         if out.size is None:
             out.size, out.first_path = (img.shape[1], img.shape[0]), rel

@@ -273,9 +273,9 @@ class _Run:
 
     def train(self) -> TrainResult:
         t_start = time.perf_counter()
-        with _Interrupt(self.d.world == 1) as interrupt, _Bar(self.cfg.progress and self.d.rank == 0, self.epochs,
-                                                              self.per_epoch,
-                                                              self.cfg.log_epochs and self.d.rank == 0) as bar:  # fmt: skip
+        lead = self.d.rank == 0
+        bar_ = _Bar(self.cfg.progress and lead, self.epochs, self.per_epoch, self.cfg.log_epochs and lead)
+        with _Interrupt(self.d.world == 1) as interrupt, bar_ as bar:
             while self.epoch < self.epochs and self.step < self.total:
                 stats = self.train_epoch(interrupt, bar)
                 self.history.append(stats)
