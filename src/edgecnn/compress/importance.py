@@ -1,0 +1,160 @@
+"""Channel importance for structured pruning: one score per channel of each group, higher = keep (SPEC §5).
+
+A channel of a coupled group lives in several layers; its score sums over
+the layers that *produce* it (every conv / linear / depthwise filter of the
+group's "out" members). Criteria, selected by name or passed as a callable
+``(graph, model) -> {group index: scores}``:
+
+* ``"l1"`` / ``"l2"`` — the L1 (Li et al. 2017, "Pruning Filters for
+  Efficient ConvNets", §3.1) or L2 norm of the producing filters **after
+  folding the BatchNorm that follows them** (``W_j·|γ_j|/√(σ²_j+ε)``): a conv
+  followed by BN is invariant to the scale of its filters (SPEC §5), so the
+  raw norm says little; the folded filter is what runs at inference. The
+  conv → BN pairs are those :func:`edgecnn.compress.fold_bn.plan_fold_bn` folds.
+* ``"bn_scale"`` — Network Slimming's ``|γ|`` (Liu et al. 2017), summed over
+  the group's BatchNorms; groups without a BN fall back to ``"l1"``.
+* ``"taylor"`` — first-order Taylor (Molchanov et al. 2019, "Importance
+  Estimation for Neural Network Pruning", eq. 8 on groups): per batch
+  ``(Σ_θ θ·∂L/∂θ)²`` over the channel's producing weights, biases and BN
+  parameters, summed over the batches given (``data``).
+* ``"random"`` — uniform scores from a seeded generator (the control).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from edgecnn.compress.groups import ChannelGraph, Group, Member
+
+__all__ = ["CRITERIA", "Criterion", "importance"]
+
+Criterion = Callable[[ChannelGraph, nn.Module], Mapping[int, torch.Tensor]]
+CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random")
+
+
+def _rows(t: torch.Tensor, dim: int, idx: tuple[int, ...]) -> torch.Tensor:
+    return t.detach().movedim(dim, 0)[list(idx)].float()
+
+
+def _fold_scales(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Layer path -> |γ|/√(σ²+ε) of the BN that folds into it (empty when the model cannot be traced)."""
+    from edgecnn.compress.fold_bn import plan_fold_bn
+
+    try:
+        pairs = plan_fold_bn(model).pairs
+    except ValueError:
+        return {}
+    out = {}
+    for p in pairs:
+        bn = model.get_submodule(p.bn)
+        gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
+        out[p.layer] = (gamma.abs() / torch.sqrt(bn.running_var + bn.eps)).float()
+    return out
+
+
+def _norm_scores(g: Group, model: nn.Module, scales: Mapping[str, torch.Tensor], p: int) -> torch.Tensor:
+    total = torch.zeros(g.width)
+    for m, member in enumerate(g.members):
+        if member.role != "out" or member.param != "weight":
+            continue
+        w = getattr(model.get_submodule(member.module), "weight")
+        scale = scales.get(member.module)
+        for c, per in enumerate(g.channels):
+            rows = _rows(w, member.dim, per[m])
+            if scale is not None:
+                rows = rows * scale[list(per[m])].view(-1, *([1] * (rows.dim() - 1)))
+            total[c] += rows.abs().sum() if p == 1 else rows.pow(2).sum()
+    return total if p == 1 else total.sqrt()
+
+
+def _bn_scores(g: Group, model: nn.Module, scales: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    bns = [(m, member) for m, member in enumerate(g.members)
+           if member.param == "weight" and isinstance(model.get_submodule(member.module), _BatchNorm)]  # fmt: skip
+    if not bns:
+        return _norm_scores(g, model, scales, 1)
+    total = torch.zeros(g.width)
+    for m, member in bns:
+        gamma = model.get_submodule(member.module).weight.detach().abs().float()
+        for c, per in enumerate(g.channels):
+            total[c] += gamma[list(per[m])].sum()
+    return total
+
+
+def _taylor(graph: ChannelGraph, model: nn.Module, data: Iterable[Any], loss_fn: Callable[..., torch.Tensor]
+            ) -> dict[int, torch.Tensor]:  # fmt: skip
+    groups = graph.prunable
+    members: dict[tuple[str, str], torch.Tensor] = {}
+    for g in groups:
+        for member in g.members:
+            if member.role in ("out", "norm") and member.param in ("weight", "bias"):
+                t = getattr(model.get_submodule(member.module), member.param)
+                if isinstance(t, nn.Parameter):
+                    members[(member.module, member.param)] = t
+    params = list(members.values())
+    scores = {g.index: torch.zeros(g.width) for g in groups}
+    batches = 0
+    for batch in data:
+        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        out = model(x)
+        loss = loss_fn(out, y) if y is not None else loss_fn(out)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        prod = {k: (p.detach() * g).float() if g is not None else torch.zeros_like(p, dtype=torch.float)
+                for (k, p), g in zip(members.items(), grads)}  # fmt: skip
+        for g in groups:
+            s = torch.zeros(g.width)
+            for m, member in enumerate(g.members):
+                tp = prod.get((member.module, member.param))
+                if tp is None or member.role not in ("out", "norm"):
+                    continue
+                for c, per in enumerate(g.channels):
+                    s[c] += _rows(tp, member.dim, per[m]).sum()
+            scores[g.index] += s.pow(2)
+        batches += 1
+    if batches == 0:
+        raise ValueError("the taylor criterion needs data: give a few batches, e.g. data=[(x, y)]")
+    return scores
+
+
+def importance(
+    graph: ChannelGraph,
+    model: nn.Module,
+    criterion: str | Criterion = "l1",
+    *,
+    data: Iterable[Any] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    seed: int = 0,
+) -> dict[int, torch.Tensor]:
+    """Per prunable group of ``graph``, one score per channel (component), higher = more important.
+
+    ``data`` (taylor only): batches ``(x, y)`` (or ``x``; then ``loss_fn``
+    takes the output alone); ``loss_fn`` defaults to cross-entropy.
+    """
+    if callable(criterion):
+        scores = dict(criterion(graph, model))
+        for g in graph.prunable:
+            if g.index not in scores or scores[g.index].numel() != g.width:
+                raise ValueError(f"the criterion must give {g.width} scores for group {g.index}")
+        return scores
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown importance criterion {criterion!r}; valid: {', '.join(CRITERIA)} or a callable")
+    if criterion == "taylor":
+        return _taylor(graph, model, data or [], loss_fn or F.cross_entropy)
+    if criterion == "random":
+        gen = torch.Generator().manual_seed(seed)
+        return {g.index: torch.rand(g.width, generator=gen) for g in graph.prunable}
+    scales = _fold_scales(model)
+    if criterion == "bn_scale":
+        return {g.index: _bn_scores(g, model, scales) for g in graph.prunable}
+    p = 1 if criterion == "l1" else 2
+    return {g.index: _norm_scores(g, model, scales, p) for g in graph.prunable}
+
+
+def producer_members(g: Group) -> tuple[Member, ...]:
+    """The out-role members of ``g`` (filters, biases), what zeroing a channel's producers touches."""
+    return tuple(m for m in g.members if m.role == "out")
