@@ -87,7 +87,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from edgecnn.graph import GraphError, trace_graph
+from edgecnn.graph import GraphError
 
 __all__ = ["ChannelGraph", "Group", "Member", "channel_groups"]
 
@@ -171,6 +171,10 @@ class Group:
     @property
     def prunable(self) -> bool:
         return self.reason is None
+
+    def indices(self, m: int) -> torch.Tensor:
+        """``(width, n)`` long tensor: the indices of every component in member ``m``."""
+        return torch.tensor([per[m] for per in self.channels], dtype=torch.long)
 
     def producers(self) -> tuple[Member, ...]:
         """The members whose filters produce the channels (conv/linear outputs, depthwise filters)."""
@@ -478,19 +482,23 @@ class _Trace:
     graph: fx.Graph
     modules: dict[str, nn.Module]
     root: nn.Module
+    analysis: Any  # edgecnn.analysis.Analysis of the same pass: per-layer params and MACs at batch 1
 
 
 def _trace(model: nn.Module, inputs: Sequence[torch.Tensor]) -> _Trace:
-    """One fx trace with meta shapes on every node (batch 1); the small interface to the graph layer."""
+    """One fx trace with meta shapes on every node (batch 1): :func:`edgecnn.graph.trace_graph`, walked by
+    the cost analysis's evaluator (shape formulas, no meta kernels), so the costs come with it."""
+    from edgecnn.analysis.trace import analyze_fx  # compress reads analysis, never the reverse
+
     metas = [torch.empty((1, *t.shape[1:]), dtype=t.dtype, device="meta") for t in inputs]
     try:
-        g = trace_graph(model, metas)
+        analysis, g = analyze_fx(model, metas, receptive_fields=False)
     except GraphError as e:
         raise ValueError(f"cannot find channel groups: {e}; prune a traceable submodule instead") from e
     assert g.graph is not None
     root = copy.copy(g.root)  # the constants fx found (g.added) are read by get_attr nodes
     root.__dict__.update(g.added)
-    return _Trace(g.graph, g.modules, root)
+    return _Trace(g.graph, g.modules, root, analysis)
 
 
 class ChannelGraph:

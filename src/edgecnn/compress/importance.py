@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from edgecnn.compress.groups import ChannelGraph, Group, Member
+from edgecnn.compress.groups import ChannelGraph, Group
 
 __all__ = ["CRITERIA", "Criterion", "importance"]
 
@@ -38,8 +38,15 @@ Criterion = Callable[[ChannelGraph, nn.Module], Mapping[int, torch.Tensor]]
 CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random")
 
 
-def _rows(t: torch.Tensor, dim: int, idx: tuple[int, ...]) -> torch.Tensor:
-    return t.detach().movedim(dim, 0)[list(idx)].float()
+def _per_index(t: torch.Tensor, dim: int, p: int) -> torch.Tensor:
+    """Sum of ``|t|^p`` over every dim but ``dim``: one number per index of ``dim``."""
+    t = t.detach().float().movedim(dim, 0)
+    return (t.abs() if p == 1 else t.pow(2)).reshape(t.shape[0], -1).sum(1)
+
+
+def _per_channel(g: Group, m: int, values: torch.Tensor) -> torch.Tensor:
+    """Per component of ``g``: the sum of ``values`` (indexed like member ``m``'s dim) over its indices."""
+    return values[g.indices(m)].sum(1)
 
 
 def _fold_scales(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -64,12 +71,11 @@ def _norm_scores(g: Group, model: nn.Module, scales: Mapping[str, torch.Tensor],
         if member.role != "out" or member.param != "weight":
             continue
         w = getattr(model.get_submodule(member.module), "weight")
+        values = _per_index(w, member.dim, p)
         scale = scales.get(member.module)
-        for c, per in enumerate(g.channels):
-            rows = _rows(w, member.dim, per[m])
-            if scale is not None:
-                rows = rows * scale[list(per[m])].view(-1, *([1] * (rows.dim() - 1)))
-            total[c] += rows.abs().sum() if p == 1 else rows.pow(2).sum()
+        if scale is not None and member.dim == 0:  # the folded filter: row j scaled by BN j's |γ|/σ
+            values = values * (scale if p == 1 else scale.pow(2))
+        total += _per_channel(g, m, values)
     return total if p == 1 else total.sqrt()
 
 
@@ -80,9 +86,7 @@ def _bn_scores(g: Group, model: nn.Module, scales: Mapping[str, torch.Tensor]) -
         return _norm_scores(g, model, scales, 1)
     total = torch.zeros(g.width)
     for m, member in bns:
-        gamma = model.get_submodule(member.module).weight.detach().abs().float()
-        for c, per in enumerate(g.channels):
-            total[c] += gamma[list(per[m])].sum()
+        total += _per_channel(g, m, model.get_submodule(member.module).weight.detach().abs().float())
     return total
 
 
@@ -104,16 +108,14 @@ def _taylor(graph: ChannelGraph, model: nn.Module, data: Iterable[Any], loss_fn:
         out = model(x)
         loss = loss_fn(out, y) if y is not None else loss_fn(out)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-        prod = {k: (p.detach() * g).float() if g is not None else torch.zeros_like(p, dtype=torch.float)
-                for (k, p), g in zip(members.items(), grads)}  # fmt: skip
+        prod = {k: (p.detach() * g).float() for (k, p), g in zip(members.items(), grads) if g is not None}
         for g in groups:
             s = torch.zeros(g.width)
             for m, member in enumerate(g.members):
                 tp = prod.get((member.module, member.param))
-                if tp is None or member.role not in ("out", "norm"):
-                    continue
-                for c, per in enumerate(g.channels):
-                    s[c] += _rows(tp, member.dim, per[m]).sum()
+                if tp is not None and member.role in ("out", "norm"):
+                    t = tp.movedim(member.dim, 0)
+                    s += _per_channel(g, m, t.reshape(t.shape[0], -1).sum(1))
             scores[g.index] += s.pow(2)
         batches += 1
     if batches == 0:
@@ -154,7 +156,3 @@ def importance(
     p = 1 if criterion == "l1" else 2
     return {g.index: _norm_scores(g, model, scales, p) for g in graph.prunable}
 
-
-def producer_members(g: Group) -> tuple[Member, ...]:
-    """The out-role members of ``g`` (filters, biases), what zeroing a channel's producers touches."""
-    return tuple(m for m in g.members if m.role == "out")

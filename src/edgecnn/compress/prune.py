@@ -146,11 +146,8 @@ class Pruned:
 class _Costs:
     """Exact params and MACs of the model for any kept counts per group (no model built)."""
 
-    def __init__(self, model: nn.Module, graph: ChannelGraph, inputs: Sequence[torch.Tensor]) -> None:
-        from edgecnn.analysis import analyze  # compress reads analysis, never the reverse
-
-        metas = [torch.empty((1, *t.shape[1:]), dtype=t.dtype) for t in inputs]
-        a = analyze(model, inputs=metas, mode="fx", receptive_fields=False)
+    def __init__(self, model: nn.Module, graph: ChannelGraph) -> None:
+        a = graph.trace.analysis
         self.params, self.macs = a.params, a.macs
         self.width = {g.index: g.width for g in graph.groups}
         # (module, param) -> {dim: [(group, indices per channel)]}
@@ -387,8 +384,7 @@ def plan_prune(
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
     cg = graph if graph is not None else channel_groups(model, input_size, inputs=inputs, round_to=round_to)
-    xs = [torch.empty((1, *t.shape[1:])) for t in cg.inputs]
-    costs = _Costs(model, cg, xs)
+    costs = _Costs(model, cg)
     arch = _ArchSpace(model, cg) if isinstance(model, EdgeNet) else None
     reasons: dict[int, str] = {g.index: g.reason for g in cg.groups if g.reason is not None}
     if arch is not None:
@@ -618,8 +614,8 @@ def zero_pruned_(model: nn.Module, plan: PrunePlan) -> nn.Module:
             t = getattr(model.get_submodule(member.module), member.param)
             if member.role == "norm" and member.param not in ("weight", "bias"):
                 continue
-            for c in removed:
-                idx = torch.tensor(g.channels[c][m], dtype=torch.long)
+            if removed:
+                idx = torch.tensor([i for c in removed for i in g.channels[c][m]], dtype=torch.long)
                 t.index_fill_(member.dim, idx.to(t.device), 0.0)
     return model
 
