@@ -208,7 +208,7 @@ def test_random_criterion_is_seeded_and_l1_is_bn_folded() -> None:
 
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
 def test_targets(allocation: str) -> None:
-    model = _randomize(zoo.create("mobilenet_v2_cifar"))
+    model = _randomize(zoo.create("mobilenet_v2_cifar", width=0.5))
     cg = channel_groups(model, (3, 32, 32))
     full = plan_prune(model, keep=1.0, graph=cg)
     for target in ("macs", "params"):

@@ -158,7 +158,7 @@ class Group:
     """
 
     index: int  # position in ChannelGraph.groups
-    members: tuple[Member, ...]  # sorted by module path
+    members: tuple[Member, ...]  # in graph order of first use
     channels: tuple[tuple[tuple[int, ...], ...], ...]  # [component][member] -> indices
     reason: str | None  # why the group cannot be pruned; None when it can
     round_to: int  # kept widths are multiples of this (or the full width)
@@ -528,20 +528,40 @@ class ChannelGraph:
                     self.slots.union(a, b, f"{key[0]} is called more than once on different channels")
 
     def _group(self, round_to: int) -> tuple[Group, ...]:
-        comps: dict[int, dict[Key, list[int]]] = defaultdict(lambda: defaultdict(list))
+        find = self.slots.find
+        roots = [find(i) for i in range(len(self.slots.parent))]
+        comps: dict[int, dict[Key, list[int]]] = {}
         roles: dict[Key, str] = {}
-        for key, (role, labels) in self.uses.items():
+        split: dict[int, dict[int, list[int]]] = {}  # id(label tensor) -> component -> indices
+        for key, (role, labels) in self.uses.items():  # per layer dim: the indices of each component
             roles[key] = role
-            for i, a in enumerate(labels.tolist()):
-                if a:
-                    comps[self.slots.find(a)][key].append(i)
+            parts = split.get(id(labels))  # a BN's four tensors, a conv's weight and bias share one
+            if parts is None:
+                parts = split[id(labels)] = {}
+                for i, a in enumerate(labels.tolist()):
+                    if a:
+                        idx = parts.get(roots[a])
+                        if idx is None:
+                            parts[roots[a]] = [i]
+                        else:
+                            idx.append(i)
+            for c, idx in parts.items():
+                members = comps.get(c)
+                if members is None:
+                    members = comps[c] = {}
+                members[key] = idx
         by_shape: dict[tuple[tuple[Key, ...], str | None], list[tuple[tuple[int, ...], ...]]] = defaultdict(list)
+        produced: dict[tuple[Key, ...], bool] = {}
+        blocked = self.slots.blocked
         for root, members in comps.items():
-            keys = tuple(sorted(members))
-            reason = self.slots.blocked.get(root)
-            if reason is None and not any(roles[k] == "out" and k[1] == "weight" for k in keys):
-                reason = "no layer produces these channels"
-            by_shape[(keys, reason)].append(tuple(tuple(members[k]) for k in keys))
+            keys = tuple(members)  # in graph order: the same tuple for every component touching the same dims
+            reason = blocked.get(root)
+            if reason is None:
+                if keys not in produced:
+                    produced[keys] = any(roles[k] == "out" and k[1] == "weight" for k in keys)
+                if not produced[keys]:
+                    reason = "no layer produces these channels"
+            by_shape[(keys, reason)].append(tuple(map(tuple, members.values())))
         groups = []
         seen = {k: i for i, k in enumerate(self.uses)}  # graph order of first use
 
@@ -552,7 +572,7 @@ class ChannelGraph:
 
         order = sorted(by_shape.items(), key=first)
         for (keys, reason), channels in order:
-            channels.sort()
+            channels.sort(key=lambda c: c[0][0])  # by the first index in the first member
             members = tuple(Member(k[0], k[1], k[2], roles[k]) for k in keys)
             if reason is None and any(len({len(c[m]) for c in channels}) > 1 for m in range(len(keys))):
                 reason = "its channels own different numbers of indices in one layer"
