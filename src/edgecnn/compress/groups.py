@@ -76,6 +76,7 @@ reshapes too, not only for the common "same index everywhere" case.
 from __future__ import annotations
 
 import copy
+import functools
 import operator
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -148,33 +149,42 @@ class Member:
         return f"{self.module}.{self.param}[{self.dim}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Group:
-    """Channels that are removed together: per component, the indices it owns in each member.
+    """Channels that are removed together: per member, the indices each component (channel) owns.
 
-    ``channels[c][m]`` are the indices of component ``c`` in member ``m``'s
-    dimension (one index for most layers; ``H·W`` for a Linear after a
-    flatten, the multiplier for a depthwise conv with channel multiplier).
+    ``rows[m]`` is a ``(width, n)`` long tensor: row ``c`` holds the indices
+    of component ``c`` in member ``m``'s dimension (``n`` is 1 for most
+    layers, ``H·W`` for a Linear after a flatten, the multiplier for a
+    depthwise conv with a channel multiplier; ``-1`` pads rows of a group
+    whose channels own different counts, which is then not prunable).
+    ``channels[c][m]`` is the same as nested tuples.
     """
 
     index: int  # position in ChannelGraph.groups
     members: tuple[Member, ...]  # in graph order of first use
-    channels: tuple[tuple[tuple[int, ...], ...], ...]  # [component][member] -> indices
+    rows: tuple[torch.Tensor, ...]  # per member: (width, n) indices
     reason: str | None  # why the group cannot be pruned; None when it can
     round_to: int  # kept widths are multiples of this (or the full width)
 
     @property
     def width(self) -> int:
         """Number of channels (components) in the group."""
-        return len(self.channels)
+        return int(self.rows[0].shape[0])
 
     @property
     def prunable(self) -> bool:
         return self.reason is None
 
+    @functools.cached_property
+    def channels(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
+        """``channels[c][m]``: the indices of component ``c`` in member ``m`` (tuples, for reading)."""
+        rows = [t.tolist() for t in self.rows]
+        return tuple(tuple(tuple(i for i in r[c] if i >= 0) for r in rows) for c in range(self.width))
+
     def indices(self, m: int) -> torch.Tensor:
         """``(width, n)`` long tensor: the indices of every component in member ``m``."""
-        return torch.tensor([per[m] for per in self.channels], dtype=torch.long)
+        return self.rows[m]
 
     def producers(self) -> tuple[Member, ...]:
         """The members whose filters produce the channels (conv/linear outputs, depthwise filters)."""
@@ -250,6 +260,12 @@ def _compact(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _runs(keys: torch.Tensor, values: torch.Tensor) -> tuple[list[int], list[torch.Tensor]]:
+    """Split ``values`` where the sorted ``keys`` change: (the key of each run, the values of each run)."""
+    unique, counts = torch.unique_consecutive(keys, return_counts=True)
+    return unique.tolist(), list(torch.split(values, counts.tolist()))
+
+
 def _broadcast(vec: torch.Tensor, shape: Sequence[int], dim: int) -> torch.Tensor:
     """Per-channel labels ``vec`` laid out along ``dim`` of a tensor of ``shape`` (channel size from ``vec``)."""
     shape = list(shape)
@@ -277,6 +293,7 @@ class _Interpreter:
         self.extra: list[tuple[Key, torch.Tensor]] = []  # later calls of a shared module
         self.starts: dict[str, list[int]] = defaultdict(list)  # producer -> first slot of each call
         self.calls: dict[str, int] = defaultdict(int)
+        self.folds: dict[str, str] = {}  # conv/linear path -> the BatchNorm that only it feeds
 
     # -- recording
     def _use(self, module: str, param: str, dim: int, labels: torch.Tensor, role: str) -> None:
@@ -310,8 +327,12 @@ class _Interpreter:
         if self.emit is not None:
             return
         a, b = torch.broadcast_tensors(_compact(a), _compact(b))
-        pairs = torch.stack([a.reshape(-1), b.reshape(-1)]).unique(dim=1)
-        for x, y in pairs.t().tolist():
+        a, b = a.reshape(-1), b.reshape(-1)
+        if a.numel() > 4096:  # distinct pairs first, as one integer each
+            base = int(b.max()) + 1
+            pairs = torch.unique(a * base + b)
+            a, b = pairs // base, pairs % base
+        for x, y in zip(a.tolist(), b.tolist()):
             if x != y:
                 self.slots.union(x, y, why)
 
@@ -369,6 +390,10 @@ class _Interpreter:
             self._use(name, "weight", 1, lab, "in")
             return _broadcast(self._fresh(name, m.out_features, 0), self._shape(node), -1)
         if isinstance(m, _BatchNorm):
+            src = node.args[0] if node.args else None
+            if (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
+                    and isinstance(self.modules[str(src.target)], (*_CONV, *_TCONV, nn.Linear))):
+                self.folds[str(src.target)] = name  # the BN that folds into that layer (as fold_bn pairs them)
             lab = self._channels(x, 1, name)
             for p in ("weight", "bias", "running_mean", "running_var"):
                 self._use(name, p, 0, lab, "norm")
@@ -514,6 +539,7 @@ class ChannelGraph:
         interp = _Interpreter(self.trace.graph, self.trace.modules, self.trace.root, self.slots)
         interp.run()
         self.starts = dict(interp.starts)
+        self.folds = interp.folds  # layer -> the BN right after it (what fold_bn would fold)
         self.uses = interp.uses  # key -> (role, label per index), first call
         self._unify_calls(interp)
         self.groups = self._group(round_to)
@@ -528,56 +554,73 @@ class ChannelGraph:
                     self.slots.union(a, b, f"{key[0]} is called more than once on different channels")
 
     def _group(self, round_to: int) -> tuple[Group, ...]:
+        """Components (roots) that touch the same set of dims form a group; all of it on tensors."""
         find = self.slots.find
-        roots = [find(i) for i in range(len(self.slots.parent))]
-        comps: dict[int, dict[Key, list[int]]] = {}
-        roles: dict[Key, str] = {}
-        split: dict[int, dict[int, list[int]]] = {}  # id(label tensor) -> component -> indices
-        for key, (role, labels) in self.uses.items():  # per layer dim: the indices of each component
-            roles[key] = role
-            parts = split.get(id(labels))  # a BN's four tensors, a conv's weight and bias share one
-            if parts is None:
-                parts = split[id(labels)] = {}
-                for i, a in enumerate(labels.tolist()):
-                    if a:
-                        idx = parts.get(roots[a])
-                        if idx is None:
-                            parts[roots[a]] = [i]
-                        else:
-                            idx.append(i)
-            for c, idx in parts.items():
-                members = comps.get(c)
-                if members is None:
-                    members = comps[c] = {}
-                members[key] = idx
-        by_shape: dict[tuple[tuple[Key, ...], str | None], list[tuple[tuple[int, ...], ...]]] = defaultdict(list)
-        produced: dict[tuple[Key, ...], bool] = {}
-        blocked = self.slots.blocked
-        for root, members in comps.items():
-            keys = tuple(members)  # in graph order: the same tuple for every component touching the same dims
-            reason = blocked.get(root)
-            if reason is None:
-                if keys not in produced:
-                    produced[keys] = any(roles[k] == "out" and k[1] == "weight" for k in keys)
-                if not produced[keys]:
-                    reason = "no layer produces these channels"
-            by_shape[(keys, reason)].append(tuple(map(tuple, members.values())))
-        groups = []
+        roots = torch.tensor([find(i) for i in range(len(self.slots.parent))], dtype=torch.long)
+        n = roots.numel()
+        gen = torch.Generator().manual_seed(0)
+        signature = torch.zeros(n, dtype=torch.long)  # per root: a sum of random 63-bit keys of the dims it touches
+        per_key: dict[Key, torch.Tensor] = {}
+        for key, (_, labels) in self.uses.items():
+            r = roots[labels]
+            per_key[key] = r
+            present = torch.unique(r[r != 0])
+            signature.index_add_(0, present, torch.randint(1, 2**62, (1,), generator=gen).expand(len(present)))
+        # blocked roots carry their reason in the signature too
+        reason_of = {self.slots.find(a): why for a, why in self.slots.blocked.items()}
+        reasons = list(dict.fromkeys(reason_of.values()))
+        rid = torch.zeros(n, dtype=torch.long)
+        for a, why in reason_of.items():
+            rid[a] = reasons.index(why) + 1
+        live = torch.nonzero(signature, as_tuple=True)[0]  # roots that touch something, ascending = graph order
+        _, gid_live = torch.unique(torch.stack([signature[live], rid[live]], 1), dim=0, return_inverse=True)
+        gid = torch.full((n,), -1, dtype=torch.long)
+        gid[live] = gid_live
+        ngroups = int(gid_live.max()) + 1 if live.numel() else 0
+        # rank of each root inside its group (ascending root id: the earliest producer's channel order)
+        rank = torch.zeros(n, dtype=torch.long)
+        counts = torch.zeros(ngroups, dtype=torch.long)
+        order = torch.argsort(gid_live, stable=True)
+        sizes = torch.bincount(gid_live, minlength=ngroups)
+        starts = torch.cumsum(sizes, 0) - sizes
+        rank[live[order]] = torch.arange(live.numel()) - starts[gid_live[order]]
+        members: list[list[tuple[Key, torch.Tensor]]] = [[] for _ in range(ngroups)]
+        for key, r in per_key.items():
+            g = gid[r]
+            pos = torch.nonzero(g >= 0, as_tuple=True)[0]
+            if pos.numel() == 0:
+                continue
+            gk = g[pos]
+            sort = torch.argsort(gk * (len(r) + 1) * n + rank[r[pos]] * (len(r) + 1) + pos)
+            pos, gk = pos[sort], gk[sort]
+            for g_i, part in zip(*_runs(gk, pos)):
+                rows = rank[r[part]]
+                width = int(sizes[g_i])
+                per = torch.bincount(rows, minlength=width)
+                if bool((per == per[0]).all()):
+                    members[g_i].append((key, part.view(width, int(per[0]))))
+                else:  # ragged: pad with -1
+                    mat = torch.full((width, int(per.max())), -1, dtype=torch.long)
+                    col = torch.arange(len(rows)) - (torch.cumsum(per, 0) - per)[rows]
+                    mat[rows, col] = part
+                    members[g_i].append((key, mat))
+                    counts[g_i] = 1
+        first_root = torch.full((ngroups,), n, dtype=torch.long).scatter_reduce(0, gid_live, live, "amin")
         seen = {k: i for i, k in enumerate(self.uses)}  # graph order of first use
-
-        def first(kv: Any) -> tuple[bool, int]:
-            (keys, reason), _ = kv
-            out = [seen[k] for k in keys if roles[k] == "out"] or [seen[k] for k in keys]
-            return (reason is not None, min(out))
-
-        order = sorted(by_shape.items(), key=first)
-        for (keys, reason), channels in order:
-            channels.sort(key=lambda c: c[0][0])  # by the first index in the first member
-            members = tuple(Member(k[0], k[1], k[2], roles[k]) for k in keys)
-            if reason is None and any(len({len(c[m]) for c in channels}) > 1 for m in range(len(keys))):
+        built = []
+        for g_i in range(ngroups):
+            keys = [k for k, _ in members[g_i]]
+            root = int(first_root[g_i])
+            reason = reason_of.get(root)
+            if reason is None and not any(self.uses[k][0] == "out" and k[1] == "weight" for k in keys):
+                reason = "no layer produces these channels"
+            if reason is None and int(counts[g_i]):
                 reason = "its channels own different numbers of indices in one layer"
-            groups.append(Group(len(groups), members, tuple(channels), reason, round_to))
-        return tuple(groups)
+            outs = [seen[k] for k in keys if self.uses[k][0] == "out"] or [seen[k] for k in keys]
+            built.append(((reason is not None, min(outs)), keys, [t for _, t in members[g_i]], reason))
+        built.sort(key=lambda b: b[0])
+        return tuple(Group(i, tuple(Member(k[0], k[1], k[2], self.uses[k][0]) for k in keys), tuple(rows), reason,
+                           round_to) for i, (_, keys, rows, reason) in enumerate(built))  # fmt: skip
 
     @property
     def prunable(self) -> tuple[Group, ...]:
@@ -600,15 +643,17 @@ class ChannelGraph:
             order = list(keep.get(g.index, range(g.width)))
             if g.index in keep and not g.prunable and sorted(order) != list(range(g.width)):
                 raise ValueError(f"group {g.index} cannot be pruned: {g.reason}")
-            chosen = set(order)
-            for c, per_member in enumerate(g.channels):
-                if c not in chosen:
-                    dropped.update((member.key, i) for member, idx in zip(g.members, per_member) for i in idx)
-            for m, member in enumerate(g.members):
-                for occ in range(len(g.channels[0][m])):
-                    slots = sorted(g.channels[c][m][occ] for c in order)
-                    for c, slot in zip(order, slots):
-                        rank[(member.key, g.channels[c][m][occ])] = (occ, slot)
+            chosen = torch.tensor(order, dtype=torch.long)
+            gone = torch.ones(g.width, dtype=torch.bool)
+            gone[chosen] = False
+            for member, rows in zip(g.members, g.rows):
+                key = member.key
+                dropped.update((key, i) for i in rows[gone].flatten().tolist() if i >= 0)
+                kept = rows[chosen]
+                for occ, col in enumerate(kept.t().tolist()):
+                    for i, slot in zip(col, sorted(col)):
+                        if i >= 0:
+                            rank[(key, i)] = (occ, slot)
         emit: dict[str, list[int]] = {}
         for module, starts in self.starts.items():
             key = next((k for k in self.uses if k[0] == module and self.uses[k][0] == "out" and k[1] == "weight"),

@@ -10,7 +10,8 @@ group's "out" members). Criteria, selected by name or passed as a callable
   folding the BatchNorm that follows them** (``W_j·|γ_j|/√(σ²_j+ε)``): a conv
   followed by BN is invariant to the scale of its filters (SPEC §5), so the
   raw norm says little; the folded filter is what runs at inference. The
-  conv → BN pairs are those :func:`edgecnn.compress.fold_bn.plan_fold_bn` folds.
+  BN is the one right after a conv / linear that feeds only it (what
+  :func:`edgecnn.compress.fold_bn.fold_bn` folds).
 * ``"bn_scale"`` — Network Slimming's ``|γ|`` (Liu et al. 2017), summed over
   the group's BatchNorms; groups without a BN fall back to ``"l1"``.
 * ``"taylor"`` — first-order Taylor (Molchanov et al. 2019, "Importance
@@ -49,19 +50,15 @@ def _per_channel(g: Group, m: int, values: torch.Tensor) -> torch.Tensor:
     return values[g.indices(m)].sum(1)
 
 
-def _fold_scales(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Layer path -> |γ|/√(σ²+ε) of the BN that folds into it (empty when the model cannot be traced)."""
-    from edgecnn.compress.fold_bn import plan_fold_bn
-
-    try:
-        pairs = plan_fold_bn(model).pairs
-    except ValueError:
-        return {}
+def _fold_scales(graph: ChannelGraph, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Layer path -> |γ|/√(σ²+ε) of the BN right after it (the pairs :func:`edgecnn.compress.fold_bn` folds)."""
     out = {}
-    for p in pairs:
-        bn = model.get_submodule(p.bn)
+    for layer, name in graph.folds.items():
+        bn = model.get_submodule(name)
+        if bn.running_var is None:
+            continue
         gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
-        out[p.layer] = (gamma.abs() / torch.sqrt(bn.running_var + bn.eps)).float()
+        out[layer] = (gamma.abs() / torch.sqrt(bn.running_var + bn.eps)).float()
     return out
 
 
@@ -73,7 +70,7 @@ def _norm_scores(g: Group, model: nn.Module, scales: Mapping[str, torch.Tensor],
         w = getattr(model.get_submodule(member.module), "weight")
         values = _per_index(w, member.dim, p)
         scale = scales.get(member.module)
-        if scale is not None and member.dim == 0:  # the folded filter: row j scaled by BN j's |γ|/σ
+        if scale is not None:  # the folded filter: output channel j scaled by BN j's |γ|/σ
             values = values * (scale if p == 1 else scale.pow(2))
         total += _per_channel(g, m, values)
     return total if p == 1 else total.sqrt()
@@ -150,7 +147,7 @@ def importance(
     if criterion == "random":
         gen = torch.Generator().manual_seed(seed)
         return {g.index: torch.rand(g.width, generator=gen) for g in graph.prunable}
-    scales = _fold_scales(model)
+    scales = _fold_scales(graph, model)
     if criterion == "bn_scale":
         return {g.index: _bn_scores(g, model, scales) for g in graph.prunable}
     p = 1 if criterion == "l1" else 2

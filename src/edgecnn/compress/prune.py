@@ -154,7 +154,7 @@ class _Costs:
         self.dims: dict[tuple[str, str], dict[int, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
         for g in graph.prunable:
             for m, member in enumerate(g.members):
-                self.dims[(member.module, member.param)][member.dim].append((g.index, len(g.channels[0][m])))
+                self.dims[(member.module, member.param)][member.dim].append((g.index, int(g.rows[m].shape[1])))
         self.shape: dict[tuple[str, str], tuple[int, ...]] = {}
         self.counted: set[tuple[str, str]] = set()
         for key in self.dims:
@@ -615,7 +615,7 @@ def zero_pruned_(model: nn.Module, plan: PrunePlan) -> nn.Module:
             if member.role == "norm" and member.param not in ("weight", "bias"):
                 continue
             if removed:
-                idx = torch.tensor([i for c in removed for i in g.channels[c][m]], dtype=torch.long)
-                t.index_fill_(member.dim, idx.to(t.device), 0.0)
+                idx = g.rows[m][removed].flatten()
+                t.index_fill_(member.dim, idx[idx >= 0].to(t.device), 0.0)
     return model
 
