@@ -195,12 +195,13 @@ def _safe(fn: Any, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
 
 def compare(cases: Sequence[Case], *, torch_pruning: bool = True) -> list[dict[str, Any]]:
     """One row per ``(name, model, input)``: ours and Torch-Pruning's results (see the module docstring)."""
-    from handwritten_nets import ResidualNet
+    from handwritten_nets import ConcatNet, ResidualNet
 
-    warm = (ResidualNet().eval(), torch.randn(2, 3, 32, 32))  # first calls import and compile; not timed
-    run_ours(*warm)
-    if torch_pruning:
-        run_torch_pruning(*warm)
+    for net in (ResidualNet, ConcatNet):  # first calls import and compile (a first torch.cat: seconds); not timed
+        warm = (net().eval(), torch.randn(2, 3, 32, 32))
+        run_ours(*warm)
+        if torch_pruning:
+            run_torch_pruning(*warm)
     rows = []
     for name, model, x in cases:
         row: dict[str, Any] = {"model": name, "ours": _safe(run_ours, model, x)}
