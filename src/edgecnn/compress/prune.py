@@ -370,6 +370,7 @@ def plan_prune(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     seed: int = 0,
     graph: ChannelGraph | None = None,
+    arch_space: bool | None = None,
 ) -> PrunePlan:
     """Choose the kept channels of every coupled group of ``model`` for one target (see the module docstring).
 
@@ -378,14 +379,17 @@ def plan_prune(
     keep the top-scored channels in their order, indices keep exactly those
     in the given order. ``data`` / ``loss_fn``: for ``criterion="taylor"``.
     ``graph``: a :func:`channel_groups` result of this model to reuse.
-    Reads the model only; :func:`prune` applies the plan.
+    ``arch_space``: write the result as an arch string (EdgeNets whose
+    modules are the builder's; ``None`` decides: an EdgeNet after
+    ``fold_bn`` is pruned as a plain module). Reads the model only;
+    :func:`prune` applies the plan.
     """
     rule = _targets(keep, macs, params, widths)
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
     cg = graph if graph is not None else channel_groups(model, input_size, inputs=inputs, round_to=round_to)
     costs = _Costs(model, cg)
-    arch = _ArchSpace(model, cg) if isinstance(model, EdgeNet) else None
+    arch = _ArchSpace(model, cg) if _in_arch_space(model, arch_space) else None
     reasons: dict[int, str] = {g.index: g.reason for g in cg.groups if g.reason is not None}
     if arch is not None:
         for g in cg.prunable:
@@ -446,6 +450,21 @@ def plan_prune(
     return PrunePlan(tuple(entries), tuple(skipped), rule, name, allocation, round_to, shape, costs.params, p_after,
                      costs.macs, m_after, model.arch if arch else None, arch.arch(counts) if arch else None,
                      tuple(g.index for g in free), cg)  # fmt: skip
+
+
+def _in_arch_space(model: nn.Module, wanted: bool | None) -> bool:
+    """Whether ``model`` is pruned in arch space: an EdgeNet whose state dict is the builder's (not folded)."""
+    if wanted is False:
+        return False
+    same = False
+    if isinstance(model, EdgeNet):
+        with torch.device("meta"):
+            fresh = build(model.arch, num_classes=model.num_classes, in_chans=model.in_chans)
+        same = set(fresh.state_dict()) == set(model.state_dict())
+    if wanted and not same:
+        raise ValueError("arch_space=True needs an EdgeNet as the builder made it (not BN-folded or edited); "
+                         "pass arch_space=None to prune it as a plain module")  # fmt: skip
+    return same
 
 
 def _over(costs: _Costs, counts: dict[int, int], macs: int | None, params: int | None) -> bool:
