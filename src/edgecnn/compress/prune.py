@@ -61,7 +61,7 @@ from edgecnn.compress.groups import ChannelGraph, Group, channel_groups
 from edgecnn.compress.importance import Criterion, importance
 from edgecnn.plan import LayerPlan, resolve
 
-__all__ = ["GroupPrune", "GroupSkip", "PrunePlan", "Pruned", "plan_prune", "prune", "zero_pruned_"]
+__all__ = ["GroupPrune", "GroupSkip", "PrunePlan", "Pruned", "apply_kept", "plan_prune", "prune", "zero_pruned_"]
 
 ALLOCATIONS = ("uniform", "global")
 
@@ -559,10 +559,20 @@ def _fix_attributes(m: nn.Module, depthwise_mult: int | None) -> None:
         m.num_parameters = w.shape[0]
 
 
-@torch.no_grad()
 def _apply(model: nn.Module, plan: PrunePlan) -> tuple[nn.Module, dict[str, tuple[int, ...]]]:
-    cg = plan.graph
-    index = cg.kept_indices({e.group: e.kept for e in plan.groups})
+    return apply_kept(model, plan.graph, {e.group: e.kept for e in plan.groups})
+
+
+@torch.no_grad()
+def apply_kept(model: nn.Module, cg: ChannelGraph, keep: Mapping[int, Sequence[int]]
+               ) -> tuple[nn.Module, dict[str, tuple[int, ...]]]:  # fmt: skip
+    """A copy of ``model`` keeping, per group of ``cg``, the components in ``keep`` (in that order).
+
+    The one weight-slicing step of every pruning in edgecnn (no checks on the
+    choice beyond the graph's: planners decide); returns the copy and the
+    kept indices of each changed ``"module.param[dim]"``.
+    """
+    index = cg.kept_indices(keep)
     new = copy.deepcopy(model)
     touched: dict[str, int | None] = {}
     kept: dict[str, tuple[int, ...]] = {}
