@@ -38,7 +38,7 @@ lose its expand conv in the builder, and a ResNet block with a projection
 shortcut whose input and output widths become equal would get an identity
 one; an inverted residual whose widths become equal without a skip before
 gets ``noskip``. :func:`edgecnn.compress.prune_inner.prune_inner` remains the
-hand-written special case for inner widths only.
+inner-width-only planner; its weight transfer is :func:`apply_kept` here.
 """
 
 from __future__ import annotations
