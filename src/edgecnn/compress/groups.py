@@ -554,73 +554,88 @@ class ChannelGraph:
                     self.slots.union(a, b, f"{key[0]} is called more than once on different channels")
 
     def _group(self, round_to: int) -> tuple[Group, ...]:
-        """Components (roots) that touch the same set of dims form a group; all of it on tensors."""
-        find = self.slots.find
-        roots = torch.tensor([find(i) for i in range(len(self.slots.parent))], dtype=torch.long)
-        n = roots.numel()
+        """Components (roots) that touch the same set of dims form a group: every key's labels at once, on tensors."""
+        parent = torch.tensor(self.slots.parent, dtype=torch.long)
+        while True:  # pointer jumping: every slot's root (roots are the smallest slot of their component)
+            up = parent[parent]
+            if torch.equal(up, parent):
+                break
+            parent = up
+        roots, n = parent, parent.numel()
+        keys = list(self.uses)
+        nkeys = len(keys)
+        labels = [self.uses[k][1] for k in keys]
+        lengths = torch.tensor([t.numel() for t in labels], dtype=torch.long)
+        kid = torch.repeat_interleave(torch.arange(nkeys), lengths)  # key of each element
+        pos = torch.arange(kid.numel()) - (torch.cumsum(lengths, 0) - lengths)[kid]  # its index in that dim
+        r = roots[torch.cat(labels)] if labels else torch.zeros(0, dtype=torch.long)
+        # per root: a sum of random 63-bit keys of the dims it touches, so equal sets <=> equal sums
         gen = torch.Generator().manual_seed(0)
-        signature = torch.zeros(n, dtype=torch.long)  # per root: a sum of random 63-bit keys of the dims it touches
-        per_key: dict[Key, torch.Tensor] = {}
-        for key, (_, labels) in self.uses.items():
-            r = roots[labels]
-            per_key[key] = r
-            present = torch.unique(r[r != 0])
-            signature.index_add_(0, present, torch.randint(1, 2**62, (1,), generator=gen).expand(len(present)))
+        rand = torch.randint(1, 2**62, (nkeys,), generator=gen)
+        touched = torch.unique(kid[r != 0] * n + r[r != 0])
+        signature = torch.zeros(n, dtype=torch.long).index_add_(0, touched % n, rand[touched // n])
+        live = torch.nonzero(signature, as_tuple=True)[0]  # roots that touch something, ascending = graph order
         # blocked roots carry their reason in the signature too
         reason_of = {self.slots.find(a): why for a, why in self.slots.blocked.items()}
         reasons = list(dict.fromkeys(reason_of.values()))
-        rid = torch.zeros(n, dtype=torch.long)
-        for a, why in reason_of.items():
-            rid[a] = reasons.index(why) + 1
-        live = torch.nonzero(signature, as_tuple=True)[0]  # roots that touch something, ascending = graph order
-        _, gid_live = torch.unique(torch.stack([signature[live], rid[live]], 1), dim=0, return_inverse=True)
+        if reasons:
+            salt = torch.randint(1, 2**62, (len(reasons),), generator=gen)
+            blocked = torch.tensor(list(reason_of), dtype=torch.long)
+            rid = torch.tensor([reasons.index(w) for w in reason_of.values()], dtype=torch.long)
+            signature.index_add_(0, blocked, torch.where(signature[blocked] != 0, salt[rid], 0))
+        _, gid_live = torch.unique(signature[live], return_inverse=True)
         gid = torch.full((n,), -1, dtype=torch.long)
         gid[live] = gid_live
         ngroups = int(gid_live.max()) + 1 if live.numel() else 0
         # rank of each root inside its group (ascending root id: the earliest producer's channel order)
-        rank = torch.zeros(n, dtype=torch.long)
-        counts = torch.zeros(ngroups, dtype=torch.long)
         order = torch.argsort(gid_live, stable=True)
         sizes = torch.bincount(gid_live, minlength=ngroups)
-        starts = torch.cumsum(sizes, 0) - sizes
-        rank[live[order]] = torch.arange(live.numel()) - starts[gid_live[order]]
-        members: list[list[tuple[Key, torch.Tensor]]] = [[] for _ in range(ngroups)]
-        for key, r in per_key.items():
-            g = gid[r]
-            pos = torch.nonzero(g >= 0, as_tuple=True)[0]
-            if pos.numel() == 0:
+        rank = torch.zeros(n, dtype=torch.long)
+        rank[live[order]] = torch.arange(live.numel()) - (torch.cumsum(sizes, 0) - sizes)[gid_live[order]]
+        # every element of a group, sorted by (group, key, rank, position): one run per (group, member)
+        g_e = gid[r]
+        sel = torch.nonzero(g_e >= 0, as_tuple=True)[0]
+        g_e, k_e, rank_e, pos_e = g_e[sel], kid[sel], rank[r[sel]], pos[sel]  # (key, position) ascending
+        o = torch.argsort((g_e * nkeys + k_e) * (int(sizes.max()) if ngroups else 1) + rank_e, stable=True)
+        g_e, k_e, rank_e, pos_e = g_e[o], k_e[o], rank_e[o], pos_e[o]
+        run_key, counts = torch.unique_consecutive(g_e * nkeys + k_e, return_counts=True)
+        run_g, run_k = run_key // nkeys, run_key % nkeys
+        widths = sizes[run_g]
+        per = counts // widths
+        # a run is regular when each of its channels owns the same count of indices: rank == offset // per
+        run_of = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        offset = torch.arange(len(g_e)) - (torch.cumsum(counts, 0) - counts)[run_of]
+        bad = (rank_e != offset // per.clamp(min=1)[run_of]).long()
+        ragged = (counts % widths != 0) | (torch.zeros(len(counts), dtype=torch.long).index_add_(0, run_of, bad) > 0)
+        members: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(ngroups)]  # (key index, rows)
+        uneven = [False] * ngroups
+        parts = torch.split(pos_e, counts.tolist()) if len(counts) else ()
+        rank_parts = torch.split(rank_e, counts.tolist()) if len(counts) else ()
+        for g_i, k_i, w, c, irregular, part, rows in zip(run_g.tolist(), run_k.tolist(), widths.tolist(),
+                                                         per.tolist(), ragged.tolist(), parts, rank_parts):  # fmt: skip
+            if not irregular:
+                members[g_i].append((k_i, part.view(w, c)))
                 continue
-            gk = g[pos]
-            sort = torch.argsort(gk * (len(r) + 1) * n + rank[r[pos]] * (len(r) + 1) + pos)
-            pos, gk = pos[sort], gk[sort]
-            for g_i, part in zip(*_runs(gk, pos)):
-                rows = rank[r[part]]
-                width = int(sizes[g_i])
-                per = torch.bincount(rows, minlength=width)
-                if bool((per == per[0]).all()):
-                    members[g_i].append((key, part.view(width, int(per[0]))))
-                else:  # ragged: pad with -1
-                    mat = torch.full((width, int(per.max())), -1, dtype=torch.long)
-                    col = torch.arange(len(rows)) - (torch.cumsum(per, 0) - per)[rows]
-                    mat[rows, col] = part
-                    members[g_i].append((key, mat))
-                    counts[g_i] = 1
-        first_root = torch.full((ngroups,), n, dtype=torch.long).scatter_reduce(0, gid_live, live, "amin")
-        seen = {k: i for i, k in enumerate(self.uses)}  # graph order of first use
+            count = torch.bincount(rows, minlength=w)  # ragged: pad with -1
+            mat = torch.full((w, int(count.max())), -1, dtype=torch.long)
+            mat[rows, torch.arange(len(rows)) - (torch.cumsum(count, 0) - count)[rows]] = part
+            members[g_i].append((k_i, mat))
+            uneven[g_i] = True
+        first_root = torch.full((ngroups,), n, dtype=torch.long).scatter_reduce(0, gid_live, live, "amin").tolist()
         built = []
         for g_i in range(ngroups):
-            keys = [k for k, _ in members[g_i]]
-            root = int(first_root[g_i])
+            ks = [keys[k_i] for k_i, _ in members[g_i]]  # in key order: graph order of first use
+            root = first_root[g_i]
             reason = reason_of.get(root)
-            if reason is None and not any(self.uses[k][0] == "out" and k[1] == "weight" for k in keys):
+            if reason is None and not any(self.uses[k][0] == "out" and k[1] == "weight" for k in ks):
                 reason = "no layer produces these channels"
-            if reason is None and int(counts[g_i]):
+            if reason is None and uneven[g_i]:
                 reason = "its channels own different numbers of indices in one layer"
-            outs = [seen[k] for k in keys if self.uses[k][0] == "out"] or [seen[k] for k in keys]
-            built.append(((reason is not None, min(outs)), keys, [t for _, t in members[g_i]], reason))
+            first = next((k_i for k_i, _ in members[g_i] if self.uses[keys[k_i]][0] == "out"), members[g_i][0][0])
+            built.append(((reason is not None, first, root), ks, [t for _, t in members[g_i]], reason))
         built.sort(key=lambda b: b[0])
-        return tuple(Group(i, tuple(Member(k[0], k[1], k[2], self.uses[k][0]) for k in keys), tuple(rows), reason,
-                           round_to) for i, (_, keys, rows, reason) in enumerate(built))  # fmt: skip
+        return tuple(Group(i, tuple(Member(k[0], k[1], k[2], self.uses[k][0]) for k in ks), tuple(rows), reason,
+                           round_to) for i, (_, ks, rows, reason) in enumerate(built))  # fmt: skip
 
     @property
     def prunable(self) -> tuple[Group, ...]:
