@@ -35,6 +35,7 @@ Meta propagation keeps real strides (a transpose stays non-contiguous until
 from __future__ import annotations
 
 import gc
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -82,8 +83,10 @@ class GraphTracer(fx.Tracer):
     whose forward created it (for a ``call_module`` node: the called module).
     """
 
-    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = ()) -> None:
-        super().__init__()
+    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = (), *, autowrap_math: bool = True) -> None:
+        # fx's default wraps every ``math`` function for the trace (``math.sqrt(proxy)`` then traces), patching
+        # the ``math`` module's ~60 functions in and out on every trace: ``autowrap_math=False`` skips that
+        super().__init__(autowrap_modules=(math,) if autowrap_math else ())
         self.leaf_types = tuple(leaf_modules)
         self.scopes: list[str] = []  # module paths of the forwards being traced, outermost first
 
@@ -409,8 +412,13 @@ def trace_graph(
     stage = "fx trace failed"
     try:
         with gc_paused():
-            tracer = GraphTracer(leaf_modules)
-            graph = tracer.trace(model)
+            tracer = GraphTracer(leaf_modules, autowrap_math=False)
+            try:  # most models apply no math function to a traced value: the lean trace is the same graph
+                graph = tracer.trace(model)
+            except Exception:  # math.f(proxy) raises (a Proxy is not a number): trace as fx does by default
+                _undo(model, before)
+                tracer = GraphTracer(leaf_modules)
+                graph = tracer.trace(model)
             g = Graph(tracer.root, graph, modules=dict(tracer.root.named_modules()))
             g.added = {k: v for k, v in vars(model).items() if k not in before}
             if xs is not None:
