@@ -51,13 +51,14 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
         estimate=EstimateSettings(image_size=space.input_size, train_steps=args.train_steps),
         estimator=args.estimator, backend=args.backend, threads=threads, timing=timing, table=args.table,
         finalists=args.finalists, final_epochs=args.final_epochs,
-        final_config=TrainConfig(epochs=max(1, args.final_epochs), seed=args.seed) if args.final_epochs else None,
+        final_config=TrainConfig(epochs=max(1, args.final_epochs), batch_size=args.final_batch_size, seed=args.seed),
         references=tuple(args.references),
     )  # fmt: skip
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     job = job_from_args(args)
+    executor = executor_from_args(args, progress=False)  # checks the executor options before anything runs
     out = Path(args.out) if args.out else Path("runs") / f"search-{job.space.name}-{Path(str(args.data)).name.split('.')[0]}"
     console = Console(stderr=True)
     show = not args.no_progress
@@ -79,7 +80,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         bar.update(task, completed=done)
 
     try:
-        with executor_from_args(args, progress=False) as executor, bar:
+        with executor, bar:
             doc = run_job(job, out, executor, resume=args.resume, progress=JobProgress(on_stage, on_search),
                           show_bars=show)  # fmt: skip
     except KeyboardInterrupt:
@@ -134,6 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-steps", type=int, default=300, help="--estimator train: steps per candidate")
     p.add_argument("--finalists", type=int, default=3, help="best candidates measured end to end")
     p.add_argument("--final-epochs", type=int, default=30, help="epochs of the chosen network's final training (0: skip)")
+    p.add_argument("--final-batch-size", type=int, default=128, help="batch size of the final training")
     p.add_argument("--references", nargs="*", default=[], metavar="ZOO[@WIDTH]",
                    help="zoo networks measured for the plot, e.g. mobilenet_v3_small_cifar@0.5")
     p.add_argument("--seed", type=int, default=0, help="seeds the search, the supernet and the final training")
