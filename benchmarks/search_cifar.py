@@ -66,9 +66,9 @@ BASELINE = "mobilenet_v3_small_cifar"
 FULL = dict(per_class=None, supernet_steps=3000, budget=200, population=50, sample_size=10, batch=4, tau_n=12,
             train_steps=300, epochs=30, widths=(0.35, 0.5, 0.6, 0.75, 0.85, 1.0, 1.25), recal_batches=10,
             recal_batch_size=64, num_random=2, batch_size=64)  # fmt: skip
-QUICK = dict(per_class=60, supernet_steps=40, budget=12, population=6, sample_size=3, batch=2, tau_n=4,
-             train_steps=30, epochs=1, widths=(0.5, 0.75, 1.0), recal_batches=4, recal_batch_size=32,
-             num_random=1, batch_size=32)  # fmt: skip
+QUICK = dict(per_class=60, supernet_steps=24, budget=12, population=6, sample_size=3, batch=2, tau_n=4,
+             train_steps=20, epochs=1, widths=(0.5, 0.75, 1.0), recal_batches=4, recal_batch_size=32,
+             num_random=1, batch_size=16)  # fmt: skip
 
 
 class Stages:
@@ -104,11 +104,14 @@ def main() -> None:
     ap.add_argument("--target", type=float, help=f"latency target in ms (default: {BASELINE}@0.75 measured)")
     ap.add_argument("--threads", type=int, default=1, help="threads latency is measured with")
     ap.add_argument("--workers", type=int, default=2, help="local worker processes scoring candidates")
+    ap.add_argument("--train-threads", type=int, default=1,
+                    help="torch threads of this process (supernet, final trainings); on a shared CPU 1 is fastest")
     ap.add_argument("--out", help="run folder (default benchmarks/results/search_cifar[-quick]-run)")
     ap.add_argument("--resume", action="store_true", help="skip the stages a previous run finished")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     p = QUICK if args.quick else FULL
+    torch.set_num_threads(args.train_threads)
     tag = "search_cifar-quick" if args.quick else "search_cifar"
     out = Path(args.out) if args.out else RESULTS / f"{tag}-run"
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +191,7 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_before": load_before, "load_after": os.getloadavg(), "torch": torch.__version__},
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()},
-        "target_ms": target, "threads": args.threads,
+        "target_ms": target, "threads": args.threads, "train_threads": args.train_threads,
         "supernet": sn_info,
         "kendall_tau": tau,
         "search": searches,

@@ -53,7 +53,7 @@ from edgecnn.build import BUILDERS, EdgeNet, build
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.data.loader import mix_seed
 from edgecnn.distill import distillation_loss
-from edgecnn.plan import LayerPlan, _inner_width, resolve
+from edgecnn.plan import LayerPlan, resolve
 from edgecnn.search.space import Genome, SearchSpace, space_from_dict
 from edgecnn.train.optim import lr_at, param_groups
 
@@ -234,7 +234,7 @@ def _max_dims(space: SearchSpace, stem_out: int) -> list[list[tuple[int, int, in
         layers = []
         for j in range(max(s.depths)):
             cins = prev if j == 0 else s.widths
-            mids = [_inner_width(_IR_PROBE.with_(e=e, c=1), c) or 1 for c in cins for e in s.expansions]
+            mids = [_inner(c, e) for c in cins for e in s.expansions]
             sq = max(se_width(m, 0.25) for m in mids) if True in s.se else 1
             layers.append((max(cins), max(mids), max(s.widths), sq))
         out.append(layers)
@@ -242,7 +242,11 @@ def _max_dims(space: SearchSpace, stem_out: int) -> list[list[tuple[int, int, in
     return out
 
 
-_IR_PROBE = ArchSpec.parse("ir_c1").blocks[0]
+def _inner(cin: int, expansion: float) -> int:
+    """The inner width the arch format gives an inverted residual of input ``cin`` and expansion ``e``."""
+    mid = resolve(f"ir_e{expansion:g}_c8", in_chans=cin)[0].mid
+    assert mid is not None
+    return mid
 
 
 class Supernet(nn.Module):
@@ -410,7 +414,7 @@ def train_supernet(
         raise ValueError(f"the training split has {len(data.train)} images, fewer than one batch of {cfg.batch_size}")
     t0, losses = time.perf_counter(), []
     net.train()
-    with _bar(progress, cfg.steps, start) as advance:
+    with _StepBar(progress, cfg.steps, start) as advance:
         step = start
         while step < cfg.steps:
             epoch, first = divmod(step, per_epoch)
@@ -450,7 +454,7 @@ def _sandwich_step(net: Supernet, opt: torch.optim.Optimizer, cfg: SupernetConfi
     return float(loss.item())
 
 
-class _bar:
+class _StepBar:
     """A rich progress bar over the supernet's steps (silent when off)."""
 
     def __init__(self, show: bool, total: int, done: int) -> None:
