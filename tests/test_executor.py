@@ -19,6 +19,7 @@ import torch
 
 from edgecnn.build import build
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
+import edgecnn.latency.model as latency_model
 from edgecnn.executor import WORKER_ENV, Executor, TaskError, driver_path
 from edgecnn.train import FINETUNE
 from edgecnn.train.task import DataRef, FinetuneTask, run_finetune
@@ -98,6 +99,7 @@ def test_workers_use_one_thread_and_are_marked(local: Executor) -> None:
     assert {f[:2] for f in facts} == {(1, "1")}
     assert os.getpid() not in {f[2] for f in facts} and len({f[2] for f in facts}) <= 2
     assert os.environ.get(WORKER_ENV) is None  # the parent is no worker
+    assert WORKER_ENV == latency_model.WORKER_ENV  # the marker the latency model refuses to measure under
     (serial,) = Executor(workers=0).map(worker_facts, [None])  # workers=0: in this process
     assert serial[2] == os.getpid()
 

@@ -41,6 +41,7 @@ interpolated :class:`TableEntry` has ``repeats == 0``: it was never timed.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -129,14 +130,20 @@ def interpolate(
     slabs below and above ``query[-1]`` that can each answer ``query[:-1]``
     (recursively). On a full grid this is multilinear interpolation of the
     enclosing cell; it also works on partial grids (any slab that encloses the
-    rest of the query will do). With ``extrapolate``, a query beyond the last slab
+    rest of the query will do), trying the axes in every order before giving up. With ``extrapolate``, a query beyond the last slab
     on one side uses the line through the two nearest slabs on the other side,
     floored at 0.
     """
     pts = list(points.items()) if isinstance(points, Mapping) else list(points)
     if not pts:
         return None
-    return _interp(pts, tuple(query), extrapolate)
+    query = tuple(query)
+    for order in itertools.permutations(range(len(query))):  # on a full grid every order gives the same value;
+        # on a partial one another order may find a cell the first did not
+        found = _interp([(tuple(c[i] for i in order), v) for c, v in pts], tuple(query[i] for i in order), extrapolate)
+        if found is not None:
+            return found
+    return None
 
 
 def _interp(pts: list[tuple[Coords, Values]], q: Coords, extrapolate: bool) -> Values | None:
