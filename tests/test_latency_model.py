@@ -97,6 +97,12 @@ def test_interpolation_is_exact_on_a_synthetic_multilinear_table() -> None:
     want = 0.5 + conv_cost(3, 20) + ir_cost(20, 20, 70) + ir_cost(20, 40, 150) + 0.01 * 40 + 0.002 * 40
     assert pred.total_ms == pytest.approx(want, rel=1e-12) and not pred.calibrated
     assert model.counts["interpolated"] >= 9
+    assert [src for _, src in model.sources(arch, input_size=32, num_classes=10)] == ["interpolated"] * 5
+    grid_and_not = "conv_k3_s2_c16 ir_m96_c16 ir_s2_m100_c32 gap fc"  # the first two are grid points
+    assert [src for _, src in model.sources(grid_and_not, input_size=32, num_classes=10)] == [
+        "table", "table", "interpolated", "interpolated", "interpolated"]  # fmt: skip
+    assert [src for _, src in model.sources("conv_k3_s2_c16 ir_k5_c16 gap fc", input_size=32, num_classes=10)][1] == (
+        "missing")  # fmt: skip
     full = synthetic()
     for p in resolve(arch, num_classes=10, input_size=32):  # the same network measured: predict() agrees
         full.entries[block_key(p)] = model.lookup(p)[0]

@@ -42,7 +42,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 BACKENDS: tuple[str, ...] = ("local", "serial", "ray")
 WORKER_ENV = "EDGECNN_WORKER"
@@ -283,7 +283,7 @@ def task_name(task: object, index: int) -> str:
     return str(name) if name else f"#{index}"
 
 
-class Executor(Generic[T, R]):
+class Executor:
     """``map(fn, tasks)`` on local worker processes (default), in this process, or on Ray — see the module doc.
 
     Use it as a context manager (or call :meth:`close`): the local pool and a Ray
@@ -355,7 +355,7 @@ class Executor(Generic[T, R]):
         if backend is not None:
             backend.close()
 
-    def __enter__(self) -> Executor[T, R]:
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc: object) -> None:
