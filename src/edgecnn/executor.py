@@ -115,9 +115,10 @@ class _Backend(Protocol):
 class _Failed(Exception):
     """A task's failure, as the backend reports it: one-line error and traceback text."""
 
-    def __init__(self, error: str, details: str, cause: BaseException | None) -> None:
+    def __init__(self, error: str, details: str, cause: BaseException | None, *, shared: bool = False) -> None:
         super().__init__(error)
         self.error, self.details, self.cause = error, details, cause
+        self.shared = shared  # the failure hit every task in flight (a pool worker died): any of them may be the cause
 
 
 def _describe(exc: BaseException) -> str:
@@ -176,7 +177,7 @@ class _Local:
             return handle.result()
         if isinstance(exc, cf.process.BrokenProcessPool):
             self._kill()  # the pool is unusable; the next map starts a fresh one
-            raise _Failed(f"its worker process died ({exc})", "", exc)
+            raise _Failed("a worker process died (killed, out of memory or crashed)", str(exc), exc, shared=True)
         cause = exc.__cause__  # concurrent.futures attaches the worker's traceback as _RemoteTraceback
         details = str(cause) if cause is not None else ""
         raise _Failed(_describe(exc), details, exc)
@@ -445,7 +446,11 @@ class Executor:
                         try:
                             results[i] = backend.result(h)
                         except _Failed as f:
-                            raise TaskError(i, label[i], f.error, f.details) from f.cause
+                            error = f.error
+                            if f.shared:  # the pool cannot tell whose worker died: name every task in flight
+                                suspects = sorted([i, *pending.values()])
+                                error += "; tasks in flight: " + ", ".join(f"{j} ({label[j]})" for j in suspects)
+                            raise TaskError(i, label[i], error, f.details) from f.cause
                         advance()
             except BaseException:
                 if pending:
