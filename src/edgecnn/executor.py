@@ -215,7 +215,7 @@ def _import_ray() -> Any:
 
 
 class _Ray:
-    def __init__(self, address: str | None, workers: int | None, cpus: float, gpus: float, threads: int) -> None:
+    def __init__(self, address: str | None, workers: int | None, cpus: float, gpus: float) -> None:
         ray = self.ray = _import_ray()
         self.owns = not ray.is_initialized()
         if self.owns:
@@ -224,7 +224,7 @@ class _Ray:
             env = {"env_vars": {"PYTHONPATH": driver_path()}} if address is None else None
             ray.init(address=address, include_dashboard=False, runtime_env=env)
         self._remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_ray_call)
-        self.threads = threads
+        self.threads = max(1, int(cpus))  # torch threads = the CPUs the task reserved
         if workers:
             self.window = workers
         else:  # as many as the cluster can run at once
@@ -307,7 +307,8 @@ class Executor:
             backend: ``"local"`` (process pool), ``"serial"`` (this process) or ``"ray"``.
             workers: tasks run at once; ``0`` means serial; ``None`` = this machine's cores (local) or
                 what the Ray cluster fits (ray).
-            threads_per_worker: torch threads in each worker (1: one task per core).
+            threads_per_worker: local only: torch threads in each worker (1: one task per core); a Ray task
+                runs with as many threads as the CPUs it reserves.
             address: Ray only: ``"HOST:PORT"`` of a running cluster, ``"ray://HOST:PORT"`` or ``"auto"``;
                 None starts a local Ray instance (or joins the one this process already initialised).
             cpus_per_task, gpus_per_task: Ray only: the resources each task reserves.
@@ -342,7 +343,7 @@ class Executor:
             elif self.backend_name == "local":
                 self._backend = _Local(workers or default_workers(), threads)
             else:
-                self._backend = _Ray(address, workers, cpus, gpus, threads)
+                self._backend = _Ray(address, workers, cpus, gpus)
         return self._backend
 
     @property
