@@ -83,6 +83,13 @@ def summary(errors: list[float]) -> dict:
     }  # fmt: skip
 
 
+def distance(key: str, coords: tuple[int, ...]) -> int:
+    """Squared distance between a key's widths and ``coords`` (the nearest grid entry is the smallest)."""
+    sk = split_key(key)
+    assert sk is not None
+    return sum((a - b) ** 2 for a, b in zip(sk.coords, coords))
+
+
 def _row(table: Table, stat: str, name: str, what: str, s: dict) -> None:
     within = (f"{s['within'][t]:.0%}" for t in ("0.05", "0.10", "0.20"))
     table.add_row(stat, name, what, str(s["n"]), f"{s['mape']:.1%}", *within, f"{s['mean_error']:+.1%}")
@@ -109,7 +116,7 @@ def analyse(
             sk = split_key(key)
             assert sk is not None
             measured, interp = value[key], model.lookup(plan)[0].median_ms
-            near = min(grid_keys, key=lambda k: sum((a - b) ** 2 for a, b in zip(split_key(k).coords, sk.coords)))  # type: ignore[union-attr]
+            near = min(grid_keys, key=lambda k: distance(k, sk.coords))
             runs = [p[key].value(stat) for p in passes]
             rows.append({"widths": dict(zip(sk.axes, sk.coords)), "measured_ms": measured, "sweeps_ms": runs,
                          "interpolated_ms": interp, "nearest_grid_ms": value[near]})  # fmt: skip
@@ -181,8 +188,9 @@ def main() -> None:
     result["machine"].update(loadavg_end=loadavg(), foreign_cpu_share=foreign.share, seconds=time.monotonic() - t0,
                              reference_ms=full.reference_ms)  # fmt: skip
     console.print(table)
-    console.print(f"load: loadavg {result['machine']['loadavg_start']} → {result['machine']['loadavg_end']}, "
-                  f"other processes used {foreign.share or 0:.0%} of the CPUs; {time.monotonic() - t0:.0f} s")  # fmt: skip
+    m = result["machine"]
+    console.print(f"load: loadavg {m['loadavg_start']} → {m['loadavg_end']}, other processes used "
+                  f"{foreign.share or 0:.0%} of the CPUs; {m['seconds']:.0f} s")  # fmt: skip
     atomic_write_text(args.out, json.dumps(result, indent=1))
     console.print(f"wrote {args.out}")
 

@@ -389,9 +389,13 @@ class Executor:
                 self._lane = 0
                 self._cond.notify_all()
 
-    def _may_start(self) -> bool:
+    def _claim(self) -> bool:
+        """Count one more task in flight unless the lane is wanted (atomic: the lane cannot slip in between)."""
         with self._cond:
-            return not self._lane
+            if self._lane:
+                return False
+            self._inflight += 1
+            return True
 
     def _finished(self, count: int) -> None:
         with self._cond:
@@ -427,9 +431,7 @@ class Executor:
         with _progress(self.progress, description, len(tasks)) as advance:
             try:
                 while nxt < len(tasks) or pending:
-                    while nxt < len(tasks) and len(pending) < backend.window and self._may_start():
-                        with self._cond:
-                            self._inflight += 1
+                    while nxt < len(tasks) and len(pending) < backend.window and self._claim():
                         try:
                             pending[backend.submit(fn, tasks[nxt])] = nxt
                         except BaseException:

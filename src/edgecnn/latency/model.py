@@ -25,7 +25,8 @@ Slices are split where the block's structure changes, not just its size: an
 identity residual (stride 1, ``cin == cout``) against a projection or none,
 an inverted residual without expansion conv (``mid == cin``) against one with,
 a depthwise conv (``g == cin == cout``) against a grouped one, SE present or
-absent; a tie (``cin == cout``, ``mid == cin``) makes the two widths one axis. The SE squeeze width is no interpolation axis: its two FCs on the pooled
+absent; a tie (``cin == cout``, ``mid == cin``) makes the two widths one axis.
+The SE squeeze width is no interpolation axis: its two FCs on the pooled
 vector cost a few hundred multiply-adds against the block's ``mid·H·W``-scale
 convolutions, so an entry of the same other widths with the nearest squeeze
 width stands in for it.
@@ -135,9 +136,9 @@ def interpolate(
     slabs below and above ``query[-1]`` that can each answer ``query[:-1]``
     (recursively). On a full grid this is multilinear interpolation of the
     enclosing cell; it also works on partial grids (any slab that encloses the
-    rest of the query will do), trying the axes in every order before giving up. With ``extrapolate``, a query beyond the last slab
-    on one side uses the line through the two nearest slabs on the other side,
-    floored at 0.
+    rest of the query will do), trying the axes in every order before giving up.
+    With ``extrapolate``, a query beyond the last slab on one side uses the line
+    through the two nearest slabs on that side, floored at 0.
     """
     pts = list(points.items()) if isinstance(points, Mapping) else list(points)
     if not pts:
@@ -196,7 +197,9 @@ class _Slice:
     points: dict[Coords, list[tuple[int, Values]]] = field(default_factory=dict)  # widths -> [(squeeze, entry)]
 
 
-def with_widths(plan: LayerPlan, *, cin: int | None = None, cout: int | None = None, mid: int | None = None) -> LayerPlan:
+def with_widths(
+    plan: LayerPlan, *, cin: int | None = None, cout: int | None = None, mid: int | None = None
+) -> LayerPlan:
     """The same block with other channel counts (same kind, kernel, stride, input size; SE width re-derived).
 
     What a width grid for the table is made of (``benchmarks/latency_interpolation.py``).
