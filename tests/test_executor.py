@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -250,6 +252,16 @@ def test_cli_options_build_the_executor() -> None:
     ]:
         with pytest.raises(ValueError, match=msg):
             executor_from_args(_parse(*argv))
+
+
+def test_ray_is_imported_only_when_chosen(monkeypatch) -> None:
+    code = "import sys, edgecnn.executor, edgecnn.cli.executor_args, edgecnn.train.task; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+    assert out.stdout.strip() == "False"
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ValueError, match=r"needs Ray, which is not installed: pip install 'edgecnn\[ray\]'"):
+        Executor("ray").workers
+    assert Executor("serial").map(square_later, JOBS[:2]) == [0, 1]
 
 
 def test_bad_executor_arguments() -> None:
