@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -19,7 +21,8 @@ import torch
 
 from edgecnn.build import build
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
-from edgecnn.executor import WORKER_ENV, Executor, TaskError, driver_path
+import edgecnn.latency.model as latency_model
+from edgecnn.executor import WORKER_ENV, Executor, TaskError, driver_path, in_worker
 from edgecnn.train import FINETUNE
 from edgecnn.train.task import DataRef, FinetuneTask, run_finetune
 
@@ -44,8 +47,15 @@ def fail_on_seven(job: Job) -> int:
     return job.value
 
 
-def worker_facts(_: object) -> tuple[int, str | None, int]:
-    return torch.get_num_threads(), os.environ.get(WORKER_ENV), os.getpid()
+def worker_facts(_: object) -> tuple[int, bool, int]:
+    return torch.get_num_threads(), in_worker(), os.getpid()
+
+
+def die_on_seven(job: Job) -> int:
+    if job.value == 7:
+        os._exit(3)  # as the OOM killer would: no exception, no traceback
+    time.sleep(job.delay)
+    return job.value
 
 
 def timed_sleep(seconds: float) -> tuple[float, float]:
@@ -93,11 +103,22 @@ def test_a_failing_task_is_named(backend: str, local: Executor) -> None:
     assert ex.map(fail_on_seven, jobs[:1]) == [3]
 
 
+def test_a_dead_worker_is_an_error_naming_the_tasks_in_flight() -> None:
+    with Executor("local", workers=1) as ex:
+        with pytest.raises(TaskError) as err:
+            ex.map(die_on_seven, [Job("a", 1), Job("b", 7), Job("c", 2)])
+        assert str(err.value).splitlines()[0] == (
+            "task 1 (b) failed: a worker process died (killed, out of memory or crashed); tasks in flight: 1 (b)"
+        )
+        assert ex.map(die_on_seven, [Job("a", 1)]) == [1]  # a fresh pool afterwards
+
+
 def test_workers_use_one_thread_and_are_marked(local: Executor) -> None:
     facts = local.map(worker_facts, range(4))
-    assert {f[:2] for f in facts} == {(1, "1")}
+    assert {f[:2] for f in facts} == {(1, True)}
     assert os.getpid() not in {f[2] for f in facts} and len({f[2] for f in facts}) <= 2
-    assert os.environ.get(WORKER_ENV) is None  # the parent is no worker
+    assert not in_worker() and os.environ.get(WORKER_ENV) is None  # the parent is no worker
+    assert WORKER_ENV == latency_model.WORKER_ENV  # the marker the latency model refuses to measure under
     (serial,) = Executor(workers=0).map(worker_facts, [None])  # workers=0: in this process
     assert serial[2] == os.getpid()
 
@@ -197,7 +218,7 @@ def test_ray_gives_the_same_results(ray_local) -> None:
         with pytest.raises(TaskError) as err:
             ex.map(fail_on_seven, [Job("a", 1), Job("b", 7)])
         assert str(err.value).splitlines()[0] == "task 1 (b) failed: ValueError: width 7 is not allowed"
-        assert {f[:2] for f in ex.map(worker_facts, range(2))} == {(1, "1")}
+        assert {f[:2] for f in ex.map(worker_facts, range(2))} == {(1, True)}
         tasks = finetune_tasks()
         assert_same_outcomes(Executor("serial").map(run_finetune, tasks), ex.map(run_finetune, tasks))
     assert ray_local.is_initialized()  # the executor did not shut down a Ray instance it did not start
@@ -231,6 +252,16 @@ def test_cli_options_build_the_executor() -> None:
     ]:
         with pytest.raises(ValueError, match=msg):
             executor_from_args(_parse(*argv))
+
+
+def test_ray_is_imported_only_when_chosen(monkeypatch) -> None:
+    code = "import sys, edgecnn.executor, edgecnn.cli.executor_args, edgecnn.train.task; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+    assert out.stdout.strip() == "False"
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ValueError, match=r"needs Ray, which is not installed: pip install 'edgecnn\[ray\]'"):
+        Executor("ray").workers
+    assert Executor("serial").map(square_later, JOBS[:2]) == [0, 1]
 
 
 def test_bad_executor_arguments() -> None:

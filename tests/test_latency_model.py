@@ -10,7 +10,7 @@ import pytest
 
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig
-from edgecnn.latency.model import LatencyModel, interpolate, split_key, with_widths
+from edgecnn.latency.model import LatencyModel, interpolate, split_key, width_grid, with_widths
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
 from edgecnn.plan import LayerPlan, resolve
@@ -97,6 +97,12 @@ def test_interpolation_is_exact_on_a_synthetic_multilinear_table() -> None:
     want = 0.5 + conv_cost(3, 20) + ir_cost(20, 20, 70) + ir_cost(20, 40, 150) + 0.01 * 40 + 0.002 * 40
     assert pred.total_ms == pytest.approx(want, rel=1e-12) and not pred.calibrated
     assert model.counts["interpolated"] >= 9
+    assert [src for _, src in model.sources(arch, input_size=32, num_classes=10)] == ["interpolated"] * 5
+    grid_and_not = "conv_k3_s2_c16 ir_m96_c16 ir_s2_m100_c32 gap fc"  # the first two are grid points
+    assert [src for _, src in model.sources(grid_and_not, input_size=32, num_classes=10)] == [
+        "table", "table", "interpolated", "interpolated", "interpolated"]  # fmt: skip
+    assert [src for _, src in model.sources("conv_k3_s2_c16 ir_k5_c16 gap fc", input_size=32, num_classes=10)][1] == (
+        "missing")  # fmt: skip
     full = synthetic()
     for p in resolve(arch, num_classes=10, input_size=32):  # the same network measured: predict() agrees
         full.entries[block_key(p)] = model.lookup(p)[0]
@@ -160,3 +166,32 @@ def test_measures_a_miss_in_the_lane_and_stores_it(tmp_path, monkeypatch) -> Non
     with pytest.raises(ValueError, match="cannot be measured inside an executor worker"):
         model.lookup(other)
     assert lane_uses == ["in", "out"]
+
+
+def test_width_grid_spans_each_axis_and_stays_in_the_slice() -> None:
+    stem, dw, res, down, gap, fc = resolve("conv_k3_s2_c16 conv_k3_g16_c16 ir_m32_c16 ir_s2_m64_c24 gap fc",
+                                           num_classes=10, input_size=16)  # fmt: skip
+
+    def coords(p: LayerPlan) -> list[tuple[int, ...]]:
+        return [split_key(block_key(v)).coords for v in width_grid(p, (0.5, 1.0))]  # type: ignore[union-attr]
+
+    assert coords(stem) == [(3, 8), (3, 16)]  # 3 input channels stay 3
+    assert coords(dw) == [(8,), (16,)] and block_key(width_grid(dw, (0.5,))[0]).find("|g8|") > 0  # still depthwise
+    assert coords(res) == [(8, 16), (8, 32), (16, 32)]  # (16, 16) would have no expansion conv: another slice
+    assert len(coords(down)) == 2 * 2 * 2 and (16, 24, 64) in coords(down)
+    assert coords(fc) == [(16, 10), (24, 10)]  # the classifier's 10 outputs stay
+    with pytest.raises(ValueError, match="fractions"):
+        width_grid(res, (0.0, 1.0))
+
+
+def test_ensure_grid_measures_once_then_narrower_networks_are_interpolated(tmp_path) -> None:
+    table = LatencyTable(fingerprint(backend="eager", threads=1), config=FAST)
+    model = LatencyModel(table, measure=True, path=tmp_path / "t.json")
+    arch = "conv_k3_c16 ir_m48_c16 gap fc"
+    n = model.ensure_grid(arch, input_size=8, fractions=(0.5, 1.0), num_classes=10)
+    assert n == 2 + 4 + 2 + 2 and model.counts["measured"] == n  # conv cout 8|16; ir c 8|16 × mid 24|48; gap; fc
+    assert model.ensure_grid(arch, input_size=8, fractions=(0.5, 1.0), num_classes=10) == 0
+    pred = model.predict("conv_k3_c12 ir_m40_c12 gap fc", input_size=8, num_classes=10)  # a NetAdapt-like proposal
+    assert model.counts["measured"] == n and model.counts["interpolated"] == 4 and pred.total_ms > 0
+    # + the overhead and the probe network's stride-2 conv and 4×4 gap (its classifier is one of the fc variants)
+    assert len(LatencyTable.load(tmp_path / "t.json").entries) == n + 1 + 2

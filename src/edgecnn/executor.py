@@ -42,7 +42,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 BACKENDS: tuple[str, ...] = ("local", "serial", "ray")
 WORKER_ENV = "EDGECNN_WORKER"
@@ -115,9 +115,10 @@ class _Backend(Protocol):
 class _Failed(Exception):
     """A task's failure, as the backend reports it: one-line error and traceback text."""
 
-    def __init__(self, error: str, details: str, cause: BaseException | None) -> None:
+    def __init__(self, error: str, details: str, cause: BaseException | None, *, shared: bool = False) -> None:
         super().__init__(error)
         self.error, self.details, self.cause = error, details, cause
+        self.shared = shared  # the failure hit every task in flight (a pool worker died): any of them may be the cause
 
 
 def _describe(exc: BaseException) -> str:
@@ -176,7 +177,7 @@ class _Local:
             return handle.result()
         if isinstance(exc, cf.process.BrokenProcessPool):
             self._kill()  # the pool is unusable; the next map starts a fresh one
-            raise _Failed(f"its worker process died ({exc})", "", exc)
+            raise _Failed("a worker process died (killed, out of memory or crashed)", str(exc), exc, shared=True)
         cause = exc.__cause__  # concurrent.futures attaches the worker's traceback as _RemoteTraceback
         details = str(cause) if cause is not None else ""
         raise _Failed(_describe(exc), details, exc)
@@ -214,7 +215,7 @@ def _import_ray() -> Any:
 
 
 class _Ray:
-    def __init__(self, address: str | None, workers: int | None, cpus: float, gpus: float, threads: int) -> None:
+    def __init__(self, address: str | None, workers: int | None, cpus: float, gpus: float) -> None:
         ray = self.ray = _import_ray()
         self.owns = not ray.is_initialized()
         if self.owns:
@@ -223,7 +224,7 @@ class _Ray:
             env = {"env_vars": {"PYTHONPATH": driver_path()}} if address is None else None
             ray.init(address=address, include_dashboard=False, runtime_env=env)
         self._remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_ray_call)
-        self.threads = threads
+        self.threads = max(1, int(cpus))  # torch threads = the CPUs the task reserved
         if workers:
             self.window = workers
         else:  # as many as the cluster can run at once
@@ -283,7 +284,7 @@ def task_name(task: object, index: int) -> str:
     return str(name) if name else f"#{index}"
 
 
-class Executor(Generic[T, R]):
+class Executor:
     """``map(fn, tasks)`` on local worker processes (default), in this process, or on Ray — see the module doc.
 
     Use it as a context manager (or call :meth:`close`): the local pool and a Ray
@@ -306,7 +307,8 @@ class Executor(Generic[T, R]):
             backend: ``"local"`` (process pool), ``"serial"`` (this process) or ``"ray"``.
             workers: tasks run at once; ``0`` means serial; ``None`` = this machine's cores (local) or
                 what the Ray cluster fits (ray).
-            threads_per_worker: torch threads in each worker (1: one task per core).
+            threads_per_worker: local only: torch threads in each worker (1: one task per core); a Ray task
+                runs with as many threads as the CPUs it reserves.
             address: Ray only: ``"HOST:PORT"`` of a running cluster, ``"ray://HOST:PORT"`` or ``"auto"``;
                 None starts a local Ray instance (or joins the one this process already initialised).
             cpus_per_task, gpus_per_task: Ray only: the resources each task reserves.
@@ -341,7 +343,7 @@ class Executor(Generic[T, R]):
             elif self.backend_name == "local":
                 self._backend = _Local(workers or default_workers(), threads)
             else:
-                self._backend = _Ray(address, workers, cpus, gpus, threads)
+                self._backend = _Ray(address, workers, cpus, gpus)
         return self._backend
 
     @property
@@ -355,7 +357,7 @@ class Executor(Generic[T, R]):
         if backend is not None:
             backend.close()
 
-    def __enter__(self) -> Executor[T, R]:
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -387,9 +389,13 @@ class Executor(Generic[T, R]):
                 self._lane = 0
                 self._cond.notify_all()
 
-    def _may_start(self) -> bool:
+    def _claim(self) -> bool:
+        """Count one more task in flight unless the lane is wanted (atomic: the lane cannot slip in between)."""
         with self._cond:
-            return not self._lane
+            if self._lane:
+                return False
+            self._inflight += 1
+            return True
 
     def _finished(self, count: int) -> None:
         with self._cond:
@@ -425,9 +431,7 @@ class Executor(Generic[T, R]):
         with _progress(self.progress, description, len(tasks)) as advance:
             try:
                 while nxt < len(tasks) or pending:
-                    while nxt < len(tasks) and len(pending) < backend.window and self._may_start():
-                        with self._cond:
-                            self._inflight += 1
+                    while nxt < len(tasks) and len(pending) < backend.window and self._claim():
                         try:
                             pending[backend.submit(fn, tasks[nxt])] = nxt
                         except BaseException:
@@ -445,7 +449,11 @@ class Executor(Generic[T, R]):
                         try:
                             results[i] = backend.result(h)
                         except _Failed as f:
-                            raise TaskError(i, label[i], f.error, f.details) from f.cause
+                            error = f.error
+                            if f.shared:  # the pool cannot tell whose worker died: name every task in flight
+                                suspects = sorted([i, *pending.values()])
+                                error += "; tasks in flight: " + ", ".join(f"{j} ({label[j]})" for j in suspects)
+                            raise TaskError(i, label[i], error, f.details) from f.cause
                         advance()
             except BaseException:
                 if pending:

@@ -25,7 +25,8 @@ Slices are split where the block's structure changes, not just its size: an
 identity residual (stride 1, ``cin == cout``) against a projection or none,
 an inverted residual without expansion conv (``mid == cin``) against one with,
 a depthwise conv (``g == cin == cout``) against a grouped one, SE present or
-absent; a tie (``cin == cout``, ``mid == cin``) makes the two widths one axis. The SE squeeze width is no interpolation axis: its two FCs on the pooled
+absent; a tie (``cin == cout``, ``mid == cin``) makes the two widths one axis.
+The SE squeeze width is no interpolation axis: its two FCs on the pooled
 vector cost a few hundred multiply-adds against the block's ``mid·H·W``-scale
 convolutions, so an entry of the same other widths with the nearest squeeze
 width stands in for it.
@@ -35,12 +36,17 @@ the block is measured (``measure=True``) or refused. ``extrapolate=True``
 instead extends the line through the two nearest measured widths (floored at
 0 ms) — fine a few channels past the edge, not across a factor of two.
 
+:meth:`LatencyModel.ensure_grid` measures such a grid (:func:`width_grid`) for
+every block of a network before NetAdapt starts, so its proposals are answered
+without measuring.
+
 Entries are read for all four statistics (median, quartiles, min); an
 interpolated :class:`TableEntry` has ``repeats == 0``: it was never timed.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -50,6 +56,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from edgecnn.arch import KINDS, ArchSpec, BlockSpec, as_spec
+from edgecnn.blocks import make_divisible
 from edgecnn.latency.predict import STATS, Prediction, combine
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
 from edgecnn.plan import LayerPlan, resolve
@@ -129,14 +136,20 @@ def interpolate(
     slabs below and above ``query[-1]`` that can each answer ``query[:-1]``
     (recursively). On a full grid this is multilinear interpolation of the
     enclosing cell; it also works on partial grids (any slab that encloses the
-    rest of the query will do). With ``extrapolate``, a query beyond the last slab
-    on one side uses the line through the two nearest slabs on the other side,
-    floored at 0.
+    rest of the query will do), trying the axes in every order before giving up.
+    With ``extrapolate``, a query beyond the last slab on one side uses the line
+    through the two nearest slabs on that side, floored at 0.
     """
     pts = list(points.items()) if isinstance(points, Mapping) else list(points)
     if not pts:
         return None
-    return _interp(pts, tuple(query), extrapolate)
+    query = tuple(query)
+    for order in itertools.permutations(range(len(query))):  # on a full grid every order gives the same value;
+        # on a partial one another order may find a cell the first did not
+        found = _interp([(tuple(c[i] for i in order), v) for c, v in pts], tuple(query[i] for i in order), extrapolate)
+        if found is not None:
+            return found
+    return None
 
 
 def _interp(pts: list[tuple[Coords, Values]], q: Coords, extrapolate: bool) -> Values | None:
@@ -184,7 +197,9 @@ class _Slice:
     points: dict[Coords, list[tuple[int, Values]]] = field(default_factory=dict)  # widths -> [(squeeze, entry)]
 
 
-def with_widths(plan: LayerPlan, *, cin: int | None = None, cout: int | None = None, mid: int | None = None) -> LayerPlan:
+def with_widths(
+    plan: LayerPlan, *, cin: int | None = None, cout: int | None = None, mid: int | None = None
+) -> LayerPlan:
     """The same block with other channel counts (same kind, kernel, stride, input size; SE width re-derived).
 
     What a width grid for the table is made of (``benchmarks/latency_interpolation.py``).
@@ -203,11 +218,50 @@ def with_widths(plan: LayerPlan, *, cin: int | None = None, cout: int | None = N
         if "m" not in keys:
             raise ValueError(f"{b.kind} blocks have no inner width; valid widths: cin, cout")
         changes["m"] = plan.mid if mid is None else mid  # keep the inner width, not the ratio, when cin changes
+    if b.kind == "conv" and (b.g or 1) > 1 and b.g == plan.cin == plan.cout:  # depthwise stays depthwise
+        if changes.get("c", plan.cout) != cin:
+            raise ValueError(f"depthwise conv {b.format()!r}: cin and cout must stay equal, got {cin} and {cout}")
+        changes["g"] = cin
     block = b.with_(**changes)
     flat_input = plan.in_size is None
     blocks: tuple[BlockSpec, ...] = (BlockSpec("gap"), block) if flat_input else (block,)
     classes = (cout or plan.cout) if plan.classifier else 1000
     return resolve(ArchSpec(blocks), num_classes=classes, in_chans=cin, input_size=plan.in_size or (1, 1))[-1]
+
+
+def width_grid(
+    plan: LayerPlan, fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0), *, divisor: int = 8, batch: int = 1
+) -> list[LayerPlan]:
+    """Variants of ``plan`` on a grid over its slice's width axes: each axis at ``fractions`` of its width.
+
+    Widths are rounded to multiples of ``divisor`` (``make_divisible``); an axis
+    narrower than ``divisor`` (the 3 input channels of a stem, a 10-class
+    classifier's output) stays as it is, and so does a classifier's output.
+    Variants that fall into another slice (an inverted residual with
+    ``mid == cin`` has no expansion conv) are left out: they cannot help
+    interpolate this one. The block itself is always one of the variants.
+    """
+    if not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"grid fractions must be in (0, 1], got {tuple(fractions)}")
+    sk = split_key(block_key(plan, batch=batch))
+    if sk is None:
+        return [plan]
+    values = []
+    for axis, v in zip(sk.axes, sk.coords):
+        fixed = v <= divisor or (axis == "cout" and plan.classifier)
+        values.append([v] if fixed else sorted({v, *(make_divisible(f * v, divisor) for f in fractions)}))
+    out = []
+    for combo in itertools.product(*values):
+        w = dict(zip(sk.axes, combo))
+        if "c" in w:  # a tied axis: cin == cout (identity residual, depthwise, pooling)
+            w["cin"] = w["cout"] = w.pop("c")
+            if plan.spec.kind in _SAME_WIDTH:
+                w.pop("cout")
+        variant = with_widths(plan, **w)
+        vk = split_key(block_key(variant, batch=batch))
+        if vk is not None and vk.slice == sk.slice:
+            out.append(variant)
+    return out
 
 
 @lru_cache(maxsize=4096)
@@ -326,6 +380,48 @@ class LatencyModel:
                 self.table.measure_overhead(in_chans=in_chans, input_size=size, batch=batch, num_classes=num_classes)
             self._saved()
         return self.table.entries[okey]
+
+    # ---- grids ----------------------------------------------------------------------------------------
+    def ensure_grid(
+        self,
+        arch: str | ArchSpec,
+        *,
+        input_size: int | tuple[int, int],
+        fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+        batch: int = 1,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Measure, for every block of ``arch``, the :func:`width_grid` variants the table lacks; returns how many.
+
+        Run it once before NetAdapt or a width search: afterwards every narrower
+        network of the same blocks is answered by the table or by interpolation,
+        without measuring. Each block's variants are measured in one entry of the lane,
+        the table is saved (``path``) after each block.
+        """
+        size = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
+        todo: dict[str, list[LayerPlan]] = {}  # original block key -> its missing variants
+        for p in _plans(as_spec(arch), size, int(num_classes), int(in_chans)):
+            missing = {block_key(v, batch=batch): v for v in width_grid(p, fractions, batch=batch)}
+            missing = {k: v for k, v in missing.items() if k not in self.table.entries}
+            if missing:
+                todo.setdefault(block_key(p, batch=batch), []).extend(missing.values())
+        total = sum(len(v) for v in todo.values())
+        done = 0
+        for variants in todo.values():
+            with self._measuring():
+                for v in variants:
+                    key = block_key(v, batch=batch)
+                    if key not in self.table.entries:  # two blocks of arch may share variants
+                        self.table.entries[key] = self.table.measure_block(v, batch=batch)
+                        self.counts["measured"] += 1
+                    done += 1
+                    if on_progress:
+                        on_progress(done, total)
+            self._saved()
+        self._overhead(in_chans=in_chans, size=size, batch=batch, num_classes=num_classes)
+        return total
 
     # ---- a network -------------------------------------------------------------------------------------
     def predict(

@@ -72,7 +72,8 @@ def run_finetune(task: FinetuneTask) -> FinetuneOutcome:
     try:
         model.load_state_dict(task.state_dict)
     except RuntimeError as exc:
-        raise ValueError(f"task {task.name}: the weights do not fit {task.arch!r}: {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"task {task.name}: the weights do not fit {task.arch!r}: {first}") from None
     result = finetune(model, data, steps=task.steps, config=task.config)
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()} if task.return_weights else None
     return FinetuneOutcome(task.name, result.top1, result.final.loss, result.steps, result.seconds, weights)
