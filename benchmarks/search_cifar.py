@@ -53,7 +53,14 @@ from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEstimator, rank_agreement, search_split
 from edgecnn.search.evolution import SearchConfig, run_search
 from edgecnn.search.objective import Objective
-from edgecnn.search.pipeline import SearchJob, latency_model, measure_finalists, prepare_supernet, train_final
+from edgecnn.search.pipeline import (
+    SearchJob,
+    latency_model,
+    measure_finalists,
+    plain_json,
+    prepare_supernet,
+    train_final,
+)
 from edgecnn.search.space import MBV3_32_SPACE
 from edgecnn.search.supernet import SupernetConfig
 from edgecnn.train import TrainConfig
@@ -89,6 +96,10 @@ class Stages:
         self.done.setdefault("seconds", {})[name] = time.perf_counter() - t
         atomic_write_text(self.path, json.dumps(self.done, indent=1))
         return value
+
+
+def _summary(res: Any) -> dict[str, Any]:
+    return {"best": res.best[0].to_dict(), "curve": res.best_score_curve(), "front": [c.to_dict() for c in res.front]}
 
 
 def measured_ms(arch: str, job: SearchJob, ex: Executor, reference: Any) -> dict[str, float]:
@@ -149,30 +160,35 @@ def main() -> None:
         def latency(arch: str) -> float:
             return model.predict(arch, input_size=32, num_classes=10, in_chans=3).total_ms
 
-        t = time.perf_counter()
-        supernet, sn_info = prepare_supernet(job, data, out, resume=True, progress=True)  # its checkpoint resumes
-        sn_info = {**sn_info, "wall_s": time.perf_counter() - t}
-        cheap = SupernetEstimator(supernet, ref, settings, ex)
-        searches: dict[str, Any] = {}
-        for alg in ("evolution", "random"):
-            t = time.perf_counter()
+        held: dict[str, Any] = {}
+
+        def supernet() -> Any:  # trained (or loaded from its checkpoint) only when a stage needs it
+            if "net" not in held:
+                held["net"], held["info"] = prepare_supernet(job, data, out, resume=True, progress=True)
+            return held["net"]
+
+        sn_info = stages.run("supernet", lambda: (supernet(), held["info"])[1], console)
+
+        def cheap(archs: list[str]) -> list[float]:
+            return SupernetEstimator(supernet(), ref, settings, ex)(archs)
+
+        def search(alg: str) -> Any:
             state = out / f"state-{alg}.json"
-            res = run_search(MBV3_32_SPACE, cheap, latency, job.objective, replace(search_cfg, algorithm=alg),
-                             state_path=state, resume=state.is_file())  # fmt: skip
-            searches[alg] = {"best": res.best[0].to_dict(), "curve": res.best_score_curve(),
-                             "front": [c.to_dict() for c in res.front], "wall_s": time.perf_counter() - t,
-                             "result": res}  # fmt: skip
-        evo = searches["evolution"]["result"]
+            return run_search(MBV3_32_SPACE, cheap, latency, job.objective, replace(search_cfg, algorithm=alg),
+                              state_path=state, resume=state.is_file())  # fmt: skip
+
+        searches = {alg: stages.run(f"search_{alg}", lambda: _summary(search(alg)), console)
+                    for alg in ("evolution", "random")}  # fmt: skip
         tau = stages.run("kendall_tau", lambda: rank_agreement(
             MBV3_32_SPACE, cheap, TrainEstimator(ref, settings, ex), n=p["tau_n"], seed=args.seed + 1).to_dict(),
             console)  # fmt: skip
-        finalists = stages.run("finalists", lambda: [asdict(f) for f in measure_finalists(job, evo, data, ex, model)],
-                               console)  # fmt: skip
+        finalists = stages.run("finalists", lambda: [  # the finished evolution state is read back, not re-run
+            asdict(f) for f in measure_finalists(job, search("evolution"), data, ex, model)], console)  # fmt: skip
         chosen = finalists[0]
 
         def baseline_widths() -> list[dict[str, Any]]:
-            return [{"width": w, "arch": zoo.arch_of(BASELINE, width=w),
-                     **measured_ms(zoo.arch_of(BASELINE, width=w), job, ex, reference)} for w in p["widths"]]  # fmt: skip
+            archs = {w: zoo.arch_of(BASELINE, width=w) for w in p["widths"]}
+            return [{"width": w, "arch": a, **measured_ms(a, job, ex, reference)} for w, a in archs.items()]
 
         widths = stages.run("baseline_widths", baseline_widths, console)
         fits = [w for w in widths if w["median_ms"] <= chosen["measured_ms"]]
@@ -181,8 +197,6 @@ def main() -> None:
                                                                     resume=True, progress=True), console)  # fmt: skip
         baseline = stages.run("train_baseline", lambda: train_final(job, base["arch"], full, out / "final-baseline",
                                                                     resume=True, progress=True), console)  # fmt: skip
-    for s in searches.values():
-        del s["result"]
     doc = {
         "benchmark": "search_cifar",
         "quick": bool(args.quick),
@@ -199,10 +213,11 @@ def main() -> None:
         "baseline": {"name": BASELINE, **base, "train": baseline, "widths": widths},
         "delta_top1_pp": 100 * (searched["top1"] - baseline["top1"]),
         "latency_table": {"entries": len(model.table.entries), "sources": dict(model.counts)},
-        "wall_s": time.perf_counter() - t_start,
-        "stage_seconds": stages.done.get("seconds", {}),
+        "wall_s_this_call": time.perf_counter() - t_start,
+        "stage_seconds": stages.done.get("seconds", {}),  # as first run (a --resume keeps them)
+        "wall_s_stages": sum(stages.done.get("seconds", {}).values()),
     }  # fmt: skip
-    path = atomic_write_text(RESULTS / f"{tag}.json", json.dumps(doc, indent=1))
+    path = atomic_write_text(RESULTS / f"{tag}.json", json.dumps(plain_json(doc), indent=1, allow_nan=False))
     t = Table(title=f"search_cifar{' (QUICK: numbers mean nothing)' if args.quick else ''}")
     for col in ("network", "measured ms", "test top-1"):
         t.add_column(col)
@@ -211,7 +226,9 @@ def main() -> None:
     console.print(t)
     ev, rd = searches["evolution"]["best"], searches["random"]["best"]
     console.print(f"evolution best score {ev['score']:.4f} vs random {rd['score']:.4f} at {p['budget']} candidates; "
-                  f"Kendall tau {tau['tau']:.3f} (p {tau['p_value']:.2f}, n {tau['n']}); wrote {path}")  # fmt: skip
+                  f"Kendall tau {tau['tau']:.3f} (p {tau['p_value']:.2f}, n {tau['n']}; "
+                  "nan: one estimate ties every subnet); "
+                  f"wrote {path}")  # fmt: skip
 
 
 if __name__ == "__main__":

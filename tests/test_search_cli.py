@@ -45,7 +45,8 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["search", "--space", str(space), "--data", "digits", "--limit", "12", "--target", "0.5ms",
             "--budget", "6", "--population", "3", "--sample-size", "2", "--batch", "3", "--workers", "0",
-            "--supernet-steps", "3", "--finalists", "2", "--final-epochs", "1", "--final-batch-size", "32", "--max-seconds", "0.2",
+            "--supernet-steps", "3", "--finalists", "2", "--final-epochs", "1", "--final-batch-size", "32",
+            "--max-seconds", "0.2",
             "--retries", "0", "--threads", "1", "--no-progress", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     shown = capsys.readouterr().out
@@ -59,7 +60,7 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
         assert f["measured_score"] == pytest.approx(f["acc"] * (f["measured_ms"] / 0.5) ** -0.07)
     assert doc["final"]["arch"] == doc["finalists"][0]["arch"] and 0 <= doc["final"]["top1"] <= 1
     assert doc["supernet"]["steps"] == 3 and not doc["supernet"]["reused"]
-    for name in ("latency_table.json", "supernet.pt", "search_state.json", "final/last.pt"):
+    for name in ("latency_table.json", "supernet.pt", "search_state.json", "final/last.pt", "pareto.png"):
         assert (out / name).is_file(), name
     # resuming a finished run reuses the supernet and the state: the same history
     assert main([*argv, "--resume"]) == 0

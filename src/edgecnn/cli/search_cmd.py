@@ -59,12 +59,13 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
 def cmd_search(args: argparse.Namespace) -> int:
     job = job_from_args(args)
     executor = executor_from_args(args, progress=False)  # checks the executor options before anything runs
-    out = Path(args.out) if args.out else Path("runs") / f"search-{job.space.name}-{Path(str(args.data)).name.split('.')[0]}"
+    data_name = Path(str(args.data)).name.split(".")[0]
+    out = Path(args.out) if args.out else Path("runs") / f"search-{job.space.name}-{data_name}"
     console = Console(stderr=True)
     show = not args.no_progress
     if show:
-        console.print(f"space {job.space.name} ({job.space.size:.3g} networks), objective "
-                      f"{job.objective.describe()}, {job.backend} with {job.threads} thread(s); run folder {out}")  # fmt: skip
+        console.print(f"space {job.space.name} ({job.space.size:.3g} networks), objective {job.objective.describe()}, "
+                      f"{job.backend} with {job.threads} thread(s); run folder {out}")  # fmt: skip
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, transient=True, disable=not show)  # fmt: skip
     task = None
@@ -134,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--supernet-steps", type=int, default=2000, help="supernet training steps (sandwich rule)")
     p.add_argument("--train-steps", type=int, default=300, help="--estimator train: steps per candidate")
     p.add_argument("--finalists", type=int, default=3, help="best candidates measured end to end")
-    p.add_argument("--final-epochs", type=int, default=30, help="epochs of the chosen network's final training (0: skip)")
+    p.add_argument("--final-epochs", type=int, default=30, help="epochs of the chosen network's training (0: skip)")
     p.add_argument("--final-batch-size", type=int, default=128, help="batch size of the final training")
     p.add_argument("--references", nargs="*", default=[], metavar="ZOO[@WIDTH]",
                    help="zoo networks measured for the plot, e.g. mobilenet_v3_small_cifar@0.5")

@@ -22,6 +22,7 @@ Accuracy is estimated on a **validation split** cut from the training images
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -179,11 +180,15 @@ class RankAgreement:
     p_value: float  # two-sided p-value of τ = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": len(self.archs), "tau": self.tau, "p_value": self.p_value,
-                "rows": [{"arch": a, "cheap": c, "trained": t} for a, c, t in zip(self.archs, self.cheap, self.trained)]}  # fmt: skip
+        rows = [{"arch": a, "cheap": c, "trained": t} for a, c, t in zip(self.archs, self.cheap, self.trained)]
+        return {"n": len(self.archs), "tau": self.tau, "p_value": self.p_value, "rows": rows}
 
 
-def rank_agreement(space: SearchSpace, cheap: SupernetEstimator, trained: TrainEstimator, *, n: int = 8,
+Estimator = Callable[[list[str]], list[float]]
+"""Accuracy estimates of a batch of arch strings (a :class:`SupernetEstimator`, a :class:`TrainEstimator`)."""
+
+
+def rank_agreement(space: SearchSpace, cheap: Estimator, trained: Estimator, *, n: int = 8,
                    seed: int = 0) -> RankAgreement:  # fmt: skip
     """Kendall's τ between the two estimators on ``n`` subnets drawn from ``space`` with ``seed``."""
     if n < 2:

@@ -25,6 +25,7 @@ Everything written goes to ``out/``: ``latency_table.json``, ``supernet.pt``,
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -111,7 +112,8 @@ def latency_model(job: SearchJob, out: Path, executor: Executor) -> tuple[Latenc
     return LatencyModel(table, measure=True, lane=executor.exclusive, path=path), path
 
 
-def prepare_supernet(job: SearchJob, data: DataSet, out: Path, *, resume: bool, progress: bool) -> tuple[Supernet, dict[str, Any]]:
+def prepare_supernet(job: SearchJob, data: DataSet, out: Path, *, resume: bool,
+                     progress: bool) -> tuple[Supernet, dict[str, Any]]:  # fmt: skip
     """Load the finished supernet of ``out``, or train it (continuing a partial one when ``resume``)."""
     path = out / "supernet.pt"
     if resume and path.is_file():
@@ -200,12 +202,13 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         timings["final_s"] = time.perf_counter() - t
         final["measured_ms"] = finalists[0].measured_ms
     timings["total_s"] = time.perf_counter() - t0
-    doc = results_document(job, result, finalists, final, supernet_info, timings,
-                           {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries)})  # fmt: skip
+    table = {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries)}
+    doc = results_document(job, result, finalists, final, supernet_info, timings, table)
     doc["references"] = references
     plot = plot_search(doc, out / "pareto.png")
     doc["plot"] = None if plot is None else str(plot)
-    atomic_write_text(out / "results.json", json.dumps(doc, indent=1))
+    doc = plain_json(doc)
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=1, allow_nan=False))
     return doc
 
 
@@ -218,6 +221,17 @@ def train_final(job: SearchJob, arch: str, data: DataSet, out: Path, *, resume: 
     res = fit(net, data, cfg, out_dir=out, resume=resume and (out / "last.pt").is_file())
     return {"arch": arch, "epochs": cfg.epochs, "top1": res.top1, "top5": res.final.top5, "seconds": res.seconds,
             "checkpoint": res.checkpoint}  # fmt: skip
+
+
+def plain_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (a τ of tied scores, a −inf score) as None: strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    return obj
 
 
 def results_document(job: SearchJob, result: SearchResult, finalists: list[Finalist], final: dict[str, Any] | None,

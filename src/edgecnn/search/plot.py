@@ -30,7 +30,7 @@ def plot_search(doc: dict[str, Any], path: str | Path) -> Path | None:
                label=f"candidates ({doc['search']['algorithm']}, table latency)")  # fmt: skip
     front = [hist[i] for i in doc["front"]]
     ax.plot([c["lat_ms"] for c in front], [100 * c["acc"] for c in front], "o-", c="#1f77b4", ms=4,
-            label="Pareto front")  # fmt: skip
+            drawstyle="steps-post", label="Pareto front")  # fmt: skip
     fin = doc.get("finalists") or []
     if fin:
         ax.scatter([f["measured_ms"] for f in fin], [100 * f["acc"] for f in fin], marker="D", c="#d62728", s=30,

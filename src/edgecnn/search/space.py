@@ -277,7 +277,8 @@ def _stage_from_dict(d: object, where: str) -> StageSpace:
         raise ValueError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(valid)}")
     for need in ("stride", "widths", "depths"):
         if need not in d:
-            raise ValueError(f"{where}: missing field {need!r} (e.g. \"stride\": 2, \"widths\": [24, 32], \"depths\": [1, 2])")
+            example = '"stride": 2, "widths": [24, 32], "depths": [1, 2]'
+            raise ValueError(f"{where}: missing field {need!r} (e.g. {example})")
     kw: dict[str, Any] = {"stride": _positive_int(d["stride"], f"{where}.stride")}
     for key, types in _STAGE_TYPES.items():
         if key not in d:
@@ -359,7 +360,8 @@ def load_space(path: str | Path) -> SearchSpace:
         try:
             import yaml
         except ImportError:
-            raise ValueError(f"{p}: reading YAML needs PyYAML (pip install pyyaml); or write the space as JSON") from None
+            raise ValueError(f"{p}: reading YAML needs PyYAML (pip install pyyaml); or write the space as JSON"
+                             ) from None  # fmt: skip
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

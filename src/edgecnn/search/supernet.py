@@ -78,8 +78,8 @@ class DynamicBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, bn = x.shape[1], self.bn
         # slices of the running buffers are views: training updates the shared statistics in place (as OFA does)
-        return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],  # type: ignore[index]
-                            self.training, bn.momentum or 0.0, bn.eps)  # fmt: skip
+        mean, var = bn.running_mean[:c], bn.running_var[:c]  # type: ignore[index]
+        return F.batch_norm(x, mean, var, bn.weight[:c], bn.bias[:c], self.training, bn.momentum or 0.0, bn.eps)
 
     def fill(self, target: nn.BatchNorm2d) -> None:
         c, bn = target.num_features, self.bn
@@ -166,7 +166,7 @@ class DynamicSE(nn.Module):
 
 
 class DynamicInvertedResidual(nn.Module):
-    """One layer of a stage: 1×1 expand → depthwise k×k → [SE] → linear 1×1 (MobileNetV2/V3), every part elastic."""
+    """A stage's layer: 1×1 expand → depthwise k×k → [SE] → linear 1×1 (MobileNetV2/V3), every part elastic."""
 
     def __init__(self, cin: int, mid: int, cout: int, squeeze: int, kernels: tuple[int, ...], *,
                  transform: bool = False) -> None:  # fmt: skip
@@ -203,7 +203,7 @@ class DynamicInvertedResidual(nn.Module):
 
 
 class DynamicHead(nn.Module):
-    """1×1 conv to ``head_mult ×`` the last width → BN → hard-swish → pool → hidden fc → hard-swish → classifier."""
+    """1×1 conv to ``head_mult ×`` the last width → BN → hswish → pool → hidden fc → hswish → classifier."""
 
     def __init__(self, cin: int, conv_out: int, hidden: int, num_classes: int) -> None:
         super().__init__()
@@ -252,7 +252,8 @@ def _inner(cin: int, expansion: float) -> int:
 class Supernet(nn.Module):
     """All networks of ``space`` in one set of weights; ``forward(x, genome)`` runs one subnet (see module doc)."""
 
-    def __init__(self, space: SearchSpace, *, num_classes: int, in_chans: int = 3, kernel_transform: bool = False) -> None:
+    def __init__(self, space: SearchSpace, *, num_classes: int, in_chans: int = 3,
+                 kernel_transform: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.space, self.num_classes, self.in_chans = space, num_classes, in_chans
         self.kernel_transform = kernel_transform
