@@ -69,8 +69,8 @@ def read_results(run: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str):
         raise ValueError(f"{path} has no 'kind' field: it is not an edgecnn results document")
     schema = doc.get("schema")
-    if isinstance(schema, str) and schema.rpartition("/")[2].isdigit():  # "edgecnn.analysis/1"
-        schema = int(schema.rpartition("/")[2])
+    if isinstance(schema, str) and schema.startswith("edgecnn.") and schema.rpartition("/")[2].isdigit():
+        return doc  # a document versioned by its own module ("edgecnn.analysis/2"); the report reads it by field
     if not isinstance(schema, int) or schema > SCHEMA:
         raise ValueError(f"{path} has schema {schema!r}, this edgecnn reads up to {SCHEMA}; upgrade edgecnn")
     return doc
