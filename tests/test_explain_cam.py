@@ -102,3 +102,32 @@ def test_named_layer_train_flag_and_bad_input(trained):
         class_activation_map(net, x, method="lime")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="target class out of range"):
         class_activation_map(net, x, target=5)
+
+
+class _Untraceable(nn.Module):
+    """Python control flow on a tensor value: torch.fx cannot trace it, so the hooks pass finds the layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1))
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        a = self.features(x)
+        if a.sum() > -1e9:  # data-dependent branch
+            a = torch.relu(a)
+        return self.fc(a.mean(dim=(2, 3)))
+
+
+def test_graph_and_hooks_find_the_same_layers():
+    from edgecnn.explain.cam import _spatial_by_graph, _spatial_by_hooks
+
+    net = build("conv_c8 ir_s2_m16_c16_se0.25 conv_k1_c32 gap fc", num_classes=3, in_chans=1)
+    by_graph = _spatial_by_graph(net, (1, 1, 16, 16))
+    assert by_graph == _spatial_by_hooks(net, (1, 1, 16, 16))
+    assert [n for n, _ in by_graph][-3:] == ["blocks.2.bn", "blocks.2.act", "blocks.2"]
+    assert dict(by_graph)["blocks.1"] == (1, 16, 8, 8)
+    odd = _Untraceable()
+    assert find_target_layer(odd, (1, 8, 8)) == "features"  # fx fails on `if a.sum() > ...`: found by hooks
+    cam = class_activation_map(odd, torch.randn(2, 1, 8, 8), method="gradcam")
+    assert cam.layer == "features" and cam.maps.shape == (2, 4, 4)

@@ -15,9 +15,11 @@ sum them into one ``h×w`` map of where the evidence for class ``c`` lies:
   generalises CAM (their §3.1), and the tests assert that identity.
 
 The *target layer* is found automatically as the last module whose output
-still has spatial extent (``N×C×H×W`` with ``H·W > 1``; children run before
-their parent, so for a network of blocks this is the last spatial block), or
-named. Maps are drawn over the image by :func:`edgecnn.explain.interp.upsample`
+still has spatial extent (``N×C×H×W`` with ``H·W > 1``; children finish
+before their parent, so for a network of blocks this is the last spatial
+block), or named. It is read from the traced graph (:mod:`edgecnn.graph`:
+meta shapes and module scopes, no computation); a model torch.fx cannot
+trace is run once on zeros with forward hooks instead. Maps are drawn over the image by :func:`edgecnn.explain.interp.upsample`
 with a stated coordinate convention.
 """
 
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 from edgecnn.analysis.receptive import eval_mode
+from edgecnn.graph import GraphError, trace_graph
 from edgecnn.explain.interp import Convention, Mode, upsample
 
 Method = Literal["cam", "gradcam"]
@@ -96,20 +99,41 @@ def _probe(model: nn.Module) -> torch.Tensor:
     return torch.empty(0) if p is None else p
 
 
-def spatial_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
-    """Modules whose output is ``N×C×H×W`` with ``H·W > 1``, in the order they finish, with their output shapes.
+def _spatial_by_graph(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
+    """From the fx graph: a module's output is the last node created inside it (its scope or a child's)."""
+    g = trace_graph(model, torch.empty(shape, device="meta"))
+    finish: dict[str, tuple[int, int, tuple[int, ...] | None]] = {}  # module -> (node index, -depth, shape)
+    for i, node in enumerate(g.calls()):
+        parts = g.scope(node).split(".") if g.scope(node) else []
+        for depth in range(1, len(parts) + 1):
+            finish[".".join(parts[:depth])] = (i, -depth, g.shape(node))
+    ordered = sorted(finish.items(), key=lambda kv: kv[1][:2])
+    return [(name, s) for name, (_, _, s) in ordered if s is not None and len(s) == 4 and s[-1] * s[-2] > 1]
 
-    One forward pass on zeros of ``input_shape`` (``C×H×W`` or ``N×C×H×W``), no gradients, in eval mode.
-    """
-    shape = tuple(int(s) for s in input_shape)
-    shape = (1, *shape) if len(shape) == 3 else shape
-    if len(shape) != 4:
-        raise ValueError(f"input shape {shape} must be C×H×W or N×C×H×W")
+
+def _spatial_by_hooks(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
+    """One forward pass on zeros with a hook on every module; modules in the order they finish."""
     p = _probe(model)
     x = torch.zeros(shape, device=p.device, dtype=p.dtype if p.is_floating_point() else torch.float32)
     with eval_mode(model), torch.no_grad():
         _, seen = _record(model, x)
     return [(n, tuple(t.shape)) for n, t in seen if _is_spatial(t)]
+
+
+def spatial_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """Modules whose output is ``N×C×H×W`` with ``H·W > 1``, in the order they finish, with their output shapes.
+
+    ``input_shape`` is ``C×H×W`` or ``N×C×H×W``. Read from the traced graph on meta tensors; a model fx
+    cannot trace runs once on zeros (no gradients, eval mode) with forward hooks instead.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    shape = (1, *shape) if len(shape) == 3 else shape
+    if len(shape) != 4:
+        raise ValueError(f"input shape {shape} must be C×H×W or N×C×H×W")
+    try:
+        return _spatial_by_graph(model, shape)
+    except GraphError:
+        return _spatial_by_hooks(model, shape)
 
 
 def find_target_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
