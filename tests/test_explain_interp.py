@@ -79,7 +79,7 @@ def test_corner_bilinear_equals_grid_sample_at_the_corner_coordinates(n, out):
     torch.testing.assert_close(upsample(x, out, mode="bilinear", convention="corner"), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("convention", "mode"), list(itertools.product(("corner", "half_pixel"), ("bilinear", "nearest"))))
+@pytest.mark.parametrize(("convention", "mode"), [(c, m) for c in ("corner", "half_pixel") for m in ("bilinear", "nearest")])
 def test_upsample_pixel_by_pixel_equals_grid_weights(convention, mode):
     torch.manual_seed(1)
     m = torch.randn(10, 10)

@@ -208,9 +208,10 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
         with log.stage("cam", f"where the network looks ({cfg.cam_method} on {cfg.cam_images} test images)") as info:
             labels = data.test.labels.numpy()
             pick = sorted(first_per_class(labels, 1), key=lambda i: labels[i])[: cfg.cam_images]  # class 0, 1, …
+            explain = ExplainConfig(method=cfg.cam_method)  # type: ignore[arg-type]
             cam = explain_images(model, data.test.images[pick], mean=data.mean, std=data.std, out_dir=out,
-                                 cfg=ExplainConfig(method=cfg.cam_method), labels=data.test.labels[pick],  # type: ignore[arg-type]
-                                 classes=data.classes, image_size=cfg.image_size)  # fmt: skip
+                                 cfg=explain, labels=data.test.labels[pick], classes=data.classes,
+                                 image_size=cfg.image_size)  # fmt: skip
             right = sum(r["label"] == r["predicted"] for r in cam["images"])
             info["note"] = f"{cam['method']} at {cam['layer']}, {right} of {len(pick)} right; overlays in {out / 'cam'}"
             console.print(info["note"])
@@ -275,6 +276,7 @@ def to_markdown(d: DemoResult) -> str:
         eff = f"{r.us_per_mmac:.0f}" if r.macs else "–"
         lines.append(f"| {r.name} | `{r.block}` | {r.params:,} | {r.macs:,} | {r.ms:.3f} | {eff} |")
     if d.cam:
+        pairs = ", ".join(f"[{r['label']} → {r['predicted']}]({r['file']})" for r in d.cam["images"])
         lines += ["", f"{d.cam['method']} at `{d.cam['layer']}` ({d.cam['interp']}, {d.cam['convention']} "
-                  "convention): " + ", ".join(f"[{r['label']} → {r['predicted']}]({r['file']})" for r in d.cam["images"])]
+                  f"convention): {pairs}"]
     return "\n".join(lines) + "\n"

@@ -206,12 +206,12 @@ def _cam(doc: Doc, run: Path | None) -> str:
     cam = doc.get("cam")
     if not cam:
         return ""
-    method = {"cam": "CAM (Zhou et al. 2016)", "gradcam": "Grad-CAM (Selvaraju et al. 2017)"}.get(cam["method"],
-                                                                                                 cam["method"])  # fmt: skip
+    papers = {"cam": "CAM (Zhou et al. 2016)", "gradcam": "Grad-CAM (Selvaraju et al. 2017)"}
+    method = papers.get(cam["method"], cam["method"])
     (h, w), (H, W) = cam["map_size"], cam["image_size"]
     intro = (f"<p>{escape(method)} at layer <code>{escape(str(cam['layer']))}</code>: a {h}×{w} map over the "
-             f"{H}×{W} image (scale {cam['scale'][0]:g}), upsampled by {escape(cam['interp'])} interpolation under the "
-             f"{escape(cam['convention'])} convention. Each pair: the image, then the map of the explained class "
+             f"{H}×{W} image (scale {cam['scale'][0]:g}), upsampled by {escape(cam['interp'])} interpolation "
+             f"under the {escape(cam['convention'])} convention. Each pair: the image, then the map of the explained class "
              "over it (bright = evidence for the class).</p>")  # fmt: skip
     figs, missing = [], []
     for r in cam["images"]:

@@ -38,7 +38,9 @@ def _read_image(path: Path, in_chans: int) -> torch.Tensor:
     return torch.from_numpy(a.reshape(*a.shape[:2], -1).transpose(2, 0, 1).copy())
 
 
-def _images(args: argparse.Namespace, meta: dict, in_chans: int, size: int | None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+def _images(args: argparse.Namespace, meta: dict, in_chans: int,
+            size: int | None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:  # fmt: skip
+    """The uint8 images to explain, their labels (None for files) and names."""
     if args.image:
         side = size or None
         tensors = [_read_image(Path(p), in_chans) for p in args.image]
@@ -52,7 +54,7 @@ def _images(args: argparse.Namespace, meta: dict, in_chans: int, size: int | Non
     data = load_data(args.data, image_size=size if args.data == "digits" else None, limit=args.count)
     if meta.get("classes") and list(data.classes) != list(meta["classes"]):
         raise ValueError(f"{args.data} has classes {list(data.classes)[:5]}..., the checkpoint "
-                         f"{list(meta['classes'])[:5]}...; explain images of the classes it was trained on")  # fmt: skip
+                         f"{list(meta['classes'])[:5]}...; explain images of the classes it was trained on")
     test = data.test.subset(list(range(min(args.count, len(data.test)))))
     return test.images, test.labels, list(test.paths)
 
@@ -72,8 +74,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"explain-{Path(args.checkpoint).stem}"
     cfg = ExplainConfig(method=args.method, interp=args.interp, convention=args.convention, layer=args.layer,
                         target=args.target)  # fmt: skip
-    section = explain_images(model, images, mean=meta["mean"], std=meta["std"], out_dir=out, cfg=cfg,
-                             labels=labels, classes=meta.get("classes") or (), image_size=size, names=names)  # fmt: skip
+    section = explain_images(model, images, mean=meta["mean"], std=meta["std"], out_dir=out, cfg=cfg, labels=labels,
+                             classes=meta.get("classes") or (), image_size=size, names=names)  # fmt: skip
     write_results(out, "explain", {"checkpoint": str(args.checkpoint), "arch": ckpt.arch, "data": meta.get("name"),
                                    "cam": section})  # fmt: skip
     table = Table(title=f"{args.method} at {section['layer']} ({section['map_size'][0]}×{section['map_size'][1]} map, "
@@ -100,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default=d.method, help="cam needs a GAP → linear head (default cam)")
     p.add_argument("--interp", choices=MODES, default=d.interp, help=f"upsampling of the map (default {d.interp})")
     p.add_argument("--convention", choices=CONVENTIONS, default=d.convention,
-                   help="image ↔ map coordinates: half_pixel (PyTorch align_corners=False) or corner (x/S)")  # fmt: skip
+                   help="image ↔ map coordinates: half_pixel (align_corners=False) or corner (x/S)")  # fmt: skip
     p.add_argument("--layer", default=None, help="target module path (default: the last layer with spatial extent)")
     p.add_argument("--target", type=int, default=None, help="class index to explain (default: the predicted class)")
     p.add_argument("--out", default=None, help="output folder (default runs/explain-<checkpoint name>)")

@@ -19,8 +19,9 @@ still has spatial extent (``N×C×H×W`` with ``H·W > 1``; children finish
 before their parent, so for a network of blocks this is the last spatial
 block), or named. It is read from the traced graph (:mod:`edgecnn.graph`:
 meta shapes and module scopes, no computation); a model torch.fx cannot
-trace is run once on zeros with forward hooks instead. Maps are drawn over the image by :func:`edgecnn.explain.interp.upsample`
-with a stated coordinate convention.
+trace is run once on zeros with forward hooks instead. Maps are drawn over
+the image by :func:`edgecnn.explain.interp.upsample` with a stated
+coordinate convention.
 """
 
 from __future__ import annotations
@@ -140,8 +141,8 @@ def find_target_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
     """The last module whose output has spatial extent: the layer CAM and Grad-CAM read by default."""
     layers = spatial_layers(model, input_shape)
     if not layers:
-        raise ValueError(f"no module of the model gives a spatial output (N×C×H×W, H·W > 1) at input {tuple(input_shape)}; "
-                         "CAM needs a convolutional layer before pooling — use a larger input")  # fmt: skip
+        raise ValueError(f"no module of the model gives a spatial output (N×C×H×W, H·W > 1) at input "
+                         f"{tuple(input_shape)}; CAM needs a convolutional layer before pooling — use a larger input")
     return layers[-1][0]
 
 
@@ -161,8 +162,8 @@ def _cam_maps(model: nn.Module, acts: torch.Tensor, logits: torch.Tensor, classe
     pred = acts.mean(dim=(2, 3)) @ w.T + b.to(acts.device)
     scale = float(logits.abs().max()) + 1.0
     if pred.shape != logits.shape or float((pred - logits).abs().max()) > 1e-4 * scale:
-        raise ValueError("CAM needs the target layer to feed global average pooling and one linear layer, but the "
-                         "logits are not W·mean(A) + b; use method 'gradcam' (or name the layer before the pooling)")  # fmt: skip
+        raise ValueError("CAM needs the target layer to feed global average pooling and one linear layer, but "
+                         "the logits are not W·mean(A) + b; use method 'gradcam' (or name the layer before the pooling)")
     return torch.einsum("nk,nkhw->nhw", w[classes], acts)
 
 

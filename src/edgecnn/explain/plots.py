@@ -183,7 +183,7 @@ def _nan(v: Any) -> float:
 
 
 def plot_training(history: Sequence[Row]) -> Figure:
-    """Training loss (left axis) and test top-1 (right axis) per epoch; rows have ``epoch``, ``train_loss``, ``test_top1``."""
+    """Training loss (left axis) and test top-1 (right axis) per epoch (rows: ``epoch``, ``train_loss``, ``test_top1``)."""
     if not history:
         raise ValueError("no training history to plot")
     fig = _figure(figsize=(7, 3.5))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -48,7 +49,8 @@ def explain_images(model: nn.Module, images: torch.Tensor, *, mean: Sequence[flo
                    names: Sequence[str] = (), subdir: str = "cam") -> dict[str, Any]:  # fmt: skip
     """Maps of ``images`` (uint8 N×C×H×W), overlays written to ``out_dir/subdir/<i>.png``; the ``cam`` section."""
     if images.dtype != torch.uint8 or images.dim() != 4 or len(images) == 0:
-        raise ValueError(f"images must be a non-empty uint8 N×C×H×W tensor, got {images.dtype} {tuple(images.shape)}")
+        got = f"{images.dtype} {tuple(images.shape)}"
+        raise ValueError(f"images must be a non-empty uint8 N×C×H×W tensor, got {got}")
     n = len(images)
     split = ImageSplit(images.contiguous(), labels if labels is not None else torch.zeros(n, dtype=torch.long))
     p = next(model.parameters(), None)
@@ -58,16 +60,21 @@ def explain_images(model: nn.Module, images: torch.Tensor, *, mean: Sequence[flo
     cam = class_activation_map(model, x, method=cfg.method, layer=cfg.layer, target=cfg.target)
     side = tuple(x.shape[-2:])
     heat = cam.upsampled(side, mode=cfg.interp, convention=cfg.convention)
-    shown = images if tuple(images.shape[-2:]) == side else torch.nn.functional.interpolate(
-        images.float(), size=side, mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)  # fmt: skip
+    shown = images  # what the network saw, at its input size, for the overlay
+    if tuple(images.shape[-2:]) != side:
+        shown = F.interpolate(images.float(), size=side, mode="bilinear", align_corners=False, antialias=True)
+        shown = shown.round().clamp(0, 255).to(torch.uint8)
     probs = cam.logits.softmax(1)
     grid = Grid(side, tuple(cam.maps.shape[-2:]), cfg.convention)  # type: ignore[arg-type]
-    name = (lambda k: classes[k] if k < len(classes) else str(k))  # noqa: E731
     out, rows = Path(out_dir), []
+    gap = np.full((side[0] * cfg.zoom, 4, 3), 255, np.uint8)  # white 4-pixel gap between image and overlay
+
+    def name(k: int) -> str:
+        return classes[k] if k < len(classes) else str(k)
+
     for i in range(n):
-        pair = np.concatenate([np.asarray(overlay(shown[i], None, zoom=cfg.zoom)),
-                               np.full((side[0] * cfg.zoom, 4, 3), 255, np.uint8),
-                               np.asarray(overlay(shown[i], heat[i], alpha=cfg.alpha, zoom=cfg.zoom))], axis=1)  # fmt: skip
+        plain = np.asarray(overlay(shown[i], None, zoom=cfg.zoom))
+        pair = np.concatenate([plain, gap, np.asarray(overlay(shown[i], heat[i], alpha=cfg.alpha, zoom=cfg.zoom))], 1)
         rel = f"{subdir}/{i}.png"
         save_png(Image.fromarray(pair), out / rel)
         pred, c = int(cam.logits[i].argmax()), int(cam.classes[i])
