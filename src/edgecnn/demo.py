@@ -232,9 +232,23 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     # the page is drawn from the document as written, exactly as `edgecnn report` would draw it later
     atomic_write_text(out / "report.html", render_html(read_results(out), run_dir=out))
     console.rule("[bold]done")
+    console.print(_closing_table(demo, out / "report.html"))
     console.print(f"report: {out / 'report.html'}  {out / 'report.md'}  results: {out / 'results.json'}  "
                   f"checkpoint: {out / 'model.pt'}")  # fmt: skip
     return demo
+
+
+def _closing_table(d: DemoResult, report: Path) -> Table:
+    """Baseline against the compressed result; the result column fills in when the NetAdapt stage lands."""
+    table = Table(title="baseline vs result")
+    for col in ("", "baseline", "result (NetAdapt, not built yet)"):
+        table.add_column(col, justify="left" if not col else "right")
+    onnx = f"{d.onnx_ms:.2f} ms" if d.onnx_ms is not None else "–"
+    for label, value in (("test top-1", f"{d.top1:.2%}"), ("latency, eager", f"{d.eager_ms:.2f} ms"),
+                         ("latency, ONNX Runtime", onnx), ("MACs", f"{d.macs / 1e6:.2f} M"),
+                         ("params", f"{d.params:,}"), ("report", str(report))):  # fmt: skip
+        table.add_row(label, value, "–")
+    return table
 
 
 def _row(name: str, block: str, params: int, macs: int, ms: float,

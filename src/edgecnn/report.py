@@ -93,10 +93,10 @@ def _stages(doc: Doc, _run: Path | None) -> str:
     if not stages:
         return ""
     rows = [(escape(str(s.get("title", s.get("name", "")))), escape(str(s.get("status", ""))),
-             f"{s['seconds']:.1f}" if isinstance(s.get("seconds"), (int, float)) else "–",
-             escape(str(s.get("note") or "")))
+             escape(str(s.get("note") or "")), f"{s['seconds']:.1f}" if isinstance(s.get("seconds"), (int, float))
+             else "–")
             for s in stages]  # fmt: skip
-    return "<h2>Pipeline</h2>" + _table(("stage", "status", "seconds", "note"), rows, left=2)
+    return "<h2>Pipeline</h2>" + _table(("stage", "status", "note", "seconds"), rows, left=3)
 
 
 def _summary(doc: Doc, _run: Path | None) -> str:
