@@ -102,6 +102,9 @@ def test_named_layer_train_flag_and_bad_input(trained):
         class_activation_map(net, x, method="lime")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="target class out of range"):
         class_activation_map(net, x, target=5)
+    with pytest.raises(ValueError, match="one target class for all 2 images or one per image, got 3"):
+        class_activation_map(net, x, target=[0, 1, 1])
+    assert class_activation_map(net, x, target=[1, 0]).classes.tolist() == [1, 0]
 
 
 class _Untraceable(nn.Module):

@@ -202,7 +202,10 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, *, method: Method = 
     if target is None:
         classes = logits.argmax(1)
     else:
-        classes = torch.as_tensor(target, dtype=torch.long, device=logits.device).expand(n).clone()
+        classes = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
+        if classes.numel() not in (1, n):
+            raise ValueError(f"give one target class for all {n} images or one per image, got {classes.numel()}")
+        classes = classes.expand(n).clone()
         if int(classes.min()) < 0 or int(classes.max()) >= logits.shape[1]:
             raise ValueError(f"target class out of range 0..{logits.shape[1] - 1}: {classes.tolist()}")
     if method == "cam":
