@@ -54,3 +54,8 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
 def test_demo_rejects_bad_settings(capsys):
     assert main(["demo", "--epochs", "0"]) == 2
     assert "epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_demo_rejects_a_negative_cam_count(capsys):
+    assert main(["demo", "--cam-images", "-1"]) == 2
+    assert "cam_images must be 0 or more" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from edgecnn.demo import DemoConfig, run_demo
 def cmd_demo(args: argparse.Namespace) -> int:
     cfg = DemoConfig(
         model=args.model, width=args.width, data=args.data, image_size=args.image_size, epochs=args.epochs,
-        threads=args.threads, onnx=not args.no_onnx, out_dir=args.out, seed=args.seed,
+        threads=args.threads, onnx=not args.no_onnx, out_dir=args.out, seed=args.seed, cam_images=args.cam_images,
     )  # fmt: skip
     run_demo(cfg)
     return 0
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     p = sub.add_parser(
         "demo",
-        help="train, analyse and time a network on built-in data, and write a report",
+        help="train, analyse, time and explain a network on built-in data, and write a report",
         description="The one-command tour: train a MobileNetV3 on scikit-learn's digits (built in, no download), "
         "count its exact per-layer costs, measure its latency on this machine, and write a report.",
     )
@@ -33,4 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime measurement")
     p.add_argument("--out", default=d.out_dir, help=f"output folder (default {d.out_dir})")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--cam-images", type=int, default=d.cam_images,
+                   help=f"test images explained with Grad-CAM in the report (default {d.cam_images}; 0 = none)")
     p.set_defaults(func=cmd_demo)
