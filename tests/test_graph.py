@@ -299,6 +299,8 @@ def test_graph_queries() -> None:
 def test_shared_module_and_kwargs_nodes_are_mapped() -> None:
     g = trace_graph(Twice(), torch.zeros(1, 3, 16, 16))
     assert g.times_called()["block.0"] == 2
+    first, second = g.calls_of("block.0")
+    assert g.producer(second) is g.node("block_2") and g.shape(first) == g.shape(second) == (1, 8, 8, 8)
     ln = trace_graph(LayerNorm2d(8), torch.zeros(1, 8, 4, 4))
     node = next(n for n in ln.calls() if n.target is F.layer_norm)
     # F.layer_norm passes weight and bias as keyword arguments: both are get_attr nodes among the inputs
@@ -314,3 +316,45 @@ def test_more_placeholders_than_inputs_is_a_value_error() -> None:
 
     with pytest.raises(ValueError, match="more inputs than the 1 given"):
         trace_graph(Two(), torch.zeros(1, 2), fallback=True)
+
+
+def test_shape_graph_gives_layer_shapes_equal_to_a_real_forward() -> None:
+    from edgecnn import zoo
+    from edgecnn.analysis import shape_graph
+
+    model = zoo.create("mobilenet_v2", width=0.25).eval()
+    g = shape_graph(model, (3, 64, 64))
+    planned = {str(n.target): g.io_shapes(n) for n, _ in g.module_calls((nn.Conv2d, nn.Linear))}
+    seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    name_of = {m: name for name, m in model.named_modules()}
+
+    def record(m: nn.Module, args: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+        seen[name_of[m]] = (tuple(args[0].shape), tuple(y.shape))
+
+    hooks = [m.register_forward_hook(record) for m in name_of if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    assert planned == seen and len(planned) == 53  # 52 convs + the classifier
+
+
+def test_conv_bn_pairs_from_users_and_modules() -> None:
+    from edgecnn import zoo
+
+    g = trace_graph(zoo.create("resnet18", width=0.25))  # no inputs: the graph without shapes
+    pairs = [(str(src.target), str(n.target)) for n, _ in g.module_calls(nn.BatchNorm2d)
+             if (src := g.producer(n)) is not None and isinstance(g.module(src), nn.Conv2d) and len(g.users(src)) == 1]  # fmt: skip
+    # every BN of ResNet-18 follows its conv directly: stem + 16 body convs + 3 projection shortcuts
+    assert len(pairs) == 20 == sum(isinstance(m, nn.BatchNorm2d) for m in g.root.modules())
+    assert g.input_shapes == () and g.shape(next(iter(g.calls()))) is None
+
+
+def test_receptive_fields_of_a_users_graph_module() -> None:
+    from torch import fx
+
+    from edgecnn.analysis.receptive import receptive_fields
+
+    gm = fx.symbolic_trace(Inception())  # fx's own tracer: no scopes, no shapes yet
+    rfs = receptive_fields(gm, torch.zeros(1, 3, 41, 41))
+    assert (rfs["output"].size, rfs["output"].jump, rfs["output"].start) == ((15, 15), (2, 2), (1, 1))

@@ -105,6 +105,9 @@ def test_figures_draw_the_numbers():
     # global pooling and the classifier see the whole input: drawn at max(input side 16, last conv field 7)
     assert list(field.get_ydata()) == [3.0, 7.0, 16.0, 16.0]
     assert list(jump.get_ydata()) == [2.0, 2.0, 16.0, 16.0]
+    # blocks.1's conv path sees 7 pixels, its SE gate the whole input: circled at R = 7
+    (circles,) = plots.plot_rf_growth(_rf_items(_doc()), input_size=16).axes[0].collections[:1]
+    assert circles.get_offsets().tolist() == [[1.0, 7.0]]
     loss, acc = (a.lines[0] for a in plots.plot_training(HISTORY).axes)
     assert list(loss.get_ydata()) == [2.1, 1.2] and list(acc.get_ydata()) == pytest.approx([60.0, 80.0])
 

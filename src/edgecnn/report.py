@@ -146,8 +146,10 @@ def _rf_items(doc: Doc) -> list[tuple[str, RF]]:
     # last conv field (padding lets that exceed the input) so the curve does not seem to shrink.
     side = max([float(doc.get("input_size") or 0)] + [b["rf"] for b in blocks if b.get("rf") is not None])
     jump = float(doc.get("input_size") or side)  # one output left: the next one would be an input side away
-    return [(_block_label(b), RF((b["rf"],), (b.get("rf_jump") or 1.0,), (0.0,)) if b.get("rf") is not None
-             else RF((side,), (jump,), (0.0,), True))
+    # a spatial block marked rf_whole sees the whole input only through an SE gate: drawn circled (+global)
+    return [(_block_label(b), RF((b["rf"],), (b.get("rf_jump") or 1.0,), (0.0,),
+                                 global_context=bool(b.get("rf_whole"))) if b.get("rf") is not None
+             else RF((side,), (jump,), (0.0,), True, global_context=True))
             for b in blocks if b.get("rf") is not None or b.get("rf_whole")]  # fmt: skip
 
 

@@ -99,7 +99,7 @@ def conv_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Seq
         jump.append(as_num(j * s))
         half = (k - 1) * d // 2 if (k - 1) * d % 2 == 0 else Fraction((k - 1) * d, 2)
         start.append(as_num(c + (half - p) * j))
-    return replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start))
+    return RF(tuple(size), tuple(jump), tuple(start), False, rf.note, rf.global_context)
 
 
 def conv_transpose_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
@@ -122,6 +122,8 @@ def merge(rfs: Sequence[RF]) -> RF:
     pooled feature) does not widen the union: the result is the union of the other, spatial branches with
     ``global_context=True``. Only when every branch is whole is the result whole.
     """
+    if len(rfs) == 1:
+        return rfs[0]
     if not rfs:
         raise ValueError("merge needs at least one receptive field")
     spatial = [rf for rf in rfs if not rf.whole]
@@ -131,17 +133,19 @@ def merge(rfs: Sequence[RF]) -> RF:
     if len(spatial) == 1:
         rf = spatial[0]
         notes = {n for r in rfs for n in r.note.split("; ") if n}
-        return replace(rf, global_context=context, note="; ".join(sorted(notes)) if len(rfs) > 1 else rf.note)
+        return replace(rf, global_context=context, note="; ".join(sorted(notes)))
     rfs = spatial
     size, jump, start = [], [], []
     notes = {n for rf in rfs for n in rf.note.split("; ") if n}
     for axis in range(len(rfs[0].size)):
-        lo = min(rf.start[axis] - Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
-        hi = max(rf.start[axis] + Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
+        # in half pixels (2·lo, 2·hi): integers for integer fields, so no Fraction arithmetic in the common case
+        lo2 = min(2 * rf.start[axis] - (rf.size[axis] - 1) for rf in rfs)
+        hi2 = max(2 * rf.start[axis] + (rf.size[axis] - 1) for rf in rfs)
         jumps = {rf.jump[axis] for rf in rfs}
         if len(jumps) > 1:
             notes.add("branches with different jumps merged (largest kept)")
-        size.append(as_num(hi - lo + 1))
+        width, centre4 = hi2 - lo2, lo2 + hi2
+        size.append(width // 2 + 1 if type(width) is int and width % 2 == 0 else as_num(Fraction(width, 2) + 1))
         jump.append(max(jumps))
-        start.append(as_num((lo + hi) / 2))
+        start.append(centre4 // 4 if type(centre4) is int and centre4 % 4 == 0 else as_num(Fraction(centre4, 4)))
     return RF(tuple(size), tuple(jump), tuple(start), False, "; ".join(sorted(notes)), context)
