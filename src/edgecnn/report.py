@@ -177,7 +177,8 @@ def _blocks(doc: Doc, _run: Path | None) -> str:
     ]  # fmt: skip
     if any(b.get("rf") is not None for b in blocks):
         makers.append(("Receptive field R and jump J after each block along the convolution path (SE gates left "
-                       "out); blocks marked in the table see the whole input through an SE gate or global pooling.",
+                       "out); circled blocks also see the whole input through an SE gate, shaded ones through "
+                       "global pooling.",
                        lambda: plots.plot_rf_growth(_rf_items(doc), input_size=doc.get("input_size"))))  # fmt: skip
     return ("<h2>Per block: cost vs measured latency</h2>"
             "<p>Each block timed alone, batch 1, median of repeated runs; MACs counted exactly from the spec.</p>"
