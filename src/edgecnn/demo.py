@@ -38,6 +38,8 @@ from edgecnn.data.sets import first_per_class
 from edgecnn.explain.run import ExplainConfig, explain_images
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.per_layer import per_layer
+from edgecnn.memory import check_memory
+from edgecnn.outputs import claim_run_dir
 from edgecnn.pipeline import StageLog
 from edgecnn.report import render_html
 from edgecnn.results import read_results, write_results
@@ -62,6 +64,7 @@ class DemoConfig:
     seed: int = 0  # seeds data split, initialisation and augmentation
     cam_images: int = 8  # test images explained by Grad-CAM (the first of each class); 0 = no CAM stage
     cam_method: str = "gradcam"  # "gradcam" works on any head; "cam" needs GAP → linear (not MobileNetV3's)
+    overwrite: bool = False  # replace a previous demo's results in out_dir (else such a folder is refused)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -144,9 +147,8 @@ def _arch(cfg: DemoConfig) -> str:
 def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) -> DemoResult:
     """Train ``cfg.model`` on ``cfg.data``, analyse it, time it, explain it, and write the report."""
     console = console or Console()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    arch = _arch(cfg)
+    arch = _arch(cfg)  # a bad model is refused before anything is created
+    out = claim_run_dir(cfg.out_dir, overwrite=cfg.overwrite)  # writable, and no previous results replaced
     log = StageLog(console)
 
     with log.stage("data", "data"):
@@ -155,6 +157,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
                       f"{len(data.classes)} classes, {data.in_chans}×{cfg.image_size}×{cfg.image_size}")  # fmt: skip
 
     with log.stage("analyze", "model and exact costs"):
+        check_memory(arch, input_size=cfg.image_size, num_classes=len(data.classes), in_chans=data.in_chans,
+                     batch=cfg.batch_size, training=True, what=f"the demo's {cfg.model!r}")  # fmt: skip
         torch.manual_seed(cfg.seed)
         model = build(arch, num_classes=len(data.classes), in_chans=data.in_chans)
         shape = (data.in_chans, cfg.image_size, cfg.image_size)
