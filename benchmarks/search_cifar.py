@@ -50,6 +50,7 @@ from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.executor import Executor
 from edgecnn.latency.measure import TimingConfig, measure
+from edgecnn.results import write_results
 from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEstimator, rank_agreement, search_split
 from edgecnn.search.evolution import SearchConfig, run_search
 from edgecnn.search.objective import Objective
@@ -57,7 +58,6 @@ from edgecnn.search.pipeline import (
     SearchJob,
     latency_model,
     measure_finalists,
-    plain_json,
     prepare_supernet,
     train_final,
 )
@@ -198,7 +198,6 @@ def main() -> None:
         baseline = stages.run("train_baseline", lambda: train_final(job, base["arch"], full, out / "final-baseline",
                                                                     resume=True, progress=True), console)  # fmt: skip
     doc = {
-        "benchmark": "search_cifar",
         "quick": bool(args.quick),
         "note": ("QUICK MODE: 600 training images and tiny budgets; proves the pipeline runs, the numbers mean "
                  "nothing" if args.quick else "full run"),
@@ -217,7 +216,8 @@ def main() -> None:
         "stage_seconds": stages.done.get("seconds", {}),  # as first run (a --resume keeps them)
         "wall_s_stages": sum(stages.done.get("seconds", {}).values()),
     }  # fmt: skip
-    path = atomic_write_text(RESULTS / f"{tag}.json", json.dumps(plain_json(doc), indent=1, allow_nan=False))
+    written = write_results(out, "search-benchmark", doc)  # strict JSON (a tied tau is null, not NaN)
+    path = atomic_write_text(RESULTS / f"{tag}.json", written.read_text(encoding="utf-8"))
     t = Table(title=f"search_cifar{' (QUICK: numbers mean nothing)' if args.quick else ''}")
     for col in ("network", "measured ms", "test top-1"):
         t.add_column(col)

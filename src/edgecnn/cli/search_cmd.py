@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgecnn.cli import args as num
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
 from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.measure import TimingConfig, default_threads
@@ -116,30 +117,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--space", default="mbv3-32", help=f"built-in space ({', '.join(SPACES)}) or a JSON file")
     p.add_argument("--data", default="digits", help="digits (built in), a folder or an archive such as CIFAR-10")
-    p.add_argument("--limit", type=int, help="at most N images per class and split (quick runs)")
+    p.add_argument("--limit", type=num.positive_int, help="at most N images per class and split (quick runs)")
     p.add_argument("--target", required=True, help="latency target, e.g. 3ms, 0.8ms, 1200us")
-    p.add_argument("--w", type=float, default=MNASNET_W, help="exponent of LAT/TAR (-0.07 MnasNet, -0.15 small models)")
+    p.add_argument("--w", type=num.float_in(-10.0, 0.0), default=MNASNET_W, help="exponent of LAT/TAR (-0.07 MnasNet, -0.15 small models)")
     p.add_argument("--hard", action="store_true", help="LAT <= TAR as a hard constraint instead of the soft objective")
     p.add_argument("--backend", choices=BACKENDS, default="eager", help="runtime latency is measured in")
-    p.add_argument("--threads", type=int, help="threads latency is measured with (default: torch's current count)")
+    p.add_argument("--threads", type=num.threads, help="threads latency is measured with (default: torch's current count)")
     p.add_argument("--table", help="the device's lookup table JSON (default OUT/latency_table.json, grown as needed)")
-    p.add_argument("--max-seconds", type=float, default=10.0, help="time cap of one latency measurement")
-    p.add_argument("--retries", type=int, default=3, help="re-measure a latency disturbed by other processes")
-    p.add_argument("--budget", type=int, default=200, help="candidates evaluated")
+    p.add_argument("--max-seconds", type=num.positive_float, default=10.0, help="time cap of one latency measurement")
+    p.add_argument("--retries", type=num.nonneg_int, default=3, help="re-measure a latency disturbed by other processes")
+    p.add_argument("--budget", type=num.positive_int, default=200, help="candidates evaluated")
     p.add_argument("--algorithm", choices=ALGORITHMS, default="evolution", help="regularized evolution or random")
-    p.add_argument("--population", type=int, default=50, help="evolution: population size P")
-    p.add_argument("--sample-size", type=int, default=10, help="evolution: tournament size S")
-    p.add_argument("--batch", type=int, default=4, help="candidates evaluated at once (one executor map)")
+    p.add_argument("--population", type=num.positive_int, default=50, help="evolution: population size P")
+    p.add_argument("--sample-size", type=num.positive_int, default=10, help="evolution: tournament size S")
+    p.add_argument("--batch", type=num.positive_int, default=4, help="candidates evaluated at once (one executor map)")
     p.add_argument("--estimator", choices=ESTIMATORS, default="supernet",
                    help="supernet: weight sharing + BN recalibration (cheap); train: short training of each")
-    p.add_argument("--supernet-steps", type=int, default=2000, help="supernet training steps (sandwich rule)")
-    p.add_argument("--train-steps", type=int, default=300, help="--estimator train: steps per candidate")
-    p.add_argument("--finalists", type=int, default=3, help="best candidates measured end to end")
-    p.add_argument("--final-epochs", type=int, default=30, help="epochs of the chosen network's training (0: skip)")
-    p.add_argument("--final-batch-size", type=int, default=128, help="batch size of the final training")
+    p.add_argument("--supernet-steps", type=num.positive_int, default=2000, help="supernet training steps (sandwich rule)")
+    p.add_argument("--train-steps", type=num.positive_int, default=300, help="--estimator train: steps per candidate")
+    p.add_argument("--finalists", type=num.positive_int, default=3, help="best candidates measured end to end")
+    p.add_argument("--final-epochs", type=num.nonneg_int, default=30, help="epochs of the chosen network's training (0: skip)")
+    p.add_argument("--final-batch-size", type=num.positive_int, default=128, help="batch size of the final training")
     p.add_argument("--references", nargs="*", default=[], metavar="ZOO[@WIDTH]",
                    help="zoo networks measured for the plot, e.g. mobilenet_v3_small_cifar@0.5")
-    p.add_argument("--seed", type=int, default=0, help="seeds the search, the supernet and the final training")
+    p.add_argument("--seed", type=num.nonneg_int, default=0, help="seeds the search, the supernet and the final training")
     p.add_argument("--out", help="run folder (default runs/search-SPACE-DATA)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -24,8 +24,6 @@ Everything written goes to ``out/``: ``latency_table.json``, ``supernet.pt``,
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -34,7 +32,6 @@ from typing import Any
 
 import torch
 
-from edgecnn.atomic import atomic_write_text
 from edgecnn import zoo
 from edgecnn.build import build
 from edgecnn.data import DataSet
@@ -43,6 +40,7 @@ from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
+from edgecnn.results import read_results, write_results
 from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEstimator, search_split
 from edgecnn.search.evolution import SearchConfig, SearchResult, run_search
 from edgecnn.search.objective import Objective
@@ -205,11 +203,9 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     table = {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries)}
     doc = results_document(job, result, finalists, final, supernet_info, timings, table)
     doc["references"] = references
-    plot = plot_search(doc, out / "pareto.png")
+    plot = plot_search({"kind": "search", **doc}, out / "pareto.png")
     doc["plot"] = None if plot is None else str(plot)
-    doc = plain_json(doc)
-    atomic_write_text(out / "results.json", json.dumps(doc, indent=1, allow_nan=False))
-    return doc
+    return read_results(write_results(out, "search", doc))
 
 
 def train_final(job: SearchJob, arch: str, data: DataSet, out: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
@@ -223,23 +219,11 @@ def train_final(job: SearchJob, arch: str, data: DataSet, out: Path, *, resume: 
             "checkpoint": res.checkpoint}  # fmt: skip
 
 
-def plain_json(obj: Any) -> Any:
-    """``obj`` with every non-finite float (a τ of tied scores, a −inf score) as None: strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: plain_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain_json(v) for v in obj]
-    return obj
-
-
 def results_document(job: SearchJob, result: SearchResult, finalists: list[Finalist], final: dict[str, Any] | None,
                      supernet: dict[str, Any] | None, timings: dict[str, float],
                      table: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """The plain JSON results of a search (``kind: "search"``), what reports and plots read."""
+    """The body of a search's results document (``kind: "search"``, :mod:`edgecnn.results`)."""
     return {
-        "kind": "search",
         "space": job.space.to_dict(),
         "data": asdict(job.data),
         "objective": {**asdict(job.objective), "formula": job.objective.describe()},
