@@ -19,8 +19,10 @@ from edgecnn.train.task import DataRef
     [
         (["--target", "fast"], "latency target 'fast' is not a duration"),
         (["--target", "3ms", "--space", "mbv9"], "unknown search space 'mbv9'"),
-        (["--target", "3ms", "--w", "0.2"], "w must be <= 0"),
-        (["--target", "3ms", "--algorithm", "random", "--budget", "0"], "budget must be a positive integer"),
+        (["--target", "3ms", "--w", "0.2"], "argument --w: must be in [-10, 0], got 0.2"),
+        (["--target", "3ms", "--budget", "0"], "argument --budget: must be a positive integer"),
+        (["--target", "3ms", "--references", "mobilenet_v3_small_cifar@x"], "the width after '@' must be a number"),
+        (["--target", "3ms", "--references", "mobilenet_v9"], "unknown model 'mobilenet_v9'"),
         (["--target", "3ms", "--address", "10.0.0.1:6379"], "--address is a Ray cluster address"),
     ],
 )

@@ -78,6 +78,18 @@ class SearchJob:
             raise ValueError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
         if self.finalists < 1 or self.final_epochs < 0 or self.threads < 1:
             raise ValueError("finalists and threads must be positive, final_epochs >= 0")
+        for ref in self.references:
+            reference_arch(ref)
+
+
+def reference_arch(ref: str) -> str:
+    """The arch string of a reference ``zoo_name`` or ``zoo_name@width`` (ValueError naming a bad one)."""
+    name, _, width = ref.partition("@")
+    try:
+        w = float(width) if width else 1.0
+    except ValueError:
+        raise ValueError(f"reference {ref!r}: the width after '@' must be a number, e.g. {name}@0.5") from None
+    return zoo.arch_of(name, width=w)
 
 
 @dataclass(frozen=True)
@@ -146,8 +158,7 @@ def measure_references(job: SearchJob, data: DataSet, executor: Executor, model:
     out = []
     size = job.space.input_size
     for ref in job.references:
-        name, _, width = ref.partition("@")
-        arch = zoo.arch_of(name, width=float(width) if width else 1.0)
+        arch = reference_arch(ref)
         net = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
         with executor.exclusive():
             m = measure(net, (1, data.in_chans, size, size), backend=job.backend, threads=job.threads,
