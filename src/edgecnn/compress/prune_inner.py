@@ -61,37 +61,17 @@ from torch import nn
 from edgecnn.arch import ArchSpec, BlockSpec
 from edgecnn.blocks import se_width
 from edgecnn.build import EdgeNet, build
+from edgecnn.kinds import BLOCK_KINDS, InnerChannels
 from edgecnn.plan import LayerPlan, resolve
 
 __all__ = ["InnerPrune", "InnerPrunePlan", "inner_importance", "plan_prune_inner", "prune_inner"]
 
 Keep = Mapping[int, int] | Mapping[int, Sequence[int]]
-_KINDS = ("ir", "basic", "bottleneck")
+_KINDS = tuple(name for name, k in BLOCK_KINDS.items() if k.inner)  # kinds with a prunable inner width
 
 
-def _bn(prefix: str) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.{n}": (0,) for n in ("weight", "bias", "running_mean", "running_var")}
-
-
-# (kind, pre-activation?) -> state-dict key within the block -> dims indexed by the inner channel
-_INNER_DIMS: dict[tuple[str, bool], dict[str, tuple[int, ...]]] = {
-    ("ir", False): {
-        "expand.conv.weight": (0,), **_bn("expand.bn"), "dw.conv.weight": (0,), **_bn("dw.bn"),
-        "se.fc1.weight": (1,), "se.fc2.weight": (0,), "se.fc2.bias": (0,), "project.conv.weight": (1,),
-    },
-    ("basic", False): {"body.0.conv.weight": (0,), **_bn("body.0.bn"), "body.1.conv.weight": (1,)},
-    ("basic", True): {"body.0.weight": (0,), **_bn("body.1.bn"), "body.1.conv.weight": (1,)},
-    ("bottleneck", False): {
-        "body.0.conv.weight": (0,), **_bn("body.0.bn"), "body.1.conv.weight": (0, 1), **_bn("body.1.bn"),
-        "body.2.conv.weight": (1,),
-    },
-    ("bottleneck", True): {
-        "body.0.weight": (0,), **_bn("body.1.bn"), "body.1.conv.weight": (0, 1), **_bn("body.2.bn"),
-        "body.2.conv.weight": (1,),
-    },
-}  # fmt: skip
-# SE hidden units of an ir block: key -> dim indexed by the hidden unit
-_HIDDEN_DIMS = {"se.fc1.weight": 0, "se.fc1.bias": 0, "se.fc2.weight": 1}
+def _inner(p: LayerPlan) -> InnerChannels:
+    return BLOCK_KINDS[p.spec.kind].inner[bool(p.spec.pre)]
 
 
 @dataclass(frozen=True)
@@ -129,10 +109,10 @@ def _plans(model: EdgeNet) -> list[LayerPlan]:
 def _unprunable(p: LayerPlan) -> str | None:
     """Why block ``p`` has no prunable inner width, or None when it has one."""
     if p.spec.kind not in _KINDS:
-        return f"a {p.spec.kind!r} block has no inner width (only ir, basic and bottleneck blocks do)"
-    if p.spec.kind == "ir" and p.mid == p.cin:
+        return f"a {p.spec.kind!r} block has no inner width (only {', '.join(_KINDS)} blocks do)"
+    if _inner(p).tied_to_input and p.mid == p.cin:
         return (
-            f"ir block without expansion (m = input width {p.cin}): its inner channels are the input "
+            f"{p.spec.kind} block without expansion (m = input width {p.cin}): its inner channels are the input "
             "channels, coupled to the previous block"
         )
     return None
@@ -140,11 +120,8 @@ def _unprunable(p: LayerPlan) -> str | None:
 
 def _producer(block: nn.Module, p: LayerPlan) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
     """The conv that produces the inner channels and the BN right after it."""
-    if p.spec.kind == "ir":
-        return block.expand.conv, block.expand.bn  # type: ignore[union-attr, return-value]
-    if p.spec.pre:  # plain conv, then the next ConvBNAct starts with the BN of the inner width
-        return block.body[0], block.body[1].bn  # type: ignore[index, return-value]
-    return block.body[0].conv, block.body[0].bn  # type: ignore[index, return-value]
+    conv, bn = _inner(p).producer
+    return block.get_submodule(conv), block.get_submodule(bn)  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -216,13 +193,13 @@ def plan_prune_inner(model: EdgeNet, keep: Keep, *, bn_scale: bool = True) -> In
             kept = sorted(order[:value].tolist())
         else:
             kept = _indices(value, p.mid, where)
-        if p.spec.kind == "ir" and len(kept) == p.cin:
+        if _inner(p).tied_to_input and len(kept) == p.cin:
             raise ValueError(
                 f"{where}: an inner width equal to the input width ({p.cin}) drops the expand conv "
                 f"(the builder omits it); keep {p.cin - 1} or {p.cin + 1} channels"
             )
         squeeze_kept: tuple[int, ...] = ()
-        if p.spec.kind == "ir" and p.squeeze:
+        if _inner(p).hidden and p.squeeze:
             fc1 = model.blocks[pos].se.fc1.weight.detach()  # type: ignore[union-attr]
             rows = fc1[:, kept].abs().flatten(1).sum(1)
             n = se_width(len(kept), p.spec.se or 0.0)
@@ -270,7 +247,7 @@ def prune_inner(model: EdgeNet, keep: Keep | InnerPrunePlan, *, bn_scale: bool =
         raise ValueError(f"the plan was made for {plan.arch_before!r}, not this model ({model.arch!r})")
     new = build(plan.arch, num_classes=model.num_classes, in_chans=model.in_chans)
     old_sd = model.state_dict()
-    specs = model.spec.expand().blocks
+    plans = {p.position: p for p in _plans(model)}
     sd: dict[str, torch.Tensor] = {}
     entries = {e.position: e for e in plan.blocks}
     for key in new.state_dict():
@@ -278,10 +255,10 @@ def prune_inner(model: EdgeNet, keep: Keep | InnerPrunePlan, *, bn_scale: bool =
         pos_str, _, sub = key.removeprefix("blocks.").partition(".")
         e = entries.get(int(pos_str)) if key.startswith("blocks.") else None
         if e is not None:
-            dims = _INNER_DIMS[(e.kind, bool(specs[e.position].pre))].get(sub, ())
-            t = _slice(t, dims, torch.tensor(e.kept, dtype=torch.long))
-            if sub in _HIDDEN_DIMS:
-                t = _slice(t, (_HIDDEN_DIMS[sub],), torch.tensor(e.squeeze_kept, dtype=torch.long))
+            inner = _inner(plans[e.position])
+            t = _slice(t, inner.dims.get(sub, ()), torch.tensor(e.kept, dtype=torch.long))
+            if sub in inner.hidden:
+                t = _slice(t, (inner.hidden[sub],), torch.tensor(e.squeeze_kept, dtype=torch.long))
         sd[key] = t.clone()
     new.load_state_dict(sd)  # strict: every shape must match the rebuilt block
     first = next(model.parameters(), None)
