@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from edgecnn.atomic import atomic_write
+from edgecnn.build import build
 
 FORMAT = "edgecnn-checkpoint"
 VERSION = 1
@@ -127,10 +128,6 @@ def _infer_io(model: nn.Module) -> tuple[int, int]:
 
 def build_model(arch: str, *, num_classes: int, in_chans: int) -> nn.Module:
     """Build an EdgeNet from its arch string (``edgecnn.build.build``)."""
-    try:
-        from edgecnn.build import build
-    except ImportError:  # the builder may also be exported from edgecnn.arch
-        from edgecnn.arch import build  # type: ignore[attr-defined,no-redef]
     return build(arch, num_classes=num_classes, in_chans=in_chans)
 
 

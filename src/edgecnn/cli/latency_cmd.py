@@ -26,13 +26,14 @@ from rich.table import Table
 
 from edgecnn import zoo
 from edgecnn.build import build
-from edgecnn.cli.main import UsageError
+from edgecnn.cli.errors import UsageError
 from edgecnn.latency.fingerprint import BACKENDS, fingerprint
 from edgecnn.latency.measure import TimingConfig, default_threads, measure
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.validate import calibrate, sample_archs, validate
+from edgecnn.search.space import MOBILENET_V3_SPACE
 
 ACTIONS = ("measure", "build-table", "calibrate", "validate")
 _USAGE = """actions:
@@ -148,9 +149,9 @@ def _open_table(args: argparse.Namespace) -> LatencyTable:
 
 
 def cmd_build_table(args: argparse.Namespace) -> int:
-    archs = [zoo.resolve_model_arg(m) for m in args.models]
+    archs = [zoo.model_arg(m).arch for m in args.models]
     if args.sample:
-        archs += sample_archs(args.sample, seed=args.seed)
+        archs += sample_archs(args.sample, MOBILENET_V3_SPACE.sample, seed=args.seed)
     if not archs:
         raise UsageError("nothing to measure: give --models NAME ... and/or --sample N")
     table = _open_table(args)
@@ -181,7 +182,7 @@ def _stage_progress(bar: Progress) -> Any:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     table = _open_table(args)
     size = args.input_size or 224
-    archs = sample_archs(args.num, seed=args.seed)
+    archs = sample_archs(args.num, MOBILENET_V3_SPACE.sample, seed=args.seed)
     with _progress() as bar:
         cal = calibrate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, table_path=args.table,
@@ -200,11 +201,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     table = _open_table(args)
     size = args.input_size or 224
-    archs = sample_archs(args.num, seed=args.seed)
+    archs = sample_archs(args.num, MOBILENET_V3_SPACE.sample, seed=args.seed)
     with _progress() as bar:
         report = validate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, time_cap_s=args.time_cap,
             seed=args.seed, table_path=args.table, retest=not args.no_retest, on_stage=_stage_progress(bar),
+            sampler=MOBILENET_V3_SPACE.sample,
         )  # fmt: skip
     console = Console()
     t = Table(title=f"predictor vs measured ({table.backend}, {table.fingerprint.threads} threads, {size}²)")
