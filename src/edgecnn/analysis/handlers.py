@@ -313,14 +313,13 @@ METHOD_HANDLERS: dict[str, Handler] = {
     "softmax": _pointwise("act", 3),
     "matmul": matmul,
     "flatten": flatten,
-    "contiguous": identity,
 }
 
 # Ops whose output we take by running them on meta tensors (cheap: no kernel), at no cost.
 DATA_FUNCTIONS = {operator.getitem, torch.cat, torch.stack, F.pad, torch.reshape, torch.permute, torch.transpose,
                   torch.squeeze, torch.unsqueeze, torch.chunk, torch.split, getattr}  # fmt: skip
 DATA_METHODS = {"view", "reshape", "permute", "transpose", "squeeze", "unsqueeze", "expand", "expand_as", "chunk",
-                "split", "size", "dim", "view_as", "repeat", "narrow", "unflatten", "type_as", "to", "float", "t"}  # fmt: skip
+                "split", "size", "dim", "view_as", "repeat", "narrow", "unflatten", "type_as", "to", "float", "t", "contiguous"}  # fmt: skip
 REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
 REDUCE_METHODS = {"mean", "sum", "amax", "max", "min"}
 

@@ -46,6 +46,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from edgecnn.analysis.rf_math import RF, add_note, as_num, conv_rule, conv_transpose_rule, merge, whole_rf
+from edgecnn.graph import Graph
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Op:
     """What a rule may look at for one fx node (built by :func:`edgecnn.analysis.receptive.receptive_fields`)."""
 
     node: fx.Node
-    gm: fx.GraphModule  # the graph's owner, to resolve weights of functional convs
+    gm: Graph  # the traced graph (its nodes carry shapes; resolves weights of functional convs)
     module: nn.Module | None  # the called module (call_module nodes)
     ndim: int  # spatial axes of the network input
     extent: tuple[int, ...]  # spatial size of the network input
@@ -236,9 +237,7 @@ def _weight_shape(op: Op, w: object) -> tuple[int, ...]:
     if isinstance(meta, TensorMetadata):
         return tuple(int(s) for s in meta.shape)
     if isinstance(w, fx.Node) and w.op == "get_attr":  # a parameter the shape pass did not record
-        obj: object = getattr(op.gm, "root", op.gm)
-        for part in str(w.target).split("."):
-            obj = getattr(obj, part)
+        obj = op.gm.attr(w)
         if isinstance(obj, torch.Tensor):
             return tuple(obj.shape)
     raise ValueError("functional conv whose weight shape is unknown; trace with example inputs")
