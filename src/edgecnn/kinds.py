@@ -15,6 +15,7 @@ shortcut   :func:`edgecnn.plan.resolve` (``LayerPlan.residual``), the builder
 check      :func:`edgecnn.plan.resolve`: shape rules (odd kernels, groups)
 cost       :func:`edgecnn.analysis.spec_cost.cost_from_spec`
 inner      :mod:`edgecnn.compress.prune_inner`: state-dict dims of inner channels
+folded_bn  :mod:`edgecnn.compress.fold_bn`: the arch of the block with its BN folded
 latency    :mod:`edgecnn.latency.calibrate`: ``body`` or ``fixed`` group
 ========== ==================================================================
 
@@ -44,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from torch import nn
 
@@ -105,6 +106,8 @@ class BlockKind:
     check: Callable[[BlockSpec, int], str | None] = lambda b, cin: None  # why the block cannot be built, or None
     inner: Mapping[bool, InnerChannels] = field(default_factory=dict)  # by pre-activation order; {}: not prunable
     latency_group: Literal["body", "fixed"] = "body"  # calibration group (edgecnn.latency.calibrate)
+    folded_bn: Callable[[BlockSpec], tuple[str, dict[str, Any]] | None] = lambda b: None  # (BN path, spec changes)
+    # of the block with that BN folded into the layer before it, when the arch has tokens for it (fold_bn)
     classifier_without_c: bool = False  # without c the block is the classifier (num_classes outputs)
 
     @property
@@ -184,6 +187,15 @@ def _odd_kernel(b: BlockSpec, cin: int) -> str | None:
 def _groups_divide(b: BlockSpec, cin: int) -> str | None:
     g = b.g or 1
     return f"groups g{g} must divide in ({cin}) and out ({b.c}) channels" if cin % g or (b.c or 0) % g else None
+
+
+def _conv_folded(b: BlockSpec) -> tuple[str, dict[str, Any]] | None:
+    # ConvBNAct without BN, with the conv's new bias; a pre-activation BN does not fold (it precedes the conv)
+    return ("bn", {"bn": False, "bias": True}) if b.bn and not b.pre else None
+
+
+def _fc_folded(b: BlockSpec) -> tuple[str, dict[str, Any]] | None:
+    return ("bn", {"bn": False}) if b.bn else None  # LinearAct without BN has a biased Linear
 
 
 # ---------------------------------------------------------------- builders
@@ -367,7 +379,8 @@ _RESNET = dict(out_size=_conv_size, mid=_mid_of_output, se_on="out", shortcut=_r
 BLOCK_KINDS: dict[str, BlockKind] = {
     k.name: k
     for k in (
-        BlockKind("conv", _build_conv, _cost_conv, _conv_size, check=_groups_divide, latency_group="fixed"),
+        BlockKind("conv", _build_conv, _cost_conv, _conv_size, check=_groups_divide, latency_group="fixed",
+                  folded_bn=_conv_folded),  # fmt: skip
         BlockKind("tconv", _build_tconv, _cost_tconv, _up_size),
         BlockKind("ds", _build_ds, _cost_ds, _conv_size, se_on="in"),
         BlockKind("ir", _build_ir, _cost_ir, _conv_size, mid=_mid_of_input, se_on="mid", shortcut=_ir_shortcut,
@@ -379,7 +392,8 @@ BLOCK_KINDS: dict[str, BlockKind] = {
         BlockKind("maxpool", _build_maxpool, _free, _pool_size),
         BlockKind("avgpool", _build_avgpool, _free, _pool_size),
         BlockKind("gap", lambda p: GlobalAvgPool(), _free, None, latency_group="fixed"),
-        BlockKind("fc", _build_fc, _cost_fc, None, layout="vector", latency_group="fixed", classifier_without_c=True),
+        BlockKind("fc", _build_fc, _cost_fc, None, layout="vector", latency_group="fixed", classifier_without_c=True,
+                  folded_bn=_fc_folded),  # fmt: skip
         BlockKind("dropout", lambda p: nn.Dropout(p.spec.p or 0.0), _free, _same_size, layout="any",
                   latency_group="fixed"),  # fmt: skip
     )
