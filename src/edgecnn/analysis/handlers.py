@@ -298,6 +298,8 @@ FUNCTION_HANDLERS: dict[Any, Handler] = {
     **dict.fromkeys(_ACT_FNS, _pointwise("act", 1)),
     F.softmax: _pointwise("act", 3),
     torch.softmax: _pointwise("act", 3),
+    F.batch_norm: _pointwise("norm", 2),
+    **dict.fromkeys((F.layer_norm, F.group_norm, F.instance_norm), _pointwise("norm", 5)),
     F.interpolate: interpolate_function,
     F.adaptive_avg_pool1d: adaptive_pool_function(1),
     F.adaptive_avg_pool2d: adaptive_pool_function(2),
