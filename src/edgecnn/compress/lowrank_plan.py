@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
+from edgecnn.analysis import shape_graph  # compress reads analysis, never the reverse
 from edgecnn.build import EdgeNet, plain
 from edgecnn.compress.lowrank import (
     Form,
@@ -22,7 +22,7 @@ from edgecnn.compress.lowrank import (
     singular_values,
     svd_rank,
 )
-from edgecnn.graph import GraphError, trace_graph
+from edgecnn.graph import GraphError
 
 __all__ = ["LowRankLayer", "LowRankPlan", "LowRankSkip", "lowrank", "lowrank_", "plan_lowrank"]
 
@@ -93,14 +93,8 @@ Shapes = list[tuple[tuple[int, ...], tuple[int, ...]]]  # (input shape, output s
 
 
 def _call_shapes(model: nn.Module, input_size: Sequence[int]) -> dict[str, Shapes]:
-    size = tuple(int(s) for s in input_size)
-    if not size or min(size) < 1:
-        raise ValueError(f"input_size must be positive sizes without the batch axis, e.g. (3, 32, 32); "
-                         f"got {input_size}")
-    p = next(model.parameters(), None)
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    try:  # meta tensors: shapes only, no weights read, no running statistics touched
-        g = trace_graph(model, torch.empty((1, *size), dtype=dtype, device="meta"))
+    try:  # meta shapes from the shape formulas: no weights read, no running statistics touched, no costs
+        g = shape_graph(model, input_size)
     except GraphError as e:
         raise ValueError(f"cannot trace {type(model).__name__} for layer shapes ({e.reason}); "
                          "pass input_size=None (parameters only) or plan a traceable submodule") from e  # fmt: skip
