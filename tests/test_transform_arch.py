@@ -194,7 +194,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
 
 class _TimmStyle(nn.Module):
-    """timm efficientnet_lite-like: conv_stem → bn1 (BatchNormAct2d), a depthwise-separable block, conv_head → bn2."""
+    """timm efficientnet_lite-like: conv_stem → bn1 (BatchNormAct2d), a separable block, conv_head → bn2."""
 
     def __init__(self) -> None:
         super().__init__()

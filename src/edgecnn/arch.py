@@ -321,7 +321,7 @@ def _flag_fits(kind: str | None, field_name: str, value: Any) -> bool:
 
 
 def _valid_tokens(info: KindInfo, kind: str) -> str:
-    return ", ".join(sorted({_token_name(k, kind) for k in info.keys})) or "no tokens"
+    return ", ".join(sorted({t for k in info.keys for t in _token_name(k, kind).split("/")})) or "no tokens"
 
 
 def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, Any]:

@@ -157,26 +157,28 @@ def plan_fold_bn(model: nn.Module) -> FoldPlan:
         src = g.producer(node)
         layer = g.module(src) if src is not None else None
         keeps = _after_bn(bn)  # type: ignore[arg-type]
-        if not isinstance(layer, _FOLDABLE):
+        if src is None or not isinstance(layer, _FOLDABLE):
             reasons[name] = "input is not a conv/linear module output (pre-activation BN?)"
-        elif keeps is None:
+            continue
+        src_name, users, out = str(src.target), len(g.users(src)), _out_channels(layer)
+        if keeps is None:
             reasons[name] = f"{type(bn).__name__} is a BatchNorm subclass with its own forward: folding would drop it"
         elif not bn.track_running_stats or bn.running_mean is None:
             reasons[name] = "no running statistics (track_running_stats=False): it always uses batch statistics"
         elif isinstance(bn.running_mean, nn.parameter.UninitializedBuffer):
             reasons[name] = "lazy BatchNorm not initialised yet: run one forward pass first"
-        elif times_called[name] > 1 or times_called[str(src.target)] > 1:  # type: ignore[union-attr]
-            reasons[name] = f"{name} or {src.target} is called more than once (shared module)"  # type: ignore[union-attr]
-        elif len(g.users(src)) != 1:  # type: ignore[arg-type]
-            reasons[name] = f"{src.target}'s output has {len(g.users(src))} users, not only the BN"  # type: ignore[union-attr, arg-type]
-        elif _out_channels(layer) != bn.num_features:
-            reasons[name] = f"{src.target} has {_out_channels(layer)} output channels, the BN {bn.num_features}"  # type: ignore[union-attr]
+        elif times_called[name] > 1 or times_called[src_name] > 1:
+            reasons[name] = f"{name} or {src_name} is called more than once (shared module)"
+        elif users != 1:
+            reasons[name] = f"{src_name}'s output has {users} users, not only the BN"
+        elif out != bn.num_features:
+            reasons[name] = f"{src_name} has {out} output channels, the BN {bn.num_features}"
         elif aliases[id(bn)] > 1 or aliases[id(layer)] > 1:
             reasons[name] = "module registered under several names"
-        elif name in read_directly or str(src.target) in read_directly:  # type: ignore[union-attr]
+        elif name in read_directly or src_name in read_directly:
             reasons[name] = "its parameters are also read directly by the forward"
         else:
-            pairs.append(FoldPair(str(src.target), name, bn.num_features, layer.bias is None, keeps))  # type: ignore[union-attr]
+            pairs.append(FoldPair(src_name, name, bn.num_features, layer.bias is None, keeps))
             folded.add(name)
     skipped = []
     for name, m in model.named_modules():
