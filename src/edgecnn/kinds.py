@@ -14,7 +14,7 @@ mid, se_on :func:`edgecnn.plan.resolve`: inner and SE squeeze widths
 shortcut   :func:`edgecnn.plan.resolve` (``LayerPlan.residual``), the builder
 check      :func:`edgecnn.plan.resolve`: shape rules (odd kernels, groups)
 cost       :func:`edgecnn.analysis.spec_cost.cost_from_spec`
-inner      :mod:`edgecnn.compress.prune_inner`: state-dict dims of inner channels
+inner      :mod:`edgecnn.compress.prune_inner`: the conv making the inner channels, SE and input ties
 folded_bn  :mod:`edgecnn.compress.fold_bn`: the arch of the block with its BN folded
 latency    :mod:`edgecnn.latency.calibrate`: ``body`` or ``fixed`` group
 ========== ==================================================================
@@ -83,11 +83,10 @@ class Resolved(Protocol):
 
 @dataclass(frozen=True)
 class InnerChannels:
-    """Where a block's inner (prunable) channels live, by state-dict key within the block."""
+    """A block's inner (prunable) channels: made inside the block, read by no residual add."""
 
-    dims: Mapping[str, tuple[int, ...]]  # state-dict key -> dims indexed by the inner channel
-    producer: tuple[str, str]  # (conv, BN) module paths whose filters make the inner channels
-    hidden: Mapping[str, int] = field(default_factory=dict)  # SE hidden units: key -> dim (ir's SE acts on m)
+    producer: tuple[str, str]  # (conv, BN) module paths within the block whose filters make the inner channels
+    squeeze_inside: bool = False  # the SE acts on the inner width (ir), so its hidden units shrink with it
     tied_to_input: bool = False  # m = c_in drops the producer: the inner channels are then the input's
 
 
@@ -346,31 +345,12 @@ def _free(p: Resolved) -> Cost:  # pooling, global pooling, dropout
 
 # ---------------------------------------------------------------- inner channels (pruning)
 
-
-def _bn(prefix: str) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.{n}": (0,) for n in ("weight", "bias", "running_mean", "running_var")}
-
-
-# In pre-activation blocks the BN after a conv is the first layer of the next ConvBNAct.
-_IR_INNER = InnerChannels(
-    {"expand.conv.weight": (0,), **_bn("expand.bn"), "dw.conv.weight": (0,), **_bn("dw.bn"),
-     "se.fc1.weight": (1,), "se.fc2.weight": (0,), "se.fc2.bias": (0,), "project.conv.weight": (1,)},
-    producer=("expand.conv", "expand.bn"),
-    hidden={"se.fc1.weight": 0, "se.fc1.bias": 0, "se.fc2.weight": 1},
-    tied_to_input=True,
-)  # fmt: skip
-_BASIC_INNER = {
-    False: InnerChannels({"body.0.conv.weight": (0,), **_bn("body.0.bn"), "body.1.conv.weight": (1,)},
-                         producer=("body.0.conv", "body.0.bn")),
-    True: InnerChannels({"body.0.weight": (0,), **_bn("body.1.bn"), "body.1.conv.weight": (1,)},
-                        producer=("body.0", "body.1.bn")),
-}  # fmt: skip
-_BOTTLENECK_INNER = {
-    False: InnerChannels({"body.0.conv.weight": (0,), **_bn("body.0.bn"), "body.1.conv.weight": (0, 1),
-                          **_bn("body.1.bn"), "body.2.conv.weight": (1,)}, producer=("body.0.conv", "body.0.bn")),
-    True: InnerChannels({"body.0.weight": (0,), **_bn("body.1.bn"), "body.1.conv.weight": (0, 1),
-                         **_bn("body.2.bn"), "body.2.conv.weight": (1,)}, producer=("body.0", "body.1.bn")),
-}  # fmt: skip
+# Which weights move with an inner channel is read from the graph (edgecnn.compress.groups); the record says
+# which conv makes the channels (importance) and the kind's rules. Pre-activation: the BN after a conv is the
+# first layer of the next ConvBNAct.
+_IR_INNER = InnerChannels(("expand.conv", "expand.bn"), squeeze_inside=True, tied_to_input=True)
+_BASIC_INNER = {False: InnerChannels(("body.0.conv", "body.0.bn")), True: InnerChannels(("body.0", "body.1.bn"))}
+_BOTTLENECK_INNER = _BASIC_INNER  # the first 1×1 makes the inner channels, as the basic block's first k×k
 
 
 # ---------------------------------------------------------------- the registry
