@@ -110,11 +110,8 @@ def analyze_fx(
 
 
 def _add_receptive_fields(g: Graph, row_of: dict[str, LayerCost], analysis: Analysis) -> None:
-    try:
-        from edgecnn.analysis.receptive import receptive_fields
-    except ImportError:  # the receptive-field module is optional
-        analysis.notes.append("receptive fields not available (edgecnn.analysis.receptive missing)")
-        return
+    from edgecnn.analysis.receptive import receptive_fields  # on first use: analyses without fields never load it
+
     try:
         rfs = receptive_fields(g)
     except ValueError as exc:  # e.g. an input without spatial axes
