@@ -14,6 +14,13 @@ runs real compute. Parameters no leaf module owns (bare ``nn.Parameter``s)
 are added as one row. Leaf modules the run never called (the branch of an
 ``if`` not taken) are listed in ``Analysis.unreached``; their parameters go
 to ``unused_params``, not into the totals (issue 13, point 7).
+
+Because it runs real compute, :func:`check_fallback_memory` bounds it first:
+a no-grad forward holds about one layer's input and output at a time, so its
+peak is estimated as the inputs + the parameters + the batch × input area ×
+(the widest layer's in + out channels) × the element size (layers are assumed
+not to upsample past the input), and refused above ``EDGECNN_MAX_MEMORY_GB``
+(:mod:`edgecnn.limits`) before anything is allocated.
 """
 
 from __future__ import annotations
@@ -28,6 +35,34 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgecnn.analysis import handlers as H
 from edgecnn.analysis.node_cost import activation, tensors
 from edgecnn.analysis.result import Analysis, LayerCost, model_label
+from edgecnn.limits import MAX_MEMORY_GB
+
+
+def fallback_peak_bytes(model: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
+    """Estimated peak memory of one no-grad forward of ``model`` on ``inputs`` (see the module docstring)."""
+    widest = 0
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            widest = max(widest, m.in_channels + m.out_channels)
+        elif isinstance(m, nn.Linear):
+            widest = max(widest, m.in_features + m.out_features)
+        elif isinstance(m, nn.modules.batchnorm._NormBase):
+            widest = max(widest, 2 * m.num_features)
+    peak = 0
+    for x in inputs:
+        per = x.element_size()
+        area = x[0, 0].numel() if x.dim() >= 2 else 1  # spatial extent of one channel
+        batch = x.shape[0] if x.dim() >= 1 else 1
+        peak += x.numel() * per + batch * area * widest * per
+    return peak + sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def check_fallback_memory(model: nn.Module, inputs: Sequence[torch.Tensor], why: str) -> None:
+    """``ValueError`` before the fallback runs when its estimated peak exceeds ``EDGECNN_MAX_MEMORY_GB``."""
+    gb = fallback_peak_bytes(model, inputs) / 2**30
+    shapes = ", ".join("×".join(map(str, x.shape)) for x in inputs)
+    MAX_MEMORY_GB.check(round(gb, 1), f"the forward-hooks fallback ({why}) would run the model for real on "
+                                      f"{shapes}: analyse a smaller input")  # fmt: skip
 
 
 def analyze_hooks(
