@@ -40,8 +40,10 @@ class RF:
     size: tuple[Num, ...]  # R: input pixels one output sees along each axis (the input's extent when whole)
     jump: tuple[Num, ...]  # J: input pixels between two neighbouring outputs (effective stride)
     start: tuple[Num, ...]  # centre of the first output's field, input pixel coordinates
-    whole: bool = False  # every output sees the whole input (global pooling, SE gate, flatten→linear)
+    whole: bool = False  # the conv path itself sees the whole input (global pooling, flatten→linear, a 1×1 map)
     note: str = ""  # approximations made on the way ("" when exact)
+    global_context: bool = False  # the output also depends on global context outside ``size`` (an SE gate,
+    # attention, a broadcast pooled feature): the field above is the conv path's; True whenever ``whole``
 
     @property
     def area(self) -> Num:
@@ -60,12 +62,13 @@ class RF:
         return tuple(out)
 
     def label(self) -> str:
-        """Short text for tables: ``"11×11 J4"`` or ``"whole input"``."""
+        """Short text for tables: ``"11×11 J4"``, ``"51×51 J8 +global"`` (conv path + global context) or
+        ``"whole input"``."""
         if self.whole:
             return "whole input"
         size = "×".join(fmt_num(r) for r in self.size)
         jump = "×".join(fmt_num(j) for j in dict.fromkeys(self.jump))
-        return f"{size} J{jump}"
+        return f"{size} J{jump}" + (" +global" if self.global_context else "")
 
 
 def identity_rf(ndim: int) -> RF:
@@ -74,7 +77,8 @@ def identity_rf(ndim: int) -> RF:
 
 
 def whole_rf(extent: Sequence[int], note: str = "") -> RF:
-    return RF(tuple(extent), tuple(extent), tuple(as_num(Fraction(e - 1, 2)) for e in extent), True, note)
+    """The field of an output that sees the whole input of ``extent`` pixels per axis (global pooling)."""
+    return RF(tuple(extent), tuple(extent), tuple(as_num(Fraction(e - 1, 2)) for e in extent), True, note, True)
 
 
 def add_note(rf: RF, note: str) -> RF:
@@ -112,14 +116,23 @@ def conv_transpose_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], pa
 
 
 def merge(rfs: Sequence[RF]) -> RF:
-    """Branches meeting (add, mul, cat): the union of the first outputs' intervals; whole wins."""
+    """Branches meeting (add, mul, cat): the union of the first outputs' intervals.
+
+    A branch that sees the whole input (an SE gate ``x · σ(fc(pool(x)))``, attention weights, a broadcast
+    pooled feature) does not widen the union: the result is the union of the other, spatial branches with
+    ``global_context=True``. Only when every branch is whole is the result whole.
+    """
     if not rfs:
         raise ValueError("merge needs at least one receptive field")
-    for rf in rfs:
-        if rf.whole:
-            return rf
-    if len(rfs) == 1:
+    spatial = [rf for rf in rfs if not rf.whole]
+    if not spatial:
         return rfs[0]
+    context = len(spatial) < len(rfs) or any(rf.global_context for rf in spatial)
+    if len(spatial) == 1:
+        rf = spatial[0]
+        notes = {n for r in rfs for n in r.note.split("; ") if n}
+        return replace(rf, global_context=context, note="; ".join(sorted(notes)) if len(rfs) > 1 else rf.note)
+    rfs = spatial
     size, jump, start = [], [], []
     notes = {n for rf in rfs for n in rf.note.split("; ") if n}
     for axis in range(len(rfs[0].size)):
@@ -131,4 +144,4 @@ def merge(rfs: Sequence[RF]) -> RF:
         size.append(as_num(hi - lo + 1))
         jump.append(max(jumps))
         start.append(as_num((lo + hi) / 2))
-    return RF(tuple(size), tuple(jump), tuple(start), False, "; ".join(sorted(notes)))
+    return RF(tuple(size), tuple(jump), tuple(start), False, "; ".join(sorted(notes)), context)
