@@ -197,15 +197,14 @@ def run_edgecnn(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
         "rows": len(a.layers),
         "rows_with_rf": len(with_rf),
         "rows_rf_whole": sum(1 for r in with_rf if r.rf_whole),
+        "rows_rf_global": sum(1 for r in with_rf if getattr(r, "rf_global", False)),
         "rf": bool(with_rf),  # receptive fields present (fx mode only)
         "output_rf": out_rf.rf_label() if out_rf is not None else "",
         "last_local_rf": local[-1].rf_label() if local else "",
         "rule_free_rows": sum(1 for r in a.layers if r.note.startswith("no rule")),
     }
     if a.mode != "fx":
-        note = a.notes[0] if a.notes else ""
-        m = re.match(r"fx could not analyse the model \((.*)\); used forward hooks", note)
-        info["fallback_reason"] = m.group(1) if m else note
+        info["fallback_reason"] = getattr(a, "fallback_reason", "") or (a.notes[0] if a.notes else "")
     return info
 
 
@@ -412,11 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", help="regex: only the models whose name matches")
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {', '.join(TOOLS)}")
     p.add_argument("--timeout", type=int, default=300, help="seconds per tool per model (default 300)")
-    p.add_argument("--resume", action="store_true", help="keep the rows already in --out, run the others")
+    p.add_argument("--resume", action="store_true", help="keep the results already in --out, run the others")
+    p.add_argument("--rerun", default="", help="with --resume: tools to run again even where --out has them "
+                   "(e.g. edgecnn after a change to the analysis; the peers are kept)")
     p.add_argument("--out", type=Path, default=OUT, help=f"JSON result (default {OUT})")
     args = p.parse_args(argv)
     tools = tuple(t.strip() for t in args.tools.split(",") if t.strip())
-    bad = [t for t in tools if t not in RUNNERS]
+    rerun = {t.strip() for t in args.rerun.split(",") if t.strip()}
+    bad = [t for t in (*tools, *rerun) if t not in RUNNERS]
     if bad:
         raise SystemExit(f"unknown tool(s) {bad}; choose from {', '.join(TOOLS)}")
     torch.set_num_threads(1)
@@ -426,8 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     models = model_list(args.only, args.models)
     done: dict[tuple[str, str], dict[str, Any]] = {}
     if args.resume and args.out.exists():
-        old = json.loads(args.out.read_text())
-        done = {(r["source"], r["model"]): r for r in old.get("rows", [])}
+        done = {(r["source"], r["model"]): r for r in json.loads(args.out.read_text()).get("rows", [])}
     doc: dict[str, Any] = {
         "benchmark": "analysis_coverage",
         "edgecnn_commit": _commit(),
@@ -438,15 +439,20 @@ def main(argv: list[str] | None = None) -> int:
                      f"exact = rel_err <= {TOL:.1%}; identical = MACs == ref",
         "timm_missing": missing_timm() if args.only in ("all", "timm") else [],
         "tools": list(tools),
+        "rerun_on_resume": sorted(rerun) if args.resume else None,  # the other tools' results come from an earlier run
     }
     rows: list[dict[str, Any]] = []
     with Progress() as progress:
         task = progress.add_task("models", total=len(models))
         for source, name in models:
             progress.update(task, description=f"{source}/{name}")
-            row = done.get((source, name))
-            if row is None or any(t not in row for t in tools):
-                row = measure(source, name, tools, args.timeout)
+            prev = done.get((source, name), {})
+            run = tuple(t for t in tools if t in rerun or t not in prev)
+            row = measure(source, name, run, args.timeout) if run else prev
+            for tool in tools:  # kept from --out: compared again against this run's reference
+                if tool not in run and tool in prev and "ref_macs" in row:
+                    kept = prev[tool]
+                    row[tool] = {**kept, **(compare(kept["macs"], row["ref_macs"]) if kept["ok"] else {})}
             rows.append(row)
             doc["rows"] = rows
             doc["summary"] = summarize(rows, tools)

@@ -88,11 +88,17 @@ def analyze_hooks(
             row.macs = by_path.get(row.target, 0) // 2 // calls[row.target]
     leaf_paths = set(leaves.values())
     inside_leaf = tuple(p + "." for p in leaf_paths)
+    # a module's own functional MACs = its count minus its nearest *recorded* descendants' (a ModuleList or
+    # ModuleDict is never called, so FlopCounterMode has no entry for it: its items count for its parent)
+    below: dict[str, int] = {}
+    for p, v in by_path.items():
+        parent = _recorded_parent(p, by_path)
+        if parent is not None:
+            below[parent] = below.get(parent, 0) + v
     for path, f in by_path.items():
         if path in leaf_paths or path.startswith(inside_leaf):
             continue  # counted by the leaf's own row
-        children = sum(v for p, v in by_path.items() if p != path and p.rpartition(".")[0] == path)
-        rest = (f - children) // 2
+        rest = (f - below.get(path, 0)) // 2
         if rest > 0:
             rows.append(LayerCost(f"{path or '(root)'} (functional)", "", "functional", "other", path, path, None, 0,
                                   rest, 0, 0, 0, note="functional ops: MACs from FlopCounterMode"))  # fmt: skip
@@ -110,3 +116,12 @@ def analyze_hooks(
         analysis.notes.append(f"not reached by the run, parameters left out of the totals ({unused:,}): "
                               + ", ".join(unreached))  # fmt: skip
     return analysis
+
+
+def _recorded_parent(path: str, recorded: dict[str, int]) -> str | None:
+    """The nearest ancestor of module ``path`` that ``FlopCounterMode`` recorded ("" = the root), or None."""
+    while path:
+        path = path.rpartition(".")[0]
+        if path in recorded:
+            return path
+    return None
