@@ -18,7 +18,8 @@ to ``unused_params``, not into the totals (issue 13, point 7).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -74,7 +75,7 @@ def analyze_hooks(
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in leaves]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), _attention_as_matmuls(), FlopCounterMode(display=False) as counter:
             model(*inputs)
     finally:
         for h in handles:
@@ -125,3 +126,22 @@ def _recorded_parent(path: str, recorded: dict[str, int]) -> str | None:
         if path in recorded:
             return path
     return None
+
+
+@contextlib.contextmanager
+def _attention_as_matmuls() -> Iterator[None]:
+    """Attention on paths FlopCounterMode counts: the math SDPA backend, no fused MultiheadAttention fast path.
+
+    Under ``no_grad`` ``nn.MultiheadAttention`` runs ``aten._native_multi_head_attention`` and on CPU
+    ``F.scaled_dot_product_attention`` runs ``aten._scaled_dot_product_flash_attention_for_cpu``;
+    FlopCounterMode has no formula for either (torch 2.14), so their matmuls would go uncounted.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
