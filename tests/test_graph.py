@@ -314,3 +314,35 @@ def test_more_placeholders_than_inputs_is_a_value_error() -> None:
 
     with pytest.raises(ValueError, match="more inputs than the 1 given"):
         trace_graph(Two(), torch.zeros(1, 2), fallback=True)
+
+
+def test_shape_graph_gives_layer_shapes_equal_to_a_real_forward() -> None:
+    from edgecnn import zoo
+    from edgecnn.analysis import shape_graph
+
+    model = zoo.create("mobilenet_v2", width=0.25).eval()
+    g = shape_graph(model, (3, 64, 64))
+    planned = {str(n.target): g.io_shapes(n) for n, _ in g.module_calls((nn.Conv2d, nn.Linear))}
+    seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    name_of = {m: name for name, m in model.named_modules()}
+
+    def record(m: nn.Module, args: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+        seen[name_of[m]] = (tuple(args[0].shape), tuple(y.shape))
+
+    hooks = [m.register_forward_hook(record) for m in name_of if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    assert planned == seen and len(planned) == 53  # 52 convs + the classifier
+
+
+def test_conv_bn_pairs_from_users_and_modules() -> None:
+    from edgecnn import zoo
+
+    g = trace_graph(zoo.create("resnet18", width=0.25))  # no inputs: the graph without shapes
+    pairs = [(str(src.target), str(n.target)) for n, _ in g.module_calls(nn.BatchNorm2d)
+             if (src := g.producer(n)) is not None and isinstance(g.module(src), nn.Conv2d) and len(g.users(src)) == 1]  # fmt: skip
+    # every BN of ResNet-18 follows its conv directly: stem + 16 body convs + 3 projection shortcuts
+    assert len(pairs) == 20 == sum(isinstance(m, nn.BatchNorm2d) for m in g.root.modules())
+    assert g.input_shapes == () and g.shape(next(iter(g.calls()))) is None

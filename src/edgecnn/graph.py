@@ -198,7 +198,7 @@ class Graph:
     ``fallback_reason`` says why; consumers that need the graph raise, the cost analysis runs forward hooks.
     """
 
-    root: nn.Module  # the traced module (fx stores constant tensors it meets on it; see `added`)
+    root: nn.Module  # the traced module, left as it was (constants fx stored on it while tracing are in `added`)
     graph: fx.Graph | None  # the fx graph; None in mode "hooks"
     mode: str = "fx"  # "fx", or "hooks" when fx could not trace the model
     fallback_reason: str = ""  # why fx could not trace (mode "hooks"), one line; "" in mode "fx"

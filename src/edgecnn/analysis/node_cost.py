@@ -43,6 +43,16 @@ def activation(outs: Sequence[torch.Tensor], kind: str) -> tuple[int, int]:
     return elements, nbytes
 
 
+def _has_tensor(a: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return True
+    if isinstance(a, (tuple, list)):
+        return any(_has_tensor(e) for e in a)
+    if isinstance(a, dict):
+        return any(_has_tensor(e) for e in a.values())
+    return False
+
+
 def _numel(t: Any) -> int:
     return t.numel() if isinstance(t, torch.Tensor) else 0
 
@@ -74,7 +84,15 @@ def cost_node(
             return value, cost, ""
         except NotImplementedError:
             pass  # a case the rule does not cover: measure it below
+    elif module is None and not _has_tensor(args) and not _has_tensor(kwargs):
+        return run_on_meta(node, None, args, kwargs), H.Cost("data"), ""  # shape arithmetic: `c // groups`
     with FlopCounterMode(display=False) as counter:
         value = run_on_meta(node, module, args, kwargs)
     macs = counter.get_total_flops() // 2
     return value, H.Cost("other", macs, 0), "no rule: run on meta tensors, MACs from FlopCounterMode"
+
+
+def shape_value(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """An :data:`edgecnn.graph.Evaluator`: a node's output from the cost table's shape rules (no kernel runs;
+    ops without a rule on meta tensors). Much faster than the default ``run_on_meta`` for convolutions."""
+    return cost_node(node, module, args, kwargs)[0]

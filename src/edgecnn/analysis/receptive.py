@@ -34,7 +34,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from edgecnn.analysis.node_cost import cost_node
+from edgecnn.analysis.node_cost import shape_value
 from edgecnn.analysis.rf_math import (  # re-exported: the public names of the receptive-field API
     RF,
     Num,
@@ -52,6 +52,7 @@ from edgecnn.analysis.rf_rules import (  # the tables re-exported: code extends 
     MODULE_RULES,
     Op,
     Rule,
+    generic_rule,
     rule_for,
 )
 from edgecnn.graph import Graph, propagate, trace_graph
@@ -71,8 +72,10 @@ def _first(meta: object) -> TensorMetadata | None:
 def _axes_out(node: fx.Node, axes: tuple[int, ...] | None, rank_in: int, rank_out: int, ndim: int) -> tuple[int, ...] | None:
     """Where the spatial axes sit in ``node``'s output: moved by permute/transpose, kept by same-rank ops,
     trailing after an op that changes the rank (view, flatten, mean), none when fewer axes are left."""
-    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
     if axes is not None and rank_out == rank_in:
+        target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        if target not in _MOVES_AXES:
+            return axes
         args = node.args[1:]
         if target == "permute":
             dims = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
@@ -86,6 +89,9 @@ def _axes_out(node: fx.Node, axes: tuple[int, ...] | None, rank_in: int, rank_ou
     return tuple(range(rank_out - ndim, rank_out)) if rank_out >= ndim + 2 else None
 
 
+_MOVES_AXES = frozenset(("permute", "transpose", "swapaxes"))
+
+
 def _sizes(meta: TensorMetadata | None, axes: tuple[int, ...] | None) -> tuple[int, ...] | None:
     return tuple(int(meta.shape[a]) for a in axes) if meta is not None and axes is not None else None
 
@@ -94,7 +100,7 @@ def _as_graph(g: Graph | fx.GraphModule, example_inputs: Sequence[torch.Tensor])
     if isinstance(g, fx.GraphModule):  # a user's own GraphModule: shapes by meta propagation
         g = Graph(g, g.graph, modules=dict(g.named_modules()))
     if example_inputs:
-        propagate(g, list(example_inputs), _evaluate)
+        propagate(g, list(example_inputs), shape_value)
     return g
 
 
@@ -121,11 +127,13 @@ def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, s
     extent = tuple(int(s) for s in meta.shape[2:])
     rfs: dict[fx.Node, RF] = {}
     axes_of: dict[fx.Node, tuple[int, ...] | None] = {}  # tensor axes holding the spatial axes, per node
+    sizes_of: dict[fx.Node, tuple[int, ...] | None] = {}  # spatial sizes of each node's output
     for node in g.nodes:
         if node.op == "placeholder":
             if isinstance(node.meta.get("tensor_meta"), TensorMetadata):
                 rfs[node] = identity_rf(ndim)
                 axes_of[node] = tuple(range(2, ndim + 2))
+                sizes_of[node] = tuple(int(s) for s in node.meta["tensor_meta"].shape[2:])
             continue
         if node.op == "get_attr":
             continue
@@ -140,19 +148,19 @@ def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, s
             continue  # not a tensor: x.size(), shapes
         module = g.module(node)
         first = next(a for a in node.all_input_nodes if a in rfs)
-        in_meta, in_axes = _first(first.meta.get("tensor_meta")), axes_of.get(first)
-        rank_in = len(in_meta.shape) if in_meta is not None else 0
+        in_axes = axes_of.get(first)
+        rank_in = len(_first(first.meta.get("tensor_meta")).shape) if in_axes is not None else 0  # type: ignore[union-attr]
         out_axes = axes_of[node] = _axes_out(node, in_axes, rank_in, len(out_meta.shape), ndim)
-        op = Op(node, g, module, ndim, extent, _sizes(in_meta, in_axes), _sizes(out_meta, out_axes), in_axes)
-        rf = rule_for(node, module)(op, ins)
+        out_sizes = sizes_of[node] = _sizes(out_meta, out_axes)
+        rule = rule_for(node, module)
+        if rule is generic_rule and len(ins) == 1 and out_sizes == sizes_of.get(first):
+            rfs[node] = ins[0]  # a pointwise op (norm, activation, view keeping the map): the field passes through
+            continue
+        rf = rule(Op(node, g, module, ndim, extent, sizes_of.get(first), out_sizes, in_axes), ins)
         if strict and "unknown op" in rf.note:
             raise ValueError(f"node {node.name}: {rf.note}; add a rule to rf_rules.MODULE_RULES/FUNCTION_RULES")
         rfs[node] = rf
     return {n.name: rf for n, rf in rfs.items()}
-
-
-def _evaluate(node: fx.Node, module: nn.Module | None, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-    return cost_node(node, module, args, kwargs)[0]  # the cost table's shape rules: no kernel runs
 
 
 @contextmanager
@@ -173,7 +181,7 @@ def _trace(model: nn.Module, input_shape: Sequence[int]) -> dict[str, RF]:
         raise ValueError(f"input_shape {shape} must be (N, C, *spatial), e.g. (1, 3, 224, 224)")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.empty(shape, dtype=dtype, device="meta")  # shapes only: no compute, no BN statistics touched
-    return receptive_fields(trace_graph(model, x, evaluate=_evaluate))
+    return receptive_fields(trace_graph(model, x, evaluate=shape_value))
 
 
 def layer_receptive_fields(model: nn.Module, input_shape: Sequence[int]) -> dict[str, RF]:

@@ -99,7 +99,7 @@ def conv_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Seq
         jump.append(as_num(j * s))
         half = (k - 1) * d // 2 if (k - 1) * d % 2 == 0 else Fraction((k - 1) * d, 2)
         start.append(as_num(c + (half - p) * j))
-    return replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start))
+    return RF(tuple(size), tuple(jump), tuple(start), False, rf.note, rf.global_context)
 
 
 def conv_transpose_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
@@ -122,6 +122,8 @@ def merge(rfs: Sequence[RF]) -> RF:
     pooled feature) does not widen the union: the result is the union of the other, spatial branches with
     ``global_context=True``. Only when every branch is whole is the result whole.
     """
+    if len(rfs) == 1:
+        return rfs[0]
     if not rfs:
         raise ValueError("merge needs at least one receptive field")
     spatial = [rf for rf in rfs if not rf.whole]
@@ -131,7 +133,7 @@ def merge(rfs: Sequence[RF]) -> RF:
     if len(spatial) == 1:
         rf = spatial[0]
         notes = {n for r in rfs for n in r.note.split("; ") if n}
-        return replace(rf, global_context=context, note="; ".join(sorted(notes)) if len(rfs) > 1 else rf.note)
+        return replace(rf, global_context=context, note="; ".join(sorted(notes)))
     rfs = spatial
     size, jump, start = [], [], []
     notes = {n for rf in rfs for n in rf.note.split("; ") if n}

@@ -96,7 +96,7 @@ def _conv_geometry(op: Op, k: object, s: object, p: object, d: object) -> tuple[
 Rule = Callable[[Op, list[RF]], RF]
 
 
-def _generic(op: Op, ins: list[RF]) -> RF:
+def generic_rule(op: Op, ins: list[RF]) -> RF:
     """Pointwise when the spatial shape is kept; a spatial reduction/flatten otherwise."""
     rf = merge(ins)
     if rf.whole or op.out_spatial == op.in_spatial:
@@ -143,7 +143,7 @@ def _adaptive_pool(op: Op, ins: list[RF]) -> RF:
     """Whole input unless every axis keeps its size or is divided evenly (then a plain k = s = in/out pool)."""
     rf = ins[0]
     if rf.whole or op.in_spatial is None or op.out_spatial is None:
-        return _generic(op, ins)
+        return generic_rule(op, ins)
     if op.in_spatial == op.out_spatial:
         return rf
     if any(i % o for i, o in zip(op.in_spatial, op.out_spatial)) or all(o == 1 for o in op.out_spatial):
@@ -165,7 +165,7 @@ def _upsample(op: Op, ins: list[RF], mode: str) -> RF:
     """Nearest: ``J /= f``; (bi)linear adds one input tap per axis (two taps, half-pixel centres)."""
     rf = ins[0]
     if rf.whole or op.in_spatial is None or op.out_spatial is None:
-        return _generic(op, ins)
+        return generic_rule(op, ins)
     taps = {"nearest": 1, "nearest-exact": 1, "linear": 2, "bilinear": 2, "trilinear": 2, "bicubic": 4}.get(mode)
     if taps is None:
         return whole_rf(op.extent, note=f"interpolation mode {mode!r} unknown")
@@ -209,7 +209,7 @@ def _getitem(op: Op, ins: list[RF]) -> RF:
         return rf  # an element of a tuple output (split, max_pool with indices): same field
     items = index if isinstance(index, tuple) else (index,)
     if any(i is None or isinstance(i, (int, fx.Node)) for i in items) or items.count(Ellipsis) > 1:
-        return _generic(op, ins)
+        return generic_rule(op, ins)
     rank = len(src.meta["tensor_meta"].shape)
     if Ellipsis in items:
         e = items.index(Ellipsis)
@@ -300,10 +300,19 @@ FUNCTION_RULES: dict[object, Rule] = {
 
 
 def rule_for(node: fx.Node, module: nn.Module | None) -> Rule:
-    """The rule for ``node``: by module type (first match), else by function, else :func:`_generic`."""
+    """The rule for ``node``: by module type (first match), else by function, else :func:`generic_rule`."""
     if module is not None:
-        for types, rule in MODULE_RULES:
-            if isinstance(module, types):
-                return rule
-        return _generic
-    return FUNCTION_RULES.get(node.target, _generic)
+        return _module_rule(type(module))
+    return FUNCTION_RULES.get(node.target, generic_rule)
+
+
+def _module_rule(module_type: type) -> Rule:
+    rule = _RULE_OF_TYPE.get(module_type)
+    if rule is None:
+        rule = next((r for types, r in MODULE_RULES if issubclass(module_type, types)), generic_rule)
+        if len(_RULE_OF_TYPE) < 4096:  # a cache of the first match by type (MODULE_RULES is extended at import)
+            _RULE_OF_TYPE[module_type] = rule
+    return rule
+
+
+_RULE_OF_TYPE: dict[type, Rule] = {}

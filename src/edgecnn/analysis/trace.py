@@ -1,22 +1,22 @@
 """One traced pass over any ``nn.Module``: per-op shapes, params, MACs, activations, receptive fields.
 
-How (SPEC §3): ``torch.fx`` traces the module symbolically — modules from
-``torch.nn`` (and any ``leaf_modules`` types given) stay whole, everything
-else is traced through, so functional calls (``F.conv2d``, ``@``,
-``F.interpolate``), bare ``nn.Parameter``s (``get_attr`` nodes) and a module
-called twice (two nodes) are all seen. Shapes then flow through the graph as
-*meta* tensors: each call node's output and cost come from
+How (SPEC §3): the model is traced once by :func:`edgecnn.graph.trace_graph`
+(``torch.fx``, ``torch.nn`` layers and any ``leaf_modules`` types kept whole,
+everything else traced through) and its nodes evaluated on *meta* tensors by
+an evaluator that, on the way, costs each node with
 :func:`edgecnn.analysis.node_cost.cost_node` (the shape maths of the cost
 table in :mod:`edgecnn.analysis.handlers`, no kernel run; ops without a rule
-run on meta tensors under ``FlopCounterMode``). This file owns the tracer,
-the walk over the graph that turns nodes into :class:`LayerCost` rows
+run on meta tensors under ``FlopCounterMode``). This file owns that
+evaluator, the walk that turns the costed nodes into :class:`LayerCost` rows
 (names, parameters counted once, receptive-field columns from
-:func:`edgecnn.analysis.receptive.receptive_fields` on the same graph) and
-the entry point :func:`analyze`. Weights are never read or copied.
+:func:`edgecnn.analysis.receptive.receptive_fields` on the same graph), the
+entry point :func:`analyze` and :func:`shape_graph` (the graph with shapes,
+no costs, for planners). Weights are never read or copied.
 
 When fx cannot trace the module (e.g. Python control flow on tensor values),
-:func:`analyze` falls back to one real forward pass with hooks:
-:mod:`edgecnn.analysis.hooks`.
+:func:`analyze` falls back to one real forward pass with hooks
+(:mod:`edgecnn.analysis.hooks`) and says so: ``Analysis.mode == "hooks"``
+and ``Analysis.fallback_reason``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 from torch import fx, nn
 
 from edgecnn.analysis.hooks import analyze_hooks
-from edgecnn.analysis.node_cost import activation, cost_node, tensors
+from edgecnn.analysis.node_cost import activation, cost_node, shape_value, tensors
 from edgecnn.analysis.result import Analysis, LayerCost, model_label
 from edgecnn.graph import Graph, GraphError, trace_graph
 
@@ -132,7 +132,7 @@ def _add_receptive_fields(g: Graph, row_of: dict[str, LayerCost], analysis: Anal
 
 def _plain(values: Sequence[Any]) -> tuple[float, ...]:
     # receptive fields may be Fractions (transposed convs, upsampling); rows hold JSON-ready numbers
-    return tuple(int(v) if v == int(v) else float(v) for v in values)
+    return tuple(v if type(v) is int else int(v) if v.denominator == 1 else float(v) for v in values)
 
 
 # ---------------------------------------------------------------- entry point
@@ -153,8 +153,29 @@ def _inputs(model: nn.Module, input_size: Sequence[int] | None, inputs: Any, bat
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     p = next(model.parameters(), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    device = p.device if p is not None else None  # the hooks fallback runs the model where it lives
-    return [torch.zeros((batch_size, *size), dtype=dtype, device=device)]
+    return [torch.empty((batch_size, *size), dtype=dtype, device="meta")]  # shapes only; see _real
+
+
+def shape_graph(
+    model: nn.Module,
+    input_size: Sequence[int] | None = None,
+    *,
+    inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    batch_size: int = 1,
+    leaf_modules: Sequence[type[nn.Module]] = (),
+) -> Graph:
+    """``model``'s :class:`edgecnn.graph.Graph` with meta shapes for an input of ``input_size`` = (C, H, W), without
+    a cost analysis: what a planner needs for per-layer shapes (``g.io_shapes(node)``). Raises
+    :class:`edgecnn.graph.GraphError` when fx cannot trace the model."""
+    xs = _inputs(model, input_size, inputs, batch_size)
+    return trace_graph(model, xs, leaf_modules=leaf_modules, evaluate=shape_value)
+
+
+def _real(model: nn.Module, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Zero inputs the hooks fallback can run, on the model's device, for meta inputs made from an input size."""
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else None
+    return [torch.zeros(x.shape, dtype=x.dtype, device=device) if x.device.type == "meta" else x for x in xs]
 
 
 def analyze(
@@ -182,7 +203,7 @@ def analyze(
         raise ValueError(f"mode must be 'auto', 'fx' or 'hooks', got {mode!r}")
     xs = _inputs(model, input_size, inputs, batch_size)
     if mode == "hooks":
-        analysis = analyze_hooks(model, xs, leaf_modules=leaf_modules)
+        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
         analysis.fallback_reason = "mode 'hooks' asked for"
         return analysis
     try:
@@ -192,7 +213,7 @@ def analyze(
             raise
         first = exc.reason
     try:
-        analysis = analyze_hooks(model, xs, leaf_modules=leaf_modules)
+        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
     except Exception as exc:  # the model does not run on this input either: a user error, say both reasons
         shapes = ", ".join("×".join(map(str, t.shape)) for t in xs)
         raise ValueError(f"the model cannot run on an input of {shapes}: {_first_line(exc)} "
