@@ -472,10 +472,12 @@ def main(argv: list[str] | None = None) -> int:
                     kept = prev[tool]
                     row[tool] = {**kept, **(compare(kept["macs"], row["ref_macs"]) if kept["ok"] else {})}
             rows.append(row)
-            doc["rows"] = rows
+            done.pop((source, name), None)
+            doc["rows"] = rows + list(done.values())  # rows not reached yet survive an interruption
             doc["summary"] = summarize(rows, tools)
             write(args.out, doc)
             progress.advance(task)
+    doc["rows"] = rows
     doc["machine_at_end"] = machine()
     doc["summary"] = summarize(rows, tools)
     write(args.out, doc)
