@@ -473,15 +473,13 @@ def main(argv: list[str] | None = None) -> int:
                     row[tool] = {**kept, **(compare(kept["macs"], row["ref_macs"]) if kept["ok"] else {})}
             rows.append(row)
             done.pop((source, name), None)
-            doc["rows"] = rows + list(done.values())  # rows not reached yet survive an interruption
-            doc["summary"] = summarize(rows, tools)
+            doc["rows"] = rows + list(done.values())  # rows not run (yet, or filtered out) are kept
+            doc["summary"] = summarize(doc["rows"], tools)
             write(args.out, doc)
             progress.advance(task)
-    doc["rows"] = rows
     doc["machine_at_end"] = machine()
-    doc["summary"] = summarize(rows, tools)
     write(args.out, doc)
-    print_table(rows, doc["summary"], tools)
+    print_table(doc["rows"], doc["summary"], tools)
     print(f"wrote {args.out}")
     return 0
 
