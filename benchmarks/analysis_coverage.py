@@ -460,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         "rerun_on_resume": sorted(rerun) if args.resume else None,  # the other tools' results come from an earlier run
     }
     rows: list[dict[str, Any]] = []
+    doc["rows"] = list(done.values())
+    doc["summary"] = summarize(doc["rows"], tools)
     with Progress() as progress:
         task = progress.add_task("models", total=len(models))
         for source, name in models:
