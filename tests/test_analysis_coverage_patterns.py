@@ -94,3 +94,28 @@ def test_forward_defaults_are_traced_as_constants() -> None:
     a = analyze(model, inputs=x, mode="fx")
     assert a.macs == 36 * 4 * 27 and a.layers[-1].out_shape == (1, 4, 6, 6)
     assert a.layers[-1].rf_size == (3, 3)
+
+
+class Conv2dSame(nn.Conv2d):
+    """A Conv2d whose forward pads to TF "same" first (timm's tf_* models): the nn.Conv2d rule does not apply."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(torch.nn.functional.pad(x, [1, 1, 1, 1]), self.weight, self.bias)
+
+
+class SameNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = Conv2dSame(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > -1:  # the hooks fallback, where every childless module is a leaf
+            x = self.conv(x)
+        return x
+
+
+def test_subclass_with_its_own_forward_is_measured_not_costed_as_its_parent() -> None:
+    model, x = SameNet(), torch.zeros(1, 3, 8, 8)
+    a = analyze(model, inputs=x)
+    assert a.mode == "hooks"
+    assert a.macs == 64 * 8 * 27  # 8×8 output (padded), not the 6×6 the nn.Conv2d rule gives on the raw input
