@@ -298,7 +298,11 @@ def measure(source: str, name: str, tools: tuple[str, ...], timeout: int) -> dic
             ref = reference_macs(model, x)
             row["ref_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
             row["ref_macs"] = ref
-            row["ref_no_grad_macs"] = reference_macs(model, x, plain=True)  # what a plain no_grad forward counts
+            try:  # what a plain no_grad forward counts
+                row["ref_no_grad_macs"] = reference_macs(model, x, plain=True)
+            except Exception as exc:  # FlopCounterMode's module tracker fails under no_grad on some models (cait)
+                row["ref_no_grad_macs"] = None
+                row["ref_no_grad_error"] = first_line(exc)
     except Exception as exc:  # the model itself does not build or run: no row to compare
         row["error"] = first_line(exc)
         return row
