@@ -299,6 +299,8 @@ def test_graph_queries() -> None:
 def test_shared_module_and_kwargs_nodes_are_mapped() -> None:
     g = trace_graph(Twice(), torch.zeros(1, 3, 16, 16))
     assert g.times_called()["block.0"] == 2
+    first, second = g.calls_of("block.0")
+    assert g.producer(second) is g.node("block_2") and g.shape(first) == g.shape(second) == (1, 8, 8, 8)
     ln = trace_graph(LayerNorm2d(8), torch.zeros(1, 8, 4, 4))
     node = next(n for n in ln.calls() if n.target is F.layer_norm)
     # F.layer_norm passes weight and bias as keyword arguments: both are get_attr nodes among the inputs
@@ -346,3 +348,13 @@ def test_conv_bn_pairs_from_users_and_modules() -> None:
     # every BN of ResNet-18 follows its conv directly: stem + 16 body convs + 3 projection shortcuts
     assert len(pairs) == 20 == sum(isinstance(m, nn.BatchNorm2d) for m in g.root.modules())
     assert g.input_shapes == () and g.shape(next(iter(g.calls()))) is None
+
+
+def test_receptive_fields_of_a_users_graph_module() -> None:
+    from torch import fx
+
+    from edgecnn.analysis.receptive import receptive_fields
+
+    gm = fx.symbolic_trace(Inception())  # fx's own tracer: no scopes, no shapes yet
+    rfs = receptive_fields(gm, torch.zeros(1, 3, 41, 41))
+    assert (rfs["output"].size, rfs["output"].jump, rfs["output"].start) == ((15, 15), (2, 2), (1, 1))

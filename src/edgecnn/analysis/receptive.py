@@ -137,9 +137,10 @@ def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, s
             continue
         if node.op == "get_attr":
             continue
-        ins = [rfs[a] for a in node.all_input_nodes if a in rfs]
-        if not ins:
+        sources = [a for a in node.all_input_nodes if a in rfs]
+        if not sources:
             continue
+        ins = [rfs[a] for a in sources]
         if node.op == "output":
             rfs[node] = merge(ins)
             continue
@@ -147,7 +148,7 @@ def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, s
         if out_meta is None:
             continue  # not a tensor: x.size(), shapes
         module = g.module(node)
-        first = next(a for a in node.all_input_nodes if a in rfs)
+        first = sources[0]
         in_axes = axes_of.get(first)
         rank_in = len(_first(first.meta.get("tensor_meta")).shape) if in_axes is not None else 0  # type: ignore[union-attr]
         out_axes = axes_of[node] = _axes_out(node, in_axes, rank_in, len(out_meta.shape), ndim)

@@ -138,12 +138,14 @@ def merge(rfs: Sequence[RF]) -> RF:
     size, jump, start = [], [], []
     notes = {n for rf in rfs for n in rf.note.split("; ") if n}
     for axis in range(len(rfs[0].size)):
-        lo = min(rf.start[axis] - Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
-        hi = max(rf.start[axis] + Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
+        # in half pixels (2·lo, 2·hi): integers for integer fields, so no Fraction arithmetic in the common case
+        lo2 = min(2 * rf.start[axis] - (rf.size[axis] - 1) for rf in rfs)
+        hi2 = max(2 * rf.start[axis] + (rf.size[axis] - 1) for rf in rfs)
         jumps = {rf.jump[axis] for rf in rfs}
         if len(jumps) > 1:
             notes.add("branches with different jumps merged (largest kept)")
-        size.append(as_num(hi - lo + 1))
+        width, centre4 = hi2 - lo2, lo2 + hi2
+        size.append(width // 2 + 1 if type(width) is int and width % 2 == 0 else as_num(Fraction(width, 2) + 1))
         jump.append(max(jumps))
-        start.append(as_num((lo + hi) / 2))
+        start.append(centre4 // 4 if type(centre4) is int and centre4 % 4 == 0 else as_num(Fraction(centre4, 4)))
     return RF(tuple(size), tuple(jump), tuple(start), False, "; ".join(sorted(notes)), context)

@@ -29,7 +29,7 @@ from torch import fx, nn
 from edgecnn.analysis.hooks import analyze_hooks
 from edgecnn.analysis.node_cost import activation, cost_node, shape_value, tensors
 from edgecnn.analysis.result import Analysis, LayerCost, model_label
-from edgecnn.graph import Graph, GraphError, trace_graph
+from edgecnn.graph import Graph, GraphError, gc_paused, trace_graph
 
 
 def _fn_name(target: Any) -> str:
@@ -130,8 +130,10 @@ def _add_receptive_fields(g: Graph, row_of: dict[str, LayerCost], analysis: Anal
             row.note = f"{row.note}; RF: {rf.note}" if row.note else f"RF: {rf.note}"
 
 
-def _plain(values: Sequence[Any]) -> tuple[float, ...]:
+def _plain(values: tuple[Any, ...]) -> tuple[float, ...]:
     # receptive fields may be Fractions (transposed convs, upsampling); rows hold JSON-ready numbers
+    if all(type(v) is int for v in values):
+        return values
     return tuple(v if type(v) is int else int(v) if v.denominator == 1 else float(v) for v in values)
 
 
@@ -207,7 +209,8 @@ def analyze(
         analysis.fallback_reason = "mode 'hooks' asked for"
         return analysis
     try:
-        return analyze_fx(model, xs, leaf_modules=leaf_modules, receptive_fields=receptive_fields)[0]
+        with gc_paused():
+            return analyze_fx(model, xs, leaf_modules=leaf_modules, receptive_fields=receptive_fields)[0]
     except GraphError as exc:
         if mode == "fx":
             raise
