@@ -508,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
             prev = done.get((source, name), {})
             run = tuple(t for t in tools if t in rerun or t not in prev)
             row = measure(source, name, run, args.timeout) if run else prev
+            if run:
+                row["measured_at"] = {"commit": doc["edgecnn_commit"], "tools": list(run)}
             for tool in tools:  # kept from --out: compared again against this run's reference
                 if tool not in run and tool in prev and "ref_macs" in row:
                     kept = prev[tool]
