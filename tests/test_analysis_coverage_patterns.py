@@ -119,3 +119,12 @@ def test_subclass_with_its_own_forward_is_measured_not_costed_as_its_parent() ->
     a = analyze(model, inputs=x)
     assert a.mode == "hooks"
     assert a.macs == 64 * 8 * 27  # 8×8 output (padded), not the 6×6 the nn.Conv2d rule gives on the raw input
+
+
+def test_channel_groups_with_forward_defaults() -> None:
+    # the defaulted arguments are placeholders holding their constant, without a shape: the group walk keeps them
+    from edgecnn.compress import channel_groups, plan_prune, prune
+
+    model, x = OptionalArgs().eval(), torch.randn(1, 3, 8, 8)
+    plan = plan_prune(model, keep=0.5, graph=channel_groups(model, inputs=x))
+    assert prune(model, plan).model(x).shape == model(x).shape
