@@ -99,11 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     macs = {(r["source"], r["model"]): r.get("ref_macs", 0) for r in json.loads(COVERAGE.read_text())["rows"]}
-    models = model_list("torchvision", args.models)
-    if args.timm:
-        models += [("timm", n) for n in TIMM_PRUNE if not args.models or re.search(args.models, n)]
-    skipped = [f"{s}/{n}" for s, n in models if macs.get((s, n), 0) > args.max_gmacs * 1e9]
-    models = sorted(((s, n) for s, n in models if f"{s}/{n}" not in skipped), key=lambda k: macs.get(k, 0))  # cheapest first
+    models = model_list("torchvision", None) + ([("timm", n) for n in TIMM_PRUNE] if args.timm else [])
+    skipped = [f"{s}/{n}" for s, n in models if macs.get((s, n), 0) > args.max_gmacs * 1e9]  # of the whole list
+    models = [(s, n) for s, n in models if f"{s}/{n}" not in skipped and (not args.models or re.search(args.models, n))]
+    models.sort(key=lambda k: macs.get(k, 0))  # cheapest first
     done = {}
     if args.resume and args.out.exists():
         done = {(r["source"], r["model"]): r for r in json.loads(args.out.read_text())["rows"]}
