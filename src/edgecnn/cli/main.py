@@ -29,6 +29,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgecnn.cli.rfplan_cmd",   # rf-plan
     "edgecnn.cli.latency_cmd",  # latency {measure,build-table,validate}
     "edgecnn.cli.train_cmd",    # train, eval
+    "edgecnn.cli.explain_cmd",  # explain
+    "edgecnn.cli.report_cmd",   # report
 )
 
 
