@@ -25,7 +25,8 @@ not to upsample past the input), and refused above ``EDGECNN_MAX_MEMORY_GB``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -109,7 +110,7 @@ def analyze_hooks(
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in leaves]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), _attention_as_matmuls(), FlopCounterMode(display=False) as counter:
             model(*inputs)
     finally:
         for h in handles:
@@ -123,11 +124,17 @@ def analyze_hooks(
             row.macs = by_path.get(row.target, 0) // 2 // calls[row.target]
     leaf_paths = set(leaves.values())
     inside_leaf = tuple(p + "." for p in leaf_paths)
+    # a module's own functional MACs = its count minus its nearest *recorded* descendants' (a ModuleList or
+    # ModuleDict is never called, so FlopCounterMode has no entry for it: its items count for its parent)
+    below: dict[str, int] = {}
+    for p, v in by_path.items():
+        parent = _recorded_parent(p, by_path)
+        if parent is not None:
+            below[parent] = below.get(parent, 0) + v
     for path, f in by_path.items():
         if path in leaf_paths or path.startswith(inside_leaf):
             continue  # counted by the leaf's own row
-        children = sum(v for p, v in by_path.items() if p != path and p.rpartition(".")[0] == path)
-        rest = (f - children) // 2
+        rest = (f - below.get(path, 0)) // 2
         if rest > 0:
             rows.append(LayerCost(f"{path or '(root)'} (functional)", "", "functional", "other", path, path, None, 0,
                                   rest, 0, 0, 0, note="functional ops: MACs from FlopCounterMode"))  # fmt: skip
@@ -145,3 +152,31 @@ def analyze_hooks(
         analysis.notes.append(f"not reached by the run, parameters left out of the totals ({unused:,}): "
                               + ", ".join(unreached))  # fmt: skip
     return analysis
+
+
+def _recorded_parent(path: str, recorded: dict[str, int]) -> str | None:
+    """The nearest ancestor of module ``path`` that ``FlopCounterMode`` recorded ("" = the root), or None."""
+    while path:
+        path = path.rpartition(".")[0]
+        if path in recorded:
+            return path
+    return None
+
+
+@contextlib.contextmanager
+def _attention_as_matmuls() -> Iterator[None]:
+    """Attention on paths FlopCounterMode counts: the math SDPA backend, no fused MultiheadAttention fast path.
+
+    Under ``no_grad`` ``nn.MultiheadAttention`` runs ``aten._native_multi_head_attention`` and on CPU
+    ``F.scaled_dot_product_attention`` runs ``aten._scaled_dot_product_flash_attention_for_cpu``;
+    FlopCounterMode has no formula for either (torch 2.14), so their matmuls would go uncounted.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
