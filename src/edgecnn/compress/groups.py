@@ -37,7 +37,7 @@ anything else                blocks the labels it reads (not prunable, with a
                              output, the network input, constants
 ============================ ==================================================
 
-Unified slots form a *component* (union-find): one prunable channel of the
+Unified slots form a *component* (connected components of the unions, found at once): one prunable channel of the
 whole network. Components that touch the same set of (layer, parameter,
 dimension) form a :class:`Group`, whose ``width`` is its number of
 components.
