@@ -276,3 +276,38 @@ def test_folded_edgenet_is_pruned_as_a_module() -> None:
     assert diff < 1e-5
     with pytest.raises(ValueError, match="arch_space=True"):
         plan_prune(model, (3, 32, 32), keep=0.5, arch_space=True)
+
+
+class _AttentionNet(nn.Module):
+    """Patch embedding, nn.MultiheadAttention (its node's output is a tuple: (out, weights)), an MLP, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, 4)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.mlp1, self.mlp2 = nn.Linear(16, 32), nn.Linear(32, 16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.stem(x).flatten(2).transpose(1, 2)
+        a, _ = self.attn(t, t, t)
+        t = t + a
+        t = t + self.mlp2(torch.relu(self.mlp1(t)))
+        return self.fc(t.mean(1))
+
+
+def test_multihead_attention_blocks_its_channels_with_a_reason() -> None:
+    torch.manual_seed(0)
+    model = _AttentionNet().eval()
+    plan = plan_prune(model, (3, 32, 32), keep=0.5)
+    reasons = {s.group: s.reason for s in plan.skipped}
+    stem = _group(plan.graph, "stem")
+    assert "read by attn (MultiheadAttention), which has no channel rule" in reasons[stem.index]
+    hidden = _group(plan.graph, "mlp1")
+    assert plan.free == (hidden.index,) and plan.groups[0].width_after == 16
+    result = prune(model, plan)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (result.model(x) - zero_pruned_(copy.deepcopy(model), plan)(x)).abs().max().item() < 1e-5
+    a = analyze(result.model, (3, 32, 32), receptive_fields=False)
+    assert (a.params, a.macs) == (plan.params_after, plan.macs_after)

@@ -90,7 +90,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from edgecnn.graph import GraphError
 
-__all__ = ["ChannelGraph", "Group", "Member", "channel_groups"]
+__all__ = ["ChannelGraph", "Group", "Member", "Split", "channel_groups"]
 
 Key = tuple[str, str, int]  # (module path, parameter or buffer name, dimension)
 
@@ -129,6 +129,7 @@ _STRUCTURAL = {
     "view", "reshape", "flatten", "permute", "transpose", "chunk", "split", "squeeze", "unsqueeze", "narrow",
     "expand", "repeat", "unflatten", "size", "dim", getattr,
 }  # fmt: skip
+_SPLITS = {torch.chunk, torch.split, "chunk", "split"}
 _RESHAPES = {torch.reshape, torch.flatten, "view", "reshape", "flatten", "unflatten"}
 
 
@@ -195,6 +196,17 @@ class Group:
         names = sorted({m.module for m in self.producers()})
         shown = ", ".join(names[:4]) + (f", … ({len(names)} layers)" if len(names) > 4 else "")
         return f"group {self.index}: width {self.width}, produced by {shown or '(no layer)'}"
+
+
+@dataclass(frozen=True)
+class Split:
+    """A split of channels into equal pieces (``chunk(n)``): valid after pruning only if every piece keeps the same
+    count. ``pieces[p]``: ``(group index, occurrences per channel)`` of the groups in piece ``p``; ``fixed[p]``: its
+    positions that belong to no group (the network input, mixed labels)."""
+
+    where: str  # the fx node, e.g. "chunk (chunk)"
+    pieces: tuple[tuple[tuple[int, int], ...], ...]
+    fixed: tuple[int, ...]
 
 
 # ---------------------------------------------------------------- union-find over slots
@@ -288,6 +300,16 @@ def _runs(keys: torch.Tensor, values: torch.Tensor) -> tuple[list[int], list[tor
     return unique.tolist(), list(torch.split(values, counts.tolist()))
 
 
+def _zeros_like_meta(meta: Any) -> Any:
+    """Zero labels shaped like fx's ``tensor_meta`` (one TensorMetadata, or nested tuples / lists of them)."""
+    if meta is None:
+        return None
+    if isinstance(meta, (tuple, list)) and not hasattr(meta, "shape"):
+        return type(meta)(_zeros_like_meta(m) for m in meta)
+    shape = getattr(meta, "shape", None)
+    return torch.zeros(tuple(shape), dtype=torch.long) if shape is not None else None
+
+
 def _broadcast(vec: torch.Tensor, shape: Sequence[int], dim: int) -> torch.Tensor:
     """Per-channel labels ``vec`` laid out along ``dim`` of a tensor of ``shape`` (channel size from ``vec``)."""
     shape = list(shape)
@@ -316,6 +338,7 @@ class _Interpreter:
         self.starts: dict[str, list[int]] = defaultdict(list)  # producer -> first slot of each call
         self.calls: dict[str, int] = defaultdict(int)
         self.folds: dict[str, str] = {}  # conv/linear path -> the BatchNorm that only it feeds
+        self.pieces: list[tuple[str, tuple[torch.Tensor, ...]]] = []  # equal splits: (where, labels per piece)
 
     # -- recording
     def _use(self, module: str, param: str, dim: int, labels: torch.Tensor, role: str) -> None:
@@ -374,8 +397,9 @@ class _Interpreter:
 
     def _shape(self, node: fx.Node) -> tuple[int, ...]:
         meta = node.meta.get("tensor_meta")
-        if meta is None:
-            raise ValueError(f"node {node.name} has no shape (fx shape pass failed there)")
+        if meta is None or not hasattr(meta, "shape"):
+            raise ValueError(f"node {node.name} has no single tensor shape (fx shape pass failed there, or it "
+                             "returns several tensors); prune a traceable submodule instead")  # fmt: skip
         return tuple(meta.shape)
 
     # -- the walk
@@ -458,8 +482,9 @@ class _Interpreter:
         return _broadcast(out, shape, 1)
 
     def _unknown_output(self, node: fx.Node) -> Any:
-        meta = node.meta.get("tensor_meta")
-        return torch.zeros(tuple(meta.shape), dtype=torch.long) if meta is not None else None
+        """Label 0 ("no slot") in the shape of the node's output: a tensor, or a tuple / list of them (a
+        MultiheadAttention returns ``(out, weights)``); ``None`` where the output has no shape."""
+        return _zeros_like_meta(node.meta.get("tensor_meta"))
 
     def _function(self, node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         target = node.target
@@ -511,7 +536,35 @@ class _Interpreter:
         x = args[0]
         if target in _RESHAPES and isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor):
             self._split_channels(x, out, where)
+        if target in _SPLITS and isinstance(x, torch.Tensor) and isinstance(out, (tuple, list)) and len(out) > 1:
+            self._pieces(node, x, out, args, kwargs, where)
         return out
+
+    def _pieces(self, node: fx.Node, x: torch.Tensor, out: Sequence[torch.Tensor], args: tuple[Any, ...],
+                kwargs: dict[str, Any], where: str) -> None:  # fmt: skip
+        """A channel split (``chunk``, ``split``): record the labels of each piece; pieces of fixed sizes block.
+
+        ``chunk(n)`` (or ``split`` by a size computed from the tensor) into equal pieces stays a valid split
+        of the pruned tensor when every piece keeps the same count: recorded in :attr:`pieces` for the planner.
+        A split into constant sizes cannot change size: the channels it splits are blocked.
+        """
+        if self.emit is not None:
+            return
+        dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
+        dim = dim % x.dim()
+        m = _compact(x).movedim(dim, 0).reshape(x.shape[dim], -1)
+        lab = m[:, 0]
+        lab = torch.where((m != lab[:, None]).any(1), torch.zeros_like(lab), lab)  # a position of mixed labels
+        if not bool((lab != 0).any()):
+            return
+        sizes = [int(t.shape[dim]) for t in out]
+        found: list[fx.Node] = []  # a split size computed in the graph (from x.size()) follows the pruned width
+        fx.node.map_arg((node.args[1:2], [v for k, v in node.kwargs.items() if k != "dim"]), found.append)
+        computed = node.target in ("chunk", torch.chunk) or bool(found)
+        if not computed or len(set(sizes)) != 1:
+            self._block(lab, f"{where}: a split into pieces of fixed sizes {sizes} (they cannot change)")
+            return
+        self.pieces.append((where, tuple(torch.split(lab, sizes))))
 
     def _split_channels(self, x: torch.Tensor, out: torch.Tensor, where: str) -> None:
         """A view of C channels as (g, C/g): the same j must stay in every one of the g rows."""
@@ -567,7 +620,9 @@ class ChannelGraph:
         self.folds = interp.folds  # layer -> the BN right after it (what fold_bn would fold)
         self.uses = interp.uses  # key -> (role, label per index), first call
         self._unify_calls(interp)
+        self.pieces = interp.pieces
         self.groups = self._group(round_to)
+        self.splits = self._splits()
         self.sizes = {k: int(v.numel()) for k, (_, v) in self.uses.items()}
 
     def _unify_calls(self, interp: _Interpreter) -> None:
@@ -583,6 +638,7 @@ class ChannelGraph:
         "source"; the work is done per source.
         """
         roots, reason_of = self.slots.resolve()  # every slot's root (the smallest slot of its component)
+        self._roots = roots
         n = roots.numel()
         keys = list(self.uses)
         source: dict[tuple[int, ...], int] = {}  # the memory a label vector reads -> source index
@@ -611,6 +667,15 @@ class ChannelGraph:
         touched = torch.unique(sid[nz] * n + r[nz])
         signature = torch.zeros(n, dtype=torch.long).index_add_(0, touched % n, rand[touched // n])
         live = torch.nonzero(signature, as_tuple=True)[0]  # roots that touch something, ascending = graph order
+        # a channel split: channels in different pieces (or there a different number of times) are different groups,
+        # so each group's kept count says how many channels each piece keeps
+        alive = signature != 0
+        for _, pieces in self.pieces:
+            for lab in pieces:
+                r_p = roots[lab[lab != 0]]
+                r_p = r_p[alive[r_p]]
+                salt_p = torch.randint(1, 2**62, (1,), generator=gen)
+                signature.index_add_(0, r_p, salt_p.expand(len(r_p)))
         # blocked roots carry their reason in the signature too
         reasons = list(dict.fromkeys(reason_of.values()))
         if reasons:
@@ -669,10 +734,29 @@ class ChannelGraph:
             if reason is None and uneven[g_i]:
                 reason = "its channels own different numbers of indices in one layer"
             first = next((k_i for k_i, _ in found if self.uses[keys[k_i]][0] == "out"), found[0][0])
-            built.append(((reason is not None, first, root), ks, [t for _, t in found], reason))
+            built.append(((reason is not None, first, root), ks, [t for _, t in found], reason, g_i))
         built.sort(key=lambda b: b[0])
+        final = torch.full((ngroups + 1,), -1, dtype=torch.long)  # pre-sort group -> final index (-1: none)
+        final[torch.tensor([b[4] for b in built], dtype=torch.long)] = torch.arange(len(built))
+        self._group_of_root = final[gid]  # gid -1 reads the extra -1 at the end
         return tuple(Group(i, tuple(Member(k[0], k[1], k[2], self.uses[k][0]) for k in ks), tuple(rows), reason,
-                           round_to) for i, (_, ks, rows, reason) in enumerate(built))  # fmt: skip
+                           round_to) for i, (_, ks, rows, reason, _) in enumerate(built))  # fmt: skip
+
+    def _splits(self) -> tuple[Split, ...]:
+        """Each equal channel split, as the groups in each piece (and how often each channel of a group is there)."""
+        roots = self._roots
+        out = []
+        for where, pieces in self.pieces:
+            counts, fixed = [], []
+            for lab in pieces:
+                g = self._group_of_root[roots[lab]]
+                g = torch.where(lab == 0, -1, g)
+                fixed.append(int((g < 0).sum()))
+                found = torch.bincount(g[g >= 0], minlength=len(self.groups))
+                counts.append(tuple((int(i), int(found[i]) // self.groups[i].width)
+                                    for i in torch.nonzero(found, as_tuple=True)[0].tolist()))  # fmt: skip
+            out.append(Split(where, tuple(counts), tuple(fixed)))
+        return tuple(out)
 
     @property
     def prunable(self) -> tuple[Group, ...]:
