@@ -1,7 +1,7 @@
 """Small hand-written networks with the couplings structured pruning must get right.
 
 Shared by ``tests/test_compress_prune.py`` and ``benchmarks/pruning_coverage.py``:
-each one exercises one coupling — concatenation, channel split + shuffle,
+each one exercises one coupling — concatenation, channel split + shuffle (one unit, and two chained),
 squeeze-and-excitation, residual adds, depthwise (with a channel multiplier),
 flatten → linear, grouped conv, transposed conv. Every net has BatchNorm
 after its convs, takes a ``(N, 3, 32, 32)`` input and returns ``(N, 10)``.
@@ -69,6 +69,34 @@ class ShuffleNet(nn.Module):
         x1, x2 = x.chunk(2, dim=1)
         x = channel_shuffle(torch.cat([x1, self.branch(x2)], 1), 2)
         return self.head(self.expand(x))
+
+
+class ShuffleUnit(nn.Module):
+    """A stride-1 ShuffleNetV2 unit as torchvision writes it: ``chunk(2)``, a branch on one half, concat, shuffle."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        h = c // 2
+        self.branch = nn.Sequential(_cbr(h, h, k=1), nn.Conv2d(h, h, 3, 1, 1, groups=h, bias=False),
+                                    nn.BatchNorm2d(h), _cbr(h, h, k=1))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        return channel_shuffle(torch.cat([x1, self.branch(x2)], 1), 2)
+
+
+class ShuffleChainNet(nn.Module):
+    """Two chained ShuffleNetV2 units: the second ``chunk(2)`` splits the first's shuffled output, so both halves of
+    each split must keep the same count (the groups of one split are tied)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _cbr(3, 64)
+        self.unit1, self.unit2 = ShuffleUnit(64), ShuffleUnit(64)
+        self.head = Head(64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.unit2(self.unit1(self.stem(x))))
 
 
 class SENet(nn.Module):
@@ -170,6 +198,7 @@ class TConvNet(nn.Module):
 NETS: dict[str, type[nn.Module]] = {
     "concat": ConcatNet,
     "shuffle": ShuffleNet,
+    "shuffle_chain": ShuffleChainNet,
     "se": SENet,
     "residual": ResidualNet,
     "depthwise": DepthwiseNet,

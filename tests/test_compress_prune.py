@@ -161,9 +161,15 @@ def test_groups_of_each_coupling() -> None:
     assert _indices(tied, "stem.0", dim=0) == [(j,) for j in range(16)]
     assert _indices(tied, "expand.0") == [(2 * j, 2 * j + 1) for j in range(16)]
     assert _indices(_group(cg, "branch.0.0"), "branch.1", dim=0) == [(j,) for j in range(16)]
-    # grouped conv: its input channels cannot be pruned alone; the reason says so
+    # grouped conv (groups=4, 32 → 32): position j of every group is one channel (Torch-Pruning's rule), in its input
+    # (reduce's outputs j, 8+j, 16+j, 24+j; weight dim 1 index j) and in its output (the same positions of dim 0)
     cg = channel_groups(NETS["grouped_conv"](), (3, 32, 32))
-    assert "grouped conv (groups=4)" in (_group(cg, "reduce.0").reason or "")
+    reduce, grouped = _group(cg, "reduce.0"), _group(cg, "grouped.0")
+    assert reduce.prunable and grouped.prunable and reduce.width == grouped.width == 8
+    assert _indices(reduce, "reduce.0", dim=0) == [(j, 8 + j, 16 + j, 24 + j) for j in range(8)]
+    assert _indices(reduce, "grouped.0") == [(j,) for j in range(8)]
+    assert _indices(grouped, "grouped.0", dim=0) == [(j, 8 + j, 16 + j, 24 + j) for j in range(8)]
+    assert _indices(grouped, "expand.0") == [(j, 8 + j, 16 + j, 24 + j) for j in range(8)]
     # transposed conv: output channels are weight dim 1, input channels dim 0
     cg = channel_groups(NETS["tconv"](), (3, 32, 32))
     assert _indices(_group(cg, "up"), "up", dim=1) == [(j,) for j in range(24)]
@@ -307,6 +313,50 @@ def test_multihead_attention_blocks_its_channels_with_a_reason() -> None:
     assert plan.free == (hidden.index,) and plan.groups[0].width_after == 16
     result = prune(model, plan)
     x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (result.model(x) - zero_pruned_(copy.deepcopy(model), plan)(x)).abs().max().item() < 1e-5
+    a = analyze(result.model, (3, 32, 32), receptive_fields=False)
+    assert (a.params, a.macs) == (plan.params_after, plan.macs_after)
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_chained_shuffle_units_keep_equal_halves_on_any_grid(allocation: str) -> None:
+    # round_to=1: no 8-channel grid hides an unequal split; every chunk(2) must keep the same count per half
+    model = _model("shuffle_chain")
+    x = torch.randn(2, 3, 32, 32)
+    cg = channel_groups(model, (3, 32, 32), round_to=1)
+    assert len(cg.splits) == 2
+    for keep in (0.3, 0.55, 0.8):
+        plan = plan_prune(model, keep=keep, graph=cg, allocation=allocation, criterion="random", round_to=1)
+        counts = {e.group: e.width_after for e in plan.groups}
+        for sp in cg.splits:  # every piece of every split keeps the same number of channels
+            sizes = {sum(n * counts.get(g, cg.groups[g].width) for g, n in piece) for piece in sp.pieces}
+            assert len(sizes) == 1
+        assert plan.macs_after < plan.macs_before
+        result = prune(model, plan)
+        with torch.no_grad():
+            ref = zero_pruned_(copy.deepcopy(model), plan)(x)
+            assert (result.model(x) - ref).abs().max().item() < 1e-5
+        a = analyze(result.model, (3, 32, 32), receptive_fields=False)
+        assert (a.params, a.macs) == (plan.params_after, plan.macs_after)
+    # the tied groups follow one leader: a follower cannot be given a width of its own
+    plan = plan_prune(model, keep=1.0, graph=cg, round_to=1)
+    followers = [s for s in plan.skipped if "channel split" in s.reason]
+    assert len(followers) == 2  # stem's halves: three groups tied by the two splits, one leads
+    with pytest.raises(ValueError, match="follows group"):
+        plan_prune(model, widths={followers[0].group: 8}, graph=cg)
+
+
+def test_grouped_conv_stays_a_valid_grouped_conv() -> None:
+    model = _model("grouped_conv")
+    x = torch.randn(2, 3, 32, 32)
+    cg = channel_groups(model, (3, 32, 32), round_to=1)
+    reduce, grouped = _group(cg, "reduce.0"), _group(cg, "grouped.0")
+    plan = plan_prune(model, widths={reduce.index: 5, grouped.index: 3}, graph=cg)
+    result = prune(model, plan)
+    conv = result.model.grouped[0]
+    assert (conv.groups, conv.in_channels, conv.out_channels) == (4, 20, 12)
+    assert tuple(conv.weight.shape) == (12, 5, 3, 3)
     with torch.no_grad():
         assert (result.model(x) - zero_pruned_(copy.deepcopy(model), plan)(x)).abs().max().item() < 1e-5
     a = analyze(result.model, (3, 32, 32), receptive_fields=False)

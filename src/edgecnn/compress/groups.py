@@ -32,8 +32,11 @@ pools, activations, reductions keep the per-channel labels (a reduction over
 view splitting C → (g, C/g)   unify position ``j`` across the ``g`` rows (a
                              shuffle or heads split keeps the same ``j``s in
                              every group, else the view no longer fits)
+grouped conv (1 < groups < C) position j of every group is one channel, in its
+                             input and in its output (Torch-Pruning's rule: every
+                             group keeps the same count); weight dim 1 holds j once
 anything else                blocks the labels it reads (not prunable, with a
-                             reason): grouped convs, matmul, the network
+                             reason): grouped transposed convs, matmul, the network
                              output, the network input, constants
 ============================ ==================================================
 
@@ -477,8 +480,19 @@ class _Interpreter:
             self._use(name, "weight", 0, out, "out")
             self._use(name, "bias", 0, out, "out")
             return _broadcast(out, shape, 1)
-        self._block(lab, f"read by {name}, a grouped conv (groups={m.groups}): its groups must stay equal")
-        out = torch.zeros(m.out_channels, dtype=torch.long)
+        if transposed:
+            self._block(lab, f"read by {name}, a grouped transposed conv (groups={m.groups}): no rule for it")
+            return _broadcast(torch.zeros(m.out_channels, dtype=torch.long), shape, 1)
+        # grouped conv (Torch-Pruning's rule): every group keeps the same count, so position j of every group is one
+        # channel; weight dim 1 (in / groups) loses j once, dim 0 loses output position j of every group
+        rows = lab.view(m.groups, -1)
+        for i in range(1, m.groups):
+            self._union(rows[0], rows[i], f"{name}: input position j of every group of a grouped conv")
+        self._use(name, "weight", 1, rows[0], "in")
+        out = self._fresh(name, m.out_channels, 0)
+        per = out.view(m.groups, -1)
+        for i in range(1, m.groups):
+            self._union(per[0], per[i], f"{name}: output position j of every group of a grouped conv")
         return _broadcast(out, shape, 1)
 
     def _unknown_output(self, node: fx.Node) -> Any:

@@ -335,9 +335,66 @@ def _allowed(width: int, step: int) -> list[int]:
     return [width, *range(top, 0, -step)] if width > step else [width]
 
 
-def _nearest(width: int, step: int, fraction: float) -> int:
-    target = fraction * width
-    return min(_allowed(width, step), key=lambda k: (abs(k - target), k))
+def _nearest(allowed: Sequence[int], fraction: float) -> int:
+    target = fraction * allowed[0]
+    return min(allowed, key=lambda k: (abs(k - target), k))
+
+
+def _split_ties(cg: ChannelGraph, reasons: dict[int, str], step: int, exact: bool
+                ) -> tuple[dict[int, list[int]], dict[int, int]]:  # fmt: skip
+    """Kept counts each group may take (descending, the full width first) and the groups that follow a leader.
+
+    A split into equal pieces (``chunk(2)`` of ShuffleNetV2) stays valid only
+    if every piece keeps the same count. The groups it ties (connected through
+    the splits: a *cluster*) keep the same fraction ``n / d`` of their widths
+    (``d`` = the gcd of the widths), which keeps every piece's count equal
+    because the full widths do; the first group leads, the others follow
+    (``reasons`` gets why). A cluster whose pieces hold different numbers of
+    channels that cannot be pruned is left alone. ``exact``: counts need not
+    be on the grid ``step`` (explicit widths).
+    """
+    width = {g.index: g.width for g in cg.groups}
+    cand = {g.index for g in cg.prunable if g.index not in reasons}
+    parent = {g: g for g in cand}
+
+    def find(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    stuck: dict[int, str] = {}
+    for sp in cg.splits:
+        inside = [g for piece in sp.pieces for g, _ in piece if g in cand]
+        for g in inside[1:]:
+            parent[find(g)] = find(inside[0])
+        fixed = [f + sum(n * width[g] for g, n in piece if g not in cand) for f, piece in zip(sp.fixed, sp.pieces)]
+        if len(set(fixed)) > 1:
+            for g in inside:
+                stuck.setdefault(g, f"{sp.where}: the pieces of this channel split hold {fixed} channels that cannot "
+                                    "be pruned, so no piece can shrink")  # fmt: skip
+    tied = {g for sp in cg.splits for piece in sp.pieces for g, _ in piece if g in cand}
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for g in sorted(tied):
+        clusters[find(g)].append(g)
+    allowed = {g: _allowed(width[g], 1 if exact else step) for g in cand}
+    followers: dict[int, int] = {}
+    for members in clusters.values():
+        lead, *rest = members
+        why = next((stuck[g] for g in members if g in stuck), None)
+        if why is not None:
+            for g in members:
+                reasons[g] = why
+            continue
+        d = math.gcd(*(width[g] for g in members))
+        ok = [n for n in range(d - 1, 0, -1) if exact or all(width[g] * n // d % step == 0 for g in members)]
+        allowed[lead] = [width[lead], *(width[lead] * n // d for n in ok)]
+        where = next(sp.where for sp in cg.splits if any(g == lead for piece in sp.pieces for g, _ in piece))
+        for g in rest:
+            followers[g] = lead
+            reasons[g] = (f"its width follows group {lead}'s: tied by the channel split at {where} (every piece "
+                          "keeps the same count)")  # fmt: skip
+    return allowed, followers
 
 
 def _targets(keep: float | None, macs: int | None, params: int | None, widths: Mapping[int, Any] | None) -> str:
@@ -397,14 +454,23 @@ def plan_prune(
                 reasons[g.index] = arch.reason[g.index]
             elif not arch.free(g.index):
                 reasons[g.index] = f"its width follows another group's ({arch.role[g.index][0]} of the arch)"
-    free = [g for g in cg.prunable if g.index not in reasons and (widths is not None or g.width > round_to)]
+    allowed, followers = _split_ties(cg, reasons, round_to, widths is not None)
+    free = [g for g in cg.prunable if g.index not in reasons and len(allowed[g.index]) > 1]
     for g in cg.prunable:
         if g.index not in reasons and g not in free:
-            reasons[g.index] = f"width {g.width} is not above the rounding grid round_to={round_to}"
+            reasons[g.index] = (f"width {g.width} is not above the rounding grid round_to={round_to}"
+                                if g.index not in followers.values() else
+                                f"no smaller width keeps every group of its channel split on the grid "
+                                f"round_to={round_to}")  # fmt: skip
     name = criterion if isinstance(criterion, str) else getattr(criterion, "__name__", "custom")
     scores = importance(cg, model, criterion, data=data, loss_fn=loss_fn, seed=seed)
 
+    width = {g.index: g.width for g in cg.groups}
+
     def complete(counts: dict[int, int]) -> dict[int, int]:
+        counts = dict(counts)
+        for f, lead in followers.items():  # a group tied by a channel split keeps the same fraction as its leader
+            counts[f] = width[f] * counts.get(lead, width[lead]) // width[lead]
         return arch.fix(counts, round_to) if arch is not None else counts
 
     explicit: dict[int, list[int]] = {}
@@ -425,11 +491,15 @@ def plan_prune(
                 if not idx or len(set(idx)) != len(idx) or not all(isinstance(i, int) and 0 <= i < w for i in idx):
                     raise ValueError(f"widths: group {gi} needs distinct component indices in 0..{w - 1}, got {v!r}")
                 counts[gi], explicit[gi] = len(idx), idx
+            if counts[gi] not in allowed[gi]:
+                raise ValueError(f"widths: group {gi} is tied by a channel split to groups "
+                                 f"{sorted(f for f, lead in followers.items() if lead == gi)}, which keep the same "
+                                 f"fraction; it may keep {sorted(allowed[gi])} channels, not {counts[gi]}")  # fmt: skip
         counts = complete(counts)
     elif allocation == "uniform":
-        counts = _uniform(free, round_to, keep, macs, params, costs, complete)
+        counts = _uniform(free, allowed, keep, macs, params, costs, complete)
     else:
-        counts = _global(free, scores, round_to, keep, macs, params, costs, complete)
+        counts = _global(free, scores, allowed, followers, width, keep, macs, params, costs, complete)
 
     entries, skipped = [], []
     for g in cg.groups:
@@ -495,10 +565,11 @@ def _over(costs: _Costs, counts: dict[int, int], macs: int | None, params: int |
     return (macs is not None and m > macs) or (params is not None and p > params)
 
 
-def _uniform(free: list[Group], step: int, keep: float | None, macs: int | None, params: int | None,
-             costs: _Costs, complete: Callable[[dict[int, int]], dict[int, int]]) -> dict[int, int]:  # fmt: skip
+def _uniform(free: list[Group], allowed: Mapping[int, Sequence[int]], keep: float | None, macs: int | None,
+             params: int | None, costs: _Costs, complete: Callable[[dict[int, int]], dict[int, int]]
+             ) -> dict[int, int]:  # fmt: skip
     def at(f: float) -> dict[int, int]:
-        return complete({g.index: _nearest(g.width, step, f) for g in free})
+        return complete({g.index: _nearest(allowed[g.index], f) for g in free})
 
     if keep is not None:
         return at(keep)
@@ -515,17 +586,21 @@ def _uniform(free: list[Group], step: int, keep: float | None, macs: int | None,
     return at(lo)
 
 
-def _global(free: list[Group], scores: Mapping[int, torch.Tensor], step: int, keep: float | None,
-            macs: int | None, params: int | None, costs: _Costs,
-            complete: Callable[[dict[int, int]], dict[int, int]]) -> dict[int, int]:  # fmt: skip
+def _global(free: list[Group], scores: Mapping[int, torch.Tensor], allowed: Mapping[int, Sequence[int]],
+            followers: Mapping[int, int], width: Mapping[int, int], keep: float | None, macs: int | None,
+            params: int | None, costs: _Costs, complete: Callable[[dict[int, int]], dict[int, int]]
+            ) -> dict[int, int]:  # fmt: skip
     counts = {g.index: g.width for g in free}
+    team = {g.index: [g.index, *(f for f, lead in followers.items() if lead == g.index)] for g in free}
     ranked: dict[int, list[float]] = {}
-    for g in free:
-        s = scores[g.index].double()
+    for gi in (h for t in team.values() for h in t):
+        s = scores[gi].double()
         mean = float(s.mean())
-        ranked[g.index] = sorted((s / mean if mean > 0 else torch.ones_like(s)).tolist())
-    allowed = {g.index: _allowed(g.width, step) for g in free}
-    total = sum(g.width for g in free)
+        ranked[gi] = sorted((s / mean if mean > 0 else torch.ones_like(s)).tolist())
+    total = sum(width[h] for t in team.values() for h in t)
+
+    def kept(c: Mapping[int, int]) -> int:
+        return sum(width[h] * c[gi] // width[gi] for gi, t in team.items() for h in t)
 
     def chunk(gi: int) -> tuple[float, int, int] | None:
         k = counts[gi]
@@ -533,8 +608,8 @@ def _global(free: list[Group], scores: Mapping[int, torch.Tensor], step: int, ke
         if not lower:
             return None
         nxt = lower[0]
-        width = len(ranked[gi])
-        removed = ranked[gi][width - k : width - nxt]
+        removed = [v for h in team[gi]
+                   for v in ranked[h][width[h] - width[h] * k // width[gi] : width[h] - width[h] * nxt // width[gi]]]
         return (sum(removed) / len(removed), gi, nxt)
 
     heap = [c for gi in counts if (c := chunk(gi)) is not None]
@@ -542,7 +617,7 @@ def _global(free: list[Group], scores: Mapping[int, torch.Tensor], step: int, ke
 
     def done() -> bool:
         if keep is not None:
-            return sum(counts.values()) <= keep * total
+            return kept(counts) <= keep * total
         return not _over(costs, complete(counts), macs, params)
 
     while not done():
@@ -603,7 +678,7 @@ def apply_kept(model: nn.Module, cg: ChannelGraph, keep: Mapping[int, Sequence[i
         if idx == list(range(cg.sizes[(module, param, dim)])):
             continue
         m = new.get_submodule(module)
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.groups > 1:
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and 1 < m.groups == m.in_channels:  # depthwise
             touched[module] = m.out_channels // m.in_channels
         else:
             touched.setdefault(module, None)
