@@ -85,18 +85,35 @@ class ShuffleUnit(nn.Module):
         return channel_shuffle(torch.cat([x1, self.branch(x2)], 1), 2)
 
 
+class ShuffleDown(nn.Module):
+    """A stride-2 ShuffleNetV2 unit: two branches on the whole input, concat, shuffle (ties branch1 j to branch2 j)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        h = cout // 2
+        self.branch1 = nn.Sequential(nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                                     _cbr(cin, h, k=1))  # fmt: skip
+        self.branch2 = nn.Sequential(_cbr(cin, h, k=1), nn.Conv2d(h, h, 3, 2, 1, groups=h, bias=False),
+                                     nn.BatchNorm2d(h), _cbr(h, h, k=1))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_shuffle(torch.cat([self.branch1(x), self.branch2(x)], 1), 2)
+
+
 class ShuffleChainNet(nn.Module):
-    """Two chained ShuffleNetV2 units: the second ``chunk(2)`` splits the first's shuffled output, so both halves of
-    each split must keep the same count (the groups of one split are tied)."""
+    """A ShuffleNetV2 stage as torchvision builds it: a stride-2 unit, then two stride-1 units. Each ``chunk(2)``
+    splits the previous unit's shuffled output, so both halves of each split must keep the same count (the groups
+    of one split are tied), and a channel owns several interleaved outputs of one conv (the shuffles' ties)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = _cbr(3, 64)
+        self.stem = _cbr(3, 32)
+        self.down = ShuffleDown(32, 64)
         self.unit1, self.unit2 = ShuffleUnit(64), ShuffleUnit(64)
         self.head = Head(64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.unit2(self.unit1(self.stem(x))))
+        return self.head(self.unit2(self.unit1(self.down(self.stem(x)))))
 
 
 class SENet(nn.Module):

@@ -787,8 +787,9 @@ class ChannelGraph:
         """
         dropped: set[tuple[Key, int]] = set()
         # a producer lays out each group's kept channels, in their new order, on the positions that group's
-        # kept channels held (so groups interleaved in one layer stay interleaved), occurrence by occurrence
-        rank: dict[tuple[Key, int], tuple[int, int]] = {}
+        # kept channels held (so groups interleaved in one layer stay interleaved, and a channel that owns several
+        # positions of one producer — a shuffle's rows, a grouped conv's groups — keeps them where they were)
+        rank: dict[tuple[Key, int], int] = {}
         for g in self.groups:
             order = list(keep.get(g.index, range(g.width)))
             if g.index in keep and not g.prunable and sorted(order) != list(range(g.width)):
@@ -800,10 +801,10 @@ class ChannelGraph:
                 key = member.key
                 dropped.update((key, i) for i in rows[gone].flatten().tolist() if i >= 0)
                 kept = rows[chosen]
-                for occ, col in enumerate(kept.t().tolist()):
+                for col in kept.t().tolist():
                     for i, slot in zip(col, sorted(col)):
                         if i >= 0:
-                            rank[(key, i)] = (occ, slot)
+                            rank[(key, i)] = slot
         emit: dict[str, list[int]] = {}
         for module, starts in self.starts.items():
             key = next((k for k in self.uses if k[0] == module and self.uses[k][0] == "out" and k[1] == "weight"),
@@ -811,7 +812,7 @@ class ChannelGraph:
             if key is None:
                 continue
             kept = [i for i in range(self.sizes[key]) if (key, i) not in dropped]
-            emit[module] = sorted(kept, key=lambda i: rank.get((key, i), (0, i)))
+            emit[module] = sorted(kept, key=lambda i: rank.get((key, i), i))
         interp = _Interpreter(self.trace.graph, self.trace.modules, self.trace.root, self.slots, emit)
         interp.starts.update(self.starts)
         try:
