@@ -63,3 +63,29 @@ def test_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixt
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_se_network_shows_conv_path_fields_with_global_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "a.json"
+    assert main(["analyze", "mobilenet_v3_small", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    # R += (k−1)·J, J *= s: stem k3 s2 → 3, J2; blocks.1 dw k3 s2 → 3 + 2·2 = 7, J4 (with SE: +global);
+    # blocks.2 dw k3 s2 → 7 + 2·4 = 15, J8 (after an SE block: +global); only gap and the head are whole;
+    # start: padding (k−1)/2 everywhere keeps the first centre at pixel 0
+    assert "3×3 J2 " in text and "7×7 J4 +global" in text and "15×15 J8 +global" in text
+    rows = [line for line in text.splitlines() if line.startswith("│ blocks.")]
+    assert len(rows) == 17 and sum(" whole " in r for r in rows) == 4
+    d = json.loads(out.read_text())
+    assert d["schema"] == "edgecnn.analysis/2" and d["mode"] == "fx" and d["fallback_reason"] == ""
+    last = {}
+    for layer in d["layers"]:
+        last[".".join(layer["module"].split(".")[:2])] = layer["rf"]
+    assert last["blocks.1"] == {"size": [7, 7], "jump": [4, 4], "start": [0, 0], "whole": False, "global": True}
+    assert last["blocks.0"]["global"] is False and last["blocks.13"]["whole"] is True
+
+
+def test_hooks_mode_is_stated_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "conv_c8 gap fc", "--input", "3x16x16", "--mode", "hooks"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "fallback" in line]
+    assert lines == ["Forward-hooks fallback (mode 'hooks' asked for): no receptive fields; functional ops' other ops "
+                     "and shapes not counted."]  # fmt: skip

@@ -1,18 +1,6 @@
-"""Receptive fields against the empirical gradient support (ground truth by autograd).
-
-Each network is made *linear and positive* -- weights 1/fan-in, zero biases,
-identity activations, average pooling for max pooling, BN with unit
-statistics -- so that no path from an input pixel to the output cancels: the
-input gradient of one output unit is non-zero exactly on the pixels that
-reach it. The bounding box of that support must equal the predicted interval
-``start + i·J ± (R−1)/2`` clipped to the image (dilated chains leave holes
-inside -- the gridding artefact -- but not at the ends).
-"""
+"""Receptive fields against the empirical gradient support (ground truth by autograd, see rf_support.py)."""
 
 from __future__ import annotations
-
-import copy
-import math
 
 import pytest
 import torch
@@ -21,63 +9,12 @@ from torch import nn
 from edgecnn import zoo
 from edgecnn.analysis.receptive import RF, layer_receptive_fields, receptive_field
 from edgecnn.blocks import BasicBlock, GlobalAvgPool
-
-_ACTS = (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Dropout)
-
-
-def _positive_linear(model: nn.Module) -> nn.Module:
-    model = copy.deepcopy(model).double().eval()
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, _ACTS):
-                setattr(parent, name, nn.Identity())
-            elif isinstance(child, nn.MaxPool2d):
-                setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
-                m.weight.fill_(1.0 / m.weight[0].numel())
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, nn.BatchNorm2d):
-                m.running_mean.zero_(), m.running_var.fill_(1.0), m.weight.fill_(1.0), m.bias.zero_()
-    return model
-
-
-def _support_boxes(model: nn.Module, shape: tuple[int, ...], indices: list[tuple[int, ...]]) -> list[list[tuple[int, int]]]:
-    """Bounding box, per axis, of the input pixels with a non-zero gradient of output unit (0, 0, *index)."""
-    x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
-    y = model(x)
-    boxes = []
-    for index in indices:
-        (grad,) = torch.autograd.grad(y[(0, 0, *index)], x, retain_graph=True)
-        nonzero = (grad[0] != 0).any(dim=0)  # over input channels
-        box = []
-        for axis in range(nonzero.dim()):
-            others = tuple(a for a in range(nonzero.dim()) if a != axis)
-            idx = (nonzero.any(dim=others) if others else nonzero).nonzero().flatten()
-            box.append((int(idx.min()), int(idx.max())))
-        boxes.append(box)
-    return boxes
-
-
-def _support_box(model: nn.Module, shape: tuple[int, ...], index: tuple[int, ...]) -> list[tuple[int, int]]:
-    return _support_boxes(model, shape, [index])[0]
-
-
-def _predicted_box(rf: RF, index: tuple[int, ...], extent: tuple[int, ...]) -> list[tuple[int, int]]:
-    return [(max(0, math.ceil(lo)), min(n - 1, math.floor(hi))) for (lo, hi), n in zip(rf.bounds(index), extent)]
-
+from rf_support import check_support, positive_linear, predicted_box, support_box
 
 def _check(model: nn.Module, shape: tuple[int, ...]) -> RF:
     rf = receptive_field(model, shape)
-    assert not rf.whole and rf.note == ""
-    net = _positive_linear(model)
-    out_spatial = net(torch.zeros(shape, dtype=torch.float64)).shape[2:]
-    # the first output tests `start`; the last one the near edge of a field clipped on the far side
-    indices = sorted({tuple(0 for _ in out_spatial), tuple(n // 2 for n in out_spatial), tuple(n - 1 for n in out_spatial)})
-    for index, box in zip(indices, _support_boxes(net, shape, indices)):
-        assert box == _predicted_box(rf, index, tuple(shape[2:])), index
+    assert not rf.whole and not rf.global_context and rf.note == ""
+    check_support(positive_linear(model), rf, shape)
     return rf
 
 
@@ -137,22 +74,48 @@ def test_zoo_trunks_match_published_fields_and_gradient_support(name, size, expe
     assert rf.size == (expected, expected) and rf.jump == (32, 32)
 
 
-def test_global_pool_and_se_are_whole_input():
+class _DetachedPool(nn.Module):
+    """An SE squeeze whose gradient is cut: what is left of the gradient support is the conv path's."""
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x).detach()
+
+
+def test_global_pool_is_whole_and_se_keeps_the_conv_path_field_with_a_global_flag():
     assert receptive_field(zoo.create("resnet20_cifar"), (1, 3, 32, 32)).label() == "whole input"
-    fields = layer_receptive_fields(zoo.create("mobilenet_v3_small_cifar"), (1, 3, 32, 32))
-    # the first block has SE: its output already sees the whole image, before global pooling
-    assert fields["blocks_1_se_pool"].whole and fields["mul"].whole
-    assert not fields["blocks_1_dw_conv"].whole and fields["blocks_1_dw_conv"].size == (5, 5)
+    model = zoo.create("mobilenet_v3_small_cifar", width=0.5)
+    fields = layer_receptive_fields(model, (1, 3, 32, 32))
+    # the SE squeeze sees the whole image; the gated output keeps the depthwise conv's 5×5 field, flagged
+    assert fields["blocks_1_se_pool"].whole and fields["blocks_1_se_pool"].global_context
+    assert fields["blocks_1_dw_conv"].size == (5, 5) and not fields["blocks_1_dw_conv"].global_context
+    assert fields["mul"].size == (5, 5) and not fields["mul"].whole and fields["mul"].global_context
+    assert fields["mul"].label() == "5×5 J1 +global"
+    # blocks 0-4 (two of them with SE): conv-path field = the gradient support with the SE squeezes cut off;
+    # R = 3 (stem) + 2 (k3) + 2 (k3 s2) + 2·2 (k3) + 4·2 (k5 s2) = 19, J = 4
+    trunk, shape = model.blocks[:5], (1, 3, 64, 64)
+    rf = receptive_field(trunk, shape)
+    assert rf.global_context and not rf.whole and rf.size == (19, 19) and rf.jump == (4, 4)
+    linear = positive_linear(trunk)
+    for m in linear.modules():
+        if hasattr(m, "pool") and hasattr(m, "fc1"):  # SqueezeExcite
+            m.pool = _DetachedPool(m.pool)
+    check_support(linear, rf, shape)
+    # with the squeezes live every output sees the whole image: the "+global" flag
+    assert support_box(positive_linear(trunk), shape, (0, 0)) == [(0, 63), (0, 63)]
 
 
 def test_transposed_conv_hull_is_exact_for_one_layer():
     for k, s, p in [(4, 2, 1), (3, 2, 1), (5, 3, 2)]:
         net = nn.Sequential(nn.ConvTranspose2d(1, 1, k, s, p))
         rf = receptive_field(net, (1, 1, 9, 9))
-        lin = _positive_linear(net)
+        lin = positive_linear(net)
         out = lin(torch.zeros(1, 1, 9, 9, dtype=torch.float64)).shape[2:]
         for index in [(0, 0), (1, 1), (out[0] // 2, out[1] // 2 + 1)]:
-            assert _support_box(lin, (1, 1, 9, 9), index) == _predicted_box(rf, index, (9, 9))
+            assert support_box(lin, (1, 1, 9, 9), index) == predicted_box(rf, index, (9, 9))
 
 
 def test_slicing_padding_and_upsampling_rules():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from rich.table import Table
 from edgecnn import zoo
 from edgecnn.analysis import LayerCost, analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
-from edgecnn.arch import ArchSpec, as_spec
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build, count_params
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
@@ -130,12 +129,6 @@ def _arch(cfg: DemoConfig) -> str:
     return zoo.arch_of(cfg.model, width=cfg.width) if cfg.model in zoo.REGISTRY else zoo.resolve_model_arg(cfg.model)
 
 
-def _without_se(arch: str) -> str:
-    """The same network with its SE gates removed: SE rescales channels, so the spatial field is unchanged."""
-    spec = as_spec(arch).expand()
-    return str(ArchSpec(tuple(replace(b, se=0.0, gate=None) if b.se else b for b in spec.blocks)))
-
-
 def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) -> DemoResult:
     """Train ``cfg.model`` on ``cfg.data``, analyse it, time it, and write the report."""
     console = console or Console()
@@ -156,11 +149,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     totals = report.total()
     rf_row = report.output_rf()
     rf = "whole input" if rf_row is None or rf_row.rf_whole else "×".join(str(r) for r in rf_row.rf_size or ())
-    # With SE gates every block after the first SE sees the whole input, which hides how the
-    # convolutions grow the field; the plot follows the SE-free conv path and marks the gated blocks.
-    whole = report.last_by_module(2)
-    local = analyze(build(_without_se(arch), num_classes=len(data.classes), in_chans=data.in_chans),
-                    shape).last_by_module(2)  # fmt: skip
+    # per block: the conv-path field (SE gates do not widen it) and whether global context reaches it
+    per_block = report.last_by_module(2)
     spec_cost = cost_from_spec(arch, input_size=cfg.image_size, num_classes=len(data.classes), in_chans=data.in_chans)
     console.print(f"arch: {arch}")
     console.print(f"{count_params(model):,} parameters, {totals.macs / 1e6:.2f} M MACs per image "
@@ -187,7 +177,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
             onnx_ms = ort.stats.median_ms
         except (ImportError, ValueError) as exc:  # onnxruntime not installed: the [onnx] extra
             console.print(f"[yellow]ONNX Runtime skipped: {str(exc).splitlines()[0]}")
-    rows = tuple(_row(c.name, lat.kind, c.params, c.macs, lat.median_ms, local, whole)
+    rows = tuple(_row(c.name, lat.kind, c.params, c.macs, lat.median_ms, per_block)
                  for c, lat in zip(spec_cost.layers, breakdown.layers))  # fmt: skip
     console.print(_block_table(rows))
     ort = f", ONNX Runtime {onnx_ms:.2f} ms" if onnx_ms is not None else ""
@@ -211,11 +201,11 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
 
 
 def _row(name: str, block: str, params: int, macs: int, ms: float,
-         local: dict[str, LayerCost], whole: dict[str, LayerCost]) -> BlockRow:  # fmt: skip
-    lc, wc = local.get(name), whole.get(name)
+         per_block: dict[str, LayerCost]) -> BlockRow:  # fmt: skip
+    lc = per_block.get(name)
     spatial = lc is not None and not lc.rf_whole and lc.rf_size and lc.rf_jump
     rf, jump = (lc.rf_size[0], lc.rf_jump[0]) if spatial else (None, None)
-    return BlockRow(name, block, params, macs, ms, rf, jump, bool(wc is not None and wc.rf_whole))
+    return BlockRow(name, block, params, macs, ms, rf, jump, bool(lc is not None and (lc.rf_whole or lc.rf_global)))
 
 
 def _block_table(rows: tuple[BlockRow, ...]) -> Table:

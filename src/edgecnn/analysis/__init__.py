@@ -1,7 +1,8 @@
 """Per-layer analysis of any network: costs, receptive fields, gradient flow (SPEC §3).
 
-* :func:`analyze` — one traced pass: per-op shapes, params, MACs, other ops,
-  activation memory and receptive fields (:mod:`.trace`, one node's cost in
+* :func:`analyze` — one traced pass (the graph of :mod:`edgecnn.graph`): per-op
+  shapes, params, MACs, other ops, activation memory and receptive fields
+  (:mod:`.trace`, with :func:`shape_graph` for shapes without costs; one node's cost in
   :mod:`.node_cost`, the forward-hooks fallback in :mod:`.hooks`, cost rules
   in :mod:`.handlers` on the pure formulas of :mod:`.shapes`, result objects
   in :mod:`.result`);
@@ -22,10 +23,10 @@ from typing import Any
 from edgecnn.analysis.handlers import Cost
 from edgecnn.analysis.result import CONVENTIONS, Analysis, LayerCost, Totals
 from edgecnn.analysis.spec_cost import LayerSpecCost, SpecCost, cost_from_spec
-from edgecnn.analysis.trace import analyze
+from edgecnn.analysis.trace import analyze, shape_graph
 
 __all__ = ["CONVENTIONS", "Analysis", "Cost", "LayerCost", "LayerSpecCost", "SpecCost", "Totals", "analyze",
-           "cost_from_spec"]  # fmt: skip
+           "cost_from_spec", "shape_graph"]  # fmt: skip
 
 # name -> module of the sibling analyses, loaded lazily (they pull in more of torch, or are optional)
 _LAZY = {

@@ -298,6 +298,8 @@ FUNCTION_HANDLERS: dict[Any, Handler] = {
     **dict.fromkeys(_ACT_FNS, _pointwise("act", 1)),
     F.softmax: _pointwise("act", 3),
     torch.softmax: _pointwise("act", 3),
+    F.batch_norm: _pointwise("norm", 2),
+    **dict.fromkeys((F.layer_norm, F.group_norm, F.instance_norm), _pointwise("norm", 5)),
     F.interpolate: interpolate_function,
     F.adaptive_avg_pool1d: adaptive_pool_function(1),
     F.adaptive_avg_pool2d: adaptive_pool_function(2),
@@ -313,14 +315,13 @@ METHOD_HANDLERS: dict[str, Handler] = {
     "softmax": _pointwise("act", 3),
     "matmul": matmul,
     "flatten": flatten,
-    "contiguous": identity,
 }
 
 # Ops whose output we take by running them on meta tensors (cheap: no kernel), at no cost.
 DATA_FUNCTIONS = {operator.getitem, torch.cat, torch.stack, F.pad, torch.reshape, torch.permute, torch.transpose,
                   torch.squeeze, torch.unsqueeze, torch.chunk, torch.split, getattr}  # fmt: skip
 DATA_METHODS = {"view", "reshape", "permute", "transpose", "squeeze", "unsqueeze", "expand", "expand_as", "chunk",
-                "split", "size", "dim", "view_as", "repeat", "narrow", "unflatten", "type_as", "to", "float", "t"}  # fmt: skip
+                "split", "size", "dim", "view_as", "repeat", "narrow", "unflatten", "type_as", "to", "float", "t", "contiguous"}  # fmt: skip
 REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
 REDUCE_METHODS = {"mean", "sum", "amax", "max", "min"}
 

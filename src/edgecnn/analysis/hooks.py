@@ -11,7 +11,9 @@ rows for functional ops — their MACs are still in the totals, as one
 ``FlopCounterMode``'s per-module counts), but their other ops (residual
 adds, SE multiplies), shapes and activation memory are not counted; and it
 runs real compute. Parameters no leaf module owns (bare ``nn.Parameter``s)
-are added as one row.
+are added as one row. Leaf modules the run never called (the branch of an
+``if`` not taken) are listed in ``Analysis.unreached``; their parameters go
+to ``unused_params``, not into the totals (issue 13, point 7).
 """
 
 from __future__ import annotations
@@ -94,8 +96,17 @@ def analyze_hooks(
         if rest > 0:
             rows.append(LayerCost(f"{path or '(root)'} (functional)", "", "functional", "other", path, path, None, 0,
                                   rest, 0, 0, 0, note="functional ops: MACs from FlopCounterMode"))  # fmt: skip
-    bare = [p for p in model.parameters() if id(p) not in counted]
+    # leaves the run never called (the branch not taken): their parameters are not the network's cost
+    unreached = [name for m, name in leaves.items() if name not in calls and any(True for _ in m.parameters())]
+    skipped = {id(p) for m, name in leaves.items() if name not in calls for p in m.parameters()} - counted
+    bare = [p for p in model.parameters() if id(p) not in counted and id(p) not in skipped]
     if bare:
         rows.append(LayerCost("(parameters outside leaf modules)", "", "Parameter", "data", "", "", None,
                               sum(p.numel() for p in bare), 0, 0, 0, 0))  # fmt: skip
-    return Analysis(model_label(model), [tuple(t.shape) for t in inputs], rows, "hooks")
+    unused = sum(p.numel() for p in model.parameters() if id(p) in skipped)
+    analysis = Analysis(model_label(model), [tuple(t.shape) for t in inputs], rows, "hooks", unused)
+    analysis.unreached = unreached
+    if unreached:
+        analysis.notes.append(f"not reached by the run, parameters left out of the totals ({unused:,}): "
+                              + ", ".join(unreached))  # fmt: skip
+    return analysis

@@ -22,15 +22,9 @@ from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgecnn.analysis import handlers as H
+from edgecnn.graph import run_on_meta
 
 _VIEW_KINDS = ("data",)  # outputs that alias their input: no new activation memory
-
-
-def to_meta(v: Any) -> Any:
-    """A meta tensor of ``v``'s shape and dtype when ``v`` is a tensor, else ``v``."""
-    if isinstance(v, torch.Tensor):
-        return torch.empty(v.shape, dtype=v.dtype, device="meta")
-    return v
 
 
 def tensors(v: Any) -> list[torch.Tensor]:
@@ -49,18 +43,18 @@ def activation(outs: Sequence[torch.Tensor], kind: str) -> tuple[int, int]:
     return elements, nbytes
 
 
+def _has_tensor(a: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return True
+    if isinstance(a, (tuple, list)):
+        return any(_has_tensor(e) for e in a)
+    if isinstance(a, dict):
+        return any(_has_tensor(e) for e in a.values())
+    return False
+
+
 def _numel(t: Any) -> int:
     return t.numel() if isinstance(t, torch.Tensor) else 0
-
-
-def _run_on_meta(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if node.op == "call_module":
-        assert module is not None
-        state = {k: to_meta(v) for k, v in (*module.named_parameters(), *module.named_buffers())}
-        return torch.func.functional_call(module, state, args, kwargs)
-    if node.op == "call_method":
-        return getattr(args[0], node.target)(*args[1:], **kwargs)  # type: ignore[arg-type]
-    return node.target(*args, **kwargs)  # type: ignore[operator]
 
 
 def cost_node(
@@ -75,22 +69,30 @@ def cost_node(
         handler = H.FUNCTION_HANDLERS.get(target)
         if handler is None and target in H.DATA_FUNCTIONS:
             kind = "data" if target in (operator.getitem, getattr) else "copy"
-            return _run_on_meta(node, None, args, kwargs), H.Cost(kind), ""
+            return run_on_meta(node, None, args, kwargs), H.Cost(kind), ""
         if handler is None and target in H.REDUCE_FUNCTIONS:
-            return _run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
+            return run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
     else:
         handler = H.METHOD_HANDLERS.get(target)  # type: ignore[arg-type]
         if handler is None and target in H.DATA_METHODS:
-            return _run_on_meta(node, None, args, kwargs), H.Cost("data"), ""
+            return run_on_meta(node, None, args, kwargs), H.Cost("data"), ""
         if handler is None and target in H.REDUCE_METHODS:
-            return _run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
+            return run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
     if handler is not None:
         try:
             value, cost = handler(H.Call(module, args, kwargs))
             return value, cost, ""
         except NotImplementedError:
             pass  # a case the rule does not cover: measure it below
+    elif module is None and not _has_tensor(args) and not _has_tensor(kwargs):
+        return run_on_meta(node, None, args, kwargs), H.Cost("data"), ""  # shape arithmetic: `c // groups`
     with FlopCounterMode(display=False) as counter:
-        value = _run_on_meta(node, module, args, kwargs)
+        value = run_on_meta(node, module, args, kwargs)
     macs = counter.get_total_flops() // 2
     return value, H.Cost("other", macs, 0), "no rule: run on meta tensors, MACs from FlopCounterMode"
+
+
+def shape_value(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """An :data:`edgecnn.graph.Evaluator`: a node's output from the cost table's shape rules (no kernel runs;
+    ops without a rule on meta tensors). Much faster than the default ``run_on_meta`` for convolutions."""
+    return cost_node(node, module, args, kwargs)[0]

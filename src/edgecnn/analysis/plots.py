@@ -70,7 +70,8 @@ def plot_gradient_flow(flows: Mapping[str, GradFlow], *, weights: bool = False) 
 
 
 def plot_rf_growth(fields: Mapping[str, RF] | Sequence[tuple[str, RF]], *, input_size: int | None = None) -> Figure:
-    """Receptive field size and jump per layer (first axis), log scale; whole-input layers are marked."""
+    """Receptive field size and jump per layer (first axis), log scale; whole-input layers are shaded, layers
+    whose output also depends on global context (the ``+global`` flag) circled."""
     items = list(fields.items()) if isinstance(fields, Mapping) else list(fields)
     if not items:
         raise ValueError("no receptive fields to plot")
@@ -79,6 +80,10 @@ def plot_rf_growth(fields: Mapping[str, RF] | Sequence[tuple[str, RF]], *, input
     xs = range(len(items))
     ax.plot(xs, [float(rf.size[0]) for _, rf in items], marker="o", label="field R")
     ax.plot(xs, [float(rf.jump[0]) for _, rf in items], marker=".", label="jump J")
+    gated = [i for i, (_, rf) in enumerate(items) if rf.global_context and not rf.whole]
+    if gated:  # the conv-path field, and global context (SE gates, attention) reaches these outputs too
+        ax.scatter(gated, [float(items[i][1].size[0]) for i in gated], s=90, facecolors="none", edgecolors="C3",
+                   label="+ global context", zorder=3)  # fmt: skip
     whole = [i for i, (_, rf) in enumerate(items) if rf.whole]
     if whole:
         ax.axvspan(whole[0] - 0.5, len(items) - 0.5, alpha=0.15, label="whole input")

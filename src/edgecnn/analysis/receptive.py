@@ -32,8 +32,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import TensorMetadata
 
+from edgecnn.analysis.node_cost import shape_value
 from edgecnn.analysis.rf_math import (  # re-exported: the public names of the receptive-field API
     RF,
     Num,
@@ -51,8 +52,10 @@ from edgecnn.analysis.rf_rules import (  # the tables re-exported: code extends 
     MODULE_RULES,
     Op,
     Rule,
+    generic_rule,
     rule_for,
 )
+from edgecnn.graph import Graph, propagate, trace_graph
 
 __all__ = ["RF", "Num", "add_note", "as_num", "conv_rule", "conv_transpose_rule", "eval_mode", "fmt_num", "identity_rf",
            "layer_receptive_fields", "merge", "receptive_field", "receptive_fields", "whole_rf"]  # fmt: skip
@@ -60,25 +63,59 @@ __all__ = ["RF", "Num", "add_note", "as_num", "conv_rule", "conv_transpose_rule"
 # ---------------------------------------------------------------- graph walk
 
 
-def _spatial(meta: object, ndim: int) -> tuple[int, ...] | None:
-    if isinstance(meta, TensorMetadata) and len(meta.shape) >= ndim + 2:
-        return tuple(int(s) for s in meta.shape[-ndim:])
-    return None
+def _first(meta: object) -> TensorMetadata | None:
+    while type(meta) is tuple and meta:  # an op returning several tensors (chunk, split): the first one
+        meta = meta[0]
+    return meta if isinstance(meta, TensorMetadata) else None
 
 
-def receptive_fields(gm: fx.GraphModule, *example_inputs: torch.Tensor, strict: bool = False) -> dict[str, RF]:
-    """Receptive field of every tensor-valued node of ``gm``, keyed by fx node name.
+def _axes_out(node: fx.Node, axes: tuple[int, ...] | None, rank_in: int, rank_out: int, ndim: int) -> tuple[int, ...] | None:
+    """Where the spatial axes sit in ``node``'s output: moved by permute/transpose, kept by same-rank ops,
+    trailing after an op that changes the rank (view, flatten, mean), none when fewer axes are left."""
+    if axes is not None and rank_out == rank_in:
+        target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        if target not in _MOVES_AXES:
+            return axes
+        args = node.args[1:]
+        if target == "permute":
+            dims = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+            if len(dims) == rank_in and all(isinstance(d, int) for d in dims):
+                order = [d % rank_in for d in dims]  # output axis i holds input axis order[i]
+                return tuple(order.index(a) for a in axes)
+        if target in ("transpose", "swapaxes") and len(args) == 2 and all(isinstance(d, int) for d in args):
+            d0, d1 = (d % rank_in for d in args)  # type: ignore[operator]
+            return tuple(d1 if a == d0 else d0 if a == d1 else a for a in axes)
+        return axes
+    return tuple(range(rank_out - ndim, rank_out)) if rank_out >= ndim + 2 else None
 
-    Needs the shapes fx's ``ShapeProp`` stores in ``node.meta['tensor_meta']``:
-    pass ``example_inputs`` to run it here, or run it before. Nodes that do not
-    depend on an input (weights, constants, ``x.shape`` arithmetic) are left
-    out. The first placeholder sets the number of spatial axes (rank − 2).
-    ``strict=True`` raises on an unknown op that changes the spatial shape
-    instead of taking it as whole input.
-    """
+
+_MOVES_AXES = frozenset(("permute", "transpose", "swapaxes"))
+
+
+def _sizes(meta: TensorMetadata | None, axes: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    return tuple(int(meta.shape[a]) for a in axes) if meta is not None and axes is not None else None
+
+
+def _as_graph(g: Graph | fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Graph:
+    if isinstance(g, fx.GraphModule):  # a user's own GraphModule: shapes by meta propagation
+        g = Graph(g, g.graph, modules=dict(g.named_modules()))
     if example_inputs:
-        ShapeProp(gm).propagate(*example_inputs)
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        propagate(g, list(example_inputs), shape_value)
+    return g
+
+
+def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, strict: bool = False) -> dict[str, RF]:
+    """Receptive field of every tensor-valued node of ``g``, keyed by fx node name.
+
+    ``g``: an :class:`edgecnn.graph.Graph` (from :func:`edgecnn.graph.trace_graph` with inputs, as
+    :func:`edgecnn.analysis.analyze` makes) or an ``fx.GraphModule``; pass ``example_inputs`` when its nodes
+    carry no ``meta['tensor_meta']`` yet (shapes are then propagated on meta tensors). Nodes that do not
+    depend on an input (weights, constants, ``x.shape`` arithmetic) are left out. The first placeholder sets
+    the number of spatial axes (rank − 2). ``strict=True`` raises on an unknown op that changes the spatial
+    shape instead of taking it as whole input.
+    """
+    g = _as_graph(g, example_inputs)
+    placeholders = g.placeholders()
     if not placeholders:
         raise ValueError("the graph has no input")
     meta = placeholders[0].meta.get("tensor_meta")
@@ -88,29 +125,43 @@ def receptive_fields(gm: fx.GraphModule, *example_inputs: torch.Tensor, strict: 
         raise ValueError(f"input of shape {tuple(meta.shape)} has no spatial axis; give (N, C, *spatial)")
     ndim = len(meta.shape) - 2
     extent = tuple(int(s) for s in meta.shape[2:])
-    rfs: dict[str, RF] = {}
-    for node in gm.graph.nodes:
+    rfs: dict[fx.Node, RF] = {}
+    axes_of: dict[fx.Node, tuple[int, ...] | None] = {}  # tensor axes holding the spatial axes, per node
+    sizes_of: dict[fx.Node, tuple[int, ...] | None] = {}  # spatial sizes of each node's output
+    for node in g.nodes:
         if node.op == "placeholder":
             if isinstance(node.meta.get("tensor_meta"), TensorMetadata):
-                rfs[node.name] = identity_rf(ndim)
+                rfs[node] = identity_rf(ndim)
+                axes_of[node] = tuple(range(2, ndim + 2))
+                sizes_of[node] = tuple(int(s) for s in node.meta["tensor_meta"].shape[2:])
             continue
-        ins = [rfs[a.name] for a in node.all_input_nodes if a.name in rfs]
-        if not ins or node.op == "get_attr":
+        if node.op == "get_attr":
             continue
+        sources = [a for a in node.all_input_nodes if a in rfs]
+        if not sources:
+            continue
+        ins = [rfs[a] for a in sources]
         if node.op == "output":
-            rfs[node.name] = merge(ins)
+            rfs[node] = merge(ins)
             continue
-        out_meta = node.meta.get("tensor_meta")
+        out_meta = _first(node.meta.get("tensor_meta"))
         if out_meta is None:
             continue  # not a tensor: x.size(), shapes
-        module = gm.get_submodule(node.target) if node.op == "call_module" else None
-        first = next(a for a in node.all_input_nodes if a.name in rfs)
-        op = Op(node, gm, module, ndim, extent, _spatial(first.meta.get("tensor_meta"), ndim), _spatial(out_meta, ndim))
-        rf = rule_for(node, module)(op, ins)
+        module = g.module(node)
+        first = sources[0]
+        in_axes = axes_of.get(first)
+        rank_in = len(_first(first.meta.get("tensor_meta")).shape) if in_axes is not None else 0  # type: ignore[union-attr]
+        out_axes = axes_of[node] = _axes_out(node, in_axes, rank_in, len(out_meta.shape), ndim)
+        out_sizes = sizes_of[node] = _sizes(out_meta, out_axes)
+        rule = rule_for(node, module)
+        if rule is generic_rule and len(ins) == 1 and out_sizes == sizes_of.get(first):
+            rfs[node] = ins[0]  # a pointwise op (norm, activation, view keeping the map): the field passes through
+            continue
+        rf = rule(Op(node, g, module, ndim, extent, sizes_of.get(first), out_sizes, in_axes), ins)
         if strict and "unknown op" in rf.note:
             raise ValueError(f"node {node.name}: {rf.note}; add a rule to rf_rules.MODULE_RULES/FUNCTION_RULES")
-        rfs[node.name] = rf
-    return rfs
+        rfs[node] = rf
+    return {n.name: rf for n, rf in rfs.items()}
 
 
 @contextmanager
@@ -125,22 +176,20 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
-def _trace(model: nn.Module, input_shape: Sequence[int]) -> tuple[fx.GraphModule, dict[str, RF]]:
+def _trace(model: nn.Module, input_shape: Sequence[int]) -> dict[str, RF]:
     shape = tuple(int(s) for s in input_shape)
     if len(shape) < 3:
         raise ValueError(f"input_shape {shape} must be (N, C, *spatial), e.g. (1, 3, 224, 224)")
-    gm = fx.symbolic_trace(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    with eval_mode(model), torch.no_grad():  # shape propagation must not update BN statistics
-        rfs = receptive_fields(gm, torch.zeros(shape, dtype=dtype))
-    return gm, rfs
+    x = torch.empty(shape, dtype=dtype, device="meta")  # shapes only: no compute, no BN statistics touched
+    return receptive_fields(trace_graph(model, x, evaluate=shape_value))
 
 
 def layer_receptive_fields(model: nn.Module, input_shape: Sequence[int]) -> dict[str, RF]:
     """Trace ``model`` and give the field of every node (see :func:`receptive_fields`)."""
-    return _trace(model, input_shape)[1]
+    return _trace(model, input_shape)
 
 
 def receptive_field(model: nn.Module, input_shape: Sequence[int]) -> RF:
     """Receptive field of ``model``'s output for an input of ``input_shape`` = (N, C, *spatial)."""
-    return _trace(model, input_shape)[1]["output"]
+    return _trace(model, input_shape)["output"]

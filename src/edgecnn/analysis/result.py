@@ -1,6 +1,6 @@
 """The result of an analysis: one :class:`LayerCost` per op, totals, queries and exports.
 
-The JSON layout (``schema: "edgecnn.analysis/1"``) is documented field by
+The JSON layout (``schema: "edgecnn.analysis/2"``) is documented field by
 field in ``docs/analysis.md``; :meth:`Analysis.to_dict` is its single source.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "edgecnn.analysis/1"
+SCHEMA = "edgecnn.analysis/2"
 
 CONVENTIONS = (
     "MACs = multiply-accumulates of conv, transposed conv (per input pixel), linear and matmul, bias excluded; "
@@ -45,8 +45,9 @@ class LayerCost:
     rf_size: tuple[float, ...] | None = None  # receptive field R per spatial axis (input pixels)
     rf_jump: tuple[float, ...] | None = None  # effective stride J per spatial axis
     rf_start: tuple[float, ...] | None = None  # centre of the first output's field, input pixel coordinates
-    rf_whole: bool | None = None  # every output sees the whole input (global pooling, SE gate, flatten→linear)
+    rf_whole: bool | None = None  # the conv path sees the whole input (global pooling, flatten→linear)
     note: str = ""  # how it was counted when not by a rule ("run on meta", "second call", ...)
+    rf_global: bool | None = None  # the output also depends on global context (SE gate, attention, pooling)
 
     @property
     def flops(self) -> int:
@@ -54,14 +55,15 @@ class LayerCost:
         return 2 * self.macs
 
     def rf_label(self) -> str:
-        """``"11×11 J4"``, ``"whole"`` or ``""`` without a receptive field."""
+        """``"11×11 J4"``, ``"51×51 J8 +global"`` (conv-path field, and global context reaches the output),
+        ``"whole"`` or ``""`` without a receptive field."""
         if self.rf_whole:
             return "whole"
         if self.rf_size is None:
             return ""
         size = "×".join(f"{r:g}" for r in self.rf_size)
         jump = "×".join(f"{j:g}" for j in dict.fromkeys(self.rf_jump or ()))
-        return f"{size} J{jump}"
+        return f"{size} J{jump}" + (" +global" if self.rf_global else "")
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,13 @@ class Analysis:
     model: str  # class name of the analysed module (and its arch string for an EdgeNet)
     input_shapes: list[tuple[int, ...]]  # shapes of the inputs it was analysed with (batch included)
     layers: list[LayerCost]  # one row per op, in execution order
-    mode: str  # "fx" (one traced pass on meta tensors) or "hooks" (the fallback; see notes)
+    mode: str  # "fx" (one traced pass on meta tensors) or "hooks" (the fallback; see fallback_reason)
     unused_params: int = 0  # parameters of the model that no op used (dead modules); not in totals
     notes: list[str] = field(default_factory=list)  # what could not be counted exactly, and why
     conventions: str = CONVENTIONS  # the counting rules, for whoever reads the export
+    fallback_reason: str = ""  # mode "hooks": why fx could not trace the model (one line); "" in mode "fx"
+    unreached: list[str] = field(default_factory=list)  # mode "hooks": modules with parameters the run never
+    # called (a branch not taken); their parameters are in unused_params, not in the totals
 
     def __iter__(self) -> Iterator[LayerCost]:
         return iter(self.layers)
@@ -158,6 +163,13 @@ class Analysis:
             raise ValueError(f"depth must be at least 1, got {depth}")
         return {".".join(r.module.split(".")[:depth]) or "(root)": r for r in self.layers}
 
+    def fallback_line(self) -> str:
+        """One line stating the forward-hooks fallback and what it loses; ``""`` in mode fx."""
+        if self.mode == "fx":
+            return ""
+        return (f"Forward-hooks fallback ({self.fallback_reason or 'fx failed'}): no receptive "
+                "fields; functional ops' other ops and shapes not counted.")  # fmt: skip
+
     def output_rf(self) -> LayerCost | None:
         """The last row that carries a receptive field (the network's output field)."""
         return next((r for r in reversed(self.layers) if r.rf_size is not None or r.rf_whole), None)
@@ -165,19 +177,21 @@ class Analysis:
     # ------------------------------------------------------------ exports
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready form (schema ``edgecnn.analysis/1``, see docs/analysis.md)."""
+        """The JSON-ready form (schema ``edgecnn.analysis/2``, see docs/analysis.md)."""
         t = self.total()
         layers = []
         for r in self.layers:
             d = asdict(r)
             d["out_shape"] = list(r.out_shape) if r.out_shape is not None else None
-            rf = {k[3:]: d.pop(k) for k in ("rf_size", "rf_jump", "rf_start", "rf_whole")}
+            rf = {k[3:]: d.pop(k) for k in ("rf_size", "rf_jump", "rf_start", "rf_whole", "rf_global")}
             d["rf"] = None if rf["size"] is None and not rf["whole"] else {k: (list(v) if isinstance(v, tuple) else v) for k, v in rf.items()}
             layers.append(d)
         return {
             "schema": SCHEMA,
             "model": self.model,
             "mode": self.mode,
+            "fallback_reason": self.fallback_reason,
+            "unreached": list(self.unreached),
             "input_shapes": [list(s) for s in self.input_shapes],
             "conventions": self.conventions,
             "totals": {
@@ -210,7 +224,7 @@ class Analysis:
         lines = [
             f"# Analysis of {self.model}",
             "",
-            f"Input {shapes}; mode `{self.mode}`.",
+            f"Input {shapes}; mode `{self.mode}`." + (f" {self.fallback_line()}" if self.mode != "fx" else ""),
             "",
             f"> {self.conventions}",
             "",

@@ -40,8 +40,10 @@ class RF:
     size: tuple[Num, ...]  # R: input pixels one output sees along each axis (the input's extent when whole)
     jump: tuple[Num, ...]  # J: input pixels between two neighbouring outputs (effective stride)
     start: tuple[Num, ...]  # centre of the first output's field, input pixel coordinates
-    whole: bool = False  # every output sees the whole input (global pooling, SE gate, flatten→linear)
+    whole: bool = False  # the conv path itself sees the whole input (global pooling, flatten→linear, a 1×1 map)
     note: str = ""  # approximations made on the way ("" when exact)
+    global_context: bool = False  # the output also depends on global context outside ``size`` (an SE gate,
+    # attention, a broadcast pooled feature): the field above is the conv path's; True whenever ``whole``
 
     @property
     def area(self) -> Num:
@@ -60,12 +62,13 @@ class RF:
         return tuple(out)
 
     def label(self) -> str:
-        """Short text for tables: ``"11×11 J4"`` or ``"whole input"``."""
+        """Short text for tables: ``"11×11 J4"``, ``"51×51 J8 +global"`` (conv path + global context) or
+        ``"whole input"``."""
         if self.whole:
             return "whole input"
         size = "×".join(fmt_num(r) for r in self.size)
         jump = "×".join(fmt_num(j) for j in dict.fromkeys(self.jump))
-        return f"{size} J{jump}"
+        return f"{size} J{jump}" + (" +global" if self.global_context else "")
 
 
 def identity_rf(ndim: int) -> RF:
@@ -74,7 +77,8 @@ def identity_rf(ndim: int) -> RF:
 
 
 def whole_rf(extent: Sequence[int], note: str = "") -> RF:
-    return RF(tuple(extent), tuple(extent), tuple(as_num(Fraction(e - 1, 2)) for e in extent), True, note)
+    """The field of an output that sees the whole input of ``extent`` pixels per axis (global pooling)."""
+    return RF(tuple(extent), tuple(extent), tuple(as_num(Fraction(e - 1, 2)) for e in extent), True, note, True)
 
 
 def add_note(rf: RF, note: str) -> RF:
@@ -95,7 +99,7 @@ def conv_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Seq
         jump.append(as_num(j * s))
         half = (k - 1) * d // 2 if (k - 1) * d % 2 == 0 else Fraction((k - 1) * d, 2)
         start.append(as_num(c + (half - p) * j))
-    return replace(rf, size=tuple(size), jump=tuple(jump), start=tuple(start))
+    return RF(tuple(size), tuple(jump), tuple(start), False, rf.note, rf.global_context)
 
 
 def conv_transpose_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
@@ -112,23 +116,36 @@ def conv_transpose_rule(rf: RF, kernel: Sequence[int], stride: Sequence[int], pa
 
 
 def merge(rfs: Sequence[RF]) -> RF:
-    """Branches meeting (add, mul, cat): the union of the first outputs' intervals; whole wins."""
-    if not rfs:
-        raise ValueError("merge needs at least one receptive field")
-    for rf in rfs:
-        if rf.whole:
-            return rf
+    """Branches meeting (add, mul, cat): the union of the first outputs' intervals.
+
+    A branch that sees the whole input (an SE gate ``x · σ(fc(pool(x)))``, attention weights, a broadcast
+    pooled feature) does not widen the union: the result is the union of the other, spatial branches with
+    ``global_context=True``. Only when every branch is whole is the result whole.
+    """
     if len(rfs) == 1:
         return rfs[0]
+    if not rfs:
+        raise ValueError("merge needs at least one receptive field")
+    spatial = [rf for rf in rfs if not rf.whole]
+    if not spatial:
+        return rfs[0]
+    context = len(spatial) < len(rfs) or any(rf.global_context for rf in spatial)
+    if len(spatial) == 1:
+        rf = spatial[0]
+        notes = {n for r in rfs for n in r.note.split("; ") if n}
+        return replace(rf, global_context=context, note="; ".join(sorted(notes)))
+    rfs = spatial
     size, jump, start = [], [], []
     notes = {n for rf in rfs for n in rf.note.split("; ") if n}
     for axis in range(len(rfs[0].size)):
-        lo = min(rf.start[axis] - Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
-        hi = max(rf.start[axis] + Fraction(rf.size[axis] - 1) / 2 for rf in rfs)
+        # in half pixels (2·lo, 2·hi): integers for integer fields, so no Fraction arithmetic in the common case
+        lo2 = min(2 * rf.start[axis] - (rf.size[axis] - 1) for rf in rfs)
+        hi2 = max(2 * rf.start[axis] + (rf.size[axis] - 1) for rf in rfs)
         jumps = {rf.jump[axis] for rf in rfs}
         if len(jumps) > 1:
             notes.add("branches with different jumps merged (largest kept)")
-        size.append(as_num(hi - lo + 1))
+        width, centre4 = hi2 - lo2, lo2 + hi2
+        size.append(width // 2 + 1 if type(width) is int and width % 2 == 0 else as_num(Fraction(width, 2) + 1))
         jump.append(max(jumps))
-        start.append(as_num((lo + hi) / 2))
-    return RF(tuple(size), tuple(jump), tuple(start), False, "; ".join(sorted(notes)))
+        start.append(centre4 // 4 if type(centre4) is int and centre4 % 4 == 0 else as_num(Fraction(centre4, 4)))
+    return RF(tuple(size), tuple(jump), tuple(start), False, "; ".join(sorted(notes)), context)

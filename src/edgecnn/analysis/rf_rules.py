@@ -16,8 +16,12 @@ Rules beyond plain convs and pools, one function each below:
   projection or an Inception-style concat;
 * global pooling, a reduction over the spatial axes, a flatten of a map larger
   than 1×1, or a Linear over a spatial axis make the field the *whole input*
-  (``whole=True``, size = the input's extent), and so does everything that
-  merges with such a tensor -- an SE gate ``x * gate(pool(x))`` included;
+  (``whole=True``, size = the input's extent); a branch merge where some
+  inputs are whole and others are not -- an SE gate ``x * gate(pool(x))``,
+  attention weights, a broadcast pooled feature -- keeps the union of the
+  spatial inputs' fields (the *conv path*) and sets ``global_context=True``:
+  the output also depends on the whole image, but the field of the
+  convolutions is not widened by it (:func:`~edgecnn.analysis.rf_math.merge`);
 * a transposed conv (stride s) divides the jump: ``J_l = J_{l-1}/s``,
   ``R_l = R_{l-1} + (k-1)·d·J_{l-1}/s``, ``start_l = start_{l-1} +
   (p - (k-1)/2·d)·J_{l-1}/s``. The interval is then a continuous hull (sizes
@@ -46,6 +50,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from edgecnn.analysis.rf_math import RF, add_note, as_num, conv_rule, conv_transpose_rule, merge, whole_rf
+from edgecnn.graph import Graph
 
 
 @dataclass(frozen=True)
@@ -53,12 +58,14 @@ class Op:
     """What a rule may look at for one fx node (built by :func:`edgecnn.analysis.receptive.receptive_fields`)."""
 
     node: fx.Node
-    gm: fx.GraphModule  # the graph's owner, to resolve weights of functional convs
+    gm: Graph  # the traced graph (its nodes carry shapes; resolves weights of functional convs)
     module: nn.Module | None  # the called module (call_module nodes)
     ndim: int  # spatial axes of the network input
     extent: tuple[int, ...]  # spatial size of the network input
     in_spatial: tuple[int, ...] | None  # spatial size of the first tensor input (None when flat)
     out_spatial: tuple[int, ...] | None  # spatial size of the output (None when flat)
+    in_axes: tuple[int, ...] | None = None  # tensor axes of the first input that hold the spatial axes, in order
+    # (the trailing ones, unless a permute moved them: (1, 2) for an NHWC tensor); None when flat
 
 
 def _tuple(v: object, n: int) -> tuple[int, ...]:
@@ -89,7 +96,7 @@ def _conv_geometry(op: Op, k: object, s: object, p: object, d: object) -> tuple[
 Rule = Callable[[Op, list[RF]], RF]
 
 
-def _generic(op: Op, ins: list[RF]) -> RF:
+def generic_rule(op: Op, ins: list[RF]) -> RF:
     """Pointwise when the spatial shape is kept; a spatial reduction/flatten otherwise."""
     rf = merge(ins)
     if rf.whole or op.out_spatial == op.in_spatial:
@@ -136,7 +143,7 @@ def _adaptive_pool(op: Op, ins: list[RF]) -> RF:
     """Whole input unless every axis keeps its size or is divided evenly (then a plain k = s = in/out pool)."""
     rf = ins[0]
     if rf.whole or op.in_spatial is None or op.out_spatial is None:
-        return _generic(op, ins)
+        return generic_rule(op, ins)
     if op.in_spatial == op.out_spatial:
         return rf
     if any(i % o for i, o in zip(op.in_spatial, op.out_spatial)) or all(o == 1 for o in op.out_spatial):
@@ -148,8 +155,9 @@ def _adaptive_pool(op: Op, ins: list[RF]) -> RF:
 
 def _linear(op: Op, ins: list[RF]) -> RF:
     rf = ins[0]
-    if not rf.whole and op.in_spatial is not None and op.in_spatial[-1] > 1:
-        return whole_rf(op.extent, note="Linear over the last spatial axis")
+    rank = len(op.node.all_input_nodes[0].meta["tensor_meta"].shape) if op.in_axes else 0
+    if not rf.whole and op.in_axes and op.in_spatial and rank - 1 in op.in_axes and op.in_spatial[-1] > 1:
+        return whole_rf(op.extent, note="Linear over a spatial axis")
     return rf
 
 
@@ -157,7 +165,7 @@ def _upsample(op: Op, ins: list[RF], mode: str) -> RF:
     """Nearest: ``J /= f``; (bi)linear adds one input tap per axis (two taps, half-pixel centres)."""
     rf = ins[0]
     if rf.whole or op.in_spatial is None or op.out_spatial is None:
-        return _generic(op, ins)
+        return generic_rule(op, ins)
     taps = {"nearest": 1, "nearest-exact": 1, "linear": 2, "bilinear": 2, "trilinear": 2, "bicubic": 4}.get(mode)
     if taps is None:
         return whole_rf(op.extent, note=f"interpolation mode {mode!r} unknown")
@@ -201,7 +209,7 @@ def _getitem(op: Op, ins: list[RF]) -> RF:
         return rf  # an element of a tuple output (split, max_pool with indices): same field
     items = index if isinstance(index, tuple) else (index,)
     if any(i is None or isinstance(i, (int, fx.Node)) for i in items) or items.count(Ellipsis) > 1:
-        return _generic(op, ins)
+        return generic_rule(op, ins)
     rank = len(src.meta["tensor_meta"].shape)
     if Ellipsis in items:
         e = items.index(Ellipsis)
@@ -209,7 +217,7 @@ def _getitem(op: Op, ins: list[RF]) -> RF:
     items = items + (slice(None),) * (rank - len(items))
     start, jump = list(rf.start), list(rf.jump)
     for axis in range(op.ndim):
-        sl = items[rank - op.ndim + axis]
+        sl = items[op.in_axes[axis] if op.in_axes else rank - op.ndim + axis]
         n = op.in_spatial[axis] if op.in_spatial else 1
         a, _, step = sl.indices(n)
         start[axis] = as_num(start[axis] + a * jump[axis])
@@ -236,9 +244,7 @@ def _weight_shape(op: Op, w: object) -> tuple[int, ...]:
     if isinstance(meta, TensorMetadata):
         return tuple(int(s) for s in meta.shape)
     if isinstance(w, fx.Node) and w.op == "get_attr":  # a parameter the shape pass did not record
-        obj: object = getattr(op.gm, "root", op.gm)
-        for part in str(w.target).split("."):
-            obj = getattr(obj, part)
+        obj = op.gm.attr(w)
         if isinstance(obj, torch.Tensor):
             return tuple(obj.shape)
     raise ValueError("functional conv whose weight shape is unknown; trace with example inputs")
@@ -294,10 +300,19 @@ FUNCTION_RULES: dict[object, Rule] = {
 
 
 def rule_for(node: fx.Node, module: nn.Module | None) -> Rule:
-    """The rule for ``node``: by module type (first match), else by function, else :func:`_generic`."""
+    """The rule for ``node``: by module type (first match), else by function, else :func:`generic_rule`."""
     if module is not None:
-        for types, rule in MODULE_RULES:
-            if isinstance(module, types):
-                return rule
-        return _generic
-    return FUNCTION_RULES.get(node.target, _generic)
+        return _module_rule(type(module))
+    return FUNCTION_RULES.get(node.target, generic_rule)
+
+
+def _module_rule(module_type: type) -> Rule:
+    rule = _RULE_OF_TYPE.get(module_type)
+    if rule is None:
+        rule = next((r for types, r in MODULE_RULES if issubclass(module_type, types)), generic_rule)
+        if len(_RULE_OF_TYPE) < 4096:  # a cache of the first match by type (MODULE_RULES is extended at import)
+            _RULE_OF_TYPE[module_type] = rule
+    return rule
+
+
+_RULE_OF_TYPE: dict[type, Rule] = {}

@@ -1,22 +1,22 @@
 """One traced pass over any ``nn.Module``: per-op shapes, params, MACs, activations, receptive fields.
 
-How (SPEC §3): ``torch.fx`` traces the module symbolically — modules from
-``torch.nn`` (and any ``leaf_modules`` types given) stay whole, everything
-else is traced through, so functional calls (``F.conv2d``, ``@``,
-``F.interpolate``), bare ``nn.Parameter``s (``get_attr`` nodes) and a module
-called twice (two nodes) are all seen. Shapes then flow through the graph as
-*meta* tensors: each call node's output and cost come from
+How (SPEC §3): the model is traced once by :func:`edgecnn.graph.trace_graph`
+(``torch.fx``, ``torch.nn`` layers and any ``leaf_modules`` types kept whole,
+everything else traced through) and its nodes evaluated on *meta* tensors by
+an evaluator that, on the way, costs each node with
 :func:`edgecnn.analysis.node_cost.cost_node` (the shape maths of the cost
 table in :mod:`edgecnn.analysis.handlers`, no kernel run; ops without a rule
-run on meta tensors under ``FlopCounterMode``). This file owns the tracer,
-the walk over the graph that turns nodes into :class:`LayerCost` rows
+run on meta tensors under ``FlopCounterMode``). This file owns that
+evaluator, the walk that turns the costed nodes into :class:`LayerCost` rows
 (names, parameters counted once, receptive-field columns from
-:func:`edgecnn.analysis.receptive.receptive_fields` on the same graph) and
-the entry point :func:`analyze`. Weights are never read or copied.
+:func:`edgecnn.analysis.receptive.receptive_fields` on the same graph), the
+entry point :func:`analyze` and :func:`shape_graph` (the graph with shapes,
+no costs, for planners). Weights are never read or copied.
 
 When fx cannot trace the module (e.g. Python control flow on tensor values),
-:func:`analyze` falls back to one real forward pass with hooks:
-:mod:`edgecnn.analysis.hooks`.
+:func:`analyze` falls back to one real forward pass with hooks
+(:mod:`edgecnn.analysis.hooks`) and says so: ``Analysis.mode == "hooks"``
+and ``Analysis.fallback_reason``.
 """
 from __future__ import annotations
 
@@ -25,125 +25,11 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import TensorMetadata
-from torch.fx.proxy import Proxy
 
 from edgecnn.analysis.hooks import analyze_hooks
-from edgecnn.analysis.node_cost import activation, cost_node, tensors, to_meta
+from edgecnn.analysis.node_cost import activation, cost_node, shape_value, tensors
 from edgecnn.analysis.result import Analysis, LayerCost, model_label
-
-try:  # defers code generation until someone calls the module; analysis never does
-    from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
-except ImportError:  # pragma: no cover - older torch
-    _GraphModule = fx.GraphModule
-
-_PLAIN = (int, float, bool, str, type(None))
-
-
-class CostTracer(fx.Tracer):
-    """fx tracer with ``torch.nn`` layers (and ``leaf_modules`` types) as leaves.
-
-    Tracing is the largest part of an analysis, so two hot paths are lean:
-    ``create_arg`` short-cuts the argument types a CNN passes (proxies,
-    numbers, tuples), and ``call_module`` keeps a plain stack of module paths
-    instead of fx's ``nn_module_stack`` (an ordered dict copied into every
-    node); each node gets ``meta["scope"]``, the path of the innermost module
-    whose forward created it.
-    """
-
-    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = ()) -> None:
-        super().__init__()
-        self.leaf_types = tuple(leaf_modules)
-        self.scopes: list[str] = []  # module paths of the forwards being traced, outermost first
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if self.leaf_types and isinstance(m, self.leaf_types):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
-
-    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        path = self.path_of_module(m)
-        self.scopes.append(path)
-        try:
-            if self.is_leaf_module(m, path):
-                return self.create_proxy("call_module", path, args, kwargs)
-            return forward(*args, **kwargs)
-        finally:
-            self.scopes.pop()
-
-    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
-        node = super().create_node(*args, **kwargs)
-        if self.scopes:
-            node.meta["scope"] = self.scopes[-1]
-        return node
-
-    def create_arg(self, a: Any) -> Any:
-        t = type(a)
-        if t is Proxy:
-            return a.node
-        if t in _PLAIN:
-            return a
-        if t is tuple:
-            return tuple(self.create_arg(e) for e in a)
-        return super().create_arg(a)
-
-
-class Traced:
-    """A traced graph and the module it came from: what :func:`receptive_fields` and the cost pass read.
-
-    Duck-types the two things they use of an ``fx.GraphModule`` (``graph``,
-    ``get_submodule``) without its construction, which copies every
-    submodule and generates Python code (a tenth of an analysis);
-    :meth:`graph_module` builds the real one on request.
-    """
-
-    def __init__(self, root: nn.Module, graph: fx.Graph) -> None:
-        self.root = root  # the traced module (fx may have stored constant tensors on it)
-        self.graph = graph  # the fx graph; nodes carry meta["tensor_meta"] after the cost pass
-        self.modules = dict(root.named_modules())  # path -> module (Module.get_submodule walks each time)
-        self.added: dict[str, Any] = {}  # attributes fx set on root while tracing (constant tensors)
-
-    def get_submodule(self, target: str) -> nn.Module:
-        module = self.modules.get(target)
-        return module if module is not None else self.root.get_submodule(target)
-
-    def graph_module(self) -> fx.GraphModule:
-        """A runnable ``fx.GraphModule`` of the graph."""
-        return _GraphModule(self.root, self.graph, type(self.root).__name__)
-
-
-def trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> Traced:
-    """Symbolically trace ``model`` (no shapes yet)."""
-    tracer = CostTracer(leaf_modules)
-    before = set(vars(model))
-    graph = tracer.trace(model)
-    traced = Traced(tracer.root, graph)
-    # fx stores tensors created in forward (constants) on the module itself; remember them to undo it
-    traced.added = {k: v for k, v in vars(model).items() if k not in before}
-    return traced
-
-
-# ---------------------------------------------------------------- the fx pass
-
-
-def _map(a: Any, env: dict[fx.Node, Any]) -> Any:
-    t = type(a)
-    if t is fx.Node:
-        return env[a]
-    if t is tuple or t is list:
-        return t(_map(e, env) for e in a)
-    if t is dict:
-        return {k: _map(v, env) for k, v in a.items()}
-    if t is slice:
-        return slice(_map(a.start, env), _map(a.stop, env), _map(a.step, env))
-    return a
-
-
-def _fetch(root: nn.Module, target: str) -> Any:
-    obj: Any = root
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
+from edgecnn.graph import Graph, GraphError, gc_paused, trace_graph
 
 
 def _fn_name(target: Any) -> str:
@@ -155,64 +41,43 @@ def _qualname(target: Any) -> str:
     return f"{mod}.{_fn_name(target)}" if mod else _fn_name(target)
 
 
-def _scope(node: fx.Node) -> str:
-    return node.meta.get("scope", "")
-
-
-def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
-    # what ShapeProp would store; receptive_fields reads .shape
-    return TensorMetadata(t.shape, t.dtype, False, (), None, False, {})
-
-
 def analyze_fx(
     model: nn.Module,
     inputs: Sequence[torch.Tensor],
     *,
     leaf_modules: Sequence[type[nn.Module]] = (),
     receptive_fields: bool = True,
-) -> tuple[Analysis, Traced]:
-    """The fx pass (raises when tracing or meta propagation fails; :func:`analyze` then falls back)."""
-    gm = trace(model, leaf_modules)
-    modules = gm.modules
-    env: dict[fx.Node, Any] = {}
+) -> tuple[Analysis, Graph]:
+    """The fx pass: one :func:`edgecnn.graph.trace_graph` whose evaluator costs each node on the way.
+
+    Raises :class:`edgecnn.graph.GraphError` when fx cannot trace the model; :func:`analyze` then falls back.
+    """
+    costs: dict[fx.Node, tuple[Any, str]] = {}
+
+    def evaluate(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        value, cost, note = cost_node(node, module, args, kwargs)
+        costs[node] = (cost, note)
+        return value
+
+    g = trace_graph(model, inputs, leaf_modules=leaf_modules, evaluate=evaluate)
+    modules = g.modules
+    values = g.values
     counted: set[int] = set()
     calls: dict[str, int] = {}
     rows: list[LayerCost] = []
     row_of: dict[str, LayerCost] = {}
-    placeholders = iter(inputs)
-    for node in gm.graph.nodes:
-        op = node.op
-        if op == "placeholder":
-            try:
-                value = to_meta(next(placeholders))
-            except StopIteration:
-                raise ValueError(f"the model takes more inputs than the {len(inputs)} given") from None
-            env[node] = value
-            if isinstance(value, torch.Tensor):
-                node.meta["tensor_meta"] = _tensor_meta(value)
-            continue
-        if op == "get_attr":
-            value = to_meta(_fetch(gm.root, node.target))
-            env[node] = value
-            if isinstance(value, torch.Tensor):
-                node.meta["tensor_meta"] = _tensor_meta(value)
-            continue
-        if op == "output":
-            continue
-        args, kwargs = _map(node.args, env), _map(node.kwargs, env)
-        module = modules[node.target] if op == "call_module" else None
-        value, cost, note = cost_node(node, module, args, kwargs)
-        env[node] = value
-        outs = tensors(value)
+    for node, (cost, note) in costs.items():
+        outs = tensors(values[node])
         if not outs:
             continue  # x.size(), shape arithmetic: not a layer
-        node.meta["tensor_meta"] = _tensor_meta(outs[0])
+        op = node.op
+        module = modules[node.target] if op == "call_module" else None
         # parameters: a module's own, or bare ones read through get_attr; each counted once
         params = 0
         if module is not None:  # a leaf without children (nearly all) needs no recursive walk
             owned = module.parameters() if module._modules else module._parameters.values()
         else:
-            owned = (_fetch(gm.root, a.target) for a in node.all_input_nodes if a.op == "get_attr")
+            owned = (g.attr(a) for a in node.all_input_nodes if a.op == "get_attr")
         for p in owned:
             if isinstance(p, nn.Parameter) and id(p) not in counted:
                 counted.add(id(p))
@@ -223,7 +88,7 @@ def analyze_fx(
             if n > 1:
                 name, note = f"{node.target}#{n}", note or f"call {n} of the module (its parameters counted once)"
         else:
-            scope = _scope(node)
+            scope = node.meta.get("scope", "")
             label = node.target if op == "call_method" else _fn_name(node.target)
             target = f"Tensor.{node.target}" if op == "call_method" else _qualname(node.target)
             name = f"{scope}.{node.name}" if scope else node.name
@@ -240,20 +105,18 @@ def analyze_fx(
                 unused += p.numel()
     analysis = Analysis(model_label(model), [tuple(t.shape) for t in inputs], rows, "fx", unused)
     if receptive_fields:
-        _add_receptive_fields(gm, row_of, analysis)
-    for key in gm.added:  # leave the user's module as it was
-        model.__dict__.pop(key, None)
-    return analysis, gm
+        _add_receptive_fields(g, row_of, analysis)
+    return analysis, g
 
 
-def _add_receptive_fields(gm: Traced, row_of: dict[str, LayerCost], analysis: Analysis) -> None:
+def _add_receptive_fields(g: Graph, row_of: dict[str, LayerCost], analysis: Analysis) -> None:
     try:
         from edgecnn.analysis.receptive import receptive_fields
     except ImportError:  # the receptive-field module is optional
         analysis.notes.append("receptive fields not available (edgecnn.analysis.receptive missing)")
         return
     try:
-        rfs = receptive_fields(gm)  # type: ignore[arg-type]  # reads .graph and .get_submodule only
+        rfs = receptive_fields(g)
     except ValueError as exc:  # e.g. an input without spatial axes
         analysis.notes.append(f"receptive fields not computed: {exc}")
         return
@@ -262,14 +125,16 @@ def _add_receptive_fields(gm: Traced, row_of: dict[str, LayerCost], analysis: An
         if row is None:
             continue
         row.rf_size, row.rf_jump, row.rf_start = _plain(rf.size), _plain(rf.jump), _plain(rf.start)
-        row.rf_whole = bool(rf.whole)
+        row.rf_whole, row.rf_global = bool(rf.whole), bool(rf.global_context or rf.whole)
         if rf.note and rf.note not in row.note:
             row.note = f"{row.note}; RF: {rf.note}" if row.note else f"RF: {rf.note}"
 
 
-def _plain(values: Sequence[Any]) -> tuple[float, ...]:
+def _plain(values: tuple[Any, ...]) -> tuple[float, ...]:
     # receptive fields may be Fractions (transposed convs, upsampling); rows hold JSON-ready numbers
-    return tuple(int(v) if v == int(v) else float(v) for v in values)
+    if all(type(v) is int for v in values):
+        return values
+    return tuple(v if type(v) is int else int(v) if v.denominator == 1 else float(v) for v in values)
 
 
 # ---------------------------------------------------------------- entry point
@@ -290,8 +155,29 @@ def _inputs(model: nn.Module, input_size: Sequence[int] | None, inputs: Any, bat
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     p = next(model.parameters(), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    device = p.device if p is not None else None  # the hooks fallback runs the model where it lives
-    return [torch.zeros((batch_size, *size), dtype=dtype, device=device)]
+    return [torch.empty((batch_size, *size), dtype=dtype, device="meta")]  # shapes only; see _real
+
+
+def shape_graph(
+    model: nn.Module,
+    input_size: Sequence[int] | None = None,
+    *,
+    inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    batch_size: int = 1,
+    leaf_modules: Sequence[type[nn.Module]] = (),
+) -> Graph:
+    """``model``'s :class:`edgecnn.graph.Graph` with meta shapes for an input of ``input_size`` = (C, H, W), without
+    a cost analysis: what a planner needs for per-layer shapes (``g.io_shapes(node)``). Raises
+    :class:`edgecnn.graph.GraphError` when fx cannot trace the model."""
+    xs = _inputs(model, input_size, inputs, batch_size)
+    return trace_graph(model, xs, leaf_modules=leaf_modules, evaluate=shape_value)
+
+
+def _real(model: nn.Module, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Zero inputs the hooks fallback can run, on the model's device, for meta inputs made from an input size."""
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else None
+    return [torch.zeros(x.shape, dtype=x.dtype, device=device) if x.device.type == "meta" else x for x in xs]
 
 
 def analyze(
@@ -308,7 +194,7 @@ def analyze(
 
     ``mode``: ``"fx"`` (one traced pass on meta tensors; raises when fx
     cannot trace), ``"hooks"`` (the fallback, runs the model), ``"auto"``
-    (fx, else hooks, with the reason in ``notes``). ``leaf_modules``: module
+    (fx, else hooks, with the reason in ``fallback_reason``: never silent). ``leaf_modules``: module
     types to keep whole instead of tracing through (they are costed by their
     rule, or on meta tensors under FlopCounterMode). ``receptive_fields=False``
     skips the receptive-field columns (a fifth of the time).
@@ -319,21 +205,23 @@ def analyze(
         raise ValueError(f"mode must be 'auto', 'fx' or 'hooks', got {mode!r}")
     xs = _inputs(model, input_size, inputs, batch_size)
     if mode == "hooks":
-        return analyze_hooks(model, xs, leaf_modules=leaf_modules)
+        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
+        analysis.fallback_reason = "mode 'hooks' asked for"
+        return analysis
     try:
-        return analyze_fx(model, xs, leaf_modules=leaf_modules, receptive_fields=receptive_fields)[0]
-    except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError from meta kernels)
+        with gc_paused():
+            return analyze_fx(model, xs, leaf_modules=leaf_modules, receptive_fields=receptive_fields)[0]
+    except GraphError as exc:
         if mode == "fx":
             raise
-        first = _first_line(exc)
+        first = exc.reason
     try:
-        analysis = analyze_hooks(model, xs, leaf_modules=leaf_modules)
+        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
     except Exception as exc:  # the model does not run on this input either: a user error, say both reasons
         shapes = ", ".join("×".join(map(str, t.shape)) for t in xs)
         raise ValueError(f"the model cannot run on an input of {shapes}: {_first_line(exc)} "
                          f"(fx pass: {first}); check the input size and channels") from exc  # fmt: skip
-    analysis.notes.insert(0, f"fx could not analyse the model ({first}); used forward hooks: no receptive "
-                             "fields, functional ops' other ops and shapes not counted")  # fmt: skip
+    analysis.fallback_reason = first
     return analysis
 
 

@@ -126,6 +126,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     t = analysis.total()
     console.print(f"MACs {t.macs:,} ({human(t.macs)}), FLOPs {t.flops:,} (= 2·MACs), params {t.params:,}, "
                   f"other ops {t.other_ops:,}, activations {human(t.activation_bytes, 'B')}")  # fmt: skip
+    if analysis.mode != "fx":
+        console.print(f"[yellow]{analysis.fallback_line()}", highlight=False)
     for note in analysis.notes:
         console.print(f"note: {note}")
     if args.json:

@@ -17,8 +17,13 @@ The package will own, one file each:
   space with weight transfer (:func:`inner_importance`,
   :func:`plan_prune_inner`, :func:`prune_inner`). *Here.*
 - ``separable`` — standard → depthwise separable replacement of chosen convs.
-- ``prune`` — structured channel pruning over coupled channel groups
-  (residual adds, depthwise groups, SE, concatenation).
+- :mod:`~edgecnn.compress.groups` — coupled channel groups of any traced
+  network (:func:`channel_groups`). *Here.*
+- :mod:`~edgecnn.compress.importance` — channel scores: L1/L2 of
+  BN-folded filters, BN |γ|, Taylor, random (:func:`importance`). *Here.*
+- :mod:`~edgecnn.compress.prune` — structured channel pruning over the
+  groups, to a channel / MACs / params target, in arch space for EdgeNets
+  (:func:`plan_prune`, :func:`prune`, :func:`zero_pruned_`). *Here.*
 - ``netadapt`` — NetAdapt (Yang et al. 2018): budgeted, layer-by-layer
   pruning with short fine-tunes, resumable.
 
@@ -27,6 +32,9 @@ weights lives in ``tests/test_compress_bn.py`` (a check, not a feature).
 Transforms return a new module; the ones whose name ends in ``_`` work in place.
 """
 
+from edgecnn.compress.groups import ChannelGraph, Group, Member, channel_groups
+from edgecnn.compress.importance import CRITERIA, importance
+from edgecnn.compress.prune import GroupPrune, GroupSkip, Pruned, PrunePlan, plan_prune, prune, zero_pruned_
 from edgecnn.compress.fold_bn import FoldPair, FoldPlan, SkippedBN, fold_bn, fold_bn_, plan_fold_bn
 from edgecnn.compress.lowrank import (
     budget_rank,
@@ -47,7 +55,20 @@ from edgecnn.compress.prune_inner import (
 from edgecnn.compress.recalibrate import Batches, recalibrate_bn, recalibrate_bn_
 
 __all__ = [
+    "CRITERIA",
     "Batches",
+    "ChannelGraph",
+    "Group",
+    "GroupPrune",
+    "GroupSkip",
+    "Member",
+    "PrunePlan",
+    "Pruned",
+    "channel_groups",
+    "importance",
+    "plan_prune",
+    "prune",
+    "zero_pruned_",
     "FoldPair",
     "FoldPlan",
     "InnerPrune",

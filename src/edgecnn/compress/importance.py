@@ -1,0 +1,155 @@
+"""Channel importance for structured pruning: one score per channel of each group, higher = keep (SPEC §5).
+
+A channel of a coupled group lives in several layers; its score sums over
+the layers that *produce* it (every conv / linear / depthwise filter of the
+group's "out" members). Criteria, selected by name or passed as a callable
+``(graph, model) -> {group index: scores}``:
+
+* ``"l1"`` / ``"l2"`` — the L1 (Li et al. 2017, "Pruning Filters for
+  Efficient ConvNets", §3.1) or L2 norm of the producing filters **after
+  folding the BatchNorm that follows them** (``W_j·|γ_j|/√(σ²_j+ε)``): a conv
+  followed by BN is invariant to the scale of its filters (SPEC §5), so the
+  raw norm says little; the folded filter is what runs at inference. The
+  BN is the one right after a conv / linear that feeds only it (what
+  :func:`edgecnn.compress.fold_bn.fold_bn` folds).
+* ``"bn_scale"`` — Network Slimming's ``|γ|`` (Liu et al. 2017), summed over
+  the group's BatchNorms; groups without a BN fall back to ``"l1"``.
+* ``"taylor"`` — first-order Taylor (Molchanov et al. 2019, "Importance
+  Estimation for Neural Network Pruning", eq. 8 on groups): per batch
+  ``(Σ_θ θ·∂L/∂θ)²`` over the channel's producing weights, biases and BN
+  parameters, summed over the batches given (``data``).
+* ``"random"`` — uniform scores from a seeded generator (the control).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from edgecnn.compress.groups import ChannelGraph, Group
+
+__all__ = ["CRITERIA", "Criterion", "importance"]
+
+Criterion = Callable[[ChannelGraph, nn.Module], Mapping[int, torch.Tensor]]
+CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random")
+
+
+def _per_index(t: torch.Tensor, dim: int, p: int) -> torch.Tensor:
+    """Sum of ``|t|^p`` over every dim but ``dim``: one number per index of ``dim``."""
+    t = t.detach().float().movedim(dim, 0)
+    return (t.abs() if p == 1 else t.pow(2)).reshape(t.shape[0], -1).sum(1)
+
+
+def _per_channel(g: Group, m: int, values: torch.Tensor) -> torch.Tensor:
+    """Per component of ``g``: the sum of ``values`` (indexed like member ``m``'s dim) over its indices."""
+    return values[g.indices(m)].sum(1)
+
+
+def _fold_scales(graph: ChannelGraph, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Layer path -> |γ|/√(σ²+ε) of the BN right after it (the pairs :func:`edgecnn.compress.fold_bn` folds)."""
+    out = {}
+    for layer, name in graph.folds.items():
+        bn = model.get_submodule(name)
+        if bn.running_var is None:
+            continue
+        gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
+        out[layer] = (gamma.abs() / torch.sqrt(bn.running_var + bn.eps)).float()
+    return out
+
+
+def _norm_scores(g: Group, model: nn.Module, scales: Mapping[str, torch.Tensor], p: int) -> torch.Tensor:
+    total = torch.zeros(g.width)
+    for m, member in enumerate(g.members):
+        if member.role != "out" or member.param != "weight":
+            continue
+        w = getattr(model.get_submodule(member.module), "weight")
+        values = _per_index(w, member.dim, p)
+        scale = scales.get(member.module)
+        if scale is not None:  # the folded filter: output channel j scaled by BN j's |γ|/σ
+            values = values * (scale if p == 1 else scale.pow(2))
+        total += _per_channel(g, m, values)
+    return total if p == 1 else total.sqrt()
+
+
+def _bn_scores(g: Group, model: nn.Module, scales: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    bns = [(m, member) for m, member in enumerate(g.members)
+           if member.param == "weight" and isinstance(model.get_submodule(member.module), _BatchNorm)]  # fmt: skip
+    if not bns:
+        return _norm_scores(g, model, scales, 1)
+    total = torch.zeros(g.width)
+    for m, member in bns:
+        total += _per_channel(g, m, model.get_submodule(member.module).weight.detach().abs().float())
+    return total
+
+
+def _taylor(graph: ChannelGraph, model: nn.Module, data: Iterable[Any], loss_fn: Callable[..., torch.Tensor]
+            ) -> dict[int, torch.Tensor]:  # fmt: skip
+    groups = graph.prunable
+    members: dict[tuple[str, str], torch.Tensor] = {}
+    for g in groups:
+        for member in g.members:
+            if member.role in ("out", "norm") and member.param in ("weight", "bias"):
+                t = getattr(model.get_submodule(member.module), member.param)
+                if isinstance(t, nn.Parameter):
+                    members[(member.module, member.param)] = t
+    params = list(members.values())
+    scores = {g.index: torch.zeros(g.width) for g in groups}
+    batches = 0
+    for batch in data:
+        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        out = model(x)
+        loss = loss_fn(out, y) if y is not None else loss_fn(out)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        prod = {k: (p.detach() * g).float() for (k, p), g in zip(members.items(), grads) if g is not None}
+        for g in groups:
+            s = torch.zeros(g.width)
+            for m, member in enumerate(g.members):
+                tp = prod.get((member.module, member.param))
+                if tp is not None and member.role in ("out", "norm"):
+                    t = tp.movedim(member.dim, 0)
+                    s += _per_channel(g, m, t.reshape(t.shape[0], -1).sum(1))
+            scores[g.index] += s.pow(2)
+        batches += 1
+    if batches == 0:
+        raise ValueError("the taylor criterion needs data: give a few batches, e.g. data=[(x, y)]")
+    return scores
+
+
+def importance(
+    graph: ChannelGraph,
+    model: nn.Module,
+    criterion: str | Criterion = "l1",
+    *,
+    data: Iterable[Any] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    seed: int = 0,
+) -> dict[int, torch.Tensor]:
+    """Per prunable group of ``graph``, one score per channel (component), higher = more important.
+
+    ``data`` (taylor only): batches ``(x, y)`` (or ``x``; then ``loss_fn``
+    takes the output alone); ``loss_fn`` defaults to cross-entropy.
+    """
+    if callable(criterion):
+        scores = dict(criterion(graph, model))
+        for g in graph.prunable:
+            if g.index not in scores or scores[g.index].numel() != g.width:
+                raise ValueError(f"the criterion must give {g.width} scores for group {g.index}")
+        return scores
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown importance criterion {criterion!r}; valid: {', '.join(CRITERIA)} or a callable")
+    if criterion == "taylor":
+        return _taylor(graph, model, data or [], loss_fn or F.cross_entropy)
+    if criterion == "random":
+        gen = torch.Generator().manual_seed(seed)
+        return {g.index: torch.rand(g.width, generator=gen) for g in graph.prunable}
+    scales = _fold_scales(graph, model)
+    if criterion == "bn_scale":
+        return {g.index: _bn_scores(g, model, scales) for g in graph.prunable}
+    p = 1 if criterion == "l1" else 2
+    return {g.index: _norm_scores(g, model, scales, p) for g in graph.prunable}
+
