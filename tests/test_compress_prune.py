@@ -263,3 +263,16 @@ def test_generic_module_result_and_bad_input() -> None:
         prune(NETS["concat"](), plan)
     with pytest.raises(ValueError, match="round_to"):
         channel_groups(model, (3, 32, 32), round_to=0)
+
+
+def test_folded_edgenet_is_pruned_as_a_module() -> None:
+    model = fold_bn(_randomize(zoo.create("mobilenet_v3_small_cifar", width=0.5)))
+    x = torch.randn(2, 3, 32, 32)
+    plan = plan_prune(model, (3, 32, 32), keep=0.5)
+    assert plan.arch is None and plan.free
+    result = prune(model, plan)
+    with torch.no_grad():
+        diff = (result.model(x) - zero_pruned_(copy.deepcopy(model), plan)(x)).abs().max().item()
+    assert diff < 1e-5
+    with pytest.raises(ValueError, match="arch_space=True"):
+        plan_prune(model, (3, 32, 32), keep=0.5, arch_space=True)

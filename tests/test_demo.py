@@ -40,4 +40,4 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
 
 def test_demo_rejects_bad_settings(capsys):
     assert main(["demo", "--epochs", "0"]) == 2
-    assert "epochs must be at least 1" in capsys.readouterr().err
+    assert "argument --epochs: must be a positive integer, got 0" in capsys.readouterr().err

@@ -319,7 +319,7 @@ def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     [
         (["train", "nosuchnet"], "unknown model 'nosuchnet'"),
         (["train", "conv_c8 gap fc", "--data", "/no/such/path"], "data path /no/such/path does not exist"),
-        (["train", "conv_c8 gap fc", "--optimizer", "sgd", "--lr", "-1"], "learning rate must be positive"),
+        (["train", "conv_c8 gap fc", "--optimizer", "sgd", "--lr", "-1"], "argument --lr: must be > 0, got -1"),
         (["eval", "/no/such.pt"], "checkpoint /no/such.pt does not exist"),
         (["train", "conv_c8 gap fc", "--resume", "--out", "/nonexistent-run"], "nothing to resume"),
     ],

@@ -220,8 +220,8 @@ class BlockSpec:
         return replace(self, **changes)
 
 
-def _token_name(field_name: str) -> str:
-    flags = [t for t, (f, _) in FLAGS.items() if f == field_name]
+def _token_name(field_name: str, kind: str | None = None) -> str:
+    flags = [t for t, (f, v) in FLAGS.items() if f == field_name and _flag_fits(kind, f, v)]
     if field_name == "act":
         return "activation"
     return "/".join(flags) if flags else field_name
@@ -310,8 +310,13 @@ def _parse_block(text: str, *, offset: int = 0, index: int = 0) -> BlockSpec:
         raise ValueError(f"{exc} {where}") from None
 
 
-def _valid_tokens(info: KindInfo) -> str:
-    return ", ".join(sorted({_token_name(k) for k in info.keys})) or "no tokens"
+def _flag_fits(kind: str | None, field_name: str, value: Any) -> bool:
+    """Whether a flag setting ``field_name`` to ``value`` is valid for ``kind`` (None: for some kind)."""
+    return kind is None or field_name != "skip" or value in _SKIP_VALUES.get(kind, ())
+
+
+def _valid_tokens(info: KindInfo, kind: str) -> str:
+    return ", ".join(sorted({_token_name(k, kind) for k in info.keys})) or "no tokens"
 
 
 def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, Any]:
@@ -319,8 +324,8 @@ def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, A
         raise ValueError("empty token (double '_') " + here.removeprefix("token '' "))
     if tok in FLAGS:
         field_name, value = FLAGS[tok]
-        if field_name not in info.keys or (field_name == "skip" and value not in _SKIP_VALUES.get(kind, ())):
-            raise ValueError(f"{kind!r} takes no flag {tok!r}: {here}; valid: {_valid_tokens(info)}")
+        if field_name not in info.keys or not _flag_fits(kind, field_name, value):
+            raise ValueError(f"{kind!r} takes no flag {tok!r}: {here}; valid: {_valid_tokens(info, kind)}")
         return field_name, value
     if tok in ACTIVATIONS:
         if "act" not in info.keys:
@@ -330,7 +335,7 @@ def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, A
     key, raw = (match.group(1), match.group(2)) if match else ("", "")
     if key not in INT_KEYS + FLOAT_KEYS or key not in info.keys or not raw:
         hint = f"; activations: {', '.join(ACTIVATIONS)}" if not raw else ""
-        raise ValueError(f"unknown key {key or tok!r} in {here}; valid for {kind!r}: {_valid_tokens(info)}{hint}")
+        raise ValueError(f"unknown key {key or tok!r} in {here}; valid for {kind!r}: {_valid_tokens(info, kind)}{hint}")
     if key in INT_KEYS:
         if not raw.isdigit():
             raise ValueError(f"{key} needs a positive integer, got {raw!r}: {here}")

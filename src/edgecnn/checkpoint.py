@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from edgecnn.atomic import atomic_write
+from edgecnn.schema import check_checkpoint
 
 FORMAT = "edgecnn-checkpoint"
 VERSION = 1
@@ -75,6 +76,7 @@ class Checkpoint:
         missing = {"arch", "num_classes", "in_chans", "state_dict"} - set(d)
         if missing:
             raise ValueError(f"{source} lacks {sorted(missing)}: it is damaged; use another checkpoint")
+        check_checkpoint(d, source)  # every field typed and bounded before anything uses it
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -86,6 +88,8 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Load a checkpoint safely (``weights_only=True``); ``ValueError`` for foreign, truncated or malicious files."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder; pass the .pt file in it (e.g. {path / 'last.pt'})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass the .pt file `edgecnn train` wrote")
     try:

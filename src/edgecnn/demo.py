@@ -34,6 +34,8 @@ from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.data import load_data
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.per_layer import per_layer
+from edgecnn.memory import check_memory
+from edgecnn.outputs import claim_run_dir
 from edgecnn.report import render_html
 from edgecnn.train import TrainConfig, fit
 from edgecnn.train.config import EpochStats
@@ -54,6 +56,7 @@ class DemoConfig:
     onnx: bool = True  # also time the model under ONNX Runtime when it is installed
     out_dir: str = "runs/demo"  # where report.md, results.json and model.pt go
     seed: int = 0  # seeds data split, initialisation and augmentation
+    overwrite: bool = False  # replace a previous demo's results in out_dir (else such a folder is refused)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -132,9 +135,8 @@ def _arch(cfg: DemoConfig) -> str:
 def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) -> DemoResult:
     """Train ``cfg.model`` on ``cfg.data``, analyse it, time it, and write the report."""
     console = console or Console()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    arch = _arch(cfg)
+    arch = _arch(cfg)  # a bad model is refused before anything is created
+    out = claim_run_dir(cfg.out_dir, overwrite=cfg.overwrite)  # writable, and no previous results replaced
 
     console.rule("[bold]1. data")
     data = load_data(cfg.data, image_size=cfg.image_size, seed=cfg.seed)
@@ -142,6 +144,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
                   f"{len(data.classes)} classes, {data.in_chans}×{cfg.image_size}×{cfg.image_size}")  # fmt: skip
 
     console.rule("[bold]2. model and exact costs")
+    check_memory(arch, input_size=cfg.image_size, num_classes=len(data.classes), in_chans=data.in_chans,
+                 batch=cfg.batch_size, training=True, what=f"the demo's {cfg.model!r}")  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = build(arch, num_classes=len(data.classes), in_chans=data.in_chans)
     shape = (data.in_chans, cfg.image_size, cfg.image_size)

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgecnn.atomic import atomic_write
+
 DEFAULT_OPSET = 17
 
 
@@ -69,10 +71,8 @@ def export_onnx(
     """Write ``model`` as ONNX (BN folded) for inputs of ``input_shape`` to ``path``; returns the path."""
     if any(int(d) < 1 for d in input_shape):
         raise ValueError(f"input shape must be positive, got {input_shape}")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(onnx_bytes(model, torch.randn(*input_shape), opset=opset))
-    return out
+    data = onnx_bytes(model, torch.randn(*input_shape), opset=opset)
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def onnx_op_counts(model_bytes: bytes) -> dict[str, int]:

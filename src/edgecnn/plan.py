@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from edgecnn.arch import ArchSpec, BlockSpec, as_spec
 from edgecnn.blocks import make_divisible, same_padding
+from edgecnn.limits import MAX_CHANNELS, MAX_INPUT, MAX_LAYERS
 
 Size = tuple[int, int]
 
@@ -106,6 +107,8 @@ def resolve(
         size = (int(input_size[0]), int(input_size[1]))
     if size is not None and min(size) < 1:
         raise ValueError(f"input size must be positive, got {size}")
+    _check_bounds(spec, num_classes, in_chans, size)
+    max_ch = MAX_CHANNELS.value()
 
     plans: list[LayerPlan] = []
     ch, flat = in_chans, False
@@ -128,6 +131,8 @@ def resolve(
                 raise ValueError(f"{where}: groups g{b.g} must divide in ({ch}) and out ({b.c}) channels")
             mid = _inner_width(b, ch)
             cout = num_classes if classifier else (b.c if b.c is not None else ch)
+            if max(cout, mid or 0) > max_ch:  # an expansion e can blow a width up
+                MAX_CHANNELS.check(max(cout, mid or 0), f"{where}")
             squeeze = 0
             if b.se:
                 se_base = mid if b.kind == "ir" else (ch if b.kind == "ds" else cout)
@@ -148,6 +153,20 @@ def resolve(
             ch, flat = cout, new_flat
             size = None if new_flat else out_size
     return plans
+
+
+def _check_bounds(spec: ArchSpec, num_classes: int, in_chans: int, size: Size | None) -> None:
+    """Refuse absurd networks before expanding them (a repeat of 10⁸ would take minutes to expand)."""
+    MAX_LAYERS.check(sum(b.r or 1 for b in spec.blocks), "the arch (repeats expanded)")
+    MAX_CHANNELS.check(max(num_classes, in_chans), "num_classes / in_chans")
+    if size is not None:
+        MAX_INPUT.check(max(size), "input size")
+    max_ch, max_px = MAX_CHANNELS.value(), MAX_INPUT.value()
+    for index, b in enumerate(spec.blocks):
+        if max(b.c or 0, b.m or 0) > max_ch:
+            MAX_CHANNELS.check(max(b.c or 0, b.m or 0), f"{_Where(index, b)}")
+        if max(b.k or 0, b.s or 0, b.d or 0) > max_px:
+            MAX_INPUT.check(max(b.k or 0, b.s or 0, b.d or 0), f"{_Where(index, b)}: kernel/stride/dilation")
 
 
 def output_stride(plans: list[LayerPlan]) -> int:

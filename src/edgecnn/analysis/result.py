@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecnn.atomic import atomic_write_text
+
 SCHEMA = "edgecnn.analysis/2"
 
 CONVENTIONS = (
@@ -214,7 +216,7 @@ class Analysis:
         """The analysis as JSON text; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            atomic_write_text(path, text + "\n")
         return text
 
     def to_markdown(self, *, depth: int | None = None) -> str:

@@ -39,6 +39,9 @@ import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
+
+from edgecnn.limits import MAX_PLAN_STATES
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,9 @@ def plan_receptive_field(
     if not exact_depth:  # a 1×1 stride-1 conv changes neither R nor J: never part of a cheapest stack
         choices = [c for c in choices if c[:2] != (1, 1)] or choices
 
+    if _max_field(choices, depth, stride) < target:  # unreachable: say so at once instead of searching
+        _unreachable(target, depth, stride, kernels, strides, dilations, exact_depth)
+    budget, work = MAX_PLAN_STATES.value(), 0  # a search is bounded: partial stacks it may extend in all
     # state (min(R, T), J) -> up to `top` (cost, choice indices), cheapest first
     frontier: dict[tuple[int, int], list[tuple[int, tuple[int, ...]]]] = {(1, 1): [(0, ())]}
     finals: list[tuple[int, tuple[int, ...]]] = []
@@ -161,6 +167,9 @@ def plan_receptive_field(
         bound = heapq.nsmallest(top, finals)[-1][0] if len(finals) >= top else None
         grown: dict[tuple[int, int], list[tuple[int, tuple[int, ...]]]] = defaultdict(list)
         for (r, j), entries in frontier.items():
+            work += len(entries) * len(choices)
+            if work > budget:
+                MAX_PLAN_STATES.check(work, f"rf-plan for a field of {target} in {depth} layers")
             for idx, (k, s, d) in enumerate(choices):
                 j2 = j * s
                 if stride is not None and stride % j2:
@@ -180,13 +189,37 @@ def plan_receptive_field(
             elif n < depth and best:
                 frontier[state] = best
     if not finals:
-        raise ValueError(
-            f"no stack of {'exactly' if exact_depth else 'at most'} {depth} layers with kernels {sorted(set(kernels))}, "
-            f"strides {sorted(set(strides))}, dilations {sorted(set(dilations))}"
-            + (f" and total stride {stride}" if stride else "")
-            + f" reaches a field of {target}; allow more depth, larger kernels or dilations"
-        )
+        _unreachable(target, depth, stride, kernels, strides, dilations, exact_depth)
     return [_plan(seq, choices, channels, input_size) for _, seq in heapq.nsmallest(top, finals)]
+
+
+def _unreachable(target: int, depth: int, stride: int | None, kernels: Sequence[int], strides: Sequence[int],
+                 dilations: Sequence[int], exact_depth: bool) -> NoReturn:  # fmt: skip
+    """The ``ValueError`` saying that no stack in the choice set reaches the target."""
+    raise ValueError(
+        f"no stack of {'exactly' if exact_depth else 'at most'} {depth} layers with kernels {sorted(set(kernels))}, "
+        f"strides {sorted(set(strides))}, dilations {sorted(set(dilations))}"
+        + (f" and total stride {stride}" if stride else "")
+        + f" reaches a field of {target}; allow more depth, larger kernels or dilations"
+    )
+
+
+def _max_field(choices: list[tuple[int, int, int]], depth: int, stride: int | None) -> int:
+    """The largest field any stack of at most ``depth`` layers reaches (an upper bound; one state per jump J)."""
+    best, top = {1: 1}, 1
+    for _ in range(depth):
+        grown: dict[int, int] = {}
+        for j, r in best.items():
+            for k, s, d in choices:
+                j2 = j * s
+                if stride is not None and stride % j2:
+                    continue
+                grown[j2] = max(grown.get(j2, 0), r + (k - 1) * d * j)
+        if len(grown) > MAX_PLAN_STATES.value():  # absurd stride lists: give up bounding, the search is bounded
+            return 1 << 62
+        best = grown
+        top = max([top, *(r for j, r in best.items() if stride is None or j == stride)])
+    return top
 
 
 def _plan(seq: tuple[int, ...], choices: list[tuple[int, int, int]], channels: int, input_size: int) -> RFPlan:

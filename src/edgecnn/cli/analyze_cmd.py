@@ -19,8 +19,12 @@ from rich.table import Table
 from edgecnn import zoo
 from edgecnn.analysis import Analysis, analyze
 from edgecnn.analysis.result import human
+from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.checkpoint import load_checkpoint
+from edgecnn.cli import args as num
+from edgecnn.limits import MAX_CHANNELS, MAX_INPUT
+from edgecnn.outputs import check_writable
 from edgecnn.plan import resolve
 
 _INPUT_RE = re.compile(r"^\d+(x\d+x\d+)?$")
@@ -33,6 +37,9 @@ def parse_input(text: str, in_chans: int) -> tuple[int, ...]:
     dims = tuple(int(d) for d in text.strip().lower().split("x"))
     if min(dims) < 1:
         raise ValueError(f"--input {text!r} has a zero size")
+    if len(dims) == 3:
+        MAX_CHANNELS.check(dims[0], f"--input {text!r}")
+    MAX_INPUT.check(max(dims[-2:]), f"--input {text!r}")
     if len(dims) == 1:
         return (in_chans, dims[0], dims[0])
     return dims
@@ -51,6 +58,8 @@ def load_model_arg(model: str, *, num_classes: int | None, width: float) -> tupl
     """The network named by a CLI MODEL argument, built on the meta device, and its default input size."""
     path = Path(model)
     if model.endswith((".pt", ".pth")) or (path.suffix and path.is_file()):
+        if width != 1.0:
+            raise ValueError("--width applies to zoo models only; a checkpoint's network is fixed")
         arch, classes, in_chans, size = _read_checkpoint(path)
         with torch.device("meta"):
             net = build(arch, num_classes=num_classes or classes, in_chans=in_chans)
@@ -60,7 +69,7 @@ def load_model_arg(model: str, *, num_classes: int | None, width: float) -> tupl
         with torch.device("meta"):
             net = zoo.create(model, num_classes=num_classes, width=width)
         return net, entry.input_size
-    arch = zoo.resolve_model_arg(model)
+    arch = zoo.model_arg(model, width=width).arch  # refuses --width for an arch string, never ignores it
     with torch.device("meta"):
         net = build(arch, num_classes=num_classes or 1000)
     return net, 224
@@ -110,8 +119,9 @@ def _block_names(model: torch.nn.Module | None, depth: int) -> dict[str, str]:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    if args.depth is not None and args.depth < 1:
-        raise ValueError(f"--depth must be at least 1, got {args.depth}")
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path:
+            check_writable(path, what=flag)
     model, default_size = load_model_arg(args.model, num_classes=args.num_classes, width=args.width)
     in_chans = getattr(model, "in_chans", 3)
     size = parse_input(args.input, in_chans) if args.input else (in_chans, default_size, default_size)
@@ -131,10 +141,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for note in analysis.notes:
         console.print(f"note: {note}")
     if args.json:
-        analysis.to_json(args.json)
+        atomic_write_text(args.json, analysis.to_json() + "\n")
         console.print(f"wrote {args.json}")
     if args.markdown:
-        Path(args.markdown).write_text(analysis.to_markdown(depth=depth))
+        atomic_write_text(args.markdown, analysis.to_markdown(depth=depth))
         console.print(f"wrote {args.markdown}")
     return 0
 
@@ -144,9 +154,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Per-layer costs of a network. MACs exclude bias; FLOPs = 2·MACs.")  # fmt: skip
     p.add_argument("model", metavar="MODEL", help="zoo name, arch string (quoted) or edgecnn checkpoint (.pt)")
     p.add_argument("--input", metavar="CxHxW", help="input size without batch, e.g. 3x224x224 (default: the model's)")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's)")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier for zoo models (default 1.0)")
-    p.add_argument("--depth", type=int, default=None,
+    p.add_argument("--num-classes", type=num.classes, default=None, help="classifier width (default: the model's)")
+    p.add_argument("--width", type=num.width, default=1.0, help="width multiplier for zoo models (default 1.0)")
+    p.add_argument("--depth", type=num.positive_int, default=None,
                    help="group rows by module path at this depth (default: per block for edgecnn models)")
     p.add_argument("--ops", action="store_true", help="one row per op instead of per block")
     p.add_argument("--mode", choices=("auto", "fx", "hooks"), default="auto", help="tracing mode (default auto)")

@@ -25,7 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgecnn import zoo
+from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
+from edgecnn.cli import args as num
 from edgecnn.cli.main import UsageError
 from edgecnn.latency.fingerprint import BACKENDS, fingerprint
 from edgecnn.latency.measure import TimingConfig, default_threads, measure
@@ -33,6 +35,8 @@ from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.validate import calibrate, sample_archs, validate
+from edgecnn.memory import check_memory
+from edgecnn.outputs import check_writable
 
 ACTIONS = ("measure", "build-table", "calibrate", "validate")
 _USAGE = """actions:
@@ -73,6 +77,13 @@ def _fill_defaults(args: argparse.Namespace, action: str) -> None:
         args.seed = CALIBRATION_SEED if action == "calibrate" else 0
     if args.threads is None:
         args.threads = default_threads()
+    if args.json:
+        check_writable(args.json, what="--json")
+    if action in ("measure", "validate") and args.table and not Path(args.table).is_file():  # they only read it
+        raise FileNotFoundError(f"latency table {args.table} does not exist; create it with "
+                                f"`edgecnn latency build-table --table {args.table} ...`")  # fmt: skip
+    if args.table:
+        check_writable(args.table, what="--table")
 
 
 def _model_and_size(args: argparse.Namespace) -> tuple[str, str, int, int]:
@@ -85,6 +96,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if not args.model:
         raise UsageError("latency measure needs a MODEL (zoo name or arch string), e.g. `edgecnn latency mobilenet_v2`")
     label, arch, size, ncls = _model_and_size(args)
+    check_memory(arch, input_size=size, num_classes=ncls, batch=args.batch, what=label)
     net = build(arch, num_classes=ncls)
     shape = (args.batch, 3, size, size)
     cfg = _config(args)
@@ -130,7 +142,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         console.print(f"table prediction {pred.total_ms:.3f} ms ({pred.total_ms / s.median_ms - 1:+.1%} vs measured)")
         out["prediction"] = pred.to_dict()
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1), encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(out, indent=1))
     return 0
 
 
@@ -143,6 +155,11 @@ def _open_table(args: argparse.Namespace) -> LatencyTable:
         raise UsageError("--table PATH is required (the JSON lookup table to create, extend or read)")
     fp = fingerprint(backend=args.backend, threads=args.threads, device=args.device)
     table = LatencyTable.open_or_new(args.table, fp, force=args.force)
+    if table.fingerprint.differences(fp):
+        # build-table, calibrate and validate add this machine's measurements to the table; under the
+        # other machine's fingerprint that would mix two devices in one table (`measure --force` only reads)
+        raise UsageError(f"{args.table} was measured on another device/backend; --force reads it but does not "
+                         "add this machine's measurements to it: build a table of your own (another --table)")
     table.config = _config(args)
     return table
 
@@ -153,9 +170,11 @@ def cmd_build_table(args: argparse.Namespace) -> int:
         archs += sample_archs(args.sample, seed=args.seed)
     if not archs:
         raise UsageError("nothing to measure: give --models NAME ... and/or --sample N")
-    table = _open_table(args)
     size = args.input_size or 224
     ncls = args.num_classes or 1000
+    for arch in archs:
+        check_memory(arch, input_size=size, num_classes=ncls, batch=args.batch, what=arch[:60])
+    table = _open_table(args)
     with _progress() as bar:
         task = bar.add_task("measuring blocks", total=None)
         added = table.ensure(
@@ -193,7 +212,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"MAPE on them {cal.raw_mape:.1%} → {cal.fit_mape:.1%}"
     )
     if args.json:
-        Path(args.json).write_text(json.dumps(cal.to_dict(), indent=1), encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(cal.to_dict(), indent=1))
     return 0
 
 
@@ -239,7 +258,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"loadavg {load['loadavg_start']}"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(d, indent=1), encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(d, indent=1))
     return 0
 
 
@@ -273,26 +292,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL", help="the model, after `measure`")
     g = p.add_argument_group("all actions")
     g.add_argument("--backend", choices=BACKENDS, help="runtime to measure (default eager)")
-    g.add_argument("--threads", type=int, help="intra-op threads (default: torch's current count)")
-    g.add_argument("--input-size", type=int, help="input resolution (default: the model's, else 224)")
-    g.add_argument("--batch", type=int, help="batch size (default 1)")
-    g.add_argument("--device", help="cpu or cuda[:i] (default cpu)")
-    g.add_argument("--num-classes", type=int, help="classifier width (default: the model's, else 1000)")
+    g.add_argument("--threads", type=num.threads, help="intra-op threads (default: torch's current count)")
+    g.add_argument("--input-size", type=num.pixels, help="input resolution (default: the model's, else 224)")
+    g.add_argument("--batch", type=num.positive_int, help="batch size (default 1)")
+    g.add_argument("--device", type=num.device, help="cpu or cuda[:i] (default cpu)")
+    g.add_argument("--num-classes", type=num.classes, help="classifier width (default: the model's, else 1000)")
     g.add_argument("--table", help="lookup table JSON (measure: predict too; build-table: create/extend)")
     g.add_argument("--force", action="store_true", default=None, help="use a table from another device/backend")
     g.add_argument("--json", help="also write the result as JSON to this path")
-    g.add_argument("--max-seconds", type=float, help="time cap per timing loop (default 10)")
-    g.add_argument("--retries", type=int, help="re-measure when other processes load the CPUs (default 3)")
+    g.add_argument("--max-seconds", type=num.positive_float, help="time cap per timing loop (default 10)")
+    g.add_argument("--retries", type=num.nonneg_int, help="re-measure when other processes load the CPUs (default 3)")
     m = p.add_argument_group("measure")
     m.add_argument("--per-layer", action="store_true", default=None, help="also time every block")
     m.add_argument("--channels-last", action="store_true", default=None, help="eager: NHWC memory format")
-    m.add_argument("--width", type=float, help="width multiplier of a zoo model (default 1.0)")
+    m.add_argument("--width", type=num.width, help="width multiplier of a zoo model (default 1.0)")
     b = p.add_argument_group("build-table")
     b.add_argument("--models", nargs="+", help="zoo names or arch strings whose blocks to measure")
-    b.add_argument("--sample", type=int, help="also N random networks from the MobileNetV3-style space")
-    b.add_argument("--seed", type=int, help="sampling seed (default 0; calibrate: 1000)")
+    b.add_argument("--sample", type=num.positive_int, help="also N random networks from the MobileNetV3-style space")
+    b.add_argument("--seed", type=num.nonneg_int, help="sampling seed (default 0; calibrate: 1000)")
     v = p.add_argument_group("calibrate / validate")
-    v.add_argument("-n", "--num", type=int, help="number of random networks (default 20)")
-    v.add_argument("--time-cap", type=float, help="validate: stop measuring new networks after this many seconds")
+    v.add_argument("-n", "--num", type=num.positive_int, help="number of random networks (default 20)")
+    v.add_argument("--time-cap", type=num.positive_float, help="validate: stop measuring new networks after this many seconds")
     v.add_argument("--no-retest", action="store_true", default=None, help="validate: measure each network once")
     p.set_defaults(func=cmd_latency)

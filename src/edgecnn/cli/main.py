@@ -3,18 +3,23 @@
 Each sub-command lives in its own module that exposes
 ``register(subparsers) -> None``; the parser it adds sets ``func`` to a
 callable ``(args) -> int``. Errors a user can fix (``ValueError``,
-``FileNotFoundError``, ``UsageError``) are printed as one line and exit with
-code 2; ``--debug`` shows the traceback instead.
+``UsageError``, any ``OSError``: a missing file, a full disk, a read-only
+folder) are printed as one line and exit with code 2, as are bad options
+(:class:`edgecnn.cli.args.Parser`); ``--debug`` shows the traceback instead.
+SIGTERM — what a job scheduler sends — is treated as Ctrl-C (training saves
+its checkpoint first), with the same exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
 from edgecnn import __version__
+from edgecnn.cli.args import Parser
 
 # Sub-command modules, in the order `edgecnn --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -33,7 +38,7 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edgecnn",
         description="Make convolutional networks small and fast for the device they run on.",
     )
@@ -53,21 +58,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad option (already reported in one line)
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    old = _sigterm_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("edgecnn: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, UsageError, NotADirectoryError, PermissionError) as exc:
+    except (ValueError, UsageError, OSError) as exc:
         if args.debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"edgecnn {args.command}: error: {msg}", file=sys.stderr)
+        print(f"edgecnn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror}"  # "[Errno 13] ..." reads worse
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _sigterm_as_interrupt() -> object:
+    """Make SIGTERM raise KeyboardInterrupt (as Ctrl-C does) in the main thread; returns the old handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

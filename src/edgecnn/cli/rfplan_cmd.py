@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgecnn.analysis.rfplan import RFPlan, plan_receptive_field
+from edgecnn.cli import args as num
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -65,16 +66,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Exact search (dynamic programming) for the conv stacks with the fewest MACs whose "
         "receptive field R = 1 + Σ (k−1)·d·Π s is at least --target; see docs/receptive_field.md.",
     )
-    p.add_argument("--target", type=int, required=True, help="receptive field to reach, in input pixels")
-    p.add_argument("--depth", type=int, default=8, help="at most this many layers (default 8)")
+    p.add_argument("--target", type=num.positive_int, required=True, help="receptive field to reach, in input pixels")
+    p.add_argument("--depth", type=num.int_in(1, 256, "a layer count"), default=8, help="at most this many layers (default 8)")
     p.add_argument("--exact-depth", action="store_true", help="exactly --depth layers")
-    p.add_argument("--stride", type=int, default=None, help="required total output stride (default: any)")
-    p.add_argument("--channels", type=int, default=64, help="channels of every layer (default 64)")
-    p.add_argument("--input", type=int, default=224, help="input height = width (default 224)")
+    p.add_argument("--stride", type=num.positive_int, default=None, help="required total output stride (default: any)")
+    p.add_argument("--channels", type=num.classes, default=64, help="channels of every layer (default 64)")
+    p.add_argument("--input", type=num.pixels, default=224, help="input height = width (default 224)")
     p.add_argument("--kernels", type=_int_list, default=(1, 3, 5, 7), help="kernel sizes (default 1,3,5,7)")
     p.add_argument("--strides", type=_int_list, default=(1, 2), help="per-layer strides (default 1,2)")
     p.add_argument("--dilations", type=_int_list, default=(1, 2, 4), help="dilations (default 1,2,4)")
-    p.add_argument("--top", type=int, default=5, help="plans to show, best first (default 5)")
+    p.add_argument("--top", type=num.int_in(1, 1000, "a plan count"), default=5, help="plans to show, best first (default 5)")
     p.add_argument("--allow-skips", action="store_true",
                    help="allow strided layers that never read some pixels (1×1 stride 2, even dilation with stride 2)")  # fmt: skip
     p.set_defaults(func=cmd_rf_plan)

@@ -22,8 +22,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from edgecnn.checkpoint import load_model
+from edgecnn.atomic import atomic_write_text
+from edgecnn.checkpoint import load_checkpoint, load_model
+from edgecnn.cli import args as num
 from edgecnn.data import load_data
+from edgecnn.memory import check_memory
+from edgecnn.outputs import check_writable, claim_run_dir
 from edgecnn.train import PRECISIONS, EvalResult, NonFiniteLossError, TrainConfig, evaluate, fit
 
 
@@ -41,6 +45,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edgecnn.build import build
 
     arch, short = _model_arch(args.model, args.width)
+    lead = os.environ.get("RANK", "0") == "0"  # under torchrun, only the first process talks
+    out = Path(args.out) if args.out else Path("runs") / f"{short}-{Path(str(args.data)).name.split('.')[0]}"
+    # where the results go is checked before the data is read or an epoch is trained
+    claim_run_dir(out, resume=args.resume, overwrite=args.overwrite)
+    if args.json:
+        check_writable(args.json, what="--json")
     cfg = TrainConfig(
         epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup,
@@ -49,19 +59,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
         distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
         eval_every=args.eval_every, seed=args.seed, device=args.device, threads=args.threads,
-        progress=not args.no_progress,
+        progress=not args.no_progress, log_epochs=True,
     )  # fmt: skip
-    lead = os.environ.get("RANK", "0") == "0"  # under torchrun, only the first process talks
     data = load_data(args.data, image_size=args.image_size, limit=args.limit, strict=args.strict,
                      progress=lead and not args.no_progress)  # fmt: skip
+    check_memory(arch, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
+                 batch=args.batch_size, training=True, what=f"training {args.model!r}")  # fmt: skip
     torch.manual_seed(args.seed)  # the same initial weights in every run (and process) with this seed
     model = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
-    out = Path(args.out) if args.out else Path("runs") / f"{short}-{Path(str(args.data)).name.split('.')[0]}"
     console = Console(stderr=True)
     if lead and not args.no_progress:
         console.print(f"{data.summary()}\nmodel {arch}\nrun folder {out}")
+    if lead and data.num_classes < 2:
+        print(f"edgecnn train: warning: {data.name} has a single class ({data.classes[0]!r}): every prediction "
+              "is right, so accuracy says nothing; add images of other classes", file=sys.stderr)  # fmt: skip
     try:
-        result = fit(model, data, cfg, out_dir=out, resume=args.resume, teacher=args.teacher)
+        result = fit(model, data, cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
+                     teacher=args.teacher)  # fmt: skip
     except NonFiniteLossError as exc:
         print(f"edgecnn train: error: {exc}", file=sys.stderr)
         return 1
@@ -77,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"top-1 {result.final.top1:.2%}, top-5 {result.final.top5:.2%}{ema} after {result.steps} steps "
           f"({result.seconds:.0f} s); checkpoint {result.checkpoint}")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(asdict(result), indent=1))
+        atomic_write_text(args.json, json.dumps(asdict(result), indent=1))
     return 0
 
 
@@ -96,12 +110,16 @@ def _eval_table(r: EvalResult, classes: list[str], title: str) -> Table:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    model, ckpt = load_model(args.checkpoint, ema=args.ema)
+    ckpt = load_checkpoint(args.checkpoint)  # every field checked (edgecnn.schema) before use
     meta = ckpt.data
+    size = meta.get("image_size")
+    if ckpt.arch is not None:
+        check_memory(ckpt.arch, input_size=args.image_size or size or 224, num_classes=ckpt.num_classes,
+                     in_chans=ckpt.in_chans, batch=args.batch_size, what=str(args.checkpoint))  # fmt: skip
+    model, ckpt = load_model(ckpt, ema=args.ema)
     source = args.data or meta.get("name")
     if not source:
         raise ValueError("the checkpoint does not say which data it was trained on; pass --data digits|PATH")
-    size = int(meta.get("image_size", 0)) or None
     data = load_data(source, image_size=size if source == "digits" else args.image_size, limit=args.limit,
                      strict=args.strict)  # fmt: skip
     if meta.get("classes") and list(data.classes) != list(meta["classes"]):
@@ -124,48 +142,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a zoo model or arch string on digits, CIFAR-10 or an ImageFolder tree")
     p.add_argument("model", help="zoo name (see `edgecnn list`) or arch string, e.g. 'conv_c16 ir_s2_c24 gap fc'")
     p.add_argument("--data", default="digits", help="'digits' (built-in, default), a folder or an archive")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps instead of epochs")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"global batch size (default {d.batch_size})")
+    p.add_argument("--epochs", type=num.positive_int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    p.add_argument("--steps", type=num.positive_int, default=None, help="optimiser steps instead of epochs")
+    p.add_argument("--batch-size", type=num.positive_int, default=d.batch_size, help=f"global batch size (default {d.batch_size})")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer, help="default sgd (Nesterov)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 SGD, 2e-3 AdamW)")
-    p.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default {d.momentum})")
-    p.add_argument("--weight-decay", type=float, default=None, help="default 5e-4 SGD, 0.05 AdamW; not on BN/bias")
-    p.add_argument("--warmup", type=float, default=d.warmup_epochs, help="linear warm-up epochs (default 1)")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="default 0.1")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY", help="keep an EMA of the weights, e.g. 0.999")
-    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this")
+    p.add_argument("--lr", type=num.positive_float, default=None, help="peak learning rate (default 0.1 SGD, 2e-3 AdamW)")
+    p.add_argument("--momentum", type=num.fraction, default=d.momentum, help=f"SGD momentum (default {d.momentum})")
+    p.add_argument("--weight-decay", type=num.nonneg_float, default=None, help="default 5e-4 SGD, 0.05 AdamW; not on BN/bias")
+    p.add_argument("--warmup", type=num.nonneg_float, default=d.warmup_epochs, help="linear warm-up epochs (default 1)")
+    p.add_argument("--label-smoothing", type=num.fraction, default=d.label_smoothing, help="default 0.1")
+    p.add_argument("--ema", type=num.float_in(0.0, 1.0, open_lo=True, open_hi=True), default=None, metavar="DECAY", help="keep an EMA of the weights, e.g. 0.999")
+    p.add_argument("--grad-clip", type=num.positive_float, default=None, help="clip the gradient norm to this")
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--image-size", type=int, default=None, help="input side (digits: 32; folders: the files' size)")
-    p.add_argument("--limit", type=int, default=None, help="at most N images per class and split (quick runs)")
+    p.add_argument("--image-size", type=num.pixels, default=None, help="input side (digits: 32; folders: the files' size)")
+    p.add_argument("--limit", type=num.positive_int, default=None, help="at most N images per class and split (quick runs)")
     p.add_argument("--strict", action="store_true", help="stop at an unreadable image (default: skip, counted)")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier of a zoo model (default 1)")
+    p.add_argument("--width", type=num.width, default=1.0, help="width multiplier of a zoo model (default 1)")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16/fp16 autocast on CUDA, fp32 on the CPU; bf16 also suits CPUs with AMX")  # fmt: skip
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off in long runs)")
     p.add_argument("--teacher", default=None, metavar="CKPT", help="distil from this checkpoint (Hinton 2015)")
-    p.add_argument("--distill-alpha", type=float, default=d.distill_alpha, help="weight of the soft targets")
-    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help="softmax temperature")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="test every N epochs (0: at the end)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for this process")
+    p.add_argument("--distill-alpha", type=num.unit, default=d.distill_alpha, help="weight of the soft targets")
+    p.add_argument("--distill-temperature", type=num.positive_float, default=d.distill_temperature, help="softmax temperature")
+    p.add_argument("--eval-every", type=num.nonneg_int, default=d.eval_every, help="test every N epochs (0: at the end)")
+    p.add_argument("--seed", type=num.nonneg_int, default=d.seed, help="random seed (default 0)")
+    p.add_argument("--device", type=num.device, default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=num.threads, default=None, help="CPU threads for this process")
     p.add_argument("--out", default=None, help="run folder for last.pt (default runs/<model>-<data>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the previous run in --out (without this or --resume, a used folder is refused)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs); one line per epoch")
     p.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="top-1 / top-5 / per-class accuracy of a checkpoint")
     e.add_argument("checkpoint", help="a .pt file written by `edgecnn train`")
     e.add_argument("--data", default=None, help="digits or a path (default: the data it was trained on)")
     e.add_argument("--split", choices=("test", "train"), default="test", help="default test")
-    e.add_argument("--batch-size", type=int, default=256, help="default 256")
-    e.add_argument("--image-size", type=int, default=None, help="decode folder images at this size")
-    e.add_argument("--limit", type=int, default=None, help="at most N images per class")
+    e.add_argument("--batch-size", type=num.positive_int, default=256, help="default 256")
+    e.add_argument("--image-size", type=num.pixels, default=None, help="decode folder images at this size")
+    e.add_argument("--limit", type=num.positive_int, default=None, help="at most N images per class")
     e.add_argument("--strict", action="store_true", help="stop at an unreadable image (default: skip, counted)")
     e.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    e.add_argument("--device", type=num.device, default="auto", help="auto, cpu, cuda ...")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_eval)

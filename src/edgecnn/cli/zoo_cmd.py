@@ -4,39 +4,42 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from edgecnn import zoo
 from edgecnn.build import count_params
+from edgecnn.cli import args as num
 
 
-def _zoo_table(width: float, show_arch: bool) -> Table:
+def _zoo_table(width: float) -> Table:
     table = Table(title=f"edgecnn zoo (width {width:g})")
     table.add_column("model")
     table.add_column("input", justify="right")
     table.add_column("classes", justify="right")
     table.add_column("params", justify="right")
     table.add_column("paper")
-    if show_arch:
-        table.add_column("arch")
     for name in zoo.names():
         entry = zoo.get(name)
-        model = zoo.create(name, width=width)
-        row = [name, f"{entry.input_size}²", str(model.num_classes), f"{count_params(model):,}", entry.paper]
-        if show_arch:
-            row.append(model.arch)
-        table.add_row(*row)
+        with torch.device("meta"):  # parameter counts need shapes only, not weights
+            model = zoo.create(name, width=width)
+        table.add_row(name, f"{entry.input_size}²", str(model.num_classes), f"{count_params(model):,}", entry.paper)
     return table
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    Console().print(_zoo_table(args.width, args.arch))
+    console = Console()
+    console.print(_zoo_table(args.width))
+    if args.arch:  # whole strings, one per line: a table cell would cut them with "…"
+        for name in zoo.names():
+            console.print(f"{name}: {zoo.arch_of(name, width=args.width)}", soft_wrap=True, highlight=False,
+                          markup=False)  # fmt: skip
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the model zoo with parameter counts")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0)")
-    p.add_argument("--arch", action="store_true", help="also print each model's arch string")
+    p.add_argument("--width", type=num.width, default=1.0, help="width multiplier (default 1.0)")
+    p.add_argument("--arch", action="store_true", help="also print each model's whole arch string (one line each)")
     p.set_defaults(func=cmd_list)

@@ -34,7 +34,7 @@ Transforms return a new module; the ones whose name ends in ``_`` work in place.
 
 from edgecnn.compress.groups import ChannelGraph, Group, Member, channel_groups
 from edgecnn.compress.importance import CRITERIA, importance
-from edgecnn.compress.prune import GroupPrune, GroupSkip, Pruned, PrunePlan, plan_prune, prune, zero_pruned_
+from edgecnn.compress.prune import GroupPrune, GroupSkip, Pruned, PrunePlan, apply_kept, plan_prune, prune, zero_pruned_
 from edgecnn.compress.fold_bn import FoldPair, FoldPlan, SkippedBN, fold_bn, fold_bn_, plan_fold_bn
 from edgecnn.compress.lowrank import (
     budget_rank,
@@ -64,6 +64,7 @@ __all__ = [
     "Member",
     "PrunePlan",
     "Pruned",
+    "apply_kept",
     "channel_groups",
     "importance",
     "plan_prune",

@@ -64,10 +64,10 @@ residual run (names as in :class:`edgecnn.blocks.InvertedResidual`)::
 A concatenation ``cat([a, b])`` reading into ``conv`` gives two groups, one
 per producer, whose indices in ``conv.weight`` dim 1 are offset by ``a``'s
 width; a ``flatten`` before a ``Linear`` gives each component the ``H·W``
-input features it owns (``index`` tuples longer than one).
+input features it owns (rows of ``H·W`` indices).
 
-Each :class:`Group` keeps, per component, the indices it owns in each
-member; :meth:`ChannelGraph.kept_indices` turns a choice of kept components
+Each :class:`Group` keeps, per member, a ``(width, n)`` tensor of the
+indices each component owns (``Group.rows``; ``Group.channels`` as tuples); :meth:`ChannelGraph.kept_indices` turns a choice of kept components
 (any order) into the index list of every member by running the labels once
 more with only the kept slots, so the result is right for shuffles and
 reshapes too, not only for the common "same index everywhere" case.

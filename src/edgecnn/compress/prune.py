@@ -38,7 +38,7 @@ lose its expand conv in the builder, and a ResNet block with a projection
 shortcut whose input and output widths become equal would get an identity
 one; an inverted residual whose widths become equal without a skip before
 gets ``noskip``. :func:`edgecnn.compress.prune_inner.prune_inner` remains the
-hand-written special case for inner widths only.
+inner-width-only planner; its weight transfer is :func:`apply_kept` here.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from edgecnn.compress.groups import ChannelGraph, Group, channel_groups
 from edgecnn.compress.importance import Criterion, importance
 from edgecnn.plan import LayerPlan, resolve
 
-__all__ = ["GroupPrune", "GroupSkip", "PrunePlan", "Pruned", "plan_prune", "prune", "zero_pruned_"]
+__all__ = ["GroupPrune", "GroupSkip", "PrunePlan", "Pruned", "apply_kept", "plan_prune", "prune", "zero_pruned_"]
 
 ALLOCATIONS = ("uniform", "global")
 
@@ -370,6 +370,7 @@ def plan_prune(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     seed: int = 0,
     graph: ChannelGraph | None = None,
+    arch_space: bool | None = None,
 ) -> PrunePlan:
     """Choose the kept channels of every coupled group of ``model`` for one target (see the module docstring).
 
@@ -378,14 +379,17 @@ def plan_prune(
     keep the top-scored channels in their order, indices keep exactly those
     in the given order. ``data`` / ``loss_fn``: for ``criterion="taylor"``.
     ``graph``: a :func:`channel_groups` result of this model to reuse.
-    Reads the model only; :func:`prune` applies the plan.
+    ``arch_space``: write the result as an arch string (EdgeNets whose
+    modules are the builder's; ``None`` decides: an EdgeNet after
+    ``fold_bn`` is pruned as a plain module). Reads the model only;
+    :func:`prune` applies the plan.
     """
     rule = _targets(keep, macs, params, widths)
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
     cg = graph if graph is not None else channel_groups(model, input_size, inputs=inputs, round_to=round_to)
     costs = _Costs(model, cg)
-    arch = _ArchSpace(model, cg) if isinstance(model, EdgeNet) else None
+    arch = _ArchSpace(model, cg) if _in_arch_space(model, arch_space) else None
     reasons: dict[int, str] = {g.index: g.reason for g in cg.groups if g.reason is not None}
     if arch is not None:
         for g in cg.prunable:
@@ -446,6 +450,21 @@ def plan_prune(
     return PrunePlan(tuple(entries), tuple(skipped), rule, name, allocation, round_to, shape, costs.params, p_after,
                      costs.macs, m_after, model.arch if arch else None, arch.arch(counts) if arch else None,
                      tuple(g.index for g in free), cg)  # fmt: skip
+
+
+def _in_arch_space(model: nn.Module, wanted: bool | None) -> bool:
+    """Whether ``model`` is pruned in arch space: an EdgeNet whose state dict is the builder's (not folded)."""
+    if wanted is False:
+        return False
+    same = False
+    if isinstance(model, EdgeNet):
+        with torch.device("meta"):
+            fresh = build(model.arch, num_classes=model.num_classes, in_chans=model.in_chans)
+        same = set(fresh.state_dict()) == set(model.state_dict())
+    if wanted and not same:
+        raise ValueError("arch_space=True needs an EdgeNet as the builder made it (not BN-folded or edited); "
+                         "pass arch_space=None to prune it as a plain module")  # fmt: skip
+    return same
 
 
 def _over(costs: _Costs, counts: dict[int, int], macs: int | None, params: int | None) -> bool:
@@ -540,10 +559,20 @@ def _fix_attributes(m: nn.Module, depthwise_mult: int | None) -> None:
         m.num_parameters = w.shape[0]
 
 
-@torch.no_grad()
 def _apply(model: nn.Module, plan: PrunePlan) -> tuple[nn.Module, dict[str, tuple[int, ...]]]:
-    cg = plan.graph
-    index = cg.kept_indices({e.group: e.kept for e in plan.groups})
+    return apply_kept(model, plan.graph, {e.group: e.kept for e in plan.groups})
+
+
+@torch.no_grad()
+def apply_kept(model: nn.Module, cg: ChannelGraph, keep: Mapping[int, Sequence[int]]
+               ) -> tuple[nn.Module, dict[str, tuple[int, ...]]]:  # fmt: skip
+    """A copy of ``model`` keeping, per group of ``cg``, the components in ``keep`` (in that order).
+
+    The one weight-slicing step of every pruning in edgecnn (no checks on the
+    choice beyond the graph's: planners decide); returns the copy and the
+    kept indices of each changed ``"module.param[dim]"``.
+    """
+    index = cg.kept_indices(keep)
     new = copy.deepcopy(model)
     touched: dict[str, int | None] = {}
     kept: dict[str, tuple[int, ...]] = {}

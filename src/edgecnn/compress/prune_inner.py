@@ -22,7 +22,13 @@ bottleneck conv1 filter ``j`` + BN1, conv2 input and output ``j`` + BN2,
 
 (In pre-activation blocks the BN after a conv is the first layer of the next
 :class:`~edgecnn.blocks.ConvBNAct`; the table is the same.) SE in basic and
-bottleneck blocks acts on the output width, which stays.
+bottleneck blocks acts on the output width, which stays. The table is not
+written out here: the weights are sliced by the channel groups of
+:mod:`edgecnn.compress.groups` (the block's inner group, its bottleneck
+middle group with the same channels, its SE squeeze group) through
+:func:`edgecnn.compress.prune.apply_kept`, the one slicing step of every
+pruning; :func:`edgecnn.compress.prune.plan_prune` generalises this file to
+every group (residual runs' ``c`` included).
 
 Choices:
 
@@ -61,37 +67,14 @@ from torch import nn
 from edgecnn.arch import ArchSpec, BlockSpec
 from edgecnn.blocks import se_width
 from edgecnn.build import EdgeNet, build
-from edgecnn.plan import LayerPlan, resolve
+from edgecnn.compress.groups import channel_groups
+from edgecnn.compress.prune import _ArchSpace, apply_kept
+from edgecnn.plan import LayerPlan, output_stride, resolve
 
 __all__ = ["InnerPrune", "InnerPrunePlan", "inner_importance", "plan_prune_inner", "prune_inner"]
 
 Keep = Mapping[int, int] | Mapping[int, Sequence[int]]
 _KINDS = ("ir", "basic", "bottleneck")
-
-
-def _bn(prefix: str) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.{n}": (0,) for n in ("weight", "bias", "running_mean", "running_var")}
-
-
-# (kind, pre-activation?) -> state-dict key within the block -> dims indexed by the inner channel
-_INNER_DIMS: dict[tuple[str, bool], dict[str, tuple[int, ...]]] = {
-    ("ir", False): {
-        "expand.conv.weight": (0,), **_bn("expand.bn"), "dw.conv.weight": (0,), **_bn("dw.bn"),
-        "se.fc1.weight": (1,), "se.fc2.weight": (0,), "se.fc2.bias": (0,), "project.conv.weight": (1,),
-    },
-    ("basic", False): {"body.0.conv.weight": (0,), **_bn("body.0.bn"), "body.1.conv.weight": (1,)},
-    ("basic", True): {"body.0.weight": (0,), **_bn("body.1.bn"), "body.1.conv.weight": (1,)},
-    ("bottleneck", False): {
-        "body.0.conv.weight": (0,), **_bn("body.0.bn"), "body.1.conv.weight": (0, 1), **_bn("body.1.bn"),
-        "body.2.conv.weight": (1,),
-    },
-    ("bottleneck", True): {
-        "body.0.weight": (0,), **_bn("body.1.bn"), "body.1.conv.weight": (0, 1), **_bn("body.2.bn"),
-        "body.2.conv.weight": (1,),
-    },
-}  # fmt: skip
-# SE hidden units of an ir block: key -> dim indexed by the hidden unit
-_HIDDEN_DIMS = {"se.fc1.weight": 0, "se.fc1.bias": 0, "se.fc2.weight": 1}
 
 
 @dataclass(frozen=True)
@@ -248,12 +231,6 @@ def plan_prune_inner(model: EdgeNet, keep: Keep, *, bn_scale: bool = True) -> In
     return InnerPrunePlan(model.arch, arch, tuple(entries[k] for k in sorted(entries)), skipped)
 
 
-def _slice(t: torch.Tensor, dims: tuple[int, ...], idx: torch.Tensor) -> torch.Tensor:
-    for d in dims:
-        t = t.index_select(d, idx.to(t.device))
-    return t
-
-
 @torch.no_grad()
 def prune_inner(model: EdgeNet, keep: Keep | InnerPrunePlan, *, bn_scale: bool = True) -> EdgeNet:
     """A new EdgeNet with the inner widths in ``keep`` reduced and the kept channels' weights copied.
@@ -269,20 +246,17 @@ def prune_inner(model: EdgeNet, keep: Keep | InnerPrunePlan, *, bn_scale: bool =
     if plan.arch_before != model.arch:
         raise ValueError(f"the plan was made for {plan.arch_before!r}, not this model ({model.arch!r})")
     new = build(plan.arch, num_classes=model.num_classes, in_chans=model.in_chans)
-    old_sd = model.state_dict()
-    specs = model.spec.expand().blocks
-    sd: dict[str, torch.Tensor] = {}
-    entries = {e.position: e for e in plan.blocks}
-    for key in new.state_dict():
-        t = old_sd[key]
-        pos_str, _, sub = key.removeprefix("blocks.").partition(".")
-        e = entries.get(int(pos_str)) if key.startswith("blocks.") else None
-        if e is not None:
-            dims = _INNER_DIMS[(e.kind, bool(specs[e.position].pre))].get(sub, ())
-            t = _slice(t, dims, torch.tensor(e.kept, dtype=torch.long))
-            if sub in _HIDDEN_DIMS:
-                t = _slice(t, (_HIDDEN_DIMS[sub],), torch.tensor(e.squeeze_kept, dtype=torch.long))
-        sd[key] = t.clone()
+    size = 2 * output_stride(_plans(model))
+    cg = channel_groups(model, (model.in_chans, size, size))
+    where = _ArchSpace(model, cg).by_field
+    chosen: dict[int, tuple[int, ...]] = {}  # channel group -> kept channels (the weight slicing of prune)
+    for e in plan.blocks:
+        chosen[where[("m", e.position)]] = e.kept
+        if ("m2", e.position) in where:  # a bottleneck's middle conv: the same inner channels in and out
+            chosen[where[("m2", e.position)]] = e.kept
+        if e.squeeze_kept:
+            chosen[where[("sq", e.position)]] = e.squeeze_kept
+    sd = apply_kept(model, cg, chosen)[0].state_dict()
     new.load_state_dict(sd)  # strict: every shape must match the rebuilt block
     first = next(model.parameters(), None)
     if first is not None:

@@ -43,6 +43,8 @@ from PIL import Image
 
 from edgecnn.atomic import atomic_write
 from edgecnn.data.archive import ArchiveError, iter_tar, iter_zip
+from edgecnn.limits import MAX_MEMORY_GB
+from edgecnn.schema import check_cache
 from edgecnn.data.sets import Augment, DataSet, ImageSplit, make_dataset, stratified_split
 
 CACHE_FORMAT = 1  # bump when the cache layout or the decoding changes
@@ -122,6 +124,9 @@ def _where(parts: tuple[str, ...]) -> tuple[str, str] | None:
     return None
 
 
+_BYTESIO = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")  # Pillow names an in-memory file by its repr
+
+
 def _decode(data: bytes, size: tuple[int, int] | None) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as im:
         rgb = im.convert("RGB")
@@ -142,6 +147,7 @@ def _read_tree(entries: Iterator[_Entry], *, image_size: int | None, limit: int 
     out = _Decoded()
     counts: dict[tuple[str, str], int] = {}
     dirty = False
+    held, budget = 0, MAX_MEMORY_GB.value() * 1e9 / 2  # the decoded images are stacked once more at the end
     size = (image_size, image_size) if image_size else None
     for e in entries:
         if e.is_dir:
@@ -160,10 +166,11 @@ def _read_tree(entries: Iterator[_Entry], *, image_size: int | None, limit: int 
         try:  # a folder's unreadable file is an OSError here; a broken archive stream raises other errors
             img = _decode(e.read(), size)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            why = _BYTESIO.sub("the file", str(exc))
             if strict:
-                raise ValueError(f"cannot decode image {rel}: {exc}; fix or remove the file, "
+                raise ValueError(f"cannot decode image {rel}: {why}; fix or remove the file, "
                                  "or drop strict (--strict) to skip it") from None  # fmt: skip
-            out.skipped.append(f"{rel}: {exc}")
+            out.skipped.append(f"{rel}: {why}")
             continue
         if out.size is None:
             out.size, out.first_path = (img.shape[1], img.shape[0]), rel
@@ -174,6 +181,9 @@ def _read_tree(entries: Iterator[_Entry], *, image_size: int | None, limit: int 
                 "while decoding"
             )
         split, cls = where
+        held += img.nbytes
+        if held > budget:
+            MAX_MEMORY_GB.check(2 * held / 1e9, f"decoding {rel} and the images before it")
         out.images.setdefault(split, []).append(img)
         out.names.setdefault(split, []).append(cls)
         out.paths.setdefault(split, []).append(rel)
@@ -243,8 +253,10 @@ def _load_cache(path: Path) -> dict[str, np.ndarray] | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception as exc:  # a truncated or foreign file: decode again
+            arrays = {k: z[k] for k in z.files}
+        check_cache(arrays, "the cache")  # a tampered cache: shapes, dtypes, labels in range
+        return arrays
+    except Exception as exc:  # a truncated, foreign or tampered file: decode again
         warnings.warn(f"ignoring unreadable data cache {path} ({exc}); decoding the source again", stacklevel=3)
         return None
 

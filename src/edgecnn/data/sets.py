@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgecnn.limits import MAX_MEMORY_GB
+
 DIGITS = "digits"
 """Name of the built-in data set (the default of ``--data``)."""
 
@@ -224,6 +226,8 @@ def load_digits(
     if image_size < 8:
         raise ValueError(f"digits are 8×8; image_size must be >= 8, got {image_size}")
     raw, target = _digits_arrays()
+    # upsampled in float32, then stored as uint8: 5 bytes per pixel at once
+    MAX_MEMORY_GB.check(len(raw) * image_size**2 * 5 / 1e9, f"digits at image_size {image_size}")
     x = torch.from_numpy(raw).float().mul_(255.0 / 16.0).unsqueeze(1)
     if image_size != 8:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)

@@ -102,4 +102,7 @@ def combine(
     raw = overhead + sum(v for _, v in parts)
     cal = table.calibration if calibrated else None
     total = raw if cal is None else cal.apply(group_sums(((okey, overhead), *parts)))
+    if not total >= 0:  # entries are checked on load; a negative overhead entry can still outweigh the blocks
+        raise ValueError(f"the latency table predicts {total:.3g} ms for this network (overhead entry {okey} is "
+                         f"{overhead:.3g} ms); the table is damaged: rebuild it with `edgecnn latency build-table`")
     return Prediction(total, overhead, parts, stat, raw, cal is not None)

@@ -74,6 +74,7 @@ from edgecnn.latency.measure import (
     torch_threads,
 )
 from edgecnn.plan import LayerPlan, resolve
+from edgecnn.schema import check_table, load_json
 
 FORMAT = "edgecnn-latency-table"
 VERSION = 2  # 2: drift-normalised entries (reference_ms), cold-weight blocks, calibration
@@ -197,19 +198,26 @@ class LatencyTable:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LatencyTable:
-        if data.get("format") != FORMAT:
-            raise ValueError(f"not an edgecnn latency table (format {data.get('format')!r})")
+    def from_dict(cls, data: dict[str, Any], *, source: str = "latency table") -> LatencyTable:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{source} is not an edgecnn latency table (format {got!r})")
         if data.get("version") != VERSION:
             raise ValueError(
                 f"latency table version {data.get('version')} is not supported (this edgecnn reads {VERSION}); "
                 "rebuild it with `edgecnn latency build-table`"
             )
+        check_table(data, source)  # finite, non-negative entries of the right shape before anything uses them
         entries = {k: TableEntry(**v) for k, v in data.get("entries", {}).items()}
         cal = data.get("calibration")
+        try:
+            calibration = None if cal is None else Calibration.from_dict(cal)
+        except KeyError as exc:
+            raise ValueError(f"{source}: field 'calibration' lacks {exc}; recalibrate with `edgecnn latency "
+                             "calibrate`") from None  # fmt: skip
         return cls(
             DeviceFingerprint.from_dict(data["fingerprint"]), entries, data.get("call_overhead_ms"),
-            data.get("reference_ms"), None if cal is None else Calibration.from_dict(cal),
+            data.get("reference_ms"), calibration,
         )  # fmt: skip
 
     @classmethod
@@ -219,10 +227,12 @@ class LatencyTable:
         if not p.is_file():
             raise FileNotFoundError(f"latency table {str(p)!r} not found; create it with `edgecnn latency build-table`")
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"latency table {str(p)!r} is not valid JSON: {exc}") from None
-        table = cls.from_dict(data)
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"latency table {str(p)!r} is not UTF-8 text; rebuild it with "
+                             "`edgecnn latency build-table`") from None  # fmt: skip
+        data = load_json(text, f"latency table {str(p)!r}", fix="rebuild it with `edgecnn latency build-table`")
+        table = cls.from_dict(data, source=f"latency table {str(p)!r}")
         if expect is not None:
             diff = table.fingerprint.differences(expect)
             if diff and not force:

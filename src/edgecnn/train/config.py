@@ -41,6 +41,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA if present, cuda:LOCAL_RANK under torchrun), "cpu", "cuda:1", ...
     threads: int | None = None  # torch.set_num_threads for this process; None = leave as is
     progress: bool = True  # show a progress bar and one line per epoch (rank 0 only)
+    log_epochs: bool = False  # without the bar, still print one line per epoch (batch jobs; rank 0 only)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -55,6 +56,10 @@ class TrainConfig:
             raise ValueError(f"EMA decay must be in (0, 1), e.g. 0.999; got {self.ema_decay}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        for name in ("threads", "image_size", "batch_size"):  # 0 is no "default": None is
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer (or None for the default), got {v!r}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warm-up must be >= 0 epochs, got {self.warmup_epochs}")
 

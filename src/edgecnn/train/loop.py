@@ -23,6 +23,7 @@ from torch import nn
 from edgecnn.checkpoint import checkpoint_of, load_checkpoint, save_checkpoint
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.distill import distillation_loss, load_teacher
+from edgecnn.outputs import claim_run_dir
 from edgecnn.train.config import FINETUNE, EpochStats, EvalResult, NonFiniteLossError, TrainConfig, TrainResult
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.optim import ModelEma, lr_at, make_optimizer
@@ -37,6 +38,7 @@ def fit(
     *,
     out_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     teacher: nn.Module | str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` and return its accuracy; see the module docstring for the recipe.
@@ -47,6 +49,8 @@ def fit(
         config: the recipe (:class:`TrainConfig`); default ``TrainConfig()``.
         out_dir: folder for ``last.pt``, written after every epoch and on Ctrl-C; None = no checkpoints.
         resume: continue from ``out_dir/last.pt`` (model, optimiser, EMA, RNG and position in the epoch).
+        overwrite: replace a previous run in ``out_dir``; without it (or ``resume``) such a folder is
+            refused (:func:`edgecnn.outputs.claim_run_dir`), so a re-run never silently replaces results.
         teacher: a model or checkpoint path to distil from (Hinton et al. 2015).
 
     Raises:
@@ -57,6 +61,8 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("resume needs the run folder (out_dir / --out) that holds last.pt")
+    if out is not None:
+        claim_run_dir(out, resume=resume, overwrite=overwrite)
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -152,17 +158,24 @@ class _Run:
         except RuntimeError as exc:
             raise ValueError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); "
                              "resume with the same model or a new --out") from None  # fmt: skip
-        if ck.optimizer is not None:
-            self.opt.load_state_dict(ck.optimizer)
-        if self.ema is not None and ck.ema_state_dict is not None:
-            self.ema.module.load_state_dict(ck.ema_state_dict)
+        part = "optimizer state"
+        try:  # the schema checked the types; what they hold must still fit this optimiser and RNG
+            if ck.optimizer is not None:
+                self.opt.load_state_dict(ck.optimizer)
+            part = "EMA weights"
+            if self.ema is not None and ck.ema_state_dict is not None:
+                self.ema.module.load_state_dict(ck.ema_state_dict)
+            part = "RNG state"
+            if "cpu" in ck.rng:
+                torch.set_rng_state(ck.rng["cpu"])
+            if "cuda" in ck.rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ck.rng["cuda"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise ValueError(f"{path} has a damaged {part} ({str(exc).splitlines()[0][:100]}); "
+                             "start afresh with --overwrite or use another --out") from None  # fmt: skip
         self.epoch, self.batch, self.step = ck.epoch, ck.batch, ck.step
         self.history = [_stats_from_dict(h) for h in ck.history]
         self.partial.update(ck.partial)
-        if "cpu" in ck.rng:
-            torch.set_rng_state(ck.rng["cpu"])
-        if "cuda" in ck.rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ck.rng["cuda"])
         self.saved = str(path)
 
     def save(self) -> None:
@@ -260,8 +273,9 @@ class _Run:
 
     def train(self) -> TrainResult:
         t_start = time.perf_counter()
-        with _Interrupt(self.d.world == 1) as interrupt, _Bar(self.cfg.progress and self.d.rank == 0, self.epochs,
-                                                              self.per_epoch) as bar:  # fmt: skip
+        lead = self.d.rank == 0
+        bar_ = _Bar(self.cfg.progress and lead, self.epochs, self.per_epoch, self.cfg.log_epochs and lead)
+        with _Interrupt(self.d.world == 1) as interrupt, bar_ as bar:
             while self.epoch < self.epochs and self.step < self.total:
                 stats = self.train_epoch(interrupt, bar)
                 self.history.append(stats)

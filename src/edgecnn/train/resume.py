@@ -22,8 +22,12 @@ def _data_meta(data: DataSet, image_size: int) -> dict[str, Any]:
 
 
 def _stats_from_dict(d: dict[str, Any]) -> EpochStats:
-    test = d.get("test")
-    return EpochStats(**{**d, "test": EvalResult(**{**test, "per_class": tuple(test["per_class"])}) if test else None})
+    try:
+        test = d.get("test")
+        test_result = EvalResult(**{**test, "per_class": tuple(test["per_class"])}) if test else None
+        return EpochStats(**{**d, "test": test_result})
+    except (TypeError, KeyError, AttributeError) as exc:  # a damaged checkpoint's history
+        raise ValueError(f"the checkpoint's history is damaged ({exc}); start afresh with --overwrite") from None
 
 
 def _fresh() -> dict[str, float]:
@@ -31,7 +35,7 @@ def _fresh() -> dict[str, float]:
 
 
 # options that may change between a run and its resume
-_RESUMABLE = frozenset({"epochs", "steps", "eval_every", "device", "threads", "progress", "compile"})
+_RESUMABLE = frozenset({"epochs", "steps", "eval_every", "device", "threads", "progress", "log_epochs", "compile"})
 
 
 def _check_same_recipe(saved: dict[str, Any], cfg: TrainConfig) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -74,18 +75,24 @@ def _all_sum(values: list[float], d: _Dist) -> list[float]:
 
 
 class _Interrupt:
-    """While active, Ctrl-C sets a flag the loop checks after each step; a second Ctrl-C aborts at once."""
+    """While active, Ctrl-C or SIGTERM sets a flag the loop checks after each step; a second one aborts at once.
+
+    SIGTERM is what job schedulers (Slurm, Kubernetes, systemd) send before
+    they kill: it gets the same checkpoint as Ctrl-C.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.requested = False
-        self._old: Any = None
+        self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupt:
         import threading
 
         if self.enabled and threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -94,15 +101,16 @@ class _Interrupt:
         self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
 
 
 class _Bar:
     """A rich progress bar with loss, accuracy and images/s, and one line per epoch; silent when off."""
 
-    def __init__(self, show: bool, epochs: int, per_epoch: int) -> None:
+    def __init__(self, show: bool, epochs: int, per_epoch: int, lines: bool = False) -> None:
         self.show, self.epochs, self.per_epoch = show, epochs, per_epoch
+        self.lines = lines  # without the bar: still one plain line per epoch on stderr (batch jobs)
         self._p: Any = None
         self._task: Any = None
         self._loss = 0.0
@@ -140,10 +148,12 @@ class _Bar:
             self._p.update(self._task, advance=5, info=info)
 
     def end_epoch(self, s: EpochStats) -> None:
+        test = f"  test {s.test.top1:.1%} (top-5 {s.test.top5:.1%})" if s.test else ""
+        line = (f"epoch {s.epoch}/{self.epochs}  lr {s.lr:.3g}  loss {s.train_loss:.3f}  "
+                f"train {s.train_top1:.1%}{test}  {s.images_per_s:,.0f} img/s  {s.seconds:.1f} s")  # fmt: skip
         if self._p is None:
+            if self.lines:
+                print(line, file=sys.stderr, flush=True)
             return
         self._p.update(self._task, completed=self.per_epoch)
-        test = f"  test {s.test.top1:.1%} (top-5 {s.test.top5:.1%})" if s.test else ""
-        self._p.console.print(f"epoch {s.epoch}/{self.epochs}  lr {s.lr:.3g}  loss {s.train_loss:.3f}  "
-                              f"train {s.train_top1:.1%}{test}  {s.images_per_s:,.0f} img/s  {s.seconds:.1f} s",
-                              soft_wrap=True, highlight=False)  # fmt: skip
+        self._p.console.print(line, soft_wrap=True, highlight=False)
