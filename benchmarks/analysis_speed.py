@@ -11,7 +11,9 @@ a MobileNetV3-Large candidate without building it (target ≤ 2 ms), from an
 ``ArchSpec`` (what a search mutates), from a string whose parse is cached,
 and from a never-seen string (parsing included, the parser's caches emptied first).
 
-Writes ``benchmarks/results/analysis_speed.json``.
+Writes ``benchmarks/results/analysis_speed.json`` (with the machine and its
+load average, also printed: on a shared machine the absolute times scale with
+the load, the ratios much less).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgecnn import zoo
 from edgecnn.analysis import analyze, cost_from_spec
 from edgecnn.arch import parse
+from edgecnn.atomic import atomic_write_text
 
 MODELS = ("mobilenet_v2", "mobilenet_v3_large")
 SIZE = 224
@@ -191,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--repeats must be at least 9")
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
+    load_before = machine()["load_average"]
     results, missing = time_analysis(args.repeats)
     spec = time_spec_cost()
+    print(f"load average before / after: {load_before} / {machine()['load_average']} on {os.cpu_count()} cores "
+          "(absolute times scale with it; the ratios are measured side by side under the same load)")
     for name, r in results.items():
         print(f"\n{name} @ {SIZE}², 1 thread, median of {args.repeats}:")
         print(f"  {'tool':32s} {'ms':>9s} {'ours/it':>8s} {'MACs':>13s}")
@@ -206,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
           f"parsing a fresh string (target ≤ {TARGET_SPEC_MS} ms)")  # fmt: skip
     out = {"benchmark": "analysis_speed", "input": [1, 3, SIZE, SIZE], "repeats": args.repeats,
            "machine": machine(), "models": results, "spec_cost": spec, "missing_peers": missing}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -53,7 +53,7 @@ from edgecnn.analysis.rf_math import RF, add_note, as_num, conv_rule, conv_trans
 from edgecnn.graph import Graph
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Op:
     """What a rule may look at for one fx node (built by :func:`edgecnn.analysis.receptive.receptive_fields`)."""
 
@@ -69,6 +69,8 @@ class Op:
 
 
 def _tuple(v: object, n: int) -> tuple[int, ...]:
+    if type(v) is tuple and len(v) == n and all(type(x) is int for x in v):
+        return v  # a module's kernel_size/stride/...: already the answer
     if isinstance(v, (tuple, list)):
         if len(v) == 1:
             return (int(v[0]),) * n
