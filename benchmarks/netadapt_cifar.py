@@ -51,6 +51,7 @@ from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.compress.budget import parse_budget
 from edgecnn.compress.document import model_stats, write_document
 from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, netadapt
+from edgecnn.compress.quantize import compare_int8, quantize_int8
 from edgecnn.compress.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader
 from edgecnn.latency.measure import TimingConfig
@@ -205,6 +206,15 @@ def main() -> None:
         model, _ = load_model(path)
         s = model_stats(model, data, threads=1, timing=timing)
         rows[name] = {**asdict(s), "predicted_ms": meter(s.arch)}
+    # int8 (ONNX Runtime static PTQ, 300 calibration images) of our NetAdapt result, next to its fp32 ONNX
+    na, _ = load_model(work / "netadapt.pt")
+    fp32, int8 = quantize_int8(na, data, calibration_images=300)
+    c = compare_int8(fp32, int8, data, threads=1, timing=timing)
+    rows["netadapt_ort_fp32"] = {"arch": na.arch, "top1": c.top1_fp32, "latency_ms": c.latency_fp32_ms,
+                                 "macs": rows["netadapt"]["macs"], "params": rows["netadapt"]["params"],
+                                 "predicted_ms": float("nan")}  # fmt: skip
+    rows["netadapt_ort_int8"] = {**rows["netadapt_ort_fp32"], "top1": c.top1_int8, "latency_ms": c.latency_int8_ms,
+                                 "agreement_with_fp32": c.agreement}  # fmt: skip
     load["after"] = os.getloadavg()
     doc = {"kind": "compress-benchmark", "quick": quick, "budget": budget.text, "target_ms": target,
            "data": data.summary(), "base_steps": base_steps, "short_steps": short, "long_steps": long,

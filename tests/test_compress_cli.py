@@ -34,7 +34,7 @@ def test_compress_to_a_macs_budget(ckpt, tmp_path, method, capsys) -> None:
     out = tmp_path / method
     rc = main(["compress", ckpt, "--data", "digits", "--budget", "60%macs", "--method", method, "--out", str(out),
                "--workers", "0", "--round-to", "4", "--short-steps", "2", "--top-k", "1", "--initial-step", "0.25",
-               "--long-epochs", "0.2", "--batch-size", "64", "--no-progress"])  # fmt: skip
+               "--long-epochs", "0.2", "--batch-size", "64", "--no-progress", *(["--int8"] if method == "prune" else [])])
     assert rc == 0
     doc = json.loads((out / "compress.json").read_text())
     assert doc["kind"] == "compress" and doc["method"] == method and doc["met"] is True
@@ -45,6 +45,9 @@ def test_compress_to_a_macs_budget(ckpt, tmp_path, method, capsys) -> None:
     model, _ = load_model(out / "model.pt")
     assert model.arch == doc["arch"]
     assert (len(doc["history"]) >= 1) == (method == "netadapt")
+    if method == "prune":  # --int8: the ONNX file and its comparison
+        assert (out / "model-int8.onnx").is_file() and doc["int8"]["images"] == 359
+        assert 0 <= doc["int8"]["agreement"] <= 1 and doc["int8"]["latency_int8_ms"] > 0
     printed = capsys.readouterr().out
     assert "before" in printed and "after" in printed and doc["arch"] in printed
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgecnn.atomic import atomic_write
 from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
 from edgecnn.compress.budget import parse_budget
@@ -67,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate")
     add_executor_args(p)
+    p.add_argument("--int8", action="store_true", help="also quantize the result to int8 (ONNX Runtime static PTQ) "
+                   "and compare fp32 vs int8 ONNX models")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compress)
 
@@ -155,7 +158,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
                             before, after, met=met, history=history, stopped=stopped, arch=result.arch,
                             checkpoint=str(out / "model.pt"), source=str(args.checkpoint), data=str(args.data),
                             backend=args.backend, threads=threads)  # fmt: skip
+    table = _table(before, after, f"{args.method} to {budget.text}: {stopped}")
+    if args.int8:
+        from edgecnn.compress.quantize import compare_int8, quantize_int8
+
+        fp32, int8 = quantize_int8(result, data, calibration_images=300)
+        atomic_write(out / "model-int8.onnx", lambda f: f.write(int8))
+        c = compare_int8(fp32, int8, data, threads=threads)
+        doc["int8"] = {**asdict(c), "onnx": str(out / "model-int8.onnx")}
+        table.add_row("after, ORT fp32", f"{c.top1_fp32:.2%}", f"{c.latency_fp32_ms:.3f}", "", "")
+        table.add_row("after, ORT int8", f"{c.top1_int8:.2%}", f"{c.latency_int8_ms:.3f}", "", "")
     write_document(doc, out / "compress.json")
-    Console().print(_table(before, after, f"{args.method} to {budget.text}: {stopped}"))
+    Console().print(table)
     print(f"arch {result.arch}\ncheckpoint {out / 'model.pt'}, results {out / 'compress.json'}")
     return 0 if met else 1
