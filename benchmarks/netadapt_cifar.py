@@ -153,8 +153,8 @@ def main() -> None:
 
     # (a) NetAdapt
     if "netadapt" not in stages:
-        cfg = NetAdaptConfig(initial_step=0.1 if quick else 0.04, decay=0.96, short_steps=short, top_k=2 if quick else 3,
-                             long_epochs=0.0, round_to=4, recal_batches=3 if quick else 20, train=train)  # fmt: skip
+        cfg = NetAdaptConfig(initial_step=0.04 if quick else 0.02, decay=0.98, short_steps=short, top_k=2 if quick else 3,
+                             long_epochs=0.0, round_to=2, recal_batches=3 if quick else 20, train=train)  # fmt: skip
         t0 = time.perf_counter()
         r = netadapt(base, ref, budget, meter=meter, config=cfg, out=work / "netadapt", resume=a.resume,
                      on_iteration=lambda it: print(f"  iter {it.iteration}: {it.resource:.3f} ms, top-1 {it.top1:.3f}, "
@@ -162,7 +162,7 @@ def main() -> None:
         spent = cfg.top_k * short * len(r.history)
         finetune(r.model, data, steps=long, config=train)
         save_checkpoint(checkpoint_of(r.model), work / "netadapt.pt")
-        done("netadapt", {"arch": r.arch, "short_steps_spent": spent, "iterations": len(r.history),
+        done("netadapt", {"arch": r.arch, "met": r.met, "stopped": r.stopped, "short_steps_spent": spent, "iterations": len(r.history),
                           "seconds": time.perf_counter() - t0, "history": [asdict(h) for h in r.history]})  # fmt: skip
     spent = stages["netadapt"]["short_steps_spent"]
 

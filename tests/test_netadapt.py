@@ -163,3 +163,15 @@ def test_bad_inputs() -> None:
     meter = ResourceMeter("params", input_size=8, num_classes=10, in_chans=1)
     with pytest.raises(ValueError, match="budget is on macs"):
         netadapt(build(TINY, num_classes=10, in_chans=1), REF, parse_budget("50%macs"), meter=meter)
+
+
+def test_a_step_no_group_can_take_is_halved(trained) -> None:
+    meter = ResourceMeter("macs", input_size=8, num_classes=10, in_chans=1)
+    cfg = replace(CFG, initial_step=0.9, short_steps=0, max_iterations=1)  # no one group holds 90% of the MACs
+    r = netadapt(fresh(trained), REF, parse_budget("50%macs"), meter=meter, config=cfg)
+    first = r.history[0]
+    assert first.target > 0.5 * r.start  # the bound moved back towards the start (0.1 → halfway, …)
+    assert first.resource <= first.target < r.start
+    without = replace(cfg, step_halvings=0)
+    stuck = netadapt(fresh(trained), REF, parse_budget("50%macs"), meter=meter, config=without)
+    assert stuck.history == [] and not stuck.met and stuck.stopped.startswith("no channel group can meet the step")

@@ -10,7 +10,9 @@ arch, :mod:`edgecnn.analysis.spec_cost`) is at most ``R_{i-1} − ΔR_i``, with
    group alone, on the ``round_to`` grid, that meets the step, dropping the
    group's least important channels (:func:`~edgecnn.compress.prune.plan_prune`
    with ``widths=``, then :func:`~edgecnn.compress.prune.prune` in arch space).
-   A group that cannot meet the step even at its smallest width proposes nothing.
+   A group that cannot meet the step even at its smallest width proposes nothing;
+   when no group can, the step is halved (up to ``step_halvings`` times) —
+   a fixed step larger than any one group's share would otherwise end the run.
 2. **Cheap ranking** — every proposal's BatchNorm statistics are re-estimated
    on a few training batches (:func:`~edgecnn.compress.recalibrate.recalibrate_bn_`;
    EagleEye, Li et al. 2020: pruned networks ranked by accuracy after BN
@@ -103,6 +105,7 @@ class NetAdaptConfig:
     recal_batches: int = 10  # batches for BN recalibration of each proposal
     holdout: float = 0.1  # share of the training split held out to score proposals
     max_iterations: int = 200  # a safety stop
+    step_halvings: int = 4  # when no single group can take a step, halve it up to this many times
     train: TrainConfig = FINETUNE  # recipe of both fine-tunes (lr, batch size, seed, ...)
 
     def __post_init__(self) -> None:
@@ -279,14 +282,17 @@ def netadapt(
         loader = BatchLoader(val.train, batch_size=cfg.train.batch_size, mean=val.mean, std=val.std, train=True,
                              seed=cfg.train.seed + i)  # fmt: skip
         scored = []
-        for n, g in enumerate(free):
-            found = _propose(current, graph, g, meter, bound, cfg)
-            if found is not None:
-                plan, r = found
-                cand = prune(current, plan).model
-                scored.append((_score(cand, loader, val, cfg.recal_batches), g, plan, r, cand))
+        for _ in range(cfg.step_halvings + 1):  # no single group can take the whole step: halve it
+            found = [(g, _propose(current, graph, g, meter, bound, cfg)) for g in free]
+            found = [(g, f) for g, f in found if f is not None]
+            if found or bound >= r_now:
+                break
+            bound = (bound + r_now) / 2
+        for n, (g, (plan, r)) in enumerate(found):
+            cand = prune(current, plan).model
+            scored.append((_score(cand, loader, val, cfg.recal_batches), g, plan, r, cand))
             if on_proposal:
-                on_proposal(n + 1, len(free))
+                on_proposal(n + 1, len(found))
         if not scored:
             stopped = f"no channel group can meet the step to {bound:.4g} at iteration {i}"
             break
