@@ -30,7 +30,20 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
     assert [e["epoch"] for e in res["history"]] == [1] and 0.0 <= res["history"][0]["test_top1"] <= 1.0
     html = (out / "report.html").read_text()
     assert '<td class="l">blocks.2</td><td class="l"><code>ir_k5_s2_m24_c16_se0.25_hsgate_hswish</code></td>' in html
-    assert html.count('<img src="data:image/png;base64,') == 4  # matplotlib is in the [dev] extra
+    # 4 figures (matplotlib is in the [dev] extra) + one overlay per explained digit (the first of each class)
+    assert html.count('<img src="data:image/png;base64,') == 4 + 8
+    assert res["kind"] == "demo" and res["schema"] == 1
+    assert [s["name"] for s in res["stages"]] == ["data", "analyze", "train", "latency", "netadapt", "int8", "cam"]
+    assert [s["status"] for s in res["stages"]][4:] == ["not built", "not built", "done"]
+    cam = res["cam"]
+    # the last spatial block is blocks.2 (16 -> 8 -> 8 -> 4 pixels: a 4×4 map, scale 16/4 = 4)
+    assert cam["method"] == "gradcam" and cam["layer"] == "blocks.2" and cam["map_size"] == [4, 4]
+    assert cam["scale"] == [4.0, 4.0] and [r["label"] for r in cam["images"]] == [str(d) for d in range(8)]
+    assert all((out / r["file"]).read_bytes().startswith(b"\x89PNG") for r in cam["images"])
+    # `edgecnn report` redraws the same page from results.json alone
+    (out / "report.html").rename(out / "first.html")
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").read_text() == (out / "first.html").read_text()
     ckpt = load_checkpoint(out / "model.pt")
     assert ckpt.arch == arch and ckpt.in_chans == 1 and ckpt.num_classes == 10
     model = build(ckpt.arch, num_classes=10, in_chans=1)
@@ -41,3 +54,5 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
 def test_demo_rejects_bad_settings(capsys):
     assert main(["demo", "--epochs", "0"]) == 2
     assert "argument --epochs: must be a positive integer, got 0" in capsys.readouterr().err
+    assert main(["demo", "--cam-images", "-1"]) == 2
+    assert "argument --cam-images: must be an integer >= 0, got -1" in capsys.readouterr().err

@@ -22,7 +22,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_rerun_with_fewer_epochs_keeps_the_longer_run(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    msg = "already holds a previous run (last.pt); pass --resume to continue it, --overwrite to replace it"
+    msg = "already holds a previous run (last.pt, results.json); pass --resume to continue it, --overwrite to replace it"
     refused(["train", TINY, *TRAIN, "--epochs", "1", "--out", str(trained)], msg, capsys, trained)
     assert load_checkpoint(trained / "last.pt").epoch == 2
 

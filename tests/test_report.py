@@ -7,29 +7,38 @@ from html.parser import HTMLParser
 
 import pytest
 
-from edgecnn.demo import BlockRow, DemoResult, EpochRow
-from edgecnn.report import fig_block_costs, fig_rf_growth, fig_us_per_mmac, render_html
+from edgecnn.explain import plots
+from edgecnn.report import _rf_items, render_html, write_report
+from edgecnn.results import read_results, write_results
 
-# Four blocks of a 16×16 network: a stride-2 3×3 stem (R 3, J 2), an SE block whose 3×3 depthwise grows the
-# conv-path field to 3 + 2·2 = 7 while its gate makes the output see the whole input, global pooling, classifier.
-BLOCKS = (
-    BlockRow("blocks.0", "conv_s2_c8_hswish", 88, 4_608, 0.05, rf=3.0, rf_jump=2.0),
-    BlockRow("blocks.1", "ir_m16_c8_se0.25_hsgate_relu", 584, 20_480, 0.2, rf=7.0, rf_jump=2.0, rf_whole=True),
-    BlockRow("blocks.2", "gap", 0, 0, 0.01, rf_whole=True),
-    BlockRow("blocks.3", "fc", 90, 80, 0.004, rf_whole=True),
-)
-HISTORY = (EpochRow(1, 4e-3, 2.1, 0.3, 1.5, 0.6, 3.0), EpochRow(2, 1e-3, 1.2, 0.7, 0.9, 0.8, 2.9))
+# A hand-built results document of kind "demo" (plain dicts, as results.json holds them): four blocks of a
+# 16×16 network: a stride-2 3×3 stem (R 3, J 2), an SE block whose 3×3 depthwise grows the conv-path field
+# to 3 + 2·2 = 7 while its gate makes the output see the whole input, global pooling, classifier.
+BLOCKS = [
+    {"name": "blocks.0", "block": "conv_s2_c8_hswish", "params": 88, "macs": 4_608, "ms": 0.05, "rf": 3.0,
+     "rf_jump": 2.0, "rf_whole": False},
+    {"name": "blocks.1", "block": "ir_m16_c8_se0.25_hsgate_relu", "params": 584, "macs": 20_480, "ms": 0.2,
+     "rf": 7.0, "rf_jump": 2.0, "rf_whole": True},
+    {"name": "blocks.2", "block": "gap", "params": 0, "macs": 0, "ms": 0.01, "rf": None, "rf_jump": None,
+     "rf_whole": True},
+    {"name": "blocks.3", "block": "fc", "params": 90, "macs": 80, "ms": 0.004, "rf": None, "rf_jump": None,
+     "rf_whole": True},
+]  # fmt: skip
+HISTORY = [
+    {"epoch": 1, "lr": 4e-3, "train_loss": 2.1, "train_top1": 0.3, "test_loss": 1.5, "test_top1": 0.6, "seconds": 3.0},
+    {"epoch": 2, "lr": 1e-3, "train_loss": 1.2, "train_top1": 0.7, "test_loss": 0.9, "test_top1": 0.8, "seconds": 2.9},
+]
 IMG = '<img src="data:image/png;base64,'
 
 
-def _result(**kw: object) -> DemoResult:
-    base = dict(arch="conv_s2_c8_hswish ir_m16_c8_se0.25_hsgate_relu gap fc", data="digits", params=762,
-                macs=25_168, top1=0.8, top5=0.99, train_seconds=5.9, images_per_s=400.0,
+def _doc(**kw: object) -> dict:
+    base = dict(kind="demo", schema=1, arch="conv_s2_c8_hswish ir_m16_c8_se0.25_hsgate_relu gap fc", data="digits",
+                params=762, macs=25_168, top1=0.8, top5=0.99, train_seconds=5.9, images_per_s=400.0,
                 receptive_field="whole input", eager_ms=0.3, onnx_ms=None, blocks=BLOCKS,
                 machine={"cpu": "test <cpu>", "threads": 1, "torch": "x"}, out_dir="/tmp/x",
                 history=HISTORY, input_size=16)  # fmt: skip
     base.update(kw)
-    return DemoResult(**base)  # type: ignore[arg-type]
+    return base
 
 
 class _Strict(HTMLParser):
@@ -59,7 +68,7 @@ def _check_html(text: str) -> None:
 
 
 def test_report_has_the_tables_and_one_png_per_figure():
-    text = render_html(_result())
+    text = render_html(_doc())
     _check_html(text)
     # the per-block rows, with µs per M MACs = 1e3·ms / (MACs/1e6): 50/0.004608 = 10851, 200/0.02048 = 9766, 4/8e-5
     assert ('<td class="l">blocks.0</td><td class="l"><code>conv_s2_c8_hswish</code></td><td>88</td>'
@@ -69,38 +78,115 @@ def test_report_has_the_tables_and_one_png_per_figure():
     assert "<td>90</td><td>80</td><td>0.004</td><td>50000</td><td>whole input</td>" in text
     assert "25,168 per image" in text and "top-1 80.00%, top-5 99.00%" in text and "test &lt;cpu&gt;" in text
     assert "not measured" in text  # no ONNX Runtime time
+    assert "<title>edgecnn demo report</title>" in text
     pngs = re.findall(re.escape(IMG) + r'([A-Za-z0-9+/=]+)"', text)
-    assert text.count(IMG) == len(pngs) == 4  # block costs, µs/MMAC, training curve, RF growth
+    assert text.count(IMG) == len(pngs) == 4  # block costs, µs/MMAC, RF growth, training curve
     assert all(base64.b64decode(p).startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
     assert "<script" not in text and "http" not in text  # self-contained
 
 
 def test_figures_without_their_data_are_left_out():
-    text = render_html(_result(history=(), blocks=tuple(BlockRow(b.name, b.block, b.params, b.macs, b.ms)
-                                                         for b in BLOCKS)))  # fmt: skip
+    blocks = [{**b, "rf": None, "rf_jump": None, "rf_whole": False} for b in BLOCKS]
+    text = render_html(_doc(history=[], blocks=blocks))
     _check_html(text)
     assert text.count(IMG) == 2  # no training curve, no receptive fields
 
 
 def test_figures_draw_the_numbers():
-    d = _result()
-    ax_macs, ax_ms = fig_block_costs(d).axes
-    assert [p.get_height() for p in ax_macs.patches] == pytest.approx([b.macs / 1e6 for b in BLOCKS])
-    assert [p.get_height() for p in ax_ms.patches] == pytest.approx([b.ms for b in BLOCKS])
-    (ax,) = fig_us_per_mmac(d).axes
+    names, macs, ms = ["0", "1", "2", "3"], [b["macs"] for b in BLOCKS], [b["ms"] for b in BLOCKS]
+    ax_macs, ax_ms = plots.plot_block_costs(names, macs, ms).axes
+    assert [p.get_height() for p in ax_macs.patches] == pytest.approx([m / 1e6 for m in macs])
+    assert [p.get_height() for p in ax_ms.patches] == pytest.approx(ms)
+    (ax,) = plots.plot_us_per_mmac(names, macs, ms, total_ms=0.3, total_macs=25_168).axes
     assert [p.get_height() for p in ax.patches] == pytest.approx([10850.7, 9765.6, float("nan"), 50000.0],
                                                                  rel=1e-4, nan_ok=True)  # fmt: skip
     assert ax.lines[0].get_ydata()[0] == pytest.approx(0.3e3 / 0.025168)  # the whole network's µs/MMAC
-    field, jump = fig_rf_growth(d).axes[0].lines[:2]
+    field, jump = plots.plot_rf_growth(_rf_items(_doc()), input_size=16).axes[0].lines[:2]
     # global pooling and the classifier see the whole input: drawn at max(input side 16, last conv field 7)
     assert list(field.get_ydata()) == [3.0, 7.0, 16.0, 16.0]
     assert list(jump.get_ydata()) == [2.0, 2.0, 16.0, 16.0]
+    # blocks.1's conv path sees 7 pixels, its SE gate the whole input: circled at R = 7
+    (circles,) = plots.plot_rf_growth(_rf_items(_doc()), input_size=16).axes[0].collections[:1]
+    assert circles.get_offsets().tolist() == [[1.0, 7.0]]
+    loss, acc = (a.lines[0] for a in plots.plot_training(HISTORY).axes)
+    assert list(loss.get_ydata()) == [2.1, 1.2] and list(acc.get_ydata()) == pytest.approx([60.0, 80.0])
 
 
 def test_report_without_matplotlib_has_a_note(monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes `import` raise ImportError
-    text = render_html(_result())
+    text = render_html(_doc())
     _check_html(text)
     assert IMG not in text and "pip install 'edgecnn[plot]'" in text
     assert "<td>4,608</td><td>0.050</td><td>10851</td>" in text
+
+
+def _cam_section(files: list[str]) -> dict:
+    rows = [{"file": f, "name": None, "label": str(i), "predicted": str(i), "probability": 0.9, "explained": str(i),
+             "peak_cell": [1, 2], "peak_pixel": [4.0, 8.0]} for i, f in enumerate(files)]  # fmt: skip
+    return {"method": "gradcam", "interp": "bilinear", "convention": "half_pixel", "layer": "blocks.2",
+            "map_size": [4, 4], "image_size": [16, 16], "scale": [4.0, 4.0], "images": rows}  # fmt: skip
+
+
+def test_cam_overlays_are_inlined_from_the_run_folder_only(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "cam").mkdir()
+    Image.new("RGB", (8, 4), (200, 10, 10)).save(tmp_path / "cam" / "0.png")
+    (tmp_path.parent / "outside.png").write_bytes((tmp_path / "cam" / "0.png").read_bytes())
+    (tmp_path / "cam" / "fake.png").write_text("not a png")
+    doc = {"kind": "explain", "schema": 1, "cam": _cam_section(["cam/0.png", "../outside.png", "cam/fake.png"])}
+    text = render_html(doc, run_dir=tmp_path)
+    _check_html(text)
+    assert text.count(IMG) == 1  # a path out of the run folder and a file that is no PNG are not inlined
+    assert "Missing overlay files: ../outside.png, cam/fake.png" in text
+    assert "Grad-CAM (Selvaraju et al. 2017) at layer <code>blocks.2</code>: a 4×4 map over the 16×16 image" in text
+    assert "label 0, predicted 0 (p 0.90), map of 0, peak at cell (1, 2)" in text
+
+
+def test_netadapt_search_and_pareto_sections_render_from_plain_lists():
+    history = [{"iteration": 0, "latency_ms": 4.0, "top1": 0.99},
+               {"iteration": 1, "latency_ms": 3.1, "top1": 0.985, "block": "blocks.3"},
+               {"iteration": 2, "latency_ms": 1.9, "top1": 0.98, "block": "blocks.5"}]  # fmt: skip
+    cands = [{"latency_ms": 1.0, "top1": 0.90, "generation": 0}, {"latency_ms": 2.0, "top1": 0.95, "generation": 1},
+             {"latency_ms": 2.5, "top1": 0.93, "generation": 1}, {"latency_ms": 3.0, "top1": 0.97, "generation": 2}]
+    zoo = [{"name": "mobilenet_v2", "latency_ms": 2.2, "top1": 0.96}]
+    doc = {"kind": "search", "schema": 1, "netadapt": {"budget_ms": 2.0, "history": history},
+           "search": {"candidates": cands, "reference": zoo}, "pareto": {"points": cands, "reference": zoo}}
+    text = render_html(doc)
+    _check_html(text)
+    assert text.count(IMG) == 3
+    assert '<td class="l">2</td><td class="l">blocks.5</td><td>1.900</td><td>98.00%</td>' in text
+    # the front: (2.5 ms, 93%) is beaten by (2.0 ms, 95%)
+    assert plots.pareto_front(cands) == [0, 1, 3]
+    ax = plots.plot_search_front(cands, reference=zoo).axes[0]
+    front = [l for l in ax.lines if l.get_label() == "Pareto front"][0]
+    assert list(front.get_xdata()) == [1.0, 2.0, 3.0] and list(front.get_ydata()) == pytest.approx([90, 95, 97])
+    (na_ax, top1_ax) = plots.plot_netadapt_history(history, budget_ms=2.0).axes
+    assert list(na_ax.lines[0].get_ydata()) == [4.0, 3.1, 1.9] and na_ax.lines[1].get_ydata()[0] == 2.0
+
+
+def test_results_documents_round_trip_and_bad_ones_are_named(tmp_path):
+    write_results(tmp_path, "demo", {"top1": float("nan"), "blocks": []})
+    doc = read_results(tmp_path)
+    assert doc == {"kind": "demo", "schema": 1, "top1": None, "blocks": []}  # NaN is no JSON number
+    assert write_report(tmp_path) == tmp_path / "report.html"
+    (tmp_path / "x.json").write_text('{"schema": 1}')
+    with pytest.raises(ValueError, match="no 'kind' field"):
+        read_results(tmp_path / "x.json")
+    (tmp_path / "x.json").write_text('{"kind": "demo", "schema": 99}')
+    with pytest.raises(ValueError, match="schema 99, this edgecnn reads up to 1"):
+        read_results(tmp_path / "x.json")
+    with pytest.raises(FileNotFoundError, match="holds results.json"):
+        read_results(tmp_path / "nothing")
+
+
+def test_an_analysis_json_is_a_results_document(tmp_path):
+    from edgecnn.analysis import analyze
+    from edgecnn.build import build
+
+    analyze(build("conv_c8 gap fc", num_classes=3, in_chans=1), (1, 8, 8)).to_json(tmp_path / "results.json")
+    text = (write_report(tmp_path)).read_text()
+    _check_html(text)
+    # conv 3×3, 1 -> 8 channels at 8×8: 9·8·64 = 4,608 MACs; fc 8 -> 3: 24
+    assert "<title>edgecnn analyze report</title>" in text and "<td>4,608</td>" in text

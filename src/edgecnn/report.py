@@ -1,36 +1,41 @@
-"""The demo's report as one self-contained HTML page: summary, per-block table and plots (SPEC §7).
+"""One self-contained HTML page per run, rendered from the run's results document (SPEC §7).
 
-The page carries everything inline — CSS in a ``<style>`` element, figures as
-base64 PNG ``data:`` URIs — so it can be mailed or archived as a single file and
-opened without a network or JavaScript. The figures show what the tables make
-hard to see: multiply-adds do not predict latency (Howard et al. 2019, §4;
-Tan et al. 2019, §1 — depthwise and memory-bound layers cost far more per MAC
-than dense convolutions), the training curve, and how the receptive field
-grows block by block (Luo et al. 2016).
+:func:`render_html` takes the plain results document a command wrote
+(:mod:`edgecnn.results`: a dict with ``kind`` and ``schema``) and draws every
+section it has data for — the pipeline's stages, the summary, the per-block
+cost table and plots, the training curve, CAM overlays, the NetAdapt
+history, the search front, an analysis table — so any run (``demo``,
+``train``, ``explain``, ``analyze``, later ``compress`` and ``search``) gets
+a report without this module importing the code that made it. Fields of each
+section: docs/report.md.
 
-Figures are drawn with matplotlib's Agg canvas, without pyplot (no global
-state, no display). matplotlib is optional (``pip install 'edgecnn[plot]'``):
-without it the page is still written, with a note where the figures would be.
+The page carries everything inline — CSS in a ``<style>`` element, figures and
+overlays as base64 PNG ``data:`` URIs — so it can be mailed or archived as a
+single file and opened without a network or JavaScript. Figures come from
+:mod:`edgecnn.explain.plots`; without matplotlib (the ``[plot]`` extra) the
+page is still written, with a note where the figures would be.
 """
 
 from __future__ import annotations
 
 import base64
-import io
-import math
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from edgecnn.analysis.plots import plot_rf_growth
 from edgecnn.analysis.rf_math import RF
+from edgecnn.atomic import atomic_write_text
+from edgecnn.explain import plots
+from edgecnn.results import read_results, results_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from edgecnn.demo import DemoResult
+__all__ = ["render_html", "write_report"]
 
-__all__ = ["fig_block_costs", "fig_rf_growth", "fig_training", "fig_us_per_mmac", "figures", "render_html"]
+Doc = Mapping[str, Any]
 
 _CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -39,125 +44,15 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f7f7f7; } td.l, th.l { text-align: left; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; } figcaption { color: #555; font-size: 0.9em; }
+div.cams { display: flex; flex-wrap: wrap; gap: 1em; } div.cams figure { margin: 0; width: 270px; }
 p.note { background: #fff6d6; border-left: 4px solid #e0b400; padding: 0.5em 1em; }
 """
 
 _NO_PLOTS = "Plots need matplotlib, which is not installed: <code>pip install 'edgecnn[plot]'</code>."
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
-# ------------------------------------------------------------------ figures
-
-
-def _figure(**kwargs: object) -> Figure:
-    from matplotlib.figure import Figure  # ImportError without the [plot] extra: the page gets a note instead
-
-    return Figure(**kwargs)  # type: ignore[arg-type]
-
-
-def _labels(result: DemoResult) -> list[str]:
-    return [b.name.removeprefix("blocks.") for b in result.blocks]
-
-
-def fig_block_costs(result: DemoResult) -> Figure:
-    """MACs (left axis) and measured latency (right axis) per block, side by side."""
-    fig = _figure(figsize=(9, 3.8))
-    ax = fig.add_subplot()
-    xs = range(len(result.blocks))
-    ax.bar([x - 0.2 for x in xs], [b.macs / 1e6 for b in result.blocks], width=0.4, color="tab:blue", label="MACs")
-    ax.set_ylabel("M MACs", color="tab:blue")
-    ms = ax.twinx()
-    ms.bar([x + 0.2 for x in xs], [b.ms for b in result.blocks], width=0.4, color="tab:orange", label="latency")
-    ms.set_ylabel("ms (eager, block alone)", color="tab:orange")
-    ax.set_xticks(list(xs), _labels(result), fontsize="small")
-    ax.set_xlabel("block")
-    ax.set_title("multiply-adds vs measured latency per block")
-    fig.legend(loc="upper right", bbox_to_anchor=(0.9, 0.88))
-    fig.tight_layout()
-    return fig
-
-
-def fig_us_per_mmac(result: DemoResult) -> Figure:
-    """Microseconds per million MACs per block (log scale); the whole network's figure as a dashed line."""
-    fig = _figure(figsize=(9, 3.5))
-    ax = fig.add_subplot()
-    xs = range(len(result.blocks))
-    ax.bar(list(xs), [b.us_per_mmac for b in result.blocks], color="tab:purple")  # nan (no MACs) draws nothing
-    if result.macs:
-        ax.axhline(result.eager_ms * 1e3 / (result.macs / 1e6), ls="--", c="grey", label="whole network")
-        ax.legend()
-    ax.set_yscale("log")
-    from matplotlib.ticker import ScalarFormatter
-
-    ax.yaxis.set_major_formatter(ScalarFormatter())  # plain 300, 1000 rather than 3×10²
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_xticks(list(xs), _labels(result), fontsize="small")
-    ax.set_xlabel("block")
-    ax.set_ylabel("µs per million MACs")
-    ax.set_title("time per multiply-add (higher = the block is slower than its MACs suggest)")
-    fig.tight_layout()
-    return fig
-
-
-def fig_training(result: DemoResult) -> Figure:
-    """Training loss (left axis) and test top-1 (right axis) per epoch."""
-    if not result.history:
-        raise ValueError("no training history to plot")
-    fig = _figure(figsize=(7, 3.5))
-    ax = fig.add_subplot()
-    epochs = [e.epoch for e in result.history]
-    ax.plot(epochs, [e.train_loss for e in result.history], marker="o", c="tab:blue", label="train loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train loss", color="tab:blue")
-    acc = ax.twinx()
-    top1 = [100 * e.test_top1 if e.test_top1 is not None else math.nan for e in result.history]
-    acc.plot(epochs, top1, marker="s", c="tab:green", label="test top-1")
-    acc.set_ylabel("test top-1 (%)", color="tab:green")
-    ax.set_title("training curve")
-    fig.legend(loc="center right", bbox_to_anchor=(0.85, 0.5))
-    fig.tight_layout()
-    return fig
-
-
-def fig_rf_growth(result: DemoResult) -> Figure:
-    """Receptive field and jump after each block along the conv path (see ``BlockRow.rf``); global pooling shaded."""
-    # After global pooling the field is the whole input; drawn at the larger of the input side and the
-    # last conv field (padding lets that exceed the input) so the curve does not seem to shrink.
-    side = max([float(result.input_size or 0)] + [b.rf for b in result.blocks if b.rf is not None])
-    jump = float(result.input_size or side)  # one output left: the next one would be an input side away
-    items = [
-        (label, RF((b.rf,), (b.rf_jump or 1.0,), (0.0,)) if b.rf is not None else RF((side,), (jump,), (0.0,), True))
-        for label, b in zip(_labels(result), result.blocks)
-        if b.rf is not None or b.rf_whole
-    ]
-    return plot_rf_growth(items, input_size=result.input_size)
-
-
-def figures(result: DemoResult) -> list[tuple[str, Figure]]:
-    """Every figure the result has data for, with its caption. Raises ImportError without matplotlib."""
-    makers: list[tuple[str, Callable[[DemoResult], Figure], bool]] = [
-        ("Multiply-adds and measured latency per block: the two bars would have the same shape if MACs "
-         "predicted time.", fig_block_costs, bool(result.blocks)),
-        ("Microseconds per million MACs: depthwise, SE and pooling blocks do little arithmetic per byte moved, "
-         "so they cost far more per MAC than dense convolutions.", fig_us_per_mmac, bool(result.blocks)),
-        ("Training loss and test top-1 after each epoch.", fig_training, bool(result.history)),
-        ("Receptive field R and jump J after each block along the convolution path (SE gates left out); "
-         "blocks marked in the table see the whole input through an SE gate or global pooling.",
-         fig_rf_growth, any(b.rf is not None for b in result.blocks)),
-    ]  # fmt: skip
-    return [(caption, make(result)) for caption, make, has_data in makers if has_data]
-
-
-def png_base64(fig: Figure, *, dpi: int = 100) -> str:
-    """The figure as a base64 PNG, rendered on an Agg canvas (no display, no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)  # binds the canvas to the figure
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-# ------------------------------------------------------------------ HTML
+# ------------------------------------------------------------------ small HTML pieces
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0, *, head_row: bool = True) -> str:
@@ -172,55 +67,234 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0, *,
     return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
-def _summary(d: DemoResult) -> str:
-    onnx = f"{d.onnx_ms:.2f} ms" if d.onnx_ms is not None else "not measured (install the <code>[onnx]</code> extra)"
-    m = d.machine
-    rows = [
-        ("data", escape(d.data)),
-        ("arch", f"<code>{escape(d.arch)}</code>"),
-        ("parameters", f"{d.params:,}"),
-        ("multiply-adds", f"{d.macs:,} per image (FLOPs = 2·MACs)"),
-        ("output receptive field", escape(d.receptive_field)),
-        ("test accuracy", f"top-1 {d.top1:.2%}, top-5 {d.top5:.2%}"),
-        ("training", f"{d.train_seconds:.1f} s, {d.images_per_s:,.0f} img/s"),
-        ("latency, PyTorch eager", f"{d.eager_ms:.2f} ms (batch 1)"),
-        ("latency, ONNX Runtime", onnx),
-        ("machine", escape(f"{m.get('cpu', '?')}, {m.get('threads', '?')} thread(s), torch {m.get('torch', '?')}")),
-    ]
-    return _table(("", ""), rows, left=2, head_row=False)
+def _img(b64: str, caption: str) -> str:
+    return (f'<figure><img src="data:image/png;base64,{b64}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")  # fmt: skip
 
 
-def _blocks(d: DemoResult) -> str:
-    head = ("block", "arch", "params", "MACs", "ms (eager, alone)", "µs per M MACs", "receptive field")
-    rows = []
-    for b in d.blocks:
-        rf = "" if b.rf is None else f"{b.rf:g} J{b.rf_jump:g}" if b.rf_jump is not None else f"{b.rf:g}"
-        rf = f"{rf} (whole input via SE)" if rf and b.rf_whole else "whole input" if b.rf_whole else rf
-        eff = f"{b.us_per_mmac:.0f}" if b.macs else "–"
-        rows.append((escape(b.name), f"<code>{escape(b.block)}</code>", f"{b.params:,}", f"{b.macs:,}",
-                     f"{b.ms:.3f}", eff, rf))  # fmt: skip
-    return _table(head, rows, left=2)
-
-
-def _plots(d: DemoResult) -> str:
+def _figures(makers: Sequence[tuple[str, Callable[[], Figure]]]) -> str:
+    if not makers:
+        return ""
     try:
-        figs = figures(d)
+        return "".join(_img(plots.png_base64(make()), caption) for caption, make in makers)
     except ImportError:
         return f'<p class="note">{_NO_PLOTS}</p>'
-    return "".join(f'<figure><img src="data:image/png;base64,{png_base64(f)}" alt="{escape(c)}">'
-                   f"<figcaption>{escape(c)}</figcaption></figure>" for c, f in figs)  # fmt: skip
 
 
-def render_html(result: DemoResult) -> str:
-    """The demo's report as a self-contained HTML page (inline CSS, figures as base64 PNG, no scripts)."""
+def _pct(v: Any) -> str:
+    return f"{v:.2%}" if isinstance(v, (int, float)) else "–"
+
+
+# ------------------------------------------------------------------ sections
+
+
+def _stages(doc: Doc, _run: Path | None) -> str:
+    stages = doc.get("stages") or []
+    if not stages:
+        return ""
+    rows = [(escape(str(s.get("title", s.get("name", "")))), escape(str(s.get("status", ""))),
+             escape(str(s.get("note") or "")), f"{s['seconds']:.1f}" if isinstance(s.get("seconds"), (int, float))
+             else "–")
+            for s in stages]  # fmt: skip
+    return "<h2>Pipeline</h2>" + _table(("stage", "status", "note", "seconds"), rows, left=3)
+
+
+def _summary(doc: Doc, _run: Path | None) -> str:
+    rows: list[tuple[str, str]] = []
+    if doc.get("data"):
+        rows.append(("data", escape(str(doc["data"]))))
+    if doc.get("arch"):
+        rows.append(("arch", f"<code>{escape(str(doc['arch']))}</code>"))
+    if isinstance(doc.get("params"), int):
+        rows.append(("parameters", f"{doc['params']:,}"))
+    if isinstance(doc.get("macs"), int):
+        rows.append(("multiply-adds", f"{doc['macs']:,} per image (FLOPs = 2·MACs)"))
+    if doc.get("receptive_field"):
+        rows.append(("output receptive field", escape(str(doc["receptive_field"]))))
+    if "top1" in doc:
+        rows.append(("test accuracy", f"top-1 {_pct(doc.get('top1'))}, top-5 {_pct(doc.get('top5'))}"))
+    if isinstance(doc.get("train_seconds"), (int, float)):
+        ips = doc.get("images_per_s")
+        rows.append(("training", f"{doc['train_seconds']:.1f} s" + (f", {ips:,.0f} img/s" if ips else "")))
+    if isinstance(doc.get("eager_ms"), (int, float)):
+        rows.append(("latency, PyTorch eager", f"{doc['eager_ms']:.2f} ms (batch 1)"))
+    if "onnx_ms" in doc:
+        onnx = doc["onnx_ms"]
+        rows.append(("latency, ONNX Runtime", f"{onnx:.2f} ms" if isinstance(onnx, (int, float))
+                     else "not measured (install the <code>[onnx]</code> extra)"))  # fmt: skip
+    if doc.get("checkpoint"):
+        rows.append(("checkpoint", f"<code>{escape(str(doc['checkpoint']))}</code>"))
+    m = doc.get("machine") or {}
+    if m:
+        rows.append(("machine", escape(f"{m.get('cpu', '?')}, {m.get('threads', '?')} thread(s), "
+                                       f"torch {m.get('torch', '?')}")))  # fmt: skip
+    return "<h2>Summary</h2>" + _table(("", ""), rows, left=2, head_row=False) if rows else ""
+
+
+def _block_label(b: Doc) -> str:
+    return str(b["name"]).removeprefix("blocks.")
+
+
+def _us_per_mmac(b: Doc) -> float:
+    return b["ms"] * 1e3 / (b["macs"] / 1e6) if b.get("macs") else float("nan")
+
+
+def _rf_items(doc: Doc) -> list[tuple[str, RF]]:
+    """The blocks' conv-path fields for :func:`plots.plot_rf_growth`; whole-input blocks drawn at the input side."""
+    blocks = doc["blocks"]
+    # After global pooling the field is the whole input; drawn at the larger of the input side and the
+    # last conv field (padding lets that exceed the input) so the curve does not seem to shrink.
+    side = max([float(doc.get("input_size") or 0)] + [b["rf"] for b in blocks if b.get("rf") is not None])
+    jump = float(doc.get("input_size") or side)  # one output left: the next one would be an input side away
+    # a spatial block marked rf_whole sees the whole input only through an SE gate: drawn circled (+global)
+    return [(_block_label(b), RF((b["rf"],), (b.get("rf_jump") or 1.0,), (0.0,),
+                                 global_context=bool(b.get("rf_whole"))) if b.get("rf") is not None
+             else RF((side,), (jump,), (0.0,), True, global_context=True))
+            for b in blocks if b.get("rf") is not None or b.get("rf_whole")]  # fmt: skip
+
+
+def _blocks(doc: Doc, _run: Path | None) -> str:
+    blocks = doc.get("blocks") or []
+    if not blocks:
+        return ""
+    head = ("block", "arch", "params", "MACs", "ms (eager, alone)", "µs per M MACs", "receptive field")
+    rows = []
+    for b in blocks:
+        rf, jump, whole = b.get("rf"), b.get("rf_jump"), b.get("rf_whole")
+        cell = "" if rf is None else f"{rf:g} J{jump:g}" if jump is not None else f"{rf:g}"
+        cell = f"{cell} (whole input via SE)" if cell and whole else "whole input" if whole else cell
+        eff = f"{_us_per_mmac(b):.0f}" if b.get("macs") else "–"
+        rows.append((escape(str(b["name"])), f"<code>{escape(str(b['block']))}</code>", f"{b['params']:,}",
+                     f"{b['macs']:,}", f"{b['ms']:.3f}", eff, cell))  # fmt: skip
+    names = [_block_label(b) for b in blocks]
+    macs, ms = [b["macs"] for b in blocks], [b["ms"] for b in blocks]
+    makers: list[tuple[str, Callable[[], Figure]]] = [
+        ("Multiply-adds and measured latency per block: the two bars would have the same shape if MACs "
+         "predicted time.", lambda: plots.plot_block_costs(names, macs, ms)),
+        ("Microseconds per million MACs: depthwise, SE and pooling blocks do little arithmetic per byte moved, "
+         "so they cost far more per MAC than dense convolutions.",
+         lambda: plots.plot_us_per_mmac(names, macs, ms, total_ms=doc.get("eager_ms"), total_macs=doc.get("macs"))),
+    ]  # fmt: skip
+    if any(b.get("rf") is not None for b in blocks):
+        makers.append(("Receptive field R and jump J after each block along the convolution path (SE gates left "
+                       "out); circled blocks also see the whole input through an SE gate, shaded ones through "
+                       "global pooling.",
+                       lambda: plots.plot_rf_growth(_rf_items(doc), input_size=doc.get("input_size"))))  # fmt: skip
+    return ("<h2>Per block: cost vs measured latency</h2>"
+            "<p>Each block timed alone, batch 1, median of repeated runs; MACs counted exactly from the spec.</p>"
+            f"{_table(head, rows, left=2)}{_figures(makers)}")  # fmt: skip
+
+
+def _training(doc: Doc, _run: Path | None) -> str:
+    history = doc.get("history") or []
+    if not history:
+        return ""
+    return "<h2>Training</h2>" + _figures([("Training loss and test top-1 after each epoch.",
+                                            lambda: plots.plot_training(history))])  # fmt: skip
+
+
+def _inline_png(run: Path | None, rel: str) -> str | None:
+    """The PNG at ``run/rel`` as base64, or None when missing, not a PNG, or outside the run folder."""
+    if run is None:
+        return None
+    root = run.resolve()
+    path = (root / rel).resolve()
+    if root not in path.parents or not path.is_file():
+        return None
+    data = path.read_bytes()
+    return base64.b64encode(data).decode("ascii") if data.startswith(_PNG) else None
+
+
+def _cam(doc: Doc, run: Path | None) -> str:
+    cam = doc.get("cam")
+    if not cam:
+        return ""
+    papers = {"cam": "CAM (Zhou et al. 2016)", "gradcam": "Grad-CAM (Selvaraju et al. 2017)"}
+    method = papers.get(cam["method"], cam["method"])
+    (h, w), (H, W) = cam["map_size"], cam["image_size"]
+    intro = (f"<p>{escape(method)} at layer <code>{escape(str(cam['layer']))}</code>: a {h}×{w} map over the "
+             f"{H}×{W} image (scale {cam['scale'][0]:g}), upsampled by {escape(cam['interp'])} interpolation "
+             f"under the {escape(cam['convention'])} convention. Each pair: the image, then the map of the explained class "
+             "over it (bright = evidence for the class).</p>")  # fmt: skip
+    figs, missing = [], []
+    for r in cam["images"]:
+        b64 = _inline_png(run, r["file"])
+        if b64 is None:
+            missing.append(r["file"])
+            continue
+        label = f"label {r['label']}, " if r.get("label") is not None else (f"{r['name']}, " if r.get("name") else "")
+        figs.append(_img(b64, f"{label}predicted {r['predicted']} (p {r['probability']:.2f}), map of "
+                              f"{r['explained']}, peak at cell {tuple(r['peak_cell'])}"))  # fmt: skip
+    note = f'<p class="note">Missing overlay files: {escape(", ".join(missing))}</p>' if missing else ""
+    return f"<h2>Where the network looks</h2>{intro}<div class=\"cams\">{''.join(figs)}</div>{note}"
+
+
+def _netadapt(doc: Doc, _run: Path | None) -> str:
+    na = doc.get("netadapt")
+    if not na or not na.get("history"):
+        return ""
+    rows = [(str(h["iteration"]), escape(str(h.get("block") or "")), f"{h['latency_ms']:.3f}", _pct(h.get("top1")))
+            for h in na["history"]]  # fmt: skip
+    fig = _figures([("NetAdapt: measured latency and short-fine-tuned top-1 after each iteration.",
+                     lambda: plots.plot_netadapt_history(na["history"], budget_ms=na.get("budget_ms")))])  # fmt: skip
+    return "<h2>NetAdapt</h2>" + _table(("iteration", "block narrowed", "ms", "top-1"), rows, left=2) + fig
+
+
+def _search(doc: Doc, _run: Path | None) -> str:
+    s = doc.get("search")
+    if not s or not s.get("candidates"):
+        return ""
+    return "<h2>Architecture search</h2>" + _figures([(
+        "Every evaluated candidate, coloured by generation where recorded, and the accuracy–latency front.",
+        lambda: plots.plot_search_front(s["candidates"], reference=s.get("reference") or ()))])  # fmt: skip
+
+
+def _pareto(doc: Doc, _run: Path | None) -> str:
+    p = doc.get("pareto")
+    if not p or not (p.get("points") or p.get("reference")):
+        return ""
+    return "<h2>Accuracy vs latency</h2>" + _figures([(
+        "Networks of this run with their Pareto front; stars are the zoo's reference networks.",
+        lambda: plots.plot_pareto(p.get("points") or (), reference=p.get("reference") or ()))])  # fmt: skip
+
+
+def _analysis(doc: Doc, _run: Path | None) -> str:
+    if doc.get("kind") != "analyze":
+        return ""
+    t = doc.get("totals") or {}
+    head = ("layer", "op", "output", "params", "MACs", "other ops", "act. bytes")
+    rows = [(escape(str(r.get("name", ""))), escape(str(r.get("op", ""))),
+             "×".join(map(str, r.get("out_shape") or [])), f"{r.get('params', 0):,}", f"{r.get('macs', 0):,}",
+             f"{r.get('other_ops', 0):,}", f"{r.get('activation_bytes', 0):,}")
+            for r in doc.get("layers") or []]  # fmt: skip
+    totals = _table(("", ""), [(escape(k), f"{v:,}" if isinstance(v, int) else escape(str(v))) for k, v in t.items()],
+                    left=2, head_row=False)  # fmt: skip
+    return (f"<h2>Analysis of <code>{escape(str(doc.get('model', '')))}</code></h2>"
+            f"<p>{escape(str(doc.get('conventions', '')))}</p>{totals}{_table(head, rows, left=3)}")  # fmt: skip
+
+
+_SECTIONS: tuple[Callable[[Doc, Path | None], str], ...] = (
+    _stages, _summary, _blocks, _training, _cam, _netadapt, _search, _pareto, _analysis,
+)  # fmt: skip
+
+
+def render_html(doc: Doc, *, run_dir: str | os.PathLike[str] | None = None) -> str:
+    """A results document as a self-contained HTML page; overlay files are read from (and only from) ``run_dir``."""
+    kind = str(doc.get("kind") or "run")
+    run = Path(run_dir) if run_dir is not None else None
+    body = "".join(section(doc, run) for section in _SECTIONS)
+    if not body:
+        body = '<p class="note">This results document has no section this edgecnn knows how to draw.</p>'
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>edgecnn demo report</title><style>{_CSS}</style></head><body>"
-        "<h1>edgecnn demo report</h1>"
-        f"<h2>Summary</h2>{_summary(result)}"
-        "<h2>Per block: cost vs measured latency</h2>"
-        "<p>Each block timed alone, batch 1, median of repeated runs; MACs counted exactly from the spec.</p>"
-        f"{_blocks(result)}"
-        f"<h2>Plots</h2>{_plots(result)}"
-        "</body></html>\n"
+        f"<title>edgecnn {escape(kind)} report</title><style>{_CSS}</style></head><body>"
+        f"<h1>edgecnn {escape(kind)} report</h1>{body}</body></html>\n"
     )
+
+
+def write_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Render the run folder's (or results file's) document to ``out`` (default: ``report.html`` beside it)."""
+    path = results_path(run)
+    doc = read_results(path)
+    target = Path(out) if out is not None else path.parent / "report.html"
+    return atomic_write_text(target, render_html(doc, run_dir=path.parent))

@@ -12,6 +12,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = DemoConfig(
         model=args.model, width=args.width, data=args.data, image_size=args.image_size, epochs=args.epochs,
         threads=args.threads, onnx=not args.no_onnx, out_dir=args.out, seed=args.seed, overwrite=args.overwrite,
+        cam_images=args.cam_images,
     )  # fmt: skip
     run_demo(cfg)
     return 0
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     p = sub.add_parser(
         "demo",
-        help="train, analyse and time a network on built-in data, and write a report",
+        help="train, analyse, time and explain a network on built-in data, and write a report",
         description="The one-command tour: train a MobileNetV3 on scikit-learn's digits (built in, no download), "
         "count its exact per-layer costs, measure its latency on this machine, and write a report.",
     )
@@ -35,4 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=d.out_dir, help=f"output folder (default {d.out_dir})")
     p.add_argument("--seed", type=num.nonneg_int, default=d.seed)
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo's results in --out")
+    p.add_argument("--cam-images", type=num.nonneg_int, default=d.cam_images,
+                   help=f"test images explained with Grad-CAM in the report (default {d.cam_images}; 0 = none)")
     p.set_defaults(func=cmd_demo)

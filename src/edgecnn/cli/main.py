@@ -30,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgecnn.cli.latency_cmd",  # latency {measure,build-table,validate}
     "edgecnn.cli.train_cmd",    # train, eval
     "edgecnn.cli.compress_cmd",  # compress
+    "edgecnn.cli.explain_cmd",  # explain
+    "edgecnn.cli.report_cmd",   # report
 )
 
 

@@ -28,7 +28,9 @@ from edgecnn.cli import args as num
 from edgecnn.data import load_data
 from edgecnn.memory import check_memory
 from edgecnn.outputs import check_writable, claim_run_dir
+from edgecnn.results import write_results
 from edgecnn.train import PRECISIONS, EvalResult, NonFiniteLossError, TrainConfig, evaluate, fit
+from edgecnn.train.config import TrainResult
 
 
 def _model_arch(model: str, width: float) -> tuple[str, str]:
@@ -92,7 +94,19 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"({result.seconds:.0f} s); checkpoint {result.checkpoint}")  # fmt: skip
     if args.json:
         atomic_write_text(args.json, json.dumps(asdict(result), indent=1))
+    write_results(out, "train", _results_document(arch, data.name, cfg, result))
     return 0
+
+
+def _results_document(arch: str, data: str, cfg: TrainConfig, result: TrainResult) -> dict:
+    """The run's results.json (kind "train", fields in docs/report.md): `edgecnn report RUN_DIR` draws it."""
+    history = [{"epoch": e.epoch, "steps": e.steps, "lr": e.lr, "train_loss": e.train_loss, "train_top1": e.train_top1,
+                "test_loss": e.test.loss if e.test else None, "test_top1": e.test.top1 if e.test else None,
+                "seconds": e.seconds, "images_per_s": e.images_per_s} for e in result.history]  # fmt: skip
+    return {"arch": arch, "data": data, "config": asdict(cfg), "top1": result.final.top1, "top5": result.final.top5,
+            "ema_top1": result.ema.top1 if result.ema else None, "steps": result.steps,
+            "train_seconds": result.seconds, "images_per_s": result.images_per_s, "checkpoint": result.checkpoint,
+            "history": history}  # fmt: skip
 
 
 def _eval_table(r: EvalResult, classes: list[str], title: str) -> Table:
