@@ -46,10 +46,11 @@ from torch import nn
 
 from edgecnn import zoo
 from edgecnn.arch import as_spec
+from edgecnn.atomic import atomic_write_text
 from edgecnn.build import EdgeNet, build
 from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.compress.budget import parse_budget
-from edgecnn.compress.document import model_stats, write_document
+from edgecnn.compress.document import model_stats
 from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, netadapt
 from edgecnn.compress.quantize import compare_int8, quantize_int8
 from edgecnn.compress.recalibrate import recalibrate_bn_
@@ -114,7 +115,7 @@ def main() -> None:
 
     def done(name: str, value: dict) -> None:
         stages[name] = value
-        write_document(stages, stages_file)
+        atomic_write_text(stages_file, json.dumps(stages, indent=1))
 
     torch.set_num_threads(1)
     ref = DataRef(CIFAR, limit=limit)
@@ -224,7 +225,7 @@ def main() -> None:
            "note": ("QUICK smoke run: 100 images per class, short schedules, machine saturated by other jobs; "
                     "the numbers prove the pipeline runs, not which method is better") if quick else ""}  # fmt: skip
     out = RESULTS / f"netadapt_cifar{'-quick' if quick else ''}.json"
-    write_document(doc, out)
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
     print(f"{'':15}{'top-1':>8}{'meas. ms':>10}{'pred. ms':>10}{'MACs':>12}{'params':>10}")
     for name, r in rows.items():
         print(f"{name:15}{r['top1']:8.3f}{r['latency_ms']:10.3f}{r['predicted_ms']:10.3f}{r['macs']:12,}{r['params']:10,}")

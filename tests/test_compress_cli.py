@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -11,6 +9,7 @@ from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.build import build
 from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.cli.main import main
+from edgecnn.results import read_results
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.loop import finetune
 from edgecnn.train.task import DataRef, worker_data
@@ -36,7 +35,7 @@ def test_compress_to_a_macs_budget(ckpt, tmp_path, method, capsys) -> None:
                "--workers", "0", "--round-to", "4", "--short-steps", "2", "--top-k", "1", "--initial-step", "0.25",
                "--long-epochs", "0.2", "--batch-size", "64", "--no-progress", *(["--int8"] if method == "prune" else [])])
     assert rc == 0
-    doc = json.loads((out / "compress.json").read_text())
+    doc = read_results(out)
     assert doc["kind"] == "compress" and doc["method"] == method and doc["met"] is True
     start = cost_from_spec(TINY, 8, 10, 1)
     assert doc["before"]["macs"] == start.macs and doc["before"]["params"] == start.params

@@ -5,8 +5,8 @@ Loads the checkpoint and the data, turns ``--budget`` (``5ms``, ``50%latency``,
 runs the method — NetAdapt (:mod:`edgecnn.compress.netadapt`, parallel short
 fine-tunes on the executor, resumable with ``--resume``) or one-shot pruning
 (:mod:`edgecnn.compress.oneshot`, then a long fine-tune) — and writes into
-``--out``: ``model.pt`` (checkpoint), ``compress.json`` (``kind: "compress"``
-results document) and, for NetAdapt, ``netadapt_state.pt``. It ends with a
+``--out``: ``model.pt`` (checkpoint), ``results.json`` (``kind: "compress"``
+results document, drawn by ``edgecnn report``) and, for NetAdapt, ``netadapt_state.pt``. It ends with a
 table of the network before and after: test top-1, measured latency, MACs and params.
 """
 
@@ -154,7 +154,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             met, stopped = shot.resource <= target, "met" if shot.resource <= target else "over budget"
     after = model_stats(result, data, backend=args.backend, threads=threads)
     save_checkpoint(checkpoint_of(result, data=ckpt.data), out / "model.pt")
-    doc = compress_document(args.method, {**budget.to_dict(), "target": budget.target(meter(model.arch))},
+    start = meter(model.arch)
+    doc = compress_document(args.method, {**budget.to_dict(), "start": start, "target": budget.target(start)},
                             before, after, met=met, history=history, stopped=stopped, arch=result.arch,
                             checkpoint=str(out / "model.pt"), source=str(args.checkpoint), data=str(args.data),
                             backend=args.backend, threads=threads)  # fmt: skip
@@ -168,7 +169,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         doc["int8"] = {**asdict(c), "onnx": str(out / "model-int8.onnx")}
         table.add_row("after, ORT fp32", f"{c.top1_fp32:.2%}", f"{c.latency_fp32_ms:.3f}", "", "")
         table.add_row("after, ORT int8", f"{c.top1_int8:.2%}", f"{c.latency_int8_ms:.3f}", "", "")
-    write_document(doc, out / "compress.json")
+    write_document(doc, out)
     Console().print(table)
-    print(f"arch {result.arch}\ncheckpoint {out / 'model.pt'}, results {out / 'compress.json'}")
+    print(f"arch {result.arch}\ncheckpoint {out / 'model.pt'}, results {out / 'results.json'}")
     return 0 if met else 1
