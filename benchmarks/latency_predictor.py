@@ -40,6 +40,7 @@ from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.validate import calibrate, loadavg, measure_arch, sample_archs, validate
+from edgecnn.search.space import MOBILENET_V3_SPACE
 
 RESULTS = Path(__file__).parent / "results" / "latency_predictor.json"
 ZOO = ("mobilenet_v3_large", "mobilenet_v2")
@@ -68,8 +69,8 @@ def main() -> None:
     console = Console()
     # no retries: other engineers' jobs come and go on this VM; normalisation, not waiting, handles them
     cfg = TimingConfig(max_seconds=args.max_seconds, retries=0)
-    archs = sample_archs(args.n, seed=args.seed)
-    cal_archs = sample_archs(args.n_cal, seed=args.cal_seed)
+    archs = sample_archs(args.n, MOBILENET_V3_SPACE.sample, seed=args.seed)
+    cal_archs = sample_archs(args.n_cal, MOBILENET_V3_SPACE.sample, seed=args.cal_seed)
     result: dict = {
         "machine": {
             "cpu": fingerprint(threads=args.threads).cpu, "cores": os.cpu_count(), "python": platform.python_version(),
@@ -107,7 +108,8 @@ def main() -> None:
                 info={"seed": args.cal_seed, "n": args.n_cal},
             )  # fmt: skip
             report = validate(
-                table, archs, input_size=args.input_size, seed=args.seed, table_path=str(path), on_stage=on_stage
+                table, archs, input_size=args.input_size, seed=args.seed, table_path=str(path), on_stage=on_stage,
+                sampler=MOBILENET_V3_SPACE.sample,
             )
         rep = report.to_dict()
         rep["seconds"] = time.monotonic() - t0

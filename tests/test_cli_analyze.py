@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from edgecnn import zoo
 from edgecnn.analysis import analyze, cost_from_spec
 from edgecnn.build import build
+from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.cli.main import main
 
 
@@ -39,12 +39,7 @@ def test_arch_string_input_size_and_depth(tmp_path: Path, capsys: pytest.Capture
 def test_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     arch = "conv_c8 gap fc"
     path = tmp_path / "m.pt"
-    try:
-        from edgecnn.checkpoint import checkpoint_of, save_checkpoint
-
-        save_checkpoint(checkpoint_of(build(arch, num_classes=3)), path)
-    except ImportError:  # checkpoint module not there: the documented plain-dict layout
-        torch.save({"arch": arch, "num_classes": 3, "in_chans": 3, "state_dict": {}}, path)
+    save_checkpoint(checkpoint_of(build(arch, num_classes=3)), path)
     assert main(["analyze", str(path), "--input", "16", "-q"]) == 0
     assert f"MACs {cost_from_spec(arch, 16, num_classes=3).macs:,}" in capsys.readouterr().out
 

@@ -19,29 +19,9 @@ from edgecnn import zoo
 from edgecnn.build import build
 from edgecnn.compress import fold_bn, fold_bn_, plan_fold_bn, recalibrate_bn, recalibrate_bn_
 from edgecnn.data import BatchLoader, ImageSplit
+from helpers import randomise_bn as _randomise_bn
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convs: one thread is as fast, and does not collapse when another process holds the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics and affine parameters, so a fold that ignores any of them fails."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, _BatchNorm):
-                c = m.num_features
-                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=g))
-                if m.affine:
-                    m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                    m.bias.copy_(0.2 * torch.randn(c, generator=g))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bns(model: nn.Module) -> list[_BatchNorm]:
@@ -192,7 +172,7 @@ def test_fold_keeps_pre_activation_bn(arch: str, kept: list[str]) -> None:
     plan = plan_fold_bn(model)
     assert [s.bn for s in plan.skipped] == kept
     assert all("pre-activation" in s.reason for s in plan.skipped)
-    folded = fold_bn_(copy.deepcopy(model))
+    folded = fold_bn(model)
     assert [n for n, m in folded.named_modules() if isinstance(m, _BatchNorm)] == kept
     with torch.no_grad():
         _assert_close_to_scale(folded(x), want)

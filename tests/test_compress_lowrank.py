@@ -11,6 +11,7 @@ from torch import nn
 
 from edgecnn import zoo
 from edgecnn.analysis import analyze
+from edgecnn.build import plain
 from edgecnn.compress import (
     LowRankPlan,
     energy_rank,
@@ -33,6 +34,8 @@ CONV_CASES = [  # (conv kwargs, input H, W): stride 2, padding, dilation 2, asym
     (dict(in_channels=3, out_channels=6, kernel_size=3, stride=2, padding=(2, 1), padding_mode="circular"), 8, 9),
     (dict(in_channels=5, out_channels=4, kernel_size=3, bias=False), 7, 7),
 ]
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # SVDs of small matrices: threads only contend
 
 
 def _conv(kwargs: dict, seed: int = 0) -> nn.Conv2d:
@@ -239,13 +242,17 @@ def test_resnet20_factorised_runs_and_stays_close_at_high_energy() -> None:
     assert isinstance(model.blocks[1].body[0].conv, nn.Conv2d)  # lowrank returned a copy
 
 
-def test_mobilenet_v2_skips_depthwise_and_in_place_returns_the_model() -> None:
+def test_mobilenet_v2_skips_depthwise_and_in_place_needs_a_plain_net() -> None:
     model = zoo.create("mobilenet_v2_cifar", width=0.5).eval()
     plan = plan_lowrank(model, params_fraction=0.5, input_size=(3, 32, 32))
     assert any("groups=" in s.reason for s in plan.skipped) and plan.params_saved > 0
-    out = lowrank_(model, plan)
-    assert out is model and isinstance(model.get_submodule(plan.layers[0].name), nn.Sequential)
-    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"arch string false .* use lowrank\(model, plan\)"):
+        lowrank_(model, plan)  # an EdgeNet cannot hold factorised layers under its arch
+    assert isinstance(model.get_submodule(plan.layers[0].name), nn.Conv2d)  # refused before any change
+    net = plain(model, note="low-rank")
+    out = lowrank_(net, plan)
+    assert out is net and isinstance(model.get_submodule(plan.layers[0].name), nn.Sequential)  # shared modules
+    assert not hasattr(out, "arch") and out(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 # ---------------------------------------------------------------- bad input

@@ -358,3 +358,19 @@ def test_receptive_fields_of_a_users_graph_module() -> None:
     gm = fx.symbolic_trace(Inception())  # fx's own tracer: no scopes, no shapes yet
     rfs = receptive_fields(gm, torch.zeros(1, 3, 41, 41))
     assert (rfs["output"].size, rfs["output"].jump, rfs["output"].start) == ((15, 15), (2, 2), (1, 1))
+
+
+def test_fallback_refuses_an_input_too_large_to_run_before_allocating(monkeypatch) -> None:
+    """Issue 13, point 7: the hooks fallback runs real compute, so its peak is estimated and bounded first."""
+    from edgecnn.analysis.hooks import fallback_peak_bytes
+
+    model = DataDependent()
+    x = torch.zeros(1, 3, 16, 16, device="meta")
+    widest = max(m.in_channels + m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    params = sum(p.numel() for p in model.parameters()) * 4
+    assert fallback_peak_bytes(model, [x]) == 3 * 16 * 16 * 4 + 16 * 16 * widest * 4 + params
+    monkeypatch.setenv("EDGECNN_MAX_MEMORY_GB", "1")
+    with pytest.raises(ValueError, match=r"forward-hooks fallback .* 1×3×20000×20000: analyse a smaller input.*"
+                                         r"EDGECNN_MAX_MEMORY_GB"):
+        analyze(model, (3, 20000, 20000))  # ~ 20 GB if it ran; refused at once
+    assert analyze(model, (3, 16, 16)).mode == "hooks"  # a small input still falls back and runs

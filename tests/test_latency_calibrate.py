@@ -1,4 +1,5 @@
 import importlib
+import random
 
 import pytest
 
@@ -9,6 +10,7 @@ from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
 from edgecnn.latency.validate import ValidationReport, ValidationRow, error_summary, sample_archs, validate
 from edgecnn.plan import resolve
+from edgecnn.search.space import MOBILENET_V3_SPACE
 
 M = importlib.import_module("edgecnn.latency.measure")
 ARCH = "conv_k3_s2_c8 ir_r2_c8 gap fc"
@@ -76,8 +78,23 @@ def test_predict_applies_the_calibration(tmp_path):
 
 def test_validate_refuses_calibration_networks():
     table = calibrated_table()
+    draw = MOBILENET_V3_SPACE.sample
     with pytest.raises(ValueError, match="2 of the validation networks were used to calibrate"):
-        validate(table, [*sample_archs(2, seed=5), ARCH], input_size=32)
+        validate(table, [*sample_archs(2, draw, seed=5), ARCH], input_size=32, sampler=draw)
+
+
+def test_sample_archs_draws_from_the_sampler_it_is_given():
+    def draw(rng):  # any callable rng -> arch string or spec; canonical strings come back
+        return f"conv_k3_c{8 * rng.randint(1, 4)}_relu gap fc"
+
+    archs = sample_archs(5, draw, seed=3)
+    rng = random.Random(3)
+    assert archs == [f"conv_c{8 * rng.randint(1, 4)} gap fc" for _ in range(5)]
+    assert sample_archs(3, MOBILENET_V3_SPACE.sample, seed=7) == [
+        MOBILENET_V3_SPACE.sample(r).format() for r in [random.Random(7)] for _ in range(3)
+    ]
+    with pytest.raises(ValueError, match="must be positive"):
+        sample_archs(0, draw)
 
 
 class DriftingMachine:

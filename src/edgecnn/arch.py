@@ -108,11 +108,16 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "pre": ("pre", True),
     "noskip": ("skip", "none"),
     "padskip": ("skip", "pad"),
+    "idskip": ("skip", "id"),
     "nobn": ("bn", False),
     "bn": ("bn", True),
     "bias": ("bias", True),
 }
-_SKIP_VALUES = {"ir": ("auto", "none"), "basic": ("auto", "none", "pad"), "bottleneck": ("auto", "none", "pad")}
+_SKIP_VALUES = {
+    "ir": ("auto", "none", "id"),
+    "basic": ("auto", "none", "pad", "id"),
+    "bottleneck": ("auto", "none", "pad", "id"),
+}
 _KEY_RE = re.compile(r"([a-z]+?)([-+.\d].*|nan|inf|infinity)\Z")
 
 
@@ -138,7 +143,7 @@ class BlockSpec:
     p: float | None = None  # dropout probability
     act: str | None = None  # activation name
     pre: bool | None = None  # pre-activation order (BN → act → conv)
-    skip: str | None = None  # residual: "auto" (when shapes allow), "none", "pad" (zero-pad shortcut)
+    skip: str | None = None  # residual: "auto" (when shapes allow), "none", "pad" (zero-pad), "id" (identity, required)
     bn: bool | None = None  # batch norm after the conv / linear
     bias: bool | None = None  # conv bias
 
@@ -316,7 +321,7 @@ def _flag_fits(kind: str | None, field_name: str, value: Any) -> bool:
 
 
 def _valid_tokens(info: KindInfo, kind: str) -> str:
-    return ", ".join(sorted({_token_name(k, kind) for k in info.keys})) or "no tokens"
+    return ", ".join(sorted({t for k in info.keys for t in _token_name(k, kind).split("/")})) or "no tokens"
 
 
 def _parse_token(tok: str, kind: str, info: KindInfo, here: str) -> tuple[str, Any]:

@@ -1,8 +1,10 @@
-"""Build an ``nn.Module`` from an arch spec: one table from block kind to constructor.
+"""Build an ``nn.Module`` from an arch spec, each block by its kind's record (:mod:`edgecnn.kinds`).
 
 The built :class:`EdgeNet` keeps its canonical arch string, class count and
 input channels, so a checkpoint of weights plus these three rebuilds the
-network without user code.
+network without user code. That holds only while the arch is true: a
+transform whose result no arch string describes returns a :class:`PlainNet`
+(the same modules, no ``arch``), and :func:`arch_mismatch` is the check.
 """
 
 from __future__ import annotations
@@ -13,92 +15,11 @@ import torch
 from torch import nn
 
 from edgecnn.arch import ArchSpec, as_spec
-from edgecnn.blocks import (
-    BasicBlock,
-    Bottleneck,
-    ConvBNAct,
-    ConvTransposeBNAct,
-    DepthwiseSeparable,
-    GlobalAvgPool,
-    InvertedResidual,
-    LinearAct,
-    same_padding,
-)
+from edgecnn.kinds import BLOCK_KINDS
 from edgecnn.plan import LayerPlan, resolve
 
-
-def _conv(p: LayerPlan) -> nn.Module:
-    b = p.spec
-    return ConvBNAct(
-        p.cin, p.cout, kernel=b.k, stride=b.s, dilation=b.d, groups=b.g, act=b.act,
-        order="pre" if b.pre else "post", bn=b.bn, bias=b.bias,
-    )  # fmt: skip
-
-
-def _tconv(p: LayerPlan) -> nn.Module:
-    b = p.spec
-    return ConvTransposeBNAct(p.cin, p.cout, kernel=b.k, stride=b.s, dilation=b.d, act=b.act)
-
-
-def _ds(p: LayerPlan) -> nn.Module:
-    b = p.spec
-    return DepthwiseSeparable(
-        p.cin, p.cout, kernel=b.k, stride=b.s, dilation=b.d, act=b.act, se_ratio=b.se,
-        gate=b.gate, order="pre" if b.pre else "post",
-    )  # fmt: skip
-
-
-def _ir(p: LayerPlan) -> nn.Module:
-    b = p.spec
-    assert p.mid is not None
-    return InvertedResidual(
-        p.cin, p.mid, p.cout, kernel=b.k, stride=b.s, dilation=b.d, act=b.act, se_ratio=b.se,
-        gate=b.gate, skip=b.skip != "none",
-    )  # fmt: skip
-
-
-def _residual(cls: type[BasicBlock] | type[Bottleneck]) -> Callable[[LayerPlan], nn.Module]:
-    def make(p: LayerPlan) -> nn.Module:
-        b = p.spec
-        assert p.mid is not None
-        shortcut = {"auto": "conv", "none": "none", "pad": "pad"}[b.skip or "auto"]
-        return cls(
-            p.cin, p.mid, p.cout, kernel=b.k, stride=b.s, dilation=b.d, act=b.act,
-            order="pre" if b.pre else "post", shortcut=shortcut, se_ratio=b.se, gate=b.gate,  # type: ignore[arg-type]
-        )  # fmt: skip
-
-    return make
-
-
-def _maxpool(p: LayerPlan) -> nn.Module:
-    return nn.MaxPool2d(p.spec.k, p.spec.s, same_padding(p.spec.k or 1))
-
-
-def _avgpool(p: LayerPlan) -> nn.Module:
-    # count_include_pad=False: padded zeros do not dilute border averages
-    return nn.AvgPool2d(p.spec.k, p.spec.s, same_padding(p.spec.k or 1), count_include_pad=False)
-
-
-def _fc(p: LayerPlan) -> nn.Module:
-    if p.classifier:
-        return nn.Linear(p.cin, p.cout)
-    return LinearAct(p.cin, p.cout, act=p.spec.act or "linear", bn=bool(p.spec.bn))
-
-
-# block kind -> constructor from a resolved layer
-BUILDERS: dict[str, Callable[[LayerPlan], nn.Module]] = {
-    "conv": _conv,
-    "tconv": _tconv,
-    "ds": _ds,
-    "ir": _ir,
-    "basic": _residual(BasicBlock),
-    "bottleneck": _residual(Bottleneck),
-    "maxpool": _maxpool,
-    "avgpool": _avgpool,
-    "gap": lambda p: GlobalAvgPool(),
-    "fc": _fc,
-    "dropout": lambda p: nn.Dropout(p.spec.p or 0.0),
-}
+BUILDERS: dict[str, Callable[[LayerPlan], nn.Module]] = {name: k.build for name, k in BLOCK_KINDS.items()}
+"""Block kind -> constructor from a resolved layer (each kind's ``build`` in :mod:`edgecnn.kinds`)."""
 
 
 class EdgeNet(nn.Module):
@@ -122,6 +43,61 @@ class EdgeNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_classes={self.num_classes}, in_chans={self.in_chans}"
+
+
+class PlainNet(nn.Module):
+    """An EdgeNet's modules without an arch string: what a transform returns when no arch describes its result.
+
+    Low-rank factors, or BN folded inside an ``ir`` block, have no token in the
+    arch format; keeping the EdgeNet's arch would make it false (a checkpoint
+    of it would not load). ``blocks`` and the state-dict keys stay those of the
+    EdgeNet; ``source_arch`` records where it came from, for people, not for
+    rebuilding. A checkpoint of it has ``arch=None``: load it into the same
+    transform of ``build(source_arch)``.
+    """
+
+    def __init__(self, blocks: nn.Sequential, *, num_classes: int, in_chans: int, source_arch: str, note: str) -> None:
+        super().__init__()
+        self.blocks = blocks
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.source_arch = source_arch  # the arch string of the EdgeNet it was made from
+        self.note = note  # what was done to it, e.g. "low-rank factorised (energy=0.9)"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+    def extra_repr(self) -> str:
+        return f"from {self.source_arch!r} ({self.note}), num_classes={self.num_classes}, in_chans={self.in_chans}"
+
+
+def plain(model: EdgeNet, *, note: str) -> PlainNet:
+    """``model``'s modules (shared, not copied) as a :class:`PlainNet`; its mode is kept."""
+    if not isinstance(model, EdgeNet):
+        raise ValueError(f"plain() takes an EdgeNet, got {type(model).__name__}")
+    out = PlainNet(model.blocks, num_classes=model.num_classes, in_chans=model.in_chans, source_arch=model.arch,
+                   note=note)  # fmt: skip
+    return out.train(model.training)
+
+
+def arch_mismatch(model: nn.Module, arch: str, *, num_classes: int, in_chans: int) -> str | None:
+    """Why ``build(arch)`` does not hold exactly ``model``'s weights (first differing key), or None when it does.
+
+    Builds on the meta device: no memory, no initialisation.
+    """
+    with torch.device("meta"):
+        ref = build(arch, num_classes=num_classes, in_chans=in_chans)
+    want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if want == have:
+        return None
+    extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+    if extra:
+        return f"the arch has no {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+    if missing:
+        return f"the model lacks {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+    key = next(k for k in want if want[k] != have[k])
+    return f"{key} is {have[key]} in the model, {want[key]} in the arch"
 
 
 def build(arch: str | ArchSpec, *, num_classes: int = 1000, in_chans: int = 3) -> EdgeNet:

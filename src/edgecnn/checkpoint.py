@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from edgecnn.atomic import atomic_write
+from edgecnn.build import arch_mismatch, build
 from edgecnn.schema import check_checkpoint
 
 FORMAT = "edgecnn-checkpoint"
@@ -113,12 +114,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 
 def checkpoint_of(model: nn.Module, **extra: Any) -> Checkpoint:
-    """A :class:`Checkpoint` of ``model``'s weights (and its arch, if it is an EdgeNet) plus ``extra`` fields."""
+    """A :class:`Checkpoint` of ``model``'s weights (and its arch, if it is an EdgeNet) plus ``extra`` fields.
+
+    ValueError when the model's arch string does not build exactly its weights
+    (a transform changed it in place): such a checkpoint could not be loaded.
+    """
     arch = getattr(model, "arch", None)
     num_classes = getattr(model, "num_classes", None)
     in_chans = getattr(model, "in_chans", None)
     if num_classes is None or in_chans is None:
         num_classes, in_chans = _infer_io(model)
+    if isinstance(arch, str) and (why := arch_mismatch(model, arch, num_classes=num_classes, in_chans=in_chans)):
+        raise ValueError(f"model.arch does not describe this model ({why}), so its checkpoint would not load; "
+                         "save edgecnn.build.plain(model, note=...) instead (arch=None)")  # fmt: skip
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return Checkpoint(arch if isinstance(arch, str) else None, int(num_classes), int(in_chans), state, **extra)
 
@@ -131,10 +139,6 @@ def _infer_io(model: nn.Module) -> tuple[int, int]:
 
 def build_model(arch: str, *, num_classes: int, in_chans: int) -> nn.Module:
     """Build an EdgeNet from its arch string (``edgecnn.build.build``)."""
-    try:
-        from edgecnn.build import build
-    except ImportError:  # the builder may also be exported from edgecnn.arch
-        from edgecnn.arch import build  # type: ignore[attr-defined,no-redef]
     return build(arch, num_classes=num_classes, in_chans=in_chans)
 
 

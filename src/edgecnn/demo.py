@@ -141,7 +141,8 @@ class DemoResult:
 
 
 def _arch(cfg: DemoConfig) -> str:
-    return zoo.arch_of(cfg.model, width=cfg.width) if cfg.model in zoo.REGISTRY else zoo.resolve_model_arg(cfg.model)
+    # the demo's default width is for zoo models; an arch string already says its widths
+    return zoo.model_arg(cfg.model, width=cfg.width if cfg.model in zoo.REGISTRY else 1.0).arch
 
 
 def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) -> DemoResult:

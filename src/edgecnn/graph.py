@@ -35,6 +35,7 @@ Meta propagation keeps real strides (a transpose stays non-contiguous until
 from __future__ import annotations
 
 import gc
+import inspect
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -370,7 +371,9 @@ def propagate(g: Graph, inputs: Sequence[torch.Tensor], evaluate: Evaluator = ru
             try:
                 value = to_meta(next(placeholders))
             except StopIteration:
-                raise _InputCountError(f"the model takes more inputs than the {len(inputs)} given") from None
+                if not node.args:  # a parameter without a default (a traced one with a default carries it)
+                    raise _InputCountError(f"the model takes more inputs than the {len(inputs)} given") from None
+                value = node.args[0]
         elif op == "get_attr":
             value = to_meta(g._fetch(node.target))
         elif op == "output":
@@ -410,7 +413,7 @@ def trace_graph(
     try:
         with gc_paused():
             tracer = GraphTracer(leaf_modules)
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args=_defaults_after(model, len(xs)) if xs is not None else None)
             g = Graph(tracer.root, graph, modules=dict(tracer.root.named_modules()))
             g.added = {k: v for k, v in vars(model).items() if k not in before}
             if xs is not None:
@@ -426,6 +429,21 @@ def trace_graph(
         return Graph(model, None, "hooks", reason, modules=dict(model.named_modules()))
     _undo(model, before)  # the constants stay reachable through g.added
     return g
+
+
+def _defaults_after(model: nn.Module, n: int) -> dict[str, Any] | None:
+    """``forward``'s parameters after the first ``n`` (the inputs given) that have defaults, by name.
+
+    fx traces them as those constants, so control flow on them is specialised (timm's
+    ``VisionTransformer.forward(x, attn_mask=None, is_causal=False)``: ``if is_causal:`` on a proxy fails).
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: trace every parameter
+        return None
+    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    out = {p.name: p.default for p in named[n:] if p.default is not p.empty}
+    return out or None
 
 
 @contextmanager

@@ -15,8 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgecnn.arch import ArchSpec, BlockSpec, as_spec
-from edgecnn.blocks import make_divisible, same_padding
+from edgecnn.kinds import conv_out, kind_of
 from edgecnn.limits import MAX_CHANNELS, MAX_INPUT, MAX_LAYERS
+
+__all__ = ["LayerPlan", "conv_out", "output_stride", "resolve"]
 
 Size = tuple[int, int]
 
@@ -37,6 +39,7 @@ class LayerPlan:
     flat: bool  # the output is a (N, C) vector
     classifier: bool = False  # the final fc whose width is num_classes
     position: int = 0  # index in the expanded list = module index in EdgeNet.blocks
+    residual: bool = False  # the block adds a skip path around its body (ir: only at stride 1 and c_in = c_out)
 
     @property
     def name(self) -> str:
@@ -56,29 +59,9 @@ class _Where:
         return f"block {self.index} {self.block.format()!r}"
 
 
-def conv_out(size: int, kernel: int, stride: int = 1, dilation: int = 1, padding: int | None = None) -> int:
-    """Output length of a conv/pool along one axis (PyTorch's formula, floor mode)."""
-    pad = same_padding(kernel, dilation) if padding is None else padding
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def _spatial_out(b: BlockSpec, size: Size) -> Size:
-    k, s, d = b.k or 1, b.s or 1, b.d or 1
-    if b.kind == "tconv":
-        return (size[0] * s, size[1] * s)
-    if b.kind in ("maxpool", "avgpool"):
-        return (conv_out(size[0], k, s, 1), conv_out(size[1], k, s, 1))
-    return (conv_out(size[0], k, s, d), conv_out(size[1], k, s, d))
-
-
 def _inner_width(b: BlockSpec, cin: int) -> int | None:
-    if b.kind not in ("ir", "basic", "bottleneck"):
-        return None
-    if b.m is not None:
-        return b.m
-    assert b.e is not None and b.c is not None
-    base = cin if b.kind == "ir" else b.c
-    return max(1, int(round(base * b.e)))
+    mid = kind_of(b.kind).mid
+    return None if mid is None else mid(b, cin)
 
 
 def resolve(
@@ -118,41 +101,52 @@ def resolve(
         reps = block.r or 1
         for rep in range(reps):
             b = block if reps == 1 else block.with_(r=1, s=block.s if rep == 0 else 1)
-            classifier = b.kind == "fc" and b.c is None
+            kind = kind_of(b.kind)
+            classifier = kind.classifier_without_c and b.c is None
             if classifier and index != last:
                 raise ValueError(f"{where}: an fc without c is the classifier and must be the last block")
-            if b.kind == "fc" and not flat:
-                raise ValueError(f"{where}: fc needs a flat input; put 'gap' before it")
-            if flat and b.kind not in ("fc", "dropout"):
+            if kind.layout == "vector" and not flat:
+                raise ValueError(f"{where}: {b.kind} needs a flat input; put 'gap' before it")
+            if flat and kind.layout == "map":
                 raise ValueError(f"{where}: a spatial block cannot follow global pooling")
-            if b.kind in ("ir", "basic", "bottleneck") and (b.k or 1) % 2 == 0:
-                raise ValueError(f"{where}: residual blocks need an odd kernel (k3, k5, k7)")
-            if b.kind == "conv" and (ch % (b.g or 1) or (b.c or 0) % (b.g or 1)):
-                raise ValueError(f"{where}: groups g{b.g} must divide in ({ch}) and out ({b.c}) channels")
+            problem = kind.check(b, ch)
+            if problem is not None:
+                raise ValueError(f"{where}: {problem}")
             mid = _inner_width(b, ch)
             cout = num_classes if classifier else (b.c if b.c is not None else ch)
             if max(cout, mid or 0) > max_ch:  # an expansion e can blow a width up
                 MAX_CHANNELS.check(max(cout, mid or 0), f"{where}")
-            squeeze = 0
-            if b.se:
-                se_base = mid if b.kind == "ir" else (ch if b.kind == "ds" else cout)
-                squeeze = make_divisible(se_base * b.se, 8)
-            new_flat = flat or b.kind == "gap"
+            squeeze = kind.squeeze(b, ch, mid, cout)
+            shortcut = kind.shortcut(b, ch, cout)
+            if b.skip == "id" and shortcut != "identity":
+                raise ValueError(_broken_skip(where, b, ch, cout))
+            new_flat = flat or kind.out_size is None
             out_size: Size | None = None
             in_size = None if flat else size
             if size is not None and not new_flat:
-                out_size = size if b.kind == "dropout" else _spatial_out(b, size)
+                assert kind.out_size is not None
+                out_size = kind.out_size(b, size)
                 if min(out_size) < 1:
                     raise ValueError(
                         f"{where}: input {size[0]}×{size[1]} is too small (output would be "
                         f"{out_size[0]}×{out_size[1]}); use a larger input or fewer strides"
                     )
             plans.append(
-                LayerPlan(index, rep, b, ch, cout, mid, squeeze, in_size, out_size, new_flat, classifier, len(plans))
+                LayerPlan(index, rep, b, ch, cout, mid, squeeze, in_size, out_size, new_flat, classifier, len(plans),
+                          shortcut is not None)  # fmt: skip
             )
             ch, flat = cout, new_flat
             size = None if new_flat else out_size
     return plans
+
+
+def _broken_skip(where: _Where, b: BlockSpec, cin: int, cout: int) -> str:
+    """The message for an ``idskip`` block whose shapes rule out an identity skip, with the fix."""
+    if (b.s or 1) != 1:
+        why, fix = f"its stride is {b.s}", "use s1 or drop idskip"
+    else:
+        why, fix = f"its input has {cin} channels and its output {cout}", f"set c{cin} or drop idskip"
+    return f"{where}: idskip asks for an identity skip, but {why}; {fix}"
 
 
 def _check_bounds(spec: ArchSpec, num_classes: int, in_chans: int, size: Size | None) -> None:

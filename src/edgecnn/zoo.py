@@ -137,20 +137,6 @@ def create(name: str, *, num_classes: int | None = None, width: float = 1.0, in_
     return build(entry.arch(width), num_classes=num_classes or entry.num_classes, in_chans=in_chans)
 
 
-def resolve_model_arg(model: str) -> str:
-    """A CLI ``MODEL`` argument (zoo name or arch string) as a canonical arch string."""
-    if model in REGISTRY:
-        return REGISTRY[model].arch()
-    try:
-        return parse(model).format()
-    except ValueError as exc:
-        if len(model.split()) == 1:  # one word: most likely a mistyped zoo name
-            raise ValueError(
-                f"unknown model {model!r}: not a zoo name ({', '.join(REGISTRY)}) nor an arch string ({exc})"
-            ) from None
-        raise
-
-
 @dataclass(frozen=True)
 class ModelArg:
     """What a CLI ``MODEL`` argument (zoo name or arch string) stands for."""
@@ -162,10 +148,21 @@ class ModelArg:
 
 
 def model_arg(model: str, *, width: float = 1.0) -> ModelArg:
-    """Resolve a CLI ``MODEL`` argument; a width multiplier applies to zoo models only."""
+    """Resolve a ``MODEL`` argument (zoo name or arch string) — the one resolver of the CLI and the demo.
+
+    A width multiplier applies to zoo models only (ValueError otherwise).
+    """
     if model in REGISTRY:
         entry = REGISTRY[model]
         return ModelArg(entry.arch(width), model, entry.input_size, entry.num_classes)
     if width != 1.0:
         raise ValueError("--width applies to zoo models only; scale the channels of an arch string instead")
-    return ModelArg(resolve_model_arg(model), None, 224, 1000)
+    try:
+        arch = parse(model).format()
+    except ValueError as exc:
+        if len(model.split()) == 1:  # one word: most likely a mistyped zoo name
+            raise ValueError(
+                f"unknown model {model!r}: not a zoo name ({', '.join(REGISTRY)}) nor an arch string ({exc})"
+            ) from None
+        raise
+    return ModelArg(arch, None, 224, 1000)

@@ -56,7 +56,4 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'edgecnn.analysis' has no attribute {name!r}")
-    try:
-        return getattr(importlib.import_module(f"edgecnn.analysis.{module}"), name)
-    except (ImportError, AttributeError):
-        raise AttributeError(f"edgecnn.analysis.{name} is not available (module .{module} not written yet)") from None
+    return getattr(importlib.import_module(f"edgecnn.analysis.{module}"), name)

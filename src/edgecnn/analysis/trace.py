@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from edgecnn.analysis.hooks import analyze_hooks
+from edgecnn.analysis.hooks import analyze_hooks, check_fallback_memory
 from edgecnn.analysis.node_cost import activation, cost_node, shape_value, tensors
 from edgecnn.analysis.result import Analysis, LayerCost, model_label
 from edgecnn.graph import Graph, GraphError, gc_paused, trace_graph
@@ -110,11 +110,8 @@ def analyze_fx(
 
 
 def _add_receptive_fields(g: Graph, row_of: dict[str, LayerCost], analysis: Analysis) -> None:
-    try:
-        from edgecnn.analysis.receptive import receptive_fields
-    except ImportError:  # the receptive-field module is optional
-        analysis.notes.append("receptive fields not available (edgecnn.analysis.receptive missing)")
-        return
+    from edgecnn.analysis.receptive import receptive_fields  # on first use: analyses without fields never load it
+
     try:
         rfs = receptive_fields(g)
     except ValueError as exc:  # e.g. an input without spatial axes
@@ -205,6 +202,7 @@ def analyze(
         raise ValueError(f"mode must be 'auto', 'fx' or 'hooks', got {mode!r}")
     xs = _inputs(model, input_size, inputs, batch_size)
     if mode == "hooks":
+        check_fallback_memory(model, xs, "mode 'hooks' asked for")
         analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
         analysis.fallback_reason = "mode 'hooks' asked for"
         return analysis
@@ -215,6 +213,7 @@ def analyze(
         if mode == "fx":
             raise
         first = exc.reason
+    check_fallback_memory(model, xs, first)
     try:
         analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
     except Exception as exc:  # the model does not run on this input either: a user error, say both reasons

@@ -64,15 +64,10 @@ def load_model_arg(model: str, *, num_classes: int | None, width: float) -> tupl
         with torch.device("meta"):
             net = build(arch, num_classes=num_classes or classes, in_chans=in_chans)
         return net, size
-    if model in zoo.REGISTRY:
-        entry = zoo.get(model)
-        with torch.device("meta"):
-            net = zoo.create(model, num_classes=num_classes, width=width)
-        return net, entry.input_size
-    arch = zoo.model_arg(model, width=width).arch  # refuses --width for an arch string, never ignores it
+    m = zoo.model_arg(model, width=width)  # refuses --width for an arch string, never ignores it
     with torch.device("meta"):
-        net = build(arch, num_classes=num_classes or 1000)
-    return net, 224
+        net = build(m.arch, num_classes=num_classes or m.num_classes)
+    return net, m.input_size
 
 
 def rich_table(analysis: Analysis, depth: int | None = None, model: torch.nn.Module | None = None) -> Table:

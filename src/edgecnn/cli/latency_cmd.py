@@ -28,7 +28,7 @@ from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.cli import args as num
-from edgecnn.cli.main import UsageError
+from edgecnn.cli.errors import UsageError
 from edgecnn.latency.fingerprint import BACKENDS, fingerprint
 from edgecnn.latency.measure import TimingConfig, default_threads, measure
 from edgecnn.latency.per_layer import per_layer
@@ -37,6 +37,7 @@ from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.validate import calibrate, sample_archs, validate
 from edgecnn.memory import check_memory
 from edgecnn.outputs import check_writable
+from edgecnn.search.space import MOBILENET_V3_SPACE
 
 ACTIONS = ("measure", "build-table", "calibrate", "validate")
 _USAGE = """actions:
@@ -165,9 +166,9 @@ def _open_table(args: argparse.Namespace) -> LatencyTable:
 
 
 def cmd_build_table(args: argparse.Namespace) -> int:
-    archs = [zoo.resolve_model_arg(m) for m in args.models]
+    archs = [zoo.model_arg(m).arch for m in args.models]
     if args.sample:
-        archs += sample_archs(args.sample, seed=args.seed)
+        archs += sample_archs(args.sample, MOBILENET_V3_SPACE.sample, seed=args.seed)
     if not archs:
         raise UsageError("nothing to measure: give --models NAME ... and/or --sample N")
     size = args.input_size or 224
@@ -200,7 +201,7 @@ def _stage_progress(bar: Progress) -> Any:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     table = _open_table(args)
     size = args.input_size or 224
-    archs = sample_archs(args.num, seed=args.seed)
+    archs = sample_archs(args.num, MOBILENET_V3_SPACE.sample, seed=args.seed)
     with _progress() as bar:
         cal = calibrate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, table_path=args.table,
@@ -219,11 +220,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     table = _open_table(args)
     size = args.input_size or 224
-    archs = sample_archs(args.num, seed=args.seed)
+    archs = sample_archs(args.num, MOBILENET_V3_SPACE.sample, seed=args.seed)
     with _progress() as bar:
         report = validate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, time_cap_s=args.time_cap,
             seed=args.seed, table_path=args.table, retest=not args.no_retest, on_stage=_stage_progress(bar),
+            sampler=MOBILENET_V3_SPACE.sample,
         )  # fmt: skip
     console = Console()
     t = Table(title=f"predictor vs measured ({table.backend}, {table.fingerprint.threads} threads, {size}²)")

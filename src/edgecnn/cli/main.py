@@ -20,6 +20,9 @@ from collections.abc import Sequence
 
 from edgecnn import __version__
 from edgecnn.cli.args import Parser
+from edgecnn.cli.errors import UsageError
+
+__all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
 # Sub-command modules, in the order `edgecnn --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -32,11 +35,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgecnn.cli.compress_cmd",  # compress
     "edgecnn.cli.explain_cmd",  # explain
     "edgecnn.cli.report_cmd",   # report
+    "edgecnn.cli.search_cmd",   # search
 )
-
-
-class UsageError(Exception):
-    """A mistake in how the command was called; printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,13 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command whose module is not written yet
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

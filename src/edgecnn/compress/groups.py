@@ -362,6 +362,9 @@ class _Interpreter:
         out = None
         for node in self.graph.nodes:
             if node.op == "placeholder":
+                if node.meta.get("tensor_meta") is None and node.args:  # a defaulted argument traced as its constant
+                    env[node] = node.args[0]
+                    continue
                 env[node] = torch.zeros(self._shape(node), dtype=torch.long)
             elif node.op == "get_attr":
                 v = self.root

@@ -39,7 +39,7 @@ rules; MACs per image, bias excluded, as :func:`edgecnn.analysis.analyze`)::
 (the spatial form's first conv runs at the output's height and the input's
 width). MACs need the layers' input and output shapes: :func:`plan_lowrank`
 takes ``input_size`` and reads them from one ``torch.fx`` pass on meta
-tensors (:func:`edgecnn.analysis.trace.analyze_fx`); without it the plan
+tensors (:func:`edgecnn.analysis.shape_graph`, no cost analysis); without it the plan
 reports parameters only, and ``macs_fraction`` is refused. Planning over a
 whole model and applying a plan live in :mod:`edgecnn.compress.lowrank_plan`;
 this file owns the factorisation of one layer and the rank rules.

@@ -11,9 +11,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
+from edgecnn.analysis import shape_graph  # compress reads analysis, never the reverse
+from edgecnn.build import EdgeNet, plain
 from edgecnn.compress.lowrank import (
     Form,
     factorize_conv,
@@ -21,6 +22,7 @@ from edgecnn.compress.lowrank import (
     singular_values,
     svd_rank,
 )
+from edgecnn.graph import GraphError
 
 __all__ = ["LowRankLayer", "LowRankPlan", "LowRankSkip", "lowrank", "lowrank_", "plan_lowrank"]
 
@@ -91,27 +93,16 @@ Shapes = list[tuple[tuple[int, ...], tuple[int, ...]]]  # (input shape, output s
 
 
 def _call_shapes(model: nn.Module, input_size: Sequence[int]) -> dict[str, Shapes]:
-    from torch import fx
-
-    from edgecnn.analysis.trace import analyze_fx  # compress reads analysis, never the reverse
-
-    size = tuple(int(s) for s in input_size)
-    if not size or min(size) < 1:
-        raise ValueError(f"input_size must be positive sizes without the batch axis, e.g. (3, 32, 32); "
-                         f"got {input_size}")
-    p = next(model.parameters(), None)
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    try:  # meta tensors: shapes only, no weights read, no running statistics touched
-        _, traced = analyze_fx(model, [torch.empty((1, *size), dtype=dtype, device="meta")], receptive_fields=False)
-    except Exception as e:  # fx and meta kernels raise many types
-        raise ValueError(f"cannot trace {type(model).__name__} for layer shapes ({type(e).__name__}: {e}); "
+    try:  # meta shapes from the shape formulas: no weights read, no running statistics touched, no costs
+        g = shape_graph(model, input_size)
+    except GraphError as e:
+        raise ValueError(f"cannot trace {type(model).__name__} for layer shapes ({e.reason}); "
                          "pass input_size=None (parameters only) or plan a traceable submodule") from e  # fmt: skip
     shapes: dict[str, Shapes] = {}
-    for node in traced.graph.nodes:
-        src = node.args[0] if node.op == "call_module" and node.args else None
-        if isinstance(src, fx.Node) and "tensor_meta" in src.meta and "tensor_meta" in node.meta:
-            io = (tuple(src.meta["tensor_meta"].shape), tuple(node.meta["tensor_meta"].shape))
-            shapes.setdefault(str(node.target), []).append(io)
+    for node, _ in g.module_calls((nn.Linear, nn.Conv2d)):
+        i, o = g.io_shapes(node)
+        if i is not None and o is not None:
+            shapes.setdefault(str(node.target), []).append((i, o))
     return shapes
 
 
@@ -252,7 +243,14 @@ def lowrank_(model: nn.Module, plan: LowRankPlan) -> nn.Module:
 
     The plan must come from this model (or a copy): each layer's type and
     weight shape are checked first, and nothing changes when one differs.
+    An EdgeNet cannot be factorised in place (the arch format has no token for
+    a factorised layer, so its arch string would become false): ValueError —
+    use :func:`lowrank`, or ``lowrank_(edgecnn.build.plain(model, note=...), plan)``.
     """
+    if isinstance(model, EdgeNet) and plan.layers:
+        raise ValueError("lowrank_ would leave this EdgeNet's arch string false (no arch token for a factorised "
+                         "layer); use lowrank(model, plan), a copy without an arch, or "
+                         "lowrank_(edgecnn.build.plain(model, note='low-rank'), plan) in place")  # fmt: skip
     layers = []
     for e in plan.layers:
         try:
@@ -276,5 +274,12 @@ def lowrank_(model: nn.Module, plan: LowRankPlan) -> nn.Module:
 
 
 def lowrank(model: nn.Module, plan: LowRankPlan) -> nn.Module:
-    """A copy of ``model`` with the planned layers factorised; the input model is not changed."""
-    return lowrank_(copy.deepcopy(model), plan)
+    """A copy of ``model`` with the planned layers factorised; the input model is not changed.
+
+    From an EdgeNet the copy is a :class:`~edgecnn.build.PlainNet` (same modules and keys, no arch string),
+    unless the plan factorises nothing.
+    """
+    new = copy.deepcopy(model)
+    if isinstance(new, EdgeNet) and plan.layers:
+        new = plain(new, note=f"low-rank factorised ({plan.rule}, {len(plan.layers)} layers)")
+    return lowrank_(new, plan)

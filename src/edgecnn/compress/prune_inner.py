@@ -69,12 +69,17 @@ from edgecnn.blocks import se_width
 from edgecnn.build import EdgeNet, build
 from edgecnn.compress.groups import channel_groups
 from edgecnn.compress.prune import _ArchSpace, apply_kept
+from edgecnn.kinds import BLOCK_KINDS, InnerChannels
 from edgecnn.plan import LayerPlan, output_stride, resolve
 
 __all__ = ["InnerPrune", "InnerPrunePlan", "inner_importance", "plan_prune_inner", "prune_inner"]
 
 Keep = Mapping[int, int] | Mapping[int, Sequence[int]]
-_KINDS = ("ir", "basic", "bottleneck")
+_KINDS = tuple(name for name, k in BLOCK_KINDS.items() if k.inner)  # kinds with a prunable inner width
+
+
+def _inner(p: LayerPlan) -> InnerChannels:
+    return BLOCK_KINDS[p.spec.kind].inner[bool(p.spec.pre)]
 
 
 @dataclass(frozen=True)
@@ -112,10 +117,10 @@ def _plans(model: EdgeNet) -> list[LayerPlan]:
 def _unprunable(p: LayerPlan) -> str | None:
     """Why block ``p`` has no prunable inner width, or None when it has one."""
     if p.spec.kind not in _KINDS:
-        return f"a {p.spec.kind!r} block has no inner width (only ir, basic and bottleneck blocks do)"
-    if p.spec.kind == "ir" and p.mid == p.cin:
+        return f"a {p.spec.kind!r} block has no inner width (only {', '.join(_KINDS)} blocks do)"
+    if _inner(p).tied_to_input and p.mid == p.cin:
         return (
-            f"ir block without expansion (m = input width {p.cin}): its inner channels are the input "
+            f"{p.spec.kind} block without expansion (m = input width {p.cin}): its inner channels are the input "
             "channels, coupled to the previous block"
         )
     return None
@@ -123,11 +128,8 @@ def _unprunable(p: LayerPlan) -> str | None:
 
 def _producer(block: nn.Module, p: LayerPlan) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
     """The conv that produces the inner channels and the BN right after it."""
-    if p.spec.kind == "ir":
-        return block.expand.conv, block.expand.bn  # type: ignore[union-attr, return-value]
-    if p.spec.pre:  # plain conv, then the next ConvBNAct starts with the BN of the inner width
-        return block.body[0], block.body[1].bn  # type: ignore[index, return-value]
-    return block.body[0].conv, block.body[0].bn  # type: ignore[index, return-value]
+    conv, bn = _inner(p).producer
+    return block.get_submodule(conv), block.get_submodule(bn)  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -199,13 +201,13 @@ def plan_prune_inner(model: EdgeNet, keep: Keep, *, bn_scale: bool = True) -> In
             kept = sorted(order[:value].tolist())
         else:
             kept = _indices(value, p.mid, where)
-        if p.spec.kind == "ir" and len(kept) == p.cin:
+        if _inner(p).tied_to_input and len(kept) == p.cin:
             raise ValueError(
                 f"{where}: an inner width equal to the input width ({p.cin}) drops the expand conv "
                 f"(the builder omits it); keep {p.cin - 1} or {p.cin + 1} channels"
             )
         squeeze_kept: tuple[int, ...] = ()
-        if p.spec.kind == "ir" and p.squeeze:
+        if _inner(p).squeeze_inside and p.squeeze:
             fc1 = model.blocks[pos].se.fc1.weight.detach()  # type: ignore[union-attr]
             rows = fc1[:, kept].abs().flatten(1).sum(1)
             n = se_width(len(kept), p.spec.se or 0.0)

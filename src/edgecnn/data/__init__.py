@@ -6,17 +6,19 @@ data set in memory as ``uint8`` ``N×C×H×W`` tensors and to augment whole
 batches with tensor ops — no per-sample PIL work and no worker processes in
 the hot loop.
 
-- :mod:`edgecnn.data.sets` — :class:`DataSet` / :class:`ImageSplit`, the
-  built-in default (scikit-learn's digits) and :func:`load_data`.
+- :mod:`edgecnn.data.sets` — :class:`DataSet` / :class:`ImageSplit` and the
+  built-in default (scikit-learn's digits).
 - :mod:`edgecnn.data.folder` — CIFAR-10 or any ImageFolder tree, from a folder
   or an archive, decoded once with Pillow into a cache file.
 - :mod:`edgecnn.data.loader` — :class:`BatchLoader`: shuffling, random crop
   with padding and flip (He et al. 2016's CIFAR recipe), normalisation.
+- :mod:`edgecnn.data.load` — :func:`load_data`: digits or a folder / archive by name.
 """
 
 from edgecnn.data.folder import cache_dir, load_image_folder
 from edgecnn.data.loader import Augment, BatchLoader, crop_flip
-from edgecnn.data.sets import DataSet, ImageSplit, load_data, load_digits
+from edgecnn.data.load import load_data
+from edgecnn.data.sets import DataSet, ImageSplit, load_digits
 
 __all__ = [
     "Augment",

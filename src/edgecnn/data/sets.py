@@ -1,4 +1,4 @@
-"""In-memory data sets: :class:`ImageSplit`, :class:`DataSet`, the built-in digits and :func:`load_data`.
+"""In-memory data sets: :class:`ImageSplit`, :class:`DataSet`, and the built-in digits.
 
 A data set is two splits of ``uint8`` images (``N×C×H×W``) with ``int64``
 labels, the class names, the per-channel mean and standard deviation of the
@@ -15,7 +15,6 @@ stratified with a fixed seed.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,38 +237,3 @@ def load_digits(
     classes = tuple(str(c) for c in range(10))
     augment = Augment(pad=max(1, image_size // 8), flip=False)
     return make_dataset(DIGITS, full.subset(train_idx), full.subset(test_idx), classes, augment=augment, limit=limit)
-
-
-def load_data(
-    source: str | os.PathLike[str] = DIGITS,
-    *,
-    image_size: int | None = None,
-    limit: int | None = None,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    cache: str | os.PathLike[str] | None = None,
-    strict: bool = False,
-    progress: bool = False,
-) -> DataSet:
-    """Load ``"digits"`` (the default) or an ImageFolder tree / archive such as CIFAR-10.
-
-    Args:
-        source: ``"digits"``, a folder, or a ``.tar[.gz|.xz|.bz2]`` / ``.zip`` archive
-            holding ``train/<class>/*.jpg`` and ``test/<class>/*.jpg`` (or just
-            ``<class>/*.jpg``, then split stratified by ``test_fraction``).
-        image_size: side of the stored images; digits default to 32, folders keep the
-            files' size (all must match) unless this is given, then they are resized.
-        limit: at most this many images per class in each split (quick tests).
-        test_fraction, seed: the stratified split where the source has no test split.
-        cache: folder for decoded archives (default ``$EDGECNN_CACHE`` or ``~/.cache/edgecnn``).
-        strict: stop at the first unreadable image instead of skipping it (with a count).
-        progress: show a progress bar while decoding.
-    """
-    if str(source) == DIGITS:
-        return load_digits(image_size=image_size or 32, test_fraction=test_fraction, seed=seed, limit=limit)
-    from edgecnn.data.folder import load_image_folder
-
-    return load_image_folder(
-        source, image_size=image_size, limit=limit, test_fraction=test_fraction, seed=seed,
-        cache=cache, strict=strict, progress=progress,
-    )  # fmt: skip

@@ -30,9 +30,11 @@ from typing import Any
 
 import torch
 
+from edgecnn.kinds import BLOCK_KINDS
+
 GROUPS: tuple[str, ...] = ("body", "fixed")
-FIXED_KINDS = frozenset({"conv", "gap", "fc", "dropout", "flatten", "overhead"})
-"""Block kinds (first field of a table key) of the ``fixed`` group; every other kind is ``body``."""
+FIXED_KINDS = frozenset({"overhead"} | {k.name for k in BLOCK_KINDS.values() if k.latency_group == "fixed"})
+"""Block kinds (first field of a table key) of the ``fixed`` group (:attr:`BlockKind.latency_group`); the rest: body."""
 
 
 def group_of(key: str) -> str:

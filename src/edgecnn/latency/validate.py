@@ -24,12 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgecnn.arch import ArchSpec
 from edgecnn.build import build
 from edgecnn.latency.calibrate import Calibration, fit, group_sums
 from edgecnn.latency.measure import LatencyStats, measure
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
-from edgecnn.search.space import MOBILENET_V3_SPACE, SearchSpace
+
+Sampler = Callable[[random.Random], ArchSpec | str]
+"""Draws one network from a random generator, e.g. ``edgecnn.search.space.MOBILENET_V3_SPACE.sample``."""
 
 TOLERANCES: tuple[float, ...] = (0.05, 0.10, 0.20)
 _EPS = 1e-9  # 11/10 − 1 is 0.10000000000000009 in floating point: a boundary case counts as within
@@ -141,12 +144,17 @@ class ValidationReport:
         }
 
 
-def sample_archs(n: int, *, seed: int = 0, space: SearchSpace = MOBILENET_V3_SPACE) -> list[str]:
-    """``n`` canonical arch strings drawn from ``space`` with ``random.Random(seed)``."""
+def sample_archs(n: int, sampler: Sampler, *, seed: int = 0) -> list[str]:
+    """``n`` canonical arch strings drawn by ``sampler`` with ``random.Random(seed)``.
+
+    The sampler comes from the caller (the CLI passes the search space's), so
+    latency measurement does not depend on the search that is built on it.
+    """
     if n < 1:
         raise ValueError(f"number of networks must be positive, got {n}")
     rng = random.Random(seed)
-    return [space.sample(rng).format() for _ in range(n)]
+    drawn = [sampler(rng) for _ in range(n)]
+    return [a.format() if isinstance(a, ArchSpec) else ArchSpec.parse(a).format() for a in drawn]
 
 
 def measure_arch(table: LatencyTable, arch: str, *, input_size: int, num_classes: int = 1000) -> LatencyStats:
@@ -200,17 +208,20 @@ def validate(
     retest: bool = True,
     table_path: str | None = None,
     on_stage: Callable[[str, int, int], None] | None = None,
+    sampler: Sampler | None = None,
 ) -> ValidationReport:
     """Fill ``table`` for ``archs``, measure each end to end (twice with ``retest``), compare with its prediction.
 
     ``time_cap_s`` stops measuring new networks once exceeded (the report says how
     many were measured). ``on_stage(stage, done, total)`` reports progress of the
-    ``"table"``, ``"measure"`` and ``"retest"`` stages. Networks the table was
-    calibrated on are refused: the report holds out-of-sample errors only.
+    ``"table"``, ``"measure"`` and ``"retest"`` stages. ``sampler`` is the one
+    the calibration networks were drawn with (their seed and count are in the
+    table): with it, networks the table was calibrated on are refused, so the
+    report holds out-of-sample errors only.
     """
     cal = table.calibration
-    if cal is not None and "seed" in cal.info and "n" in cal.info:
-        seen = set(sample_archs(int(cal.info["n"]), seed=int(cal.info["seed"])))
+    if sampler is not None and cal is not None and "seed" in cal.info and "n" in cal.info:
+        seen = set(sample_archs(int(cal.info["n"]), sampler, seed=int(cal.info["seed"])))
         overlap = sum(a in seen for a in archs)
         if overlap:
             raise ValueError(
