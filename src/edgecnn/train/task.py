@@ -12,13 +12,14 @@ the images, which each worker process loads once and keeps
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import torch
 
 from edgecnn.build import build
 from edgecnn.data import DataSet, load_data
+from edgecnn.data.sets import stratified_split
 from edgecnn.train.config import FINETUNE, TrainConfig
 from edgecnn.train.loop import finetune
 
@@ -32,12 +33,29 @@ class DataRef:
     limit: int | None = None  # at most this many images per class and split
     seed: int = 0  # split seed where the source has no test split
     cache: str | None = None  # folder of decoded archives (None: the default cache)
+    holdout: float = 0.0  # > 0: this share of the training split becomes the test split (choose without the test set)
+    holdout_seed: int = 0  # seed of that stratified split
 
 
 @lru_cache(maxsize=2)
 def worker_data(ref: DataRef) -> DataSet:
     """The data set of ``ref``, loaded once per process (a worker runs many tasks on the same data)."""
-    return load_data(ref.source, image_size=ref.image_size, limit=ref.limit, seed=ref.seed, cache=ref.cache)
+    data = load_data(ref.source, image_size=ref.image_size, limit=ref.limit, seed=ref.seed, cache=ref.cache)
+    return holdout(data, ref.holdout, ref.holdout_seed) if ref.holdout > 0 else data
+
+
+def holdout(data: DataSet, fraction: float, seed: int = 0) -> DataSet:
+    """``data`` with a stratified ``fraction`` of its training split as the test split (and the rest to train on).
+
+    NetAdapt and search choose between candidates by accuracy; choosing on the
+    test split would report a selected, optimistic number (Yang et al. 2018
+    hold out 10k training images for the same reason).
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the hold-out is a share of the training split in (0, 1), got {fraction}")
+    train_idx, val_idx = stratified_split(data.train.labels.numpy(), fraction, seed)
+    return replace(data, name=f"{data.name} (hold-out {fraction:g})", train=data.train.subset(train_idx),
+                   test=data.train.subset(val_idx))  # fmt: skip
 
 
 @dataclass(frozen=True)
