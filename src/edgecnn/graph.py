@@ -95,25 +95,14 @@ class MetaProxy(Proxy):
         v = self.tracer.value(self.node)  # type: ignore[attr-defined]
         return v if isinstance(v, torch.Tensor) else _MISSING
 
-    @property
-    def shape(self) -> Any:  # type: ignore[override]
+    def _read(self, name: str) -> Any:
         v = self._tensor()
-        return v.shape if v is not _MISSING else self.__getattr__("shape")
+        return getattr(v, name) if v is not _MISSING else self.__getattr__(name)  # symbolic: an Attribute proxy
 
-    @property
-    def ndim(self) -> Any:
-        v = self._tensor()
-        return v.ndim if v is not _MISSING else self.__getattr__("ndim")
-
-    @property
-    def dtype(self) -> Any:
-        v = self._tensor()
-        return v.dtype if v is not _MISSING else self.__getattr__("dtype")
-
-    @property
-    def device(self) -> Any:
-        v = self._tensor()
-        return v.device if v is not _MISSING else self.__getattr__("device")
+    shape = property(lambda self: self._read("shape"))
+    ndim = property(lambda self: self._read("ndim"))
+    dtype = property(lambda self: self._read("dtype"))
+    device = property(lambda self: self._read("device"))
 
     def size(self, *args: Any, **kwargs: Any) -> Any:
         v = self._tensor()
@@ -122,12 +111,14 @@ class MetaProxy(Proxy):
         return self.tracer.create_proxy("call_method", "size", (self, *args), kwargs)
 
     def dim(self) -> Any:
-        v = self._tensor()
-        return v.dim() if v is not _MISSING else self.tracer.create_proxy("call_method", "dim", (self,), {})
+        return self._call("dim")
 
     def numel(self) -> Any:
+        return self._call("numel")
+
+    def _call(self, name: str) -> Any:
         v = self._tensor()
-        return v.numel() if v is not _MISSING else self.tracer.create_proxy("call_method", "numel", (self,), {})
+        return getattr(v, name)() if v is not _MISSING else self.tracer.create_proxy("call_method", name, (self,), {})
 
     def __len__(self) -> int:
         v = self.tracer.value(self.node)  # type: ignore[attr-defined]
@@ -158,7 +149,9 @@ class GraphTracer(fx.Tracer):
     whose forward created it (for a ``call_module`` node: the called module).
     """
 
-    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = (), inputs: Sequence[torch.Tensor] | None = None) -> None:
+    def __init__(
+        self, leaf_modules: Sequence[type[nn.Module]] = (), inputs: Sequence[torch.Tensor] | None = None
+    ) -> None:
         super().__init__()
         self.leaf_types = tuple(leaf_modules)
         self.scopes: list[str] = []  # module paths of the forwards being traced, outermost first
