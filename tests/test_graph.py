@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 
 import pytest
 import torch
@@ -359,6 +360,27 @@ def test_receptive_fields_of_a_users_graph_module() -> None:
     gm = fx.symbolic_trace(Inception())  # fx's own tracer: no scopes, no shapes yet
     rfs = receptive_fields(gm, torch.zeros(1, 3, 41, 41))
     assert (rfs["output"].size, rfs["output"].jump, rfs["output"].start) == ((15, 15), (2, 2), (1, 1))
+
+
+class MathOnShape(nn.Module):
+    """``math.sqrt`` of a traced size: fx traces it only with its math autowrap (the lean trace's retry)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y / math.sqrt(y.shape[1])
+
+
+def test_math_on_a_traced_value_retraces_with_autowrap() -> None:
+    g = trace_graph(MathOnShape())  # no inputs: the size is symbolic, math.sqrt needs the retry
+    assert [n.target for n in g.nodes if n.op == "call_function"][-2:] == [math.sqrt, operator.truediv]
+    g = trace_graph(MathOnShape(), torch.zeros(1, 3, 8, 8))  # with inputs the size is 8: sqrt(8) is a constant
+    last = g.output().args[0]
+    assert last.target is operator.truediv and last.args[1] == math.sqrt(8) and g.concrete_shapes
+    assert g.shape(last) == (1, 8, 6, 6)
 
 
 def test_fallback_refuses_an_input_too_large_to_run_before_allocating(monkeypatch) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -150,9 +151,15 @@ class GraphTracer(fx.Tracer):
     """
 
     def __init__(
-        self, leaf_modules: Sequence[type[nn.Module]] = (), inputs: Sequence[torch.Tensor] | None = None
+        self,
+        leaf_modules: Sequence[type[nn.Module]] = (),
+        inputs: Sequence[torch.Tensor] | None = None,
+        *,
+        autowrap_math: bool = True,
     ) -> None:
-        super().__init__()
+        # fx's default wraps every ``math`` function for the trace (``math.sqrt(proxy)`` then traces), patching
+        # the ``math`` module's ~60 functions in and out on every trace: ``autowrap_math=False`` skips that
+        super().__init__(autowrap_modules=(math,) if autowrap_math else ())
         self.leaf_types = tuple(leaf_modules)
         self.scopes: list[str] = []  # module paths of the forwards being traced, outermost first
         meta_tracing = inputs is not None and _patches_reverted is not None
@@ -551,8 +558,15 @@ def trace_graph(
     stage = "fx trace failed"
     try:
         with gc_paused():
-            tracer = GraphTracer(leaf_modules, xs if concrete_shapes else None)
-            graph = tracer.trace(model, concrete_args=_defaults_after(model, len(xs)) if xs is not None else None)
+            concrete = _defaults_after(model, len(xs)) if xs is not None else None
+            meta_inputs = xs if concrete_shapes else None
+            tracer = GraphTracer(leaf_modules, meta_inputs, autowrap_math=False)
+            try:  # most models apply no math function to a traced value: the lean trace is the same graph
+                graph = tracer.trace(model, concrete_args=concrete)
+            except Exception:  # math.f(proxy) raises (a Proxy is not a number): trace as fx does by default
+                _undo(model, before)
+                tracer = GraphTracer(leaf_modules, meta_inputs)
+                graph = tracer.trace(model, concrete_args=concrete)
             g = Graph(tracer.root, graph, modules=dict(tracer.root.named_modules()))
             g.concrete_shapes = tracer.inputs is not None and tracer.evaluated > 0
             g.added = {k: v for k, v in vars(model).items() if k not in before}
