@@ -541,3 +541,14 @@ def test_device_branch_sees_the_meta_device_it_is_evaluated_on() -> None:
     a = analyze(model, (3, 9, 9))
     assert a.mode == "fx" and a.macs == 8 * 27 * 49  # self.a: the trace is evaluated on meta tensors
     assert [r.name for r in a.layers if r.macs] == ["a"]
+
+
+def test_a_conv_subclass_that_rewrites_forward_kept_whole_does_not_get_the_conv_field_rule() -> None:
+    # kept whole, SameConv pads in its own forward: nn.Conv2d's rule (padding 0) would misplace the centre;
+    # the generic rule takes the resized output as the whole input instead (conservative, with a note)
+    model, x = SameNet(), torch.zeros(1, 3, 15, 15)
+    a = analyze(model, inputs=x, leaf_modules=(SameConv,))
+    assert a.mode == "fx" and a.macs == flop_counter_macs(model, x)
+    row = next(r for r in a.layers if r.name == "a")
+    assert row.rf_whole and "changes the spatial shape" in row.note  # traced through (the default) it is exact:
+    # test_same_padding_read_from_x_size_traces_with_concrete_shapes checks it against the gradient support
