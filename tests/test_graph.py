@@ -375,9 +375,12 @@ class MathOnShape(nn.Module):
 
 
 def test_math_on_a_traced_value_retraces_with_autowrap() -> None:
-    g = trace_graph(MathOnShape(), torch.zeros(1, 3, 8, 8))
+    g = trace_graph(MathOnShape())  # no inputs: the size is symbolic, math.sqrt needs the retry
     assert [n.target for n in g.nodes if n.op == "call_function"][-2:] == [math.sqrt, operator.truediv]
-    assert g.shape(g.output().args[0]) == (1, 8, 6, 6)
+    g = trace_graph(MathOnShape(), torch.zeros(1, 3, 8, 8))  # with inputs the size is 8: sqrt(8) is a constant
+    last = g.output().args[0]
+    assert last.target is operator.truediv and last.args[1] == math.sqrt(8) and g.concrete_shapes
+    assert g.shape(last) == (1, 8, 6, 6)
 
 
 def test_fallback_refuses_an_input_too_large_to_run_before_allocating(monkeypatch) -> None:
@@ -394,3 +397,158 @@ def test_fallback_refuses_an_input_too_large_to_run_before_allocating(monkeypatc
                                          r"EDGECNN_MAX_MEMORY_GB"):
         analyze(model, (3, 20000, 20000))  # ~ 20 GB if it ran; refused at once
     assert analyze(model, (3, 16, 16)).mode == "hooks"  # a small input still falls back and runs
+
+
+# ---------------------------------------------------------------- concrete shapes while tracing (issue 8)
+
+
+class SameConv(nn.Conv2d):
+    """TF "same" padding read from ``x.size()[-2:]`` in forward (timm ``Conv2dSame`` / ``pad_same``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.size()[-2:]
+        pads = []
+        for size, k, s, d in zip((ih, iw), self.kernel_size, self.stride, self.dilation, strict=True):
+            pads.append(max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0))
+        ph, pw = pads
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class SameNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = SameConv(3, 8, 3, stride=2)
+        self.b = SameConv(8, 4, 5, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(F.relu(self.a(x)))
+
+
+class WindowPad(nn.Module):
+    """Pads H and W up to a multiple of the window only when they are not one (twins / Swin / tiny_vit style),
+    mixes, and crops back (a window reshape is left out: the receptive-field rules take a 6-d view as whole)."""
+
+    def __init__(self, ws: int = 4) -> None:
+        super().__init__()
+        self.ws = ws
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.mix = nn.Conv2d(6, 6, 1)
+        self.head = nn.Conv2d(6, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        pad_b, pad_r = (-h) % self.ws, (-w) % self.ws
+        if pad_r > 0 or pad_b > 0:
+            x = F.pad(x, (0, pad_r, 0, pad_b))
+        x = self.mix(x)
+        if pad_r > 0 or pad_b > 0:
+            x = x[:, :, :h, :w].contiguous()
+        return self.head(x)
+
+
+class Resize(nn.Module):
+    """Resizes to a multiple of the patch size only when H/W are not one (MobileViT's unfold)."""
+
+    def __init__(self, patch: int = 4) -> None:
+        super().__init__()
+        self.patch = patch
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.proj = nn.Linear(8 * patch * patch, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        b, c, h, w = x.shape
+        nh, nw = math.ceil(h / self.patch) * self.patch, math.ceil(w / self.patch) * self.patch
+        if nh != h or nw != w:
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+        n = (nh // self.patch) * (nw // self.patch)
+        patches = x.reshape(b, c, nh // self.patch, self.patch, nw // self.patch, self.patch)
+        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(b, n, c * self.patch * self.patch)
+        return self.proj(patches)
+
+
+class Tokens(nn.Module):
+    """Tokens back to a square map with ``int(math.sqrt(...))`` and ``len``/``numel``/``dim``/``dtype`` in Python."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 2, stride=2)
+        self.fc = nn.Linear(8, 8)
+        self.out = nn.Conv2d(8, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.fc(self.embed(x).flatten(2).transpose(1, 2))
+        assert t.dim() == 3 and t.ndim == 3 and t.dtype.is_floating_point and len(t) == x.size(0)
+        side = int(math.sqrt(t.shape[1]))
+        channels = t.numel() // (len(t) * side * side)
+        return self.out(t.transpose(1, 2).reshape(len(t), channels, side, side))
+
+
+class OnDevice(nn.Module):
+    """Branches on ``x.device`` (timm efficientvit's ``v.device.type != 'meta'``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(3, 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) if x.device.type == "meta" else self.b(x)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 15, 15), (1, 3, 16, 13)])
+def test_same_padding_read_from_x_size_traces_with_concrete_shapes(shape: tuple[int, ...]) -> None:
+    model = SameNet()
+    rf, a = check_net(model, shape)
+    with pytest.raises(GraphError, match="TraceError"):  # without inputs there are no shapes to branch on
+        trace_graph(model)
+    g = trace_graph(model, torch.zeros(shape))
+    assert not [n for n in g.calls() if n.target in ("size", getattr)]  # sizes are constants: the graph is
+    assert g.shape(g.output().args[0]) == tuple(model(torch.zeros(shape)).shape)  # specialised to this input size
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 10, 9), (1, 3, 12, 12)])
+def test_window_padding_branch_on_h_and_w(shape: tuple[int, ...]) -> None:
+    check_net(WindowPad(), shape)
+
+
+def test_resize_branch_on_h_and_w_and_patches() -> None:
+    model, x = Resize(), torch.zeros(1, 3, 10, 14)
+    a = analyze(model, inputs=x)
+    assert a.mode == "fx", a.fallback_reason
+    assert a.macs == flop_counter_macs(model, x)
+    g = trace_graph(model, x)
+    assert "interpolate" in {getattr(n.target, "__name__", "") for n in g.calls()}  # the branch 10×14 takes
+    assert g.shape(g.output().args[0]) == (1, 12, 16)
+    g = trace_graph(model, torch.zeros(1, 3, 8, 12))
+    assert "interpolate" not in {getattr(n.target, "__name__", "") for n in g.calls()}  # and 8×12 does not
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 12, 12), (2, 3, 8, 8)])
+def test_shape_dependent_reshape_with_int_len_numel_dim_dtype(shape: tuple[int, ...]) -> None:
+    # fx mode and exact MACs; no field check: the rules take a tokens -> map reshape as whole (conservative)
+    model, x = Tokens(), torch.zeros(shape)
+    a = analyze(model, inputs=x)
+    assert a.mode == "fx" and a.fallback_reason == "", a.fallback_reason
+    assert a.macs == flop_counter_macs(model, x)
+    g = trace_graph(model, x)
+    assert g.shape(g.output().args[0]) == tuple(model(x).shape)
+
+
+def test_device_branch_sees_the_meta_device_it_is_evaluated_on() -> None:
+    model = OnDevice()
+    a = analyze(model, (3, 9, 9))
+    assert a.mode == "fx" and a.macs == 8 * 27 * 49  # self.a: the trace is evaluated on meta tensors
+    assert [r.name for r in a.layers if r.macs] == ["a"]
+
+
+def test_a_conv_subclass_that_rewrites_forward_kept_whole_does_not_get_the_conv_field_rule() -> None:
+    # kept whole, SameConv pads in its own forward: nn.Conv2d's rule (padding 0) would misplace the centre;
+    # the generic rule takes the resized output as the whole input instead (conservative, with a note)
+    model, x = SameNet(), torch.zeros(1, 3, 15, 15)
+    a = analyze(model, inputs=x, leaf_modules=(SameConv,))
+    assert a.mode == "fx" and a.macs == flop_counter_macs(model, x)
+    row = next(r for r in a.layers if r.name == "a")
+    assert row.rf_whole and "changes the spatial shape" in row.note  # traced through (the default) it is exact:
+    # test_same_padding_read_from_x_size_traces_with_concrete_shapes checks it against the gradient support

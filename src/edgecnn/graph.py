@@ -73,8 +73,74 @@ class _InputCountError(ValueError):
 # ---------------------------------------------------------------- tracing
 
 
+_MISSING = object()
+
+try:  # fx's own switch for running real code while tracing (torch >= 2.1)
+    from torch.fx._symbolic_trace import _maybe_revert_all_patches as _patches_reverted
+except ImportError:  # pragma: no cover - older torch: meta tracing off, shapes symbolic as in plain fx
+    _patches_reverted = None  # type: ignore[assignment]
+
+
+class MetaProxy(Proxy):
+    """A proxy that answers shape questions with plain Python values read from its node's meta value.
+
+    ``x.shape``, ``x.size()``, ``x.dim()``, ``x.ndim``, ``x.numel()``, ``x.dtype``, ``x.device`` and ``len(x)``
+    return what the tensor would have for the traced input size, so Python code that branches on them
+    (TF "same" padding, window attention that pads or resizes when H/W differ) is traced down the branch that
+    input takes; the graph is then specialised to that input size. Without a value (no inputs given, or a
+    proxy whose value is not a tensor) they stay symbolic as in plain fx. ``x.device`` is ``meta``: the trace
+    is evaluated on meta tensors. A branch on tensor *contents* still raises fx's ``TraceError``.
+    """
+
+    def _tensor(self) -> Any:
+        v = self.tracer.value(self.node)  # type: ignore[attr-defined]
+        return v if isinstance(v, torch.Tensor) else _MISSING
+
+    def _read(self, name: str) -> Any:
+        v = self._tensor()
+        return getattr(v, name) if v is not _MISSING else self.__getattr__(name)  # symbolic: an Attribute proxy
+
+    shape = property(lambda self: self._read("shape"))
+    ndim = property(lambda self: self._read("ndim"))
+    dtype = property(lambda self: self._read("dtype"))
+    device = property(lambda self: self._read("device"))
+
+    def size(self, *args: Any, **kwargs: Any) -> Any:
+        v = self._tensor()
+        if v is not _MISSING and not _has_proxy(args, kwargs):
+            return v.size(*args, **kwargs)
+        return self.tracer.create_proxy("call_method", "size", (self, *args), kwargs)
+
+    def dim(self) -> Any:
+        return self._call("dim")
+
+    def numel(self) -> Any:
+        return self._call("numel")
+
+    def _call(self, name: str) -> Any:
+        v = self._tensor()
+        return getattr(v, name)() if v is not _MISSING else self.tracer.create_proxy("call_method", name, (self,), {})
+
+    def __len__(self) -> int:
+        v = self.tracer.value(self.node)  # type: ignore[attr-defined]
+        if isinstance(v, (torch.Tensor, tuple, list)):
+            return len(v)
+        return super().__len__()
+
+
+def _has_proxy(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    return any(isinstance(a, Proxy) for a in (*args, *kwargs.values()))
+
+
 class GraphTracer(fx.Tracer):
-    """fx tracer with ``torch.nn`` layers (and ``leaf_modules`` types) as leaves.
+    """fx tracer with ``torch.nn`` layers (and ``leaf_modules`` types) as leaves, tracing with concrete shapes.
+
+    Given example ``inputs``, the tracer is a *meta tracer* (as Hugging Face's ``HFTracer`` and
+    ``torch.fx.experimental.meta_tracer``): each proxy is a :class:`MetaProxy` whose node's meta value is
+    computed when a shape, size, dim, dtype, device, length or element count is asked for -- lazily, in
+    execution order, by :func:`run_on_meta` -- so a model that never asks (a plain CNN) pays nothing for it.
+    Python branches on those plain values are taken as for that input size, and on a plain Python value a
+    proxy holds (``bool(h > 8)`` with ``h`` from a traced ``getattr``); a branch on tensor contents raises.
 
     Tracing is the largest part of an analysis, so two hot paths are lean:
     ``create_arg`` short-cuts the argument types a CNN passes (proxies,
@@ -84,12 +150,25 @@ class GraphTracer(fx.Tracer):
     whose forward created it (for a ``call_module`` node: the called module).
     """
 
-    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = (), *, autowrap_math: bool = True) -> None:
+    def __init__(
+        self,
+        leaf_modules: Sequence[type[nn.Module]] = (),
+        inputs: Sequence[torch.Tensor] | None = None,
+        *,
+        autowrap_math: bool = True,
+    ) -> None:
         # fx's default wraps every ``math`` function for the trace (``math.sqrt(proxy)`` then traces), patching
         # the ``math`` module's ~60 functions in and out on every trace: ``autowrap_math=False`` skips that
         super().__init__(autowrap_modules=(math,) if autowrap_math else ())
         self.leaf_types = tuple(leaf_modules)
         self.scopes: list[str] = []  # module paths of the forwards being traced, outermost first
+        meta_tracing = inputs is not None and _patches_reverted is not None
+        self.inputs = [to_meta(x) for x in inputs] if meta_tracing else None  # type: ignore[union-attr]
+        self.created: list[fx.Node] = []  # every node, in creation (= execution) order
+        self.values: dict[fx.Node, Any] = {}  # node -> its meta value, for created[:evaluated]
+        self.evaluated = 0  # how many of `created` have a value
+        self.placeholders_seen = 0  # placeholders among them
+        self.meta_error = ""  # why evaluation stopped (an op without a meta kernel): shapes stay symbolic after
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.leaf_types and isinstance(m, self.leaf_types):
@@ -109,17 +188,70 @@ class GraphTracer(fx.Tracer):
     def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
         node = super().create_node(*args, **kwargs)
         node.meta["scope"] = self.scopes[-1] if self.scopes else ""
+        self.created.append(node)
         return node
+
+    def proxy(self, node: fx.Node) -> Proxy:
+        return MetaProxy(node, self)
 
     def create_arg(self, a: Any) -> Any:
         t = type(a)
-        if t is Proxy:
+        if t is MetaProxy or t is Proxy:
             return a.node
         if t in _PLAIN:
             return a
         if t is tuple:
             return tuple(self.create_arg(e) for e in a)
         return super().create_arg(a)
+
+    def to_bool(self, obj: Proxy) -> bool:
+        v = self.value(obj.node)
+        if type(v) in (bool, int, float):  # a plain value derived from shapes; never a tensor's contents
+            return bool(v)
+        return super().to_bool(obj)
+
+    def value(self, node: fx.Node) -> Any:
+        """``node``'s meta value for the example inputs (every earlier node evaluated once, in order); a
+        sentinel when there are no inputs to evaluate with."""
+        if self.inputs is None:
+            return _MISSING
+        if node in self.values:
+            return self.values[node]
+        try:
+            with _patches_reverted():  # fx's patched Module.__call__ / math functions would trace the meta run
+                return self._evaluate_up_to(node)
+        except _InputCountError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a meta kernel missing: trace on symbolically, as plain fx would
+            self.meta_error, self.inputs = _first_line(exc), None
+            return _MISSING
+
+    def _evaluate_up_to(self, node: fx.Node) -> Any:
+        inputs = self.inputs
+        assert inputs is not None
+        while self.evaluated < len(self.created):
+            n = self.created[self.evaluated]
+            if n.op == "placeholder":
+                i = self.placeholders_seen
+                if i < len(inputs):
+                    v = inputs[i]
+                elif n.args:
+                    v = n.args[0]
+                else:
+                    raise _InputCountError(f"the model takes more inputs than the {len(inputs)} given")
+                self.placeholders_seen += 1
+            elif n.op == "get_attr":
+                v = to_meta(_fetch(self.root, str(n.target)))
+            elif n.op == "output":
+                v = None
+            else:
+                module = self.root.get_submodule(str(n.target)) if n.op == "call_module" else None
+                v = run_on_meta(n, module, map_args(n.args, self.values), map_args(n.kwargs, self.values))
+            self.values[n] = v
+            self.evaluated += 1
+            if n is node:
+                return v
+        return self.values.get(node, _MISSING)
 
 
 # ---------------------------------------------------------------- values
@@ -199,6 +331,10 @@ def _fetch(root: nn.Module, target: str) -> Any:
 class Graph:
     """A model traced once, with meta shapes on its nodes (``mode="fx"``), or the statement that it could not be.
 
+    Traced with inputs, sizes the forward reads in Python (``x.shape``, ``x.size()``, ``len(x)``...) are
+    constants of the graph and its branches are the ones those inputs take: the graph is specialised to
+    ``input_shapes`` (``concrete_shapes`` is True when the forward read any).
+
     In ``mode="hooks"`` (fx failed and a fallback was asked for) ``graph`` is ``None`` and
     ``fallback_reason`` says why; consumers that need the graph raise, the cost analysis runs forward hooks.
     """
@@ -211,6 +347,7 @@ class Graph:
     modules: dict[str, nn.Module] = field(default_factory=dict)  # module path -> module, every module of root
     added: dict[str, Any] = field(default_factory=dict)  # attributes fx set on root while tracing (constants)
     values: dict[fx.Node, Any] = field(default_factory=dict)  # node -> its meta output (after propagation)
+    concrete_shapes: bool = False  # the trace read sizes as plain values: the graph holds only for input_shapes
 
     # ---- nodes
 
@@ -398,12 +535,18 @@ def trace_graph(
     leaf_modules: Sequence[type[nn.Module]] = (),
     evaluate: Evaluator = run_on_meta,
     fallback: bool = False,
+    concrete_shapes: bool = True,
 ) -> Graph:
     """Trace ``model`` once with torch.fx and, given example ``inputs``, propagate meta shapes through it.
 
     ``inputs``: tensors of the input shapes (any device, meta included; only shapes, strides and dtypes are
     read), or ``None`` for the graph without shapes. ``leaf_modules``: module types to keep whole.
     ``evaluate``: computes a call node's output from its meta arguments (default: run it on meta tensors).
+    ``concrete_shapes`` (with ``inputs``): trace with concrete shapes (:class:`MetaProxy`), so shape- and
+    device-dependent Python branches are taken as for these inputs and the graph is *specialised to their
+    size* (``Graph.concrete_shapes``; sizes read in Python are constants in it) -- what an analysis at one
+    input size needs. ``False`` keeps sizes symbolic (a graph to re-run at other widths, as channel pruning
+    does); such a model then fails to trace, as in plain fx.
     When fx cannot trace the model, or propagation fails, raises :class:`GraphError` -- or, with
     ``fallback=True``, returns a ``Graph`` in ``mode="hooks"`` whose ``fallback_reason`` says why.
     The model is left as it was (constants fx stores on it are removed after propagation).
@@ -416,14 +559,16 @@ def trace_graph(
     try:
         with gc_paused():
             concrete = _defaults_after(model, len(xs)) if xs is not None else None
-            tracer = GraphTracer(leaf_modules, autowrap_math=False)
+            meta_inputs = xs if concrete_shapes else None
+            tracer = GraphTracer(leaf_modules, meta_inputs, autowrap_math=False)
             try:  # most models apply no math function to a traced value: the lean trace is the same graph
                 graph = tracer.trace(model, concrete_args=concrete)
             except Exception:  # math.f(proxy) raises (a Proxy is not a number): trace as fx does by default
                 _undo(model, before)
-                tracer = GraphTracer(leaf_modules)
+                tracer = GraphTracer(leaf_modules, meta_inputs)
                 graph = tracer.trace(model, concrete_args=concrete)
             g = Graph(tracer.root, graph, modules=dict(tracer.root.named_modules()))
+            g.concrete_shapes = tracer.inputs is not None and tracer.evaluated > 0
             g.added = {k: v for k, v in vars(model).items() if k not in before}
             if xs is not None:
                 stage = "meta-tensor propagation failed"

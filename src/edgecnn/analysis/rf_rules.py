@@ -311,10 +311,19 @@ def rule_for(node: fx.Node, module: nn.Module | None) -> Rule:
 def _module_rule(module_type: type) -> Rule:
     rule = _RULE_OF_TYPE.get(module_type)
     if rule is None:
-        rule = next((r for types, r in MODULE_RULES if issubclass(module_type, types)), generic_rule)
+        rule = next((r for types, r in MODULE_RULES if issubclass(module_type, types)
+                     and _same_forward(module_type, types)), generic_rule)  # fmt: skip
         if len(_RULE_OF_TYPE) < 4096:  # a cache of the first match by type (MODULE_RULES is extended at import)
             _RULE_OF_TYPE[module_type] = rule
     return rule
 
 
 _RULE_OF_TYPE: dict[type, Rule] = {}
+
+
+def _same_forward(module_type: type, types: type | tuple[type, ...]) -> bool:
+    """Whether ``module_type`` runs the ``forward`` of the class it matched in ``types``: a subclass that rewrites
+    it (timm's ``Conv2dSame`` pads the input first) does not inherit the parent's field rule (generic instead)."""
+    listed = types if isinstance(types, tuple) else (types,)
+    base = next((c for c in module_type.__mro__ if c in listed), None)
+    return base is None or module_type.forward is base.forward

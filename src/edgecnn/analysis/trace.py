@@ -47,9 +47,11 @@ def analyze_fx(
     *,
     leaf_modules: Sequence[type[nn.Module]] = (),
     receptive_fields: bool = True,
+    concrete_shapes: bool = True,
 ) -> tuple[Analysis, Graph]:
     """The fx pass: one :func:`edgecnn.graph.trace_graph` whose evaluator costs each node on the way.
 
+    ``concrete_shapes``: see :func:`edgecnn.graph.trace_graph` (``False`` keeps sizes symbolic in the graph).
     Raises :class:`edgecnn.graph.GraphError` when fx cannot trace the model; :func:`analyze` then falls back.
     """
     costs: dict[fx.Node, tuple[Any, str]] = {}
@@ -59,7 +61,7 @@ def analyze_fx(
         costs[node] = (cost, note)
         return value
 
-    g = trace_graph(model, inputs, leaf_modules=leaf_modules, evaluate=evaluate)
+    g = trace_graph(model, inputs, leaf_modules=leaf_modules, evaluate=evaluate, concrete_shapes=concrete_shapes)
     modules = g.modules
     values = g.values
     counted: set[int] = set()

@@ -609,7 +609,8 @@ def _trace(model: nn.Module, inputs: Sequence[torch.Tensor]) -> _Trace:
 
     metas = [torch.empty((1, *t.shape[1:]), dtype=t.dtype, device="meta") for t in inputs]
     try:
-        analysis, g = analyze_fx(model, metas, receptive_fields=False)
+        # sizes stay symbolic: the graph is re-run at the pruned widths (a channel shuffle's view reads them)
+        analysis, g = analyze_fx(model, metas, receptive_fields=False, concrete_shapes=False)
     except GraphError as e:
         raise ValueError(f"cannot find channel groups: {e}; prune a traceable submodule instead") from e
     assert g.graph is not None
