@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgecnn.cli.rfplan_cmd",   # rf-plan
     "edgecnn.cli.latency_cmd",  # latency {measure,build-table,validate}
     "edgecnn.cli.train_cmd",    # train, eval
+    "edgecnn.cli.compress_cmd",  # compress
     "edgecnn.cli.explain_cmd",  # explain
     "edgecnn.cli.report_cmd",   # report
 )

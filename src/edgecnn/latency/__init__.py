@@ -14,11 +14,13 @@ the same 2-core CPU). So we measure, on the device and backend at hand:
 * :mod:`~edgecnn.latency.table` — the lookup table of block latencies (versioned JSON);
 * :mod:`~edgecnn.latency.calibrate` — per-group scales of the table sum fitted on measured networks;
 * :mod:`~edgecnn.latency.predict` — a network's latency from its arch spec without building it;
+* :mod:`~edgecnn.latency.model` — blocks the table lacks: interpolated across widths, else measured;
 * :mod:`~edgecnn.latency.validate` — the predictor's error on networks sampled from the search space.
 """
 
 from edgecnn.latency.calibrate import Calibration
 from edgecnn.latency.fingerprint import BACKENDS, DeviceFingerprint, fingerprint
+from edgecnn.latency.model import LatencyModel, interpolate
 from edgecnn.latency.measure import LatencyStats, Measurement, Reference, TimingConfig, measure, time_fn
 from edgecnn.latency.per_layer import LayerBreakdown, LayerLatency, per_layer
 from edgecnn.latency.predict import Prediction, predict
@@ -31,6 +33,7 @@ __all__ = [
     "Calibration",
     "DeviceFingerprint",
     "LatencyStats",
+    "LatencyModel",
     "LatencyTable",
     "LayerBreakdown",
     "LayerLatency",
@@ -43,6 +46,7 @@ __all__ = [
     "block_key",
     "calibrate",
     "fingerprint",
+    "interpolate",
     "make_reference",
     "measure",
     "new_table",

@@ -10,6 +10,7 @@ measured, not assumed: see :func:`validate` and ``edgecnn latency validate``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -79,10 +80,26 @@ def predict(
             f"the latency table lacks {len(missing)} of {len(keys) + 1} entries for this network "
             f"(first: {missing[0]}); extend it with table.ensure([...]) or `edgecnn latency build-table`"
         )
-    values = [entries[k].value(stat) for k in keys]
-    overhead = entries[okey].value(stat)
-    raw = overhead + sum(values)
-    parts = tuple(zip(keys, values))
+    parts = [(k, entries[k].value(stat)) for k in keys]
+    return combine(table, okey, entries[okey].value(stat), parts, stat=stat, calibrated=calibrated)
+
+
+def combine(
+    table: LatencyTable,
+    okey: str,
+    overhead: float,
+    parts: Sequence[tuple[str, float]],
+    *,
+    stat: str = "median",
+    calibrated: bool = True,
+) -> Prediction:
+    """The prediction from its parts: overhead + Σ blocks, through the table's calibration when it has one.
+
+    Shared by :func:`predict` (table entries only) and :class:`~edgecnn.latency.model.LatencyModel`
+    (entries, interpolated or measured).
+    """
+    parts = tuple(parts)
+    raw = overhead + sum(v for _, v in parts)
     cal = table.calibration if calibrated else None
     total = raw if cal is None else cal.apply(group_sums(((okey, overhead), *parts)))
     if not total >= 0:  # entries are checked on load; a negative overhead entry can still outweigh the blocks

@@ -1,0 +1,236 @@
+"""NetAdapt against Torch-Pruning's magnitude pruner and uniform width scaling, on CIFAR-10 at 50% latency.
+
+From one trained ``resnet20_cifar`` baseline (trained here, checkpointed with
+its recipe), three networks at the same latency budget (``--budget``, default
+50% of the baseline's latency; latency from a LatencyModel over a table of
+this CPU, eager, 1 thread, each block measured when first asked for):
+
+(a) **ours**: :func:`edgecnn.compress.netadapt.netadapt` (one group per
+    iteration, BN recalibration, short fine-tunes), then a long fine-tune;
+(b) **Torch-Pruning** 1.6 ``MagnitudePruner`` (L1, uniform ratio), pruning the
+    same channels ours can (the blocks' inner widths: the CIFAR ResNets'
+    zero-padding shortcuts tie the stage widths), its ratio bisected to the
+    same predicted latency, then fine-tuned;
+(c) **uniform width**: ``resnet20_cifar`` at the width multiplier that meets the
+    same latency, trained from scratch.
+
+Fine-tuning budget: (a) spends ``S`` short-term steps inside the search plus
+``L`` long-term steps; (b) gets ``S + L`` fine-tune steps; (c) trains for the
+baseline's ``B`` steps plus ``S + L``. All four networks are then measured side
+by side in one process (end-to-end eager latency, batch 1, 1 thread), with
+test top-1, MACs and params. Every stage is saved to the work folder as it
+finishes; ``--resume`` skips finished stages (NetAdapt resumes mid-run).
+
+``--quick`` (100 images per class, short schedules) proves the pipeline in
+minutes; its numbers say nothing about the methods. The full run (~2 h on 2
+free cores) was not run: the machine was saturated by other jobs (load ~11 on
+2 cores), which the result file records.
+
+    PYTHONPATH=src python benchmarks/netadapt_cifar.py --quick [--resume] [--work runs/netadapt_cifar]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgecnn import zoo
+from edgecnn.arch import as_spec
+from edgecnn.atomic import atomic_write_text
+from edgecnn.build import EdgeNet, build
+from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
+from edgecnn.compress.budget import parse_budget
+from edgecnn.compress.document import model_stats
+from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, netadapt
+from edgecnn.compress.quantize import compare_int8, quantize_int8
+from edgecnn.compress.recalibrate import recalibrate_bn_
+from edgecnn.data import BatchLoader
+from edgecnn.latency.measure import TimingConfig
+from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.table import LatencyTable, new_table
+from edgecnn.train.config import FINETUNE, TrainConfig
+from edgecnn.train.loop import finetune, fit
+from edgecnn.train.task import DataRef, worker_data
+
+CIFAR = "/work/shared/data/cifar10-jpeg.tar.xz"
+RESULTS = Path(__file__).parent / "results"
+BASE = "resnet20_cifar"
+
+
+def args_() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="100 images per class, short schedules (a smoke run)")
+    p.add_argument("--resume", action="store_true", help="skip the stages the work folder holds")
+    p.add_argument("--work", default="runs/netadapt_cifar", help="work folder (checkpoints, tables, state)")
+    p.add_argument("--budget", default="50%latency")
+    p.add_argument("--limit", type=int, default=None, help="images per class and split (quick: 100)")
+    p.add_argument("--base-steps", type=int, default=None, help="baseline training steps (full: 30 epochs)")
+    p.add_argument("--short-steps", type=int, default=None)
+    p.add_argument("--long-steps", type=int, default=None)
+    return p.parse_args()
+
+
+def inner_arch(model: nn.Module, arch: str) -> str:
+    """The arch of a resnet whose basic blocks' inner widths are those of ``model``'s ``body.0.conv``."""
+    spec = as_spec(arch).expand()
+    blocks = [b.with_(m=model.get_submodule(f"blocks.{i}.body.0.conv").out_channels) if b.kind == "basic" else b
+              for i, b in enumerate(spec.blocks)]  # fmt: skip
+    return dataclasses.replace(spec, blocks=tuple(blocks)).format()
+
+
+def tp_prune(model: EdgeNet, ratio: float, example: torch.Tensor) -> EdgeNet:
+    """Torch-Pruning's L1 magnitude pruner at a uniform ``ratio`` on the basic blocks' inner widths."""
+    import torch_pruning as tp  # bench only
+
+    m = copy.deepcopy(model).eval()
+    ignored = [mod for name, mod in m.named_modules()
+               if isinstance(mod, (nn.Conv2d, nn.Linear)) and not (name.endswith("body.0.conv"))]  # fmt: skip
+    pruner = tp.pruner.MagnitudePruner(m, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                       pruning_ratio=ratio, ignored_layers=ignored)  # fmt: skip
+    pruner.step()
+    out = build(inner_arch(m, model.arch), num_classes=model.num_classes, in_chans=model.in_chans)
+    out.load_state_dict(m.state_dict())
+    return out
+
+
+def main() -> None:
+    a = args_()
+    quick = a.quick
+    limit = a.limit or (100 if quick else None)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    load = {"before": os.getloadavg()}
+    stages_file = work / "stages.json"
+    stages = json.loads(stages_file.read_text()) if a.resume and stages_file.is_file() else {}
+
+    def done(name: str, value: dict) -> None:
+        stages[name] = value
+        atomic_write_text(stages_file, json.dumps(stages, indent=1))
+
+    torch.set_num_threads(1)
+    ref = DataRef(CIFAR, limit=limit)
+    data = worker_data(ref)
+    per_epoch = max(1, len(data.train) // 128)
+    base_steps = a.base_steps or (150 if quick else 30 * per_epoch)
+    short = a.short_steps if a.short_steps is not None else (5 if quick else 100)
+    long = a.long_steps or (30 if quick else 10 * per_epoch)
+    train = replace(FINETUNE, batch_size=64 if quick else 128, lr=0.01, threads=1)
+    print(f"{data.summary()}; baseline {base_steps} steps, short {short}, long {long}")
+
+    # baseline
+    base_path = work / "baseline.pt"
+    if not (a.resume and base_path.is_file()):
+        torch.manual_seed(0)
+        base = zoo.create(BASE, num_classes=10)
+        cfg = TrainConfig(steps=base_steps, batch_size=train.batch_size, lr=0.1, threads=1, progress=not quick,
+                          eval_every=0)  # fmt: skip
+        fit(base, data, cfg)
+        save_checkpoint(checkpoint_of(base, data={"name": CIFAR, "image_size": 32}, config=asdict(cfg)), base_path)
+    base, _ = load_model(base_path)
+
+    # latency model: a width grid of every block, measured once (eager, 1 thread)
+    table_path = work / "latency_table.json"
+    timing = TimingConfig(warmup=3, min_repeats=10, max_repeats=100, max_seconds=1.0 if quick else 5.0,
+                          max_foreign=None)  # fmt: skip
+    table = LatencyTable.load(table_path) if table_path.is_file() else new_table(backend="eager", threads=1,
+                                                                                  config=timing)  # fmt: skip
+    table.config = timing
+    lat = LatencyModel(table, measure=True, extrapolate=True, path=table_path)
+    # not lat.ensure_grid: its width grid also narrows cout of 'padskip' blocks, which the builder refuses
+    # (a zero-padding shortcut cannot reduce channels); missing blocks are measured when first asked for
+    meter = ResourceMeter("latency", input_size=32, num_classes=10, in_chans=3, latency=lat)
+    budget = parse_budget(a.budget)
+    target = budget.target(meter(base.arch))
+
+    # (a) NetAdapt
+    if "netadapt" not in stages:
+        cfg = NetAdaptConfig(initial_step=0.04 if quick else 0.02, decay=0.98, short_steps=short, top_k=2 if quick else 3,
+                             long_epochs=0.0, round_to=2, recal_batches=3 if quick else 20, train=train)  # fmt: skip
+        t0 = time.perf_counter()
+        r = netadapt(base, ref, budget, meter=meter, config=cfg, out=work / "netadapt", resume=a.resume,
+                     on_iteration=lambda it: print(f"  iter {it.iteration}: {it.resource:.3f} ms, top-1 {it.top1:.3f}, "
+                                                   f"{it.arch}"))  # fmt: skip
+        spent = cfg.top_k * short * len(r.history)
+        finetune(r.model, data, steps=long, config=train)
+        save_checkpoint(checkpoint_of(r.model), work / "netadapt.pt")
+        done("netadapt", {"arch": r.arch, "met": r.met, "stopped": r.stopped, "short_steps_spent": spent, "iterations": len(r.history),
+                          "seconds": time.perf_counter() - t0, "history": [asdict(h) for h in r.history]})  # fmt: skip
+    spent = stages["netadapt"]["short_steps_spent"]
+
+    # (b) Torch-Pruning magnitude pruner to the same predicted latency
+    if "torch_pruning" not in stages:
+        example = torch.randn(1, 3, 32, 32)
+        lo, hi, best = 0.0, 0.95, None
+        for _ in range(8):  # the largest ratio is not wanted: the smallest ratio that meets the budget
+            mid = (lo + hi) / 2
+            cand = tp_prune(base, mid, example)
+            if meter(cand.arch) <= target:
+                hi, best = mid, cand
+            else:
+                lo = mid
+        if best is None:
+            best = tp_prune(base, hi, example)
+        loader = BatchLoader(data.train, batch_size=train.batch_size, mean=data.mean, std=data.std, train=True)
+        recalibrate_bn_(best, loader, num_batches=10)
+        finetune(best, data, steps=spent + long, config=train)
+        save_checkpoint(checkpoint_of(best), work / "torch_pruning.pt")
+        done("torch_pruning", {"arch": best.arch, "ratio": hi, "steps": spent + long})
+
+    # (c) uniform width from scratch
+    if "uniform" not in stages:
+        lo, hi = 0.1, 1.0
+        for _ in range(10):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if meter(zoo.arch_of(BASE, width=mid)) <= target else (lo, mid)
+        torch.manual_seed(0)
+        uni = zoo.create(BASE, num_classes=10, width=lo)
+        steps = base_steps + spent + long
+        fit(uni, data, TrainConfig(steps=steps, batch_size=train.batch_size, lr=0.1, threads=1, progress=False,
+                                   eval_every=0))  # fmt: skip
+        save_checkpoint(checkpoint_of(uni), work / "uniform.pt")
+        done("uniform", {"arch": uni.arch, "width": lo, "steps": steps})
+
+    # one table, measured side by side
+    rows = {}
+    for name, path in (("baseline", base_path), ("netadapt", work / "netadapt.pt"),
+                       ("torch_pruning", work / "torch_pruning.pt"), ("uniform", work / "uniform.pt")):  # fmt: skip
+        model, _ = load_model(path)
+        s = model_stats(model, data, threads=1, timing=timing)
+        rows[name] = {**asdict(s), "predicted_ms": meter(s.arch)}
+    # int8 (ONNX Runtime static PTQ, 300 calibration images) of our NetAdapt result, next to its fp32 ONNX
+    na, _ = load_model(work / "netadapt.pt")
+    fp32, int8 = quantize_int8(na, data, calibration_images=300)
+    c = compare_int8(fp32, int8, data, threads=1, timing=timing)
+    rows["netadapt_ort_fp32"] = {"arch": na.arch, "top1": c.top1_fp32, "latency_ms": c.latency_fp32_ms,
+                                 "macs": rows["netadapt"]["macs"], "params": rows["netadapt"]["params"],
+                                 "predicted_ms": float("nan")}  # fmt: skip
+    rows["netadapt_ort_int8"] = {**rows["netadapt_ort_fp32"], "top1": c.top1_int8, "latency_ms": c.latency_int8_ms,
+                                 "agreement_with_fp32": c.agreement}  # fmt: skip
+    load["after"] = os.getloadavg()
+    doc = {"kind": "compress-benchmark", "quick": quick, "budget": budget.text, "target_ms": target,
+           "data": data.summary(), "base_steps": base_steps, "short_steps": short, "long_steps": long,
+           "netadapt_short_steps_spent": spent, "rows": rows, "stages": stages, "load_average": load,
+           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                       "torch": torch.__version__},
+           "note": ("QUICK smoke run: 100 images per class, short schedules, machine saturated by other jobs; "
+                    "the numbers prove the pipeline runs, not which method is better") if quick else ""}  # fmt: skip
+    out = RESULTS / f"netadapt_cifar{'-quick' if quick else ''}.json"
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+    print(f"{'':15}{'top-1':>8}{'meas. ms':>10}{'pred. ms':>10}{'MACs':>12}{'params':>10}")
+    for name, r in rows.items():
+        print(f"{name:15}{r['top1']:8.3f}{r['latency_ms']:10.3f}{r['predicted_ms']:10.3f}{r['macs']:12,}{r['params']:10,}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

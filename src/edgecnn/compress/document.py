@@ -1,0 +1,78 @@
+"""The results document of a compression run (``kind: "compress"``), shared by every method and the benchmark.
+
+A results document (:mod:`edgecnn.results`, ``run_dir/results.json``) the
+report renderer can show without knowing the method:
+the network before and after (top-1, measured latency, MACs, params, arch),
+the budget, and a per-iteration ``history`` (NetAdapt) — schema in
+``docs/compress.md``. :func:`model_stats` measures one network for it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from edgecnn.analysis.spec_cost import cost_from_spec
+from edgecnn.data import DataSet
+from edgecnn.latency.measure import TimingConfig, measure
+from edgecnn.results import write_results
+from edgecnn.train.evaluation import evaluate
+
+KIND = "compress"
+QUICK_TIMING = TimingConfig(warmup=5, min_repeats=10, max_repeats=200, max_seconds=3.0, retries=1, retry_wait_s=0.5)
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """One network, as the closing table shows it."""
+
+    arch: str | None
+    top1: float  # test top-1
+    latency_ms: float | None  # measured median, batch 1 (None: not measured)
+    macs: int  # per image
+    params: int
+
+
+def model_stats(model: nn.Module, data: DataSet, *, backend: str = "eager", threads: int | None = None,
+                timing: TimingConfig | None = QUICK_TIMING, measure_latency: bool = True) -> ModelStats:  # fmt: skip
+    """Test top-1, measured latency (batch 1), MACs and params of an EdgeNet on ``data``."""
+    arch = getattr(model, "arch", None)
+    if not isinstance(arch, str):
+        raise ValueError("model_stats needs an EdgeNet (its arch string gives MACs and params)")
+    cost = cost_from_spec(arch, data.image_size, data.num_classes, data.in_chans)
+    top1 = evaluate(model, data, channels_last=False).top1
+    ms = None
+    if measure_latency:
+        shape = (1, data.in_chans, data.image_size, data.image_size)
+        ms = measure(model.eval(), shape, backend=backend, threads=threads, config=timing).stats.median_ms
+    return ModelStats(arch, top1, ms, cost.macs, cost.params)
+
+
+def compress_document(method: str, budget: dict[str, Any], before: ModelStats, after: ModelStats, *,
+                      met: bool, history: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """The body of the ``kind: "compress"`` results document (see docs/compress.md, "The results document").
+
+    Besides the compression fields it carries the summary scalars the report
+    draws for any kind (``arch``, ``params``, ``macs``, ``top1``) for the result, and
+    for a latency budget the ``netadapt`` section of the report contract
+    (docs/report.md: ``budget_ms`` and per iteration ``latency_ms``, ``top1``,
+    ``block``; iteration 0 is the network before).
+    """
+    body = {"method": method, "budget": budget, "met": met, "before": asdict(before), "after": asdict(after),
+            "history": history or [], "arch": after.arch, "params": after.params, "macs": after.macs,
+            "top1": after.top1, **extra}  # fmt: skip
+    if history and budget.get("resource") == "latency":
+        first = {"iteration": 0, "latency_ms": budget.get("start"), "top1": before.top1, "block": "before"}
+        body["netadapt"] = {"budget_ms": budget.get("target"), "history": [first] + [
+            {"iteration": h["iteration"], "latency_ms": h["resource"], "top1": h["top1"],
+             "block": h["description"].split(",")[0]} for h in history]}  # fmt: skip
+    return body
+
+
+def write_document(body: dict[str, Any], run_dir: str | os.PathLike[str]) -> Path:
+    """Write ``run_dir/results.json`` (``kind: "compress"``) atomically through :func:`edgecnn.results.write_results`."""
+    return write_results(run_dir, KIND, body)

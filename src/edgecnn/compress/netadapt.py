@@ -1,0 +1,336 @@
+"""NetAdapt: shrink a trained EdgeNet step by step to a resource budget (Yang et al. 2018; MobileNetV3's rule).
+
+Each iteration ``i`` asks for a network whose resource (latency from the
+:class:`~edgecnn.latency.model.LatencyModel`, MACs or params — exact, by
+arch, :mod:`edgecnn.analysis.spec_cost`) is at most ``R_{i-1} − ΔR_i``, with
+``ΔR_i = initial_step · R_0 · decay^(i-1)`` (never below the budget itself):
+
+1. **Proposals** — one per free coupled-channel group
+   (:func:`edgecnn.compress.groups.channel_groups`): the largest width of that
+   group alone, on the ``round_to`` grid, that meets the step, dropping the
+   group's least important channels (:func:`~edgecnn.compress.prune.plan_prune`
+   with ``widths=``, then :func:`~edgecnn.compress.prune.prune` in arch space).
+   A group that cannot meet the step even at its smallest width proposes nothing;
+   when no group can, the step is halved (up to ``step_halvings`` times) —
+   a fixed step larger than any one group's share would otherwise end the run.
+2. **Cheap ranking** — every proposal's BatchNorm statistics are re-estimated
+   on a few training batches (:func:`~edgecnn.compress.recalibrate.recalibrate_bn_`;
+   EagleEye, Li et al. 2020: pruned networks ranked by accuracy after BN
+   recalibration track their accuracy after fine-tuning) and it is evaluated
+   on a held-out slice of the training split (the test split is never used
+   to choose).
+3. **Short-term fine-tune** of the ``top_k`` best through the
+   :class:`~edgecnn.executor.Executor` (:func:`~edgecnn.train.task.run_finetune`,
+   ``short_steps`` steps each, the same seed for all), evaluated on the same hold-out.
+4. **Selection** — the proposal with the best accuracy (``selection="accuracy"``,
+   NetAdapt), or with the best ``ΔAcc / |ΔR|`` against the current network
+   (``"ratio"``, MobileNetV3 §4.2: the accuracy lost per unit of resource saved).
+
+The winner (with its fine-tuned weights) is the next network. The state —
+arch, weights, history — is written atomically after every iteration
+(:func:`save_state`, loadable with ``weights_only=True``), so a run killed at
+any point resumes (``resume=True``) after its last completed iteration, with
+the same history. When the budget is met, the network gets a long-term
+fine-tune (``long_epochs`` epochs on the whole training split) and is
+evaluated once on the test split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgecnn.analysis.spec_cost import cost_from_spec
+from edgecnn.build import EdgeNet, build
+from edgecnn.compress.budget import Budget
+from edgecnn.compress.groups import channel_groups
+from edgecnn.compress.prune import plan_prune, prune
+from edgecnn.compress.recalibrate import recalibrate_bn_
+from edgecnn.data import BatchLoader, DataSet
+from edgecnn.atomic import atomic_write
+from edgecnn.executor import Executor
+from edgecnn.latency.model import LatencyModel
+from edgecnn.train.config import FINETUNE, TrainConfig
+from edgecnn.train.evaluation import evaluate
+from edgecnn.train.loop import finetune
+from edgecnn.train.task import DataRef, FinetuneTask, holdout, run_finetune
+
+SELECTIONS: tuple[str, ...] = ("accuracy", "ratio")
+STATE_FORMAT = "edgecnn-netadapt-state"
+
+
+class ResourceMeter:
+    """The resource of an arch at one input size: ``latency`` (ms, from a LatencyModel), ``macs`` or ``params``."""
+
+    def __init__(self, resource: str, *, input_size: int, num_classes: int, in_chans: int,
+                 latency: LatencyModel | None = None) -> None:  # fmt: skip
+        if resource not in ("latency", "macs", "params"):
+            raise ValueError(f"unknown resource {resource!r}; valid: latency, macs, params")
+        if resource == "latency" and latency is None:
+            raise ValueError("a latency budget needs a latency model (LatencyModel over a table of this device)")
+        self.resource, self.latency = resource, latency
+        self.input_size, self.num_classes, self.in_chans = input_size, num_classes, in_chans
+        self._cache: dict[str, float] = {}
+
+    def __call__(self, arch: str) -> float:
+        if arch not in self._cache:
+            if self.resource == "latency":
+                assert self.latency is not None
+                p = self.latency.predict(arch, input_size=self.input_size, num_classes=self.num_classes,
+                                         in_chans=self.in_chans)  # fmt: skip
+                self._cache[arch] = float(p.total_ms)
+            else:
+                c = cost_from_spec(arch, self.input_size, self.num_classes, self.in_chans)
+                self._cache[arch] = float(c.macs if self.resource == "macs" else c.params)
+        return self._cache[arch]
+
+
+@dataclass(frozen=True)
+class NetAdaptConfig:
+    """The step schedule and the fine-tuning budget of a NetAdapt run."""
+
+    initial_step: float = 0.05  # ΔR_1 as a fraction of the starting resource R_0
+    decay: float = 0.98  # ΔR_i = initial_step · R_0 · decay^(i-1)
+    short_steps: int = 50  # short-term fine-tune of each of the top_k proposals (0: rank by recalibration only)
+    top_k: int = 3  # proposals fine-tuned per iteration (the best after BN recalibration)
+    long_epochs: float = 0.0  # long-term fine-tune of the final network, in epochs of the training split
+    selection: str = "accuracy"  # "accuracy" (NetAdapt) or "ratio" (ΔAcc/|ΔR|, MobileNetV3)
+    criterion: str = "l1"  # channel importance within a group (edgecnn.compress.importance)
+    round_to: int = 8  # kept widths are multiples of this (or the full width)
+    recal_batches: int = 10  # batches for BN recalibration of each proposal
+    holdout: float = 0.1  # share of the training split held out to score proposals
+    max_iterations: int = 200  # a safety stop
+    step_halvings: int = 4  # when no single group can take a step, halve it up to this many times
+    train: TrainConfig = FINETUNE  # recipe of both fine-tunes (lr, batch size, seed, ...)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial_step < 1:
+            raise ValueError(f"initial_step is a fraction of the starting resource in (0, 1), got {self.initial_step}")
+        if not 0 < self.decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.top_k < 1 or self.short_steps < 0 or self.recal_batches < 1 or self.long_epochs < 0:
+            raise ValueError("top_k and recal_batches must be >= 1, short_steps and long_epochs >= 0")
+        if not 0 < self.holdout < 1:
+            raise ValueError(f"holdout is a share of the training split in (0, 1), got {self.holdout}")
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """What one NetAdapt iteration did (one line of the history)."""
+
+    iteration: int  # 1-based
+    target: float  # the step's bound on the resource
+    resource: float  # the chosen network's resource
+    top1: float  # its hold-out top-1 after the short fine-tune (or recalibration)
+    recal_top1: float  # its hold-out top-1 after BN recalibration only
+    group: int  # the group it shrank
+    description: str  # the group, readably
+    width_before: int
+    width_after: int
+    proposals: int  # proposals that met the step
+    arch: str  # the network after the iteration
+    seconds: float  # wall time of the iteration
+
+
+@dataclass
+class NetAdaptResult:
+    """The compressed network and how it got there."""
+
+    model: EdgeNet
+    arch: str
+    budget: Budget
+    target: float  # the budget as an absolute bound
+    start: float  # resource of the original network
+    resource: float  # resource of the result
+    start_top1: float  # hold-out top-1 of the original network
+    top1: float  # test top-1 of the result (after the long-term fine-tune)
+    met: bool  # resource <= target
+    stopped: str  # "met" or why the run stopped early
+    history: list[Iteration] = field(default_factory=list)
+
+
+def _data_ref(ref: DataRef, fraction: float, seed: int) -> DataRef:
+    return DataRef(ref.source, ref.image_size, ref.limit, ref.seed, ref.cache, holdout=fraction, holdout_seed=seed)
+
+
+def _free_groups(model: EdgeNet, graph: Any, round_to: int) -> tuple[int, ...]:
+    return plan_prune(model, graph=graph, keep=1.0, round_to=round_to).free
+
+
+def _propose(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound: float, cfg: NetAdaptConfig
+             ) -> tuple[Any, float] | None:  # fmt: skip
+    """The widest width of ``group`` on the grid whose network meets ``bound`` (bisection; resource falls with width)."""
+    width = graph.groups[group].width
+    grid = [w for w in range(cfg.round_to, width, cfg.round_to)] or [w for w in range(1, width)]
+    if not grid:
+        return None
+
+    def plan_at(w: int) -> tuple[Any, float]:
+        p = plan_prune(model, graph=graph, widths={group: w}, criterion=cfg.criterion, round_to=cfg.round_to)
+        return p, meter(p.arch)
+
+    lo_plan = plan_at(grid[0])
+    if lo_plan[1] > bound:
+        return None
+    lo, hi, best = 0, len(grid) - 1, lo_plan
+    while lo < hi:  # invariant: grid[lo] meets the bound
+        mid = (lo + hi + 1) // 2
+        cand = plan_at(grid[mid])
+        if cand[1] <= bound:
+            lo, best = mid, cand
+        else:
+            hi = mid - 1
+    return best
+
+
+def _score(model: EdgeNet, loader: BatchLoader, val: DataSet, batches: int) -> float:
+    recalibrate_bn_(model, loader, num_batches=batches)
+    return evaluate(model, val, channels_last=False).top1
+
+
+def _state_path(out: Path) -> Path:
+    return out / "netadapt_state.pt"
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a run's state atomically: a plain dict of tensors, numbers and strings (loads with weights_only)."""
+    atomic_write(path, lambda f: torch.save({"format": STATE_FORMAT, **state}, f))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """A state written by :func:`save_state`; ``ValueError`` if the file is not one."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign or unsafe: nothing is executed
+        raise ValueError(f"{path} is not a readable NetAdapt state ({type(exc).__name__}); delete it or drop --resume"
+                         ) from None  # fmt: skip
+    if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a NetAdapt state; delete it or choose another --out")
+    return st
+
+
+def netadapt(
+    model: EdgeNet,
+    data: DataRef,
+    budget: Budget,
+    *,
+    meter: ResourceMeter,
+    config: NetAdaptConfig | None = None,
+    executor: Executor | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    on_iteration: Callable[[Iteration], None] | None = None,
+    on_proposal: Callable[[int, int], None] | None = None,
+) -> NetAdaptResult:
+    """Run NetAdapt on a trained EdgeNet until ``budget`` holds (see the module docstring).
+
+    ``data`` says where the data is (workers load it themselves); ``meter``
+    measures the budget's resource; ``executor`` runs the short fine-tunes
+    (default: in this process). ``out``: folder of the state file written after
+    every iteration; ``resume=True`` continues from it. ``on_iteration`` is
+    called after each iteration is saved; ``on_proposal(done, total)`` while
+    proposals are scored.
+    """
+    cfg = config or NetAdaptConfig()
+    if not isinstance(model, EdgeNet):
+        raise ValueError("NetAdapt works in arch space: give an EdgeNet (a model built from an arch string)")
+    if meter.resource != budget.resource:
+        raise ValueError(f"the budget is on {budget.resource} but the meter measures {meter.resource}")
+    ref = _data_ref(data, cfg.holdout, cfg.train.seed)
+    from edgecnn.train.task import worker_data
+
+    val = worker_data(ref)  # train = the training split less the hold-out, test = the hold-out
+    full = worker_data(data)
+    state_file = _state_path(Path(out)) if out is not None else None
+    start_r = meter(model.arch)
+    target = budget.target(start_r)
+    current = model.eval()
+    history: list[Iteration] = []
+    start_top1 = None
+    if resume and state_file is not None and state_file.is_file():
+        st = load_state(state_file)
+        if st["start_arch"] != model.arch:
+            raise ValueError(f"{state_file} continues another network ({st['start_arch']!r}); drop --resume or "
+                             "choose another --out")  # fmt: skip
+        history = [Iteration(**h) for h in st["history"]]
+        current = build(st["arch"], num_classes=model.num_classes, in_chans=model.in_chans)
+        current.load_state_dict(st["state_dict"])
+        start_top1 = float(st["start_top1"])
+    if start_top1 is None:
+        start_top1 = evaluate(current, val, channels_last=False).top1
+    acc = history[-1].top1 if history else start_top1
+    ex = executor or Executor("serial")
+    stopped = "met"
+    while meter(current.arch) > target:
+        i = len(history) + 1
+        if i > cfg.max_iterations:
+            stopped = f"stopped after max_iterations={cfg.max_iterations}"
+            break
+        t0 = time.perf_counter()
+        r_now = meter(current.arch)
+        step = cfg.initial_step * start_r * cfg.decay ** (i - 1)
+        bound = max(r_now - step, target)
+        graph = channel_groups(current, (current.in_chans, val.image_size, val.image_size), round_to=cfg.round_to)
+        free = _free_groups(current, graph, cfg.round_to)
+        loader = BatchLoader(val.train, batch_size=cfg.train.batch_size, mean=val.mean, std=val.std, train=True,
+                             seed=cfg.train.seed + i)  # fmt: skip
+        scored = []
+        for _ in range(cfg.step_halvings + 1):  # no single group can take the whole step: halve it
+            found = [(g, _propose(current, graph, g, meter, bound, cfg)) for g in free]
+            found = [(g, f) for g, f in found if f is not None]
+            if found or bound >= r_now:
+                break
+            bound = (bound + r_now) / 2
+        for n, (g, (plan, r)) in enumerate(found):
+            cand = prune(current, plan).model
+            scored.append((_score(cand, loader, val, cfg.recal_batches), g, plan, r, cand))
+            if on_proposal:
+                on_proposal(n + 1, len(found))
+        if not scored:
+            stopped = f"no channel group can meet the step to {bound:.4g} at iteration {i}"
+            break
+        scored.sort(key=lambda s: -s[0])  # stable: ties keep graph order
+        best = scored[: cfg.top_k]
+        if cfg.short_steps > 0:
+            tasks = [FinetuneTask(f"iter {i}, group {g}", cand.arch, cand.state_dict(), ref, cfg.short_steps, cfg.train)
+                     for _, g, _, _, cand in best]  # fmt: skip
+            outcomes = ex.map(run_finetune, tasks)
+            tops = [o.top1 for o in outcomes]
+        else:
+            outcomes, tops = [None] * len(best), [s[0] for s in best]
+
+        def merit(j: int) -> float:
+            if cfg.selection == "accuracy":
+                return tops[j]
+            return (tops[j] - acc) / max(abs(r_now - best[j][3]), 1e-12)
+
+        j = max(range(len(best)), key=lambda j: (merit(j), -j))
+        recal, g, plan, r, cand = best[j]
+        if outcomes[j] is not None:
+            cand.load_state_dict(outcomes[j].state_dict)
+        entry = next(e for e in plan.groups if e.group == g)
+        current, acc = cand.eval(), tops[j]
+        history.append(Iteration(i, bound, r, tops[j], recal, g, entry.description, entry.width_before,
+                                 entry.width_after, len(scored), cand.arch, time.perf_counter() - t0))  # fmt: skip
+        if state_file is not None:
+            save_state(state_file, {
+                "start_arch": model.arch, "start_top1": start_top1, "arch": current.arch,
+                "state_dict": {k: v.detach().cpu() for k, v in current.state_dict().items()},
+                "history": [asdict(h) for h in history],
+            })  # fmt: skip
+        if on_iteration:
+            on_iteration(history[-1])
+    if cfg.long_epochs > 0:
+        per_epoch = max(1, len(full.train) // cfg.train.batch_size)
+        finetune(current, full, steps=max(1, round(cfg.long_epochs * per_epoch)), config=cfg.train)
+    top1 = evaluate(current, full, channels_last=False).top1
+    r_end = meter(current.arch)
+    return NetAdaptResult(current.eval(), current.arch, budget, target, start_r, r_end, start_top1, top1,
+                          r_end <= target, stopped, history)  # fmt: skip
