@@ -14,7 +14,9 @@ fixed) and the row records, per tool:
   ``tests/test_compress_prune.py``). Torch-Pruning's removed indices are read
   from its groups (``dep.handler`` = ``prune_out_channels``), mapped back to
   the original indices as groups are applied;
-* ``plan_s`` — seconds to build the groups and choose the channels (ours:
+* ``plan_s`` / ``plan_cpu_s`` — wall-clock / process CPU seconds (medians of
+  ``--repeats`` runs, the two tools interleaved; CPU time is the measure that
+  holds on a shared, loaded machine) to build the groups and choose the channels (ours:
   :func:`channel_groups` + :func:`plan_prune`; Torch-Pruning: ``MetaPruner``
   construction, which builds its ``DependencyGraph``, + scoring its groups),
   and ``apply_s`` for applying.
@@ -43,6 +45,7 @@ import copy
 import importlib
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -121,14 +124,15 @@ def _result(model: nn.Module, pruned: nn.Module, reference: nn.Module, x: torch.
 
 
 def run_ours(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cg = channel_groups(model, inputs=x)
     plan = plan_prune(model, keep=0.5, graph=cg)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     result = prune(model, plan)
     t2 = time.perf_counter()
     row = _result(model, result.model, zero_pruned_(copy.deepcopy(model), plan), x)
-    return {**row, "groups": len(plan.free), "plan_s": round(t1 - t0, 3), "apply_s": round(t2 - t1, 3)}
+    return {**row, "groups": len(plan.free), "plan_s": round(t1 - t0, 4), "plan_cpu_s": round(c1 - c0, 4),
+            "apply_s": round(t2 - t1, 3)}  # fmt: skip
 
 
 def _zero_tp(reference: nn.Module, removed: dict[str, set[int]]) -> nn.Module:
@@ -149,11 +153,11 @@ def run_torch_pruning(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     work = copy.deepcopy(model)
     names = {m: n for n, m in work.named_modules()}
     classifier = _classifier(work)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     pruner = tp.pruner.MetaPruner(work, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
                                   ignored_layers=[classifier] if classifier is not None else [], round_to=8)  # fmt: skip
     groups = list(pruner.step(interactive=True))  # scores and picks the channels of every group
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     original: dict[str, list[int]] = {}  # module -> original index of each current output channel
     removed: dict[str, set[int]] = {}
     for group in groups:
@@ -172,7 +176,8 @@ def run_torch_pruning(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
             original[name] = [o for j, o in enumerate(original[name]) if j not in idx]
     t2 = time.perf_counter()
     row = _result(model, work, _zero_tp(copy.deepcopy(model), removed), x)
-    return {**row, "groups": len(groups), "plan_s": round(t1 - t0, 3), "apply_s": round(t2 - t1, 3)}
+    return {**row, "groups": len(groups), "plan_s": round(t1 - t0, 4), "plan_cpu_s": round(c1 - c0, 4),
+            "apply_s": round(t2 - t1, 3)}  # fmt: skip
 
 
 def _out(m: nn.Module) -> int:
@@ -193,8 +198,9 @@ def _safe(fn: Any, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
         return {"ok": False, "exact": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
 
 
-def compare(cases: Sequence[Case], *, torch_pruning: bool = True) -> list[dict[str, Any]]:
-    """One row per ``(name, model, input)``: ours and Torch-Pruning's results (see the module docstring)."""
+def compare(cases: Sequence[Case], *, torch_pruning: bool = True, repeats: int = 5) -> list[dict[str, Any]]:
+    """One row per ``(name, model, input)``: ours and Torch-Pruning's results (see the module docstring); the
+    times are medians of ``repeats`` runs, the two tools interleaved."""
     from handwritten_nets import ConcatNet, ResidualNet
 
     for net in (ResidualNet, ConcatNet):  # first calls import and compile (a first torch.cat: seconds); not timed
@@ -204,9 +210,15 @@ def compare(cases: Sequence[Case], *, torch_pruning: bool = True) -> list[dict[s
             run_torch_pruning(*warm)
     rows = []
     for name, model, x in cases:
-        row: dict[str, Any] = {"model": name, "ours": _safe(run_ours, model, x)}
-        if torch_pruning:
-            row["torch_pruning"] = _safe(run_torch_pruning, model, x)
+        tools = {"ours": run_ours, **({"torch_pruning": run_torch_pruning} if torch_pruning else {})}
+        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
+        for _ in range(repeats):  # interleaved, so both tools see the same machine load
+            for tool, fn in tools.items():
+                runs[tool].append(_safe(fn, model, x))
+        row: dict[str, Any] = {"model": name}
+        for tool, got in runs.items():
+            row[tool] = {**got[0], **{k: round(statistics.median(r[k] for r in got), 4) for k in ("plan_s", "plan_cpu_s")
+                                      if all(k in r for r in got)}}  # fmt: skip
         rows.append(row)
         o, t = row["ours"], row.get("torch_pruning", {})
         print(f"{name:26s} ours ok={o.get('ok')} exact={o.get('exact')} kept={o.get('kept')} "
@@ -223,6 +235,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "forward_ok": sum(bool(r.get("ok")) for r in got),
             "exact": sum(bool(r.get("exact")) for r in got),
             "plan_s_total": round(sum(r.get("plan_s", 0.0) for r in got), 3),
+            "plan_cpu_s_total": round(sum(r.get("plan_cpu_s", 0.0) for r in got), 3),
         }
     return out
 
@@ -232,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pruning_coverage.json"))
     ap.add_argument("--models", action="append", default=[], help="module:function returning [(name, model, input)]")
     ap.add_argument("--only-extra", action="store_true", help="skip the zoo and hand-written nets")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per tool and model (medians are kept)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -239,11 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in args.models:
         mod, _, fn = spec.partition(":")
         cases += list(getattr(importlib.import_module(mod), fn)())
-    rows = compare(cases)
+    rows = compare(cases, repeats=args.repeats)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     import torch_pruning
 
     doc = {"benchmark": "pruning_coverage", "torch": torch.__version__, "torch_pruning": torch_pruning.__version__,
-           "load_average_1min": load, "cpu_count": os.cpu_count(), "threads": 1, "target": "keep=0.5 uniform, "
+           "load_average_1min": load, "load_average_1min_end": load_end, "repeats": args.repeats, "cpu_count": os.cpu_count(), "threads": 1, "target": "keep=0.5 uniform, "
            "round_to=8, L1", "summary": summary(rows), "rows": rows}  # fmt: skip
     atomic_write_text(Path(args.out), json.dumps(doc, indent=1) + "\n")
     print(json.dumps(doc["summary"], indent=1))

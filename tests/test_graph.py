@@ -5,6 +5,8 @@ output's receptive field == the empirical gradient support (rf_support.py)."""
 from __future__ import annotations
 
 import json
+import math
+import operator
 
 import pytest
 import torch
@@ -358,3 +360,37 @@ def test_receptive_fields_of_a_users_graph_module() -> None:
     gm = fx.symbolic_trace(Inception())  # fx's own tracer: no scopes, no shapes yet
     rfs = receptive_fields(gm, torch.zeros(1, 3, 41, 41))
     assert (rfs["output"].size, rfs["output"].jump, rfs["output"].start) == ((15, 15), (2, 2), (1, 1))
+
+
+class MathOnShape(nn.Module):
+    """``math.sqrt`` of a traced size: fx traces it only with its math autowrap (the lean trace's retry)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y / math.sqrt(y.shape[1])
+
+
+def test_math_on_a_traced_value_retraces_with_autowrap() -> None:
+    g = trace_graph(MathOnShape(), torch.zeros(1, 3, 8, 8))
+    assert [n.target for n in g.nodes if n.op == "call_function"][-2:] == [math.sqrt, operator.truediv]
+    assert g.shape(g.output().args[0]) == (1, 8, 6, 6)
+
+
+def test_fallback_refuses_an_input_too_large_to_run_before_allocating(monkeypatch) -> None:
+    """Issue 13, point 7: the hooks fallback runs real compute, so its peak is estimated and bounded first."""
+    from edgecnn.analysis.hooks import fallback_peak_bytes
+
+    model = DataDependent()
+    x = torch.zeros(1, 3, 16, 16, device="meta")
+    widest = max(m.in_channels + m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    params = sum(p.numel() for p in model.parameters()) * 4
+    assert fallback_peak_bytes(model, [x]) == 3 * 16 * 16 * 4 + 16 * 16 * widest * 4 + params
+    monkeypatch.setenv("EDGECNN_MAX_MEMORY_GB", "1")
+    with pytest.raises(ValueError, match=r"forward-hooks fallback .* 1×3×20000×20000: analyse a smaller input.*"
+                                         r"EDGECNN_MAX_MEMORY_GB"):
+        analyze(model, (3, 20000, 20000))  # ~ 20 GB if it ran; refused at once
+    assert analyze(model, (3, 16, 16)).mode == "hooks"  # a small input still falls back and runs

@@ -122,3 +122,21 @@ def test_ensure_measures_lazily_and_resumes_after_interrupt(tmp_path, backend):
     assert resumed.ensure([arch], input_size=16, num_classes=10) == 0  # nothing left to measure
     pred = predict(resumed, arch, input_size=16, num_classes=10)
     assert pred.total_ms > 0 and all(v >= 0 for _, v in pred.blocks)
+
+
+def test_ctrl_c_during_a_build_keeps_every_entry_measured(tmp_path):
+    """Nothing measured is lost on Ctrl-C / SIGTERM, even between two periodic saves."""
+    path = tmp_path / "t.json"
+    table = new_table(backend="eager", threads=1, config=FAST)
+    table.profile_runs = 3
+    arch = "conv_k3_s2_c8 ir_c8 ir_k5_c8 gap fc"
+
+    def interrupt(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        table.ensure([arch], input_size=16, num_classes=10, path=path, checkpoint_s=1e9, on_progress=interrupt)
+    saved = LatencyTable.load(path, expect=table.fingerprint)
+    # the overhead probe (which also times the probe network's blocks) and the blocks measured before the stop
+    assert saved.entries.keys() == table.entries.keys() and len(saved.entries) >= 3

@@ -35,6 +35,8 @@ Meta propagation keeps real strides (a transpose stays non-contiguous until
 from __future__ import annotations
 
 import gc
+import inspect
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -82,8 +84,10 @@ class GraphTracer(fx.Tracer):
     whose forward created it (for a ``call_module`` node: the called module).
     """
 
-    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = ()) -> None:
-        super().__init__()
+    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = (), *, autowrap_math: bool = True) -> None:
+        # fx's default wraps every ``math`` function for the trace (``math.sqrt(proxy)`` then traces), patching
+        # the ``math`` module's ~60 functions in and out on every trace: ``autowrap_math=False`` skips that
+        super().__init__(autowrap_modules=(math,) if autowrap_math else ())
         self.leaf_types = tuple(leaf_modules)
         self.scopes: list[str] = []  # module paths of the forwards being traced, outermost first
 
@@ -370,7 +374,9 @@ def propagate(g: Graph, inputs: Sequence[torch.Tensor], evaluate: Evaluator = ru
             try:
                 value = to_meta(next(placeholders))
             except StopIteration:
-                raise _InputCountError(f"the model takes more inputs than the {len(inputs)} given") from None
+                if not node.args:  # a parameter without a default (a traced one with a default carries it)
+                    raise _InputCountError(f"the model takes more inputs than the {len(inputs)} given") from None
+                value = node.args[0]
         elif op == "get_attr":
             value = to_meta(g._fetch(node.target))
         elif op == "output":
@@ -409,8 +415,14 @@ def trace_graph(
     stage = "fx trace failed"
     try:
         with gc_paused():
-            tracer = GraphTracer(leaf_modules)
-            graph = tracer.trace(model)
+            concrete = _defaults_after(model, len(xs)) if xs is not None else None
+            tracer = GraphTracer(leaf_modules, autowrap_math=False)
+            try:  # most models apply no math function to a traced value: the lean trace is the same graph
+                graph = tracer.trace(model, concrete_args=concrete)
+            except Exception:  # math.f(proxy) raises (a Proxy is not a number): trace as fx does by default
+                _undo(model, before)
+                tracer = GraphTracer(leaf_modules)
+                graph = tracer.trace(model, concrete_args=concrete)
             g = Graph(tracer.root, graph, modules=dict(tracer.root.named_modules()))
             g.added = {k: v for k, v in vars(model).items() if k not in before}
             if xs is not None:
@@ -426,6 +438,21 @@ def trace_graph(
         return Graph(model, None, "hooks", reason, modules=dict(model.named_modules()))
     _undo(model, before)  # the constants stay reachable through g.added
     return g
+
+
+def _defaults_after(model: nn.Module, n: int) -> dict[str, Any] | None:
+    """``forward``'s parameters after the first ``n`` (the inputs given) that have defaults, by name.
+
+    fx traces them as those constants, so control flow on them is specialised (timm's
+    ``VisionTransformer.forward(x, attn_mask=None, is_causal=False)``: ``if is_causal:`` on a proxy fails).
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: trace every parameter
+        return None
+    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    out = {p.name: p.default for p in named[n:] if p.default is not p.empty}
+    return out or None
 
 
 @contextmanager

@@ -14,11 +14,19 @@ runs real compute. Parameters no leaf module owns (bare ``nn.Parameter``s)
 are added as one row. Leaf modules the run never called (the branch of an
 ``if`` not taken) are listed in ``Analysis.unreached``; their parameters go
 to ``unused_params``, not into the totals (issue 13, point 7).
+
+Because it runs real compute, :func:`check_fallback_memory` bounds it first:
+a no-grad forward holds about one layer's input and output at a time, so its
+peak is estimated as the inputs + the parameters + the batch × input area ×
+(the widest layer's in + out channels) × the element size (layers are assumed
+not to upsample past the input), and refused above ``EDGECNN_MAX_MEMORY_GB``
+(:mod:`edgecnn.limits`) before anything is allocated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +36,34 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgecnn.analysis import handlers as H
 from edgecnn.analysis.node_cost import activation, tensors
 from edgecnn.analysis.result import Analysis, LayerCost, model_label
+from edgecnn.limits import MAX_MEMORY_GB
+
+
+def fallback_peak_bytes(model: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
+    """Estimated peak memory of one no-grad forward of ``model`` on ``inputs`` (see the module docstring)."""
+    widest = 0
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            widest = max(widest, m.in_channels + m.out_channels)
+        elif isinstance(m, nn.Linear):
+            widest = max(widest, m.in_features + m.out_features)
+        elif isinstance(m, nn.modules.batchnorm._NormBase):
+            widest = max(widest, 2 * m.num_features)
+    peak = 0
+    for x in inputs:
+        per = x.element_size()
+        area = x[0, 0].numel() if x.dim() >= 2 else 1  # spatial extent of one channel
+        batch = x.shape[0] if x.dim() >= 1 else 1
+        peak += x.numel() * per + batch * area * widest * per
+    return peak + sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def check_fallback_memory(model: nn.Module, inputs: Sequence[torch.Tensor], why: str) -> None:
+    """``ValueError`` before the fallback runs when its estimated peak exceeds ``EDGECNN_MAX_MEMORY_GB``."""
+    gb = fallback_peak_bytes(model, inputs) / 2**30
+    shapes = ", ".join("×".join(map(str, x.shape)) for x in inputs)
+    MAX_MEMORY_GB.check(round(gb, 1), f"the forward-hooks fallback ({why}) would run the model for real on "
+                                      f"{shapes}: analyse a smaller input")  # fmt: skip
 
 
 def analyze_hooks(
@@ -74,7 +110,7 @@ def analyze_hooks(
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in leaves]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), _attention_as_matmuls(), FlopCounterMode(display=False) as counter:
             model(*inputs)
     finally:
         for h in handles:
@@ -88,11 +124,17 @@ def analyze_hooks(
             row.macs = by_path.get(row.target, 0) // 2 // calls[row.target]
     leaf_paths = set(leaves.values())
     inside_leaf = tuple(p + "." for p in leaf_paths)
+    # a module's own functional MACs = its count minus its nearest *recorded* descendants' (a ModuleList or
+    # ModuleDict is never called, so FlopCounterMode has no entry for it: its items count for its parent)
+    below: dict[str, int] = {}
+    for p, v in by_path.items():
+        parent = _recorded_parent(p, by_path)
+        if parent is not None:
+            below[parent] = below.get(parent, 0) + v
     for path, f in by_path.items():
         if path in leaf_paths or path.startswith(inside_leaf):
             continue  # counted by the leaf's own row
-        children = sum(v for p, v in by_path.items() if p != path and p.rpartition(".")[0] == path)
-        rest = (f - children) // 2
+        rest = (f - below.get(path, 0)) // 2
         if rest > 0:
             rows.append(LayerCost(f"{path or '(root)'} (functional)", "", "functional", "other", path, path, None, 0,
                                   rest, 0, 0, 0, note="functional ops: MACs from FlopCounterMode"))  # fmt: skip
@@ -110,3 +152,31 @@ def analyze_hooks(
         analysis.notes.append(f"not reached by the run, parameters left out of the totals ({unused:,}): "
                               + ", ".join(unreached))  # fmt: skip
     return analysis
+
+
+def _recorded_parent(path: str, recorded: dict[str, int]) -> str | None:
+    """The nearest ancestor of module ``path`` that ``FlopCounterMode`` recorded ("" = the root), or None."""
+    while path:
+        path = path.rpartition(".")[0]
+        if path in recorded:
+            return path
+    return None
+
+
+@contextlib.contextmanager
+def _attention_as_matmuls() -> Iterator[None]:
+    """Attention on paths FlopCounterMode counts: the math SDPA backend, no fused MultiheadAttention fast path.
+
+    Under ``no_grad`` ``nn.MultiheadAttention`` runs ``aten._native_multi_head_attention`` and on CPU
+    ``F.scaled_dot_product_attention`` runs ``aten._scaled_dot_product_flash_attention_for_cpu``;
+    FlopCounterMode has no formula for either (torch 2.14), so their matmuls would go uncounted.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)

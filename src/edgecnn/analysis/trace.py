@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from edgecnn.analysis.hooks import analyze_hooks
+from edgecnn.analysis.hooks import analyze_hooks, check_fallback_memory
 from edgecnn.analysis.node_cost import activation, cost_node, shape_value, tensors
 from edgecnn.analysis.result import Analysis, LayerCost, model_label
 from edgecnn.graph import Graph, GraphError, gc_paused, trace_graph
@@ -202,6 +202,7 @@ def analyze(
         raise ValueError(f"mode must be 'auto', 'fx' or 'hooks', got {mode!r}")
     xs = _inputs(model, input_size, inputs, batch_size)
     if mode == "hooks":
+        check_fallback_memory(model, xs, "mode 'hooks' asked for")
         analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
         analysis.fallback_reason = "mode 'hooks' asked for"
         return analysis
@@ -212,6 +213,7 @@ def analyze(
         if mode == "fx":
             raise
         first = exc.reason
+    check_fallback_memory(model, xs, first)
     try:
         analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
     except Exception as exc:  # the model does not run on this input either: a user error, say both reasons

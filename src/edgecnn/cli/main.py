@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgecnn.cli.compress_cmd",  # compress
     "edgecnn.cli.explain_cmd",  # explain
     "edgecnn.cli.report_cmd",   # report
+    "edgecnn.cli.search_cmd",   # search
 )
 
 

@@ -37,7 +37,7 @@ anything else                blocks the labels it reads (not prunable, with a
                              output, the network input, constants
 ============================ ==================================================
 
-Unified slots form a *component* (union-find): one prunable channel of the
+Unified slots form a *component* (connected components of the unions, found at once): one prunable channel of the
 whole network. Components that touch the same set of (layer, parameter,
 dimension) form a :class:`Group`, whose ``width`` is its number of
 components.
@@ -201,47 +201,69 @@ class Group:
 
 
 class _Slots:
-    """Channel slots with union-find; slot 0 is "no slot" (network input, constants, padding)."""
+    """Channel slots, and the unions and blocks met on the walk, resolved at once (slot 0 is "no slot": the
+    network input, constants, padding).
+
+    :meth:`resolve` finds the connected components of the recorded unions
+    (min-label propagation with pointer jumping, on tensors: every slot ends
+    at the smallest slot of its component, its *root*) and gives each
+    blocked component the reason of the first block recorded on any of its
+    slots, in graph order.
+    """
 
     def __init__(self) -> None:
-        self.parent: list[int] = [0]
-        self.blocked: dict[int, str] = {}  # root -> reason
+        self.count = 1
+        self.events: list[tuple[torch.Tensor, torch.Tensor | None, str]] = []  # (a, b, why); b None: a block
 
     def new(self, n: int) -> torch.Tensor:
-        start = len(self.parent)
-        self.parent.extend(range(start, start + n))
+        start = self.count
+        self.count += n
         return torch.arange(start, start + n, dtype=torch.long)
 
-    def find(self, a: int) -> int:
-        parent = self.parent
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    def union(self, a: int, b: int, why: str) -> None:
-        if a == 0 or b == 0:  # tied to something that is not a slot: the other cannot be removed
-            self.block(b if a == 0 else a, why)
-            return
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        if rb < ra:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        if rb in self.blocked and ra not in self.blocked:
-            self.blocked[ra] = self.blocked.pop(rb)
-        else:
-            self.blocked.pop(rb, None)
-
-    def block(self, a: int, why: str) -> None:
-        if a != 0:
-            self.blocked.setdefault(self.find(a), why)
+    def union(self, a: torch.Tensor, b: torch.Tensor, why: str) -> None:
+        """Tie slot ``a[i]`` to ``b[i]``; a slot tied to 0 (not a slot) is blocked with ``why``."""
+        self.events.append((a.reshape(-1), b.reshape(-1), why))
 
     def block_all(self, labels: Any, why: str) -> None:
         for t in _label_tensors(labels):
-            for a in t.unique().tolist():
-                self.block(int(a), why)
+            self.events.append((_compact(t).reshape(-1), None, why))
+
+    def resolve(self) -> tuple[torch.Tensor, dict[int, str]]:
+        """(root of every slot, reason per blocked root)."""
+        n = self.count
+        ties = [(a, b) for a, b, _ in self.events if b is not None]
+        a = torch.cat([t for t, _ in ties]) if ties else torch.zeros(0, dtype=torch.long)
+        b = torch.cat([t for _, t in ties]) if ties else torch.zeros(0, dtype=torch.long)
+        keep = (a != b) & (a != 0) & (b != 0)
+        a, b = a[keep], b[keep]
+        root = torch.arange(n)
+        while True:
+            low = torch.minimum(root[a], root[b])
+            new = root.scatter_reduce(0, a, low, "amin").scatter_reduce_(0, b, low, "amin")
+            while True:  # pointer jumping
+                up = new[new]
+                if torch.equal(up, new):
+                    break
+                new = up
+            if torch.equal(new, root):
+                break
+            root = new
+        # blocks: a slot tied to 0, or named by a block; the first event (graph order) names the reason
+        slots, event = [], []
+        for e, (x, y, _) in enumerate(self.events):
+            if y is None:
+                slots.append(x)
+            else:
+                slots.append(torch.where(x == 0, y, torch.where(y == 0, x, 0)))
+            event.append(torch.full((len(slots[-1]),), e, dtype=torch.long))
+        if not slots:
+            return root, {}
+        r = root[torch.cat(slots)]
+        e_of = torch.cat(event)
+        hit = r != 0
+        first = torch.full((n,), len(self.events), dtype=torch.long).scatter_reduce_(0, r[hit], e_of[hit], "amin")
+        blocked = torch.nonzero(first < len(self.events), as_tuple=True)[0]
+        return root, {g: self.events[e][2] for g, e in zip(blocked.tolist(), first[blocked].tolist())}
 
 
 def _label_tensors(v: Any) -> list[torch.Tensor]:
@@ -332,9 +354,7 @@ class _Interpreter:
             base = int(b.max()) + 1
             pairs = torch.unique(a * base + b)
             a, b = pairs // base, pairs % base
-        for x, y in zip(a.tolist(), b.tolist()):
-            if x != y:
-                self.slots.union(x, y, why)
+        self.slots.union(a, b, why)
 
     def _channels(self, t: Any, dim: int, where: str) -> torch.Tensor:
         """Per-channel labels of ``t`` along ``dim``; channels whose label varies over the other dims are blocked."""
@@ -348,7 +368,9 @@ class _Interpreter:
         if bool(mixed.any()):
             self._block(m[mixed], f"{where}: a channel carries different channels at different positions")
             first = torch.where(mixed, torch.zeros_like(first), first)
-        return first.clone()
+        if first.untyped_storage().nbytes() > 32 * first.numel():  # a view into a whole label map: copy it out
+            first = first.clone()
+        return first  # else a view of the producer's labels: equal dims share one source in ChannelGraph._group
 
     def _shape(self, node: fx.Node) -> tuple[int, ...]:
         meta = node.meta.get("tensor_meta")
@@ -362,6 +384,9 @@ class _Interpreter:
         out = None
         for node in self.graph.nodes:
             if node.op == "placeholder":
+                if node.meta.get("tensor_meta") is None and node.args:  # a defaulted argument traced as its constant
+                    env[node] = node.args[0]
+                    continue
                 env[node] = torch.zeros(self._shape(node), dtype=torch.long)
             elif node.op == "get_attr":
                 v = self.root
@@ -548,79 +573,106 @@ class ChannelGraph:
     def _unify_calls(self, interp: _Interpreter) -> None:
         """A module called twice (shared weights) ties what each call sees at the same index."""
         for key, labels in interp.extra:
-            first = self.uses[key][1]
-            for a, b in zip(first.tolist(), labels.tolist()):
-                if a != b:
-                    self.slots.union(a, b, f"{key[0]} is called more than once on different channels")
+            self.slots.union(self.uses[key][1], labels, f"{key[0]} is called more than once on different channels")
 
     def _group(self, round_to: int) -> tuple[Group, ...]:
-        """Components (roots) that touch the same set of dims form a group; all of it on tensors."""
-        find = self.slots.find
-        roots = torch.tensor([find(i) for i in range(len(self.slots.parent))], dtype=torch.long)
+        """Components (roots) that touch the same set of dims form a group: all dims at once, on tensors.
+
+        Dims that record the *same* labels (a conv's weight and bias, the BN
+        after it, the next layer's input: views of one vector) are one
+        "source"; the work is done per source.
+        """
+        roots, reason_of = self.slots.resolve()  # every slot's root (the smallest slot of its component)
         n = roots.numel()
+        keys = list(self.uses)
+        source: dict[tuple[int, ...], int] = {}  # the memory a label vector reads -> source index
+        labels: list[torch.Tensor] = []
+        keys_of: list[list[int]] = []  # source -> the key indices that recorded it
+        src_of_key = []
+        for k_i, key in enumerate(keys):
+            t = self.uses[key][1]  # kept alive by self.uses: equal (pointer, stride, length) = equal labels
+            where = (t.data_ptr(), t.stride(0), t.numel()) if t.dim() == 1 and t.numel() else (-1, id(t))
+            s_i = source.setdefault(where, len(labels))
+            if s_i == len(labels):
+                labels.append(t)
+                keys_of.append([])
+            keys_of[s_i].append(k_i)
+            src_of_key.append(s_i)
+        nsrc = len(labels)
+        lengths = torch.tensor([t.numel() for t in labels], dtype=torch.long)
+        sid = torch.repeat_interleave(torch.arange(nsrc), lengths)  # source of each element
+        pos = torch.arange(sid.numel()) - (torch.cumsum(lengths, 0) - lengths)[sid]  # its index in that dim
+        r = roots[torch.cat(labels)] if labels else torch.zeros(0, dtype=torch.long)
+        # per root: a sum of random 63-bit keys of the dims it touches, so equal sets <=> equal sums
         gen = torch.Generator().manual_seed(0)
-        signature = torch.zeros(n, dtype=torch.long)  # per root: a sum of random 63-bit keys of the dims it touches
-        per_key: dict[Key, torch.Tensor] = {}
-        for key, (_, labels) in self.uses.items():
-            r = roots[labels]
-            per_key[key] = r
-            present = torch.unique(r[r != 0])
-            signature.index_add_(0, present, torch.randint(1, 2**62, (1,), generator=gen).expand(len(present)))
-        # blocked roots carry their reason in the signature too
-        reason_of = {self.slots.find(a): why for a, why in self.slots.blocked.items()}
-        reasons = list(dict.fromkeys(reason_of.values()))
-        rid = torch.zeros(n, dtype=torch.long)
-        for a, why in reason_of.items():
-            rid[a] = reasons.index(why) + 1
+        rand = torch.zeros(nsrc, dtype=torch.long).index_add_(
+            0, torch.tensor(src_of_key, dtype=torch.long), torch.randint(1, 2**62, (len(keys),), generator=gen))
+        nz = r != 0
+        touched = torch.unique(sid[nz] * n + r[nz])
+        signature = torch.zeros(n, dtype=torch.long).index_add_(0, touched % n, rand[touched // n])
         live = torch.nonzero(signature, as_tuple=True)[0]  # roots that touch something, ascending = graph order
-        _, gid_live = torch.unique(torch.stack([signature[live], rid[live]], 1), dim=0, return_inverse=True)
+        # blocked roots carry their reason in the signature too
+        reasons = list(dict.fromkeys(reason_of.values()))
+        if reasons:
+            salt = torch.randint(1, 2**62, (len(reasons),), generator=gen)
+            blocked = torch.tensor(list(reason_of), dtype=torch.long)
+            rid = torch.tensor([reasons.index(w) for w in reason_of.values()], dtype=torch.long)
+            signature.index_add_(0, blocked, torch.where(signature[blocked] != 0, salt[rid], 0))
+        _, gid_live = torch.unique(signature[live], return_inverse=True)
         gid = torch.full((n,), -1, dtype=torch.long)
         gid[live] = gid_live
         ngroups = int(gid_live.max()) + 1 if live.numel() else 0
         # rank of each root inside its group (ascending root id: the earliest producer's channel order)
-        rank = torch.zeros(n, dtype=torch.long)
-        counts = torch.zeros(ngroups, dtype=torch.long)
         order = torch.argsort(gid_live, stable=True)
         sizes = torch.bincount(gid_live, minlength=ngroups)
-        starts = torch.cumsum(sizes, 0) - sizes
-        rank[live[order]] = torch.arange(live.numel()) - starts[gid_live[order]]
-        members: list[list[tuple[Key, torch.Tensor]]] = [[] for _ in range(ngroups)]
-        for key, r in per_key.items():
-            g = gid[r]
-            pos = torch.nonzero(g >= 0, as_tuple=True)[0]
-            if pos.numel() == 0:
-                continue
-            gk = g[pos]
-            sort = torch.argsort(gk * (len(r) + 1) * n + rank[r[pos]] * (len(r) + 1) + pos)
-            pos, gk = pos[sort], gk[sort]
-            for g_i, part in zip(*_runs(gk, pos)):
-                rows = rank[r[part]]
-                width = int(sizes[g_i])
-                per = torch.bincount(rows, minlength=width)
-                if bool((per == per[0]).all()):
-                    members[g_i].append((key, part.view(width, int(per[0]))))
-                else:  # ragged: pad with -1
-                    mat = torch.full((width, int(per.max())), -1, dtype=torch.long)
-                    col = torch.arange(len(rows)) - (torch.cumsum(per, 0) - per)[rows]
-                    mat[rows, col] = part
-                    members[g_i].append((key, mat))
-                    counts[g_i] = 1
-        first_root = torch.full((ngroups,), n, dtype=torch.long).scatter_reduce(0, gid_live, live, "amin")
-        seen = {k: i for i, k in enumerate(self.uses)}  # graph order of first use
+        rank = torch.zeros(n, dtype=torch.long)
+        rank[live[order]] = torch.arange(live.numel()) - (torch.cumsum(sizes, 0) - sizes)[gid_live[order]]
+        # every element of a group, sorted by (group, source, rank, position): one run per (group, source)
+        g_e = gid[r]
+        sel = torch.nonzero(g_e >= 0, as_tuple=True)[0]
+        g_e, s_e, rank_e, pos_e = g_e[sel], sid[sel], rank[r[sel]], pos[sel]  # (source, position) ascending
+        o = torch.argsort((g_e * nsrc + s_e) * (int(sizes.max()) if ngroups else 1) + rank_e, stable=True)
+        g_e, s_e, rank_e, pos_e = g_e[o], s_e[o], rank_e[o], pos_e[o]
+        run_key, counts = torch.unique_consecutive(g_e * nsrc + s_e, return_counts=True)
+        run_g, run_s = run_key // nsrc, run_key % nsrc
+        widths = sizes[run_g]
+        per = counts // widths
+        # a run is regular when each of its channels owns the same count of indices: rank == offset // per
+        run_of = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        offset = torch.arange(len(g_e)) - (torch.cumsum(counts, 0) - counts)[run_of]
+        bad = (rank_e != offset // per.clamp(min=1)[run_of]).long()
+        ragged = (counts % widths != 0) | (torch.zeros(len(counts), dtype=torch.long).index_add_(0, run_of, bad) > 0)
+        members: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(ngroups)]  # (key index, rows)
+        uneven = [False] * ngroups
+        split = counts.tolist()
+        parts = torch.split(pos_e, split) if split else ()
+        rank_parts = torch.split(rank_e, split) if split else ()
+        for g_i, s_i, w, c, irregular, part, rows in zip(run_g.tolist(), run_s.tolist(), widths.tolist(),
+                                                         per.tolist(), ragged.tolist(), parts, rank_parts):  # fmt: skip
+            if irregular:  # ragged: pad with -1
+                count = torch.bincount(rows, minlength=w)
+                mat = torch.full((w, int(count.max())), -1, dtype=torch.long)
+                mat[rows, torch.arange(len(rows)) - (torch.cumsum(count, 0) - count)[rows]] = part
+                uneven[g_i] = True
+            else:
+                mat = part.view(w, c)
+            members[g_i].extend((k_i, mat) for k_i in keys_of[s_i])
+        first_root = torch.full((ngroups,), n, dtype=torch.long).scatter_reduce(0, gid_live, live, "amin").tolist()
         built = []
         for g_i in range(ngroups):
-            keys = [k for k, _ in members[g_i]]
-            root = int(first_root[g_i])
+            found = sorted(members[g_i], key=lambda m: m[0])  # graph order of first use
+            ks = [keys[k_i] for k_i, _ in found]
+            root = first_root[g_i]
             reason = reason_of.get(root)
-            if reason is None and not any(self.uses[k][0] == "out" and k[1] == "weight" for k in keys):
+            if reason is None and not any(self.uses[k][0] == "out" and k[1] == "weight" for k in ks):
                 reason = "no layer produces these channels"
-            if reason is None and int(counts[g_i]):
+            if reason is None and uneven[g_i]:
                 reason = "its channels own different numbers of indices in one layer"
-            outs = [seen[k] for k in keys if self.uses[k][0] == "out"] or [seen[k] for k in keys]
-            built.append(((reason is not None, min(outs)), keys, [t for _, t in members[g_i]], reason))
+            first = next((k_i for k_i, _ in found if self.uses[keys[k_i]][0] == "out"), found[0][0])
+            built.append(((reason is not None, first, root), ks, [t for _, t in found], reason))
         built.sort(key=lambda b: b[0])
-        return tuple(Group(i, tuple(Member(k[0], k[1], k[2], self.uses[k][0]) for k in keys), tuple(rows), reason,
-                           round_to) for i, (_, keys, rows, reason) in enumerate(built))  # fmt: skip
+        return tuple(Group(i, tuple(Member(k[0], k[1], k[2], self.uses[k][0]) for k in ks), tuple(rows), reason,
+                           round_to) for i, (_, ks, rows, reason) in enumerate(built))  # fmt: skip
 
     @property
     def prunable(self) -> tuple[Group, ...]:

@@ -40,9 +40,13 @@ CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random")
 
 
 def _per_index(t: torch.Tensor, dim: int, p: int) -> torch.Tensor:
-    """Sum of ``|t|^p`` over every dim but ``dim``: one number per index of ``dim``."""
-    t = t.detach().float().movedim(dim, 0)
-    return (t.abs() if p == 1 else t.pow(2)).reshape(t.shape[0], -1).sum(1)
+    """Sum of ``|t|^p`` over every dim but ``dim``: one number per index of ``dim`` (one fused reduction)."""
+    t = t.detach()
+    others = [d for d in range(t.dim()) if d != dim % t.dim()]
+    if not others:
+        return t.float().abs() if p == 1 else t.float().pow(2)
+    norm = torch.linalg.vector_norm(t, ord=p, dim=others, dtype=torch.float32)
+    return norm if p == 1 else norm.pow(2)
 
 
 def _per_channel(g: Group, m: int, values: torch.Tensor) -> torch.Tensor:

@@ -389,7 +389,7 @@ def plan_prune(
         raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
     cg = graph if graph is not None else channel_groups(model, input_size, inputs=inputs, round_to=round_to)
     costs = _Costs(model, cg)
-    arch = _ArchSpace(model, cg) if _in_arch_space(model, arch_space) else None
+    arch = _ArchSpace(model, cg) if _in_arch_space(model, arch_space, cg) else None
     reasons: dict[int, str] = {g.index: g.reason for g in cg.groups if g.reason is not None}
     if arch is not None:
         for g in cg.prunable:
@@ -452,19 +452,42 @@ def plan_prune(
                      tuple(g.index for g in free), cg)  # fmt: skip
 
 
-def _in_arch_space(model: nn.Module, wanted: bool | None) -> bool:
-    """Whether ``model`` is pruned in arch space: an EdgeNet whose state dict is the builder's (not folded)."""
+def _in_arch_space(model: nn.Module, wanted: bool | None, cg: ChannelGraph) -> bool:
+    """Whether ``model`` is pruned in arch space: an EdgeNet as the builder made it (not BN-folded or edited).
+
+    Checked without building anything: every block's params and MACs, as the
+    trace measured them (``cg``'s analysis), equal what its arch implies
+    (:func:`edgecnn.analysis.cost_from_spec`) — folding a BN into its conv,
+    or any edit of a layer's shape, changes some block's count. (A model that
+    still slipped through would fail :func:`prune`'s strict state-dict load
+    with a ValueError, never silently.)
+    """
     if wanted is False:
         return False
-    same = False
-    if isinstance(model, EdgeNet):
-        with torch.device("meta"):
-            fresh = build(model.arch, num_classes=model.num_classes, in_chans=model.in_chans)
-        same = set(fresh.state_dict()) == set(model.state_dict())
+    same = isinstance(model, EdgeNet) and _matches_arch(model, cg)
     if wanted and not same:
         raise ValueError("arch_space=True needs an EdgeNet as the builder made it (not BN-folded or edited); "
                          "pass arch_space=None to prune it as a plain module")  # fmt: skip
     return same
+
+
+def _matches_arch(model: EdgeNet, cg: ChannelGraph) -> bool:
+    from edgecnn.analysis import cost_from_spec  # compress reads analysis, never the reverse
+
+    shape = tuple(cg.inputs[0].shape[1:]) if len(cg.inputs) == 1 else ()
+    if len(shape) != 3 or shape[0] != model.in_chans:
+        return False
+    spec = cost_from_spec(model.arch, (shape[1], shape[2]), num_classes=model.num_classes, in_chans=model.in_chans)
+    got: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in cg.trace.analysis.layers:
+        head, _, rest = r.name.partition(".")
+        pos = rest.partition(".")[0].partition("#")[0]
+        block = f"{head}.{pos}" if head == "blocks" and pos.isdigit() else r.name
+        got[block][0] += r.params
+        got[block][1] += r.macs
+    if cg.trace.analysis.unused_params:
+        return False
+    return dict(got) == {c.name: [c.params, c.macs] for c in spec.layers}
 
 
 def _over(costs: _Costs, counts: dict[int, int], macs: int | None, params: int | None) -> bool:

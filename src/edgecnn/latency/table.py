@@ -336,7 +336,8 @@ class LatencyTable:
     ) -> int:
         """Measure every block of ``archs`` not yet in the table; returns how many entries were added.
 
-        With ``path``, the table is saved there every ``checkpoint_s`` seconds and at the end.
+        With ``path``, the table is saved there every ``checkpoint_s`` seconds, at the end, and when the
+        build is interrupted (Ctrl-C, or SIGTERM, which the CLI turns into the same exception).
         ``on_progress(done, total)`` is called after each entry.
         """
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
@@ -358,20 +359,22 @@ class LatencyTable:
             done += 1
             if on_progress:
                 on_progress(done, total)
-        for p in todo:
-            k = block_key(p, batch=batch)
-            if k in self.entries:  # the probe network may have added it
+        try:
+            for p in todo:
+                k = block_key(p, batch=batch)
+                if k in self.entries:  # the probe network may have added it
+                    done += 1
+                    continue
+                self.entries[k] = self.measure_block(p, batch=batch)
                 done += 1
-                continue
-            self.entries[k] = self.measure_block(p, batch=batch)
-            done += 1
-            if path is not None and time.monotonic() - last_save >= checkpoint_s:
+                if path is not None and time.monotonic() - last_save >= checkpoint_s:
+                    self.save(path)
+                    last_save = time.monotonic()
+                if on_progress:
+                    on_progress(done, total)
+        finally:  # also on Ctrl-C / SIGTERM: every entry measured so far is kept
+            if path is not None:
                 self.save(path)
-                last_save = time.monotonic()
-            if on_progress:
-                on_progress(done, total)
-        if path is not None:
-            self.save(path)
         return total
 
 

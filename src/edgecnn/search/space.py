@@ -1,26 +1,77 @@
-"""The MobileNetV3/MnasNet-style search space: per stage kernel, expansion, SE, activation, width, depth.
+"""Search spaces in the arch format: per stage kernel, expansion, SE, activation, width and depth.
 
 MnasNet (Tan et al. 2019, §4.1, "factorized hierarchical search space")
 splits the network into stages and searches one configuration per stage,
 shared by the stage's layers: kernel size, expansion ratio, squeeze-and-
 excitation on/off, number of layers and output width. MobileNetV3 (Howard
 et al. 2019, §4) searches the same space and adds the activation (ReLU or
-hard-swish). The fixed stem and head are MobileNetV3-Large's (Table 1): a
-3×3 stride-2 conv with 16 channels and one 16-channel inverted residual;
-then a 1×1 conv to 6× the last width, global pooling and a 1280-wide hidden
-layer before the classifier.
+hard-swish). A candidate is a :data:`Genome` — one :class:`StageChoice` per
+stage — and :meth:`SearchSpace.arch` writes it as an arch string, so a
+candidate is built, costed, timed and reported like any other network;
+:meth:`SearchSpace.decode` reads such a string back.
 
-:func:`sample` draws a candidate; its result is an :class:`~edgecnn.arch.ArchSpec`,
-so a candidate is built, costed and written down like any other network.
+Built-in spaces (:data:`SPACES`):
+
+* ``mbv3-224`` (:data:`MOBILENET_V3_SPACE`) — MobileNetV3-Large's stem and
+  head (Table 1: a 3×3 stride-2 conv with 16 channels and one 16-channel
+  inverted residual; a 1×1 conv to 6× the last width, pooling, a 1280-wide
+  hidden layer) and 5 stages at its strides (output stride 32), widths one
+  step of 8/16 around the paper's.
+* ``mbv3-32`` (:data:`MBV3_32_SPACE`) — for 32×32 inputs (CIFAR, digits): a
+  stride-1 stem, 4 stages with strides 2, 2, 1, 2 (output 4×4), widths near
+  MobileNetV3-Small's and a 1024-wide hidden layer.
+
+A user's own space is a JSON file (YAML too when PyYAML is installed; it is
+not a dependency of edgecnn), validated by :func:`space_from_dict` with
+errors that name the field (``stages[2].kernels: ...``)::
+
+    {"name": "tiny", "input_size": 32, "stem": "conv_k3_c16_hswish",
+     "head_mult": 6, "hidden": 512,
+     "stages": [{"stride": 2, "widths": [24, 32], "depths": [1, 2],
+                 "kernels": [3, 5], "expansions": [3, 6],
+                 "se": [false, true], "acts": ["relu", "hswish"]}]}
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
 
+from edgecnn.activations import ACTIVATIONS
 from edgecnn.arch import ArchSpec, parse
+
+SE_TOKENS = "_se0.25_hsgate"
+"""SE as MobileNetV3 uses it: a quarter of the expanded width, hard-sigmoid gate."""
+
+
+@dataclass(frozen=True)
+class StageChoice:
+    """One stage's drawn configuration, shared by all its layers."""
+
+    depth: int  # number of layers
+    kernel: int  # depthwise kernel size
+    expansion: float  # inner width / input width
+    se: bool  # squeeze-and-excitation on
+    act: str  # activation
+    width: int  # output channels
+
+    def block(self, stride: int) -> str:
+        """The stage as one arch block, e.g. ``ir_r3_k5_s2_e4_c40_se0.25_hsgate_hswish``."""
+        se = SE_TOKENS if self.se else ""
+        return f"ir_r{self.depth}_k{self.kernel}_s{stride}_e{self.expansion:g}_c{self.width}{se}_{self.act}"
+
+
+Genome = tuple[StageChoice, ...]
+"""A candidate network: one choice per stage, input to output."""
+
+GENES: tuple[str, ...] = ("depth", "kernel", "expansion", "se", "act", "width")
+_OPTIONS = {"depth": "depths", "kernel": "kernels", "expansion": "expansions", "se": "se", "act": "acts",
+            "width": "widths"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,22 +88,39 @@ class StageSpace:
 
     def __post_init__(self) -> None:
         for name in ("widths", "depths", "kernels", "expansions", "se", "acts"):
-            if not getattr(self, name):
+            values = getattr(self, name)
+            if not values:
                 raise ValueError(f"stage choice {name!r} is empty; give at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"stage choice {name!r} repeats a value: {list(values)}")
         if any(k % 2 == 0 for k in self.kernels):
             raise ValueError(f"kernels must be odd, got {self.kernels}")
 
     @property
     def size(self) -> int:
         """Number of distinct configurations of this stage."""
-        return math.prod(len(v) for v in (self.widths, self.depths, self.kernels, self.expansions, self.se, self.acts))
+        return math.prod(len(self.options(g)) for g in GENES)
+
+    def options(self, gene: str) -> tuple[Any, ...]:
+        """The values ``gene`` (one of :data:`GENES`) may take."""
+        return getattr(self, _OPTIONS[gene])
+
+    def sample_choice(self, rng: random.Random) -> StageChoice:
+        """A uniform draw (depth, kernel, expansion, width, SE, activation — the order seeds rely on)."""
+        depth, k, e = rng.choice(self.depths), rng.choice(self.kernels), rng.choice(self.expansions)
+        width, se, act = rng.choice(self.widths), rng.choice(self.se), rng.choice(self.acts)
+        return StageChoice(depth, k, float(e), se, act, width)
 
     def sample(self, rng: random.Random) -> str:
         """One stage as an arch block, e.g. ``ir_r3_k5_s2_e4_c40_se0.25_hsgate_hswish``."""
-        depth, k, e = rng.choice(self.depths), rng.choice(self.kernels), rng.choice(self.expansions)
-        width, se, act = rng.choice(self.widths), rng.choice(self.se), rng.choice(self.acts)
-        se_tokens = "_se0.25_hsgate" if se else ""
-        return f"ir_r{depth}_k{k}_s{self.stride}_e{e:g}_c{width}{se_tokens}_{act}"
+        return self.sample_choice(rng).block(self.stride)
+
+    def extreme(self, largest: bool) -> StageChoice:
+        """The largest (or smallest) configuration; SE on (off) where allowed; the last (first) activation."""
+        pick = max if largest else min
+        return StageChoice(pick(self.depths), pick(self.kernels), float(pick(self.expansions)),
+                           (True in self.se) if largest else (False not in self.se),
+                           self.acts[-1] if largest else self.acts[0], pick(self.widths))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,18 +131,89 @@ class SearchSpace:
     stages: tuple[StageSpace, ...]  # the searchable stages, input to output
     head_mult: int = 6  # width of the last 1×1 conv, as a multiple of the last stage's width
     hidden: int = 1280  # width of the hidden fc layer before the classifier
+    name: str = "custom"  # how reports name the space
+    input_size: int = 224  # the input resolution the space is designed for
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("a search space needs at least one stage")
+        object.__setattr__(self, "stages", tuple(self.stages))
 
     @property
     def size(self) -> int:
         """Number of distinct networks in the space."""
         return math.prod(s.size for s in self.stages)
 
-    def sample(self, rng: random.Random) -> ArchSpec:
+    @property
+    def stem_blocks(self) -> int:
+        """Number of blocks the stem expands to (its layers come first in a built network)."""
+        return len(parse(self.stem).expand().blocks)
+
+    def head(self, last_width: int) -> str:
+        return f"conv_k1_c{self.head_mult * last_width}_hswish gap fc_c{self.hidden}_hswish fc"
+
+    def arch(self, genome: Genome) -> ArchSpec:
+        """The network of ``genome`` as an arch spec."""
+        self.check(genome)
+        stages = [c.block(s.stride) for c, s in zip(genome, self.stages)]
+        return parse(" ".join([self.stem, *stages, self.head(genome[-1].width)]))
+
+    def check(self, genome: Genome) -> None:
+        """ValueError naming the first stage choice outside the space."""
+        if len(genome) != len(self.stages):
+            raise ValueError(f"a genome of space {self.name!r} has {len(self.stages)} stages, got {len(genome)}")
+        for i, (c, s) in enumerate(zip(genome, self.stages)):
+            for g in GENES:
+                if getattr(c, g) not in s.options(g):
+                    raise ValueError(f"stage {i}: {g} {getattr(c, g)!r} is not in the space ({list(s.options(g))})")
+
+    def decode(self, arch: str | ArchSpec) -> Genome:
+        """The genome of an arch string this space wrote (ValueError for any other network)."""
+        spec = parse(arch) if isinstance(arch, str) else arch
+        n = len(parse(self.stem).blocks)
+        blocks = spec.blocks[n : n + len(self.stages)]
+        if len(blocks) != len(self.stages):
+            raise ValueError(f"{spec.format()!r} has too few blocks for space {self.name!r}")
+        genome = tuple(
+            StageChoice(b.r or 1, b.k or 3, float(b.e or 0), bool(b.se), b.act or "", b.c or 0) for b in blocks
+        )
+        try:
+            same = self.arch(genome) == spec
+        except ValueError as exc:
+            raise ValueError(f"{spec.format()!r} is not a network of search space {self.name!r}: {exc}") from None
+        if not same:
+            raise ValueError(f"{spec.format()!r} is not a network of search space {self.name!r}")
+        return genome
+
+    def sample_genome(self, rng: random.Random) -> Genome:
         """Draw one network uniformly (each stage's choices independently)."""
-        stages = [s.sample(rng) for s in self.stages]
-        last = parse(stages[-1]).blocks[0].c or 1
-        head = f"conv_k1_c{self.head_mult * last}_hswish gap fc_c{self.hidden}_hswish fc"
-        return parse(" ".join([self.stem, *stages, head]))
+        return tuple(s.sample_choice(rng) for s in self.stages)
+
+    def sample(self, rng: random.Random) -> ArchSpec:
+        """Draw one network uniformly, as an arch spec."""
+        return self.arch(self.sample_genome(rng))
+
+    def extreme(self, largest: bool) -> Genome:
+        """The largest (or smallest) network: every stage at its widest, deepest, biggest kernel (or least)."""
+        return tuple(s.extreme(largest) for s in self.stages)
+
+    def mutate(self, genome: Genome, rng: random.Random) -> Genome:
+        """Change one gene of one stage to another of its values (Real et al. 2019, §2: one random edit)."""
+        movable = [(i, g) for i, s in enumerate(self.stages) for g in GENES if len(s.options(g)) > 1]
+        if not movable:
+            raise ValueError(f"search space {self.name!r} has a single network; there is nothing to mutate")
+        i, g = rng.choice(movable)
+        value = rng.choice([v for v in self.stages[i].options(g) if v != getattr(genome[i], g)])
+        return (*genome[:i], replace(genome[i], **{g: float(value) if g == "expansion" else value}), *genome[i + 1 :])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as the JSON document :func:`space_from_dict` reads."""
+        return {
+            "name": self.name, "input_size": self.input_size, "stem": self.stem, "head_mult": self.head_mult,
+            "hidden": self.hidden,
+            "stages": [{f.name: list(v) if isinstance(v := getattr(s, f.name), tuple) else v for f in fields(s)}
+                       for s in self.stages],
+        }  # fmt: skip
 
 
 MOBILENET_V3_SPACE = SearchSpace(
@@ -86,8 +225,27 @@ MOBILENET_V3_SPACE = SearchSpace(
         StageSpace(1, widths=(96, 112, 128), depths=(1, 2, 3)),
         StageSpace(2, widths=(144, 160, 176), depths=(2, 3, 4)),
     ),
+    name="mbv3-224",
+    input_size=224,
 )
-"""The default space: 5 stages at MobileNetV3-Large's strides (output stride 32)."""
+"""``mbv3-224``: 5 stages at MobileNetV3-Large's strides (output stride 32)."""
+
+MBV3_32_SPACE = SearchSpace(
+    stem="conv_k3_c16_hswish ir_m16_c16_relu",
+    stages=(  # MobileNetV3-Small's widths (24, 40/48, 96) for 32×32 inputs: 32 → 16 → 8 → 8 → 4
+        StageSpace(2, widths=(16, 24, 32), depths=(1, 2, 3)),
+        StageSpace(2, widths=(32, 40, 48), depths=(1, 2, 3)),
+        StageSpace(1, widths=(48, 64, 80), depths=(1, 2, 3)),
+        StageSpace(2, widths=(80, 96, 112), depths=(1, 2, 3)),
+    ),
+    hidden=1024,
+    name="mbv3-32",
+    input_size=32,
+)
+"""``mbv3-32``: a stride-1 stem and 4 stages with strides 2, 2, 1, 2 (32×32 in, 4×4 out)."""
+
+SPACES: dict[str, SearchSpace] = {s.name: s for s in (MOBILENET_V3_SPACE, MBV3_32_SPACE)}
+"""The built-in spaces by name."""
 
 
 def sample(rng: random.Random, space: SearchSpace = MOBILENET_V3_SPACE) -> ArchSpec:
@@ -95,3 +253,131 @@ def sample(rng: random.Random, space: SearchSpace = MOBILENET_V3_SPACE) -> ArchS
     if not isinstance(rng, random.Random):
         raise ValueError(f"rng must be a random.Random (e.g. random.Random(0)), got {type(rng).__name__}")
     return space.sample(rng)
+
+
+# ---- a user's own space ------------------------------------------------------------------------------
+_TOP_KEYS = ("name", "input_size", "stem", "stages", "head_mult", "hidden")
+_STAGE_TYPES: dict[str, tuple[type, ...]] = {
+    "widths": (int,), "depths": (int,), "kernels": (int,), "expansions": (int, float), "se": (bool,), "acts": (str,),
+}  # fmt: skip
+
+
+def _positive_int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: must be a positive integer, got {value!r}")
+    return value
+
+
+def _stage_from_dict(d: object, where: str) -> StageSpace:
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where}: a stage is an object with stride, widths, depths, ...; got {type(d).__name__}")
+    valid = ("stride", *_STAGE_TYPES)
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(valid)}")
+    for need in ("stride", "widths", "depths"):
+        if need not in d:
+            example = '"stride": 2, "widths": [24, 32], "depths": [1, 2]'
+            raise ValueError(f"{where}: missing field {need!r} (e.g. {example})")
+    kw: dict[str, Any] = {"stride": _positive_int(d["stride"], f"{where}.stride")}
+    for key, types in _STAGE_TYPES.items():
+        if key not in d:
+            continue
+        values = d[key]
+        here = f"{where}.{key}"
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{here}: must be a non-empty list, got {values!r}")
+        for v in values:
+            ok = isinstance(v, types) and (key == "se" or not isinstance(v, bool))
+            if not ok:
+                raise ValueError(f"{here}: {v!r} is not a {' or '.join(t.__name__ for t in types)}")
+        if key in ("widths", "depths", "kernels"):
+            for v in values:
+                _positive_int(v, here)
+        if key == "kernels" and any(v % 2 == 0 for v in values):
+            raise ValueError(f"{here}: kernels must be odd (3, 5, 7), got {values}")
+        if key == "expansions" and any(not (math.isfinite(v) and v > 0) for v in values):
+            raise ValueError(f"{here}: expansions must be positive numbers, got {values}")
+        if key == "acts":
+            bad = [a for a in values if a not in ACTIVATIONS]
+            if bad:
+                raise ValueError(f"{here}: unknown activation {bad[0]!r}; valid: {', '.join(ACTIVATIONS)}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{here}: repeats a value: {values}")
+        kw[key] = tuple(float(v) for v in values) if key == "expansions" else tuple(values)
+    return StageSpace(**kw)
+
+
+def space_from_dict(d: object, *, source: str = "space") -> SearchSpace:
+    """Validate a space document (see the module doc); every error names the field."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{source}: a search space is a JSON object, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(_TOP_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown field {unknown[0]!r}; valid: {', '.join(_TOP_KEYS)}")
+    for need in ("stem", "stages"):
+        if need not in d:
+            raise ValueError(f"{source}: missing field {need!r}")
+    stem = d["stem"]
+    if not isinstance(stem, str):
+        raise ValueError(f"{source}.stem: must be an arch string such as 'conv_k3_c16_hswish', got {stem!r}")
+    try:
+        spec = parse(stem)
+    except ValueError as exc:
+        raise ValueError(f"{source}.stem: {exc}") from None
+    if any(b.kind in ("gap", "fc", "dropout") for b in spec.blocks):
+        raise ValueError(f"{source}.stem: the stem must be spatial blocks only (no gap/fc/dropout), got {stem!r}")
+    stages = d["stages"]
+    if not isinstance(stages, list) or not stages:
+        raise ValueError(f"{source}.stages: must be a non-empty list of stages")
+    kw: dict[str, Any] = {"stem": spec.format(), "stages": tuple(
+        _stage_from_dict(s, f"{source}.stages[{i}]") for i, s in enumerate(stages))}  # fmt: skip
+    for key in ("input_size", "head_mult", "hidden"):
+        if key in d:
+            kw[key] = _positive_int(d[key], f"{source}.{key}")
+    if "name" in d:
+        if not isinstance(d["name"], str) or not d["name"]:
+            raise ValueError(f"{source}.name: must be a non-empty string, got {d['name']!r}")
+        kw["name"] = d["name"]
+    space = SearchSpace(**kw)
+    try:  # every stage must fit the input: the smallest network must resolve
+        from edgecnn.plan import resolve
+
+        resolve(space.arch(space.extreme(False)), input_size=space.input_size)
+    except ValueError as exc:
+        raise ValueError(f"{source}: the space does not fit input_size {space.input_size}: {exc}") from None
+    return space
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read a user's space from a ``.json`` file (``.yaml``/``.yml`` when PyYAML is installed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"search space file {str(p)!r} not found; give a built-in ({', '.join(SPACES)}) "
+                                "or a JSON file")  # fmt: skip
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{p}: reading YAML needs PyYAML (pip install pyyaml); or write the space as JSON"
+                             ) from None  # fmt: skip
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: not valid JSON: {exc}") from None
+    return space_from_dict(data, source=p.name)
+
+
+def get_space(name_or_path: str | Path) -> SearchSpace:
+    """A built-in space by name (:data:`SPACES`) or a user's space file."""
+    if str(name_or_path) in SPACES:
+        return SPACES[str(name_or_path)]
+    if Path(name_or_path).suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ValueError(f"unknown search space {str(name_or_path)!r}; valid: {', '.join(SPACES)} or a .json file")
+    return load_space(name_or_path)

@@ -1,0 +1,151 @@
+"""``edgecnn search``: platform-aware architecture search against latency measured on this device.
+
+Usage::
+
+    edgecnn search --space mbv3-32 --data digits|PATH --target 3ms [--backend eager|onnxruntime]
+                   [--budget 200] [--algorithm evolution|random] [--hard] [--w -0.07]
+                   [--executor local|ray] [--workers N] [--resume] [--out DIR]
+
+Trains a weight-sharing supernet once, searches it (regularized evolution by
+default) with latencies from this device's lookup table, measures the best
+candidates end to end, trains the chosen one with the standard recipe and
+writes ``DIR/results.json`` (``kind: "search"``) and ``DIR/pareto.png``. See
+:mod:`edgecnn.search.pipeline` and docs/search.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgecnn.cli import args as num
+from edgecnn.cli.executor_args import add_executor_args, executor_from_args
+from edgecnn.latency.fingerprint import BACKENDS
+from edgecnn.latency.measure import TimingConfig, default_threads
+from edgecnn.search.estimate import EstimateSettings
+from edgecnn.search.evolution import ALGORITHMS, SearchConfig
+from edgecnn.search.objective import MNASNET_W, Objective, parse_target
+from edgecnn.search.pipeline import ESTIMATORS, Progress as JobProgress, SearchJob, run_job
+from edgecnn.search.space import SPACES, get_space
+from edgecnn.search.supernet import SupernetConfig
+from edgecnn.train import TrainConfig
+from edgecnn.train.task import DataRef
+
+
+def job_from_args(args: argparse.Namespace) -> SearchJob:
+    """The :class:`SearchJob` the options describe (ValueError naming a bad option)."""
+    space = get_space(args.space)
+    threads = args.threads or default_threads()
+    timing = TimingConfig(max_seconds=args.max_seconds, retries=args.retries)
+    return SearchJob(
+        space=space,
+        data=DataRef(str(args.data), limit=args.limit),
+        objective=Objective(parse_target(args.target), w=args.w, hard=args.hard),
+        search=SearchConfig(args.algorithm, budget=args.budget, population=min(args.population, args.budget),
+                            sample_size=min(args.sample_size, args.population, args.budget), batch=args.batch,
+                            seed=args.seed),
+        supernet=SupernetConfig(steps=args.supernet_steps, seed=args.seed),
+        estimate=EstimateSettings(image_size=space.input_size, train_steps=args.train_steps),
+        estimator=args.estimator, backend=args.backend, threads=threads, timing=timing, table=args.table,
+        finalists=args.finalists, final_epochs=args.final_epochs,
+        final_config=TrainConfig(epochs=max(1, args.final_epochs), batch_size=args.final_batch_size, seed=args.seed),
+        references=tuple(args.references),
+    )  # fmt: skip
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    job = job_from_args(args)
+    executor = executor_from_args(args, progress=False)  # checks the executor options before anything runs
+    data_name = Path(str(args.data)).name.split(".")[0]
+    out = Path(args.out) if args.out else Path("runs") / f"search-{job.space.name}-{data_name}"
+    console = Console(stderr=True)
+    show = not args.no_progress
+    if show:
+        console.print(f"space {job.space.name} ({job.space.size:.3g} networks), objective {job.objective.describe()}, "
+                      f"{job.backend} with {job.threads} thread(s); run folder {out}")  # fmt: skip
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, transient=True, disable=not show)  # fmt: skip
+    task = None
+
+    def on_stage(stage: str) -> None:
+        if show:
+            console.print(stage)
+
+    def on_search(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("candidates", total=total)
+        bar.update(task, completed=done)
+
+    try:
+        with executor, bar:
+            doc = run_job(job, out, executor, resume=args.resume, progress=JobProgress(on_stage, on_search),
+                          show_bars=show)  # fmt: skip
+    except KeyboardInterrupt:
+        console.print(f"interrupted; {out} holds the search so far: add --resume to continue")
+        return 130
+    _closing_table(doc, out)
+    return 0
+
+
+def _closing_table(doc: dict, out: Path) -> None:
+    t = Table(title=f"search: {doc['objective']['formula']} — best candidates")
+    for col in ("#", "est. top-1", "table ms", "measured ms", "score", "arch"):
+        t.add_column(col, justify="left" if col == "arch" else "right", overflow="fold")
+    for i, f in enumerate(doc["finalists"], 1):
+        t.add_row(str(i), f"{f['acc']:.2%}", f"{f['table_ms']:.3f}", f"{f['measured_ms']:.3f}",
+                  f"{f['measured_score']:.4f}", f["arch"])  # fmt: skip
+    console = Console()
+    console.print(t)
+    h = doc["history"]
+    console.print(f"{len(h)} candidates evaluated, {len(doc['front'])} on the Pareto front; "
+                  f"timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in doc["timings"].items()))  # fmt: skip
+    if doc.get("final"):
+        f = doc["final"]
+        console.print(f"chosen network trained {f['epochs']} epochs: test top-1 {f['top1']:.2%} "
+                      f"at {f['measured_ms']:.3f} ms measured")  # fmt: skip
+    plot = f", plot {doc['plot']}" if doc.get("plot") else ""
+    console.print(f"results {out / 'results.json'}{plot}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="platform-aware architecture search against this device's latency",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    pos, nonneg, pos_f = num.positive_int, num.nonneg_int, num.positive_float
+    opt = p.add_argument
+    opt("--space", default="mbv3-32", help=f"built-in space ({', '.join(SPACES)}) or a JSON file")
+    opt("--data", default="digits", help="digits (built in), a folder or an archive such as CIFAR-10")
+    opt("--limit", type=pos, help="at most N images per class and split (quick runs)")
+    opt("--target", required=True, help="latency target, e.g. 3ms, 0.8ms, 1200us")
+    opt("--w", type=num.float_in(-10.0, 0.0), default=MNASNET_W,
+        help="exponent of LAT/TAR (-0.07 MnasNet, -0.15 small models)")
+    opt("--hard", action="store_true", help="LAT <= TAR as a hard constraint instead of the soft objective")
+    opt("--backend", choices=BACKENDS, default="eager", help="runtime latency is measured in")
+    opt("--threads", type=num.threads, help="threads latency is measured with (default: torch's current count)")
+    opt("--table", help="the device's lookup table JSON (default OUT/latency_table.json, grown as needed)")
+    opt("--max-seconds", type=pos_f, default=10.0, help="time cap of one latency measurement")
+    opt("--retries", type=nonneg, default=3, help="re-measure a latency disturbed by other processes")
+    opt("--budget", type=pos, default=200, help="candidates evaluated")
+    opt("--algorithm", choices=ALGORITHMS, default="evolution", help="regularized evolution or random")
+    opt("--population", type=pos, default=50, help="evolution: population size P (at most --budget)")
+    opt("--sample-size", type=pos, default=10, help="evolution: tournament size S (at most P)")
+    opt("--batch", type=pos, default=4, help="candidates evaluated at once (one executor map)")
+    opt("--estimator", choices=ESTIMATORS, default="supernet",
+        help="supernet: weight sharing + BN recalibration (cheap); train: short training of each")
+    opt("--supernet-steps", type=pos, default=2000, help="supernet training steps (sandwich rule)")
+    opt("--train-steps", type=pos, default=300, help="--estimator train: steps per candidate")
+    opt("--finalists", type=pos, default=3, help="best candidates measured end to end")
+    opt("--final-epochs", type=nonneg, default=30, help="epochs of the chosen network's training (0: skip)")
+    opt("--final-batch-size", type=pos, default=128, help="batch size of the final training")
+    opt("--references", nargs="*", default=[], metavar="ZOO[@WIDTH]",
+        help="zoo networks measured for the plot, e.g. mobilenet_v3_small_cifar@0.5")
+    opt("--seed", type=nonneg, default=0, help="seeds the search, the supernet and the final training")
+    opt("--out", help="run folder (default runs/search-SPACE-DATA)")
+    opt("--resume", action="store_true", help="continue the run in --out after an interruption")
+    opt("--no-progress", action="store_true", help="no progress bars")
+    add_executor_args(p)
+    p.set_defaults(func=cmd_search)

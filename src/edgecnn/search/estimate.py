@@ -1,0 +1,204 @@
+"""Accuracy estimates of search candidates that fit a CPU: supernet scores, short training, and their rank agreement.
+
+Two estimators, both run as picklable tasks through :class:`edgecnn.executor.Executor`:
+
+* **supernet** (cheap, seconds) — the candidate's weights are sliced out of the
+  trained supernet (:meth:`Supernet.extract`), its BN statistics recalibrated on
+  a few training batches (:func:`~edgecnn.compress.recalibrate.recalibrate_bn_`;
+  OFA §3.4: shared statistics are wrong for any one subnet) and its top-1
+  measured on the validation split;
+* **short training** (slower, truer) — the candidate trained from scratch for
+  a few hundred steps (:func:`edgecnn.train.finetune`), then evaluated on the
+  same split (MnasNet trains each sampled model for 5 epochs).
+
+A search needs only the *ranking* of candidates to be right. :func:`rank_agreement`
+reports Kendall's τ between the two estimates on a sample of subnets (OFA and
+its successors report the same statistic for their accuracy predictors).
+
+Accuracy is estimated on a **validation split** cut from the training images
+(:func:`search_split`), never on the test split the final network is reported on.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from edgecnn.build import build
+from edgecnn.compress.recalibrate import recalibrate_bn_
+from edgecnn.data import BatchLoader, DataSet
+from edgecnn.data.sets import make_dataset, stratified_split
+from edgecnn.executor import Executor
+from edgecnn.search.space import SearchSpace
+from edgecnn.search.supernet import Supernet
+from edgecnn.train import TrainConfig, evaluate, finetune
+from edgecnn.train.task import DataRef, worker_data
+
+
+@dataclass(frozen=True)
+class EstimateSettings:
+    """How candidates are scored; every field a plain value (tasks pickle to workers)."""
+
+    image_size: int = 32  # network input side (the space's input size)
+    val_fraction: float = 0.1  # share of each class's training images held out for validation
+    split_seed: int = 0  # seeds the train/validation split and the recalibration batches
+    recal_batches: int = 10  # batches of training images that re-estimate BN statistics
+    recal_batch_size: int = 64  # images per recalibration batch
+    train_steps: int = 300  # short training: optimiser steps from scratch
+    train_lr: float = 0.05  # short training: peak learning rate (SGD, cosine, 10% warm-up)
+    train_batch_size: int = 64  # short training: images per step
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.recal_batches < 1 or self.train_steps < 1:
+            raise ValueError("recal_batches and train_steps must be positive")
+
+    def train_config(self, seed: int = 0) -> TrainConfig:
+        """The short-training recipe (also what :func:`short_train` uses)."""
+        return TrainConfig(lr=self.train_lr, batch_size=self.train_batch_size, warmup_epochs=0.0, eval_every=0,
+                           progress=False, image_size=self.image_size, channels_last=False, seed=seed)  # fmt: skip
+
+
+def search_split(data: DataSet, *, val_fraction: float = 0.1, seed: int = 0) -> DataSet:
+    """The training images split stratified into a search-train part and a validation part (as ``test``)."""
+    labels = data.train.labels.numpy()
+    tr, val = stratified_split(labels, val_fraction, seed)
+    return make_dataset(f"{data.name} (search split)", data.train.subset(tr), data.train.subset(val),
+                        data.classes, augment=data.augment)  # fmt: skip
+
+
+@lru_cache(maxsize=2)
+def _worker_split(ref: DataRef, val_fraction: float, seed: int) -> DataSet:
+    return search_split(worker_data(ref), val_fraction=val_fraction, seed=seed)
+
+
+def recal_loader(data: DataSet, s: EstimateSettings) -> BatchLoader:
+    """Training batches (shuffled with the split seed, not augmented) that re-estimate BN statistics."""
+    return BatchLoader(data.train, batch_size=s.recal_batch_size, mean=data.mean, std=data.std, train=True,
+                       image_size=s.image_size, seed=s.split_seed)  # fmt: skip
+
+
+def score_subnet(model: torch.nn.Module, data: DataSet, s: EstimateSettings) -> float:
+    """Top-1 on ``data.test`` after recalibrating BN on ``data.train`` (``model`` is changed in place)."""
+    recalibrate_bn_(model, recal_loader(data, s), num_batches=s.recal_batches)
+    return evaluate(model, data, image_size=s.image_size, channels_last=False, precision="fp32").top1
+
+
+@dataclass(frozen=True)
+class SubnetTask:
+    """Score one subnet: its arch and extracted weights, where the data is, how to score."""
+
+    name: str  # for progress and errors
+    arch: str  # the subnet's arch string
+    state_dict: dict[str, torch.Tensor]  # its weights, sliced from the supernet
+    data: DataRef = field(default_factory=DataRef)
+    settings: EstimateSettings = field(default_factory=EstimateSettings)
+
+
+def run_subnet_task(task: SubnetTask) -> float:
+    """The executor's function: build, load, recalibrate BN, evaluate on the validation split."""
+    s = task.settings
+    data = _worker_split(task.data, s.val_fraction, s.split_seed)
+    model = build(task.arch, num_classes=data.num_classes, in_chans=data.in_chans)
+    model.load_state_dict(task.state_dict)
+    return score_subnet(model, data, s)
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """Train one candidate from scratch for a few steps and evaluate it on the validation split."""
+
+    name: str
+    arch: str
+    data: DataRef = field(default_factory=DataRef)
+    settings: EstimateSettings = field(default_factory=EstimateSettings)
+    seed: int = 0  # initial weights and batch order
+
+
+def short_train(arch: str, data: DataSet, s: EstimateSettings, *, seed: int = 0) -> float:
+    """Top-1 on ``data.test`` of ``arch`` trained from scratch for ``s.train_steps`` steps on ``data.train``."""
+    torch.manual_seed(seed)
+    model = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
+    return finetune(model, data, steps=s.train_steps, config=s.train_config(seed)).top1
+
+
+def run_train_task(task: TrainTask) -> float:
+    """The executor's function for :class:`TrainTask`."""
+    s = task.settings
+    return short_train(task.arch, _worker_split(task.data, s.val_fraction, s.split_seed), s, seed=task.seed)
+
+
+class SupernetEstimator:
+    """``estimator(archs) -> accuracies``: supernet subnets scored through the executor (the cheap estimate)."""
+
+    def __init__(self, supernet: Supernet, data: DataRef, settings: EstimateSettings, executor: Executor) -> None:
+        self.supernet, self.data, self.settings, self.executor = supernet, data, settings, executor
+
+    def __call__(self, archs: list[str]) -> list[float]:
+        tasks = []
+        for i, arch in enumerate(archs):
+            weights = {k: v.detach().clone() for k, v in self.supernet.extract(arch).state_dict().items()}
+            tasks.append(SubnetTask(f"subnet {i}: {arch}", arch, weights, self.data, self.settings))
+        return self.executor.map(run_subnet_task, tasks, description="scoring subnets")
+
+
+class TrainEstimator:
+    """``estimator(archs) -> accuracies``: every candidate trained briefly through the executor (slower, truer)."""
+
+    def __init__(self, data: DataRef, settings: EstimateSettings, executor: Executor, *, seed: int = 0) -> None:
+        self.data, self.settings, self.executor, self.seed = data, settings, executor, seed
+
+    def __call__(self, archs: list[str]) -> list[float]:
+        tasks = [TrainTask(f"train {i}: {a}", a, self.data, self.settings, self.seed) for i, a in enumerate(archs)]
+        return self.executor.map(run_train_task, tasks, description="training candidates")
+
+
+def kendall_tau(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Kendall's τ-b between two score lists and its two-sided p-value (scipy, a dependency of scikit-learn)."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"Kendall's tau needs two equally long lists of at least 2 scores, got {len(a)} and {len(b)}")
+    from scipy.stats import kendalltau
+
+    res = kendalltau(a, b)
+    return float(res.statistic), float(res.pvalue)
+
+
+@dataclass(frozen=True)
+class RankAgreement:
+    """How well the cheap estimate ranks subnets like short stand-alone training."""
+
+    archs: tuple[str, ...]  # the sampled subnets
+    cheap: tuple[float, ...]  # supernet estimate (after BN recalibration)
+    trained: tuple[float, ...]  # short stand-alone training
+    tau: float  # Kendall's τ-b between the two
+    p_value: float  # two-sided p-value of τ = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [{"arch": a, "cheap": c, "trained": t} for a, c, t in zip(self.archs, self.cheap, self.trained)]
+        return {"n": len(self.archs), "tau": self.tau, "p_value": self.p_value, "rows": rows}
+
+
+Estimator = Callable[[list[str]], list[float]]
+"""Accuracy estimates of a batch of arch strings (a :class:`SupernetEstimator`, a :class:`TrainEstimator`)."""
+
+
+def rank_agreement(space: SearchSpace, cheap: Estimator, trained: Estimator, *, n: int = 8,
+                   seed: int = 0) -> RankAgreement:  # fmt: skip
+    """Kendall's τ between the two estimators on ``n`` subnets drawn from ``space`` with ``seed``."""
+    if n < 2:
+        raise ValueError(f"rank agreement needs at least 2 subnets, got {n}")
+    rng = random.Random(seed)
+    archs: list[str] = []
+    while len(archs) < n:
+        a = space.sample(rng).format()
+        if a not in archs:
+            archs.append(a)
+    c, t = cheap(archs), trained(archs)
+    tau, p = kendall_tau(list(c), list(t))
+    return RankAgreement(tuple(archs), tuple(c), tuple(t), tau, p)

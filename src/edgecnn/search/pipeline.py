@@ -1,0 +1,252 @@
+"""The whole platform-aware search of ``edgecnn search``: supernet, search, finalists measured, final training.
+
+MnasNet's recipe (Tan et al. 2019) with OFA's cheap accuracy (Cai et al. 2020),
+on the user's own device:
+
+1. latency of every candidate from the device's lookup table through the
+   latency model (:class:`~edgecnn.latency.model.LatencyModel`: the table's entry,
+   else interpolation across widths, else a measurement of the block — taken in
+   the executor's exclusive lane, never next to a running task);
+2. a weight-sharing supernet trained once with the sandwich rule
+   (:mod:`~edgecnn.search.supernet`), checkpointed and resumable;
+3. regularized evolution or random search (:mod:`~edgecnn.search.evolution`) over
+   the objective ``ACC·(LAT/TAR)^w`` or a hard constraint, candidates scored
+   through the executor (:mod:`~edgecnn.search.estimate`), the state saved after
+   every batch;
+4. the best candidates **measured end to end** on the device (again in the
+   exclusive lane) — both the table's and the measured latency are reported;
+5. the chosen network trained with the standard recipe (:func:`edgecnn.train.fit`);
+6. a results document (``kind: "search"``), the Pareto front and a plot.
+
+Everything written goes to ``out/``: ``latency_table.json``, ``supernet.pt``,
+``search_state.json``, ``final/last.pt``, ``results.json``, ``pareto.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgecnn import zoo
+from edgecnn.build import build
+from edgecnn.data import DataSet
+from edgecnn.executor import Executor
+from edgecnn.latency.fingerprint import fingerprint
+from edgecnn.latency.measure import TimingConfig, measure
+from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.table import LatencyTable
+from edgecnn.results import read_results, write_results
+from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEstimator, search_split
+from edgecnn.search.evolution import SearchConfig, SearchResult, run_search
+from edgecnn.search.objective import Objective
+from edgecnn.search.plot import plot_search
+from edgecnn.search.space import SearchSpace
+from edgecnn.search.supernet import Supernet, SupernetConfig, load_supernet, train_supernet
+from edgecnn.train import TrainConfig, fit
+from edgecnn.train.task import DataRef, worker_data
+
+ESTIMATORS: tuple[str, ...] = ("supernet", "train")
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """One search, end to end (see the module doc)."""
+
+    space: SearchSpace  # what to search
+    data: DataRef  # where the images are
+    objective: Objective  # target latency and how it weighs
+    search: SearchConfig = field(default_factory=SearchConfig)  # algorithm and budget
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)  # supernet recipe
+    estimate: EstimateSettings = field(default_factory=EstimateSettings)  # validation split, recalibration
+    estimator: str = "supernet"  # "supernet" (cheap) or "train" (short training of every candidate)
+    backend: str = "eager"  # latency backend of the table and the final measurements
+    threads: int = 1  # threads latency is measured with
+    timing: TimingConfig = field(default_factory=TimingConfig)  # timing of new table entries and finalists
+    table: str | None = None  # lookup table JSON (default: out/latency_table.json, extended as needed)
+    finalists: int = 3  # best candidates measured end to end
+    final_epochs: int = 0  # epochs of the final training of the chosen network (0: skip)
+    final_config: TrainConfig | None = None  # the final recipe (default: TrainConfig(epochs=final_epochs))
+    references: tuple[str, ...] = ()  # zoo networks ("name" or "name@width") measured for the plot
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
+        if self.finalists < 1 or self.final_epochs < 0 or self.threads < 1:
+            raise ValueError("finalists and threads must be positive, final_epochs >= 0")
+        for ref in self.references:
+            reference_arch(ref)
+
+
+def reference_arch(ref: str) -> str:
+    """The arch string of a reference ``zoo_name`` or ``zoo_name@width`` (ValueError naming a bad one)."""
+    name, _, width = ref.partition("@")
+    try:
+        w = float(width) if width else 1.0
+    except ValueError:
+        raise ValueError(f"reference {ref!r}: the width after '@' must be a number, e.g. {name}@0.5") from None
+    return zoo.arch_of(name, width=w)
+
+
+@dataclass(frozen=True)
+class Finalist:
+    """A best candidate with its table latency and its measured one."""
+
+    arch: str  # canonical arch string
+    acc: float  # the search's accuracy estimate
+    score: float  # the objective by the table latency
+    table_ms: float  # latency predicted from the table
+    measured_ms: float  # median of an end-to-end measurement in the exclusive lane
+    measured_iqr_ms: float  # its interquartile range
+    measured_score: float  # the objective by the measured latency
+
+
+class Progress:
+    """Callbacks the CLI turns into rich progress bars (all optional)."""
+
+    def __init__(self, on_stage: Callable[[str], None] | None = None,
+                 on_search: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+        self.on_stage = on_stage or (lambda s: None)
+        self.on_search = on_search or (lambda d, t: None)
+
+
+def latency_model(job: SearchJob, out: Path, executor: Executor) -> tuple[LatencyModel, Path]:
+    """The device's table (opened or started at ``job.table`` or ``out/latency_table.json``) behind a latency model."""
+    path = Path(job.table) if job.table else out / "latency_table.json"
+    table = LatencyTable.open_or_new(path, fingerprint(backend=job.backend, threads=job.threads))
+    table.config = job.timing
+    return LatencyModel(table, measure=True, lane=executor.exclusive, path=path), path
+
+
+def prepare_supernet(job: SearchJob, data: DataSet, out: Path, *, resume: bool,
+                     progress: bool) -> tuple[Supernet, dict[str, Any]]:  # fmt: skip
+    """Load the finished supernet of ``out``, or train it (continuing a partial one when ``resume``)."""
+    path = out / "supernet.pt"
+    if resume and path.is_file():
+        net, doc = load_supernet(path)
+        if doc.get("config") == asdict(job.supernet) and doc["step"] >= job.supernet.steps:
+            return net, {"steps": doc["step"], "seconds": 0.0, "reused": True}
+    torch.manual_seed(job.supernet.seed)
+    net = Supernet(job.space, num_classes=data.num_classes, in_chans=data.in_chans)
+    res = train_supernet(net, data, job.supernet, checkpoint=path, resume=resume, progress=progress)
+    return net, {"steps": res.steps, "seconds": res.seconds, "final_loss": res.final_loss,
+                 "resumed_from": res.resumed_from, "reused": False}  # fmt: skip
+
+
+def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, executor: Executor,
+                      model: LatencyModel) -> list[Finalist]:  # fmt: skip
+    """End-to-end latency of the best distinct candidates, measured with no task running (the exclusive lane)."""
+    out: list[Finalist] = []
+    size = job.space.input_size
+    for c in result.best[: job.finalists]:
+        net = build(c.arch, num_classes=data.num_classes, in_chans=data.in_chans)
+        with executor.exclusive():
+            m = measure(net, (1, data.in_chans, size, size), backend=job.backend, threads=job.threads,
+                        config=job.timing, label=c.arch, reference=model.table.reference())  # fmt: skip
+        s = m.stats
+        out.append(Finalist(c.arch, c.acc, c.score, c.lat_ms, s.median_ms, s.iqr_ms,
+                            job.objective.score(c.acc, s.median_ms)))  # fmt: skip
+    return out
+
+
+def measure_references(job: SearchJob, data: DataSet, executor: Executor, model: LatencyModel) -> list[dict[str, Any]]:
+    """End-to-end latency of the zoo's reference networks (``name`` or ``name@width``), in the exclusive lane."""
+    out = []
+    size = job.space.input_size
+    for ref in job.references:
+        arch = reference_arch(ref)
+        net = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
+        with executor.exclusive():
+            m = measure(net, (1, data.in_chans, size, size), backend=job.backend, threads=job.threads,
+                        config=job.timing, label=ref, reference=model.table.reference())  # fmt: skip
+        out.append({"label": ref, "arch": arch, "measured_ms": m.stats.median_ms, "acc": None, "what": "untrained"})
+    return out
+
+
+def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: bool = False,
+            progress: Progress | None = None, show_bars: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Run the search end to end and write ``out/results.json`` (returned as a dict)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prog = progress or Progress()
+    t0 = time.perf_counter()
+    full = worker_data(job.data)
+    data = search_split(full, val_fraction=job.estimate.val_fraction, seed=job.estimate.split_seed)
+    model, table_path = latency_model(job, out, executor)
+    size = job.space.input_size
+
+    def latency(arch: str) -> float:
+        return model.predict(arch, input_size=size, num_classes=data.num_classes, in_chans=data.in_chans).total_ms
+
+    timings: dict[str, float] = {}
+    supernet_info: dict[str, Any] | None = None
+    if job.estimator == "supernet":
+        prog.on_stage("training the supernet")
+        t = time.perf_counter()
+        supernet, supernet_info = prepare_supernet(job, data, out, resume=resume, progress=show_bars)
+        timings["supernet_s"] = time.perf_counter() - t
+        estimator: Callable[[list[str]], list[float]] = SupernetEstimator(supernet, job.data, job.estimate, executor)
+    else:
+        estimator = TrainEstimator(job.data, job.estimate, executor, seed=job.search.seed)
+    prog.on_stage(f"searching ({job.search.algorithm}, {job.search.budget} candidates)")
+    t = time.perf_counter()
+    state = out / "search_state.json"
+    result = run_search(job.space, estimator, latency, job.objective, job.search, state_path=state,
+                        resume=resume and state.is_file(), on_batch=prog.on_search)  # fmt: skip
+    timings["search_s"] = time.perf_counter() - t
+    prog.on_stage("measuring the finalists end to end")
+    t = time.perf_counter()
+    finalists = measure_finalists(job, result, data, executor, model)
+    timings["finalists_s"] = time.perf_counter() - t
+    references = measure_references(job, data, executor, model)
+    final = None
+    if job.final_epochs:
+        prog.on_stage(f"training the chosen network for {job.final_epochs} epochs")
+        t = time.perf_counter()
+        final = train_final(job, finalists[0].arch, full, out / "final", resume=resume, progress=show_bars)
+        timings["final_s"] = time.perf_counter() - t
+        final["measured_ms"] = finalists[0].measured_ms
+    timings["total_s"] = time.perf_counter() - t0
+    table = {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries)}
+    doc = results_document(job, result, finalists, final, supernet_info, timings, table)
+    doc["references"] = references
+    plot = plot_search({"kind": "search", **doc}, out / "pareto.png")
+    doc["plot"] = None if plot is None else str(plot)
+    return read_results(write_results(out, "search", doc))
+
+
+def train_final(job: SearchJob, arch: str, data: DataSet, out: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train the chosen network from scratch with the standard recipe on the full training split; test top-1."""
+    cfg = job.final_config or TrainConfig(epochs=job.final_epochs)
+    cfg = replace(cfg, image_size=job.space.input_size, progress=progress)
+    torch.manual_seed(cfg.seed)
+    net = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
+    res = fit(net, data, cfg, out_dir=out, resume=resume and (out / "last.pt").is_file())
+    return {"arch": arch, "epochs": cfg.epochs, "top1": res.top1, "top5": res.final.top5, "seconds": res.seconds,
+            "checkpoint": res.checkpoint}  # fmt: skip
+
+
+def results_document(job: SearchJob, result: SearchResult, finalists: list[Finalist], final: dict[str, Any] | None,
+                     supernet: dict[str, Any] | None, timings: dict[str, float],
+                     table: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The body of a search's results document (``kind: "search"``, :mod:`edgecnn.results`)."""
+    return {
+        "space": job.space.to_dict(),
+        "data": asdict(job.data),
+        "objective": {**asdict(job.objective), "formula": job.objective.describe()},
+        "search": asdict(job.search),
+        "estimator": job.estimator,
+        "estimate": asdict(job.estimate),
+        "supernet": None if supernet is None else {**supernet, "config": asdict(job.supernet)},
+        "latency": {"backend": job.backend, "threads": job.threads, "table": table},
+        "history": [c.to_dict() for c in result.history],
+        "front": [c.index for c in result.front],
+        "best": [c.to_dict() for c in result.best[:10]],
+        "finalists": [asdict(f) for f in finalists],
+        "final": final,
+        "timings": timings,
+    }

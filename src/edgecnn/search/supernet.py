@@ -1,0 +1,478 @@
+"""A once-for-all weight-sharing supernet over a :class:`~edgecnn.search.space.SearchSpace` (Cai et al. 2020, OFA).
+
+Every network of the space is a *subnet* of one set of weights, sized for the
+largest choices; a subnet uses a slice of them (OFA §3.2–3.3):
+
+* **elastic kernel** — a k×k depthwise kernel is the centre k×k of the largest
+  one; with ``kernel_transform=True`` each smaller kernel is the centre crop
+  times a learned ``k²×k²`` matrix shared by the layer's channels (OFA's
+  kernel transformation, initialised to the identity), applied 7→5→3;
+* **elastic expansion and width** — the first ``mid`` inner channels and the
+  first ``c`` output channels (OFA keeps the most important channels first by
+  sorting; here, training with the sandwich rule makes the first channels the
+  shared ones);
+* **elastic depth** — the first ``d`` layers of a stage;
+* **SE and activation per stage** — the SE weights are shared by every subnet
+  that has SE (a slice of the largest SE); activations carry no weights.
+
+BatchNorm keeps the largest statistics and a subnet reads their first
+channels; those statistics mix all subnets trained, so a subnet is scored only
+after its BN statistics are recalibrated on a few batches
+(:func:`edgecnn.compress.recalibrate.recalibrate_bn_`, OFA §3.4).
+
+Training (:func:`train_supernet`) uses the **sandwich rule** of slimmable
+networks (Yu & Huang 2019, "Universally slimmable networks", §3.3; BigNAS,
+Yu et al. 2020): every step sums the gradients of the largest subnet, the
+smallest and ``num_random`` random ones, and the smaller subnets learn from
+the largest one's outputs (in-place distillation) as well as from the labels.
+
+:meth:`Supernet.extract` returns a stand-alone :class:`~edgecnn.build.EdgeNet`
+built from the subnet's arch string and loaded with the subnet's slices; its
+outputs equal the subnet's outputs inside the supernet.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgecnn.arch import ArchSpec
+from edgecnn.atomic import atomic_write
+from edgecnn.blocks import se_width
+from edgecnn.build import BUILDERS, EdgeNet, build
+from edgecnn.data import BatchLoader, DataSet
+from edgecnn.data.loader import mix_seed
+from edgecnn.distill import distillation_loss
+from edgecnn.plan import LayerPlan, resolve
+from edgecnn.search.space import Genome, SearchSpace, space_from_dict
+from edgecnn.train.optim import lr_at, param_groups
+
+FORMAT = "edgecnn-supernet"
+_ACT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu, "relu6": F.relu6, "hswish": F.hardswish, "swish": F.silu, "sigmoid": torch.sigmoid,
+    "hsigmoid": F.hardsigmoid, "tanh": torch.tanh, "linear": lambda x: x,
+}  # fmt: skip
+
+
+def _act(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    return _ACT[name]
+
+
+class DynamicBN(nn.Module):
+    """A BatchNorm2d of the largest width; a subnet with ``c`` channels uses the first ``c`` of everything."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, bn = x.shape[1], self.bn
+        # slices of the running buffers are views: training updates the shared statistics in place (as OFA does)
+        mean, var = bn.running_mean[:c], bn.running_var[:c]  # type: ignore[index]
+        return F.batch_norm(x, mean, var, bn.weight[:c], bn.bias[:c], self.training, bn.momentum or 0.0, bn.eps)
+
+    def fill(self, target: nn.BatchNorm2d) -> None:
+        c, bn = target.num_features, self.bn
+        target.weight.data.copy_(bn.weight[:c])
+        target.bias.data.copy_(bn.bias[:c])
+        target.running_mean.copy_(bn.running_mean[:c])  # type: ignore[index, union-attr]
+        target.running_var.copy_(bn.running_var[:c])  # type: ignore[index, union-attr]
+
+
+class DynamicPointwise(nn.Module):
+    """A 1×1 conv ``cin_max → cout_max`` (no bias); a subnet uses ``weight[:cout, :cin]``."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(cout, cin, 1, 1))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+
+    def sliced(self, cin: int, cout: int) -> torch.Tensor:
+        return self.weight[:cout, :cin]
+
+    def forward(self, x: torch.Tensor, cout: int) -> torch.Tensor:
+        return F.conv2d(x, self.sliced(x.shape[1], cout))
+
+
+class DynamicDepthwise(nn.Module):
+    """A depthwise conv of the largest kernel; smaller kernels are centre crops (optionally transformed, OFA §3.3)."""
+
+    def __init__(self, channels: int, kernels: tuple[int, ...], *, transform: bool = False) -> None:
+        super().__init__()
+        self.kernels = tuple(sorted(set(kernels), reverse=True))
+        k = self.kernels[0]
+        self.weight = nn.Parameter(torch.empty(channels, 1, k, k))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+        self.transform = transform
+        self.matrices = nn.ParameterDict()
+        if transform:
+            for big, small in zip(self.kernels, self.kernels[1:]):
+                self.matrices[f"{big}to{small}"] = nn.Parameter(torch.eye(small * small))
+
+    def kernel(self, k: int, channels: int) -> torch.Tensor:
+        """The ``channels × 1 × k × k`` kernel of a subnet."""
+        if k not in self.kernels:
+            raise ValueError(f"kernel {k} is not one of this layer's kernels {self.kernels}")
+        w = self.weight[:channels]
+        cur = self.kernels[0]
+        for small in self.kernels[1:]:
+            if cur == k:
+                break
+            s = (cur - small) // 2
+            w = w[:, :, s : s + small, s : s + small]
+            if self.transform:
+                w = (w.reshape(channels, small * small) @ self.matrices[f"{cur}to{small}"]).reshape(
+                    channels, 1, small, small
+                )
+            cur = small
+        return w
+
+    def forward(self, x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+        c = x.shape[1]
+        return F.conv2d(x, self.kernel(k, c), None, stride, (k - 1) // 2, 1, c)
+
+
+class DynamicSE(nn.Module):
+    """Squeeze-and-excitation of the largest width; a subnet uses the first ``mid`` channels and ``sq`` squeezed."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: torch.Tensor, squeeze: int, gate: str) -> torch.Tensor:
+        c = x.shape[1]
+        s = x.mean((2, 3), keepdim=True)
+        s = F.relu(F.conv2d(s, self.fc1.weight[:squeeze, :c], self.fc1.bias[:squeeze]))  # type: ignore[index]
+        s = F.conv2d(s, self.fc2.weight[:c, :squeeze], self.fc2.bias[:c])  # type: ignore[index]
+        return x * _act(gate)(s)
+
+    def fill(self, target: nn.Module) -> None:
+        sq, c = target.fc1.weight.shape[:2]  # type: ignore[union-attr, index]
+        target.fc1.weight.data.copy_(self.fc1.weight[:sq, :c])  # type: ignore[union-attr]
+        target.fc1.bias.data.copy_(self.fc1.bias[:sq])  # type: ignore[union-attr, index]
+        target.fc2.weight.data.copy_(self.fc2.weight[:c, :sq])  # type: ignore[union-attr]
+        target.fc2.bias.data.copy_(self.fc2.bias[:c])  # type: ignore[union-attr, index]
+
+
+class DynamicInvertedResidual(nn.Module):
+    """A stage's layer: 1×1 expand → depthwise k×k → [SE] → linear 1×1 (MobileNetV2/V3), every part elastic."""
+
+    def __init__(self, cin: int, mid: int, cout: int, squeeze: int, kernels: tuple[int, ...], *,
+                 transform: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        self.expand, self.expand_bn = DynamicPointwise(cin, mid), DynamicBN(mid)
+        self.dw, self.dw_bn = DynamicDepthwise(mid, kernels, transform=transform), DynamicBN(mid)
+        self.se = DynamicSE(mid, squeeze)
+        self.project, self.project_bn = DynamicPointwise(mid, cout), DynamicBN(cout)
+
+    def forward(self, x: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
+        b, act = plan.spec, _act(plan.spec.act or "relu")
+        assert plan.mid is not None
+        out = x
+        if plan.mid != plan.cin:  # InvertedResidual drops the expansion conv at expansion 1
+            out = act(self.expand_bn(self.expand(out, plan.mid)))
+        out = act(self.dw_bn(self.dw(out, b.k or 3, b.s or 1)))
+        if plan.squeeze:
+            out = self.se(out, plan.squeeze, b.gate or "sigmoid")
+        out = self.project_bn(self.project(out, plan.cout))
+        skip = b.skip != "none" and (b.s or 1) == 1 and plan.cin == plan.cout
+        return out + x if skip else out
+
+    def fill(self, target: nn.Module, plan: LayerPlan) -> None:
+        assert plan.mid is not None
+        if target.expand is not None:  # type: ignore[union-attr]
+            target.expand.conv.weight.data.copy_(self.expand.sliced(plan.cin, plan.mid))  # type: ignore[union-attr]
+            self.expand_bn.fill(target.expand.bn)  # type: ignore[union-attr, arg-type]
+        target.dw.conv.weight.data.copy_(self.dw.kernel(plan.spec.k or 3, plan.mid))  # type: ignore[union-attr]
+        self.dw_bn.fill(target.dw.bn)  # type: ignore[union-attr, arg-type]
+        if target.se is not None:  # type: ignore[union-attr]
+            self.se.fill(target.se)  # type: ignore[arg-type]
+        target.project.conv.weight.data.copy_(self.project.sliced(plan.mid, plan.cout))  # type: ignore[union-attr]
+        self.project_bn.fill(target.project.bn)  # type: ignore[union-attr, arg-type]
+
+
+class DynamicHead(nn.Module):
+    """1×1 conv to ``head_mult ×`` the last width → BN → hswish → pool → hidden fc → hswish → classifier."""
+
+    def __init__(self, cin: int, conv_out: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv, self.bn = DynamicPointwise(cin, conv_out), DynamicBN(conv_out)
+        self.fc = nn.Linear(conv_out, hidden)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor, plans: list[LayerPlan]) -> torch.Tensor:
+        conv, _, fc, _ = plans
+        x = _act(conv.spec.act or "relu")(self.bn(self.conv(x, conv.cout)))
+        x = x.mean((2, 3))
+        x = _act(fc.spec.act or "linear")(F.linear(x, self.fc.weight[:, : x.shape[1]], self.fc.bias))
+        return self.classifier(x)
+
+    def fill(self, targets: list[nn.Module], plans: list[LayerPlan]) -> None:
+        conv, _, fc, cls = targets
+        targets[0].conv.weight.data.copy_(self.conv.sliced(plans[0].cin, plans[0].cout))  # type: ignore[union-attr]
+        self.bn.fill(conv.bn)  # type: ignore[union-attr, arg-type]
+        fc.fc.weight.data.copy_(self.fc.weight[:, : plans[2].cin])  # type: ignore[union-attr]
+        fc.fc.bias.data.copy_(self.fc.bias)  # type: ignore[union-attr]
+        cls.load_state_dict(self.classifier.state_dict())
+
+
+def _max_dims(space: SearchSpace, stem_out: int) -> list[list[tuple[int, int, int, int]]]:
+    """Per stage and layer: (cin, mid, cout, squeeze) of the largest weights any subnet may slice."""
+    out, prev = [], (stem_out,)
+    for s in space.stages:
+        layers = []
+        for j in range(max(s.depths)):
+            cins = prev if j == 0 else s.widths
+            mids = [_inner(c, e) for c in cins for e in s.expansions]
+            sq = max(se_width(m, 0.25) for m in mids) if True in s.se else 1
+            layers.append((max(cins), max(mids), max(s.widths), sq))
+        out.append(layers)
+        prev = s.widths
+    return out
+
+
+def _inner(cin: int, expansion: float) -> int:
+    """The inner width the arch format gives an inverted residual of input ``cin`` and expansion ``e``."""
+    mid = resolve(f"ir_e{expansion:g}_c8", in_chans=cin)[0].mid
+    assert mid is not None
+    return mid
+
+
+class Supernet(nn.Module):
+    """All networks of ``space`` in one set of weights; ``forward(x, genome)`` runs one subnet (see module doc)."""
+
+    def __init__(self, space: SearchSpace, *, num_classes: int, in_chans: int = 3,
+                 kernel_transform: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        self.space, self.num_classes, self.in_chans = space, num_classes, in_chans
+        self.kernel_transform = kernel_transform
+        stem = resolve(space.stem, in_chans=in_chans, input_size=space.input_size)
+        self.stem = nn.ModuleList(BUILDERS[p.spec.kind](p) for p in stem)
+        dims = _max_dims(space, stem[-1].cout)
+        self.stages = nn.ModuleList(
+            nn.ModuleList(DynamicInvertedResidual(*d, s.kernels, transform=kernel_transform) for d in layers)
+            for s, layers in zip(space.stages, dims)
+        )
+        last = max(space.stages[-1].widths)
+        self.head = DynamicHead(last, space.head_mult * last, space.hidden, num_classes)
+
+    def arch(self, genome: Genome) -> str:
+        """The canonical arch string of a subnet."""
+        return self.space.arch(genome).format()
+
+    def plans(self, genome: Genome) -> list[LayerPlan]:
+        """The subnet's resolved layers, as :func:`edgecnn.plan.resolve` gives them for its arch string."""
+        return _plans(self.space.arch(genome), self.num_classes, self.in_chans, self.space.input_size)
+
+    def _layers(self, genome: Genome) -> Iterator[tuple[DynamicInvertedResidual, LayerPlan]]:
+        plans = self.plans(genome)
+        pos = len(self.stem)
+        for stage, choice in zip(self.stages, genome):
+            for j in range(choice.depth):
+                yield stage[j], plans[pos]  # type: ignore[misc]
+                pos += 1
+
+    def forward(self, x: torch.Tensor, genome: Genome) -> torch.Tensor:
+        for m in self.stem:
+            x = m(x)
+        for layer, plan in self._layers(genome):
+            x = layer(x, plan)
+        return self.head(x, self.plans(genome)[-4:])
+
+    @torch.no_grad()
+    def extract(self, genome_or_arch: Genome | str) -> EdgeNet:
+        """A stand-alone EdgeNet of the subnet, with the supernet's (sliced, transformed) weights."""
+        genome = self.space.decode(genome_or_arch) if isinstance(genome_or_arch, str) else genome_or_arch
+        net = build(self.space.arch(genome), num_classes=self.num_classes, in_chans=self.in_chans)
+        blocks = list(net.blocks)
+        for target, m in zip(blocks, self.stem):
+            target.load_state_dict(m.state_dict())
+        pos = len(self.stem)
+        for layer, plan in self._layers(genome):
+            layer.fill(blocks[pos], plan)
+            pos += 1
+        self.head.fill(blocks[-4:], self.plans(genome)[-4:])
+        return net.train(self.training)
+
+
+@lru_cache(maxsize=4096)
+def _plans(spec: ArchSpec, num_classes: int, in_chans: int, size: int) -> list[LayerPlan]:
+    return resolve(spec, num_classes=num_classes, in_chans=in_chans, input_size=size)
+
+
+# ---- training with the sandwich rule -----------------------------------------------------------------
+@dataclass(frozen=True)
+class SupernetConfig:
+    """How to train a supernet. Plain values: it is stored in the checkpoint and compared on resume."""
+
+    steps: int = 2000  # optimiser steps; each trains 2 + num_random subnets on one batch
+    batch_size: int = 64  # images per step
+    lr: float = 0.05  # peak learning rate (SGD, Nesterov momentum 0.9, cosine decay)
+    weight_decay: float = 3e-5  # on conv/linear weights only (OFA's value)
+    warmup_steps: int = 100  # linear warm-up
+    label_smoothing: float = 0.1  # of the largest subnet's labels
+    num_random: int = 2  # random subnets per step besides the largest and smallest
+    inplace_distill: bool = True  # smaller subnets also learn the largest one's outputs
+    seed: int = 0  # subnets, shuffling and augmentation are a function of (seed, step)
+    checkpoint_every: int = 100  # steps between checkpoints (and at the end)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"supernet {name} must be positive, got {getattr(self, name)}")
+        if not self.lr > 0 or self.num_random < 0 or self.warmup_steps < 0:
+            raise ValueError("supernet lr must be positive, num_random and warmup_steps >= 0")
+
+
+@dataclass(frozen=True)
+class SupernetResult:
+    """Outcome of :func:`train_supernet`."""
+
+    steps: int  # steps done in all (including those before a resume)
+    seconds: float  # wall time of this call
+    final_loss: float  # the largest subnet's loss, mean over the last 20 steps
+    resumed_from: int  # the step the checkpoint held (0 for a fresh run)
+
+
+def step_subnets(space: SearchSpace, seed: int, step: int, num_random: int) -> list[Genome]:
+    """The subnets trained at ``step``: largest, smallest, then ``num_random`` random ones (a function of the step)."""
+    rng = random.Random(mix_seed(seed, step, 7))
+    return [space.extreme(True), space.extreme(False), *(space.sample_genome(rng) for _ in range(num_random))]
+
+
+def save_supernet(net: Supernet, path: str | Path, *, step: int = 0, optimizer: dict[str, Any] | None = None,
+                  config: SupernetConfig | None = None) -> Path:  # fmt: skip
+    """Write the supernet (and its training position) atomically; loads with ``weights_only=True``."""
+    doc = {
+        "format": FORMAT, "space": net.space.to_dict(), "num_classes": net.num_classes, "in_chans": net.in_chans,
+        "kernel_transform": net.kernel_transform, "step": step, "state_dict": net.state_dict(),
+        "optimizer": optimizer, "config": asdict(config) if config else None,
+    }  # fmt: skip
+    return atomic_write(path, lambda f: torch.save(doc, f))
+
+
+def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
+    """The supernet saved at ``path`` and the whole document (step, optimizer, config)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"supernet checkpoint {str(p)!r} not found")
+    try:
+        doc = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise ValueError(f"{p} is not a readable supernet checkpoint: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"{p} is not an edgecnn supernet checkpoint")
+    space = space_from_dict(doc["space"], source=str(p))
+    net = Supernet(space, num_classes=doc["num_classes"], in_chans=doc["in_chans"],
+                   kernel_transform=doc["kernel_transform"])  # fmt: skip
+    net.load_state_dict(doc["state_dict"])
+    return net, doc
+
+
+def train_supernet(
+    net: Supernet,
+    data: DataSet,
+    config: SupernetConfig | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> SupernetResult:
+    """Train ``net`` in place with the sandwich rule on ``data.train`` (see the module doc).
+
+    With ``checkpoint``, the supernet and its optimiser are saved there every
+    ``config.checkpoint_every`` steps; ``resume=True`` continues from it — the
+    subnets, batches and augmentation of a step depend only on ``(seed, step)``,
+    so a resumed run trains on what an uninterrupted one would.
+    """
+    cfg = config or SupernetConfig()
+    opt = torch.optim.SGD(param_groups(net, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+    start = 0
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        saved, doc = load_supernet(checkpoint)
+        if doc.get("config") != asdict(cfg):
+            raise ValueError(f"{checkpoint} was trained with another supernet recipe; resume with the same one "
+                             "or use a new --out")  # fmt: skip
+        net.load_state_dict(saved.state_dict())
+        if doc.get("optimizer"):
+            opt.load_state_dict(doc["optimizer"])
+        start = int(doc["step"])
+    loader = BatchLoader(data.train, batch_size=cfg.batch_size, mean=data.mean, std=data.std, train=True,
+                         augment=data.augment, image_size=net.space.input_size, seed=cfg.seed)  # fmt: skip
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise ValueError(f"the training split has {len(data.train)} images, fewer than one batch of {cfg.batch_size}")
+    t0, losses = time.perf_counter(), []
+    net.train()
+    with _StepBar(progress, cfg.steps, start) as advance:
+        step = start
+        while step < cfg.steps:
+            epoch, first = divmod(step, per_epoch)
+            for x, y in loader.epoch(epoch, start=first):
+                losses.append(_sandwich_step(net, opt, cfg, x, y, step))
+                step += 1
+                advance()
+                if checkpoint is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                    save_supernet(net, checkpoint, step=step, optimizer=opt.state_dict(), config=cfg)
+                if step >= cfg.steps:
+                    break
+    tail = losses[-20:]
+    return SupernetResult(step, time.perf_counter() - t0, sum(tail) / len(tail) if tail else math.nan, start)
+
+
+def _sandwich_step(net: Supernet, opt: torch.optim.Optimizer, cfg: SupernetConfig, x: torch.Tensor,
+                   y: torch.Tensor, step: int) -> float:  # fmt: skip
+    lr = lr_at(step, total=cfg.steps, warmup=min(cfg.warmup_steps, cfg.steps // 2), peak=cfg.lr)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    largest, *others = step_subnets(net.space, cfg.seed, step, cfg.num_random)
+    logits = net(x, largest)
+    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    if not torch.isfinite(loss):
+        raise ValueError(f"the supernet loss became {loss.item()} at step {step + 1}; lower the supernet lr")
+    loss.backward()
+    soft = logits.detach()
+    for genome in others:
+        out = net(x, genome)
+        if cfg.inplace_distill:
+            sub = distillation_loss(out, soft, y, alpha=0.5, temperature=1.0, label_smoothing=cfg.label_smoothing)
+        else:
+            sub = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+        sub.backward()
+    opt.step()
+    return float(loss.item())
+
+
+class _StepBar:
+    """A rich progress bar over the supernet's steps (silent when off)."""
+
+    def __init__(self, show: bool, total: int, done: int) -> None:
+        self.show, self.total, self.done = show, total, done
+        self._p: Any = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self.show:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn("supernet"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                           transient=True)  # fmt: skip
+        self._p.__enter__()
+        task = self._p.add_task("supernet", total=self.total, completed=self.done)
+        return lambda: self._p.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)

@@ -1,0 +1,106 @@
+import json
+
+import pytest
+import torch
+from search_helpers import TINY_SPACE, synthetic_table
+
+from edgecnn.cli.main import main
+from edgecnn.executor import Executor, driver_path
+from edgecnn.latency.model import LatencyModel
+from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, kendall_tau
+from edgecnn.search.evolution import SearchConfig, run_search
+from edgecnn.search.objective import Objective
+from edgecnn.search.supernet import Supernet
+from edgecnn.train.task import DataRef
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--target", "fast"], "latency target 'fast' is not a duration"),
+        (["--target", "3ms", "--space", "mbv9"], "unknown search space 'mbv9'"),
+        (["--target", "3ms", "--w", "0.2"], "argument --w: must be in [-10, 0], got 0.2"),
+        (["--target", "3ms", "--budget", "0"], "argument --budget: must be a positive integer"),
+        (["--target", "3ms", "--references", "mobilenet_v3_small_cifar@x"], "the width after '@' must be a number"),
+        (["--target", "3ms", "--references", "mobilenet_v9"], "unknown model 'mobilenet_v9'"),
+        (["--target", "3ms", "--address", "10.0.0.1:6379"], "--address is a Ray cluster address"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(argv, message, capsys):
+    assert main(["search", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_space_file_error_names_the_field(tmp_path, capsys):
+    bad = tmp_path / "s.json"
+    bad.write_text(json.dumps({**TINY_SPACE.to_dict(), "stages": [{"stride": 2, "widths": [8], "depths": [1],
+                                                                    "kernels": [4]}]}))  # fmt: skip
+    assert main(["search", "--target", "3ms", "--space", str(bad)]) == 2
+    assert "s.json.stages[0].kernels: kernels must be odd" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
+    space = tmp_path / "tiny.json"
+    space.write_text(json.dumps(TINY_SPACE.to_dict()))
+    out = tmp_path / "run"
+    argv = ["search", "--space", str(space), "--data", "digits", "--limit", "12", "--target", "0.5ms",
+            "--budget", "6", "--population", "3", "--sample-size", "2", "--batch", "3", "--workers", "0",
+            "--supernet-steps", "3", "--finalists", "2", "--final-epochs", "1", "--final-batch-size", "32",
+            "--max-seconds", "0.2",
+            "--retries", "0", "--threads", "1", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    shown = capsys.readouterr().out
+    assert "best candidates" in shown and "6 candidates evaluated" in shown
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["kind"] == "search" and len(doc["history"]) == 6 and doc["space"]["name"] == "tiny-16"
+    assert all(0 <= c["acc"] <= 1 and c["lat_ms"] > 0 for c in doc["history"])
+    assert len(doc["finalists"]) == 2
+    for f in doc["finalists"]:
+        assert f["table_ms"] > 0 and f["measured_ms"] > 0
+        assert f["measured_score"] == pytest.approx(f["acc"] * (f["measured_ms"] / 0.5) ** -0.07)
+    assert doc["final"]["arch"] == doc["finalists"][0]["arch"] and 0 <= doc["final"]["top1"] <= 1
+    assert doc["supernet"]["steps"] == 3 and not doc["supernet"]["reused"]
+    for name in ("latency_table.json", "supernet.pt", "search_state.json", "final/last.pt", "pareto.png"):
+        assert (out / name).is_file(), name
+    # resuming a finished run reuses the supernet and the state: the same history
+    assert main([*argv, "--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["history"] == doc["history"] and again["supernet"]["reused"]
+
+
+def test_kendall_tau_hand_counted():
+    # pairs: (1,2,3,4) vs (1,3,2,4): 5 concordant, 1 discordant -> tau = (5-1)/6
+    tau, p = kendall_tau([1, 2, 3, 4], [1, 3, 2, 4])
+    assert tau == pytest.approx(4 / 6) and 0 < p <= 1
+    assert kendall_tau([1, 2, 3], [3, 2, 1])[0] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="two equally long lists"):
+        kendall_tau([1.0], [1.0])
+
+
+@pytest.mark.slow
+def test_tiny_search_on_local_ray_matches_serial():
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'edgecnn[ray]')")
+    torch.manual_seed(0)
+    net = Supernet(TINY_SPACE, num_classes=10, in_chans=1)
+    ref = DataRef("digits", image_size=16, limit=12)
+    settings = EstimateSettings(image_size=16, recal_batches=2, recal_batch_size=16)
+    model = LatencyModel(synthetic_table(TINY_SPACE))
+
+    def latency(arch: str) -> float:
+        return model.predict(arch, input_size=16, num_classes=10, in_chans=1).total_ms
+
+    cfg = SearchConfig("evolution", budget=6, population=4, sample_size=2, batch=2, seed=0)
+    obj = Objective(0.5)
+    with Executor("serial") as ex:
+        serial = run_search(TINY_SPACE, SupernetEstimator(net, ref, settings, ex), latency, obj, cfg)
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": driver_path()}})
+    try:
+        with Executor("ray", workers=2) as ex:
+            on_ray = run_search(TINY_SPACE, SupernetEstimator(net, ref, settings, ex), latency, obj, cfg)
+    finally:
+        ray.shutdown()
+    assert [c.arch for c in on_ray.history] == [c.arch for c in serial.history]
+    for a, b in zip(on_ray.history, serial.history):
+        assert a.acc == pytest.approx(b.acc, abs=1 / 120)  # 120 validation images: at most one flips

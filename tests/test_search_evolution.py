@@ -1,0 +1,124 @@
+import json
+import random
+import statistics
+
+import pytest
+from search_helpers import TINY_SPACE, all_genomes, synthetic_table
+
+from edgecnn.latency.model import LatencyModel
+from edgecnn.search.evolution import SearchConfig, SearchState, run_search
+from edgecnn.search.objective import Objective
+from edgecnn.search.space import GENES, MBV3_32_SPACE
+
+TARGET = MBV3_32_SPACE.sample_genome(random.Random(123))
+
+
+def synthetic_acc(arch: str) -> float:
+    """Known optimum: 1.0 at TARGET; each gene that differs costs 0.03."""
+    g = MBV3_32_SPACE.decode(arch)
+    return 1.0 - 0.03 * sum(getattr(a, n) != getattr(b, n) for a, b in zip(g, TARGET) for n in GENES)
+
+
+def evaluate(archs):
+    return [synthetic_acc(a) for a in archs]
+
+
+def test_evolution_beats_random_search_at_equal_budget():
+    flat = Objective(1.0, w=0.0)  # score = accuracy
+    best = {}
+    for algorithm in ("evolution", "random"):
+        best[algorithm] = [
+            run_search(MBV3_32_SPACE, evaluate, lambda a: 1.0, flat,
+                       SearchConfig(algorithm, budget=200, population=20, sample_size=5, seed=seed)).best[0].score
+            for seed in range(5)
+        ]  # fmt: skip
+    # 24 genes with 3 (or 2) values: a uniform draw misses ~15 of them, the best of 200 draws ~8
+    assert all(e > r for e, r in zip(best["evolution"], best["random"]))
+    assert statistics.mean(best["evolution"]) >= statistics.mean(best["random"]) + 0.09
+
+
+def test_history_counts_and_regularized_population():
+    flat = Objective(1.0, w=0.0)
+    res = run_search(MBV3_32_SPACE, evaluate, lambda a: 1.0, flat,
+                     SearchConfig("evolution", budget=30, population=10, sample_size=3, batch=4, seed=1))  # fmt: skip
+    assert len(res.history) == 30 and [c.index for c in res.history] == list(range(30))
+    assert all(c.parent is None for c in res.history[:10]) and all(c.parent is not None for c in res.history[10:])
+    assert all(c.parent < c.index for c in res.history[10:])
+    curve = res.best_score_curve()
+    assert curve == sorted(curve) and curve[-1] == res.best[0].score
+
+
+def test_hard_constraint_every_candidate_meets_the_target_by_the_table():
+    table = synthetic_table(TINY_SPACE, num_classes=10, in_chans=1)
+    model = LatencyModel(table)  # measure=False: a missing block would raise
+
+    def latency(arch: str) -> float:
+        return model.predict(arch, input_size=16, num_classes=10, in_chans=1).total_ms
+
+    lats = sorted(latency(TINY_SPACE.arch(g).format()) for g in all_genomes(TINY_SPACE))
+    target = lats[len(lats) // 4]  # a quarter of the space fits
+    obj = Objective(target, hard=True)
+    rng_acc = {}
+
+    def acc(archs):  # bigger networks are more accurate: the constraint binds
+        return [rng_acc.setdefault(a, latency(a) / lats[-1]) for a in archs]
+
+    for algorithm in ("evolution", "random"):
+        res = run_search(TINY_SPACE, acc, latency, obj,
+                         SearchConfig(algorithm, budget=40, population=10, sample_size=4, batch=3, seed=2))  # fmt: skip
+        assert len(res.history) == 40
+        assert all(c.lat_ms <= target for c in res.history)
+        assert all(c.lat_ms <= target and c.score > float("-inf") for c in res.best + res.front)
+        assert model.counts["interpolated"] == model.counts["measured"] == 0  # every latency came from the table
+    with pytest.raises(ValueError, match="no network of 1000 random draws meets"):
+        run_search(TINY_SPACE, acc, latency, Objective(lats[0] / 2, hard=True), SearchConfig("random", budget=2))
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("algorithm", ["evolution", "random"])
+def test_resume_after_a_crash_gives_the_identical_history(tmp_path, algorithm):
+    obj = Objective(2.0, w=-0.07)
+
+    def latency(arch: str) -> float:
+        g = MBV3_32_SPACE.decode(arch)
+        return 0.5 + sum(c.depth * c.width * c.expansion * c.kernel for c in g) / 4000
+
+    cfg = SearchConfig(algorithm, budget=25, population=8, sample_size=3, batch=3, seed=4)
+    whole = run_search(MBV3_32_SPACE, evaluate, latency, obj, cfg, state_path=tmp_path / "whole.json")
+
+    calls = {"n": 0}
+
+    def crashing(archs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Crash
+        return evaluate(archs)
+
+    state = tmp_path / "part.json"
+    with pytest.raises(Crash):
+        run_search(MBV3_32_SPACE, crashing, latency, obj, cfg, state_path=state)
+    saved = SearchState.load(state)
+    # four batches were saved before the fifth crashed: 3+3+3+3, or 3+3+2+3 when evolution fills its population of 8
+    saved_n = {"evolution": 11, "random": 12}[algorithm]
+    assert len(saved.history) == saved_n
+    resumed = run_search(MBV3_32_SPACE, evaluate, latency, obj, cfg, state_path=state, resume=True)
+    assert resumed.resumed_from == saved_n
+    assert resumed.history == whole.history
+    assert json.loads(state.read_text()) == json.loads((tmp_path / "whole.json").read_text())
+    with pytest.raises(ValueError, match="other settings"):
+        run_search(MBV3_32_SPACE, evaluate, latency, obj, SearchConfig(algorithm, budget=26, population=8,
+                   sample_size=3, batch=3, seed=4), state_path=state, resume=True)  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        run_search(MBV3_32_SPACE, evaluate, latency, obj, cfg, state_path=tmp_path / "none.json", resume=True)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="unknown search algorithm 'annealing'"):
+        SearchConfig("annealing")
+    with pytest.raises(ValueError, match="sample_size"):
+        SearchConfig(population=5, sample_size=6)
+    with pytest.raises(ValueError, match="budget must be a positive"):
+        SearchConfig(budget=0)
