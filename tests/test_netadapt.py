@@ -7,11 +7,12 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from edgecnn.analysis.spec_cost import _block_cost, cost_from_spec
+from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.build import build
 from edgecnn.compress.budget import parse_budget
 from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, load_state, netadapt
 from edgecnn.executor import Executor
+from edgecnn.kinds import kind_of
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.model import LatencyModel, _plans, width_grid
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
@@ -49,7 +50,7 @@ def synthetic_latency() -> LatencyModel:
     fractions = tuple(i / 16 for i in range(1, 17))
     for p in _plans(build(TINY, num_classes=10, in_chans=1).spec, (8, 8), 10, 1):
         for v in width_grid(p, fractions, divisor=1):
-            ms = 1e-5 * _block_cost(v)[1] + 0.01
+            ms = 1e-5 * kind_of(v.spec.kind).cost(v)[1] + 0.01  # the block's MACs
             table.entries[block_key(v)] = TableEntry(ms, ms, ms, ms, 1)
     okey = overhead_key(in_chans=1, input_size=(8, 8), batch=1, num_classes=10)
     table.entries[okey] = TableEntry(0.1, 0.1, 0.1, 0.1, 1)

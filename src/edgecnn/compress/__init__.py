@@ -24,8 +24,14 @@ The package will own, one file each:
 - :mod:`~edgecnn.compress.prune` — structured channel pruning over the
   groups, to a channel / MACs / params target, in arch space for EdgeNets
   (:func:`plan_prune`, :func:`prune`, :func:`zero_pruned_`). *Here.*
-- ``netadapt`` — NetAdapt (Yang et al. 2018): budgeted, layer-by-layer
-  pruning with short fine-tunes, resumable.
+- :mod:`~edgecnn.compress.netadapt` — NetAdapt (Yang et al. 2018): budgeted,
+  group-by-group pruning with BN recalibration and short fine-tunes on the
+  executor, resumable (:func:`netadapt`); budgets in
+  :mod:`~edgecnn.compress.budget`, one-shot pruning to a budget in
+  :mod:`~edgecnn.compress.oneshot`, the ``kind: "compress"`` results document
+  in :mod:`~edgecnn.compress.document`. *Here* (import from the modules).
+- :mod:`~edgecnn.compress.quantize` — int8 static post-training quantization
+  through ONNX Runtime, fp32 vs int8 (:func:`quantize_int8`, :func:`compare_int8`). *Here.*
 
 The check that conv → BN is invariant to a positive scaling of the conv
 weights lives in ``tests/test_compress_bn.py`` (a check, not a feature).
