@@ -42,7 +42,7 @@ from edgecnn.data.sets import first_per_class
 from edgecnn.explain.run import ExplainConfig, explain_images
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
-from edgecnn.latency.table import new_table
+from edgecnn.latency.table import LatencyTable, new_table
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.memory import check_memory
 from edgecnn.outputs import claim_run_dir
@@ -78,6 +78,7 @@ class DemoConfig:
     overwrite: bool = False  # replace a previous demo's results in out_dir (else such a folder is refused)
     compress: CompressSettings | None = CompressSettings()  # NetAdapt → fold BN → ONNX/int8; None = baseline only
     grid: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # width fractions of each block measured for the latency table
+    latency_table: str | None = None  # reuse this device's table (JSON; missing variants are measured and added)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -222,8 +223,12 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     latency = None
     if cfg.compress is not None:
         with log.stage("table", "latency table of this device (every block over a width grid)") as info:
+            path = Path(cfg.latency_table) if cfg.latency_table else out / "latency_table.json"
             table = new_table(backend="eager", threads=cfg.threads, config=TABLE_TIMING)
-            latency = LatencyModel(table, measure=True, path=out / "latency_table.json")
+            if cfg.latency_table:  # a table of another device (fingerprint) is refused with the reason
+                table = LatencyTable.open_or_new(path, table.fingerprint)
+                table.config = TABLE_TIMING
+            latency = LatencyModel(table, measure=True, path=path)
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console, transient=True) as bar:  # fmt: skip
                 task = bar.add_task("measuring block variants", total=None)

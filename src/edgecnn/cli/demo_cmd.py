@@ -16,7 +16,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = DemoConfig(
         model=args.model, width=args.width, data=args.data, image_size=args.image_size, epochs=args.epochs,
         threads=args.threads, onnx=not args.no_onnx, out_dir=args.out, seed=args.seed, overwrite=args.overwrite,
-        cam_images=args.cam_images, compress=compress,
+        cam_images=args.cam_images, compress=compress, latency_table=args.latency_table,
     )  # fmt: skip
     run_demo(cfg)
     return 0
@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"proposals fine-tuned per iteration (default {c.top_k})")
     g.add_argument("--long-epochs", type=num.nonneg_float, default=c.long_epochs,
                    help=f"fine-tune epochs of the result (default {c.long_epochs})")
+    g.add_argument("--latency-table", default=None, help="reuse this device's latency table (JSON; missing block "
+                   "variants are measured and added; default: a new one in --out)")  # fmt: skip
     g.add_argument("--no-int8", action="store_true", help="skip int8 quantisation")
     g.add_argument("--no-compress", action="store_true", help="baseline only: no NetAdapt, BN folding, ONNX, int8")
     p.set_defaults(func=cmd_demo)
