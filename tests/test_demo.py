@@ -1,19 +1,46 @@
 """``edgecnn demo`` end to end on a 1-epoch budget: files written, numbers consistent with the analysis."""
 
+import importlib.util
 import json
 
+import pytest
 import torch
 
 from edgecnn.analysis import analyze
 from edgecnn.build import build
 from edgecnn.checkpoint import load_checkpoint
 from edgecnn.cli.main import main
+from edgecnn.analysis.spec_cost import cost_from_spec
+from edgecnn.data import load_data
+from edgecnn.kinds import kind_of
+from edgecnn.latency.fingerprint import fingerprint
+from edgecnn.latency.model import _plans, width_grid
+from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
+
+
+def synthetic_table(arch: str, size: int) -> LatencyTable:
+    """This device's table for ``arch`` on 1 thread: every block's width variants at 1e-5 ms per MAC + 0.01 ms."""
+    table = LatencyTable(fingerprint(backend="eager", threads=1))
+    for p in _plans(build(arch, num_classes=10, in_chans=1).spec, (size, size), 10, 1):
+        grid = width_grid(p, tuple(i / 16 for i in range(1, 17)), divisor=1) + width_grid(p)  # + the demo's grid
+        for v in grid:
+            ms = 1e-5 * kind_of(v.spec.kind).cost(v)[1] + 0.01  # the block's MACs
+            table.entries[block_key(v)] = TableEntry(ms, ms, ms, ms, 1)
+    okey = overhead_key(in_chans=1, input_size=(size, size), batch=1, num_classes=10)
+    table.entries[okey] = TableEntry(0.1, 0.1, 0.1, 0.1, 1)
+    return table
 
 
 def test_demo_runs_and_its_numbers_agree(tmp_path):
     out = tmp_path / "demo"
     arch = "conv_s2_c8_hswish ir_m16_c8_relu ir_k5_s2_m24_c16_se0.25_hsgate_hswish gap fc"
-    assert main(["demo", "--model", arch, "--epochs", "1", "--out", str(out), "--image-size", "16"]) == 0
+    # a reduced budget: 1 epoch, NetAdapt to 60%, 2-step fine-tunes. A toy net's measured block latencies are
+    # flat in width and noisy on a shared CPU, so the test hands the demo a table of this device whose entries
+    # are 1e-5 ms per MAC (+ 0.01 ms per block, 0.1 ms overhead): the meter is deterministic, the rest real
+    table = tmp_path / "table.json"
+    synthetic_table(arch, 16).save(table)
+    assert main(["demo", "--model", arch, "--epochs", "1", "--out", str(out), "--image-size", "16",
+                 "--budget", "0.6", "--short-steps", "2", "--long-epochs", "0.2", "--latency-table", str(table)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["arch"] == arch and res["data"] == "digits"
     # the per-block MACs (closed form from the spec) add up to the traced analysis of the same network
@@ -30,11 +57,48 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
     assert [e["epoch"] for e in res["history"]] == [1] and 0.0 <= res["history"][0]["test_top1"] <= 1.0
     html = (out / "report.html").read_text()
     assert '<td class="l">blocks.2</td><td class="l"><code>ir_k5_s2_m24_c16_se0.25_hsgate_hswish</code></td>' in html
-    # 4 figures (matplotlib is in the [dev] extra) + one overlay per explained digit (the first of each class)
-    assert html.count('<img src="data:image/png;base64,') == 4 + 8
+    # 4 figures (matplotlib is in the [dev] extra), the NetAdapt history, one overlay per explained digit
+    assert html.count('<img src="data:image/png;base64,') == 4 + 1 + 8
     assert res["kind"] == "demo" and res["schema"] == 1
-    assert [s["name"] for s in res["stages"]] == ["data", "analyze", "train", "latency", "netadapt", "int8", "cam"]
-    assert [s["status"] for s in res["stages"]][4:] == ["not built", "not built", "done"]
+    assert [s["name"] for s in res["stages"]] == ["data", "analyze", "train", "latency", "table", "netadapt",
+                                                  "fold_bn", "onnx", "evaluate", "cam"]
+    assert all(s["status"] == "done" and s["seconds"] >= 0 for s in res["stages"])
+    # NetAdapt met its budget by its meter (the latency table + interpolation): 80% of the baseline's latency
+    na, r = res["netadapt"], res["result"]
+    assert na["met"] and na["stopped"] == "met" and na["budget_ms"] == pytest.approx(0.6 * na["start_ms"])
+    blocks = [1e-5 * c.macs + 0.01 for c in cost_from_spec(arch, 16, 10, 1).layers]
+    assert na["start_ms"] == pytest.approx(sum(blocks) + 0.1)  # the baseline by the table, by hand
+    small_blocks = [1e-5 * c.macs + 0.01 for c in cost_from_spec(res["result"]["arch"], 16, 10, 1).layers]
+    assert na["result_ms"] == pytest.approx(sum(small_blocks) + 0.1)  # interpolation is exact: linear in widths
+    assert na["result_ms"] <= na["budget_ms"] < na["start_ms"]
+    assert [h["iteration"] for h in na["history"]] == list(range(len(na["history"])))
+    assert na["history"][0]["block"] == "baseline" and na["history"][-1]["latency_ms"] == na["result_ms"]
+    lat = [h["latency_ms"] for h in na["history"]]
+    assert all(b < a for a, b in zip(lat, lat[1:]))  # every iteration made it faster by the meter
+    assert "<h2>NetAdapt</h2>" in html and "## NetAdapt to" in (out / "report.md").read_text()
+    # the result: fewer MACs and params than the baseline, both equal to the traced analysis of its arch
+    small = build(r["arch"], num_classes=10, in_chans=1)
+    assert r["macs"] == analyze(small, (1, 16, 16)).total().macs < res["macs"]
+    assert r["params"] == sum(p.numel() for p in small.parameters()) < res["params"]
+    assert 0.0 <= r["top1"] <= 1.0 and r["eager_ms"] > 0  # measured; no ordering asserted (timings, shared CPU)
+    assert r["bn_folded"] == 7 and r["fold_max_rel_diff"] < 1e-5  # stem + expand, depthwise, project of both ir
+    small.load_state_dict(load_checkpoint(out / "model-netadapt.pt").state_dict)
+    small.eval()
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime as ort
+
+        n_test = len(load_data("digits", image_size=16, seed=0).test)
+        x = torch.randn(1, 1, 16, 16)
+        sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(sess.run(None, {"input": x.numpy()})[0]), small(x),
+                                       rtol=1e-4, atol=1e-4)
+        i8 = r["int8"]
+        assert (out / "model-int8.onnx").is_file() and 0.0 <= i8["top1_int8"] <= 1.0 and i8["images"] == n_test
+        # the same network under ORT fp32 and torch: the same top-1 but for at most one near-tie
+        assert i8["top1_fp32"] == pytest.approx(r["top1"], abs=1.01 / n_test)
+    else:
+        assert r["int8"] is None
     cam = res["cam"]
     # the last spatial block is blocks.2 (16 -> 8 -> 8 -> 4 pixels: a 4×4 map, scale 16/4 = 4)
     assert cam["method"] == "gradcam" and cam["layer"] == "blocks.2" and cam["map_size"] == [4, 4]

@@ -1,8 +1,10 @@
 """The one-command tour (``edgecnn demo``): train, analyse, time and explain a network on built-in data.
 
 The pipeline follows the package's data flow — arch spec → model → training →
-analysis → latency on this device → (NetAdapt, int8: listed as not built until
-they land) → CAM on a few test digits → report — on scikit-learn's digits, which
+analysis → latency on this device and its per-block latency table → NetAdapt to half
+the baseline's latency → fold BN → ONNX and int8 → evaluation → CAM on a few test
+digits of the result → report (:mod:`edgecnn.demo_compress` holds the compression
+stages) — on scikit-learn's digits, which
 ship with scikit-learn, so it runs on a fresh machine with no download. Its
 per-block table puts multiply-adds next to measured milliseconds, which is
 the point of the MobileNet design method: MACs do not track latency, and
@@ -12,8 +14,9 @@ depthwise and memory-bound layers cost far more per MAC than dense convs
 Everything it shows lands in ``out_dir``: ``results.json`` (the results
 document, kind ``demo``, see :mod:`edgecnn.results`), ``report.html`` rendered
 from it by :mod:`edgecnn.report` (tables, plots, CAM overlays), ``report.md``,
-the overlays under ``cam/`` and the trained checkpoint ``model.pt`` (weights +
-arch string). Each stage is timed and recorded by :class:`edgecnn.pipeline.StageLog`.
+the overlays under ``cam/``, the trained checkpoint ``model.pt`` (weights +
+arch string), the latency table ``latency_table.json``, the compressed network
+``model-netadapt.pt`` with its ``model.onnx`` / ``model-int8.onnx``. Each stage is timed and recorded by :class:`edgecnn.pipeline.StageLog`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgecnn import zoo
@@ -33,10 +37,12 @@ from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build, count_params
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
-from edgecnn.data import load_data
+from edgecnn.demo_compress import CompressSettings, compress_stages
 from edgecnn.data.sets import first_per_class
 from edgecnn.explain.run import ExplainConfig, explain_images
 from edgecnn.latency.measure import TimingConfig, measure
+from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.table import LatencyTable, new_table
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.memory import check_memory
 from edgecnn.outputs import claim_run_dir
@@ -45,6 +51,11 @@ from edgecnn.report import render_html
 from edgecnn.results import read_results, write_results
 from edgecnn.train import TrainConfig, fit
 from edgecnn.train.config import EpochStats
+from edgecnn.train.task import DataRef, worker_data
+
+
+# the latency table's timing: short loops (a few hundred block variants), one retry when disturbed
+TABLE_TIMING = TimingConfig(warmup=3, min_repeats=10, max_repeats=100, max_seconds=0.25, retries=1, retry_wait_s=0.2)
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,9 @@ class DemoConfig:
     cam_images: int = 8  # test images explained by Grad-CAM (the first of each class); 0 = no CAM stage
     cam_method: str = "gradcam"  # "gradcam" works on any head; "cam" needs GAP → linear (not MobileNetV3's)
     overwrite: bool = False  # replace a previous demo's results in out_dir (else such a folder is refused)
+    compress: CompressSettings | None = CompressSettings()  # NetAdapt → fold BN → ONNX/int8; None = baseline only
+    grid: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # width fractions of each block measured for the latency table
+    latency_table: str | None = None  # reuse this device's table (JSON; missing variants are measured and added)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -138,6 +152,8 @@ class DemoResult:
     input_size: int | None = None  # network input side (pixels)
     cam: dict[str, Any] | None = None  # the CAM stage's section (edgecnn.explain.run), None when not run
     stages: tuple[dict[str, Any], ...] = ()  # one row per pipeline stage (edgecnn.pipeline.StageRow)
+    netadapt: dict[str, Any] | None = None  # the report's NetAdapt section (edgecnn.demo_compress), None when not run
+    result: dict[str, Any] | None = None  # the compressed network: arch, top1, eager_ms, macs, params, onnx, int8
 
 
 def _arch(cfg: DemoConfig) -> str:
@@ -153,7 +169,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     log = StageLog(console)
 
     with log.stage("data", "data"):
-        data = load_data(cfg.data, image_size=cfg.image_size, seed=cfg.seed)
+        ref = DataRef(cfg.data, image_size=cfg.image_size, seed=cfg.seed)
+        data = worker_data(ref)  # loaded once per process: NetAdapt reads the same DataRef
         console.print(f"{data.name}: {len(data.train)} train / {len(data.test)} test images, "
                       f"{len(data.classes)} classes, {data.in_chans}×{cfg.image_size}×{cfg.image_size}")  # fmt: skip
 
@@ -203,18 +220,43 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
         ort_text = f", ONNX Runtime {onnx_ms:.2f} ms" if onnx_ms is not None else ""
         console.print(f"end to end: PyTorch eager {eager_ms:.2f} ms{ort_text}")
 
-    # The rest of SPEC's pipeline, each added here as a `with log.stage(...)` block when its issue lands.
-    log.skip("netadapt", "NetAdapt to 50% of the baseline's measured latency", "NetAdapt is not built yet",
-             status="not built")  # fmt: skip
-    log.skip("int8", "int8 post-training quantisation", "int8 export is not built yet", status="not built")
+    latency = None
+    if cfg.compress is not None:
+        with log.stage("table", "latency table of this device (every block over a width grid)") as info:
+            path = Path(cfg.latency_table) if cfg.latency_table else out / "latency_table.json"
+            table = new_table(backend="eager", threads=cfg.threads, config=TABLE_TIMING)
+            if cfg.latency_table:  # a table of another device (fingerprint) is refused with the reason
+                table = LatencyTable.open_or_new(path, table.fingerprint)
+                table.config = TABLE_TIMING
+            latency = LatencyModel(table, measure=True, path=path)
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, transient=True) as bar:  # fmt: skip
+                task = bar.add_task("measuring block variants", total=None)
+                n = latency.ensure_grid(arch, input_size=cfg.image_size, fractions=cfg.grid,
+                                        num_classes=len(data.classes), in_chans=data.in_chans,
+                                        on_progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+            predicted = latency.predict(arch, input_size=cfg.image_size, num_classes=len(data.classes),
+                                        in_chans=data.in_chans).total_ms  # fmt: skip
+            info["note"] = (f"{n} block variants measured; the baseline by the table {predicted:.3f} ms "
+                            f"(measured {eager_ms:.3f} ms)")  # fmt: skip
+            console.print(info["note"])
+
+    explained, netadapt, compressed = model, None, None
+    if cfg.compress is not None and latency is not None:
+        explained, netadapt, compressed = compress_stages(
+            model, ref, data, latency, baseline_ms=eager_ms, settings=cfg.compress, log=log, out=out, meta=meta,
+            threads=cfg.threads, timing=timing, batch_size=cfg.batch_size, seed=cfg.seed)  # fmt: skip
+    else:
+        log.skip("netadapt", "NetAdapt, fold BN, ONNX and int8", "compression turned off (--no-compress)")
 
     cam = None
     if cfg.cam_images:
-        with log.stage("cam", f"where the network looks ({cfg.cam_method} on {cfg.cam_images} test images)") as info:
+        which = "the result" if compressed else "the baseline"
+        with log.stage("cam", f"where {which} looks ({cfg.cam_method} on {cfg.cam_images} test images)") as info:
             labels = data.test.labels.numpy()
             pick = sorted(first_per_class(labels, 1), key=lambda i: labels[i])[: cfg.cam_images]  # class 0, 1, …
             explain = ExplainConfig(method=cfg.cam_method)  # type: ignore[arg-type]
-            cam = explain_images(model, data.test.images[pick], mean=data.mean, std=data.std, out_dir=out,
+            cam = explain_images(explained, data.test.images[pick], mean=data.mean, std=data.std, out_dir=out,
                                  cfg=explain, labels=data.test.labels[pick], classes=data.classes,
                                  image_size=cfg.image_size)  # fmt: skip
             right = sum(r["label"] == r["predicted"] for r in cam["images"])
@@ -230,7 +272,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
         machine={"platform": platform.platform(), "cpu": breakdown.total.fingerprint.cpu,
                  "torch": torch.__version__, "threads": cfg.threads},
         out_dir=str(out), history=tuple(EpochRow.of(e) for e in result.history), input_size=cfg.image_size,
-        cam=cam, stages=tuple(log.to_list()),
+        cam=cam, stages=tuple(log.to_list()), netadapt=netadapt, result=compressed,
     )  # fmt: skip
     write_results(out, "demo", {"config": asdict(cfg), **asdict(demo)})
     atomic_write_text(out / "report.md", to_markdown(demo))
@@ -244,15 +286,27 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
 
 
 def _closing_table(d: DemoResult, report: Path) -> Table:
-    """Baseline against the compressed result; the result column fills in when the NetAdapt stage lands."""
+    """Baseline against the compressed result: test top-1, measured latency, MACs, params, and where the report is."""
+    r = d.result or {}
     table = Table(title="baseline vs result")
-    for col in ("", "baseline", "result (NetAdapt, not built yet)"):
+    for col in ("", "baseline", "result (NetAdapt)" if r else "result (compression off)"):
         table.add_column(col, justify="left" if not col else "right")
-    onnx = f"{d.onnx_ms:.2f} ms" if d.onnx_ms is not None else "–"
-    for label, value in (("test top-1", f"{d.top1:.2%}"), ("latency, eager", f"{d.eager_ms:.2f} ms"),
-                         ("latency, ONNX Runtime", onnx), ("MACs", f"{d.macs / 1e6:.2f} M"),
-                         ("params", f"{d.params:,}"), ("report", str(report))):  # fmt: skip
-        table.add_row(label, value, "–")
+
+    def ms(v: Any) -> str:
+        return f"{v:.3f} ms" if isinstance(v, (int, float)) else "–"
+
+    i8 = r.get("int8") or {}
+    rows = [("test top-1", f"{d.top1:.2%}", f"{r['top1']:.2%}" if r else "–"),
+            ("latency, eager (measured)", ms(d.eager_ms), ms(r.get("eager_ms"))),
+            ("latency, ONNX Runtime fp32", ms(d.onnx_ms), ms(i8.get("latency_fp32_ms"))),
+            ("MACs", f"{d.macs / 1e6:.2f} M", f"{r['macs'] / 1e6:.2f} M" if r else "–"),
+            ("params", f"{d.params:,}", f"{r['params']:,}" if r else "–")]  # fmt: skip
+    if i8:
+        rows.append(("int8 (ONNX Runtime): top-1, latency", "–",
+                     f"{i8['top1_int8']:.2%}, {ms(i8.get('latency_int8_ms'))}"))  # fmt: skip
+    rows.append(("report", str(report), ""))
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -294,6 +348,20 @@ def to_markdown(d: DemoResult) -> str:
     for r in d.blocks:
         eff = f"{r.us_per_mmac:.0f}" if r.macs else "–"
         lines.append(f"| {r.name} | `{r.block}` | {r.params:,} | {r.macs:,} | {r.ms:.3f} | {eff} |")
+    if d.result:
+        r, na = d.result, d.netadapt or {}
+        lines += ["", f"## NetAdapt to {na.get('budget_ms', float('nan')):.3f} ms (by the table)", "",
+                  f"- result arch: `{r['arch']}`",
+                  f"- test top-1 {r['top1']:.2%} (baseline {d.top1:.2%}); measured eager {r['eager_ms']:.3f} ms "
+                  f"(baseline {d.eager_ms:.3f} ms); {r['macs']:,} MACs; {r['params']:,} params",
+                  f"- {r['bn_folded']} BatchNorm(s) folded; ONNX: {r['onnx'] or 'not exported'}"]  # fmt: skip
+        if r.get("int8"):
+            i8 = r["int8"]
+            lines.append(f"- int8 (ONNX Runtime): top-1 {i8['top1_int8']:.2%} vs fp32 {i8['top1_fp32']:.2%}, "
+                         f"{i8['latency_int8_ms']:.3f} vs {i8['latency_fp32_ms']:.3f} ms")  # fmt: skip
+        lines += ["", "| iteration | block narrowed | ms (table) | hold-out top-1 |", "|---:|---|---:|---:|"]
+        lines += [f"| {h['iteration']} | {h['block']} | {h['latency_ms']:.3f} | {h['top1']:.2%} |"
+                  for h in na.get("history", [])]  # fmt: skip
     if d.cam:
         pairs = ", ".join(f"[{r['label']} → {r['predicted']}]({r['file']})" for r in d.cam["images"])
         lines += ["", f"{d.cam['method']} at `{d.cam['layer']}` ({d.cam['interp']}, {d.cam['convention']} "

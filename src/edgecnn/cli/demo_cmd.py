@@ -6,13 +6,17 @@ import argparse
 
 from edgecnn.cli import args as num
 from edgecnn.demo import DemoConfig, run_demo
+from edgecnn.demo_compress import CompressSettings
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    compress = None if args.no_compress else CompressSettings(
+        budget=args.budget, initial_step=args.initial_step, short_steps=args.short_steps, top_k=args.top_k,
+        long_epochs=args.long_epochs, int8=not args.no_int8)  # fmt: skip
     cfg = DemoConfig(
         model=args.model, width=args.width, data=args.data, image_size=args.image_size, epochs=args.epochs,
         threads=args.threads, onnx=not args.no_onnx, out_dir=args.out, seed=args.seed, overwrite=args.overwrite,
-        cam_images=args.cam_images,
+        cam_images=args.cam_images, compress=compress, latency_table=args.latency_table,
     )  # fmt: skip
     run_demo(cfg)
     return 0
@@ -24,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="train, analyse, time and explain a network on built-in data, and write a report",
         description="The one-command tour: train a MobileNetV3 on scikit-learn's digits (built in, no download), "
-        "count its exact per-layer costs, measure its latency on this machine, and write a report.",
+        "count its exact per-layer costs, measure its latency on this machine, shrink it with NetAdapt to half "
+        "its latency, fold BN, export ONNX and int8, explain it with Grad-CAM, and write a report.",
     )
     p.add_argument("--model", default=d.model, help=f"zoo name or arch string (default {d.model})")
     p.add_argument("--width", type=num.width, default=d.width, help=f"width multiplier (default {d.width})")
@@ -38,4 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo's results in --out")
     p.add_argument("--cam-images", type=num.nonneg_int, default=d.cam_images,
                    help=f"test images explained with Grad-CAM in the report (default {d.cam_images}; 0 = none)")
+    c = CompressSettings()
+    g = p.add_argument_group("compression (NetAdapt → fold BN → ONNX / int8)")
+    g.add_argument("--budget", type=num.float_in(0.0, 1.0, open_lo=True, open_hi=True), default=c.budget,
+                   help=f"latency bound as a share of the baseline's (default {c.budget})")
+    g.add_argument("--initial-step", type=num.float_in(0.0, 1.0, open_lo=True, open_hi=True), default=c.initial_step,
+                   help=f"first NetAdapt step, share of the baseline's latency (default {c.initial_step})")
+    g.add_argument("--short-steps", type=num.nonneg_int, default=c.short_steps,
+                   help=f"short fine-tune steps per proposal (default {c.short_steps})")
+    g.add_argument("--top-k", type=num.positive_int, default=c.top_k,
+                   help=f"proposals fine-tuned per iteration (default {c.top_k})")
+    g.add_argument("--long-epochs", type=num.nonneg_float, default=c.long_epochs,
+                   help=f"fine-tune epochs of the result (default {c.long_epochs})")
+    g.add_argument("--latency-table", default=None, help="reuse this device's latency table (JSON; missing block "
+                   "variants are measured and added; default: a new one in --out)")  # fmt: skip
+    g.add_argument("--no-int8", action="store_true", help="skip int8 quantisation")
+    g.add_argument("--no-compress", action="store_true", help="baseline only: no NetAdapt, BN folding, ONNX, int8")
     p.set_defaults(func=cmd_demo)

@@ -1,0 +1,194 @@
+"""The demo's compression half: NetAdapt to a share of the baseline's latency, fold BN, ONNX, int8, evaluation.
+
+``edgecnn demo`` (:mod:`edgecnn.demo`) trains a baseline and builds this
+device's latency table; these stages then run SPEC's pipeline on it:
+
+1. **NetAdapt** (:func:`edgecnn.compress.netadapt.netadapt`; Yang et al. 2018)
+   to ``budget`` × the baseline's latency. The meter is the latency table the
+   demo built for the baseline's blocks plus interpolation across widths
+   (:class:`edgecnn.latency.model.LatencyModel`, measuring only a block it cannot
+   interpolate), so a proposal costs microseconds, not a timing loop; the baseline
+   and the result are then **measured** (same backend, threads and timing).
+2. **Fold BN** (:func:`edgecnn.compress.fold_bn`; Jacob et al. 2018 §3.2), with
+   the largest output difference against the unfolded result.
+3. **ONNX export** of the folded network (:func:`edgecnn.export.export_onnx`) and
+   **int8** static post-training quantisation through ONNX Runtime
+   (:mod:`edgecnn.compress.quantize`), skipped with the reason where the
+   ``[onnx]`` extra is missing.
+4. **Evaluate** the result on the test split: top-1, measured latency, MACs, params.
+
+What they produce goes into the demo's results document as ``netadapt`` (the
+report's NetAdapt section, docs/report.md) and ``result`` (the closing table).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgecnn.analysis.spec_cost import cost_from_spec
+from edgecnn.atomic import atomic_write
+from edgecnn.build import EdgeNet
+from edgecnn.checkpoint import checkpoint_of, save_checkpoint
+from edgecnn.compress.budget import Budget
+from edgecnn.compress.fold_bn import fold_bn, plan_fold_bn
+from edgecnn.compress.netadapt import Iteration, NetAdaptConfig, NetAdaptResult, ResourceMeter, netadapt
+from edgecnn.data import DataSet
+from edgecnn.export import export_onnx
+from edgecnn.latency.measure import TimingConfig, measure
+from edgecnn.latency.model import LatencyModel
+from edgecnn.pipeline import StageLog
+from edgecnn.train.config import FINETUNE
+from edgecnn.train.evaluation import evaluate
+from edgecnn.train.task import DataRef
+
+__all__ = ["CompressSettings", "compress_stages"]
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    """The demo's NetAdapt schedule: few iterations and short fine-tunes, so the whole demo stays within minutes."""
+
+    budget: float = 0.5  # the result's latency bound as a share of the baseline's (by the meter)
+    initial_step: float = 0.12  # first NetAdapt step, share of the baseline's latency (about 5 iterations to 50%)
+    decay: float = 0.98  # step decay per iteration
+    short_steps: int = 20  # short fine-tune steps of each of the top_k proposals
+    top_k: int = 2  # proposals fine-tuned per iteration
+    long_epochs: float = 2.0  # fine-tune epochs of the result
+    round_to: int = 4  # kept widths are multiples of this
+    int8: bool = True  # quantise the result to int8 through ONNX Runtime (when installed)
+    calibration_images: int = 200  # training images that calibrate the int8 activation ranges
+
+    def __post_init__(self) -> None:
+        if not 0 < self.budget < 1:
+            raise ValueError(f"the latency budget is a share of the baseline's latency in (0, 1), got {self.budget}")
+        if not 0 < self.initial_step < 1:
+            raise ValueError(f"initial_step is a share of the baseline's latency in (0, 1), got {self.initial_step}")
+        if self.short_steps < 0 or self.long_epochs < 0 or self.top_k < 1 or self.round_to < 1:
+            raise ValueError("short_steps and long_epochs must be >= 0, top_k and round_to >= 1")
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)  # fmt: skip
+
+
+def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, threads: int,
+          timing: TimingConfig) -> dict[str, Any]:  # fmt: skip
+    """Static int8 PTQ through ONNX Runtime; fp32 vs int8 top-1 and measured latency (ValueError without ORT)."""
+    from edgecnn.compress.quantize import compare_int8, quantize_int8
+
+    fp32, int8 = quantize_int8(model, data, calibration_images=settings.calibration_images)
+    atomic_write(out / "model-int8.onnx", lambda f: f.write(int8))
+    c = compare_int8(fp32, int8, data, threads=threads, timing=timing)
+    return {**asdict(c), "onnx": str(out / "model-int8.onnx")}
+
+
+def _netadapt_section(r: NetAdaptResult) -> dict[str, Any]:
+    """The report's ``netadapt`` section (docs/report.md): iteration 0 is the baseline; latency by the meter."""
+    first = {"iteration": 0, "latency_ms": r.start, "top1": r.start_top1, "block": "baseline"}
+    rows = [{"iteration": h.iteration, "latency_ms": h.resource, "top1": h.top1,
+             "block": h.description.split(",")[0]} for h in r.history]  # fmt: skip
+    return {"budget_ms": r.target, "start_ms": r.start, "result_ms": r.resource, "met": r.met, "stopped": r.stopped,
+            "meter": "latency table + interpolation across widths (edgecnn.latency.LatencyModel)",
+            "history": [first, *rows], "iterations": [asdict(h) for h in r.history]}  # fmt: skip
+
+
+def compress_stages(
+    model: EdgeNet,
+    ref: DataRef,
+    data: DataSet,
+    latency: LatencyModel,
+    *,
+    baseline_ms: float,
+    settings: CompressSettings,
+    log: StageLog,
+    out: Path,
+    meta: dict[str, Any],
+    threads: int,
+    timing: TimingConfig,
+    batch_size: int,
+    seed: int,
+) -> tuple[EdgeNet, dict[str, Any], dict[str, Any]]:
+    """Run NetAdapt → fold BN → ONNX (+ int8) → evaluate on the trained ``model``; returns (result, netadapt, result doc).
+
+    ``model`` is not changed. ``baseline_ms`` is the baseline's measured latency
+    (eager, batch 1, ``threads``), the reference of the result's measured one.
+    """
+    console = log.console
+    shape = (data.in_chans, data.image_size, data.image_size)
+    meter = ResourceMeter("latency", input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
+                          latency=latency)  # fmt: skip
+    budget = Budget("latency", settings.budget, True, f"{settings.budget:.0%}latency")
+    cfg = NetAdaptConfig(initial_step=settings.initial_step, decay=settings.decay, short_steps=settings.short_steps,
+                         top_k=settings.top_k, long_epochs=settings.long_epochs, round_to=settings.round_to,
+                         train=replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
+
+    with log.stage("netadapt", f"NetAdapt to {settings.budget:.0%} of the baseline's latency") as info:
+        with _bar(console) as bar:
+            task = bar.add_task("iteration 1: proposals", total=None)
+
+            def proposal(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            def iteration(it: Iteration) -> None:
+                console.print(f"iteration {it.iteration}: {it.resource:.3f} ms by the table (step bound "
+                              f"{it.target:.3f}), hold-out top-1 {it.top1:.2%}, {it.description.split(',')[0]} "
+                              f"{it.width_before}→{it.width_after}, {it.seconds:.1f} s")  # fmt: skip
+                bar.reset(task, total=None, description=f"iteration {it.iteration + 1}: proposals")
+
+            r = netadapt(copy.deepcopy(model), ref, budget, meter=meter, config=cfg, out=out,
+                         on_iteration=iteration, on_proposal=proposal)  # fmt: skip
+        result = r.model.eval()
+        save_checkpoint(checkpoint_of(result, data=meta), out / "model-netadapt.pt")
+        section = _netadapt_section(r)
+        info["note"] = (f"{r.start:.3f} → {r.resource:.3f} ms by the table (budget {r.target:.3f}), "
+                        f"{len(r.history)} iterations, {r.stopped}")  # fmt: skip
+        console.print(info["note"])
+
+    with log.stage("fold_bn", "fold BatchNorm into the convolutions") as info:
+        plan = plan_fold_bn(result)
+        folded = fold_bn(result).eval()
+        x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            ref_out = result(x)
+            diff = float((folded(x) - ref_out).abs().max() / ref_out.abs().max().clamp_min(1e-12))
+        info["note"] = f"{plan.num_folded} BatchNorm(s) folded; largest output difference {diff:.1e} of the scale"
+        console.print(info["note"])
+
+    doc: dict[str, Any] = {"arch": result.arch, "checkpoint": str(out / "model-netadapt.pt"),
+                           "bn_folded": plan.num_folded, "fold_max_rel_diff": diff, "onnx": None, "int8": None}
+    try:
+        with log.stage("onnx", "export ONNX (BN folded) and int8") as info:
+            onnx_path = export_onnx(folded, out / "model.onnx", input_shape=(1, *shape))
+            doc["onnx"] = str(onnx_path)
+            info["note"] = onnx_path.name
+            if settings.int8:
+                try:
+                    doc["int8"] = _int8(result, data, settings, out, threads, timing)
+                    c = doc["int8"]
+                    info["note"] += (f", model-int8.onnx: top-1 fp32 {c['top1_fp32']:.2%} vs int8 "
+                                     f"{c['top1_int8']:.2%}, ONNX Runtime {c['latency_fp32_ms']:.3f} vs "
+                                     f"{c['latency_int8_ms']:.3f} ms")  # fmt: skip
+                except ValueError as exc:  # onnxruntime missing: the export stands, int8 is skipped
+                    info["note"] += f"; int8 skipped: {str(exc).splitlines()[0]}"
+            console.print(info["note"])
+    except ValueError as exc:  # the onnx package ([onnx] extra) is missing: the stage did not finish
+        log.skip("onnx", "export ONNX (BN folded) and int8", str(exc).splitlines()[0])
+
+    with log.stage("evaluate", "evaluate the result") as info:
+        cost = cost_from_spec(result.arch, data.image_size, data.num_classes, data.in_chans)
+        top1 = evaluate(result, data, channels_last=False).top1
+        ms = measure(result, (1, *shape), backend="eager", threads=threads, config=timing).stats.median_ms
+        doc.update(top1=top1, eager_ms=ms, macs=cost.macs, params=cost.params,
+                   measured_ratio=ms / baseline_ms if baseline_ms > 0 else None)  # fmt: skip
+        info["note"] = (f"test top-1 {top1:.2%}; measured {ms:.3f} ms = {ms / baseline_ms:.0%} of the baseline's "
+                        f"{baseline_ms:.3f} ms; {cost.macs / 1e6:.2f} M MACs, {cost.params:,} params")  # fmt: skip
+        console.print(info["note"])
+    return result, section, doc
