@@ -1,10 +1,12 @@
-"""``edgecnn compress CKPT --data PATH|digits --budget B --method netadapt|prune``: compress a trained EdgeNet.
+"""``edgecnn compress CKPT --data PATH|digits --budget B --method netadapt|prune|lowrank|separable``: compress a net.
 
 Loads the checkpoint and the data, turns ``--budget`` (``5ms``, ``50%latency``,
 ``50%macs``, ``1.2Mparams``; :mod:`edgecnn.compress.budget`) into a bound,
 runs the method — NetAdapt (:mod:`edgecnn.compress.netadapt`, parallel short
 fine-tunes on the executor, resumable with ``--resume``) or one-shot pruning
-(:mod:`edgecnn.compress.oneshot`, then a long fine-tune) — and writes into
+(:mod:`edgecnn.compress.oneshot`, then a long fine-tune), or layer replacement
+checked against measured per-layer latency — truncated SVD (``lowrank``) or
+depthwise separable pairs (``separable``), :mod:`edgecnn.compress.by_layer` — and writes into
 ``--out``: ``model.pt`` (checkpoint), ``results.json`` (``kind: "compress"``
 results document, drawn by ``edgecnn report``) and, for NetAdapt, ``netadapt_state.pt``. It ends with a
 table of the network before and after: test top-1, measured latency, MACs and params.
@@ -24,6 +26,7 @@ from edgecnn.atomic import atomic_write
 from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
 from edgecnn.compress.budget import parse_budget
+from edgecnn.compress.by_layer import LAYER_METHODS, LayerMethodResult, compress_layers, transform_record
 from edgecnn.compress.document import ModelStats, compress_document, model_stats, write_document
 from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, netadapt
 from edgecnn.compress.oneshot import prune_to_budget
@@ -37,7 +40,7 @@ from edgecnn.train.config import FINETUNE
 from edgecnn.train.loop import finetune
 from edgecnn.train.task import DataRef, worker_data
 
-METHODS = ("netadapt", "prune")
+METHODS = ("netadapt", "prune", "lowrank", "separable")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by `edgecnn train`")
     p.add_argument("--data", required=True, help="'digits' or an image folder / archive (CIFAR-10 tar)")
     p.add_argument("--budget", required=True, help="5ms | 50%%latency | 50%%macs | 1.2Mparams | 300Mmacs")
-    p.add_argument("--method", choices=METHODS, default="netadapt")
+    p.add_argument("--method", default="netadapt", help="netadapt | prune | lowrank | separable")
     p.add_argument("--out", default=None, help="output folder (default runs/compress-<method>)")
     p.add_argument("--resume", action="store_true", help="NetAdapt: continue from the state in --out")
     p.add_argument("--image-size", type=int, default=None, help="stored image side (default: the checkpoint's)")
@@ -92,6 +95,8 @@ def _table(before: ModelStats, after: ModelStats, title: str) -> Table:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     budget = parse_budget(args.budget)  # first: a bad budget costs nothing
+    if args.method not in METHODS:
+        raise ValueError(f"--method {args.method!r} is not one of {', '.join(METHODS)}")
     if args.round_to < 1 or args.batch_size < 1:
         raise ValueError("--round-to and --batch-size must be >= 1")
     model, ckpt = load_model(args.checkpoint)
@@ -107,18 +112,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
     threads = args.threads or default_threads()
     executor = executor_from_args(args, progress=False)
     latency = None
-    if budget.resource == "latency":
+    if budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
         path = Path(args.latency_table) if args.latency_table else out / "latency_table.json"
         table = LatencyTable.open_or_new(path, fingerprint(backend=args.backend, threads=threads))
         latency = LatencyModel(table, measure=True, lane=executor.exclusive, path=path)
         console.print(f"latency table {path}: measuring a width grid of every block once (then interpolating)")
         latency.ensure_grid(model.arch, input_size=data.image_size, num_classes=data.num_classes,
                             in_chans=data.in_chans)  # fmt: skip
-    meter = ResourceMeter(budget.resource, input_size=data.image_size, num_classes=data.num_classes,
-                          in_chans=data.in_chans, latency=latency)  # fmt: skip
+    meter = None if args.method in LAYER_METHODS else ResourceMeter(  # layer methods time the network itself
+        budget.resource, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
+        latency=latency)  # fmt: skip
     train = replace(FINETUNE, batch_size=args.batch_size, lr=args.lr)
     before = model_stats(model, data, backend=args.backend, threads=threads)
     history: list[dict] = []
+    layered: LayerMethodResult | None = None
     with executor:
         if args.method == "netadapt":
             cfg = NetAdaptConfig(args.initial_step, args.decay, args.short_steps, args.top_k, args.long_epochs,
@@ -142,6 +149,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
                              resume=args.resume, on_iteration=iteration, on_proposal=proposal)  # fmt: skip
             result, met, stopped = r.model, r.met, r.stopped
             history = [asdict(h) for h in r.history]
+        elif args.method in LAYER_METHODS:
+            layered = compress_layers(args.method, model, data, budget, before, backend=args.backend, threads=threads,
+                                      train=train, long_epochs=args.long_epochs, batch_size=args.batch_size,
+                                      round_to=args.round_to, log=console.print)  # fmt: skip
+            result, met, stopped = layered.model, layered.met, layered.stopped
         else:
             target = budget.target(meter(model.arch))
             shot = prune_to_budget(model, target, meter, criterion=args.criterion, round_to=args.round_to)
@@ -153,10 +165,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 finetune(result, data, steps=steps, config=train)
             met, stopped = shot.resource <= target, "met" if shot.resource <= target else "over budget"
     after = model_stats(result, data, backend=args.backend, threads=threads)
-    save_checkpoint(checkpoint_of(result, data=ckpt.data), out / "model.pt")
-    start = meter(model.arch)
+    record = {} if layered is None else transform_record(args.method, model, layered.chosen)
+    save_checkpoint(checkpoint_of(result, data=ckpt.data, config=record), out / "model.pt")
+    start = layered.start if layered is not None else meter(model.arch)  # type: ignore[misc]
+    extra = {} if layered is None else layered.document()
     doc = compress_document(args.method, {**budget.to_dict(), "start": start, "target": budget.target(start)},
-                            before, after, met=met, history=history, stopped=stopped, arch=result.arch,
+                            before, after, met=met, history=history, stopped=stopped, arch=after.arch, **extra,
                             checkpoint=str(out / "model.pt"), source=str(args.checkpoint), data=str(args.data),
                             backend=args.backend, threads=threads)  # fmt: skip
     table = _table(before, after, f"{args.method} to {budget.text}: {stopped}")
@@ -171,5 +185,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
         table.add_row("after, ORT int8", f"{c.top1_int8:.2%}", f"{c.latency_int8_ms:.3f}", "", "")
     write_document(doc, out)
     Console().print(table)
-    print(f"arch {result.arch}\ncheckpoint {out / 'model.pt'}, results {out / 'results.json'}")
+    print(f"arch {after.arch or getattr(result, 'note', type(result).__name__)}\n"
+          f"checkpoint {out / 'model.pt'}, results {out / 'results.json'}")
     return 0 if met else 1

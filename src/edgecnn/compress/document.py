@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from edgecnn.analysis import analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.data import DataSet
 from edgecnn.latency.measure import TimingConfig, measure
@@ -39,11 +40,18 @@ class ModelStats:
 
 def model_stats(model: nn.Module, data: DataSet, *, backend: str = "eager", threads: int | None = None,
                 timing: TimingConfig | None = QUICK_TIMING, measure_latency: bool = True) -> ModelStats:  # fmt: skip
-    """Test top-1, measured latency (batch 1), MACs and params of an EdgeNet on ``data``."""
+    """Test top-1, measured latency (batch 1), MACs and params of a network on ``data``.
+
+    An EdgeNet's MACs and params come from its arch string (closed form); any
+    other module's (a low-rank or separable result, a PlainNet) from
+    :func:`edgecnn.analysis.analyze` on one traced pass — the same numbers for an EdgeNet.
+    """
     arch = getattr(model, "arch", None)
-    if not isinstance(arch, str):
-        raise ValueError("model_stats needs an EdgeNet (its arch string gives MACs and params)")
-    cost = cost_from_spec(arch, data.image_size, data.num_classes, data.in_chans)
+    if isinstance(arch, str):
+        cost = cost_from_spec(arch, data.image_size, data.num_classes, data.in_chans)
+    else:
+        arch = None
+        cost = analyze(model, (data.in_chans, data.image_size, data.image_size), receptive_fields=False)
     top1 = evaluate(model, data, channels_last=False).top1
     ms = None
     if measure_latency:
