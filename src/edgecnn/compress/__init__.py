@@ -16,7 +16,15 @@ The package will own, one file each:
   of ir/basic/bottleneck blocks, uncoupled from any residual add, in arch
   space with weight transfer (:func:`inner_importance`,
   :func:`plan_prune_inner`, :func:`prune_inner`). *Here.*
-- ``separable`` — standard → depthwise separable replacement of chosen convs.
+- :mod:`~edgecnn.compress.separable` — standard → depthwise separable
+  replacement of chosen convs, fitted by least squares
+  (:func:`separable_pair`, :func:`fit_pointwise_`, :func:`separable_to_budget`). *Here.*
+- :mod:`~edgecnn.compress.lowrank_method` — low-rank ranks chosen to a budget
+  against measured per-layer latency (:func:`lowrank_to_budget`); the
+  measuring and the greedy choice shared with ``separable`` in
+  :mod:`~edgecnn.compress.measured`; the ``edgecnn compress --method
+  lowrank|separable`` run and loading its result in
+  :mod:`~edgecnn.compress.by_layer`. *Here* (import from the modules).
 - :mod:`~edgecnn.compress.groups` — coupled channel groups of any traced
   network (:func:`channel_groups`). *Here.*
 - :mod:`~edgecnn.compress.importance` — channel scores: L1/L2 of

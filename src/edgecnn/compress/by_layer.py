@@ -51,7 +51,7 @@ class LayerMethodResult:
     chosen: MeasuredLowRank | MeasuredSeparable  # the selection, before fine-tuning
     start: float  # the budget's resource before (latency: measured whole network)
     target: float
-    value: float  # after the selection (latency: measured whole network; fine-tuning does not change it)
+    value: float  # after the selection (latency: measured whole network; the CLI puts its final measurement here)
 
     @property
     def met(self) -> bool:
@@ -62,8 +62,8 @@ class LayerMethodResult:
         if self.met:
             return "met"
         n = len(self.chosen.plan.layers)
-        return (f"over budget: {self.value:.4g} > {self.target:.4g} with {n} layer(s) replaced; no other replacement "
-                "is faster on this device (see plan.skipped)")  # fmt: skip
+        return (f"over budget: {self.value:.4g} > {self.target:.4g} with {n} layer(s) replaced (the others are in "
+                "plan.skipped, with reasons)")  # fmt: skip
 
     def document(self) -> dict[str, Any]:
         """The method's part of the results document: the plan per layer, skips with reasons, rounds."""
