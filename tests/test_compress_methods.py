@@ -12,7 +12,7 @@ from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.cli.main import main
 from edgecnn.compress.by_layer import load_compressed
 from edgecnn.compress.lowrank_method import lowrank_to_budget
-from edgecnn.compress.measured import exact_resource, front, select_to_budget
+from edgecnn.compress.measured import exact_resource, front, greedy_path, select_to_budget
 from edgecnn.compress.separable import fit_pointwise_, separable_pair, separable_to_budget
 from edgecnn.results import read_results
 from edgecnn.train.config import FINETUNE
@@ -82,9 +82,9 @@ def test_slower_factorisation_is_skipped_with_its_reason() -> None:
     assert r.met and r.value <= 0.7 * start
 
 
-def test_latency_budget_remeasures_the_whole_network() -> None:
-    # the whole network costs 0.1 ms more per pair than the sum of its layers says: one round predicts the target
-    # and is measured over it; a second round asks the prediction for the shortfall and meets the target
+def test_latency_budget_is_cut_where_the_whole_network_meets_it() -> None:
+    # the whole network costs 0.1 ms more per pair than the sum of its layers says: the per-layer prediction
+    # would stop too early; the bisection on whole-network times stops at the first prefix that really meets it
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Conv2d(64, 64, 3, padding=1) for _ in range(3)]).eval()
     size = (64, 8, 8)
@@ -94,28 +94,40 @@ def test_latency_budget_remeasures_the_whole_network() -> None:
         return fake_latency(m, (1, *size)) + 0.1 * pairs
 
     start = whole(model)
-    target = 0.8 * start
-    once = lowrank_to_budget(model, "latency", target, size, layer_latency=fake_latency, model_latency=whole,
-                             forms=("channel",), max_rounds=1)  # fmt: skip
-    assert once.rounds == 1 and not once.met and len(once.plan.layers) == 3
-    assert once.value == pytest.approx(whole(once.model)) and once.value - 0.3 <= target  # predicted: met
-    r = lowrank_to_budget(model, "latency", target, size, layer_latency=fake_latency, model_latency=whole,
+    r = lowrank_to_budget(model, "latency", 0.8 * start, size, layer_latency=fake_latency, model_latency=whole,
                           forms=("channel",))  # fmt: skip
-    assert r.rounds == 2 and r.met and r.value == pytest.approx(whole(r.model))
-    assert r.value < once.value
+    assert r.met and r.value == pytest.approx(whole(r.model)) and len(r.plan.layers) == 3
+    assert 2 <= r.evaluated <= 6  # 1 + ⌈log₂ 18⌉: 3 layers × 6 grid ranks at most on the walk
 
 
-def test_greedy_takes_the_cheapest_energy_per_resource() -> None:
-    # two layers; B loses little energy per unit saved, A much: B goes first, A only when B has nothing left
+def _walk_value(options: dict, path: list[str], k: int, start: float) -> float:
+    at = dict.fromkeys(options, 0)
+    for n in path[:k]:
+        at[n] += 1
+    return start - sum(options[n][0][0] - options[n][i][0] for n, i in at.items())
+
+
+def test_greedy_order_and_the_measured_cut() -> None:
+    # B loses little energy per unit saved, A much: B's two steps come first, then A's
     opts = {"A": front(10.0, [(5.0, 0.5)])[0], "B": front(10.0, [(8.0, 0.99), (6.0, 0.9)])[0]}
-    choice, model, v, rounds = select_to_budget(opts, 20.0, 16.0, build=lambda c: dict(c),
-                                                value=lambda c: 20.0 - sum(10.0 - opts[n][i][0] for n, i in c.items()),
-                                                remeasure=False)  # fmt: skip
-    assert choice == {"B": 2} and v == 16.0 and rounds == 1
-    choice, _, v, _ = select_to_budget(opts, 20.0, 12.0, build=lambda c: dict(c),
-                                       value=lambda c: 20.0 - sum(10.0 - opts[n][i][0] for n, i in c.items()),
-                                       remeasure=False)  # fmt: skip
+    assert greedy_path(opts) == ["B", "B", "A"]
+
+    def value(c: dict) -> float:
+        return 20.0 - sum(10.0 - opts[n][i][0] for n, i in c.items())
+
+    choice, model, v, n = select_to_budget(opts, 20.0, 16.0, build=dict, value=value, measured=False)
+    assert choice == {"B": 2} and v == 16.0 and n == 1
+    choice, _, v, _ = select_to_budget(opts, 20.0, 12.0, build=dict, value=value, measured=False)
     assert choice == {"A": 1, "B": 2} and v == 11.0
+    # measured: each replaced layer costs 1.5 more than its own saving says; the cut is the first prefix that meets
+    slow = lambda c: value(c) + 1.5 * len(c)  # noqa: E731
+    path = greedy_path(opts)
+    want = next(k for k in range(len(path) + 1) if _walk_value(opts, path, k, 20.0) + 1.5 * len(set(path[:k])) <= 16.5)
+    assert select_to_budget(opts, 20.0, 16.5, build=dict, value=value, measured=False)[0] == {"B": 2}  # predicted 16
+    choice, _, v, _ = select_to_budget(opts, 20.0, 16.5, build=dict, value=slow, measured=True)
+    assert want == 3 and choice == {"A": 1, "B": 2} and v == 14.0  # B, B measures 17.5: over
+    choice, _, v, _ = select_to_budget(opts, 20.0, 10.0, build=dict, value=slow, measured=True)
+    assert choice == {"A": 1, "B": 2} and v > 10.0  # out of reach: the whole walk, reported over
 
 
 # ---------------------------------------------------------------- separable: the fit

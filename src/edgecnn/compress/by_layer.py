@@ -66,11 +66,11 @@ class LayerMethodResult:
                 "plan.skipped, with reasons)")  # fmt: skip
 
     def document(self) -> dict[str, Any]:
-        """The method's part of the results document: the plan per layer, skips with reasons, rounds."""
+        """The method's part of the results document: the plan per layer, skips with reasons, networks valued."""
         p = self.chosen.plan
         body: dict[str, Any] = {"layers": [asdict(e) for e in p.layers],
                                 "skipped": [{"name": s.name, "reason": s.reason} for s in p.skipped],
-                                "rounds": self.chosen.rounds, "summary": self.chosen.plan.summary()}  # fmt: skip
+                                "evaluated": self.chosen.evaluated, "summary": self.chosen.plan.summary()}  # fmt: skip
         if isinstance(self.chosen, MeasuredLowRank):
             body["slower"] = [{**asdict(s), "reason": s.reason} for s in self.chosen.slower]
             body["candidates"] = [asdict(c) for c in self.chosen.candidates]

@@ -22,9 +22,9 @@ this file chooses the ranks for a whole network and a budget.
    layer's non-dominated candidates. The resource per layer is its measured
    time (latency budgets) or its exact MACs / params (``macs``/``params``
    budgets; the latency check of step 2 still applies).
-4. **Checked end to end.** For a latency budget the factorised network is
-   timed whole (``model_latency``) and, when it is over, the selection goes
-   on against the shortfall (``max_rounds``). MACs and params are exact.
+4. **Checked end to end.** For a latency budget the greedy's walk is cut
+   where the whole factorised network, timed end to end (``model_latency``),
+   first meets the target (bisection). MACs and params are exact.
 
 The result is a :class:`~edgecnn.build.PlainNet` for an EdgeNet (no arch
 token for a factorised layer), a copy for any other module; fine-tuning and
@@ -106,7 +106,7 @@ class MeasuredLowRank:
     start: float  # the resource of the input network (latency: measured whole)
     value: float  # the resource of the result (latency: measured whole; macs/params: exact)
     target: float
-    rounds: int  # selections made (more than one when the whole-network measurement was over)
+    evaluated: int  # networks built and valued whole (latency: the bisection's measurements)
 
     @property
     def met(self) -> bool:
@@ -140,7 +140,6 @@ def lowrank_to_budget(
     fractions: Sequence[float] = FRACTIONS,
     round_to: int = 8,
     min_size: int = 1024,
-    max_rounds: int = 3,
     start: float | None = None,
 ) -> MeasuredLowRank:
     """Factorise ``model`` (not changed) so that its ``resource`` is at most ``target``; see the module docstring.
@@ -156,8 +155,8 @@ def lowrank_to_budget(
         raise ValueError(f"resource must be 'latency', 'macs' or 'params', got {resource!r}")
     if resource == "latency" and model_latency is None:
         raise ValueError("a latency budget needs model_latency (the whole network timed on the device)")
-    if round_to < 1 or max_rounds < 1 or not fractions or not all(0 < f < 1 for f in fractions):
-        raise ValueError("round_to and max_rounds must be >= 1 and fractions in (0, 1)")
+    if round_to < 1 or not fractions or not all(0 < f < 1 for f in fractions):
+        raise ValueError("round_to must be >= 1 and fractions in (0, 1)")
     bad = [f for f in forms if f not in ("channel", "spatial")]
     if bad or not forms:
         raise ValueError(f"forms must be a non-empty subset of ('channel', 'spatial'), got {tuple(forms)}")
@@ -191,20 +190,20 @@ def lowrank_to_budget(
     if start is None:
         start = model_latency(model) if resource == "latency" else exact_resource(model, size, resource)  # type: ignore[misc]
     by_name = {c.name: c for c in candidates}
-    plans: list[LowRankPlan] = []
+    plans: dict[tuple, LowRankPlan] = {}  # by choice: the bisection builds several networks
 
     def build(choice: dict[str, int]) -> nn.Module:
         chosen = {n: by_name[n].options[index[n][i - 1]] for n, i in choice.items()}
-        plans.append(_plan(model, chosen, size, min_size, skipped, by_name, resource))
-        return lowrank(model, plans[-1])
+        plan = plans[tuple(sorted(choice.items()))] = _plan(model, chosen, size, min_size, skipped, by_name, resource)
+        return lowrank(model, plan)
 
     def value(m: nn.Module) -> float:
         return model_latency(m) if resource == "latency" else exact_resource(m, size, resource)  # type: ignore[misc]
 
-    _, result, v, rounds = select_to_budget(steps, float(start), target, build=build, value=value,
-                                            remeasure=resource == "latency", max_rounds=max_rounds)  # fmt: skip
-    return MeasuredLowRank(result, plans[-1], tuple(candidates), tuple(slower), resource, float(start), float(v),
-                           float(target), rounds)  # fmt: skip
+    choice, result, v, evaluated = select_to_budget(steps, float(start), target, build=build, value=value,
+                                            measured=resource == "latency")  # fmt: skip
+    return MeasuredLowRank(result, plans[tuple(sorted(choice.items()))], tuple(candidates), tuple(slower), resource,
+                           float(start), float(v), float(target), evaluated)  # fmt: skip
 
 
 def _measure_layer(name: str, m: nn.Module, unit: dict[tuple[str, str], LowRankLayer], forms: Sequence[str],

@@ -196,7 +196,7 @@ class MeasuredSeparable:
     start: float
     value: float  # latency: measured whole; macs / params: exact
     target: float
-    rounds: int
+    evaluated: int  # networks built and valued whole (latency: the bisection's measurements)
 
     @property
     def met(self) -> bool:
@@ -221,7 +221,6 @@ def separable_to_budget(
     layer_latency: LayerLatency,
     model_latency: Callable[[nn.Module], float] | None = None,
     calibration: Iterable[torch.Tensor] | None = None,
-    max_rounds: int = 3,
     start: float | None = None,
 ) -> MeasuredSeparable:
     """Replace convs of ``model`` (not changed) by separable pairs until ``resource`` ≤ ``target``.
@@ -279,7 +278,7 @@ def separable_to_budget(
         start = model_latency(model) if resource == "latency" else exact_resource(model, size, resource)  # type: ignore[misc]
     inputs = _layer_inputs(model, list(steps), calibration) if calibration is not None else {}
     fitted: dict[str, float] = {}
-    plans: list[SeparablePlan] = []
+    plans: dict[tuple, SeparablePlan] = {}  # by choice: the bisection builds several networks
 
     def build(choice: dict[str, int]) -> nn.Module:
         for n in choice:
@@ -288,15 +287,17 @@ def separable_to_budget(
         layers = [replace(entries[n], output_error=fitted.get(n)) for n, _ in model.named_modules() if n in choice]
         why = dict(skipped)
         why.update({n: "budget met without it" for n in entries if n not in choice and n not in why})
-        plans.append(SeparablePlan(tuple(layers), tuple(SeparableSkip(n, why[n]) for n in names if n in why)))
+        plans[tuple(sorted(choice.items()))] = SeparablePlan(
+            tuple(layers), tuple(SeparableSkip(n, why[n]) for n in names if n in why))
         return _apply(model, {n: pairs[n] for n in choice})
 
     def value(m: nn.Module) -> float:
         return model_latency(m) if resource == "latency" else exact_resource(m, size, resource)  # type: ignore[misc]
 
-    _, result, v, rounds = select_to_budget(steps, float(start), target, build=build, value=value,
-                                            remeasure=resource == "latency", max_rounds=max_rounds)  # fmt: skip
-    return MeasuredSeparable(result, plans[-1], resource, float(start), float(v), float(target), rounds)
+    choice, result, v, evaluated = select_to_budget(steps, float(start), target, build=build, value=value,
+                                            measured=resource == "latency")  # fmt: skip
+    plan = plans[tuple(sorted(choice.items()))]
+    return MeasuredSeparable(result, plan, resource, float(start), float(v), float(target), evaluated)
 
 
 def _apply(model: nn.Module, pairs: dict[str, nn.Sequential]) -> nn.Module:
