@@ -115,19 +115,23 @@ def test_greedy_order_and_the_measured_cut() -> None:
     def value(c: dict) -> float:
         return 20.0 - sum(10.0 - opts[n][i][0] for n, i in c.items())
 
-    choice, model, v, n = select_to_budget(opts, 20.0, 16.0, build=dict, value=value, measured=False)
+    choice, model, v, n, _ = select_to_budget(opts, 20.0, 16.0, build=dict, value=value, measured=False)
     assert choice == {"B": 2} and v == 16.0 and n == 1
-    choice, _, v, _ = select_to_budget(opts, 20.0, 12.0, build=dict, value=value, measured=False)
+    choice, _, v, _, _ = select_to_budget(opts, 20.0, 12.0, build=dict, value=value, measured=False)
     assert choice == {"A": 1, "B": 2} and v == 11.0
     # measured: each replaced layer costs 1.5 more than its own saving says; the cut is the first prefix that meets
     slow = lambda c: value(c) + 1.5 * len(c)  # noqa: E731
     path = greedy_path(opts)
     want = next(k for k in range(len(path) + 1) if _walk_value(opts, path, k, 20.0) + 1.5 * len(set(path[:k])) <= 16.5)
     assert select_to_budget(opts, 20.0, 16.5, build=dict, value=value, measured=False)[0] == {"B": 2}  # predicted 16
-    choice, _, v, _ = select_to_budget(opts, 20.0, 16.5, build=dict, value=slow, measured=True)
+    choice, _, v, _, _ = select_to_budget(opts, 20.0, 16.5, build=dict, value=slow, measured=True)
     assert want == 3 and choice == {"A": 1, "B": 2} and v == 14.0  # B, B measures 17.5: over
-    choice, _, v, _ = select_to_budget(opts, 20.0, 10.0, build=dict, value=slow, measured=True)
+    choice, _, v, _, _ = select_to_budget(opts, 20.0, 10.0, build=dict, value=slow, measured=True)
     assert choice == {"A": 1, "B": 2} and v > 10.0  # out of reach: the whole walk, reported over
+    # a walk whose whole network measures no faster than the start (a slow device for pairs) replaces nothing
+    choice, _, v, _, why = select_to_budget(opts, 20.0, 10.0, build=dict, value=lambda c: value(c) + 5.0 * len(c),
+                                            measured=True)  # fmt: skip
+    assert choice == {} and v == 20.0 and why.startswith("with every candidate replaced the whole network measured 21")
 
 
 # ---------------------------------------------------------------- separable: the fit

@@ -33,6 +33,7 @@ evaluation are the caller's (:func:`edgecnn.train.finetune`; the CLI does it).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from torch import nn
 from edgecnn.compress.lowrank import factorize_conv, factorize_linear, singular_values
 from edgecnn.compress.lowrank_plan import LowRankLayer, LowRankPlan, LowRankSkip, lowrank, plan_lowrank
 from edgecnn.compress.measured import (
+    NOT_CHOSEN,
     LayerLatency,
     call_shapes,
     exact_resource,
@@ -200,9 +202,12 @@ def lowrank_to_budget(
     def value(m: nn.Module) -> float:
         return model_latency(m) if resource == "latency" else exact_resource(m, size, resource)  # type: ignore[misc]
 
-    choice, result, v, evaluated = select_to_budget(steps, float(start), target, build=build, value=value,
+    choice, result, v, evaluated, note = select_to_budget(steps, float(start), target, build=build, value=value,
                                             measured=resource == "latency")  # fmt: skip
-    return MeasuredLowRank(result, plans[tuple(sorted(choice.items()))], tuple(candidates), tuple(slower), resource,
+    plan = plans[tuple(sorted(choice.items()))]
+    plan = dataclasses.replace(plan, skipped=tuple(dataclasses.replace(k, reason=k.reason.replace(NOT_CHOSEN, note))
+                                                   for k in plan.skipped))  # fmt: skip
+    return MeasuredLowRank(result, plan, tuple(candidates), tuple(slower), resource,
                            float(start), float(v), float(target), evaluated)  # fmt: skip
 
 
@@ -248,7 +253,7 @@ def _plan(model: nn.Module, chosen: dict[str, RankOption], size: tuple[int, ...]
         layers.update({e.name: e for e in p.layers})
     order = [n for n, _ in model.named_modules()]
     why = dict(skipped)
-    why.update({n: f"budget met without it ({len(c.options)} faster factorisation(s) measured)"
+    why.update({n: f"{NOT_CHOSEN} ({len(c.options)} faster factorisation(s) measured)"
                 for n, c in cands.items() if n not in chosen})  # fmt: skip
     rule = f"measured {resource}, greedy Π energy (Zhang et al. 2016)"
     return LowRankPlan(tuple(layers[n] for n in order if n in layers),

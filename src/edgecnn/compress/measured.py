@@ -44,7 +44,7 @@ from torch import nn
 from edgecnn.analysis import analyze
 from edgecnn.latency.measure import TimingConfig, measure
 
-__all__ = ["LayerLatency", "Step", "call_shapes", "exact_resource", "front", "greedy_path", "layer_ms",
+__all__ = ["NOT_CHOSEN", "LayerLatency", "Step", "call_shapes", "exact_resource", "front", "greedy_path", "layer_ms",
            "measured_layer_latency", "select_to_budget"]
 
 LayerLatency = Callable[[nn.Module, tuple[int, ...]], float]  # ms of a module on one input of this shape (batch 1)
@@ -100,6 +100,7 @@ def measured_layer_latency(*, backend: str = "eager", threads: int | None = None
     return latency
 
 
+NOT_CHOSEN = "<not chosen>"  # placeholder in a plan's skip reasons, replaced by select_to_budget's explanation
 Step = tuple[float, float]  # (resource of the layer, log of its kept energy); the original layer is (cost, 0.0)
 M = TypeVar("M")
 
@@ -128,7 +129,7 @@ def greedy_path(options: Mapping[str, Sequence[Step]]) -> list[str]:
 
 def select_to_budget(options: Mapping[str, Sequence[Step]], start: float, target: float, *,
                      build: Callable[[dict[str, int]], M], value: Callable[[M], float],
-                     measured: bool) -> tuple[dict[str, int], M, float, int]:  # fmt: skip
+                     measured: bool) -> tuple[dict[str, int], M, float, int, str]:  # fmt: skip
     """The shortest prefix of :func:`greedy_path` whose network meets ``target`` (module docstring, "Selection").
 
     ``options[name]`` lists ``(cost, log E)`` from the original layer down,
@@ -139,8 +140,10 @@ def select_to_budget(options: Mapping[str, Sequence[Step]], start: float, target
     (latency): the prefix is found by bisection on ``value`` of whole networks
     (per-layer savings do not add up; the measurement decides), assuming
     longer prefixes are not slower. When even the whole path is over, it is
-    returned (the most the options can do). Returns the choice, the network,
-    its value and how many networks were built and valued.
+    returned (the most the options can do) — unless it measures no faster
+    than ``start``, then nothing is replaced. Returns the choice, the network,
+    its value, how many networks were built and valued, and why the layers
+    left out were left out (one line, for the plan's skip reasons).
     """
     path = greedy_path(options)
 
@@ -165,9 +168,13 @@ def select_to_budget(options: Mapping[str, Sequence[Step]], start: float, target
             predicted -= options[n][at[n]][0] - options[n][at[n] + 1][0]
             at[n], k = at[n] + 1, k + 1
         probe(k)
-        return choice(k), made[k][0], made[k][1], len(made)
-    hi = len(path)
+        return choice(k), made[k][0], made[k][1], len(made), "the budget is met without it"
+    hi, why = len(path), "the budget is met without it (whole network measured)"
     if start <= target:
+        hi = 0
+    elif probe(hi) >= start:  # the whole walk measures no faster than the network it started from
+        why = (f"with every candidate replaced the whole network measured {made[hi][1]:.4f}, no faster than the "
+               f"original's {start:.4f}: nothing is replaced")  # fmt: skip
         hi = 0
     elif probe(hi) <= target:
         lo = 0  # the unchanged network (start) is over
@@ -178,7 +185,7 @@ def select_to_budget(options: Mapping[str, Sequence[Step]], start: float, target
             else:
                 lo = mid
     probe(hi)
-    return choice(hi), made[hi][0], made[hi][1], len(made)
+    return choice(hi), made[hi][0], made[hi][1], len(made), why
 
 
 def front(start: float, points: Sequence[tuple[float, float]]) -> tuple[list[Step], list[int]]:

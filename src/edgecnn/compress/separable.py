@@ -49,6 +49,7 @@ from torch import nn
 
 from edgecnn.build import EdgeNet, plain
 from edgecnn.compress.measured import (
+    NOT_CHOSEN,
     LayerLatency,
     call_shapes,
     exact_resource,
@@ -286,7 +287,7 @@ def separable_to_budget(
                 fitted[n] = fit_pointwise_(pairs[n], mods[n], inputs[n])  # type: ignore[arg-type]
         layers = [replace(entries[n], output_error=fitted.get(n)) for n, _ in model.named_modules() if n in choice]
         why = dict(skipped)
-        why.update({n: "budget met without it" for n in entries if n not in choice and n not in why})
+        why.update({n: NOT_CHOSEN for n in entries if n not in choice and n not in why})
         plans[tuple(sorted(choice.items()))] = SeparablePlan(
             tuple(layers), tuple(SeparableSkip(n, why[n]) for n in names if n in why))
         return _apply(model, {n: pairs[n] for n in choice})
@@ -294,9 +295,10 @@ def separable_to_budget(
     def value(m: nn.Module) -> float:
         return model_latency(m) if resource == "latency" else exact_resource(m, size, resource)  # type: ignore[misc]
 
-    choice, result, v, evaluated = select_to_budget(steps, float(start), target, build=build, value=value,
+    choice, result, v, evaluated, note = select_to_budget(steps, float(start), target, build=build, value=value,
                                             measured=resource == "latency")  # fmt: skip
     plan = plans[tuple(sorted(choice.items()))]
+    plan = replace(plan, skipped=tuple(replace(k, reason=k.reason.replace(NOT_CHOSEN, note)) for k in plan.skipped))
     return MeasuredSeparable(result, plan, resource, float(start), float(v), float(target), evaluated)
 
 
