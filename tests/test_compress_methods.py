@@ -260,13 +260,15 @@ def test_cli_method_to_a_macs_budget(ckpt, tmp_path, method, monkeypatch, capsys
     assert all(s["reason"] for s in doc["plan"]["skipped"])
     model, ck = load_compressed(out / "model.pt")  # rebuilt from the record, weights loaded strictly
     assert ck.config["compress"]["method"] == method
-    assert evaluate(model, worker_data(DataRef("digits", image_size=8)), channels_last=False).top1 == doc["after"]["top1"]
+    data = worker_data(DataRef("digits", image_size=8))
+    assert evaluate(model, data, channels_last=False).top1 == doc["after"]["top1"]
     printed = capsys.readouterr().out
     assert "before" in printed and "after" in printed
 
 
-@pytest.mark.parametrize("argv", [["--budget", "50%macs", "--method", "bogus"], ["--budget", "fast", "--method", "lowrank"],
-                                  ["--budget", "0%latency", "--method", "separable"]])
+@pytest.mark.parametrize("argv", [["--budget", "50%macs", "--method", "bogus"],
+                                  ["--budget", "fast", "--method", "lowrank"],
+                                  ["--budget", "0%latency", "--method", "separable"]])  # fmt: skip
 def test_cli_bad_method_or_budget_is_one_line_exit_2(ckpt, argv, capsys) -> None:
     assert main(["compress", ckpt, "--data", "digits", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -136,22 +136,27 @@ def transform_record(method: str, source: nn.Module, chosen: MeasuredLowRank | M
 
 def rebuild(ckpt: Checkpoint) -> nn.Module:
     """The network a :func:`transform_record` describes, with untrained weights (the checkpoint's are loaded next)."""
-    rec = ckpt.config.get("compress") if isinstance(ckpt.config, dict) else None
-    if not isinstance(rec, dict) or rec.get("method") not in LAYER_METHODS or not isinstance(rec.get("source_arch"), str):
+    rec: Any = ckpt.config.get("compress") if isinstance(ckpt.config, dict) else None
+    ok = isinstance(rec, dict) and rec.get("method") in LAYER_METHODS and isinstance(rec.get("source_arch"), str)
+    if not ok:
         raise ValueError("this checkpoint records no low-rank / separable replacement of an EdgeNet; "
                          "load it with edgecnn.checkpoint.load_model(path, model=...)")  # fmt: skip
     net = build(rec["source_arch"], num_classes=ckpt.num_classes, in_chans=ckpt.in_chans)
     out = plain(net, note=f"{rec['method']} ({len(rec['layers'])} layers)") if rec["layers"] else net
-    for e in rec["layers"]:
-        m = out.get_submodule(e["name"])
-        if rec["method"] == "separable":
-            new = separable_pair(m)[0]  # type: ignore[arg-type]
-        elif isinstance(m, nn.Linear):
-            new = factorize_linear(m, int(e["rank"]))
-        else:
-            new = factorize_conv(m, int(e["rank"]), form=e["form"])  # type: ignore[arg-type]
-        parent, _, attr = e["name"].rpartition(".")
-        setattr(out.get_submodule(parent), attr, new)
+    try:
+        for e in rec["layers"]:
+            m = out.get_submodule(e["name"])
+            if rec["method"] == "separable":
+                new = separable_pair(m)[0]  # type: ignore[arg-type]
+            elif isinstance(m, nn.Linear):
+                new = factorize_linear(m, int(e["rank"]))
+            else:
+                new = factorize_conv(m, int(e["rank"]), form=e["form"])  # type: ignore[arg-type]
+            parent, _, attr = e["name"].rpartition(".")
+            setattr(out.get_submodule(parent), attr, new)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"the checkpoint's config['compress'] does not describe a replacement of "
+                         f"{rec['source_arch']!r} ({type(exc).__name__}: {str(exc)[:100]}); it is damaged") from None
     return out
 
 
