@@ -141,7 +141,7 @@ def select_to_budget(options: Mapping[str, Sequence[Step]], start: float, target
     (per-layer savings do not add up; the measurement decides), assuming
     longer prefixes are not slower. When even the whole path is over, it is
     returned (the most the options can do) — unless it measures no faster
-    than ``start``, then nothing is replaced. Returns the choice, the network,
+    than the unchanged network measured next to it, then nothing is replaced. Returns the choice, the network,
     its value, how many networks were built and valued, and why the layers
     left out were left out (one line, for the plan's skip reasons).
     """
@@ -172,9 +172,9 @@ def select_to_budget(options: Mapping[str, Sequence[Step]], start: float, target
     hi, why = len(path), "the budget is met without it (whole network measured)"
     if start <= target:
         hi = 0
-    elif probe(hi) >= start:  # the whole walk measures no faster than the network it started from
+    elif probe(hi) >= probe(0):  # no faster than the unchanged network, measured again next to it
         why = (f"with every candidate replaced the whole network measured {made[hi][1]:.4f}, no faster than the "
-               f"original's {start:.4f}: nothing is replaced")  # fmt: skip
+               f"original's {made[0][1]:.4f}: nothing is replaced")  # fmt: skip
         hi = 0
     elif probe(hi) <= target:
         lo = 0  # the unchanged network (start) is over
