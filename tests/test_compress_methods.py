@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgecnn.analysis import analyze
-from edgecnn.build import build
+from edgecnn.build import build, plain
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.cli.main import main
 from edgecnn.compress.by_layer import load_compressed
@@ -273,3 +273,26 @@ def test_cli_bad_method_or_budget_is_one_line_exit_2(ckpt, argv, capsys) -> None
     assert main(["compress", ckpt, "--data", "digits", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("edgecnn compress: error:")
+
+
+def test_layer_latency_runs_on_both_backends() -> None:
+    # the default measurement: each backend times a layer and its replacements alone (no timing asserted)
+    from edgecnn.compress.lowrank import factorize_conv
+    from edgecnn.compress.measured import measured_layer_latency
+
+    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
+    for backend in ("eager", "onnxruntime"):
+        lat = measured_layer_latency(backend=backend, threads=1)
+        for m in (conv, factorize_conv(conv, 4), separable_pair(conv)[0]):
+            assert lat(m, (1, 8, 6, 6)) > 0
+
+
+def test_damaged_replacement_record_is_refused(tmp_path) -> None:
+    net = build(NET, num_classes=10, in_chans=1)
+    rec = {"compress": {"method": "lowrank", "source_arch": NET, "layers": [{"name": "blocks.9.conv", "rank": 2}]}}
+    save_checkpoint(checkpoint_of(plain(net, note="damaged"), config=rec), tmp_path / "bad.pt")  # arch None
+    with pytest.raises(ValueError, match="does not describe a replacement"):
+        load_compressed(tmp_path / "bad.pt")
+    save_checkpoint(checkpoint_of(net, config={}), tmp_path / "plain.pt")
+    model, _ = load_compressed(tmp_path / "plain.pt")  # an ordinary EdgeNet checkpoint loads as it is
+    assert model.arch == net.arch
