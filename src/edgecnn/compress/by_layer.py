@@ -70,7 +70,7 @@ class LayerMethodResult:
         p = self.chosen.plan
         body: dict[str, Any] = {"layers": [asdict(e) for e in p.layers],
                                 "skipped": [{"name": s.name, "reason": s.reason} for s in p.skipped],
-                                "evaluated": self.chosen.evaluated, "summary": self.chosen.plan.summary()}  # fmt: skip
+                                "evaluated": self.chosen.evaluated, "summary": self.chosen.summary()}  # fmt: skip
         if isinstance(self.chosen, MeasuredLowRank):
             body["slower"] = [{**asdict(s), "reason": s.reason} for s in self.chosen.slower]
             body["candidates"] = [asdict(c) for c in self.chosen.candidates]
@@ -108,7 +108,7 @@ def compress_layers(method: str, model: nn.Module, data: DataSet, budget: Budget
         calib = [x for _, (x, _y) in zip(range(4), loader.epoch(0))]  # a few hundred training images
         chosen = separable_to_budget(model, budget.resource, target, size, layer_latency=per_layer,
                                      model_latency=model_latency, calibration=calib, start=float(start))  # fmt: skip
-    log(chosen.plan.summary())
+    log(chosen.summary())
     result = chosen.model
     if not chosen.plan.layers:  # nothing replaced: the network stays exactly the one measured before
         return LayerMethodResult(result, chosen, float(start), float(target), chosen.value)

@@ -141,9 +141,10 @@ def select_to_budget(options: Mapping[str, Sequence[Step]], start: float, target
     (per-layer savings do not add up; the measurement decides), assuming
     longer prefixes are not slower. When even the whole path is over, it is
     returned (the most the options can do) — unless it measures no faster
-    than the unchanged network measured next to it, then nothing is replaced. Returns the choice, the network,
-    its value, how many networks were built and valued, and why the layers
-    left out were left out (one line, for the plan's skip reasons).
+    than the unchanged network measured next to it, then nothing is
+    replaced. Returns the choice, the network, its value, how many networks
+    were built and valued, and why the layers left out were left out (one
+    line, for the plan's skip reasons).
     """
     path = greedy_path(options)
 
@@ -170,7 +171,7 @@ def select_to_budget(options: Mapping[str, Sequence[Step]], start: float, target
         probe(k)
         return choice(k), made[k][0], made[k][1], len(made), "the budget is met without it"
     hi, why = len(path), "the budget is met without it (whole network measured)"
-    if start <= target:
+    if start <= target or not path:
         hi = 0
     elif probe(hi) >= probe(0):  # no faster than the unchanged network, measured again next to it
         why = (f"with every candidate replaced the whole network measured {made[hi][1]:.4f}, no faster than the "

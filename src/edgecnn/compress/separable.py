@@ -203,6 +203,10 @@ class MeasuredSeparable:
     def met(self) -> bool:
         return self.value <= self.target
 
+    def summary(self) -> str:
+        """The plan's lines: per replaced conv its costs and times, per kept candidate its reason."""
+        return self.plan.summary()
+
 
 def _costs(conv: nn.Conv2d, out_positions: int) -> tuple[int, int, int, int]:
     """params before/after (bias included) and MACs before/after (bias excluded) for ``out_positions`` outputs."""
