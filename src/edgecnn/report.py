@@ -193,6 +193,44 @@ def _training(doc: Doc, _run: Path | None) -> str:
                                             lambda: plots.plot_training(history))])  # fmt: skip
 
 
+def _erf(doc: Doc, _run: Path | None) -> str:
+    e = doc.get("erf")
+    if not e or not e.get("map"):
+        return ""
+    field = ("the whole input" if e.get("rf_whole") else
+             "×".join(f"{v:g}" for v in e["rf_size"]) + " pixels" if e.get("rf_size") else "not traced")
+    gate = " (plus the whole input through SE gates)" if e.get("rf_global") and not e.get("rf_whole") else ""
+    shape = "×".join(str(v) for v in e.get("input_shape") or e.get("shape") or [])
+    intro = (f"<p>Effective receptive field (Luo et al. 2016) of the central unit "
+             f"{escape(str(tuple(e.get('output_index') or ())))} of <code>{escape(str(e.get('layer', '')))}</code>, "
+             f"the last feature map before global pooling: |∂y/∂x| averaged over {e.get('samples', '?')} random "
+             f"{escape(shape)} inputs, normalised to sum 1. Half its mass lies within {e['radius50']:.1f} pixels of "
+             f"the centre, 95% within {e['radius95']:.1f}; the theoretical field is {escape(field)}{escape(gate)}.</p>")
+    return "<h2>Effective receptive field</h2>" + intro + _figures([(
+        "ERF map: how much each input pixel moves the central output; circles hold 50% and 95% of the mass.",
+        lambda: plots.plot_erf(e, title=f"ERF of {e.get('layer', '')}"))])  # fmt: skip
+
+
+def _gradflow(doc: Doc, _run: Path | None) -> str:
+    g = doc.get("gradflow")
+    if not g or not g.get("runs"):
+        return ""
+    runs = g["runs"]
+    rows = [(escape(label), str(len(r["layers"])), f"{r['loss']:.4g}",
+             f"{r['layers'][0]['output_grad_norm']:.3g}", f"{r['layers'][-1]['output_grad_norm']:.3g}",
+             f"{r['attenuation']:.3g}" if isinstance(r.get("attenuation"), (int, float)) else "–")
+            for label, r in runs.items()]  # fmt: skip
+    mode = "batch statistics (training mode)" if g.get("mode") == "train" else "running statistics (eval mode)"
+    intro = (f"<p>Norm of ∂L/∂(layer output) for every conv and linear layer after one cross-entropy backward pass "
+             f"on {g.get('batch', '?')} images, BN with {mode}. &quot;Without skips&quot; is a copy with the same "
+             f"weights and its {g.get('skips', 0)} skip connection(s) turned off: the identity term of a skip "
+             "(He et al. 2016) carries the gradient past each block unattenuated.</p>")  # fmt: skip
+    table = _table(("run", "layers", "loss", "first layer", "last layer", "first / last"), rows, left=1)
+    return "<h2>Gradient flow</h2>" + intro + table + _figures([(
+        "Gradient norm per layer, input side first (log scale), with and without the skip connections.",
+        lambda: plots.plot_gradient_flow(runs))])  # fmt: skip
+
+
 def _inline_png(run: Path | None, rel: str) -> str | None:
     """The PNG at ``run/rel`` as base64, or None when missing, not a PNG, or outside the run folder."""
     if run is None:
@@ -274,7 +312,7 @@ def _analysis(doc: Doc, _run: Path | None) -> str:
 
 
 _SECTIONS: tuple[Callable[[Doc, Path | None], str], ...] = (
-    _stages, _summary, _blocks, _training, _cam, _netadapt, _search, _pareto, _analysis,
+    _stages, _summary, _blocks, _training, _analysis, _erf, _gradflow, _cam, _netadapt, _search, _pareto,
 )  # fmt: skip
 
 

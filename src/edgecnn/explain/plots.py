@@ -60,24 +60,33 @@ def png_base64(fig: Figure, *, dpi: int = 100) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def plot_erf(erf: ERF, *, title: str = "effective receptive field") -> Figure:
-    """The ERF map (2D) or profile (1D), with circles at the 50% and 95% mass radii."""
+def plot_erf(erf: ERF | Row, *, title: str = "effective receptive field") -> Figure:
+    """The ERF map (2D) or profile (1D), with circles at the 50% and 95% mass radii.
+
+    ``erf`` is an :class:`~edgecnn.analysis.erf.ERF` or the ``erf`` section of a results document
+    (``map``, ``centre``, ``radius50``, ``radius95``; :mod:`edgecnn.analysis.dynamics`).
+    """
+    import numpy as np
+
+    if isinstance(erf, ERF):
+        data, centre = erf.map.detach().cpu().numpy(), erf.centre
+        radii = {0.5: erf.radius(0.5), 0.95: erf.radius(0.95)}
+    else:
+        data, centre = np.asarray(erf["map"], dtype=float), tuple(erf["centre"])
+        radii = {0.5: float(erf["radius50"]), 0.95: float(erf["radius95"])}
     fig = _figure(figsize=(4.5, 4))
     ax = fig.add_subplot()
-    data = erf.map.detach().cpu().numpy()
     if data.ndim == 1:
         ax.plot(data)
-        for share, style in ((0.5, "--"), (0.95, ":")):
-            r = erf.radius(share)
-            ax.axvspan(erf.centre[0] - r, erf.centre[0] + r, alpha=0.1, ls=style, label=f"{share:.0%}: r = {r:.1f}")
+        for (share, r), style in zip(radii.items(), ("--", ":")):
+            ax.axvspan(centre[0] - r, centre[0] + r, alpha=0.1, ls=style, label=f"{share:.0%}: r = {r:.1f}")
     elif data.ndim == 2:
         im = ax.imshow(data, cmap="viridis")
         fig.colorbar(im, ax=ax, fraction=0.046)
         from matplotlib.patches import Circle
 
-        for share, style in ((0.5, "--"), (0.95, ":")):
-            r = erf.radius(share)
-            ax.add_patch(Circle((erf.centre[1], erf.centre[0]), r, fill=False, ls=style, ec="white",
+        for (share, r), style in zip(radii.items(), ("--", ":")):
+            ax.add_patch(Circle((centre[1], centre[0]), r, fill=False, ls=style, ec="white",
                                 label=f"{share:.0%} of mass: r = {r:.1f}"))  # fmt: skip
     else:
         raise ValueError(f"can only draw 1D or 2D maps, got {data.ndim}D")
@@ -86,15 +95,25 @@ def plot_erf(erf: ERF, *, title: str = "effective receptive field") -> Figure:
     return fig
 
 
-def plot_gradient_flow(flows: Mapping[str, GradFlow], *, weights: bool = False) -> Figure:
-    """Per-layer gradient norms (log scale), one curve per run: e.g. ``{"skip": f1, "no skip": f2}``."""
+def _grad_norms(flow: GradFlow | Row, weights: bool) -> list[float]:
+    """Per-layer norms of a :class:`GradFlow` or of its plain form (``{"layers": [{output_grad_norm, ...}]}``)."""
+    key = "weight_grad_norm" if weights else "output_grad_norm"
+    rows = [vars(l) for l in flow.layers] if isinstance(flow, GradFlow) else list(flow["layers"])
+    return [_nan(r.get(key)) for r in rows]
+
+
+def plot_gradient_flow(flows: Mapping[str, GradFlow | Row], *, weights: bool = False) -> Figure:
+    """Per-layer gradient norms (log scale), one curve per run: e.g. ``{"skip": f1, "no skip": f2}``.
+
+    Each run is a :class:`GradFlow` or its plain form from a results document (the ``gradflow`` section's ``runs``).
+    """
     if not flows:
         raise ValueError("give at least one GradFlow to plot")
     fig = _figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for label, flow in flows.items():
-        values = [l.weight_grad_norm if weights else l.output_grad_norm for l in flow.layers]
-        ax.plot(range(len(values)), [v if v is not None else float("nan") for v in values], marker="o", label=label)
+        values = _grad_norms(flow, weights)
+        ax.plot(range(len(values)), values, marker="o", label=label)
     ax.set_yscale("log")
     ax.set_xlabel("layer (input side first)")
     ax.set_ylabel("‖∂L/∂W‖" if weights else "‖∂L/∂output‖")
