@@ -305,11 +305,12 @@ GRADFLOW_BATCH = 32  # test images in the gradient-flow pass
 def _dynamics(model: torch.nn.Module, data: Any, shape: tuple[int, int, int], *,
               seed: int) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """The ``erf`` and ``gradflow`` sections of the trained baseline (on copies; the model is left as it is)."""
-    erf = erf_section(model, shape, samples=16, seed=seed)
+    erf = {**erf_section(model, shape, samples=16, seed=seed), "weights": "the trained baseline"}
     batch = data.test.subset(list(range(min(GRADFLOW_BATCH, len(data.test)))))
     loader = BatchLoader(batch, batch_size=len(batch), mean=data.mean, std=data.std, image_size=shape[-1])
     x, y = next(iter(loader))  # normalised as in training, no augmentation
-    return erf, gradflow_section(model, x, y, seed=seed)
+    flow = {**gradflow_section(model, x, y, seed=seed), "weights": "the trained baseline", "inputs": "test images"}
+    return erf, flow
 
 
 def _pareto(top1: float, eager_ms: float, compressed: dict[str, Any] | None) -> dict[str, Any]:

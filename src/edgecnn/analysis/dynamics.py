@@ -137,7 +137,6 @@ def gradflow_section(model: nn.Module, inputs: torch.Tensor, targets: torch.Tens
             torch.manual_seed(seed)
             return gradflow_to_dict(gradient_flow(net, inputs, targets))
 
-    runs = {"with skips": flow(with_skips)}
-    if n:
-        runs["without skips"] = flow(plain)
+    # a network without skips has nothing to turn off: one curve
+    runs = {"with skips": flow(with_skips), "without skips": flow(plain)} if n else {"as built (no skips)": flow(plain)}
     return {"batch": int(inputs.shape[0]), "mode": "train" if train_mode else "eval", "skips": n, "runs": runs}
