@@ -4,12 +4,14 @@ Usage::
 
     edgecnn search --space mbv3-32 --data digits|PATH --target 3ms [--backend eager|onnxruntime]
                    [--budget 200] [--algorithm evolution|random] [--hard] [--w -0.07]
+                   [--references auto|none|ZOO[@WIDTH]...] [--no-train-references]
                    [--executor local|ray] [--workers N] [--resume] [--out DIR]
 
 Trains a weight-sharing supernet once, searches it (regularized evolution by
 default) with latencies from this device's lookup table, measures the best
-candidates end to end, trains the chosen one with the standard recipe and
-writes ``DIR/results.json`` (``kind: "search"``) and ``DIR/pareto.png``. See
+candidates end to end, trains the chosen one with the standard recipe, puts
+the zoo's networks of the setting next to it (latency predicted and measured
+the same way, trained with the same recipe) and writes ``DIR/results.json`` (``kind: "search"``) and ``DIR/pareto.png``. See
 :mod:`edgecnn.search.pipeline` and docs/search.md.
 """
 
@@ -30,6 +32,7 @@ from edgecnn.search.estimate import EstimateSettings
 from edgecnn.search.evolution import ALGORITHMS, SearchConfig
 from edgecnn.search.objective import MNASNET_W, Objective, parse_target
 from edgecnn.search.pipeline import ESTIMATORS, Progress as JobProgress, SearchJob, run_job
+from edgecnn.search.references import AUTO_REFERENCES, resolve_references
 from edgecnn.search.space import SPACES, get_space
 from edgecnn.search.supernet import SupernetConfig
 from edgecnn.train import TrainConfig
@@ -53,7 +56,8 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
         estimator=args.estimator, backend=args.backend, threads=threads, timing=timing, table=args.table,
         finalists=args.finalists, final_epochs=args.final_epochs,
         final_config=TrainConfig(epochs=max(1, args.final_epochs), batch_size=args.final_batch_size, seed=args.seed),
-        references=tuple(args.references),
+        references=resolve_references(args.references, space.input_size),
+        train_references=not args.no_train_references,
     )  # fmt: skip
 
 
@@ -108,6 +112,15 @@ def _closing_table(doc: dict, out: Path) -> None:
         f = doc["final"]
         console.print(f"chosen network trained {f['epochs']} epochs: test top-1 {f['top1']:.2%} "
                       f"at {f['measured_ms']:.3f} ms measured")  # fmt: skip
+    refs = doc.get("references") or []
+    if refs:
+        r = Table(title="the zoo's reference networks, same device, same recipe")
+        for col in ("reference", "table ms", "measured ms", "test top-1"):
+            r.add_column(col, justify="left" if col == "reference" else "right")
+        for ref in refs:
+            top1 = f"{ref['top1']:.2%}" if ref.get("top1") is not None else "not trained"
+            r.add_row(ref["label"], f"{ref['table_ms']:.3f}", f"{ref['measured_ms']:.3f}", top1)
+        console.print(r)
     plot = f", plot {doc['plot']}" if doc.get("plot") else ""
     console.print(f"results {out / 'results.json'}{plot}")
 
@@ -141,8 +154,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--finalists", type=pos, default=3, help="best candidates measured end to end")
     opt("--final-epochs", type=nonneg, default=30, help="epochs of the chosen network's training (0: skip)")
     opt("--final-batch-size", type=pos, default=128, help="batch size of the final training")
-    opt("--references", nargs="*", default=[], metavar="ZOO[@WIDTH]",
-        help="zoo networks measured for the plot, e.g. mobilenet_v3_small_cifar@0.5")
+    auto = "; ".join(f"{size}px: {' '.join(refs)}" for size, refs in AUTO_REFERENCES.items())
+    opt("--references", nargs="+", default=["auto"], metavar="auto|none|ZOO[@WIDTH]",
+        help="zoo networks put next to the search on its plot, latency predicted and measured like the finalists "
+        f"and trained like the chosen one (auto, the default, by the space's input size: {auto})")
+    opt("--no-train-references", action="store_true",
+        help="only measure the references' latency (no training; the plot shows them as latency lines)")
     opt("--seed", type=nonneg, default=0, help="seeds the search, the supernet and the final training")
     opt("--out", help="run folder (default runs/search-SPACE-DATA)")
     opt("--resume", action="store_true", help="continue the run in --out after an interruption")

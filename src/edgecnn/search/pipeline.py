@@ -18,8 +18,13 @@ on the user's own device:
 5. the chosen network trained with the standard recipe (:func:`edgecnn.train.fit`);
 6. a results document (``kind: "search"``), the Pareto front and a plot.
 
+Next to them, the zoo's reference networks of the setting
+(:mod:`~edgecnn.search.references`): latency by the same model and measured
+like the finalists, top-1 after the same final training.
+
 Everything written goes to ``out/``: ``latency_table.json``, ``supernet.pt``,
-``search_state.json``, ``final/last.pt``, ``results.json``, ``pareto.png``.
+``search_state.json``, ``final/last.pt``, ``references/<name>/last.pt``,
+``results.json``, ``pareto.png``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEs
 from edgecnn.search.evolution import SearchConfig, SearchResult, run_search
 from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
+from edgecnn.search.references import measure_references, reference_arch, to_rows, train_references
 from edgecnn.search.space import SearchSpace
 from edgecnn.search.supernet import Supernet, SupernetConfig, load_supernet, train_supernet
 from edgecnn.train import TrainConfig, fit
@@ -71,7 +77,8 @@ class SearchJob:
     finalists: int = 3  # best candidates measured end to end
     final_epochs: int = 0  # epochs of the final training of the chosen network (0: skip)
     final_config: TrainConfig | None = None  # the final recipe (default: TrainConfig(epochs=final_epochs))
-    references: tuple[str, ...] = ()  # zoo networks ("name" or "name@width") measured for the plot
+    references: tuple[str, ...] = ()  # zoo networks ("name" or "name@width") on the plot (search.references)
+    train_references: bool = True  # also train them with the final recipe when final_epochs > 0
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -80,16 +87,6 @@ class SearchJob:
             raise ValueError("finalists and threads must be positive, final_epochs >= 0")
         for ref in self.references:
             reference_arch(ref)
-
-
-def reference_arch(ref: str) -> str:
-    """The arch string of a reference ``zoo_name`` or ``zoo_name@width`` (ValueError naming a bad one)."""
-    name, _, width = ref.partition("@")
-    try:
-        w = float(width) if width else 1.0
-    except ValueError:
-        raise ValueError(f"reference {ref!r}: the width after '@' must be a number, e.g. {name}@0.5") from None
-    return zoo.arch_of(name, width=w)
 
 
 @dataclass(frozen=True)
@@ -153,20 +150,6 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
     return out
 
 
-def measure_references(job: SearchJob, data: DataSet, executor: Executor, model: LatencyModel) -> list[dict[str, Any]]:
-    """End-to-end latency of the zoo's reference networks (``name`` or ``name@width``), in the exclusive lane."""
-    out = []
-    size = job.space.input_size
-    for ref in job.references:
-        arch = reference_arch(ref)
-        net = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
-        with executor.exclusive():
-            m = measure(net, (1, data.in_chans, size, size), backend=job.backend, threads=job.threads,
-                        config=job.timing, label=ref, reference=model.table.reference())  # fmt: skip
-        out.append({"label": ref, "arch": arch, "measured_ms": m.stats.median_ms, "acc": None, "what": "untrained"})
-    return out
-
-
 def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: bool = False,
             progress: Progress | None = None, show_bars: bool = False) -> dict[str, Any]:  # fmt: skip
     """Run the search end to end and write ``out/results.json`` (returned as a dict)."""
@@ -202,7 +185,11 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     t = time.perf_counter()
     finalists = measure_finalists(job, result, data, executor, model)
     timings["finalists_s"] = time.perf_counter() - t
-    references = measure_references(job, data, executor, model)
+    if job.references:
+        prog.on_stage(f"measuring {len(job.references)} reference network(s) end to end")
+    references = measure_references(job.references, model, executor, input_size=size, num_classes=data.num_classes,
+                                    in_chans=data.in_chans, backend=job.backend, threads=job.threads,
+                                    timing=job.timing)  # fmt: skip
     final = None
     if job.final_epochs:
         prog.on_stage(f"training the chosen network for {job.final_epochs} epochs")
@@ -210,10 +197,16 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         final = train_final(job, finalists[0].arch, full, out / "final", resume=resume, progress=show_bars)
         timings["final_s"] = time.perf_counter() - t
         final["measured_ms"] = finalists[0].measured_ms
+        if job.train_references and references:
+            prog.on_stage(f"training {len(references)} reference network(s) with the same recipe")
+            t = time.perf_counter()
+            references = train_references(references, lambda arch, folder: train_final(
+                job, arch, full, folder, resume=resume, progress=show_bars), out / "references")  # fmt: skip
+            timings["references_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     table = {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries)}
     doc = results_document(job, result, finalists, final, supernet_info, timings, table)
-    doc["references"] = references
+    doc["references"] = to_rows(references)
     plot = plot_search({"kind": "search", **doc}, out / "pareto.png")
     doc["plot"] = None if plot is None else str(plot)
     return read_results(write_results(out, "search", doc))
