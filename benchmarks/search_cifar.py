@@ -12,7 +12,13 @@ What it measures (issue 11's benchmark), all on the machine it runs on:
    ``mobilenet_v3_small_cifar`` **width-scaled to the same measured latency**
    (the widest of ``--widths`` not slower than the searched one);
 4. both networks **trained with the same recipe** (:func:`edgecnn.train.fit`,
-   ``--epochs``) and their test top-1.
+   ``--epochs``) and their test top-1;
+5. the zoo's **reference points** of the setting (``--references``, default
+   ``auto``: ``mobilenet_v3_small_cifar`` at width 0.35, 0.5, 0.75, 1.0;
+   :mod:`edgecnn.search.references`): latency by the same table and measured
+   like the finalists, each trained with the same recipe (a width equal to the
+   matched baseline reuses its training). ``--references none`` skips them; in
+   the full run they add up to four more trainings.
 
 The target (``--target``, default: the measured latency of
 ``mobilenet_v3_small_cifar`` at width 0.75) is in ms with ``--threads`` threads,
@@ -61,6 +67,7 @@ from edgecnn.search.pipeline import (
     prepare_supernet,
     train_final,
 )
+from edgecnn.search.references import measure_references, resolve_references, to_rows, train_references
 from edgecnn.search.space import MBV3_32_SPACE
 from edgecnn.search.supernet import SupernetConfig
 from edgecnn.train import TrainConfig
@@ -120,7 +127,10 @@ def main() -> None:
     ap.add_argument("--out", help="run folder (default benchmarks/results/search_cifar[-quick]-run)")
     ap.add_argument("--resume", action="store_true", help="skip the stages a previous run finished")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--references", nargs="+", default=["auto"], metavar="auto|none|ZOO[@WIDTH]",
+                    help="zoo networks measured and trained with the same recipe (default auto)")
     args = ap.parse_args()
+    refs = resolve_references(args.references, 32)
     p = QUICK if args.quick else FULL
     torch.set_num_threads(args.train_threads)
     tag = "search_cifar-quick" if args.quick else "search_cifar"
@@ -197,6 +207,18 @@ def main() -> None:
                                                                     resume=True, progress=True), console)  # fmt: skip
         baseline = stages.run("train_baseline", lambda: train_final(job, base["arch"], full, out / "final-baseline",
                                                                     resume=True, progress=True), console)  # fmt: skip
+
+        def references() -> list[dict[str, Any]]:
+            points = measure_references(refs, model, ex, input_size=32, num_classes=10, in_chans=3,
+                                        backend=job.backend, threads=job.threads, timing=job.timing)  # fmt: skip
+
+            def recipe(arch: str, folder: Path) -> dict[str, Any]:  # the matched baseline is trained already
+                return baseline if arch == base["arch"] else train_final(job, arch, full, folder, resume=True,
+                                                                         progress=True)  # fmt: skip
+
+            return to_rows(train_references(points, recipe, out / "references"))
+
+        reference_rows = stages.run("references", references, console) if refs else []
     doc = {
         "quick": bool(args.quick),
         "note": ("QUICK MODE: 600 training images and tiny budgets; proves the pipeline runs, the numbers mean "
@@ -211,6 +233,7 @@ def main() -> None:
         "searched": {**chosen, "train": searched},
         "baseline": {"name": BASELINE, **base, "train": baseline, "widths": widths},
         "delta_top1_pp": 100 * (searched["top1"] - baseline["top1"]),
+        "references": reference_rows,
         "latency_table": {"entries": len(model.table.entries), "sources": dict(model.counts)},
         "wall_s_this_call": time.perf_counter() - t_start,
         "stage_seconds": stages.done.get("seconds", {}),  # as first run (a --resume keeps them)
@@ -223,6 +246,8 @@ def main() -> None:
         t.add_column(col)
     t.add_row(f"searched ({chosen['arch'][:60]}…)", f"{chosen['measured_ms']:.3f}", f"{searched['top1']:.2%}")
     t.add_row(f"{BASELINE} @{base['width']}", f"{base['median_ms']:.3f}", f"{baseline['top1']:.2%}")
+    for r in reference_rows:
+        t.add_row(f"reference {r['label']}", f"{r['measured_ms']:.3f}", f"{r['top1']:.2%}")
     console.print(t)
     ev, rd = searches["evolution"]["best"], searches["random"]["best"]
     console.print(f"evolution best score {ev['score']:.4f} vs random {rd['score']:.4f} at {p['budget']} candidates; "
