@@ -94,6 +94,7 @@ def plot_erf(erf: ERF | Row, *, title: str = "effective receptive field") -> Fig
         raise ValueError(f"can only draw 1D or 2D maps, got {data.ndim}D")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()  # room for the colour bar's tick labels
     return fig
 
 
@@ -372,6 +373,6 @@ def plot_search_run(doc: Row) -> Figure:
     ax.set_ylabel("top-1 (%): candidates validation estimate; trained: test")
     ax.set_title(f"search on {doc['space']['name']}: {doc['objective']['formula']}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
