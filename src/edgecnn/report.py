@@ -227,8 +227,9 @@ def _gradflow(doc: Doc, _run: Path | None) -> str:
     mode = "batch statistics (training mode)" if g.get("mode") == "train" else "running statistics (eval mode)"
     intro = (f"<p>Norm of ∂L/∂(layer output) for every conv and linear layer after one cross-entropy backward pass "
              f"on {g.get('batch', '?')} images{_weights(g)}, BN with {mode}. &quot;Without skips&quot; is a copy with the same "
-             f"weights and its {g.get('skips', 0)} skip connection(s) turned off: the identity term of a skip "
-             "(He et al. 2016) carries the gradient past each block unattenuated.</p>")  # fmt: skip
+             f"weights and its {g.get('skips', 0)} skip connection(s) turned off. A skip's identity term "
+             "(He et al. 2016) carries the gradient past its block; without it a plain stack loses the gradient "
+             "towards the input, or, with batch-statistics BN, can amplify it (Yang et al. 2019).</p>")  # fmt: skip
     table = _table(("run", "layers", "loss", "first layer", "last layer", "first / last"), rows, left=1)
     return "<h2>Gradient flow</h2>" + intro + table + _figures([(
         "Gradient norm per layer, input side first (log scale), with and without the skip connections.",
