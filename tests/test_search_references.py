@@ -1,4 +1,4 @@
-"""The zoo's reference points of a search: which networks, latency by the same table and measured, the plot and report."""
+"""The zoo's reference points of a search: which networks, latency by the table and measured, the plot, the report."""
 
 from __future__ import annotations
 

@@ -386,8 +386,8 @@ def to_markdown(d: DemoResult) -> str:
         lines.append(f"| {r.name} | `{r.block}` | {r.params:,} | {r.macs:,} | {r.ms:.3f} | {eff} |")
     if d.erf:
         e = d.erf
-        lines += ["", f"Effective receptive field of `{e['layer']}` (centre unit, {e['samples']} random inputs): 50% of "
-                  f"the mass within {e['radius50']:.1f} px, 95% within {e['radius95']:.1f} px."]  # fmt: skip
+        lines += ["", f"Effective receptive field of `{e['layer']}` (centre unit, {e['samples']} random inputs): "
+                  f"50% of the mass within {e['radius50']:.1f} px, 95% within {e['radius95']:.1f} px."]  # fmt: skip
     if d.gradflow:
         runs = d.gradflow["runs"]
         lines += ["", "Gradient flow (‖∂L/∂output‖, first layer / last layer): " + "; ".join(

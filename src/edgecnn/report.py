@@ -208,7 +208,8 @@ def _erf(doc: Doc, _run: Path | None) -> str:
     intro = (f"<p>Effective receptive field (Luo et al. 2016) of the central unit "
              f"{escape(str(tuple(e.get('output_index') or ())))} of <code>{escape(str(e.get('layer', '')))}</code>, "
              f"the last feature map before global pooling: |∂y/∂x| averaged over {e.get('samples', '?')} random "
-             f"{escape(shape)} inputs, normalised to sum 1{_weights(e)}. Half its mass lies within {e['radius50']:.1f} pixels of "
+             f"{escape(shape)} inputs, normalised to sum 1{_weights(e)}. Half its mass lies within "
+             f"{e['radius50']:.1f} pixels of "
              f"the centre, 95% within {e['radius95']:.1f}; the theoretical field is {escape(field)}{escape(gate)}.</p>")
     return "<h2>Effective receptive field</h2>" + intro + _figures([(
         "ERF map: how much each input pixel moves the central output; circles hold 50% and 95% of the mass.",
@@ -226,7 +227,8 @@ def _gradflow(doc: Doc, _run: Path | None) -> str:
             for label, r in runs.items()]  # fmt: skip
     mode = "batch statistics (training mode)" if g.get("mode") == "train" else "running statistics (eval mode)"
     intro = (f"<p>Norm of ∂L/∂(layer output) for every conv and linear layer after one cross-entropy backward pass "
-             f"on {g.get('batch', '?')} images{_weights(g)}, BN with {mode}. &quot;Without skips&quot; is a copy with the same "
+             f"on {g.get('batch', '?')} images{_weights(g)}, BN with {mode}. &quot;Without skips&quot; is a copy "
+             "with the same "
              f"weights and its {g.get('skips', 0)} skip connection(s) turned off. A skip's identity term "
              "(He et al. 2016) carries the gradient past its block; without it a plain stack loses the gradient "
              "towards the input, or, with batch-statistics BN, can amplify it (Yang et al. 2019).</p>")  # fmt: skip

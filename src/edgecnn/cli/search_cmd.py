@@ -11,8 +11,9 @@ Trains a weight-sharing supernet once, searches it (regularized evolution by
 default) with latencies from this device's lookup table, measures the best
 candidates end to end, trains the chosen one with the standard recipe, puts
 the zoo's networks of the setting next to it (latency predicted and measured
-the same way, trained with the same recipe) and writes ``DIR/results.json`` (``kind: "search"``) and ``DIR/pareto.png``. See
-:mod:`edgecnn.search.pipeline` and docs/search.md.
+the same way, trained with the same recipe) and writes ``DIR/results.json``
+(``kind: "search"``) and ``DIR/pareto.png``. See :mod:`edgecnn.search.pipeline`
+and docs/search.md.
 """
 
 from __future__ import annotations

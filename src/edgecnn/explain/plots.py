@@ -357,7 +357,8 @@ def plot_search_run(doc: Row) -> Figure:
         families.setdefault(str(r["label"]).partition("@")[0], []).append(r)
     for i, (family, members) in enumerate(families.items()):
         members = sorted(members, key=lambda r: float(r["measured_ms"]))
-        xs, ys = [float(r["measured_ms"]) for r in members], [100 * _ref_top1(r) for r in members]  # type: ignore[operator]
+        xs = [float(r["measured_ms"]) for r in members]
+        ys = [100 * float(r.get("top1", r.get("acc"))) for r in members]  # trained: top1 is set
         ax.plot(xs, ys, ":", marker="*", ms=11, c=f"C{2 + i}", zorder=3,
                 label=f"{family} (zoo, same training)")  # fmt: skip
         for r, x, y in zip(members, xs, ys):

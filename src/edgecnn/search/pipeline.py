@@ -37,7 +37,6 @@ from typing import Any
 
 import torch
 
-from edgecnn import zoo
 from edgecnn.build import build
 from edgecnn.data import DataSet
 from edgecnn.executor import Executor
