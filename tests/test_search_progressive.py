@@ -81,7 +81,7 @@ def test_three_by_three_kernel_is_the_transformed_centre_of_the_seven_by_seven()
         dw.weight.copy_(torch.randn(2, 1, 7, 7, generator=g))
         dw.matrices["7to5"].copy_(torch.randn(25, 25, generator=g))
         dw.matrices["5to3"].copy_(torch.randn(9, 9, generator=g))
-    w, m75, m53 = dw.weight.detach().double(), dw.matrices["7to5"].detach().double(), dw.matrices["5to3"].detach().double()
+    w, m75, m53 = (t.detach().double() for t in (dw.weight, dw.matrices["7to5"], dw.matrices["5to3"]))
     for c in range(2):
         k5 = [[sum(w[c, 0, 1 + p, 1 + q] * m75[p * 5 + q, i * 5 + j] for p in range(5) for q in range(5))
                for j in range(5)] for i in range(5)]  # fmt: skip
