@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -329,7 +330,7 @@ def main() -> None:
     console.print(t)
     ev, rd = searches["evolution"]["best"], searches["random"]["best"]
     tau_s = "undefined (an estimate ties every subnet)"
-    if tau["tau"] is not None:
+    if tau["tau"] is not None and not math.isnan(tau["tau"]):
         tau_s = f"{tau['tau']:.3f} (p {tau['p_value']:.2f})"
     proj = doc["projection"]
     console.print(f"evolution best score {ev['score']:.4f} vs random {rd['score']:.4f} at {p['budget']} candidates; "
