@@ -79,10 +79,11 @@ CIFAR = "/work/shared/data/cifar10-jpeg.tar.xz"
 RESULTS = Path(__file__).parent / "results"
 BASELINE = "mobilenet_v3_small_cifar"
 
-# sized from the rates a medium run measured (docs/search.md): about 2 CPU-hours in all on this 2-core machine
-FULL = dict(per_class=None, val_fraction=0.04, supernet_steps=600, batch_size=64, num_random=2, budget=100,
-            population=25, sample_size=5, batch=4, recal_batches=5, recal_batch_size=64, tau_n=8, train_steps=150,
-            epochs=4, final_steps=None, final_batch_size=128,
+# sized from the CPU rates a medium run measured (docs/search.md) to about 1.8 CPU-hours in all, final
+# trainings included, on this 2-core machine; --epochs trains the two final networks longer (more CPU)
+FULL = dict(per_class=None, val_fraction=0.04, supernet_steps=500, batch_size=64, num_random=2, budget=80,
+            population=20, sample_size=5, batch=4, recal_batches=5, recal_batch_size=64, tau_n=8, train_steps=100,
+            epochs=2, final_steps=None, final_batch_size=128,
             widths=(0.35, 0.5, 0.6, 0.75, 0.85, 1.0, 1.25))  # fmt: skip
 # the full preset's data, batch sizes, validation split and recalibration, with few steps: measures the rates
 MEDIUM = {**FULL, "supernet_steps": 12, "budget": 6, "population": 3, "sample_size": 2, "tau_n": 2,
@@ -162,30 +163,37 @@ class SavedEstimates:
 def projection(p: dict[str, Any], cpu: dict[str, float], train_images: int, setup_cpu: float) -> dict[str, Any]:
     """CPU rates per unit of work from this run's stages, and the CPU seconds the full preset takes at them.
 
-    The final trainings' rate is per image trained (their test evaluations included, so a run of few steps,
-    evaluating 10 000 test images once, overstates it); ``train_images`` is this run's training split.
+    * supernet: per step (same batch and schedule as the full preset's);
+    * search: per candidate, both algorithms together (the workers' data decoding and the latency table's new
+      entries included: both grow less than linearly, so the projection errs high);
+    * τ: every subnet costs one cheap estimate and one validation pass (each taken as a search candidate's
+      cost) plus its short-training steps, whose rate is what remains;
+    * final trainings: per image trained, their test evaluations included (a run of few steps evaluates
+      10 000 test images once and so overstates it); ``train_images`` is this run's training split.
     """
     full_images = 50_000  # CIFAR-10's training split (the final trainings use all of it)
     if p["final_steps"]:
         train_images = p["final_steps"] * p["final_batch_size"]  # per training, over all its steps
+    epochs = 1 if p["final_steps"] else p["epochs"]
+    candidate = (cpu["search_evolution"] + cpu["search_random"]) / (2 * p["budget"])
     rates = {
         "supernet_cpu_s_per_step": cpu["supernet"] / p["supernet_steps"],
-        "search_cpu_s_per_candidate": (cpu["search_evolution"] + cpu["search_random"]) / (2 * p["budget"]),
-        "tau_cpu_s_per_training_step": cpu["kendall_tau"] / (p["tau_n"] * p["train_steps"]),
+        "search_cpu_s_per_candidate": candidate,
+        "tau_cpu_s_per_training_step": max(0.0, cpu["kendall_tau"] - 2 * p["tau_n"] * candidate)
+        / (p["tau_n"] * p["train_steps"]),
         "final_cpu_s_per_1k_images": 1000 * (cpu["train_searched"] + cpu["train_baseline"])
-        / (2 * (1 if p["final_steps"] else p["epochs"]) * train_images),
-    }
-    fixed = setup_cpu + cpu["target"] + cpu["finalists"] + cpu["baseline_widths"] * len(FULL["widths"]) / len(
-        p["widths"]
-    )
+        / (2 * epochs * train_images),
+    }  # fmt: skip
+    widths = len(FULL["widths"]) / len(p["widths"])
     parts = {
-        "setup_and_latency": fixed,
+        "setup_and_latency": setup_cpu + cpu["target"] + cpu["finalists"] + cpu["baseline_widths"] * widths,
         "supernet": rates["supernet_cpu_s_per_step"] * FULL["supernet_steps"],
-        "search": rates["search_cpu_s_per_candidate"] * 2 * FULL["budget"],
-        "kendall_tau": rates["tau_cpu_s_per_training_step"] * FULL["tau_n"] * FULL["train_steps"],
+        "search": candidate * 2 * FULL["budget"],
+        "kendall_tau": FULL["tau_n"] * (2 * candidate + FULL["train_steps"] * rates["tau_cpu_s_per_training_step"]),
         "final_trainings": rates["final_cpu_s_per_1k_images"] * 2 * FULL["epochs"] * full_images / 1000,
     }
-    return {"rates": rates, "full_preset_cpu_s": parts, "full_preset_cpu_h": sum(parts.values()) / 3600}
+    return {"rates": rates, "full_preset_cpu_s": parts, "full_preset_cpu_h": sum(parts.values()) / 3600,
+            "full_preset_cpu_h_without_final_trainings": (sum(parts.values()) - parts["final_trainings"]) / 3600}
 
 
 def _summary(res: Any) -> dict[str, Any]:
@@ -205,6 +213,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the same as --preset quick")
     ap.add_argument("--supernet-schedule", choices=SCHEDULES, default="sandwich",
                     help="sandwich rule or OFA's progressive shrinking")  # fmt: skip
+    ap.add_argument("--epochs", type=int, help="epochs of both final trainings instead of the preset's (costs CPU)")
     ap.add_argument("--target", type=float, help=f"latency target in ms (default: {BASELINE}@0.75 measured)")
     ap.add_argument("--threads", type=int, default=1, help="threads latency is measured with")
     ap.add_argument("--workers", type=int, default=2, help="local worker processes scoring candidates")
@@ -215,7 +224,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     preset = "quick" if args.quick else args.preset
-    p = PRESETS[preset]
+    p = dict(PRESETS[preset])
+    if args.epochs:
+        p.update(epochs=args.epochs, final_steps=None)
     torch.set_num_threads(args.train_threads)
     tag = "search_cifar" if preset == "full" else f"search_cifar-{preset}"
     if args.supernet_schedule != "sandwich":
