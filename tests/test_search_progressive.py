@@ -135,17 +135,17 @@ def _digits():
 
 def test_tiny_progressive_run_extracts_exact_subnets_and_resumes(tmp_path, monkeypatch):
     data = _digits()
-    cfg = SupernetConfig(steps=12, batch_size=16, lr=0.05, warmup_steps=1, checkpoint_every=4, schedule="progressive")
+    cfg = SupernetConfig(steps=14, batch_size=16, lr=0.05, warmup_steps=1, checkpoint_every=4, schedule="progressive")
     torch.manual_seed(0)
     whole = Supernet(K7_SPACE, num_classes=10, in_chans=1, kernel_transform=True)
     res = train_supernet(whole, data, cfg, checkpoint=tmp_path / "a.pt")
-    assert res.steps == 12 and res.final_loss == res.final_loss
+    assert res.steps == 14 and res.final_loss == res.final_loss
     assert set(res.phase_seconds) == {p.name for p in PHASES}
     # the kernel transforms were trained (not the identity any more)
     dw = whole.stages[0][0].dw
     assert not torch.equal(dw.matrices["7to5"], torch.eye(25)) or not torch.equal(dw.matrices["5to3"], torch.eye(9))
     doc = load_supernet(tmp_path / "a.pt")[1]
-    assert doc["step"] == 12 and doc["teacher"] is not None and doc["config"]["schedule"] == "progressive"
+    assert doc["step"] == 14 and doc["teacher"] is not None and doc["config"]["schedule"] == "progressive"
 
     # a subnet taken from the trained supernet equals the same arch built and loaded with those weights
     whole.eval()
@@ -159,11 +159,13 @@ def test_tiny_progressive_run_extracts_exact_subnets_and_resumes(tmp_path, monke
             rebuilt.load_state_dict(alone.state_dict())
             torch.testing.assert_close(rebuilt.eval()(x), inside, rtol=0, atol=1e-5)
 
-    # a crash in the width-1 phase (after the sort): the resumed run ends where the uninterrupted one ended
+    # phases of 14 steps: full 0-3, kernel 3-6, depth-1 6-7, depth-2 7-10, width-1 10-11 (sorts), width-2 11-14;
+    # a crash at step 13 resumes from the step-12 checkpoint: sorted weights, the teacher and the optimiser of a
+    # phase under way come back, and the run ends where the uninterrupted one ended
     real = sn._progressive_step
 
     def crash(net, opt, c, span, teacher, x, y, step):
-        if step == 9:
+        if step == 13:
             raise KeyboardInterrupt
         return real(net, opt, c, span, teacher, x, y, step)
 
@@ -173,10 +175,10 @@ def test_tiny_progressive_run_extracts_exact_subnets_and_resumes(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         train_supernet(part, data, cfg, checkpoint=tmp_path / "b.pt")
     monkeypatch.setattr(sn, "_progressive_step", real)
-    assert load_supernet(tmp_path / "b.pt")[1]["step"] == 8
+    assert load_supernet(tmp_path / "b.pt")[1]["step"] == 12
     resumed = Supernet(K7_SPACE, num_classes=10, in_chans=1, kernel_transform=True)
     res = train_supernet(resumed, data, cfg, checkpoint=tmp_path / "b.pt", resume=True)
-    assert res.resumed_from == 8 and res.steps == 12
+    assert res.resumed_from == 12 and res.steps == 14
     for k, v in whole.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
 
