@@ -81,6 +81,7 @@ reshapes too, not only for the common "same index everywhere" case.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -122,8 +123,9 @@ class ChannelGraph:
         for key, labels in interp.extra:
             self.slots.union(self.uses[key][1], labels, f"{key[0]} is called more than once on different channels")
 
-    @property
+    @functools.cached_property
     def prunable(self) -> tuple[Group, ...]:
+        """The groups that can be pruned (planners read this several times per plan)."""
         return tuple(g for g in self.groups if g.prunable)
 
     def kept_indices(self, keep: Mapping[int, Sequence[int]]) -> dict[Key, list[int]]:
