@@ -122,10 +122,10 @@ class Slots:
     network input, constants, padding).
 
     :meth:`resolve` finds the connected components of the recorded unions
-    (min-label propagation with pointer jumping, on tensors: every slot ends
-    at the smallest slot of its component, its *root*) and gives each
-    blocked component the reason of the first block recorded on any of its
-    slots, in graph order.
+    (min-label propagation with pointer jumping on tensors; a union-find in
+    Python below :data:`SMALL`: every slot ends at the smallest slot of its
+    component, its *root*) and gives each blocked component the reason of
+    the first block recorded on any of its slots, in graph order.
     """
 
     def __init__(self) -> None:
