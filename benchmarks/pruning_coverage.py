@@ -10,8 +10,14 @@ fixed) and the row records, per tool:
   original's (lower = more of the network was reached);
 * ``exact`` — with the removed channels' producing parameters zeroed in the
   original (filters and biases that write them, BN γ and β), its output
-  equals the pruned model's (max abs diff < 1e-5; the rule is explained in
-  ``tests/test_compress_prune.py``). Torch-Pruning's removed indices are read
+  equals the pruned model's: max abs diff < 1e-5 · max(1, max |output|)
+  (the rule is explained in ``tests/test_compress_prune.py``). The bound is
+  relative once outputs exceed 1 because float32 rounding is: torchvision's
+  inception_v3 with random weights and random BN statistics has outputs of
+  ~2·10¹² (its activations grow ~10× per Inception block), where the two
+  forwards — same arithmetic, in another order and on fewer channels —
+  differ by ~10⁶, a relative 6·10⁻⁷ (an absolute 1e-5 failed both tools
+  there). Torch-Pruning's removed indices are read
   from its groups (``dep.handler`` = ``prune_out_channels``), mapped back to
   the original indices as groups are applied;
 * ``plan_s`` / ``plan_cpu_s`` — wall-clock / process CPU seconds (medians of
@@ -119,8 +125,9 @@ def _result(model: nn.Module, pruned: nn.Module, reference: nn.Module, x: torch.
         ref = reference(x)
     ok = tuple(y.shape) == tuple(y0.shape)
     diff = float((y - ref).abs().max()) if ok else float("inf")
-    return {"ok": ok, "kept": round(_channels(pruned) / _channels(model), 4), "exact": ok and diff < 1e-5,
-            "max_abs_diff": diff}  # fmt: skip
+    scale = max(1.0, float(ref.abs().max())) if ok else 1.0  # float32 rounding grows with the output's size
+    return {"ok": ok, "kept": round(_channels(pruned) / _channels(model), 4), "exact": ok and diff < 1e-5 * scale,
+            "max_abs_diff": diff, "output_max_abs": scale}  # fmt: skip
 
 
 def run_ours(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:

@@ -238,3 +238,21 @@ def test_bad_input_is_a_value_error() -> None:
         analyze(model, (5, 8, 8))
     with pytest.raises(ValueError, match="mode"):
         analyze(model, (3, 8, 8), mode="jit")
+
+
+def test_reductions_are_shaped_without_meta_kernels() -> None:
+    # mean/sum/amax over given dims get their shape from Python (meta `mean` is a slow decomposition);
+    # every other form is left to the meta run (None)
+    from edgecnn.analysis.handlers import reduced
+
+    x = torch.randn(2, 3, 4, 5)
+    meta = x.to("meta")
+    for op in ("mean", "sum", "amax"):
+        for args, kwargs in [(((2, 3),), {}), ((1, True), {}), ((), {"dim": (-1, -2), "keepdim": True}), ((-1,), {}),
+                             (([1, 2],), {})]:  # fmt: skip
+            y = reduced((meta, *args), kwargs)
+            ref = getattr(x, op)(*args, **kwargs)
+            assert y is not None and y.device.type == "meta" and (y.shape, y.dtype) == (ref.shape, ref.dtype)
+    for args, kwargs in [((), {}), ((1,), {"dtype": torch.float64}), (((1, 1),), {}), ((4,), {})]:
+        assert reduced((meta, *args), kwargs) is None
+    assert reduced((torch.zeros(2, 3, dtype=torch.long, device="meta"), 1), {}) is None

@@ -362,3 +362,19 @@ def test_grouped_conv_stays_a_valid_grouped_conv() -> None:
         assert (result.model(x) - zero_pruned_(copy.deepcopy(model), plan)(x)).abs().max().item() < 1e-5
     a = analyze(result.model, (3, 32, 32), receptive_fields=False)
     assert (a.params, a.macs) == (plan.params_after, plan.macs_after)
+
+
+@pytest.mark.parametrize("name", ["shuffle_chain", "grouped_conv", "se", "concat", "resnet20_cifar", "mobilenet_v3_small"])
+def test_small_and_vectorised_grouping_agree(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # small networks find components and groups in plain Python, large ones on tensors: the same groups
+    from edgecnn.compress import components
+
+    model = _model(name)
+    found = []
+    for small in (0, 10**9):
+        monkeypatch.setattr(components, "SMALL", small)
+        cg = channel_groups(model, (3, 32, 32))
+        found.append(([(g.members, [r.tolist() for r in g.rows], g.reason) for g in cg.groups], cg.splits,
+                      cg.group_of_root.tolist(), cg.roots.tolist()))  # fmt: skip
+    assert found[0] == found[1]
+    assert any(g.prunable for g in cg.groups) and (name != "resnet20_cifar" or not all(g.prunable for g in cg.groups))

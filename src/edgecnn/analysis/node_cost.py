@@ -57,6 +57,11 @@ def _numel(t: Any) -> int:
     return t.numel() if isinstance(t, torch.Tensor) else 0
 
 
+def _reduce(node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    y = H.reduced(args, kwargs)
+    return y if y is not None else run_on_meta(node, None, args, kwargs)
+
+
 def cost_node(
     node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, H.Cost, str]:
@@ -71,13 +76,13 @@ def cost_node(
             kind = "data" if target in (operator.getitem, getattr) else "copy"
             return run_on_meta(node, None, args, kwargs), H.Cost(kind), ""
         if handler is None and target in H.REDUCE_FUNCTIONS:
-            return run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
+            return _reduce(node, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
     else:
         handler = H.METHOD_HANDLERS.get(target)  # type: ignore[arg-type]
         if handler is None and target in H.DATA_METHODS:
             return run_on_meta(node, None, args, kwargs), H.Cost("data"), ""
         if handler is None and target in H.REDUCE_METHODS:
-            return run_on_meta(node, None, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
+            return _reduce(node, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
     if handler is not None:
         try:
             value, cost = handler(H.Call(module, args, kwargs))

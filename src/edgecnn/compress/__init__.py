@@ -26,12 +26,16 @@ The package will own, one file each:
   lowrank|separable`` run and loading its result in
   :mod:`~edgecnn.compress.by_layer`. *Here* (import from the modules).
 - :mod:`~edgecnn.compress.groups` — coupled channel groups of any traced
-  network (:func:`channel_groups`). *Here.*
+  network (:func:`channel_groups`); the label run in
+  :mod:`~edgecnn.compress.labels`, union-find and grouping in
+  :mod:`~edgecnn.compress.components`. *Here.*
 - :mod:`~edgecnn.compress.importance` — channel scores: L1/L2 of
   BN-folded filters, BN |γ|, Taylor, random (:func:`importance`). *Here.*
 - :mod:`~edgecnn.compress.prune` — structured channel pruning over the
   groups, to a channel / MACs / params target, in arch space for EdgeNets
-  (:func:`plan_prune`, :func:`prune`, :func:`zero_pruned_`). *Here.*
+  (:func:`plan_prune`, :func:`prune`, :func:`zero_pruned_`); allocation and
+  exact costs in :mod:`~edgecnn.compress.prune_alloc`, arch-space writing in
+  :mod:`~edgecnn.compress.prune_arch`. *Here.*
 - :mod:`~edgecnn.compress.netadapt` — NetAdapt (Yang et al. 2018): budgeted,
   group-by-group pruning with BN recalibration and short fine-tunes on the
   executor, resumable (:func:`netadapt`); budgets in

@@ -10,43 +10,28 @@ channels each group keeps and which — for a target of
 * ``macs=N`` / ``params=N``: at most N MACs / parameters at the input size,
 * ``widths={group: count or channel list}``: exactly these,
 
-with ``allocation="uniform"`` (every group keeps the same fraction, found by
-bisection for a cost target) or ``"global"`` (channels ranked across groups
-by their score divided by the group's mean score — Torch-Pruning's
-``global_pruning`` with mean normalisation — removed one rounding step at a
-time, cheapest first, until the target holds). Kept widths are multiples of
-``round_to`` (default 8, the mobile grid; 1 for none) or the full width, and
-never zero. The plan lists every group changed (width before/after, kept
-channels) and every group left alone with the reason, and the params and
-MACs before and after — computed exactly from the kept counts, so they equal
-:func:`edgecnn.analysis.analyze` of the result (MACs of a conv / linear are
-its weight count times its output positions, both known per layer).
+with ``allocation="uniform"`` or ``"global"`` (how the channels are
+shared out: :mod:`edgecnn.compress.prune_alloc`). Kept widths are multiples
+of ``round_to`` (default 8, the mobile grid; 1 for none) or the full width,
+and never zero. The plan lists every group changed (width before/after,
+kept channels) and every group left alone with the reason, and the params
+and MACs before and after — computed exactly from the kept counts, so they
+equal :func:`edgecnn.analysis.analyze` of the result.
 
 :func:`prune` applies a plan and returns a :class:`Pruned` — a **new**
 model (the input is untouched) and the kept indices of every pruned
 dimension. For an :class:`~edgecnn.build.EdgeNet` the result is written in
-arch space: a residual run's ``c`` and each block's ``m`` change in the
-arch string (``m`` is then written explicitly, SE squeeze widths follow the
-MobileNetV3 rule from the new widths), weights are transferred and
-``build(pruned.arch)`` loads the pruned state dict strictly — pruned EdgeNets
-are costed, latency-predicted, saved and loaded like any other. Groups the
-arch format cannot write (channels tied across blocks of different widths
-by a zero-padding shortcut, grouped convs) are skipped with that reason. Two
-arch rules are kept by nudging a width by one channel off the grid: an
-inverted residual whose new inner width equals its new input width would
-lose its expand conv in the builder, and a ResNet block with a projection
-shortcut whose input and output widths become equal would get an identity
-one; an inverted residual whose widths become equal without a skip before
-gets ``noskip``. :func:`edgecnn.compress.prune_inner.prune_inner` remains the
+arch space (:mod:`edgecnn.compress.prune_arch`): a residual run's ``c`` and
+each block's ``m`` change in the arch string, weights are transferred and
+``build(pruned.arch)`` loads the pruned state dict strictly — pruned
+EdgeNets are costed, latency-predicted, saved and loaded like any other.
+:func:`edgecnn.compress.prune_inner.prune_inner` remains the
 inner-width-only planner; its weight transfer is :func:`apply_kept` here.
 """
 
 from __future__ import annotations
 
 import copy
-import heapq
-import math
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,12 +39,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgecnn.arch import ArchSpec, BlockSpec
-from edgecnn.blocks import se_width
 from edgecnn.build import EdgeNet, build
-from edgecnn.compress.groups import ChannelGraph, Group, channel_groups
+from edgecnn.compress.groups import ChannelGraph, channel_groups
 from edgecnn.compress.importance import Criterion, importance
-from edgecnn.plan import LayerPlan, resolve
+from edgecnn.compress.prune_alloc import Costs, global_ranking, split_ties, uniform
+from edgecnn.compress.prune_arch import ArchSpace, in_arch_space
 
 __all__ = ["GroupPrune", "GroupSkip", "PrunePlan", "Pruned", "apply_kept", "plan_prune", "prune", "zero_pruned_"]
 
@@ -140,261 +124,7 @@ class Pruned:
     plan: PrunePlan
 
 
-# ---------------------------------------------------------------- costs
-
-
-class _Costs:
-    """Exact params and MACs of the model for any kept counts per group (no model built)."""
-
-    def __init__(self, model: nn.Module, graph: ChannelGraph) -> None:
-        a = graph.trace.analysis
-        self.params, self.macs = a.params, a.macs
-        self.width = {g.index: g.width for g in graph.groups}
-        # (module, param) -> {dim: [(group, indices per channel)]}
-        self.dims: dict[tuple[str, str], dict[int, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
-        for g in graph.prunable:
-            for m, member in enumerate(g.members):
-                self.dims[(member.module, member.param)][member.dim].append((g.index, int(g.rows[m].shape[1])))
-        self.shape: dict[tuple[str, str], tuple[int, ...]] = {}
-        self.counted: set[tuple[str, str]] = set()
-        for key in self.dims:
-            t = getattr(model.get_submodule(key[0]), key[1])
-            self.shape[key] = tuple(t.shape)
-            if isinstance(t, nn.Parameter):
-                self.counted.add(key)
-        self.layer_macs: dict[str, int] = defaultdict(int)
-        for r in a.layers:
-            if r.kind in ("conv", "conv_transpose", "linear") and (r.target, "weight") in self.dims:
-                self.layer_macs[r.target] += r.macs
-
-    def numel(self, key: tuple[str, str], counts: Mapping[int, int]) -> int:
-        shape = list(self.shape[key])
-        for dim, users in self.dims[key].items():
-            shape[dim] -= sum(per * (self.width[g] - counts.get(g, self.width[g])) for g, per in users)
-        return math.prod(shape)
-
-    def __call__(self, counts: Mapping[int, int]) -> tuple[int, int]:
-        params, macs = self.params, self.macs
-        for key in self.counted:
-            params -= math.prod(self.shape[key]) - self.numel(key, counts)
-        for module, m in self.layer_macs.items():
-            key = (module, "weight")
-            full = math.prod(self.shape[key])
-            macs -= m - m // full * self.numel(key, counts)
-        return params, macs
-
-
-# ---------------------------------------------------------------- EdgeNet arch space
-
-
-def _field(p: LayerPlan, sub: str) -> str | None:
-    """Which arch width an output filter at ``blocks.<pos>.<sub>`` sets: "c", "m", "m2", "sq" or None (tied)."""
-    kind = p.spec.kind
-    if sub.endswith("se.fc1"):
-        return "sq"
-    if sub.endswith("se.fc2") or sub.startswith("dw."):
-        return None  # tied to the channels it gates / reads
-    if kind == "ir":
-        return "m" if sub.startswith("expand") else "c"
-    if kind in ("basic", "bottleneck"):
-        if sub.startswith("body.0"):
-            return "m"
-        if kind == "bottleneck" and sub.startswith("body.1"):
-            return "m2"
-    return "c"
-
-
-class _ArchSpace:
-    """Maps the groups of an EdgeNet onto arch widths; derived widths and the builder's rules."""
-
-    def __init__(self, model: EdgeNet, graph: ChannelGraph) -> None:
-        self.model = model
-        self.plans = resolve(model.arch, num_classes=model.num_classes, in_chans=model.in_chans)
-        self.role: dict[int, tuple[str, tuple[int, ...]]] = {}  # group -> (field, positions)
-        self.reason: dict[int, str] = {}
-        for g in graph.prunable:
-            fields: set[tuple[int, str]] = set()
-            for member in g.producers():
-                head, _, sub = member.module.partition(".")
-                pos_str, _, sub = sub.partition(".")
-                if head != "blocks" or not pos_str.isdigit():
-                    fields.add((-1, "?"))
-                    continue
-                f = _field(self.plans[int(pos_str)], sub)
-                if f is not None:
-                    fields.add((int(pos_str), f))
-            kinds = {f for _, f in fields}
-            positions = tuple(sorted(p for p, _ in fields))
-            if len(kinds) == 1 and "?" not in kinds and positions:
-                (f,) = kinds
-                widths = {self._width(self.plans[p], f) for p in positions}
-                if (f != "c" and len(positions) == 1) or (f == "c" and widths == {g.width}):
-                    self.role[g.index] = (f, positions)
-                    continue
-            self.reason[g.index] = ("the arch format cannot write it: its channels are tied across blocks "
-                                    f"{sorted(set(positions))} of different widths (zero-padding shortcut?)")  # fmt: skip
-        self.by_field = {(f, p): g for g, (f, ps) in self.role.items() for p in ps}
-
-    @staticmethod
-    def _width(p: LayerPlan, f: str) -> int:
-        return {"c": p.cout, "m": p.mid, "m2": p.mid, "sq": p.squeeze}[f] or 0
-
-    def free(self, g: int) -> bool:
-        return g in self.role and self.role[g][0] in ("c", "m")
-
-    def widths(self, counts: Mapping[int, int]) -> list[tuple[int, int, int | None, bool]]:
-        """(cin, cout, mid, noskip) per position for the kept counts of the free groups."""
-        out = []
-        cin = self.model.in_chans
-        for p in self.plans:
-            g = self.by_field.get(("c", p.position))
-            if p.spec.kind in ("maxpool", "avgpool", "gap", "dropout"):
-                cout = cin
-            else:
-                cout = p.cout if g is None else counts.get(g, p.cout)
-            mid = p.mid
-            if p.spec.kind == "ir" and p.mid == p.cin:
-                mid = cin  # no expand conv: the inner channels are the input channels
-            elif (gm := self.by_field.get(("m", p.position))) is not None:
-                mid = counts.get(gm, p.mid)
-            had_skip = p.spec.kind == "ir" and p.spec.skip != "none" and (p.spec.s or 1) == 1 and p.cin == p.cout
-            noskip = p.spec.kind == "ir" and not had_skip and (p.spec.s or 1) == 1 and cin == cout
-            out.append((cin, cout, mid, noskip))
-            cin = cout
-        return out
-
-    def fix(self, counts: dict[int, int], step: int) -> dict[int, int]:
-        """Counts with the derived groups filled in and the builder's rules kept (see the module docstring)."""
-        counts = dict(counts)
-        for _ in range(64):
-            widths = self.widths(counts)
-            bumped = False
-            for p, (cin, cout, mid, _) in zip(self.plans, widths):
-                g = None
-                if p.spec.kind == "ir" and p.mid != p.cin and mid == cin:
-                    g = self.by_field[("m", p.position)]
-                elif (p.spec.kind in ("basic", "bottleneck") and p.spec.skip in (None, "auto")
-                      and (p.cin != p.cout or (p.spec.s or 1) > 1) and (p.spec.s or 1) == 1 and cin == cout):
-                    g = self.by_field.get(("c", p.position))  # fmt: skip
-                if g is not None:
-                    width = self._width(p, self.role[g][0])
-                    counts[g] = counts.get(g, width) + 1 if counts.get(g, width) < width else width - 1
-                    bumped = True
-                    break
-            if not bumped:
-                break
-        widths = self.widths(counts)
-        for g, (f, (pos, *_)) in self.role.items():
-            p = self.plans[pos]
-            cin, cout, mid, _ = widths[pos]
-            if f == "m2":
-                counts[g] = mid  # type: ignore[assignment]
-            elif f == "sq":
-                base = mid if p.spec.kind == "ir" else (cin if p.spec.kind == "ds" else cout)
-                counts[g] = se_width(base, p.spec.se or 0.0)  # type: ignore[arg-type]
-        return counts
-
-    def arch(self, counts: Mapping[int, int]) -> str:
-        widths = self.widths(counts)
-        out: list[BlockSpec] = []
-        for p, (cin, cout, mid, noskip) in zip(self.plans, widths):
-            b = p.spec
-            changes: dict[str, Any] = {}
-            if b.c is not None and not p.classifier and cout != p.cout:
-                changes["c"] = cout
-            if b.kind == "conv" and (b.g or 1) > 1 and b.g == p.cin:
-                changes["g"] = cin  # a depthwise conv block follows its input width
-            if b.kind in ("ir", "basic", "bottleneck") and (mid != p.mid or cin != p.cin or "c" in changes):
-                changes["m"] = mid
-            if noskip:
-                changes["skip"] = "none"
-            out.append(b.with_(**changes) if changes else b)
-        return ArchSpec(tuple(_collapse(out, self.model.spec))).format()
-
-
-def _collapse(blocks: list[BlockSpec], original: ArchSpec) -> list[BlockSpec]:
-    """Write repeats back as ``r`` where a repeated block kept one spec."""
-    out: list[BlockSpec] = []
-    i = 0
-    for b in original.blocks:
-        n = b.r or 1
-        reps = blocks[i : i + n]
-        i += n
-        first = reps[0]
-        same = all(r == first.with_(s=1) for r in reps[1:]) and (n == 1 or first.r is not None)
-        out.extend([first.with_(r=n)] if same and n > 1 else reps)
-    return out
-
-
 # ---------------------------------------------------------------- planning
-
-
-def _allowed(width: int, step: int) -> list[int]:
-    """Kept widths a group may take, descending: the full width, then multiples of ``step`` below it."""
-    top = (width - 1) // step * step
-    return [width, *range(top, 0, -step)] if width > step else [width]
-
-
-def _nearest(allowed: Sequence[int], fraction: float) -> int:
-    target = fraction * allowed[0]
-    return min(allowed, key=lambda k: (abs(k - target), k))
-
-
-def _split_ties(cg: ChannelGraph, reasons: dict[int, str], step: int, exact: bool
-                ) -> tuple[dict[int, list[int]], dict[int, int]]:  # fmt: skip
-    """Kept counts each group may take (descending, the full width first) and the groups that follow a leader.
-
-    A split into equal pieces (``chunk(2)`` of ShuffleNetV2) stays valid only
-    if every piece keeps the same count. The groups it ties (connected through
-    the splits: a *cluster*) keep the same fraction ``n / d`` of their widths
-    (``d`` = the gcd of the widths), which keeps every piece's count equal
-    because the full widths do; the first group leads, the others follow
-    (``reasons`` gets why). A cluster whose pieces hold different numbers of
-    channels that cannot be pruned is left alone. ``exact``: counts need not
-    be on the grid ``step`` (explicit widths).
-    """
-    width = {g.index: g.width for g in cg.groups}
-    cand = {g.index for g in cg.prunable if g.index not in reasons}
-    parent = {g: g for g in cand}
-
-    def find(g: int) -> int:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
-    stuck: dict[int, str] = {}
-    for sp in cg.splits:
-        inside = [g for piece in sp.pieces for g, _ in piece if g in cand]
-        for g in inside[1:]:
-            parent[find(g)] = find(inside[0])
-        fixed = [f + sum(n * width[g] for g, n in piece if g not in cand) for f, piece in zip(sp.fixed, sp.pieces)]
-        if len(set(fixed)) > 1:
-            for g in inside:
-                stuck.setdefault(g, f"{sp.where}: the pieces of this channel split hold {fixed} channels that cannot "
-                                    "be pruned, so no piece can shrink")  # fmt: skip
-    tied = {g for sp in cg.splits for piece in sp.pieces for g, _ in piece if g in cand}
-    clusters: dict[int, list[int]] = defaultdict(list)
-    for g in sorted(tied):
-        clusters[find(g)].append(g)
-    allowed = {g: _allowed(width[g], 1 if exact else step) for g in cand}
-    followers: dict[int, int] = {}
-    for members in clusters.values():
-        lead, *rest = members
-        why = next((stuck[g] for g in members if g in stuck), None)
-        if why is not None:
-            for g in members:
-                reasons[g] = why
-            continue
-        d = math.gcd(*(width[g] for g in members))
-        ok = [n for n in range(d - 1, 0, -1) if exact or all(width[g] * n // d % step == 0 for g in members)]
-        allowed[lead] = [width[lead], *(width[lead] * n // d for n in ok)]
-        where = next(sp.where for sp in cg.splits if any(g == lead for piece in sp.pieces for g, _ in piece))
-        for g in rest:
-            followers[g] = lead
-            reasons[g] = (f"its width follows group {lead}'s: tied by the channel split at {where} (every piece "
-                          "keeps the same count)")  # fmt: skip
-    return allowed, followers
 
 
 def _targets(keep: float | None, macs: int | None, params: int | None, widths: Mapping[int, Any] | None) -> str:
@@ -445,8 +175,8 @@ def plan_prune(
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
     cg = graph if graph is not None else channel_groups(model, input_size, inputs=inputs, round_to=round_to)
-    costs = _Costs(model, cg)
-    arch = _ArchSpace(model, cg) if _in_arch_space(model, arch_space, cg) else None
+    costs = Costs(model, cg)
+    arch = ArchSpace(model, cg) if in_arch_space(model, arch_space, cg) else None
     reasons: dict[int, str] = {g.index: g.reason for g in cg.groups if g.reason is not None}
     if arch is not None:
         for g in cg.prunable:
@@ -454,7 +184,7 @@ def plan_prune(
                 reasons[g.index] = arch.reason[g.index]
             elif not arch.free(g.index):
                 reasons[g.index] = f"its width follows another group's ({arch.role[g.index][0]} of the arch)"
-    allowed, followers = _split_ties(cg, reasons, round_to, widths is not None)
+    allowed, followers = split_ties(cg, reasons, round_to, widths is not None)
     free = [g for g in cg.prunable if g.index not in reasons and len(allowed[g.index]) > 1]
     for g in cg.prunable:
         if g.index not in reasons and g not in free:
@@ -497,9 +227,9 @@ def plan_prune(
                                  f"fraction; it may keep {sorted(allowed[gi])} channels, not {counts[gi]}")  # fmt: skip
         counts = complete(counts)
     elif allocation == "uniform":
-        counts = _uniform(free, allowed, keep, macs, params, costs, complete)
+        counts = uniform(free, allowed, keep, macs, params, costs, complete)
     else:
-        counts = _global(free, scores, allowed, followers, width, keep, macs, params, costs, complete)
+        counts = global_ranking(free, scores, allowed, followers, width, keep, macs, params, costs, complete)
 
     entries, skipped = [], []
     for g in cg.groups:
@@ -520,118 +250,6 @@ def plan_prune(
     return PrunePlan(tuple(entries), tuple(skipped), rule, name, allocation, round_to, shape, costs.params, p_after,
                      costs.macs, m_after, model.arch if arch else None, arch.arch(counts) if arch else None,
                      tuple(g.index for g in free), cg)  # fmt: skip
-
-
-def _in_arch_space(model: nn.Module, wanted: bool | None, cg: ChannelGraph) -> bool:
-    """Whether ``model`` is pruned in arch space: an EdgeNet as the builder made it (not BN-folded or edited).
-
-    Checked without building anything: every block's params and MACs, as the
-    trace measured them (``cg``'s analysis), equal what its arch implies
-    (:func:`edgecnn.analysis.cost_from_spec`) — folding a BN into its conv,
-    or any edit of a layer's shape, changes some block's count. (A model that
-    still slipped through would fail :func:`prune`'s strict state-dict load
-    with a ValueError, never silently.)
-    """
-    if wanted is False:
-        return False
-    same = isinstance(model, EdgeNet) and _matches_arch(model, cg)
-    if wanted and not same:
-        raise ValueError("arch_space=True needs an EdgeNet as the builder made it (not BN-folded or edited); "
-                         "pass arch_space=None to prune it as a plain module")  # fmt: skip
-    return same
-
-
-def _matches_arch(model: EdgeNet, cg: ChannelGraph) -> bool:
-    from edgecnn.analysis import cost_from_spec  # compress reads analysis, never the reverse
-
-    shape = tuple(cg.inputs[0].shape[1:]) if len(cg.inputs) == 1 else ()
-    if len(shape) != 3 or shape[0] != model.in_chans:
-        return False
-    spec = cost_from_spec(model.arch, (shape[1], shape[2]), num_classes=model.num_classes, in_chans=model.in_chans)
-    got: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in cg.trace.analysis.layers:
-        head, _, rest = r.name.partition(".")
-        pos = rest.partition(".")[0].partition("#")[0]
-        block = f"{head}.{pos}" if head == "blocks" and pos.isdigit() else r.name
-        got[block][0] += r.params
-        got[block][1] += r.macs
-    if cg.trace.analysis.unused_params:
-        return False
-    return dict(got) == {c.name: [c.params, c.macs] for c in spec.layers}
-
-
-def _over(costs: _Costs, counts: dict[int, int], macs: int | None, params: int | None) -> bool:
-    p, m = costs(counts)
-    return (macs is not None and m > macs) or (params is not None and p > params)
-
-
-def _uniform(free: list[Group], allowed: Mapping[int, Sequence[int]], keep: float | None, macs: int | None,
-             params: int | None, costs: _Costs, complete: Callable[[dict[int, int]], dict[int, int]]
-             ) -> dict[int, int]:  # fmt: skip
-    def at(f: float) -> dict[int, int]:
-        return complete({g.index: _nearest(allowed[g.index], f) for g in free})
-
-    if keep is not None:
-        return at(keep)
-    if not _over(costs, at(1.0), macs, params):
-        return at(1.0)
-    if _over(costs, at(0.0), macs, params):
-        p, m = costs(at(0.0))
-        raise ValueError(f"the target cannot be met by pruning channels: the narrowest network (every group at "
-                         f"its smallest width) has {p:,} params and {m:,} MACs")  # fmt: skip
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if _over(costs, at(mid), macs, params) else (mid, hi)
-    return at(lo)
-
-
-def _global(free: list[Group], scores: Mapping[int, torch.Tensor], allowed: Mapping[int, Sequence[int]],
-            followers: Mapping[int, int], width: Mapping[int, int], keep: float | None, macs: int | None,
-            params: int | None, costs: _Costs, complete: Callable[[dict[int, int]], dict[int, int]]
-            ) -> dict[int, int]:  # fmt: skip
-    counts = {g.index: g.width for g in free}
-    team = {g.index: [g.index, *(f for f, lead in followers.items() if lead == g.index)] for g in free}
-    ranked: dict[int, list[float]] = {}
-    for gi in (h for t in team.values() for h in t):
-        s = scores[gi].double()
-        mean = float(s.mean())
-        ranked[gi] = sorted((s / mean if mean > 0 else torch.ones_like(s)).tolist())
-    total = sum(width[h] for t in team.values() for h in t)
-
-    def kept(c: Mapping[int, int]) -> int:
-        return sum(width[h] * c[gi] // width[gi] for gi, t in team.items() for h in t)
-
-    def chunk(gi: int) -> tuple[float, int, int] | None:
-        k = counts[gi]
-        lower = [a for a in allowed[gi] if a < k]
-        if not lower:
-            return None
-        nxt = lower[0]
-        removed = [v for h in team[gi]
-                   for v in ranked[h][width[h] - width[h] * k // width[gi] : width[h] - width[h] * nxt // width[gi]]]
-        return (sum(removed) / len(removed), gi, nxt)
-
-    heap = [c for gi in counts if (c := chunk(gi)) is not None]
-    heapq.heapify(heap)
-
-    def done() -> bool:
-        if keep is not None:
-            return kept(counts) <= keep * total
-        return not _over(costs, complete(counts), macs, params)
-
-    while not done():
-        if not heap:
-            if keep is not None:
-                break
-            p, m = costs(complete(counts))
-            raise ValueError(f"the target cannot be met by pruning channels: the narrowest network has {p:,} "
-                             f"params and {m:,} MACs")  # fmt: skip
-        _, gi, nxt = heapq.heappop(heap)
-        counts[gi] = nxt
-        if (c := chunk(gi)) is not None:
-            heapq.heappush(heap, c)
-    return complete(counts)
 
 
 # ---------------------------------------------------------------- applying
@@ -745,4 +363,3 @@ def zero_pruned_(model: nn.Module, plan: PrunePlan) -> nn.Module:
                 idx = g.rows[m][removed].flatten()
                 t.index_fill_(member.dim, idx[idx >= 0].to(t.device), 0.0)
     return model
-

@@ -68,7 +68,8 @@ from edgecnn.arch import ArchSpec, BlockSpec
 from edgecnn.blocks import se_width
 from edgecnn.build import EdgeNet, build
 from edgecnn.compress.groups import channel_groups
-from edgecnn.compress.prune import _ArchSpace, apply_kept
+from edgecnn.compress.prune import apply_kept
+from edgecnn.compress.prune_arch import ArchSpace
 from edgecnn.kinds import BLOCK_KINDS, InnerChannels
 from edgecnn.plan import LayerPlan, output_stride, resolve
 
@@ -250,7 +251,7 @@ def prune_inner(model: EdgeNet, keep: Keep | InnerPrunePlan, *, bn_scale: bool =
     new = build(plan.arch, num_classes=model.num_classes, in_chans=model.in_chans)
     size = 2 * output_stride(_plans(model))
     cg = channel_groups(model, (model.in_chans, size, size))
-    where = _ArchSpace(model, cg).by_field
+    where = ArchSpace(model, cg).by_field
     chosen: dict[int, tuple[int, ...]] = {}  # channel group -> kept channels (the weight slicing of prune)
     for e in plan.blocks:
         chosen[where[("m", e.position)]] = e.kept
