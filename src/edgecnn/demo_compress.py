@@ -56,12 +56,13 @@ class CompressSettings:
     """The demo's NetAdapt schedule: few iterations and short fine-tunes, so the whole demo stays within minutes."""
 
     budget: float = 0.5  # the result's latency bound as a share of the baseline's (by the meter)
-    initial_step: float = 0.12  # first NetAdapt step, share of the baseline's latency (about 5 iterations to 50%)
+    initial_step: float = 0.06  # first NetAdapt step, share of the baseline's latency: about one block's share
     decay: float = 0.98  # step decay per iteration
     short_steps: int = 20  # short fine-tune steps of each of the top_k proposals
     top_k: int = 2  # proposals fine-tuned per iteration
-    long_epochs: float = 2.0  # fine-tune epochs of the result
+    long_epochs: float = 6.0  # fine-tune epochs of the result (digits: 20 steps an epoch)
     round_to: int = 4  # kept widths are multiples of this
+    drop_blocks: bool = True  # NetAdapt may also remove whole identity-residual blocks (edgecnn.compress.drop_block)
     int8: bool = True  # quantise the result to int8 through ONNX Runtime (when installed)
     calibration_images: int = 200  # training images that calibrate the int8 activation ranges
 
@@ -128,7 +129,7 @@ def compress_stages(
     budget = Budget("latency", settings.budget, True, f"{settings.budget:.0%}latency")
     cfg = NetAdaptConfig(initial_step=settings.initial_step, decay=settings.decay, short_steps=settings.short_steps,
                          top_k=settings.top_k, long_epochs=settings.long_epochs, round_to=settings.round_to,
-                         train=replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
+                         drop_blocks=settings.drop_blocks, train=replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
 
     with log.stage("netadapt", f"NetAdapt to {settings.budget:.0%} of the baseline's latency") as info:
         with _bar(console) as bar:
