@@ -84,3 +84,47 @@ def test_hooks_mode_is_stated_in_one_line(capsys: pytest.CaptureFixture[str]) ->
     lines = [line for line in capsys.readouterr().out.splitlines() if "fallback" in line]
     assert lines == ["Forward-hooks fallback (mode 'hooks' asked for): no receptive fields; functional ops' other ops "
                      "and shapes not counted."]  # fmt: skip
+
+
+def test_out_writes_a_run_with_erf_and_gradient_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from edgecnn.analysis.dynamics import erf_section
+
+    arch = "conv_c8_relu ir_m16_c8_relu ir_m16_c8_relu gap fc"
+    out = tmp_path / "run"
+    argv = ["analyze", arch, "--input", "3x12x12", "--num-classes", "4", "--out", str(out), "--seed", "3", "-q"]
+    assert main(argv) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["kind"] == "analyze" and doc["schema"] == "edgecnn.analysis/2" and doc["totals"]["macs"] > 0
+    # the ERF of the network initialised from --seed, measured on its trunk (the two ir blocks end at blocks.2)
+    torch.manual_seed(3)
+    net = build(arch, num_classes=4)
+    ref = erf_section(net, (3, 12, 12), samples=16, batch=8, seed=3)
+    assert doc["erf"]["map"] == ref["map"] and doc["erf"]["layer"] == "blocks.2" and doc["erf"]["rf_size"] == [7, 7]
+    assert doc["erf"]["weights"] == "freshly initialised weights (seed 3)"
+    flow = doc["gradflow"]
+    assert flow["skips"] == 2 and set(flow["runs"]) == {"with skips", "without skips"} and flow["batch"] == 8
+    html = (out / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == 2 and "<h2>Gradient flow</h2>" in html
+    assert "<title>edgecnn analyze report</title>" in html and "freshly initialised weights (seed 3)" in html
+    # a second run into the same folder is refused unless --overwrite
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--no-dynamics"]) == 0
+    assert "erf" not in json.loads((out / "results.json").read_text())
+
+
+def test_out_of_a_checkpoint_uses_its_weights(tmp_path: Path) -> None:
+    import torch
+
+    from edgecnn.analysis.dynamics import erf_section
+
+    arch = "conv_c8_relu conv_c8_relu gap fc"
+    torch.manual_seed(7)
+    net = build(arch, num_classes=3, in_chans=1)
+    save_checkpoint(checkpoint_of(net), tmp_path / "m.pt")
+    assert main(["analyze", str(tmp_path / "m.pt"), "--input", "10", "--out", str(tmp_path / "run"), "-q"]) == 0
+    doc = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert doc["erf"]["map"] == erf_section(net, (1, 10, 10), samples=16, batch=8)["map"]
+    assert doc["erf"]["weights"] == "the checkpoint's trained weights (m.pt)" and doc["gradflow"]["skips"] == 0
+    assert list(doc["gradflow"]["runs"]) == ["as built (no skips)"]  # no skip to turn off: one curve

@@ -57,10 +57,11 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
     assert [e["epoch"] for e in res["history"]] == [1] and 0.0 <= res["history"][0]["test_top1"] <= 1.0
     html = (out / "report.html").read_text()
     assert '<td class="l">blocks.2</td><td class="l"><code>ir_k5_s2_m24_c16_se0.25_hsgate_hswish</code></td>' in html
-    # 4 figures (matplotlib is in the [dev] extra), the NetAdapt history, one overlay per explained digit
-    assert html.count('<img src="data:image/png;base64,') == 4 + 1 + 8
+    # 4 figures (matplotlib is in the [dev] extra), ERF, gradient flow, the NetAdapt history, baseline vs result,
+    # one overlay per explained digit
+    assert html.count('<img src="data:image/png;base64,') == 4 + 2 + 1 + 1 + 8
     assert res["kind"] == "demo" and res["schema"] == 1
-    assert [s["name"] for s in res["stages"]] == ["data", "analyze", "train", "latency", "table", "netadapt",
+    assert [s["name"] for s in res["stages"]] == ["data", "analyze", "train", "dynamics", "latency", "table", "netadapt",
                                                   "fold_bn", "onnx", "evaluate", "cam"]
     assert all(s["status"] == "done" and s["seconds"] >= 0 for s in res["stages"])
     # NetAdapt met its budget by its meter (the latency table + interpolation): 80% of the baseline's latency
@@ -99,6 +100,19 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
         assert i8["top1_fp32"] == pytest.approx(r["top1"], abs=1.01 / n_test)
     else:
         assert r["int8"] is None
+    # the trained baseline's ERF: the central unit of blocks.2's 4×4 map; its conv path sees 15×15 pixels
+    erf, flow = res["erf"], res["gradflow"]
+    assert erf["layer"] == "blocks.2" and erf["output_index"] == [2, 2] and erf["rf_size"] == [15.0, 15.0]
+    assert erf["rf_global"] and sum(map(sum, erf["map"])) == pytest.approx(1.0, abs=1e-4)
+    assert 0 < erf["radius50"] <= erf["radius95"] and "<h2>Effective receptive field</h2>" in html
+    # one skip (blocks.1, 8 -> 8 channels at stride 1); same layers with and without it, real gradients
+    assert flow["skips"] == 1 and flow["batch"] == 32 and flow["mode"] == "train"
+    names = [[l["name"] for l in r["layers"]] for r in flow["runs"].values()]
+    assert len(names) == 2 and names[0] == names[1] and names[0][0] == "blocks.0.conv"
+    assert all(l["output_grad_norm"] > 0 for r in flow["runs"].values() for l in r["layers"])
+    # baseline vs result as measured points of the accuracy-latency plot
+    assert res["pareto"]["points"] == [{"name": "baseline", "latency_ms": res["eager_ms"], "top1": res["top1"]},
+                                       {"name": "NetAdapt result", "latency_ms": r["eager_ms"], "top1": r["top1"]}]
     cam = res["cam"]
     # the last spatial block is blocks.2 (16 -> 8 -> 8 -> 4 pixels: a 4×4 map, scale 16/4 = 4)
     assert cam["method"] == "gradcam" and cam["layer"] == "blocks.2" and cam["map_size"] == [4, 4]

@@ -190,3 +190,36 @@ def test_an_analysis_json_is_a_results_document(tmp_path):
     _check_html(text)
     # conv 3×3, 1 -> 8 channels at 8×8: 9·8·64 = 4,608 MACs; fc 8 -> 3: 24
     assert "<title>edgecnn analyze report</title>" in text and "<td>4,608</td>" in text
+
+
+def dynamics_sections() -> tuple[dict, dict]:
+    """Real ``erf`` and ``gradflow`` sections of a small residual network (edgecnn.analysis.dynamics)."""
+    import torch
+
+    from edgecnn.analysis.dynamics import erf_section, gradflow_section
+    from edgecnn.build import build
+
+    torch.manual_seed(0)
+    net = build("conv_c8_relu ir_m16_c8_relu ir_m16_c8_relu gap fc", num_classes=3, in_chans=1)
+    x, y = torch.randn(4, 1, 12, 12), torch.tensor([0, 1, 2, 0])
+    return erf_section(net, (1, 12, 12), samples=2), gradflow_section(net, x, y)
+
+
+def test_erf_and_gradflow_sections_draw_the_document_numbers():
+    erf, flow = dynamics_sections()
+    text = render_html(_doc(erf=erf, gradflow=flow))
+    _check_html(text)
+    assert text.count(IMG) == 4 + 2
+    assert "<h2>Effective receptive field</h2>" in text and "<h2>Gradient flow</h2>" in text
+    assert f"Half its mass lies within {erf['radius50']:.1f} pixels" in text
+    assert "the theoretical field is 7×7 pixels" in text  # three 3×3 convs at stride 1: 1 + 3·2
+    w = flow["runs"]["with skips"]
+    assert (f'<td class="l">with skips</td><td>{len(w["layers"])}</td><td>{w["loss"]:.4g}</td>'
+            f"<td>{w['layers'][0]['output_grad_norm']:.3g}</td>") in text  # fmt: skip
+    # the figures hold the document's numbers, not a recomputation
+    (ax, _cbar) = plots.plot_erf(erf).axes
+    assert ax.images[0].get_array().tolist() == erf["map"]
+    (ax,) = plots.plot_gradient_flow(flow["runs"]).axes
+    for line, run in zip(ax.lines, flow["runs"].values()):
+        assert list(line.get_ydata()) == pytest.approx([l["output_grad_norm"] for l in run["layers"]])
+    assert [l.get_label() for l in ax.lines] == ["with skips", "without skips"]

@@ -13,7 +13,7 @@ from edgecnn.build import build
 from edgecnn.explain.run import ExplainConfig, explain_images
 from edgecnn.report import write_report
 from edgecnn.results import write_results
-from test_report import BLOCKS, HISTORY
+from test_report import BLOCKS, HISTORY, dynamics_sections
 
 
 def _browser():
@@ -47,15 +47,18 @@ def chrome():
 
 
 def _run_folder(tmp_path):
-    """A demo-like run: the hand-built tables of test_report plus real CAM overlays of a small network."""
+    """A demo-like run: the hand-built tables of test_report plus real CAM overlays, ERF and gradient flow."""
     torch.manual_seed(0)
     net = build("conv_c8 conv_s2_c16 gap fc", num_classes=3, in_chans=1)
     images = torch.randint(0, 256, (3, 1, 16, 16), dtype=torch.uint8)
     cam = explain_images(net, images, mean=[0.5], std=[0.25], out_dir=tmp_path, cfg=ExplainConfig(method="cam"),
                          labels=torch.tensor([0, 1, 2]), classes=("a", "b", "c"))  # fmt: skip
+    erf, gradflow = dynamics_sections()
     doc = dict(arch="conv_s2_c8_hswish ir_m16_c8_se0.25_hsgate_relu gap fc", data="digits", params=762,
                macs=25_168, top1=0.8, top5=0.99, eager_ms=0.3, onnx_ms=0.1, blocks=BLOCKS, history=HISTORY,
-               input_size=16, cam=cam,
+               input_size=16, cam=cam, erf=erf, gradflow=gradflow,
+               pareto={"points": [{"name": "baseline", "latency_ms": 0.3, "top1": 0.8},
+                                  {"name": "NetAdapt result", "latency_ms": 0.2, "top1": 0.78}], "reference": []},
                stages=[{"name": "train", "title": "training", "status": "done", "seconds": 1.0, "note": ""},
                        {"name": "netadapt", "title": "NetAdapt", "status": "not built", "seconds": None,
                         "note": "not built yet"}])  # fmt: skip
@@ -71,8 +74,9 @@ def test_report_loads_in_chromium_with_every_image_decoded(chrome, tmp_path):
         " images: Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])};"
     )
     assert state["ready"] == "complete" and state["title"] == "edgecnn demo report"
-    # 4 figures (block costs, µs/MMAC, RF growth, training) + 3 overlays, every one decoded by the browser
-    assert len(state["images"]) == 7
+    # 7 figures (block costs, µs/MMAC, RF growth, training, ERF, gradient flow, Pareto) + 3 overlays,
+    # every one decoded by the browser
+    assert len(state["images"]) == 10
     assert all(done and w > 0 and h > 0 for done, w, h in state["images"]), state["images"]
     # the overlays are image | 4-pixel gap | overlay at zoom 4: (16·4)·2 + 4 = 132 by 64 pixels
     assert [[True, 132, 64]] * 3 == [i for i in state["images"] if i[1] == 132]

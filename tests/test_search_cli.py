@@ -23,7 +23,10 @@ from edgecnn.train.task import DataRef
         (["--target", "3ms", "--budget", "0"], "argument --budget: must be a positive integer"),
         (["--target", "3ms", "--references", "mobilenet_v3_small_cifar@x"], "the width after '@' must be a number"),
         (["--target", "3ms", "--references", "mobilenet_v9"], "unknown model 'mobilenet_v9'"),
+        (["--target", "3ms", "--references", "auto", "resnet20_cifar"], "'auto', 'none' or zoo names, not a mix"),
         (["--target", "3ms", "--address", "10.0.0.1:6379"], "--address is a Ray cluster address"),
+        (["--target", "3ms", "--supernet-schedule", "progressive", "--supernet-steps", "5"],
+         "progressive shrinking has 6 phases and needs at least 6 supernet steps, got 5"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(argv, message, capsys):
@@ -47,8 +50,8 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["search", "--space", str(space), "--data", "digits", "--limit", "12", "--target", "0.5ms",
             "--budget", "6", "--population", "3", "--sample-size", "2", "--batch", "3", "--workers", "0",
-            "--supernet-steps", "3", "--finalists", "2", "--final-epochs", "1", "--final-batch-size", "32",
-            "--max-seconds", "0.2",
+            "--supernet-steps", "6", "--supernet-schedule", "progressive", "--finalists", "2", "--final-epochs", "1",
+            "--final-batch-size", "32", "--max-seconds", "0.2", "--references", "mobilenet_v3_small_cifar@0.35",
             "--retries", "0", "--threads", "1", "--no-progress", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     shown = capsys.readouterr().out
@@ -61,9 +64,20 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
         assert f["table_ms"] > 0 and f["measured_ms"] > 0
         assert f["measured_score"] == pytest.approx(f["acc"] * (f["measured_ms"] / 0.5) ** -0.07)
     assert doc["final"]["arch"] == doc["finalists"][0]["arch"] and 0 <= doc["final"]["top1"] <= 1
-    assert doc["supernet"]["steps"] == 3 and not doc["supernet"]["reused"]
-    for name in ("latency_table.json", "supernet.pt", "search_state.json", "final/last.pt", "pareto.png"):
+    assert doc["supernet"]["steps"] == 6 and not doc["supernet"]["reused"]
+    assert doc["supernet"]["config"]["schedule"] == "progressive" and len(doc["supernet"]["phase_seconds"]) == 6
+    # the reference: latency by the same table and measured, trained with the same final recipe (1 epoch)
+    (ref,) = doc["references"]
+    assert ref["label"] == "mobilenet_v3_small_cifar@0.35" and ref["table_ms"] > 0 and ref["measured_ms"] > 0
+    assert ref["epochs"] == doc["final"]["epochs"] == 1 and 0 <= ref["top1"] <= 1 and "references_s" in doc["timings"]
+    assert "the zoo's reference networks" in shown
+    for name in ("latency_table.json", "supernet.pt", "search_state.json", "final/last.pt", "pareto.png",
+                 "references/mobilenet_v3_small_cifar-w0.35/last.pt"):
         assert (out / name).is_file(), name
+    assert main(["report", str(out)]) == 0  # the search's own document renders: plot, finalists, references
+    html = (out / "report.html").read_text()
+    assert "<h2>Architecture search</h2>" in html and html.count('<img src="data:image/png;base64,') == 1
+    assert '<td class="l">mobilenet_v3_small_cifar@0.35</td>' in html
     # resuming a finished run reuses the supernet and the state: the same history
     assert main([*argv, "--resume"]) == 0
     again = json.loads((out / "results.json").read_text())

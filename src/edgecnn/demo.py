@@ -33,11 +33,13 @@ from rich.table import Table
 
 from edgecnn import zoo
 from edgecnn.analysis import LayerCost, analyze
+from edgecnn.analysis.dynamics import erf_section, gradflow_section
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build, count_params
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.demo_compress import CompressSettings, compress_stages
+from edgecnn.data.loader import BatchLoader
 from edgecnn.data.sets import first_per_class
 from edgecnn.explain.run import ExplainConfig, explain_images
 from edgecnn.latency.measure import TimingConfig, measure
@@ -154,6 +156,9 @@ class DemoResult:
     stages: tuple[dict[str, Any], ...] = ()  # one row per pipeline stage (edgecnn.pipeline.StageRow)
     netadapt: dict[str, Any] | None = None  # the report's NetAdapt section (edgecnn.demo_compress), None when not run
     result: dict[str, Any] | None = None  # the compressed network: arch, top1, eager_ms, macs, params, onnx, int8
+    erf: dict[str, Any] | None = None  # the baseline's effective receptive field (edgecnn.analysis.dynamics)
+    gradflow: dict[str, Any] | None = None  # the baseline's gradient norms with and without skips (same module)
+    pareto: dict[str, Any] | None = None  # baseline and result as accuracy-latency points (measured, eager)
 
 
 def _arch(cfg: DemoConfig) -> str:
@@ -201,6 +206,14 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
         meta = {"name": data.name, "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
                 "image_size": cfg.image_size, "in_chans": data.in_chans}  # fmt: skip
         save_checkpoint(checkpoint_of(model, data=meta, epoch=cfg.epochs, step=result.steps), out / "model.pt")
+
+    with log.stage("dynamics", "effective receptive field and gradient flow of the baseline") as info:
+        erf, gradflow = _dynamics(model, data, shape, seed=cfg.seed)
+        runs = gradflow["runs"]
+        info["note"] = (f"ERF of {erf['layer']}: 50% of the mass within {erf['radius50']:.1f} px, 95% within "
+                        f"{erf['radius95']:.1f} px; first-layer gradient norm " + ", ".join(
+                            f"{k} {v['layers'][0]['output_grad_norm']:.3g}" for k, v in runs.items()))  # fmt: skip
+        console.print(info["note"])
 
     with log.stage("latency", f"latency on this device (batch 1, {cfg.threads} thread(s))"):
         model.eval()
@@ -272,7 +285,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
         machine={"platform": platform.platform(), "cpu": breakdown.total.fingerprint.cpu,
                  "torch": torch.__version__, "threads": cfg.threads},
         out_dir=str(out), history=tuple(EpochRow.of(e) for e in result.history), input_size=cfg.image_size,
-        cam=cam, stages=tuple(log.to_list()), netadapt=netadapt, result=compressed,
+        cam=cam, stages=tuple(log.to_list()), netadapt=netadapt, result=compressed, erf=erf, gradflow=gradflow,
+        pareto=_pareto(result.final.top1, eager_ms, compressed),
     )  # fmt: skip
     write_results(out, "demo", {"config": asdict(cfg), **asdict(demo)})
     atomic_write_text(out / "report.md", to_markdown(demo))
@@ -283,6 +297,28 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     console.print(f"report: {out / 'report.html'}  {out / 'report.md'}  results: {out / 'results.json'}  "
                   f"checkpoint: {out / 'model.pt'}")  # fmt: skip
     return demo
+
+
+GRADFLOW_BATCH = 32  # test images in the gradient-flow pass
+
+
+def _dynamics(model: torch.nn.Module, data: Any, shape: tuple[int, int, int], *,
+              seed: int) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The ``erf`` and ``gradflow`` sections of the trained baseline (on copies; the model is left as it is)."""
+    erf = {**erf_section(model, shape, samples=16, seed=seed), "weights": "the trained baseline"}
+    batch = data.test.subset(list(range(min(GRADFLOW_BATCH, len(data.test)))))
+    loader = BatchLoader(batch, batch_size=len(batch), mean=data.mean, std=data.std, image_size=shape[-1])
+    x, y = next(iter(loader))  # normalised as in training, no augmentation
+    flow = {**gradflow_section(model, x, y, seed=seed), "weights": "the trained baseline", "inputs": "test images"}
+    return erf, flow
+
+
+def _pareto(top1: float, eager_ms: float, compressed: dict[str, Any] | None) -> dict[str, Any]:
+    """The report's accuracy-vs-latency points: the baseline and, when compressed, the NetAdapt result."""
+    points = [{"name": "baseline", "latency_ms": eager_ms, "top1": top1}]
+    if compressed:
+        points.append({"name": "NetAdapt result", "latency_ms": compressed["eager_ms"], "top1": compressed["top1"]})
+    return {"points": points, "reference": [], "latency": "measured, PyTorch eager, batch 1", "top1": "test"}
 
 
 def _closing_table(d: DemoResult, report: Path) -> Table:
@@ -348,6 +384,15 @@ def to_markdown(d: DemoResult) -> str:
     for r in d.blocks:
         eff = f"{r.us_per_mmac:.0f}" if r.macs else "–"
         lines.append(f"| {r.name} | `{r.block}` | {r.params:,} | {r.macs:,} | {r.ms:.3f} | {eff} |")
+    if d.erf:
+        e = d.erf
+        lines += ["", f"Effective receptive field of `{e['layer']}` (centre unit, {e['samples']} random inputs): "
+                  f"50% of the mass within {e['radius50']:.1f} px, 95% within {e['radius95']:.1f} px."]  # fmt: skip
+    if d.gradflow:
+        runs = d.gradflow["runs"]
+        lines += ["", "Gradient flow (‖∂L/∂output‖, first layer / last layer): " + "; ".join(
+            f"{k} {v['layers'][0]['output_grad_norm']:.3g} / {v['layers'][-1]['output_grad_norm']:.3g}"
+            for k, v in runs.items())]  # fmt: skip
     if d.result:
         r, na = d.result, d.netadapt or {}
         lines += ["", f"## NetAdapt to {na.get('budget_ms', float('nan')):.3f} ms (by the table)", "",

@@ -187,10 +187,55 @@ def _blocks(doc: Doc, _run: Path | None) -> str:
 
 def _training(doc: Doc, _run: Path | None) -> str:
     history = doc.get("history") or []
-    if not history:
-        return ""
+    if not history or not all(isinstance(e, Mapping) and "epoch" in e for e in history):
+        return ""  # a search's "history" holds its candidates, drawn by _search_run
     return "<h2>Training</h2>" + _figures([("Training loss and test top-1 after each epoch.",
                                             lambda: plots.plot_training(history))])  # fmt: skip
+
+
+def _weights(section: Doc) -> str:
+    return f" ({escape(str(section['weights']))})" if section.get("weights") else ""
+
+
+def _erf(doc: Doc, _run: Path | None) -> str:
+    e = doc.get("erf")
+    if not e or not e.get("map"):
+        return ""
+    field = ("the whole input" if e.get("rf_whole") else
+             "×".join(f"{v:g}" for v in e["rf_size"]) + " pixels" if e.get("rf_size") else "not traced")
+    gate = " (plus the whole input through SE gates)" if e.get("rf_global") and not e.get("rf_whole") else ""
+    shape = "×".join(str(v) for v in e.get("input_shape") or e.get("shape") or [])
+    intro = (f"<p>Effective receptive field (Luo et al. 2016) of the central unit "
+             f"{escape(str(tuple(e.get('output_index') or ())))} of <code>{escape(str(e.get('layer', '')))}</code>, "
+             f"the last feature map before global pooling: |∂y/∂x| averaged over {e.get('samples', '?')} random "
+             f"{escape(shape)} inputs, normalised to sum 1{_weights(e)}. Half its mass lies within "
+             f"{e['radius50']:.1f} pixels of "
+             f"the centre, 95% within {e['radius95']:.1f}; the theoretical field is {escape(field)}{escape(gate)}.</p>")
+    return "<h2>Effective receptive field</h2>" + intro + _figures([(
+        "ERF map: how much each input pixel moves the central output; circles hold 50% and 95% of the mass.",
+        lambda: plots.plot_erf(e, title=f"ERF of {e.get('layer', '')}"))])  # fmt: skip
+
+
+def _gradflow(doc: Doc, _run: Path | None) -> str:
+    g = doc.get("gradflow")
+    if not g or not g.get("runs"):
+        return ""
+    runs = g["runs"]
+    rows = [(escape(label), str(len(r["layers"])), f"{r['loss']:.4g}",
+             f"{r['layers'][0]['output_grad_norm']:.3g}", f"{r['layers'][-1]['output_grad_norm']:.3g}",
+             f"{r['attenuation']:.3g}" if isinstance(r.get("attenuation"), (int, float)) else "–")
+            for label, r in runs.items()]  # fmt: skip
+    mode = "batch statistics (training mode)" if g.get("mode") == "train" else "running statistics (eval mode)"
+    intro = (f"<p>Norm of ∂L/∂(layer output) for every conv and linear layer after one cross-entropy backward pass "
+             f"on {g.get('batch', '?')} images{_weights(g)}, BN with {mode}. &quot;Without skips&quot; is a copy "
+             "with the same "
+             f"weights and its {g.get('skips', 0)} skip connection(s) turned off. A skip's identity term "
+             "(He et al. 2016) carries the gradient past its block; without it a plain stack loses the gradient "
+             "towards the input, or, with batch-statistics BN, can amplify it (Yang et al. 2019).</p>")  # fmt: skip
+    table = _table(("run", "layers", "loss", "first layer", "last layer", "first / last"), rows, left=1)
+    return "<h2>Gradient flow</h2>" + intro + table + _figures([(
+        "Gradient norm per layer, input side first (log scale), with and without the skip connections.",
+        lambda: plots.plot_gradient_flow(runs))])  # fmt: skip
 
 
 def _inline_png(run: Path | None, rel: str) -> str | None:
@@ -249,6 +294,42 @@ def _search(doc: Doc, _run: Path | None) -> str:
         lambda: plots.plot_search_front(s["candidates"], reference=s.get("reference") or ()))])  # fmt: skip
 
 
+def _ms(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "–"
+
+
+def _search_run(doc: Doc, _run: Path | None) -> str:
+    """The document ``edgecnn search`` writes (kind ``search``, docs/search.md): plot, finalists, references."""
+    if doc.get("kind") != "search" or not doc.get("history"):
+        return ""
+    space, obj, lat = doc.get("space") or {}, doc.get("objective") or {}, doc.get("latency") or {}
+    intro = (f"<p>Space <code>{escape(str(space.get('name', '?')))}</code> at {space.get('input_size', '?')} px, "
+             f"objective <code>{escape(str(obj.get('formula', '')))}</code>, {len(doc['history'])} candidates "
+             f"scored by the {escape(str(doc.get('estimator', '?')))} estimator; latency "
+             f"{escape(str(lat.get('backend', '?')))} with {lat.get('threads', '?')} thread(s), by this device's "
+             "table for the candidates, measured end to end for the finalists and the reference networks.</p>")
+    fig = _figures([("Candidates (table latency, estimated accuracy), their front, the finalists measured, the chosen "
+                     "network and the zoo's reference networks after the same training (test top-1).",
+                     lambda: plots.plot_search_run(doc))])  # fmt: skip
+    rows = [(str(i), f"<code>{escape(str(f['arch']))}</code>", _pct(f.get("acc")), _ms(f.get("table_ms")),
+             _ms(f.get("measured_ms")), f"{f['measured_score']:.4f}" if isinstance(f.get("measured_score"), float)
+             else "–") for i, f in enumerate(doc.get("finalists") or [], 1)]  # fmt: skip
+    final = doc.get("final") or {}
+    fin = ("<h3>Finalists</h3>" + _table(("#", "arch", "est. top-1", "table ms", "measured ms", "score"), rows, left=2)
+           if rows else "")  # fmt: skip
+    if final:
+        fin += (f"<p>Chosen network trained {final.get('epochs', '?')} epochs: test top-1 {_pct(final.get('top1'))} "
+                f"at {_ms(final.get('measured_ms'))} ms measured.</p>")  # fmt: skip
+    refs = doc.get("references") or []
+    ref_rows = [(escape(str(r.get("label", ""))), _ms(r.get("table_ms")), _ms(r.get("measured_ms")),
+                 _pct(r.get("top1", r.get("acc"))), escape(str(r.get("what", ""))))
+                for r in refs]  # fmt: skip
+    ref = ("<h3>The zoo's reference networks</h3>"
+           + _table(("network", "table ms", "measured ms", "test top-1", "accuracy from"), ref_rows, left=1)
+           if ref_rows else "")  # fmt: skip
+    return "<h2>Architecture search</h2>" + intro + fig + fin + ref
+
+
 def _pareto(doc: Doc, _run: Path | None) -> str:
     p = doc.get("pareto")
     if not p or not (p.get("points") or p.get("reference")):
@@ -274,7 +355,7 @@ def _analysis(doc: Doc, _run: Path | None) -> str:
 
 
 _SECTIONS: tuple[Callable[[Doc, Path | None], str], ...] = (
-    _stages, _summary, _blocks, _training, _cam, _netadapt, _search, _pareto, _analysis,
+    _stages, _summary, _blocks, _training, _analysis, _erf, _gradflow, _cam, _netadapt, _search, _search_run, _pareto,
 )  # fmt: skip
 
 

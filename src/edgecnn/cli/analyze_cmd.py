@@ -1,8 +1,14 @@
 """``edgecnn analyze MODEL``: the per-layer cost and receptive-field table of a network.
 
 MODEL is a zoo name, an arch string or an edgecnn checkpoint (``*.pt``).
-Only shapes matter, so the model is built on the meta device: no weights are
-allocated and a checkpoint's weights are not loaded into it.
+Only shapes matter for the table, so the model is built on the meta device:
+no weights are allocated and a checkpoint's weights are not loaded into it.
+
+``--out DIR`` makes a run folder: ``results.json`` (the analysis, kind
+``analyze``) and ``report.html``. Unless ``--no-dynamics``, the document also
+gets the effective receptive field and the gradient flow with and without
+skips (:mod:`edgecnn.analysis.dynamics`), measured on real weights: the
+checkpoint's, or a zoo/arch network's initialisation (``--seed``).
 """
 
 from __future__ import annotations
@@ -18,14 +24,21 @@ from rich.table import Table
 
 from edgecnn import zoo
 from edgecnn.analysis import Analysis, analyze
+from edgecnn.analysis.dynamics import erf_section, gradflow_section
 from edgecnn.analysis.result import human
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.checkpoint import load_checkpoint
 from edgecnn.cli import args as num
 from edgecnn.limits import MAX_CHANNELS, MAX_INPUT
-from edgecnn.outputs import check_writable
+from edgecnn.memory import check_memory
+from edgecnn.outputs import check_writable, claim_run_dir
 from edgecnn.plan import resolve
+from edgecnn.report import write_report
+from edgecnn.results import write_results
+
+DYNAMICS_BATCH = 8  # random inputs per ERF batch and in the gradient-flow pass
+ERF_SAMPLES = 16  # random inputs the ERF is averaged over (Luo et al. 2016)
 
 _INPUT_RE = re.compile(r"^\d+(x\d+x\d+)?$")
 
@@ -68,6 +81,47 @@ def load_model_arg(model: str, *, num_classes: int | None, width: float) -> tupl
     with torch.device("meta"):
         net = build(m.arch, num_classes=num_classes or m.num_classes)
     return net, m.input_size
+
+
+def real_model(model: str, *, num_classes: int | None, width: float, seed: int) -> tuple[torch.nn.Module, str]:
+    """The network of a MODEL argument with real weights, and which: a checkpoint's, else initialised from ``seed``.
+
+    A checkpoint analysed with another ``--num-classes`` has no weights for that classifier: it is initialised.
+    """
+    path = Path(model)
+    if model.endswith((".pt", ".pth")) or (path.suffix and path.is_file()):
+        ckpt = load_checkpoint(path)  # weights_only=True: nothing in the file runs
+        classes = num_classes or ckpt.num_classes
+        torch.manual_seed(seed)
+        net = build(str(ckpt.arch), num_classes=classes, in_chans=ckpt.in_chans)
+        if classes != ckpt.num_classes:
+            return net, f"freshly initialised weights (seed {seed}; --num-classes differs from the checkpoint's)"
+        net.load_state_dict(ckpt.state_dict)
+        return net, f"the checkpoint's trained weights ({path.name})"
+    m = zoo.model_arg(model, width=width)
+    torch.manual_seed(seed)
+    return build(m.arch, num_classes=num_classes or m.num_classes), f"freshly initialised weights (seed {seed})"
+
+
+def dynamics(model: torch.nn.Module, size: tuple[int, ...], weights: str, *, seed: int) -> dict[str, object]:
+    """The ``erf`` and ``gradflow`` sections of ``model`` on random inputs (random labels for the loss)."""
+    arch = getattr(model, "arch", None)
+    if isinstance(arch, str):
+        check_memory(arch, input_size=tuple(size[1:]), num_classes=getattr(model, "num_classes", 1000),
+                     in_chans=size[0], batch=DYNAMICS_BATCH, training=True,
+                     what="the ERF / gradient-flow pass (--no-dynamics skips it)")  # fmt: skip
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((DYNAMICS_BATCH, *size), generator=gen)
+    y = torch.randint(0, getattr(model, "num_classes", 2), (DYNAMICS_BATCH,), generator=gen)
+    out: dict[str, object] = {}
+    try:
+        out["erf"] = {**erf_section(model, size, samples=ERF_SAMPLES, batch=DYNAMICS_BATCH, seed=seed),
+                      "weights": weights, "inputs": "standard normal"}  # fmt: skip
+    except ValueError as exc:  # no spatial trunk: the report shows what it has
+        out["erf_note"] = str(exc)
+    out["gradflow"] = {**gradflow_section(model, x, y, seed=seed), "weights": weights,
+                       "inputs": "standard normal, random labels"}  # fmt: skip
+    return out
 
 
 def rich_table(analysis: Analysis, depth: int | None = None, model: torch.nn.Module | None = None) -> Table:
@@ -117,6 +171,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path:
             check_writable(path, what=flag)
+    out = claim_run_dir(args.out, overwrite=args.overwrite) if args.out else None
     model, default_size = load_model_arg(args.model, num_classes=args.num_classes, width=args.width)
     in_chans = getattr(model, "in_chans", 3)
     size = parse_input(args.input, in_chans) if args.input else (in_chans, default_size, default_size)
@@ -141,6 +196,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.markdown:
         atomic_write_text(args.markdown, analysis.to_markdown(depth=depth))
         console.print(f"wrote {args.markdown}")
+    if out is not None:
+        doc = analysis.to_dict()
+        if not args.no_dynamics:
+            net, weights = real_model(args.model, num_classes=args.num_classes, width=args.width, seed=args.seed)
+            doc.update(dynamics(net, size, weights, seed=args.seed))
+            if "erf" in doc:
+                e = doc["erf"]
+                console.print(f"effective receptive field of {e['layer']}: 50% of the mass within "
+                              f"{e['radius50']:.1f} px, 95% within {e['radius95']:.1f} px ({weights})")  # fmt: skip
+        write_results(out, str(doc.pop("kind")), doc)
+        console.print(f"wrote {out / 'results.json'} and {write_report(out)}")
     return 0
 
 
@@ -157,5 +223,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("auto", "fx", "hooks"), default="auto", help="tracing mode (default auto)")
     p.add_argument("--json", metavar="FILE", help="also write the analysis as JSON (schema in docs/analysis.md)")
     p.add_argument("--markdown", metavar="FILE", help="also write it as Markdown")
+    p.add_argument("--out", metavar="DIR", help="run folder: results.json and report.html (with ERF and gradient "
+                   "flow unless --no-dynamics)")  # fmt: skip
+    p.add_argument("--no-dynamics", action="store_true",
+                   help="--out without the effective receptive field and gradient flow (no weights, no forward pass)")
+    p.add_argument("--seed", type=num.nonneg_int, default=0, help="initialisation and random inputs of --out's "
+                   "ERF / gradient flow (default 0)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the totals")
     p.set_defaults(func=cmd_analyze)

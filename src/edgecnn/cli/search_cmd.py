@@ -4,13 +4,17 @@ Usage::
 
     edgecnn search --space mbv3-32 --data digits|PATH --target 3ms [--backend eager|onnxruntime]
                    [--budget 200] [--algorithm evolution|random] [--hard] [--w -0.07]
+                   [--supernet-schedule sandwich|progressive]
+                   [--references auto|none|ZOO[@WIDTH]...] [--no-train-references]
                    [--executor local|ray] [--workers N] [--resume] [--out DIR]
 
 Trains a weight-sharing supernet once, searches it (regularized evolution by
 default) with latencies from this device's lookup table, measures the best
-candidates end to end, trains the chosen one with the standard recipe and
-writes ``DIR/results.json`` (``kind: "search"``) and ``DIR/pareto.png``. See
-:mod:`edgecnn.search.pipeline` and docs/search.md.
+candidates end to end, trains the chosen one with the standard recipe, puts
+the zoo's networks of the setting next to it (latency predicted and measured
+the same way, trained with the same recipe) and writes ``DIR/results.json``
+(``kind: "search"``) and ``DIR/pareto.png``. See :mod:`edgecnn.search.pipeline`
+and docs/search.md.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from edgecnn.search.estimate import EstimateSettings
 from edgecnn.search.evolution import ALGORITHMS, SearchConfig
 from edgecnn.search.objective import MNASNET_W, Objective, parse_target
 from edgecnn.search.pipeline import ESTIMATORS, Progress as JobProgress, SearchJob, run_job
+from edgecnn.search.references import AUTO_REFERENCES, resolve_references
 from edgecnn.search.space import SPACES, get_space
-from edgecnn.search.supernet import SupernetConfig
+from edgecnn.search.supernet import SCHEDULES, SupernetConfig
 from edgecnn.train import TrainConfig
 from edgecnn.train.task import DataRef
 
@@ -48,12 +53,13 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
         search=SearchConfig(args.algorithm, budget=args.budget, population=min(args.population, args.budget),
                             sample_size=min(args.sample_size, args.population, args.budget), batch=args.batch,
                             seed=args.seed),
-        supernet=SupernetConfig(steps=args.supernet_steps, seed=args.seed),
+        supernet=SupernetConfig(steps=args.supernet_steps, seed=args.seed, schedule=args.supernet_schedule),
         estimate=EstimateSettings(image_size=space.input_size, train_steps=args.train_steps),
         estimator=args.estimator, backend=args.backend, threads=threads, timing=timing, table=args.table,
         finalists=args.finalists, final_epochs=args.final_epochs,
         final_config=TrainConfig(epochs=max(1, args.final_epochs), batch_size=args.final_batch_size, seed=args.seed),
-        references=tuple(args.references),
+        references=resolve_references(args.references, space.input_size),
+        train_references=not args.no_train_references,
     )  # fmt: skip
 
 
@@ -108,6 +114,15 @@ def _closing_table(doc: dict, out: Path) -> None:
         f = doc["final"]
         console.print(f"chosen network trained {f['epochs']} epochs: test top-1 {f['top1']:.2%} "
                       f"at {f['measured_ms']:.3f} ms measured")  # fmt: skip
+    refs = doc.get("references") or []
+    if refs:
+        r = Table(title="the zoo's reference networks, same device, same recipe")
+        for col in ("reference", "table ms", "measured ms", "test top-1"):
+            r.add_column(col, justify="left" if col == "reference" else "right")
+        for ref in refs:
+            top1 = f"{ref['top1']:.2%}" if ref.get("top1") is not None else "not trained"
+            r.add_row(ref["label"], f"{ref['table_ms']:.3f}", f"{ref['measured_ms']:.3f}", top1)
+        console.print(r)
     plot = f", plot {doc['plot']}" if doc.get("plot") else ""
     console.print(f"results {out / 'results.json'}{plot}")
 
@@ -136,13 +151,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--batch", type=pos, default=4, help="candidates evaluated at once (one executor map)")
     opt("--estimator", choices=ESTIMATORS, default="supernet",
         help="supernet: weight sharing + BN recalibration (cheap); train: short training of each")
-    opt("--supernet-steps", type=pos, default=2000, help="supernet training steps (sandwich rule)")
+    opt("--supernet-steps", type=pos, default=2000, help="supernet training steps")
+    opt("--supernet-schedule", choices=SCHEDULES, default="sandwich",
+        help="sandwich rule (largest + smallest + random subnets every step) or OFA's progressive shrinking")
     opt("--train-steps", type=pos, default=300, help="--estimator train: steps per candidate")
     opt("--finalists", type=pos, default=3, help="best candidates measured end to end")
     opt("--final-epochs", type=nonneg, default=30, help="epochs of the chosen network's training (0: skip)")
     opt("--final-batch-size", type=pos, default=128, help="batch size of the final training")
-    opt("--references", nargs="*", default=[], metavar="ZOO[@WIDTH]",
-        help="zoo networks measured for the plot, e.g. mobilenet_v3_small_cifar@0.5")
+    auto = "; ".join(f"{size}px: {' '.join(refs)}" for size, refs in AUTO_REFERENCES.items())
+    opt("--references", nargs="+", default=["auto"], metavar="auto|none|ZOO[@WIDTH]",
+        help="zoo networks put next to the search on its plot, latency predicted and measured like the finalists "
+        f"and trained like the chosen one (auto, the default, by the space's input size: {auto})")
+    opt("--no-train-references", action="store_true",
+        help="only measure the references' latency (no training; the plot shows them as latency lines)")
     opt("--seed", type=nonneg, default=0, help="seeds the search, the supernet and the final training")
     opt("--out", help="run folder (default runs/search-SPACE-DATA)")
     opt("--resume", action="store_true", help="continue the run in --out after an interruption")

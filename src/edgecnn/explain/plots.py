@@ -12,8 +12,10 @@ report turns into a note.
   :func:`plot_us_per_mmac` (time per multiply-add: why latency is measured,
   Howard et al. 2019 §4, Tan et al. 2019 §1);
 * runs: :func:`plot_training`, :func:`plot_pareto` (accuracy vs latency with
-  reference points), :func:`plot_netadapt_history` (Yang et al. 2018, Alg. 1)
-  and :func:`plot_search_front` (Tan et al. 2019's accuracy–latency front).
+  reference points), :func:`plot_netadapt_history` (Yang et al. 2018, Alg. 1),
+  :func:`plot_search_front` (Tan et al. 2019's accuracy–latency front) and
+  :func:`plot_search_run` (a whole ``edgecnn search`` document: candidates,
+  front, measured finalists, the trained choice and the zoo's reference networks).
 
 The run plots take plain lists of dicts — the rows of a results document
 (docs/report.md lists their fields) — so they draw any run, old or new,
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 Row = Mapping[str, Any]
 
 __all__ = ["pareto_front", "plot_block_costs", "plot_erf", "plot_gradient_flow", "plot_netadapt_history",
-           "plot_pareto", "plot_rf_growth", "plot_search_front", "plot_training", "plot_us_per_mmac",
+           "plot_pareto", "plot_rf_growth", "plot_search_front", "plot_search_run", "plot_training", "plot_us_per_mmac",
            "png_base64"]  # fmt: skip
 
 
@@ -60,41 +62,61 @@ def png_base64(fig: Figure, *, dpi: int = 100) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def plot_erf(erf: ERF, *, title: str = "effective receptive field") -> Figure:
-    """The ERF map (2D) or profile (1D), with circles at the 50% and 95% mass radii."""
+def plot_erf(erf: ERF | Row, *, title: str = "effective receptive field") -> Figure:
+    """The ERF map (2D) or profile (1D), with circles at the 50% and 95% mass radii.
+
+    ``erf`` is an :class:`~edgecnn.analysis.erf.ERF` or the ``erf`` section of a results document
+    (``map``, ``centre``, ``radius50``, ``radius95``; :mod:`edgecnn.analysis.dynamics`).
+    """
+    import numpy as np
+
+    if isinstance(erf, ERF):
+        data, centre = erf.map.detach().cpu().numpy(), erf.centre
+        radii = {0.5: erf.radius(0.5), 0.95: erf.radius(0.95)}
+    else:
+        data, centre = np.asarray(erf["map"], dtype=float), tuple(erf["centre"])
+        radii = {0.5: float(erf["radius50"]), 0.95: float(erf["radius95"])}
     fig = _figure(figsize=(4.5, 4))
     ax = fig.add_subplot()
-    data = erf.map.detach().cpu().numpy()
     if data.ndim == 1:
         ax.plot(data)
-        for share, style in ((0.5, "--"), (0.95, ":")):
-            r = erf.radius(share)
-            ax.axvspan(erf.centre[0] - r, erf.centre[0] + r, alpha=0.1, ls=style, label=f"{share:.0%}: r = {r:.1f}")
+        for (share, r), style in zip(radii.items(), ("--", ":")):
+            ax.axvspan(centre[0] - r, centre[0] + r, alpha=0.1, ls=style, label=f"{share:.0%}: r = {r:.1f}")
     elif data.ndim == 2:
         im = ax.imshow(data, cmap="viridis")
         fig.colorbar(im, ax=ax, fraction=0.046)
         from matplotlib.patches import Circle
 
-        for share, style in ((0.5, "--"), (0.95, ":")):
-            r = erf.radius(share)
-            ax.add_patch(Circle((erf.centre[1], erf.centre[0]), r, fill=False, ls=style, ec="white",
+        for (share, r), style in zip(radii.items(), ("--", ":")):
+            ax.add_patch(Circle((centre[1], centre[0]), r, fill=False, ls=style, ec="white",
                                 label=f"{share:.0%} of mass: r = {r:.1f}"))  # fmt: skip
     else:
         raise ValueError(f"can only draw 1D or 2D maps, got {data.ndim}D")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()  # room for the colour bar's tick labels
     return fig
 
 
-def plot_gradient_flow(flows: Mapping[str, GradFlow], *, weights: bool = False) -> Figure:
-    """Per-layer gradient norms (log scale), one curve per run: e.g. ``{"skip": f1, "no skip": f2}``."""
+def _grad_norms(flow: GradFlow | Row, weights: bool) -> list[float]:
+    """Per-layer norms of a :class:`GradFlow` or of its plain form (``{"layers": [{output_grad_norm, ...}]}``)."""
+    key = "weight_grad_norm" if weights else "output_grad_norm"
+    rows = [vars(l) for l in flow.layers] if isinstance(flow, GradFlow) else list(flow["layers"])
+    return [_nan(r.get(key)) for r in rows]
+
+
+def plot_gradient_flow(flows: Mapping[str, GradFlow | Row], *, weights: bool = False) -> Figure:
+    """Per-layer gradient norms (log scale), one curve per run: e.g. ``{"skip": f1, "no skip": f2}``.
+
+    Each run is a :class:`GradFlow` or its plain form from a results document (the ``gradflow`` section's ``runs``).
+    """
     if not flows:
         raise ValueError("give at least one GradFlow to plot")
     fig = _figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for label, flow in flows.items():
-        values = [l.weight_grad_norm if weights else l.output_grad_norm for l in flow.layers]
-        ax.plot(range(len(values)), [v if v is not None else float("nan") for v in values], marker="o", label=label)
+        values = _grad_norms(flow, weights)
+        ax.plot(range(len(values)), values, marker="o", label=label)
     ax.set_yscale("log")
     ax.set_xlabel("layer (input side first)")
     ax.set_ylabel("‖∂L/∂W‖" if weights else "‖∂L/∂output‖")
@@ -290,5 +312,68 @@ def plot_search_front(candidates: Sequence[Row], *, reference: Sequence[Row] = (
     ax = fig.add_subplot()
     _scatter_front(ax, candidates, reference, colour_by="generation")
     ax.set_title("architecture search: candidates and their accuracy–latency front")
+    fig.tight_layout()
+    return fig
+
+
+def _ref_top1(ref: Row) -> float | None:
+    v = ref.get("top1", ref.get("acc"))  # "acc" in documents written before the references were trained
+    return None if v is None else float(v)
+
+
+def plot_search_run(doc: Row) -> Figure:
+    """The plot of a search's results document (``kind: "search"``, docs/search.md).
+
+    Every candidate at its table latency and estimated accuracy, their Pareto
+    front, the finalists at their measured latency, the chosen network after
+    its final training (test top-1), and each zoo reference network labelled:
+    a star at its measured latency and test top-1 after the same training, or
+    a dotted line at its measured latency when it was not trained.
+    """
+    if doc.get("kind") != "search":
+        raise ValueError(f"not a search results document (kind {doc.get('kind')!r})")
+    fig = _figure(figsize=(7.5, 5))
+    ax = fig.add_subplot()
+    hist = doc["history"]
+    ax.scatter([c["lat_ms"] for c in hist], [100 * c["acc"] for c in hist], s=10, c="#bbbbbb",
+               label=f"candidates ({doc['search']['algorithm']}, table latency)")  # fmt: skip
+    front = [hist[i] for i in doc["front"]]
+    ax.plot([c["lat_ms"] for c in front], [100 * c["acc"] for c in front], "o-", c="#1f77b4", ms=4,
+            drawstyle="steps-post", label="Pareto front")  # fmt: skip
+    fin = doc.get("finalists") or []
+    if fin:
+        ax.scatter([f["measured_ms"] for f in fin], [100 * f["acc"] for f in fin], marker="D", c="#d62728", s=30,
+                   label="finalists, measured latency", zorder=3)  # fmt: skip
+    target = doc["objective"]["target_ms"]
+    ax.axvline(target, ls="--", c="k", lw=1, label=f"target {target:g} ms")
+    final = doc.get("final")
+    if final and final.get("measured_ms"):
+        ax.scatter([final["measured_ms"]], [100 * final["top1"]], marker="*", s=140, c="#ff7f0e", zorder=4,
+                   label="chosen network, trained (test top-1)")  # fmt: skip
+    refs = doc.get("references") or []
+    trained = [r for r in refs if _ref_top1(r) is not None]
+    families: dict[str, list[Row]] = {}
+    for r in trained:
+        families.setdefault(str(r["label"]).partition("@")[0], []).append(r)
+    for i, (family, members) in enumerate(families.items()):
+        members = sorted(members, key=lambda r: float(r["measured_ms"]))
+        xs = [float(r["measured_ms"]) for r in members]
+        ys = [100 * float(r.get("top1", r.get("acc"))) for r in members]  # trained: top1 is set
+        ax.plot(xs, ys, ":", marker="*", ms=11, c=f"C{2 + i}", zorder=3,
+                label=f"{family} (zoo, same training)")  # fmt: skip
+        for r, x, y in zip(members, xs, ys):
+            ax.annotate(str(r["label"]).replace(f"{family}@", "×"), (x, y), textcoords="offset points",
+                        xytext=(5, -10), fontsize=7)  # fmt: skip
+    for r in refs:
+        if _ref_top1(r) is None:
+            lat = r.get("measured_ms") or r.get("table_ms")
+            ax.axvline(lat, ls=":", lw=1, c="#2ca02c")
+            ax.annotate(f"{r['label']} (untrained)", (lat, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                        fontsize=7, va="bottom", ha="right")  # fmt: skip
+    ax.set_xlabel(f"latency (ms, {doc['latency']['backend']}, {doc['latency']['threads']} thread(s))")
+    ax.set_ylabel("top-1 (%): candidates validation estimate; trained: test")
+    ax.set_title(f"search on {doc['space']['name']}: {doc['objective']['formula']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig

@@ -7,8 +7,8 @@ on the user's own device:
    latency model (:class:`~edgecnn.latency.model.LatencyModel`: the table's entry,
    else interpolation across widths, else a measurement of the block — taken in
    the executor's exclusive lane, never next to a running task);
-2. a weight-sharing supernet trained once with the sandwich rule
-   (:mod:`~edgecnn.search.supernet`), checkpointed and resumable;
+2. a weight-sharing supernet trained once with the sandwich rule or OFA's
+   progressive shrinking (:mod:`~edgecnn.search.supernet`), checkpointed and resumable;
 3. regularized evolution or random search (:mod:`~edgecnn.search.evolution`) over
    the objective ``ACC·(LAT/TAR)^w`` or a hard constraint, candidates scored
    through the executor (:mod:`~edgecnn.search.estimate`), the state saved after
@@ -18,8 +18,13 @@ on the user's own device:
 5. the chosen network trained with the standard recipe (:func:`edgecnn.train.fit`);
 6. a results document (``kind: "search"``), the Pareto front and a plot.
 
+Next to them, the zoo's reference networks of the setting
+(:mod:`~edgecnn.search.references`): latency by the same model and measured
+like the finalists, top-1 after the same final training.
+
 Everything written goes to ``out/``: ``latency_table.json``, ``supernet.pt``,
-``search_state.json``, ``final/last.pt``, ``results.json``, ``pareto.png``.
+``search_state.json``, ``final/last.pt``, ``references/<name>/last.pt``,
+``results.json``, ``pareto.png``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from typing import Any
 
 import torch
 
-from edgecnn import zoo
 from edgecnn.build import build
 from edgecnn.data import DataSet
 from edgecnn.executor import Executor
@@ -45,8 +49,9 @@ from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEs
 from edgecnn.search.evolution import SearchConfig, SearchResult, run_search
 from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
+from edgecnn.search.references import measure_references, reference_arch, to_rows, train_references
 from edgecnn.search.space import SearchSpace
-from edgecnn.search.supernet import Supernet, SupernetConfig, load_supernet, train_supernet
+from edgecnn.search.supernet import Supernet, SupernetConfig, load_supernet, same_recipe, train_supernet
 from edgecnn.train import TrainConfig, fit
 from edgecnn.train.task import DataRef, worker_data
 
@@ -71,7 +76,8 @@ class SearchJob:
     finalists: int = 3  # best candidates measured end to end
     final_epochs: int = 0  # epochs of the final training of the chosen network (0: skip)
     final_config: TrainConfig | None = None  # the final recipe (default: TrainConfig(epochs=final_epochs))
-    references: tuple[str, ...] = ()  # zoo networks ("name" or "name@width") measured for the plot
+    references: tuple[str, ...] = ()  # zoo networks ("name" or "name@width") on the plot (search.references)
+    train_references: bool = True  # also train them with the final recipe when final_epochs > 0
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -80,16 +86,6 @@ class SearchJob:
             raise ValueError("finalists and threads must be positive, final_epochs >= 0")
         for ref in self.references:
             reference_arch(ref)
-
-
-def reference_arch(ref: str) -> str:
-    """The arch string of a reference ``zoo_name`` or ``zoo_name@width`` (ValueError naming a bad one)."""
-    name, _, width = ref.partition("@")
-    try:
-        w = float(width) if width else 1.0
-    except ValueError:
-        raise ValueError(f"reference {ref!r}: the width after '@' must be a number, e.g. {name}@0.5") from None
-    return zoo.arch_of(name, width=w)
 
 
 @dataclass(frozen=True)
@@ -128,13 +124,14 @@ def prepare_supernet(job: SearchJob, data: DataSet, out: Path, *, resume: bool,
     path = out / "supernet.pt"
     if resume and path.is_file():
         net, doc = load_supernet(path)
-        if doc.get("config") == asdict(job.supernet) and doc["step"] >= job.supernet.steps:
+        if same_recipe(doc.get("config"), job.supernet) and doc["step"] >= job.supernet.steps:
             return net, {"steps": doc["step"], "seconds": 0.0, "reused": True}
     torch.manual_seed(job.supernet.seed)
-    net = Supernet(job.space, num_classes=data.num_classes, in_chans=data.in_chans)
+    net = Supernet(job.space, num_classes=data.num_classes, in_chans=data.in_chans,
+                   kernel_transform=job.supernet.schedule == "progressive")  # fmt: skip
     res = train_supernet(net, data, job.supernet, checkpoint=path, resume=resume, progress=progress)
     return net, {"steps": res.steps, "seconds": res.seconds, "final_loss": res.final_loss,
-                 "resumed_from": res.resumed_from, "reused": False}  # fmt: skip
+                 "resumed_from": res.resumed_from, "reused": False, "phase_seconds": res.phase_seconds}  # fmt: skip
 
 
 def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, executor: Executor,
@@ -150,20 +147,6 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
         s = m.stats
         out.append(Finalist(c.arch, c.acc, c.score, c.lat_ms, s.median_ms, s.iqr_ms,
                             job.objective.score(c.acc, s.median_ms)))  # fmt: skip
-    return out
-
-
-def measure_references(job: SearchJob, data: DataSet, executor: Executor, model: LatencyModel) -> list[dict[str, Any]]:
-    """End-to-end latency of the zoo's reference networks (``name`` or ``name@width``), in the exclusive lane."""
-    out = []
-    size = job.space.input_size
-    for ref in job.references:
-        arch = reference_arch(ref)
-        net = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
-        with executor.exclusive():
-            m = measure(net, (1, data.in_chans, size, size), backend=job.backend, threads=job.threads,
-                        config=job.timing, label=ref, reference=model.table.reference())  # fmt: skip
-        out.append({"label": ref, "arch": arch, "measured_ms": m.stats.median_ms, "acc": None, "what": "untrained"})
     return out
 
 
@@ -202,7 +185,11 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     t = time.perf_counter()
     finalists = measure_finalists(job, result, data, executor, model)
     timings["finalists_s"] = time.perf_counter() - t
-    references = measure_references(job, data, executor, model)
+    if job.references:
+        prog.on_stage(f"measuring {len(job.references)} reference network(s) end to end")
+    references = measure_references(job.references, model, executor, input_size=size, num_classes=data.num_classes,
+                                    in_chans=data.in_chans, backend=job.backend, threads=job.threads,
+                                    timing=job.timing)  # fmt: skip
     final = None
     if job.final_epochs:
         prog.on_stage(f"training the chosen network for {job.final_epochs} epochs")
@@ -210,10 +197,16 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         final = train_final(job, finalists[0].arch, full, out / "final", resume=resume, progress=show_bars)
         timings["final_s"] = time.perf_counter() - t
         final["measured_ms"] = finalists[0].measured_ms
+        if job.train_references and references:
+            prog.on_stage(f"training {len(references)} reference network(s) with the same recipe")
+            t = time.perf_counter()
+            references = train_references(references, lambda arch, folder: train_final(
+                job, arch, full, folder, resume=resume, progress=show_bars), out / "references")  # fmt: skip
+            timings["references_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     table = {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries)}
     doc = results_document(job, result, finalists, final, supernet_info, timings, table)
-    doc["references"] = references
+    doc["references"] = to_rows(references)
     plot = plot_search({"kind": "search", **doc}, out / "pareto.png")
     doc["plot"] = None if plot is None else str(plot)
     return read_results(write_results(out, "search", doc))
