@@ -44,13 +44,14 @@ def strip(history) -> list[dict]:
     return [{k: v for k, v in asdict(h).items() if k != "seconds"} for h in history]
 
 
-def synthetic_latency() -> LatencyModel:
-    """A table on a width grid whose entries are 1e-5 ms per MAC of the block (+ 0.01 ms), and a 0.1 ms overhead."""
+def synthetic_latency(per_block: float = 0.01, per_mac: float = 1e-5) -> LatencyModel:
+    """A table on a width grid whose entries are ``per_mac`` ms per MAC of the block + ``per_block`` ms, and a 0.1 ms
+    overhead."""
     table = LatencyTable(fingerprint(backend="eager", threads=1))
     fractions = tuple(i / 16 for i in range(1, 17))
     for p in _plans(build(TINY, num_classes=10, in_chans=1).spec, (8, 8), 10, 1):
         for v in width_grid(p, fractions, divisor=1):
-            ms = 1e-5 * kind_of(v.spec.kind).cost(v)[1] + 0.01  # the block's MACs
+            ms = per_mac * kind_of(v.spec.kind).cost(v)[1] + per_block  # the block's MACs
             table.entries[block_key(v)] = TableEntry(ms, ms, ms, ms, 1)
     okey = overhead_key(in_chans=1, input_size=(8, 8), batch=1, num_classes=10)
     table.entries[okey] = TableEntry(0.1, 0.1, 0.1, 0.1, 1)
@@ -176,3 +177,25 @@ def test_a_step_no_group_can_take_is_halved(trained) -> None:
     without = replace(cfg, step_halvings=0)
     stuck = netadapt(fresh(trained), REF, parse_budget("50%macs"), meter=meter, config=without)
     assert stuck.history == [] and not stuck.met and stuck.stopped.startswith("no channel group can meet the step")
+
+
+def test_overhead_bound_latency_is_met_by_dropping_a_block(trained) -> None:
+    # 0.3 ms per block whatever its width, 1e-7 ms per MAC: narrowing saves < 2% (TINY has ~0.1 M MACs), while
+    # blocks.2 (ir_c16 after a 16-channel block: an identity skip) is 0.3 of ~1.6 ms
+    lat = synthetic_latency(per_block=0.3, per_mac=1e-7)
+    meter = ResourceMeter("latency", input_size=8, num_classes=10, in_chans=1, latency=lat)
+    budget = parse_budget("85%latency")
+    cfg = replace(CFG, short_steps=2, top_k=1)
+    narrow = netadapt(fresh(trained), REF, budget, meter=meter, config=cfg)
+    assert not narrow.met and narrow.stopped.startswith("no channel group can meet the step")
+    r = netadapt(fresh(trained), REF, budget, meter=meter, config=replace(cfg, drop_blocks=True))
+    assert r.met and r.resource <= 0.85 * r.start
+    dropped = [h for h in r.history if h.group == -1]
+    assert [(h.description, h.width_before, h.width_after) for h in dropped] == [
+        ("blocks.2 dropped (ir_c16)", 16, 0)]  # fmt: skip
+    assert "ir_c16" not in r.arch.split() and len(r.model.blocks) == 4
+    # the result's latency is the table's sum over its blocks: by hand, one 0.3 ms block fewer
+    blocks = [1e-7 * c.macs + 0.3 for c in cost_from_spec(r.arch, 8, 10, 1).layers]
+    assert r.resource == pytest.approx(0.1 + sum(blocks))
+    again = build(r.arch, num_classes=10, in_chans=1)
+    again.load_state_dict(r.model.state_dict())  # strict

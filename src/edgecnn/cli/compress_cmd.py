@@ -68,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--long-epochs", type=float, default=1.0, help="fine-tune epochs of the result")
     g.add_argument("--criterion", default="l1", help="channel importance: l1, l2, bn_scale, taylor, random")
     g.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of this")
+    g.add_argument("--drop-blocks", action="store_true", help="NetAdapt: also propose removing whole blocks with an "
+                   "identity skip (depth; helps where latency is per-layer overhead rather than width)")  # fmt: skip
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate")
     add_executor_args(p)
@@ -129,7 +131,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     with executor:
         if args.method == "netadapt":
             cfg = NetAdaptConfig(args.initial_step, args.decay, args.short_steps, args.top_k, args.long_epochs,
-                                 args.selection, args.criterion, args.round_to, train=train)  # fmt: skip
+                                 args.selection, args.criterion, args.round_to, drop_blocks=args.drop_blocks,
+                                 train=train)  # fmt: skip
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console, transient=True) as bar:  # fmt: skip
                 task = bar.add_task("iteration 1: proposals", total=None)

@@ -36,6 +36,10 @@ The package will own, one file each:
   (:func:`plan_prune`, :func:`prune`, :func:`zero_pruned_`); allocation and
   exact costs in :mod:`~edgecnn.compress.prune_alloc`, arch-space writing in
   :mod:`~edgecnn.compress.prune_arch`. *Here.*
+- :mod:`~edgecnn.compress.drop_block` — remove a block with an identity skip
+  in arch space, the other weights transferred (:func:`droppable_blocks`,
+  :func:`plan_drop`, :func:`drop_block`): NetAdapt's depth proposals. *Here*
+  (import from the module).
 - :mod:`~edgecnn.compress.netadapt` — NetAdapt (Yang et al. 2018): budgeted,
   group-by-group pruning with BN recalibration and short fine-tunes on the
   executor, resumable (:func:`netadapt`); budgets in

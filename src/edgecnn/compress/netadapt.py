@@ -13,6 +13,10 @@ arch, :mod:`edgecnn.analysis.spec_cost`) is at most ``R_{i-1} − ΔR_i``, with
    A group that cannot meet the step even at its smallest width proposes nothing;
    when no group can, the step is halved (up to ``step_halvings`` times) —
    a fixed step larger than any one group's share would otherwise end the run.
+   With ``drop_blocks=True`` every block with an identity skip whose removal
+   meets the step is a proposal too (:mod:`edgecnn.compress.drop_block`):
+   on a small network at a small input the latency is mostly per-layer
+   overhead, which narrowing cannot remove and dropping a layer does.
 2. **Cheap ranking** — every proposal's BatchNorm statistics are re-estimated
    on a few training batches (:func:`~edgecnn.compress.recalibrate.recalibrate_bn_`;
    EagleEye, Li et al. 2020: pruned networks ranked by accuracy after BN
@@ -48,8 +52,9 @@ import torch
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.build import EdgeNet, build
 from edgecnn.compress.budget import Budget
+from edgecnn.compress.drop_block import BlockDrop, drop_block, droppable_blocks, plan_drop
 from edgecnn.compress.groups import channel_groups
-from edgecnn.compress.prune import plan_prune, prune
+from edgecnn.compress.prune import PrunePlan, plan_prune, prune
 from edgecnn.compress.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.atomic import atomic_write
@@ -106,6 +111,7 @@ class NetAdaptConfig:
     holdout: float = 0.1  # share of the training split held out to score proposals
     max_iterations: int = 200  # a safety stop
     step_halvings: int = 4  # when no single group can take a step, halve it up to this many times
+    drop_blocks: bool = False  # also propose removing each identity-residual block (depth), scored the same way
     train: TrainConfig = FINETUNE  # recipe of both fine-tunes (lr, batch size, seed, ...)
 
     def __post_init__(self) -> None:
@@ -130,10 +136,10 @@ class Iteration:
     resource: float  # the chosen network's resource
     top1: float  # its hold-out top-1 after the short fine-tune (or recalibration)
     recal_top1: float  # its hold-out top-1 after BN recalibration only
-    group: int  # the group it shrank
-    description: str  # the group, readably
-    width_before: int
-    width_after: int
+    group: int  # the channel group it shrank; -1: it dropped a block (drop_blocks)
+    description: str  # the group, readably, or "blocks.<i> dropped (<block>)"
+    width_before: int  # the group's width; a dropped block's channels
+    width_after: int  # the group's kept width; 0 for a dropped block
     proposals: int  # proposals that met the step
     arch: str  # the network after the iteration
     seconds: float  # wall time of the iteration
@@ -162,6 +168,48 @@ def _data_ref(ref: DataRef, fraction: float, seed: int) -> DataRef:
 
 def _free_groups(model: EdgeNet, graph: Any, round_to: int) -> tuple[int, ...]:
     return plan_prune(model, graph=graph, keep=1.0, round_to=round_to).free
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """One candidate of an iteration: what it changes, its resource, and the plan that builds it."""
+
+    group: int  # channel group, or -1 for a dropped block
+    description: str
+    width_before: int
+    width_after: int
+    resource: float
+    plan: PrunePlan | BlockDrop
+
+    @property
+    def name(self) -> str:
+        return f"group {self.group}" if self.group >= 0 else self.description.split(" (")[0]
+
+    def build(self, model: EdgeNet) -> EdgeNet:
+        if isinstance(self.plan, BlockDrop):
+            return drop_block(model, self.plan.position)
+        return prune(model, self.plan).model
+
+
+def _width_proposal(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound: float,
+                    cfg: NetAdaptConfig) -> _Proposal | None:  # fmt: skip
+    found = _propose(model, graph, group, meter, bound, cfg)
+    if found is None:
+        return None
+    plan, r = found
+    entry = next(e for e in plan.groups if e.group == group)
+    return _Proposal(group, entry.description, entry.width_before, entry.width_after, r, plan)
+
+
+def _drop_proposals(model: EdgeNet, meter: ResourceMeter, bound: float) -> list[_Proposal]:
+    """One proposal per identity-residual block whose removal meets ``bound``."""
+    out = []
+    for position in droppable_blocks(model):
+        d = plan_drop(model, position)
+        r = meter(d.arch)
+        if r <= bound:
+            out.append(_Proposal(-1, d.description, d.width, 0, r, d))
+    return out
 
 
 def _propose(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound: float, cfg: NetAdaptConfig
@@ -283,24 +331,26 @@ def netadapt(
                              seed=cfg.train.seed + i)  # fmt: skip
         scored = []
         for _ in range(cfg.step_halvings + 1):  # no single group can take the whole step: halve it
-            found = [(g, _propose(current, graph, g, meter, bound, cfg)) for g in free]
-            found = [(g, f) for g, f in found if f is not None]
+            found = [p for g in free if (p := _width_proposal(current, graph, g, meter, bound, cfg)) is not None]
+            if cfg.drop_blocks:
+                found += _drop_proposals(current, meter, bound)
             if found or bound >= r_now:
                 break
             bound = (bound + r_now) / 2
-        for n, (g, (plan, r)) in enumerate(found):
-            cand = prune(current, plan).model
-            scored.append((_score(cand, loader, val, cfg.recal_batches), g, plan, r, cand))
+        for n, prop in enumerate(found):
+            cand = prop.build(current)
+            scored.append((_score(cand, loader, val, cfg.recal_batches), prop, cand))
             if on_proposal:
                 on_proposal(n + 1, len(found))
         if not scored:
-            stopped = f"no channel group can meet the step to {bound:.4g} at iteration {i}"
+            what = "channel group or droppable block" if cfg.drop_blocks else "channel group"
+            stopped = f"no {what} can meet the step to {bound:.4g} at iteration {i}"
             break
-        scored.sort(key=lambda s: -s[0])  # stable: ties keep graph order
+        scored.sort(key=lambda s: -s[0])  # stable: ties keep graph order (groups, then dropped blocks)
         best = scored[: cfg.top_k]
         if cfg.short_steps > 0:
-            tasks = [FinetuneTask(f"iter {i}, group {g}", cand.arch, cand.state_dict(), ref, cfg.short_steps, cfg.train)
-                     for _, g, _, _, cand in best]  # fmt: skip
+            tasks = [FinetuneTask(f"iter {i}, {prop.name}", cand.arch, cand.state_dict(), ref, cfg.short_steps,
+                                  cfg.train) for _, prop, cand in best]  # fmt: skip
             outcomes = ex.map(run_finetune, tasks)
             tops = [o.top1 for o in outcomes]
         else:
@@ -309,16 +359,16 @@ def netadapt(
         def merit(j: int) -> float:
             if cfg.selection == "accuracy":
                 return tops[j]
-            return (tops[j] - acc) / max(abs(r_now - best[j][3]), 1e-12)
+            return (tops[j] - acc) / max(abs(r_now - best[j][1].resource), 1e-12)
 
         j = max(range(len(best)), key=lambda j: (merit(j), -j))
-        recal, g, plan, r, cand = best[j]
+        recal, prop, cand = best[j]
         if outcomes[j] is not None:
             cand.load_state_dict(outcomes[j].state_dict)
-        entry = next(e for e in plan.groups if e.group == g)
         current, acc = cand.eval(), tops[j]
-        history.append(Iteration(i, bound, r, tops[j], recal, g, entry.description, entry.width_before,
-                                 entry.width_after, len(scored), cand.arch, time.perf_counter() - t0))  # fmt: skip
+        history.append(Iteration(i, bound, prop.resource, tops[j], recal, prop.group, prop.description,
+                                 prop.width_before, prop.width_after, len(scored), cand.arch,
+                                 time.perf_counter() - t0))  # fmt: skip
         if state_file is not None:
             save_state(state_file, {
                 "start_arch": model.arch, "start_top1": start_top1, "arch": current.arch,
