@@ -45,13 +45,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from edgecnn.build import BUILDERS
-from edgecnn.latency.measure import ForeignCpu, LatencyStats, Reference, TimingConfig, summarize
+from edgecnn.latency.measure import LatencyStats, Reference, TimingConfig, retry_disturbed, summarize
 from edgecnn.plan import LayerPlan
 
 METHOD = "context"
@@ -210,12 +210,4 @@ def ort_block_in_context(
         if without_cache is not None:
             without_cache[key] = without_fn
     cfg = config or TimingConfig()
-    for attempt in range(cfg.retries + 1):  # as time_fn: measure again when other processes took the CPUs
-        with ForeignCpu() as foreign:
-            stats = marginal_stats(with_fn, without_fn, reference, cfg, stack=n)
-        stats = replace(stats, foreign_cpu=foreign.share)
-        disturbed = cfg.max_foreign is not None and foreign.share is not None and foreign.share > cfg.max_foreign
-        if not disturbed or attempt == cfg.retries:
-            break
-        time.sleep(cfg.retry_wait_s)
-    return stats
+    return retry_disturbed(lambda: marginal_stats(with_fn, without_fn, reference, cfg, stack=n), cfg)

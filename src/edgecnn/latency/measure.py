@@ -181,14 +181,23 @@ def time_fn(
     wait and measure again (up to ``config.retries`` times).
     """
     cfg = config or TimingConfig()
-    for attempt in range(cfg.retries + 1):
+    return retry_disturbed(lambda: _time_once(fn, cfg, reference, setup), cfg)
+
+
+def retry_disturbed(measure_once: Callable[[], LatencyStats], config: TimingConfig) -> LatencyStats:
+    """``measure_once()`` with ``foreign_cpu`` filled in; measured again (after a pause) while disturbed.
+
+    Disturbed: other processes used more than ``config.max_foreign`` of the CPUs
+    meanwhile. After ``config.retries`` retries the last measurement is kept.
+    """
+    for attempt in range(config.retries + 1):
         with ForeignCpu() as foreign:
-            stats = _time_once(fn, cfg, reference, setup)
+            stats = measure_once()
         stats = replace(stats, foreign_cpu=foreign.share)
-        disturbed = cfg.max_foreign is not None and foreign.share is not None and foreign.share > cfg.max_foreign
-        if not disturbed or attempt == cfg.retries:
+        disturbed = config.max_foreign is not None and foreign.share is not None and foreign.share > config.max_foreign
+        if not disturbed or attempt == config.retries:
             return stats
-        time.sleep(cfg.retry_wait_s)
+        time.sleep(config.retry_wait_s)
     raise AssertionError("unreachable")
 
 
