@@ -6,6 +6,7 @@ call takes a known time, and real measurements only for being finite.
 """
 
 import json
+from dataclasses import replace
 import math
 import os
 import tempfile
@@ -157,3 +158,33 @@ def test_a_profile_table_keeps_measuring_its_way(monkeypatch):
     p = plans()[1]
     e = table.measure_block(p)
     assert calls == [] and e.repeats == 2 and e.median_ms > 0 and block_key(p).startswith("ir|")
+
+
+def test_cpu_clock_times_with_the_thread_clock_and_only_one_cpu_thread(monkeypatch):
+    from edgecnn.latency.measure import measure, time_fn
+
+    with pytest.raises(ValueError, match="unknown clock 'gpu'"):
+        TimingConfig(clock="gpu")
+    cpu = TimingConfig(warmup=1, min_repeats=2, max_repeats=4, round_size=2, max_seconds=1.0, retries=0, clock="cpu")
+    thread, wall = FakeClock(), FakeClock()
+    monkeypatch.setattr(context.time, "thread_time", thread)
+    monkeypatch.setattr(context.time, "perf_counter", wall)
+
+    def run() -> None:  # 3 ms on this thread's CPU, 5 ms of waiting for it (other processes had the core)
+        thread.work(3.0)()
+        wall.work(8.0)()
+
+    assert time_fn(run, cpu).median_ms == pytest.approx(3.0)
+    assert time_fn(run, replace(cpu, clock="wall")).median_ms == pytest.approx(8.0)
+    with pytest.raises(ValueError, match="'cpu' clock times one CPU thread; got 2 thread"):
+        measure(torch.nn.Identity(), (1, 4), threads=2, config=cpu)
+
+
+def test_a_table_keeps_the_clock_it_was_timed_with(tmp_path):
+    table = new_table(backend="eager", threads=1, config=TimingConfig(clock="cpu"))
+    path = table.save(tmp_path / "t.json")
+    assert LatencyTable.load(path).config.clock == "cpu"
+    data = json.loads(path.read_text())
+    del data["clock"]  # older tables were timed by the wall clock
+    path.write_text(json.dumps(data))
+    assert LatencyTable.load(path).config.clock == "wall"

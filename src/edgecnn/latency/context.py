@@ -1,4 +1,4 @@
-"""ONNX Runtime block latency *in context*: the wall-clock cost a block adds to a graph around it.
+"""ONNX Runtime block latency *in context*: the time a block adds to a graph around it.
 
 A block exported and timed alone is not what it costs inside a network run by
 ONNX Runtime: the graph's input and output are converted to and from ORT's
@@ -8,7 +8,7 @@ the way the isolated entries used to be read — slows every kernel it times
 2.0–3.2 ms without profiling and 2.5–4.1 ms with it), which is why the plain
 sum of profiled entries came out 27–35% too high.
 
-So a block's entry is its **marginal** wall-clock cost in a small context graph
+So a block's entry is its **marginal** run time in a small context graph
 (the "chain" measurement of nn-Meter's kernel detection, Zhang et al. 2021,
 applied as FBNet's lookup table, Wu et al. 2019, fills entries)::
 
@@ -51,7 +51,16 @@ import torch
 from torch import nn
 
 from edgecnn.build import BUILDERS
-from edgecnn.latency.measure import LatencyStats, Reference, TimingConfig, retry_disturbed, summarize
+from edgecnn.latency.measure import (
+    LatencyStats,
+    Reference,
+    TimingConfig,
+    check_clock,
+    clock_of,
+    retry_disturbed,
+    summarize,
+    timed_ms,
+)
 from edgecnn.plan import LayerPlan
 
 METHOD = "context"
@@ -127,12 +136,10 @@ def marginal_stats(
     is ``(min with − min without) / stack``; ``raw_median_ms`` the unnormalised median difference.
     """
     cfg = config or TimingConfig()
-    clock = time.perf_counter
+    clock = clock_of(cfg)
 
     def timed(f: Callable[[], object]) -> float:
-        t0 = clock()
-        f()
-        return (clock() - t0) * 1e3
+        return timed_ms(f, clock)
 
     for _ in range(cfg.warmup):
         reference.fn()
@@ -147,7 +154,7 @@ def marginal_stats(
     raw_diffs: list[float] = []
     base = reference.baseline_ms
     previous: float | None = None
-    start = clock()
+    start = time.perf_counter()  # the cap is on elapsed time
     while True:
         for _ in range(cfg.round_size):
             w = timed(with_fn)
@@ -162,7 +169,7 @@ def marginal_stats(
             o_norm.append(on)
             diffs.append((wn - on) / stack)
             raw_diffs.append((w - o) / stack)
-        stop = len(diffs) >= cfg.max_repeats or clock() - start > cfg.max_seconds
+        stop = len(diffs) >= cfg.max_repeats or time.perf_counter() - start > cfg.max_seconds
         stable = False
         if len(diffs) >= cfg.min_repeats:
             median = statistics.median(diffs)
@@ -198,6 +205,7 @@ def ort_block_in_context(
     from edgecnn.export import onnx_bytes
     from edgecnn.latency.onnx_backend import make_session, session_runner
 
+    check_clock(config, threads=threads, device=device)
     n = (2 if shape_preserving(plan) else 1) if stack is None else stack
     graphs = context_graphs(plan, x, stack=n)
     with_fn = session_runner(make_session(onnx_bytes(graphs.with_block, x), threads=threads, device=device), x)

@@ -65,6 +65,7 @@ from edgecnn.build import BUILDERS, build
 from edgecnn.latency.calibrate import Calibration
 from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
 from edgecnn.latency.measure import (
+    CLOCKS,
     LatencyStats,
     Reference,
     TimingConfig,
@@ -196,6 +197,7 @@ class LatencyTable:
             "fingerprint": self.fingerprint.to_dict(),
             "call_overhead_ms": self.call_overhead_ms,
             "block_method": self.block_method,
+            "clock": self.config.clock,
             "reference_ms": self.reference_ms,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
@@ -227,9 +229,13 @@ class LatencyTable:
         if method not in BLOCK_METHODS:
             raise ValueError(f"{source}: unknown block_method {method!r} (valid: {', '.join(BLOCK_METHODS)}); "
                              "rebuild it with `edgecnn latency build-table`")  # fmt: skip
+        clock = data.get("clock", "wall")  # how the entries and reference_ms were timed (older tables: wall)
+        if clock not in CLOCKS:
+            raise ValueError(f"{source}: unknown clock {clock!r} (valid: {', '.join(CLOCKS)}); "
+                             "rebuild it with `edgecnn latency build-table`")  # fmt: skip
         return cls(
             DeviceFingerprint.from_dict(data["fingerprint"]), entries, data.get("call_overhead_ms"),
-            data.get("reference_ms"), calibration, block_method=method,
+            data.get("reference_ms"), calibration, TimingConfig(clock=clock), block_method=method,
         )  # fmt: skip
 
     @classmethod
@@ -273,8 +279,9 @@ class LatencyTable:
 
             fp = self.fingerprint
             self._reference = make_reference(
-                backend=fp.backend, threads=fp.threads, device=fp.device, baseline=self.reference_ms
-            )
+                backend=fp.backend, threads=fp.threads, device=fp.device, baseline=self.reference_ms,
+                clock=self.config.clock,
+            )  # fmt: skip
             self.reference_ms = self._reference.baseline_ms
         return self._reference
 
