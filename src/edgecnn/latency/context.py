@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgecnn.blocks import GlobalAvgPool
 from edgecnn.build import BUILDERS
 from edgecnn.latency.measure import (
     LatencyStats,
@@ -63,17 +64,9 @@ from edgecnn.latency.measure import (
 )
 from edgecnn.plan import LayerPlan
 
-METHOD = "context"
-"""The ``block_method`` a table records for entries measured by this module (older tables: ``"profile"``)."""
 
-
-class _GlobalPool(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
-
-
-def _post(t: torch.Tensor) -> nn.Module:
-    return _GlobalPool() if t.dim() == 4 else nn.Identity()
+def _post(t: torch.Tensor) -> nn.Module:  # the network's own pooling module: it exports as the network's does
+    return GlobalAvgPool() if t.dim() == 4 else nn.Identity()
 
 
 def _pre(plan: LayerPlan, x: torch.Tensor) -> nn.Module:
