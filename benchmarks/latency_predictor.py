@@ -17,7 +17,15 @@ with 2 threads a process on the other core stalls every parallel region, which
 no normalisation undoes. The machine's load (loadavg, the share of the CPUs
 other processes used, the reference's slowdown) is recorded next to the numbers.
 
-    .venv/bin/python benchmarks/latency_predictor.py [--n 50] [--n-cal 30] [--input-size 128]
+ONNX Runtime entries are timed in context (``edgecnn.latency.context``:
+``T(pre → block → post) − T(pre → post)``); ``--ort-method profile`` builds the
+older kind of table (blocks exported alone, profiled) for comparison.
+``--busy`` runs a competing busy-loop process (pinned to the last CPU where
+the OS allows) for the whole benchmark, to see whether the predictor holds
+with another process on the second core. ``--quick``: 10 + 10 networks, no zoo.
+Tables are reused from ``--table-dir``: pass a fresh directory for a fresh build.
+
+    .venv/bin/python benchmarks/latency_predictor.py [--n 50] [--n-cal 30] [--input-size 128] [--busy] [--quick]
 """
 
 from __future__ import annotations
@@ -26,7 +34,11 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,10 +47,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgecnn import zoo
+from edgecnn.atomic import atomic_write_text
 from edgecnn.latency.fingerprint import fingerprint
-from edgecnn.latency.measure import TimingConfig
+from edgecnn.latency.measure import CLOCKS, TimingConfig
 from edgecnn.latency.predict import predict
-from edgecnn.latency.table import LatencyTable
+from edgecnn.latency.table import BLOCK_METHODS, LatencyTable
 from edgecnn.latency.validate import calibrate, loadavg, measure_arch, sample_archs, validate
 from edgecnn.search.space import MOBILENET_V3_SPACE
 
@@ -50,6 +63,26 @@ def _fmt(summary: dict) -> list[str]:
     w = summary["within"]
     return [f"{summary['mape']:.1%}", f"{w['0.05']:.0%}", f"{w['0.10']:.0%}", f"{w['0.20']:.0%}",
             f"{summary['mean_error']:+.1%}"]  # fmt: skip
+
+
+@contextmanager
+def busy_process(enabled: bool) -> Iterator[dict]:
+    """A competing busy loop on the last CPU (where affinity can be set) while the block runs; what it was."""
+    if not enabled:
+        yield {"busy": False}
+        return
+    cpu = (os.cpu_count() or 1) - 1
+
+    def pin() -> None:  # runs in the child before the loop starts
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {cpu})
+
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pin)
+    try:
+        yield {"busy": True, "pid": proc.pid, "cpu": cpu if hasattr(os, "sched_setaffinity") else None}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def main() -> None:
@@ -64,11 +97,28 @@ def main() -> None:
     ap.add_argument("--table-dir", default="/tmp/edgecnn-latency-tables", help="where the lookup tables are kept")
     ap.add_argument("--max-seconds", type=float, default=3.0, help="cap per timing loop")
     ap.add_argument("--no-zoo", action="store_true", help="skip the zoo models at 224²")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--ort-method", choices=BLOCK_METHODS, default="context",
+                    help="how a new ONNX Runtime table times its blocks (context: in a graph; profile: older, alone)")
+    ap.add_argument("--clock", choices=CLOCKS, default=None,
+                    help="what a run is timed by (default: cpu, the thread's CPU time, with 1 thread; else wall)")
+    ap.add_argument("--busy", action="store_true", help="run a competing busy process on the last CPU throughout")
+    ap.add_argument("--quick", action="store_true", help="10 validation + 10 calibration networks, no zoo")
+    ap.add_argument("--out", default=None, help=f"results JSON (default {RESULTS} with -busy/-quick suffixes)")
     args = ap.parse_args()
+    args.clock = args.clock or ("cpu" if args.threads == 1 else "wall")
+    if args.quick:
+        args.n, args.n_cal, args.no_zoo = min(args.n, 10), min(args.n_cal, 10), True
+    if args.out is None:
+        args.out = str(RESULTS.with_name(RESULTS.stem + "-busy" * args.busy + "-quick" * args.quick + RESULTS.suffix))
     console = Console()
+    with busy_process(args.busy) as busy:
+        run(args, console, busy)
+
+
+def run(args: argparse.Namespace, console: Console, busy: dict) -> None:
+    """The benchmark body (see the module doc), with ``busy`` describing the competing process."""
     # no retries: other engineers' jobs come and go on this VM; normalisation, not waiting, handles them
-    cfg = TimingConfig(max_seconds=args.max_seconds, retries=0)
+    cfg = TimingConfig(max_seconds=args.max_seconds, retries=0, clock=args.clock)
     archs = sample_archs(args.n, MOBILENET_V3_SPACE.sample, seed=args.seed)
     cal_archs = sample_archs(args.n_cal, MOBILENET_V3_SPACE.sample, seed=args.cal_seed)
     result: dict = {
@@ -78,20 +128,27 @@ def main() -> None:
         },
         "settings": {
             "n": args.n, "n_cal": args.n_cal, "threads": args.threads, "input_size": args.input_size,
-            "seed": args.seed, "cal_seed": args.cal_seed,
+            "seed": args.seed, "cal_seed": args.cal_seed, "ort_method": args.ort_method, "competing_process": busy,
+            "quick": args.quick,
             "timing": {k: getattr(cfg, k) for k in ("warmup", "min_repeats", "max_repeats", "rel_tol", "max_seconds",
-                                                     "max_foreign", "retries")},
+                                                     "max_foreign", "retries", "clock")},
         },
         "validation": {},
         "zoo": {},
     }  # fmt: skip
     tables: dict[str, LatencyTable] = {}
-    summary = Table(title=f"predictor vs measured, {args.n} held-out networks, {args.threads} thread(s), {args.input_size}²")
+    summary = Table(title=f"predictor vs measured, {args.n} held-out networks, {args.threads} thread(s), "
+                    f"{args.input_size}², competing process: {'yes' if busy['busy'] else 'no'}")
     for col in ("backend", "what", "MAPE", "±5%", "±10%", "±20%", "bias"):
         summary.add_column(col, justify="left" if col in ("backend", "what") else "right")
     for backend in args.backends:
         path = Path(args.table_dir) / f"{backend}_t{args.threads}.json"
         table = LatencyTable.open_or_new(path, fingerprint(backend=backend, threads=args.threads))
+        if not table.entries:  # a new table; a loaded one keeps the method its entries were measured with
+            table.block_method = args.ort_method
+        elif table.config.clock != cfg.clock:
+            raise SystemExit(f"{path} was timed with the {table.config.clock!r} clock, not {cfg.clock!r}: "
+                             "pass another --table-dir or --clock")  # fmt: skip
         table.config = cfg
         tables[backend] = table
         t0 = time.monotonic()
@@ -115,6 +172,7 @@ def main() -> None:
         rep["seconds"] = time.monotonic() - t0
         rep["table_entries"] = len(table.entries)
         rep["reference_ms"] = table.reference_ms
+        rep["block_method"] = table.block_method if backend == "onnxruntime" else "isolated"
         rep["calibration"] = cal.to_dict()
         result["validation"][backend] = rep
         for what, key in (("predictor (calibrated)", "predictor"), ("plain sum of entries", "predictor_uncalibrated"),
@@ -146,8 +204,7 @@ def main() -> None:
                 row["eager_over_onnxruntime"] = row["eager"]["measured_ms"] / row["onnxruntime"]["measured_ms"]
             result["zoo"][name] = row
     result["machine"]["loadavg_end"] = loadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    atomic_write_text(args.out, json.dumps(result, indent=1))
     console.print(f"wrote {args.out}")
 
 

@@ -53,3 +53,15 @@ def test_calibrate_then_validate_held_out(tmp_path, capsys):
     # the calibration networks are refused as validation networks
     assert main(["latency", "validate", "--table", str(table), "-n", "2", "--seed", "1000", *QUICK]) == 2
     assert "used to calibrate" in capsys.readouterr().err
+
+
+def test_a_table_built_on_the_cpu_clock_is_measured_with_it(tmp_path, capsys):
+    table = tmp_path / "t.json"
+    assert main(["latency", "build-table", "--table", str(table), "--models", TINY, "--clock", "cpu", *QUICK]) == 0
+    assert json.loads(table.read_text())["clock"] == "cpu"
+    assert main(["latency", TINY, "--table", str(table), *QUICK]) == 0  # the table's clock by default
+    assert main(["latency", TINY, "--table", str(table), "--clock", "wall", *QUICK]) == 2
+    assert "timed with the 'cpu' clock" in capsys.readouterr().err
+    # the thread's CPU time misses other threads' work: refused with two
+    assert main(["latency", TINY, "--clock", "cpu", *QUICK[:2], "--threads", "2", *QUICK[4:]]) == 2
+    assert "'cpu' clock times one CPU thread" in capsys.readouterr().err

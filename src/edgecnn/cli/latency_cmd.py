@@ -30,7 +30,7 @@ from edgecnn.build import build
 from edgecnn.cli import args as num
 from edgecnn.cli.errors import UsageError
 from edgecnn.latency.fingerprint import BACKENDS, fingerprint
-from edgecnn.latency.measure import TimingConfig, default_threads, measure
+from edgecnn.latency.measure import CLOCKS, TimingConfig, default_threads, measure
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
@@ -46,7 +46,8 @@ _USAGE = """actions:
   edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S]     (default seed 1000)
   edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]"""
 # which options each action accepts (dest names); the rest must stay unset
-_COMMON = {"backend", "threads", "input_size", "batch", "device", "table", "force", "json", "num_classes", "max_seconds", "retries"}
+_COMMON = {"backend", "threads", "input_size", "batch", "device", "table", "force", "json", "num_classes", "max_seconds", "retries",
+           "clock"}  # fmt: skip
 _ALLOWED = {
     "measure": _COMMON | {"per_layer", "channels_last", "width"},
     "build-table": _COMMON | {"models", "sample", "seed"},
@@ -100,11 +101,13 @@ def cmd_measure(args: argparse.Namespace) -> int:
     check_memory(arch, input_size=size, num_classes=ncls, batch=args.batch, what=label)
     net = build(arch, num_classes=ncls)
     shape = (args.batch, 3, size, size)
-    cfg = _config(args)
     tab = None
-    if args.table:  # measure as the table's entries were: normalised by its drift reference
+    if args.table:  # measure as the table's entries were: normalised by its drift reference, with its clock
         fp_here = fingerprint(backend=args.backend, threads=args.threads, device=args.device)
         tab = LatencyTable.load(args.table, expect=fp_here, force=args.force)
+    cfg = _config(args, tab)
+    if tab is not None:
+        tab.config = cfg
     kw = dict(backend=args.backend, threads=args.threads, device=args.device, config=cfg, label=label)
     console = Console()
     breakdown = per_layer(net, shape, channels_last=args.channels_last, **kw) if args.per_layer else None
@@ -147,8 +150,13 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace) -> TimingConfig:
-    return TimingConfig(max_seconds=args.max_seconds, retries=args.retries)
+def _config(args: argparse.Namespace, table: LatencyTable | None = None) -> TimingConfig:
+    """Timing settings from the options; the clock is ``--clock``, else the table's, else wall."""
+    if table is not None and args.clock and table.entries and args.clock != table.config.clock:
+        raise UsageError(f"{args.table} was timed with the {table.config.clock!r} clock; measure against it with "
+                         f"--clock {table.config.clock} (or build another table)")  # fmt: skip
+    clock = args.clock or (table.config.clock if table is not None else "wall")
+    return TimingConfig(max_seconds=args.max_seconds, retries=args.retries, clock=clock)
 
 
 def _open_table(args: argparse.Namespace) -> LatencyTable:
@@ -161,7 +169,7 @@ def _open_table(args: argparse.Namespace) -> LatencyTable:
         # other machine's fingerprint that would mix two devices in one table (`measure --force` only reads)
         raise UsageError(f"{args.table} was measured on another device/backend; --force reads it but does not "
                          "add this machine's measurements to it: build a table of your own (another --table)")
-    table.config = _config(args)
+    table.config = _config(args, table)
     return table
 
 
@@ -304,6 +312,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--json", help="also write the result as JSON to this path")
     g.add_argument("--max-seconds", type=num.positive_float, help="time cap per timing loop (default 10)")
     g.add_argument("--retries", type=num.nonneg_int, help="re-measure when other processes load the CPUs (default 3)")
+    g.add_argument("--clock", choices=CLOCKS, help="time runs by the wall clock or, with --threads 1 on the CPU, by the "
+                   "thread's CPU time (steady on a shared machine); default: the table's, else wall")  # fmt: skip
     m = p.add_argument_group("measure")
     m.add_argument("--per-layer", action="store_true", default=None, help="also time every block")
     m.add_argument("--channels-last", action="store_true", default=None, help="eager: NHWC memory format")

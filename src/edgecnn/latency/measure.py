@@ -39,6 +39,7 @@ class TimingConfig:
     max_foreign: float | None = 0.2  # retry when other processes used more than this share of the CPUs (Linux)
     retries: int = 3  # how many times to retry a disturbed measurement (then keep the last one)
     retry_wait_s: float = 2.0  # pause before a retry, to let the other load pass
+    clock: str = "wall"  # "wall": elapsed time; "cpu": the calling thread's CPU time (1 CPU thread only, see CLOCKS)
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.min_repeats < 1 or self.round_size < 1:
@@ -49,6 +50,37 @@ class TimingConfig:
             raise ValueError("rel_tol and max_seconds must be positive")
         if self.retries < 0 or self.retry_wait_s < 0:
             raise ValueError("retries and retry_wait_s must be >= 0")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"unknown clock {self.clock!r}; valid: {', '.join(CLOCKS)}")
+
+
+CLOCKS: tuple[str, ...] = ("wall", "cpu")
+"""What a timed run reads. ``wall``: elapsed time (``time.perf_counter``). ``cpu``: the CPU time of the
+calling thread (``time.thread_time``, the scheduler's per-thread account): with one CPU thread (PyTorch and ONNX
+Runtime then run every kernel on the calling thread) this is the inference's latency without the slices the OS
+gave to other processes, which a shared machine's wall clock is full of. It misses the work of other threads and
+the wait for a GPU, so it is refused with more than one thread or on CUDA (:func:`check_clock`)."""
+
+
+def clock_of(config: TimingConfig) -> Callable[[], float]:
+    """The clock (seconds) that ``config.clock`` names."""
+    return time.thread_time if config.clock == "cpu" else time.perf_counter
+
+
+def check_clock(config: TimingConfig | None, *, threads: int, device: str) -> None:
+    """ValueError unless ``config``'s clock can time ``threads`` threads on ``device`` (see :data:`CLOCKS`)."""
+    if config is not None and config.clock == "cpu" and (threads != 1 or not device.startswith("cpu")):
+        raise ValueError(
+            f"the 'cpu' clock times one CPU thread; got {threads} thread(s) on {device!r}: "
+            "use threads=1 on the CPU, or clock='wall'"
+        )
+
+
+def timed_ms(fn: Callable[[], object], clock: Callable[[], float]) -> float:
+    """Milliseconds ``clock`` advances during one call of ``fn``."""
+    t0 = clock()
+    fn()
+    return (clock() - t0) * 1e3
 
 
 @dataclass(frozen=True)
@@ -181,14 +213,23 @@ def time_fn(
     wait and measure again (up to ``config.retries`` times).
     """
     cfg = config or TimingConfig()
-    for attempt in range(cfg.retries + 1):
+    return retry_disturbed(lambda: _time_once(fn, cfg, reference, setup), cfg)
+
+
+def retry_disturbed(measure_once: Callable[[], LatencyStats], config: TimingConfig) -> LatencyStats:
+    """``measure_once()`` with ``foreign_cpu`` filled in; measured again (after a pause) while disturbed.
+
+    Disturbed: other processes used more than ``config.max_foreign`` of the CPUs
+    meanwhile. After ``config.retries`` retries the last measurement is kept.
+    """
+    for attempt in range(config.retries + 1):
         with ForeignCpu() as foreign:
-            stats = _time_once(fn, cfg, reference, setup)
+            stats = measure_once()
         stats = replace(stats, foreign_cpu=foreign.share)
-        disturbed = cfg.max_foreign is not None and foreign.share is not None and foreign.share > cfg.max_foreign
-        if not disturbed or attempt == cfg.retries:
+        disturbed = config.max_foreign is not None and foreign.share is not None and foreign.share > config.max_foreign
+        if not disturbed or attempt == config.retries:
             return stats
-        time.sleep(cfg.retry_wait_s)
+        time.sleep(config.retry_wait_s)
     raise AssertionError("unreachable")
 
 
@@ -202,12 +243,10 @@ def normalized_samples(times_ms: list[float], ref_ms: list[float], baseline_ms: 
 def _time_once(
     fn: Callable[[], object], cfg: TimingConfig, reference: Reference | None, setup: Callable[[], object] | None
 ) -> LatencyStats:
-    clock = time.perf_counter
+    clock = clock_of(cfg)
 
     def timed(f: Callable[[], object]) -> float:
-        t0 = clock()
-        f()
-        return (clock() - t0) * 1e3
+        return timed_ms(f, clock)
 
     for _ in range(cfg.warmup):
         if reference is not None:
@@ -217,7 +256,7 @@ def _time_once(
     refs: list[float] = [timed(reference.fn)] if reference is not None else []
     samples = raw
     previous: float | None = None
-    start = clock()
+    start = time.perf_counter()  # the cap is on elapsed time, whatever the runs are timed with
     while True:
         for _ in range(cfg.round_size):
             if setup is not None:
@@ -227,7 +266,7 @@ def _time_once(
                 refs.append(timed(reference.fn))
         if reference is not None:
             samples = normalized_samples(raw, refs, reference.baseline_ms)
-        stop = len(samples) >= cfg.max_repeats or clock() - start > cfg.max_seconds
+        stop = len(samples) >= cfg.max_repeats or time.perf_counter() - start > cfg.max_seconds
         stable = False
         if len(samples) >= cfg.min_repeats:
             median = statistics.median(samples)
@@ -338,6 +377,7 @@ def measure(
     check_backend(backend)
     check_device(device)
     threads = threads or default_threads()
+    check_clock(config, threads=threads, device=device)
     x = example_input(input_shape)
     extra: dict[str, Any] = {}
     if backend == "onnxruntime":

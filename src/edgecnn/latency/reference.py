@@ -11,11 +11,18 @@ real network would: the next block starts with its own weights cold.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 from edgecnn.build import build
-from edgecnn.latency.measure import Reference, eager_runner, example_input, torch_threads
+from edgecnn.latency.measure import (
+    Reference,
+    TimingConfig,
+    clock_of,
+    eager_runner,
+    example_input,
+    timed_ms,
+    torch_threads,
+)
 
 REFERENCE_ARCH = (
     "conv_k3_s2_c16_hswish ir_m16_c16_relu ir_k5_s2_e4_c40_se0.25_hsgate_hswish ir_s2_e6_c80_hswish "
@@ -36,26 +43,26 @@ def reference_runner(*, backend: str, threads: int, device: str = "cpu") -> Call
     return eager_runner(net, (x,), device=device)
 
 
-def baseline_ms(fn: Callable[[], object], *, runs: int = 60, warmup: int = 10) -> float:
+def baseline_ms(fn: Callable[[], object], *, runs: int = 60, warmup: int = 10, clock: str = "wall") -> float:
     """The reference's nominal latency: the 25th percentile of ``runs`` back-to-back runs.
 
     A low quantile rather than the median because slowdowns only ever add time;
-    it only sets the unit the normalised latencies are expressed in.
+    it only sets the unit the normalised latencies are expressed in. ``clock``:
+    as :attr:`TimingConfig.clock`, the clock the normalised runs are timed with.
     """
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
+    tick = clock_of(TimingConfig(clock=clock))
+    times = [timed_ms(fn, tick) for _ in range(runs)]
     return statistics.quantiles(times, n=4, method="inclusive")[0]
 
 
-def make_reference(*, backend: str, threads: int, device: str = "cpu", baseline: float | None = None) -> Reference:
-    """A :class:`Reference` for ``backend``/``threads``; measures its baseline unless one is given (from a table)."""
+def make_reference(
+    *, backend: str, threads: int, device: str = "cpu", baseline: float | None = None, clock: str = "wall"
+) -> Reference:
+    """A :class:`Reference` for ``backend``/``threads``; measures its baseline (with ``clock``) unless one is given."""
     fn = reference_runner(backend=backend, threads=threads, device=device)
     if baseline is None:
         with torch_threads(threads):
-            baseline = baseline_ms(fn)
+            baseline = baseline_ms(fn, clock=clock)
     return Reference(fn, baseline)

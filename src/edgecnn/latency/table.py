@@ -14,10 +14,13 @@ How an entry is measured, per backend (see ``docs/latency.md`` for why):
   input of its shape; the cost of one empty call (an ``nn.Identity`` in the
   same runner) is subtracted, because inside a network that call cost is paid
   once, not once per block.
-* onnxruntime — the block is exported alone and profiled; the entry is the
-  sum of its nodes' kernel times, without the layout reorders ORT adds at the
-  graph's own input and output (inside a network a block's neighbours are
-  already in ORT's blocked layout).
+* onnxruntime — the block's marginal wall-clock cost in a small context graph,
+  ``T(pre → block → post) − T(pre → post)`` (:mod:`edgecnn.latency.context`):
+  fusions, layout and session overhead as inside a network. Tables written
+  before this (no ``block_method`` field, read as ``"profile"``) summed the
+  kernel times of the block exported alone and profiled; ORT's profiler slows
+  the kernels it times, so those sums ran 27–35% high. Such a table keeps
+  measuring new entries its own way, so its entries stay comparable.
 
 Every timed run is normalised by a fixed reference workload run right before
 and after it (:class:`~edgecnn.latency.measure.Reference`,
@@ -62,6 +65,7 @@ from edgecnn.build import BUILDERS, build
 from edgecnn.latency.calibrate import Calibration
 from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
 from edgecnn.latency.measure import (
+    CLOCKS,
     LatencyStats,
     Reference,
     TimingConfig,
@@ -78,6 +82,8 @@ from edgecnn.schema import check_table, load_json
 
 FORMAT = "edgecnn-latency-table"
 VERSION = 2  # 2: drift-normalised entries (reference_ms), cold-weight blocks, calibration
+BLOCK_METHODS: tuple[str, ...] = ("context", "profile")
+"""How an onnxruntime table measured its block entries (see the module doc); eager tables ignore it."""
 PROBE_ARCH = "conv_k3_s2_c16 gap fc"
 """The smallest network: its end-to-end time minus its blocks is the fixed per-inference overhead."""
 
@@ -178,8 +184,10 @@ class LatencyTable:
     reference_ms: float | None = None  # the reference workload's nominal latency: the unit of every entry
     calibration: Calibration | None = None  # per-group scales fitted on measured networks (None: plain sums)
     config: TimingConfig = field(default_factory=TimingConfig)  # timing settings for new entries
-    profile_runs: int = 30  # onnxruntime: profiled runs per entry
+    profile_runs: int = 30  # onnxruntime, block_method "profile": profiled runs per entry
+    block_method: str = "context"  # onnxruntime: "context" (marginal cost in a graph) or "profile" (older tables)
     _reference: Reference | None = field(default=None, repr=False, compare=False)  # built on first use
+    _without: dict[tuple[object, ...], Callable[[], object]] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- persistence -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +196,8 @@ class LatencyTable:
             "version": VERSION,
             "fingerprint": self.fingerprint.to_dict(),
             "call_overhead_ms": self.call_overhead_ms,
+            "block_method": self.block_method,
+            "clock": self.config.clock,
             "reference_ms": self.reference_ms,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
@@ -215,9 +225,17 @@ class LatencyTable:
         except KeyError as exc:
             raise ValueError(f"{source}: field 'calibration' lacks {exc}; recalibrate with `edgecnn latency "
                              "calibrate`") from None  # fmt: skip
+        method = data.get("block_method", "profile")  # tables written before in-context timing profiled blocks
+        if method not in BLOCK_METHODS:
+            raise ValueError(f"{source}: unknown block_method {method!r} (valid: {', '.join(BLOCK_METHODS)}); "
+                             "rebuild it with `edgecnn latency build-table`")  # fmt: skip
+        clock = data.get("clock", "wall")  # how the entries and reference_ms were timed (older tables: wall)
+        if clock not in CLOCKS:
+            raise ValueError(f"{source}: unknown clock {clock!r} (valid: {', '.join(CLOCKS)}); "
+                             "rebuild it with `edgecnn latency build-table`")  # fmt: skip
         return cls(
             DeviceFingerprint.from_dict(data["fingerprint"]), entries, data.get("call_overhead_ms"),
-            data.get("reference_ms"), calibration,
+            data.get("reference_ms"), calibration, TimingConfig(clock=clock), block_method=method,
         )  # fmt: skip
 
     @classmethod
@@ -261,8 +279,9 @@ class LatencyTable:
 
             fp = self.fingerprint
             self._reference = make_reference(
-                backend=fp.backend, threads=fp.threads, device=fp.device, baseline=self.reference_ms
-            )
+                backend=fp.backend, threads=fp.threads, device=fp.device, baseline=self.reference_ms,
+                clock=self.config.clock,
+            )  # fmt: skip
             self.reference_ms = self._reference.baseline_ms
         return self._reference
 
@@ -283,7 +302,16 @@ class LatencyTable:
         return self.call_overhead_ms
 
     def measure_block(self, plan: LayerPlan, *, batch: int = 1) -> TableEntry:
-        """Measure one block alone on an input of its shape (see the module doc for the correction)."""
+        """Measure one block on an input of its shape (see the module doc for the correction)."""
+        if self.backend == "onnxruntime" and self.block_method == "context":
+            from edgecnn.latency.context import ort_block_in_context
+
+            fp = self.fingerprint
+            stats = ort_block_in_context(
+                plan, block_input(plan, batch), threads=fp.threads, reference=self.reference(), config=self.config,
+                device=fp.device, without_cache=self._without,
+            )  # fmt: skip
+            return TableEntry.from_stats(stats)
         module = BUILDERS[plan.spec.kind](plan).eval()
         stats = self._time_module(module, block_input(plan, batch))
         return TableEntry.from_stats(stats, self._ensure_call_overhead())
