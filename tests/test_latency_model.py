@@ -195,3 +195,21 @@ def test_ensure_grid_measures_once_then_narrower_networks_are_interpolated(tmp_p
     assert model.counts["measured"] == n and model.counts["interpolated"] == 4 and pred.total_ms > 0
     # + the overhead and the probe network's stride-2 conv and 4×4 gap (its classifier is one of the fc variants)
     assert len(LatencyTable.load(tmp_path / "t.json").entries) == n + 1 + 2
+
+
+def test_width_grid_keeps_zero_padding_shortcuts_from_reducing_channels() -> None:
+    # a CIFAR-ResNet stride-2 block: its 'padskip' shortcut zero-pads 16 -> 32 channels and cannot drop any
+    arch = "conv_k3_c16 basic_s2_c32_padskip gap fc"
+    stem, down, gap, fc = resolve(arch, num_classes=10, input_size=8)
+    fractions = (0.25, 0.5, 1.0)
+    coords = [split_key(block_key(v)).coords for v in width_grid(down, fractions)]  # type: ignore[union-attr]
+    # axes cin, cout, mid: cin {8, 16} × cout {8, 16, 32} × mid {8, 16, 32}, less the 3 with cin 16 > cout 8
+    assert (down.cin, down.cout, down.mid) == (16, 32, 32)
+    assert sorted(coords) == sorted(c for c in itertools.product((8, 16), (8, 16, 32), (8, 16, 32)) if c[1] >= c[0])
+    table = LatencyTable(fingerprint(backend="eager", threads=1), config=FAST)
+    model = LatencyModel(table, measure=True)
+    n = model.ensure_grid(arch, input_size=8, fractions=fractions, num_classes=10)  # the builder refused (16 -> 8)
+    assert n == 2 + 15 + 3 + 3  # stem cout 8|16, the block's 15 variants, gap and fc at 8|16|32 channels
+    # a NetAdapt proposal narrows the inner width only: answered without measuring
+    model.predict("conv_k3_c16 basic_s2_m20_c32_padskip gap fc", input_size=8, num_classes=10)
+    assert model.counts["measured"] == n and model.counts["interpolated"] == 1

@@ -239,7 +239,10 @@ def width_grid(
     classifier's output) stays as it is, and so does a classifier's output.
     Variants that fall into another slice (an inverted residual with
     ``mid == cin`` has no expansion conv) are left out: they cannot help
-    interpolate this one. The block itself is always one of the variants.
+    interpolate this one, and so are those its builder refuses: a zero-padding
+    shortcut (``padskip``, the CIFAR ResNets) cannot reduce channels, so its
+    variants keep ``cout >= cin`` (NetAdapt never proposes otherwise: the
+    shortcut ties the stage widths). The block itself is always one of the variants.
     """
     if not all(0 < f <= 1 for f in fractions):
         raise ValueError(f"grid fractions must be in (0, 1], got {tuple(fractions)}")
@@ -253,6 +256,8 @@ def width_grid(
     out = []
     for combo in itertools.product(*values):
         w = dict(zip(sk.axes, combo))
+        if plan.spec.skip == "pad" and w.get("cout", 0) < w.get("cin", 0):
+            continue  # PadShortcut refuses cout < cin
         if "c" in w:  # a tied axis: cin == cout (identity residual, depthwise, pooling)
             w["cin"] = w["cout"] = w.pop("c")
             if plan.spec.kind in _SAME_WIDTH:
