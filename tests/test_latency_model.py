@@ -213,3 +213,47 @@ def test_width_grid_keeps_zero_padding_shortcuts_from_reducing_channels() -> Non
     # a NetAdapt proposal narrows the inner width only: answered without measuring
     model.predict("conv_k3_c16 basic_s2_m20_c32_padskip gap fc", input_size=8, num_classes=10)
     assert model.counts["measured"] == n and model.counts["interpolated"] == 1
+
+
+def test_model_statistic_defaults_to_the_models_own() -> None:
+    table = synthetic()  # every entry: median ms, min 0.8·ms
+    arch = "conv_k3_s2_c24 ir_m100_c24 ir_s2_m120_c40 gap fc"
+    med = LatencyModel(table).predict(arch, input_size=32, num_classes=10)
+    low = LatencyModel(table, stat="min").predict(arch, input_size=32, num_classes=10)
+    assert low.total_ms == pytest.approx(0.8 * med.total_ms, rel=1e-12)
+    assert LatencyModel(table, stat="min").predict(arch, input_size=32, num_classes=10, stat="median") == med
+    with pytest.raises(ValueError, match="unknown statistic 'p10'"):
+        LatencyModel(table, stat="p10")
+
+
+def test_calibrate_fits_the_models_interpolated_predictions(monkeypatch) -> None:
+    # "measured" = 1.3·fixed + 0.8·body of the model's plain sums (interpolated widths): the fit must return them
+    import importlib
+
+    from edgecnn.latency.calibrate import group_sums
+    from edgecnn.latency.measure import summarize
+
+    v = importlib.import_module("edgecnn.latency.validate")  # the package exports a function of the same name
+    table = synthetic()
+    model = LatencyModel(table)
+    archs = [f"conv_k3_s2_c{c} ir_m{m}_c{c} ir_s2_m{m2}_c40 gap fc"
+             for c, m, m2 in [(24, 100, 120), (40, 60, 200), (20, 150, 90), (44, 200, 64), (30, 80, 240)]]  # fmt: skip
+    truth = {}
+    for a in archs:
+        p = model.predict(a, input_size=32, num_classes=10, calibrated=False)
+        s = group_sums((("overhead", p.overhead_ms), *p.blocks))
+        truth[a] = 1.3 * s["fixed"] + 0.8 * s["body"]
+
+    def fake_measure(tab: LatencyTable, arch: str, **kw: object):  # type: ignore[no-untyped-def]
+        assert tab is table
+        return summarize([truth[arch]] * 3)
+
+    monkeypatch.setattr(v, "measure_arch", fake_measure)
+    cal = v.calibrate(table, archs, input_size=32, num_classes=10, model=model, info={"seed": 3})
+    assert cal.scales == pytest.approx({"body": 0.8, "fixed": 1.3}, rel=1e-9) and cal.fit_mape < 1e-9
+    assert model.counts["measured"] == 0 and model.counts["interpolated"] > 0  # nothing measured, all predicted
+    assert table.calibration == cal and cal.info["stat"] == "median"
+    pred = model.predict(archs[0], input_size=32, num_classes=10)
+    assert pred.calibrated and pred.total_ms == pytest.approx(truth[archs[0]], rel=1e-9)
+    with pytest.raises(ValueError, match="from the table being calibrated"):
+        v.calibrate(synthetic(), archs, input_size=32, num_classes=10, model=model)

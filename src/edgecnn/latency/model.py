@@ -280,7 +280,9 @@ class LatencyModel:
     ``measure=True`` measures what cannot be interpolated (in ``lane()``, e.g. an
     executor's :meth:`~edgecnn.executor.Executor.exclusive`, and never inside an
     executor worker) and adds it to the table, saved to ``path`` if given.
-    ``counts`` says how many blocks came from each source.
+    ``counts`` says how many blocks came from each source. ``stat`` is the
+    statistic :meth:`predict` sums unless told otherwise (``"min"`` for a table
+    measured without drift reference, :func:`~edgecnn.latency.table.new_table`).
     """
 
     def __init__(
@@ -291,8 +293,11 @@ class LatencyModel:
         extrapolate: bool = False,
         lane: Callable[[], AbstractContextManager[object]] | None = None,
         path: str | Path | None = None,
+        stat: str = "median",
     ) -> None:
-        self.table, self.measure, self.extrapolate = table, measure, extrapolate
+        if stat not in STATS:
+            raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
+        self.table, self.measure, self.extrapolate, self.stat = table, measure, extrapolate, stat
         self.lane = lane or nullcontext
         self.path = None if path is None else Path(path)
         self.counts = dict.fromkeys(SOURCES, 0)
@@ -437,10 +442,14 @@ class LatencyModel:
         batch: int = 1,
         num_classes: int = 1000,
         in_chans: int = 3,
-        stat: str = "median",
+        stat: str | None = None,
         calibrated: bool = True,
     ) -> Prediction:
-        """Like :func:`edgecnn.latency.predict`, with interpolated (or measured) entries for missing blocks."""
+        """Like :func:`edgecnn.latency.predict`, with interpolated (or measured) entries for missing blocks.
+
+        ``stat`` defaults to the model's.
+        """
+        stat = self.stat if stat is None else stat
         if stat not in STATS:
             raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
         size = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
