@@ -41,7 +41,8 @@ from edgecnn.latency.validate import calibrate, error_summary, measure_arch
 
 RESULTS = Path(__file__).parent / "results" / "latency_pruned.json"
 FAMILIES = {"resnet20": ("resnet20_cifar", 1.0), "mbv2": ("mobilenet_v2_cifar", 0.5)}
-TIMING = TimingConfig(warmup=10, min_repeats=50, max_repeats=500, max_seconds=3.0, max_foreign=None)
+TIMING = TimingConfig(warmup=10, min_repeats=500, max_repeats=500, round_size=50, max_seconds=3.0, max_foreign=None)
+GRID = (0.125, 0.25, 0.5, 1.0)  # width grid of every block, rounded to 2 channels
 STAT = "min"  # the fastest undisturbed run: steady under load where medians are not (docs/latency.md)
 
 
@@ -90,7 +91,7 @@ def family(name: str, args: argparse.Namespace, work: Path) -> dict:
     table.config = TIMING
     lat = LatencyModel(table, measure=True, path=path, stat=STAT)
     t0 = time.perf_counter()
-    n_grid = lat.ensure_grid(model.arch, input_size=32, num_classes=10)
+    n_grid = lat.ensure_grid(model.arch, input_size=32, num_classes=10, fractions=GRID, divisor=2)
     grid_s = time.perf_counter() - t0
     calib = random_variants(model, args.calib, input_size=32, seed=1000)
     valid = [a for a in random_variants(model, args.valid + args.calib, input_size=32, seed=0) if a not in calib]

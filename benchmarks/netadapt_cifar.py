@@ -69,6 +69,7 @@ CIFAR = "/work/shared/data/cifar10-jpeg.tar.xz"
 RESULTS = Path(__file__).parent / "results"
 BASE = "resnet20_cifar"
 STAT = "min"  # latency = the fastest undisturbed run (steady under load; docs/latency.md)
+GRID = (0.125, 0.25, 0.5, 1.0)  # width grid of every block (rounded to 2 channels, NetAdapt's round_to)
 ROUNDS = 3  # round-robin measuring rounds of the final table
 
 
@@ -77,7 +78,7 @@ def args_() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="100 images per class, short schedules (a smoke run)")
     p.add_argument("--resume", action="store_true", help="skip the stages the work folder holds")
     p.add_argument("--work", default="runs/netadapt_cifar", help="work folder (checkpoints, tables, state)")
-    p.add_argument("--budget", default="50%latency")
+    p.add_argument("--budget", default="60%latency", help="below ~55%% only block removal helps (see the doc)")
     p.add_argument("--limit", type=int, default=None, help="images per class and split (quick: 100)")
     p.add_argument("--base-steps", type=int, default=None, help="baseline training steps (full: 30 epochs)")
     p.add_argument("--short-steps", type=int, default=None)
@@ -148,14 +149,15 @@ def main() -> None:
     # latency model (eager, 1 thread, fastest run of each block timed back to back: see the module doc):
     # a width grid of every block, then calibrated on measured pruned variants of the baseline
     table_path = work / "latency_table.json"
-    timing = TimingConfig(warmup=10, min_repeats=50, max_repeats=500, max_seconds=3.0, max_foreign=None)
+    timing = TimingConfig(warmup=10, min_repeats=500, max_repeats=500, round_size=50, max_seconds=3.0,
+                          max_foreign=None)  # fmt: skip
     table = (LatencyTable.load(table_path) if table_path.is_file() else
              new_table(backend="eager", threads=1, config=timing, drift_reference=False))  # fmt: skip
     table.config = timing
     lat = LatencyModel(table, measure=True, path=table_path, stat=STAT)  # a block off the grid is measured
     if table.calibration is None:
         t0 = time.perf_counter()
-        lat.ensure_grid(base.arch, input_size=32, num_classes=10)
+        lat.ensure_grid(base.arch, input_size=32, num_classes=10, fractions=GRID, divisor=2)  # down to 2 channels
         grid_s = time.perf_counter() - t0
         calib = random_variants(base, 6 if quick else 10, input_size=32, seed=1000)
         cal = calibrate(table, [base.arch, *calib], input_size=32, num_classes=10, model=lat, stat=STAT,

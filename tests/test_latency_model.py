@@ -213,6 +213,13 @@ def test_width_grid_keeps_zero_padding_shortcuts_from_reducing_channels() -> Non
     # a NetAdapt proposal narrows the inner width only: answered without measuring
     model.predict("conv_k3_c16 basic_s2_m20_c32_padskip gap fc", input_size=8, num_classes=10)
     assert model.counts["measured"] == n and model.counts["interpolated"] == 1
+    # below 8 channels only a finer grid answers without measuring: a 0.125 fraction rounded to 2 channels
+    with pytest.raises(ValueError, match="not in the table"):
+        LatencyModel(table).predict("conv_k3_c16 basic_s2_m4_c32_padskip gap fc", input_size=8, num_classes=10)
+    more = model.ensure_grid(arch, input_size=8, fractions=(0.125, 1.0), divisor=2, num_classes=10)
+    assert more > 0 and any("|mid4|" in k for k in table.entries)
+    model.predict("conv_k3_c16 basic_s2_m6_c32_padskip gap fc", input_size=8, num_classes=10)
+    assert model.counts["measured"] == n + more and model.counts["interpolated"] == 2
 
 
 def test_model_statistic_defaults_to_the_models_own() -> None:

@@ -6,8 +6,11 @@ on measured networks for the same reason). NetAdapt (Yang et al. 2018) asks
 about one family: the starting network with some coupled channel groups
 narrowed to uneven widths. :func:`random_variants` draws such networks as arch
 strings — every free group of :func:`~edgecnn.compress.prune.plan_prune` keeps
-its full width with probability ``p_full``, else a width drawn uniformly on the
-``round_to`` grid between ``min_keep`` of it and all of it — for
+its full width with probability ``p_full``, else the width on the ``round_to``
+grid (at least ``min_keep`` of it) nearest to ``level·width·u``, where the
+variant's ``level`` is drawn uniformly from ``[min_keep, 1]`` (so the variants
+spread from lightly to heavily pruned, which a calibration fit needs) and
+``u`` uniformly from ``[0.7, 1.3]`` per group (so the widths are uneven) — for
 :func:`edgecnn.latency.validate.calibrate` (a seed for calibration) and
 :func:`~edgecnn.latency.validate.validate` (another seed, held out).
 """
@@ -38,12 +41,14 @@ def random_variants(model: EdgeNet, n: int, *, input_size: int, seed: int = 0, r
     for _ in range(50 * n):
         if len(out) == n:
             break
+        level = rng.uniform(min_keep, 1.0)  # how far this variant is pruned overall: spreads the totals
         widths = {}
         for g in free:
             if rng.random() < p_full:
                 continue
             grid = [w for w in range(round_to, width[g], round_to) if w >= min_keep * width[g]] or [width[g]]
-            widths[g] = rng.choice(grid)
+            want = level * width[g] * rng.uniform(0.7, 1.3)  # uneven around the level
+            widths[g] = min(grid, key=lambda w: abs(w - want))
         try:
             arch = plan_prune(model, graph=graph, widths=widths, round_to=round_to).arch
         except ValueError:  # a width a channel split does not allow: draw again

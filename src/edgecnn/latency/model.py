@@ -401,9 +401,14 @@ class LatencyModel:
         batch: int = 1,
         num_classes: int = 1000,
         in_chans: int = 3,
+        divisor: int = 8,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> int:
         """Measure, for every block of ``arch``, the :func:`width_grid` variants the table lacks; returns how many.
+
+        ``divisor``: the grid's rounding (:func:`width_grid`); a search that goes
+        below 8 channels (NetAdapt with ``round_to=2``) wants a finer one, e.g. 2
+        with a fraction of 0.125, or its narrowest proposals are measured one by one.
 
         Run it once before NetAdapt or a width search: afterwards every narrower
         network of the same blocks is answered by the table or by interpolation,
@@ -413,7 +418,7 @@ class LatencyModel:
         size = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
         todo: dict[str, list[LayerPlan]] = {}  # original block key -> its missing variants
         for p in _plans(as_spec(arch), size, int(num_classes), int(in_chans)):
-            missing = {block_key(v, batch=batch): v for v in width_grid(p, fractions, batch=batch)}
+            missing = {block_key(v, batch=batch): v for v in width_grid(p, fractions, divisor=divisor, batch=batch)}
             missing = {k: v for k, v in missing.items() if k not in self.table.entries}
             if missing:
                 todo.setdefault(block_key(p, batch=batch), []).extend(missing.values())
