@@ -55,7 +55,7 @@ from edgecnn.compress.document import model_stats
 from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, netadapt
 from edgecnn.compress.quantize import compare_int8, quantize_int8
 from edgecnn.compress.recalibrate import recalibrate_bn_
-from edgecnn.data import BatchLoader
+from edgecnn.data import BatchLoader, DataSet
 from edgecnn.compress.variants import random_variants
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
@@ -63,6 +63,7 @@ from edgecnn.latency.table import LatencyTable, new_table
 from edgecnn.latency.validate import calibrate
 from edgecnn.train.config import FINETUNE, TrainConfig
 from edgecnn.train.loop import finetune, fit
+from edgecnn.train.resume import LAST
 from edgecnn.train.task import DataRef, worker_data
 
 CIFAR = "/work/shared/data/cifar10-jpeg.tar.xz"
@@ -70,7 +71,7 @@ RESULTS = Path(__file__).parent / "results"
 BASE = "resnet20_cifar"
 STAT = "min"  # latency = the fastest undisturbed run (steady under load; docs/latency.md)
 GRID = (0.125, 0.25, 0.5, 1.0)  # width grid of every block (rounded to 2 channels, NetAdapt's round_to)
-ROUNDS = 3  # round-robin measuring rounds of the final table
+SWEEPS = 3  # the grid is measured 3 times, networks 3 times round-robin: the fastest run of all counts
 
 
 def args_() -> argparse.Namespace:
@@ -109,10 +110,16 @@ def tp_prune(model: EdgeNet, ratio: float, example: torch.Tensor) -> EdgeNet:
     return out
 
 
+def resumable_fit(model: nn.Module, data: DataSet, cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """``fit`` with ``last.pt`` in ``run_dir`` after every epoch; with ``resume``, continue from it if it is there."""
+    again = resume and (run_dir / LAST).is_file()
+    fit(model, data, cfg, out_dir=run_dir, resume=again, overwrite=not again)
+
+
 def main() -> None:
     a = args_()
     quick = a.quick
-    limit = a.limit or (100 if quick else None)
+    limit = a.limit or (100 if quick else 1000)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     load = {"before": os.getloadavg()}
@@ -127,8 +134,8 @@ def main() -> None:
     ref = DataRef(CIFAR, limit=limit)
     data = worker_data(ref)
     per_epoch = max(1, len(data.train) // 128)
-    base_steps = a.base_steps or (150 if quick else 30 * per_epoch)
-    short = a.short_steps if a.short_steps is not None else (5 if quick else 100)
+    base_steps = a.base_steps or (150 if quick else 40 * per_epoch)
+    short = a.short_steps if a.short_steps is not None else (5 if quick else 50)
     long = a.long_steps or (30 if quick else 10 * per_epoch)
     train = replace(FINETUNE, batch_size=64 if quick else 128, lr=0.01, threads=1)
     print(f"{data.summary()}; baseline {base_steps} steps, short {short}, long {long}")
@@ -141,7 +148,7 @@ def main() -> None:
         base = zoo.create(BASE, num_classes=10)
         cfg = TrainConfig(steps=base_steps, batch_size=train.batch_size, lr=0.1, threads=1, progress=not quick,
                           eval_every=0)  # fmt: skip
-        fit(base, data, cfg)
+        resumable_fit(base, data, cfg, work / "baseline_run", a.resume)
         save_checkpoint(checkpoint_of(base, data={"name": CIFAR, "image_size": 32}, config=asdict(cfg)), base_path)
         done("baseline", {"steps": base_steps, "seconds": time.perf_counter() - t0})
     base, _ = load_model(base_path)
@@ -157,11 +164,11 @@ def main() -> None:
     lat = LatencyModel(table, measure=True, path=table_path, stat=STAT)  # a block off the grid is measured
     if table.calibration is None:
         t0 = time.perf_counter()
-        lat.ensure_grid(base.arch, input_size=32, num_classes=10, fractions=GRID, divisor=2)  # down to 2 channels
+        lat.ensure_grid(base.arch, input_size=32, num_classes=10, fractions=GRID, divisor=2, sweeps=SWEEPS)
         grid_s = time.perf_counter() - t0
         calib = random_variants(base, 6 if quick else 10, input_size=32, seed=1000)
         cal = calibrate(table, [base.arch, *calib], input_size=32, num_classes=10, model=lat, stat=STAT,
-                        table_path=str(table_path), info={"family": base.arch, "seed": 1000})  # fmt: skip
+                        rounds=SWEEPS, table_path=str(table_path), info={"family": base.arch, "seed": 1000})  # fmt: skip
         done("latency", {"grid_seconds": grid_s, "calibration_seconds": time.perf_counter() - t0 - grid_s,
                          "entries": len(table.entries), "calibration": cal.to_dict()})  # fmt: skip
     meter = ResourceMeter("latency", input_size=32, num_classes=10, in_chans=3, latency=lat)
@@ -170,8 +177,8 @@ def main() -> None:
 
     # (a) NetAdapt
     if "netadapt" not in stages:
-        cfg = NetAdaptConfig(initial_step=0.04 if quick else 0.02, decay=0.98, short_steps=short, top_k=2 if quick else 3,
-                             long_epochs=0.0, round_to=2, recal_batches=3 if quick else 20, train=train)  # fmt: skip
+        cfg = NetAdaptConfig(initial_step=0.04, decay=0.98, short_steps=short, top_k=2, long_epochs=0.0, round_to=2,
+                             recal_batches=3 if quick else 10, train=train)  # fmt: skip
         t0 = time.perf_counter()
         r = netadapt(base, ref, budget, meter=meter, config=cfg, out=work / "netadapt", resume=a.resume,
                      on_iteration=lambda it: print(f"  iter {it.iteration}: {it.resource:.3f} ms, top-1 {it.top1:.3f}, "
@@ -199,7 +206,8 @@ def main() -> None:
             best = tp_prune(base, hi, example)
         loader = BatchLoader(data.train, batch_size=train.batch_size, mean=data.mean, std=data.std, train=True)
         recalibrate_bn_(best, loader, num_batches=10)
-        finetune(best, data, steps=spent + long, config=train)
+        resumable_fit(best, data, replace(train, steps=spent + long, eval_every=0, progress=False),
+                      work / "torch_pruning_run", a.resume)  # fmt: skip
         save_checkpoint(checkpoint_of(best), work / "torch_pruning.pt")
         done("torch_pruning", {"arch": best.arch, "ratio": hi, "steps": spent + long,
                                "seconds": time.perf_counter() - t0})  # fmt: skip
@@ -214,8 +222,8 @@ def main() -> None:
         torch.manual_seed(0)
         uni = zoo.create(BASE, num_classes=10, width=lo)
         steps = base_steps + spent + long
-        fit(uni, data, TrainConfig(steps=steps, batch_size=train.batch_size, lr=0.1, threads=1, progress=False,
-                                   eval_every=0))  # fmt: skip
+        resumable_fit(uni, data, TrainConfig(steps=steps, batch_size=train.batch_size, lr=0.1, threads=1,
+                                             progress=not quick, eval_every=0), work / "uniform_run", a.resume)  # fmt: skip
         save_checkpoint(checkpoint_of(uni), work / "uniform.pt")
         done("uniform", {"arch": uni.arch, "width": lo, "steps": steps, "seconds": time.perf_counter() - t0})
 
@@ -225,7 +233,7 @@ def main() -> None:
         ("baseline", base_path), ("netadapt", work / "netadapt.pt"), ("torch_pruning", work / "torch_pruning.pt"),
         ("uniform", work / "uniform.pt"))}  # fmt: skip
     runs: dict[str, list] = {name: [] for name in nets}
-    for _ in range(ROUNDS):
+    for _ in range(SWEEPS):
         for name, net in nets.items():
             runs[name].append(measure(net, (1, 3, 32, 32), threads=1, config=timing).stats)
     ratio = target / meter(base.arch)  # the budget as a share of the baseline (50%latency: 0.5)

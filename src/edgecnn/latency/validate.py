@@ -187,6 +187,7 @@ def calibrate(
     on_stage: Callable[[str, int, int], None] | None = None,
     model: LatencyModel | None = None,
     stat: str = "median",
+    rounds: int = 1,
 ) -> Calibration:
     """Measure ``archs`` (calibration networks), fit the per-group scales and store them in ``table``.
 
@@ -194,6 +195,8 @@ def calibrate(
     with a :class:`LatencyModel` over ``table`` its predictions (interpolated or
     measured on demand) are fitted. ``stat``: the statistic of entries and
     measurements fitted (``"min"`` for a table measured without drift reference).
+    ``rounds``: measure the networks round-robin that many times and keep each
+    one's fastest run (``min``) or the median of its medians.
     """
     if stat not in STATS:
         raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
@@ -204,16 +207,22 @@ def calibrate(
             archs, input_size=input_size, num_classes=num_classes, in_chans=in_chans, path=table_path,
             on_progress=(lambda d, t: on_stage("table", d, t)) if on_stage else None,
         )  # fmt: skip
-    sums, measured = [], []
-    for i, arch in enumerate(archs):
-        kw: dict[str, Any] = {"input_size": input_size, "num_classes": num_classes, "in_chans": in_chans}
+    if rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds}")
+    kw: dict[str, Any] = {"input_size": input_size, "num_classes": num_classes, "in_chans": in_chans}
+    sums = []
+    for arch in archs:
         pred: Prediction = (predict(table, arch, stat=stat, calibrated=False, **kw) if model is None else
                             model.predict(arch, stat=stat, calibrated=False, **kw))  # fmt: skip
         sums.append(group_sums((("overhead", pred.overhead_ms), *pred.blocks)))
-        m = measure_arch(table, arch, **kw)
-        measured.append(m.min_ms if stat == "min" else m.median_ms)
-        if on_stage:
-            on_stage("calibrate", i + 1, len(archs))
+    runs: list[list[LatencyStats]] = [[] for _ in archs]
+    for r in range(rounds):
+        for i, arch in enumerate(archs):
+            runs[i].append(measure_arch(table, arch, **kw))
+            if on_stage:
+                on_stage("calibrate", r * len(archs) + i + 1, rounds * len(archs))
+    measured = [min(m.min_ms for m in ms) if stat == "min" else statistics.median(m.median_ms for m in ms)
+                for ms in runs]  # fmt: skip
     # info should say how archs were drawn ({"seed": s, "n": n}) so that validate() can refuse them
     table.calibration = fit(sums, measured, info={"input_size": input_size, "stat": stat, **(info or {})})
     if table_path is not None:
