@@ -42,7 +42,7 @@ from edgecnn.latency.validate import calibrate, error_summary, measure_arch
 RESULTS = Path(__file__).parent / "results" / "latency_pruned.json"
 FAMILIES = {"resnet20": ("resnet20_cifar", 1.0), "mbv2": ("mobilenet_v2_cifar", 0.5)}
 TIMING = TimingConfig(warmup=10, min_repeats=500, max_repeats=500, round_size=50, max_seconds=3.0, max_foreign=None)
-GRID = (0.125, 0.25, 0.5, 1.0)  # width grid of every block, rounded to 2 channels
+GRID = (1 / 32, 0.25, 0.5, 1.0)  # width grid of every block, down to 2 channels for widths <= 64
 SWEEPS = 3  # grid sweeps and measuring rounds: the fastest run of all counts
 STAT = "min"  # the fastest undisturbed run: steady under load where medians are not (docs/latency.md)
 
