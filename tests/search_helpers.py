@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 
+import torch
+from torch import nn
+
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
 from edgecnn.plan import resolve
 from edgecnn.search.space import GENES, SearchSpace, StageChoice, space_from_dict
+from edgecnn.search.supernet import Supernet
 
 TINY_SPACE: SearchSpace = space_from_dict({
     "name": "tiny-16", "input_size": 16, "stem": "conv_k3_s2_c8_hswish", "head_mult": 2, "hidden": 32,
@@ -46,3 +50,26 @@ def synthetic_table(space: SearchSpace, *, num_classes: int = 10, in_chans: int 
     okey = overhead_key(in_chans=in_chans, input_size=size, batch=1, num_classes=num_classes)
     table.entries[okey] = TableEntry(0.01, 0.01, 0.01, 0.01, 1)
     return table
+
+
+def randomize(net: nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters, and kernel transforms away from the identity."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+        for name, p in net.named_parameters():
+            if "matrices" in name:
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def random_supernet(space: SearchSpace, *, transform: bool) -> tuple[Supernet, torch.Tensor]:
+    """A supernet in eval mode with :func:`randomize`'d statistics, and a batch of two random inputs."""
+    torch.manual_seed(0)
+    net = Supernet(space, num_classes=10, in_chans=3, kernel_transform=transform)
+    randomize(net)
+    return net.eval(), torch.randn(2, 3, space.input_size, space.input_size)

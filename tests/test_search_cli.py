@@ -24,6 +24,8 @@ from edgecnn.train.task import DataRef
         (["--target", "3ms", "--references", "mobilenet_v3_small_cifar@x"], "the width after '@' must be a number"),
         (["--target", "3ms", "--references", "mobilenet_v9"], "unknown model 'mobilenet_v9'"),
         (["--target", "3ms", "--address", "10.0.0.1:6379"], "--address is a Ray cluster address"),
+        (["--target", "3ms", "--supernet-schedule", "progressive", "--supernet-steps", "5"],
+         "progressive shrinking has 6 phases and needs at least 6 supernet steps, got 5"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(argv, message, capsys):
@@ -47,7 +49,7 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["search", "--space", str(space), "--data", "digits", "--limit", "12", "--target", "0.5ms",
             "--budget", "6", "--population", "3", "--sample-size", "2", "--batch", "3", "--workers", "0",
-            "--supernet-steps", "3", "--finalists", "2", "--final-epochs", "1", "--final-batch-size", "32",
+            "--supernet-steps", "6", "--supernet-schedule", "progressive", "--finalists", "2", "--final-epochs", "1", "--final-batch-size", "32",
             "--max-seconds", "0.2",
             "--retries", "0", "--threads", "1", "--no-progress", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
@@ -61,7 +63,8 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
         assert f["table_ms"] > 0 and f["measured_ms"] > 0
         assert f["measured_score"] == pytest.approx(f["acc"] * (f["measured_ms"] / 0.5) ** -0.07)
     assert doc["final"]["arch"] == doc["finalists"][0]["arch"] and 0 <= doc["final"]["top1"] <= 1
-    assert doc["supernet"]["steps"] == 3 and not doc["supernet"]["reused"]
+    assert doc["supernet"]["steps"] == 6 and not doc["supernet"]["reused"]
+    assert doc["supernet"]["config"]["schedule"] == "progressive" and len(doc["supernet"]["phase_seconds"]) == 6
     for name in ("latency_table.json", "supernet.pt", "search_state.json", "final/last.pt", "pareto.png"):
         assert (out / name).is_file(), name
     # resuming a finished run reuses the supernet and the state: the same history

@@ -2,8 +2,7 @@ import random
 
 import pytest
 import torch
-from search_helpers import TINY_SPACE
-from torch import nn
+from search_helpers import TINY_SPACE, random_supernet
 
 from edgecnn.build import build
 from edgecnn.data import load_digits
@@ -12,28 +11,9 @@ from edgecnn.search.space import MBV3_32_SPACE
 from edgecnn.search.supernet import Supernet, SupernetConfig, load_supernet, step_subnets, train_supernet
 
 
-def _randomize(net: nn.Module) -> None:
-    """Non-trivial BN statistics and affine parameters, and kernel transforms away from the identity."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-        for name, p in net.named_parameters():
-            if "matrices" in name:
-                p.add_(0.1 * torch.randn(p.shape, generator=g))
-
-
 @pytest.mark.parametrize("space, transform", [(TINY_SPACE, False), (TINY_SPACE, True), (MBV3_32_SPACE, True)])
 def test_extracted_subnet_equals_subnet_in_supernet(space, transform):
-    torch.manual_seed(0)
-    net = Supernet(space, num_classes=10, in_chans=3, kernel_transform=transform)
-    _randomize(net)
-    net.eval()
-    x = torch.randn(2, 3, space.input_size, space.input_size)
+    net, x = random_supernet(space, transform=transform)
     rng = random.Random(0)
     genomes = [space.extreme(True), space.extreme(False), *(space.sample_genome(rng) for _ in range(4))]
     with torch.no_grad():

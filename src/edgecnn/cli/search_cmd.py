@@ -4,6 +4,7 @@ Usage::
 
     edgecnn search --space mbv3-32 --data digits|PATH --target 3ms [--backend eager|onnxruntime]
                    [--budget 200] [--algorithm evolution|random] [--hard] [--w -0.07]
+                   [--supernet-schedule sandwich|progressive]
                    [--executor local|ray] [--workers N] [--resume] [--out DIR]
 
 Trains a weight-sharing supernet once, searches it (regularized evolution by
@@ -31,7 +32,7 @@ from edgecnn.search.evolution import ALGORITHMS, SearchConfig
 from edgecnn.search.objective import MNASNET_W, Objective, parse_target
 from edgecnn.search.pipeline import ESTIMATORS, Progress as JobProgress, SearchJob, run_job
 from edgecnn.search.space import SPACES, get_space
-from edgecnn.search.supernet import SupernetConfig
+from edgecnn.search.supernet import SCHEDULES, SupernetConfig
 from edgecnn.train import TrainConfig
 from edgecnn.train.task import DataRef
 
@@ -48,7 +49,7 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
         search=SearchConfig(args.algorithm, budget=args.budget, population=min(args.population, args.budget),
                             sample_size=min(args.sample_size, args.population, args.budget), batch=args.batch,
                             seed=args.seed),
-        supernet=SupernetConfig(steps=args.supernet_steps, seed=args.seed),
+        supernet=SupernetConfig(steps=args.supernet_steps, seed=args.seed, schedule=args.supernet_schedule),
         estimate=EstimateSettings(image_size=space.input_size, train_steps=args.train_steps),
         estimator=args.estimator, backend=args.backend, threads=threads, timing=timing, table=args.table,
         finalists=args.finalists, final_epochs=args.final_epochs,
@@ -136,7 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--batch", type=pos, default=4, help="candidates evaluated at once (one executor map)")
     opt("--estimator", choices=ESTIMATORS, default="supernet",
         help="supernet: weight sharing + BN recalibration (cheap); train: short training of each")
-    opt("--supernet-steps", type=pos, default=2000, help="supernet training steps (sandwich rule)")
+    opt("--supernet-steps", type=pos, default=2000, help="supernet training steps")
+    opt("--supernet-schedule", choices=SCHEDULES, default="sandwich",
+        help="sandwich rule (largest + smallest + random subnets every step) or OFA's progressive shrinking")
     opt("--train-steps", type=pos, default=300, help="--estimator train: steps per candidate")
     opt("--finalists", type=pos, default=3, help="best candidates measured end to end")
     opt("--final-epochs", type=nonneg, default=30, help="epochs of the chosen network's training (0: skip)")

@@ -2,7 +2,8 @@
 
 * :mod:`~edgecnn.search.space` — the search spaces (``mbv3-224``, ``mbv3-32``, a user's JSON file);
 * :mod:`~edgecnn.search.objective` — ``ACC·(LAT/TAR)^w`` or a hard constraint, the Pareto front;
-* :mod:`~edgecnn.search.supernet` — the weight-sharing supernet, sandwich-rule training, ``extract``;
+* :mod:`~edgecnn.search.supernet` — the weight-sharing supernet, its training (sandwich rule or progressive
+  shrinking, whose phases :mod:`~edgecnn.search.progressive` holds), channel sorting, ``extract``;
 * :mod:`~edgecnn.search.estimate` — supernet scores after BN recalibration, short training, Kendall τ;
 * :mod:`~edgecnn.search.evolution` — regularized evolution and random search, resumable;
 * :mod:`~edgecnn.search.pipeline` — the whole run of ``edgecnn search``; :mod:`~edgecnn.search.plot` its plot.

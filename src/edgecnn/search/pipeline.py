@@ -7,8 +7,8 @@ on the user's own device:
    latency model (:class:`~edgecnn.latency.model.LatencyModel`: the table's entry,
    else interpolation across widths, else a measurement of the block — taken in
    the executor's exclusive lane, never next to a running task);
-2. a weight-sharing supernet trained once with the sandwich rule
-   (:mod:`~edgecnn.search.supernet`), checkpointed and resumable;
+2. a weight-sharing supernet trained once with the sandwich rule or OFA's
+   progressive shrinking (:mod:`~edgecnn.search.supernet`), checkpointed and resumable;
 3. regularized evolution or random search (:mod:`~edgecnn.search.evolution`) over
    the objective ``ACC·(LAT/TAR)^w`` or a hard constraint, candidates scored
    through the executor (:mod:`~edgecnn.search.estimate`), the state saved after
@@ -46,7 +46,7 @@ from edgecnn.search.evolution import SearchConfig, SearchResult, run_search
 from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
 from edgecnn.search.space import SearchSpace
-from edgecnn.search.supernet import Supernet, SupernetConfig, load_supernet, train_supernet
+from edgecnn.search.supernet import Supernet, SupernetConfig, load_supernet, same_recipe, train_supernet
 from edgecnn.train import TrainConfig, fit
 from edgecnn.train.task import DataRef, worker_data
 
@@ -128,13 +128,14 @@ def prepare_supernet(job: SearchJob, data: DataSet, out: Path, *, resume: bool,
     path = out / "supernet.pt"
     if resume and path.is_file():
         net, doc = load_supernet(path)
-        if doc.get("config") == asdict(job.supernet) and doc["step"] >= job.supernet.steps:
+        if same_recipe(doc.get("config"), job.supernet) and doc["step"] >= job.supernet.steps:
             return net, {"steps": doc["step"], "seconds": 0.0, "reused": True}
     torch.manual_seed(job.supernet.seed)
-    net = Supernet(job.space, num_classes=data.num_classes, in_chans=data.in_chans)
+    net = Supernet(job.space, num_classes=data.num_classes, in_chans=data.in_chans,
+                   kernel_transform=job.supernet.schedule == "progressive")  # fmt: skip
     res = train_supernet(net, data, job.supernet, checkpoint=path, resume=resume, progress=progress)
     return net, {"steps": res.steps, "seconds": res.seconds, "final_loss": res.final_loss,
-                 "resumed_from": res.resumed_from, "reused": False}  # fmt: skip
+                 "resumed_from": res.resumed_from, "reused": False, "phase_seconds": res.phase_seconds}  # fmt: skip
 
 
 def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, executor: Executor,

@@ -8,9 +8,9 @@ largest choices; a subnet uses a slice of them (OFA §3.2–3.3):
   times a learned ``k²×k²`` matrix shared by the layer's channels (OFA's
   kernel transformation, initialised to the identity), applied 7→5→3;
 * **elastic expansion and width** — the first ``mid`` inner channels and the
-  first ``c`` output channels (OFA keeps the most important channels first by
-  sorting; here, training with the sandwich rule makes the first channels the
-  shared ones);
+  first ``c`` output channels (:meth:`Supernet.sort_channels_` puts the most
+  important first, OFA §3.3; the sandwich rule instead trains the first
+  channels to be the shared ones from the start);
 * **elastic depth** — the first ``d`` layers of a stage;
 * **SE and activation per stage** — the SE weights are shared by every subnet
   that has SE (a slice of the largest SE); activations carry no weights.
@@ -20,11 +20,21 @@ channels; those statistics mix all subnets trained, so a subnet is scored only
 after its BN statistics are recalibrated on a few batches
 (:func:`edgecnn.compress.recalibrate.recalibrate_bn_`, OFA §3.4).
 
-Training (:func:`train_supernet`) uses the **sandwich rule** of slimmable
-networks (Yu & Huang 2019, "Universally slimmable networks", §3.3; BigNAS,
-Yu et al. 2020): every step sums the gradients of the largest subnet, the
-smallest and ``num_random`` random ones, and the smaller subnets learn from
-the largest one's outputs (in-place distillation) as well as from the labels.
+Training (:func:`train_supernet`) follows one of two schedules
+(``SupernetConfig.schedule``):
+
+* ``sandwich`` — the **sandwich rule** of slimmable networks (Yu & Huang 2019,
+  "Universally slimmable networks", §3.3; BigNAS, Yu et al. 2020): every step
+  sums the gradients of the largest subnet, the smallest and ``num_random``
+  random ones, and the smaller subnets learn from the largest one's outputs
+  (in-place distillation) as well as from the labels;
+* ``progressive`` — OFA's **progressive shrinking** (§3.2): the full network
+  first, then elastic kernel (with the kernel transformation matrices), depth,
+  and expansion and width, in the phases of :mod:`edgecnn.search.progressive`.
+  At the end of the full phase the full network is frozen as the teacher every
+  later subnet distils from (OFA's knowledge distillation); before the first
+  width phase the channels are sorted by importance; every phase starts a fresh
+  optimiser and learning-rate schedule (in OFA each phase is a separate run).
 
 :meth:`Supernet.extract` returns a stand-alone :class:`~edgecnn.build.EdgeNet`
 built from the subnet's arch string and loaded with the subnet's slices; its
@@ -37,7 +47,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -54,6 +64,7 @@ from edgecnn.data import BatchLoader, DataSet
 from edgecnn.data.loader import mix_seed
 from edgecnn.distill import distillation_loss
 from edgecnn.plan import LayerPlan, resolve
+from edgecnn.search.progressive import WIDTH_GENES, PhaseSpan, phase_space, phase_spans, span_at
 from edgecnn.search.space import Genome, SearchSpace, space_from_dict
 from edgecnn.train.optim import lr_at, param_groups
 
@@ -80,6 +91,12 @@ class DynamicBN(nn.Module):
         # slices of the running buffers are views: training updates the shared statistics in place (as OFA does)
         mean, var = bn.running_mean[:c], bn.running_var[:c]  # type: ignore[index]
         return F.batch_norm(x, mean, var, bn.weight[:c], bn.bias[:c], self.training, bn.momentum or 0.0, bn.eps)
+
+    def permute_(self, idx: torch.Tensor) -> None:
+        """Reorder the channels (weights and running statistics) by ``idx``."""
+        bn = self.bn
+        for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+            t.data.copy_(t.data[idx])  # type: ignore[union-attr]
 
     def fill(self, target: nn.BatchNorm2d) -> None:
         c, bn = target.num_features, self.bn
@@ -175,6 +192,24 @@ class DynamicInvertedResidual(nn.Module):
         self.dw, self.dw_bn = DynamicDepthwise(mid, kernels, transform=transform), DynamicBN(mid)
         self.se = DynamicSE(mid, squeeze)
         self.project, self.project_bn = DynamicPointwise(mid, cout), DynamicBN(cout)
+
+    def sort_middle_(self) -> torch.Tensor:
+        """Reorder the inner channels by importance, most important first (OFA §3.3); the permutation used.
+
+        Importance is the L1 norm of the projection's weights reading the channel
+        (OFA's ``re_organize_middle_weights``). Every tensor indexed by inner
+        channels is permuted alike, so the largest subnet computes the same function.
+        """
+        idx = torch.sort(self.project.weight.data.abs().sum((0, 2, 3)), descending=True, stable=True).indices
+        self.expand.weight.data.copy_(self.expand.weight.data[idx])
+        self.expand_bn.permute_(idx)
+        self.dw.weight.data.copy_(self.dw.weight.data[idx])
+        self.dw_bn.permute_(idx)
+        self.se.fc1.weight.data.copy_(self.se.fc1.weight.data[:, idx])
+        self.se.fc2.weight.data.copy_(self.se.fc2.weight.data[idx])
+        self.se.fc2.bias.data.copy_(self.se.fc2.bias.data[idx])  # type: ignore[union-attr]
+        self.project.weight.data.copy_(self.project.weight.data[:, idx])
+        return idx
 
     def forward(self, x: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
         b, act = plan.spec, _act(plan.spec.act or "relu")
@@ -305,18 +340,84 @@ class Supernet(nn.Module):
         self.head.fill(blocks[-4:], self.plans(genome)[-4:])
         return net.train(self.training)
 
+    @torch.no_grad()
+    def sort_channels_(self) -> dict[str, int]:
+        """Sort inner and stage-output channels by importance, most important first (OFA §3.3), in place.
+
+        OFA sorts the inner (expanded) channels of every layer before it makes
+        the expansion elastic; this space's stage widths are elastic too, so the
+        output channels of each stage are sorted as well, by the L1 norm of the
+        weights that read them (the next layers' expansion convs, or the head).
+        The stages a residual joins at full width (a stride-1 stage whose largest
+        width equals the previous stage's) share one permutation. Every subnet at
+        the largest expansion and width — all that progressive shrinking has
+        trained before it sorts — computes the same function afterwards.
+        Layers whose stage allows expansion 1 (no expansion conv: the inner
+        channels are the input channels) and stages tied to the fixed stem are
+        left as they are. Returns how many layers and stage groups were sorted.
+        """
+        layers = 0
+        for s, stage in zip(self.space.stages, self.stages):
+            if 1.0 not in s.expansions:
+                for layer in stage:
+                    layer.sort_middle_()  # type: ignore[operator]
+                    layers += 1
+        groups = 0
+        for group in self._width_groups():
+            self._sort_outputs(group)
+            groups += 1
+        return {"layers": layers, "stage_groups": groups}
+
+    def _width_groups(self) -> list[list[int]]:
+        """Stages whose outputs must share one channel order (joined by a residual at the largest widths)."""
+        st, groups = self.space.stages, [[0]]
+        for i in range(1, len(st)):
+            if st[i].stride == 1 and max(st[i].widths) == max(st[i - 1].widths):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        stem_out = resolve(self.space.stem, in_chans=self.in_chans, input_size=self.space.input_size)[-1].cout
+        tied_to_stem = st[0].stride == 1 and max(st[0].widths) == stem_out
+        n = len(st)
+        ok = [g for g in groups if not (tied_to_stem and g[0] == 0)]
+        # a stage whose output feeds a layer with no expansion conv would need its inner channels permuted too
+        return [g for g in ok if all(1.0 not in st[i].expansions for i in [*g, g[-1] + 1] if i < n)]
+
+    def _sort_outputs(self, group: list[int]) -> None:
+        readers: list[torch.Tensor] = []  # weights [out, in, 1, 1] whose input channels are the group's outputs
+        writers: list[DynamicInvertedResidual] = []
+        for i in group:
+            stage = list(self.stages[i])
+            writers += stage  # type: ignore[arg-type]
+            first = 1 if i == group[0] else 0  # a tied stage's first layer reads the previous stage's output
+            readers += [layer.expand.weight for layer in stage[first:]]  # type: ignore[union-attr]
+        last = group[-1]
+        nxt = self.stages[last + 1][0].expand.weight if last + 1 < len(self.stages) else self.head.conv.weight
+        readers.append(nxt)  # type: ignore[arg-type]
+        c = writers[0].project.weight.shape[0]
+        importance = sum(w.data[:, :c].abs().sum((0, 2, 3)) for w in readers)
+        idx = torch.sort(importance, descending=True, stable=True).indices  # type: ignore[call-overload]
+        for layer in writers:
+            layer.project.weight.data.copy_(layer.project.weight.data[idx])
+            layer.project_bn.permute_(idx)
+        for w in readers:
+            w.data[:, :c].copy_(w.data[:, idx])
+
 
 @lru_cache(maxsize=4096)
 def _plans(spec: ArchSpec, num_classes: int, in_chans: int, size: int) -> list[LayerPlan]:
     return resolve(spec, num_classes=num_classes, in_chans=in_chans, input_size=size)
 
 
-# ---- training with the sandwich rule -----------------------------------------------------------------
+# ---- training: the sandwich rule or progressive shrinking ----------------------------------------------
+SCHEDULES: tuple[str, ...] = ("sandwich", "progressive")
+
+
 @dataclass(frozen=True)
 class SupernetConfig:
     """How to train a supernet. Plain values: it is stored in the checkpoint and compared on resume."""
 
-    steps: int = 2000  # optimiser steps; each trains 2 + num_random subnets on one batch
+    steps: int = 2000  # optimiser steps; a sandwich step trains 2 + num_random subnets on one batch
     batch_size: int = 64  # images per step
     lr: float = 0.05  # peak learning rate (SGD, Nesterov momentum 0.9, cosine decay)
     weight_decay: float = 3e-5  # on conv/linear weights only (OFA's value)
@@ -326,8 +427,13 @@ class SupernetConfig:
     inplace_distill: bool = True  # smaller subnets also learn the largest one's outputs
     seed: int = 0  # subnets, shuffling and augmentation are a function of (seed, step)
     checkpoint_every: int = 100  # steps between checkpoints (and at the end)
+    schedule: str = "sandwich"  # "sandwich" or "progressive" (OFA's progressive shrinking; see the module doc)
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown supernet schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.schedule == "progressive":
+            phase_spans(self.steps)  # ValueError when the steps cannot give every phase one
         for name in ("steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"supernet {name} must be positive, got {getattr(self, name)}")
@@ -343,6 +449,12 @@ class SupernetResult:
     seconds: float  # wall time of this call
     final_loss: float  # the largest subnet's loss, mean over the last 20 steps
     resumed_from: int  # the step the checkpoint held (0 for a fresh run)
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # progressive: wall time per phase, this call
+
+
+def same_recipe(saved: dict[str, Any] | None, cfg: SupernetConfig) -> bool:
+    """Whether a checkpoint's stored config is ``cfg`` (one saved before a field existed has its default)."""
+    return saved is not None and {**asdict(SupernetConfig()), **saved} == asdict(cfg)
 
 
 def step_subnets(space: SearchSpace, seed: int, step: int, num_random: int) -> list[Genome]:
@@ -351,13 +463,25 @@ def step_subnets(space: SearchSpace, seed: int, step: int, num_random: int) -> l
     return [space.extreme(True), space.extreme(False), *(space.sample_genome(rng) for _ in range(num_random))]
 
 
+def phase_subnets(space: SearchSpace, span: PhaseSpan, seed: int, step: int) -> list[Genome]:
+    """The subnets progressive shrinking trains at ``step``: the largest in the full phase, else random ones
+    drawn from the choices the phase opens (a function of the step)."""
+    if not span.phase.open:
+        return [space.extreme(True)]
+    rng = random.Random(mix_seed(seed, step, 7))
+    sub = phase_space(space, span.phase)
+    return [sub.sample_genome(rng) for _ in range(span.phase.subnets)]
+
+
 def save_supernet(net: Supernet, path: str | Path, *, step: int = 0, optimizer: dict[str, Any] | None = None,
-                  config: SupernetConfig | None = None) -> Path:  # fmt: skip
-    """Write the supernet (and its training position) atomically; loads with ``weights_only=True``."""
+                  config: SupernetConfig | None = None,
+                  teacher: dict[str, torch.Tensor] | None = None) -> Path:  # fmt: skip
+    """Write the supernet (and its training position, and progressive shrinking's teacher) atomically;
+    loads with ``weights_only=True``."""
     doc = {
         "format": FORMAT, "space": net.space.to_dict(), "num_classes": net.num_classes, "in_chans": net.in_chans,
         "kernel_transform": net.kernel_transform, "step": step, "state_dict": net.state_dict(),
-        "optimizer": optimizer, "config": asdict(config) if config else None,
+        "optimizer": optimizer, "config": asdict(config) if config else None, "teacher": teacher,
     }  # fmt: skip
     return atomic_write(path, lambda f: torch.save(doc, f))
 
@@ -389,46 +513,63 @@ def train_supernet(
     resume: bool = False,
     progress: bool = False,
 ) -> SupernetResult:
-    """Train ``net`` in place with the sandwich rule on ``data.train`` (see the module doc).
+    """Train ``net`` in place with ``config.schedule`` on ``data.train`` (see the module doc).
 
-    With ``checkpoint``, the supernet and its optimiser are saved there every
-    ``config.checkpoint_every`` steps; ``resume=True`` continues from it — the
-    subnets, batches and augmentation of a step depend only on ``(seed, step)``,
-    so a resumed run trains on what an uninterrupted one would.
+    With ``checkpoint``, the supernet and its optimiser (and, progressive, the
+    teacher) are saved there every ``config.checkpoint_every`` steps;
+    ``resume=True`` continues from it — the subnets, batches and augmentation of
+    a step depend only on ``(seed, step)``, so a resumed run trains on what an
+    uninterrupted one would.
     """
     cfg = config or SupernetConfig()
-    opt = torch.optim.SGD(param_groups(net, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
-    start = 0
+    spans = phase_spans(cfg.steps) if cfg.schedule == "progressive" else None
+    if spans and not net.kernel_transform:
+        raise ValueError("progressive shrinking derives smaller kernels with OFA's transformation matrices; "
+                         "build the supernet with Supernet(..., kernel_transform=True)")  # fmt: skip
+    opt = _optimizer(net, cfg)
+    start, teacher = 0, None
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         saved, doc = load_supernet(checkpoint)
-        if doc.get("config") != asdict(cfg):
+        if not same_recipe(doc.get("config"), cfg):
             raise ValueError(f"{checkpoint} was trained with another supernet recipe; resume with the same one "
                              "or use a new --out")  # fmt: skip
         net.load_state_dict(saved.state_dict())
         if doc.get("optimizer"):
             opt.load_state_dict(doc["optimizer"])
+        if doc.get("teacher"):
+            teacher = _teacher(net, doc["teacher"])
         start = int(doc["step"])
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, mean=data.mean, std=data.std, train=True,
                          augment=data.augment, image_size=net.space.input_size, seed=cfg.seed)  # fmt: skip
     per_epoch = len(loader)
     if per_epoch == 0:
         raise ValueError(f"the training split has {len(data.train)} images, fewer than one batch of {cfg.batch_size}")
-    t0, losses = time.perf_counter(), []
+    t0, losses, phase_s = time.perf_counter(), [], {}
     net.train()
     with _StepBar(progress, cfg.steps, start) as advance:
         step = start
         while step < cfg.steps:
             epoch, first = divmod(step, per_epoch)
             for x, y in loader.epoch(epoch, start=first):
-                losses.append(_sandwich_step(net, opt, cfg, x, y, step))
+                t = time.perf_counter()
+                if spans is None:
+                    losses.append(_sandwich_step(net, opt, cfg, x, y, step))
+                else:
+                    span = span_at(spans, step)
+                    if step == span.start:  # a phase begins
+                        teacher, opt = _begin_phase(net, cfg, spans, span, teacher)
+                    losses.append(_progressive_step(net, opt, cfg, span, teacher, x, y, step))
+                    phase_s[span.phase.name] = phase_s.get(span.phase.name, 0.0) + time.perf_counter() - t
                 step += 1
                 advance()
                 if checkpoint is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                    save_supernet(net, checkpoint, step=step, optimizer=opt.state_dict(), config=cfg)
+                    save_supernet(net, checkpoint, step=step, optimizer=opt.state_dict(), config=cfg,
+                                  teacher=None if teacher is None else teacher.state_dict())  # fmt: skip
                 if step >= cfg.steps:
                     break
     tail = losses[-20:]
-    return SupernetResult(step, time.perf_counter() - t0, sum(tail) / len(tail) if tail else math.nan, start)
+    return SupernetResult(step, time.perf_counter() - t0, sum(tail) / len(tail) if tail else math.nan, start,
+                          phase_s)  # fmt: skip
 
 
 def _sandwich_step(net: Supernet, opt: torch.optim.Optimizer, cfg: SupernetConfig, x: torch.Tensor,
@@ -453,6 +594,62 @@ def _sandwich_step(net: Supernet, opt: torch.optim.Optimizer, cfg: SupernetConfi
         sub.backward()
     opt.step()
     return float(loss.item())
+
+
+def _optimizer(net: Supernet, cfg: SupernetConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(param_groups(net, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+
+
+def _teacher(net: Supernet, state: dict[str, torch.Tensor] | None = None) -> EdgeNet:
+    """The full network, frozen: extracted from ``net`` or rebuilt from a saved ``state``."""
+    largest = net.space.extreme(True)
+    if state is None:
+        teacher = net.extract(largest)
+    else:
+        teacher = build(net.arch(largest), num_classes=net.num_classes, in_chans=net.in_chans)
+        teacher.load_state_dict(state)
+    return teacher.eval().requires_grad_(False)
+
+
+def _begin_phase(net: Supernet, cfg: SupernetConfig, spans: list[PhaseSpan], span: PhaseSpan,
+                 teacher: EdgeNet | None) -> tuple[EdgeNet | None, torch.optim.Optimizer]:  # fmt: skip
+    """Progressive shrinking's phase change: freeze the teacher after the full phase, sort the channels before
+    the first width phase, and start a fresh optimiser (each OFA phase is a separate run)."""
+    if span.phase.open and teacher is None:
+        teacher = _teacher(net)
+    i = spans.index(span)
+    widens = any(span.phase.opens(g) for g in WIDTH_GENES)
+    if widens and not any(p.phase.opens(g) for p in spans[:i] for g in WIDTH_GENES):
+        net.sort_channels_()
+    return teacher, _optimizer(net, cfg)
+
+
+def _progressive_step(net: Supernet, opt: torch.optim.Optimizer, cfg: SupernetConfig, span: PhaseSpan,
+                      teacher: EdgeNet | None, x: torch.Tensor, y: torch.Tensor, step: int) -> float:  # fmt: skip
+    p = span.phase
+    warmup = min(cfg.warmup_steps, span.steps // 2) if not p.open else round(p.warmup * span.steps)
+    lr = lr_at(step - span.start, total=span.steps, warmup=warmup, peak=cfg.lr * p.lr_scale)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    soft = None
+    if teacher is not None and cfg.inplace_distill:
+        with torch.no_grad():
+            soft = teacher(x)
+    total = 0.0
+    for genome in phase_subnets(net.space, span, cfg.seed, step):
+        out = net(x, genome)
+        if soft is None:
+            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+        else:  # OFA adds the distillation loss to the labels' (kd_ratio 1); here their mean, as the sandwich's
+            loss = distillation_loss(out, soft, y, alpha=0.5, temperature=1.0, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise ValueError(f"the supernet loss became {loss.item()} at step {step + 1} ({p.name} phase); "
+                             "lower the supernet lr")  # fmt: skip
+        loss.backward()
+        total += float(loss.item())
+    opt.step()
+    return total / p.subnets if p.open else total
 
 
 class _StepBar:
