@@ -195,3 +195,123 @@ def test_ensure_grid_measures_once_then_narrower_networks_are_interpolated(tmp_p
     assert model.counts["measured"] == n and model.counts["interpolated"] == 4 and pred.total_ms > 0
     # + the overhead and the probe network's stride-2 conv and 4×4 gap (its classifier is one of the fc variants)
     assert len(LatencyTable.load(tmp_path / "t.json").entries) == n + 1 + 2
+
+
+def test_width_grid_keeps_zero_padding_shortcuts_from_reducing_channels() -> None:
+    # a CIFAR-ResNet stride-2 block: its 'padskip' shortcut zero-pads 16 -> 32 channels and cannot drop any
+    arch = "conv_k3_c16 basic_s2_c32_padskip gap fc"
+    stem, down, gap, fc = resolve(arch, num_classes=10, input_size=8)
+    fractions = (0.25, 0.5, 1.0)
+    coords = [split_key(block_key(v)).coords for v in width_grid(down, fractions)]  # type: ignore[union-attr]
+    # axes cin, cout, mid: cin {8, 16} × cout {8, 16, 32} × mid {8, 16, 32}, less the 3 with cin 16 > cout 8
+    assert (down.cin, down.cout, down.mid) == (16, 32, 32)
+    assert sorted(coords) == sorted(c for c in itertools.product((8, 16), (8, 16, 32), (8, 16, 32)) if c[1] >= c[0])
+    table = LatencyTable(fingerprint(backend="eager", threads=1), config=FAST)
+    # the overhead given, not measured: a probe timed 2-4 times on a loaded CPU can come out absurdly negative
+    table.entries[overhead_key(in_chans=3, input_size=(8, 8), batch=1, num_classes=10)] = entry(0.1)
+    model = LatencyModel(table, measure=True)
+    n = model.ensure_grid(arch, input_size=8, fractions=fractions, num_classes=10)  # the builder refused (16 -> 8)
+    assert n == 2 + 15 + 3 + 3  # stem cout 8|16, the block's 15 variants, gap and fc at 8|16|32 channels
+    # a NetAdapt proposal narrows the inner width only: answered without measuring
+    model.predict("conv_k3_c16 basic_s2_m20_c32_padskip gap fc", input_size=8, num_classes=10)
+    assert model.counts["measured"] == n and model.counts["interpolated"] == 1
+    # below 8 channels only a finer grid answers without measuring: a 0.125 fraction rounded to 2 channels
+    with pytest.raises(ValueError, match="not in the table"):
+        LatencyModel(table).predict("conv_k3_c16 basic_s2_m4_c32_padskip gap fc", input_size=8, num_classes=10)
+    more = model.ensure_grid(arch, input_size=8, fractions=(0.125, 1.0), divisor=2, num_classes=10)
+    assert more > 0 and any("|mid4|" in k for k in table.entries)
+    model.predict("conv_k3_c16 basic_s2_m6_c32_padskip gap fc", input_size=8, num_classes=10)
+    assert model.counts["measured"] == n + more and model.counts["interpolated"] == 2
+
+
+def test_model_statistic_defaults_to_the_models_own() -> None:
+    table = synthetic()  # every entry: median ms, min 0.8·ms
+    arch = "conv_k3_s2_c24 ir_m100_c24 ir_s2_m120_c40 gap fc"
+    med = LatencyModel(table).predict(arch, input_size=32, num_classes=10)
+    low = LatencyModel(table, stat="min").predict(arch, input_size=32, num_classes=10)
+    assert low.total_ms == pytest.approx(0.8 * med.total_ms, rel=1e-12)
+    assert LatencyModel(table, stat="min").predict(arch, input_size=32, num_classes=10, stat="median") == med
+    with pytest.raises(ValueError, match="unknown statistic 'p10'"):
+        LatencyModel(table, stat="p10")
+
+
+def test_calibrate_fits_the_models_interpolated_predictions(monkeypatch) -> None:
+    # "measured" = 1.3·fixed + 0.8·body of the model's plain sums (interpolated widths): the fit must return them
+    import importlib
+
+    from edgecnn.latency.calibrate import group_sums
+    from edgecnn.latency.measure import summarize
+
+    v = importlib.import_module("edgecnn.latency.validate")  # the package exports a function of the same name
+    table = synthetic()
+    model = LatencyModel(table)
+    archs = [f"conv_k3_s2_c{c} ir_m{m}_c{c} ir_s2_m{m2}_c40 gap fc"
+             for c, m, m2 in [(24, 100, 120), (40, 60, 200), (20, 150, 90), (44, 200, 64), (30, 80, 240)]]  # fmt: skip
+    truth = {}
+    for a in archs:
+        p = model.predict(a, input_size=32, num_classes=10, calibrated=False)
+        s = group_sums((("overhead", p.overhead_ms), *p.blocks))
+        truth[a] = 1.3 * s["fixed"] + 0.8 * s["body"]
+
+    def fake_measure(tab: LatencyTable, arch: str, **kw: object):  # type: ignore[no-untyped-def]
+        assert tab is table
+        return summarize([truth[arch]] * 3)
+
+    monkeypatch.setattr(v, "measure_arch", fake_measure)
+    cal = v.calibrate(table, archs, input_size=32, num_classes=10, model=model, info={"seed": 3})
+    assert cal.scales == pytest.approx({"body": 0.8, "fixed": 1.3}, rel=1e-9) and cal.fit_mape < 1e-9
+    assert model.counts["measured"] == 0 and model.counts["interpolated"] > 0  # nothing measured, all predicted
+    assert table.calibration == cal and cal.info["stat"] == "median"
+    pred = model.predict(archs[0], input_size=32, num_classes=10)
+    assert pred.calibrated and pred.total_ms == pytest.approx(truth[archs[0]], rel=1e-9)
+    with pytest.raises(ValueError, match="from the table being calibrated"):
+        v.calibrate(synthetic(), archs, input_size=32, num_classes=10, model=model)
+
+
+def test_sweeps_keep_the_fastest_run_and_the_median_of_the_rest(tmp_path) -> None:
+    from edgecnn.latency.model import merge_sweeps
+
+    a, b, c = TableEntry(1.0, 0.9, 1.2, 0.8, 10), TableEntry(3.0, 2.0, 4.0, 1.9, 10), TableEntry(1.2, 1.0, 1.5, 0.7, 5)
+    assert merge_sweeps([a, b, c]) == TableEntry(1.2, 1.0, 1.5, 0.7, 25)  # medians of three; min of all; runs summed
+    assert merge_sweeps([a, b]) == TableEntry(2.0, 1.45, 2.6, 0.8, 20)  # two sweeps: the mean of the middle pair
+    with pytest.raises(ValueError, match="no measurements"):
+        merge_sweeps([])
+    table = LatencyTable(fingerprint(backend="eager", threads=1), config=FAST)
+    model = LatencyModel(table, measure=True)
+    n = model.ensure_grid("conv_k3_c16 gap fc", input_size=8, fractions=(0.5, 1.0), num_classes=10, sweeps=2)
+    assert n == 2 + 2 + 2 and model.counts["measured"] == n
+    keys = [k for k in table.entries if k.startswith(("conv|cin3|cout8|", "gap|cin16")) and "|in8x8|" in k]
+    assert len(keys) == 2 and all(table.entries[k].repeats >= 2 * FAST.min_repeats for k in keys)  # two sweeps each
+    with pytest.raises(ValueError, match="sweeps must be a positive"):
+        model.ensure_grid("conv_k3_c16 gap fc", input_size=8, sweeps=0)
+
+
+def test_calibrate_rounds_keep_each_networks_fastest_run(monkeypatch) -> None:
+    import importlib
+
+    from edgecnn.latency.calibrate import group_sums
+    from edgecnn.latency.measure import summarize
+
+    v = importlib.import_module("edgecnn.latency.validate")
+    table = synthetic()
+    model = LatencyModel(table, stat="min")
+    archs = [f"conv_k3_s2_c{c} ir_m{m}_c{c} ir_s2_m{m2}_c40 gap fc"
+             for c, m, m2 in [(24, 100, 120), (40, 60, 200), (20, 150, 90), (44, 200, 64), (30, 80, 240)]]  # fmt: skip
+    truth = {}
+    for a in archs:
+        p = model.predict(a, input_size=32, num_classes=10, calibrated=False)
+        s = group_sums((("overhead", p.overhead_ms), *p.blocks))
+        truth[a] = 1.1 * s["fixed"] + 0.7 * s["body"]
+    calls: dict[str, int] = {}
+
+    def fake_measure(tab: LatencyTable, arch: str, **kw: object):  # type: ignore[no-untyped-def]
+        calls[arch] = calls.get(arch, 0) + 1  # round 1 and 3 disturbed (slower), round 2 clean
+        slow = 1.0 if calls[arch] == 2 else 1.5
+        return summarize([truth[arch] * slow, truth[arch] * slow * 1.2])
+
+    monkeypatch.setattr(v, "measure_arch", fake_measure)
+    cal = v.calibrate(table, archs, input_size=32, num_classes=10, model=model, stat="min", rounds=3)
+    assert set(calls.values()) == {3}
+    assert cal.scales == pytest.approx({"body": 0.7, "fixed": 1.1}, rel=1e-9) and cal.info["stat"] == "min"
+    with pytest.raises(ValueError, match="rounds must be a positive"):
+        v.calibrate(table, archs, input_size=32, num_classes=10, model=model, rounds=0)

@@ -140,3 +140,17 @@ def test_ctrl_c_during_a_build_keeps_every_entry_measured(tmp_path):
     saved = LatencyTable.load(path, expect=table.fingerprint)
     # the overhead probe (which also times the probe network's blocks) and the blocks measured before the stop
     assert saved.entries.keys() == table.entries.keys() and len(saved.entries) >= 3
+
+
+def test_a_table_without_drift_reference_times_back_to_back(tmp_path):
+    fast = TimingConfig(warmup=1, min_repeats=2, max_repeats=4, round_size=2, max_seconds=1.0, max_foreign=None)
+    table = new_table(backend="eager", threads=1, config=fast, drift_reference=False)
+    (plan,) = resolve("conv_k3_c8", num_classes=10, input_size=8)[:1]
+    entry = table.measure_block(plan)
+    assert entry.repeats >= 2 and entry.min_ms <= entry.median_ms
+    assert table.drift() is None and table.reference_ms is None  # the reference network never ran
+    loaded = LatencyTable.load(table.save(tmp_path / "t.json"))
+    assert loaded.drift_reference is False and loaded.entries == table.entries
+    assert LatencyTable.load(new_table(backend="eager", threads=1).save(tmp_path / "u.json")).drift_reference
+    with pytest.raises(ValueError, match="drift_reference=False is for the eager backend"):
+        new_table(backend="onnxruntime", threads=1, drift_reference=False)

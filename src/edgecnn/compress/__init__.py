@@ -46,6 +46,9 @@ The package will own, one file each:
   :mod:`~edgecnn.compress.budget`, one-shot pruning to a budget in
   :mod:`~edgecnn.compress.oneshot`, the ``kind: "compress"`` results document
   in :mod:`~edgecnn.compress.document`. *Here* (import from the modules).
+- :mod:`~edgecnn.compress.variants` — pruned variants of a network at random
+  uneven widths, to calibrate and validate latency on NetAdapt's family
+  (:func:`random_variants`). *Here.*
 - :mod:`~edgecnn.compress.quantize` — int8 static post-training quantization
   through ONNX Runtime, fp32 vs int8 (:func:`quantize_int8`, :func:`compare_int8`). *Here.*
 

@@ -192,8 +192,9 @@ class _Proposal:
 
 
 def _width_proposal(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound: float,
-                    cfg: NetAdaptConfig) -> _Proposal | None:  # fmt: skip
-    found = _propose(model, graph, group, meter, bound, cfg)
+                    cfg: NetAdaptConfig, plans: dict[tuple[int, int], tuple[Any, float]] | None = None
+                    ) -> _Proposal | None:  # fmt: skip
+    found = _propose(model, graph, group, meter, bound, cfg, plans)
     if found is None:
         return None
     plan, r = found
@@ -212,17 +213,24 @@ def _drop_proposals(model: EdgeNet, meter: ResourceMeter, bound: float) -> list[
     return out
 
 
-def _propose(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound: float, cfg: NetAdaptConfig
-             ) -> tuple[Any, float] | None:  # fmt: skip
-    """The widest width of ``group`` on the grid whose network meets ``bound`` (bisection; resource falls with width)."""
+def _propose(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound: float, cfg: NetAdaptConfig,
+             plans: dict[tuple[int, int], tuple[Any, float]] | None = None) -> tuple[Any, float] | None:  # fmt: skip
+    """The widest width of ``group`` on the grid whose network meets ``bound`` (bisection; resource falls with width).
+
+    ``plans`` memoises ``(group, width) -> (plan, resource)`` for one network: a halved step bisects the
+    same widths again.
+    """
     width = graph.groups[group].width
     grid = [w for w in range(cfg.round_to, width, cfg.round_to)] or [w for w in range(1, width)]
     if not grid:
         return None
+    memo = {} if plans is None else plans
 
     def plan_at(w: int) -> tuple[Any, float]:
-        p = plan_prune(model, graph=graph, widths={group: w}, criterion=cfg.criterion, round_to=cfg.round_to)
-        return p, meter(p.arch)
+        if (group, w) not in memo:
+            p = plan_prune(model, graph=graph, widths={group: w}, criterion=cfg.criterion, round_to=cfg.round_to)
+            memo[group, w] = (p, meter(p.arch))
+        return memo[group, w]
 
     lo_plan = plan_at(grid[0])
     if lo_plan[1] > bound:
@@ -330,8 +338,9 @@ def netadapt(
         loader = BatchLoader(val.train, batch_size=cfg.train.batch_size, mean=val.mean, std=val.std, train=True,
                              seed=cfg.train.seed + i)  # fmt: skip
         scored = []
+        plans: dict[tuple[int, int], tuple[Any, float]] = {}  # (group, width) -> (plan, resource), this network
         for _ in range(cfg.step_halvings + 1):  # no single group can take the whole step: halve it
-            found = [p for g in free if (p := _width_proposal(current, graph, g, meter, bound, cfg)) is not None]
+            found = [p for g in free if (p := _width_proposal(current, graph, g, meter, bound, cfg, plans)) is not None]
             if cfg.drop_blocks:
                 found += _drop_proposals(current, meter, bound)
             if found or bound >= r_now:

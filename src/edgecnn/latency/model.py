@@ -239,7 +239,10 @@ def width_grid(
     classifier's output) stays as it is, and so does a classifier's output.
     Variants that fall into another slice (an inverted residual with
     ``mid == cin`` has no expansion conv) are left out: they cannot help
-    interpolate this one. The block itself is always one of the variants.
+    interpolate this one, and so are those its builder refuses: a zero-padding
+    shortcut (``padskip``, the CIFAR ResNets) cannot reduce channels, so its
+    variants keep ``cout >= cin`` (NetAdapt never proposes otherwise: the
+    shortcut ties the stage widths). The block itself is always one of the variants.
     """
     if not all(0 < f <= 1 for f in fractions):
         raise ValueError(f"grid fractions must be in (0, 1], got {tuple(fractions)}")
@@ -253,6 +256,8 @@ def width_grid(
     out = []
     for combo in itertools.product(*values):
         w = dict(zip(sk.axes, combo))
+        if plan.spec.skip == "pad" and w.get("cout", 0) < w.get("cin", 0):
+            continue  # PadShortcut refuses cout < cin
         if "c" in w:  # a tied axis: cin == cout (identity residual, depthwise, pooling)
             w["cin"] = w["cout"] = w.pop("c")
             if plan.spec.kind in _SAME_WIDTH:
@@ -262,6 +267,24 @@ def width_grid(
         if vk is not None and vk.slice == sk.slice:
             out.append(variant)
     return out
+
+
+def merge_sweeps(entries: Sequence[TableEntry]) -> TableEntry:
+    """One entry from several measurements of a block: the fastest run of all, the median of the other statistics.
+
+    A slowdown only ever adds time, so the minimum over sweeps is the least disturbed run; the median,
+    quartiles of each sweep are combined by their median.
+    """
+    if not entries:
+        raise ValueError("no measurements to merge")
+
+    def mid(name: str) -> float:
+        vals = sorted(getattr(e, name) for e in entries)
+        n = len(vals)
+        return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+
+    return TableEntry(mid("median_ms"), mid("q1_ms"), mid("q3_ms"), min(e.min_ms for e in entries),
+                      sum(e.repeats for e in entries))  # fmt: skip
 
 
 @lru_cache(maxsize=4096)
@@ -275,7 +298,9 @@ class LatencyModel:
     ``measure=True`` measures what cannot be interpolated (in ``lane()``, e.g. an
     executor's :meth:`~edgecnn.executor.Executor.exclusive`, and never inside an
     executor worker) and adds it to the table, saved to ``path`` if given.
-    ``counts`` says how many blocks came from each source.
+    ``counts`` says how many blocks came from each source. ``stat`` is the
+    statistic :meth:`predict` sums unless told otherwise (``"min"`` for a table
+    measured without drift reference, :func:`~edgecnn.latency.table.new_table`).
     """
 
     def __init__(
@@ -286,8 +311,11 @@ class LatencyModel:
         extrapolate: bool = False,
         lane: Callable[[], AbstractContextManager[object]] | None = None,
         path: str | Path | None = None,
+        stat: str = "median",
     ) -> None:
-        self.table, self.measure, self.extrapolate = table, measure, extrapolate
+        if stat not in STATS:
+            raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
+        self.table, self.measure, self.extrapolate, self.stat = table, measure, extrapolate, stat
         self.lane = lane or nullcontext
         self.path = None if path is None else Path(path)
         self.counts = dict.fromkeys(SOURCES, 0)
@@ -391,6 +419,8 @@ class LatencyModel:
         batch: int = 1,
         num_classes: int = 1000,
         in_chans: int = 3,
+        divisor: int = 8,
+        sweeps: int = 1,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> int:
         """Measure, for every block of ``arch``, the :func:`width_grid` variants the table lacks; returns how many.
@@ -398,28 +428,43 @@ class LatencyModel:
         Run it once before NetAdapt or a width search: afterwards every narrower
         network of the same blocks is answered by the table or by interpolation,
         without measuring. Each block's variants are measured in one entry of the lane,
-        the table is saved (``path``) after each block.
+        the table is saved (``path``) after each sweep.
+
+        ``divisor``: the grid's rounding (:func:`width_grid`); a search that goes
+        below 8 channels (NetAdapt with ``round_to=2``) wants a finer one, e.g. 2
+        with a fraction of 0.125, or its narrowest proposals are measured one by one.
+        ``sweeps``: measure the whole grid that many times, a sweep apart, and keep
+        per entry the fastest run of all sweeps and the median of their other
+        statistics (:func:`merge_sweeps`) — on a loaded CPU one measurement can be
+        slowed throughout (another process on the sibling core); another sweep
+        seconds later rarely is.
         """
+        if sweeps < 1:
+            raise ValueError(f"sweeps must be a positive integer, got {sweeps}")
         size = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
         todo: dict[str, list[LayerPlan]] = {}  # original block key -> its missing variants
+        seen: set[str] = set()  # two blocks of arch may share variants
         for p in _plans(as_spec(arch), size, int(num_classes), int(in_chans)):
-            missing = {block_key(v, batch=batch): v for v in width_grid(p, fractions, batch=batch)}
-            missing = {k: v for k, v in missing.items() if k not in self.table.entries}
-            if missing:
-                todo.setdefault(block_key(p, batch=batch), []).extend(missing.values())
+            for v in width_grid(p, fractions, divisor=divisor, batch=batch):
+                k = block_key(v, batch=batch)
+                if k not in self.table.entries and k not in seen:
+                    seen.add(k)
+                    todo.setdefault(block_key(p, batch=batch), []).append(v)
         total = sum(len(v) for v in todo.values())
+        runs: dict[str, list[TableEntry]] = {}
         done = 0
-        for variants in todo.values():
-            with self._measuring():
-                for v in variants:
-                    key = block_key(v, batch=batch)
-                    if key not in self.table.entries:  # two blocks of arch may share variants
-                        self.table.entries[key] = self.table.measure_block(v, batch=batch)
-                        self.counts["measured"] += 1
-                    done += 1
-                    if on_progress:
-                        on_progress(done, total)
+        for _ in range(sweeps):
+            for variants in todo.values():
+                with self._measuring():
+                    for v in variants:
+                        runs.setdefault(block_key(v, batch=batch), []).append(self.table.measure_block(v, batch=batch))
+                        done += 1
+                        if on_progress:
+                            on_progress(done, total * sweeps)
+            for k, entries in runs.items():
+                self.table.entries[k] = merge_sweeps(entries)
             self._saved()
+        self.counts["measured"] += total
         self._overhead(in_chans=in_chans, size=size, batch=batch, num_classes=num_classes)
         return total
 
@@ -432,10 +477,14 @@ class LatencyModel:
         batch: int = 1,
         num_classes: int = 1000,
         in_chans: int = 3,
-        stat: str = "median",
+        stat: str | None = None,
         calibrated: bool = True,
     ) -> Prediction:
-        """Like :func:`edgecnn.latency.predict`, with interpolated (or measured) entries for missing blocks."""
+        """Like :func:`edgecnn.latency.predict`, with interpolated (or measured) entries for missing blocks.
+
+        ``stat`` defaults to the model's.
+        """
+        stat = self.stat if stat is None else stat
         if stat not in STATS:
             raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
         size = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))

@@ -22,8 +22,8 @@ How an entry is measured, per backend (see ``docs/latency.md`` for why):
   the kernels it times, so those sums ran 27–35% high. Such a table keeps
   measuring new entries its own way, so its entries stay comparable.
 
-Every timed run is normalised by a fixed reference workload run right before
-and after it (:class:`~edgecnn.latency.measure.Reference`,
+Every timed run is normalised (unless the table says ``drift_reference: false``)
+by a fixed reference workload run right before and after it (:class:`~edgecnn.latency.measure.Reference`,
 :mod:`edgecnn.latency.reference`): the machine's speed drifts by tens of
 percent within seconds, and a run compared with its neighbouring reference
 runs cancels most of that. Entries are in milliseconds at the reference's
@@ -36,6 +36,13 @@ network it was just written by the previous block.
 The network-level fixed cost (session/call overhead, input layout) is an
 ``overhead|…`` entry: the end-to-end latency of a probe network
 (``conv_k3_s2_c16 gap fc`` on the same input) minus its block entries.
+
+A table made with ``drift_reference=False`` (eager only) times blocks back to
+back without the reference: its ``min`` statistic is then the fastest
+undisturbed run, which stays within a few percent on a CPU so loaded that
+medians (normalised or not) move by 2× between two measurements of the same
+network (``docs/latency.md``, "Under heavy load"); predict and calibrate such a
+table with ``stat="min"``.
 
 An optional :class:`~edgecnn.latency.calibrate.Calibration` (per-group
 scales fitted on measured calibration networks) is stored with the entries.
@@ -183,6 +190,7 @@ class LatencyTable:
     call_overhead_ms: float | None = None  # eager: cost of one empty module call, subtracted from entries
     reference_ms: float | None = None  # the reference workload's nominal latency: the unit of every entry
     calibration: Calibration | None = None  # per-group scales fitted on measured networks (None: plain sums)
+    drift_reference: bool = True  # eager: False times runs back to back, not normalised (see the module doc)
     config: TimingConfig = field(default_factory=TimingConfig)  # timing settings for new entries
     profile_runs: int = 30  # onnxruntime, block_method "profile": profiled runs per entry
     block_method: str = "context"  # onnxruntime: "context" (marginal cost in a graph) or "profile" (older tables)
@@ -200,6 +208,7 @@ class LatencyTable:
             "clock": self.config.clock,
             "reference_ms": self.reference_ms,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "drift_reference": self.drift_reference,
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
         }
 
@@ -233,9 +242,12 @@ class LatencyTable:
         if clock not in CLOCKS:
             raise ValueError(f"{source}: unknown clock {clock!r} (valid: {', '.join(CLOCKS)}); "
                              "rebuild it with `edgecnn latency build-table`")  # fmt: skip
+        drift = data.get("drift_reference", True)
+        if not isinstance(drift, bool):
+            raise ValueError(f"{source}: field 'drift_reference' must be true or false, got {drift!r}")
         return cls(
             DeviceFingerprint.from_dict(data["fingerprint"]), entries, data.get("call_overhead_ms"),
-            data.get("reference_ms"), calibration, TimingConfig(clock=clock), block_method=method,
+            data.get("reference_ms"), calibration, drift, TimingConfig(clock=clock), block_method=method,
         )  # fmt: skip
 
     @classmethod
@@ -285,9 +297,14 @@ class LatencyTable:
             self.reference_ms = self._reference.baseline_ms
         return self._reference
 
+    def drift(self) -> Reference | None:
+        """The reference new measurements against this table are normalised by; None: ``drift_reference=False``."""
+        return self.reference() if self.drift_reference or self.backend == "onnxruntime" else None
+
     def _time_module(self, module: nn.Module, x: torch.Tensor) -> LatencyStats:
-        ref = self.reference()
+        ref = self.drift()
         if self.backend == "onnxruntime":
+            assert ref is not None
             return _ort_block(module, x, self.fingerprint.threads, self.profile_runs, ref)
         with torch_threads(self.fingerprint.threads):
             runner = eager_runner(module, (x,), device=self.fingerprint.device)
@@ -330,7 +347,7 @@ class LatencyTable:
         fp = self.fingerprint
         total = measure(
             net, (batch, in_chans, *input_size), backend=fp.backend, threads=fp.threads, device=fp.device,
-            config=self.config, reference=self.reference(),
+            config=self.config, reference=self.drift(),
         ).stats  # fmt: skip
         blocks = [self.entries[block_key(p, batch=batch)] for p in plans]
         med = total.median_ms - sum(e.median_ms for e in blocks)
@@ -406,6 +423,10 @@ class LatencyTable:
         return total
 
 
-def new_table(*, backend: str, threads: int, device: str = "cpu", config: TimingConfig | None = None) -> LatencyTable:
-    """An empty table fingerprinted for this machine."""
-    return LatencyTable(fingerprint(backend=backend, threads=threads, device=device), config=config or TimingConfig())
+def new_table(*, backend: str, threads: int, device: str = "cpu", config: TimingConfig | None = None,
+              drift_reference: bool = True) -> LatencyTable:  # fmt: skip
+    """An empty table fingerprinted for this machine (``drift_reference=False``: eager only, see the module doc)."""
+    if not drift_reference and backend != "eager":
+        raise ValueError(f"drift_reference=False is for the eager backend; {backend} entries are always normalised")
+    return LatencyTable(fingerprint(backend=backend, threads=threads, device=device), config=config or TimingConfig(),
+                        drift_reference=drift_reference)  # fmt: skip

@@ -12,7 +12,13 @@ unnormalised medians of the same runs are kept to show what normalising buys.
 
 :func:`calibrate` fits the table's :class:`~edgecnn.latency.calibrate.Calibration`
 on networks that must be drawn with another seed than the validation networks
-(the report then holds out-of-sample errors only).
+(the report then holds out-of-sample errors only). Given a
+:class:`~edgecnn.latency.model.LatencyModel` over the table, it fits that
+model's predictions (interpolated widths included) — NetAdapt's case, where
+the networks are pruned variants of one network
+(:func:`edgecnn.compress.variants.random_variants`) and
+``latency ≈ s_fixed·Σ fixed + s_body·Σ body`` is an offset (the blocks pruning
+leaves alone) plus a scale of the blocks it narrows.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from edgecnn.arch import ArchSpec
 from edgecnn.build import build
 from edgecnn.latency.calibrate import Calibration, fit, group_sums
 from edgecnn.latency.measure import LatencyStats, measure
-from edgecnn.latency.predict import predict
+from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.predict import STATS, Prediction, predict
 from edgecnn.latency.table import LatencyTable
 
 Sampler = Callable[[random.Random], ArchSpec | str]
@@ -157,13 +164,14 @@ def sample_archs(n: int, sampler: Sampler, *, seed: int = 0) -> list[str]:
     return [a.format() if isinstance(a, ArchSpec) else ArchSpec.parse(a).format() for a in drawn]
 
 
-def measure_arch(table: LatencyTable, arch: str, *, input_size: int, num_classes: int = 1000) -> LatencyStats:
+def measure_arch(table: LatencyTable, arch: str, *, input_size: int, num_classes: int = 1000,
+                 in_chans: int = 3) -> LatencyStats:  # fmt: skip
     """End-to-end latency of ``arch`` measured as the table's entries are (backend, threads, drift reference)."""
     fp = table.fingerprint
-    net = build(arch, num_classes=num_classes)
+    net = build(arch, num_classes=num_classes, in_chans=in_chans)
     return measure(
-        net, (1, 3, input_size, input_size), backend=fp.backend, threads=fp.threads, device=fp.device,
-        config=table.config, reference=table.reference(),
+        net, (1, in_chans, input_size, input_size), backend=fp.backend, threads=fp.threads, device=fp.device,
+        config=table.config, reference=table.drift(),
     ).stats  # fmt: skip
 
 
@@ -173,24 +181,50 @@ def calibrate(
     *,
     input_size: int,
     num_classes: int = 1000,
+    in_chans: int = 3,
     info: dict[str, Any] | None = None,
     table_path: str | None = None,
     on_stage: Callable[[str, int, int], None] | None = None,
+    model: LatencyModel | None = None,
+    stat: str = "median",
+    rounds: int = 1,
 ) -> Calibration:
-    """Measure ``archs`` (calibration networks), fit the per-group scales and store them in ``table``."""
-    table.ensure(
-        archs, input_size=input_size, num_classes=num_classes, path=table_path,
-        on_progress=(lambda d, t: on_stage("table", d, t)) if on_stage else None,
-    )  # fmt: skip
-    sums, measured = [], []
-    for i, arch in enumerate(archs):
-        pred = predict(table, arch, input_size=input_size, num_classes=num_classes, calibrated=False)
+    """Measure ``archs`` (calibration networks), fit the per-group scales and store them in ``table``.
+
+    Without ``model`` every block of ``archs`` is measured into the table first;
+    with a :class:`LatencyModel` over ``table`` its predictions (interpolated or
+    measured on demand) are fitted. ``stat``: the statistic of entries and
+    measurements fitted (``"min"`` for a table measured without drift reference).
+    ``rounds``: measure the networks round-robin that many times and keep each
+    one's fastest run (``min``) or the median of its medians.
+    """
+    if stat not in STATS:
+        raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
+    if model is not None and model.table is not table:
+        raise ValueError("the latency model must predict from the table being calibrated")
+    if model is None:
+        table.ensure(
+            archs, input_size=input_size, num_classes=num_classes, in_chans=in_chans, path=table_path,
+            on_progress=(lambda d, t: on_stage("table", d, t)) if on_stage else None,
+        )  # fmt: skip
+    if rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds}")
+    kw: dict[str, Any] = {"input_size": input_size, "num_classes": num_classes, "in_chans": in_chans}
+    sums = []
+    for arch in archs:
+        pred: Prediction = (predict(table, arch, stat=stat, calibrated=False, **kw) if model is None else
+                            model.predict(arch, stat=stat, calibrated=False, **kw))  # fmt: skip
         sums.append(group_sums((("overhead", pred.overhead_ms), *pred.blocks)))
-        measured.append(measure_arch(table, arch, input_size=input_size, num_classes=num_classes).median_ms)
-        if on_stage:
-            on_stage("calibrate", i + 1, len(archs))
+    runs: list[list[LatencyStats]] = [[] for _ in archs]
+    for r in range(rounds):
+        for i, arch in enumerate(archs):
+            runs[i].append(measure_arch(table, arch, **kw))
+            if on_stage:
+                on_stage("calibrate", r * len(archs) + i + 1, rounds * len(archs))
+    measured = [min(m.min_ms for m in ms) if stat == "min" else statistics.median(m.median_ms for m in ms)
+                for ms in runs]  # fmt: skip
     # info should say how archs were drawn ({"seed": s, "n": n}) so that validate() can refuse them
-    table.calibration = fit(sums, measured, info={"input_size": input_size, **(info or {})})
+    table.calibration = fit(sums, measured, info={"input_size": input_size, "stat": stat, **(info or {})})
     if table_path is not None:
         table.save(table_path)
     return table.calibration
