@@ -40,7 +40,8 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
     table = tmp_path / "table.json"
     synthetic_table(arch, 16).save(table)
     assert main(["demo", "--model", arch, "--epochs", "1", "--out", str(out), "--image-size", "16",
-                 "--budget", "0.6", "--short-steps", "2", "--long-epochs", "0.2", "--latency-table", str(table)]) == 0
+                 "--budget", "0.6", "--short-steps", "2", "--long-epochs", "0.2", "--latency-table", str(table),
+                 "--measured-rounds", "0"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["arch"] == arch and res["data"] == "digits"
     # the per-block MACs (closed form from the spec) add up to the traced analysis of the same network
@@ -134,3 +135,16 @@ def test_demo_rejects_bad_settings(capsys):
     assert "argument --epochs: must be a positive integer, got 0" in capsys.readouterr().err
     assert main(["demo", "--cam-images", "-1"]) == 2
     assert "argument --cam-images: must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+def test_next_table_target_fits_the_stopwatch_through_baseline_and_result():
+    from edgecnn.demo_compress import next_table_target
+
+    # measured = table + 1 ms (a fixed cost the block sum misses): 50% of 6 ms measured is 3 ms = 2 ms by the table
+    assert next_table_target(5.0, 6.0, 2.5, 3.5, 0.5) == pytest.approx(2.0)
+    # measured = 2 × table: 40% of 10 ms = 4 ms measured = 2 ms by the table
+    assert next_table_target(5.0, 10.0, 2.5, 5.0, 0.4) == pytest.approx(2.0)
+    # no usable line: the result measured slower than the baseline, or no table progress, or already there
+    assert next_table_target(5.0, 6.0, 2.5, 6.5, 0.5) is None
+    assert next_table_target(5.0, 6.0, 5.0, 5.0, 0.5) is None
+    assert next_table_target(5.0, 6.0, 2.5, 3.0, 0.5) is None

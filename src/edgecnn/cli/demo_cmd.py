@@ -12,7 +12,8 @@ from edgecnn.demo_compress import CompressSettings
 def cmd_demo(args: argparse.Namespace) -> int:
     compress = None if args.no_compress else CompressSettings(
         budget=args.budget, initial_step=args.initial_step, short_steps=args.short_steps, top_k=args.top_k,
-        long_epochs=args.long_epochs, int8=not args.no_int8, drop_blocks=not args.no_drop_blocks)  # fmt: skip
+        long_epochs=args.long_epochs, int8=not args.no_int8, drop_blocks=not args.no_drop_blocks,
+        measured_rounds=args.measured_rounds)  # fmt: skip
     cfg = DemoConfig(
         model=args.model, width=args.width, data=args.data, image_size=args.image_size, epochs=args.epochs,
         threads=args.threads, onnx=not args.no_onnx, out_dir=args.out, seed=args.seed, overwrite=args.overwrite,
@@ -59,6 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "variants are measured and added; default: a new one in --out)")  # fmt: skip
     g.add_argument("--no-drop-blocks", action="store_true", help="NetAdapt narrows channels only (by default it may "
                    "also remove whole blocks with an identity skip)")  # fmt: skip
+    g.add_argument("--measured-rounds", type=num.nonneg_int, default=c.measured_rounds,
+                   help="more NetAdapt rounds, each toward a table target refitted to the measured latency of the "
+                   f"result so far, while the measured result misses the budget (default {c.measured_rounds}; "
+                   "0 trusts the table)")  # fmt: skip
     g.add_argument("--no-int8", action="store_true", help="skip int8 quantisation")
     g.add_argument("--no-compress", action="store_true", help="baseline only: no NetAdapt, BN folding, ONNX, int8")
     p.set_defaults(func=cmd_demo)
