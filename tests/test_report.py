@@ -223,3 +223,23 @@ def test_erf_and_gradflow_sections_draw_the_document_numbers():
     for line, run in zip(ax.lines, flow["runs"].values()):
         assert list(line.get_ydata()) == pytest.approx([l["output_grad_norm"] for l in run["layers"]])
     assert [l.get_label() for l in ax.lines] == ["with skips", "without skips"]
+
+
+def test_compress_run_shows_budget_and_before_after():
+    from edgecnn.compress.budget import parse_budget
+    from edgecnn.compress.document import ModelStats, compress_document
+
+    before = ModelStats("conv_c16 gap fc", 0.9912, 4.0, 5_400_000, 409_250)
+    after = ModelStats("conv_c8 gap fc", 0.9861, 1.642, 2_488_448, 217_834)
+    doc = {"kind": "compress", "schema": 1,
+           **compress_document("netadapt", parse_budget("50%latency").to_dict(), before, after, met=True)}
+    html = render_html(doc)
+    assert "<h2>Compression</h2>" in html and "<code>50%latency</code>: met" in html
+    # one row per quantity, before then after, formatted from the document's own numbers
+    assert '<td class="l">test top-1</td><td>99.12%</td><td>98.61%</td>' in html
+    assert '<td class="l">latency, measured (ms)</td><td>4.000</td><td>1.642</td>' in html
+    assert '<td class="l">MACs</td><td>5,400,000</td><td>2,488,448</td>' in html
+    assert '<td class="l">params</td><td>409,250</td><td>217,834</td>' in html
+    assert "<code>conv_c16 gap fc</code>" in html and "<code>conv_c8 gap fc</code>" in html
+    assert "not met" in render_html({**doc, "met": False})
+    assert "<h2>Compression</h2>" not in render_html({**doc, "kind": "demo"})

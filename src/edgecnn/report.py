@@ -339,6 +339,26 @@ def _pareto(doc: Doc, _run: Path | None) -> str:
         lambda: plots.plot_pareto(p.get("points") or (), reference=p.get("reference") or ()))])  # fmt: skip
 
 
+def _compress(doc: Doc, _run: Path | None) -> str:
+    """The document ``edgecnn compress`` writes (kind ``compress``, docs/compress.md): budget and before → after."""
+    if doc.get("kind") != "compress" or not all(isinstance(doc.get(k), dict) for k in ("before", "after")):
+        return ""
+    b, a, budget = doc["before"], doc["after"], doc.get("budget") or {}
+
+    def count(v: Any) -> str:
+        return f"{v:,}" if isinstance(v, int) else "–"
+
+    rows = [("test top-1", _pct(b.get("top1")), _pct(a.get("top1"))),
+            ("latency, measured (ms)", _ms(b.get("latency_ms")), _ms(a.get("latency_ms"))),
+            ("MACs", count(b.get("macs")), count(a.get("macs"))),
+            ("params", count(b.get("params")), count(a.get("params"))),
+            ("arch", *(f"<code>{escape(str(x.get('arch') or '–'))}</code>" for x in (b, a)))]  # fmt: skip
+    head = (f"<p>method <code>{escape(str(doc.get('method', '?')))}</code>, budget "
+            f"<code>{escape(str(budget.get('text', budget.get('value', '?'))))}</code>: "
+            f"{'met' if doc.get('met') else '<b>not met</b>'}</p>")  # fmt: skip
+    return "<h2>Compression</h2>" + head + _table(("", "before", "after"), rows, left=1)
+
+
 def _analysis(doc: Doc, _run: Path | None) -> str:
     if doc.get("kind") != "analyze":
         return ""
@@ -355,7 +375,7 @@ def _analysis(doc: Doc, _run: Path | None) -> str:
 
 
 _SECTIONS: tuple[Callable[[Doc, Path | None], str], ...] = (
-    _stages, _summary, _blocks, _training, _analysis, _erf, _gradflow, _cam, _netadapt, _search, _search_run, _pareto,
+    _stages, _summary, _compress, _blocks, _training, _analysis, _erf, _gradflow, _cam, _netadapt, _search, _search_run, _pareto,
 )  # fmt: skip
 
 
