@@ -31,6 +31,10 @@ prunable, and with every inner width at 2 channels resnet20 still runs at 55%
 of its measured latency (per-operator overhead of eager PyTorch at batch 1; a
 0.5× uniform width runs at 56%). 50% needs whole blocks removed; near the 55%
 floor NetAdapt's step is halved to 1/16 and it crawls (docs/compress.md).
+``--drop-blocks`` lets NetAdapt also remove identity-residual blocks
+(:mod:`edgecnn.compress.drop_block`), the way to 50%; its results file gets a
+``-drop`` suffix. Torch-Pruning's magnitude pruner has no such move: at a
+budget under its floor its row records the closest it gets and misses.
 
 Fine-tuning budget: (a) spends ``S`` short-term steps inside the search plus
 ``L`` long-term steps; (b) gets ``S + L`` fine-tune steps; (c) trains for the
@@ -112,6 +116,8 @@ def args_() -> argparse.Namespace:
     p.add_argument("--base-steps", type=int, default=None, help="baseline training steps (full: 30 epochs)")
     p.add_argument("--short-steps", type=int, default=None)
     p.add_argument("--long-steps", type=int, default=None)
+    p.add_argument("--drop-blocks", action="store_true",
+                   help="NetAdapt may also drop identity-residual blocks (the way below the ~55%% channel floor)")
     return p.parse_args()
 
 
@@ -207,7 +213,7 @@ def main() -> None:
     # (a) NetAdapt
     if "netadapt" not in stages:
         cfg = NetAdaptConfig(initial_step=0.04, decay=0.98, short_steps=short, top_k=2, long_epochs=0.0, round_to=2,
-                             recal_batches=3 if quick else 10, train=train)  # fmt: skip
+                             recal_batches=3 if quick else 10, train=train, drop_blocks=a.drop_blocks)  # fmt: skip
         t0 = time.perf_counter()
         r = netadapt(base, ref, budget, meter=meter, config=cfg, out=work / "netadapt", resume=a.resume,
                      on_iteration=lambda it: print(f"  iter {it.iteration}: {it.resource:.3f} ms, top-1 {it.top1:.3f}, "
@@ -295,7 +301,7 @@ def main() -> None:
                        "torch": torch.__version__},
            "note": ("QUICK smoke run: 100 images per class, short schedules, machine shared with other jobs; "
                     "the accuracies prove the pipeline runs, not which method is better") if quick else ""}  # fmt: skip
-    out = RESULTS / f"netadapt_cifar{'-quick' if quick else ''}.json"
+    out = RESULTS / f"netadapt_cifar{'-quick' if quick else ''}{'-drop' if a.drop_blocks else ''}.json"
     atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
     print(f"budget {budget.text}: {target:.3f} ms predicted, {budget_measured:.3f} ms measured (fastest runs)")
     print(f"{'':18}{'top-1':>8}{'meas. ms':>10}{'median':>8}{'pred. ms':>10}{'MACs':>12}{'params':>10}")
