@@ -148,3 +148,36 @@ def test_next_table_target_fits_the_stopwatch_through_baseline_and_result():
     assert next_table_target(5.0, 6.0, 2.5, 6.5, 0.5) is None
     assert next_table_target(5.0, 6.0, 5.0, 5.0, 0.5) is None
     assert next_table_target(5.0, 6.0, 2.5, 3.0, 0.5) is None
+
+
+def test_demo_takes_another_round_when_the_measured_result_misses(tmp_path, monkeypatch):
+    """The measured check: a result measured at 70% of the baseline (budget 60%) sends NetAdapt on to the table
+    target refitted through baseline and result; the rounds' iterations continue one history."""
+    import edgecnn.demo_compress as dc
+
+    arch = "conv_s2_c8_hswish ir_m16_c8_relu ir_k5_s2_m24_c16_se0.25_hsgate_hswish gap fc"
+    table = tmp_path / "table.json"
+    synthetic_table(arch, 16).save(table)
+    measured = []
+
+    def fake_fastest(net, shape, threads, timing):  # the baseline 10 ms, any result 7 ms: always 70%
+        measured.append(net.arch)
+        return 10.0 if net.arch == arch else 7.0
+
+    monkeypatch.setattr(dc, "_fastest_ms", fake_fastest)
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", arch, "--epochs", "1", "--out", str(out), "--image-size", "16", "--budget", "0.6",
+                 "--short-steps", "2", "--long-epochs", "0.2", "--latency-table", str(table), "--measured-rounds", "1",
+                 "--cam-images", "0", "--no-int8"]) == 0
+    na = json.loads((out / "results.json").read_text())["netadapt"]
+    first, second = na["round_budgets_ms"]
+    assert first == pytest.approx(0.6 * na["start_ms"])
+    assert measured[0] == arch and len(measured) == 2  # baseline and the round-1 result, once (rounds = 1)
+    # round 1's step bounds never fall below its budget; round 2 starts under it
+    r1 = min(h["resource"] for h in na["iterations"] if h["target"] >= first - 1e-9)
+    assert r1 <= first
+    # measured = a + b·table through (start, 10 ms) and (r1, 7 ms), solved for 60% of 10 ms
+    b = (10.0 - 7.0) / (na["start_ms"] - r1)
+    assert second == pytest.approx(r1 + (6.0 - 7.0) / b)
+    assert na["result_ms"] < r1  # round 2 went on below round 1's result
+    assert [h["iteration"] for h in na["history"]] == list(range(len(na["history"])))

@@ -119,6 +119,11 @@ def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, 
     return {**asdict(c), "onnx": str(out / "model-int8.onnx")}
 
 
+def _fastest_ms(net: EdgeNet, shape: tuple[int, ...], threads: int, timing: TimingConfig) -> float:
+    """The fastest eager run of ``net`` at batch 1: the steadiest statistic on a loaded machine."""
+    return measure(net.eval(), (1, *shape), backend="eager", threads=threads, config=timing).stats.min_ms
+
+
 def _netadapt_section(rounds: list[NetAdaptResult]) -> dict[str, Any]:
     """The report's ``netadapt`` section (docs/report.md): iteration 0 is the baseline; latency by the meter.
 
@@ -187,12 +192,7 @@ def compress_stages(
             # (baseline and result timed back to back, fastest run of each: the steadiest statistic under load)
             for k in range(settings.measured_rounds):
                 now = rounds[-1]
-
-                def fastest(net: EdgeNet) -> float:
-                    return measure(net.eval(), (1, *shape), backend="eager", threads=threads,
-                                   config=timing).stats.min_ms  # fmt: skip
-
-                m_base, m_now = fastest(model), fastest(now.model)
+                m_base, m_now = (_fastest_ms(net, shape, threads, timing) for net in (model, now.model))
                 share = m_now / m_base
                 console.print(f"measured (fastest runs, back to back) {m_now:.3f} ms = {share:.0%} of the "
                               f"baseline's {m_base:.3f} ms")  # fmt: skip
