@@ -45,6 +45,7 @@ from edgecnn.compress.lowrank_plan import LowRankLayer, LowRankPlan, LowRankSkip
 from edgecnn.compress.measured import (
     NOT_CHOSEN,
     LayerLatency,
+    MeasuredResult,
     call_shapes,
     exact_resource,
     front,
@@ -97,22 +98,12 @@ class LayerCandidates:
 
 
 @dataclass(frozen=True)
-class MeasuredLowRank:
+class MeasuredLowRank(MeasuredResult):
     """What :func:`lowrank_to_budget` did: the network, its plan, the measured candidates and what was skipped."""
 
-    model: nn.Module  # the factorised copy (PlainNet for an EdgeNet)
     plan: LowRankPlan  # the applied ranks; plan.skipped holds a reason for every other candidate layer
     candidates: tuple[LayerCandidates, ...]
     slower: tuple[SlowerFactorisation, ...]  # every candidate dropped for being slower on the device
-    resource: str  # "latency" (ms), "macs" or "params"
-    start: float  # the resource of the input network (latency: measured whole)
-    value: float  # the resource of the result (latency: measured whole; macs/params: exact)
-    target: float
-    evaluated: int  # networks built and valued whole (latency: the bisection's measurements)
-
-    @property
-    def met(self) -> bool:
-        return self.value <= self.target
 
     def summary(self) -> str:
         """The plan's lines, then one per factorisation skipped for being slower."""
@@ -207,8 +198,8 @@ def lowrank_to_budget(
     plan = plans[tuple(sorted(choice.items()))]
     plan = dataclasses.replace(plan, skipped=tuple(dataclasses.replace(k, reason=k.reason.replace(NOT_CHOSEN, note))
                                                    for k in plan.skipped))  # fmt: skip
-    return MeasuredLowRank(result, plan, tuple(candidates), tuple(slower), resource,
-                           float(start), float(v), float(target), evaluated)  # fmt: skip
+    return MeasuredLowRank(result, resource, float(start), float(v), float(target), evaluated, plan=plan,
+                           candidates=tuple(candidates), slower=tuple(slower))  # fmt: skip
 
 
 def _measure_layer(name: str, m: nn.Module, unit: dict[tuple[str, str], LowRankLayer], forms: Sequence[str],

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -44,10 +45,26 @@ from torch import nn
 from edgecnn.analysis import analyze
 from edgecnn.latency.measure import TimingConfig, measure
 
-__all__ = ["NOT_CHOSEN", "LayerLatency", "Step", "call_shapes", "exact_resource", "front", "greedy_path", "layer_ms",
+__all__ = ["NOT_CHOSEN", "LayerLatency", "MeasuredResult", "Step", "call_shapes", "exact_resource", "front", "greedy_path", "layer_ms",
            "measured_layer_latency", "select_to_budget"]
 
 LayerLatency = Callable[[nn.Module, tuple[int, ...]], float]  # ms of a module on one input of this shape (batch 1)
+
+
+@dataclass(frozen=True)
+class MeasuredResult:
+    """What a by-layer method (low-rank, separable) did to reach its budget; each method adds its plan."""
+
+    model: nn.Module  # the transformed copy (PlainNet for an EdgeNet)
+    resource: str  # "latency" (ms), "macs" or "params"
+    start: float  # the resource of the input network (latency: measured whole)
+    value: float  # the resource of the result (latency: measured whole; macs/params: exact)
+    target: float
+    evaluated: int  # networks built and valued whole (latency: the bisection's measurements)
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.target
 
 
 def call_shapes(model: nn.Module, names: Iterable[str], input_size: Sequence[int]) -> dict[str, list[tuple[int, ...]]]:

@@ -51,6 +51,7 @@ from edgecnn.build import EdgeNet, plain
 from edgecnn.compress.measured import (
     NOT_CHOSEN,
     LayerLatency,
+    MeasuredResult,
     call_shapes,
     exact_resource,
     front,
@@ -188,20 +189,10 @@ class SeparablePlan:
 
 
 @dataclass(frozen=True)
-class MeasuredSeparable:
+class MeasuredSeparable(MeasuredResult):
     """What :func:`separable_to_budget` did."""
 
-    model: nn.Module  # the copy with the chosen convs replaced (PlainNet for an EdgeNet)
     plan: SeparablePlan
-    resource: str
-    start: float
-    value: float  # latency: measured whole; macs / params: exact
-    target: float
-    evaluated: int  # networks built and valued whole (latency: the bisection's measurements)
-
-    @property
-    def met(self) -> bool:
-        return self.value <= self.target
 
     def summary(self) -> str:
         """The plan's lines: per replaced conv its costs and times, per kept candidate its reason."""
@@ -303,7 +294,7 @@ def separable_to_budget(
                                             measured=resource == "latency")  # fmt: skip
     plan = plans[tuple(sorted(choice.items()))]
     plan = replace(plan, skipped=tuple(replace(k, reason=k.reason.replace(NOT_CHOSEN, note)) for k in plan.skipped))
-    return MeasuredSeparable(result, plan, resource, float(start), float(v), float(target), evaluated)
+    return MeasuredSeparable(result, resource, float(start), float(v), float(target), evaluated, plan=plan)
 
 
 def _apply(model: nn.Module, pairs: dict[str, nn.Sequential]) -> nn.Module:
