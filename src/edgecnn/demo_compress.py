@@ -59,7 +59,7 @@ __all__ = ["CompressSettings", "compress_stages"]
 class CompressSettings:
     """The demo's NetAdapt schedule: few iterations and short fine-tunes, so the whole demo stays within minutes."""
 
-    budget: float = 0.5  # the result's latency bound as a share of the baseline's (by the meter)
+    budget: float = 0.5  # the result's latency bound as a share of the baseline's (by the meter, then checked measured)
     initial_step: float = 0.06  # first NetAdapt step, share of the baseline's latency: about one block's share
     decay: float = 0.98  # step decay per iteration
     short_steps: int = 20  # short fine-tune steps of each of the top_k proposals
