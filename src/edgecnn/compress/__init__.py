@@ -42,7 +42,9 @@ The package will own, one file each:
   (import from the module).
 - :mod:`~edgecnn.compress.netadapt` — NetAdapt (Yang et al. 2018): budgeted,
   group-by-group pruning with BN recalibration and short fine-tunes on the
-  executor, resumable (:func:`netadapt`); budgets in
+  executor, resumable (:func:`netadapt`), of an EdgeNet or any traceable
+  module; what a network or plan costs in :mod:`~edgecnn.compress.meter`, the
+  state file and its replay in :mod:`~edgecnn.compress.netadapt_state`; budgets in
   :mod:`~edgecnn.compress.budget`, one-shot pruning to a budget in
   :mod:`~edgecnn.compress.oneshot`, the ``kind: "compress"`` results document
   in :mod:`~edgecnn.compress.document`. *Here* (import from the modules).

@@ -1,8 +1,10 @@
-"""NetAdapt: shrink a trained EdgeNet step by step to a resource budget (Yang et al. 2018; MobileNetV3's rule).
+"""NetAdapt: shrink a trained network step by step to a resource budget (Yang et al. 2018; MobileNetV3's rule).
 
-Each iteration ``i`` asks for a network whose resource (latency from the
-:class:`~edgecnn.latency.model.LatencyModel`, MACs or params — exact, by
-arch, :mod:`edgecnn.analysis.spec_cost`) is at most ``R_{i-1} − ΔR_i``, with
+Each iteration ``i`` asks for a network whose resource
+(:class:`~edgecnn.compress.meter.ResourceMeter`: for an EdgeNet, latency from
+the :class:`~edgecnn.latency.model.LatencyModel` and exact MACs or params by
+arch; for any other module, exact counts and latency measured end to end) is
+at most ``R_{i-1} − ΔR_i``, with
 ``ΔR_i = initial_step · R_0 · decay^(i-1)`` (never below the budget itself):
 
 1. **Proposals** — one per free coupled-channel group
@@ -32,9 +34,10 @@ arch, :mod:`edgecnn.analysis.spec_cost`) is at most ``R_{i-1} − ΔR_i``, with
 
 The winner (with its fine-tuned weights) is the next network. The state —
 arch, weights, history — is written atomically after every iteration
-(:func:`save_state`, loadable with ``weights_only=True``), so a run killed at
-any point resumes (``resume=True``) after its last completed iteration, with
-the same history. When the budget is met, the network gets a long-term
+(:mod:`edgecnn.compress.netadapt_state`, loadable with ``weights_only=True``),
+so a run killed at any point resumes (``resume=True``) after its last
+completed iteration, with the same history; a network that is not an EdgeNet
+is rebuilt by replaying the recorded widths on the start network. When the budget is met, the network gets a long-term
 fine-tune (``long_epochs`` epochs on the whole training split) and is
 evaluated once on the test split.
 """
@@ -47,52 +50,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+from torch import nn
 
-from edgecnn.analysis.spec_cost import cost_from_spec
-from edgecnn.build import EdgeNet, build
+from edgecnn.build import EdgeNet
 from edgecnn.compress.budget import Budget
 from edgecnn.compress.drop_block import BlockDrop, drop_block, droppable_blocks, plan_drop
 from edgecnn.compress.groups import channel_groups
+from edgecnn.compress.meter import ResourceMeter, network_key
+from edgecnn.compress.netadapt_state import STATE_FORMAT, load_state, restore, save_state, state_path
 from edgecnn.compress.prune import PrunePlan, plan_prune, prune
 from edgecnn.compress.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
-from edgecnn.atomic import atomic_write
 from edgecnn.executor import Executor
-from edgecnn.latency.model import LatencyModel
 from edgecnn.train.config import FINETUNE, TrainConfig
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.loop import finetune
-from edgecnn.train.task import DataRef, FinetuneTask, holdout, run_finetune
+from edgecnn.train.task import DataRef, FinetuneTask, run_finetune
+
+__all__ = ["STATE_FORMAT", "Iteration", "NetAdaptConfig", "NetAdaptResult", "ResourceMeter", "load_state",
+           "netadapt", "save_state"]  # fmt: skip
 
 SELECTIONS: tuple[str, ...] = ("accuracy", "ratio")
-STATE_FORMAT = "edgecnn-netadapt-state"
-
-
-class ResourceMeter:
-    """The resource of an arch at one input size: ``latency`` (ms, from a LatencyModel), ``macs`` or ``params``."""
-
-    def __init__(self, resource: str, *, input_size: int, num_classes: int, in_chans: int,
-                 latency: LatencyModel | None = None) -> None:  # fmt: skip
-        if resource not in ("latency", "macs", "params"):
-            raise ValueError(f"unknown resource {resource!r}; valid: latency, macs, params")
-        if resource == "latency" and latency is None:
-            raise ValueError("a latency budget needs a latency model (LatencyModel over a table of this device)")
-        self.resource, self.latency = resource, latency
-        self.input_size, self.num_classes, self.in_chans = input_size, num_classes, in_chans
-        self._cache: dict[str, float] = {}
-
-    def __call__(self, arch: str) -> float:
-        if arch not in self._cache:
-            if self.resource == "latency":
-                assert self.latency is not None
-                p = self.latency.predict(arch, input_size=self.input_size, num_classes=self.num_classes,
-                                         in_chans=self.in_chans)  # fmt: skip
-                self._cache[arch] = float(p.total_ms)
-            else:
-                c = cost_from_spec(arch, self.input_size, self.num_classes, self.in_chans)
-                self._cache[arch] = float(c.macs if self.resource == "macs" else c.params)
-        return self._cache[arch]
 
 
 @dataclass(frozen=True)
@@ -141,7 +119,7 @@ class Iteration:
     width_before: int  # the group's width; a dropped block's channels
     width_after: int  # the group's kept width; 0 for a dropped block
     proposals: int  # proposals that met the step
-    arch: str  # the network after the iteration
+    arch: str  # the network after the iteration (an EdgeNet's arch string, else its network_key)
     seconds: float  # wall time of the iteration
 
 
@@ -149,8 +127,8 @@ class Iteration:
 class NetAdaptResult:
     """The compressed network and how it got there."""
 
-    model: EdgeNet
-    arch: str
+    model: nn.Module  # an EdgeNet when the input was one
+    arch: str | None  # EdgeNet only
     budget: Budget
     target: float  # the budget as an absolute bound
     start: float  # resource of the original network
@@ -166,7 +144,7 @@ def _data_ref(ref: DataRef, fraction: float, seed: int) -> DataRef:
     return DataRef(ref.source, ref.image_size, ref.limit, ref.seed, ref.cache, holdout=fraction, holdout_seed=seed)
 
 
-def _free_groups(model: EdgeNet, graph: Any, round_to: int) -> tuple[int, ...]:
+def _free_groups(model: nn.Module, graph: Any, round_to: int) -> tuple[int, ...]:
     return plan_prune(model, graph=graph, keep=1.0, round_to=round_to).free
 
 
@@ -185,13 +163,14 @@ class _Proposal:
     def name(self) -> str:
         return f"group {self.group}" if self.group >= 0 else self.description.split(" (")[0]
 
-    def build(self, model: EdgeNet) -> EdgeNet:
+    def build(self, model: nn.Module) -> nn.Module:
         if isinstance(self.plan, BlockDrop):
+            assert isinstance(model, EdgeNet)
             return drop_block(model, self.plan.position)
         return prune(model, self.plan).model
 
 
-def _width_proposal(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound: float,
+def _width_proposal(model: nn.Module, graph: Any, group: int, meter: ResourceMeter, bound: float,
                     cfg: NetAdaptConfig, plans: dict[tuple[int, int], tuple[Any, float]] | None = None
                     ) -> _Proposal | None:  # fmt: skip
     found = _propose(model, graph, group, meter, bound, cfg, plans)
@@ -213,7 +192,7 @@ def _drop_proposals(model: EdgeNet, meter: ResourceMeter, bound: float) -> list[
     return out
 
 
-def _propose(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound: float, cfg: NetAdaptConfig,
+def _propose(model: nn.Module, graph: Any, group: int, meter: ResourceMeter, bound: float, cfg: NetAdaptConfig,
              plans: dict[tuple[int, int], tuple[Any, float]] | None = None) -> tuple[Any, float] | None:  # fmt: skip
     """The widest width of ``group`` on the grid whose network meets ``bound`` (bisection; resource falls with width).
 
@@ -229,7 +208,7 @@ def _propose(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound
     def plan_at(w: int) -> tuple[Any, float]:
         if (group, w) not in memo:
             p = plan_prune(model, graph=graph, widths={group: w}, criterion=cfg.criterion, round_to=cfg.round_to)
-            memo[group, w] = (p, meter(p.arch))
+            memo[group, w] = (p, meter.of_plan(model, p))
         return memo[group, w]
 
     lo_plan = plan_at(grid[0])
@@ -246,34 +225,17 @@ def _propose(model: EdgeNet, graph: Any, group: int, meter: ResourceMeter, bound
     return best
 
 
-def _score(model: EdgeNet, loader: BatchLoader, val: DataSet, batches: int) -> float:
+def _arch(model: nn.Module) -> str:
+    return model.arch if isinstance(model, EdgeNet) else ""
+
+
+def _score(model: nn.Module, loader: BatchLoader, val: DataSet, batches: int) -> float:
     recalibrate_bn_(model, loader, num_batches=batches)
     return evaluate(model, val, channels_last=False).top1
 
 
-def _state_path(out: Path) -> Path:
-    return out / "netadapt_state.pt"
-
-
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Write a run's state atomically: a plain dict of tensors, numbers and strings (loads with weights_only)."""
-    atomic_write(path, lambda f: torch.save({"format": STATE_FORMAT, **state}, f))
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    """A state written by :func:`save_state`; ``ValueError`` if the file is not one."""
-    try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, foreign or unsafe: nothing is executed
-        raise ValueError(f"{path} is not a readable NetAdapt state ({type(exc).__name__}); delete it or drop --resume"
-                         ) from None  # fmt: skip
-    if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a NetAdapt state; delete it or choose another --out")
-    return st
-
-
 def netadapt(
-    model: EdgeNet,
+    model: nn.Module,
     data: DataRef,
     budget: Budget,
     *,
@@ -285,9 +247,13 @@ def netadapt(
     on_iteration: Callable[[Iteration], None] | None = None,
     on_proposal: Callable[[int, int], None] | None = None,
 ) -> NetAdaptResult:
-    """Run NetAdapt on a trained EdgeNet until ``budget`` holds (see the module docstring).
+    """Run NetAdapt on a trained network until ``budget`` holds (see the module docstring).
 
-    ``data`` says where the data is (workers load it themselves); ``meter``
+    ``model``: an EdgeNet (pruned in arch space, latency from the meter's table)
+    or any module :func:`~edgecnn.compress.groups.channel_groups` can trace
+    (pruned in module space; a latency budget is then measured end to end,
+    :class:`~edgecnn.compress.meter.ResourceMeter`; block dropping needs an
+    EdgeNet). ``data`` says where the data is (workers load it themselves); ``meter``
     measures the budget's resource; ``executor`` runs the short fine-tunes
     (default: in this process). ``out``: folder of the state file written after
     every iteration; ``resume=True`` continues from it. ``on_iteration`` is
@@ -295,8 +261,9 @@ def netadapt(
     proposals are scored.
     """
     cfg = config or NetAdaptConfig()
-    if not isinstance(model, EdgeNet):
-        raise ValueError("NetAdapt works in arch space: give an EdgeNet (a model built from an arch string)")
+    if cfg.drop_blocks and not isinstance(model, EdgeNet):
+        raise ValueError("drop_blocks removes blocks in arch space: it needs an EdgeNet (a model built from an arch "
+                         "string); prune channels only (drop_blocks=False) for other modules")  # fmt: skip
     if meter.resource != budget.resource:
         raise ValueError(f"the budget is on {budget.resource} but the meter measures {meter.resource}")
     ref = _data_ref(data, cfg.holdout, cfg.train.seed)
@@ -304,36 +271,36 @@ def netadapt(
 
     val = worker_data(ref)  # train = the training split less the hold-out, test = the hold-out
     full = worker_data(data)
-    state_file = _state_path(Path(out)) if out is not None else None
-    start_r = meter(model.arch)
+    state_file = state_path(out) if out is not None else None
+    shape = (meter.in_chans, val.image_size, val.image_size)
+    start_r = meter.of_model(model)
     target = budget.target(start_r)
     current = model.eval()
     history: list[Iteration] = []
     start_top1 = None
     if resume and state_file is not None and state_file.is_file():
         st = load_state(state_file)
-        if st["start_arch"] != model.arch:
-            raise ValueError(f"{state_file} continues another network ({st['start_arch']!r}); drop --resume or "
-                             "choose another --out")  # fmt: skip
+        try:
+            current = restore(model, st, shape, round_to=cfg.round_to).eval()
+        except ValueError as exc:
+            raise ValueError(f"{state_file}: {exc}") from None
         history = [Iteration(**h) for h in st["history"]]
-        current = build(st["arch"], num_classes=model.num_classes, in_chans=model.in_chans)
-        current.load_state_dict(st["state_dict"])
         start_top1 = float(st["start_top1"])
     if start_top1 is None:
         start_top1 = evaluate(current, val, channels_last=False).top1
     acc = history[-1].top1 if history else start_top1
     ex = executor or Executor("serial")
     stopped = "met"
-    while meter(current.arch) > target:
+    while meter.of_model(current) > target:
         i = len(history) + 1
         if i > cfg.max_iterations:
             stopped = f"stopped after max_iterations={cfg.max_iterations}"
             break
         t0 = time.perf_counter()
-        r_now = meter(current.arch)
+        r_now = meter.of_model(current)
         step = cfg.initial_step * start_r * cfg.decay ** (i - 1)
         bound = max(r_now - step, target)
-        graph = channel_groups(current, (current.in_chans, val.image_size, val.image_size), round_to=cfg.round_to)
+        graph = channel_groups(current, shape, round_to=cfg.round_to)
         free = _free_groups(current, graph, cfg.round_to)
         loader = BatchLoader(val.train, batch_size=cfg.train.batch_size, mean=val.mean, std=val.std, train=True,
                              seed=cfg.train.seed + i)  # fmt: skip
@@ -342,6 +309,7 @@ def netadapt(
         for _ in range(cfg.step_halvings + 1):  # no single group can take the whole step: halve it
             found = [p for g in free if (p := _width_proposal(current, graph, g, meter, bound, cfg, plans)) is not None]
             if cfg.drop_blocks:
+                assert isinstance(current, EdgeNet)
                 found += _drop_proposals(current, meter, bound)
             if found or bound >= r_now:
                 break
@@ -358,8 +326,9 @@ def netadapt(
         scored.sort(key=lambda s: -s[0])  # stable: ties keep graph order (groups, then dropped blocks)
         best = scored[: cfg.top_k]
         if cfg.short_steps > 0:
-            tasks = [FinetuneTask(f"iter {i}, {prop.name}", cand.arch, cand.state_dict(), ref, cfg.short_steps,
-                                  cfg.train) for _, prop, cand in best]  # fmt: skip
+            tasks = [FinetuneTask(f"iter {i}, {prop.name}", _arch(cand), cand.state_dict(), ref, cfg.short_steps,
+                                  cfg.train, module=None if isinstance(cand, EdgeNet) else cand)
+                     for _, prop, cand in best]  # fmt: skip
             outcomes = ex.map(run_finetune, tasks)
             tops = [o.top1 for o in outcomes]
         else:
@@ -376,11 +345,11 @@ def netadapt(
             cand.load_state_dict(outcomes[j].state_dict)
         current, acc = cand.eval(), tops[j]
         history.append(Iteration(i, bound, prop.resource, tops[j], recal, prop.group, prop.description,
-                                 prop.width_before, prop.width_after, len(scored), cand.arch,
+                                 prop.width_before, prop.width_after, len(scored), network_key(cand),
                                  time.perf_counter() - t0))  # fmt: skip
         if state_file is not None:
             save_state(state_file, {
-                "start_arch": model.arch, "start_top1": start_top1, "arch": current.arch,
+                "start_arch": network_key(model), "start_top1": start_top1, "arch": network_key(current),
                 "state_dict": {k: v.detach().cpu() for k, v in current.state_dict().items()},
                 "history": [asdict(h) for h in history],
             })  # fmt: skip
@@ -390,6 +359,7 @@ def netadapt(
         per_epoch = max(1, len(full.train) // cfg.train.batch_size)
         finetune(current, full, steps=max(1, round(cfg.long_epochs * per_epoch)), config=cfg.train)
     top1 = evaluate(current, full, channels_last=False).top1
-    r_end = meter(current.arch)
-    return NetAdaptResult(current.eval(), current.arch, budget, target, start_r, r_end, start_top1, top1,
+    r_end = meter.of_model(current)
+    arch = current.arch if isinstance(current, EdgeNet) else None
+    return NetAdaptResult(current.eval(), arch, budget, target, start_r, r_end, start_top1, top1,
                           r_end <= target, stopped, history)  # fmt: skip

@@ -12,10 +12,12 @@ the images, which each worker process loads once and keeps
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import torch
+from torch import nn
 
 from edgecnn.build import build
 from edgecnn.data import DataSet, load_data
@@ -69,6 +71,8 @@ class FinetuneTask:
     steps: int = 100  # optimiser steps
     config: TrainConfig = FINETUNE  # the recipe (lr, batch size, threads, ...); steps above override its own
     return_weights: bool = True  # send the fine-tuned state_dict back (NetAdapt keeps the winner's)
+    # a network that is not an EdgeNet travels whole (its classes must be importable in the worker); arch is unused
+    module: nn.Module | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,10 @@ class FinetuneOutcome:
 def run_finetune(task: FinetuneTask) -> FinetuneOutcome:
     """Build the network, load its weights, fine-tune it for ``task.steps`` and evaluate it once."""
     data = worker_data(task.data)
-    model = build(task.arch, num_classes=data.num_classes, in_chans=data.in_chans)
+    if task.module is not None:
+        model = copy.deepcopy(task.module)
+    else:
+        model = build(task.arch, num_classes=data.num_classes, in_chans=data.in_chans)
     try:
         model.load_state_dict(task.state_dict)
     except RuntimeError as exc:
