@@ -131,7 +131,7 @@ def test_resume_after_a_crash_replays_the_structure(trained, tmp_path) -> None:
     with pytest.raises(RuntimeError, match="killed"):
         netadapt(fresh(trained), REF, budget, meter=meter, config=CFG, out=tmp_path / "b", on_iteration=crash)
     st = load_state(tmp_path / "b" / "netadapt_state.pt")
-    again = replay(fresh(trained), [(h["group"], h["width_after"]) for h in st["history"]], SHAPE, round_to=4)
+    again = replay(fresh(trained), [{h["group"]: h["width_after"]} for h in st["history"]], SHAPE, round_to=4)
     again.load_state_dict(st["state_dict"])  # strict: the replayed structure is the saved one
     seen: list[int] = []
     resumed = netadapt(fresh(trained), REF, budget, meter=meter, config=CFG, out=tmp_path / "b", resume=True,

@@ -10,6 +10,13 @@ depthwise separable pairs (``separable``), :mod:`edgecnn.compress.by_layer` — 
 ``--out``: ``model.pt`` (checkpoint), ``results.json`` (``kind: "compress"``
 results document, drawn by ``edgecnn report``) and, for NetAdapt, ``netadapt_state.pt``. It ends with a
 table of the network before and after: test top-1, measured latency, MACs and params.
+
+``--model MODULE:FN`` compresses a network of the user's own code instead
+(:mod:`edgecnn.cli.user_model`; ``CKPT`` is then its weights): NetAdapt and
+``prune`` work on it in module space, a latency budget measured end to end
+(:class:`~edgecnn.compress.meter.ResourceMeter`); the result checkpoint
+records the pruning steps, and
+:func:`edgecnn.compress.netadapt_state.load_pruned` rebuilds it from the same code.
 """
 
 from __future__ import annotations
@@ -27,15 +34,19 @@ from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
 from edgecnn.compress.budget import parse_budget
 from edgecnn.compress.by_layer import LAYER_METHODS, LayerMethodResult, compress_layers, transform_record
-from edgecnn.compress.document import ModelStats, compress_document, model_stats, write_document
-from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, netadapt
+from edgecnn.compress.document import QUICK_TIMING, ModelStats, compress_document, model_stats, write_document
+from edgecnn.build import EdgeNet
+from edgecnn.cli.user_model import user_model
+from edgecnn.compress.meter import ResourceMeter, network_key
+from edgecnn.compress.netadapt import NetAdaptConfig, netadapt
+from edgecnn.compress.netadapt_state import prune_record
 from edgecnn.compress.oneshot import prune_to_budget
 from edgecnn.compress.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import default_threads
 from edgecnn.latency.model import LatencyModel
-from edgecnn.latency.table import LatencyTable
+from edgecnn.latency.table import LatencyTable, new_table
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.loop import finetune
 from edgecnn.train.task import DataRef, worker_data
@@ -46,7 +57,10 @@ METHODS = ("netadapt", "prune", "lowrank", "separable")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="compress a trained network to a latency / MACs / params budget",
                        description=__doc__.splitlines()[0])  # fmt: skip
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by `edgecnn train`")
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by `edgecnn train` (with --model: the "
+                   "network's state_dict)")  # fmt: skip
+    p.add_argument("--model", default=None, metavar="MODULE:FN", help="a network of your own code, e.g. "
+                   "'torchvision.models:resnet18' or 'my_net.py:build' (netadapt and prune methods)")  # fmt: skip
     p.add_argument("--data", required=True, help="'digits' or an image folder / archive (CIFAR-10 tar)")
     p.add_argument("--budget", required=True, help="5ms | 50%%latency | 50%%macs | 1.2Mparams | 300Mmacs")
     p.add_argument("--method", default="netadapt", help="netadapt | prune | lowrank | separable")
@@ -101,20 +115,38 @@ def cmd_compress(args: argparse.Namespace) -> int:
         raise ValueError(f"--method {args.method!r} is not one of {', '.join(METHODS)}")
     if args.round_to < 1 or args.batch_size < 1:
         raise ValueError("--round-to and --batch-size must be >= 1")
-    model, ckpt = load_model(args.checkpoint)
-    size = args.image_size or int(ckpt.data.get("image_size", 0)) or None
-    ref = DataRef(str(args.data), image_size=size, limit=args.limit)
-    data = worker_data(ref)
-    if data.num_classes != ckpt.num_classes or data.in_chans != ckpt.in_chans:
-        raise ValueError(f"{args.data} has {data.num_classes} classes × {data.in_chans} channels, the checkpoint "
-                         f"{ckpt.num_classes} × {ckpt.in_chans}: compress on the data it was trained on")  # fmt: skip
+    if args.model and args.method in LAYER_METHODS:
+        raise ValueError(f"--method {args.method} with --model is not supported: use netadapt or prune, or "
+                         "edgecnn.compress.lowrank / plan_lowrank from Python")  # fmt: skip
+    if args.model:
+        ref = DataRef(str(args.data), image_size=args.image_size, limit=args.limit)
+        data = worker_data(ref)
+        model = user_model(args.model, args.checkpoint, input_shape=(data.in_chans, data.image_size, data.image_size),
+                           num_classes=data.num_classes)  # fmt: skip
+        ckpt_data: dict = {"name": str(args.data), "image_size": data.image_size}
+    else:
+        model, ckpt = load_model(args.checkpoint)
+        size = args.image_size or int(ckpt.data.get("image_size", 0)) or None
+        ref = DataRef(str(args.data), image_size=size, limit=args.limit)
+        data = worker_data(ref)
+        if data.num_classes != ckpt.num_classes or data.in_chans != ckpt.in_chans:
+            raise ValueError(f"{args.data} has {data.num_classes} classes × {data.in_chans} channels, the checkpoint "
+                             f"{ckpt.num_classes} × {ckpt.in_chans}: compress on the data it was trained on")  # fmt: skip
+        ckpt_data = ckpt.data
     out = Path(args.out) if args.out else Path("runs") / f"compress-{args.method}"
     console = Console(stderr=True, quiet=args.no_progress)
-    console.print(f"{data.summary()}\nmodel {model.arch}\nbudget {budget.text}, method {args.method}, out {out}")
+    console.print(f"{data.summary()}\nmodel {network_key(model)}\nbudget {budget.text}, method {args.method}, "
+                  f"out {out}")  # fmt: skip
     threads = args.threads or default_threads()
     executor = executor_from_args(args, progress=False)
     latency = None
-    if budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
+    if budget.resource == "latency" and not isinstance(model, EdgeNet):  # no arch: each network timed whole
+        eager = args.backend == "eager"
+        latency = LatencyModel(new_table(backend=args.backend, threads=threads, config=QUICK_TIMING,
+                                         drift_reference=not eager), lane=executor.exclusive,
+                               stat="min" if eager else "median")  # fmt: skip
+        console.print("latency: every pruned network is measured end to end (no arch string to look up)")
+    elif budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
         path = Path(args.latency_table) if args.latency_table else out / "latency_table.json"
         table = LatencyTable.open_or_new(path, fingerprint(backend=args.backend, threads=threads))
         latency = LatencyModel(table, measure=True, lane=executor.exclusive, path=path)
@@ -128,6 +160,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     before = model_stats(model, data, backend=args.backend, threads=threads)
     history: list[dict] = []
     layered: LayerMethodResult | None = None
+    prune_steps: list[dict[int, int]] = []  # one-shot pruning of a --model network: its one step
     with executor:
         if args.method == "netadapt":
             cfg = NetAdaptConfig(args.initial_step, args.decay, args.short_steps, args.top_k, args.long_epochs,
@@ -158,8 +191,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
                                       round_to=args.round_to, log=console.print)  # fmt: skip
             result, met, stopped = layered.model, layered.met, layered.stopped
         else:
-            target = budget.target(meter(model.arch))
+            target = budget.target(meter.of_model(model))
             shot = prune_to_budget(model, target, meter, criterion=args.criterion, round_to=args.round_to)
+            prune_steps = [{g.group: g.width_after for g in shot.plan.groups}]
             result = shot.model
             loader = BatchLoader(data.train, batch_size=args.batch_size, mean=data.mean, std=data.std, train=True)
             recalibrate_bn_(result, loader, num_batches=20)
@@ -172,8 +206,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
         layered = replace(layered, value=after.latency_ms)  # the table's measurement decides, not the selection's
         met, stopped = layered.met, layered.stopped
     record = {} if layered is None else transform_record(args.method, model, layered.chosen)
-    save_checkpoint(checkpoint_of(result, data=ckpt.data, config=record), out / "model.pt")
-    start = layered.start if layered is not None else meter(model.arch)  # type: ignore[misc]
+    if not isinstance(model, EdgeNet):  # the steps that rebuild it from the user's code (load_pruned)
+        if args.method == "netadapt":
+            prune_steps = [{h["group"]: h["width_after"]} for h in history]
+        record = prune_record(args.method, prune_steps, round_to=args.round_to, source=args.model,
+                              input_shape=(data.in_chans, data.image_size, data.image_size))  # fmt: skip
+    save_checkpoint(checkpoint_of(result, data=ckpt_data, config=record), out / "model.pt")
+    start = layered.start if layered is not None else meter.of_model(model)  # type: ignore[union-attr]
     extra = {} if layered is None else layered.document()
     doc = compress_document(args.method, {**budget.to_dict(), "start": start, "target": budget.target(start)},
                             before, after, met=met, history=history, stopped=stopped, arch=after.arch, **extra,
