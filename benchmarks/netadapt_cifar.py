@@ -116,6 +116,7 @@ def args_() -> argparse.Namespace:
     p.add_argument("--base-steps", type=int, default=None, help="baseline training steps (full: 30 epochs)")
     p.add_argument("--short-steps", type=int, default=None)
     p.add_argument("--long-steps", type=int, default=None)
+    p.add_argument("--tag", default="", help="appended to the results file name (e.g. the budget of a second run)")
     p.add_argument("--drop-blocks", action="store_true",
                    help="NetAdapt may also drop identity-residual blocks (the way below the ~55%% channel floor)")
     return p.parse_args()
@@ -301,7 +302,8 @@ def main() -> None:
                        "torch": torch.__version__},
            "note": ("QUICK smoke run: 100 images per class, short schedules, machine shared with other jobs; "
                     "the accuracies prove the pipeline runs, not which method is better") if quick else ""}  # fmt: skip
-    out = RESULTS / f"netadapt_cifar{'-quick' if quick else ''}{'-drop' if a.drop_blocks else ''}.json"
+    tag = f"-{a.tag}" if a.tag else ""
+    out = RESULTS / f"netadapt_cifar{'-quick' if quick else ''}{'-drop' if a.drop_blocks else ''}{tag}.json"
     atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
     print(f"budget {budget.text}: {target:.3f} ms predicted, {budget_measured:.3f} ms measured (fastest runs)")
     print(f"{'':18}{'top-1':>8}{'meas. ms':>10}{'median':>8}{'pred. ms':>10}{'MACs':>12}{'params':>10}")
