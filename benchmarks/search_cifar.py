@@ -4,7 +4,7 @@ What it measures (issue 11's benchmark), all on the machine it runs on:
 
 1. the supernet of the ``mbv3-32`` space, trained with the sandwich rule or
    OFA's progressive shrinking (``--supernet-schedule``;
-   :mod:`edgecnn.search.supernet`), and its estimate's **Kendall τ** against
+   :mod:`edgecnn.search.supernet_train`), and its estimate's **Kendall τ** against
    short stand-alone training on ``tau_n`` random subnets;
 2. **regularized evolution vs random search** at the same budget, both scored
    by the same supernet and the same latency table, objective
@@ -79,7 +79,7 @@ from edgecnn.search.pipeline import (
 )
 from edgecnn.search.references import measure_references, resolve_references, to_rows, train_references
 from edgecnn.search.space import MBV3_32_SPACE
-from edgecnn.search.supernet import SCHEDULES, SupernetConfig
+from edgecnn.search.supernet_train import SCHEDULES, SupernetConfig
 from edgecnn.train import TrainConfig
 from edgecnn.train.task import DataRef, worker_data
 

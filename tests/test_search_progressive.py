@@ -6,17 +6,11 @@ from search_helpers import random_supernet
 
 from edgecnn.build import build
 from edgecnn.data import load_digits
-from edgecnn.search import supernet as sn
+from edgecnn.search import supernet_train as sn
 from edgecnn.search.progressive import PHASES, phase_space, phase_spans, span_at
 from edgecnn.search.space import GENES, MBV3_32_SPACE, space_from_dict
-from edgecnn.search.supernet import (
-    DynamicDepthwise,
-    Supernet,
-    SupernetConfig,
-    load_supernet,
-    phase_subnets,
-    train_supernet,
-)
+from edgecnn.search.supernet import DynamicDepthwise, Supernet
+from edgecnn.search.supernet_train import SupernetConfig, load_supernet, phase_subnets, train_supernet
 
 # kernels 3/5/7 (the transformation chain 7→5→3); stage 1 is stride 1 with stage 0's largest width, so a residual
 # joins the two stages in the full network and their output channels must share one order

@@ -6,9 +6,10 @@ from search_helpers import TINY_SPACE, random_supernet
 
 from edgecnn.build import build
 from edgecnn.data import load_digits
-from edgecnn.search import supernet as sn
+from edgecnn.search import supernet_train as sn
 from edgecnn.search.space import MBV3_32_SPACE
-from edgecnn.search.supernet import Supernet, SupernetConfig, load_supernet, step_subnets, train_supernet
+from edgecnn.search.supernet import Supernet
+from edgecnn.search.supernet_train import SupernetConfig, load_supernet, step_subnets, train_supernet
 
 
 @pytest.mark.parametrize("space, transform", [(TINY_SPACE, False), (TINY_SPACE, True), (MBV3_32_SPACE, True)])

@@ -36,7 +36,7 @@ from edgecnn.search.objective import MNASNET_W, Objective, parse_target
 from edgecnn.search.pipeline import ESTIMATORS, Progress as JobProgress, SearchJob, run_job
 from edgecnn.search.references import AUTO_REFERENCES, resolve_references
 from edgecnn.search.space import SPACES, get_space
-from edgecnn.search.supernet import SCHEDULES, SupernetConfig
+from edgecnn.search.supernet_train import SCHEDULES, SupernetConfig
 from edgecnn.train import TrainConfig
 from edgecnn.train.task import DataRef
 

@@ -2,8 +2,9 @@
 
 * :mod:`~edgecnn.search.space` — the search spaces (``mbv3-224``, ``mbv3-32``, a user's JSON file);
 * :mod:`~edgecnn.search.objective` — ``ACC·(LAT/TAR)^w`` or a hard constraint, the Pareto front;
-* :mod:`~edgecnn.search.supernet` — the weight-sharing supernet, its training (sandwich rule or progressive
-  shrinking, whose phases :mod:`~edgecnn.search.progressive` holds), channel sorting, ``extract``;
+* :mod:`~edgecnn.search.supernet` — the weight-sharing supernet, channel sorting, ``extract``; its training
+  (sandwich rule or progressive shrinking, whose phases :mod:`~edgecnn.search.progressive` holds) and
+  checkpoints in :mod:`~edgecnn.search.supernet_train`;
 * :mod:`~edgecnn.search.estimate` — supernet scores after BN recalibration, short training, Kendall τ;
 * :mod:`~edgecnn.search.evolution` — regularized evolution and random search, resumable;
 * :mod:`~edgecnn.search.pipeline` — the whole run of ``edgecnn search``; :mod:`~edgecnn.search.plot` its plot.
@@ -15,7 +16,8 @@ of the user's own device, through its latency model).
 from edgecnn.search.evolution import Candidate, SearchConfig, SearchResult, run_search
 from edgecnn.search.objective import Objective, parse_target, pareto_front
 from edgecnn.search.space import MBV3_32_SPACE, MOBILENET_V3_SPACE, SPACES, SearchSpace, StageChoice, get_space
-from edgecnn.search.supernet import Supernet, SupernetConfig, train_supernet
+from edgecnn.search.supernet import Supernet
+from edgecnn.search.supernet_train import SupernetConfig, train_supernet
 
 __all__ = [
     "MBV3_32_SPACE",

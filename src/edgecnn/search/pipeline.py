@@ -51,7 +51,8 @@ from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
 from edgecnn.search.references import measure_references, reference_arch, to_rows, train_references
 from edgecnn.search.space import SearchSpace
-from edgecnn.search.supernet import Supernet, SupernetConfig, load_supernet, same_recipe, train_supernet
+from edgecnn.search.supernet import Supernet
+from edgecnn.search.supernet_train import SupernetConfig, load_supernet, same_recipe, train_supernet
 from edgecnn.train import TrainConfig, fit
 from edgecnn.train.task import DataRef, worker_data
 

@@ -23,7 +23,7 @@ for a second, relative to the full network's); the subnets per step OFA's
 steps, the short ones not at all (as OFA). SE and activation are not in OFA's
 space; they open with the width phases, so that the last phase trains the
 whole space. Channel sorting before the first width phase and the distillation
-from the full network are :mod:`edgecnn.search.supernet`'s part.
+from the full network are :mod:`edgecnn.search.supernet_train`'s part.
 
 This module only says *what* is open when: :func:`phase_spans` cuts a number of
 steps into phases and :func:`phase_space` restricts a space to a phase's choices.
