@@ -46,10 +46,13 @@ Every stage is saved to the work folder as it finishes; ``--resume`` skips
 finished stages, NetAdapt resumes after its last iteration and the three
 trainings (baseline, Torch-Pruning fine-tune, uniform) from their last epoch.
 
-Measured (quick runs, docs/compress.md): at a 70% budget NetAdapt lands at 76%
-of the measured baseline, Torch-Pruning at 72-73%, uniform width at 59-60%; the
-model is within 4-12% of the stopwatch and ranks the three right, but gives
-2-6-channel inner widths too little time.
+Measured (docs/compress.md). Full run, ``--drop-blocks --budget 50%latency``
+(``benchmarks/results/netadapt_cifar-drop.json``, another benchmark on the
+second core): baseline 77.8% at 3.24 ms; NetAdapt 73.7% at 1.18 ms (36%, meets),
+Torch-Pruning 61.6% at 2.31 ms (71%, its floor: misses), uniform width from
+scratch 66.1% at 1.33 ms (41%). Quick runs: at a 70% budget without block
+dropping NetAdapt lands at 76% of the measured baseline, Torch-Pruning at
+72-73%, uniform width at 59-60%.
 
 ``--quick`` (100 images per class, short schedules) proves the pipeline; its
 accuracies say nothing about the methods. Full run (1000 images per class:
