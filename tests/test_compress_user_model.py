@@ -69,8 +69,8 @@ def run(user, out: Path, method: str, budget: str, *extra: str) -> int:
     code, weights = user
     return main(["compress", str(weights), "--model", f"{code}:build", "--data", "digits", "--budget", budget,
                  "--method", method, "--out", str(out), "--image-size", "8", "--workers", "0", "--round-to", "4",
-                 "--short-steps", "2", "--top-k", "1", "--initial-step", "0.25", "--long-epochs", "0.2", "--batch-size", "64",
-                 "--no-progress", *extra])  # fmt: skip
+                 "--short-steps", "2", "--top-k", "1", "--initial-step", "0.25", "--long-epochs", "0.2",
+                 "--batch-size", "64", "--no-progress", *extra])  # fmt: skip
 
 
 @pytest.mark.parametrize("method", ["netadapt", "prune"])

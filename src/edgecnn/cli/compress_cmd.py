@@ -130,8 +130,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         ref = DataRef(str(args.data), image_size=size, limit=args.limit)
         data = worker_data(ref)
         if data.num_classes != ckpt.num_classes or data.in_chans != ckpt.in_chans:
-            raise ValueError(f"{args.data} has {data.num_classes} classes × {data.in_chans} channels, the checkpoint "
-                             f"{ckpt.num_classes} × {ckpt.in_chans}: compress on the data it was trained on")  # fmt: skip
+            raise ValueError(f"{args.data} has {data.num_classes} classes × {data.in_chans} channels, the "
+                             f"checkpoint {ckpt.num_classes} × {ckpt.in_chans}: compress on the data it was trained on"
+                             )  # fmt: skip
         ckpt_data = ckpt.data
     out = Path(args.out) if args.out else Path("runs") / f"compress-{args.method}"
     console = Console(stderr=True, quiet=args.no_progress)

@@ -37,9 +37,9 @@ arch, weights, history — is written atomically after every iteration
 (:mod:`edgecnn.compress.netadapt_state`, loadable with ``weights_only=True``),
 so a run killed at any point resumes (``resume=True``) after its last
 completed iteration, with the same history; a network that is not an EdgeNet
-is rebuilt by replaying the recorded widths on the start network. When the budget is met, the network gets a long-term
-fine-tune (``long_epochs`` epochs on the whole training split) and is
-evaluated once on the test split.
+is rebuilt by replaying the recorded widths on the start network. When the
+budget is met, the network gets a long-term fine-tune (``long_epochs`` epochs
+on the whole training split) and is evaluated once on the test split.
 """
 
 from __future__ import annotations
