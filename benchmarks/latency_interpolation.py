@@ -40,7 +40,8 @@ from rich.table import Table
 from edgecnn.atomic import atomic_write_text
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import ForeignCpu, TimingConfig
-from edgecnn.latency.model import LatencyModel, split_key, with_widths
+from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.widths import split_key, with_widths
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key
 from edgecnn.latency.validate import loadavg
 from edgecnn.plan import LayerPlan, resolve

@@ -14,7 +14,8 @@ from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.data import load_data
 from edgecnn.kinds import kind_of
 from edgecnn.latency.fingerprint import fingerprint
-from edgecnn.latency.model import _plans, width_grid
+from edgecnn.latency.model import _plans
+from edgecnn.latency.widths import width_grid
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
 
 

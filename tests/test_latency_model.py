@@ -10,7 +10,8 @@ import pytest
 
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig
-from edgecnn.latency.model import LatencyModel, interpolate, split_key, width_grid, with_widths
+from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.widths import interpolate, split_key, width_grid, with_widths
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
 from edgecnn.plan import LayerPlan, resolve
@@ -269,7 +270,7 @@ def test_calibrate_fits_the_models_interpolated_predictions(monkeypatch) -> None
 
 
 def test_sweeps_keep_the_fastest_run_and_the_median_of_the_rest(tmp_path) -> None:
-    from edgecnn.latency.model import merge_sweeps
+    from edgecnn.latency.widths import merge_sweeps
 
     a, b, c = TableEntry(1.0, 0.9, 1.2, 0.8, 10), TableEntry(3.0, 2.0, 4.0, 1.9, 10), TableEntry(1.2, 1.0, 1.5, 0.7, 5)
     assert merge_sweeps([a, b, c]) == TableEntry(1.2, 1.0, 1.5, 0.7, 25)  # medians of three; min of all; runs summed

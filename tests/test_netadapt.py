@@ -14,7 +14,8 @@ from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, load_state,
 from edgecnn.executor import Executor
 from edgecnn.kinds import kind_of
 from edgecnn.latency.fingerprint import fingerprint
-from edgecnn.latency.model import LatencyModel, _plans, width_grid
+from edgecnn.latency.model import LatencyModel, _plans
+from edgecnn.latency.widths import width_grid
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.loop import finetune

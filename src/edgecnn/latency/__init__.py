@@ -14,13 +14,15 @@ the same 2-core CPU). So we measure, on the device and backend at hand:
 * :mod:`~edgecnn.latency.table` — the lookup table of block latencies (versioned JSON);
 * :mod:`~edgecnn.latency.calibrate` — per-group scales of the table sum fitted on measured networks;
 * :mod:`~edgecnn.latency.predict` — a network's latency from its arch spec without building it;
-* :mod:`~edgecnn.latency.model` — blocks the table lacks: interpolated across widths, else measured;
+* :mod:`~edgecnn.latency.model` — blocks the table lacks: interpolated across widths (slices and
+  interpolation in :mod:`~edgecnn.latency.widths`), else measured;
 * :mod:`~edgecnn.latency.validate` — the predictor's error on networks sampled from the search space.
 """
 
 from edgecnn.latency.calibrate import Calibration
 from edgecnn.latency.fingerprint import BACKENDS, DeviceFingerprint, fingerprint
-from edgecnn.latency.model import LatencyModel, interpolate
+from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.widths import interpolate
 from edgecnn.latency.measure import LatencyStats, Measurement, Reference, TimingConfig, measure, time_fn
 from edgecnn.latency.per_layer import LayerBreakdown, LayerLatency, per_layer
 from edgecnn.latency.predict import Prediction, predict

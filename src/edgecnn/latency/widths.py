@@ -1,0 +1,244 @@
+"""Slices of a latency table and interpolation across channel counts: pure functions over keys and entries.
+
+What :class:`~edgecnn.latency.model.LatencyModel` stands on (its module doc
+says why, after NetAdapt, Yang et al. 2018): :func:`split_key` cuts a block's
+table key into what stays fixed within a *slice* (kind, kernel, stride,
+activation, SE, input size, structure markers such as an identity skip) and
+the widths that vary; :func:`interpolate` answers a query multilinearly from a
+slice's points (exact for anything linear in each width, MACs included);
+:func:`with_widths` and :func:`width_grid` give the block variants of a grid
+of widths, :func:`merge_sweeps` one entry from several sweeps of a block.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from edgecnn.arch import KINDS, ArchSpec, BlockSpec
+from edgecnn.blocks import make_divisible
+from edgecnn.latency.table import TableEntry, block_key
+from edgecnn.plan import LayerPlan, resolve
+
+Coords = tuple[int, ...]
+Values = tuple[float, float, float, float]  # median, q1, q3, min
+_RESIDUAL = ("ir", "basic", "bottleneck")
+_SAME_WIDTH = ("maxpool", "avgpool", "gap", "dropout")  # cout == cin by construction
+_WIDTH = ("cin", "cout", "mid", "sq")
+_WIDTH_FIELD = re.compile(r"(cin|cout|mid|sq)(\d+|-)")
+_GROUPS_FIELD = re.compile(r"g(\d+|-)")
+
+
+@dataclass(frozen=True)
+class SliceKey:
+    """A key split into what stays fixed within a slice and the widths that vary."""
+
+    slice: str  # the key with its widths replaced by the slice's structure markers
+    axes: tuple[str, ...]  # names of the interpolation axes, e.g. ("cin", "cout", "mid") or ("c", "mid")
+    coords: Coords  # the block's widths along those axes
+    squeeze: int  # SE hidden width (not an axis; nearest one stands in)
+
+
+def split_key(key: str) -> SliceKey | None:
+    """Split a block key into its slice and width coordinates; None for keys that have no widths (overhead)."""
+    parts = key.split("|")
+    kind = parts[0]
+    if kind not in KINDS:
+        return None  # overhead|... : measured per input shape, never interpolated
+    widths: dict[str, int] = {}
+    fixed: list[str] = []
+    for p in parts[1:]:
+        m = _WIDTH_FIELD.fullmatch(p)
+        if m:
+            widths[m[1]] = 0 if m[2] == "-" else int(m[2])
+        else:
+            fixed.append(p)
+    cin, cout, mid, sq = (widths[w] for w in _WIDTH)
+    groups = next(p for p in fixed if _GROUPS_FIELD.fullmatch(p))
+    markers = [f"se={int(sq > 0)}"]
+    axes: tuple[str, ...]
+    if kind in _SAME_WIDTH:
+        axes, coords = ("c",), (cin,)
+    elif kind == "conv" and groups not in ("g1", "g-") and groups == f"g{cin}" and cin == cout:
+        fixed = ["g=dw" if p == groups else p for p in fixed]  # depthwise: one width
+        axes, coords = ("c",), (cin,)
+    else:
+        named = {"cin": cin, "cout": cout, "mid": mid} if mid else {"cin": cin, "cout": cout}
+        if kind in _RESIDUAL:
+            identity = "skip=none" not in fixed and "s1" in fixed and cin == cout
+            markers.append("res=id" if identity else "res=no")
+            if identity:  # the identity shortcut ties cin to cout: one axis
+                named = {"c": cout, **{k: v for k, v in named.items() if k == "mid"}}
+        if kind == "ir":
+            markers.append("exp=0" if mid == cin else "exp=1")
+            if mid == cin:  # no expansion conv (MobileNetV2's t=1 block): the inner width is the input's
+                named.pop("mid")
+        axes, coords = tuple(named), tuple(named.values())
+    return SliceKey("|".join([kind, *markers, *fixed]), axes, coords, sq)
+
+
+def _lerp(a: Values, b: Values, t: float) -> Values:
+    return tuple(x + t * (y - x) for x, y in zip(a, b))  # type: ignore[return-value]
+
+
+def interpolate(
+    points: Mapping[Coords, Values] | Sequence[tuple[Coords, Values]], query: Coords, *, extrapolate: bool = False
+) -> Values | None:
+    """Multilinear interpolation of scattered ``points`` at ``query``; None where they do not enclose it.
+
+    Tensor-product scheme, last axis first: the points split into slabs by their
+    last coordinate; the value at ``query`` is the linear mix of the two nearest
+    slabs below and above ``query[-1]`` that can each answer ``query[:-1]``
+    (recursively). On a full grid this is multilinear interpolation of the
+    enclosing cell; it also works on partial grids (any slab that encloses the
+    rest of the query will do), trying the axes in every order before giving up.
+    With ``extrapolate``, a query beyond the last slab on one side uses the line
+    through the two nearest slabs on that side, floored at 0.
+    """
+    pts = list(points.items()) if isinstance(points, Mapping) else list(points)
+    if not pts:
+        return None
+    query = tuple(query)
+    for order in itertools.permutations(range(len(query))):  # on a full grid every order gives the same value;
+        # on a partial one another order may find a cell the first did not
+        found = _interp([(tuple(c[i] for i in order), v) for c, v in pts], tuple(query[i] for i in order), extrapolate)
+        if found is not None:
+            return found
+    return None
+
+
+def _interp(pts: list[tuple[Coords, Values]], q: Coords, extrapolate: bool) -> Values | None:
+    if not q:
+        return pts[0][1]
+    head, x = q[:-1], q[-1]
+    slabs: dict[int, list[tuple[Coords, Values]]] = {}
+    for c, v in pts:
+        slabs.setdefault(c[-1], []).append((c[:-1], v))
+
+    def at(u: int) -> Values | None:
+        return _interp(slabs[u], head, extrapolate)
+
+    if x in slabs and (exact := at(x)) is not None:
+        return exact
+
+    def answers(order: list[int], n: int) -> list[tuple[int, Values]]:
+        found = []
+        for u in order:
+            if (r := at(u)) is not None:
+                found.append((u, r))
+                if len(found) == n:
+                    break
+        return found
+
+    below = answers(sorted((u for u in slabs if u < x), reverse=True), 1 if not extrapolate else 2)
+    above = answers(sorted(u for u in slabs if u > x), 1 if not extrapolate else 2)
+    if below and above:
+        (u0, v0), (u1, v1) = below[0], above[0]
+        return _lerp(v0, v1, (x - u0) / (u1 - u0))
+    side = below or above
+    if not extrapolate or len(side) < 2:
+        return None
+    (u0, v0), (u1, v1) = side[1], side[0]  # the line through the two nearest, evaluated beyond them
+    return tuple(max(v, 0.0) for v in _lerp(v0, v1, (x - u0) / (u1 - u0)))  # type: ignore[return-value]
+
+
+def entry_values(e: TableEntry) -> Values:
+    return (e.median_ms, e.q1_ms, e.q3_ms, e.min_ms)
+
+
+@dataclass
+class Slice:
+    axes: tuple[str, ...]  # interpolation axes
+    points: dict[Coords, list[tuple[int, Values]]] = field(default_factory=dict)  # widths -> [(squeeze, entry)]
+
+
+def with_widths(
+    plan: LayerPlan, *, cin: int | None = None, cout: int | None = None, mid: int | None = None
+) -> LayerPlan:
+    """The same block with other channel counts (same kind, kernel, stride, input size; SE width re-derived).
+
+    What a width grid for the table is made of (``benchmarks/latency_interpolation.py``).
+    A block whose width follows its input (pooling, gap, dropout) takes ``cin`` only;
+    an inner width left at None keeps the block's current one.
+    """
+    b = plan.spec
+    keys = KINDS[b.kind].keys
+    cin = plan.cin if cin is None else cin
+    changes: dict[str, int] = {}
+    if cout is not None and cout != plan.cout:
+        if "c" not in keys or plan.classifier:
+            raise ValueError(f"{b.kind} block {b.format()!r}: its output width is not its own to set; change cin")
+        changes["c"] = cout
+    if mid is not None or plan.mid is not None:
+        if "m" not in keys:
+            raise ValueError(f"{b.kind} blocks have no inner width; valid widths: cin, cout")
+        changes["m"] = plan.mid if mid is None else mid  # keep the inner width, not the ratio, when cin changes
+    if b.kind == "conv" and (b.g or 1) > 1 and b.g == plan.cin == plan.cout:  # depthwise stays depthwise
+        if changes.get("c", plan.cout) != cin:
+            raise ValueError(f"depthwise conv {b.format()!r}: cin and cout must stay equal, got {cin} and {cout}")
+        changes["g"] = cin
+    block = b.with_(**changes)
+    flat_input = plan.in_size is None
+    blocks: tuple[BlockSpec, ...] = (BlockSpec("gap"), block) if flat_input else (block,)
+    classes = (cout or plan.cout) if plan.classifier else 1000
+    return resolve(ArchSpec(blocks), num_classes=classes, in_chans=cin, input_size=plan.in_size or (1, 1))[-1]
+
+
+def width_grid(
+    plan: LayerPlan, fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0), *, divisor: int = 8, batch: int = 1
+) -> list[LayerPlan]:
+    """Variants of ``plan`` on a grid over its slice's width axes: each axis at ``fractions`` of its width.
+
+    Widths are rounded to multiples of ``divisor`` (``make_divisible``); an axis
+    narrower than ``divisor`` (the 3 input channels of a stem, a 10-class
+    classifier's output) stays as it is, and so does a classifier's output.
+    Variants that fall into another slice (an inverted residual with
+    ``mid == cin`` has no expansion conv) are left out: they cannot help
+    interpolate this one, and so are those its builder refuses: a zero-padding
+    shortcut (``padskip``, the CIFAR ResNets) cannot reduce channels, so its
+    variants keep ``cout >= cin`` (NetAdapt never proposes otherwise: the
+    shortcut ties the stage widths). The block itself is always one of the variants.
+    """
+    if not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"grid fractions must be in (0, 1], got {tuple(fractions)}")
+    sk = split_key(block_key(plan, batch=batch))
+    if sk is None:
+        return [plan]
+    values = []
+    for axis, v in zip(sk.axes, sk.coords):
+        fixed = v <= divisor or (axis == "cout" and plan.classifier)
+        values.append([v] if fixed else sorted({v, *(make_divisible(f * v, divisor) for f in fractions)}))
+    out = []
+    for combo in itertools.product(*values):
+        w = dict(zip(sk.axes, combo))
+        if plan.spec.skip == "pad" and w.get("cout", 0) < w.get("cin", 0):
+            continue  # PadShortcut refuses cout < cin
+        if "c" in w:  # a tied axis: cin == cout (identity residual, depthwise, pooling)
+            w["cin"] = w["cout"] = w.pop("c")
+            if plan.spec.kind in _SAME_WIDTH:
+                w.pop("cout")
+        variant = with_widths(plan, **w)
+        vk = split_key(block_key(variant, batch=batch))
+        if vk is not None and vk.slice == sk.slice:
+            out.append(variant)
+    return out
+
+
+def merge_sweeps(entries: Sequence[TableEntry]) -> TableEntry:
+    """One entry from several measurements of a block: the fastest run of all, the median of the other statistics.
+
+    A slowdown only ever adds time, so the minimum over sweeps is the least disturbed run; the median,
+    quartiles of each sweep are combined by their median.
+    """
+    if not entries:
+        raise ValueError("no measurements to merge")
+
+    def mid(name: str) -> float:
+        vals = sorted(getattr(e, name) for e in entries)
+        n = len(vals)
+        return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+
+    return TableEntry(mid("median_ms"), mid("q1_ms"), mid("q3_ms"), min(e.min_ms for e in entries),
+                      sum(e.repeats for e in entries))  # fmt: skip
