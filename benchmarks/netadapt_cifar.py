@@ -50,7 +50,9 @@ Measured (docs/compress.md). Full run, ``--drop-blocks --budget 50%latency``
 (``benchmarks/results/netadapt_cifar-drop.json``, another benchmark on the
 second core): baseline 77.8% at 3.24 ms; NetAdapt 73.7% at 1.18 ms (36%, meets),
 Torch-Pruning 61.6% at 2.31 ms (71%, its floor: misses), uniform width from
-scratch 66.1% at 1.33 ms (41%). Quick runs: at a 70% budget without block
+scratch 66.1% at 1.33 ms (41%). At 90% (``--tag 90``, Torch-Pruning's reach):
+NetAdapt 77.25%, Torch-Pruning 77.22%, uniform 77.45% at 1.89-1.99 ms (baseline
+2.23 ms). Quick runs: at a 70% budget without block
 dropping NetAdapt lands at 76% of the measured baseline, Torch-Pruning at
 72-73%, uniform width at 59-60%.
 
