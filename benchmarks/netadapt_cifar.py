@@ -121,6 +121,8 @@ def args_() -> argparse.Namespace:
     p.add_argument("--base-steps", type=int, default=None, help="baseline training steps (full: 30 epochs)")
     p.add_argument("--short-steps", type=int, default=None)
     p.add_argument("--long-steps", type=int, default=None)
+    p.add_argument("--tp-measured", action="store_true",
+                   help="bisect Torch-Pruning's ratio against measured latency (fastest runs), not the predictor")
     p.add_argument("--tag", default="", help="appended to the results file name (e.g. the budget of a second run)")
     p.add_argument("--drop-blocks", action="store_true",
                    help="NetAdapt may also drop identity-residual blocks (the way below the ~55%% channel floor)")
@@ -231,15 +233,26 @@ def main() -> None:
                           "seconds": time.perf_counter() - t0, "history": [asdict(h) for h in r.history]})  # fmt: skip
     spent = stages["netadapt"]["short_steps_spent"]
 
-    # (b) Torch-Pruning magnitude pruner to the same predicted latency
+    # (b) Torch-Pruning magnitude pruner to the same latency: predicted, or measured (--tp-measured: the issue's
+    # wording; the predictor is weakest for the 1-3-channel inner widths near Torch-Pruning's floor)
     if "torch_pruning" not in stages:
         t0 = time.perf_counter()
         example = torch.randn(1, 3, 32, 32)
+
+        def fastest(net: nn.Module) -> float:
+            return measure(net.eval(), (1, 3, 32, 32), threads=1, config=timing).stats.min_ms
+
+        def tp_meets(net: EdgeNet) -> bool:
+            if not a.tp_measured:
+                return meter(net.arch) <= target
+            runs = [(fastest(base), fastest(net)) for _ in range(SWEEPS)]  # back to back: drift hits both
+            return min(r[1] for r in runs) <= budget.target(min(r[0] for r in runs))
+
         lo, hi, best = 0.0, 0.95, None
         for _ in range(8):  # the largest ratio is not wanted: the smallest ratio that meets the budget
             mid = (lo + hi) / 2
             cand = tp_prune(base, mid, example)
-            if meter(cand.arch) <= target:
+            if tp_meets(cand):
                 hi, best = mid, cand
             else:
                 lo = mid
@@ -250,7 +263,7 @@ def main() -> None:
         resumable_fit(best, data, replace(train, steps=spent + long, eval_every=0, progress=False),
                       work / "torch_pruning_run", a.resume)  # fmt: skip
         save_checkpoint(checkpoint_of(best), work / "torch_pruning.pt")
-        done("torch_pruning", {"arch": best.arch, "ratio": hi, "steps": spent + long,
+        done("torch_pruning", {"arch": best.arch, "ratio": hi, "steps": spent + long, "measured": a.tp_measured,
                                "seconds": time.perf_counter() - t0})  # fmt: skip
 
     # (c) uniform width from scratch
