@@ -151,6 +151,8 @@ def square(x):
     return x * x
 
 if __name__ == "__main__":
+    # a terminal's process: a shell starts background jobs with SIGINT ignored, and Python then keeps it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     folder = sys.argv[1]
     ex = Executor("local", workers=2)
     main = threading.main_thread().ident
