@@ -45,8 +45,8 @@ from torch import nn
 from edgecnn.analysis import analyze
 from edgecnn.latency.measure import TimingConfig, measure
 
-__all__ = ["NOT_CHOSEN", "LayerLatency", "MeasuredResult", "Step", "call_shapes", "exact_resource", "front", "greedy_path", "layer_ms",
-           "measured_layer_latency", "select_to_budget"]
+__all__ = ["NOT_CHOSEN", "LayerLatency", "MeasuredResult", "Step", "call_shapes", "exact_resource", "front",
+           "greedy_path", "layer_ms", "measured_layer_latency", "select_to_budget"]
 
 LayerLatency = Callable[[nn.Module, tuple[int, ...]], float]  # ms of a module on one input of this shape (batch 1)
 

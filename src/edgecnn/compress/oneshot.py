@@ -41,16 +41,16 @@ def prune_to_budget(model: nn.Module, target: float, meter: ResourceMeter, *, cr
                               **{meter.resource: max(1, int(target))})  # fmt: skip
         except ValueError as exc:
             raise ValueError(f"one-shot pruning cannot reach {meter.resource} <= {target:.4g}: {exc}") from None
-        if meter.of_plan(model, plan) > target:
-            raise ValueError(f"one-shot pruning reaches {meter.resource} {meter.of_plan(model, plan):.4g} at the "
-                             f"narrowest, over the budget {target:.4g}: relax the budget or lower --round-to")  # fmt: skip
+        if (narrowest := meter.of_plan(model, plan)) > target:
+            raise ValueError(f"one-shot pruning reaches {meter.resource} {narrowest:.4g} at the narrowest, over the "
+                             f"budget {target:.4g}: relax the budget or lower --round-to")  # fmt: skip
     else:
         def at(f: float) -> PrunePlan:
             return plan_prune(model, graph=graph, keep=f, criterion=criterion, allocation="uniform", round_to=round_to)
 
         lo_plan = at(1e-3)
-        if meter.of_plan(model, lo_plan) > target:
-            raise ValueError(f"one-shot pruning reaches {meter.of_plan(model, lo_plan):.4g} ms at the narrowest, over the budget "
+        if (narrowest := meter.of_plan(model, lo_plan)) > target:
+            raise ValueError(f"one-shot pruning reaches {narrowest:.4g} ms at the narrowest, over the budget "
                              f"{target:.4g} ms: relax the budget or lower --round-to")  # fmt: skip
         lo, hi, plan = 1e-3, 1.0, lo_plan
         for _ in range(bisections):  # invariant: keep=lo meets the budget
