@@ -107,3 +107,35 @@ def test_per_layer_names_every_block(backend):
     # the convs hold real work: each conv-bearing block has a positive time
     assert all(layer.median_ms > 0 for layer in b.layers[:3])
     assert b.layer_sum_ms > 0 and b.total.stats.median_ms > 0
+
+
+def _stats(drift: float) -> "M.LatencyStats":
+    return M.LatencyStats(1.0, 0.9, 1.1, 0.8, 1.0, 10, True, drift=drift)
+
+
+def test_drifted_measurements_are_retried_until_one_is_within_max_drift(monkeypatch):
+    monkeypatch.setattr(M.time, "sleep", lambda s: None)
+    drifts = iter([1.8, 1.5, 1.2, 1.1])
+    cfg = TimingConfig(max_foreign=None, max_drift=1.3, retries=3)
+    got = M.retry_disturbed(lambda: _stats(next(drifts)), cfg)
+    assert got.drift == 1.2
+    assert next(drifts) == 1.1  # the fourth attempt never ran: the third was within the limit
+
+
+def test_after_the_last_retry_the_least_drifted_attempt_is_kept(monkeypatch):
+    monkeypatch.setattr(M.time, "sleep", lambda s: None)
+    drifts = iter([1.8, 1.4, 1.6])
+    got = M.retry_disturbed(lambda: _stats(next(drifts)), TimingConfig(max_foreign=None, max_drift=1.3, retries=2))
+    assert got.drift == 1.4  # not the last one (1.6)
+    # without max_drift, drift is not a disturbance: one attempt
+    drifts = iter([1.8, 1.0])
+    assert M.retry_disturbed(lambda: _stats(next(drifts)), TimingConfig(max_foreign=None, retries=2)).drift == 1.8
+
+
+def test_disturbance_orders_by_drift_then_foreign_share():
+    cfg = TimingConfig(max_foreign=0.2, max_drift=1.3)
+    assert M.disturbance(_stats(1.2), cfg) == (0.0, 0.0)
+    assert M.disturbance(M.LatencyStats(1, 1, 1, 1, 1, 5, True, foreign_cpu=0.5, drift=1.5), cfg) == pytest.approx(
+        (0.2, 0.3))
+    with pytest.raises(ValueError, match="max_drift"):
+        TimingConfig(max_drift=0.9)
