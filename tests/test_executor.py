@@ -138,6 +138,27 @@ def test_no_task_runs_while_the_measuring_lane_is_held(backend: str, local: Exec
     assert before and after  # the lane waited for the tasks in flight, then the map went on
 
 
+
+def test_the_lane_is_reentrant_for_its_holder_and_exclusive_for_others() -> None:
+    ex = Executor("serial")
+    entered: list[float] = []
+
+    def other() -> None:
+        with ex.exclusive():
+            entered.append(time.time())
+
+    with ex.exclusive():
+        with ex.exclusive():  # the same thread again (a calibration's latency model measuring a block): no deadlock
+            t = threading.Thread(target=other)
+            t.start()
+            time.sleep(0.3)
+            assert not entered  # another thread still waits for the lane
+        time.sleep(0.1)
+        assert not entered  # leaving the inner entry did not release the lane
+        released = time.time()
+    t.join(10)
+    assert entered and entered[0] >= released
+
 CTRL_C = """
 import os, signal, sys, threading, time
 from pathlib import Path

@@ -333,6 +333,7 @@ class Executor:
         self._cond = threading.Condition()
         self._inflight = 0  # tasks started and not yet collected, over all maps
         self._lane = 0  # 1 while the measuring lane is wanted or held
+        self._lane_owner: int | None = None  # the thread holding the lane (it may enter it again)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def _get(self) -> _Backend:
@@ -370,11 +371,17 @@ class Executor:
 
         Entering blocks new tasks, then waits for the tasks in flight (a ``map`` in
         another thread keeps collecting them) to finish; leaving lets maps go on.
+        Re-entrant: the thread holding the lane may enter it again (a latency model
+        measuring a missing block inside a calibration that holds the lane).
         """
+        me = threading.get_ident()
+        if self._lane and self._lane_owner == me:
+            yield
+            return
         with self._cond:
             while self._lane:  # one lane at a time
                 self._cond.wait(_POLL_S)
-            self._lane = 1
+            self._lane, self._lane_owner = 1, me
             try:
                 while self._inflight:
                     self._cond.wait(_POLL_S)

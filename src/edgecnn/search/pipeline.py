@@ -6,7 +6,11 @@ on the user's own device:
 1. latency of every candidate from the device's lookup table through the
    latency model (:class:`~edgecnn.latency.model.LatencyModel`: the table's entry,
    else interpolation across widths, else a measurement of the block — taken in
-   the executor's exclusive lane, never next to a running task);
+   the executor's exclusive lane, never next to a running task); with
+   ``calibrate=N`` the table is first calibrated on N networks of the space
+   measured end to end (nn-Meter-style, :func:`edgecnn.latency.validate.calibrate`),
+   so that the table's latency and a *measured* target are on one scale (the
+   plain sum of isolated eager blocks runs ~20% high, docs/latency.md);
 2. a weight-sharing supernet trained once with the sandwich rule or OFA's
    progressive shrinking (:mod:`~edgecnn.search.supernet`), checkpointed and resumable;
 3. regularized evolution or random search (:mod:`~edgecnn.search.evolution`) over
@@ -40,10 +44,12 @@ import torch
 from edgecnn.build import build
 from edgecnn.data import DataSet
 from edgecnn.executor import Executor
+from edgecnn.latency.calibrate import GROUPS
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
+from edgecnn.latency.validate import calibrate, sample_archs
 from edgecnn.results import read_results, write_results
 from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEstimator, search_split
 from edgecnn.search.evolution import SearchConfig, SearchResult, run_search
@@ -79,12 +85,16 @@ class SearchJob:
     final_config: TrainConfig | None = None  # the final recipe (default: TrainConfig(epochs=final_epochs))
     references: tuple[str, ...] = ()  # zoo networks ("name" or "name@width") on the plot (search.references)
     train_references: bool = True  # also train them with the final recipe when final_epochs > 0
+    calibrate: int = 0  # networks of the space measured to calibrate the table first (0: use it as it is)
+    calibrate_seed: int = 1000  # their sampling seed
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
         if self.finalists < 1 or self.final_epochs < 0 or self.threads < 1:
             raise ValueError("finalists and threads must be positive, final_epochs >= 0")
+        if self.calibrate and self.calibrate < 2 * len(GROUPS):
+            raise ValueError(f"calibrate needs at least {2 * len(GROUPS)} networks (or 0 to skip), got {self.calibrate}")
         for ref in self.references:
             reference_arch(ref)
 
@@ -117,6 +127,29 @@ def latency_model(job: SearchJob, out: Path, executor: Executor) -> tuple[Latenc
     table = LatencyTable.open_or_new(path, fingerprint(backend=job.backend, threads=job.threads))
     table.config = job.timing
     return LatencyModel(table, measure=True, lane=executor.exclusive, path=path), path
+
+
+def calibrate_table(job: SearchJob, model: LatencyModel, executor: Executor, *, num_classes: int, in_chans: int,
+                    table_path: Path | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """Calibrate ``model``'s table on ``job.calibrate`` networks sampled from the space, unless it is already.
+
+    Already: the table holds a calibration at the space's input size from the same seed and number. The networks
+    are measured end to end in the executor's exclusive lane; blocks the table lacks come from the latency model.
+    Returns the calibration (its scales and fit error) or None when ``job.calibrate`` is 0.
+    """
+    if not job.calibrate:
+        return None
+    size = job.space.input_size
+    info = {"input_size": size, "seed": job.calibrate_seed, "n": job.calibrate}
+    cal = model.table.calibration
+    if cal is not None and all(cal.info.get(k) == v for k, v in info.items()):
+        return cal.to_dict()
+    archs = sample_archs(job.calibrate, job.space.sample, seed=job.calibrate_seed)
+    with executor.exclusive():
+        cal = calibrate(model.table, archs, input_size=size, num_classes=num_classes, in_chans=in_chans,
+                        model=model, info={"seed": job.calibrate_seed, "n": job.calibrate},
+                        table_path=None if table_path is None else str(table_path))  # fmt: skip
+    return cal.to_dict()
 
 
 def prepare_supernet(job: SearchJob, data: DataSet, out: Path, *, resume: bool,
@@ -167,6 +200,14 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         return model.predict(arch, input_size=size, num_classes=data.num_classes, in_chans=data.in_chans).total_ms
 
     timings: dict[str, float] = {}
+    if job.calibrate:
+        prog.on_stage(f"calibrating the latency table on {job.calibrate} measured networks")
+        t = time.perf_counter()
+        calibration = calibrate_table(job, model, executor, num_classes=data.num_classes, in_chans=data.in_chans,
+                                      table_path=table_path)  # fmt: skip
+        timings["calibrate_s"] = time.perf_counter() - t
+    else:
+        calibration = None
     supernet_info: dict[str, Any] | None = None
     if job.estimator == "supernet":
         prog.on_stage("training the supernet")
@@ -205,7 +246,8 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
                 job, arch, full, folder, resume=resume, progress=show_bars), out / "references")  # fmt: skip
             timings["references_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    table = {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries)}
+    table = {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries),
+             "calibration": calibration}
     doc = results_document(job, result, finalists, final, supernet_info, timings, table)
     doc["references"] = to_rows(references)
     plot = plot_search({"kind": "search", **doc}, out / "pareto.png")

@@ -1,0 +1,63 @@
+"""The search calibrates its latency table on measured networks of the space before it searches."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from edgecnn.executor import Executor
+from edgecnn.latency.calibrate import group_sums
+from edgecnn.latency.measure import LatencyStats
+from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.table import LatencyTable
+from edgecnn.search.objective import Objective
+from edgecnn.search.pipeline import SearchJob, calibrate_table
+from edgecnn.train.task import DataRef
+from search_helpers import TINY_SPACE, synthetic_table
+
+V = importlib.import_module("edgecnn.latency.validate")  # the module (the package re-exports the function)
+
+
+def _job(n: int) -> SearchJob:
+    return SearchJob(TINY_SPACE, DataRef("digits"), Objective(1.0), calibrate=n, calibrate_seed=3)
+
+
+def test_calibration_puts_the_table_on_the_measured_scale(monkeypatch, tmp_path: Path) -> None:
+    table = synthetic_table(TINY_SPACE)
+    model = LatencyModel(table)
+    measured: list[str] = []
+
+    def fake_measure(t, arch, *, input_size, num_classes=1000, in_chans=3):
+        # "the device": 0.8 × the body entries + 1.5 × the fixed ones (stem, head, classifier, overhead)
+        measured.append(arch)
+        p = model.predict(arch, input_size=input_size, num_classes=num_classes, in_chans=in_chans, calibrated=False)
+        s = group_sums((("overhead", p.overhead_ms), *p.blocks))
+        ms = 0.8 * s["body"] + 1.5 * s["fixed"]
+        return LatencyStats(ms, ms, ms, ms, ms, 5, True)
+
+    monkeypatch.setattr(V, "measure_arch", fake_measure)
+    path = tmp_path / "table.json"
+    with Executor("serial") as ex:
+        assert calibrate_table(_job(0), model, ex, num_classes=10, in_chans=1) is None  # 0: the table as it is
+        assert table.calibration is None
+        cal = calibrate_table(_job(6), model, ex, num_classes=10, in_chans=1, table_path=path)
+    assert len(measured) == 6 and len(set(measured)) > 1  # six networks sampled from the space
+    assert cal["scales"] == pytest.approx({"body": 0.8, "fixed": 1.5}, rel=1e-6)
+    assert cal["info"] == {"input_size": 16, "stat": "median", "seed": 3, "n": 6}
+    # the search's latency is now the measured scale, on a network the calibration never saw
+    arch = next(a for a in V.sample_archs(20, TINY_SPACE.sample, seed=99) if a not in measured)
+    got = model.predict(arch, input_size=16, num_classes=10, in_chans=1)
+    assert got.calibrated and got.total_ms == pytest.approx(fake_measure(table, arch, input_size=16,
+                                                                         num_classes=10, in_chans=1).median_ms)
+    # stored in the table file; a second call with the same networks does not measure again
+    assert LatencyTable.load(path).calibration.scales == pytest.approx(cal["scales"])
+    with Executor("serial") as ex:
+        again = calibrate_table(_job(6), model, ex, num_classes=10, in_chans=1)
+    assert len(measured) == 7 and again["scales"] == cal["scales"]  # 7: the check above measured one
+
+
+def test_too_few_calibration_networks_is_refused() -> None:
+    with pytest.raises(ValueError, match="calibrate needs at least 4"):
+        _job(3)
