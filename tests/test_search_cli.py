@@ -27,6 +27,7 @@ from edgecnn.train.task import DataRef
         (["--target", "3ms", "--address", "10.0.0.1:6379"], "--address is a Ray cluster address"),
         (["--target", "3ms", "--supernet-schedule", "progressive", "--supernet-steps", "5"],
          "progressive shrinking has 6 phases and needs at least 6 supernet steps, got 5"),
+        (["--target", "3ms", "--calibrate", "2"], "calibrate needs at least 4 networks (or 0 to skip), got 2"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(argv, message, capsys):
@@ -52,12 +53,14 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
             "--budget", "6", "--population", "3", "--sample-size", "2", "--batch", "3", "--workers", "0",
             "--supernet-steps", "6", "--supernet-schedule", "progressive", "--finalists", "2", "--final-epochs", "1",
             "--final-batch-size", "32", "--max-seconds", "0.2", "--references", "mobilenet_v3_small_cifar@0.35",
-            "--retries", "0", "--threads", "1", "--no-progress", "--out", str(out)]  # fmt: skip
+            "--retries", "0", "--threads", "1", "--no-progress", "--calibrate", "4", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     shown = capsys.readouterr().out
     assert "best candidates" in shown and "6 candidates evaluated" in shown
     doc = json.loads((out / "results.json").read_text())
     assert doc["kind"] == "search" and len(doc["history"]) == 6 and doc["space"]["name"] == "tiny-16"
+    cal = doc["latency"]["table"]["calibration"]  # calibrated on 4 measured networks before the search
+    assert cal["networks"] == 4 and cal["info"]["n"] == 4 and all(v > 0 for v in cal["scales"].values())
     assert all(0 <= c["acc"] <= 1 and c["lat_ms"] > 0 for c in doc["history"])
     assert len(doc["finalists"]) == 2
     for f in doc["finalists"]:

@@ -59,7 +59,7 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
         finalists=args.finalists, final_epochs=args.final_epochs,
         final_config=TrainConfig(epochs=max(1, args.final_epochs), batch_size=args.final_batch_size, seed=args.seed),
         references=resolve_references(args.references, space.input_size),
-        train_references=not args.no_train_references,
+        train_references=not args.no_train_references, calibrate=args.calibrate, calibrate_seed=1000 + args.seed,
     )  # fmt: skip
 
 
@@ -142,6 +142,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--backend", choices=BACKENDS, default="eager", help="runtime latency is measured in")
     opt("--threads", type=num.threads, help="threads latency is measured with (default: torch's current count)")
     opt("--table", help="the device's lookup table JSON (default OUT/latency_table.json, grown as needed)")
+    opt("--calibrate", type=nonneg, default=0, metavar="N",
+        help="first measure N networks of the space end to end and calibrate the table on them (N >= 4), so that "
+        "its latency is on the scale of a measured target (a plain sum of isolated blocks runs ~20%% high)")
     opt("--max-seconds", type=pos_f, default=10.0, help="time cap of one latency measurement")
     opt("--retries", type=nonneg, default=3, help="re-measure a latency disturbed by other processes")
     opt("--budget", type=pos, default=200, help="candidates evaluated")
