@@ -22,7 +22,7 @@ def test_build_table_then_predict(tmp_path, capsys):
     table = tmp_path / "t.json"
     assert main(["latency", "build-table", "--table", str(table), "--models", TINY, *QUICK]) == 0
     assert json.loads(table.read_text())["fingerprint"]["backend"] == "eager"
-    assert main(["latency", TINY, "--table", str(table), *QUICK]) == 0
+    assert main(["latency", TINY, "--table", str(table), "--max-drift", "50", *QUICK]) == 0
     assert "table prediction" in capsys.readouterr().out
     # a table of this machine is refused for the other backend
     assert main(["latency", TINY, "--table", str(table), "--backend", "onnxruntime", *QUICK]) == 2
@@ -35,6 +35,8 @@ def test_usage_errors(capsys):
     assert main(["latency", "build-table", "--table", "x.json"]) == 2
     assert "nothing to measure" in capsys.readouterr().err
     assert main(["latency", "not_a_model"]) == 2
+    assert main(["latency", TINY, "--max-drift", "0.9"]) == 2
+    assert "--max-drift: must be in [1, 100], got 0.9" in capsys.readouterr().err
     assert main(["latency", "validate", "mobilenet_v2"]) == 2
 
 

@@ -47,7 +47,7 @@ _USAGE = """actions:
   edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]"""
 # which options each action accepts (dest names); the rest must stay unset
 _COMMON = {"backend", "threads", "input_size", "batch", "device", "table", "force", "json", "num_classes", "max_seconds", "retries",
-           "clock"}  # fmt: skip
+           "clock", "max_drift"}  # fmt: skip
 _ALLOWED = {
     "measure": _COMMON | {"per_layer", "channels_last", "width"},
     "build-table": _COMMON | {"models", "sample", "seed"},
@@ -156,7 +156,7 @@ def _config(args: argparse.Namespace, table: LatencyTable | None = None) -> Timi
         raise UsageError(f"{args.table} was timed with the {table.config.clock!r} clock; measure against it with "
                          f"--clock {table.config.clock} (or build another table)")  # fmt: skip
     clock = args.clock or (table.config.clock if table is not None else "wall")
-    return TimingConfig(max_seconds=args.max_seconds, retries=args.retries, clock=clock)
+    return TimingConfig(max_seconds=args.max_seconds, retries=args.retries, clock=clock, max_drift=args.max_drift)
 
 
 def _open_table(args: argparse.Namespace) -> LatencyTable:
@@ -312,6 +312,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--json", help="also write the result as JSON to this path")
     g.add_argument("--max-seconds", type=num.positive_float, help="time cap per timing loop (default 10)")
     g.add_argument("--retries", type=num.nonneg_int, help="re-measure when other processes load the CPUs (default 3)")
+    g.add_argument("--max-drift", type=num.float_in(1.0, 100.0), help="re-measure (up to --retries times, keeping "
+                   "the least drifted) when the drift reference ran more than this many times slower than its "
+                   "baseline, e.g. 1.3 (default: off)")  # fmt: skip
     g.add_argument("--clock", choices=CLOCKS, help="time runs by the wall clock or, with --threads 1 on the CPU, by the "
                    "thread's CPU time (steady on a shared machine); default: the table's, else wall")  # fmt: skip
     m = p.add_argument_group("measure")
