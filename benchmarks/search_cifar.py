@@ -7,8 +7,11 @@ What it measures (issue 11's benchmark), all on the machine it runs on:
    :mod:`edgecnn.search.supernet_train`), and its estimate's **Kendall τ** against
    short stand-alone training on ``tau_n`` random subnets;
 2. **regularized evolution vs random search** at the same budget, both scored
-   by the same supernet and the same latency table, objective
-   ``ACC·(LAT/TAR)^-0.07``;
+   by the same supernet and the same latency table — calibrated first on
+   ``calibrate`` networks of the space measured end to end, so that its
+   latency is on the measured target's scale — under ``--constraint hard``
+   (the default: the best accuracy with ``LAT <= TAR``, the question the
+   benchmark asks) or ``soft`` (``ACC·(LAT/TAR)^w``, ``--w`` default −0.07);
 3. the best evolved network **measured** end to end (exclusive lane), and
    ``mobilenet_v3_small_cifar`` **width-scaled to the same measured latency**
    (the widest of ``widths`` not slower than the searched one);
