@@ -1,4 +1,5 @@
 import importlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -139,3 +140,36 @@ def test_disturbance_orders_by_drift_then_foreign_share():
         (0.2, 0.3))
     with pytest.raises(ValueError, match="max_drift"):
         TimingConfig(max_drift=0.9)
+
+
+def test_calm_samples_drop_the_runs_of_a_disturbed_moment_by_hand():
+    times, refs = [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 2.0, 2.0, 1.0]  # local drifts 1, 1.5, 2, 1.5
+    samples, kept = M.calm_samples(times, refs, 1.0, 1.5, keep_at_least=2)
+    assert kept == [0, 1, 3] and samples == pytest.approx([1.0, 1 / 1.5, 1 / 1.5])
+    samples, kept = M.calm_samples(times, refs, 1.0, 1.2, keep_at_least=2)  # one calm run only: all are kept
+    assert kept == [0, 1, 2, 3] and samples == pytest.approx([1.0, 1 / 1.5, 0.5, 1 / 1.5])
+    assert M.calm_samples(times, refs, 1.0, None, keep_at_least=1)[1] == [0, 1, 2, 3]
+
+
+def test_time_fn_with_max_drift_summarises_the_calm_runs(monkeypatch):
+    # the network takes 1 ms; the reference 1 ms, except that every third pair of runs is disturbed:
+    # the network then takes 1.5 ms and the reference 3 ms (normalised, that run would read 0.5 ms)
+    clock = FakeClock(lambda i: 0.0)
+    monkeypatch.setattr(M.time, "perf_counter", clock)
+    state = {"ref": 0}
+
+    def net():
+        clock.t += 0.0015 if state["ref"] % 3 == 2 else 0.001
+
+    def ref():
+        state["ref"] += 1
+        clock.t += 0.003 if state["ref"] % 3 == 0 else 0.001
+
+    # a third of the runs is calm: min_repeats 4 lets the first check (10 runs) summarise the calm ones
+    cfg = TimingConfig(warmup=0, min_repeats=4, round_size=10, max_repeats=30, retries=0, max_seconds=1e9,
+                       max_foreign=None)  # fmt: skip
+    plain = time_fn(net, cfg, reference=M.Reference(ref, 1.0))
+    state["ref"] = 0
+    calm = time_fn(net, replace(cfg, max_drift=1.5), reference=M.Reference(ref, 1.0))
+    assert calm.median_ms == pytest.approx(1.0) and calm.drift == pytest.approx(1.0)
+    assert plain.median_ms == pytest.approx(0.75) and plain.drift > 1.0  # runs at 1, 0.75 and 0.5 ms normalised

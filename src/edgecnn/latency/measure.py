@@ -37,7 +37,7 @@ class TimingConfig:
     rel_tol: float = 0.01  # stable when the median moves by less than this share between checks
     max_seconds: float = 10.0  # wall-clock cap on the timed part
     max_foreign: float | None = 0.2  # retry when other processes used more than this share of the CPUs (Linux)
-    max_drift: float | None = None  # with a reference: retry when it ran more than this many times its baseline
+    max_drift: float | None = None  # with a reference: drop runs, then retry, where it ran > this × its baseline
     retries: int = 3  # how many times to retry a disturbed measurement (then keep the least disturbed one)
     retry_wait_s: float = 2.0  # pause before a retry, to let the other load pass
     clock: str = "wall"  # "wall": elapsed time; "cpu": the calling thread's CPU time (1 CPU thread only, see CLOCKS)
@@ -225,7 +225,8 @@ def retry_disturbed(measure_once: Callable[[], LatencyStats], config: TimingConf
 
     Disturbed: other processes used more than ``config.max_foreign`` of the CPUs
     meanwhile, or (reference-normalised runs) the reference ran more than
-    ``config.max_drift`` times slower than its baseline — normalisation divides
+    ``config.max_drift`` times slower than its baseline even over the runs kept
+    (:func:`calm_samples` drops the runs of a disturbed moment first) — normalisation divides
     a slowdown out only to first order: under a neighbour that slowed the
     reference 1.7×, ONNX Runtime networks came out up to 14% too fast
     (docs/latency.md). After ``config.retries`` retries the least disturbed
@@ -264,6 +265,29 @@ def normalized_samples(times_ms: list[float], ref_ms: list[float], baseline_ms: 
     return [t / ((a + b) / 2) * baseline_ms for t, a, b in zip(times_ms, ref_ms, ref_ms[1:])]
 
 
+def local_drifts(ref_ms: list[float], baseline_ms: float) -> list[float]:
+    """How slow the machine ran around each run: ``mean(ref_ms[i], ref_ms[i+1]) / baseline_ms``."""
+    return [(a + b) / 2 / baseline_ms for a, b in zip(ref_ms, ref_ms[1:])]
+
+
+def calm_samples(times_ms: list[float], ref_ms: list[float], baseline_ms: float, max_drift: float | None, *,
+                 keep_at_least: int) -> tuple[list[float], list[int]]:  # fmt: skip
+    """Normalised runs (:func:`normalized_samples`) and the indices kept: with ``max_drift``, only the runs whose
+    references ran at most ``max_drift`` × their baseline, when at least ``keep_at_least`` did (else all).
+
+    Normalisation divides a slowdown out only to first order (docs/latency.md: under a neighbour that slowed the
+    reference 1.7×, networks came out up to 14% too fast), so the runs taken in a disturbed moment are dropped.
+    """
+    samples = normalized_samples(times_ms, ref_ms, baseline_ms)
+    every = list(range(len(samples)))
+    if max_drift is None:
+        return samples, every
+    kept = [i for i, d in enumerate(local_drifts(ref_ms, baseline_ms)) if d <= max_drift]
+    if len(kept) < keep_at_least:
+        return samples, every
+    return [samples[i] for i in kept], kept
+
+
 def _time_once(
     fn: Callable[[], object], cfg: TimingConfig, reference: Reference | None, setup: Callable[[], object] | None
 ) -> LatencyStats:
@@ -289,7 +313,7 @@ def _time_once(
             if reference is not None:
                 refs.append(timed(reference.fn))
         if reference is not None:
-            samples = normalized_samples(raw, refs, reference.baseline_ms)
+            samples, kept = calm_samples(raw, refs, reference.baseline_ms, cfg.max_drift, keep_at_least=cfg.min_repeats)
         stop = len(samples) >= cfg.max_repeats or time.perf_counter() - start > cfg.max_seconds
         stable = False
         if len(samples) >= cfg.min_repeats:
@@ -299,8 +323,8 @@ def _time_once(
         if stable or stop:
             if reference is None:
                 return summarize(samples, stable=stable)
-            drift = statistics.median(refs) / reference.baseline_ms
-            return summarize(samples, stable=stable, drift=drift, raw_median_ms=statistics.median(raw))
+            drift = statistics.median(local_drifts(refs, reference.baseline_ms)[i] for i in kept)
+            return summarize(samples, stable=stable, drift=drift, raw_median_ms=statistics.median(raw[i] for i in kept))
 
 
 @contextmanager
