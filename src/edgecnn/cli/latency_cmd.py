@@ -312,9 +312,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--json", help="also write the result as JSON to this path")
     g.add_argument("--max-seconds", type=num.positive_float, help="time cap per timing loop (default 10)")
     g.add_argument("--retries", type=num.nonneg_int, help="re-measure when other processes load the CPUs (default 3)")
-    g.add_argument("--max-drift", type=num.float_in(1.0, 100.0), help="re-measure (up to --retries times, keeping "
-                   "the least drifted) when the drift reference ran more than this many times slower than its "
-                   "baseline, e.g. 1.3 (default: off)")  # fmt: skip
+    g.add_argument("--max-drift", type=num.float_in(1.0, 100.0), help="drop the runs around which the drift "
+                   "reference ran more than this many times slower than its baseline, e.g. 1.3; re-measure (up to "
+                   "--retries times, keeping the least drifted) when too few calm runs remain (default: off)")  # fmt: skip
     g.add_argument("--clock", choices=CLOCKS, help="time runs by the wall clock or, with --threads 1 on the CPU, by the "
                    "thread's CPU time (steady on a shared machine); default: the table's, else wall")  # fmt: skip
     m = p.add_argument_group("measure")
