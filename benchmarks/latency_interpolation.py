@@ -39,7 +39,8 @@ from rich.table import Table
 
 from edgecnn.atomic import atomic_write_text
 from edgecnn.latency.fingerprint import fingerprint
-from edgecnn.latency.measure import ForeignCpu, TimingConfig
+from edgecnn.latency.drift import ForeignCpu
+from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.widths import split_key, with_widths
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key

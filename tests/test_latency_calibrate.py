@@ -5,7 +5,8 @@ import pytest
 
 from edgecnn.latency.calibrate import Calibration, fit, group_of, group_sums
 from edgecnn.latency.fingerprint import fingerprint
-from edgecnn.latency.measure import LatencyStats, Reference, TimingConfig, normalized_samples, time_fn
+from edgecnn.latency.drift import normalized_samples
+from edgecnn.latency.measure import LatencyStats, Reference, TimingConfig, time_fn
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
 from edgecnn.latency.validate import ValidationReport, ValidationRow, error_summary, sample_archs, validate

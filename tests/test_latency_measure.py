@@ -9,6 +9,7 @@ from edgecnn.latency.measure import TimingConfig, measure, summarize, time_fn, t
 from edgecnn.latency.per_layer import per_layer
 
 M = importlib.import_module("edgecnn.latency.measure")  # the module (the package re-exports the function)
+D = importlib.import_module("edgecnn.latency.drift")
 FAST = TimingConfig(warmup=2, min_repeats=4, max_repeats=20, round_size=2, max_seconds=2.0, retries=0)
 
 
@@ -144,11 +145,11 @@ def test_disturbance_orders_by_drift_then_foreign_share():
 
 def test_calm_samples_drop_the_runs_of_a_disturbed_moment_by_hand():
     times, refs = [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 2.0, 2.0, 1.0]  # local drifts 1, 1.5, 2, 1.5
-    samples, kept = M.calm_samples(times, refs, 1.0, 1.5, keep_at_least=2)
+    samples, kept = D.calm_samples(times, refs, 1.0, 1.5, keep_at_least=2)
     assert kept == [0, 1, 3] and samples == pytest.approx([1.0, 1 / 1.5, 1 / 1.5])
-    samples, kept = M.calm_samples(times, refs, 1.0, 1.2, keep_at_least=2)  # one calm run only: all are kept
+    samples, kept = D.calm_samples(times, refs, 1.0, 1.2, keep_at_least=2)  # one calm run only: all are kept
     assert kept == [0, 1, 2, 3] and samples == pytest.approx([1.0, 1 / 1.5, 0.5, 1 / 1.5])
-    assert M.calm_samples(times, refs, 1.0, None, keep_at_least=1)[1] == [0, 1, 2, 3]
+    assert D.calm_samples(times, refs, 1.0, None, keep_at_least=1)[1] == [0, 1, 2, 3]
 
 
 def test_time_fn_with_max_drift_summarises_the_calm_runs(monkeypatch):

@@ -71,6 +71,7 @@ from edgecnn.atomic import atomic_write_text
 from edgecnn.build import BUILDERS, build
 from edgecnn.latency.calibrate import Calibration
 from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
+from edgecnn.latency.drift import normalized_samples
 from edgecnn.latency.measure import (
     CLOCKS,
     LatencyStats,
@@ -79,7 +80,6 @@ from edgecnn.latency.measure import (
     eager_runner,
     example_input,
     measure,
-    normalized_samples,
     summarize,
     time_fn,
     torch_threads,
