@@ -238,6 +238,18 @@ def assert_same_outcomes(a: list, b: list) -> None:
             assert torch.allclose(v, y.state_dict[k], atol=1e-6), k
 
 
+def test_a_module_task_sends_its_weights_once_and_equals_the_arch_task(local: Executor) -> None:
+    import pickle
+
+    tasks = finetune_tasks()
+    net = build(TINY, num_classes=10, in_chans=1)
+    net.load_state_dict(tasks[0].state_dict)
+    as_module = [replace(t, arch="", state_dict={}, module=net) for t in tasks]
+    once, twice = len(pickle.dumps(as_module[0])), len(pickle.dumps(replace(tasks[0], module=net)))
+    assert twice - once >= 0.9 * len(pickle.dumps(tasks[0].state_dict))  # the weights travel once, in the module
+    assert_same_outcomes(Executor("serial").map(run_finetune, tasks), local.map(run_finetune, as_module))
+
+
 def test_finetune_task_round_trips_serial_and_local(local: Executor) -> None:
     tasks = finetune_tasks()
     serial = Executor("serial").map(run_finetune, tasks)

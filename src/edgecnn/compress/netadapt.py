@@ -326,9 +326,9 @@ def netadapt(
         scored.sort(key=lambda s: -s[0])  # stable: ties keep graph order (groups, then dropped blocks)
         best = scored[: cfg.top_k]
         if cfg.short_steps > 0:
-            tasks = [FinetuneTask(f"iter {i}, {prop.name}", _arch(cand), cand.state_dict(), ref, cfg.short_steps,
-                                  cfg.train, module=None if isinstance(cand, EdgeNet) else cand)
-                     for _, prop, cand in best]  # fmt: skip
+            tasks = [FinetuneTask(f"iter {i}, {prop.name}", _arch(cand), cand.state_dict() if edge else {}, ref,
+                                  cfg.short_steps, cfg.train, module=None if edge else cand)
+                     for _, prop, cand in best for edge in [isinstance(cand, EdgeNet)]]  # fmt: skip
             outcomes = ex.map(run_finetune, tasks)
             tops = [o.top1 for o in outcomes]
         else:

@@ -66,12 +66,13 @@ class FinetuneTask:
 
     name: str  # how progress and errors name the task (e.g. "iter 3, group stage2.c")
     arch: str  # arch string of the network
-    state_dict: dict[str, torch.Tensor]  # its starting weights (CPU tensors)
+    state_dict: dict[str, torch.Tensor]  # its starting weights (CPU tensors); {} with ``module``: the module's own
     data: DataRef = field(default_factory=DataRef)  # where the worker loads the data
     steps: int = 100  # optimiser steps
     config: TrainConfig = FINETUNE  # the recipe (lr, batch size, threads, ...); steps above override its own
     return_weights: bool = True  # send the fine-tuned state_dict back (NetAdapt keeps the winner's)
-    # a network that is not an EdgeNet travels whole (its classes must be importable in the worker); arch is unused
+    # a network that is not an EdgeNet travels whole, with its weights (its classes must be importable in the
+    # worker); arch is unused, and an empty state_dict keeps the weights from being sent twice
     module: nn.Module | None = None
 
 
@@ -95,7 +96,8 @@ def run_finetune(task: FinetuneTask) -> FinetuneOutcome:
     else:
         model = build(task.arch, num_classes=data.num_classes, in_chans=data.in_chans)
     try:
-        model.load_state_dict(task.state_dict)
+        if task.module is None or task.state_dict:
+            model.load_state_dict(task.state_dict)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ValueError(f"task {task.name}: the weights do not fit {task.arch!r}: {first}") from None
