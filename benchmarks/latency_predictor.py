@@ -102,8 +102,9 @@ def main() -> None:
     ap.add_argument("--clock", choices=CLOCKS, default=None,
                     help="what a run is timed by (default: cpu, the thread's CPU time, with 1 thread; else wall)")
     ap.add_argument("--max-drift", type=float, default=None,
-                    help="re-measure (after a pause, up to --retries times) a network measured while the reference "
-                         "ran more than this many times slower than its baseline; keep the least drifted attempt")
+                    help="drop the runs around which the reference ran more than this many times slower than its "
+                         "baseline; re-measure (after a pause, up to --retries times) when too few calm runs remain, "
+                         "keeping the least drifted attempt")
     ap.add_argument("--retries", type=int, default=None, help="retries of a drifted measurement (default 3 with "
                     "--max-drift, else 0)")
     ap.add_argument("--busy", action="store_true", help="run a competing busy process on the last CPU throughout")

@@ -277,7 +277,7 @@ def main() -> None:
                                        num_random=p["num_random"], seed=args.seed, schedule=args.supernet_schedule),
                         settings, threads=args.threads, timing=timing, finalists=3, final_epochs=p["epochs"],
                         final_config=recipe, calibrate=p["calibrate"], calibrate_seed=1000 + args.seed)  # fmt: skip
-        model, _ = latency_model(job, out, ex)
+        model, table_path = latency_model(job, out, ex)
         reference = model.table.reference()
         target = args.target or stages.run(
             "target", lambda: measured_ms(zoo.arch_of(BASELINE, width=0.75), job, ex, reference)["median_ms"], console
@@ -287,7 +287,7 @@ def main() -> None:
         # the table's sum of isolated blocks runs ~20% above a measured network: calibrate it on networks of the
         # space measured end to end, so that LAT and the measured target are on one scale
         calibration = stages.run("calibrate", lambda: calibrate_table(
-            job, model, ex, num_classes=10, in_chans=3, table_path=out / "latency_table.json"), console)  # fmt: skip
+            job, model, ex, num_classes=10, in_chans=3, table_path=table_path), console)  # fmt: skip
 
         def latency(arch: str) -> float:
             return model.predict(arch, input_size=32, num_classes=10, in_chans=3).total_ms

@@ -173,4 +173,7 @@ def test_time_fn_with_max_drift_summarises_the_calm_runs(monkeypatch):
     state["ref"] = 0
     calm = time_fn(net, replace(cfg, max_drift=1.5), reference=M.Reference(ref, 1.0))
     assert calm.median_ms == pytest.approx(1.0) and calm.drift == pytest.approx(1.0)
-    assert plain.median_ms == pytest.approx(0.75) and plain.drift > 1.0  # runs at 1, 0.75 and 0.5 ms normalised
+    assert plain.median_ms == pytest.approx(0.75)  # runs at 1, 0.75 and 0.5 ms normalised
+    # the median reference is undisturbed (a third of them ran slow): retrying on the measurement's drift alone
+    # would not have caught these runs; dropping them did
+    assert plain.drift == pytest.approx(1.0)

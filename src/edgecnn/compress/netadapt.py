@@ -225,8 +225,12 @@ def _propose(model: nn.Module, graph: Any, group: int, meter: ResourceMeter, bou
     return best
 
 
-def _arch(model: nn.Module) -> str:
-    return model.arch if isinstance(model, EdgeNet) else ""
+def _finetune_task(name: str, cand: nn.Module, data: DataRef, cfg: NetAdaptConfig) -> FinetuneTask:
+    """A short fine-tune of ``cand``: an EdgeNet travels as arch + weights, any other network whole, its weights
+    inside it (sent once)."""
+    if isinstance(cand, EdgeNet):
+        return FinetuneTask(name, cand.arch, cand.state_dict(), data, cfg.short_steps, cfg.train)
+    return FinetuneTask(name, "", {}, data, cfg.short_steps, cfg.train, module=cand)
 
 
 def _score(model: nn.Module, loader: BatchLoader, val: DataSet, batches: int) -> float:
@@ -326,9 +330,7 @@ def netadapt(
         scored.sort(key=lambda s: -s[0])  # stable: ties keep graph order (groups, then dropped blocks)
         best = scored[: cfg.top_k]
         if cfg.short_steps > 0:
-            tasks = [FinetuneTask(f"iter {i}, {prop.name}", _arch(cand), cand.state_dict() if edge else {}, ref,
-                                  cfg.short_steps, cfg.train, module=None if edge else cand)
-                     for _, prop, cand in best for edge in [isinstance(cand, EdgeNet)]]  # fmt: skip
+            tasks = [_finetune_task(f"iter {i}, {prop.name}", cand, ref, cfg) for _, prop, cand in best]
             outcomes = ex.map(run_finetune, tasks)
             tops = [o.top1 for o in outcomes]
         else:

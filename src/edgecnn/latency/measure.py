@@ -253,8 +253,12 @@ def _time_once(
         if stable or stop:
             if reference is None:
                 return summarize(samples, stable=stable)
-            drift = statistics.median(local_drifts(refs, reference.baseline_ms)[i] for i in kept)
-            return summarize(samples, stable=stable, drift=drift, raw_median_ms=statistics.median(raw[i] for i in kept))
+            if len(kept) == len(raw):  # every run kept: the drift of the whole measurement, as without max_drift
+                drift, raw_median = statistics.median(refs) / reference.baseline_ms, statistics.median(raw)
+            else:  # over the calm runs only
+                local = local_drifts(refs, reference.baseline_ms)
+                drift, raw_median = statistics.median(local[i] for i in kept), statistics.median(raw[i] for i in kept)
+            return summarize(samples, stable=stable, drift=drift, raw_median_ms=raw_median)
 
 
 @contextmanager

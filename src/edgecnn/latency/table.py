@@ -70,8 +70,8 @@ from edgecnn.arch import ArchSpec
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import BUILDERS, build
 from edgecnn.latency.calibrate import Calibration
-from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
 from edgecnn.latency.drift import normalized_samples
+from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
 from edgecnn.latency.measure import (
     CLOCKS,
     LatencyStats,

@@ -200,14 +200,13 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         return model.predict(arch, input_size=size, num_classes=data.num_classes, in_chans=data.in_chans).total_ms
 
     timings: dict[str, float] = {}
+    calibration = None
     if job.calibrate:
         prog.on_stage(f"calibrating the latency table on {job.calibrate} measured networks")
         t = time.perf_counter()
         calibration = calibrate_table(job, model, executor, num_classes=data.num_classes, in_chans=data.in_chans,
                                       table_path=table_path)  # fmt: skip
         timings["calibrate_s"] = time.perf_counter() - t
-    else:
-        calibration = None
     supernet_info: dict[str, Any] | None = None
     if job.estimator == "supernet":
         prog.on_stage("training the supernet")
