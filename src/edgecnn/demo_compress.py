@@ -113,10 +113,10 @@ def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, 
     """Static int8 PTQ through ONNX Runtime; fp32 vs int8 top-1 and measured latency (ValueError without ORT)."""
     from edgecnn.compress.quantize import compare_int8, quantize_int8
 
-    fp32, int8 = quantize_int8(model, data, calibration_images=settings.calibration_images)
-    atomic_write(out / "model-int8.onnx", lambda f: f.write(int8))
-    c = compare_int8(fp32, int8, data, threads=threads, timing=timing)
-    return {**asdict(c), "onnx": str(out / "model-int8.onnx")}
+    q = quantize_int8(model, data, calibration_images=settings.calibration_images)
+    atomic_write(out / "model-int8.onnx", lambda f: f.write(q.int8))
+    c = compare_int8(q.fp32, q.int8, data, threads=threads, timing=timing)
+    return {**asdict(c), **q.record(), "onnx": str(out / "model-int8.onnx")}
 
 
 def _fastest_ms(net: EdgeNet, shape: tuple[int, ...], threads: int, timing: TimingConfig) -> float:

@@ -223,10 +223,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.int8:
         from edgecnn.compress.quantize import compare_int8, quantize_int8
 
-        fp32, int8 = quantize_int8(result, data, calibration_images=300)
-        atomic_write(out / "model-int8.onnx", lambda f: f.write(int8))
-        c = compare_int8(fp32, int8, data, threads=threads)
-        doc["int8"] = {**asdict(c), "onnx": str(out / "model-int8.onnx")}
+        q = quantize_int8(result, data, calibration_images=300)
+        atomic_write(out / "model-int8.onnx", lambda f: f.write(q.int8))
+        c = compare_int8(q.fp32, q.int8, data, threads=threads)
+        doc["int8"] = {**asdict(c), **q.record(), "onnx": str(out / "model-int8.onnx")}
         table.add_row("after, ORT fp32", f"{c.top1_fp32:.2%}", f"{c.latency_fp32_ms:.3f}", "", "")
         table.add_row("after, ORT int8", f"{c.top1_int8:.2%}", f"{c.latency_int8_ms:.3f}", "", "")
     write_document(doc, out)
