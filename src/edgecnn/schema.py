@@ -189,9 +189,9 @@ def check_table(d: Any, source: str) -> None:
     for name in ("cores", "threads"):
         if name in fp:
             f.integer(f"fingerprint.{name}", fp[name], 1, 1 << 16)
-    for name in ("cpu", "backend", "device", "torch", "system", "cuda_name", "onnxruntime"):
+    for name in ("cpu", "backend", "device", "torch", "system", "cuda_name", "onnxruntime", "runtime", "isa"):
         if name in fp:
-            f.text(f"fingerprint.{name}", fp[name], optional=name in ("cuda_name", "onnxruntime"))
+            f.text(f"fingerprint.{name}", fp[name], optional=name in ("cuda_name", "onnxruntime", "runtime", "isa"))
     for name in ("call_overhead_ms", "reference_ms"):
         if d.get(name) is not None:
             f.number(name, d[name], 0, positive=name == "reference_ms")

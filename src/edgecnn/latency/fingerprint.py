@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
-BACKENDS: tuple[str, ...] = ("eager", "onnxruntime")
-"""Runtimes we can measure: PyTorch eager (inference mode) and ONNX Runtime."""
+from edgecnn.latency.targets import target_names
+
+BACKENDS: tuple[str, ...] = target_names()
+"""Runtimes we can measure: the registered targets (:mod:`edgecnn.latency.targets`)."""
 
 
 def cpu_model() -> str:
@@ -42,8 +44,8 @@ def onnxruntime_version() -> str | None:
 
 def check_backend(backend: str) -> str:
     """Return ``backend`` if known, else a ValueError listing the valid ones."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend not in target_names():  # read each time: a target registered after import counts
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(target_names())}")
     return backend
 
 
@@ -71,6 +73,8 @@ class DeviceFingerprint:
     torch: str  # torch version
     onnxruntime: str | None  # onnxruntime version when backend is onnxruntime, else None
     system: str  # OS and machine, e.g. "Linux-x86_64"
+    runtime: str | None = None  # the target's runtime version (None for eager, whose runtime is torch)
+    isa: str | None = None  # int8-relevant instruction set (edgecnn.latency.isa), e.g. "avx2", "vnni", "arm-dot"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +82,10 @@ class DeviceFingerprint:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeviceFingerprint:
         names = {f.name for f in fields(cls)}
+        data = dict(data)
+        # fields added later: a table written before them has what they would say in its other fields, or nothing
+        data.setdefault("runtime", data.get("onnxruntime"))
+        data.setdefault("isa", None)
         missing = names - set(data)
         if missing:
             raise ValueError(f"device fingerprint lacks {', '.join(sorted(missing))}; the table file is damaged")
@@ -98,6 +106,10 @@ def fingerprint(*, backend: str = "eager", threads: int, device: str = "cpu") ->
     check_backend(backend)
     check_device(device)
     cuda_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
+    from edgecnn.latency.isa import detect_isa
+    from edgecnn.latency.targets import get_target
+
+    runtime = None if backend == "eager" else get_target(backend).version()
     return DeviceFingerprint(
         cpu=cpu_model(),
         cores=os.cpu_count() or 1,
@@ -108,4 +120,6 @@ def fingerprint(*, backend: str = "eager", threads: int, device: str = "cpu") ->
         torch=torch.__version__,
         onnxruntime=onnxruntime_version() if backend == "onnxruntime" else None,
         system=f"{platform.system()}-{platform.machine()}",
+        runtime=runtime,
+        isa=detect_isa().int8_kind,
     )

@@ -361,17 +361,11 @@ def measure(
     threads = threads or default_threads()
     check_clock(config, threads=threads, device=device)
     x = example_input(input_shape)
-    extra: dict[str, Any] = {}
-    if backend == "onnxruntime":
-        if channels_last:
-            raise ValueError("channels_last applies to the eager backend only; ONNX Runtime picks its own layout")
-        from edgecnn.latency.onnx_backend import ort_runner
+    from edgecnn.latency.targets import get_target
 
-        run, extra = ort_runner(model, x, threads=threads, device=device)
+    target = get_target(backend)
+    with target.threads(threads):
+        run, extra = target.runner(model, x, threads=threads, device=device, channels_last=channels_last)
         stats = time_fn(run, config, reference=reference)
-    else:
-        with torch_threads(threads):
-            runner = eager_runner(model, (x,), device=device, channels_last=channels_last)
-            stats = time_fn(runner, config, reference=reference)
     fp = fingerprint(backend=backend, threads=threads, device=device)
     return Measurement(stats, fp, tuple(int(d) for d in input_shape), channels_last, label, extra)

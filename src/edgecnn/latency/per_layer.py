@@ -170,10 +170,9 @@ def per_layer(
         channels_last=channels_last, config=config, label=label,
     )  # fmt: skip
     x = example_input(input_shape)
-    if backend == "onnxruntime":
-        layers, unassigned = _ort_layers(model, x, threads=threads, device=device, runs=profile_runs)
-        method = "ONNX Runtime profiler: kernel time of each node in whole-graph runs, summed per block"
-        return LayerBreakdown(total, tuple(layers), method, unassigned)
-    layers = _eager_layers(model, x, threads=threads, device=device, channels_last=channels_last, config=config)
-    method = "eager: each block timed alone on the input it receives inside the network"
-    return LayerBreakdown(total, tuple(layers), method)
+    from edgecnn.latency.targets import get_target
+
+    layers, unassigned, method = get_target(backend).layer_breakdown(
+        model, x, threads=threads, device=device, channels_last=channels_last, config=config, runs=profile_runs
+    )  # fmt: skip
+    return LayerBreakdown(total, tuple(layers), method, unassigned)

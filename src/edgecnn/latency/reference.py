@@ -36,11 +36,9 @@ def reference_runner(*, backend: str, threads: int, device: str = "cpu") -> Call
     """One run of the reference network on ``backend`` (eager callers set the thread count around it)."""
     net = build(REFERENCE_ARCH, num_classes=1000)
     x = example_input((1, 3, REFERENCE_SIZE, REFERENCE_SIZE), seed=1)
-    if backend == "onnxruntime":
-        from edgecnn.latency.onnx_backend import ort_runner
+    from edgecnn.latency.targets import get_target
 
-        return ort_runner(net, x, threads=threads, device=device)[0]
-    return eager_runner(net, (x,), device=device)
+    return get_target(backend).runner(net, x, threads=threads, device=device)[0]
 
 
 def baseline_ms(fn: Callable[[], object], *, runs: int = 60, warmup: int = 10, clock: str = "wall") -> float:

@@ -1,0 +1,84 @@
+"""ONNX Runtime as a target: export to ONNX with BN folded, run on the CPU execution provider.
+
+Sessions, I/O binding and the node profiler live in :mod:`edgecnn.latency.onnx_backend`;
+int8 is static post-training quantisation with settings chosen for the CPU
+(:mod:`edgecnn.compress.quantize`, :mod:`edgecnn.latency.isa`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecnn.export import DEFAULT_OPSET, onnx_bytes
+from edgecnn.latency.fingerprint import onnxruntime_version
+from edgecnn.latency.targets.base import Program, Target
+from edgecnn.latency.targets.ort_int8 import int8_settings, quantize_onnx
+
+
+class _OrtProgram(Program):
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input = session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input: np.ascontiguousarray(x, dtype=np.float32)})[0])
+
+    def bind(self, x: torch.Tensor) -> Callable[[], object]:
+        from edgecnn.latency.onnx_backend import session_runner
+
+        return session_runner(self.session, x)
+
+
+class OrtTarget(Target):
+    """ONNX Runtime, CPU execution provider, all graph optimisations, sequential executor."""
+
+    name = "onnxruntime"
+    install = "pip install 'edgecnn[onnx]'"
+    artifact_suffix = ".onnx"
+    profiles_layers = True
+    int8 = True
+
+    def version(self) -> str | None:
+        return onnxruntime_version()
+
+    def export(self, model: nn.Module, example: torch.Tensor, *,
+               calibration: Iterable[torch.Tensor] | None = None) -> bytes:  # fmt: skip
+        """ONNX (opset :data:`~edgecnn.export.DEFAULT_OPSET`, BN folded); int8 QDQ when ``calibration`` is given,
+        with the settings chosen for this CPU (:func:`~edgecnn.latency.targets.ort_int8.int8_settings`)."""
+        fp32 = onnx_bytes(model, example)
+        if calibration is None:
+            return fp32
+        self.require()
+        settings, _ = int8_settings()
+        return quantize_onnx(fp32, (x.detach().cpu().numpy() for x in calibration), settings)
+
+    def load(self, artifact: bytes, *, threads: int, device: str = "cpu") -> Program:
+        from edgecnn.latency.onnx_backend import make_session
+
+        return _OrtProgram(make_session(artifact, threads=threads, device=device))
+
+    def details(self, artifact: bytes) -> dict[str, Any]:
+        return {"opset": DEFAULT_OPSET, "providers": ["CPUExecutionProvider"]}
+
+    def runner(self, model: nn.Module, x: torch.Tensor, *, threads: int, device: str = "cpu",
+               channels_last: bool = False) -> tuple[Callable[[], object], dict[str, Any]]:  # fmt: skip
+        from edgecnn.latency.onnx_backend import ort_runner
+
+        self._no_channels_last(channels_last)
+        self.require()
+        return ort_runner(model, x, threads=threads, device=device)
+
+    def layer_breakdown(self, model: nn.Module, x: torch.Tensor, *, threads: int, device: str, channels_last: bool,
+                        config: Any, runs: int) -> tuple[list[Any], float, str]:  # fmt: skip
+        """ORT's profiler: kernel time of each node in whole-graph runs, summed per block."""
+        from edgecnn.latency.per_layer import _ort_layers
+
+        self._no_channels_last(channels_last)
+        self.require()
+        layers, unassigned = _ort_layers(model, x, threads=threads, device=device, runs=runs)
+        return layers, unassigned, "ONNX Runtime profiler: kernel time of each node in whole-graph runs, summed per block"
