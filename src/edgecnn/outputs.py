@@ -59,22 +59,21 @@ RUN_FILES = ("last.pt", "model.pt", "results.json")  # what makes a folder hold 
 
 
 def claim_run_dir(out: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False,
-                  flag: str = "--out") -> Path:  # fmt: skip
+                  flag: str = "--out", resumable: bool = True) -> Path:  # fmt: skip
     """Check that ``out`` may be used as a run folder; clean stale temporaries of a killed write in it.
 
     A folder with a previous run's files is refused unless ``resume`` (its
     ``last.pt`` is continued) or ``overwrite`` (its files are replaced).
-    ``resume`` needs that previous run.
+    ``resume`` needs that previous run. ``resumable=False``: the command has
+    no ``--resume``, and the refusal does not offer it.
     """
     p = check_writable(out, what=f"run folder ({flag})", is_dir=True)
     if resume and overwrite:
         raise ValueError("--resume continues the run in the folder, --overwrite replaces it: pass one of them")
     found = [name for name in RUN_FILES if (p / name).is_file()]
     if found and not resume and not overwrite:
-        raise FileExistsError(
-            f"{p} already holds a previous run ({', '.join(found)}); pass --resume to continue it, "
-            f"--overwrite to replace it, or another {flag}"
-        )
+        offer = "pass --resume to continue it, --overwrite to replace it" if resumable else "pass --overwrite to replace it"
+        raise FileExistsError(f"{p} already holds a previous run ({', '.join(found)}); {offer}, or another {flag}")
     if p.is_dir():
         clean_stale(p)
     return p

@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgecnn.cli.latency_cmd",  # latency {measure,build-table,validate}
     "edgecnn.cli.train_cmd",    # train, eval
     "edgecnn.cli.compress_cmd",  # compress
+    "edgecnn.cli.export_cmd",   # export
     "edgecnn.cli.explain_cmd",  # explain
     "edgecnn.cli.report_cmd",   # report
     "edgecnn.cli.search_cmd",   # search

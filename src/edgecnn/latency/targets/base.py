@@ -60,6 +60,10 @@ class Target(ABC):
     def load(self, artifact: bytes, *, threads: int, device: str = "cpu") -> Program:
         """The artifact loaded for inference with ``threads`` intra-op threads."""
 
+    def int8_record(self) -> dict[str, Any]:
+        """How :meth:`export` quantises on this machine (settings and why), for results and manifests."""
+        return {}
+
     def details(self, artifact: bytes) -> dict[str, Any]:
         """What a measurement on this target records besides the time (e.g. opset, delegated share)."""
         return {}

@@ -62,6 +62,10 @@ class OrtTarget(Target):
 
         return _OrtProgram(make_session(artifact, threads=threads, device=device))
 
+    def int8_record(self) -> dict[str, Any]:
+        settings, why = int8_settings()
+        return {"settings": settings.to_dict(), "reason": why}
+
     def details(self, artifact: bytes) -> dict[str, Any]:
         return {"opset": DEFAULT_OPSET, "providers": ["CPUExecutionProvider"]}
 

@@ -1,0 +1,193 @@
+"""Deploy a trained network to a target: the artifact, its top-1 and latency on the target, and int8 as a measured choice.
+
+int8 is not faster everywhere: on a CPU without int8 dot products, at small
+spatial sizes or for depthwise and SE layers, the quantise/dequantise and
+integer kernels can cost more than they save (an int8 MobileNetV3 under ONNX
+Runtime measured 1.5× *slower* than fp32 on an AVX2-only EPYC), and post-training
+quantisation can lose accuracy. So :func:`deploy` builds both forms on the
+target, evaluates both on the same test images, times both interleaved
+(rounds alternate the order, each a full :func:`~edgecnn.latency.measure.time_fn`)
+and, with ``int8="auto"``, keeps int8 only where it is faster in the median of
+round medians by more than the noise margin *and* in most rounds, and loses
+at most ``max_drop`` top-1; otherwise it keeps fp32 and says why.
+``int8="on"``/``"off"`` force the choice (both are still measured with ``on``).
+
+The :class:`Deployment` carries the chosen artifact and a *manifest* — what a
+mobile engineer takes into an app besides the file: runtime and version,
+input shape and normalisation, class names, the measured latency and top-1 on
+the target, the int8 settings and the decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecnn.data import BatchLoader, DataSet
+from edgecnn.latency.fingerprint import fingerprint
+from edgecnn.latency.isa import detect_isa
+from edgecnn.latency.measure import TimingConfig, time_fn
+from edgecnn.latency.targets import get_target
+from edgecnn.latency.targets.base import Program
+
+INT8_CHOICES = ("auto", "on", "off")
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FormResult:
+    """One form (fp32 or int8) of the network on the target."""
+
+    form: str  # "fp32" or "int8"
+    top1: float  # on the test images evaluated
+    latency_ms: float  # median of the rounds' medians, batch 1
+    fastest_ms: float  # the fastest run of all rounds
+    round_ms: tuple[float, ...]  # each round's median
+    size_bytes: int  # the artifact's size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"form": self.form, "top1": self.top1, "latency_ms": self.latency_ms, "fastest_ms": self.fastest_ms,
+                "round_ms": list(self.round_ms), "size_bytes": self.size_bytes}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The chosen artifact and its manifest."""
+
+    target: str
+    artifact: bytes
+    form: str  # the chosen form: "fp32" or "int8"
+    reason: str  # why that form
+    forms: dict[str, FormResult]  # every form that was built and measured
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _test_inputs(data: DataSet, n: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    part = data.test if n is None else data.test.subset(torch.arange(min(n, len(data.test))))
+    yield from BatchLoader(part, batch_size=1, mean=data.mean, std=data.std).epoch(0)
+
+
+def calibration_inputs(data: DataSet, n: int) -> list[torch.Tensor]:
+    """``n`` normalised batch-1 training images (the int8 calibration set)."""
+    if n < 1:
+        raise ValueError(f"int8 calibration needs at least one image, got {n}")
+    part = data.train.subset(torch.arange(min(n, len(data.train))))
+    return [x for x, _ in BatchLoader(part, batch_size=1, mean=data.mean, std=data.std).epoch(0)]
+
+
+def top1_of(program: Program, data: DataSet, *, images: int | None = None) -> float:
+    """Top-1 of a loaded artifact on the first ``images`` test images (all: None), batch 1."""
+    hits = total = 0
+    for x, y in _test_inputs(data, images):
+        hits += int(np.asarray(program(x.numpy())).argmax()) == int(y[0])
+        total += 1
+    return hits / max(total, 1)
+
+
+def interleaved(runners: dict[str, Callable[[], object]], *, rounds: int = 3,
+                config: TimingConfig | None = None) -> dict[str, tuple[list[float], float]]:  # fmt: skip
+    """Each runner's round medians and fastest run, the rounds alternating their order (A B, B A, …)."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    names = list(runners)
+    medians: dict[str, list[float]] = {n: [] for n in names}
+    fastest = {n: float("inf") for n in names}
+    for r in range(rounds):
+        for n in names if r % 2 == 0 else reversed(names):
+            stats = time_fn(runners[n], config)
+            medians[n].append(stats.median_ms)
+            fastest[n] = min(fastest[n], stats.min_ms)
+    return {n: (medians[n], fastest[n]) for n in names}
+
+
+def choose_int8(fp32: FormResult, int8: FormResult, *, max_drop: float, margin: float = 0.03) -> tuple[bool, str]:
+    """Keep int8 only if it is faster by more than ``margin`` (median of round medians, and in most rounds)
+    and loses at most ``max_drop`` top-1; the reason either way."""
+    drop = fp32.top1 - int8.top1
+    wins = sum(a < b for a, b in zip(int8.round_ms, fp32.round_ms))
+    speed = fp32.latency_ms / int8.latency_ms if int8.latency_ms > 0 else float("inf")
+    faster = int8.latency_ms < fp32.latency_ms * (1 - margin) and wins * 2 > len(fp32.round_ms)
+    said = (f"int8 {int8.latency_ms:.3f} ms vs fp32 {fp32.latency_ms:.3f} ms ({speed:.2f}×, faster in {wins}/"
+            f"{len(fp32.round_ms)} rounds), top-1 {int8.top1:.2%} vs {fp32.top1:.2%} (drop {drop * 100:+.2f} pp, "
+            f"limit {max_drop * 100:.2f} pp)")  # fmt: skip
+    if not faster:
+        return False, f"fp32 kept: int8 is not faster here: {said}"
+    if drop > max_drop:
+        return False, f"fp32 kept: int8 loses too much accuracy: {said}"
+    return True, f"int8 kept: faster within the accuracy limit: {said}"
+
+
+def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8: str = "auto",
+           max_drop: float = 0.01, threads: int = 1, calibration_images: int = 300, images: int | None = None,
+           rounds: int = 3, timing: TimingConfig | None = None,
+           progress: Callable[[str], None] | None = None) -> Deployment:  # fmt: skip
+    """Export ``model`` to ``target``, evaluate and time it (and its int8 form per ``int8``), keep the better.
+
+    ``images``: test images evaluated (all: None). ``max_drop``: the largest top-1 loss (a share, 0.01 = 1 pp)
+    int8 may cost under ``auto``.
+    """
+    if int8 not in INT8_CHOICES:
+        raise ValueError(f"--int8 must be one of {', '.join(INT8_CHOICES)}, got {int8!r}")
+    if not 0 <= max_drop <= 1:
+        raise ValueError(f"max_drop is a share of top-1 in [0, 1] (0.01 = 1 pp), got {max_drop}")
+    tgt = get_target(target)
+    tgt.require()
+    say = progress or (lambda _msg: None)
+    if int8 == "on" and not tgt.int8:
+        raise ValueError(f"the {target} target has no int8 export; use --int8 off or another --target")
+    model = model.eval()
+    example = torch.zeros(1, data.in_chans, data.image_size, data.image_size)
+    say(f"exporting fp32 for {target}")
+    artifacts = {"fp32": tgt.export(model, example)}
+    if int8 != "off" and tgt.int8:
+        say(f"quantising to int8 ({calibration_images} calibration images)")
+        artifacts["int8"] = tgt.export(model, example, calibration=calibration_inputs(data, calibration_images))
+    programs = {form: tgt.load(a, threads=threads) for form, a in artifacts.items()}
+    top1 = {}
+    for form, program in programs.items():
+        say(f"evaluating {form} on the test images")
+        top1[form] = top1_of(program, data, images=images)
+    say(f"timing {', '.join(programs)} interleaved ({rounds} rounds)")
+    with tgt.threads(threads):
+        timed = interleaved({f: p.bind(example) for f, p in programs.items()}, rounds=rounds, config=timing)
+    forms = {f: FormResult(f, top1[f], statistics.median(timed[f][0]), timed[f][1], tuple(timed[f][0]),
+                           len(artifacts[f])) for f in programs}  # fmt: skip
+    if "int8" not in forms:
+        chosen, reason = "fp32", ("int8 off (--int8 off)" if int8 == "off" else f"{target} has no int8 export")
+    elif int8 == "on":
+        chosen, reason = "int8", "int8 forced (--int8 on)"
+    else:
+        keep, reason = choose_int8(forms["fp32"], forms["int8"], max_drop=max_drop)
+        chosen = "int8" if keep else "fp32"
+    dep = Deployment(target, artifacts[chosen], chosen, reason, forms)
+    return Deployment(dep.target, dep.artifact, dep.form, dep.reason, dep.forms, manifest_of(dep, data, threads))
+
+
+def manifest_of(dep: Deployment, data: DataSet, threads: int) -> dict[str, Any]:
+    """The manifest that travels with the artifact (see the module doc)."""
+    tgt = get_target(dep.target)
+    chosen = dep.forms[dep.form]
+    doc: dict[str, Any] = {
+        "format": "edgecnn-deploy", "version": MANIFEST_VERSION,
+        "target": dep.target, "runtime_version": tgt.version(), "artifact_suffix": tgt.artifact_suffix,
+        "sha256": hashlib.sha256(dep.artifact).hexdigest(), "size_bytes": len(dep.artifact),
+        "input": {"shape": [1, data.in_chans, data.image_size, data.image_size], "dtype": "float32",
+                  "layout": "NCHW", "scale": "pixels / 255", "mean": list(data.mean), "std": list(data.std),
+                  "normalise": "(pixels / 255 - mean) / std, per channel"},
+        "output": {"logits": data.num_classes, "classes": list(data.classes)},
+        "form": dep.form, "int8_decision": dep.reason,
+        "measured": {"top1": chosen.top1, "latency_ms": chosen.latency_ms, "fastest_ms": chosen.fastest_ms,
+                     "threads": threads, "batch": 1, "forms": {f: r.to_dict() for f, r in dep.forms.items()},
+                     "fingerprint": fingerprint(backend=dep.target, threads=threads).to_dict()},
+        "details": tgt.details(dep.artifact),
+    }  # fmt: skip
+    if "int8" in dep.forms:
+        doc["int8"] = {**tgt.int8_record(), "isa": detect_isa().to_dict()}
+    return doc
