@@ -100,6 +100,9 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
         assert (out / "model-int8.onnx").is_file() and 0.0 <= i8["top1_int8"] <= 1.0 and i8["images"] == n_test
         # the same network under ORT fp32 and torch: the same top-1 but for at most one near-tie
         assert i8["top1_fp32"] == pytest.approx(r["top1"], abs=1.01 / n_test)
+        # int8 is a measured choice: kept only when faster and within 1 pp, the reason and the CPU recorded
+        assert i8["kept"] in ("fp32", "int8") and i8["reason"].startswith(f"{i8['kept']} kept")
+        assert i8["settings"]["name"] and i8["isa"]["int8_kind"] and 0.0 <= i8["agreement"] <= 1.0
     else:
         assert r["int8"] is None
     # the trained baseline's ERF: the central unit of blocks.2's 4×4 map; its conv path sees 15×15 pixels

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import statistics
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,11 +62,18 @@ class Deployment:
     """The chosen artifact and its manifest."""
 
     target: str
-    artifact: bytes
+    artifacts: dict[str, bytes]  # every form's artifact: "fp32", and "int8" where built
     form: str  # the chosen form: "fp32" or "int8"
     reason: str  # why that form
     forms: dict[str, FormResult]  # every form that was built and measured
+    agreement: float | None = None  # share of test images where int8 predicts what fp32 predicts (None: no int8)
+    images: int = 0  # test images evaluated
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def artifact(self) -> bytes:
+        """The chosen form's artifact."""
+        return self.artifacts[self.form]
 
 
 def _test_inputs(data: DataSet, n: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -82,13 +89,13 @@ def calibration_inputs(data: DataSet, n: int) -> list[torch.Tensor]:
     return [x for x, _ in BatchLoader(part, batch_size=1, mean=data.mean, std=data.std).epoch(0)]
 
 
-def top1_of(program: Program, data: DataSet, *, images: int | None = None) -> float:
-    """Top-1 of a loaded artifact on the first ``images`` test images (all: None), batch 1."""
-    hits = total = 0
+def predictions(program: Program, data: DataSet, *, images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, label) of a loaded artifact on the first ``images`` test images (all: None), batch 1."""
+    pred, labels = [], []
     for x, y in _test_inputs(data, images):
-        hits += int(np.asarray(program(x.numpy())).argmax()) == int(y[0])
-        total += 1
-    return hits / max(total, 1)
+        pred.append(int(np.asarray(program(x.numpy())).argmax()))
+        labels.append(int(y[0]))
+    return np.array(pred, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
 def interleaved(runners: dict[str, Callable[[], object]], *, rounds: int = 3,
@@ -150,10 +157,13 @@ def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8
         say(f"quantising to int8 ({calibration_images} calibration images)")
         artifacts["int8"] = tgt.export(model, example, calibration=calibration_inputs(data, calibration_images))
     programs = {form: tgt.load(a, threads=threads) for form, a in artifacts.items()}
-    top1 = {}
+    preds = {}
     for form, program in programs.items():
         say(f"evaluating {form} on the test images")
-        top1[form] = top1_of(program, data, images=images)
+        preds[form] = predictions(program, data, images=images)
+    top1 = {form: float((p == y).mean()) if len(y) else 0.0 for form, (p, y) in preds.items()}
+    labels = preds["fp32"][1]
+    agreement = float((preds["int8"][0] == preds["fp32"][0]).mean()) if "int8" in preds and len(labels) else None
     say(f"timing {', '.join(programs)} interleaved ({rounds} rounds)")
     with tgt.threads(threads):
         timed = interleaved({f: p.bind(example) for f, p in programs.items()}, rounds=rounds, config=timing)
@@ -166,8 +176,8 @@ def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8
     else:
         keep, reason = choose_int8(forms["fp32"], forms["int8"], max_drop=max_drop)
         chosen = "int8" if keep else "fp32"
-    dep = Deployment(target, artifacts[chosen], chosen, reason, forms)
-    return Deployment(dep.target, dep.artifact, dep.form, dep.reason, dep.forms, manifest_of(dep, data, threads))
+    dep = Deployment(target, artifacts, chosen, reason, forms, agreement, len(labels))
+    return replace(dep, manifest=manifest_of(dep, data, threads))
 
 
 def manifest_of(dep: Deployment, data: DataSet, threads: int) -> dict[str, Any]:
@@ -183,7 +193,7 @@ def manifest_of(dep: Deployment, data: DataSet, threads: int) -> dict[str, Any]:
                   "normalise": "(pixels / 255 - mean) / std, per channel"},
         "output": {"logits": data.num_classes, "classes": list(data.classes)},
         "form": dep.form, "int8_decision": dep.reason,
-        "measured": {"top1": chosen.top1, "latency_ms": chosen.latency_ms, "fastest_ms": chosen.fastest_ms,
+        "measured": {"top1": chosen.top1, "images": dep.images, "int8_agreement": dep.agreement, "latency_ms": chosen.latency_ms, "fastest_ms": chosen.fastest_ms,
                      "threads": threads, "batch": 1, "forms": {f: r.to_dict() for f, r in dep.forms.items()},
                      "fingerprint": fingerprint(backend=dep.target, threads=threads).to_dict()},
         "details": tgt.details(dep.artifact),
