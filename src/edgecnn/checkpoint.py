@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,55 @@ class Checkpoint:
         if missing:
             raise ValueError(f"{source} lacks {sorted(missing)}: it is damaged; use another checkpoint")
         check_checkpoint(d, source)  # every field typed and bounded before anything uses it
+        check_finite(d, source)  # NaN/Inf weights would evaluate (10% top-1) or resume without a word
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _tensors(v: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """(path, tensor) of every tensor in ``v``, nested dicts and lists included (an optimiser's state)."""
+    if isinstance(v, torch.Tensor):
+        yield name, v
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            yield from _tensors(x, f"{name}[{k!r}]")
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            yield from _tensors(x, f"{name}[{i}]")
+
+
+def first_nonfinite(tensors: Any, name: str) -> tuple[str, int, int] | None:
+    """(path, non-finite count, size) of the first floating tensor in ``tensors`` holding NaN or Inf; else None.
+
+    Integer and boolean tensors (``num_batches_tracked``) cannot hold either
+    and are skipped. Fast path: one sum per tensor, stacked and tested at
+    once (NaN and Inf propagate through a sum) — about 1 ms for MobileNetV2's
+    3.5 M weights, where ``isfinite`` per tensor takes 30–200 ms on a busy
+    CPU. Only where a sum is not finite are the tensors tested element by
+    element, so a sum that merely overflowed (float16 weights) refuses nothing.
+    """
+    floats = [(path, torch.view_as_real(t) if t.is_complex() else t) for path, t in _tensors(tensors, name)
+              if t.layout == torch.strided and (t.is_floating_point() or t.is_complex()) and t.numel()]  # fmt: skip
+    if not floats:
+        return None
+    sums = torch.stack([t.sum().to(torch.float64) for _, t in floats])
+    if bool(torch.isfinite(sums).all()):
+        return None
+    for path, t in floats:
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            return path, int(finite.numel() - finite.sum()), t.numel()
+    return None  # a sum overflowed on finite values: nothing is damaged
+
+
+def check_finite(d: dict[str, Any], source: str) -> None:
+    """``ValueError`` naming the first weight, buffer or optimiser tensor of checkpoint ``d`` with NaN or Inf."""
+    for field_name in ("state_dict", "ema_state_dict", "optimizer"):
+        bad = first_nonfinite(d.get(field_name), field_name)
+        if bad is not None:
+            path, n, size = bad
+            raise ValueError(f"{source}: tensor {path} holds {n:,} NaN/Inf of {size:,} values: the weights are "
+                             "damaged (a diverged run or a corrupted file); use another checkpoint, e.g. an "
+                             "earlier run's, or train again with a lower --lr")  # fmt: skip
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:

@@ -117,9 +117,11 @@ def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, 
                  calibration_images=settings.calibration_images, rounds=3, timing=timing)  # fmt: skip
     atomic_write(out / "model-int8.onnx", lambda f: f.write(dep.artifacts["int8"]))
     fp32, int8 = dep.forms["fp32"], dep.forms["int8"]  # both measured: auto never skips int8 where ORT has it
+    how = dep.manifest.get("int8", {})  # settings, why them, and the CPU
     return {"top1_fp32": fp32.top1, "top1_int8": int8.top1, "agreement": dep.agreement,
             "latency_fp32_ms": fp32.latency_ms, "latency_int8_ms": int8.latency_ms, "images": dep.images,
-            "kept": dep.form, "reason": dep.reason, **dep.manifest.get("int8", {}),
+            "kept": dep.form, "reason": dep.reason, "settings": how.get("settings"),
+            "settings_reason": how.get("reason"), "isa": how.get("isa"),
             "onnx": str(out / "model-int8.onnx")}  # fmt: skip
 
 

@@ -78,6 +78,7 @@ def check_memory(arch: str | ArchSpec, *, input_size: int | tuple[int, int], num
         raise ValueError(
             f"{what} would need about {est.gb:,.3g} GB for {task} ({est.params:,} parameters, "
             f"{est.activations_bytes / 1e9:,.3g} GB of activations at {input_size}px), above the limit of "
-            f"{limit:g} GB; use a smaller network, input or batch, or raise {MAX_MEMORY_GB.env}=N"
+            f"{limit:g} GB{MAX_MEMORY_GB.origin()}; use a smaller network, input or batch, or raise "
+            f"{MAX_MEMORY_GB.env}=N"
         )
     return est

@@ -227,7 +227,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "flow unless --no-dynamics)")  # fmt: skip
     p.add_argument("--no-dynamics", action="store_true",
                    help="--out without the effective receptive field and gradient flow (no weights, no forward pass)")
-    p.add_argument("--seed", type=num.nonneg_int, default=0, help="initialisation and random inputs of --out's "
+    p.add_argument("--seed", type=num.seed, default=0, help="initialisation and random inputs of --out's "
                    "ERF / gradient flow (default 0)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the totals")

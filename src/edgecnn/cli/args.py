@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import torch
 
-from edgecnn.limits import MAX_CHANNELS, MAX_INPUT, Limit
+from edgecnn.limits import MAX_BATCH, MAX_CHANNELS, MAX_EPOCHS, MAX_INPUT, MAX_NETWORKS, MAX_ROUNDS, MAX_STEPS, Limit
 
 MAX_THREADS = 4096  # far above any machine's cores; more is a typo
 MAX_WIDTH = 64.0  # width multiplier; the channel limit catches what slips under it
@@ -106,8 +106,46 @@ def within(limit: Limit, what: str) -> Callable[[str], int]:
     return parse
 
 
+def nonneg_within(limit: Limit, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[0, limit]`` (0 meaning "none", e.g. ``--final-epochs 0``: skip)."""
+
+    def parse(text: str) -> int:
+        v = nonneg_int(text)
+        if v > limit.value():
+            raise argparse.ArgumentTypeError(f"{v:,} {what} exceed the limit of {int(limit.value()):,}; "
+                                             f"raise it with {limit.env}=N if that is really meant")  # fmt: skip
+        return v
+
+    parse.__name__ = what
+    return parse
+
+
+def within_float(limit: Limit, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number ``>= 0`` at most ``limit`` (``--warmup``, ``--long-epochs``)."""
+
+    def parse(text: str) -> float:
+        v = nonneg_float(text)
+        if v > limit.value():
+            raise argparse.ArgumentTypeError(f"{v:,g} {what} exceed the limit of {int(limit.value()):,}; "
+                                             f"raise it with {limit.env}=N if that is really meant")  # fmt: skip
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
 pixels = within(MAX_INPUT, "pixels")  # an image side
 classes = within(MAX_CHANNELS, "classes")  # a class or channel count
+# counts of work (`--epochs 1000000000` is six years, not a request to honour)
+epochs = within(MAX_EPOCHS, "epochs")  # --epochs
+epochs_or_0 = nonneg_within(MAX_EPOCHS, "epochs")  # --eval-every (0: at the end)
+epochs_float = within_float(MAX_EPOCHS, "epochs")  # --warmup, demo --long-epochs
+steps = within(MAX_STEPS, "steps")  # --steps
+steps_or_0 = nonneg_within(MAX_STEPS, "steps")  # demo --short-steps (0: none)
+batch = within(MAX_BATCH, "images per batch")  # --batch-size, latency --batch
+networks = within(MAX_NETWORKS, "networks")  # latency build-table --sample, calibrate/validate -n
+rounds = nonneg_within(MAX_ROUNDS, "rounds")  # latency --retries, demo --measured-rounds
+seed = int_in(0, 2**64 - 1, "a seed")  # what torch.manual_seed takes (more: 'Overflow when unpacking long long')
 
 
 def device(text: str) -> str:

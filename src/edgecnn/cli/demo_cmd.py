@@ -36,11 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=num.width, default=d.width, help=f"width multiplier (default {d.width})")
     p.add_argument("--data", default=d.data, help="'digits' (built in) or a CIFAR-10 / ImageFolder folder or archive")
     p.add_argument("--image-size", type=num.pixels, default=d.image_size, help=f"input side (default {d.image_size})")
-    p.add_argument("--epochs", type=num.positive_int, default=d.epochs, help=f"training epochs (default {d.epochs})")
+    p.add_argument("--epochs", type=num.epochs, default=d.epochs, help=f"training epochs (default {d.epochs})")
     p.add_argument("--threads", type=num.threads, default=d.threads, help=f"threads for latency (default {d.threads})")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime measurement")
     p.add_argument("--out", default=d.out_dir, help=f"output folder (default {d.out_dir})")
-    p.add_argument("--seed", type=num.nonneg_int, default=d.seed)
+    p.add_argument("--seed", type=num.seed, default=d.seed)
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo's results in --out")
     p.add_argument("--cam-images", type=num.nonneg_int, default=d.cam_images,
                    help=f"test images explained with Grad-CAM in the report (default {d.cam_images}; 0 = none)")
@@ -50,17 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"latency bound as a share of the baseline's (default {c.budget})")
     g.add_argument("--initial-step", type=num.float_in(0.0, 1.0, open_lo=True, open_hi=True), default=c.initial_step,
                    help=f"first NetAdapt step, share of the baseline's latency (default {c.initial_step})")
-    g.add_argument("--short-steps", type=num.nonneg_int, default=c.short_steps,
+    g.add_argument("--short-steps", type=num.steps_or_0, default=c.short_steps,
                    help=f"short fine-tune steps per proposal (default {c.short_steps})")
     g.add_argument("--top-k", type=num.positive_int, default=c.top_k,
                    help=f"proposals fine-tuned per iteration (default {c.top_k})")
-    g.add_argument("--long-epochs", type=num.nonneg_float, default=c.long_epochs,
+    g.add_argument("--long-epochs", type=num.epochs_float, default=c.long_epochs,
                    help=f"fine-tune epochs of the result (default {c.long_epochs})")
     g.add_argument("--latency-table", default=None, help="reuse this device's latency table (JSON; missing block "
                    "variants are measured and added; default: a new one in --out)")  # fmt: skip
     g.add_argument("--no-drop-blocks", action="store_true", help="NetAdapt narrows channels only (by default it may "
                    "also remove whole blocks with an identity skip)")  # fmt: skip
-    g.add_argument("--measured-rounds", type=num.nonneg_int, default=c.measured_rounds,
+    g.add_argument("--measured-rounds", type=num.rounds, default=c.measured_rounds,
                    help="more NetAdapt rounds, each toward a table target refitted to the measured latency of the "
                    f"result so far, while the measured result misses the budget (default {c.measured_rounds}; "
                    "0 trusts the table)")  # fmt: skip

@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgecnn.cli.explain_cmd",  # explain
     "edgecnn.cli.report_cmd",   # report
     "edgecnn.cli.search_cmd",   # search
+    "edgecnn.cli.agent_cmd",    # agent (serve timings on this device, docs/agent.md)
 )
 
 

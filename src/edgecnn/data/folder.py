@@ -17,7 +17,9 @@ Errors: a missing path stops with ``FileNotFoundError``; an unreadable or
 truncated archive, an empty class folder, a class in test that train lacks,
 or images of different sizes (without ``image_size``) stop with ``ValueError``.
 An image Pillow cannot decode is **skipped and counted** (one warning naming
-the count and the first file); ``strict=True`` stops at it instead.
+the count and the first file); ``strict=True`` stops at it instead — also
+when the decoding comes from a cache a non-strict run wrote (the cache records
+what it skipped, so the outcome never depends on which run came first).
 
 A ``limit`` (images per class and split) reads only what it needs: a
 ``.tar.xz`` must still be decompressed in order (:mod:`edgecnn.data.archive`
@@ -294,6 +296,11 @@ def _decode_source(source: Path, *, image_size: int | None, limit: int | None, s
     return arrays
 
 
+def _first_skipped(arrays: dict[str, np.ndarray]) -> str:
+    """``"path: reason"`` of the first image the cached decoding skipped."""
+    return str(arrays["skipped"][0]) if len(arrays["skipped"]) else "?"
+
+
 def _split(arrays: dict[str, np.ndarray], name: str) -> ImageSplit:
     return ImageSplit(torch.from_numpy(arrays[f"{name}_images"]), torch.from_numpy(arrays[f"{name}_labels"]),
                       tuple(arrays[f"{name}_paths"].tolist()))  # fmt: skip
@@ -330,8 +337,11 @@ def load_image_folder(
         arrays = _decode_source(path, image_size=image_size, limit=limit, strict=strict, progress=progress)
         _save_cache(cpath, arrays)
     n_skipped = int(arrays["n_skipped"])
+    if strict and n_skipped:  # a cache from a non-strict run: the same files are still unreadable
+        raise ValueError(f"cannot decode image {_first_skipped(arrays)} (as the cached decoding of {source} "
+                         "recorded); fix or remove the file, or drop strict (--strict) to skip it")  # fmt: skip
     if n_skipped:
-        first = arrays["skipped"][0] if len(arrays["skipped"]) else "?"
+        first = _first_skipped(arrays)
         warnings.warn(f"{source}: skipped {n_skipped} unreadable images (first: {first}); strict=True stops instead",
                       stacklevel=2)  # fmt: skip
     classes = tuple(arrays["classes"].tolist())

@@ -95,6 +95,45 @@ PROBE_ARCH = "conv_k3_s2_c16 gap fc"
 """The smallest network: its end-to-end time minus its blocks is the fixed per-inference overhead."""
 
 
+MAX_ENTRY_MS = 1e6
+"""Ceiling of any latency a table holds (ms): 1,000 s for one block is a damaged or hand-edited file."""
+MAX_SCALE = 1e6
+"""Ceiling of a calibration scale: fitted scales stay near 1; far above it a group's entries are near 0."""
+MAX_REPEATS = 10**9
+"""Ceiling of an entry's timed runs."""
+
+
+def check_magnitudes(data: dict[str, Any], source: str) -> None:
+    """``ValueError`` naming ``source`` and the field when a latency, scale or count is absurdly large.
+
+    :func:`edgecnn.schema.check_table` has checked types, finiteness and signs;
+    this bounds sizes: every entry's ``*_ms`` within ``±MAX_ENTRY_MS`` (an
+    ``overhead|…`` entry may be slightly negative), ``reference_ms`` and
+    ``call_overhead_ms`` at most ``MAX_ENTRY_MS``, calibration scales at most
+    ``MAX_SCALE``, ``repeats`` at most ``MAX_REPEATS``.
+    """
+    fix = "the table is damaged or edited by hand: rebuild it with `edgecnn latency build-table`"
+
+    def fail(name: str, need: str, got: object) -> ValueError:
+        return ValueError(f"{source}: field '{name}' must be {need}, got {got!r}; {fix}")
+
+    for name in ("reference_ms", "call_overhead_ms"):
+        v = data.get(name)
+        if v is not None and v > MAX_ENTRY_MS:
+            raise fail(name, f"at most {MAX_ENTRY_MS:,.0f} ms", v)
+    cal = data.get("calibration") or {}
+    for g, v in (cal.get("scales") or {}).items():
+        if v > MAX_SCALE:
+            raise fail(f"calibration.scales.{g}", f"at most {MAX_SCALE:g}", v)
+    for key, e in (data.get("entries") or {}).items():
+        where = f"entries[{key[:60]!r}]"
+        for name in ("median_ms", "q1_ms", "q3_ms", "min_ms"):
+            if abs(e[name]) > MAX_ENTRY_MS:
+                raise fail(f"{where}.{name}", f"a latency within ±{MAX_ENTRY_MS:,.0f} ms", e[name])
+        if e["repeats"] > MAX_REPEATS:
+            raise fail(f"{where}.repeats", f"at most {MAX_REPEATS:,}", e["repeats"])
+
+
 @dataclass(frozen=True)
 class TableEntry:
     """Latency of one block configuration (ms), after the backend's correction (see module doc)."""
@@ -227,6 +266,7 @@ class LatencyTable:
                 "rebuild it with `edgecnn latency build-table`"
             )
         check_table(data, source)  # finite, non-negative entries of the right shape before anything uses them
+        check_magnitudes(data, source)  # and none absurdly large (1e300 ms would predict an error of 1e300 %)
         entries = {k: TableEntry(**v) for k, v in data.get("entries", {}).items()}
         cal = data.get("calibration")
         try:

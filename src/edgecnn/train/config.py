@@ -63,6 +63,21 @@ class TrainConfig:
         if self.warmup_epochs < 0:
             raise ValueError(f"warm-up must be >= 0 epochs, got {self.warmup_epochs}")
 
+    def check_limits(self) -> None:
+        """``ValueError`` when epochs, steps or the batch exceed ``EDGECNN_MAX_EPOCHS`` / ``_STEPS`` / ``_BATCH``.
+
+        Checked by :func:`edgecnn.train.fit` (the CLI refuses them while
+        parsing), not on construction: a config read back from a checkpoint
+        must still load to be compared.
+        """
+        from edgecnn.limits import MAX_BATCH, MAX_EPOCHS, MAX_STEPS
+
+        if self.steps is None:
+            MAX_EPOCHS.check(self.epochs, "TrainConfig.epochs")
+        else:
+            MAX_STEPS.check(self.steps, "TrainConfig.steps")
+        MAX_BATCH.check(self.batch_size, "TrainConfig.batch_size")
+
     @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else (0.1 if self.optimizer == "sgd" else 2e-3)

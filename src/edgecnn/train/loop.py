@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from edgecnn.checkpoint import checkpoint_of, load_checkpoint, save_checkpoint
+from edgecnn.checkpoint import checkpoint_of, first_nonfinite, load_checkpoint, save_checkpoint
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.distill import distillation_loss, load_teacher
 from edgecnn.outputs import claim_run_dir
@@ -58,6 +58,7 @@ def fit(
         KeyboardInterrupt: after Ctrl-C, once the step finished and ``last.pt`` was saved.
     """
     cfg = config or TrainConfig()
+    cfg.check_limits()  # `epochs=10**9` is years of work: refused before anything starts
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("resume needs the run folder (out_dir / --out) that holds last.pt")
@@ -182,6 +183,7 @@ class _Run:
         """Write ``out/last.pt`` (first process only) for the current position; nothing without ``out``."""
         if self.out is None:
             return
+        self._check_weights()  # every process: DDP keeps the weights identical, so all stop together
         if self.d.rank == 0:
             rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
             if torch.cuda.is_available():
@@ -195,6 +197,25 @@ class _Run:
             self.saved = str(save_checkpoint(ck, self.out / LAST))
         if self.d.world > 1:
             dist.barrier()
+
+    def _check_weights(self) -> None:
+        """:class:`NonFiniteLossError` rather than a ``last.pt`` with NaN/Inf weights (which no loader accepts).
+
+        The loss is checked before each step (every 16th on CUDA), but a step
+        can still overflow the weights while its loss was finite. The check
+        (:func:`edgecnn.checkpoint.first_nonfinite`) costs about a millisecond.
+        """
+        bad = first_nonfinite(self.model.state_dict(), "state_dict")
+        if bad is None and self.ema is not None:
+            bad = first_nonfinite(self.ema.module.state_dict(), "ema_state_dict")
+        if bad is not None:
+            path, n, size = bad
+            kept = f"the last good checkpoint is {self.saved}" if self.saved else "no checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"the weights became NaN/Inf ({path}: {n:,} of {size:,} values) by step {self.step} "
+                f"(lr {self.lr:.3g}); training stopped and {kept}; lower the learning rate (--lr) or lengthen "
+                "the warm-up (--warmup)"
+            )
 
     # ---------------------------------------------------------------------------------------- training
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
