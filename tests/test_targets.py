@@ -17,6 +17,8 @@ from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
 from edgecnn.latency.isa import detect_isa
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.per_layer import per_layer
+from edgecnn.latency.table import new_table
+from edgecnn.plan import resolve
 from edgecnn.latency.targets import get_target, target_names
 from edgecnn.latency.targets.base import Program, Target
 
@@ -145,5 +147,12 @@ def test_a_new_runtime_is_one_class_and_one_registry_entry(net: nn.Module, monke
         assert m.extra["bytes"] > 1000 and m.stats.median_ms > 0
         with pytest.raises(ValueError, match="fake target has no per-layer profiler"):
             per_layer(net, (1, 3, 32, 32), backend="fake", threads=1, config=FAST)
+        # a latency table for it: entries timed through the target, drift-normalised by its own reference
+        table = new_table(backend="fake", threads=1, config=FAST)
+        plan = resolve(ARCH, num_classes=10, input_size=32)[1]
+        entry = table.measure_block(plan)
+        assert entry.median_ms > 0 and table.reference_ms is not None and table.call_overhead_ms is None
+        with pytest.raises(ValueError, match="drift_reference=False is for the eager backend; fake"):
+            new_table(backend="fake", threads=1, drift_reference=False)
     finally:
         registry.get_target.cache_clear()

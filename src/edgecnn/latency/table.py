@@ -56,7 +56,6 @@ so an interrupted ``build-table`` resumes where it stopped.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -70,20 +69,10 @@ from edgecnn.arch import ArchSpec
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import BUILDERS, build
 from edgecnn.latency.calibrate import Calibration
-from edgecnn.latency.drift import normalized_samples
 from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
-from edgecnn.latency.measure import (
-    CLOCKS,
-    LatencyStats,
-    Reference,
-    TimingConfig,
-    eager_runner,
-    example_input,
-    measure,
-    summarize,
-    time_fn,
-    torch_threads,
-)
+from edgecnn.latency.measure import CLOCKS, LatencyStats, Reference, TimingConfig, example_input, measure
+from edgecnn.latency.targets import get_target
+from edgecnn.latency.targets.base import BlockTiming, Target
 from edgecnn.plan import LayerPlan, resolve
 from edgecnn.schema import check_table, load_json
 
@@ -192,32 +181,6 @@ def block_input(plan: LayerPlan, batch: int) -> torch.Tensor:
     if plan.in_size is None:
         return example_input((batch, plan.cin))
     return example_input((batch, plan.cin, *plan.in_size))
-
-
-def _is_boundary_reorder(node: str) -> bool:
-    # ORT names the layout conversions it adds at the graph input/output exactly so;
-    # the ones inside the graph get a "_token_N" suffix
-    return node in ("ReorderInput", "ReorderOutput")
-
-
-def _ort_block(module: nn.Module, x: torch.Tensor, threads: int, runs: int, reference: Reference) -> LatencyStats:
-    from edgecnn.latency.onnx_backend import profile_nodes
-
-    refs: list[float] = []
-
-    def between() -> None:  # the reference, timed, before the first and after every profiled run
-        t0 = time.perf_counter()
-        reference.fn()
-        refs.append((time.perf_counter() - t0) * 1e3)
-
-    nodes = profile_nodes(module, x, threads=threads, runs=runs, between=between)
-    per_run = [0.0] * runs
-    for name, times in nodes.items():
-        if not _is_boundary_reorder(name):
-            per_run = [a + t for a, t in zip(per_run, times)]
-    drift = statistics.median(refs) / reference.baseline_ms
-    samples = normalized_samples(per_run, refs, reference.baseline_ms)
-    return summarize(samples, drift=drift, raw_median_ms=statistics.median(per_run))
 
 
 @dataclass
@@ -337,40 +300,33 @@ class LatencyTable:
             self.reference_ms = self._reference.baseline_ms
         return self._reference
 
+    @property
+    def target(self) -> Target:
+        """The runtime this table's entries were measured on (:mod:`edgecnn.latency.targets`)."""
+        return get_target(self.backend)
+
     def drift(self) -> Reference | None:
         """The reference new measurements against this table are normalised by; None: ``drift_reference=False``."""
-        return self.reference() if self.drift_reference or self.backend == "onnxruntime" else None
+        return self.reference() if self.drift_reference or self.target.always_normalised else None
 
-    def _time_module(self, module: nn.Module, x: torch.Tensor) -> LatencyStats:
-        ref = self.drift()
-        if self.backend == "onnxruntime":
-            assert ref is not None
-            return _ort_block(module, x, self.fingerprint.threads, self.profile_runs, ref)
-        with torch_threads(self.fingerprint.threads):
-            runner = eager_runner(module, (x,), device=self.fingerprint.device)
-            # x is the tensor the runner feeds (same device): reading it warms it, as its producer would
-            return time_fn(runner, self.config, reference=ref, setup=x.sum)
+    def _block_timing(self) -> BlockTiming:
+        fp = self.fingerprint
+        return BlockTiming(threads=fp.threads, device=fp.device, config=self.config, reference=self.drift(),
+                           profile_runs=self.profile_runs, method=self.block_method, cache=self._without)  # fmt: skip
 
     def _ensure_call_overhead(self) -> float:
-        if self.backend == "onnxruntime":
-            return 0.0  # ORT entries are kernel times: no call overhead inside them
+        if not self.target.block_call_overhead:
+            return 0.0  # e.g. ORT entries are kernel times: no call overhead inside them
         if self.call_overhead_ms is None:
-            self.call_overhead_ms = self._time_module(nn.Identity(), example_input((1, 8))).median_ms
+            x = example_input((1, 8))
+            self.call_overhead_ms = self.target.time_block(None, lambda: nn.Identity(), x,
+                                                           self._block_timing()).median_ms  # fmt: skip
         return self.call_overhead_ms
 
     def measure_block(self, plan: LayerPlan, *, batch: int = 1) -> TableEntry:
-        """Measure one block on an input of its shape (see the module doc for the correction)."""
-        if self.backend == "onnxruntime" and self.block_method == "context":
-            from edgecnn.latency.context import ort_block_in_context
-
-            fp = self.fingerprint
-            stats = ort_block_in_context(
-                plan, block_input(plan, batch), threads=fp.threads, reference=self.reference(), config=self.config,
-                device=fp.device, without_cache=self._without,
-            )  # fmt: skip
-            return TableEntry.from_stats(stats)
-        module = BUILDERS[plan.spec.kind](plan).eval()
-        stats = self._time_module(module, block_input(plan, batch))
+        """Measure one block on an input of its shape, the way its target times blocks (see the module doc)."""
+        stats = self.target.time_block(plan, lambda: BUILDERS[plan.spec.kind](plan).eval(), block_input(plan, batch),
+                                       self._block_timing())  # fmt: skip
         return TableEntry.from_stats(stats, self._ensure_call_overhead())
 
     def measure_overhead(self, *, in_chans: int, input_size: tuple[int, int], batch: int, num_classes: int) -> None:
@@ -466,7 +422,7 @@ class LatencyTable:
 def new_table(*, backend: str, threads: int, device: str = "cpu", config: TimingConfig | None = None,
               drift_reference: bool = True) -> LatencyTable:  # fmt: skip
     """An empty table fingerprinted for this machine (``drift_reference=False``: eager only, see the module doc)."""
-    if not drift_reference and backend != "eager":
+    if not drift_reference and get_target(backend).always_normalised:
         raise ValueError(f"drift_reference=False is for the eager backend; {backend} entries are always normalised")
     return LatencyTable(fingerprint(backend=backend, threads=threads, device=device), config=config or TimingConfig(),
                         drift_reference=drift_reference)  # fmt: skip

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 TARGETS: dict[str, str] = {
     "eager": "edgecnn.latency.targets.eager:EagerTarget",
     "onnxruntime": "edgecnn.latency.targets.ort:OrtTarget",
+    "executorch": "edgecnn.latency.targets.executorch:ExecuTorchTarget",
 }
 """name → ``module:Class`` of every known target (the class is imported on first use)."""
 

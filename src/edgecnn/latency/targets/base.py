@@ -13,12 +13,26 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class BlockTiming:
+    """How a latency table times one block (:meth:`Target.time_block`)."""
+
+    threads: int
+    device: str
+    config: Any  # edgecnn.latency.measure.TimingConfig
+    reference: Any  # edgecnn.latency.measure.Reference, or None (eager tables without drift normalisation)
+    profile_runs: int = 30  # profiler-based methods: profiled runs per entry
+    method: str = "context"  # a target's own block method (ONNX Runtime: "context" or "profile")
+    cache: dict[tuple[object, ...], Any] = field(default_factory=dict, compare=False)  # per-table state of a method
 
 
 class Program(ABC):
@@ -41,6 +55,8 @@ class Target(ABC):
     artifact_suffix: ClassVar[str]  # file suffix of an exported artifact (".onnx", ".pte", ".pt")
     profiles_layers: ClassVar[bool] = False  # whether it has a per-layer profiler (see per_layer)
     int8: ClassVar[bool] = False  # whether export() can quantise to int8 (calibration=...)
+    always_normalised: ClassVar[bool] = True  # table entries always drift-normalised (eager may time back to back)
+    block_call_overhead: ClassVar[bool] = False  # table entries include a per-call cost to subtract (eager)
 
     @abstractmethod
     def version(self) -> str | None:
@@ -67,6 +83,19 @@ class Target(ABC):
     def details(self, artifact: bytes) -> dict[str, Any]:
         """What a measurement on this target records besides the time (e.g. opset, delegated share)."""
         return {}
+
+    def time_block(self, plan: Any, module: Callable[[], nn.Module], x: torch.Tensor,
+                   how: BlockTiming) -> Any:  # fmt: skip
+        """One latency-table entry: the block ``plan`` (built by ``module()``) timed on ``x`` (LatencyStats).
+
+        The default exports the block alone, loads it and times it with the table's drift reference.
+        """
+        from edgecnn.latency.measure import time_fn
+
+        with self.threads(how.threads):
+            run, _ = self.runner(module(), x, threads=how.threads, device=how.device)
+            # reading x before each run warms it, as its producer would inside the network
+            return time_fn(run, how.config, reference=how.reference, setup=x.sum)
 
     def layer_breakdown(self, model: nn.Module, x: torch.Tensor, *, threads: int, device: str, channels_last: bool,
                         config: Any, runs: int) -> tuple[list[Any], float, str]:  # fmt: skip

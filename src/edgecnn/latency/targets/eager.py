@@ -44,6 +44,8 @@ class EagerTarget(Target):
     install = "pip install torch"
     artifact_suffix = ".pt2"
     profiles_layers = True
+    always_normalised = False  # a table may time eager blocks back to back (drift_reference=False)
+    block_call_overhead = True  # an isolated module call costs a few µs the network pays once, not per block
 
     def version(self) -> str | None:
         return str(torch.__version__)

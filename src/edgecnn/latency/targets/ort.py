@@ -7,6 +7,8 @@ int8 is static post-training quantisation with settings chosen for the CPU
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,8 +18,37 @@ from torch import nn
 
 from edgecnn.export import DEFAULT_OPSET, onnx_bytes
 from edgecnn.latency.fingerprint import onnxruntime_version
-from edgecnn.latency.targets.base import Program, Target
+from edgecnn.latency.drift import normalized_samples
+from edgecnn.latency.measure import LatencyStats, Reference, summarize
+from edgecnn.latency.targets.base import BlockTiming, Program, Target
 from edgecnn.latency.targets.ort_int8 import int8_settings, quantize_onnx
+
+
+def _is_boundary_reorder(node: str) -> bool:
+    # ORT names the layout conversions it adds at the graph input/output exactly so;
+    # the ones inside the graph get a "_token_N" suffix
+    return node in ("ReorderInput", "ReorderOutput")
+
+
+def profile_block(module: nn.Module, x: torch.Tensor, threads: int, runs: int, reference: Reference) -> LatencyStats:
+    from edgecnn.latency.onnx_backend import profile_nodes
+
+    refs: list[float] = []
+
+    def between() -> None:  # the reference, timed, before the first and after every profiled run
+        t0 = time.perf_counter()
+        reference.fn()
+        refs.append((time.perf_counter() - t0) * 1e3)
+
+    nodes = profile_nodes(module, x, threads=threads, runs=runs, between=between)
+    per_run = [0.0] * runs
+    for name, times in nodes.items():
+        if not _is_boundary_reorder(name):
+            per_run = [a + t for a, t in zip(per_run, times)]
+    drift = statistics.median(refs) / reference.baseline_ms
+    samples = normalized_samples(per_run, refs, reference.baseline_ms)
+    return summarize(samples, drift=drift, raw_median_ms=statistics.median(per_run))
+
 
 
 class _OrtProgram(Program):
@@ -76,6 +107,19 @@ class OrtTarget(Target):
         self._no_channels_last(channels_last)
         self.require()
         return ort_runner(model, x, threads=threads, device=device)
+
+    def time_block(self, plan: Any, module: Callable[[], nn.Module], x: torch.Tensor, how: BlockTiming) -> Any:
+        """``context``: the block's marginal cost in a small graph (:mod:`edgecnn.latency.context`);
+        ``profile`` (older tables): its kernels' time from ORT's profiler, alone."""
+        self.require()
+        if how.reference is None:
+            raise ValueError("onnxruntime table entries are always drift-normalised: give the table's reference")
+        if how.method == "context" and plan is not None:
+            from edgecnn.latency.context import ort_block_in_context
+
+            return ort_block_in_context(plan, x, threads=how.threads, reference=how.reference, config=how.config,
+                                        device=how.device, without_cache=how.cache)  # fmt: skip
+        return profile_block(module(), x, how.threads, how.profile_runs, how.reference)
 
     def layer_breakdown(self, model: nn.Module, x: torch.Tensor, *, threads: int, device: str, channels_last: bool,
                         config: Any, runs: int) -> tuple[list[Any], float, str]:  # fmt: skip
