@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import edgecnn
-from edgecnn.agent import (
+from edgecnn.latency.remote import (
     AgentBusyError,
     AgentClient,
     AgentConnectionError,

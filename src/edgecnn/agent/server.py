@@ -8,7 +8,7 @@ Copy this one file to the device and start it there::
 
 (or ``edgecnn agent --port 8765 --token T`` where edgecnn is installed). The host
 sends it an exported model (ONNX or ExecuTorch ``.pte``) and asks for a timing
-(:func:`edgecnn.agent.client.measure_remote`); the agent answers with the raw
+(:func:`edgecnn.latency.remote.measure_remote`); the agent answers with the raw
 per-run times measured on the device, with the device's fingerprint.
 
 This file must run on a bare device: it imports only Python's standard library

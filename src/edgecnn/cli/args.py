@@ -148,6 +148,19 @@ rounds = nonneg_within(MAX_ROUNDS, "rounds")  # latency --retries, demo --measur
 seed = int_in(0, 2**64 - 1, "a seed")  # what torch.manual_seed takes (more: 'Overflow when unpacking long long')
 
 
+def measure_device(text: str) -> str:
+    """Where latency is measured: :func:`device`'s choices, or an edgecnn agent's ``HOST:PORT`` (docs/agent.md)."""
+    from edgecnn.latency.remote import is_agent_address, parse_address
+
+    if is_agent_address(text):
+        try:
+            parse_address(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    return device(text)
+
+
 def device(text: str) -> str:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:i`` that this torch can use; anything else is refused here."""
     if text == "auto":

@@ -16,6 +16,7 @@ rejected with a one-line error.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from edgecnn.build import build
 from edgecnn.cli import args as num
 from edgecnn.cli.errors import UsageError
 from edgecnn.latency.fingerprint import BACKENDS, fingerprint
+from edgecnn.latency.remote import AGENT_TOKEN_ENV
 from edgecnn.latency.measure import CLOCKS, TimingConfig, default_threads, measure
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.predict import predict
@@ -111,7 +113,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     kw = dict(backend=args.backend, threads=args.threads, device=args.device, config=cfg, label=label)
     console = Console()
     breakdown = per_layer(net, shape, channels_last=args.channels_last, **kw) if args.per_layer else None
-    ref = None if tab is None else tab.reference()
+    ref = None if tab is None else tab.drift()  # None on an agent: no reference workload runs there
     if breakdown is not None:
         result = breakdown.total
     else:
@@ -288,6 +290,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
     if action != "measure" and args.model is not None:
         raise UsageError(f"`latency {action}` takes no MODEL; use --models for build-table")
     _fill_defaults(args, action)
+    if args.agent_token:  # the agent client reads it where the measurement happens (edgecnn.latency.remote)
+        os.environ[AGENT_TOKEN_ENV] = args.agent_token
     return _COMMANDS[action](args)
 
 
@@ -305,7 +309,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--threads", type=num.threads, help="intra-op threads (default: torch's current count)")
     g.add_argument("--input-size", type=num.pixels, help="input resolution (default: the model's, else 224)")
     g.add_argument("--batch", type=num.batch, help="batch size (default 1)")
-    g.add_argument("--device", type=num.device, help="cpu or cuda[:i] (default cpu)")
+    g.add_argument("--device", type=num.measure_device, help="cpu, cuda[:i], or HOST:PORT of an `edgecnn agent` "
+                   "on the device to measure on (default cpu; docs/agent.md)")  # fmt: skip
+    g.add_argument("--agent-token", default=None, help="the agent's token (default: $EDGECNN_AGENT_TOKEN)")
     g.add_argument("--num-classes", type=num.classes, help="classifier width (default: the model's, else 1000)")
     g.add_argument("--table", help="lookup table JSON (measure: predict too; build-table: create/extend)")
     g.add_argument("--force", action="store_true", default=None, help="use a table from another device/backend")

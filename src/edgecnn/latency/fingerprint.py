@@ -50,14 +50,16 @@ def check_backend(backend: str) -> str:
 
 
 def check_device(device: str) -> str:
-    """``cpu`` or ``cuda[:i]``; CUDA only when present."""
-    if device == "cpu":
+    """``cpu``, ``cuda[:i]`` (CUDA only when present) or an agent's ``HOST:PORT`` (docs/agent.md)."""
+    from edgecnn.latency.remote import is_agent_address
+
+    if device == "cpu" or is_agent_address(device):
         return device
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
         return device
-    raise ValueError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+    raise ValueError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N, or an agent's HOST:PORT")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,11 @@ def fingerprint(*, backend: str = "eager", threads: int, device: str = "cpu") ->
     """The fingerprint of this machine for a measurement with ``backend`` and ``threads``."""
     check_backend(backend)
     check_device(device)
+    from edgecnn.latency.remote import check_remote_runtime, client_for, is_agent_address
+
+    if is_agent_address(device):  # the device's own CPU, cores and runtime, from its agent
+        check_remote_runtime(backend, device)
+        return client_for(device).device_fingerprint(runtime=backend, threads=threads)
     cuda_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
     from edgecnn.latency.isa import detect_isa
     from edgecnn.latency.targets import get_target

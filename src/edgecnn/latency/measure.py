@@ -359,6 +359,16 @@ def measure(
     check_backend(backend)
     check_device(device)
     threads = threads or default_threads()
+    from edgecnn.latency.remote import is_agent_address
+
+    if is_agent_address(device):  # timed on the device by its agent (no drift reference runs there)
+        from edgecnn.latency.remote import check_remote_runtime, client_for, measure_remote
+
+        check_remote_runtime(backend, device)
+        if channels_last:
+            raise ValueError("channels_last applies to the eager backend only; an agent runs exported models")
+        return measure_remote(model, input_shape, runtime=backend, threads=threads, config=config,
+                              client=client_for(device), label=label)  # fmt: skip
     check_clock(config, threads=threads, device=device)
     x = example_input(input_shape)
     from edgecnn.latency.targets import get_target

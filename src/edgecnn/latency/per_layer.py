@@ -164,6 +164,11 @@ def per_layer(
 ) -> LayerBreakdown:
     """End-to-end latency of ``model`` and the latency of each of its blocks on ``backend``."""
     check_backend(backend)
+    from edgecnn.latency.remote import is_agent_address
+
+    if is_agent_address(device):
+        raise ValueError(f"per-layer profiles run on this machine only; {device} is an agent: measure the whole "
+                         "network there, or build a latency table on it (latency build-table --device HOST:PORT)")
     threads = threads or default_threads()
     total = measure(
         model, input_shape, backend=backend, threads=threads, device=device,

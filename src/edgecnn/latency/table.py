@@ -307,6 +307,10 @@ class LatencyTable:
 
     def drift(self) -> Reference | None:
         """The reference new measurements against this table are normalised by; None: ``drift_reference=False``."""
+        from edgecnn.latency.remote import is_agent_address
+
+        if is_agent_address(self.fingerprint.device):
+            return None  # timed on the device by its agent: no reference workload runs there
         return self.reference() if self.drift_reference or self.target.always_normalised else None
 
     def _block_timing(self) -> BlockTiming:

@@ -111,6 +111,10 @@ class OrtTarget(Target):
     def time_block(self, plan: Any, module: Callable[[], nn.Module], x: torch.Tensor, how: BlockTiming) -> Any:
         """``context``: the block's marginal cost in a small graph (:mod:`edgecnn.latency.context`);
         ``profile`` (older tables): its kernels' time from ORT's profiler, alone."""
+        from edgecnn.latency.remote import is_agent_address
+
+        if is_agent_address(how.device):
+            return super().time_block(plan, module, x, how)
         self.require()
         if how.reference is None:
             raise ValueError("onnxruntime table entries are always drift-normalised: give the table's reference")

@@ -1,4 +1,4 @@
-"""Host side of the device agent: talk to ``server.py`` running on the device, time a network there.
+"""Host side of the device agent (:mod:`edgecnn.agent.server`): talk to the agent on the device, time a network there.
 
 :class:`AgentClient` speaks the agent's wire protocol (:mod:`edgecnn.agent.server`,
 docs/agent.md); :func:`measure_remote` exports a PyTorch model with the target's
@@ -505,3 +505,47 @@ def measure_remote(
         extra["opset"] = DEFAULT_OPSET
         extra["providers"] = list(timing.details.get("providers") or [])
     return Measurement(stats, fp, shape, False, label, extra)
+
+
+# --------------------------------------------------------------------------- devices named by address
+
+AGENT_TOKEN_ENV = "EDGECNN_AGENT_TOKEN"
+AGENT_TIMEOUT_ENV = "EDGECNN_AGENT_TIMEOUT"
+_CLIENTS: dict[str, AgentClient] = {}
+
+
+def is_agent_address(device: str) -> bool:
+    """Whether ``device`` names an agent (``HOST:PORT``) rather than this machine (``cpu``, ``cuda[:i]``)."""
+    if not isinstance(device, str) or device == "cpu" or device == "cuda" or device.startswith("cuda:"):
+        return False
+    host, sep, port = device.rpartition(":")
+    return bool(sep and host and port.isdigit())
+
+
+def client_for(device: str) -> AgentClient:
+    """The (cached) client of the agent at ``device``; its token comes from ``EDGECNN_AGENT_TOKEN``.
+
+    The connection timeout is ``EDGECNN_AGENT_TIMEOUT`` seconds (default 60: the first load of a
+    ``.pte`` on a small board imports its runtime).
+    """
+    import os
+
+    address = format_address(*parse_address(device))
+    if address not in _CLIENTS:
+        token = os.environ.get(AGENT_TOKEN_ENV, "")
+        if not token:
+            raise ValueError(f"device {address} is an edgecnn agent: set {AGENT_TOKEN_ENV} (or --agent-token) to the "
+                             "token it was started with")  # fmt: skip
+        try:
+            timeout = float(os.environ.get(AGENT_TIMEOUT_ENV, "60"))
+        except ValueError:
+            raise ValueError(f"{AGENT_TIMEOUT_ENV} must be a number of seconds") from None
+        _CLIENTS[address] = AgentClient(address, token, timeout=timeout)
+    return _CLIENTS[address]
+
+
+def check_remote_runtime(backend: str, device: str) -> None:
+    """ValueError unless the agent can run ``backend`` (it runs exported models, not PyTorch eager)."""
+    if backend not in RUNTIMES:
+        raise ValueError(f"device {device} is an edgecnn agent: it runs {', '.join(RUNTIMES)} models, not {backend}; "
+                         "pass --backend onnxruntime (or executorch)")  # fmt: skip

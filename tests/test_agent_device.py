@@ -1,0 +1,116 @@
+"""Every measurement through a real agent on loopback (``--device HOST:PORT``): `edgecnn latency`, a latency table
+keyed by the device, and a short NetAdapt whose table entries are timed on the agent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from test_agent import TOKEN, Agent, start_agent, stop  # noqa: E402
+
+from edgecnn.build import build  # noqa: E402
+from edgecnn.cli.main import main  # noqa: E402
+from edgecnn.compress.budget import parse_budget  # noqa: E402
+from edgecnn.compress.meter import ResourceMeter  # noqa: E402
+from edgecnn.compress.netadapt import NetAdaptConfig, netadapt  # noqa: E402
+from edgecnn.latency import remote  # noqa: E402
+from edgecnn.latency.fingerprint import fingerprint  # noqa: E402
+from edgecnn.latency.measure import TimingConfig, measure  # noqa: E402
+from edgecnn.latency.model import LatencyModel  # noqa: E402
+from edgecnn.latency.per_layer import per_layer  # noqa: E402
+from edgecnn.latency.table import LatencyTable  # noqa: E402
+from edgecnn.train.config import FINETUNE  # noqa: E402
+from edgecnn.train.loop import finetune  # noqa: E402
+from edgecnn.train.task import DataRef, worker_data  # noqa: E402
+
+TINY = "conv_k3_c16 ir_s2_e3_c16 ir_c16 gap fc"
+WIDE = "conv_k3_c32 ir_s2_e6_c64 ir_e6_c64 gap fc"  # at 32² its time is compute, not per-operator overhead
+QUICK = TimingConfig(warmup=2, min_repeats=10, max_repeats=50, max_seconds=0.2, retries=0)
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    a = start_agent(tmp_path_factory.mktemp("agent"))
+    try:
+        yield a
+    finally:
+        stop(a.proc)
+
+
+@pytest.fixture()
+def token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv(remote.AGENT_TOKEN_ENV, TOKEN)
+    remote._CLIENTS.clear()
+    yield
+    for c in remote._CLIENTS.values():
+        c.close()
+    remote._CLIENTS.clear()
+
+
+def test_measure_and_fingerprint_happen_on_the_agent(agent: Agent, token: None) -> None:
+    net = build(TINY, num_classes=10)
+    m = measure(net, (1, 3, 32, 32), backend="onnxruntime", threads=1, device=agent.address, config=QUICK)
+    assert m.fingerprint.device == agent.address and m.extra["remote"]["address"] == agent.address
+    assert m.stats.median_ms > 0 and m.stats.repeats >= 10
+    fp = fingerprint(backend="onnxruntime", threads=1, device=agent.address)
+    assert fp == m.fingerprint  # a table opened before any timing has the measurements' fingerprint
+    with pytest.raises(ValueError, match="runs onnxruntime.* not eager"):
+        measure(net, (1, 3, 32, 32), backend="eager", threads=1, device=agent.address, config=QUICK)
+    with pytest.raises(ValueError, match="per-layer profiles run on this machine only"):
+        per_layer(net, (1, 3, 32, 32), backend="onnxruntime", threads=1, device=agent.address, config=QUICK)
+
+
+def test_a_missing_token_is_a_clear_error(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(remote.AGENT_TOKEN_ENV, raising=False)
+    remote._CLIENTS.clear()
+    with pytest.raises(ValueError, match="is an edgecnn agent: set EDGECNN_AGENT_TOKEN"):
+        measure(build(TINY, num_classes=10), (1, 3, 32, 32), backend="onnxruntime", device=agent.address)
+
+
+def test_latency_cli_on_the_device(agent: Agent, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.delenv(remote.AGENT_TOKEN_ENV, raising=False)
+    remote._CLIENTS.clear()
+    out = tmp_path / "m.json"
+    assert main(["latency", TINY, "--backend", "onnxruntime", "--device", agent.address, "--agent-token", TOKEN,
+                 "--threads", "1", "--input-size", "32", "--num-classes", "10", "--max-seconds", "0.2",
+                 "--retries", "0", "--json", str(out)]) == 0  # fmt: skip
+    doc = json.loads(out.read_text())
+    m = doc["measurement"]
+    assert m["fingerprint"]["device"] == agent.address and m["stats"]["median_ms"] > 0
+    capsys.readouterr()
+    assert main(["latency", TINY, "--device", "nohost:notaport"]) == 2
+    assert "notaport" in capsys.readouterr().err
+    remote._CLIENTS.clear()
+
+
+def test_table_and_netadapt_measured_on_the_agent(agent: Agent, token: None, tmp_path: Path) -> None:
+    fp = fingerprint(backend="onnxruntime", threads=1, device=agent.address)
+    table = LatencyTable.open_or_new(tmp_path / "t.json", fp)
+    table.config = QUICK
+    added = table.ensure([WIDE], input_size=32, num_classes=10, in_chans=1, path=tmp_path / "t.json")
+    assert added >= 3 and table.reference_ms is None  # no drift reference runs on a device
+    again = LatencyTable.load(tmp_path / "t.json", expect=fp)  # keyed by the device: found again
+    assert set(again.entries) == set(table.entries)
+    with pytest.raises(ValueError):
+        LatencyTable.load(tmp_path / "t.json", expect=fingerprint(backend="onnxruntime", threads=1))  # not this CPU
+
+    torch.manual_seed(0)
+    ref = DataRef("digits", image_size=32)
+    model = build(WIDE, num_classes=10, in_chans=1)
+    train = replace(FINETUNE, batch_size=64, lr=0.05)
+    finetune(model, worker_data(ref), steps=10, config=train)
+    lat = LatencyModel(table, measure=True, extrapolate=True, path=tmp_path / "t.json")
+    meter = ResourceMeter("latency", input_size=32, num_classes=10, in_chans=1, latency=lat)
+    cfg = NetAdaptConfig(initial_step=0.1, decay=0.9, short_steps=0, top_k=1, round_to=4, recal_batches=1,
+                         train=train, max_iterations=1)  # fmt: skip
+    r = netadapt(model, ref, parse_budget("90%latency"), meter=meter, config=cfg)
+    assert len(r.history) == 1 and r.history[0].resource < r.start
+    assert len(table.entries) > added  # the pruned widths were timed on the agent too
