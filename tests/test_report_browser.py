@@ -93,3 +93,38 @@ def test_report_loads_in_chromium_with_every_image_decoded(chrome, tmp_path):
         lo, hi = im.convert("L").getextrema()
         assert hi - lo > 100  # something was drawn, not a blank page
     print(f"screenshot: {shot}")
+
+
+def _hostile_folder(tmp_path, how: str):
+    """The demo-like run of :func:`_run_folder` with its document mutated by ``how`` (test_hostile_report)."""
+    import json
+
+    from test_hostile_report import mutate
+
+    _run_folder(tmp_path)
+    doc = json.loads((tmp_path / "results.json").read_text())
+    (tmp_path / "results.json").write_text(json.dumps(mutate(doc, how)))
+    return write_report(tmp_path)
+
+
+@pytest.mark.parametrize("how", ["html-in-every-string", "html-in-every-field"])
+def test_a_hostile_document_runs_nothing_in_chromium(chrome, tmp_path, how):
+    """Every field — strings and the numbers alike — holds ``<script>``, ``onerror``, ``onload`` and ``javascript:``
+    payloads that would set ``window.__pwned``; the page loads and none of them ran."""
+    page = _hostile_folder(tmp_path, how)
+    chrome.get(page.resolve().as_uri())
+    state = chrome.execute_script(
+        "return {ready: document.readyState, title: document.title, pwned: window.__pwned === undefined ? null"
+        " : window.__pwned, scripts: document.scripts.length, svgs: document.getElementsByTagName('svg').length,"
+        " handlers: Array.from(document.querySelectorAll('*')).flatMap(e => Array.from(e.attributes)"
+        "   .filter(a => a.name.startsWith('on')).map(a => e.tagName + ' ' + a.name)),"
+        " links: document.links.length, h2: Array.from(document.querySelectorAll('h2')).length,"
+        " shown: document.body.innerText.includes('<script>window.__pwned=1</script>')};"
+    )
+    assert state["ready"] == "complete" and state["title"] == "edgecnn demo report"
+    assert state["pwned"] is None and state["scripts"] == 0 and state["svgs"] == 0 and state["handlers"] == []
+    assert state["links"] == 0
+    if how == "html-in-every-string":  # every section drawn, the payloads shown as text
+        assert state["h2"] >= 8 and state["shown"]
+    errors = [e for e in chrome.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == []  # no blocked script, no failed image load (an <img src=x> would log one)

@@ -49,7 +49,7 @@ from edgecnn.latency.per_layer import per_layer
 from edgecnn.memory import check_memory
 from edgecnn.outputs import claim_run_dir
 from edgecnn.pipeline import StageLog
-from edgecnn.report import render_html
+from edgecnn.report import Md, markdown, md_code, md_link, render_html
 from edgecnn.results import read_results, write_results
 from edgecnn.train import TrainConfig, fit
 from edgecnn.train.config import EpochStats
@@ -365,50 +365,63 @@ def _block_table(rows: tuple[BlockRow, ...]) -> Table:
 
 
 def to_markdown(d: DemoResult) -> str:
-    """The demo's report as Markdown."""
-    onnx = f"{d.onnx_ms:.2f} ms" if d.onnx_ms is not None else "not measured (install the `[onnx]` extra)"
-    lines = [
+    """The demo's report as Markdown; every value escaped (:func:`edgecnn.report.markdown`).
+
+    Class names come from folder names and the data name from a path, so a
+    value may hold ``<img onerror=…>`` or ``|``: :func:`~edgecnn.report.markdown`
+    backslash-escapes HTML and Markdown syntax in every field, and
+    :func:`~edgecnn.report.md_code` / :func:`~edgecnn.report.md_link` make the
+    code spans and links.
+    """
+    onnx = markdown("{:.2f} ms", d.onnx_ms) if d.onnx_ms is not None else Md(
+        "not measured (install the `[onnx]` extra)")  # fmt: skip
+    lines: list[str] = [
         "# edgecnn demo report",
         "",
-        f"- data: {d.data}",
-        f"- arch: `{d.arch}`",
-        f"- parameters: {d.params:,}; multiply-adds: {d.macs:,} per image (FLOPs = 2·MACs)",
-        f"- output receptive field: {d.receptive_field}",
-        f"- test top-1 {d.top1:.2%}, top-5 {d.top5:.2%} (training {d.train_seconds:.1f} s, {d.images_per_s:,.0f} img/s)",
-        f"- latency, batch 1, {d.machine['threads']} thread(s) on {d.machine['cpu']}: PyTorch eager "
-        f"{d.eager_ms:.2f} ms, ONNX Runtime {onnx}",
+        markdown("- data: {}", d.data),
+        markdown("- arch: {}", md_code(d.arch)),
+        markdown("- parameters: {:,}; multiply-adds: {:,} per image (FLOPs = 2·MACs)", d.params, d.macs),
+        markdown("- output receptive field: {}", d.receptive_field),
+        markdown("- test top-1 {:.2%}, top-5 {:.2%} (training {:.1f} s, {:,.0f} img/s)", d.top1, d.top5,
+                 d.train_seconds, d.images_per_s),  # fmt: skip
+        markdown("- latency, batch 1, {} thread(s) on {}: PyTorch eager {:.2f} ms, ONNX Runtime {}",
+                 d.machine.get("threads"), d.machine.get("cpu"), d.eager_ms, onnx),  # fmt: skip
         "",
         "| block | arch | params | MACs | ms (eager, alone) | µs per M MACs |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in d.blocks:
-        eff = f"{r.us_per_mmac:.0f}" if r.macs else "–"
-        lines.append(f"| {r.name} | `{r.block}` | {r.params:,} | {r.macs:,} | {r.ms:.3f} | {eff} |")
+        eff = markdown("{:.0f}", r.us_per_mmac) if r.macs else "–"
+        lines.append(markdown("| {} | {} | {:,} | {:,} | {:.3f} | {} |", r.name, md_code(r.block), r.params, r.macs,
+                              r.ms, eff))  # fmt: skip
     if d.erf:
         e = d.erf
-        lines += ["", f"Effective receptive field of `{e['layer']}` (centre unit, {e['samples']} random inputs): "
-                  f"50% of the mass within {e['radius50']:.1f} px, 95% within {e['radius95']:.1f} px."]  # fmt: skip
+        lines += ["", markdown("Effective receptive field of {} (centre unit, {} random inputs): 50% of the mass "
+                               "within {:.1f} px, 95% within {:.1f} px.", md_code(e["layer"]), e["samples"],
+                               e["radius50"], e["radius95"])]  # fmt: skip
     if d.gradflow:
         runs = d.gradflow["runs"]
         lines += ["", "Gradient flow (‖∂L/∂output‖, first layer / last layer): " + "; ".join(
-            f"{k} {v['layers'][0]['output_grad_norm']:.3g} / {v['layers'][-1]['output_grad_norm']:.3g}"
+            markdown("{} {:.3g} / {:.3g}", k, v["layers"][0]["output_grad_norm"], v["layers"][-1]["output_grad_norm"])
             for k, v in runs.items())]  # fmt: skip
     if d.result:
         r, na = d.result, d.netadapt or {}
-        lines += ["", f"## NetAdapt to {na.get('budget_ms', float('nan')):.3f} ms (by the table)", "",
-                  f"- result arch: `{r['arch']}`",
-                  f"- test top-1 {r['top1']:.2%} (baseline {d.top1:.2%}); measured eager {r['eager_ms']:.3f} ms "
-                  f"(baseline {d.eager_ms:.3f} ms); {r['macs']:,} MACs; {r['params']:,} params",
-                  f"- {r['bn_folded']} BatchNorm(s) folded; ONNX: {r['onnx'] or 'not exported'}"]  # fmt: skip
+        lines += ["", markdown("## NetAdapt to {:.3f} ms (by the table)", na.get("budget_ms", float("nan"))), "",
+                  markdown("- result arch: {}", md_code(r["arch"])),
+                  markdown("- test top-1 {:.2%} (baseline {:.2%}); measured eager {:.3f} ms (baseline {:.3f} ms); "
+                           "{:,} MACs; {:,} params", r["top1"], d.top1, r["eager_ms"], d.eager_ms, r["macs"],
+                           r["params"]),
+                  markdown("- {} BatchNorm(s) folded; ONNX: {}", r["bn_folded"],
+                           r["onnx"] or "not exported")]  # fmt: skip
         if r.get("int8"):
             i8 = r["int8"]
-            lines.append(f"- int8 (ONNX Runtime): top-1 {i8['top1_int8']:.2%} vs fp32 {i8['top1_fp32']:.2%}, "
-                         f"{i8['latency_int8_ms']:.3f} vs {i8['latency_fp32_ms']:.3f} ms")  # fmt: skip
+            lines.append(markdown("- int8 (ONNX Runtime): top-1 {:.2%} vs fp32 {:.2%}, {:.3f} vs {:.3f} ms",
+                                  i8["top1_int8"], i8["top1_fp32"], i8["latency_int8_ms"], i8["latency_fp32_ms"]))
         lines += ["", "| iteration | block narrowed | ms (table) | hold-out top-1 |", "|---:|---|---:|---:|"]
-        lines += [f"| {h['iteration']} | {h['block']} | {h['latency_ms']:.3f} | {h['top1']:.2%} |"
+        lines += [markdown("| {} | {} | {:.3f} | {:.2%} |", h["iteration"], h["block"], h["latency_ms"], h["top1"])
                   for h in na.get("history", [])]  # fmt: skip
     if d.cam:
-        pairs = ", ".join(f"[{r['label']} → {r['predicted']}]({r['file']})" for r in d.cam["images"])
-        lines += ["", f"{d.cam['method']} at `{d.cam['layer']}` ({d.cam['interp']}, {d.cam['convention']} "
-                  f"convention): {pairs}"]
+        pairs = Md(", ").join(md_link(f"{r['label']} → {r['predicted']}", r["file"]) for r in d.cam["images"])
+        lines += ["", markdown("{} at {} ({}, {} convention): {}", d.cam["method"], md_code(d.cam["layer"]),
+                               d.cam["interp"], d.cam["convention"], pairs)]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -24,11 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.atomic import atomic_write_text
+from edgecnn.limits import Limit
+from edgecnn.schema import load_json
 
 SCHEMA = 1  # the version this code writes and reads
 RESULTS_FILE = "results.json"
+# A results document is a few kB to a few MB (an ERF map of a 224-pixel input is 50k numbers); one far larger
+# is refused before it is read, so a shared run folder cannot make `edgecnn report` read gigabytes.
+MAX_RESULTS_MB = Limit("EDGECNN_MAX_RESULTS_MB", 50, "MB", "MB")
+_FIX = "pass the results.json an edgecnn command wrote"
 
-__all__ = ["RESULTS_FILE", "SCHEMA", "read_results", "results_path", "write_results"]
+__all__ = ["MAX_RESULTS_MB", "RESULTS_FILE", "SCHEMA", "read_results", "results_path", "write_results"]
 
 
 def _plain(value: Any) -> Any:
@@ -57,20 +63,41 @@ def results_path(run: str | os.PathLike[str]) -> Path:
 
 
 def read_results(run: str | os.PathLike[str]) -> dict[str, Any]:
-    """The results document of a run folder (or of a results file); ``ValueError`` when it is none."""
+    """The results document of a run folder (or of a results file); ``ValueError`` when it is none.
+
+    The file is bounded before it is parsed: at most ``EDGECNN_MAX_RESULTS_MB``
+    (50 MB) and 64 levels of nesting (a linear scan, so deep nesting is no
+    ``RecursionError``). What the fields hold is checked by
+    :func:`edgecnn.report_schema.validate` when the report draws them.
+    """
     path = results_path(run)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; pass a run folder written by an edgecnn command "
                                 "(it holds results.json)")  # fmt: skip
+    limit = MAX_RESULTS_MB.value()
+    size_mb = path.stat().st_size / 2**20
+    if size_mb > limit:
+        MAX_RESULTS_MB.check(size_mb, str(path))
+    with open(path, "rb") as f:
+        raw = f.read(int(limit * 2**20) + 1)  # the file may have grown since stat
+    if len(raw) > limit * 2**20:
+        MAX_RESULTS_MB.check(len(raw) / 2**20, str(path))
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not JSON ({exc}); pass the results.json an edgecnn command wrote") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); {_FIX}") from None
+    try:
+        doc = load_json(text, str(path), fix=_FIX)
+    except ValueError as exc:  # load_json names the file; a 5000-digit integer is a bare ValueError of json
+        msg = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(msg if msg.startswith(str(path))
+                         else f"{path} is not valid JSON ({msg[:100]}); {_FIX}") from None  # fmt: skip
     if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str):
         raise ValueError(f"{path} has no 'kind' field: it is not an edgecnn results document")
     schema = doc.get("schema")
     if isinstance(schema, str) and schema.startswith("edgecnn.") and schema.rpartition("/")[2].isdigit():
         return doc  # a document versioned by its own module ("edgecnn.analysis/2"); the report reads it by field
-    if not isinstance(schema, int) or schema > SCHEMA:
-        raise ValueError(f"{path} has schema {schema!r}, this edgecnn reads up to {SCHEMA}; upgrade edgecnn")
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema > SCHEMA:
+        raise ValueError(f"{path} has schema {repr(schema)[:40]}, this edgecnn reads up to {SCHEMA}; "
+                         "upgrade edgecnn")
     return doc

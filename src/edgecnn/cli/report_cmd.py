@@ -1,18 +1,27 @@
 """``edgecnn report RUN_DIR``: render a run's results document into one self-contained HTML page.
 
 Works for any run folder an edgecnn command wrote (``demo``, ``train``,
-``explain``, or an ``analyze --json`` file): see :mod:`edgecnn.report`.
+``explain``, ``compress``, ``search``, or an ``analyze --json`` file): see
+:mod:`edgecnn.report`. The document is untrusted (run folders are shared): a
+file too large or too deeply nested is refused in one line (exit 2); a
+malformed section is left out of the page with a note there and a warning
+line here, and the page is still written (exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from edgecnn.report import write_report
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    path = write_report(args.run, args.out)
+    """Write the page; print one warning line per section left out, then where the page is."""
+    notes: list[str] = []
+    path = write_report(args.run, args.out, notes=notes)
+    for note in notes:
+        print(f"edgecnn report: warning: {note}", file=sys.stderr)
     print(f"wrote {path}")
     return 0
 

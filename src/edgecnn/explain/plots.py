@@ -216,7 +216,7 @@ def plot_training(history: Sequence[Row]) -> Figure:
     fig = _figure(figsize=(7, 3.5))
     ax = fig.add_subplot()
     epochs = [e["epoch"] for e in history]
-    ax.plot(epochs, [_nan(e["train_loss"]) for e in history], marker="o", c="tab:blue", label="train loss")
+    ax.plot(epochs, [_nan(e.get("train_loss")) for e in history], marker="o", c="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss", color="tab:blue")
     acc = ax.twinx()
