@@ -6,7 +6,7 @@ Usage::
                    [--budget 200] [--algorithm evolution|random] [--hard] [--w -0.07]
                    [--supernet-schedule sandwich|progressive]
                    [--references auto|none|ZOO[@WIDTH]...] [--no-train-references]
-                   [--executor local|ray] [--workers N] [--resume] [--out DIR]
+                   [--executor local|ray] [--workers N] [--resume | --overwrite] [--out DIR]
 
 Trains a weight-sharing supernet once, searches it (regularized evolution by
 default) with latencies from this device's lookup table, measures the best
@@ -15,6 +15,12 @@ the zoo's networks of the setting next to it (latency predicted and measured
 the same way, trained with the same recipe) and writes ``DIR/results.json``
 (``kind: "search"``) and ``DIR/pareto.png``. See :mod:`edgecnn.search.pipeline`
 and docs/search.md.
+
+Before any work: every option is bounded (``--budget`` by ``EDGECNN_MAX_CANDIDATES``,
+steps by ``EDGECNN_MAX_STEPS``, epochs by ``EDGECNN_MAX_EPOCHS``, ...), the space's
+largest network and its supernet are estimated against ``EDGECNN_MAX_MEMORY_GB``,
+a folder holding a previous search needs ``--resume`` or ``--overwrite``, and the
+time the run implies is printed.
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from edgecnn.cli import args as num
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
 from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.measure import TimingConfig, default_threads
+from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_NETWORKS
+from edgecnn.outputs import check_writable
 from edgecnn.search.estimate import EstimateSettings
 from edgecnn.search.evolution import ALGORITHMS, SearchConfig
 from edgecnn.search.objective import MNASNET_W, Objective, parse_target
-from edgecnn.search.pipeline import ESTIMATORS, Progress as JobProgress, SearchJob, run_job
+from edgecnn.search.pipeline import ESTIMATORS, Progress as JobProgress, SearchJob, TimeEstimate, claim_search_dir
+from edgecnn.search.pipeline import check_job, check_resume_state, run_job
 from edgecnn.search.references import AUTO_REFERENCES, resolve_references
 from edgecnn.search.space import SPACES, get_space
 from edgecnn.search.supernet_train import SCHEDULES, SupernetConfig
@@ -64,10 +73,17 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    """``edgecnn search``: every check first (options, space, memory, run folder, --table), then the search."""
     job = job_from_args(args)
     executor = executor_from_args(args, progress=False)  # checks the executor options before anything runs
-    data_name = Path(str(args.data)).name.split(".")[0]
+    data_name = Path(str(args.data)).name.split(".")[0] or "data"
     out = Path(args.out) if args.out else Path("runs") / f"search-{job.space.name}-{data_name}"
+    claim_search_dir(out, resume=args.resume, overwrite=args.overwrite)  # refused before any work
+    if args.table:
+        check_writable(args.table, what="--table")
+    check_job(job)  # limits and memory of the space's largest network and its supernet, before the data is read
+    if args.resume:
+        check_resume_state(job, out)  # search_state.json field by field, and of this search's settings
     console = Console(stderr=True)
     show = not args.no_progress
     if show:
@@ -87,10 +103,13 @@ def cmd_search(args: argparse.Namespace) -> int:
             task = bar.add_task("candidates", total=total)
         bar.update(task, completed=done)
 
+    def on_estimate(estimate: TimeEstimate) -> None:
+        console.print(estimate.describe(), markup=False, highlight=False, soft_wrap=True)  # also with --no-progress
+
     try:
         with executor, bar:
-            doc = run_job(job, out, executor, resume=args.resume, progress=JobProgress(on_stage, on_search),
-                          show_bars=show)  # fmt: skip
+            doc = run_job(job, out, executor, resume=args.resume, overwrite=args.overwrite,
+                          progress=JobProgress(on_stage, on_search, on_estimate), show_bars=show)  # fmt: skip
     except KeyboardInterrupt:
         console.print(f"interrupted; {out} holds the search so far: add --resume to continue")
         return 130
@@ -130,7 +149,8 @@ def _closing_table(doc: dict, out: Path) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="platform-aware architecture search against this device's latency",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    pos, nonneg, pos_f = num.positive_int, num.nonneg_int, num.positive_float
+    pos = num.positive_int
+    cands, steps = num.within(MAX_CANDIDATES, "candidates"), num.steps
     opt = p.add_argument
     opt("--space", default="mbv3-32", help=f"built-in space ({', '.join(SPACES)}) or a JSON file")
     opt("--data", default="digits", help="digits (built in), a folder or an archive such as CIFAR-10")
@@ -142,34 +162,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--backend", choices=BACKENDS, default="eager", help="runtime latency is measured in")
     opt("--threads", type=num.threads, help="threads latency is measured with (default: torch's current count)")
     opt("--table", help="the device's lookup table JSON (default OUT/latency_table.json, grown as needed)")
-    opt("--calibrate", type=nonneg, default=0, metavar="N",
+    opt("--calibrate", type=num.nonneg_within(MAX_NETWORKS, "networks"), default=0, metavar="N",
         help="first measure N networks of the space end to end and calibrate the table on them (N >= 4), so that "
         "its latency is on the scale of a measured target (a plain sum of isolated blocks runs ~20%% high)")
-    opt("--max-seconds", type=pos_f, default=10.0, help="time cap of one latency measurement")
-    opt("--retries", type=nonneg, default=3, help="re-measure a latency disturbed by other processes")
-    opt("--budget", type=pos, default=200, help="candidates evaluated")
+    opt("--max-seconds", type=num.float_in(0.0, 3600.0, open_lo=True), default=10.0,
+        help="time cap of one latency measurement (at most an hour)")
+    opt("--retries", type=num.rounds, default=3, help="re-measure a latency disturbed by other processes")
+    opt("--budget", type=cands, default=200, help="candidates evaluated (at most EDGECNN_MAX_CANDIDATES)")
     opt("--algorithm", choices=ALGORITHMS, default="evolution", help="regularized evolution or random")
-    opt("--population", type=pos, default=50, help="evolution: population size P (at most --budget)")
-    opt("--sample-size", type=pos, default=10, help="evolution: tournament size S (at most P)")
-    opt("--batch", type=pos, default=4, help="candidates evaluated at once (one executor map)")
+    opt("--population", type=cands, default=50, help="evolution: population size P (at most --budget)")
+    opt("--sample-size", type=cands, default=10, help="evolution: tournament size S (at most P)")
+    opt("--batch", type=cands, default=4, help="candidates evaluated at once (one executor map)")
     opt("--estimator", choices=ESTIMATORS, default="supernet",
         help="supernet: weight sharing + BN recalibration (cheap); train: short training of each")
-    opt("--supernet-steps", type=pos, default=2000, help="supernet training steps")
+    opt("--supernet-steps", type=steps, default=2000, help="supernet training steps (at most EDGECNN_MAX_STEPS)")
     opt("--supernet-schedule", choices=SCHEDULES, default="sandwich",
         help="sandwich rule (largest + smallest + random subnets every step) or OFA's progressive shrinking")
-    opt("--train-steps", type=pos, default=300, help="--estimator train: steps per candidate")
-    opt("--finalists", type=pos, default=3, help="best candidates measured end to end")
-    opt("--final-epochs", type=nonneg, default=30, help="epochs of the chosen network's training (0: skip)")
-    opt("--final-batch-size", type=pos, default=128, help="batch size of the final training")
+    opt("--train-steps", type=steps, default=300, help="--estimator train: steps per candidate")
+    opt("--finalists", type=cands, default=3, help="best candidates measured end to end")
+    opt("--final-epochs", type=num.nonneg_within(MAX_EPOCHS, "epochs"), default=30,
+        help="epochs of the chosen network's training (0: skip; at most EDGECNN_MAX_EPOCHS)")
+    opt("--final-batch-size", type=num.batch, default=128, help="batch size of the final training")
     auto = "; ".join(f"{size}px: {' '.join(refs)}" for size, refs in AUTO_REFERENCES.items())
     opt("--references", nargs="+", default=["auto"], metavar="auto|none|ZOO[@WIDTH]",
         help="zoo networks put next to the search on its plot, latency predicted and measured like the finalists "
         f"and trained like the chosen one (auto, the default, by the space's input size: {auto})")
     opt("--no-train-references", action="store_true",
         help="only measure the references' latency (no training; the plot shows them as latency lines)")
-    opt("--seed", type=nonneg, default=0, help="seeds the search, the supernet and the final training")
+    opt("--seed", type=num.seed, default=0, help="seeds the search, the supernet and the final training")
     opt("--out", help="run folder (default runs/search-SPACE-DATA)")
-    opt("--resume", action="store_true", help="continue the run in --out after an interruption")
+    opt("--resume", action="store_true", help="continue the search in --out after an interruption")
+    opt("--overwrite", action="store_true", help="replace the previous search in --out (its latency table is kept)")
     opt("--no-progress", action="store_true", help="no progress bars")
     add_executor_args(p)
     p.set_defaults(func=cmd_search)

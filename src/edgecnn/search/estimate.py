@@ -34,6 +34,7 @@ from edgecnn.compress.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.data.sets import make_dataset, stratified_split
 from edgecnn.executor import Executor
+from edgecnn.limits import MAX_BATCH, MAX_STEPS
 from edgecnn.search.space import SearchSpace
 from edgecnn.search.supernet import Supernet
 from edgecnn.train import TrainConfig, evaluate, finetune
@@ -58,6 +59,10 @@ class EstimateSettings:
             raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
         if self.recal_batches < 1 or self.train_steps < 1:
             raise ValueError("recal_batches and train_steps must be positive")
+        MAX_STEPS.check(self.train_steps, "short training of each candidate")
+        MAX_STEPS.check(self.recal_batches, "BN recalibration")
+        for name in ("recal_batch_size", "train_batch_size"):
+            MAX_BATCH.check(getattr(self, name), name.replace("_", " "))
 
     def train_config(self, seed: int = 0) -> TrainConfig:
         """The short-training recipe (also what :func:`short_train` uses)."""

@@ -24,6 +24,14 @@ written atomically (:mod:`edgecnn.atomic`), so ``resume=True`` after a kill
 continues exactly where the uninterrupted run would be; only the batch in
 flight is evaluated again. Evaluations are cached by arch string: a duplicate
 counts against the budget but is not evaluated twice.
+
+A state read back (``resume=True``) is a document from disk, so it is checked
+field by field before any of it is used (:meth:`SearchState.from_dict`): its
+size and nesting are bounded before it is parsed, the version must be one this
+code wrote, every history entry's arch must parse and be a network of the
+space being searched, its score must be the objective's, the population must
+be the one the history implies, and the RNG state must be a valid one. Errors
+name the file and the field.
 """
 
 from __future__ import annotations
@@ -32,16 +40,21 @@ import json
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from edgecnn.atomic import atomic_write_text
+from edgecnn.limits import MAX_CANDIDATES, MAX_FILE_MB
+from edgecnn.schema import Fields, load_json
 from edgecnn.search.objective import Objective, pareto_front
 from edgecnn.search.space import Genome, SearchSpace
 
 ALGORITHMS: tuple[str, ...] = ("evolution", "random")
 STATE_FORMAT = "edgecnn-search-state"
+STATE_VERSION = 1  # the state's version this code writes and reads
+STATE_FIX = "the file is damaged or was not written by edgecnn; start afresh with --overwrite (or another --out)"
+MAX_ARCH_CHARS = 10_000  # an arch string of a space's network is a few hundred characters
 
 Evaluate = Callable[[Sequence[str]], Sequence[float]]
 """Accuracy estimates of a batch of arch strings, in order."""
@@ -67,6 +80,8 @@ class SearchConfig:
         for name in ("budget", "population", "sample_size", "batch", "max_tries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("budget", "population", "sample_size", "batch"):
+            MAX_CANDIDATES.check(getattr(self, name), f"search {name}")
         if self.sample_size > self.population:
             raise ValueError(f"sample_size ({self.sample_size}) cannot exceed the population ({self.population})")
 
@@ -96,35 +111,186 @@ class SearchState:
     history: list[Candidate] = field(default_factory=list)
     population: list[int] = field(default_factory=list)  # indices into history, oldest first
     rng: Any = None  # random.Random.getstate()
+    space_doc: dict[str, Any] | None = None  # the whole space (SearchSpace.to_dict), checked on resume when stored
 
     def to_dict(self) -> dict[str, Any]:
+        """The state as the JSON document :meth:`from_dict` reads."""
         version, internal, gauss = self.rng
-        return {
-            "format": STATE_FORMAT, "version": 1, "config": asdict(self.config),
+        d = {
+            "format": STATE_FORMAT, "version": STATE_VERSION, "config": asdict(self.config),
             "objective": asdict(self.objective), "space": self.space,
             "history": [c.to_dict() for c in self.history], "population": list(self.population),
             "rng": [version, list(internal), gauss],
         }  # fmt: skip
+        if self.space_doc is not None:
+            d["space_doc"] = self.space_doc
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str = "state") -> SearchState:
+    def from_dict(cls, d: Any, *, source: str = "state", space: SearchSpace | None = None) -> SearchState:
+        """Check a state document field by field (see the module doc) and build the state.
+
+        With ``space``, every history entry's arch must be a network of it. ``ValueError`` naming
+        ``source`` and the field otherwise.
+        """
+        f = Fields(source, STATE_FIX)
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: a search state is a JSON object, got {type(d).__name__}; {STATE_FIX}")
         if d.get("format") != STATE_FORMAT:
-            raise ValueError(f"{source} is not an edgecnn search state")
-        version, internal, gauss = d["rng"]
-        return cls(SearchConfig(**d["config"]), Objective(**d["objective"]), d["space"],
-                   [Candidate(**c) for c in d["history"]], list(d["population"]),
-                   (version, tuple(internal), gauss))  # fmt: skip
+            raise ValueError(f"{source} is not an edgecnn search state (field 'format' is not {STATE_FORMAT!r}); "
+                             f"{STATE_FIX}")  # fmt: skip
+        known = {"format", "version", "config", "objective", "space", "history", "population", "rng", "space_doc"}
+        unknown = sorted(str(k) for k in d if k not in known)
+        if unknown:
+            raise f.fail(unknown[0][:40], "absent (not a field of a search state)", "present")
+        if d.get("version") != STATE_VERSION:
+            raise f.fail("version", f"{STATE_VERSION} (the version this edgecnn reads)", d.get("version"))
+        config = _config(f, d.get("config"))
+        objective = _objective(f, d.get("objective"))
+        name = f.text("space", d.get("space"))
+        if name is None or not 0 < len(name) <= 64:
+            raise f.fail("space", "the space's name (1 to 64 characters)", name)
+        space_doc = f.mapping("space_doc", d.get("space_doc"), optional=True)
+        history = _history(f, d.get("history"), config, objective, space)
+        population = f.listing("population", d.get("population"))
+        n, size = len(history), config.population
+        expected = list(range(max(0, n - size), n)) if config.algorithm == "evolution" else []
+        if population != expected:  # regularized evolution keeps exactly the newest P candidates, oldest first
+            need = f"{_span(expected)} (the newest {size} of the {n} candidates of the history, oldest first)"
+            raise f.fail("population", need if config.algorithm == "evolution" else "[] (random search)", population)
+        return cls(config, objective, name, history, population, _rng(f, d.get("rng")),
+                   None if space_doc is None else dict(space_doc))  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
+        """Write the state atomically (:mod:`edgecnn.atomic`): a kill leaves the previous batch's state."""
         return atomic_write_text(path, json.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path: str | Path) -> SearchState:
+    def load(cls, path: str | Path, *, space: SearchSpace | None = None) -> SearchState:
+        """Read and check a state file: size bounded before reading (``EDGECNN_MAX_FILE_MB``), nesting before
+        parsing, then :meth:`from_dict`. ``ValueError`` naming the file (and the field) otherwise."""
         p = Path(path)
+        MAX_FILE_MB.check(p.stat().st_size / 2**20, f"search state {p}")
         try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")), source=str(p))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{p} is not a readable search state ({exc}); start afresh without --resume") from None
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{p} is not UTF-8 text; {STATE_FIX}") from None
+        try:
+            doc = load_json(text, str(p), fix=STATE_FIX)
+        except ValueError as exc:  # json's own ValueErrors (a 5000-digit integer) do not name the file
+            if str(p) in str(exc):
+                raise
+            raise ValueError(f"{p} is not valid JSON ({str(exc)[:100]}); {STATE_FIX}") from None
+        return cls.from_dict(doc, source=str(p), space=space)
+
+    def check_same(self, config: SearchConfig, objective: Objective, space: SearchSpace, source: str) -> None:
+        """``ValueError`` unless this state was written by a search with these settings (what resuming needs)."""
+        if (self.config, self.objective, self.space) != (config, objective, space.name):
+            raise ValueError(f"{source} holds a search with other settings "
+                             f"({self.config}, {self.objective}, space {self.space!r}); "
+                             "resume with the same ones, or pass --overwrite or another --out")  # fmt: skip
+        if self.space_doc is not None and self.space_doc != space.to_dict():
+            raise ValueError(f"{source} holds a search of another space named {space.name!r} (its stages or stem "
+                             "differ); resume with the same space, or pass --overwrite or another --out")  # fmt: skip
+
+
+def _span(indices: list[int]) -> str:
+    return f"[{indices[0]}, ..., {indices[-1]}]" if len(indices) > 3 else str(indices)
+
+
+def _config(f: Fields, v: Any) -> SearchConfig:
+    d = f.mapping("config", v) or {}
+    names = [x.name for x in fields(SearchConfig)]
+    if sorted(d) != sorted(names):
+        raise f.fail("config", f"a dict of exactly {', '.join(names)}", sorted(d))
+    if d["algorithm"] not in ALGORITHMS:
+        raise f.fail("config.algorithm", f"one of {', '.join(ALGORITHMS)}", d["algorithm"])
+    cap = MAX_CANDIDATES.value()
+    for name in ("budget", "population", "sample_size", "batch"):
+        f.integer(f"config.{name}", d[name], 1, cap)
+    f.integer("config.max_tries", d["max_tries"], 1, 10**7)
+    f.integer("config.seed", d["seed"], 0, 2**64)
+    try:
+        return SearchConfig(**d)
+    except ValueError as exc:
+        raise ValueError(f"{f.source}: field 'config': {exc}; {f.fix}") from None
+
+
+def _objective(f: Fields, v: Any) -> Objective:
+    d = f.mapping("objective", v) or {}
+    names = [x.name for x in fields(Objective)]
+    if sorted(d) != sorted(names):
+        raise f.fail("objective", f"a dict of exactly {', '.join(names)}", sorted(d))
+    f.number("objective.target_ms", d["target_ms"], positive=True)
+    w = f.number("objective.w", d["w"])
+    if w > 0:
+        raise f.fail("objective.w", "a number <= 0", w)
+    if not isinstance(d["hard"], bool):
+        raise f.fail("objective.hard", "true or false", d["hard"])
+    return Objective(**d)
+
+
+def _history(f: Fields, v: Any, config: SearchConfig, objective: Objective,
+             space: SearchSpace | None) -> list[Candidate]:  # fmt: skip
+    items = f.listing("history", v)
+    if len(items) > config.budget:
+        raise f.fail("history", f"at most config.budget = {config.budget:,} candidates", f"{len(items):,} of them")
+    names = [x.name for x in fields(Candidate)]
+    decoded: dict[str, bool] = {}
+    out: list[Candidate] = []
+    for i, c in enumerate(items):
+        where = f"history[{i}]"
+        f.mapping(where, c)
+        if sorted(c) != sorted(names):
+            raise f.fail(where, f"a dict of exactly {', '.join(names)}", sorted(c))
+        f.integer(f"{where}.index", c["index"], i, i)
+        arch = f.text(f"{where}.arch", c["arch"])
+        if arch is None or not 0 < len(arch) <= MAX_ARCH_CHARS:
+            raise f.fail(f"{where}.arch", f"an arch string of at most {MAX_ARCH_CHARS:,} characters", arch)
+        if space is not None and arch not in decoded:
+            try:
+                space.decode(arch)
+            except ValueError:
+                raise f.fail(f"{where}.arch", f"an arch string of a network of search space {space.name!r}",
+                             arch) from None  # fmt: skip
+            decoded[arch] = True
+        acc = f.number(f"{where}.acc", c["acc"], 0.0)
+        if acc > 1:
+            raise f.fail(f"{where}.acc", "an accuracy in [0, 1]", acc)
+        lat = f.number(f"{where}.lat_ms", c["lat_ms"], positive=True)
+        score = c["score"]
+        want = objective.score(acc, lat)
+        ok = isinstance(score, (int, float)) and not isinstance(score, bool)
+        if not ok or not (score == want or (math.isfinite(want) and math.isclose(score, want, rel_tol=1e-9))):
+            raise f.fail(f"{where}.score", f"the objective's score of acc and lat_ms ({want:.6g})", score)
+        parent = c["parent"]
+        if parent is not None:
+            f.integer(f"{where}.parent", parent, 0, i - 1)
+            if config.algorithm != "evolution":
+                raise f.fail(f"{where}.parent", "null (random search draws have no parent)", parent)
+        out.append(Candidate(i, arch, acc, lat, float(score), parent))
+    return out
+
+
+def _rng(f: Fields, v: Any) -> tuple[int, tuple[int, ...], float | None]:
+    """``random.Random.getstate()`` as stored: ``[version, [625 integers], gauss]``, checked by a real setstate."""
+    items = f.listing("rng", v)
+    if len(items) != 3:
+        raise f.fail("rng", "[version, internal state, gauss] (3 items)", items)
+    version, internal, gauss = items
+    f.integer("rng[0]", version, 0, 100)
+    values = f.listing("rng[1]", internal)
+    if len(values) != 625 or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**32
+                                     for x in values):  # fmt: skip
+        raise f.fail("rng[1]", "625 integers in [0, 2**32) (Mersenne Twister's state)", values)
+    if gauss is not None:
+        f.number("rng[2]", gauss)
+    state = (version, tuple(values), None if gauss is None else float(gauss))
+    try:
+        random.Random().setstate(state)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise f.fail("rng", f"a state random.Random accepts ({exc})", "[...]") from None
+    return state
 
 
 @dataclass(frozen=True)
@@ -167,19 +333,12 @@ def run_search(
     """
     cfg = config or SearchConfig()
     if resume:
-        if state_path is None or not Path(state_path).is_file():
-            raise FileNotFoundError(f"nothing to resume: search state {str(state_path)!r} does not exist; "
-                                    "drop --resume to start afresh")  # fmt: skip
-        state = SearchState.load(state_path)
-        if (state.config, state.objective, state.space) != (cfg, objective, space.name):
-            raise ValueError(f"{state_path} holds a search with other settings "
-                             f"({state.config}, {state.objective}, space {state.space!r}); "
-                             "resume with the same ones or use a new --out")  # fmt: skip
+        state = load_resumable(state_path, space, cfg, objective)
         rng = random.Random()
         rng.setstate(state.rng)
     else:
         rng = random.Random(cfg.seed)
-        state = SearchState(cfg, objective, space.name, rng=rng.getstate())
+        state = SearchState(cfg, objective, space.name, rng=rng.getstate(), space_doc=space.to_dict())
     start = len(state.history)
     breeder = _Breeder(space, latency, objective, cfg, rng)
     cache = {c.arch: c.acc for c in state.history}
@@ -204,6 +363,21 @@ def run_search(
         if on_batch is not None:
             on_batch(len(state.history), cfg.budget)
     return _result(state.history, start)
+
+
+def load_resumable(state_path: str | Path | None, space: SearchSpace, config: SearchConfig,
+                   objective: Objective) -> SearchState:  # fmt: skip
+    """The checked state at ``state_path`` of a search with these settings (what ``resume=True`` continues).
+
+    ``FileNotFoundError`` ("nothing to resume") when there is none, ``ValueError`` naming the file and the field
+    for a damaged or foreign one, or one of a search with other settings.
+    """
+    if state_path is None or not Path(state_path).is_file():
+        raise FileNotFoundError(f"nothing to resume: search state {str(state_path)!r} does not exist; "
+                                "drop --resume to start afresh")  # fmt: skip
+    state = SearchState.load(state_path, space=space)
+    state.check_same(config, objective, space, str(state_path))
+    return state
 
 
 def _result(history: list[Candidate], start: int) -> SearchResult:

@@ -30,13 +30,24 @@ errors that name the field (``stages[2].kernels: ...``)::
      "stages": [{"stride": 2, "widths": [24, 32], "depths": [1, 2],
                  "kernels": [3, 5], "expansions": [3, 6],
                  "se": [false, true], "acts": ["relu", "hswish"]}]}
+
+A space file is read like every other document edgecnn reads back: its size
+is bounded (``EDGECNN_MAX_FILE_MB``) before it is read and its nesting before
+it is parsed, and every field is bounded (:data:`SPACE_BOUNDS`: kernels odd in
+[1, 31], expansions in (0, 32], depths in [1, 64], widths and ``hidden`` in
+[1, ``EDGECNN_MAX_CHANNELS``], strides in [1, 8], at most 64 values per choice
+and 64 stages). Both the smallest and the **largest** network of the space are
+resolved under :mod:`edgecnn.limits` when it is loaded, so a space cannot ask
+for a network too large to build (``kernels: [3, 9999]`` is refused here; the
+memory its supernet needs is estimated before a search starts,
+:func:`edgecnn.search.pipeline.check_job`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -44,6 +55,7 @@ from typing import Any
 
 from edgecnn.activations import ACTIVATIONS
 from edgecnn.arch import ArchSpec, parse
+from edgecnn.limits import MAX_CHANNELS, MAX_FILE_MB, MAX_INPUT
 
 SE_TOKENS = "_se0.25_hsgate"
 """SE as MobileNetV3 uses it: a quarter of the expanded width, hard-sigmoid gate."""
@@ -74,6 +86,86 @@ _OPTIONS = {"depth": "depths", "kernel": "kernels", "expansion": "expansions", "
             "width": "widths"}  # fmt: skip
 
 
+# ---- bounds of a space's fields ------------------------------------------------------------------------
+SPACE_BOUNDS: dict[str, tuple[float, float]] = {
+    "stride": (1, 8), "kernels": (1, 31), "expansions": (0, 32), "depths": (1, 64), "head_mult": (1, 64),
+}  # fmt: skip
+"""Sane ranges of the fields of a space (``expansions`` excludes 0). Widths, ``hidden`` and ``input_size``
+are bounded by the raisable limits instead (``EDGECNN_MAX_CHANNELS``, ``EDGECNN_MAX_INPUT``). These bounds are
+fixed: a depthwise kernel above 31 (RepLKNet's largest), an expansion above 32 or 64 layers in one stage is no
+search choice but a typo, and the memory estimate before a search refuses what slips under them."""
+MAX_CHOICES = 64  # values of one stage choice
+MAX_STAGES = 64  # searchable stages
+MAX_STEM_CHARS = 1000  # length of the stem's arch string
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")  # the default run folder is runs/search-NAME-DATA
+
+_TOP_KEYS = ("name", "input_size", "stem", "stages", "head_mult", "hidden")
+_STAGE_TYPES: dict[str, tuple[type, ...]] = {
+    "widths": (int,), "depths": (int,), "kernels": (int,), "expansions": (int, float), "se": (bool,), "acts": (str,),
+}  # fmt: skip
+_SPACE_FIX = "fix the space file (see docs/search.md for the format)"
+
+
+def _shown(value: object) -> str:
+    """A value for an error message, at most 60 characters (a field may hold a 50 MB string)."""
+    text = type(value).__name__ if isinstance(value, (dict, list, tuple)) and len(value) > 8 else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _positive_int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: must be a positive integer, got {_shown(value)}")
+    return value
+
+
+def _upper(key: str) -> tuple[float, str]:
+    """The upper bound of a numeric field and, for a raisable one, the variable that raises it."""
+    if key in ("widths", "hidden"):
+        return MAX_CHANNELS.value(), MAX_CHANNELS.env
+    if key == "input_size":
+        return MAX_INPUT.value(), MAX_INPUT.env
+    return SPACE_BOUNDS[key][1], ""
+
+
+def _check_range(key: str, value: object, where: str) -> None:
+    """ValueError naming ``where`` unless ``value`` is a number within the field's bounds."""
+    if key == "expansions":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not ok:
+            raise ValueError(f"{where}: expansions must be positive numbers, got {_shown(value)}")
+    else:
+        _positive_int(value, where)
+    hi, env = _upper(key)
+    if value > hi:  # type: ignore[operator]
+        lo = "(0" if key == "expansions" else f"[{SPACE_BOUNDS.get(key, (1, 0))[0]:g}"
+        how = f"raise it with {env}=N if that is really meant" if env else "it is not a sane search choice"
+        raise ValueError(f"{where}: {_shown(value)} is outside {lo}, {hi:,g}]; {how}")
+
+
+def _check_values(key: str, values: object, where: str) -> tuple[Any, ...]:
+    """The values of one stage choice, checked: a non-empty list of at most MAX_CHOICES distinct sane values."""
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(f"{where}: must be a non-empty list, got {_shown(values)}")
+    if len(values) > MAX_CHOICES:
+        raise ValueError(f"{where}: {len(values):,} values, at most {MAX_CHOICES} per choice; {_SPACE_FIX}")
+    types = _STAGE_TYPES[key]
+    for v in values:
+        if not isinstance(v, types) or (key != "se" and isinstance(v, bool)):
+            raise ValueError(f"{where}: {_shown(v)} is not a {' or '.join(t.__name__ for t in types)}")
+    if key in ("widths", "depths", "kernels", "expansions"):
+        for v in values:
+            _check_range(key, v, where)
+    if key == "kernels" and any(v % 2 == 0 for v in values):
+        raise ValueError(f"{where}: kernels must be odd (3, 5, 7), got {_shown(list(values))}")
+    if key == "acts":
+        bad = [a for a in values if a not in ACTIVATIONS]
+        if bad:
+            raise ValueError(f"{where}: unknown activation {_shown(bad[0])}; valid: {', '.join(ACTIVATIONS)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{where}: repeats a value: {_shown(list(values))}")
+    return tuple(float(v) for v in values) if key == "expansions" else tuple(values)
+
+
 @dataclass(frozen=True)
 class StageSpace:
     """The choices of one stage; every layer of the stage shares the drawn configuration."""
@@ -87,14 +179,12 @@ class StageSpace:
     acts: tuple[str, ...] = ("relu", "hswish")  # activation
 
     def __post_init__(self) -> None:
+        _check_range("stride", self.stride, "stage choice 'stride'")
         for name in ("widths", "depths", "kernels", "expansions", "se", "acts"):
             values = getattr(self, name)
             if not values:
                 raise ValueError(f"stage choice {name!r} is empty; give at least one value")
-            if len(set(values)) != len(values):
-                raise ValueError(f"stage choice {name!r} repeats a value: {list(values)}")
-        if any(k % 2 == 0 for k in self.kernels):
-            raise ValueError(f"kernels must be odd, got {self.kernels}")
+            _check_values(name, values, f"stage choice {name!r}")
 
     @property
     def size(self) -> int:
@@ -137,7 +227,24 @@ class SearchSpace:
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("a search space needs at least one stage")
+        if len(self.stages) > MAX_STAGES:
+            raise ValueError(f"a search space has at most {MAX_STAGES} stages, got {len(self.stages):,}")
         object.__setattr__(self, "stages", tuple(self.stages))
+        for key in ("input_size", "head_mult", "hidden"):
+            _check_range(key, getattr(self, key), key)
+
+    def check_limits(self) -> None:
+        """ValueError unless the smallest and the largest network resolve at ``input_size`` under
+        :mod:`edgecnn.limits` (channels, layers, kernel and input sizes; stages that fit the input)."""
+        from edgecnn.plan import resolve
+
+        for largest in (False, True):
+            which = "largest" if largest else "smallest"
+            try:
+                resolve(self.arch(self.extreme(largest)), input_size=self.input_size)
+            except ValueError as exc:
+                raise ValueError(f"the space's {which} network does not fit input_size {self.input_size}: "
+                                 f"{str(exc).splitlines()[0]}") from None  # fmt: skip
 
     @property
     def size(self) -> int:
@@ -256,106 +363,89 @@ def sample(rng: random.Random, space: SearchSpace = MOBILENET_V3_SPACE) -> ArchS
 
 
 # ---- a user's own space ------------------------------------------------------------------------------
-_TOP_KEYS = ("name", "input_size", "stem", "stages", "head_mult", "hidden")
-_STAGE_TYPES: dict[str, tuple[type, ...]] = {
-    "widths": (int,), "depths": (int,), "kernels": (int,), "expansions": (int, float), "se": (bool,), "acts": (str,),
-}  # fmt: skip
-
-
-def _positive_int(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: must be a positive integer, got {value!r}")
-    return value
-
-
 def _stage_from_dict(d: object, where: str) -> StageSpace:
     if not isinstance(d, Mapping):
         raise ValueError(f"{where}: a stage is an object with stride, widths, depths, ...; got {type(d).__name__}")
     valid = ("stride", *_STAGE_TYPES)
-    unknown = sorted(set(d) - set(valid))
+    unknown = sorted(str(k) for k in set(d) - set(valid))
     if unknown:
-        raise ValueError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(valid)}")
+        raise ValueError(f"{where}: unknown field {_shown(unknown[0])}; valid: {', '.join(valid)}")
     for need in ("stride", "widths", "depths"):
         if need not in d:
             example = '"stride": 2, "widths": [24, 32], "depths": [1, 2]'
             raise ValueError(f"{where}: missing field {need!r} (e.g. {example})")
-    kw: dict[str, Any] = {"stride": _positive_int(d["stride"], f"{where}.stride")}
-    for key, types in _STAGE_TYPES.items():
-        if key not in d:
-            continue
-        values = d[key]
-        here = f"{where}.{key}"
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"{here}: must be a non-empty list, got {values!r}")
-        for v in values:
-            ok = isinstance(v, types) and (key == "se" or not isinstance(v, bool))
-            if not ok:
-                raise ValueError(f"{here}: {v!r} is not a {' or '.join(t.__name__ for t in types)}")
-        if key in ("widths", "depths", "kernels"):
-            for v in values:
-                _positive_int(v, here)
-        if key == "kernels" and any(v % 2 == 0 for v in values):
-            raise ValueError(f"{here}: kernels must be odd (3, 5, 7), got {values}")
-        if key == "expansions" and any(not (math.isfinite(v) and v > 0) for v in values):
-            raise ValueError(f"{here}: expansions must be positive numbers, got {values}")
-        if key == "acts":
-            bad = [a for a in values if a not in ACTIVATIONS]
-            if bad:
-                raise ValueError(f"{here}: unknown activation {bad[0]!r}; valid: {', '.join(ACTIVATIONS)}")
-        if len(set(values)) != len(values):
-            raise ValueError(f"{here}: repeats a value: {values}")
-        kw[key] = tuple(float(v) for v in values) if key == "expansions" else tuple(values)
+    _check_range("stride", d["stride"], f"{where}.stride")
+    kw: dict[str, Any] = {"stride": d["stride"]}
+    for key in _STAGE_TYPES:
+        if key in d:
+            kw[key] = _check_values(key, d[key], f"{where}.{key}")
     return StageSpace(**kw)
 
 
 def space_from_dict(d: object, *, source: str = "space") -> SearchSpace:
-    """Validate a space document (see the module doc); every error names the field."""
+    """Validate a space document (see the module doc); every error names the field.
+
+    Both extreme networks are resolved under :mod:`edgecnn.limits` (:meth:`SearchSpace.check_limits`).
+    """
     if not isinstance(d, Mapping):
         raise ValueError(f"{source}: a search space is a JSON object, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(_TOP_KEYS))
+    unknown = sorted(str(k) for k in set(d) - set(_TOP_KEYS))
     if unknown:
-        raise ValueError(f"{source}: unknown field {unknown[0]!r}; valid: {', '.join(_TOP_KEYS)}")
+        raise ValueError(f"{source}: unknown field {_shown(unknown[0])}; valid: {', '.join(_TOP_KEYS)}")
     for need in ("stem", "stages"):
         if need not in d:
             raise ValueError(f"{source}: missing field {need!r}")
     stem = d["stem"]
-    if not isinstance(stem, str):
-        raise ValueError(f"{source}.stem: must be an arch string such as 'conv_k3_c16_hswish', got {stem!r}")
+    if not isinstance(stem, str) or len(stem) > MAX_STEM_CHARS:
+        raise ValueError(f"{source}.stem: must be an arch string such as 'conv_k3_c16_hswish' of at most "
+                         f"{MAX_STEM_CHARS} characters, got {_shown(stem)}")  # fmt: skip
     try:
         spec = parse(stem)
     except ValueError as exc:
-        raise ValueError(f"{source}.stem: {exc}") from None
+        raise ValueError(f"{source}.stem: {str(exc).splitlines()[0]}") from None
     if any(b.kind in ("gap", "fc", "dropout") for b in spec.blocks):
-        raise ValueError(f"{source}.stem: the stem must be spatial blocks only (no gap/fc/dropout), got {stem!r}")
+        raise ValueError(f"{source}.stem: the stem must be spatial blocks only (no gap/fc/dropout), got {_shown(stem)}")
     stages = d["stages"]
     if not isinstance(stages, list) or not stages:
         raise ValueError(f"{source}.stages: must be a non-empty list of stages")
+    if len(stages) > MAX_STAGES:
+        raise ValueError(f"{source}.stages: {len(stages):,} stages, at most {MAX_STAGES}; {_SPACE_FIX}")
     kw: dict[str, Any] = {"stem": spec.format(), "stages": tuple(
         _stage_from_dict(s, f"{source}.stages[{i}]") for i, s in enumerate(stages))}  # fmt: skip
     for key in ("input_size", "head_mult", "hidden"):
         if key in d:
-            kw[key] = _positive_int(d[key], f"{source}.{key}")
+            _check_range(key, d[key], f"{source}.{key}")
+            kw[key] = d[key]
     if "name" in d:
-        if not isinstance(d["name"], str) or not d["name"]:
-            raise ValueError(f"{source}.name: must be a non-empty string, got {d['name']!r}")
-        kw["name"] = d["name"]
+        name = d["name"]
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"{source}.name: must be 1 to 64 letters, digits or . _ + - (it names the run folder), "
+                             f"got {_shown(name)}")  # fmt: skip
+        kw["name"] = name
     space = SearchSpace(**kw)
-    try:  # every stage must fit the input: the smallest network must resolve
-        from edgecnn.plan import resolve
-
-        resolve(space.arch(space.extreme(False)), input_size=space.input_size)
+    try:
+        space.check_limits()
     except ValueError as exc:
-        raise ValueError(f"{source}: the space does not fit input_size {space.input_size}: {exc}") from None
+        raise ValueError(f"{source}: {exc}") from None
     return space
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Read a user's space from a ``.json`` file (``.yaml``/``.yml`` when PyYAML is installed)."""
+    """Read a user's space from a ``.json`` file (``.yaml``/``.yml`` when PyYAML is installed).
+
+    The file's size is bounded (``EDGECNN_MAX_FILE_MB``) before it is read, its nesting before it is parsed.
+    """
+    from edgecnn.schema import load_json
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"search space file {str(p)!r} not found; give a built-in ({', '.join(SPACES)}) "
                                 "or a JSON file")  # fmt: skip
-    text = p.read_text(encoding="utf-8")
+    MAX_FILE_MB.check(p.stat().st_size / 2**20, f"search space file {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{p}: not UTF-8 text; {_SPACE_FIX}") from None
     if p.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
@@ -366,11 +456,15 @@ def load_space(path: str | Path) -> SearchSpace:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ValueError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        except RecursionError:
+            raise ValueError(f"{p}: YAML nested too deeply; {_SPACE_FIX}") from None
     else:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}: not valid JSON: {exc}") from None
+            data = load_json(text, str(p), fix=_SPACE_FIX)
+        except ValueError as exc:  # json's own ValueErrors (a 5000-digit integer) do not name the file
+            if str(p) in str(exc):
+                raise
+            raise ValueError(f"{p} is not valid JSON ({str(exc)[:100]}); {_SPACE_FIX}") from None
     return space_from_dict(data, source=p.name)
 
 

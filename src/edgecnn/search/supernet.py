@@ -40,6 +40,7 @@ from torch import nn
 from edgecnn.arch import ArchSpec
 from edgecnn.blocks import se_width
 from edgecnn.build import BUILDERS, EdgeNet, build
+from edgecnn.kinds import kind_of
 from edgecnn.plan import LayerPlan, resolve
 from edgecnn.search.space import Genome, SearchSpace
 
@@ -250,6 +251,26 @@ def _max_dims(space: SearchSpace, stem_out: int) -> list[list[tuple[int, int, in
         out.append(layers)
         prev = s.widths
     return out
+
+
+def supernet_params(space: SearchSpace, *, num_classes: int, in_chans: int, kernel_transform: bool) -> int:
+    """Parameters of the space's supernet, counted from its largest dimensions without building it.
+
+    The stem's from its resolved plan; every stage layer as :class:`~edgecnn.search.supernet.Supernet` sizes it
+    (expand, depthwise at the largest kernel with OFA's transformation matrices, SE, project, their BNs); the
+    head. ``tests/test_hostile_search.py`` checks the count against a built supernet.
+    """
+    stem = resolve(space.stem, in_chans=in_chans, input_size=space.input_size)
+    total = sum(kind_of(p.spec.kind).cost(p)[0] for p in stem)
+    for s, layers in zip(space.stages, _max_dims(space, stem[-1].cout)):
+        ks = sorted(set(s.kernels), reverse=True)
+        matrices = sum(k**4 for k in ks[1:]) if kernel_transform else 0
+        for cin, mid, cout, sq in layers:
+            total += mid * cin + mid * ks[0] ** 2 + matrices + 2 * sq * mid + sq + mid + cout * mid + 4 * mid + 2 * cout
+    last = max(space.stages[-1].widths)
+    conv_out = space.head_mult * last
+    total += conv_out * last + 2 * conv_out + (conv_out + 1) * space.hidden + (space.hidden + 1) * num_classes
+    return total
 
 
 def _inner(cin: int, expansion: float) -> int:

@@ -39,9 +39,11 @@ from edgecnn.build import EdgeNet, build
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.data.loader import mix_seed
 from edgecnn.distill import distillation_loss
+from edgecnn.limits import MAX_BATCH, MAX_CHANNELS, MAX_MEMORY_GB, MAX_STEPS
+from edgecnn.schema import Fields
 from edgecnn.search.progressive import WIDTH_GENES, PhaseSpan, phase_space, phase_spans, span_at
 from edgecnn.search.space import Genome, SearchSpace, space_from_dict
-from edgecnn.search.supernet import FORMAT, Supernet
+from edgecnn.search.supernet import FORMAT, Supernet, supernet_params
 from edgecnn.train.optim import lr_at, param_groups
 
 SCHEDULES: tuple[str, ...] = ("sandwich", "progressive")
@@ -71,6 +73,8 @@ class SupernetConfig:
         for name in ("steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"supernet {name} must be positive, got {getattr(self, name)}")
+        MAX_STEPS.check(self.steps, "supernet training")
+        MAX_BATCH.check(self.batch_size, "supernet batch")
         if not self.lr > 0 or self.num_random < 0 or self.warmup_steps < 0:
             raise ValueError("supernet lr must be positive, num_random and warmup_steps >= 0")
 
@@ -120,8 +124,14 @@ def save_supernet(net: Supernet, path: str | Path, *, step: int = 0, optimizer: 
     return atomic_write(path, lambda f: torch.save(doc, f))
 
 
-def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
-    """The supernet saved at ``path`` and the whole document (step, optimizer, config)."""
+def load_supernet(path: str | Path, *, space: SearchSpace | None = None, num_classes: int | None = None,
+                  in_chans: int | None = None) -> tuple[Supernet, dict[str, Any]]:  # fmt: skip
+    """The supernet saved at ``path`` and the whole document (step, optimizer, config).
+
+    The document is checked field by field before anything is built from it (its space is validated and
+    resolved under :mod:`edgecnn.limits` like a space file); with ``space``, ``num_classes`` or ``in_chans`` it
+    must be the supernet of that space for that data, checked before the network is allocated.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"supernet checkpoint {str(p)!r} not found")
@@ -131,11 +141,41 @@ def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
         raise ValueError(f"{p} is not a readable supernet checkpoint: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{p} is not an edgecnn supernet checkpoint")
-    space = space_from_dict(doc["space"], source=str(p))
-    net = Supernet(space, num_classes=doc["num_classes"], in_chans=doc["in_chans"],
-                   kernel_transform=doc["kernel_transform"])  # fmt: skip
-    net.load_state_dict(doc["state_dict"])
+    f = Fields(str(p), _SUPERNET_FIX)
+    max_ch = int(MAX_CHANNELS.value())
+    saved = space_from_dict(f.mapping("space", doc.get("space")), source=f"{p}: space")
+    doc_classes = f.integer("num_classes", doc.get("num_classes"), 1, max_ch)
+    doc_chans = f.integer("in_chans", doc.get("in_chans"), 1, max_ch)
+    if not isinstance(doc.get("kernel_transform"), bool):
+        raise f.fail("kernel_transform", "true or false", doc.get("kernel_transform"))
+    f.integer("step", doc.get("step"), 0, MAX_STEPS.value())
+    f.tensors("state_dict", doc.get("state_dict"))
+    for name in ("optimizer", "config", "teacher"):
+        f.mapping(name, doc.get(name), optional=True)
+    if space is not None and saved != space:
+        differ = "its stem, stages or head differ" if saved.name == space.name else f"space {saved.name!r}"
+        raise ValueError(f"{p} is the supernet of another search space than this run's {space.name!r} ({differ}); "
+                         "resume with the same space, or pass --overwrite")  # fmt: skip
+    for name, want, got in (("num_classes", num_classes, doc_classes), ("in_chans", in_chans, doc_chans)):
+        if want is not None and want != got:
+            raise ValueError(f"{p} was trained on other data ({name} {got}, this data has {want}); resume on the "
+                             "same data, or pass --overwrite")  # fmt: skip
+    params = supernet_params(saved, num_classes=doc_classes, in_chans=doc_chans,
+                             kernel_transform=doc["kernel_transform"])  # fmt: skip
+    gb, limit = 4 * params / 1e9, MAX_MEMORY_GB.value()
+    if gb > limit:  # the file may declare a space far larger than the weights it holds
+        raise ValueError(f"{p}: its space's supernet has {params:,} weights ({gb:,.3g} GB), above the limit of "
+                         f"{limit:g} GB; {_SUPERNET_FIX}, or raise {MAX_MEMORY_GB.env}=N")  # fmt: skip
+    net = Supernet(saved, num_classes=doc_classes, in_chans=doc_chans, kernel_transform=doc["kernel_transform"])
+    try:
+        net.load_state_dict(doc["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"{p}: field 'state_dict' does not fit the supernet of its space "
+                         f"({str(exc).splitlines()[0][:120]}); {_SUPERNET_FIX}") from None  # fmt: skip
     return net, doc
+
+
+_SUPERNET_FIX = "the file is damaged or was not written by edgecnn; pass --overwrite to train the supernet afresh"
 
 
 def train_supernet(
@@ -163,7 +203,7 @@ def train_supernet(
     opt = _optimizer(net, cfg)
     start, teacher = 0, None
     if resume and checkpoint is not None and Path(checkpoint).is_file():
-        saved, doc = load_supernet(checkpoint)
+        saved, doc = load_supernet(checkpoint, space=net.space, num_classes=net.num_classes, in_chans=net.in_chans)
         if not same_recipe(doc.get("config"), cfg):
             raise ValueError(f"{checkpoint} was trained with another supernet recipe; resume with the same one "
                              "or use a new --out")  # fmt: skip
