@@ -57,7 +57,7 @@ from edgecnn.compress.budget import Budget
 from edgecnn.compress.drop_block import BlockDrop, drop_block, droppable_blocks, plan_drop
 from edgecnn.compress.groups import channel_groups
 from edgecnn.compress.meter import ResourceMeter, network_key
-from edgecnn.compress.netadapt_state import STATE_FORMAT, load_state, restore, save_state, state_path
+from edgecnn.compress.netadapt_state import STATE_FORMAT, load_state, restore, run_settings, save_state, state_path
 from edgecnn.compress.prune import PrunePlan, plan_prune, prune
 from edgecnn.compress.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
@@ -282,8 +282,9 @@ def netadapt(
     current = model.eval()
     history: list[Iteration] = []
     start_top1 = None
+    settings = run_settings(budget, cfg)  # recorded in the state; a resumed run must have the same
     if resume and state_file is not None and state_file.is_file():
-        st = load_state(state_file)
+        st = load_state(state_file, settings=settings, max_iterations=cfg.max_iterations)  # every field checked
         try:
             current = restore(model, st, shape, round_to=cfg.round_to).eval()
         except ValueError as exc:
@@ -353,7 +354,7 @@ def netadapt(
             save_state(state_file, {
                 "start_arch": network_key(model), "start_top1": start_top1, "arch": network_key(current),
                 "state_dict": {k: v.detach().cpu() for k, v in current.state_dict().items()},
-                "history": [asdict(h) for h in history],
+                "history": [asdict(h) for h in history], "settings": settings,
             })  # fmt: skip
         if on_iteration:
             on_iteration(history[-1])
