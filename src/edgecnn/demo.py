@@ -170,7 +170,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     """Train ``cfg.model`` on ``cfg.data``, analyse it, time it, explain it, and write the report."""
     console = console or Console()
     arch = _arch(cfg)  # a bad model is refused before anything is created
-    out = claim_run_dir(cfg.out_dir, overwrite=cfg.overwrite)  # writable, and no previous results replaced
+    out = claim_run_dir(cfg.out_dir, overwrite=cfg.overwrite, resumable=False)  # writable, no previous results replaced
     log = StageLog(console)
 
     with log.stage("data", "data"):

@@ -171,7 +171,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path:
             check_writable(path, what=flag)
-    out = claim_run_dir(args.out, overwrite=args.overwrite) if args.out else None
+    out = claim_run_dir(args.out, overwrite=args.overwrite, resumable=False) if args.out else None
     model, default_size = load_model_arg(args.model, num_classes=args.num_classes, width=args.width)
     in_chans = getattr(model, "in_chans", 3)
     size = parse_input(args.input, in_chans) if args.input else (in_chans, default_size, default_size)
