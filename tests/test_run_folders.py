@@ -95,3 +95,15 @@ def test_resume_with_nothing_to_resume_is_refused(command: str, ckpt: Path, tmp_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing to resume" in err, err
     assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").iterdir())
+
+
+@pytest.mark.parametrize("command", ["compress", "search"])
+@pytest.mark.parametrize(("option", "value"), [("--workers", "-1"), ("--workers", "1e9"), ("--workers", "nan"),
+                                               ("--cpus-per-task", "0"), ("--cpus-per-task", "inf"),
+                                               ("--gpus-per-task", "-1")])  # fmt: skip
+def test_executor_options_are_typed(command: str, option: str, value: str, ckpt: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert main([*argv_of(command, ckpt, tmp_path / "run"), option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and option in err, err
+    assert not (tmp_path / "run").exists()

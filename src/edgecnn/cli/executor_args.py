@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from edgecnn.cli import args as num
 from edgecnn.executor import Executor
 
 _ADDRESS = re.compile(r"(ray://)?[\w.\-\[\]:]+:\d{1,5}\Z")
@@ -24,15 +25,17 @@ def add_executor_args(parser: argparse.ArgumentParser) -> None:
         help="where candidates are fine-tuned: local worker processes (default) or a Ray cluster",
     )  # fmt: skip
     g.add_argument(
-        "--workers", type=int, default=None, metavar="N",
+        "--workers", type=num.int_in(0, 4096, "a worker count"), default=None, metavar="N",
         help="tasks at once (default: local = this machine's cores, ray = what the cluster fits); 0 = in this process",
     )  # fmt: skip
     g.add_argument(
         "--address", default=None, metavar="HOST:PORT",
         help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or 'auto'); default: start a local Ray",
     )  # fmt: skip
-    g.add_argument("--cpus-per-task", type=float, default=1.0, metavar="N", help="Ray: CPUs each task reserves")
-    g.add_argument("--gpus-per-task", type=float, default=0.0, metavar="N", help="Ray: GPUs each task reserves")
+    g.add_argument("--cpus-per-task", type=num.float_in(0.0, 4096.0, open_lo=True), default=1.0, metavar="N",
+                   help="Ray: CPUs each task reserves")  # fmt: skip
+    g.add_argument("--gpus-per-task", type=num.float_in(0.0, 64.0), default=0.0, metavar="N",
+                   help="Ray: GPUs each task reserves")  # fmt: skip
 
 
 def check_address(address: str) -> str:
