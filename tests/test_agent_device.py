@@ -114,3 +114,23 @@ def test_table_and_netadapt_measured_on_the_agent(agent: Agent, token: None, tmp
     r = netadapt(model, ref, parse_budget("90%latency"), meter=meter, config=cfg)
     assert len(r.history) == 1 and r.history[0].resource < r.start
     assert len(table.entries) > added  # the pruned widths were timed on the agent too
+
+
+def test_compress_measures_before_and_after_on_the_agent(agent: Agent, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from edgecnn.checkpoint import checkpoint_of, save_checkpoint
+
+    monkeypatch.delenv(remote.AGENT_TOKEN_ENV, raising=False)
+    remote._CLIENTS.clear()
+    torch.manual_seed(0)
+    meta = {"name": "digits", "classes": [str(i) for i in range(10)], "mean": [0.3], "std": [0.37], "image_size": 8}
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(checkpoint_of(build(TINY, num_classes=10, in_chans=1), data=meta), ckpt)
+    out = tmp_path / "c"
+    code = main(["compress", str(ckpt), "--data", "digits", "--budget", "70%macs", "--method", "prune",
+                 "--long-epochs", "0", "--threads", "1", "--backend", "onnxruntime", "--device", agent.address,
+                 "--agent-token", TOKEN, "--out", str(out), "--no-progress"])  # fmt: skip
+    assert code in (0, 1)
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["device"] == agent.address and doc["before"]["latency_ms"] > 0 and doc["after"]["latency_ms"] > 0
+    remote._CLIENTS.clear()

@@ -34,6 +34,7 @@ atomically.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -59,7 +60,9 @@ from edgecnn.compress.netadapt_state import STATE_FILE, load_state, prune_record
 from edgecnn.compress.oneshot import prune_to_budget
 from edgecnn.compress.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader
-from edgecnn.latency.fingerprint import fingerprint
+from edgecnn.latency.fingerprint import BACKENDS, fingerprint
+from edgecnn.latency.remote import AGENT_TOKEN_ENV
+from edgecnn.latency.targets import get_target
 from edgecnn.latency.measure import default_threads
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable, new_table
@@ -99,7 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=num.positive_int, default=None, help="at most this many images per class and split")
     p.add_argument("--latency-table", default=None, help="latency table JSON (default <out>/latency_table.json); "
                    "missing blocks are measured and added")  # fmt: skip
-    p.add_argument("--backend", choices=("eager", "onnxruntime"), default="eager", help="latency backend")
+    p.add_argument("--backend", choices=BACKENDS, default="eager", help="latency backend (a deployment target)")
+    p.add_argument("--device", type=num.measure_device, default="cpu",
+                   help="where latency is measured: cpu, or HOST:PORT of an `edgecnn agent` on the device")
+    p.add_argument("--agent-token", default=None, help="the agent's token (default: $EDGECNN_AGENT_TOKEN)")
     p.add_argument("--threads", type=num.threads, default=None, help="threads of the latency measurements "
                    "(default: all)")  # fmt: skip
     g = p.add_argument_group("schedule")
@@ -186,6 +192,8 @@ def _resumable(state: dict | None, out: Path, model: nn.Module, input_shape: tup
 def cmd_compress(args: argparse.Namespace) -> int:
     """Run ``edgecnn compress``; 0 when the budget is met, 1 when the result is over it."""
     budget = parse_budget(args.budget)  # first: a bad budget costs nothing
+    if args.agent_token:  # read where measurements happen (edgecnn.latency.remote)
+        os.environ[AGENT_TOKEN_ENV] = args.agent_token
     if args.model and args.method in LAYER_METHODS:
         raise ValueError(f"--method {args.method} with --model is not supported: use netadapt or prune, or "
                          "edgecnn.compress.lowrank / plan_lowrank from Python")  # fmt: skip
@@ -232,14 +240,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
     executor = executor_from_args(args, progress=False)
     latency = None
     if budget.resource == "latency" and not isinstance(model, EdgeNet):  # no arch: each network timed whole
-        eager = args.backend == "eager"
-        latency = LatencyModel(new_table(backend=args.backend, threads=threads, config=QUICK_TIMING,
-                                         drift_reference=not eager), lane=executor.exclusive,
-                               stat="min" if eager else "median")  # fmt: skip
+        back_to_back = not get_target(args.backend).always_normalised  # eager: fastest runs, no reference
+        latency = LatencyModel(new_table(backend=args.backend, threads=threads, device=args.device,
+                                         config=QUICK_TIMING, drift_reference=not back_to_back),
+                               lane=executor.exclusive, stat="min" if back_to_back else "median")  # fmt: skip
         console.print("latency: every pruned network is measured end to end (no arch string to look up)")
     elif budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
         path = Path(args.latency_table) if args.latency_table else out / "latency_table.json"
-        table = LatencyTable.open_or_new(path, fingerprint(backend=args.backend, threads=threads))
+        table = LatencyTable.open_or_new(path, fingerprint(backend=args.backend, threads=threads, device=args.device))
         latency = LatencyModel(table, measure=True, lane=executor.exclusive, path=path)
         console.print(f"latency table {path}: measuring a width grid of every block once (then interpolating)")
         latency.ensure_grid(model.arch, input_size=data.image_size, num_classes=data.num_classes,
@@ -247,7 +255,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     meter = None if args.method in LAYER_METHODS else ResourceMeter(  # layer methods time the network itself
         budget.resource, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
         latency=latency)  # fmt: skip
-    before = model_stats(model, data, backend=args.backend, threads=threads)
+    before = model_stats(model, data, backend=args.backend, threads=threads, device=args.device)
     history: list[dict] = []
     layered: LayerMethodResult | None = None
     prune_steps: list[dict[int, int]] = []  # one-shot pruning of a --model network: its one step
@@ -281,8 +289,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             result, met, stopped = r.model, r.met, r.stopped
             history = [asdict(h) for h in r.history]
         elif args.method in LAYER_METHODS:
-            layered = compress_layers(args.method, model, data, budget, before, backend=args.backend, threads=threads,
-                                      train=train, long_epochs=args.long_epochs, batch_size=args.batch_size,
+            layered = compress_layers(args.method, model, data, budget, before, backend=args.backend,
+                                      threads=threads, device=args.device, train=train, long_epochs=args.long_epochs, batch_size=args.batch_size,
                                       round_to=args.round_to, log=console.print)  # fmt: skip
             result, met, stopped = layered.model, layered.met, layered.stopped
         else:
@@ -296,7 +304,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 steps = max(1, round(args.long_epochs * max(1, len(data.train) // args.batch_size)))
                 finetune(result, data, steps=steps, config=train)
             met, stopped = shot.resource <= target, "met" if shot.resource <= target else "over budget"
-    after = model_stats(result, data, backend=args.backend, threads=threads)
+    after = model_stats(result, data, backend=args.backend, threads=threads, device=args.device)
     if layered is not None and budget.resource == "latency" and after.latency_ms is not None:
         layered = replace(layered, value=after.latency_ms)  # the table's measurement decides, not the selection's
         met, stopped = layered.met, layered.stopped
@@ -312,7 +320,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     doc = compress_document(args.method, {**budget.to_dict(), "start": start, "target": budget.target(start)},
                             before, after, met=met, history=history, stopped=stopped, arch=after.arch, **extra,
                             checkpoint=str(out / "model.pt"), source=str(args.checkpoint), data=str(args.data),
-                            backend=args.backend, threads=threads)  # fmt: skip
+                            backend=args.backend, threads=threads, device=args.device)  # fmt: skip
     table = _table(before, after, f"{args.method} to {budget.text}: {stopped}")
     if args.int8:
         from edgecnn.compress.quantize import compare_int8, quantize_int8

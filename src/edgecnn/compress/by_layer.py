@@ -78,7 +78,8 @@ class LayerMethodResult:
 
 
 def compress_layers(method: str, model: nn.Module, data: DataSet, budget: Budget, before: ModelStats, *,
-                    backend: str = "eager", threads: int | None = None, train: TrainConfig, long_epochs: float,
+                    backend: str = "eager", threads: int | None = None, device: str = "cpu", train: TrainConfig,
+                    long_epochs: float,
                     batch_size: int, round_to: int = 8, layer_latency: LayerLatency | None = None,
                     log: Callable[[str], object] = print) -> LayerMethodResult:  # fmt: skip
     """Run ``method`` (``lowrank`` or ``separable``) on ``model`` (not changed) to ``budget``; see the module docstring.
@@ -95,9 +96,10 @@ def compress_layers(method: str, model: nn.Module, data: DataSet, budget: Budget
     target = budget.target(float(start))
 
     def model_latency(m: nn.Module) -> float:
-        return measure(m.eval(), (1, *size), backend=backend, threads=threads, config=QUICK_TIMING).stats.median_ms
+        return measure(m.eval(), (1, *size), backend=backend, threads=threads, config=QUICK_TIMING,
+                       device=device).stats.median_ms  # fmt: skip
 
-    per_layer = layer_latency or measured_layer_latency(backend=backend, threads=threads)
+    per_layer = layer_latency or measured_layer_latency(backend=backend, threads=threads, device=device)
     loader = BatchLoader(data.train, batch_size=batch_size, mean=data.mean, std=data.std, train=True)
     log(f"{method}: timing every candidate layer alone on {backend} (a replacement that is not faster is skipped)")
     chosen: MeasuredLowRank | MeasuredSeparable

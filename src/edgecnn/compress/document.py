@@ -39,7 +39,8 @@ class ModelStats:
 
 
 def model_stats(model: nn.Module, data: DataSet, *, backend: str = "eager", threads: int | None = None,
-                timing: TimingConfig | None = QUICK_TIMING, measure_latency: bool = True) -> ModelStats:  # fmt: skip
+                timing: TimingConfig | None = QUICK_TIMING, measure_latency: bool = True,
+                device: str = "cpu") -> ModelStats:  # fmt: skip
     """Test top-1, measured latency (batch 1), MACs and params of a network on ``data``.
 
     An EdgeNet's MACs and params come from its arch string (closed form); any
@@ -56,7 +57,8 @@ def model_stats(model: nn.Module, data: DataSet, *, backend: str = "eager", thre
     ms = None
     if measure_latency:
         shape = (1, data.in_chans, data.image_size, data.image_size)
-        ms = measure(model.eval(), shape, backend=backend, threads=threads, config=timing).stats.median_ms
+        ms = measure(model.eval(), shape, backend=backend, threads=threads, config=timing,
+                     device=device).stats.median_ms  # fmt: skip
     return ModelStats(arch, top1, ms, cost.macs, cost.params)
 
 

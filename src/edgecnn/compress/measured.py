@@ -101,8 +101,8 @@ def layer_ms(module: nn.Module, shapes: Sequence[tuple[int, ...]], latency: Laye
     return sum(latency(module, s) for s in shapes)
 
 
-def measured_layer_latency(*, backend: str = "eager", threads: int | None = None,
-                           timing: TimingConfig | None = None) -> LayerLatency:  # fmt: skip
+def measured_layer_latency(*, backend: str = "eager", threads: int | None = None, timing: TimingConfig | None = None,
+                           device: str = "cpu") -> LayerLatency:  # fmt: skip
     """A :data:`LayerLatency` that times the module alone on the device: median ms at batch 1.
 
     Same backend (eager or ONNX Runtime) and threads as the command's end-to-end measurements;
@@ -112,7 +112,7 @@ def measured_layer_latency(*, backend: str = "eager", threads: int | None = None
                                  retry_wait_s=0.2)  # fmt: skip
 
     def latency(module: nn.Module, shape: tuple[int, ...]) -> float:
-        return measure(module.eval(), shape, backend=backend, threads=threads, config=cfg).stats.median_ms
+        return measure(module.eval(), shape, backend=backend, threads=threads, config=cfg, device=device).stats.median_ms
 
     return latency
 
