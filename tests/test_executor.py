@@ -312,10 +312,11 @@ def test_cli_options_build_the_executor() -> None:
         (("--address", "10.0.0.5:6379"), "needs --executor ray"),
         (("--executor", "ray", "--address", "10.0.0.5"), "HOST:PORT"),
         (("--executor", "ray", "--address", "host:port"), "HOST:PORT"),
-        (("--workers", "-1"), "workers must be >= 0"),
     ]:
         with pytest.raises(ValueError, match=msg):
             executor_from_args(_parse(*argv))
+    with pytest.raises(SystemExit):  # refused while parsing (a typed option), before any executor exists
+        _parse("--workers", "-1")
 
 
 def test_ray_is_imported_only_when_chosen(monkeypatch) -> None:
