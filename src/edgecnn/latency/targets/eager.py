@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -55,13 +56,17 @@ class EagerTarget(Target):
         """A ``torch.export`` program (``.pt2``) of ``model``; eager has no int8 path here."""
         if calibration is not None:
             raise ValueError("the eager target has no int8 export; use --target onnxruntime or executorch")
-        program = torch.export.export(copy.deepcopy(model).eval(), (example,))  # exported in eval mode
-        buf = io.BytesIO()
-        torch.export.save(program, buf)
+        with warnings.catch_warnings():  # torch's own pytree deprecation, raised inside save/load
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+            program = torch.export.export(copy.deepcopy(model).eval(), (example,))  # exported in eval mode
+            buf = io.BytesIO()
+            torch.export.save(program, buf)
         return buf.getvalue()
 
     def load(self, artifact: bytes, *, threads: int, device: str = "cpu") -> Program:
-        program = torch.export.load(io.BytesIO(artifact))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+            program = torch.export.load(io.BytesIO(artifact))
         return _EagerProgram(program.module(), threads=threads, device=device)
 
     @contextlib.contextmanager

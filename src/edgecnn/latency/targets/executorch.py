@@ -34,11 +34,12 @@ import contextlib
 import copy
 import functools
 import hashlib
+import importlib
 import importlib.metadata
-import importlib.util
 import logging
 import os
 import re
+import sys
 import tempfile
 import threading
 import warnings
@@ -70,20 +71,19 @@ _QUIET_LOGS: dict[str, re.Pattern[str]] = {
 
 @functools.lru_cache(maxsize=1)
 def _version() -> str | None:
+    """The ``executorch`` distribution's version if its runtime extension imports (milliseconds), else None."""
     try:
-        if importlib.util.find_spec("executorch.extension.pybindings._C") is None:
-            return None
+        _runtime()
         return importlib.metadata.version("executorch")
-    except (ImportError, ValueError, importlib.metadata.PackageNotFoundError):
+    except (ImportError, OSError, importlib.metadata.PackageNotFoundError):
         return None
 
 
 def _runtime() -> ModuleType:
     """ExecuTorch's runtime extension (``_C``); ``torch`` is imported first because it links ``libtorch``."""
     import torch  # noqa: F401  (loads libtorch before the extension resolves against it)
-    from executorch.extension.pybindings import _C
 
-    return _C
+    return importlib.import_module("executorch.extension.pybindings._C")
 
 
 @contextlib.contextmanager
@@ -93,11 +93,13 @@ def _native_log_filtered() -> Iterator[None]:
     The runtime logs with ``fprintf(stderr)``, below Python: fd 2 is sent to a
     temporary file for the duration and every other line is written back.
     """
-    import sys
-
     with contextlib.suppress(Exception):
         sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to filter
+        yield
+        return
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
@@ -176,7 +178,7 @@ _POOL = _ThreadPool()
 
 
 class _ExecuTorchProgram(Program):
-    """A ``.pte`` loaded by ExecuTorch's runtime (method ``forward``), re-created whenever the threadpool is replaced."""
+    """A ``.pte`` loaded by ExecuTorch's runtime (method ``forward``), reloaded whenever the threadpool is replaced."""
 
     def __init__(self, artifact: bytes, *, threads: int) -> None:
         self.artifact = bytes(artifact)  # the runtime reads the program in place: this keeps it alive
@@ -413,7 +415,7 @@ class ExecuTorchTarget(Target):
     """ExecuTorch runtime with the XNNPACK delegate (fp32, or int8 through PT2E and ``XNNPACKQuantizer``)."""
 
     name = "executorch"
-    install = "pip install 'executorch>=1.5.1'"
+    install = "pip install 'edgecnn[executorch]'"
     artifact_suffix = ".pte"
     int8 = True
 

@@ -94,8 +94,10 @@ class OrtTarget(Target):
         return _OrtProgram(make_session(artifact, threads=threads, device=device))
 
     def int8_record(self) -> dict[str, Any]:
+        from edgecnn.latency.isa import detect_isa
+
         settings, why = int8_settings()
-        return {"settings": settings.to_dict(), "reason": why}
+        return {"settings": settings.to_dict(), "reason": why, "saturates_16bit_sums": detect_isa().saturates_int8}
 
     def details(self, artifact: bytes) -> dict[str, Any]:
         return {"opset": DEFAULT_OPSET, "providers": ["CPUExecutionProvider"]}
