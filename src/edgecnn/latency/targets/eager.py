@@ -35,7 +35,9 @@ class _EagerProgram(Program):
     def bind(self, x: torch.Tensor) -> Callable[[], object]:
         from edgecnn.latency.measure import eager_runner
 
-        return eager_runner(self.module, (x,), device=self.device)
+        with warnings.catch_warnings():  # copying an exported module's pytree specs
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+            return eager_runner(self.module, (x,), device=self.device)
 
 
 class EagerTarget(Target):
@@ -66,8 +68,8 @@ class EagerTarget(Target):
     def load(self, artifact: bytes, *, threads: int, device: str = "cpu") -> Program:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
-            program = torch.export.load(io.BytesIO(artifact))
-        return _EagerProgram(program.module(), threads=threads, device=device)
+            module = torch.export.load(io.BytesIO(artifact)).module()
+        return _EagerProgram(module, threads=threads, device=device)
 
     @contextlib.contextmanager
     def threads(self, threads: int) -> Iterator[None]:
