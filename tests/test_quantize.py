@@ -143,3 +143,31 @@ def test_calibration_needs_an_image(trained) -> None:
     model, data = trained
     with pytest.raises(ValueError, match="at least one image"):
         quantize_int8(model, data, calibration_images=0)
+
+
+def test_shared_constant_biases_are_inlined_and_quantised_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """The exporter shares equal biases through Identity nodes; ORT's quantiser would leave them float, warning."""
+    import numpy as np
+    import onnx
+
+    from edgecnn.export import onnx_bytes
+    from edgecnn.latency.targets import get_target
+    from edgecnn.latency.targets.ort_int8 import inline_constant_identities, quantize_onnx
+    from edgecnn.zoo import create
+
+    torch.manual_seed(0)
+    net = create("mobilenet_v3_small", num_classes=10, width=0.5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    before = onnx_bytes(net, x)
+    g = onnx.load_from_string(before).graph
+    inits = {i.name for i in g.initializer}
+    shared = [n for n in g.node if n.op_type == "Identity" and n.input[0] in inits]
+    assert shared, "the exporter no longer shares constants: this test guards nothing"
+    after = inline_constant_identities(before)
+    g2 = onnx.load_from_string(after).graph
+    assert not [n for n in g2.node if n.op_type == "Identity" and n.input[0] in inits]
+    ort = get_target("onnxruntime")
+    np.testing.assert_array_equal(ort.load(before, threads=1)(x.numpy()), ort.load(after, threads=1)(x.numpy()))
+    with caplog.at_level(logging.WARNING):
+        quantize_onnx(before, [torch.randn(1, 3, 32, 32).numpy() for _ in range(4)], INT8_SETTINGS["u8s8-reduce"])
+    assert not [r for r in caplog.records if "Expected bias" in r.getMessage()]

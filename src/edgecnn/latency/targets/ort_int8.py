@@ -92,6 +92,34 @@ def _quiet_ort_hints() -> Iterator[None]:
         root.removeFilter(hint)
 
 
+def inline_constant_identities(model: bytes) -> bytes:
+    """``model`` without the ``Identity`` nodes that only forward an initializer.
+
+    The exporter shares equal constants (e.g. the zero biases of BN-folded convolutions) through ``Identity``
+    nodes; ORT's quantiser then sees a bias that is "not an initializer", leaves it in float and logs a warning
+    per convolution. Pointing every consumer at the initializer itself (what ORT's graph optimiser would do at
+    load time anyway) lets the quantiser fold those biases into int32 too.
+    """
+    import onnx
+
+    m = onnx.load_from_string(model)
+    g = m.graph
+    inits = {i.name for i in g.initializer}
+    outputs = {o.name for o in g.output}
+    alias = {n.output[0]: n.input[0] for n in g.node
+             if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs}  # fmt: skip
+    if not alias:
+        return model
+    keep = [n for n in g.node if not (n.op_type == "Identity" and n.output and n.output[0] in alias)]
+    for n in keep:
+        for i, name in enumerate(n.input):
+            if name in alias:
+                n.input[i] = alias[name]
+    del g.node[:]
+    g.node.extend(keep)
+    return bytes(m.SerializeToString())
+
+
 def quantize_onnx(fp32: bytes, calibration: Iterable[np.ndarray], settings: Int8Settings, *,
                   input_name: str = "input") -> bytes:  # fmt: skip
     """The int8 (QDQ) form of the ONNX model ``fp32``, activation ranges calibrated on ``calibration`` inputs."""
@@ -107,7 +135,7 @@ def quantize_onnx(fp32: bytes, calibration: Iterable[np.ndarray], settings: Int8
 
     with tempfile.TemporaryDirectory() as tmp, _quiet_ort_hints():
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32)
+        src.write_bytes(inline_constant_identities(fp32))
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=settings.per_channel,
                         activation_type=qtype[settings.activations], weight_type=qtype[settings.weights],
                         reduce_range=settings.reduce_range)  # fmt: skip
