@@ -22,7 +22,7 @@ from edgecnn.compress.meter import ResourceMeter  # noqa: E402
 from edgecnn.compress.netadapt import NetAdaptConfig, netadapt  # noqa: E402
 from edgecnn.latency import remote  # noqa: E402
 from edgecnn.latency.fingerprint import fingerprint  # noqa: E402
-from edgecnn.latency.measure import TimingConfig, measure  # noqa: E402
+from edgecnn.latency.measure import TimingConfig, device_fingerprint, measure  # noqa: E402
 from edgecnn.latency.model import LatencyModel  # noqa: E402
 from edgecnn.latency.per_layer import per_layer  # noqa: E402
 from edgecnn.latency.table import LatencyTable  # noqa: E402
@@ -59,7 +59,7 @@ def test_measure_and_fingerprint_happen_on_the_agent(agent: Agent, token: None) 
     m = measure(net, (1, 3, 32, 32), backend="onnxruntime", threads=1, device=agent.address, config=QUICK)
     assert m.fingerprint.device == agent.address and m.extra["remote"]["address"] == agent.address
     assert m.stats.median_ms > 0 and m.stats.repeats >= 10
-    fp = fingerprint(backend="onnxruntime", threads=1, device=agent.address)
+    fp = device_fingerprint(backend="onnxruntime", threads=1, device=agent.address)
     assert fp == m.fingerprint  # a table opened before any timing has the measurements' fingerprint
     with pytest.raises(ValueError, match="runs onnxruntime.* not eager"):
         measure(net, (1, 3, 32, 32), backend="eager", threads=1, device=agent.address, config=QUICK)
@@ -92,7 +92,7 @@ def test_latency_cli_on_the_device(agent: Agent, tmp_path: Path, capsys: pytest.
 
 
 def test_table_and_netadapt_measured_on_the_agent(agent: Agent, token: None, tmp_path: Path) -> None:
-    fp = fingerprint(backend="onnxruntime", threads=1, device=agent.address)
+    fp = device_fingerprint(backend="onnxruntime", threads=1, device=agent.address)
     table = LatencyTable.open_or_new(tmp_path / "t.json", fp)
     table.config = QUICK
     added = table.ensure([WIDE], input_size=32, num_classes=10, in_chans=1, path=tmp_path / "t.json")

@@ -13,7 +13,7 @@ from edgecnn.latency.validate import ValidationReport, ValidationRow, error_summ
 from edgecnn.plan import resolve
 from edgecnn.search.space import MOBILENET_V3_SPACE
 
-M = importlib.import_module("edgecnn.latency.measure")
+M = importlib.import_module("edgecnn.latency.timing")
 ARCH = "conv_k3_s2_c8 ir_r2_c8 gap fc"
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from edgecnn.latency.measure import TimingConfig, measure, summarize, time_fn, torch_threads
 from edgecnn.latency.per_layer import per_layer
 
-M = importlib.import_module("edgecnn.latency.measure")  # the module (the package re-exports the function)
+M = importlib.import_module("edgecnn.latency.timing")  # the module (the package re-exports the functions)
 D = importlib.import_module("edgecnn.latency.drift")
 FAST = TimingConfig(warmup=2, min_repeats=4, max_repeats=20, round_size=2, max_seconds=2.0, retries=0)
 

@@ -60,10 +60,10 @@ from edgecnn.compress.netadapt_state import STATE_FILE, load_state, prune_record
 from edgecnn.compress.oneshot import prune_to_budget
 from edgecnn.compress.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader
-from edgecnn.latency.fingerprint import BACKENDS, fingerprint
+from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.remote import AGENT_TOKEN_ENV
 from edgecnn.latency.targets import get_target
-from edgecnn.latency.measure import default_threads
+from edgecnn.latency.measure import default_threads, device_fingerprint
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable, new_table
 from edgecnn.limits import MAX_CHANNELS
@@ -247,7 +247,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         console.print("latency: every pruned network is measured end to end (no arch string to look up)")
     elif budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
         path = Path(args.latency_table) if args.latency_table else out / "latency_table.json"
-        table = LatencyTable.open_or_new(path, fingerprint(backend=args.backend, threads=threads, device=args.device))
+        table = LatencyTable.open_or_new(path, device_fingerprint(backend=args.backend, threads=threads, device=args.device))
         latency = LatencyModel(table, measure=True, lane=executor.exclusive, path=path)
         console.print(f"latency table {path}: measuring a width grid of every block once (then interpolating)")
         latency.ensure_grid(model.arch, input_size=data.image_size, num_classes=data.num_classes,

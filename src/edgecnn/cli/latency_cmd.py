@@ -30,9 +30,9 @@ from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.cli import args as num
 from edgecnn.cli.errors import UsageError
-from edgecnn.latency.fingerprint import BACKENDS, fingerprint
+from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.remote import AGENT_TOKEN_ENV
-from edgecnn.latency.measure import CLOCKS, TimingConfig, default_threads, measure
+from edgecnn.latency.measure import CLOCKS, TimingConfig, default_threads, device_fingerprint, measure
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
@@ -105,7 +105,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     shape = (args.batch, 3, size, size)
     tab = None
     if args.table:  # measure as the table's entries were: normalised by its drift reference, with its clock
-        fp_here = fingerprint(backend=args.backend, threads=args.threads, device=args.device)
+        fp_here = device_fingerprint(backend=args.backend, threads=args.threads, device=args.device)
         tab = LatencyTable.load(args.table, expect=fp_here, force=args.force)
     cfg = _config(args, tab)
     if tab is not None:
@@ -164,7 +164,7 @@ def _config(args: argparse.Namespace, table: LatencyTable | None = None) -> Timi
 def _open_table(args: argparse.Namespace) -> LatencyTable:
     if not args.table:
         raise UsageError("--table PATH is required (the JSON lookup table to create, extend or read)")
-    fp = fingerprint(backend=args.backend, threads=args.threads, device=args.device)
+    fp = device_fingerprint(backend=args.backend, threads=args.threads, device=args.device)
     table = LatencyTable.open_or_new(args.table, fp, force=args.force)
     if table.fingerprint.differences(fp):
         # build-table, calibrate and validate add this machine's measurements to the table; under the

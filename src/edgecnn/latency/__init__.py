@@ -5,8 +5,13 @@ per multiply-add than dense convs, and the runtime matters as much as the
 network (MobileNetV3-Large: ~17 ms in PyTorch eager, ~4 ms in ONNX Runtime on
 the same 2-core CPU). So we measure, on the device and backend at hand:
 
-* :mod:`~edgecnn.latency.measure` — end-to-end timing, warm-up and repeats until the median settles,
-  optionally normalised by a reference workload run around every sample (drift);
+* :mod:`~edgecnn.latency.targets` — the deployment targets (PyTorch eager, ONNX Runtime, ExecuTorch + XNNPACK):
+  one module per runtime behind one interface, and their registry;
+* :mod:`~edgecnn.latency.timing` — warm-up and repeats until the median settles, optionally normalised by a
+  reference workload run around every sample (drift);
+* :mod:`~edgecnn.latency.measure` — end-to-end measurement on a target, here or on a device through its agent
+  (:mod:`~edgecnn.latency.remote`), as a :class:`~edgecnn.latency.measurement.Measurement`;
+* :mod:`~edgecnn.latency.isa` — the CPU's int8 instructions (VNNI, AVX2 only, ARM dot product);
 * :mod:`~edgecnn.latency.reference` — that reference workload;
 * :mod:`~edgecnn.latency.per_layer` — the same split by block;
 * :mod:`~edgecnn.latency.onnx_backend` — ONNX Runtime sessions and profiles;

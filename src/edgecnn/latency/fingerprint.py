@@ -49,10 +49,16 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def is_agent_address(device: str) -> bool:
+    """Whether ``device`` names an agent (``HOST:PORT``, docs/agent.md) rather than this machine (``cpu``, ``cuda[:i]``)."""
+    if not isinstance(device, str) or device == "cpu" or device == "cuda" or device.startswith("cuda:"):
+        return False
+    host, sep, port = device.rpartition(":")
+    return bool(sep and host and port.isdigit())
+
+
 def check_device(device: str) -> str:
     """``cpu``, ``cuda[:i]`` (CUDA only when present) or an agent's ``HOST:PORT`` (docs/agent.md)."""
-    from edgecnn.latency.remote import is_agent_address
-
     if device == "cpu" or is_agent_address(device):
         return device
     if device.startswith("cuda"):
@@ -104,14 +110,13 @@ class DeviceFingerprint:
 
 
 def fingerprint(*, backend: str = "eager", threads: int, device: str = "cpu") -> DeviceFingerprint:
-    """The fingerprint of this machine for a measurement with ``backend`` and ``threads``."""
+    """The fingerprint of this machine for a measurement with ``backend`` and ``threads`` (an agent's device:
+    :func:`edgecnn.latency.measure.device_fingerprint`)."""
     check_backend(backend)
     check_device(device)
-    from edgecnn.latency.remote import check_remote_runtime, client_for, is_agent_address
-
-    if is_agent_address(device):  # the device's own CPU, cores and runtime, from its agent
-        check_remote_runtime(backend, device)
-        return client_for(device).device_fingerprint(runtime=backend, threads=threads)
+    if is_agent_address(device):
+        raise ValueError(f"device {device} is an agent: its fingerprint comes from the agent "
+                         "(edgecnn.latency.measure.device_fingerprint)")  # fmt: skip
     cuda_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
     from edgecnn.latency.isa import detect_isa
     from edgecnn.latency.targets import get_target

@@ -3,8 +3,8 @@
 :class:`AgentClient` speaks the agent's wire protocol (:mod:`edgecnn.agent.server`,
 docs/agent.md); :func:`measure_remote` exports a PyTorch model with the target's
 exporter, has the agent time it, and summarises the per-run times exactly as a
-local measurement is summarised (:func:`edgecnn.latency.measure.summarize`), so
-a remote :class:`~edgecnn.latency.measure.Measurement` reads like a local one —
+local measurement is summarised (:func:`edgecnn.latency.timing.summarize`), so
+a remote :class:`~edgecnn.latency.measurement.Measurement` reads like a local one —
 its fingerprint names the agent's address as the device and the remote CPU.
 
 Artifacts are addressed by sha256: a request first goes without the model, and
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgecnn.latency.fingerprint import is_agent_address
 from edgecnn.agent.server import (
     DEFAULT_MAX_BYTES,
     HEADER,
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgecnn.latency.fingerprint import DeviceFingerprint
-    from edgecnn.latency.measure import Measurement, TimingConfig
+    from edgecnn.latency.measurement import Measurement
+    from edgecnn.latency.timing import TimingConfig
 
 __all__ = [
     "AgentBusyError",
@@ -193,13 +195,13 @@ class AgentClient:
              config: TimingConfig | None = None, providers: list[str] | None = None) -> RemoteTiming:  # fmt: skip
         """Time ``artifact`` on the device at ``input_shape`` (random float32 input) with ``threads`` threads.
 
-        The warm-up/repeat/stability settings are ``config``'s (:class:`~edgecnn.latency.measure.TimingConfig`);
+        The warm-up/repeat/stability settings are ``config``'s (:class:`~edgecnn.latency.timing.TimingConfig`);
         its retry settings are :func:`measure_remote`'s business. The artifact is uploaded only if the agent
         does not have it yet.
         """
         _check_runtime(runtime)
         if config is None:
-            from edgecnn.latency.measure import TimingConfig
+            from edgecnn.latency.timing import TimingConfig
 
             config = TimingConfig()
         req: dict[str, Any] = {
@@ -453,12 +455,13 @@ def measure_remote(
 
     The model is exported here (:func:`export_artifact`; pass ``artifact`` to time one exported elsewhere,
     e.g. an int8 model quantised for the device's CPU) and timed there with ``config``'s warm-up and
-    stopping rule. The samples are summarised by :func:`~edgecnn.latency.measure.summarize` (wall clock, or
+    stopping rule. The samples are summarised by :func:`~edgecnn.latency.timing.summarize` (wall clock, or
     the device's CPU clock with ``config.clock == "cpu"``); when other processes on the *device* used more
     than ``config.max_foreign`` of its CPUs, the timing is retried like a local one
-    (:func:`~edgecnn.latency.measure.disturbance`). No drift reference runs remotely.
+    (:func:`~edgecnn.latency.timing.disturbance`). No drift reference runs remotely.
     """
-    from edgecnn.latency.measure import Measurement, TimingConfig, check_clock, disturbance, example_input, summarize
+    from edgecnn.latency.measurement import Measurement
+    from edgecnn.latency.timing import TimingConfig, check_clock, disturbance, example_input, summarize
 
     _check_runtime(runtime)
     if int(threads) < 1:
@@ -512,14 +515,6 @@ def measure_remote(
 AGENT_TOKEN_ENV = "EDGECNN_AGENT_TOKEN"
 AGENT_TIMEOUT_ENV = "EDGECNN_AGENT_TIMEOUT"
 _CLIENTS: dict[str, AgentClient] = {}
-
-
-def is_agent_address(device: str) -> bool:
-    """Whether ``device`` names an agent (``HOST:PORT``) rather than this machine (``cpu``, ``cuda[:i]``)."""
-    if not isinstance(device, str) or device == "cpu" or device == "cuda" or device.startswith("cuda:"):
-        return False
-    host, sep, port = device.rpartition(":")
-    return bool(sep and host and port.isdigit())
 
 
 def client_for(device: str) -> AgentClient:

@@ -69,8 +69,17 @@ from edgecnn.arch import ArchSpec
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import BUILDERS, build
 from edgecnn.latency.calibrate import Calibration
-from edgecnn.latency.fingerprint import DeviceFingerprint, fingerprint
-from edgecnn.latency.measure import CLOCKS, LatencyStats, Reference, TimingConfig, example_input, measure
+from edgecnn.latency.fingerprint import DeviceFingerprint
+from edgecnn.latency.measure import (
+    CLOCKS,
+    LatencyStats,
+    Reference,
+    TimingConfig,
+    device_fingerprint,
+    example_input,
+    measure,
+)
+from edgecnn.latency.remote import client_for, is_agent_address, measure_remote
 from edgecnn.latency.targets import get_target
 from edgecnn.latency.targets.base import BlockTiming, Target
 from edgecnn.plan import LayerPlan, resolve
@@ -307,8 +316,6 @@ class LatencyTable:
 
     def drift(self) -> Reference | None:
         """The reference new measurements against this table are normalised by; None: ``drift_reference=False``."""
-        from edgecnn.latency.remote import is_agent_address
-
         if is_agent_address(self.fingerprint.device):
             return None  # timed on the device by its agent: no reference workload runs there
         return self.reference() if self.drift_reference or self.target.always_normalised else None
@@ -329,8 +336,13 @@ class LatencyTable:
 
     def measure_block(self, plan: LayerPlan, *, batch: int = 1) -> TableEntry:
         """Measure one block on an input of its shape, the way its target times blocks (see the module doc)."""
-        stats = self.target.time_block(plan, lambda: BUILDERS[plan.spec.kind](plan).eval(), block_input(plan, batch),
-                                       self._block_timing())  # fmt: skip
+        build_block = lambda: BUILDERS[plan.spec.kind](plan).eval()  # noqa: E731
+        x, fp = block_input(plan, batch), self.fingerprint
+        if is_agent_address(fp.device):  # every target's blocks are timed alone on the device, by its agent
+            stats = measure_remote(build_block(), tuple(x.shape), runtime=fp.backend, threads=fp.threads,
+                                   config=self.config, client=client_for(fp.device)).stats  # fmt: skip
+        else:
+            stats = self.target.time_block(plan, build_block, x, self._block_timing())
         return TableEntry.from_stats(stats, self._ensure_call_overhead())
 
     def measure_overhead(self, *, in_chans: int, input_size: tuple[int, int], batch: int, num_classes: int) -> None:
@@ -428,5 +440,5 @@ def new_table(*, backend: str, threads: int, device: str = "cpu", config: Timing
     """An empty table fingerprinted for this machine (``drift_reference=False``: eager only, see the module doc)."""
     if not drift_reference and get_target(backend).always_normalised:
         raise ValueError(f"drift_reference=False is for the eager backend; {backend} entries are always normalised")
-    return LatencyTable(fingerprint(backend=backend, threads=threads, device=device), config=config or TimingConfig(),
+    return LatencyTable(device_fingerprint(backend=backend, threads=threads, device=device), config=config or TimingConfig(),
                         drift_reference=drift_reference)  # fmt: skip

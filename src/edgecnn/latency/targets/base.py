@@ -90,12 +90,8 @@ class Target(ABC):
 
         The default exports the block alone, loads it and times it with the table's drift reference.
         """
-        from edgecnn.latency.measure import time_fn
-        from edgecnn.latency.remote import client_for, is_agent_address, measure_remote
+        from edgecnn.latency.timing import time_fn
 
-        if is_agent_address(how.device):  # every target's blocks are timed alone on a remote device
-            return measure_remote(module(), tuple(x.shape), runtime=self.name, threads=how.threads, config=how.config,
-                                  client=client_for(how.device)).stats  # fmt: skip
         with self.threads(how.threads):
             run, _ = self.runner(module(), x, threads=how.threads, device=how.device)
             # reading x before each run warms it, as its producer would inside the network

@@ -27,13 +27,13 @@ class _EagerProgram(Program):
         self.module, self.threads_n, self.device = module.to(device), threads, device
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from edgecnn.latency.measure import torch_threads
+        from edgecnn.latency.timing import torch_threads
 
         with torch_threads(self.threads_n), torch.inference_mode():
             return self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device)).cpu().numpy()
 
     def bind(self, x: torch.Tensor) -> Callable[[], object]:
-        from edgecnn.latency.measure import eager_runner
+        from edgecnn.latency.timing import eager_runner
 
         with warnings.catch_warnings():  # copying an exported module's pytree specs
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
@@ -73,7 +73,7 @@ class EagerTarget(Target):
 
     @contextlib.contextmanager
     def threads(self, threads: int) -> Iterator[None]:
-        from edgecnn.latency.measure import torch_threads
+        from edgecnn.latency.timing import torch_threads
 
         with torch_threads(threads):
             yield
@@ -81,7 +81,7 @@ class EagerTarget(Target):
     def runner(self, model: nn.Module, x: torch.Tensor, *, threads: int, device: str = "cpu",
                channels_last: bool = False) -> tuple[Callable[[], object], dict[str, Any]]:  # fmt: skip
         """The module itself, no export (callers time it inside :meth:`threads`)."""
-        from edgecnn.latency.measure import eager_runner
+        from edgecnn.latency.timing import eager_runner
 
         return eager_runner(model, (x,), device=device, channels_last=channels_last), {}
 

@@ -19,7 +19,7 @@ from torch import nn
 from edgecnn.export import DEFAULT_OPSET, onnx_bytes
 from edgecnn.latency.fingerprint import onnxruntime_version
 from edgecnn.latency.drift import normalized_samples
-from edgecnn.latency.measure import LatencyStats, Reference, summarize
+from edgecnn.latency.timing import LatencyStats, Reference, summarize
 from edgecnn.latency.targets.base import BlockTiming, Program, Target
 from edgecnn.latency.targets.ort_int8 import int8_settings, quantize_onnx
 
@@ -113,10 +113,6 @@ class OrtTarget(Target):
     def time_block(self, plan: Any, module: Callable[[], nn.Module], x: torch.Tensor, how: BlockTiming) -> Any:
         """``context``: the block's marginal cost in a small graph (:mod:`edgecnn.latency.context`);
         ``profile`` (older tables): its kernels' time from ORT's profiler, alone."""
-        from edgecnn.latency.remote import is_agent_address
-
-        if is_agent_address(how.device):
-            return super().time_block(plan, module, x, how)
         self.require()
         if how.reference is None:
             raise ValueError("onnxruntime table entries are always drift-normalised: give the table's reference")
