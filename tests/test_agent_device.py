@@ -134,3 +134,26 @@ def test_compress_measures_before_and_after_on_the_agent(agent: Agent, tmp_path:
     doc = json.loads((out / "results.json").read_text())
     assert doc["device"] == agent.address and doc["before"]["latency_ms"] > 0 and doc["after"]["latency_ms"] > 0
     remote._CLIENTS.clear()
+
+
+def test_search_measures_its_table_and_finalists_on_the_agent(agent: Agent, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from search_helpers import TINY_SPACE
+
+    monkeypatch.delenv(remote.AGENT_TOKEN_ENV, raising=False)
+    remote._CLIENTS.clear()
+    space = tmp_path / "tiny.json"
+    space.write_text(json.dumps(TINY_SPACE.to_dict()))
+    out = tmp_path / "run"
+    assert main(["search", "--space", str(space), "--data", "digits", "--limit", "12", "--target", "0.5ms",
+                 "--budget", "4", "--population", "2", "--sample-size", "2", "--batch", "2", "--workers", "0",
+                 "--supernet-steps", "4", "--finalists", "1", "--max-seconds", "0.2", "--retries", "0",
+                 "--final-epochs", "1", "--final-batch-size", "32",
+                 "--threads", "1", "--no-progress", "--backend", "onnxruntime", "--device", agent.address,
+                 "--agent-token", TOKEN, "--out", str(out)]) == 0  # fmt: skip
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["latency"]["device"] == agent.address and doc["latency"]["backend"] == "onnxruntime"
+    table = json.loads((out / "latency_table.json").read_text())
+    assert table["fingerprint"]["device"] == agent.address and table.get("reference_ms") is None
+    assert doc["finalists"] and doc["finalists"][0]["measured_ms"] > 0
+    remote._CLIENTS.clear()

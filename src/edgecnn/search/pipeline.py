@@ -68,7 +68,7 @@ from edgecnn.build import build
 from edgecnn.data import DataSet
 from edgecnn.executor import Executor
 from edgecnn.latency.calibrate import GROUPS
-from edgecnn.latency.fingerprint import fingerprint
+from edgecnn.latency.measure import device_fingerprint
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
@@ -104,6 +104,7 @@ class SearchJob:
     estimator: str = "supernet"  # "supernet" (cheap) or "train" (short training of every candidate)
     backend: str = "eager"  # latency backend of the table and the final measurements
     threads: int = 1  # threads latency is measured with
+    device: str = "cpu"  # where: this machine, or an agent's HOST:PORT on the device (docs/agent.md)
     timing: TimingConfig = field(default_factory=TimingConfig)  # timing of new table entries and finalists
     table: str | None = None  # lookup table JSON (default: out/latency_table.json, extended as needed)
     finalists: int = 3  # best candidates measured end to end
@@ -155,7 +156,8 @@ class Progress:
 def latency_model(job: SearchJob, out: Path, executor: Executor) -> tuple[LatencyModel, Path]:
     """The device's table (opened or started at ``job.table`` or ``out/latency_table.json``) behind a latency model."""
     path = Path(job.table) if job.table else out / "latency_table.json"
-    table = LatencyTable.open_or_new(path, fingerprint(backend=job.backend, threads=job.threads))
+    table = LatencyTable.open_or_new(path, device_fingerprint(backend=job.backend, threads=job.threads,
+                                                              device=job.device))  # fmt: skip
     table.config = job.timing
     return LatencyModel(table, measure=True, lane=executor.exclusive, path=path), path
 
@@ -208,7 +210,7 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
         net = build(c.arch, num_classes=data.num_classes, in_chans=data.in_chans)
         with executor.exclusive():
             m = measure(net, (1, data.in_chans, size, size), backend=job.backend, threads=job.threads,
-                        config=job.timing, label=c.arch, reference=model.table.reference())  # fmt: skip
+                        device=job.device, config=job.timing, label=c.arch, reference=model.table.drift())  # fmt: skip
         s = m.stats
         out.append(Finalist(c.arch, c.acc, c.score, c.lat_ms, s.median_ms, s.iqr_ms,
                             job.objective.score(c.acc, s.median_ms)))  # fmt: skip
@@ -557,7 +559,7 @@ def results_document(job: SearchJob, result: SearchResult, finalists: list[Final
         "estimator": job.estimator,
         "estimate": asdict(job.estimate),
         "supernet": None if supernet is None else {**supernet, "config": asdict(job.supernet)},
-        "latency": {"backend": job.backend, "threads": job.threads, "table": table},
+        "latency": {"backend": job.backend, "threads": job.threads, "device": job.device, "table": table},
         "history": [c.to_dict() for c in result.history],
         "front": [c.index for c in result.front],
         "best": [c.to_dict() for c in result.best[:10]],

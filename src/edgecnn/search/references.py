@@ -102,7 +102,7 @@ def measure_references(refs: Sequence[str], model: LatencyModel, executor: Execu
         net = build(arch, num_classes=num_classes, in_chans=in_chans)
         with executor.exclusive():
             m = measure(net, (1, in_chans, input_size, input_size), backend=backend, threads=threads, config=timing,
-                        label=ref, reference=model.table.reference())  # fmt: skip
+                        label=ref, reference=model.table.drift(), device=model.table.fingerprint.device)  # fmt: skip
         out.append(ReferencePoint(ref, arch, table_ms, m.stats.median_ms, m.stats.iqr_ms))
     return out
 
