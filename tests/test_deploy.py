@@ -131,3 +131,40 @@ def test_export_cli_writes_artifact_manifest_and_refuses_a_rerun(trained, tmp_pa
     assert main([*argv, "--overwrite", "--int8", "off"]) == 0
     assert json.loads((out / "manifest.json").read_text())["form"] == "fp32"
     assert main(["export", str(ckpt), "--target", "eager", "--out", str(tmp_path / "e")]) == 2  # nothing to deploy
+
+
+@pytest.mark.parametrize(("name", "depthwise", "se"), [("mobilenet_v3_small", 11, 18), ("mobilenet_v2", 17, 0),
+                                                        ("resnet18", 0, 0)])  # fmt: skip
+def test_fallback_groups_match_the_papers_tables(name: str, depthwise: int, se: int) -> None:
+    """MobileNetV3-Small: 11 bnecks, SE in 9 of them (2 convs each; Howard et al. 2019, Table 2);
+    MobileNetV2: 17 bottlenecks (Sandler et al. 2018, Table 2); ResNet-18: neither."""
+    from edgecnn.export import onnx_bytes
+    from edgecnn.latency.targets.ort_int8 import conv_groups, inline_constant_identities
+    from edgecnn.zoo import create
+
+    net = create(name, num_classes=10, width=0.5).eval()
+    groups = conv_groups(inline_constant_identities(onnx_bytes(net, torch.zeros(1, 3, 32, 32))))
+    assert (len(groups["depthwise"]), len(groups["se"])) == (depthwise, se)
+    assert all("/se/" in n for n in groups["se"])
+
+
+def test_the_int8_form_is_the_fastest_measured_fallback(trained) -> None:
+    import onnx
+
+    from edgecnn.latency.targets.ort_int8 import conv_groups
+
+    model, data = trained
+    dep = deploy(model, data, int8="on", timing=FAST, rounds=2, calibration_images=30, images=40)
+    fb = dep.int8_fallback
+    assert fb is not None and set(fb["int8_forms_ms"]) == {"int8", "fp32 depthwise"}  # this net has no SE
+    fastest = min(fb["int8_forms_ms"], key=fb["int8_forms_ms"].__getitem__)
+    assert dep.forms["int8"].latency_ms == fb["int8_forms_ms"][fastest]
+    assert fb["kept_fp32"] == (None if fastest == "int8" else "depthwise")
+    assert dep.manifest["int8"]["fallback"] == fb
+    # the depthwise variant really keeps those convolutions fp32: their weights are plain initializers
+    variant = get_target("onnxruntime").int8_variants(model, torch.zeros(1, 1, 8, 8), [torch.zeros(1, 1, 8, 8)])
+    g = onnx.load_from_string(variant["fp32 depthwise"]).graph
+    inits = {i.name for i in g.initializer}
+    dw = set(conv_groups(variant["fp32 depthwise"])["depthwise"])
+    assert dw and all(n.input[1] in inits for n in g.node if n.name in dw)
+    assert any(n.input[1] not in inits for n in g.node if n.op_type == "Conv" and n.name not in dw)  # others int8

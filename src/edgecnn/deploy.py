@@ -67,6 +67,7 @@ class Deployment:
     reason: str  # why that form
     forms: dict[str, FormResult]  # every form that was built and measured
     agreement: float | None = None  # share of test images where int8 predicts what fp32 predicts (None: no int8)
+    int8_fallback: dict[str, Any] | None = None  # which layer group stayed fp32 in "int8" (measured), and every try
     images: int = 0  # test images evaluated
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -133,12 +134,14 @@ def choose_int8(fp32: FormResult, int8: FormResult, *, max_drop: float, margin: 
 
 def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8: str = "auto",
            max_drop: float = 0.01, threads: int = 1, calibration_images: int = 300, images: int | None = None,
-           rounds: int = 3, timing: TimingConfig | None = None,
+           rounds: int = 3, timing: TimingConfig | None = None, fallback: bool = True,
            progress: Callable[[str], None] | None = None) -> Deployment:  # fmt: skip
     """Export ``model`` to ``target``, evaluate and time it (and its int8 form per ``int8``), keep the better.
 
     ``images``: test images evaluated (all: None). ``max_drop``: the largest top-1 loss (a share, 0.01 = 1 pp)
-    int8 may cost under ``auto``.
+    int8 may cost under ``auto``. ``fallback``: where the target can mix precisions
+    (:meth:`~edgecnn.latency.targets.base.Target.int8_variants`), the int8 form is the fastest of full int8 and
+    int8 with depthwise and/or SE layers kept fp32, measured in the same interleaved rounds.
     """
     if int8 not in INT8_CHOICES:
         raise ValueError(f"--int8 must be one of {', '.join(INT8_CHOICES)}, got {int8!r}")
@@ -153,22 +156,35 @@ def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8
     example = torch.zeros(1, data.in_chans, data.image_size, data.image_size)
     say(f"exporting fp32 for {target}")
     artifacts = {"fp32": tgt.export(model, example)}
+    variants: dict[str, bytes] = {}
     if int8 != "off" and tgt.int8:
         say(f"quantising to int8 ({calibration_images} calibration images)")
-        artifacts["int8"] = tgt.export(model, example, calibration=calibration_inputs(data, calibration_images))
-    programs = {form: tgt.load(a, threads=threads) for form, a in artifacts.items()}
+        calib = calibration_inputs(data, calibration_images)
+        artifacts["int8"] = tgt.export(model, example, calibration=calib)
+        if fallback:
+            say("quantising the per-layer fallbacks (depthwise / SE layers kept fp32)")
+            variants = tgt.int8_variants(model, example, calib)
+    say(f"timing {', '.join([*artifacts, *variants])} interleaved ({rounds} rounds)")
+    runs = {**artifacts, **variants}
+    with tgt.threads(threads):
+        loaded = {f: tgt.load(a, threads=threads) for f, a in runs.items()}
+        timed = interleaved({f: p.bind(example) for f, p in loaded.items()}, rounds=rounds, config=timing)
+    fallback_ms = {f: statistics.median(timed[f][0]) for f in ["int8", *variants] if f in timed}
+    kept_fp32 = None
+    if variants:  # the fastest int8 form becomes "int8": a layer group stays fp32 where that measured faster
+        best = min(fallback_ms, key=fallback_ms.__getitem__)
+        if best != "int8":
+            kept_fp32 = best.removeprefix("fp32 ")
+            artifacts["int8"], timed["int8"], loaded["int8"] = runs[best], timed[best], loaded[best]
     preds = {}
-    for form, program in programs.items():
+    for form in artifacts:
         say(f"evaluating {form} on the test images")
-        preds[form] = predictions(program, data, images=images)
+        preds[form] = predictions(loaded[form], data, images=images)
     top1 = {form: float((p == y).mean()) if len(y) else 0.0 for form, (p, y) in preds.items()}
     labels = preds["fp32"][1]
     agreement = float((preds["int8"][0] == preds["fp32"][0]).mean()) if "int8" in preds and len(labels) else None
-    say(f"timing {', '.join(programs)} interleaved ({rounds} rounds)")
-    with tgt.threads(threads):
-        timed = interleaved({f: p.bind(example) for f, p in programs.items()}, rounds=rounds, config=timing)
     forms = {f: FormResult(f, top1[f], statistics.median(timed[f][0]), timed[f][1], tuple(timed[f][0]),
-                           len(artifacts[f])) for f in programs}  # fmt: skip
+                           len(artifacts[f])) for f in artifacts}  # fmt: skip
     if "int8" not in forms:
         chosen, reason = "fp32", ("int8 off (--int8 off)" if int8 == "off" else f"{target} has no int8 export")
     elif int8 == "on":
@@ -176,7 +192,8 @@ def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8
     else:
         keep, reason = choose_int8(forms["fp32"], forms["int8"], max_drop=max_drop)
         chosen = "int8" if keep else "fp32"
-    dep = Deployment(target, artifacts, chosen, reason, forms, agreement, len(labels))
+    dep = Deployment(target, artifacts, chosen, reason, forms, agreement, images=len(labels),
+                     int8_fallback={"kept_fp32": kept_fp32, "int8_forms_ms": fallback_ms} if variants else None)
     return replace(dep, manifest=manifest_of(dep, data, threads))
 
 
@@ -199,5 +216,5 @@ def manifest_of(dep: Deployment, data: DataSet, threads: int) -> dict[str, Any]:
         "details": tgt.details(dep.artifact),
     }  # fmt: skip
     if "int8" in dep.forms:
-        doc["int8"] = {**tgt.int8_record(), "isa": detect_isa().to_dict()}
+        doc["int8"] = {**tgt.int8_record(), "isa": detect_isa().to_dict(), "fallback": dep.int8_fallback}
     return doc

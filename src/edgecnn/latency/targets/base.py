@@ -76,6 +76,12 @@ class Target(ABC):
     def load(self, artifact: bytes, *, threads: int, device: str = "cpu") -> Program:
         """The artifact loaded for inference with ``threads`` intra-op threads."""
 
+    def int8_variants(self, model: nn.Module, example: torch.Tensor,
+                      calibration: Iterable[torch.Tensor]) -> dict[str, bytes]:  # fmt: skip
+        """int8 artifacts with some layer groups kept in fp32 (name → artifact), for a measured per-layer fallback;
+        none where the runtime cannot mix (the default)."""
+        return {}
+
     def int8_record(self) -> dict[str, Any]:
         """How :meth:`export` quantises on this machine (settings and why), for results and manifests."""
         return {}

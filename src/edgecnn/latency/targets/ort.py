@@ -21,7 +21,7 @@ from edgecnn.latency.fingerprint import onnxruntime_version
 from edgecnn.latency.drift import normalized_samples
 from edgecnn.latency.timing import LatencyStats, Reference, summarize
 from edgecnn.latency.targets.base import BlockTiming, Program, Target
-from edgecnn.latency.targets.ort_int8 import int8_settings, quantize_onnx
+from edgecnn.latency.targets.ort_int8 import conv_groups, inline_constant_identities, int8_settings, quantize_onnx
 
 
 def _is_boundary_reorder(node: str) -> bool:
@@ -87,6 +87,18 @@ class OrtTarget(Target):
         self.require()
         settings, _ = int8_settings()
         return quantize_onnx(fp32, (x.detach().cpu().numpy() for x in calibration), settings)
+
+    def int8_variants(self, model: nn.Module, example: torch.Tensor,
+                      calibration: Iterable[torch.Tensor]) -> dict[str, bytes]:  # fmt: skip
+        """int8 with each fallback group (depthwise, SE) kept fp32, and with both: ``"fp32 depthwise"``, …"""
+        self.require()
+        fp32 = onnx_bytes(model, example)
+        groups = {k: v for k, v in conv_groups(inline_constant_identities(fp32)).items() if v}
+        settings, _ = int8_settings()
+        batches = [x.detach().cpu().numpy() for x in calibration]
+        combos = [[k] for k in groups] + ([list(groups)] if len(groups) > 1 else [])
+        return {"fp32 " + "+".join(c): quantize_onnx(fp32, iter(batches), settings,
+                                                     exclude=[n for k in c for n in groups[k]]) for c in combos}  # fmt: skip
 
     def load(self, artifact: bytes, *, threads: int, device: str = "cpu") -> Program:
         from edgecnn.latency.onnx_backend import make_session

@@ -120,9 +120,48 @@ def inline_constant_identities(model: bytes) -> bytes:
     return bytes(m.SerializeToString())
 
 
+FALLBACK_GROUPS: tuple[str, ...] = ("depthwise", "se")
+"""Layer groups whose int8 form is often slower than fp32 on CPUs: depthwise convolutions (little arithmetic per
+byte, quantise/dequantise around each) and squeeze-and-excitation convolutions (1×1 maps, launch-bound)."""
+
+
+def conv_groups(model: bytes) -> dict[str, list[str]]:
+    """Names of the ``Conv`` nodes of each :data:`FALLBACK_GROUPS` group in the ONNX ``model``.
+
+    depthwise: ``group`` equal to the output channels (weight ``C×1×k×k``, ``C > 1``); se: the convolutions of a
+    squeeze-and-excitation branch — fed by a global average pool, or by an activation of such a convolution.
+    """
+    import onnx
+
+    g = onnx.load_from_string(model).graph
+    weights = {i.name: tuple(i.dims) for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+
+    def op_of(name: str) -> str:
+        return producer[name].op_type if name in producer else ""
+
+    out: dict[str, list[str]] = {k: [] for k in FALLBACK_GROUPS}
+    squeeze: set[str] = set()  # outputs of the first SE convolution (fed by global pooling)
+    for n in g.node:  # graph order: an SE branch's first conv comes before its second
+        if n.op_type != "Conv":
+            continue
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        w = weights.get(n.input[1], ())
+        src = producer.get(n.input[0])
+        if group > 1 and len(w) == 4 and w[1] == 1 and w[0] == group:
+            out["depthwise"].append(n.name)
+        elif op_of(n.input[0]) in ("GlobalAveragePool", "ReduceMean"):
+            out["se"].append(n.name)
+            squeeze.add(n.output[0])
+        elif src is not None and src.op_type in ("Relu", "HardSwish", "Sigmoid", "Clip") and src.input[0] in squeeze:
+            out["se"].append(n.name)
+    return out
+
+
 def quantize_onnx(fp32: bytes, calibration: Iterable[np.ndarray], settings: Int8Settings, *,
-                  input_name: str = "input") -> bytes:  # fmt: skip
-    """The int8 (QDQ) form of the ONNX model ``fp32``, activation ranges calibrated on ``calibration`` inputs."""
+                  input_name: str = "input", exclude: Iterable[str] = ()) -> bytes:  # fmt: skip
+    """The int8 (QDQ) form of the ONNX model ``fp32``, activation ranges calibrated on ``calibration`` inputs;
+    the nodes named in ``exclude`` stay fp32."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
@@ -138,5 +177,5 @@ def quantize_onnx(fp32: bytes, calibration: Iterable[np.ndarray], settings: Int8
         src.write_bytes(inline_constant_identities(fp32))
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=settings.per_channel,
                         activation_type=qtype[settings.activations], weight_type=qtype[settings.weights],
-                        reduce_range=settings.reduce_range)  # fmt: skip
+                        reduce_range=settings.reduce_range, nodes_to_exclude=list(exclude))  # fmt: skip
         return dst.read_bytes()
