@@ -157,3 +157,30 @@ def test_search_measures_its_table_and_finalists_on_the_agent(agent: Agent, tmp_
     assert table["fingerprint"]["device"] == agent.address and table.get("reference_ms") is None
     assert doc["finalists"] and doc["finalists"][0]["measured_ms"] > 0
     remote._CLIENTS.clear()
+
+
+def test_export_evaluates_and_times_on_the_agent(agent: Agent, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from edgecnn.checkpoint import checkpoint_of, save_checkpoint
+    from edgecnn.train.evaluation import evaluate
+
+    monkeypatch.delenv(remote.AGENT_TOKEN_ENV, raising=False)
+    remote._CLIENTS.clear()
+    torch.manual_seed(0)
+    data = worker_data(DataRef("digits", image_size=8))
+    model = build(TINY, num_classes=10, in_chans=1)
+    finetune(model, data, steps=20, config=replace(FINETUNE, batch_size=64, lr=0.05))
+    meta = {"name": "digits", "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
+            "image_size": 8}  # fmt: skip
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(checkpoint_of(model, data=meta), ckpt)
+    out = tmp_path / "e"
+    assert main(["export", str(ckpt), "--device", agent.address, "--agent-token", TOKEN, "--out", str(out),
+                 "--rounds", "1", "--max-seconds", "0.1", "--calibration-images", "30"]) == 0  # fmt: skip
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["measured"]["fingerprint"]["device"] == agent.address
+    # top-1 computed on the device by the agent = the PyTorch model's on the same images
+    assert m["measured"]["forms"]["fp32"]["top1"] == pytest.approx(evaluate(model.eval(), data,
+                                                                            channels_last=False).top1, abs=1 / 359)
+    assert m["int8"]["isa"]["source"] == f"agent {agent.address}"  # quantised for the device's CPU
+    remote._CLIENTS.clear()

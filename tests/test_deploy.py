@@ -20,7 +20,7 @@ from edgecnn.checkpoint import checkpoint_of, save_checkpoint  # noqa: E402
 from edgecnn.cli.main import main  # noqa: E402
 from edgecnn.deploy import FormResult, choose_int8, deploy, interleaved  # noqa: E402
 from edgecnn.latency.isa import detect_isa  # noqa: E402
-from edgecnn.latency.measure import TimingConfig  # noqa: E402
+from edgecnn.latency.measure import TimingConfig, time_fn  # noqa: E402
 from edgecnn.latency.targets import get_target  # noqa: E402
 from edgecnn.train.config import FINETUNE  # noqa: E402
 from edgecnn.train.evaluation import evaluate  # noqa: E402
@@ -59,12 +59,17 @@ def test_int8_must_win_most_rounds_not_only_the_median() -> None:
 
 def test_interleaved_alternates_the_order() -> None:
     calls: list[str] = []
-    runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
     cfg = TimingConfig(warmup=0, min_repeats=2, max_repeats=2, round_size=2, max_foreign=None)
-    out = interleaved(runners, rounds=3, config=cfg)
+
+    def timer(name: str):
+        return lambda: time_fn(lambda: calls.append(name), cfg)
+
+    out = interleaved({"a": timer("a"), "b": timer("b")}, rounds=3)
     blocks = [(k, len(list(g))) for k, g in itertools.groupby(calls)]
     assert blocks == [("a", 2), ("b", 4), ("a", 4), ("b", 2)]  # rounds a b | b a | a b, two runs per timing
     assert all(len(out[k][0]) == 3 and out[k][1] >= 0 for k in "ab")
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        interleaved({"a": timer("a")}, rounds=0)
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,10 @@ import torch
 from torch import nn
 
 from edgecnn.data import BatchLoader, DataSet
-from edgecnn.latency.fingerprint import fingerprint
-from edgecnn.latency.isa import detect_isa
-from edgecnn.latency.measure import TimingConfig, time_fn
+from edgecnn.latency.fingerprint import is_agent_address
+from edgecnn.latency.isa import InstructionSet, detect_isa
+from edgecnn.latency.measure import LatencyStats, TimingConfig, device_fingerprint, time_fn
+from edgecnn.latency.remote import client_for, measure_remote
 from edgecnn.latency.targets import get_target
 from edgecnn.latency.targets.base import Program
 
@@ -68,6 +69,7 @@ class Deployment:
     forms: dict[str, FormResult]  # every form that was built and measured
     agreement: float | None = None  # share of test images where int8 predicts what fp32 predicts (None: no int8)
     int8_fallback: dict[str, Any] | None = None  # which layer group stayed fp32 in "int8" (measured), and every try
+    device: str = "cpu"  # where it was measured: this machine, or an agent's HOST:PORT
     images: int = 0  # test images evaluated
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -99,20 +101,37 @@ def predictions(program: Program, data: DataSet, *, images: int | None = None) -
     return np.array(pred, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
-def interleaved(runners: dict[str, Callable[[], object]], *, rounds: int = 3,
-                config: TimingConfig | None = None) -> dict[str, tuple[list[float], float]]:  # fmt: skip
-    """Each runner's round medians and fastest run, the rounds alternating their order (A B, B A, …)."""
+def interleaved(timers: dict[str, Callable[[], LatencyStats]], *,
+                rounds: int = 3) -> dict[str, tuple[list[float], float]]:  # fmt: skip
+    """Each timer's round medians and fastest run, the rounds alternating their order (A B, B A, …).
+
+    A timer runs one full timing (e.g. :func:`~edgecnn.latency.timing.time_fn` of a bound program, or a
+    measurement on an agent) and returns its statistics.
+    """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    names = list(runners)
+    names = list(timers)
     medians: dict[str, list[float]] = {n: [] for n in names}
     fastest = {n: float("inf") for n in names}
     for r in range(rounds):
         for n in names if r % 2 == 0 else reversed(names):
-            stats = time_fn(runners[n], config)
+            stats = timers[n]()
             medians[n].append(stats.median_ms)
             fastest[n] = min(fastest[n], stats.min_ms)
     return {n: (medians[n], fastest[n]) for n in names}
+
+
+class _RemoteProgram(Program):
+    """An artifact run on an agent's device (:mod:`edgecnn.latency.remote`): outputs computed there."""
+
+    def __init__(self, client: Any, artifact: bytes, runtime: str, threads: int) -> None:
+        self.client, self.artifact, self.runtime, self.threads = client, artifact, runtime, threads
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.client.run(self.artifact, x, runtime=self.runtime, threads=self.threads))
+
+    def bind(self, x: torch.Tensor) -> Callable[[], object]:
+        raise ValueError("a program on an agent is timed there (measure_remote), not bound here")
 
 
 def choose_int8(fp32: FormResult, int8: FormResult, *, max_drop: float, margin: float = 0.03) -> tuple[bool, str]:
@@ -134,14 +153,15 @@ def choose_int8(fp32: FormResult, int8: FormResult, *, max_drop: float, margin: 
 
 def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8: str = "auto",
            max_drop: float = 0.01, threads: int = 1, calibration_images: int = 300, images: int | None = None,
-           rounds: int = 3, timing: TimingConfig | None = None, fallback: bool = True,
+           rounds: int = 3, timing: TimingConfig | None = None, fallback: bool = True, device: str = "cpu",
            progress: Callable[[str], None] | None = None) -> Deployment:  # fmt: skip
     """Export ``model`` to ``target``, evaluate and time it (and its int8 form per ``int8``), keep the better.
 
     ``images``: test images evaluated (all: None). ``max_drop``: the largest top-1 loss (a share, 0.01 = 1 pp)
     int8 may cost under ``auto``. ``fallback``: where the target can mix precisions
     (:meth:`~edgecnn.latency.targets.base.Target.int8_variants`), the int8 form is the fastest of full int8 and
-    int8 with depthwise and/or SE layers kept fp32, measured in the same interleaved rounds.
+    int8 with depthwise and/or SE layers kept fp32, measured in the same interleaved rounds. ``device``: an
+    agent's ``HOST:PORT`` runs, evaluates and times everything on that device, int8 quantised for its CPU.
     """
     if int8 not in INT8_CHOICES:
         raise ValueError(f"--int8 must be one of {', '.join(INT8_CHOICES)}, got {int8!r}")
@@ -154,21 +174,31 @@ def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8
         raise ValueError(f"the {target} target has no int8 export; use --int8 off or another --target")
     model = model.eval()
     example = torch.zeros(1, data.in_chans, data.image_size, data.image_size)
-    say(f"exporting fp32 for {target}")
+    client = client_for(device) if is_agent_address(device) else None
+    isa = client.isa() if client is not None else detect_isa()  # int8 settings for the CPU it will run on
+    say(f"exporting fp32 for {target}" + (f" on {device}" if client is not None else ""))
     artifacts = {"fp32": tgt.export(model, example)}
     variants: dict[str, bytes] = {}
     if int8 != "off" and tgt.int8:
         say(f"quantising to int8 ({calibration_images} calibration images)")
         calib = calibration_inputs(data, calibration_images)
-        artifacts["int8"] = tgt.export(model, example, calibration=calib)
+        artifacts["int8"] = tgt.export(model, example, calibration=calib, isa=isa)
         if fallback:
             say("quantising the per-layer fallbacks (depthwise / SE layers kept fp32)")
-            variants = tgt.int8_variants(model, example, calib)
+            variants = tgt.int8_variants(model, example, calib, isa=isa)
     say(f"timing {', '.join([*artifacts, *variants])} interleaved ({rounds} rounds)")
     runs = {**artifacts, **variants}
-    with tgt.threads(threads):
-        loaded = {f: tgt.load(a, threads=threads) for f, a in runs.items()}
-        timed = interleaved({f: p.bind(example) for f, p in loaded.items()}, rounds=rounds, config=timing)
+    if client is not None:  # everything runs on the device: outputs and timings come from its agent
+        shape = tuple(example.shape)
+        loaded: dict[str, Program] = {f: _RemoteProgram(client, a, target, threads) for f, a in runs.items()}
+        timers = {f: (lambda a=a: measure_remote(None, shape, runtime=target, threads=threads, config=timing,
+                                                 client=client, artifact=a).stats) for f, a in runs.items()}  # fmt: skip
+        timed = interleaved(timers, rounds=rounds)
+    else:
+        with tgt.threads(threads):
+            loaded = {f: tgt.load(a, threads=threads) for f, a in runs.items()}
+            timed = interleaved({f: (lambda r=p.bind(example): time_fn(r, timing)) for f, p in loaded.items()},
+                                rounds=rounds)  # fmt: skip
     fallback_ms = {f: statistics.median(timed[f][0]) for f in ["int8", *variants] if f in timed}
     kept_fp32 = None
     if variants:  # the fastest int8 form becomes "int8": a layer group stays fp32 where that measured faster
@@ -193,12 +223,14 @@ def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8
         keep, reason = choose_int8(forms["fp32"], forms["int8"], max_drop=max_drop)
         chosen = "int8" if keep else "fp32"
     dep = Deployment(target, artifacts, chosen, reason, forms, agreement, images=len(labels),
-                     int8_fallback={"kept_fp32": kept_fp32, "int8_forms_ms": fallback_ms} if variants else None)
-    return replace(dep, manifest=manifest_of(dep, data, threads))
+                     int8_fallback={"kept_fp32": kept_fp32, "int8_forms_ms": fallback_ms} if variants else None,
+                     device=device)  # fmt: skip
+    return replace(dep, manifest=manifest_of(dep, data, threads, isa))
 
 
-def manifest_of(dep: Deployment, data: DataSet, threads: int) -> dict[str, Any]:
-    """The manifest that travels with the artifact (see the module doc)."""
+def manifest_of(dep: Deployment, data: DataSet, threads: int, isa: InstructionSet | None = None) -> dict[str, Any]:
+    """The manifest that travels with the artifact (see the module doc); ``isa``: the CPU int8 was made for."""
+    isa = isa or detect_isa()
     tgt = get_target(dep.target)
     chosen = dep.forms[dep.form]
     doc: dict[str, Any] = {
@@ -212,9 +244,9 @@ def manifest_of(dep: Deployment, data: DataSet, threads: int) -> dict[str, Any]:
         "form": dep.form, "int8_decision": dep.reason,
         "measured": {"top1": chosen.top1, "images": dep.images, "int8_agreement": dep.agreement, "latency_ms": chosen.latency_ms, "fastest_ms": chosen.fastest_ms,
                      "threads": threads, "batch": 1, "forms": {f: r.to_dict() for f, r in dep.forms.items()},
-                     "fingerprint": fingerprint(backend=dep.target, threads=threads).to_dict()},
+                     "fingerprint": device_fingerprint(backend=dep.target, threads=threads, device=dep.device).to_dict()},
         "details": tgt.details(dep.artifact),
     }  # fmt: skip
     if "int8" in dep.forms:
-        doc["int8"] = {**tgt.int8_record(), "isa": detect_isa().to_dict(), "fallback": dep.int8_fallback}
+        doc["int8"] = {**tgt.int8_record(isa), "isa": isa.to_dict(), "fallback": dep.int8_fallback}
     return doc

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,12 +27,15 @@ from edgecnn.cli import args as num
 from edgecnn.data import load_data
 from edgecnn.deploy import INT8_CHOICES, deploy
 from edgecnn.latency.measure import TimingConfig
+from edgecnn.latency.remote import AGENT_TOKEN_ENV
 from edgecnn.latency.targets import target_names
 from edgecnn.outputs import claim_run_dir
 from edgecnn.results import write_results
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.agent_token:  # read where measurements happen (edgecnn.latency.remote)
+        os.environ[AGENT_TOKEN_ENV] = args.agent_token
     out = claim_run_dir(args.out, overwrite=args.overwrite, resumable=False)  # before any work: writable, no previous run replaced
     ckpt = load_checkpoint(args.checkpoint)
     model = None
@@ -58,7 +62,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     with console.status("exporting") as status:
         dep = deploy(model, data, target=args.target, int8=args.int8, max_drop=args.max_drop / 100,
                      threads=args.threads, calibration_images=args.calibration_images, images=args.images,
-                     rounds=args.rounds, timing=timing, progress=lambda m: status.update(m))  # fmt: skip
+                     rounds=args.rounds, timing=timing, device=args.device,
+                     progress=lambda m: status.update(m))  # fmt: skip
     artifact = out / f"model{dep.manifest['artifact_suffix']}"
     manifest = {**dep.manifest, "file": artifact.name, "checkpoint": str(args.checkpoint), "data": str(source)}
     atomic_write(artifact, lambda f: f.write(dep.artifact))
@@ -92,6 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-images", type=num.int_in(1, 100_000, "images"), default=300,
                    help="training images that calibrate int8 (default 300)")  # fmt: skip
     p.add_argument("--threads", type=num.threads, default=1, help="intra-op threads on the target (default 1)")
+    p.add_argument("--device", type=num.measure_device, default="cpu",
+                   help="where to evaluate and time: cpu, or HOST:PORT of an `edgecnn agent` on the device; int8 is "
+                        "then quantised for that device's CPU")  # fmt: skip
+    p.add_argument("--agent-token", default=None, help="the agent's token (default: $EDGECNN_AGENT_TOKEN)")
     p.add_argument("--rounds", type=num.int_in(1, 100, "rounds"), default=3,
                    help="interleaved timing rounds of fp32 and int8 (default 3)")  # fmt: skip
     p.add_argument("--max-seconds", type=num.float_in(0.05, 600.0), default=2.0,

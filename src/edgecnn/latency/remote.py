@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgecnn.latency.fingerprint import DeviceFingerprint
+    from edgecnn.latency.isa import InstructionSet
     from edgecnn.latency.measurement import Measurement
     from edgecnn.latency.timing import TimingConfig
 
@@ -183,6 +184,14 @@ class AgentClient:
         version = (fp.get("runtimes") or {}).get(runtime)
         return remote_fingerprint(fp, self.address, runtime=runtime, threads=threads,
                                   runtime_version=None if version is None else str(version))  # fmt: skip
+
+    def isa(self) -> InstructionSet:
+        """The device's int8 instruction set (from the CPU flags ``hello`` reports), to quantise for it."""
+        from edgecnn.latency.isa import parse_isa
+
+        fp = self.hello()["fingerprint"]
+        return parse_isa(str(fp.get("machine") or "unknown"), " ".join(str(f) for f in fp.get("cpu_flags") or []),
+                         source=f"agent {self.address}")  # fmt: skip
 
     def put(self, artifact: bytes, *, runtime: str = "onnxruntime") -> dict[str, Any]:
         """Upload ``artifact`` (checked and cached by the agent)."""

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgecnn.latency.isa import InstructionSet
+
 
 @dataclass(frozen=True)
 class BlockTiming:
@@ -68,22 +70,23 @@ class Target(ABC):
             raise ValueError(f"the {self.name} target needs its runtime: {self.install}")
 
     @abstractmethod
-    def export(self, model: nn.Module, example: torch.Tensor, *,
-               calibration: Iterable[torch.Tensor] | None = None) -> bytes:  # fmt: skip
-        """The deployable artifact of ``model`` for inputs shaped like ``example`` (int8 when ``calibration``)."""
+    def export(self, model: nn.Module, example: torch.Tensor, *, calibration: Iterable[torch.Tensor] | None = None,
+               isa: InstructionSet | None = None) -> bytes:  # fmt: skip
+        """The deployable artifact of ``model`` for inputs shaped like ``example`` (int8 when ``calibration``;
+        ``isa``: the CPU the int8 artifact is for, this one when None — e.g. an agent's device)."""
 
     @abstractmethod
     def load(self, artifact: bytes, *, threads: int, device: str = "cpu") -> Program:
         """The artifact loaded for inference with ``threads`` intra-op threads."""
 
-    def int8_variants(self, model: nn.Module, example: torch.Tensor,
-                      calibration: Iterable[torch.Tensor]) -> dict[str, bytes]:  # fmt: skip
+    def int8_variants(self, model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], *,
+                      isa: InstructionSet | None = None) -> dict[str, bytes]:  # fmt: skip
         """int8 artifacts with some layer groups kept in fp32 (name → artifact), for a measured per-layer fallback;
         none where the runtime cannot mix (the default)."""
         return {}
 
-    def int8_record(self) -> dict[str, Any]:
-        """How :meth:`export` quantises on this machine (settings and why), for results and manifests."""
+    def int8_record(self, isa: InstructionSet | None = None) -> dict[str, Any]:
+        """How :meth:`export` quantises for ``isa`` (this CPU when None): settings and why, for results and manifests."""
         return {}
 
     def details(self, artifact: bytes) -> dict[str, Any]:

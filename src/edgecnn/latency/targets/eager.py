@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgecnn.latency.isa import InstructionSet
 from edgecnn.latency.targets.base import Program, Target
 
 
@@ -53,8 +54,8 @@ class EagerTarget(Target):
     def version(self) -> str | None:
         return str(torch.__version__)
 
-    def export(self, model: nn.Module, example: torch.Tensor, *,
-               calibration: Iterable[torch.Tensor] | None = None) -> bytes:  # fmt: skip
+    def export(self, model: nn.Module, example: torch.Tensor, *, calibration: Iterable[torch.Tensor] | None = None,
+               isa: InstructionSet | None = None) -> bytes:  # fmt: skip
         """A ``torch.export`` program (``.pt2``) of ``model``; eager has no int8 path here."""
         if calibration is not None:
             raise ValueError("the eager target has no int8 export; use --target onnxruntime or executorch")

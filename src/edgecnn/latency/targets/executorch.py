@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgecnn.latency.isa import InstructionSet
 from edgecnn.latency.targets.base import Program, Target
 
 CALIBRATION_BATCH = 32
@@ -423,8 +424,8 @@ class ExecuTorchTarget(Target):
         """The installed ``executorch`` distribution's version (None without its runtime extension)."""
         return _version()
 
-    def export(self, model: nn.Module, example: torch.Tensor, *,
-               calibration: Iterable[torch.Tensor] | None = None) -> bytes:  # fmt: skip
+    def export(self, model: nn.Module, example: torch.Tensor, *, calibration: Iterable[torch.Tensor] | None = None,
+               isa: InstructionSet | None = None) -> bytes:  # fmt: skip
         """The ``.pte`` of ``model`` (eval mode) for inputs shaped like ``example``, lowered to XNNPACK.
 
         int8 when ``calibration`` (batch-1 inputs) is given: :func:`_quantized_program`.
@@ -460,7 +461,7 @@ class ExecuTorchTarget(Target):
         self.require()
         return _ExecuTorchProgram(artifact, threads=threads)
 
-    def int8_record(self) -> dict[str, Any]:
+    def int8_record(self, isa: InstructionSet | None = None) -> dict[str, Any]:
         return {"quantizer": "XNNPACKQuantizer (PT2E, torchao.quantization.pt2e)",
                 "weights": "int8 symmetric, per output channel", "activations": "int8, per tensor, HistogramObserver",
                 "calibration_batch": CALIBRATION_BATCH}  # fmt: skip

@@ -20,6 +20,7 @@ from edgecnn.export import DEFAULT_OPSET, onnx_bytes
 from edgecnn.latency.fingerprint import onnxruntime_version
 from edgecnn.latency.drift import normalized_samples
 from edgecnn.latency.timing import LatencyStats, Reference, summarize
+from edgecnn.latency.isa import InstructionSet
 from edgecnn.latency.targets.base import BlockTiming, Program, Target
 from edgecnn.latency.targets.ort_int8 import conv_groups, inline_constant_identities, int8_settings, quantize_onnx
 
@@ -77,24 +78,24 @@ class OrtTarget(Target):
     def version(self) -> str | None:
         return onnxruntime_version()
 
-    def export(self, model: nn.Module, example: torch.Tensor, *,
-               calibration: Iterable[torch.Tensor] | None = None) -> bytes:  # fmt: skip
+    def export(self, model: nn.Module, example: torch.Tensor, *, calibration: Iterable[torch.Tensor] | None = None,
+               isa: InstructionSet | None = None) -> bytes:  # fmt: skip
         """ONNX (opset :data:`~edgecnn.export.DEFAULT_OPSET`, BN folded); int8 QDQ when ``calibration`` is given,
         with the settings chosen for this CPU (:func:`~edgecnn.latency.targets.ort_int8.int8_settings`)."""
         fp32 = onnx_bytes(model, example)
         if calibration is None:
             return fp32
         self.require()
-        settings, _ = int8_settings()
+        settings, _ = int8_settings(isa)
         return quantize_onnx(fp32, (x.detach().cpu().numpy() for x in calibration), settings)
 
-    def int8_variants(self, model: nn.Module, example: torch.Tensor,
-                      calibration: Iterable[torch.Tensor]) -> dict[str, bytes]:  # fmt: skip
+    def int8_variants(self, model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], *,
+                      isa: InstructionSet | None = None) -> dict[str, bytes]:  # fmt: skip
         """int8 with each fallback group (depthwise, SE) kept fp32, and with both: ``"fp32 depthwise"``, …"""
         self.require()
         fp32 = onnx_bytes(model, example)
         groups = {k: v for k, v in conv_groups(inline_constant_identities(fp32)).items() if v}
-        settings, _ = int8_settings()
+        settings, _ = int8_settings(isa)
         batches = [x.detach().cpu().numpy() for x in calibration]
         combos = [[k] for k in groups] + ([list(groups)] if len(groups) > 1 else [])
         return {"fp32 " + "+".join(c): quantize_onnx(fp32, iter(batches), settings,
@@ -105,11 +106,12 @@ class OrtTarget(Target):
 
         return _OrtProgram(make_session(artifact, threads=threads, device=device))
 
-    def int8_record(self) -> dict[str, Any]:
+    def int8_record(self, isa: InstructionSet | None = None) -> dict[str, Any]:
         from edgecnn.latency.isa import detect_isa
 
-        settings, why = int8_settings()
-        return {"settings": settings.to_dict(), "reason": why, "saturates_16bit_sums": detect_isa().saturates_int8}
+        isa = isa or detect_isa()
+        settings, why = int8_settings(isa)
+        return {"settings": settings.to_dict(), "reason": why, "saturates_16bit_sums": isa.saturates_int8}
 
     def details(self, artifact: bytes) -> dict[str, Any]:
         return {"opset": DEFAULT_OPSET, "providers": ["CPUExecutionProvider"]}
