@@ -38,6 +38,7 @@ import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -48,7 +49,7 @@ from edgecnn.atomic import atomic_write
 from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.cli import args as num
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
-from edgecnn.compress.budget import parse_budget
+from edgecnn.compress.budget import Budget, parse_budget
 from edgecnn.compress.by_layer import LAYER_METHODS, LayerMethodResult, compress_layers, transform_record
 from edgecnn.compress.document import QUICK_TIMING, ModelStats, compress_document, model_stats, write_document
 from edgecnn.build import EdgeNet
@@ -59,7 +60,8 @@ from edgecnn.compress.netadapt import NetAdaptConfig, netadapt
 from edgecnn.compress.netadapt_state import STATE_FILE, load_state, prune_record, restore, run_settings, state_path
 from edgecnn.compress.oneshot import prune_to_budget
 from edgecnn.compress.recalibrate import recalibrate_bn_
-from edgecnn.data import BatchLoader
+from edgecnn.data import BatchLoader, DataSet
+from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.remote import AGENT_TOKEN_ENV
 from edgecnn.latency.targets import get_target
@@ -189,26 +191,32 @@ def _resumable(state: dict | None, out: Path, model: nn.Module, input_shape: tup
         raise ValueError(f"{state_path(out)}: {exc}") from None
 
 
-def cmd_compress(args: argparse.Namespace) -> int:
-    """Run ``edgecnn compress``; 0 when the budget is met, 1 when the result is over it."""
-    budget = parse_budget(args.budget)  # first: a bad budget costs nothing
-    if args.agent_token:  # read where measurements happen (edgecnn.latency.remote)
-        os.environ[AGENT_TOKEN_ENV] = args.agent_token
-    if args.model and args.method in LAYER_METHODS:
-        raise ValueError(f"--method {args.method} with --model is not supported: use netadapt or prune, or "
-                         "edgecnn.compress.lowrank / plan_lowrank from Python")  # fmt: skip
-    out = Path(args.out) if args.out else Path("runs") / f"compress-{args.method}"
-    _claim(out, args)  # where the results go, and what is there, before anything is loaded
-    if args.latency_table and budget.resource == "latency" and args.method not in LAYER_METHODS:
-        check_writable(args.latency_table, what="--latency-table")
-    train = replace(FINETUNE, batch_size=args.batch_size, lr=args.lr)
-    cfg = None
-    if args.method == "netadapt":
-        cfg = NetAdaptConfig(args.initial_step, args.decay, args.short_steps, args.top_k, args.long_epochs,
-                             args.selection, args.criterion, args.round_to, drop_blocks=args.drop_blocks,
-                             train=train)  # fmt: skip
-    # --resume: the state is checked field by field, and against this run's budget and schedule, before any work
-    resumed = load_state(state_path(out), settings=run_settings(budget, cfg)) if args.resume and cfg else None
+def _latency_model(args: argparse.Namespace, budget: Budget, model: nn.Module, data: DataSet, out: Path,
+                   threads: int, executor: Executor, console: Console) -> LatencyModel | None:  # fmt: skip
+    """What prices a latency budget: a table of the device (EdgeNets), or every network timed whole (others)."""
+    latency = None
+    if budget.resource == "latency" and not isinstance(model, EdgeNet):  # no arch: each network timed whole
+        back_to_back = not get_target(args.backend).always_normalised  # eager: fastest runs, no reference
+        latency = LatencyModel(new_table(backend=args.backend, threads=threads, device=args.device,
+                                         config=QUICK_TIMING, drift_reference=not back_to_back),
+                               lane=executor.exclusive, stat="min" if back_to_back else "median")  # fmt: skip
+        console.print("latency: every pruned network is measured end to end (no arch string to look up)")
+    elif budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
+        path = Path(args.latency_table) if args.latency_table else out / "latency_table.json"
+        fp = device_fingerprint(backend=args.backend, threads=threads, device=args.device)
+        table = LatencyTable.open_or_new(path, fp)
+        latency = LatencyModel(table, measure=True, lane=executor.exclusive, path=path)
+        console.print(f"latency table {path}: measuring a width grid of every block once (then interpolating)")
+        latency.ensure_grid(model.arch, input_size=data.image_size, num_classes=data.num_classes,
+                            in_chans=data.in_chans)  # fmt: skip
+    return latency
+
+
+def _model_and_data(args: argparse.Namespace, resumed: dict[str, Any] | None,
+                    out: Path) -> tuple[nn.Module, DataRef, DataSet, dict[str, Any]]:  # fmt: skip
+    """The network (the user's code first, or the checkpoint's EdgeNet) and the data (its reference for the
+    workers, and the loaded set), each checked before the next is loaded; the data record the result's checkpoint
+    keeps."""
     if args.model:
         net = build_user_model(args.model)  # the user's code first: a mistake there costs no data loading
         _same_start(resumed, out, net)
@@ -233,25 +241,36 @@ def cmd_compress(args: argparse.Namespace) -> int:
         if isinstance(model, EdgeNet):  # fine-tuning holds a batch of activations: refuse what cannot fit
             check_memory(model.arch, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
                          batch=args.batch_size, training=True, what=f"fine-tuning {args.checkpoint}")  # fmt: skip
+    return model, ref, data, ckpt_data
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    """Run ``edgecnn compress``; 0 when the budget is met, 1 when the result is over it."""
+    budget = parse_budget(args.budget)  # first: a bad budget costs nothing
+    if args.agent_token:  # read where measurements happen (edgecnn.latency.remote)
+        os.environ[AGENT_TOKEN_ENV] = args.agent_token
+    if args.model and args.method in LAYER_METHODS:
+        raise ValueError(f"--method {args.method} with --model is not supported: use netadapt or prune, or "
+                         "edgecnn.compress.lowrank / plan_lowrank from Python")  # fmt: skip
+    out = Path(args.out) if args.out else Path("runs") / f"compress-{args.method}"
+    _claim(out, args)  # where the results go, and what is there, before anything is loaded
+    if args.latency_table and budget.resource == "latency" and args.method not in LAYER_METHODS:
+        check_writable(args.latency_table, what="--latency-table")
+    train = replace(FINETUNE, batch_size=args.batch_size, lr=args.lr)
+    cfg = None
+    if args.method == "netadapt":
+        cfg = NetAdaptConfig(args.initial_step, args.decay, args.short_steps, args.top_k, args.long_epochs,
+                             args.selection, args.criterion, args.round_to, drop_blocks=args.drop_blocks,
+                             train=train)  # fmt: skip
+    # --resume: the state is checked field by field, and against this run's budget and schedule, before any work
+    resumed = load_state(state_path(out), settings=run_settings(budget, cfg)) if args.resume and cfg else None
+    model, ref, data, ckpt_data = _model_and_data(args, resumed, out)
     console = Console(stderr=True, quiet=args.no_progress)
     console.print(f"{data.summary()}\nmodel {network_key(model)}\nbudget {budget.text}, method {args.method}, "
                   f"out {out}")  # fmt: skip
     threads = args.threads if args.threads is not None else default_threads()
     executor = executor_from_args(args, progress=False)
-    latency = None
-    if budget.resource == "latency" and not isinstance(model, EdgeNet):  # no arch: each network timed whole
-        back_to_back = not get_target(args.backend).always_normalised  # eager: fastest runs, no reference
-        latency = LatencyModel(new_table(backend=args.backend, threads=threads, device=args.device,
-                                         config=QUICK_TIMING, drift_reference=not back_to_back),
-                               lane=executor.exclusive, stat="min" if back_to_back else "median")  # fmt: skip
-        console.print("latency: every pruned network is measured end to end (no arch string to look up)")
-    elif budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
-        path = Path(args.latency_table) if args.latency_table else out / "latency_table.json"
-        table = LatencyTable.open_or_new(path, device_fingerprint(backend=args.backend, threads=threads, device=args.device))
-        latency = LatencyModel(table, measure=True, lane=executor.exclusive, path=path)
-        console.print(f"latency table {path}: measuring a width grid of every block once (then interpolating)")
-        latency.ensure_grid(model.arch, input_size=data.image_size, num_classes=data.num_classes,
-                            in_chans=data.in_chans)  # fmt: skip
+    latency = _latency_model(args, budget, model, data, out, threads, executor, console)
     meter = None if args.method in LAYER_METHODS else ResourceMeter(  # layer methods time the network itself
         budget.resource, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
         latency=latency)  # fmt: skip
