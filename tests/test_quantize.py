@@ -131,7 +131,7 @@ def test_each_setting_holds_where_it_is_right(trained, name: str) -> None:
     settings = INT8_SETTINGS[name]
     if isa.saturates_int8 and not settings.reduce_range:
         pytest.skip(f"{name}: full-range int8 weights saturate 16-bit sums on this CPU ({isa.describe()}); "
-                    "checked on VNNI and ARM CPUs")  # fmt: skip
+                    "this case runs on CPUs with VNNI or on ARM")  # fmt: skip
     q = quantize_int8(model, data, calibration_images=200, settings=name)
     assert q.settings is settings and q.reason.startswith("forced")
     c = compare_int8(q.fp32, q.int8, data, threads=1, measure_latency=False)
