@@ -304,13 +304,13 @@ def main() -> None:
     stages["measure_seconds"] = time.perf_counter() - t0
     # int8 (ONNX Runtime static PTQ, 300 calibration images) of our NetAdapt result, next to its fp32 ONNX
     na, _ = load_model(work / "netadapt.pt")
-    fp32, int8 = quantize_int8(na, data, calibration_images=300)
-    c = compare_int8(fp32, int8, data, threads=1, timing=timing)
+    q = quantize_int8(na, data, calibration_images=300)  # settings chosen for this CPU (q.record())
+    c = compare_int8(q.fp32, q.int8, data, threads=1, timing=timing)
     rows["netadapt_ort_fp32"] = {"arch": na.arch, "top1": c.top1_fp32, "latency_ms": c.latency_fp32_ms,
                                  "macs": rows["netadapt"]["macs"], "params": rows["netadapt"]["params"],
                                  "predicted_ms": float("nan")}  # fmt: skip
     rows["netadapt_ort_int8"] = {**rows["netadapt_ort_fp32"], "top1": c.top1_int8, "latency_ms": c.latency_int8_ms,
-                                 "agreement_with_fp32": c.agreement}  # fmt: skip
+                                 "agreement_with_fp32": c.agreement, **q.record()}  # fmt: skip
     load["after"] = os.getloadavg()
     doc = {"kind": "compress-benchmark", "quick": quick, "budget": budget.text, "target_ms": target,
            "latency_stat": STAT, "budget_measured_ms": budget_measured,
