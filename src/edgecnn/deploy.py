@@ -79,8 +79,11 @@ class Deployment:
         return self.artifacts[self.form]
 
 
-def _test_inputs(data: DataSet, n: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    part = data.test if n is None else data.test.subset(torch.arange(min(n, len(data.test))))
+def normalised_images(data: DataSet, split: str, n: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(image, label) batches of one, normalised as the network sees them: the first ``n`` of ``split`` (all: None)."""
+    part = getattr(data, split)
+    if n is not None:
+        part = part.subset(torch.arange(min(n, len(part))))
     yield from BatchLoader(part, batch_size=1, mean=data.mean, std=data.std).epoch(0)
 
 
@@ -88,14 +91,13 @@ def calibration_inputs(data: DataSet, n: int) -> list[torch.Tensor]:
     """``n`` normalised batch-1 training images (the int8 calibration set)."""
     if n < 1:
         raise ValueError(f"int8 calibration needs at least one image, got {n}")
-    part = data.train.subset(torch.arange(min(n, len(data.train))))
-    return [x for x, _ in BatchLoader(part, batch_size=1, mean=data.mean, std=data.std).epoch(0)]
+    return [x for x, _ in normalised_images(data, "train", n)]
 
 
 def predictions(program: Program, data: DataSet, *, images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(predicted class, label) of a loaded artifact on the first ``images`` test images (all: None), batch 1."""
     pred, labels = [], []
-    for x, y in _test_inputs(data, images):
+    for x, y in normalised_images(data, "test", images):
         pred.append(int(np.asarray(program(x.numpy())).argmax()))
         labels.append(int(y[0]))
     return np.array(pred, dtype=np.int64), np.array(labels, dtype=np.int64)

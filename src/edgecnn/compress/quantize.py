@@ -20,32 +20,23 @@ is; the choice and the instruction set are recorded with every int8 result.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from edgecnn.data import BatchLoader, DataSet
+from edgecnn.data import DataSet
+from edgecnn.deploy import calibration_inputs, predictions
 from edgecnn.export import onnx_bytes
 from edgecnn.latency.isa import InstructionSet, detect_isa
 from edgecnn.latency.measure import TimingConfig, time_fn
-from edgecnn.latency.onnx_backend import make_session, require_onnxruntime, session_runner
+from edgecnn.latency.onnx_backend import require_onnxruntime
+from edgecnn.latency.targets import get_target
 from edgecnn.latency.targets.ort_int8 import INT8_SETTINGS, Int8Settings, int8_settings, quantize_onnx
 
 __all__ = ["INT8_SETTINGS", "Int8Comparison", "Int8Settings", "QuantizedModel", "compare_int8", "int8_settings",
            "quantize_int8"]  # fmt: skip
-
-
-def _images(data: DataSet, split: str, n: int | None) -> Iterator[torch.Tensor]:
-    part = getattr(data, split)
-    if n is not None:
-        part = part.subset(torch.arange(min(n, len(part))))
-    loader = BatchLoader(part, batch_size=1, mean=data.mean, std=data.std)
-    for x, _ in loader.epoch(0):
-        yield x
 
 
 @dataclass(frozen=True)
@@ -80,7 +71,7 @@ def quantize_int8(model: nn.Module, data: DataSet, *, calibration_images: int = 
         chosen, reason = int8_settings(isa, name=settings)
     example = torch.zeros(1, data.in_chans, data.image_size, data.image_size)
     fp32 = onnx_bytes(model, example)
-    calibration = (x.numpy() for x in _images(data, "train", calibration_images))
+    calibration = (x.numpy() for x in calibration_inputs(data, calibration_images))
     return QuantizedModel(fp32, quantize_onnx(fp32, calibration, chosen), chosen, reason, isa)
 
 
@@ -96,26 +87,17 @@ class Int8Comparison:
     images: int
 
 
-def _predictions(session: Any, data: DataSet, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    preds, labels = [], []
-    part = getattr(data, "test")
-    labels_all = part.labels if n is None else part.labels[: min(n, len(part))]
-    for x in _images(data, "test", n):
-        preds.append(int(session.run(None, {"input": x.numpy()})[0].argmax()))
-    labels = labels_all.numpy()
-    return np.array(preds), labels
-
-
 def compare_int8(fp32: bytes, int8: bytes, data: DataSet, *, images: int | None = None, threads: int = 1,
                  timing: TimingConfig | None = None, measure_latency: bool = True) -> Int8Comparison:  # fmt: skip
     """Top-1 of both ONNX models on ``images`` test images (all: None), their agreement and measured latency."""
-    s32, s8 = make_session(fp32, threads=threads), make_session(int8, threads=threads)
-    p32, y = _predictions(s32, data, images)
-    p8, _ = _predictions(s8, data, images)
+    ort = get_target("onnxruntime")
+    prog32, prog8 = ort.load(fp32, threads=threads), ort.load(int8, threads=threads)
+    p32, y = predictions(prog32, data, images=images)
+    p8, _ = predictions(prog8, data, images=images)
     lat32 = lat8 = None
     if measure_latency:
         x = torch.zeros(1, data.in_chans, data.image_size, data.image_size)
-        lat32 = time_fn(session_runner(s32, x), timing).median_ms
-        lat8 = time_fn(session_runner(s8, x), timing).median_ms
+        lat32 = time_fn(prog32.bind(x), timing).median_ms
+        lat8 = time_fn(prog8.bind(x), timing).median_ms
     return Int8Comparison(float((p32 == y).mean()), float((p8 == y).mean()), float((p32 == p8).mean()), lat32, lat8,
                           len(y))  # fmt: skip
