@@ -1241,24 +1241,23 @@ def _mib(n: int) -> str:
     return f"{n // (1 << 20)}M"
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < v < 1e6:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
+def _float_from(zero_ok: bool) -> Callable[[str], float]:
+    """An argparse type: a number below 1e6 that is > 0 (``>= 0`` with ``zero_ok``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (0 <= v if zero_ok else 0 < v) or not v < 1e6:
+            raise argparse.ArgumentTypeError(f"must be {'>=' if zero_ok else '>'} 0, got {text}")
+        return v
+
+    return parse
 
 
-def _nonnegative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= v < 1e6:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
+_positive_float = _float_from(zero_ok=False)
+_nonnegative_float = _float_from(zero_ok=True)
 
 
 def _positive_int(text: str) -> int:

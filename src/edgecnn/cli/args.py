@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import torch
 
 from edgecnn.limits import MAX_BATCH, MAX_CHANNELS, MAX_EPOCHS, MAX_INPUT, MAX_NETWORKS, MAX_ROUNDS, MAX_STEPS, Limit
 
+T = TypeVar("T", int, float)
 MAX_THREADS = 4096  # far above any machine's cores; more is a typo
 MAX_WIDTH = 64.0  # width multiplier; the channel limit catches what slips under it
 
@@ -92,46 +93,33 @@ threads = int_in(1, MAX_THREADS, "a thread count")
 width = float_in(0.0, MAX_WIDTH, open_lo=True)
 
 
-def within(limit: Limit, what: str) -> Callable[[str], int]:
-    """An argparse type: a positive integer at most ``limit`` (``EDGECNN_MAX_*``, raisable)."""
+def _capped(base: Callable[[str], T], limit: Limit, what: str, name: str, shown: str) -> Callable[[str], T]:
+    """``base`` (a typed parser), then at most ``limit`` (``EDGECNN_MAX_*``, raisable); ``shown``: how to print it."""
 
-    def parse(text: str) -> int:
-        v = positive_int(text)
-        if v > limit.value():
-            raise argparse.ArgumentTypeError(f"{v:,} {what} exceed the limit of {int(limit.value()):,}; "
+    def parse(text: str) -> T:
+        v = base(text)
+        if v > limit.value():  # type: ignore[operator]
+            raise argparse.ArgumentTypeError(f"{v:{shown}} {what} exceed the limit of {int(limit.value()):,}; "
                                              f"raise it with {limit.env}=N if that is really meant")  # fmt: skip
         return v
 
-    parse.__name__ = what
+    parse.__name__ = name
     return parse
+
+
+def within(limit: Limit, what: str) -> Callable[[str], int]:
+    """An argparse type: a positive integer at most ``limit`` (``EDGECNN_MAX_*``, raisable)."""
+    return _capped(positive_int, limit, what, what, ",")
 
 
 def nonneg_within(limit: Limit, what: str) -> Callable[[str], int]:
     """An argparse type: an integer in ``[0, limit]`` (0 meaning "none", e.g. ``--final-epochs 0``: skip)."""
-
-    def parse(text: str) -> int:
-        v = nonneg_int(text)
-        if v > limit.value():
-            raise argparse.ArgumentTypeError(f"{v:,} {what} exceed the limit of {int(limit.value()):,}; "
-                                             f"raise it with {limit.env}=N if that is really meant")  # fmt: skip
-        return v
-
-    parse.__name__ = what
-    return parse
+    return _capped(nonneg_int, limit, what, what, ",")
 
 
 def within_float(limit: Limit, what: str) -> Callable[[str], float]:
     """An argparse type: a finite number ``>= 0`` at most ``limit`` (``--warmup``, ``--long-epochs``)."""
-
-    def parse(text: str) -> float:
-        v = nonneg_float(text)
-        if v > limit.value():
-            raise argparse.ArgumentTypeError(f"{v:,g} {what} exceed the limit of {int(limit.value()):,}; "
-                                             f"raise it with {limit.env}=N if that is really meant")  # fmt: skip
-        return v
-
-    parse.__name__ = "number"
-    return parse
+    return _capped(nonneg_float, limit, what, "number", ",g")
 
 
 pixels = within(MAX_INPUT, "pixels")  # an image side
