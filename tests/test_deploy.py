@@ -6,26 +6,22 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import trained_digits_net
 
 pytest.importorskip("onnxruntime")
 
-from edgecnn.build import build  # noqa: E402
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint  # noqa: E402
 from edgecnn.cli.main import main  # noqa: E402
 from edgecnn.deploy import FormResult, choose_int8, deploy, interleaved  # noqa: E402
 from edgecnn.latency.isa import detect_isa  # noqa: E402
 from edgecnn.latency.measure import TimingConfig, time_fn  # noqa: E402
 from edgecnn.latency.targets import get_target  # noqa: E402
-from edgecnn.train.config import FINETUNE  # noqa: E402
 from edgecnn.train.evaluation import evaluate  # noqa: E402
-from edgecnn.train.loop import finetune  # noqa: E402
-from edgecnn.train.task import DataRef, worker_data  # noqa: E402
 
 FAST = TimingConfig(warmup=2, min_repeats=5, max_repeats=20, max_seconds=0.2, max_foreign=None)
 
@@ -74,11 +70,7 @@ def test_interleaved_alternates_the_order() -> None:
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[torch.nn.Module, object]:
-    data = worker_data(DataRef("digits", image_size=8))
-    torch.manual_seed(0)
-    model = build("conv_k3_c16 ir_s2_e3_c16 ir_c16 gap fc", num_classes=10, in_chans=1)
-    finetune(model, data, steps=60, config=replace(FINETUNE, lr=0.05, batch_size=64))
-    return model.eval(), data
+    return trained_digits_net()
 
 
 def test_deploy_measures_both_forms_and_the_manifest_matches_the_artifact(trained) -> None:

@@ -8,23 +8,19 @@ without VNNI) is skipped with the reason, and the automatic choice must hold on 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import trained_digits_net
 
 pytest.importorskip("onnxruntime")
 
-from edgecnn.build import build  # noqa: E402
 from edgecnn.compress.quantize import INT8_SETTINGS, compare_int8, int8_settings, quantize_int8  # noqa: E402
 from edgecnn.export import onnx_op_counts  # noqa: E402
 from edgecnn.latency.isa import _proc_cpuinfo_flags, detect_isa, parse_isa  # noqa: E402
 from edgecnn.latency.measure import TimingConfig  # noqa: E402
-from edgecnn.train.config import FINETUNE  # noqa: E402
 from edgecnn.train.evaluation import evaluate  # noqa: E402
-from edgecnn.train.loop import finetune  # noqa: E402
-from edgecnn.train.task import DataRef, worker_data  # noqa: E402
 
 FAST = TimingConfig(warmup=2, min_repeats=5, max_repeats=20, max_seconds=0.5, max_foreign=None)
 
@@ -39,11 +35,7 @@ CORTEX_A53 = "fp asimd evtstrm crc32 cpuid"  # Raspberry Pi 3: no dot product
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[torch.nn.Module, object]:
-    data = worker_data(DataRef("digits", image_size=8))
-    torch.manual_seed(0)
-    model = build("conv_k3_c16 ir_s2_e3_c16 ir_c16 gap fc", num_classes=10, in_chans=1)
-    finetune(model, data, steps=60, config=replace(FINETUNE, lr=0.05, batch_size=64))
-    return model, data
+    return trained_digits_net()
 
 
 @pytest.mark.parametrize(
