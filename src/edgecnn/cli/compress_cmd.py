@@ -34,7 +34,6 @@ atomically.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -48,6 +47,7 @@ from torch import nn
 from edgecnn.atomic import atomic_write
 from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.cli import args as num
+from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
 from edgecnn.compress.budget import Budget, parse_budget
 from edgecnn.compress.by_layer import LAYER_METHODS, LayerMethodResult, compress_layers, transform_record
@@ -63,7 +63,6 @@ from edgecnn.compress.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import BACKENDS
-from edgecnn.latency.remote import AGENT_TOKEN_ENV
 from edgecnn.latency.targets import get_target
 from edgecnn.latency.measure import default_threads, device_fingerprint
 from edgecnn.latency.model import LatencyModel
@@ -105,9 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-table", default=None, help="latency table JSON (default <out>/latency_table.json); "
                    "missing blocks are measured and added")  # fmt: skip
     p.add_argument("--backend", choices=BACKENDS, default="eager", help="latency backend (a deployment target)")
-    p.add_argument("--device", type=num.measure_device, default="cpu",
-                   help="where latency is measured: cpu, or HOST:PORT of an `edgecnn agent` on the device")
-    p.add_argument("--agent-token", default=None, help="the agent's token (default: $EDGECNN_AGENT_TOKEN)")
+    add_device_args(p)
     p.add_argument("--threads", type=num.threads, default=None, help="threads of the latency measurements "
                    "(default: all)")  # fmt: skip
     g = p.add_argument_group("schedule")
@@ -247,8 +244,7 @@ def _model_and_data(args: argparse.Namespace, resumed: dict[str, Any] | None,
 def cmd_compress(args: argparse.Namespace) -> int:
     """Run ``edgecnn compress``; 0 when the budget is met, 1 when the result is over it."""
     budget = parse_budget(args.budget)  # first: a bad budget costs nothing
-    if args.agent_token:  # read where measurements happen (edgecnn.latency.remote)
-        os.environ[AGENT_TOKEN_ENV] = args.agent_token
+    use_agent_token(args)
     if args.model and args.method in LAYER_METHODS:
         raise ValueError(f"--method {args.method} with --model is not supported: use netadapt or prune, or "
                          "edgecnn.compress.lowrank / plan_lowrank from Python")  # fmt: skip

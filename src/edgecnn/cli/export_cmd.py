@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,18 +23,17 @@ from rich.table import Table
 from edgecnn.atomic import atomic_write, atomic_write_text
 from edgecnn.checkpoint import load_checkpoint, load_model
 from edgecnn.cli import args as num
+from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.data import load_data
 from edgecnn.deploy import INT8_CHOICES, deploy
 from edgecnn.latency.measure import TimingConfig
-from edgecnn.latency.remote import AGENT_TOKEN_ENV
 from edgecnn.latency.targets import target_names
 from edgecnn.outputs import claim_run_dir
 from edgecnn.results import write_results
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if args.agent_token:  # read where measurements happen (edgecnn.latency.remote)
-        os.environ[AGENT_TOKEN_ENV] = args.agent_token
+    use_agent_token(args)
     out = claim_run_dir(args.out, overwrite=args.overwrite, resumable=False)  # before any work: writable, no previous run replaced
     ckpt = load_checkpoint(args.checkpoint)
     model = None
@@ -97,10 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-images", type=num.int_in(1, 100_000, "images"), default=300,
                    help="training images that calibrate int8 (default 300)")  # fmt: skip
     p.add_argument("--threads", type=num.threads, default=1, help="intra-op threads on the target (default 1)")
-    p.add_argument("--device", type=num.measure_device, default="cpu",
-                   help="where to evaluate and time: cpu, or HOST:PORT of an `edgecnn agent` on the device; int8 is "
-                        "then quantised for that device's CPU")  # fmt: skip
-    p.add_argument("--agent-token", default=None, help="the agent's token (default: $EDGECNN_AGENT_TOKEN)")
+    add_device_args(p)  # on an agent, top-1 is computed there too and int8 quantised for the device's CPU
     p.add_argument("--rounds", type=num.int_in(1, 100, "rounds"), default=3,
                    help="interleaved timing rounds of fp32 and int8 (default 3)")  # fmt: skip
     p.add_argument("--max-seconds", type=num.float_in(0.05, 600.0), default=2.0,

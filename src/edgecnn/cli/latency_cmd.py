@@ -16,7 +16,6 @@ rejected with a one-line error.
 from __future__ import annotations
 
 import argparse
-import os
 import json
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,9 @@ from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.cli import args as num
+from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.errors import UsageError
 from edgecnn.latency.fingerprint import BACKENDS
-from edgecnn.latency.remote import AGENT_TOKEN_ENV
 from edgecnn.latency.measure import CLOCKS, TimingConfig, default_threads, device_fingerprint, measure
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.predict import predict
@@ -290,8 +289,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     if action != "measure" and args.model is not None:
         raise UsageError(f"`latency {action}` takes no MODEL; use --models for build-table")
     _fill_defaults(args, action)
-    if args.agent_token:  # the agent client reads it where the measurement happens (edgecnn.latency.remote)
-        os.environ[AGENT_TOKEN_ENV] = args.agent_token
+    use_agent_token(args)
     return _COMMANDS[action](args)
 
 
@@ -309,9 +307,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--threads", type=num.threads, help="intra-op threads (default: torch's current count)")
     g.add_argument("--input-size", type=num.pixels, help="input resolution (default: the model's, else 224)")
     g.add_argument("--batch", type=num.batch, help="batch size (default 1)")
-    g.add_argument("--device", type=num.measure_device, help="cpu, cuda[:i], or HOST:PORT of an `edgecnn agent` "
-                   "on the device to measure on (default cpu; docs/agent.md)")  # fmt: skip
-    g.add_argument("--agent-token", default=None, help="the agent's token (default: $EDGECNN_AGENT_TOKEN)")
+    add_device_args(g, default=None, local="cpu, cuda[:i]")  # None: _fill_defaults sets cpu
     g.add_argument("--num-classes", type=num.classes, help="classifier width (default: the model's, else 1000)")
     g.add_argument("--table", help="lookup table JSON (measure: predict too; build-table: create/extend)")
     g.add_argument("--force", action="store_true", default=None, help="use a table from another device/backend")

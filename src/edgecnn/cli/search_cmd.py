@@ -26,7 +26,6 @@ time the run implies is printed.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -34,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgecnn.cli import args as num
-from edgecnn.latency.remote import AGENT_TOKEN_ENV
+from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
 from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.measure import TimingConfig, default_threads
@@ -77,8 +76,7 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """``edgecnn search``: every check first (options, space, memory, run folder, --table), then the search."""
-    if args.agent_token:  # read where measurements happen (edgecnn.latency.remote)
-        os.environ[AGENT_TOKEN_ENV] = args.agent_token
+    use_agent_token(args)
     job = job_from_args(args)
     executor = executor_from_args(args, progress=False)  # checks the executor options before anything runs
     data_name = Path(str(args.data)).name.split(".")[0] or "data"
@@ -165,9 +163,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="exponent of LAT/TAR (-0.07 MnasNet, -0.15 small models)")
     opt("--hard", action="store_true", help="LAT <= TAR as a hard constraint instead of the soft objective")
     opt("--backend", choices=BACKENDS, default="eager", help="runtime latency is measured in")
-    opt("--device", type=num.measure_device, default="cpu",
-        help="where latency is measured: cpu, or HOST:PORT of an `edgecnn agent` on the device (docs/agent.md)")
-    opt("--agent-token", default=None, help="the agent's token (default: $EDGECNN_AGENT_TOKEN)")
+    add_device_args(p)
     opt("--threads", type=num.threads, help="threads latency is measured with (default: torch's current count)")
     opt("--table", help="the device's lookup table JSON (default OUT/latency_table.json, grown as needed)")
     opt("--calibrate", type=num.nonneg_within(MAX_NETWORKS, "networks"), default=0, metavar="N",
