@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint  # noqa: E402
 from edgecnn.cli.main import main  # noqa: E402
-from edgecnn.deploy import FormResult, choose_int8, deploy, interleaved  # noqa: E402
+from edgecnn.deploy import FormResult, choose_int8, deploy  # noqa: E402
 from edgecnn.latency.isa import detect_isa  # noqa: E402
 from edgecnn.latency.measure import TimingConfig, time_fn  # noqa: E402
 from edgecnn.latency.targets import get_target  # noqa: E402
@@ -51,21 +51,6 @@ def test_int8_must_win_most_rounds_not_only_the_median() -> None:
     fp32 = FormResult("fp32", 0.8, 1.0, 0.4, (1.0, 0.4, 1.0), 1000)  # one round ran fast for fp32
     kept, reason = choose_int8(fp32, form("int8", 0.8, (0.5, 0.5, 1.2)), max_drop=0.01)
     assert not kept and "faster in 1/3 rounds" in reason
-
-
-def test_interleaved_alternates_the_order() -> None:
-    calls: list[str] = []
-    cfg = TimingConfig(warmup=0, min_repeats=2, max_repeats=2, round_size=2, max_foreign=None)
-
-    def timer(name: str):
-        return lambda: time_fn(lambda: calls.append(name), cfg)
-
-    out = interleaved({"a": timer("a"), "b": timer("b")}, rounds=3)
-    blocks = [(k, len(list(g))) for k, g in itertools.groupby(calls)]
-    assert blocks == [("a", 2), ("b", 4), ("a", 4), ("b", 2)]  # rounds a b | b a | a b, two runs per timing
-    assert all(len(out[k][0]) == 3 and out[k][1] >= 0 for k in "ab")
-    with pytest.raises(ValueError, match="rounds must be >= 1"):
-        interleaved({"a": timer("a")}, rounds=0)
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,10 @@ import torch
 from torch import nn
 
 from edgecnn.data import BatchLoader, DataSet
+from edgecnn.latency.compare import interleaved
 from edgecnn.latency.fingerprint import is_agent_address
 from edgecnn.latency.isa import InstructionSet, detect_isa
-from edgecnn.latency.measure import LatencyStats, TimingConfig, device_fingerprint, time_fn
+from edgecnn.latency.measure import TimingConfig, device_fingerprint, time_fn
 from edgecnn.latency.remote import client_for, measure_remote
 from edgecnn.latency.targets import get_target
 from edgecnn.latency.targets.base import Program
@@ -101,26 +102,6 @@ def predictions(program: Program, data: DataSet, *, images: int | None = None) -
         pred.append(int(np.asarray(program(x.numpy())).argmax()))
         labels.append(int(y[0]))
     return np.array(pred, dtype=np.int64), np.array(labels, dtype=np.int64)
-
-
-def interleaved(timers: dict[str, Callable[[], LatencyStats]], *,
-                rounds: int = 3) -> dict[str, tuple[list[float], float]]:  # fmt: skip
-    """Each timer's round medians and fastest run, the rounds alternating their order (A B, B A, …).
-
-    A timer runs one full timing (e.g. :func:`~edgecnn.latency.timing.time_fn` of a bound program, or a
-    measurement on an agent) and returns its statistics.
-    """
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    names = list(timers)
-    medians: dict[str, list[float]] = {n: [] for n in names}
-    fastest = {n: float("inf") for n in names}
-    for r in range(rounds):
-        for n in names if r % 2 == 0 else reversed(names):
-            stats = timers[n]()
-            medians[n].append(stats.median_ms)
-            fastest[n] = min(fastest[n], stats.min_ms)
-    return {n: (medians[n], fastest[n]) for n in names}
 
 
 class _RemoteProgram(Program):
@@ -195,12 +176,14 @@ def deploy(model: nn.Module, data: DataSet, *, target: str = "onnxruntime", int8
         loaded: dict[str, Program] = {f: _RemoteProgram(client, a, target, threads) for f, a in runs.items()}
         timers = {f: (lambda a=a: measure_remote(None, shape, runtime=target, threads=threads, config=timing,
                                                  client=client, artifact=a).stats) for f, a in runs.items()}  # fmt: skip
-        timed = interleaved(timers, rounds=rounds)
+        runs_ms = interleaved(timers, rounds=rounds)
     else:
         with tgt.threads(threads):
             loaded = {f: tgt.load(a, threads=threads) for f, a in runs.items()}
-            timed = interleaved({f: (lambda r=p.bind(example): time_fn(r, timing)) for f, p in loaded.items()},
-                                rounds=rounds)  # fmt: skip
+            runs_ms = interleaved({f: (lambda r=p.bind(example): time_fn(r, timing)) for f, p in loaded.items()},
+                                  rounds=rounds)  # fmt: skip
+    # per form: its round medians and its fastest run over all rounds
+    timed = {f: ([s.median_ms for s in st], min(s.min_ms for s in st)) for f, st in runs_ms.items()}
     fallback_ms = {f: statistics.median(timed[f][0]) for f in ["int8", *variants] if f in timed}
     kept_fp32 = None
     if variants:  # the fastest int8 form becomes "int8": a layer group stays fp32 where that measured faster
