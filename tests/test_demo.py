@@ -19,9 +19,12 @@ from edgecnn.latency.widths import width_grid
 from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
 
 
-def synthetic_table(arch: str, size: int) -> LatencyTable:
+TARGET = "onnxruntime" if importlib.util.find_spec("onnxruntime") is not None else "eager"
+
+
+def synthetic_table(arch: str, size: int, backend: str = TARGET) -> LatencyTable:
     """This device's table for ``arch`` on 1 thread: every block's width variants at 1e-5 ms per MAC + 0.01 ms."""
-    table = LatencyTable(fingerprint(backend="eager", threads=1))
+    table = LatencyTable(fingerprint(backend=backend, threads=1))
     for p in _plans(build(arch, num_classes=10, in_chans=1).spec, (size, size), 10, 1):
         grid = width_grid(p, tuple(i / 16 for i in range(1, 17)), divisor=1) + width_grid(p)  # + the demo's grid
         for v in grid:
@@ -42,7 +45,7 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
     synthetic_table(arch, 16).save(table)
     assert main(["demo", "--model", arch, "--epochs", "1", "--out", str(out), "--image-size", "16",
                  "--budget", "0.6", "--short-steps", "2", "--long-epochs", "0.2", "--latency-table", str(table),
-                 "--measured-rounds", "0"]) == 0
+                 "--measured-rounds", "0", "--target", TARGET]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["arch"] == arch and res["data"] == "digits"
     # the per-block MACs (closed form from the spec) add up to the traced analysis of the same network
@@ -116,8 +119,15 @@ def test_demo_runs_and_its_numbers_agree(tmp_path):
     assert len(names) == 2 and names[0] == names[1] and names[0][0] == "blocks.0.conv"
     assert all(l["output_grad_norm"] > 0 for r in flow["runs"].values() for l in r["layers"])
     # baseline vs result as measured points of the accuracy-latency plot
-    assert res["pareto"]["points"] == [{"name": "baseline", "latency_ms": res["eager_ms"], "top1": res["top1"]},
-                                       {"name": "NetAdapt result", "latency_ms": r["eager_ms"], "top1": r["top1"]}]
+    # the deployment target: the runtime the table is for; baseline and result timed back to back on it
+    assert res["target"] == r["target"] == TARGET and set(res["targets_ms"]) >= {"eager", TARGET}
+    lo, hi = r["measured_band"]
+    assert 0 < lo <= r["measured_ratio"] <= hi and r["target_ms"] > 0 and r["baseline_target_ms"] > 0
+    assert na["measured"]["target"] == TARGET and na["measured"]["rounds"] == 3
+    assert isinstance(r["met"], bool) and r["stopped"]
+    assert res["pareto"]["points"] == [
+        {"name": "baseline", "latency_ms": r["baseline_target_ms"], "top1": res["top1"]},
+        {"name": "NetAdapt result", "latency_ms": r["target_ms"], "top1": r["top1"]}]  # fmt: skip
     cam = res["cam"]
     # the last spatial block is blocks.2 (16 -> 8 -> 8 -> 4 pixels: a 4×4 map, scale 16/4 = 4)
     assert cam["method"] == "gradcam" and cam["layer"] == "blocks.2" and cam["map_size"] == [4, 4]
@@ -142,7 +152,7 @@ def test_demo_rejects_bad_settings(capsys):
 
 
 def test_next_table_target_fits_the_stopwatch_through_baseline_and_result():
-    from edgecnn.demo_compress import next_table_target
+    from edgecnn.compress.job import next_table_target
 
     # measured = table + 1 ms (a fixed cost the block sum misses): 50% of 6 ms measured is 3 ms = 2 ms by the table
     assert next_table_target(5.0, 6.0, 2.5, 3.5, 0.5) == pytest.approx(2.0)
@@ -157,26 +167,30 @@ def test_next_table_target_fits_the_stopwatch_through_baseline_and_result():
 def test_demo_takes_another_round_when_the_measured_result_misses(tmp_path, monkeypatch):
     """The measured check: a result measured at 70% of the baseline (budget 60%) sends NetAdapt on to the table
     target refitted through baseline and result; the rounds' iterations continue one history."""
-    import edgecnn.demo_compress as dc
+    import edgecnn.compress.job as job
+    from edgecnn.latency.compare import Comparison
 
     arch = "conv_s2_c8_hswish ir_m16_c8_relu ir_k5_s2_m24_c16_se0.25_hsgate_hswish gap fc"
     table = tmp_path / "table.json"
     synthetic_table(arch, 16).save(table)
     measured = []
 
-    def fake_fastest(net, shape, threads, timing):  # the baseline 10 ms, any result 7 ms: always 70%
-        measured.append(net.arch)
-        return 10.0 if net.arch == arch else 7.0
+    def fake_compare(before, after, shape, **kw):  # the baseline 10 ms, any result 7 ms: always 70%
+        measured.append((before.arch, after.arch, kw["backend"]))
+        return Comparison(kw["backend"], kw["threads"], kw["device"], "cpu", (10.0,) * 3, (7.0,) * 3)
 
-    monkeypatch.setattr(dc, "_fastest_ms", fake_fastest)
+    monkeypatch.setattr(job, "compare_latency", fake_compare)
     out = tmp_path / "demo"
     assert main(["demo", "--model", arch, "--epochs", "1", "--out", str(out), "--image-size", "16", "--budget", "0.6",
                  "--short-steps", "2", "--long-epochs", "0.2", "--latency-table", str(table), "--measured-rounds", "1",
-                 "--cam-images", "0", "--no-int8"]) == 0
-    na = json.loads((out / "results.json").read_text())["netadapt"]
+                 "--cam-images", "0", "--no-int8", "--target", TARGET]) == 0
+    res = json.loads((out / "results.json").read_text())
+    na = res["netadapt"]
     first, second = na["round_budgets_ms"]
     assert first == pytest.approx(0.6 * na["start_ms"])
-    assert measured[0] == arch and len(measured) == 2  # baseline and the round-1 result, once (rounds = 1)
+    # the round-1 result and the round-2 result, each against the baseline, on the target (measured rounds = 1)
+    assert len(measured) == 2 and all(m[0] == arch and m[1] != arch and m[2] == TARGET for m in measured)
+    assert not res["result"]["met"] and res["result"]["stopped"].startswith("missed by 16.7%")
     # round 1's step bounds never fall below its budget; round 2 starts under it
     r1 = min(h["resource"] for h in na["iterations"] if h["target"] >= first - 1e-9)
     assert r1 <= first

@@ -22,6 +22,7 @@ import torch
 from hostile import cli, cli_env, refused, snapshot
 
 import edgecnn.cli.compress_cmd
+import edgecnn.compress.job
 from edgecnn.build import build
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.cli.main import main
@@ -368,7 +369,7 @@ def test_interrupted_netadapt_says_how_to_resume(ckpt: Path, done: Path, tmp_pat
         shutil.copy(done / STATE_FILE, out / STATE_FILE)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edgecnn.cli.compress_cmd, "netadapt", interrupted)
+    monkeypatch.setattr(edgecnn.compress.job, "netadapt", interrupted)
     capsys.readouterr()
     assert main(["compress", str(ckpt), *BUDGET, *FAST, "--out", str(out)]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == (

@@ -227,19 +227,37 @@ def test_erf_and_gradflow_sections_draw_the_document_numbers():
 
 def test_compress_run_shows_budget_and_before_after():
     from edgecnn.compress.budget import parse_budget
-    from edgecnn.compress.document import ModelStats, compress_document
+    from edgecnn.compress.document import ModelStats, closing_table, compress_document
+    from edgecnn.latency.compare import Comparison
 
     before = ModelStats("conv_c16 gap fc", 0.9912, 4.0, 5_400_000, 409_250)
     after = ModelStats("conv_c8 gap fc", 0.9861, 1.642, 2_488_448, 217_834)
+    cmp = Comparison("onnxruntime", 1, "cpu", "cpu", (4.0, 4.1, 3.9), (1.642, 1.7, 1.6))
+    int8 = {"target": "onnxruntime", "kept": "fp32", "reason": "fp32 kept: int8 is not faster here",
+            "top1_fp32": 0.9861, "top1_int8": 0.9833, "latency_fp32_ms": 1.642, "latency_int8_ms": 2.5}
     doc = {"kind": "compress", "schema": 1,
-           **compress_document("netadapt", parse_budget("50%latency").to_dict(), before, after, met=True)}
+           **compress_document("netadapt", parse_budget("50%latency").to_dict(), before, after, met=True,
+                               backend="onnxruntime", threads=1, stopped="met (measured back to back)",
+                               measured=cmp.to_dict(), int8=int8)}  # fmt: skip
     html = render_html(doc)
     assert "<h2>Compression</h2>" in html and "<code>50%latency</code>: met" in html
+    assert "Stopped: met (measured back to back)" in html and cmp.text() in html
     # one row per quantity, before then after, formatted from the document's own numbers
     assert '<td class="l">test top-1</td><td>99.12%</td><td>98.61%</td>' in html
-    assert '<td class="l">latency, measured (ms)</td><td>4.000</td><td>1.642</td>' in html
+    assert ('<td class="l">latency, measured (onnxruntime, 1 thread(s); ms)</td><td>4.000</td><td>1.642</td>'
+            in html)  # fmt: skip
     assert '<td class="l">MACs</td><td>5,400,000</td><td>2,488,448</td>' in html
     assert '<td class="l">params</td><td>409,250</td><td>217,834</td>' in html
     assert "<code>conv_c16 gap fc</code>" in html and "<code>conv_c8 gap fc</code>" in html
+    assert "<h3>int8</h3><p>Kept: <b>fp32</b> — fp32 kept: int8 is not faster here</p>" in html
+    assert '<td class="l">onnxruntime int8</td><td>98.33%</td><td>2.500</td>' in html
+    # the console's closing table is drawn from the same document: the same before/after and int8 numbers
+    table = closing_table(doc)
+    cells = {c.header: list(c._cells) for c in table.columns}
+    assert cells[""][:3] == ["before", "after", "after / before"]
+    assert cells["latency, ms (onnxruntime, 1 thread(s))"][:2] == ["4.000", "1.642"]
+    assert cells["top-1"][:2] == ["99.12%", "98.61%"] and cells["top-1"][4] == "98.33%"
+    assert cells["latency, ms (onnxruntime, 1 thread(s))"][2].startswith(f"{cmp.ratio:.2f}×")
+    assert "met (measured back to back)" in str(table.title)
     assert "not met" in render_html({**doc, "met": False})
     assert "<h2>Compression</h2>" not in render_html({**doc, "kind": "demo"})

@@ -46,6 +46,7 @@ from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable, new_table
 from edgecnn.latency.per_layer import per_layer
+from edgecnn.latency.targets import get_target, target_names
 from edgecnn.memory import check_memory
 from edgecnn.outputs import claim_run_dir
 from edgecnn.pipeline import StageLog
@@ -73,6 +74,7 @@ class DemoConfig:
     threads: int = 1  # threads for the latency measurements (a fixed count makes them comparable)
     max_seconds: float = 2.0  # cap per latency timing loop
     onnx: bool = True  # also time the model under ONNX Runtime when it is installed
+    target: str | None = None  # the deployment runtime to optimise for; None: the fastest installed here, measured
     out_dir: str = "runs/demo"  # where report.md, results.json and model.pt go
     seed: int = 0  # seeds data split, initialisation and augmentation
     cam_images: int = 8  # test images explained by Grad-CAM (the first of each class); 0 = no CAM stage
@@ -91,6 +93,10 @@ class DemoConfig:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.cam_images < 0:
             raise ValueError(f"cam_images must be 0 or more, got {self.cam_images}")
+        if self.target is not None:
+            get_target(self.target).require()  # unknown or not installed: said before any work
+            if self.target == "onnxruntime" and not self.onnx:
+                raise ValueError("--target onnxruntime and --no-onnx contradict each other: drop one")
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,9 @@ class DemoResult:
     result: dict[str, Any] | None = None  # the compressed network: arch, top1, eager_ms, macs, params, onnx, int8
     erf: dict[str, Any] | None = None  # the baseline's effective receptive field (edgecnn.analysis.dynamics)
     gradflow: dict[str, Any] | None = None  # the baseline's gradient norms with and without skips (same module)
-    pareto: dict[str, Any] | None = None  # baseline and result as accuracy-latency points (measured, eager)
+    pareto: dict[str, Any] | None = None  # baseline and result as accuracy-latency points (measured on the target)
+    target: str = "eager"  # the deployment runtime the demo optimised for
+    targets_ms: dict[str, float] | None = None  # the baseline end to end on every runtime installed here (median)
 
 
 def _arch(cfg: DemoConfig) -> str:
@@ -215,49 +223,47 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
                             f"{k} {v['layers'][0]['output_grad_norm']:.3g}" for k, v in runs.items()))  # fmt: skip
         console.print(info["note"])
 
-    with log.stage("latency", f"latency on this device (batch 1, {cfg.threads} thread(s))"):
+    with log.stage("latency", f"latency on this device (batch 1, {cfg.threads} thread(s))") as info:
         model.eval()
         timing = TimingConfig(max_seconds=cfg.max_seconds)
         breakdown = per_layer(model, (1, *shape), backend="eager", threads=cfg.threads, config=timing)
         eager_ms = breakdown.total.stats.median_ms
-        onnx_ms = None
-        if cfg.onnx:
-            try:
-                ort = measure(model, (1, *shape), backend="onnxruntime", threads=cfg.threads, config=timing)
-                onnx_ms = ort.stats.median_ms
-            except (ImportError, ValueError) as exc:  # onnxruntime not installed: the [onnx] extra
-                console.print(f"[yellow]ONNX Runtime skipped: {str(exc).splitlines()[0]}")
+        targets_ms = _targets_ms(model, shape, cfg, timing, eager_ms, console)
+        onnx_ms = targets_ms.get("onnxruntime")
+        target = cfg.target or _fastest(targets_ms)
         rows = tuple(_row(c.name, lat.kind, c.params, c.macs, lat.median_ms, per_block)
                      for c, lat in zip(spec_cost.layers, breakdown.layers))  # fmt: skip
         console.print(_block_table(rows))
-        ort_text = f", ONNX Runtime {onnx_ms:.2f} ms" if onnx_ms is not None else ""
-        console.print(f"end to end: PyTorch eager {eager_ms:.2f} ms{ort_text}")
+        info["note"] = ("end to end: " + ", ".join(f"{TARGET_NAMES.get(k, k)} {v:.3f} ms" for k, v in
+                                                   targets_ms.items())
+                        + f"; target: {target}" + (" (--target)" if cfg.target else " (the fastest here)"))  # fmt: skip
+        console.print(info["note"])
 
     latency = None
     if cfg.compress is not None:
-        with log.stage("table", "latency table of this device (every block over a width grid)") as info:
+        with log.stage("table", f"latency table of this device on {target} (every block over a width grid)") as info:
             path = Path(cfg.latency_table) if cfg.latency_table else out / "latency_table.json"
-            table = new_table(backend="eager", threads=cfg.threads, config=TABLE_TIMING)
+            table = new_table(backend=target, threads=cfg.threads, config=TABLE_TIMING)
             if cfg.latency_table:  # a table of another device (fingerprint) is refused with the reason
                 table = LatencyTable.open_or_new(path, table.fingerprint)
                 table.config = TABLE_TIMING
             latency = LatencyModel(table, measure=True, path=path)
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console, transient=True) as bar:  # fmt: skip
-                task = bar.add_task("measuring block variants", total=None)
+                task = bar.add_task(f"measuring block variants on {target}", total=None)
                 n = latency.ensure_grid(arch, input_size=cfg.image_size, fractions=cfg.grid,
                                         num_classes=len(data.classes), in_chans=data.in_chans,
                                         on_progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
             predicted = latency.predict(arch, input_size=cfg.image_size, num_classes=len(data.classes),
                                         in_chans=data.in_chans).total_ms  # fmt: skip
-            info["note"] = (f"{n} block variants measured; the baseline by the table {predicted:.3f} ms "
-                            f"(measured {eager_ms:.3f} ms)")  # fmt: skip
+            info["note"] = (f"{n} block variants measured on {target}; the baseline by the table {predicted:.3f} ms "
+                            f"(measured {targets_ms[target]:.3f} ms)")  # fmt: skip
             console.print(info["note"])
 
     explained, netadapt, compressed = model, None, None
     if cfg.compress is not None and latency is not None:
         explained, netadapt, compressed = compress_stages(
-            model, ref, data, latency, baseline_ms=eager_ms, settings=cfg.compress, log=log, out=out, meta=meta,
+            model, ref, data, latency, target=target, settings=cfg.compress, log=log, out=out, meta=meta,
             threads=cfg.threads, timing=timing, batch_size=cfg.batch_size, seed=cfg.seed)  # fmt: skip
     else:
         log.skip("netadapt", "NetAdapt, fold BN, ONNX and int8", "compression turned off (--no-compress)")
@@ -286,7 +292,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
                  "torch": torch.__version__, "threads": cfg.threads},
         out_dir=str(out), history=tuple(EpochRow.of(e) for e in result.history), input_size=cfg.image_size,
         cam=cam, stages=tuple(log.to_list()), netadapt=netadapt, result=compressed, erf=erf, gradflow=gradflow,
-        pareto=_pareto(result.final.top1, eager_ms, compressed),
+        pareto=_pareto(result.final.top1, targets_ms[target], target, compressed), target=target,
+        targets_ms=targets_ms,
     )  # fmt: skip
     write_results(out, "demo", {"config": asdict(cfg), **asdict(demo)})
     atomic_write_text(out / "report.md", to_markdown(demo))
@@ -313,18 +320,46 @@ def _dynamics(model: torch.nn.Module, data: Any, shape: tuple[int, int, int], *,
     return erf, flow
 
 
-def _pareto(top1: float, eager_ms: float, compressed: dict[str, Any] | None) -> dict[str, Any]:
-    """The report's accuracy-vs-latency points: the baseline and, when compressed, the NetAdapt result."""
-    points = [{"name": "baseline", "latency_ms": eager_ms, "top1": top1}]
+TARGET_NAMES = {"eager": "PyTorch eager", "onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch"}
+
+
+def _targets_ms(model: torch.nn.Module, shape: tuple[int, int, int], cfg: DemoConfig, timing: TimingConfig,
+                eager_ms: float, console: Console) -> dict[str, float]:  # fmt: skip
+    """The baseline end to end (median, batch 1) on every runtime installed here (eager already measured)."""
+    out = {"eager": eager_ms}
+    for name in target_names():
+        if name == "eager" or (name == "onnxruntime" and not cfg.onnx) or get_target(name).version() is None:
+            continue
+        try:
+            out[name] = measure(model, (1, *shape), backend=name, threads=cfg.threads, config=timing).stats.median_ms
+        except (ImportError, ValueError, RuntimeError) as exc:  # a runtime that cannot take this network
+            if cfg.target == name:
+                raise
+            console.print(f"[yellow]{name} skipped: {str(exc).splitlines()[0]}")
+    return out
+
+
+def _fastest(targets_ms: dict[str, float]) -> str:
+    """The fastest deployment runtime measured; eager only where no other is installed (no device runs eager)."""
+    deployable = {k: v for k, v in targets_ms.items() if k != "eager"}
+    return min(deployable, key=deployable.__getitem__) if deployable else "eager"
+
+
+def _pareto(top1: float, baseline_ms: float, target: str, compressed: dict[str, Any] | None) -> dict[str, Any]:
+    """The report's accuracy-vs-latency points: the baseline and, when compressed, the NetAdapt result, both as
+    timed back to back on the target (the baseline alone when not compressed)."""
+    points = [{"name": "baseline", "latency_ms": baseline_ms, "top1": top1}]
     if compressed:
-        points.append({"name": "NetAdapt result", "latency_ms": compressed["eager_ms"], "top1": compressed["top1"]})
-    return {"points": points, "reference": [], "latency": "measured, PyTorch eager, batch 1", "top1": "test"}
+        points = [{"name": "baseline", "latency_ms": compressed["baseline_target_ms"], "top1": top1},
+                  {"name": "NetAdapt result", "latency_ms": compressed["target_ms"], "top1": compressed["top1"]}]
+    return {"points": points, "reference": [], "latency": f"measured, {target}, batch 1", "top1": "test"}
 
 
 def _closing_table(d: DemoResult, report: Path) -> Table:
-    """Baseline against the compressed result: test top-1, measured latency, MACs, params, and where the report is."""
+    """Baseline against the compressed result on the target (timed back to back), eager for reference, int8 beside
+    fp32, the verdict; and where the report is."""
     r = d.result or {}
-    table = Table(title="baseline vs result")
+    table = Table(title=f"baseline vs result on {d.target}" + (f": {r['stopped']}" if r.get("stopped") else ""))
     for col in ("", "baseline", "result (NetAdapt)" if r else "result (compression off)"):
         table.add_column(col, justify="left" if not col else "right")
 
@@ -332,14 +367,18 @@ def _closing_table(d: DemoResult, report: Path) -> Table:
         return f"{v:.3f} ms" if isinstance(v, (int, float)) else "–"
 
     i8 = r.get("int8") or {}
+    base = r.get("baseline_target_ms", (d.targets_ms or {}).get(d.target))
+    ratio = f" ({r['measured_ratio']:.0%})" if isinstance(r.get("measured_ratio"), float) else ""
     rows = [("test top-1", f"{d.top1:.2%}", f"{r['top1']:.2%}" if r else "–"),
-            ("latency, eager (measured)", ms(d.eager_ms), ms(r.get("eager_ms"))),
-            ("latency, ONNX Runtime fp32", ms(d.onnx_ms), ms(i8.get("latency_fp32_ms"))),
+            (f"latency, {d.target} (back to back)", ms(base), ms(r.get("target_ms")) + ratio),
+            ("latency, eager (for reference)", ms(d.eager_ms), ms(r.get("eager_ms"))),
             ("MACs", f"{d.macs / 1e6:.2f} M", f"{r['macs'] / 1e6:.2f} M" if r else "–"),
             ("params", f"{d.params:,}", f"{r['params']:,}" if r else "–")]  # fmt: skip
     if i8:
-        rows.append(("int8 (ONNX Runtime): top-1, latency", "–",
-                     f"{i8['top1_int8']:.2%}, {ms(i8.get('latency_int8_ms'))}"))  # fmt: skip
+        rows.append((f"{i8['target']} fp32 / int8: top-1, latency", "–",
+                     f"{i8['top1_fp32']:.2%}, {ms(i8.get('latency_fp32_ms'))} / {i8['top1_int8']:.2%}, "
+                     f"{ms(i8.get('latency_int8_ms'))}"))  # fmt: skip
+        rows.append(("deployed form", "–", f"{i8['kept']}"))
     rows.append(("report", str(report), ""))
     for row in rows:
         table.add_row(*row)
@@ -386,6 +425,8 @@ def to_markdown(d: DemoResult) -> str:
                  d.train_seconds, d.images_per_s),  # fmt: skip
         markdown("- latency, batch 1, {} thread(s) on {}: PyTorch eager {:.2f} ms, ONNX Runtime {}",
                  d.machine.get("threads"), d.machine.get("cpu"), d.eager_ms, onnx),  # fmt: skip
+        markdown("- deployment target: {} (the baseline end to end: {})", d.target,
+                 ", ".join(f"{k} {v:.3f} ms" for k, v in (d.targets_ms or {}).items())),  # fmt: skip
         "",
         "| block | arch | params | MACs | ms (eager, alone) | µs per M MACs |",
         "|---|---|---:|---:|---:|---:|",
@@ -408,16 +449,19 @@ def to_markdown(d: DemoResult) -> str:
         r, na = d.result, d.netadapt or {}
         lines += ["", markdown("## NetAdapt to {:.3f} ms (by the table)", na.get("budget_ms", float("nan"))), "",
                   markdown("- result arch: {}", md_code(r["arch"])),
-                  markdown("- test top-1 {:.2%} (baseline {:.2%}); measured eager {:.3f} ms (baseline {:.3f} ms); "
-                           "{:,} MACs; {:,} params", r["top1"], d.top1, r["eager_ms"], d.eager_ms, r["macs"],
+                  markdown("- test top-1 {:.2%} (baseline {:.2%}); on {} (baseline and result back to back): "
+                           "{:.3f} ms vs {:.3f} ms = {:.0%}; {}; eager {:.3f} ms (baseline {:.3f} ms); {:,} MACs; "
+                           "{:,} params", r["top1"], d.top1, d.target, r.get("target_ms"), r.get("baseline_target_ms"),
+                           r.get("measured_ratio"), r.get("stopped", ""), r["eager_ms"], d.eager_ms, r["macs"],
                            r["params"]),
                   markdown("- {} BatchNorm(s) folded; ONNX: {}", r["bn_folded"],
                            r["onnx"] or "not exported")]  # fmt: skip
         if r.get("int8"):
             i8 = r["int8"]
-            lines.append(markdown("- int8 (ONNX Runtime): top-1 {:.2%} vs fp32 {:.2%}, {:.3f} vs {:.3f} ms",
-                                  i8["top1_int8"], i8["top1_fp32"], i8["latency_int8_ms"], i8["latency_fp32_ms"]))
-        lines += ["", "| iteration | block narrowed | ms (table) | hold-out top-1 |", "|---:|---|---:|---:|"]
+            lines.append(markdown("- int8 ({}): top-1 {:.2%} vs fp32 {:.2%}, {:.3f} vs {:.3f} ms; {}",
+                                  i8.get("target", "onnxruntime"), i8["top1_int8"], i8["top1_fp32"],
+                                  i8["latency_int8_ms"], i8["latency_fp32_ms"], i8.get("reason", "")))  # fmt: skip
+        lines += ["", "| iteration | step | ms (table) | hold-out top-1 |", "|---:|---|---:|---:|"]
         lines += [markdown("| {} | {} | {:.3f} | {:.2%} |", h["iteration"], h["block"], h["latency_ms"], h["top1"])
                   for h in na.get("history", [])]  # fmt: skip
     if d.cam:

@@ -1,14 +1,19 @@
-"""The demo's compression half: NetAdapt to a share of the baseline's latency, fold BN, ONNX, int8, evaluation.
+"""The demo's compression half: NetAdapt to a share of the baseline's latency on the deployment target, fold BN,
+ONNX, int8, evaluation.
 
-``edgecnn demo`` (:mod:`edgecnn.demo`) trains a baseline and builds this
-device's latency table; these stages then run SPEC's pipeline on it:
+``edgecnn demo`` (:mod:`edgecnn.demo`) trains a baseline, picks the deployment
+target (the fastest runtime installed here, measured) and builds the target's
+latency table; these stages then run SPEC's pipeline on it:
 
 1. **NetAdapt** (:func:`edgecnn.compress.netadapt.netadapt`; Yang et al. 2018)
-   to ``budget`` × the baseline's latency. The meter is the latency table the
-   demo built for the baseline's blocks plus interpolation across widths
+   to ``budget`` × the baseline's latency, through the one compression run
+   (:func:`edgecnn.compress.job.run_measured`). The meter is the target's
+   latency table plus interpolation across widths
    (:class:`edgecnn.latency.model.LatencyModel`, measuring only a block it cannot
    interpolate), so a proposal costs microseconds, not a timing loop; the baseline
-   and the result are then **measured** (same backend, threads and timing).
+   and the result are then timed **back to back on the target** and, where the
+   measured result misses the budget, NetAdapt goes on toward a table bound
+   refitted to those measurements (``measured_rounds``).
    Proposals narrow a channel group or, with ``drop_blocks`` (the default),
    remove a block with an identity skip (:mod:`edgecnn.compress.drop_block`): at
    32×32 this network's latency is per-layer overhead more than width, and
@@ -16,10 +21,11 @@ device's latency table; these stages then run SPEC's pipeline on it:
 2. **Fold BN** (:func:`edgecnn.compress.fold_bn`; Jacob et al. 2018 §3.2), with
    the largest output difference against the unfolded result.
 3. **ONNX export** of the folded network (:func:`edgecnn.export.export_onnx`) and
-   **int8** static post-training quantisation through ONNX Runtime
-   (:mod:`edgecnn.compress.quantize`), skipped with the reason where the
-   ``[onnx]`` extra is missing.
-4. **Evaluate** the result on the test split: top-1, measured latency, MACs, params.
+   **int8** as a measured choice on the target (:func:`edgecnn.deploy.deploy`; ONNX
+   Runtime where the target has no int8), skipped with the reason where the
+   runtime is missing.
+4. **Evaluate** the result on the test split: top-1, MACs, params, and the
+   latency of the back-to-back comparison (eager beside it, for reference).
 
 What they produce goes into the demo's results document as ``netadapt`` (the
 report's NetAdapt section, docs/report.md) and ``result`` (the closing table).
@@ -27,7 +33,7 @@ report's NetAdapt section, docs/report.md) and ``result`` (the closing table).
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,12 +48,15 @@ from edgecnn.build import EdgeNet
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.compress.budget import Budget
 from edgecnn.compress.fold_bn import fold_bn, plan_fold_bn
-from edgecnn.compress.netadapt import Iteration, NetAdaptConfig, NetAdaptResult, ResourceMeter, netadapt
+from edgecnn.compress.document import history_step
+from edgecnn.compress.job import Check, MeasuredRun, run_measured
+from edgecnn.compress.netadapt import Iteration, NetAdaptConfig, ResourceMeter
 from edgecnn.data import DataSet
-from edgecnn.deploy import deploy
+from edgecnn.deploy import deploy, int8_section
 from edgecnn.export import export_onnx
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.targets import get_target
 from edgecnn.pipeline import StageLog
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.evaluation import evaluate
@@ -84,67 +93,42 @@ class CompressSettings:
             raise ValueError("measured_rounds and tolerance must be >= 0")
 
 
-def next_table_target(table_start: float, measured_start: float, table_now: float, measured_now: float,
-                      share: float) -> float | None:  # fmt: skip
-    """The table latency that should measure ``share`` × ``measured_start``, from the line through two points.
-
-    The table sums blocks timed one by one; the network measured whole pays a
-    fixed cost the sum does not see (and the machine's speed when the table was
-    made). Fitting ``measured ≈ a + b · table`` through the baseline and the
-    current result and solving for the measured budget closes that gap. None
-    where the two points give no usable line (equal table values, a slope that is
-    not positive) or the answer is not below ``table_now``.
-    """
-    if table_start <= table_now:
-        return None
-    b = (measured_start - measured_now) / (table_start - table_now)
-    if b <= 0:
-        return None
-    target = table_now + (share * measured_start - measured_now) / b
-    return target if 0 < target < table_now else None
-
-
 def _bar(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=True)  # fmt: skip
 
 
-def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, threads: int,
-          timing: TimingConfig) -> dict[str, Any]:  # fmt: skip
-    """int8 as a measured choice on ONNX Runtime (:func:`edgecnn.deploy.deploy`, ``--int8 auto``): both forms
-    evaluated and timed interleaved, int8 kept only where faster within 1 pp (ValueError without ORT)."""
-    dep = deploy(model, data, target="onnxruntime", int8="auto", threads=threads,
-                 calibration_images=settings.calibration_images, rounds=3, timing=timing)  # fmt: skip
-    atomic_write(out / "model-int8.onnx", lambda f: f.write(dep.artifacts["int8"]))
-    fp32, int8 = dep.forms["fp32"], dep.forms["int8"]  # both measured: auto never skips int8 where ORT has it
-    how = dep.manifest.get("int8", {})  # settings, why them, and the CPU
-    return {"top1_fp32": fp32.top1, "top1_int8": int8.top1, "agreement": dep.agreement,
-            "latency_fp32_ms": fp32.latency_ms, "latency_int8_ms": int8.latency_ms, "images": dep.images,
-            "kept": dep.form, "reason": dep.reason, "settings": how.get("settings"),
-            "settings_reason": how.get("reason"), "isa": how.get("isa"),
-            "onnx": str(out / "model-int8.onnx")}  # fmt: skip
+def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, target: str, threads: int,
+          timing: TimingConfig, say: Callable[[str], object]) -> dict[str, Any]:  # fmt: skip
+    """int8 as a measured choice on the target (:func:`edgecnn.deploy.deploy`, ``--int8 auto``; ONNX Runtime where
+    the target has no int8): both forms evaluated and timed interleaved, int8 kept only where faster within 1 pp
+    (ValueError without the runtime)."""
+    runtime = target if get_target(target).int8 else "onnxruntime"
+    dep = deploy(model, data, target=runtime, int8="auto", threads=threads,
+                 calibration_images=settings.calibration_images, rounds=3, timing=timing, progress=say)  # fmt: skip
+    name = f"model-int8{get_target(runtime).artifact_suffix}"
+    atomic_write(out / name, lambda f: f.write(dep.artifacts["int8"]))
+    return {**int8_section(dep), "onnx": str(out / name) if runtime == "onnxruntime" else None,
+            "artifact": str(out / name)}  # fmt: skip
 
 
-def _fastest_ms(net: EdgeNet, shape: tuple[int, ...], threads: int, timing: TimingConfig) -> float:
-    """The fastest eager run of ``net`` at batch 1: the steadiest statistic on a loaded machine."""
-    return measure(net.eval(), (1, *shape), backend="eager", threads=threads, config=timing).stats.min_ms
-
-
-def _netadapt_section(rounds: list[NetAdaptResult]) -> dict[str, Any]:
+def _netadapt_section(run: MeasuredRun) -> dict[str, Any]:
     """The report's ``netadapt`` section (docs/report.md): iteration 0 is the baseline; latency by the meter.
 
-    Later rounds (the measured result missed the budget) continue the iteration count.
+    Later passes (the measured result missed the budget) continue the iteration count.
     """
-    r, last = rounds[0], rounds[-1]
+    r, last = run.passes[0], run.passes[-1]
     first = {"iteration": 0, "latency_ms": r.start, "top1": r.start_top1, "block": "baseline"}
-    its = [replace(h, iteration=i) for i, h in enumerate((h for x in rounds for h in x.history), 1)]
-    rows = [{"iteration": h.iteration, "latency_ms": h.resource, "top1": h.top1,
-             "block": h.description.split(",")[0]} for h in its]  # fmt: skip
+    its = [{**h, "iteration": i} for i, h in enumerate((h for x in run.passes for h in x.history), 1)]
+    rows = [{"iteration": h["iteration"], "latency_ms": h["resource"], "top1": h["top1"], "block": history_step(h)}
+            for h in its]  # fmt: skip
     return {"budget_ms": r.target, "start_ms": r.start, "result_ms": last.resource, "met": r.resource <= r.target,
-            "stopped": last.stopped, "round_budgets_ms": [x.target for x in rounds],
+            "stopped": last.stopped, "round_budgets_ms": [x.target for x in run.passes],
             "meter": "latency table + interpolation across widths (edgecnn.latency.LatencyModel), "
-                     "its target corrected by measuring the result (rounds)",
-            "history": [first, *rows], "iterations": [asdict(h) for h in its]}  # fmt: skip
+                     "its target corrected by measuring the result back to back (rounds)",
+            "measured": run.comparison.to_dict(), "verdict": run.verdict.to_dict() if run.verdict else None,
+            "measured_met": run.met, "measured_stopped": run.stopped,
+            "history": [first, *rows], "iterations": its}  # fmt: skip
 
 
 def compress_stages(
@@ -153,7 +137,7 @@ def compress_stages(
     data: DataSet,
     latency: LatencyModel,
     *,
-    baseline_ms: float,
+    target: str,
     settings: CompressSettings,
     log: StageLog,
     out: Path,
@@ -165,8 +149,8 @@ def compress_stages(
 ) -> tuple[EdgeNet, dict[str, Any], dict[str, Any]]:
     """Run NetAdapt → fold BN → ONNX (+ int8) → evaluate on the trained ``model``; returns (result, netadapt, result doc).
 
-    ``model`` is not changed. ``baseline_ms`` is the baseline's measured latency
-    (eager, batch 1, ``threads``), the reference of the result's measured one.
+    ``model`` is not changed. ``target``: the deployment runtime the latency table was built on and the result
+    is checked on (the baseline and the result timed back to back there, :mod:`edgecnn.compress.job`).
     """
     console = log.console
     shape = (data.in_chans, data.image_size, data.image_size)
@@ -176,8 +160,10 @@ def compress_stages(
     cfg = NetAdaptConfig(initial_step=settings.initial_step, decay=settings.decay, short_steps=settings.short_steps,
                          top_k=settings.top_k, long_epochs=settings.long_epochs, round_to=settings.round_to,
                          drop_blocks=settings.drop_blocks, train=replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
+    how = Check(backend=target, threads=threads, rounds=3, tolerance=settings.tolerance,
+                measured_rounds=settings.measured_rounds)  # fmt: skip
 
-    with log.stage("netadapt", f"NetAdapt to {settings.budget:.0%} of the baseline's latency") as info:
+    with log.stage("netadapt", f"NetAdapt to {settings.budget:.0%} of the baseline's latency on {target}") as info:
         with _bar(console) as bar:
             task = bar.add_task("iteration 1: proposals", total=None)
 
@@ -186,42 +172,26 @@ def compress_stages(
 
             def iteration(it: Iteration) -> None:
                 console.print(f"iteration {it.iteration}: {it.resource:.3f} ms by the table (step bound "
-                              f"{it.target:.3f}), hold-out top-1 {it.top1:.2%}, {it.description.split(',')[0]} "
-                              f"{it.width_before}→{it.width_after}, {it.seconds:.1f} s")  # fmt: skip
+                              f"{it.target:.3f}), hold-out top-1 {it.top1:.2%}, {history_step(asdict(it))}, "
+                              f"{it.seconds:.1f} s")  # fmt: skip
                 bar.reset(task, total=None, description=f"iteration {it.iteration + 1}: proposals")
 
-            r = netadapt(copy.deepcopy(model), ref, budget, meter=meter, config=cfg, out=out,
-                         on_iteration=iteration, on_proposal=proposal)  # fmt: skip
-            rounds = [r]
-            # the budget is on MEASURED latency: where the result misses it, fit the table to the stopwatch
-            # through the baseline and the result, and let NetAdapt go on from the result to the corrected bound
-            # (baseline and result timed back to back, fastest run of each: the steadiest statistic under load)
-            for k in range(settings.measured_rounds):
-                now = rounds[-1]
-                m_base, m_now = (_fastest_ms(net, shape, threads, timing) for net in (model, now.model))
-                share = m_now / m_base
-                console.print(f"measured (fastest runs, back to back) {m_now:.3f} ms = {share:.0%} of the "
-                              f"baseline's {m_base:.3f} ms")  # fmt: skip
-                if share <= settings.budget + settings.tolerance:
-                    break
-                target = next_table_target(r.start, m_base, now.resource, m_now, settings.budget)
-                if target is None:
-                    console.print("the table and the measurements give no usable line: NetAdapt stops here")
-                    break
-                console.print(f"round {k + 2}: NetAdapt on to {target:.3f} ms by the table")
-                more = netadapt(copy.deepcopy(now.model), ref, Budget("latency", target, False, f"{target:.3f}ms"),
-                                meter=meter, config=cfg, out=out / f"round{k + 2}", on_iteration=iteration,
-                                on_proposal=proposal)  # fmt: skip
-                if not more.history:
-                    break
-                rounds.append(more)
-        result = rounds[-1].model.eval()
+            def on_round(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description="timing baseline and result back to back")
+
+            # the budget is on MEASURED latency: where the result misses it, NetAdapt goes on toward a table bound
+            # refitted to the baseline and the result timed back to back on the target (compress.job)
+            run = run_measured(model, ref, data, budget, how, method="netadapt", meter=meter, out=out,
+                               say=console.print, on_round=on_round, netadapt_config=cfg, on_iteration=iteration,
+                               on_proposal=proposal)  # fmt: skip
+        result = run.model.eval()
         save_checkpoint(checkpoint_of(result, data=meta), out / "model-netadapt.pt")
-        section = _netadapt_section(rounds)
-        last = rounds[-1]
+        section = _netadapt_section(run)
+        r, last = run.passes[0], run.passes[-1]
         info["note"] = (f"{r.start:.3f} → {last.resource:.3f} ms by the table (budget {r.target:.3f}"
-                        + "".join(f", round {i + 2}: {x.target:.3f}" for i, x in enumerate(rounds[1:]))
-                        + f"), {sum(len(x.history) for x in rounds)} iterations, {last.stopped}")  # fmt: skip
+                        + "".join(f", round {i + 2}: {x.target:.3f}" for i, x in enumerate(run.passes[1:]))
+                        + f"), {sum(len(x.history) for x in run.passes)} iterations; measured on {target}: "
+                        + run.stopped)  # fmt: skip
         console.print(info["note"])
 
     with log.stage("fold_bn", "fold BatchNorm into the convolutions") as info:
@@ -243,10 +213,9 @@ def compress_stages(
             info["note"] = onnx_path.name
             if settings.int8:
                 try:
-                    doc["int8"] = _int8(result, data, settings, out, threads, timing)
-                    c = doc["int8"]
-                    info["note"] += (f", model-int8.onnx: top-1 fp32 {c['top1_fp32']:.2%} vs int8 "
-                                     f"{c['top1_int8']:.2%}, ONNX Runtime {c['latency_fp32_ms']:.3f} vs "
+                    doc["int8"] = c = _int8(result, data, settings, out, target, threads, timing, console.print)
+                    info["note"] += (f", {Path(c['artifact']).name}: top-1 fp32 {c['top1_fp32']:.2%} vs int8 "
+                                     f"{c['top1_int8']:.2%}, {c['target']} {c['latency_fp32_ms']:.3f} vs "
                                      f"{c['latency_int8_ms']:.3f} ms; {c['reason']}")  # fmt: skip
                 except ValueError as exc:  # onnxruntime missing: the export stands, int8 is skipped
                     info["note"] += f"; int8 skipped: {str(exc).splitlines()[0]}"
@@ -258,9 +227,11 @@ def compress_stages(
         cost = cost_from_spec(result.arch, data.image_size, data.num_classes, data.in_chans)
         top1 = evaluate(result, data, channels_last=False).top1
         ms = measure(result, (1, *shape), backend="eager", threads=threads, config=timing).stats.median_ms
-        doc.update(top1=top1, eager_ms=ms, macs=cost.macs, params=cost.params,
-                   measured_ratio=ms / baseline_ms if baseline_ms > 0 else None)  # fmt: skip
-        info["note"] = (f"test top-1 {top1:.2%}; measured {ms:.3f} ms = {ms / baseline_ms:.0%} of the baseline's "
-                        f"{baseline_ms:.3f} ms; {cost.macs / 1e6:.2f} M MACs, {cost.params:,} params")  # fmt: skip
+        cmp = run.comparison  # baseline and result back to back on the target: the one "before" and "after"
+        doc.update(top1=top1, eager_ms=ms, macs=cost.macs, params=cost.params, target=target,
+                   target_ms=cmp.after, baseline_target_ms=cmp.before, measured_ratio=cmp.ratio,
+                   measured_band=list(cmp.band), met=run.met, stopped=run.stopped)  # fmt: skip
+        info["note"] = (f"test top-1 {top1:.2%}; on {target} {cmp.text()}; {cost.macs / 1e6:.2f} M MACs, "
+                        f"{cost.params:,} params")  # fmt: skip
         console.print(info["note"])
     return result, section, doc

@@ -235,3 +235,19 @@ def manifest_of(dep: Deployment, data: DataSet, threads: int, isa: InstructionSe
     if "int8" in dep.forms:
         doc["int8"] = {**tgt.int8_record(isa), "isa": isa.to_dict(), "fallback": dep.int8_fallback}
     return doc
+
+
+def int8_section(dep: Deployment) -> dict[str, Any]:
+    """The ``int8`` section of a results document (compress, demo): both forms on the target, the choice and why.
+
+    Needs a deployment with an int8 form (``int8`` "auto" or "on" on a target that has one).
+    """
+    if "int8" not in dep.forms:
+        raise ValueError(f"the deployment has no int8 form ({dep.reason})")
+    fp32, int8 = dep.forms["fp32"], dep.forms["int8"]
+    how = dep.manifest.get("int8", {})  # settings, why them, and the CPU
+    return {"target": dep.target, "top1_fp32": fp32.top1, "top1_int8": int8.top1, "agreement": dep.agreement,
+            "latency_fp32_ms": fp32.latency_ms, "latency_int8_ms": int8.latency_ms, "images": dep.images,
+            "kept": dep.form, "reason": dep.reason, "settings": how.get("settings"),
+            "settings_reason": how.get("reason"), "isa": how.get("isa"), "fallback": dep.int8_fallback}  # fmt: skip
+

@@ -536,23 +536,35 @@ def _pareto(doc: Doc, page: _Page) -> Html:
 
 
 def _compress(doc: Doc, _page: _Page) -> Html:
-    """The document ``edgecnn compress`` writes (kind ``compress``, docs/compress.md): budget and before → after."""
+    """The document ``edgecnn compress`` writes (kind ``compress``, docs/compress.md): budget and before → after,
+    measured back to back on the target, the verdict with its noise band, int8 beside fp32, the stop reason."""
     if doc.get("kind") != "compress" or not all(isinstance(doc.get(k), dict) for k in ("before", "after")):
         return Html("")
     b, a, budget = doc["before"], doc["after"], doc.get("budget") or {}
+    measured = doc.get("measured") if isinstance(doc.get("measured"), dict) else {}
 
     def count(v: Any) -> str:
         return format(v, ",") if isinstance(v, int) and not isinstance(v, bool) else "–"
 
+    where = f"{doc.get('backend', '?')}, {doc.get('threads', '?')} thread(s)"
     rows = [("test top-1", _pct(b.get("top1")), _pct(a.get("top1"))),
-            ("latency, measured (ms)", _ms(b.get("latency_ms")), _ms(a.get("latency_ms"))),
+            (f"latency, measured ({where}; ms)", _ms(b.get("latency_ms")), _ms(a.get("latency_ms"))),
             ("MACs", count(b.get("macs")), count(a.get("macs"))),
             ("params", count(b.get("params")), count(a.get("params"))),
             ("arch", *(_code(x.get("arch") or "–") for x in (b, a)))]  # fmt: skip
-    head = html("<p>method <code>{}</code>, budget <code>{}</code>: {}</p>", doc.get("method", "?"),
+    head = html("<p>method <code>{}</code>, budget <code>{}</code>: {}. Stopped: {}</p>", doc.get("method", "?"),
                 budget.get("text", budget.get("value", "?")),
-                html("met") if doc.get("met") else html("<b>not met</b>"))  # fmt: skip
-    return html("<h2>Compression</h2>{}{}", head, _table(("", "before", "after"), rows, left=1))
+                html("met") if doc.get("met") else html("<b>not met</b>"), doc.get("stopped", "–"))  # fmt: skip
+    if measured.get("text"):
+        head += html("<p>Before and after timed back to back: {}.</p>", measured["text"])
+    i8 = doc.get("int8") if isinstance(doc.get("int8"), dict) else None
+    int8 = Html("")
+    if i8:
+        r8 = [(f"{i8.get('target', '?')} fp32", _pct(i8.get("top1_fp32")), _ms(i8.get("latency_fp32_ms"))),
+              (f"{i8.get('target', '?')} int8", _pct(i8.get("top1_int8")), _ms(i8.get("latency_int8_ms")))]
+        int8 = html("<h3>int8</h3><p>Kept: <b>{}</b> — {}</p>{}", i8.get("kept", "?"), i8.get("reason", ""),
+                    _table(("the result", "test top-1", "latency (ms)"), r8, left=1))  # fmt: skip
+    return html("<h2>Compression</h2>{}{}{}", head, _table(("", "before", "after"), rows, left=1), int8)
 
 
 def _analysis(doc: Doc, _page: _Page) -> Html:

@@ -358,7 +358,10 @@ SECTIONS: tuple[Section, ...] = (
         "machine": _obj({"cpu": T, "threads": Int(1, 1 << 16), "torch": T, "platform": T}),
     }, per_field=True),  # fmt: skip
     Section("compress", {"method": T, "met": Flag(), "before": STATS, "after": STATS,
-                         "budget": _obj({"text": Scalar(1000), "value": Scalar(1000)})},
+                         "budget": _obj({"text": Scalar(1000), "value": Scalar(1000)}), "stopped": T, "backend": T,
+                         "threads": Scalar(1000), "measured": _obj({"text": T}),
+                         "int8": _obj({"target": T, "kept": T, "reason": T, "top1_fp32": ACC, "top1_int8": ACC,
+                                       "latency_fp32_ms": MS, "latency_int8_ms": MS})},
             kinds=("compress",)),  # fmt: skip
     Section("blocks", {"blocks": Items(_obj({
         "name": NAME, "block": NAME, "params": Int(null=False), "macs": Int(null=False), "ms": MS, "rf": MS,

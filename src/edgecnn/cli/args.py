@@ -133,6 +133,7 @@ steps_or_0 = nonneg_within(MAX_STEPS, "steps")  # demo --short-steps (0: none)
 batch = within(MAX_BATCH, "images per batch")  # --batch-size, latency --batch
 networks = within(MAX_NETWORKS, "networks")  # latency build-table --sample, calibrate/validate -n
 rounds = nonneg_within(MAX_ROUNDS, "rounds")  # latency --retries, demo --measured-rounds
+timing_rounds = within(MAX_ROUNDS, "rounds")  # compress --verify-rounds, export --rounds (at least one)
 seed = int_in(0, 2**64 - 1, "a seed")  # what torch.manual_seed takes (more: 'Overflow when unpacking long long')
 
 

@@ -34,44 +34,51 @@ atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from torch import nn
 
 from edgecnn.atomic import atomic_write
+from edgecnn.build import EdgeNet
 from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.cli import args as num
 from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
+from edgecnn.cli.user_model import build_user_model, user_model
 from edgecnn.compress.budget import Budget, parse_budget
 from edgecnn.compress.by_layer import LAYER_METHODS, LayerMethodResult, compress_layers, transform_record
-from edgecnn.compress.document import QUICK_TIMING, ModelStats, compress_document, model_stats, write_document
-from edgecnn.build import EdgeNet
-from edgecnn.cli.user_model import build_user_model, user_model
+from edgecnn.compress.document import (
+    QUICK_TIMING,
+    closing_table,
+    compress_document,
+    history_step,
+    model_stats,
+    write_document,
+)
 from edgecnn.compress.importance import CRITERIA
+from edgecnn.compress.job import Check, MeasuredRun, Shrunk, check, run_measured
 from edgecnn.compress.meter import ResourceMeter, network_key
-from edgecnn.compress.netadapt import NetAdaptConfig, netadapt
+from edgecnn.compress.netadapt import Iteration, NetAdaptConfig
 from edgecnn.compress.netadapt_state import STATE_FILE, load_state, prune_record, restore, run_settings, state_path
-from edgecnn.compress.oneshot import prune_to_budget
-from edgecnn.compress.recalibrate import recalibrate_bn_
-from edgecnn.data import BatchLoader, DataSet
+from edgecnn.data import DataSet
+from edgecnn.deploy import INT8_CHOICES, deploy, int8_section
 from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import BACKENDS
-from edgecnn.latency.targets import get_target
-from edgecnn.latency.measure import default_threads, device_fingerprint
+from edgecnn.latency.measure import device_fingerprint
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable, new_table
+from edgecnn.latency.targets import default_target, get_target
 from edgecnn.limits import MAX_CHANNELS
 from edgecnn.memory import check_memory
 from edgecnn.outputs import RUN_FILES, check_writable, claim_run_dir
 from edgecnn.train.config import FINETUNE
-from edgecnn.train.loop import finetune
 from edgecnn.train.task import DataRef, worker_data
 
 METHODS = ("netadapt", "prune", "lowrank", "separable")
@@ -103,10 +110,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=num.positive_int, default=None, help="at most this many images per class and split")
     p.add_argument("--latency-table", default=None, help="latency table JSON (default <out>/latency_table.json); "
                    "missing blocks are measured and added")  # fmt: skip
-    p.add_argument("--backend", choices=BACKENDS, default="eager", help="latency backend (a deployment target)")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="the deployment target latency is measured on "
+                   "(default: onnxruntime where installed, else eager)")  # fmt: skip
     add_device_args(p)
-    p.add_argument("--threads", type=num.threads, default=None, help="threads of the latency measurements "
-                   "(default: all)")  # fmt: skip
+    p.add_argument("--threads", type=num.threads, default=1, help="threads of the latency measurements "
+                   "(default 1: a phone app's inference thread, and comparable across machines)")  # fmt: skip
     g = p.add_argument_group("schedule")
     g.add_argument("--initial-step", type=_open_unit, default=0.05, help="NetAdapt: first step, share of the start, "
                    "in (0, 1)")  # fmt: skip
@@ -127,8 +135,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=num.batch, default=128)
     g.add_argument("--lr", type=num.positive_float, default=0.01, help="fine-tune learning rate")
     add_executor_args(p)
-    p.add_argument("--int8", action="store_true", help="also quantize the result to int8 (ONNX Runtime static PTQ) "
-                   "and compare fp32 vs int8 ONNX models")  # fmt: skip
+    p.add_argument("--int8", nargs="?", const="auto", default="off", choices=INT8_CHOICES,
+                   help="also deploy the result in int8 (static PTQ on the target, ONNX Runtime where the target has "
+                   "none): 'auto' (plain --int8) keeps int8 only where it measured faster within --max-drop, 'on' "
+                   "forces it; both forms are evaluated and timed interleaved (default off)")  # fmt: skip
+    p.add_argument("--max-drop", type=num.float_in(0.0, 100.0), default=1.0, help="--int8 auto: the largest top-1 "
+                   "loss int8 may cost, in percentage points (default 1)")  # fmt: skip
+    v = p.add_argument_group("verdict (the result timed back to back with the start on the target)")
+    v.add_argument("--verify-rounds", type=num.timing_rounds, default=5, help="interleaved before/after timing rounds per "
+                   "verdict (default 5; the median per-round ratio decides)")  # fmt: skip
+    v.add_argument("--tolerance", type=num.float_in(0.0, 0.5), default=0.03, help="share above a latency budget "
+                   "still counted as met, stated with the verdict (default 0.03)")  # fmt: skip
+    v.add_argument("--measured-rounds", type=num.rounds,
+                   default=2, help="NetAdapt / prune: more rounds toward a bound refitted to the measurements while "
+                   "the measured result misses a latency budget (default 2; 0: stop and say by how much)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compress)
 
@@ -148,22 +168,6 @@ def _claim(out: Path, args: argparse.Namespace) -> None:
     if state.exists() and not args.resume and not args.overwrite:
         raise FileExistsError(f"{out} already holds a previous run ({STATE_FILE}); pass --resume to continue it, "
                               "--overwrite to replace it, or another --out")  # fmt: skip
-
-
-def _table(before: ModelStats, after: ModelStats, title: str) -> Table:
-    t = Table(title=title)
-    for c in ("", "top-1", "latency (ms)", "MACs", "params"):
-        t.add_column(c, justify="right" if c else "left")
-
-    def ms(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
-    for name, s in (("before", before), ("after", after)):
-        t.add_row(name, f"{s.top1:.2%}", ms(s.latency_ms), f"{s.macs:,}", f"{s.params:,}")
-    t.add_row("after / before", f"{after.top1 - before.top1:+.2%}",
-              "-" if before.latency_ms is None or after.latency_ms is None else f"{after.latency_ms / before.latency_ms:.2f}×",
-              f"{after.macs / before.macs:.2f}×", f"{after.params / before.params:.2f}×")  # fmt: skip
-    return t
 
 
 def _same_start(state: dict | None, out: Path, model: nn.Module) -> None:
@@ -189,23 +193,27 @@ def _resumable(state: dict | None, out: Path, model: nn.Module, input_shape: tup
 
 
 def _latency_model(args: argparse.Namespace, budget: Budget, model: nn.Module, data: DataSet, out: Path,
-                   threads: int, executor: Executor, console: Console) -> LatencyModel | None:  # fmt: skip
+                   how: Check, executor: Executor, console: Console) -> LatencyModel | None:  # fmt: skip
     """What prices a latency budget: a table of the device (EdgeNets), or every network timed whole (others)."""
     latency = None
     if budget.resource == "latency" and not isinstance(model, EdgeNet):  # no arch: each network timed whole
-        back_to_back = not get_target(args.backend).always_normalised  # eager: fastest runs, no reference
-        latency = LatencyModel(new_table(backend=args.backend, threads=threads, device=args.device,
+        back_to_back = not get_target(how.backend).always_normalised  # eager: fastest runs, no reference
+        latency = LatencyModel(new_table(backend=how.backend, threads=how.threads, device=how.device,
                                          config=QUICK_TIMING, drift_reference=not back_to_back),
                                lane=executor.exclusive, stat="min" if back_to_back else "median")  # fmt: skip
         console.print("latency: every pruned network is measured end to end (no arch string to look up)")
     elif budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
         path = Path(args.latency_table) if args.latency_table else out / "latency_table.json"
-        fp = device_fingerprint(backend=args.backend, threads=threads, device=args.device)
+        fp = device_fingerprint(backend=how.backend, threads=how.threads, device=how.device)
         table = LatencyTable.open_or_new(path, fp)
         latency = LatencyModel(table, measure=True, lane=executor.exclusive, path=path)
-        console.print(f"latency table {path}: measuring a width grid of every block once (then interpolating)")
-        latency.ensure_grid(model.arch, input_size=data.image_size, num_classes=data.num_classes,
-                            in_chans=data.in_chans)  # fmt: skip
+        console.print(f"latency table {path}: measuring a width grid of every block once on {how.backend} "
+                      "(then interpolating)")  # fmt: skip
+        with _bar(console) as bar:
+            task = bar.add_task(f"latency table: block variants on {how.backend}", total=None)
+            latency.ensure_grid(model.arch, input_size=data.image_size, num_classes=data.num_classes,
+                                in_chans=data.in_chans,
+                                on_progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
     return latency
 
 
@@ -241,8 +249,91 @@ def _model_and_data(args: argparse.Namespace, resumed: dict[str, Any] | None,
     return model, ref, data, ckpt_data
 
 
+def _layers(args: argparse.Namespace, model: nn.Module, data: DataSet, budget: Budget, how: Check, train: Any,
+            console: Console) -> MeasuredRun:  # fmt: skip
+    """A layer method (lowrank / separable): its selection times layers and the whole network; the verdict is
+    then measured back to back like every other method's."""
+    start = model_stats(model, data, backend=how.backend, threads=how.threads, device=how.device)
+    layered = compress_layers(args.method, model, data, budget, start, backend=how.backend, threads=how.threads,
+                              device=how.device, train=train, long_epochs=args.long_epochs,
+                              batch_size=args.batch_size, round_to=args.round_to, log=console.print)  # fmt: skip
+    shape = (1, data.in_chans, data.image_size, data.image_size)
+    with _rounds_bar(console) as on_round:
+        cmp, verdict = check(model, layered.model, shape, budget, how, on_round=on_round)
+    met = verdict.met if verdict is not None else layered.met
+    stopped = ("met (measured back to back)" if met else verdict.reason) if verdict is not None else layered.stopped
+    shrunk = Shrunk(layered.model, layered.start, layered.value, layered.target, layered.stopped)
+    run = MeasuredRun(layered.model, [shrunk], cmp, verdict, met, stopped)
+    run.layered = layered  # type: ignore[attr-defined]
+    return run
+
+
+@contextlib.contextmanager
+def _rounds_bar(console: Console) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar over the interleaved before/after timing rounds."""
+    with _bar(console) as bar:
+        task = bar.add_task("timing before and after back to back", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)  # fmt: skip
+
+
+def _shrink_measured(args: argparse.Namespace, model: nn.Module, ref: DataRef, data: DataSet, budget: Budget,
+                     how: Check, meter: ResourceMeter, cfg: NetAdaptConfig | None, executor: Executor, train: Any,
+                     out: Path, console: Console) -> MeasuredRun | None:  # fmt: skip
+    """NetAdapt or one-shot pruning, checked measured and continued where it misses; None on Ctrl-C with a state."""
+    with _bar(console) as bar:
+        task = bar.add_task("iteration 1: proposals", total=None)
+        state = {"i": 1}
+
+        def proposal(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"iteration {state['i']}: proposals")
+
+        def iteration(it: Iteration) -> None:
+            console.print(f"iteration {it.iteration}: {budget.resource} {it.resource:.4g} by the meter (step bound "
+                          f"{it.target:.4g}), hold-out top-1 {it.top1:.2%}, "
+                          f"{history_step(asdict(it))}, {it.seconds:.0f} s")  # fmt: skip
+            state["i"] = it.iteration + 1
+            bar.reset(task, total=None, description=f"iteration {state['i']}: proposals")
+
+        def on_round(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description="timing before and after back to back")
+
+        try:
+            return run_measured(model, ref, data, budget, how, method=args.method, meter=meter, out=out,
+                                resume=args.resume, say=console.print, on_round=on_round, netadapt_config=cfg,
+                                executor=executor, criterion=args.criterion, round_to=args.round_to, train=train,
+                                long_epochs=args.long_epochs, batch_size=args.batch_size, on_iteration=iteration,
+                                on_proposal=proposal)  # fmt: skip
+        except KeyboardInterrupt:
+            if not state_path(out).is_file():
+                raise
+            bar.stop()
+            print(f"edgecnn compress: interrupted; {state_path(out)} holds the finished iterations: add "
+                  "--resume to continue", file=sys.stderr)  # fmt: skip
+            return None
+
+
+def _int8(args: argparse.Namespace, result: nn.Module, data: DataSet, how: Check, out: Path,
+          console: Console) -> dict[str, Any] | None:  # fmt: skip
+    """``--int8 auto|on``: the result deployed fp32 and int8 on the target (ONNX Runtime where the target has no
+    int8), both evaluated and timed interleaved; the int8 file written; the section of the results document."""
+    if args.int8 == "off":
+        return None
+    target = how.backend if get_target(how.backend).int8 else "onnxruntime"
+    dep = deploy(result, data, target=target, int8=args.int8, max_drop=args.max_drop, threads=how.threads,
+                 calibration_images=300, device=how.device, progress=console.print)  # fmt: skip
+    suffix = get_target(target).artifact_suffix
+    atomic_write(out / f"model-int8{suffix}", lambda f: f.write(dep.artifacts["int8"]))
+    console.print(dep.reason)
+    return {**int8_section(dep), "artifact": str(out / f"model-int8{suffix}")}
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
-    """Run ``edgecnn compress``; 0 when the budget is met, 1 when the result is over it."""
+    """Run ``edgecnn compress``; 0 when the budget is met (measured back to back), 1 when the result misses it."""
     budget = parse_budget(args.budget)  # first: a bad budget costs nothing
     use_agent_token(args)
     if args.model and args.method in LAYER_METHODS:
@@ -262,92 +353,52 @@ def cmd_compress(args: argparse.Namespace) -> int:
     resumed = load_state(state_path(out), settings=run_settings(budget, cfg)) if args.resume and cfg else None
     model, ref, data, ckpt_data = _model_and_data(args, resumed, out)
     console = Console(stderr=True, quiet=args.no_progress)
+    how = Check(args.backend or default_target(), args.threads, args.device, rounds=args.verify_rounds,
+                tolerance=args.tolerance, measured_rounds=args.measured_rounds)  # fmt: skip
     console.print(f"{data.summary()}\nmodel {network_key(model)}\nbudget {budget.text}, method {args.method}, "
-                  f"out {out}")  # fmt: skip
-    threads = args.threads if args.threads is not None else default_threads()
+                  f"target {how.backend} with {how.threads} thread(s), out {out}")  # fmt: skip
+    if how.backend == "eager":
+        console.print("[yellow]note: eager PyTorch pays a per-operator overhead no deployment runtime pays; at small "
+                      "inputs it is most of the latency, so pruning may gain little there (--backend onnxruntime)")
     executor = executor_from_args(args, progress=False)
-    latency = _latency_model(args, budget, model, data, out, threads, executor, console)
+    latency = _latency_model(args, budget, model, data, out, how, executor, console)
     meter = None if args.method in LAYER_METHODS else ResourceMeter(  # layer methods time the network itself
         budget.resource, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
         latency=latency)  # fmt: skip
-    before = model_stats(model, data, backend=args.backend, threads=threads, device=args.device)
-    history: list[dict] = []
-    layered: LayerMethodResult | None = None
-    prune_steps: list[dict[int, int]] = []  # one-shot pruning of a --model network: its one step
     with executor:
-        if cfg is not None:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:  # fmt: skip
-                task = bar.add_task("iteration 1: proposals", total=None)
-                state = {"i": 1}
-
-                def proposal(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total, description=f"iteration {state['i']}: proposals")
-
-                def iteration(it) -> None:
-                    console.print(f"iteration {it.iteration}: {budget.resource} {it.resource:.4g} (step bound "
-                                  f"{it.target:.4g}), hold-out top-1 {it.top1:.2%}, {it.description.split(':')[0]} "
-                                  f"{it.width_before}→{it.width_after}, {it.seconds:.0f} s")  # fmt: skip
-                    state["i"] = it.iteration + 1
-                    bar.reset(task, total=None, description=f"iteration {state['i']}: proposals")
-
-                try:
-                    r = netadapt(model, ref, budget, meter=meter, config=cfg, executor=executor, out=out,
-                                 resume=args.resume, on_iteration=iteration, on_proposal=proposal)  # fmt: skip
-                except KeyboardInterrupt:
-                    if not state_path(out).is_file():
-                        raise
-                    bar.stop()
-                    print(f"edgecnn compress: interrupted; {state_path(out)} holds the finished iterations: add "
-                          "--resume to continue", file=sys.stderr)  # fmt: skip
-                    return 130
-            result, met, stopped = r.model, r.met, r.stopped
-            history = [asdict(h) for h in r.history]
-        elif args.method in LAYER_METHODS:
-            layered = compress_layers(args.method, model, data, budget, before, backend=args.backend,
-                                      threads=threads, device=args.device, train=train, long_epochs=args.long_epochs, batch_size=args.batch_size,
-                                      round_to=args.round_to, log=console.print)  # fmt: skip
-            result, met, stopped = layered.model, layered.met, layered.stopped
+        if args.method in LAYER_METHODS:
+            run = _layers(args, model, data, budget, how, train, console)
         else:
-            target = budget.target(meter.of_model(model))
-            shot = prune_to_budget(model, target, meter, criterion=args.criterion, round_to=args.round_to)
-            prune_steps = [{g.group: g.width_after for g in shot.plan.groups}]
-            result = shot.model
-            loader = BatchLoader(data.train, batch_size=args.batch_size, mean=data.mean, std=data.std, train=True)
-            recalibrate_bn_(result, loader, num_batches=20)
-            if args.long_epochs > 0:
-                steps = max(1, round(args.long_epochs * max(1, len(data.train) // args.batch_size)))
-                finetune(result, data, steps=steps, config=train)
-            met, stopped = shot.resource <= target, "met" if shot.resource <= target else "over budget"
-    after = model_stats(result, data, backend=args.backend, threads=threads, device=args.device)
-    if layered is not None and budget.resource == "latency" and after.latency_ms is not None:
-        layered = replace(layered, value=after.latency_ms)  # the table's measurement decides, not the selection's
-        met, stopped = layered.met, layered.stopped
+            run = _shrink_measured(args, model, ref, data, budget, how, meter, cfg, executor, train, out, console)
+            if run is None:
+                return 130
+    result = run.model
+    # one "before" and one "after" everywhere: the latencies of the back-to-back comparison
+    before = replace(model_stats(model, data, measure_latency=False), latency_ms=run.comparison.before)
+    after = replace(model_stats(result, data, measure_latency=False), latency_ms=run.comparison.after)
+    layered: LayerMethodResult | None = getattr(run, "layered", None)
     record = {} if layered is None else transform_record(args.method, model, layered.chosen)
     if not isinstance(model, EdgeNet):  # the steps that rebuild it from the user's code (load_pruned)
-        if args.method == "netadapt":
-            prune_steps = [{h["group"]: h["width_after"]} for h in history]
-        record = prune_record(args.method, prune_steps, round_to=args.round_to, source=args.model,
+        steps = [s for p in run.passes for s in (p.prune_steps or
+                 [{h["group"]: h["width_after"]} for h in p.history])]  # fmt: skip
+        if args.method == "prune":
+            steps = run.passes[-1].prune_steps  # one-shot re-plans from the start: only the last pass counts
+        record = prune_record(args.method, steps, round_to=args.round_to, source=args.model,
                               input_shape=(data.in_chans, data.image_size, data.image_size))  # fmt: skip
     save_checkpoint(checkpoint_of(result, data=ckpt_data, config=record), out / "model.pt")
-    start = layered.start if layered is not None else meter.of_model(model)  # type: ignore[union-attr]
+    first = run.passes[0]
+    history = [h for p in run.passes for h in p.history]
+    history = [{**h, "iteration": i} for i, h in enumerate(history, 1)]
     extra = {} if layered is None else layered.document()
-    doc = compress_document(args.method, {**budget.to_dict(), "start": start, "target": budget.target(start)},
-                            before, after, met=met, history=history, stopped=stopped, arch=after.arch, **extra,
-                            checkpoint=str(out / "model.pt"), source=str(args.checkpoint), data=str(args.data),
-                            backend=args.backend, threads=threads, device=args.device)  # fmt: skip
-    table = _table(before, after, f"{args.method} to {budget.text}: {stopped}")
-    if args.int8:
-        from edgecnn.compress.quantize import compare_int8, quantize_int8
-
-        q = quantize_int8(result, data, calibration_images=300)
-        atomic_write(out / "model-int8.onnx", lambda f: f.write(q.int8))
-        c = compare_int8(q.fp32, q.int8, data, threads=threads)
-        doc["int8"] = {**asdict(c), **q.record(), "onnx": str(out / "model-int8.onnx")}
-        table.add_row("after, ORT fp32", f"{c.top1_fp32:.2%}", f"{c.latency_fp32_ms:.3f}", "", "")
-        table.add_row("after, ORT int8", f"{c.top1_int8:.2%}", f"{c.latency_int8_ms:.3f}", "", "")
+    doc = compress_document(args.method, {**budget.to_dict(), "start": first.start, "target": first.target},
+                            before, after, met=run.met, history=history, arch=after.arch,
+                            **extra, **run.document(), checkpoint=str(out / "model.pt"), source=str(args.checkpoint),
+                            data=str(args.data), backend=how.backend, threads=how.threads, device=how.device)  # fmt: skip
+    doc["int8"] = _int8(args, result, data, how, out, console)
     write_document(doc, out)
-    Console().print(table)
+    Console().print(closing_table(doc))
     print(f"arch {after.arch or getattr(result, 'note', type(result).__name__)}\n"
           f"checkpoint {out / 'model.pt'}, results {out / 'results.json'}")
-    return 0 if met else 1
+    if not run.met:
+        print(f"edgecnn compress: budget {budget.text} not met: {run.stopped}", file=sys.stderr)
+    return 0 if run.met else 1

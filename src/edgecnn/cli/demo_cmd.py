@@ -7,6 +7,7 @@ import argparse
 from edgecnn.cli import args as num
 from edgecnn.demo import DemoConfig, run_demo
 from edgecnn.demo_compress import CompressSettings
+from edgecnn.latency.targets import target_names
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -16,7 +17,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         measured_rounds=args.measured_rounds)  # fmt: skip
     cfg = DemoConfig(
         model=args.model, width=args.width, data=args.data, image_size=args.image_size, epochs=args.epochs,
-        threads=args.threads, onnx=not args.no_onnx, out_dir=args.out, seed=args.seed, overwrite=args.overwrite,
+        threads=args.threads, onnx=not args.no_onnx, target=args.target, out_dir=args.out, seed=args.seed, overwrite=args.overwrite,
         cam_images=args.cam_images, compress=compress, latency_table=args.latency_table,
     )  # fmt: skip
     run_demo(cfg)
@@ -29,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="train, analyse, time and explain a network on built-in data, and write a report",
         description="The one-command tour: train a MobileNetV3 on scikit-learn's digits (built in, no download), "
-        "count its exact per-layer costs, measure its latency on this machine, shrink it with NetAdapt to half "
-        "its latency, fold BN, export ONNX and int8, explain it with Grad-CAM, and write a report.",
+        "count its exact per-layer costs, measure its latency on every runtime installed here, shrink it with NetAdapt "
+        "to half its latency on the fastest (the deployment target), fold BN, export ONNX and int8, explain it with "
+        "Grad-CAM, and write a report.",
     )
     p.add_argument("--model", default=d.model, help=f"zoo name or arch string (default {d.model})")
     p.add_argument("--width", type=num.width, default=d.width, help=f"width multiplier (default {d.width})")
@@ -39,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=num.epochs, default=d.epochs, help=f"training epochs (default {d.epochs})")
     p.add_argument("--threads", type=num.threads, default=d.threads, help=f"threads for latency (default {d.threads})")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime measurement")
+    p.add_argument("--target", choices=target_names(), default=None, help="the deployment runtime to measure and "
+                   "optimise for (default: the fastest installed here, measured end to end on the baseline)")  # fmt: skip
     p.add_argument("--out", default=d.out_dir, help=f"output folder (default {d.out_dir})")
     p.add_argument("--seed", type=num.seed, default=d.seed)
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo's results in --out")

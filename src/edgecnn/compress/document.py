@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
 from torch import nn
 
 from edgecnn.analysis import analyze
@@ -62,6 +63,14 @@ def model_stats(model: nn.Module, data: DataSet, *, backend: str = "eager", thre
     return ModelStats(arch, top1, ms, cost.macs, cost.params)
 
 
+def history_step(h: dict[str, Any]) -> str:
+    """One NetAdapt iteration as the console says it: ``group 12: 64→8`` or ``blocks.3 dropped``."""
+    desc = str(h.get("description", ""))
+    if h.get("group", 0) == -1 or "dropped" in desc:
+        return desc.split(" (")[0]
+    return f"{desc.split(':')[0].split(',')[0]}: {h.get('width_before')}→{h.get('width_after')}"
+
+
 def compress_document(method: str, budget: dict[str, Any], before: ModelStats, after: ModelStats, *,
                       met: bool, history: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:  # fmt: skip
     """The body of the ``kind: "compress"`` results document (see docs/compress.md, "The results document").
@@ -79,10 +88,38 @@ def compress_document(method: str, budget: dict[str, Any], before: ModelStats, a
         first = {"iteration": 0, "latency_ms": budget.get("start"), "top1": before.top1, "block": "before"}
         body["netadapt"] = {"budget_ms": budget.get("target"), "history": [first] + [
             {"iteration": h["iteration"], "latency_ms": h["resource"], "top1": h["top1"],
-             "block": h["description"].split(",")[0]} for h in history]}  # fmt: skip
+             "block": history_step(h)} for h in history]}  # fmt: skip
     return body
 
 
 def write_document(body: dict[str, Any], run_dir: str | os.PathLike[str]) -> Path:
     """Write ``run_dir/results.json`` (``kind: "compress"``) atomically through :func:`edgecnn.results.write_results`."""
     return write_results(run_dir, KIND, body)
+
+
+def closing_table(doc: dict[str, Any]) -> Table:
+    """The console's closing table, drawn from the results document itself, so it says what the report says:
+    before and after on the target (the back-to-back measurement), their ratio with its noise band, int8 beside
+    fp32 where it was deployed, and the stop reason."""
+    before, after, m = doc["before"], doc["after"], doc.get("measured") or {}
+    where = f"{doc.get('backend', '?')}, {doc.get('threads', '?')} thread(s)"
+    t = Table(title=f"{doc.get('method')} to {(doc.get('budget') or {}).get('text', '?')}: "
+                    f"{'met' if doc.get('met') else 'NOT met'} — {doc.get('stopped', '')}")  # fmt: skip
+    for c in ("", "top-1", f"latency, ms ({where})", "MACs", "params"):
+        t.add_column(c, justify="right" if c else "left")
+
+    def ms(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, (int, float)) else "-"
+
+    for name, s in (("before", before), ("after", after)):
+        t.add_row(name, f"{s['top1']:.2%}", ms(s.get("latency_ms")), f"{s['macs']:,}", f"{s['params']:,}")
+    band = m.get("band")
+    ratio = (f"{m['ratio']:.2f}× (rounds {band[0]:.2f}–{band[1]:.2f}×)" if m.get("ratio") and band else "-")
+    t.add_row("after / before", f"{after['top1'] - before['top1']:+.2%}", ratio,
+              f"{after['macs'] / before['macs']:.2f}×", f"{after['params'] / before['params']:.2f}×")  # fmt: skip
+    i8 = doc.get("int8")
+    if i8:
+        t.add_row(f"after, {i8['target']} fp32", f"{i8['top1_fp32']:.2%}", ms(i8.get("latency_fp32_ms")), "", "")
+        t.add_row(f"after, {i8['target']} int8", f"{i8['top1_int8']:.2%}", ms(i8.get("latency_int8_ms")), "", "")
+        t.add_row("kept", i8["kept"], "", "", "")
+    return t

@@ -42,4 +42,10 @@ def get_target(name: str) -> Target:
     return getattr(importlib.import_module(module), cls)()  # type: ignore[no-any-return]
 
 
-__all__ = ["TARGETS", "get_target", "target_names"]
+def default_target() -> str:
+    """The target a latency is measured on when none is named: ONNX Runtime where it is installed (a deployment
+    runtime; eager PyTorch is per-operator overhead at small sizes, which no device runs), else eager."""
+    return "onnxruntime" if get_target("onnxruntime").version() is not None else "eager"
+
+
+__all__ = ["TARGETS", "default_target", "get_target", "target_names"]
