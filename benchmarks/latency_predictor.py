@@ -20,7 +20,9 @@ other processes used, the reference's slowdown) is recorded next to the numbers.
 ONNX Runtime entries are timed in context (``edgecnn.latency.context``:
 ``T(pre → block → post) − T(pre → post)``); ``--ort-method profile`` builds the
 older kind of table (blocks exported alone, profiled) for comparison.
-``--busy`` runs a competing busy-loop process (pinned to the last CPU where
+``--no-reference`` builds new eager / ExecuTorch tables back to back, without the drift reference (for
+ExecuTorch the reference workload between two XNNPACK programs ran 1.24–1.77× slow, so normalising by it added
+error). ``--busy`` runs a competing busy-loop process (pinned to the last CPU where
 the OS allows) for the whole benchmark, to see whether the predictor holds
 with another process on the second core. ``--quick``: 10 + 10 networks, no zoo.
 Tables are reused from ``--table-dir``: pass a fresh directory for a fresh build.
@@ -52,6 +54,7 @@ from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import CLOCKS, TimingConfig
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import BLOCK_METHODS, LatencyTable
+from edgecnn.latency.targets import get_target
 from edgecnn.latency.validate import calibrate, loadavg, measure_arch, sample_archs, validate
 from edgecnn.search.space import MOBILENET_V3_SPACE
 
@@ -107,6 +110,8 @@ def main() -> None:
                          "keeping the least drifted attempt")
     ap.add_argument("--retries", type=int, default=None, help="retries of a drifted measurement (default 3 with "
                     "--max-drift, else 0)")
+    ap.add_argument("--no-reference", action="store_true", help="new tables time blocks back to back, without the "
+                    "drift reference (eager and executorch; the reference is then not run around any timing)")
     ap.add_argument("--busy", action="store_true", help="run a competing busy process on the last CPU throughout")
     ap.add_argument("--quick", action="store_true", help="10 validation + 10 calibration networks, no zoo")
     ap.add_argument("--out", default=None, help=f"results JSON (default {RESULTS} with -busy/-quick suffixes)")
@@ -138,7 +143,7 @@ def run(args: argparse.Namespace, console: Console, busy: dict) -> None:
         "settings": {
             "n": args.n, "n_cal": args.n_cal, "threads": args.threads, "input_size": args.input_size,
             "seed": args.seed, "cal_seed": args.cal_seed, "ort_method": args.ort_method, "competing_process": busy,
-            "quick": args.quick,
+            "quick": args.quick, "no_reference": args.no_reference,
             "timing": {k: getattr(cfg, k) for k in ("warmup", "min_repeats", "max_repeats", "rel_tol", "max_seconds",
                                                      "max_foreign", "max_drift", "retries", "clock")},
         },
@@ -155,6 +160,7 @@ def run(args: argparse.Namespace, console: Console, busy: dict) -> None:
         table = LatencyTable.open_or_new(path, fingerprint(backend=backend, threads=args.threads))
         if not table.entries:  # a new table; a loaded one keeps the method its entries were measured with
             table.block_method = args.ort_method
+            table.drift_reference = not (args.no_reference and not get_target(backend).always_normalised)
         elif table.config.clock != cfg.clock:
             raise SystemExit(f"{path} was timed with the {table.config.clock!r} clock, not {cfg.clock!r}: "
                              "pass another --table-dir or --clock")  # fmt: skip
@@ -182,6 +188,7 @@ def run(args: argparse.Namespace, console: Console, busy: dict) -> None:
         rep["table_entries"] = len(table.entries)
         rep["reference_ms"] = table.reference_ms
         rep["block_method"] = table.block_method if backend == "onnxruntime" else "isolated"
+        rep["drift_reference"] = table.drift_reference
         rep["calibration"] = cal.to_dict()
         result["validation"][backend] = rep
         for what, key in (("predictor (calibrated)", "predictor"), ("plain sum of entries", "predictor_uncalibrated"),

@@ -184,3 +184,32 @@ def test_export_evaluates_and_times_on_the_agent(agent: Agent, tmp_path: Path,
                                                                             channels_last=False).top1, abs=1 / 359)
     assert m["int8"]["isa"]["source"] == f"agent {agent.address}"  # quantised for the device's CPU
     remote._CLIENTS.clear()
+
+
+def test_demo_optimises_for_the_target_on_the_agent(agent: Agent, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """``edgecnn demo --device``: the runtimes timed there, the table keyed by that device, the verdict timed there."""
+    from test_demo import synthetic_table
+
+    monkeypatch.setenv(remote.AGENT_TOKEN_ENV, TOKEN)
+    remote._CLIENTS.clear()
+    arch = "conv_s2_c8_hswish ir_m16_c8_relu ir_k5_s2_m24_c16_se0.25_hsgate_hswish gap fc"
+    table = synthetic_table(arch, 16, backend="onnxruntime")  # the meter deterministic, as in test_demo
+    table.fingerprint = device_fingerprint(backend="onnxruntime", threads=1, device=agent.address)
+    table.save(tmp_path / "table.json")
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", arch, "--epochs", "1", "--out", str(out), "--image-size", "16", "--budget", "0.6",
+                 "--short-steps", "2", "--long-epochs", "0.2", "--latency-table", str(tmp_path / "table.json"),
+                 "--measured-rounds", "0", "--cam-images", "0", "--no-int8", "--target", "onnxruntime",
+                 "--device", agent.address]) == 0  # fmt: skip
+    res = json.loads((out / "results.json").read_text())
+    assert res["target"] == "onnxruntime" and res["targets_ms"]["onnxruntime"] > 0
+    assert res["netadapt"]["measured"]["device"] == agent.address
+    assert res["result"]["target_ms"] > 0 and res["result"]["baseline_target_ms"] > 0
+    # a table of this machine is refused for the device, with the reason
+    local = synthetic_table(arch, 16, backend="onnxruntime")
+    local.save(tmp_path / "local.json")
+    assert main(["demo", "--model", arch, "--epochs", "1", "--out", str(tmp_path / "d2"), "--image-size", "16",
+                 "--latency-table", str(tmp_path / "local.json"), "--cam-images", "0", "--no-int8",
+                 "--target", "onnxruntime", "--device", agent.address]) == 2  # fmt: skip
+    remote._CLIENTS.clear()

@@ -82,7 +82,9 @@ def test_bad_budgets_say_why(text: str, says: str) -> None:
 def test_meets_a_macs_budget_one_group_per_iteration(trained, tmp_path) -> None:
     model = fresh(trained)
     meter = ResourceMeter("macs", input_size=8, num_classes=10, in_chans=1)
-    r = netadapt(model, REF, parse_budget("50%macs"), meter=meter, config=CFG, out=tmp_path)
+    steps: list[tuple[str, int, int]] = []
+    r = netadapt(model, REF, parse_budget("50%macs"), meter=meter, config=replace(CFG, long_epochs=0.1),
+                 out=tmp_path, on_step=lambda what, d, t: steps.append((what, d, t)))  # fmt: skip
     start = cost_from_spec(TINY, 8, 10, 1).macs
     assert r.start == start and r.target == 0.5 * start
     assert r.met and r.stopped == "met"
@@ -100,6 +102,12 @@ def test_meets_a_macs_budget_one_group_per_iteration(trained, tmp_path) -> None:
     st = load_state(tmp_path / "netadapt_state.pt")
     assert st["arch"] == r.arch and len(st["history"]) == len(r.history)
     assert 0.0 <= r.top1 <= 1.0 and r.top1 > 0.3  # a trained digits net stays far above chance (0.1)
+    # every part of an iteration says what it does, with counts: bisection per group, scoring, short fine-tunes
+    said = {what.split(": ", 1)[1].split(" ")[0] for what, _, _ in steps if what.startswith("iteration 1:")}
+    assert said == {"bisecting", "scoring", "short"}
+    bisect = [(d, t) for what, d, t in steps if what.startswith("iteration 1: bisecting")]
+    assert bisect[0][0] == 0 and bisect[-1][0] == bisect[-1][1] > 0
+    assert steps[-1][0].startswith("long fine-tune of the result")
 
 
 def test_meets_a_latency_budget_from_a_synthetic_table(trained) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -197,7 +197,9 @@ def load_model(
     """Rebuild the model of a checkpoint (from its arch string) and load its weights; returns (model, checkpoint).
 
     ``ema=True`` loads the moving-average weights instead. Pass ``model`` for a
-    checkpoint of a module that is no EdgeNet (``arch`` is None).
+    checkpoint of a module that is no EdgeNet (``arch`` is None); this function
+    never runs code named in the file (:func:`edgecnn.cli.user_model.load_any`
+    rebuilds such a network from the constructor the checkpoint records).
     """
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     state = ckpt.state_dict
@@ -207,10 +209,76 @@ def load_model(
         state = ckpt.ema_state_dict
     if model is None:
         if ckpt.arch is None:
-            raise ValueError("the checkpoint's model is no EdgeNet (no arch string): build it in code and pass model=")
+            raise ValueError("the checkpoint's model is no EdgeNet (no arch string): build it in code and pass model= "
+                             "(edgecnn.cli.user_model.load_any rebuilds it from a recorded constructor)")  # fmt: skip
         model = build_model(ckpt.arch, num_classes=ckpt.num_classes, in_chans=ckpt.in_chans)
+    load_weights(model, state, what="the checkpoint's weights", network="the model")
+    return model, ckpt
+
+
+SHOWN_KEYS = 3  # keys of each kind a mismatch message names before "..."
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """How a state_dict differs from a network's: the keys each side lacks and the keys whose shapes differ."""
+
+    missing: tuple[str, ...]  # in the network, not in the weights
+    unexpected: tuple[str, ...]  # in the weights, not in the network
+    misshaped: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]  # (key, weights' shape, network's shape)
+    classes: int | None  # the weights' class count where only the classifier's outputs differ (the usual mistake)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.misshaped)
+
+    def text(self) -> str:
+        """``2 missing (a, b), 0 unexpected, 1 mis-shaped (fc.weight: checkpoint (1000, 512) vs network (10, 512))``."""
+
+        def few(items: list[str]) -> str:
+            more = f", ... {len(items) - SHOWN_KEYS} more" if len(items) > SHOWN_KEYS else ""
+            return f" ({', '.join(items[:SHOWN_KEYS])}{more})" if items else ""
+
+        shaped = [f"{k}: checkpoint {tuple(a)} vs network {tuple(b)}" for k, a, b in self.misshaped]
+        return (f"{len(self.missing)} missing{few(list(self.missing))}, {len(self.unexpected)} unexpected"
+                f"{few(list(self.unexpected))}, {len(self.misshaped)} mis-shaped{few(shaped)}")  # fmt: skip
+
+
+def weights_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> Mismatch:
+    """The keys of ``state`` that ``model.load_state_dict`` would refuse, each side named; empty when they fit.
+
+    A missing BatchNorm ``num_batches_tracked`` counter is not counted (PyTorch
+    fills it in). ``classes`` is set when the network's last ``nn.Linear`` is
+    mis-shaped in its outputs only: the weights were trained for that many classes.
+    """
+    own = model.state_dict()
+    missing = tuple(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
+    unexpected = tuple(k for k in state if k not in own)
+    misshaped = tuple((k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+                      if k in state and tuple(state[k].shape) != tuple(own[k].shape))  # fmt: skip
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    classes = None
+    for key, theirs, mine in misshaped:
+        if linears and key == f"{linears[-1]}.weight" and theirs[1:] == mine[1:]:
+            classes = theirs[0]
+    return Mismatch(missing, unexpected, misshaped, classes)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, what: str = "the weights",
+                 network: str = "the network", hint: Callable[[int], str] | None = None) -> nn.Module:  # fmt: skip
+    """Load ``state`` into ``model`` strictly; a ``ValueError`` naming the missing, unexpected and mis-shaped keys.
+
+    ``what`` / ``network`` name the two sides in the message; ``hint(n)``
+    replaces the default advice when the classifier differs in its class count
+    (``n``: the weights'). Never a truncated PyTorch message.
+    """
     try:
         model.load_state_dict(state)
+        return model
     except RuntimeError as exc:
-        raise ValueError(f"the checkpoint's weights do not fit the model: {str(exc).splitlines()[0]}") from None
-    return model, ckpt
+        bad = weights_mismatch(model, state)
+        if not bad:  # something else (a dtype, a custom loader): its first line
+            raise ValueError(f"{what} do not fit {network}: {str(exc).strip().splitlines()[0][:200]}") from None
+    advice = ""
+    if bad.classes is not None:
+        advice = "; " + (hint(bad.classes) if hint else f"build it with the checkpoint's num_classes ({bad.classes})")
+    raise ValueError(f"{what} do not fit {network}: {bad.text()}{advice}")

@@ -45,7 +45,9 @@ from edgecnn.explain.run import ExplainConfig, explain_images
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable, new_table
+from edgecnn.latency.fingerprint import check_device, is_agent_address
 from edgecnn.latency.per_layer import per_layer
+from edgecnn.latency.remote import AgentError
 from edgecnn.latency.targets import get_target, target_names
 from edgecnn.memory import check_memory
 from edgecnn.outputs import claim_run_dir
@@ -75,6 +77,7 @@ class DemoConfig:
     max_seconds: float = 2.0  # cap per latency timing loop
     onnx: bool = True  # also time the model under ONNX Runtime when it is installed
     target: str | None = None  # the deployment runtime to optimise for; None: the fastest installed here, measured
+    device: str = "cpu"  # where the target runs: this machine, or an agent's HOST:PORT (docs/agent.md)
     out_dir: str = "runs/demo"  # where report.md, results.json and model.pt go
     seed: int = 0  # seeds data split, initialisation and augmentation
     cam_images: int = 8  # test images explained by Grad-CAM (the first of each class); 0 = no CAM stage
@@ -93,6 +96,10 @@ class DemoConfig:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.cam_images < 0:
             raise ValueError(f"cam_images must be 0 or more, got {self.cam_images}")
+        check_device(self.device)
+        if self.target == "eager" and is_agent_address(self.device):
+            raise ValueError("an agent runs exported models (onnxruntime, executorch), not eager PyTorch: drop "
+                             "--target eager or --device")  # fmt: skip
         if self.target is not None:
             get_target(self.target).require()  # unknown or not installed: said before any work
             if self.target == "onnxruntime" and not self.onnx:
@@ -223,7 +230,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
                             f"{k} {v['layers'][0]['output_grad_norm']:.3g}" for k, v in runs.items()))  # fmt: skip
         console.print(info["note"])
 
-    with log.stage("latency", f"latency on this device (batch 1, {cfg.threads} thread(s))") as info:
+    where = "this machine" if cfg.device == "cpu" else f"the device at {cfg.device} (eager: this machine)"
+    with log.stage("latency", f"latency on {where} (batch 1, {cfg.threads} thread(s))") as info:
         model.eval()
         timing = TimingConfig(max_seconds=cfg.max_seconds)
         breakdown = per_layer(model, (1, *shape), backend="eager", threads=cfg.threads, config=timing)
@@ -243,7 +251,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     if cfg.compress is not None:
         with log.stage("table", f"latency table of this device on {target} (every block over a width grid)") as info:
             path = Path(cfg.latency_table) if cfg.latency_table else out / "latency_table.json"
-            table = new_table(backend=target, threads=cfg.threads, config=TABLE_TIMING)
+            table = new_table(backend=target, threads=cfg.threads, device=cfg.device, config=TABLE_TIMING)
             if cfg.latency_table:  # a table of another device (fingerprint) is refused with the reason
                 table = LatencyTable.open_or_new(path, table.fingerprint)
                 table.config = TABLE_TIMING
@@ -263,7 +271,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     explained, netadapt, compressed = model, None, None
     if cfg.compress is not None and latency is not None:
         explained, netadapt, compressed = compress_stages(
-            model, ref, data, latency, target=target, settings=cfg.compress, log=log, out=out, meta=meta,
+            model, ref, data, latency, target=target, device=cfg.device, settings=cfg.compress, log=log, out=out,
+            meta=meta,
             threads=cfg.threads, timing=timing, batch_size=cfg.batch_size, seed=cfg.seed)  # fmt: skip
     else:
         log.skip("netadapt", "NetAdapt, fold BN, ONNX and int8", "compression turned off (--no-compress)")
@@ -325,16 +334,18 @@ TARGET_NAMES = {"eager": "PyTorch eager", "onnxruntime": "ONNX Runtime", "execut
 
 def _targets_ms(model: torch.nn.Module, shape: tuple[int, int, int], cfg: DemoConfig, timing: TimingConfig,
                 eager_ms: float, console: Console) -> dict[str, float]:  # fmt: skip
-    """The baseline end to end (median, batch 1) on every runtime installed here (eager already measured)."""
+    """The baseline end to end (median, batch 1) on every runtime installed here (eager already measured), or with
+    ``cfg.device`` an agent's address, on every runtime of that device (eager stays this machine's, for reference)."""
     out = {"eager": eager_ms}
     for name in target_names():
         if name == "eager" or (name == "onnxruntime" and not cfg.onnx) or get_target(name).version() is None:
             continue
         try:
-            out[name] = measure(model, (1, *shape), backend=name, threads=cfg.threads, config=timing).stats.median_ms
-        except (ImportError, ValueError, RuntimeError) as exc:  # a runtime that cannot take this network
-            if cfg.target == name:
-                raise
+            out[name] = measure(model, (1, *shape), backend=name, threads=cfg.threads, config=timing,
+                                device=cfg.device).stats.median_ms  # fmt: skip
+        except (ImportError, ValueError, RuntimeError, AgentError) as exc:  # a runtime that cannot take this network
+            if cfg.target == name or (isinstance(exc, AgentError) and exc.code != "runtime_unavailable"):
+                raise  # the runtime asked for, or an agent that is not there: not a runtime to skip
             console.print(f"[yellow]{name} skipped: {str(exc).splitlines()[0]}")
     return out
 

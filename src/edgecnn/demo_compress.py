@@ -98,13 +98,13 @@ def _bar(console: Console) -> Progress:
                     console=console, transient=True)  # fmt: skip
 
 
-def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, target: str, threads: int,
-          timing: TimingConfig, say: Callable[[str], object]) -> dict[str, Any]:  # fmt: skip
+def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, target: str, device: str,
+          threads: int, timing: TimingConfig, say: Callable[[str], object]) -> dict[str, Any]:  # fmt: skip
     """int8 as a measured choice on the target (:func:`edgecnn.deploy.deploy`, ``--int8 auto``; ONNX Runtime where
     the target has no int8): both forms evaluated and timed interleaved, int8 kept only where faster within 1 pp
     (ValueError without the runtime)."""
     runtime = target if get_target(target).int8 else "onnxruntime"
-    dep = deploy(model, data, target=runtime, int8="auto", threads=threads,
+    dep = deploy(model, data, target=runtime, int8="auto", threads=threads, device=device,
                  calibration_images=settings.calibration_images, rounds=3, timing=timing, progress=say)  # fmt: skip
     name = f"model-int8{get_target(runtime).artifact_suffix}"
     atomic_write(out / name, lambda f: f.write(dep.artifacts["int8"]))
@@ -138,6 +138,7 @@ def compress_stages(
     latency: LatencyModel,
     *,
     target: str,
+    device: str = "cpu",
     settings: CompressSettings,
     log: StageLog,
     out: Path,
@@ -160,7 +161,7 @@ def compress_stages(
     cfg = NetAdaptConfig(initial_step=settings.initial_step, decay=settings.decay, short_steps=settings.short_steps,
                          top_k=settings.top_k, long_epochs=settings.long_epochs, round_to=settings.round_to,
                          drop_blocks=settings.drop_blocks, train=replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
-    how = Check(backend=target, threads=threads, rounds=3, tolerance=settings.tolerance,
+    how = Check(backend=target, threads=threads, device=device, rounds=3, tolerance=settings.tolerance,
                 measured_rounds=settings.measured_rounds)  # fmt: skip
 
     with log.stage("netadapt", f"NetAdapt to {settings.budget:.0%} of the baseline's latency on {target}") as info:
@@ -176,6 +177,9 @@ def compress_stages(
                               f"{it.seconds:.1f} s")  # fmt: skip
                 bar.reset(task, total=None, description=f"iteration {it.iteration + 1}: proposals")
 
+            def on_step(what: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=what)
+
             def on_round(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total, description="timing baseline and result back to back")
 
@@ -183,7 +187,7 @@ def compress_stages(
             # refitted to the baseline and the result timed back to back on the target (compress.job)
             run = run_measured(model, ref, data, budget, how, method="netadapt", meter=meter, out=out,
                                say=console.print, on_round=on_round, netadapt_config=cfg, on_iteration=iteration,
-                               on_proposal=proposal)  # fmt: skip
+                               on_proposal=proposal, on_step=on_step)  # fmt: skip
         result = run.model.eval()
         save_checkpoint(checkpoint_of(result, data=meta), out / "model-netadapt.pt")
         section = _netadapt_section(run)
@@ -213,7 +217,8 @@ def compress_stages(
             info["note"] = onnx_path.name
             if settings.int8:
                 try:
-                    doc["int8"] = c = _int8(result, data, settings, out, target, threads, timing, console.print)
+                    doc["int8"] = c = _int8(result, data, settings, out, target, device, threads, timing,
+                                            console.print)  # fmt: skip
                     info["note"] += (f", {Path(c['artifact']).name}: top-1 fp32 {c['top1_fp32']:.2%} vs int8 "
                                      f"{c['top1_int8']:.2%}, {c['target']} {c['latency_fp32_ms']:.3f} vs "
                                      f"{c['latency_int8_ms']:.3f} ms; {c['reason']}")  # fmt: skip

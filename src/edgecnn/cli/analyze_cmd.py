@@ -4,6 +4,13 @@ MODEL is a zoo name, an arch string or an edgecnn checkpoint (``*.pt``).
 Only shapes matter for the table, so the model is built on the meta device:
 no weights are allocated and a checkpoint's weights are not loaded into it.
 
+A network of your own code: ``--model MODULE:FN[:key=value,...]`` (or that
+reference as MODEL), or the checkpoint of one that records its constructor
+(:func:`edgecnn.cli.user_model.load_any`); it is built on the CPU (its code
+may not run on the meta device), with the checkpoint's weights when one is
+given, and analysed at ``--input`` (default: the checkpoint's input size, else
+224 with the channels of its first convolution).
+
 ``--out DIR`` makes a run folder: ``results.json`` (the analysis, kind
 ``analyze``) and ``report.html``. Unless ``--no-dynamics``, the document also
 gets the effective receptive field and the gradient flow with and without
@@ -16,6 +23,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +39,8 @@ from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.checkpoint import load_checkpoint
 from edgecnn.cli import args as num
+from edgecnn.cli.user_model import (add_model_option, build_ref, infer_in_chans, is_checkpoint_arg, load_any, model_spec,
+                                    notice)
 from edgecnn.limits import MAX_CHANNELS, MAX_INPUT
 from edgecnn.memory import check_memory
 from edgecnn.outputs import check_writable, claim_run_dir
@@ -103,6 +114,35 @@ def real_model(model: str, *, num_classes: int | None, width: float, seed: int) 
     return build(m.arch, num_classes=num_classes or m.num_classes), f"freshly initialised weights (seed {seed})"
 
 
+@dataclass(frozen=True)
+class OwnNetwork:
+    """A network of the user's code to analyse: the module, its default input and which weights it holds."""
+
+    model: torch.nn.Module
+    in_chans: int
+    size: int  # default input side
+    weights: str  # for the --out document: the checkpoint's, or freshly initialised
+
+
+def own_network(args: argparse.Namespace, log: Callable[[str], None]) -> OwnNetwork | None:
+    """The network of ``--model`` / a ``MODULE:FN`` MODEL / a checkpoint that is no EdgeNet; None otherwise."""
+    spec = model_spec(args.model, args.model_ref)
+    path = Path(args.model) if is_checkpoint_arg(args.model) else None  # type: ignore[arg-type]
+    if spec is None and (path is None or load_checkpoint(path).arch is not None):
+        return None
+    if args.num_classes is not None or args.width != 1.0:
+        raise ValueError("--num-classes and --width apply to zoo models and arch strings; give your network's "
+                         "in the reference, e.g. my_net.py:build:num_classes=10")  # fmt: skip
+    torch.manual_seed(args.seed)
+    if path is not None:
+        got = load_any(path, spec, log=log, command="analyze")
+        ck = got.checkpoint
+        size = int(ck.data.get("image_size") or 224)
+        return OwnNetwork(got.model.eval(), ck.in_chans, size, f"the checkpoint's trained weights ({path.name})")
+    model = build_ref(spec, command="analyze")  # type: ignore[arg-type]
+    return OwnNetwork(model.eval(), infer_in_chans(model), 224, f"freshly initialised weights (seed {args.seed})")
+
+
 def dynamics(model: torch.nn.Module, size: tuple[int, ...], weights: str, *, seed: int) -> dict[str, object]:
     """The ``erf`` and ``gradflow`` sections of ``model`` on random inputs (random labels for the loss)."""
     arch = getattr(model, "arch", None)
@@ -168,12 +208,18 @@ def _block_names(model: torch.nn.Module | None, depth: int) -> dict[str, str]:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    if args.model is None and args.model_ref is None:
+        raise ValueError("give MODEL (a zoo name, an arch string or a checkpoint) or --model MODULE:FN[:key=value,...]")
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path:
             check_writable(path, what=flag)
     out = claim_run_dir(args.out, overwrite=args.overwrite, resumable=False) if args.out else None
-    model, default_size = load_model_arg(args.model, num_classes=args.num_classes, width=args.width)
-    in_chans = getattr(model, "in_chans", 3)
+    own = own_network(args, notice)
+    if own is not None:
+        model, default_size, in_chans = own.model, own.size, own.in_chans
+    else:
+        model, default_size = load_model_arg(args.model, num_classes=args.num_classes, width=args.width)
+        in_chans = getattr(model, "in_chans", 3)
     size = parse_input(args.input, in_chans) if args.input else (in_chans, default_size, default_size)
     if size[0] != in_chans:
         raise ValueError(f"--input has {size[0]} channels but the model takes {in_chans}; use {in_chans}x{size[1]}x...")
@@ -199,7 +245,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if out is not None:
         doc = analysis.to_dict()
         if not args.no_dynamics:
-            net, weights = real_model(args.model, num_classes=args.num_classes, width=args.width, seed=args.seed)
+            if own is not None:
+                net, weights = own.model, own.weights
+            else:
+                net, weights = real_model(args.model, num_classes=args.num_classes, width=args.width, seed=args.seed)
             doc.update(dynamics(net, size, weights, seed=args.seed))
             if "erf" in doc:
                 e = doc["erf"]
@@ -213,7 +262,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="per-layer params, MACs, activations and receptive fields",
                        description="Per-layer costs of a network. MACs exclude bias; FLOPs = 2·MACs.")  # fmt: skip
-    p.add_argument("model", metavar="MODEL", help="zoo name, arch string (quoted) or edgecnn checkpoint (.pt)")
+    p.add_argument("model", metavar="MODEL", nargs="?", default=None,
+                   help="zoo name, arch string (quoted), edgecnn checkpoint (.pt) or MODULE:FN[:key=value,...]")
+    add_model_option(p, dest="model_ref", also="; with MODEL a checkpoint, its weights load into it")
     p.add_argument("--input", metavar="CxHxW", help="input size without batch, e.g. 3x224x224 (default: the model's)")
     p.add_argument("--num-classes", type=num.classes, default=None, help="classifier width (default: the model's)")
     p.add_argument("--width", type=num.width, default=1.0, help="width multiplier for zoo models (default 1.0)")

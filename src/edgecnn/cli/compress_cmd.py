@@ -47,11 +47,20 @@ from torch import nn
 
 from edgecnn.atomic import atomic_write
 from edgecnn.build import EdgeNet
-from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
+from edgecnn.checkpoint import checkpoint_of, load_checkpoint, load_model, save_checkpoint
 from edgecnn.cli import args as num
 from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
-from edgecnn.cli.user_model import build_user_model, user_model
+from edgecnn.cli.user_model import (
+    RECORD_KEY,
+    ModelRef,
+    build_recorded,
+    build_user_model,
+    notice,
+    parse_model_ref,
+    recorded_ref,
+    user_model,
+)
 from edgecnn.compress.budget import Budget, parse_budget
 from edgecnn.compress.by_layer import LAYER_METHODS, LayerMethodResult, compress_layers, transform_record
 from edgecnn.compress.document import (
@@ -217,20 +226,46 @@ def _latency_model(args: argparse.Namespace, budget: Budget, model: nn.Module, d
     return latency
 
 
+def _recorded(checkpoint: str) -> ModelRef | None:
+    """The constructor a checkpoint of a network that is no EdgeNet records (``edgecnn train --model``), or None
+    for an EdgeNet; a network already pruned by ``edgecnn compress --model`` is refused with what to do instead."""
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt.arch is not None:
+        return None
+    pruned = ckpt.config.get("compress") if isinstance(ckpt.config, dict) else None
+    if isinstance(pruned, dict) and pruned.get("steps"):
+        raise ValueError(f"{checkpoint} is already a result of edgecnn compress --model; compress the network it "
+                         "started from to the new budget instead (its steps would not compose with new ones)")
+    ref = recorded_ref(ckpt, str(checkpoint))
+    if ref is None:
+        raise ValueError(f"{checkpoint} holds a network that is no EdgeNet and records no constructor; pass --model "
+                         "MODULE:FN[:key=value,...] to build it")  # fmt: skip
+    return ref
+
+
 def _model_and_data(args: argparse.Namespace, resumed: dict[str, Any] | None,
                     out: Path) -> tuple[nn.Module, DataRef, DataSet, dict[str, Any]]:  # fmt: skip
     """The network (the user's code first, or the checkpoint's EdgeNet) and the data (its reference for the
     workers, and the loaded set), each checked before the next is loaded; the data record the result's checkpoint
     keeps."""
-    if args.model:
-        net = build_user_model(args.model)  # the user's code first: a mistake there costs no data loading
+    recorded = None if args.model else _recorded(args.checkpoint)
+    if args.model or recorded is not None:
+        args.model_ref = recorded or parse_model_ref(args.model)  # what the result's checkpoint records
+        if recorded is not None:  # the checkpoint says which code builds its network: as if --model named it
+            args.model = recorded.text
+            notice(f"{args.checkpoint}: the network built by its recorded constructor {recorded.text} (that code "
+                   "is imported and called; --model overrides it)")  # fmt: skip
+            net = build_recorded(recorded, str(args.checkpoint))
+        else:
+            net = build_user_model(args.model)  # the user's code first: a mistake there costs no data loading
         _same_start(resumed, out, net)
         ref = DataRef(str(args.data), image_size=args.image_size, limit=args.limit)
         data = worker_data(ref)
         shape = (data.in_chans, data.image_size, data.image_size)
         model = user_model(args.model, args.checkpoint, input_shape=shape, num_classes=data.num_classes, model=net)
         _resumable(resumed, out, model, shape, args.round_to)  # its history replays on this network
-        ckpt_data: dict = {"name": str(args.data), "image_size": data.image_size}
+        ckpt_data: dict = {"name": str(args.data), "image_size": data.image_size, "mean": list(data.mean),
+                           "std": list(data.std), "classes": list(data.classes)}  # fmt: skip
     else:
         model, ckpt = load_model(args.checkpoint)
         size = args.image_size or int(ckpt.data.get("image_size", 0)) or None
@@ -290,7 +325,7 @@ def _shrink_measured(args: argparse.Namespace, model: nn.Module, ref: DataRef, d
         state = {"i": 1}
 
         def proposal(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"iteration {state['i']}: proposals")
+            bar.update(task, completed=done, total=total)
 
         def iteration(it: Iteration) -> None:
             console.print(f"iteration {it.iteration}: {budget.resource} {it.resource:.4g} by the meter (step bound "
@@ -298,6 +333,9 @@ def _shrink_measured(args: argparse.Namespace, model: nn.Module, ref: DataRef, d
                           f"{history_step(asdict(it))}, {it.seconds:.0f} s")  # fmt: skip
             state["i"] = it.iteration + 1
             bar.reset(task, total=None, description=f"iteration {state['i']}: proposals")
+
+        def on_step(what: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=what)
 
         def on_round(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description="timing before and after back to back")
@@ -307,7 +345,7 @@ def _shrink_measured(args: argparse.Namespace, model: nn.Module, ref: DataRef, d
                                 resume=args.resume, say=console.print, on_round=on_round, netadapt_config=cfg,
                                 executor=executor, criterion=args.criterion, round_to=args.round_to, train=train,
                                 long_epochs=args.long_epochs, batch_size=args.batch_size, on_iteration=iteration,
-                                on_proposal=proposal)  # fmt: skip
+                                on_proposal=proposal, on_step=on_step)  # fmt: skip
         except KeyboardInterrupt:
             if not state_path(out).is_file():
                 raise
@@ -324,7 +362,7 @@ def _int8(args: argparse.Namespace, result: nn.Module, data: DataSet, how: Check
     if args.int8 == "off":
         return None
     target = how.backend if get_target(how.backend).int8 else "onnxruntime"
-    dep = deploy(result, data, target=target, int8=args.int8, max_drop=args.max_drop, threads=how.threads,
+    dep = deploy(result, data, target=target, int8=args.int8, max_drop=args.max_drop / 100, threads=how.threads,
                  calibration_images=300, device=how.device, progress=console.print)  # fmt: skip
     suffix = get_target(target).artifact_suffix
     atomic_write(out / f"model-int8{suffix}", lambda f: f.write(dep.artifacts["int8"]))
@@ -385,6 +423,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             steps = run.passes[-1].prune_steps  # one-shot re-plans from the start: only the last pass counts
         record = prune_record(args.method, steps, round_to=args.round_to, source=args.model,
                               input_shape=(data.in_chans, data.image_size, data.image_size))  # fmt: skip
+        record[RECORD_KEY] = args.model_ref.record()  # rebuilt without --model (a file by its absolute path)
     save_checkpoint(checkpoint_of(result, data=ckpt_data, config=record), out / "model.pt")
     first = run.passes[0]
     history = [h for p in run.passes for h in p.history]

@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 
 from edgecnn.cli import args as num
+from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.demo import DemoConfig, run_demo
 from edgecnn.demo_compress import CompressSettings
 from edgecnn.latency.targets import target_names
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    use_agent_token(args)
     compress = None if args.no_compress else CompressSettings(
         budget=args.budget, initial_step=args.initial_step, short_steps=args.short_steps, top_k=args.top_k,
         long_epochs=args.long_epochs, int8=not args.no_int8, drop_blocks=not args.no_drop_blocks,
         measured_rounds=args.measured_rounds)  # fmt: skip
     cfg = DemoConfig(
         model=args.model, width=args.width, data=args.data, image_size=args.image_size, epochs=args.epochs,
-        threads=args.threads, onnx=not args.no_onnx, target=args.target, out_dir=args.out, seed=args.seed, overwrite=args.overwrite,
+        threads=args.threads, onnx=not args.no_onnx, target=args.target, device=args.device, out_dir=args.out, seed=args.seed, overwrite=args.overwrite,
         cam_images=args.cam_images, compress=compress, latency_table=args.latency_table,
     )  # fmt: skip
     run_demo(cfg)
@@ -43,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime measurement")
     p.add_argument("--target", choices=target_names(), default=None, help="the deployment runtime to measure and "
                    "optimise for (default: the fastest installed here, measured end to end on the baseline)")  # fmt: skip
+    add_device_args(p)
     p.add_argument("--out", default=d.out_dir, help=f"output folder (default {d.out_dir})")
     p.add_argument("--seed", type=num.seed, default=d.seed)
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo's results in --out")

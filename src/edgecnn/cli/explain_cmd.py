@@ -1,7 +1,9 @@
 """``edgecnn explain CKPT``: CAM / Grad-CAM overlays of a trained network on image files or test images.
 
 The network, its classes and its input normalisation come from the
-checkpoint alone. ``--image FILE ...`` explains those files (decoded with
+checkpoint alone — for a network of your own code, from the constructor the
+checkpoint records (or ``--model MODULE:FN[:key=value,...]``, which wins;
+:func:`edgecnn.cli.user_model.load_any`). ``--image FILE ...`` explains those files (decoded with
 Pillow, grey for one-channel networks); ``--data digits|PATH`` explains the
 first ``--count`` test images of a data set. Writes one PNG per image
 (image | map over it) and a ``results.json`` of kind ``explain`` that
@@ -29,7 +31,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from edgecnn.checkpoint import load_model
+from edgecnn.cli.user_model import add_model_option, load_any, notice
 from edgecnn.data import load_data
 from edgecnn.explain.cam import METHODS
 from edgecnn.explain.interp import CONVENTIONS, MODES
@@ -107,7 +109,12 @@ def _read_image(path: Path, in_chans: int, side: int | None) -> torch.Tensor:
 
 def _images(args: argparse.Namespace, meta: dict, in_chans: int,
             size: int | None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:  # fmt: skip
-    """The uint8 images to explain, their labels (None for files) and names."""
+    """The uint8 images to explain, their labels (None for files) and names.
+
+    A checkpoint that records no input normalisation (``edgecnn compress --model``
+    keeps none) is explained with ``--data``'s own mean/std — the normalisation
+    edgecnn trains and fine-tunes with — written into ``meta``.
+    """
     if args.image:
         if size is None:  # no input size recorded: the images must agree on one
             tensors = [_read_image(Path(p), in_chans, None) for p in args.image]
@@ -116,7 +123,13 @@ def _images(args: argparse.Namespace, meta: dict, in_chans: int,
         else:  # each resized as it is read: never more than one full-size image in memory
             tensors = [_read_image(Path(p), in_chans, size) for p in args.image]
         return torch.stack(tensors), None, [str(p) for p in args.image]
-    data = load_data(args.data, image_size=size if args.data == "digits" else None, limit=args.count)
+    stats = "mean" in meta and "std" in meta  # else the whole training split's statistics are needed
+    data = load_data(args.data, image_size=size if args.data == "digits" else None,
+                     limit=args.count if stats else None)  # fmt: skip
+    if not stats:
+        notice(f"{args.checkpoint} records no input normalisation: using {data.name}'s own mean/std, as edgecnn "
+               "trains with")  # fmt: skip
+        meta.update(mean=list(data.mean), std=list(data.std))
     if meta.get("classes") and list(data.classes) != list(meta["classes"]):
         raise ValueError(f"{args.data} has classes {list(data.classes)[:5]}..., the checkpoint "
                          f"{list(meta['classes'])[:5]}...; explain images of the classes it was trained on")
@@ -150,11 +163,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
                          "split them over several --out folders")  # fmt: skip
     out = Path(args.out) if args.out else Path("runs") / f"explain-{Path(args.checkpoint).stem}"
     out = _claim(out, args.overwrite)  # before any work: writable, and no previous result replaced unasked
-    model, ckpt = load_model(args.checkpoint)  # every field checked, NaN/Inf weights refused (edgecnn.checkpoint)
+    # every field checked, NaN/Inf weights refused (edgecnn.checkpoint); your code's network from its reference
+    got = load_any(args.checkpoint, args.model, log=notice, command="explain")
+    model, ckpt = got.model, got.checkpoint
     meta = dict(ckpt.data)
-    if "mean" not in meta or "std" not in meta:
-        raise ValueError(f"{args.checkpoint} does not record its input normalisation (mean/std); "
-                         "use a checkpoint written by edgecnn train or edgecnn demo")  # fmt: skip
+    if ("mean" not in meta or "std" not in meta) and not args.data:
+        raise ValueError(f"{args.checkpoint} does not record its input normalisation (mean/std); explain with "
+                         "--data (the data it was trained on: its mean/std are used), or use a checkpoint written "
+                         "by edgecnn train or edgecnn demo")  # fmt: skip
     size = int(meta.get("image_size") or 0) or None
     images, labels, names = _images(args, meta, ckpt.in_chans, size)
     cfg = ExplainConfig(method=args.method, interp=args.interp, convention=args.convention, layer=args.layer,
@@ -168,8 +184,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         h, w = images.shape[-2:]
         raise ValueError(f"{args.checkpoint} cannot run on {h}×{w} images ({first}); pass images of the size it "
                          "was trained on") from exc  # fmt: skip
-    write_results(out, "explain", {"checkpoint": str(args.checkpoint), "arch": ckpt.arch, "data": meta.get("name"),
-                                   "cam": section})  # fmt: skip
+    doc = {"checkpoint": str(args.checkpoint), "arch": ckpt.arch, "data": meta.get("name"), "cam": section}
+    if got.ref is not None:
+        doc["model"] = got.ref.text
+    write_results(out, "explain", doc)
     _drop_stale_overlays(out, len(section["images"]))
     table = Table(title=f"{args.method} at {section['layer']} ({section['map_size'][0]}×{section['map_size'][1]} map, "
                         f"{args.interp}, {args.convention} convention)")  # fmt: skip
@@ -201,4 +219,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/explain-<checkpoint name>); a folder "
                    "holding a previous result is refused unless --overwrite")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace the previous result in --out")
+    add_model_option(p, also="; default: the constructor CKPT records, if any (its weights load into the network)")
     p.set_defaults(func=cmd_explain)

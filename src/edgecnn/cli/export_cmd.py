@@ -8,6 +8,10 @@ it only where it is measured faster within ``--max-drop``; see
 normalisation, class names, measured latency and top-1, int8 settings and
 the decision) and ``results.json`` (kind ``export``, the same manifest) — what a
 mobile engineer takes into an app.
+
+A network of your own code is built by the constructor its checkpoint
+records, or by ``--model MODULE:FN[:key=value,...]`` (which wins;
+:func:`edgecnn.cli.user_model.load_any`); the manifest names it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgecnn.atomic import atomic_write, atomic_write_text
-from edgecnn.checkpoint import load_checkpoint, load_model
+from edgecnn.cli.user_model import add_model_option, load_any, notice
 from edgecnn.cli import args as num
 from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.data import load_data
@@ -35,15 +39,8 @@ from edgecnn.results import write_results
 def cmd_export(args: argparse.Namespace) -> int:
     use_agent_token(args)
     out = claim_run_dir(args.out, overwrite=args.overwrite, resumable=False)  # before any work: writable, no previous run replaced
-    ckpt = load_checkpoint(args.checkpoint)
-    model = None
-    if args.model:
-        from edgecnn.cli.user_model import build_user_model
-
-        model = build_user_model(args.model)
-    elif ckpt.arch is None:
-        raise ValueError(f"{args.checkpoint} holds a network that is no EdgeNet; pass --model MODULE:FN to build it")
-    model, ckpt = load_model(ckpt, model=model)
+    got = load_any(args.checkpoint, args.model, log=notice, command="export")
+    model, ckpt = got.model, got.checkpoint
     meta = ckpt.data
     source = args.data or meta.get("name")
     if not source:
@@ -64,6 +61,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                      progress=lambda m: status.update(m))  # fmt: skip
     artifact = out / f"model{dep.manifest['artifact_suffix']}"
     manifest = {**dep.manifest, "file": artifact.name, "checkpoint": str(args.checkpoint), "data": str(source)}
+    if got.ref is not None:
+        manifest["model"] = got.ref.text
     atomic_write(artifact, lambda f: f.write(dep.artifact))
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     write_results(out, "export", {"export": manifest})
@@ -100,8 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="interleaved timing rounds of fp32 and int8 (default 3)")  # fmt: skip
     p.add_argument("--max-seconds", type=num.float_in(0.05, 600.0), default=2.0,
                    help="timing budget per form and round (default 2 s)")  # fmt: skip
-    p.add_argument("--model", default=None, metavar="MODULE:FN",
-                   help="build a network that is no EdgeNet from your code (its weights come from CKPT)")
+    add_model_option(p, also="; default: the constructor CKPT records, if any (its weights load into the network)")
     p.add_argument("--out", type=Path, default=Path("runs/export"), help="output folder (default runs/export)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")
     p.set_defaults(func=cmd_export)

@@ -3,6 +3,7 @@
 Usage::
 
     edgecnn latency MODEL [--backend eager|onnxruntime] [--threads N] [--per-layer]   (= latency measure MODEL)
+    edgecnn latency --model MODULE:FN[:key=value,...] [...]                          (your own network)
     edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S]
     edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S]
     edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]
@@ -11,14 +12,23 @@ Usage::
 positional ``TARGET`` (an action name, or a model for the default ``measure``)
 and the union of the options; options that do not belong to the action are
 rejected with a one-line error.
+
+``measure`` takes a zoo name, an arch string, an edgecnn checkpoint, or a
+network of your own code: ``--model MODULE:FN[:key=value,...]`` (or that
+reference as MODEL), or the checkpoint of one that records its constructor
+(:func:`edgecnn.cli.user_model.load_any`). Such a network has no arch string,
+so ``--table`` cannot predict it: it is measured end to end only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,6 +40,8 @@ from edgecnn.build import build
 from edgecnn.cli import args as num
 from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.errors import UsageError
+from edgecnn.cli.user_model import (add_model_option, build_ref, infer_in_chans, is_checkpoint_arg, load_any, model_spec,
+                                    notice)
 from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.measure import CLOCKS, TimingConfig, default_threads, device_fingerprint, measure
 from edgecnn.latency.per_layer import per_layer
@@ -43,6 +55,7 @@ from edgecnn.search.space import MOBILENET_V3_SPACE
 ACTIONS = ("measure", "build-table", "calibrate", "validate")
 _USAGE = """actions:
   edgecnn latency MODEL [--backend eager|onnxruntime] [--threads N] [--per-layer]   (= latency measure MODEL)
+  edgecnn latency --model MODULE:FN[:key=value,...] [--input-size S] [...]         (your own network; or its CKPT)
   edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S]
   edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S]     (default seed 1000)
   edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]"""
@@ -50,7 +63,7 @@ _USAGE = """actions:
 _COMMON = {"backend", "threads", "input_size", "batch", "device", "table", "force", "json", "num_classes", "max_seconds", "retries",
            "clock", "max_drift"}  # fmt: skip
 _ALLOWED = {
-    "measure": _COMMON | {"per_layer", "channels_last", "width"},
+    "measure": _COMMON | {"per_layer", "channels_last", "width", "model_ref"},
     "build-table": _COMMON | {"models", "sample", "seed"},
     "calibrate": _COMMON | {"num", "seed"},
     "validate": _COMMON | {"num", "seed", "time_cap", "no_retest"},
@@ -71,7 +84,7 @@ def _progress() -> Progress:
 def _fill_defaults(args: argparse.Namespace, action: str) -> None:
     given = [k for k in vars(args) if k not in _ALLOWED[action] and k in _ALL_OPTS and getattr(args, k) is not None]
     if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        flags = ", ".join("--" + {"model_ref": "model"}.get(k, k).replace("_", "-") for k in given)
         raise UsageError(f"{flags} does not apply to `latency {action}`; see `edgecnn latency --help`")
     for k, v in _DEFAULTS.items():
         if getattr(args, k, None) is None:
@@ -95,13 +108,54 @@ def _model_and_size(args: argparse.Namespace) -> tuple[str, str, int, int]:
     return args.model, m.arch, args.input_size or m.input_size, args.num_classes or m.num_classes
 
 
-def cmd_measure(args: argparse.Namespace) -> int:
-    if not args.model:
-        raise UsageError("latency measure needs a MODEL (zoo name or arch string), e.g. `edgecnn latency mobilenet_v2`")
+@dataclass(frozen=True)
+class _Net:
+    """The network to time: the module, its arch string (None: your own code), label, input channels and side."""
+
+    model: nn.Module
+    arch: str | None
+    label: str
+    in_chans: int
+    size: int
+
+
+def _network(args: argparse.Namespace) -> _Net:
+    """The network of MODEL / --model: a zoo name or arch string, a checkpoint, or your own code."""
+    spec = model_spec(args.model, args.model_ref)
+    if is_checkpoint_arg(args.model):
+        path = Path(args.model)
+        got = load_any(path, spec, log=notice, command="latency")
+        ck = got.checkpoint
+        size = args.input_size or int(ck.data.get("image_size") or 224)
+        if got.ref is None and args.num_classes is None and args.width == 1.0:
+            return _Net(got.model, ck.arch, str(path), ck.in_chans, size)
+        if got.ref is None:
+            raise UsageError("--num-classes and --width do not apply to a checkpoint: its network is fixed")
+        _no_zoo_options(args)
+        return _Net(got.model, None, str(path), ck.in_chans, size)
+    if spec is not None:
+        _no_zoo_options(args)
+        model = build_ref(spec, command="latency")
+        return _Net(model, None, spec, infer_in_chans(model), args.input_size or 224)
     label, arch, size, ncls = _model_and_size(args)
     check_memory(arch, input_size=size, num_classes=ncls, batch=args.batch, what=label)
-    net = build(arch, num_classes=ncls)
-    shape = (args.batch, 3, size, size)
+    return _Net(build(arch, num_classes=ncls), arch, label, 3, size)
+
+
+def _no_zoo_options(args: argparse.Namespace) -> None:
+    if args.num_classes is not None or args.width != 1.0:
+        raise UsageError("--num-classes and --width apply to zoo models and arch strings; give your network's in "
+                         "the reference, e.g. my_net.py:build:num_classes=10")  # fmt: skip
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    if not args.model and not args.model_ref:
+        raise UsageError("latency measure needs a MODEL (zoo name, arch string or checkpoint) or --model "
+                         "MODULE:FN, e.g. `edgecnn latency mobilenet_v2`")  # fmt: skip
+    n = _network(args)
+    net, label, arch, size = n.model.eval(), n.label, n.arch, n.size
+    ncls = args.num_classes or getattr(net, "num_classes", None) or 1000
+    shape = (args.batch, n.in_chans, size, size)
     tab = None
     if args.table:  # measure as the table's entries were: normalised by its drift reference, with its clock
         fp_here = device_fingerprint(backend=args.backend, threads=args.threads, device=args.device)
@@ -142,7 +196,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
         table.add_row("end to end", "", f"{s.median_ms:.3f}", f"{s.iqr_ms:.3f}", "")
         console.print(table)
         out["per_layer"] = breakdown.to_dict()
-    if tab is not None:
+    if tab is not None and arch is None:
+        console.print(f"no table prediction: {label} is no EdgeNet (no arch string); measured end to end only")
+    elif tab is not None:
         pred = predict(tab, arch, input_size=size, batch=args.batch, num_classes=ncls)
         console.print(f"table prediction {pred.total_ms:.3f} ms ({pred.total_ms / s.median_ms - 1:+.1%} vs measured)")
         out["prediction"] = pred.to_dict()
@@ -280,6 +336,10 @@ _ALL_OPTS: set[str] = set().union(*_ALLOWED.values())
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
+    if args.target is None:  # `edgecnn latency --model MODULE:FN`
+        if args.model_ref is None:
+            raise UsageError(f"give a MODEL, --model MODULE:FN or an action ({', '.join(ACTIONS)})")
+        args.target = "measure"
     if args.target in ACTIONS:
         action = args.target
     else:  # `edgecnn latency MODEL` = `edgecnn latency measure MODEL`
@@ -300,7 +360,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=_USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", metavar="MODEL|ACTION", help=f"a zoo name or arch string, or one of: {', '.join(ACTIONS)}")
+    p.add_argument("target", metavar="MODEL|ACTION", nargs="?", default=None,
+                   help=f"a zoo name, arch string, checkpoint or MODULE:FN[:kw], or one of: {', '.join(ACTIONS)}")
     p.add_argument("model", nargs="?", metavar="MODEL", help="the model, after `measure`")
     g = p.add_argument_group("all actions")
     g.add_argument("--backend", choices=BACKENDS, help="runtime to measure (default eager)")
@@ -323,6 +384,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--per-layer", action="store_true", default=None, help="also time every block")
     m.add_argument("--channels-last", action="store_true", default=None, help="eager: NHWC memory format")
     m.add_argument("--width", type=num.width, help="width multiplier of a zoo model (default 1.0)")
+    add_model_option(m, dest="model_ref", also="; with MODEL a checkpoint, its weights load into it")
     b = p.add_argument_group("build-table")
     b.add_argument("--models", nargs="+", help="zoo names or arch strings whose blocks to measure")
     b.add_argument("--sample", type=num.networks, help="also N random networks from the MobileNetV3-style space")

@@ -6,6 +6,14 @@ string for the data's classes and input channels, trains it and writes
 ``torchrun --nproc-per-node N -m edgecnn.cli.main train ...`` the same command
 trains with DDP. ``edgecnn eval CKPT`` rebuilds the network from the
 checkpoint alone and reports top-1, top-5 and per-class accuracy.
+
+A network of your own code trains or fine-tunes the same way:
+``edgecnn train --model MODULE:FN[:key=value,...] [--weights W.pt]`` (or
+``MODULE:FN`` as MODEL) — :func:`edgecnn.train.finetune_model`: its
+checkpoint records the constructor, and the BatchNorm statistics are checked
+after training and re-estimated where they lag (the log says so). MODEL may
+also be a checkpoint to fine-tune from (an EdgeNet, or a network whose
+checkpoint records its constructor: no ``--model`` needed).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,11 +33,13 @@ from rich.table import Table
 from edgecnn.atomic import atomic_write_text
 from edgecnn.checkpoint import load_checkpoint, load_model
 from edgecnn.cli import args as num
-from edgecnn.data import load_data
+from edgecnn.data import DataSet, load_data
 from edgecnn.memory import check_memory
 from edgecnn.outputs import check_writable, claim_run_dir
 from edgecnn.results import write_results
-from edgecnn.train import PRECISIONS, EvalResult, NonFiniteLossError, TrainConfig, evaluate, fit
+from edgecnn.cli.user_model import (ModelRef, add_model_option, build_ref, check_runs, is_checkpoint_arg, load_any,
+                                    load_into, model_spec, notice, parse_model_ref)
+from edgecnn.train import PRECISIONS, EvalResult, NonFiniteLossError, TrainConfig, evaluate, finetune_model, fit
 from edgecnn.train.config import TrainResult
 
 
@@ -43,11 +53,72 @@ def _model_arch(model: str, width: float) -> tuple[str, str]:
     return m.arch, "arch-" + hashlib.sha1(m.arch.encode()).hexdigest()[:8]
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _short_name(args: argparse.Namespace, spec: str | None) -> str:
+    """The run folder's name part for the network: a zoo name, an arch hash, a checkpoint's run or the code's."""
+    if spec is not None:
+        ref = parse_model_ref(spec)
+        where = ref.target.rpartition(":")[0]
+        return f"{Path(where).stem if where.endswith('.py') else where.split('.')[-1]}-{ref.name}"
+    if is_checkpoint_arg(args.model):
+        path = Path(args.model)
+        return f"{path.parent.name or path.stem}-finetune"
+    return _model_arch(args.model, args.width)[1]
+
+
+@dataclass
+class _Network:
+    """The network to train: the module, its arch string (EdgeNets) or constructor (your code), and its label."""
+
+    model: torch.nn.Module
+    arch: str | None
+    ref: ModelRef | None
+    label: str
+
+
+def _network(args: argparse.Namespace, spec: str | None, data: DataSet, lead: bool) -> _Network:
+    """Build (seeded) the network of MODEL / --model for ``data``, with --weights or a MODEL checkpoint's weights."""
+    torch.manual_seed(args.seed)  # the same initial weights in every run (and process) with this seed
+    say = notice if lead else (lambda _: None)
+    if is_checkpoint_arg(args.model):
+        if args.weights:
+            raise ValueError(f"{args.model} brings its weights; drop --weights (or train --model with --weights)")
+        got = load_any(args.model, spec, log=say, command="train")
+        ck = got.checkpoint
+        if (ck.num_classes, ck.in_chans) != (data.num_classes, data.in_chans):
+            raise ValueError(f"{args.model} has {ck.num_classes} classes × {ck.in_chans} channels, {data.name} "
+                             f"{data.num_classes} × {data.in_chans}: fine-tune on data of the same classes")
+        return _Network(got.model, ck.arch if got.ref is None else None, got.ref, str(args.model))
+    if spec is not None:
+        if args.width != 1.0:
+            raise ValueError("--width applies to zoo models; give your network's width in --model, e.g. "
+                             "my_net.py:build:width_mult=0.5")  # fmt: skip
+        ref = parse_model_ref(spec)
+        model = build_ref(ref, command="train")
+        if args.weights:
+            load_into(model, args.weights, ref=ref)
+        check_runs(model, ref.text, (data.in_chans, data.image_size, data.image_size), data.num_classes, "train")
+        return _Network(model.train(), None, ref, ref.text)
     from edgecnn.build import build
 
-    arch, short = _model_arch(args.model, args.width)
+    arch, _ = _model_arch(args.model, args.width)
+    check_memory(arch, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
+                 batch=args.batch_size, training=True, what=f"training {args.model!r}")  # fmt: skip
+    model = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
+    if args.weights:
+        load_into(model, args.weights)
+    return _Network(model, arch, None, arch)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    spec = model_spec(args.model, args.model_ref)
+    if args.model is None and spec is None:
+        raise ValueError("give MODEL (a zoo name, an arch string or a checkpoint) or --model MODULE:FN[:key=value,...]")
+    if spec is not None:
+        parse_model_ref(spec)  # a malformed reference costs nothing
+    elif not is_checkpoint_arg(args.model):
+        _model_arch(args.model, args.width)  # an unknown model costs nothing either
     lead = os.environ.get("RANK", "0") == "0"  # under torchrun, only the first process talks
+    short = _short_name(args, spec)
     out = Path(args.out) if args.out else Path("runs") / f"{short}-{Path(str(args.data)).name.split('.')[0]}"
     # where the results go is checked before the data is read or an epoch is trained
     claim_run_dir(out, resume=args.resume, overwrite=args.overwrite)
@@ -65,19 +136,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     data = load_data(args.data, image_size=args.image_size, limit=args.limit, strict=args.strict,
                      progress=lead and not args.no_progress)  # fmt: skip
-    check_memory(arch, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
-                 batch=args.batch_size, training=True, what=f"training {args.model!r}")  # fmt: skip
-    torch.manual_seed(args.seed)  # the same initial weights in every run (and process) with this seed
-    model = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
     console = Console(stderr=True)
+    net = _network(args, spec, data, lead)
     if lead and not args.no_progress:
-        console.print(f"{data.summary()}\nmodel {arch}\nrun folder {out}")
+        console.print(f"{data.summary()}\nmodel {net.label}\nrun folder {out}")
     if lead and data.num_classes < 2:
         print(f"edgecnn train: warning: {data.name} has a single class ({data.classes[0]!r}): every prediction "
               "is right, so accuracy says nothing; add images of other classes", file=sys.stderr)  # fmt: skip
+    bn = None
     try:
-        result = fit(model, data, cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
-                     teacher=args.teacher)  # fmt: skip
+        if net.arch is None:  # your code: the constructor recorded, the BN statistics checked
+            own = finetune_model(net.model, data, cfg, constructor=net.ref, out_dir=out, resume=args.resume,
+                                 overwrite=args.overwrite, teacher=args.teacher,
+                                 log=notice)  # fmt: skip
+            result, bn = own.train, own.bn
+        else:
+            result = fit(net.model, data, cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
+                         teacher=args.teacher)  # fmt: skip
     except NonFiniteLossError as exc:
         print(f"edgecnn train: error: {exc}", file=sys.stderr)
         return 1
@@ -94,11 +169,14 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"({result.seconds:.0f} s); checkpoint {result.checkpoint}")  # fmt: skip
     if args.json:
         atomic_write_text(args.json, json.dumps(asdict(result), indent=1))
-    write_results(out, "train", _results_document(arch, data.name, cfg, result))
+    doc = _results_document(net.arch, data.name, cfg, result)
+    if net.ref is not None:
+        doc.update(model=net.ref.text, constructor=net.ref.record(), bn_check=asdict(bn) if bn else None)
+    write_results(out, "train", doc)
     return 0
 
 
-def _results_document(arch: str, data: str, cfg: TrainConfig, result: TrainResult) -> dict:
+def _results_document(arch: str | None, data: str, cfg: TrainConfig, result: TrainResult) -> dict:
     """The run's results.json (kind "train", fields in docs/report.md): `edgecnn report RUN_DIR` draws it."""
     history = [{"epoch": e.epoch, "steps": e.steps, "lr": e.lr, "train_loss": e.train_loss, "train_top1": e.train_top1,
                 "test_loss": e.test.loss if e.test else None, "test_top1": e.test.top1 if e.test else None,
@@ -154,7 +232,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a zoo model or arch string on digits, CIFAR-10 or an ImageFolder tree")
-    p.add_argument("model", help="zoo name (see `edgecnn list`) or arch string, e.g. 'conv_c16 ir_s2_c24 gap fc'")
+    p.add_argument("model", nargs="?", default=None,
+                   help="zoo name (see `edgecnn list`), arch string (e.g. 'conv_c16 ir_s2_c24 gap fc'), a "
+                        "checkpoint to fine-tune, or MODULE:FN[:key=value,...] (= --model)")  # fmt: skip
+    add_model_option(p, dest="model_ref", also="; its checkpoint records the reference")
+    p.add_argument("--weights", default=None, metavar="W.pt",
+                   help="start from these weights (a state_dict or an edgecnn checkpoint), loaded strictly")
     p.add_argument("--data", default="digits", help="'digits' (built-in, default), a folder or an archive")
     p.add_argument("--epochs", type=num.epochs, default=d.epochs, help=f"epochs (default {d.epochs})")
     p.add_argument("--steps", type=num.steps, default=None, help="optimiser steps instead of epochs")

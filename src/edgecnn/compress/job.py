@@ -128,25 +128,29 @@ def shrink(model: nn.Module, ref: DataRef, data: DataSet, budget: Budget, *, met
            resume: bool = False, criterion: str = "l1", round_to: int = 8, train: TrainConfig | None = None,
            long_epochs: float = 0.0, batch_size: int = 128,
            on_iteration: Callable[[Iteration], None] | None = None,
-           on_proposal: Callable[[int, int], None] | None = None) -> Shrunk:  # fmt: skip
+           on_proposal: Callable[[int, int], None] | None = None,
+           on_step: Callable[[str, int, int], None] | None = None) -> Shrunk:  # fmt: skip
     """One pass of ``method`` ("netadapt" or "prune") on a copy of ``model`` toward ``budget`` (meter scale)."""
     model = copy.deepcopy(model)
     if method == "netadapt":
         r: NetAdaptResult = netadapt(model, ref, budget, meter=meter, config=netadapt_config, executor=executor,
                                      out=out, resume=resume, on_iteration=on_iteration,
-                                     on_proposal=on_proposal)  # fmt: skip
+                                     on_proposal=on_proposal, on_step=on_step)  # fmt: skip
         return Shrunk(r.model, r.start, r.resource, r.target, r.stopped, [asdict(h) for h in r.history],
                       start_top1=r.start_top1)  # fmt: skip
     if method != "prune":
         raise ValueError(f"shrink runs 'netadapt' or 'prune', got {method!r} (layer methods: by_layer)")
     start = meter.of_model(model)
     target = budget.target(start)
+    say = on_step or (lambda _what, _done, _total: None)
+    say(f"planning one-shot pruning to {target:.4g} (bisection over the keep ratio)", 0, 1)
     shot = prune_to_budget(model, target, meter, criterion=criterion, round_to=round_to)
     result = shot.model
     loader = BatchLoader(data.train, batch_size=batch_size, mean=data.mean, std=data.std, train=True)
     recalibrate_bn_(result, loader, num_batches=20)
     if long_epochs > 0 and train is not None:
         steps = max(1, round(long_epochs * max(1, len(data.train) // batch_size)))
+        say(f"long fine-tune of the result ({steps} steps)", 0, 1)
         finetune(result, data, steps=steps, config=train)
     met = shot.resource <= target
     return Shrunk(result, start, shot.resource, target, "met" if met else "over budget",

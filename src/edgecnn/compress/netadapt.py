@@ -250,6 +250,7 @@ def netadapt(
     resume: bool = False,
     on_iteration: Callable[[Iteration], None] | None = None,
     on_proposal: Callable[[int, int], None] | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> NetAdaptResult:
     """Run NetAdapt on a trained network until ``budget`` holds (see the module docstring).
 
@@ -261,7 +262,8 @@ def netadapt(
     measures the budget's resource; ``executor`` runs the short fine-tunes
     (default: in this process). ``out``: folder of the state file written after
     every iteration; ``resume=True`` continues from it. ``on_iteration`` is
-    called after each iteration is saved; ``on_proposal(done, total)`` while
+    called after each iteration is saved; ``on_step(what, done, total)`` says which part of an iteration runs
+    (bisection of the widths, scoring, short fine-tunes, the long fine-tune); ``on_proposal(done, total)`` while
     proposals are scored.
     """
     cfg = config or NetAdaptConfig()
@@ -311,8 +313,14 @@ def netadapt(
                              seed=cfg.train.seed + i)  # fmt: skip
         scored = []
         plans: dict[tuple[int, int], tuple[Any, float]] = {}  # (group, width) -> (plan, resource), this network
+        step_say = on_step or (lambda _what, _done, _total: None)
         for _ in range(cfg.step_halvings + 1):  # no single group can take the whole step: halve it
-            found = [p for g in free if (p := _width_proposal(current, graph, g, meter, bound, cfg, plans)) is not None]
+            found = []
+            for k, g in enumerate(free):  # the widest width of each group that meets the step (bisection)
+                step_say(f"iteration {i}: bisecting the widths of {len(free)} channel groups", k, len(free))
+                if (p := _width_proposal(current, graph, g, meter, bound, cfg, plans)) is not None:
+                    found.append(p)
+            step_say(f"iteration {i}: bisecting the widths of {len(free)} channel groups", len(free), len(free))
             if cfg.drop_blocks:
                 assert isinstance(current, EdgeNet)
                 found += _drop_proposals(current, meter, bound)
@@ -320,6 +328,7 @@ def netadapt(
                 break
             bound = (bound + r_now) / 2
         for n, prop in enumerate(found):
+            step_say(f"iteration {i}: scoring {len(found)} proposals (BN recalibration)", n, len(found))
             cand = prop.build(current)
             scored.append((_score(cand, loader, val, cfg.recal_batches), prop, cand))
             if on_proposal:
@@ -331,6 +340,8 @@ def netadapt(
         scored.sort(key=lambda s: -s[0])  # stable: ties keep graph order (groups, then dropped blocks)
         best = scored[: cfg.top_k]
         if cfg.short_steps > 0:
+            step_say(f"iteration {i}: short fine-tunes of the best {len(best)} ({cfg.short_steps} steps each)", 0,
+                     len(best))  # fmt: skip
             tasks = [_finetune_task(f"iter {i}, {prop.name}", cand, ref, cfg) for _, prop, cand in best]
             outcomes = ex.map(run_finetune, tasks)
             tops = [o.top1 for o in outcomes]
@@ -360,7 +371,10 @@ def netadapt(
             on_iteration(history[-1])
     if cfg.long_epochs > 0:
         per_epoch = max(1, len(full.train) // cfg.train.batch_size)
-        finetune(current, full, steps=max(1, round(cfg.long_epochs * per_epoch)), config=cfg.train)
+        steps = max(1, round(cfg.long_epochs * per_epoch))
+        if on_step:
+            on_step(f"long fine-tune of the result ({steps} steps)", 0, 1)
+        finetune(current, full, steps=steps, config=cfg.train)
     top1 = evaluate(current, full, channels_last=False).top1
     r_end = meter.of_model(current)
     arch = current.arch if isinstance(current, EdgeNet) else None

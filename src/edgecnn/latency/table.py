@@ -37,7 +37,8 @@ The network-level fixed cost (session/call overhead, input layout) is an
 ``overhead|…`` entry: the end-to-end latency of a probe network
 (``conv_k3_s2_c16 gap fc`` on the same input) minus its block entries.
 
-A table made with ``drift_reference=False`` (eager only) times blocks back to
+A table made with ``drift_reference=False`` (eager and ExecuTorch, whose
+targets allow it: ``Target.always_normalised`` false) times blocks back to
 back without the reference: its ``min`` statistic is then the fastest
 undisturbed run, which stays within a few percent on a CPU so loaded that
 medians (normalised or not) move by 2× between two measurements of the same
@@ -80,7 +81,7 @@ from edgecnn.latency.measure import (
     measure,
 )
 from edgecnn.latency.remote import client_for, is_agent_address, measure_remote
-from edgecnn.latency.targets import get_target
+from edgecnn.latency.targets import get_target, target_names
 from edgecnn.latency.targets.base import BlockTiming, Target
 from edgecnn.plan import LayerPlan, resolve
 from edgecnn.schema import check_table, load_json
@@ -437,8 +438,10 @@ class LatencyTable:
 
 def new_table(*, backend: str, threads: int, device: str = "cpu", config: TimingConfig | None = None,
               drift_reference: bool = True) -> LatencyTable:  # fmt: skip
-    """An empty table fingerprinted for this machine (``drift_reference=False``: eager only, see the module doc)."""
+    """An empty table fingerprinted for this machine (``drift_reference=False``: back to back, see the module doc)."""
     if not drift_reference and get_target(backend).always_normalised:
-        raise ValueError(f"drift_reference=False is for the eager backend; {backend} entries are always normalised")
+        allowed = ", ".join(n for n in target_names() if not get_target(n).always_normalised)
+        raise ValueError(f"drift_reference=False is for the {allowed} target(s); {backend} entries are always "
+                         "normalised")  # fmt: skip
     return LatencyTable(device_fingerprint(backend=backend, threads=threads, device=device), config=config or TimingConfig(),
                         drift_reference=drift_reference)  # fmt: skip

@@ -33,25 +33,32 @@ result dataclasses), :mod:`~edgecnn.train.optim` (schedule, EMA, optimiser),
 :mod:`~edgecnn.train.runtime` (device, DDP, autocast, Ctrl-C, progress bar),
 :mod:`~edgecnn.train.evaluation` (:func:`evaluate`),
 :mod:`~edgecnn.train.resume` (what ``last.pt`` holds beyond the weights) and
-:mod:`~edgecnn.train.loop` (:func:`fit`, :func:`finetune`).
+:mod:`~edgecnn.train.loop` (:func:`fit`, :func:`finetune`) and :mod:`~edgecnn.train.foreign`
+(:func:`finetune_model`: a network of your own code, its constructor recorded in the checkpoint and its
+BatchNorm statistics checked, re-estimated where they lag; docs/own_network.md).
 """
 
 from edgecnn.train.config import FINETUNE, EpochStats, EvalResult, NonFiniteLossError, TrainConfig, TrainResult
 from edgecnn.train.config import PRECISIONS as PRECISIONS
 from edgecnn.train.evaluation import evaluate
+from edgecnn.train.foreign import BnCheck, OwnResult, check_bn, finetune_model
 from edgecnn.train.loop import finetune, fit
 from edgecnn.train.optim import ModelEma, lr_at, make_optimizer, param_groups
 
 __all__ = [
     "FINETUNE",
+    "BnCheck",
     "EpochStats",
     "EvalResult",
     "ModelEma",
     "NonFiniteLossError",
+    "OwnResult",
     "TrainConfig",
     "TrainResult",
+    "check_bn",
     "evaluate",
     "finetune",
+    "finetune_model",
     "fit",
     "lr_at",
     "make_optimizer",

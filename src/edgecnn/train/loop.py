@@ -12,6 +12,7 @@ import math
 import os
 import time
 from dataclasses import asdict, replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from edgecnn.checkpoint import checkpoint_of, first_nonfinite, load_checkpoint, save_checkpoint
+from edgecnn.checkpoint import checkpoint_of, first_nonfinite, load_checkpoint, load_weights, save_checkpoint
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.distill import distillation_loss, load_teacher
 from edgecnn.outputs import claim_run_dir
@@ -40,6 +41,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     teacher: nn.Module | str | os.PathLike[str] | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` and return its accuracy; see the module docstring for the recipe.
 
@@ -52,6 +54,8 @@ def fit(
         overwrite: replace a previous run in ``out_dir``; without it (or ``resume``) such a folder is
             refused (:func:`edgecnn.outputs.claim_run_dir`), so a re-run never silently replaces results.
         teacher: a model or checkpoint path to distil from (Hinton et al. 2015).
+        record: plain data added to the checkpoint's ``config`` next to the recipe, e.g.
+            ``{"constructor": {"ref": "my_net.py:build", "kwargs": {}}}`` (:mod:`edgecnn.train.foreign`).
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (``last.pt`` holds the last good epoch).
@@ -69,7 +73,7 @@ def fit(
         torch.set_num_threads(cfg.threads)
     d = _setup(cfg)
     try:
-        run = _Run(model, data, cfg, d, out, teacher)
+        run = _Run(model, data, cfg, d, out, teacher, record)
         if resume:
             run.restore()
         else:
@@ -105,8 +109,10 @@ class _Run:
     """One call of :func:`fit`: the model with its optimiser, EMA and data, and where the run stands."""
 
     def __init__(self, model: nn.Module, data: DataSet, cfg: TrainConfig, d: _Dist, out: Path | None,
-                 teacher: nn.Module | str | os.PathLike[str] | None) -> None:  # fmt: skip
+                 teacher: nn.Module | str | os.PathLike[str] | None,
+                 record: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         self.model, self.data, self.cfg, self.d, self.out = model, data, cfg, d, out
+        self.record = dict(record or {})  # saved into the checkpoint's config beside the recipe
         self.image_size = cfg.image_size or data.image_size
         model.to(d.device)
         if cfg.channels_last:
@@ -155,10 +161,9 @@ class _Run:
             raise ValueError(f"the checkpoint has {ck.num_classes} classes, the data {self.data.num_classes}; "
                              "resume with the data it was trained on")  # fmt: skip
         try:
-            self.model.load_state_dict(ck.state_dict)
-        except RuntimeError as exc:
-            raise ValueError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); "
-                             "resume with the same model or a new --out") from None  # fmt: skip
+            load_weights(self.model, ck.state_dict, what=f"the weights in {path}", network="this model")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; resume with the same model or a new --out") from None
         part = "optimizer state"
         try:  # the schema checked the types; what they hold must still fit this optimiser and RNG
             if ck.optimizer is not None:
@@ -191,7 +196,8 @@ class _Run:
             ema = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()} if self.ema else None
             ck = checkpoint_of(
                 self.model, ema_state_dict=ema, optimizer=self.opt.state_dict(), epoch=self.epoch, batch=self.batch,
-                step=self.step, rng=rng, config=asdict(self.cfg), data=_data_meta(self.data, self.image_size),
+                step=self.step, rng=rng, config={**asdict(self.cfg), **self.record},
+                data=_data_meta(self.data, self.image_size),
                 history=[asdict(h) for h in self.history], partial=dict(self.partial),
             )  # fmt: skip
             self.saved = str(save_checkpoint(ck, self.out / LAST))
