@@ -109,6 +109,12 @@ def test_per_layer_names_every_block(backend):
     # the convs hold real work: each conv-bearing block has a positive time
     assert all(layer.median_ms > 0 for layer in b.layers[:3])
     assert b.layer_sum_ms > 0 and b.total.stats.median_ms > 0
+    if backend == "onnxruntime":  # the profiler's shares scaled to the unprofiled run: they add up to it
+        assert b.layer_sum_ms == pytest.approx(b.total.stats.median_ms, rel=1e-9)
+        assert b.profiled_sum_ms is not None and b.profiled_sum_ms > 0
+        assert f"summed to {b.profiled_sum_ms:.3f} ms against {b.total.stats.median_ms:.3f} ms unprofiled" in b.method
+    else:
+        assert b.profiled_sum_ms is None
 
 
 def _stats(drift: float) -> "M.LatencyStats":

@@ -185,11 +185,19 @@ def test_an_analysis_json_is_a_results_document(tmp_path):
     from edgecnn.analysis import analyze
     from edgecnn.build import build
 
-    analyze(build("conv_c8 gap fc", num_classes=3, in_chans=1), (1, 8, 8)).to_json(tmp_path / "results.json")
+    a = analyze(build("conv_s2_c8 conv_c8 gap fc", num_classes=3, in_chans=1), (1, 8, 8))
+    a.to_json(tmp_path / "results.json")
     text = (write_report(tmp_path)).read_text()
     _check_html(text)
-    # conv 3×3, 1 -> 8 channels at 8×8: 9·8·64 = 4,608 MACs; fc 8 -> 3: 24
-    assert "<title>edgecnn analyze report</title>" in text and "<td>4,608</td>" in text
+    # conv 3×3 s2, 1 -> 8 channels to 4×4: 9·8·16 = 1,152 MACs; fc 8 -> 3: 24
+    assert "<title>edgecnn analyze report</title>" in text and "<td>1,152</td>" in text
+    # the receptive-field column, as the console's table says it: R = 3 after the stride-2 conv (J 2),
+    # R = 3 + 2·2 = 7 after the second 3×3 (J 2), the whole input after global pooling
+    assert "<th>receptive field</th>" in text
+    labels = {r.name: r.rf_label() for r in a.layers}
+    assert (labels["blocks.0.conv"], labels["blocks.1.conv"], labels["blocks.3"]) == ("3×3 J2", "7×7 J2", "whole")
+    for label in ("3×3 J2", "7×7 J2", "whole"):
+        assert f"<td>{label}</td>" in text
 
 
 def dynamics_sections() -> tuple[dict, dict]:

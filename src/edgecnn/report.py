@@ -567,14 +567,29 @@ def _compress(doc: Doc, _page: _Page) -> Html:
     return html("<h2>Compression</h2>{}{}{}", head, _table(("", "before", "after"), rows, left=1), int8)
 
 
+def _rf_text(rf: Any) -> str:
+    """A layer's receptive field as the console's analyze table says it: ``11×11 J4``, ``… +global``, ``whole``."""
+    if not isinstance(rf, dict):
+        return ""
+    if rf.get("whole"):
+        return "whole"
+    size, jump = rf.get("size"), rf.get("jump")
+    if not isinstance(size, list) or not all(_is_number(v) for v in size):
+        return ""
+    text = "×".join(f"{v:g}" for v in size)
+    if isinstance(jump, list) and jump and all(_is_number(v) for v in jump):
+        text += " J" + "×".join(f"{v:g}" for v in dict.fromkeys(jump))
+    return text + (" +global" if rf.get("global") else "")
+
+
 def _analysis(doc: Doc, _page: _Page) -> Html:
     if doc.get("kind") != "analyze":
         return Html("")
     t = doc.get("totals") or {}
-    head = ("layer", "op", "output", "params", "MACs", "other ops", "act. bytes")
+    head = ("layer", "op", "output", "params", "MACs", "other ops", "act. bytes", "receptive field")
     rows = [(r.get("name", ""), r.get("op", ""), "×".join(map(str, r.get("out_shape") or [])),
              _fmt(r.get("params", 0), ","), _fmt(r.get("macs", 0), ","), _fmt(r.get("other_ops", 0), ","),
-             _fmt(r.get("activation_bytes", 0), ","))
+             _fmt(r.get("activation_bytes", 0), ","), _rf_text(r.get("rf")))
             for r in doc.get("layers") or []]  # fmt: skip
     totals = _table(("", ""), [(k, format(v, ",") if isinstance(v, int) else str(v)) for k, v in t.items()],
                     left=2, head_row=False)  # fmt: skip

@@ -42,12 +42,13 @@ from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.errors import UsageError
 from edgecnn.cli.user_model import (add_model_option, build_ref, infer_in_chans, is_checkpoint_arg, load_any, model_spec,
                                     notice)
-from edgecnn.latency.fingerprint import BACKENDS
+from edgecnn.latency.fingerprint import BACKENDS, is_agent_address
 from edgecnn.latency.measure import CLOCKS, TimingConfig, default_threads, device_fingerprint, measure
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.validate import calibrate, sample_archs, validate
+from edgecnn.latency.targets import default_target
 from edgecnn.memory import check_memory
 from edgecnn.outputs import check_writable
 from edgecnn.search.space import MOBILENET_V3_SPACE
@@ -70,7 +71,7 @@ _ALLOWED = {
 }
 CALIBRATION_SEED = 1000  # calibration networks are drawn apart from the validation ones (default seed 0)
 _DEFAULTS: dict[str, Any] = {
-    "backend": "eager", "batch": 1, "device": "cpu", "force": False, "per_layer": False, "channels_last": False,
+    "batch": 1, "device": "cpu", "force": False, "per_layer": False, "channels_last": False,
     "width": 1.0, "models": [], "sample": 0, "num": 20, "no_retest": False, "max_seconds": 10.0, "retries": 3,
 }  # fmt: skip
 
@@ -91,8 +92,10 @@ def _fill_defaults(args: argparse.Namespace, action: str) -> None:
             setattr(args, k, v)
     if args.seed is None:
         args.seed = CALIBRATION_SEED if action == "calibrate" else 0
-    if args.threads is None:
-        args.threads = default_threads()
+    if args.backend is None:  # a deployment runtime; eager where the device is a GPU (only eager runs there)
+        args.backend = "eager" if str(args.device).startswith("cuda") else default_target()
+    if args.threads is None:  # one thread: what a phone app's inference thread gets, and comparable across machines
+        args.threads = 1 if args.device == "cpu" or is_agent_address(args.device) else default_threads()
     if args.json:
         check_writable(args.json, what="--json")
     if action in ("measure", "validate") and args.table and not Path(args.table).is_file():  # they only read it
@@ -364,8 +367,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"a zoo name, arch string, checkpoint or MODULE:FN[:kw], or one of: {', '.join(ACTIONS)}")
     p.add_argument("model", nargs="?", metavar="MODEL", help="the model, after `measure`")
     g = p.add_argument_group("all actions")
-    g.add_argument("--backend", choices=BACKENDS, help="runtime to measure (default eager)")
-    g.add_argument("--threads", type=num.threads, help="intra-op threads (default: torch's current count)")
+    g.add_argument("--backend", choices=BACKENDS, help="runtime to measure (default: onnxruntime where installed, "
+                   "else eager; eager on a GPU)")  # fmt: skip
+    g.add_argument("--threads", type=num.threads, help="intra-op threads (default 1 on a CPU)")
     g.add_argument("--input-size", type=num.pixels, help="input resolution (default: the model's, else 224)")
     g.add_argument("--batch", type=num.batch, help="batch size (default 1)")
     add_device_args(g, default=None, local="cpu, cuda[:i]")  # None: _fill_defaults sets cpu

@@ -36,7 +36,8 @@ from edgecnn.cli import args as num
 from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
 from edgecnn.latency.fingerprint import BACKENDS
-from edgecnn.latency.measure import TimingConfig, default_threads
+from edgecnn.latency.measure import TimingConfig
+from edgecnn.latency.targets import default_target
 from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_NETWORKS
 from edgecnn.outputs import check_writable
 from edgecnn.search.estimate import EstimateSettings
@@ -54,7 +55,7 @@ from edgecnn.train.task import DataRef
 def job_from_args(args: argparse.Namespace) -> SearchJob:
     """The :class:`SearchJob` the options describe (ValueError naming a bad option)."""
     space = get_space(args.space)
-    threads = args.threads or default_threads()
+    threads = args.threads or 1
     timing = TimingConfig(max_seconds=args.max_seconds, retries=args.retries)
     return SearchJob(
         space=space,
@@ -65,7 +66,7 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
                             seed=args.seed),
         supernet=SupernetConfig(steps=args.supernet_steps, seed=args.seed, schedule=args.supernet_schedule),
         estimate=EstimateSettings(image_size=space.input_size, train_steps=args.train_steps),
-        estimator=args.estimator, backend=args.backend, threads=threads, device=args.device, timing=timing,
+        estimator=args.estimator, backend=args.backend or default_target(), threads=threads, device=args.device, timing=timing,
         table=args.table,
         finalists=args.finalists, final_epochs=args.final_epochs,
         final_config=TrainConfig(epochs=max(1, args.final_epochs), batch_size=args.final_batch_size, seed=args.seed),
@@ -162,9 +163,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--w", type=num.float_in(-10.0, 0.0), default=MNASNET_W,
         help="exponent of LAT/TAR (-0.07 MnasNet, -0.15 small models)")
     opt("--hard", action="store_true", help="LAT <= TAR as a hard constraint instead of the soft objective")
-    opt("--backend", choices=BACKENDS, default="eager", help="runtime latency is measured in")
+    opt("--backend", choices=BACKENDS, default=None, help="runtime latency is measured in (default: onnxruntime "
+        "where installed, else eager)")  # fmt: skip
     add_device_args(p)
-    opt("--threads", type=num.threads, help="threads latency is measured with (default: torch's current count)")
+    opt("--threads", type=num.threads, help="threads latency is measured with (default 1)")
     opt("--table", help="the device's lookup table JSON (default OUT/latency_table.json, grown as needed)")
     opt("--calibrate", type=num.nonneg_within(MAX_NETWORKS, "networks"), default=0, metavar="N",
         help="first measure N networks of the space end to end and calibrate the table on them (N >= 4), so that "
