@@ -378,3 +378,16 @@ def test_small_and_vectorised_grouping_agree(name: str, monkeypatch: pytest.Monk
                       cg.group_of_root.tolist(), cg.roots.tolist()))  # fmt: skip
     assert found[0] == found[1]
     assert any(g.prunable for g in cg.groups) and (name != "resnet20_cifar" or not all(g.prunable for g in cg.groups))
+
+
+def test_a_budget_below_the_narrowest_network_names_the_blocked_groups() -> None:
+    """Pruning that cannot go lower says which groups hold it up and why (not only "the narrowest network has …")."""
+    from edgecnn.build import build
+    from edgecnn.compress.prune import plan_prune
+
+    net = build("conv_c16 ir_c16 ir_s2_c32 gap fc", num_classes=10, in_chans=3)
+    with pytest.raises(ValueError) as err:
+        plan_prune(net, (3, 16, 16), macs=1, round_to=8)
+    msg = str(err.value)
+    assert "the narrowest network" in msg and "channel groups may shrink" in msg
+    assert "round_to=8" in msg and "cannot (" in msg and "relax the budget" in msg

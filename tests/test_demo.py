@@ -199,3 +199,14 @@ def test_demo_takes_another_round_when_the_measured_result_misses(tmp_path, monk
     assert second == pytest.approx(r1 + (6.0 - 7.0) / b)
     assert na["result_ms"] < r1  # round 2 went on below round 1's result
     assert [h["iteration"] for h in na["history"]] == list(range(len(na["history"])))
+
+
+def test_the_demo_target_is_the_fastest_runtime_ties_going_to_the_cheaper_table():
+    from edgecnn.demo import _fastest
+
+    # ExecuTorch 6% faster: within the 10% tie, and its blocks take seconds each to lower -> ONNX Runtime
+    pick, why = _fastest({"eager": 4.47, "onnxruntime": 0.344, "executorch": 0.323})
+    assert pick == "onnxruntime" and "within 10% of the fastest (executorch 0.323 ms)" in why
+    # clearly faster wins whatever its table costs; eager only without a deployment runtime
+    assert _fastest({"eager": 4.0, "onnxruntime": 0.40, "executorch": 0.30}) == ("executorch", "the fastest here")
+    assert _fastest({"eager": 4.0})[0] == "eager"

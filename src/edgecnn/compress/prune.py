@@ -74,6 +74,20 @@ class GroupSkip:
     reason: str
 
 
+def blocked_summary(cg: Any, reasons: Mapping[int, str], free: list[Any], round_to: int, shown: int = 4) -> str:
+    """Why a network cannot get narrower: the free groups at their floor, and the groups that cannot change with
+    their reasons (most common reason first, a few groups each)."""
+    by_reason: dict[str, list[int]] = {}
+    for gi, why in reasons.items():
+        by_reason.setdefault(why, []).append(gi)
+    parts = [f"{len(free)} of {len(cg.groups)} channel groups may shrink (to widths on the grid round_to="
+             f"{round_to}; at the narrowest they keep {round_to} channels each)"]  # fmt: skip
+    for why, groups in sorted(by_reason.items(), key=lambda kv: -len(kv[1]))[:shown]:
+        more = f", … {len(groups) - shown} more" if len(groups) > shown else ""
+        parts.append(f"{len(groups)} cannot ({why}: group(s) {', '.join(map(str, sorted(groups)[:shown]))}{more})")
+    return "; ".join(parts) + " — relax the budget, lower --round-to, or drop blocks (--drop-blocks)"
+
+
 @dataclass(frozen=True)
 class PrunePlan:
     """What :func:`prune` does to a model."""
@@ -226,10 +240,14 @@ def plan_prune(
                                  f"{sorted(f for f, lead in followers.items() if lead == gi)}, which keep the same "
                                  f"fraction; it may keep {sorted(allowed[gi])} channels, not {counts[gi]}")  # fmt: skip
         counts = complete(counts)
-    elif allocation == "uniform":
-        counts = uniform(free, allowed, keep, macs, params, costs, complete)
     else:
-        counts = global_ranking(free, scores, allowed, followers, width, keep, macs, params, costs, complete)
+        try:
+            if allocation == "uniform":
+                counts = uniform(free, allowed, keep, macs, params, costs, complete)
+            else:
+                counts = global_ranking(free, scores, allowed, followers, width, keep, macs, params, costs, complete)
+        except ValueError as exc:  # the budget is below the narrowest network: say which groups hold it up
+            raise ValueError(f"{exc}; {blocked_summary(cg, reasons, free, round_to)}") from None
 
     entries, skipped = [], []
     for g in cg.groups:

@@ -59,6 +59,7 @@ class Target(ABC):
     int8: ClassVar[bool] = False  # whether export() can quantise to int8 (calibration=...)
     always_normalised: ClassVar[bool] = True  # table entries always drift-normalised (eager may time back to back)
     block_call_overhead: ClassVar[bool] = False  # table entries include a per-call cost to subtract (eager)
+    export_seconds: ClassVar[float] = 0.0  # rough cost of preparing one block for timing (export + lower), this VM
 
     @abstractmethod
     def version(self) -> str | None:

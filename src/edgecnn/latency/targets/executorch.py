@@ -418,6 +418,7 @@ class ExecuTorchTarget(Target):
     name = "executorch"
     install = "pip install 'edgecnn[executorch]'"
     artifact_suffix = ".pte"
+    export_seconds = 6.0  # torch.export → to_edge → XNNPACK lowering of one block: 5–9 s here
     int8 = True
     # a table may time its blocks back to back (drift_reference=False): between two XNNPACK programs the reference
     # workload itself ran 1.24–1.77× slower than its baseline (cache and allocator state, not the machine), so

@@ -72,6 +72,7 @@ class OrtTarget(Target):
     name = "onnxruntime"
     install = "pip install 'edgecnn[onnx]'"
     artifact_suffix = ".onnx"
+    export_seconds = 0.8  # torch.onnx.export of one block
     profiles_layers = True
     int8 = True
 
