@@ -364,6 +364,11 @@ def test_compress_a_trained_own_network_without_model_then_export_from_elsewhere
     assert _macs(pruned, SHAPE) == doc["after"]["macs"] <= 0.5 * doc["before"]["macs"]
     assert main(["export", str(out / "model.pt"), "--data", "digits", "--target", "onnxruntime", "--int8", "off",
                  "--out", str(tmp_path / "e")]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["eval", str(out / "model.pt"), "--json"]) == 0  # the pruned network, rebuilt and evaluated
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["top1"] == pytest.approx(doc["after"]["top1"])
+    assert "recorded constructor slow_bn.py:build:stale=True" in printed.err
     # compressing a compressed result again is refused with what to do instead
     assert main(["compress", str(out / "model.pt"), "--data", "digits", "--budget", "50%macs", "--method", "prune",
                  "--out", str(tmp_path / "again")]) == 2  # fmt: skip

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgecnn.atomic import atomic_write_text
-from edgecnn.checkpoint import load_checkpoint, load_model
+from edgecnn.checkpoint import load_checkpoint
 from edgecnn.cli import args as num
 from edgecnn.data import DataSet, load_data
 from edgecnn.memory import check_memory
@@ -208,7 +208,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if ckpt.arch is not None:
         check_memory(ckpt.arch, input_size=args.image_size or size or 224, num_classes=ckpt.num_classes,
                      in_chans=ckpt.in_chans, batch=args.batch_size, what=str(args.checkpoint))  # fmt: skip
-    model, ckpt = load_model(ckpt, ema=args.ema)
+    # an EdgeNet from its arch string; any other network by --model or the constructor the checkpoint records
+    model = load_any(args.checkpoint, args.model_ref, ema=args.ema, log=notice, command="eval").model
     source = args.data or meta.get("name")
     if not source:
         raise ValueError("the checkpoint does not say which data it was trained on; pass --data digits|PATH")
@@ -283,6 +284,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--limit", type=num.positive_int, default=None, help="at most N images per class")
     e.add_argument("--strict", action="store_true", help="stop at an unreadable image (default: skip, counted)")
     e.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    add_model_option(e, dest="model_ref", also=" (default: the constructor the checkpoint records)")
     e.add_argument("--device", type=num.device, default="auto", help="auto, cpu, cuda ...")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_eval)
