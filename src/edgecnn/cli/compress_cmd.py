@@ -285,7 +285,7 @@ def _model_and_data(args: argparse.Namespace, resumed: dict[str, Any] | None,
 
 
 def _layers(args: argparse.Namespace, model: nn.Module, data: DataSet, budget: Budget, how: Check, train: Any,
-            console: Console) -> MeasuredRun:  # fmt: skip
+            console: Console) -> tuple[MeasuredRun, LayerMethodResult]:  # fmt: skip
     """A layer method (lowrank / separable): its selection times layers and the whole network; the verdict is
     then measured back to back like every other method's."""
     start = model_stats(model, data, backend=how.backend, threads=how.threads, device=how.device)
@@ -298,9 +298,7 @@ def _layers(args: argparse.Namespace, model: nn.Module, data: DataSet, budget: B
     met = verdict.met if verdict is not None else layered.met
     stopped = ("met (measured back to back)" if met else verdict.reason) if verdict is not None else layered.stopped
     shrunk = Shrunk(layered.model, layered.start, layered.value, layered.target, layered.stopped)
-    run = MeasuredRun(layered.model, [shrunk], cmp, verdict, met, stopped)
-    run.layered = layered  # type: ignore[attr-defined]
-    return run
+    return MeasuredRun(layered.model, [shrunk], cmp, verdict, met, stopped), layered
 
 
 @contextlib.contextmanager
@@ -403,41 +401,55 @@ def cmd_compress(args: argparse.Namespace) -> int:
     meter = None if args.method in LAYER_METHODS else ResourceMeter(  # layer methods time the network itself
         budget.resource, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
         latency=latency)  # fmt: skip
+    layered: LayerMethodResult | None = None
     with executor:
         if args.method in LAYER_METHODS:
-            run = _layers(args, model, data, budget, how, train, console)
+            run, layered = _layers(args, model, data, budget, how, train, console)
         else:
-            run = _shrink_measured(args, model, ref, data, budget, how, meter, cfg, executor, train, out, console)
-            if run is None:
+            shrunk = _shrink_measured(args, model, ref, data, budget, how, meter, cfg, executor, train, out, console)
+            if shrunk is None:
                 return 130
-    result = run.model
-    # one "before" and one "after" everywhere: the latencies of the back-to-back comparison
-    before = replace(model_stats(model, data, measure_latency=False), latency_ms=run.comparison.before)
-    after = replace(model_stats(result, data, measure_latency=False), latency_ms=run.comparison.after)
-    layered: LayerMethodResult | None = getattr(run, "layered", None)
-    record = {} if layered is None else transform_record(args.method, model, layered.chosen)
-    if not isinstance(model, EdgeNet):  # the steps that rebuild it from the user's code (load_pruned)
-        steps = [s for p in run.passes for s in (p.prune_steps or
-                 [{h["group"]: h["width_after"]} for h in p.history])]  # fmt: skip
-        if args.method == "prune":
-            steps = run.passes[-1].prune_steps  # one-shot re-plans from the start: only the last pass counts
-        record = prune_record(args.method, steps, round_to=args.round_to, source=args.model,
-                              input_shape=(data.in_chans, data.image_size, data.image_size))  # fmt: skip
-        record[RECORD_KEY] = args.model_ref.record()  # rebuilt without --model (a file by its absolute path)
-    save_checkpoint(checkpoint_of(result, data=ckpt_data, config=record), out / "model.pt")
-    first = run.passes[0]
-    history = [h for p in run.passes for h in p.history]
-    history = [{**h, "iteration": i} for i, h in enumerate(history, 1)]
-    extra = {} if layered is None else layered.document()
-    doc = compress_document(args.method, {**budget.to_dict(), "start": first.start, "target": first.target},
-                            before, after, met=run.met, history=history, arch=after.arch,
-                            **extra, **run.document(), checkpoint=str(out / "model.pt"), source=str(args.checkpoint),
-                            data=str(args.data), backend=how.backend, threads=how.threads, device=how.device)  # fmt: skip
-    doc["int8"] = _int8(args, result, data, how, out, console)
+            run = shrunk
+    save_checkpoint(checkpoint_of(run.model, data=ckpt_data, config=_record(args, model, run, layered, data)),
+                    out / "model.pt")  # fmt: skip
+    doc = _document(args, model, run, layered, data, budget, how, out)
+    doc["int8"] = _int8(args, run.model, data, how, out, console)
     write_document(doc, out)
     Console().print(closing_table(doc))
-    print(f"arch {after.arch or getattr(result, 'note', type(result).__name__)}\n"
+    print(f"arch {doc['after']['arch'] or getattr(run.model, 'note', type(run.model).__name__)}\n"
           f"checkpoint {out / 'model.pt'}, results {out / 'results.json'}")
     if not run.met:
         print(f"edgecnn compress: budget {budget.text} not met: {run.stopped}", file=sys.stderr)
     return 0 if run.met else 1
+
+
+def _record(args: argparse.Namespace, model: nn.Module, run: MeasuredRun, layered: LayerMethodResult | None,
+            data: DataSet) -> dict[str, Any]:  # fmt: skip
+    """What the result's checkpoint records to be rebuilt: a layer method's transform, or for a network of your own
+    code the pruning steps and its constructor (``load_pruned`` / ``load_any`` replay them)."""
+    record = {} if layered is None else transform_record(args.method, model, layered.chosen)
+    if isinstance(model, EdgeNet):  # its arch string says it all
+        return record
+    steps = [s for p in run.passes for s in (p.prune_steps or [{h["group"]: h["width_after"]} for h in p.history])]
+    if args.method == "prune":
+        steps = run.passes[-1].prune_steps  # one-shot re-plans from the start: only the last pass counts
+    record = prune_record(args.method, steps, round_to=args.round_to, source=args.model,
+                          input_shape=(data.in_chans, data.image_size, data.image_size))  # fmt: skip
+    record[RECORD_KEY] = args.model_ref.record()  # rebuilt without --model (a file by its absolute path)
+    return record
+
+
+def _document(args: argparse.Namespace, model: nn.Module, run: MeasuredRun, layered: LayerMethodResult | None,
+              data: DataSet, budget: Budget, how: Check, out: Path) -> dict[str, Any]:  # fmt: skip
+    """The ``kind: "compress"`` results document; one "before" and one "after" everywhere: the latencies of the
+    back-to-back comparison."""
+    before = replace(model_stats(model, data, measure_latency=False), latency_ms=run.comparison.before)
+    after = replace(model_stats(run.model, data, measure_latency=False), latency_ms=run.comparison.after)
+    first = run.passes[0]
+    history = [{**h, "iteration": i} for i, h in enumerate((h for p in run.passes for h in p.history), 1)]
+    extra = {} if layered is None else layered.document()
+    return compress_document(args.method, {**budget.to_dict(), "start": first.start, "target": first.target},
+                             before, after, met=run.met, history=history, arch=after.arch, **extra,
+                             **run.document(), checkpoint=str(out / "model.pt"), source=str(args.checkpoint),
+                             data=str(args.data), backend=how.backend, threads=how.threads,
+                             device=how.device)  # fmt: skip
