@@ -394,3 +394,25 @@ def test_broken_code_is_one_line_naming_the_command(tmp_path: Path, capsys: pyte
     assert len(err) == 1 and message.format(f=net) in err[0], err
     if "failed at" in message:
         assert "`edgecnn --debug train ...` shows the traceback" in err[0]
+
+
+def test_the_demo_on_your_own_network(code: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``edgecnn demo --model FILE:FN:kw``: trained, analysed, timed, NetAdapt in module space measured end to end
+    on the target (no table), the result's checkpoint rebuilt without --model."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", f"{code}:build:width=32", "--epochs", "1", "--image-size", "16", "--out", str(out),
+                 "--budget", "0.8", "--short-steps", "0", "--long-epochs", "0.1", "--initial-step", "0.2",
+                 "--measured-rounds", "0", "--cam-images", "2", "--no-int8", "--target", "onnxruntime"]) == 0  # fmt: skip
+    res = read_results(out)
+    assert res["arch"] == f"{code}:build:width=32" and res["target"] == "onnxruntime"
+    net = load_any(out / "model.pt").model
+    # per-block rows are the network's top-level modules; their MACs add up to FlopCounterMode's
+    assert [b["name"] for b in res["blocks"]] == ["features", "pool", "fc"]
+    assert sum(b["macs"] for b in res["blocks"]) == res["macs"] == _macs(net, (1, 16, 16))
+    stages = {s["name"]: s["status"] for s in res["stages"]}
+    assert stages["table"] == "skipped" and stages["netadapt"] == "done"
+    r = res["result"]
+    pruned = load_any(out / "model-netadapt.pt").model  # pruning steps replayed on the recorded constructor
+    assert _macs(pruned, (1, 16, 16)) == r["macs"] < res["macs"] and r["arch"] is None
+    assert r["target_ms"] > 0 and r["baseline_target_ms"] > 0 and isinstance(r["met"], bool)
+    assert "your own network has no arch string" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Activations chosen by name (SPEC §1).
+"""Activations chosen by name (docs/design.md §1).
 
 hard-swish ``x·ReLU6(x+3)/6`` and hard-sigmoid ``ReLU6(x+3)/6`` are the
 piecewise-linear approximations introduced by MobileNetV3 (Howard et al.

@@ -1,4 +1,4 @@
-"""The building blocks of efficient CNNs (SPEC §1).
+"""The building blocks of efficient CNNs (docs/design.md §1).
 
 * :class:`ConvBNAct` — conv → BN → act ("post", the usual order) or
   BN → act → conv ("pre", He et al. 2016, *Identity Mappings in Deep

@@ -24,6 +24,7 @@ from __future__ import annotations
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,14 +40,15 @@ from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build, count_params
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.demo_compress import CompressSettings, compress_stages
+from edgecnn.data import DataSet
 from edgecnn.data.loader import BatchLoader
 from edgecnn.data.sets import first_per_class
 from edgecnn.explain.run import ExplainConfig, explain_images
 from edgecnn.latency.measure import TimingConfig, measure
-from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.model import LatencyModel, whole_network_model
 from edgecnn.latency.table import LatencyTable, new_table
 from edgecnn.latency.fingerprint import check_device, is_agent_address
-from edgecnn.latency.per_layer import per_layer
+from edgecnn.latency.per_layer import per_layer, units
 from edgecnn.latency.remote import AgentError
 from edgecnn.latency.targets import get_target, target_names
 from edgecnn.memory import check_memory
@@ -67,7 +69,7 @@ TABLE_TIMING = TimingConfig(warmup=3, min_repeats=10, max_repeats=100, max_secon
 class DemoConfig:
     """What the demo trains and measures."""
 
-    model: str = "mobilenet_v3_small_cifar"  # zoo name or arch string
+    model: str = "mobilenet_v3_small_cifar"  # zoo name or arch string (or the label of a network run_demo is given)
     width: float = 0.5  # width multiplier (zoo models only)
     data: str = "digits"  # "digits" (built in) or a CIFAR-10 / ImageFolder path
     image_size: int = 32  # network input side
@@ -181,10 +183,22 @@ def _arch(cfg: DemoConfig) -> str:
     return zoo.model_arg(cfg.model, width=cfg.width if cfg.model in zoo.REGISTRY else 1.0).arch
 
 
-def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) -> DemoResult:
-    """Train ``cfg.model`` on ``cfg.data``, analyse it, time it, explain it, and write the report."""
+Network = Callable[[DataSet], tuple[torch.nn.Module, dict[str, Any]]]
+"""A network of the user's own code for the demo: ``network(data)`` → (the module for the data's classes and
+channels, the checkpoint ``config`` that rebuilds it — its constructor record, never code)."""
+
+
+def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None,
+             network: Network | None = None) -> DemoResult:  # fmt: skip
+    """Train ``cfg.model`` on ``cfg.data``, analyse it, time it, explain it, and write the report.
+
+    ``network``: a network of your own code instead of a zoo name or arch string (``edgecnn demo --model
+    MODULE:FN[:key=value,...]``; ``cfg.model`` is then its label). It has no arch string, so its per-block rows are
+    its top-level modules, NetAdapt prunes it in module space and measures every proposal end to end on the target
+    (no latency table), and the result's checkpoint records the pruning steps and the constructor.
+    """
     console = console or Console()
-    arch = _arch(cfg)  # a bad model is refused before anything is created
+    arch = _arch(cfg) if network is None else None  # a bad model is refused before anything is created
     out = claim_run_dir(cfg.out_dir, overwrite=cfg.overwrite, resumable=False)  # writable, no previous results replaced
     log = StageLog(console)
 
@@ -195,20 +209,23 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
                       f"{len(data.classes)} classes, {data.in_chans}×{cfg.image_size}×{cfg.image_size}")  # fmt: skip
 
     with log.stage("analyze", "model and exact costs"):
-        check_memory(arch, input_size=cfg.image_size, num_classes=len(data.classes), in_chans=data.in_chans,
-                     batch=cfg.batch_size, training=True, what=f"the demo's {cfg.model!r}")  # fmt: skip
         torch.manual_seed(cfg.seed)
-        model = build(arch, num_classes=len(data.classes), in_chans=data.in_chans)
+        record: dict[str, Any] = {}
+        if arch is not None:
+            check_memory(arch, input_size=cfg.image_size, num_classes=len(data.classes), in_chans=data.in_chans,
+                         batch=cfg.batch_size, training=True, what=f"the demo's {cfg.model!r}")  # fmt: skip
+            model = build(arch, num_classes=len(data.classes), in_chans=data.in_chans)
+        else:
+            model, record = network(data)  # type: ignore[misc]
         shape = (data.in_chans, cfg.image_size, cfg.image_size)
         report = analyze(model, shape)
         totals = report.total()
         rf_row = report.output_rf()
         rf = "whole input" if rf_row is None or rf_row.rf_whole else "×".join(str(r) for r in rf_row.rf_size or ())
         # per block: the conv-path field (SE gates do not widen it) and whether global context reaches it
-        per_block = report.last_by_module(2)
-        spec_cost = cost_from_spec(arch, input_size=cfg.image_size, num_classes=len(data.classes),
-                                   in_chans=data.in_chans)  # fmt: skip
-        console.print(f"arch: {arch}")
+        per_block = report.last_by_module(2 if arch is not None else 1)
+        costs = _block_costs(model, arch, report, cfg.image_size, len(data.classes), data.in_chans)
+        console.print(f"arch: {arch}" if arch is not None else f"network: {cfg.model} (your code)")
         console.print(f"{count_params(model):,} parameters, {totals.macs / 1e6:.2f} M MACs per image "
                       f"(FLOPs = 2·MACs), output receptive field: {rf}")  # fmt: skip
 
@@ -220,15 +237,16 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
                       f"after {cfg.epochs} epochs ({result.seconds:.1f} s, {result.images_per_s:,.0f} img/s)")  # fmt: skip
         meta = {"name": data.name, "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
                 "image_size": cfg.image_size, "in_chans": data.in_chans}  # fmt: skip
-        save_checkpoint(checkpoint_of(model, data=meta, epoch=cfg.epochs, step=result.steps), out / "model.pt")
+        save_checkpoint(checkpoint_of(model, data=meta, epoch=cfg.epochs, step=result.steps, config=record),
+                        out / "model.pt")  # fmt: skip
 
-    with log.stage("dynamics", "effective receptive field and gradient flow of the baseline") as info:
-        erf, gradflow = _dynamics(model, data, shape, seed=cfg.seed)
-        runs = gradflow["runs"]
-        info["note"] = (f"ERF of {erf['layer']}: 50% of the mass within {erf['radius50']:.1f} px, 95% within "
-                        f"{erf['radius95']:.1f} px; first-layer gradient norm " + ", ".join(
-                            f"{k} {v['layers'][0]['output_grad_norm']:.3g}" for k, v in runs.items()))  # fmt: skip
-        console.print(info["note"])
+    erf = gradflow = None
+    if arch is None and not isinstance(getattr(model, "blocks", None), torch.nn.Sequential):
+        log.skip("dynamics", "effective receptive field and gradient flow of the baseline",
+                 "your own network has no `blocks` sequence to read them at (edgecnn.analysis.dynamics takes its "
+                 "spatial part from Python)")  # fmt: skip
+    else:
+        erf, gradflow = _dynamics_stage(log, model, data, shape, cfg.seed)
 
     where = "this machine" if cfg.device == "cpu" else f"the device at {cfg.device} (eager: this machine)"
     with log.stage("latency", f"latency on {where} (batch 1, {cfg.threads} thread(s))") as info:
@@ -239,8 +257,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
         targets_ms = _targets_ms(model, shape, cfg, timing, eager_ms, console)
         onnx_ms = targets_ms.get("onnxruntime")
         target, why = (cfg.target, "--target") if cfg.target else _fastest(targets_ms)
-        rows = tuple(_row(c.name, lat.kind, c.params, c.macs, lat.median_ms, per_block)
-                     for c, lat in zip(spec_cost.layers, breakdown.layers))  # fmt: skip
+        rows = tuple(_row(name, lat.kind, params, macs, lat.median_ms, per_block)
+                     for (name, params, macs), lat in zip(costs, breakdown.layers))  # fmt: skip
         console.print(_block_table(rows))
         info["note"] = ("end to end: " + ", ".join(f"{TARGET_NAMES.get(k, k)} {v:.3f} ms" for k, v in
                                                    targets_ms.items())
@@ -248,7 +266,11 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
         console.print(info["note"])
 
     latency = None
-    if cfg.compress is not None:
+    if cfg.compress is not None and arch is None:  # no arch string: no table, every proposal timed whole
+        latency = whole_network_model(backend=target, threads=cfg.threads, device=cfg.device, config=TABLE_TIMING)
+        log.skip("table", "latency table of this device", "your own network has no arch string: NetAdapt measures "
+                 f"every proposal end to end on {target}")  # fmt: skip
+    elif cfg.compress is not None:
         with log.stage("table", f"latency table of this device on {target} (every block over a width grid)") as info:
             path = Path(cfg.latency_table) if cfg.latency_table else out / "latency_table.json"
             table = new_table(backend=target, threads=cfg.threads, device=cfg.device, config=TABLE_TIMING)
@@ -276,7 +298,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     if cfg.compress is not None and latency is not None:
         explained, netadapt, compressed = compress_stages(
             model, ref, data, latency, target=target, device=cfg.device, settings=cfg.compress, log=log, out=out,
-            meta=meta,
+            meta=meta, record=record,
             threads=cfg.threads, timing=timing, batch_size=cfg.batch_size, seed=cfg.seed)  # fmt: skip
     else:
         log.skip("netadapt", "NetAdapt, fold BN, ONNX and int8", "compression turned off (--no-compress)")
@@ -298,7 +320,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
         log.skip("cam", "where the network looks", "cam_images = 0")
 
     demo = DemoResult(
-        arch=arch, data=data.name, params=count_params(model), macs=totals.macs, top1=result.final.top1,
+        arch=arch or cfg.model, data=data.name, params=count_params(model), macs=totals.macs, top1=result.final.top1,
         top5=result.final.top5, train_seconds=result.seconds, images_per_s=result.images_per_s,
         receptive_field=rf, eager_ms=eager_ms, onnx_ms=onnx_ms, blocks=rows,
         machine={"platform": platform.platform(), "cpu": breakdown.total.fingerprint.cpu,
@@ -317,6 +339,32 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None) 
     console.print(f"report: {out / 'report.html'}  {out / 'report.md'}  results: {out / 'results.json'}  "
                   f"checkpoint: {out / 'model.pt'}")  # fmt: skip
     return demo
+
+
+def _dynamics_stage(log: StageLog, model: torch.nn.Module, data: Any, shape: tuple[int, int, int],
+                    seed: int) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The dynamics stage: the baseline's effective receptive field and gradient flow, said in one line."""
+    with log.stage("dynamics", "effective receptive field and gradient flow of the baseline") as info:
+        erf, gradflow = _dynamics(model, data, shape, seed=seed)
+        runs = gradflow["runs"]
+        info["note"] = (f"ERF of {erf['layer']}: 50% of the mass within {erf['radius50']:.1f} px, 95% within "
+                        f"{erf['radius95']:.1f} px; first-layer gradient norm " + ", ".join(
+                            f"{k} {v['layers'][0]['output_grad_norm']:.3g}" for k, v in runs.items()))  # fmt: skip
+        log.console.print(info["note"])
+    return erf, gradflow
+
+
+def _block_costs(model: torch.nn.Module, arch: str | None, report: Any, size: int, num_classes: int,
+                 in_chans: int) -> list[tuple[str, int, int]]:  # fmt: skip
+    """(name, params, MACs) per block: an EdgeNet's from its arch string (closed form), another network's per
+    top-level module from the traced analysis (the units the per-layer timing reports)."""
+    if arch is not None:
+        return [(c.name, c.params, c.macs) for c in cost_from_spec(arch, size, num_classes, in_chans).layers]
+    out = []
+    for name, _ in units(model):
+        rows = [r for r in report.layers if r.module == name or r.module.startswith(name + ".")]
+        out.append((name, sum(r.params for r in rows), sum(r.macs for r in rows)))
+    return out
 
 
 GRADFLOW_BATCH = 32  # test images in the gradient-flow pass

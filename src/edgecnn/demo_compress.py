@@ -3,7 +3,7 @@ ONNX, int8, evaluation.
 
 ``edgecnn demo`` (:mod:`edgecnn.demo`) trains a baseline, picks the deployment
 target (the fastest runtime installed here, measured) and builds the target's
-latency table; these stages then run SPEC's pipeline on it:
+latency table; these stages then run the main job's pipeline on it (docs/design.md, "Data flow"):
 
 1. **NetAdapt** (:func:`edgecnn.compress.netadapt.netadapt`; Yang et al. 2018)
    to ``budget`` × the baseline's latency, through the one compression run
@@ -42,6 +42,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from edgecnn.analysis import analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.atomic import atomic_write
 from edgecnn.build import EdgeNet
@@ -51,6 +52,7 @@ from edgecnn.compress.fold_bn import fold_bn, plan_fold_bn
 from edgecnn.compress.document import history_step
 from edgecnn.compress.job import Check, MeasuredRun, run_measured
 from edgecnn.compress.netadapt import Iteration, NetAdaptConfig, ResourceMeter
+from edgecnn.compress.netadapt_state import prune_record
 from edgecnn.data import DataSet
 from edgecnn.deploy import deploy, int8_section
 from edgecnn.export import export_onnx
@@ -143,6 +145,7 @@ def compress_stages(
     log: StageLog,
     out: Path,
     meta: dict[str, Any],
+    record: dict[str, Any] | None = None,
     threads: int,
     timing: TimingConfig,
     batch_size: int,
@@ -152,7 +155,11 @@ def compress_stages(
 
     ``model`` is not changed. ``target``: the deployment runtime the latency table was built on and the result
     is checked on (the baseline and the result timed back to back there, :mod:`edgecnn.compress.job`).
+    ``record``: for a network of your own code (no arch string), the checkpoint config that rebuilds it (its
+    constructor); the result's checkpoint adds the pruning steps (NetAdapt then prunes in module space, no
+    block drops).
     """
+    own = not isinstance(model, EdgeNet)
     console = log.console
     shape = (data.in_chans, data.image_size, data.image_size)
     meter = ResourceMeter("latency", input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
@@ -160,7 +167,8 @@ def compress_stages(
     budget = Budget("latency", settings.budget, True, f"{settings.budget:.0%}latency")
     cfg = NetAdaptConfig(initial_step=settings.initial_step, decay=settings.decay, short_steps=settings.short_steps,
                          top_k=settings.top_k, long_epochs=settings.long_epochs, round_to=settings.round_to,
-                         drop_blocks=settings.drop_blocks, train=replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
+                         drop_blocks=settings.drop_blocks and not own,
+                         train=replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
     how = Check(backend=target, threads=threads, device=device, rounds=3, tolerance=settings.tolerance,
                 measured_rounds=settings.measured_rounds)  # fmt: skip
 
@@ -189,7 +197,10 @@ def compress_stages(
                                say=console.print, on_round=on_round, netadapt_config=cfg, on_iteration=iteration,
                                on_proposal=proposal, on_step=on_step)  # fmt: skip
         result = run.model.eval()
-        save_checkpoint(checkpoint_of(result, data=meta), out / "model-netadapt.pt")
+        config = {} if not own else {**prune_record("netadapt", [{h["group"]: h["width_after"]} for p in run.passes
+                                                                for h in p.history], round_to=settings.round_to,
+                                                      input_shape=shape), **(record or {})}  # fmt: skip
+        save_checkpoint(checkpoint_of(result, data=meta, config=config), out / "model-netadapt.pt")
         section = _netadapt_section(run)
         r, last = run.passes[0], run.passes[-1]
         info["note"] = (f"{r.start:.3f} → {last.resource:.3f} ms by the table (budget {r.target:.3f}"
@@ -208,7 +219,7 @@ def compress_stages(
         info["note"] = f"{plan.num_folded} BatchNorm(s) folded; largest output difference {diff:.1e} of the scale"
         console.print(info["note"])
 
-    doc: dict[str, Any] = {"arch": result.arch, "checkpoint": str(out / "model-netadapt.pt"),
+    doc: dict[str, Any] = {"arch": getattr(result, "arch", None), "checkpoint": str(out / "model-netadapt.pt"),
                            "bn_folded": plan.num_folded, "fold_max_rel_diff": diff, "onnx": None, "int8": None}
     try:
         with log.stage("onnx", "export ONNX (BN folded) and int8") as info:
@@ -229,7 +240,8 @@ def compress_stages(
         log.skip("onnx", "export ONNX (BN folded) and int8", str(exc).splitlines()[0])
 
     with log.stage("evaluate", "evaluate the result") as info:
-        cost = cost_from_spec(result.arch, data.image_size, data.num_classes, data.in_chans)
+        cost = (analyze(result, shape, receptive_fields=False) if own else
+                cost_from_spec(result.arch, data.image_size, data.num_classes, data.in_chans))  # fmt: skip
         top1 = evaluate(result, data, channels_last=False).top1
         ms = measure(result, (1, *shape), backend="eager", threads=threads, config=timing).stats.median_ms
         cmp = run.comparison  # baseline and result back to back on the target: the one "before" and "after"

@@ -21,7 +21,7 @@ map with :class:`TaskError`, whose message names the task (its ``name``
 attribute, the ``names=`` given, or its index) and carries the worker's traceback.
 
 **Latency is never measured next to a fine-tune.** A latency measured while
-other processes load the same cores is the latency of a busy machine (SPEC §9).
+other processes load the same cores is the latency of a busy machine (docs/design.md §9).
 :meth:`Executor.exclusive` is the measuring lane: entering it stops new tasks
 from being started, waits until the tasks in flight have finished, and holds the
 workers idle until it is left; a ``map`` running in another thread simply

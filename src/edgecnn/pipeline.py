@@ -1,6 +1,6 @@
 """The stages of a multi-step run (``edgecnn demo``): each one announced, timed and recorded for the report.
 
-SPEC's main job is a pipeline — train a baseline → analyse → latency table →
+The main job (docs/design.md, "Data flow") is a pipeline — train a baseline → analyse → latency table →
 NetAdapt to a latency budget → fold BN → export ONNX (and int8) → evaluate →
 CAM → report. :class:`StageLog` runs each stage under a heading, times it and
 keeps a row per stage (``done``, ``skipped`` with the reason, or ``not built``

@@ -1,4 +1,4 @@
-"""One self-contained HTML page per run, rendered from the run's results document (SPEC §7).
+"""One self-contained HTML page per run, rendered from the run's results document (docs/design.md §7).
 
 :func:`render_html` takes the plain results document a command wrote
 (:mod:`edgecnn.results`: a dict with ``kind`` and ``schema``) and draws every

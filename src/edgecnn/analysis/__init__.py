@@ -1,4 +1,4 @@
-"""Per-layer analysis of any network: costs, receptive fields, gradient flow (SPEC §3).
+"""Per-layer analysis of any network: costs, receptive fields, gradient flow (docs/design.md §3).
 
 * :func:`analyze` — one traced pass (the graph of :mod:`edgecnn.graph`): per-op
   shapes, params, MACs, other ops, activation memory and receptive fields

@@ -1,4 +1,4 @@
-"""Convolution arithmetic: output sizes and the explicit matrix of a convolution (SPEC §3).
+"""Convolution arithmetic: output sizes and the explicit matrix of a convolution (docs/design.md §3).
 
 Output sizes follow Dumoulin & Visin 2016, *A guide to convolution arithmetic
 for deep learning* (relationships 6, 14, and PyTorch's pooling rule for

@@ -1,4 +1,4 @@
-"""Gradient flow: per-layer gradient norms after one backward pass (SPEC §3).
+"""Gradient flow: per-layer gradient norms after one backward pass (docs/design.md §3).
 
 Vanishing gradients show as norms that shrink towards the input. A skip
 connection adds the identity to each block's Jacobian (He et al. 2016,
@@ -119,7 +119,7 @@ def skip_gradient(w1: float = 0.8, w2: float = 0.8, slope: float = 0.2, *, skip:
     """``∂h/∂a`` of ``h = w2·A(w1·a) [+ a]`` by autograd, at a point where ``A'(w1·a) = slope``.
 
     ``A`` is a leaky ReLU with negative slope ``slope``, evaluated on its
-    negative side. SPEC §3: 0.128 without the skip, 1.128 with it.
+    negative side. docs/design.md §3: 0.128 without the skip, 1.128 with it.
     """
     a = torch.tensor(-1.0 if w1 >= 0 else 1.0, dtype=torch.float64, requires_grad=True)  # so that w1·a < 0
     h = w2 * F.leaky_relu(w1 * a, slope)
@@ -147,7 +147,7 @@ class _ScalarBlock(nn.Module):
 
 
 class ScalarSkipChain(nn.Module):
-    """``depth`` scalar blocks ``h ← w2·LeakyReLU(w1·h) [+ h]``: SPEC §3's example, stacked.
+    """``depth`` scalar blocks ``h ← w2·LeakyReLU(w1·h) [+ h]``: docs/design.md §3's example, stacked.
 
     On a negative input every pre-activation stays negative (for positive
     weights), so each block multiplies the gradient by exactly ``w1·slope·w2``

@@ -1,4 +1,4 @@
-"""The forward-hooks fallback of :func:`edgecnn.analysis.analyze` (``mode="hooks"``; SPEC §3).
+"""The forward-hooks fallback of :func:`edgecnn.analysis.analyze` (``mode="hooks"``; docs/design.md §3).
 
 Taken automatically when ``torch.fx`` cannot trace the module (e.g. Python
 control flow on tensor values): one real forward pass on the given input

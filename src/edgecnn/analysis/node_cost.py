@@ -1,4 +1,4 @@
-"""The output and cost of one traced op, on meta tensors (SPEC §3).
+"""The output and cost of one traced op, on meta tensors (docs/design.md §3).
 
 The fx pass of :mod:`edgecnn.analysis.trace` hands each call node here with
 its arguments already turned into *meta* tensors (shape and dtype, no data).

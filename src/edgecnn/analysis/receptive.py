@@ -1,4 +1,4 @@
-"""Receptive fields of every node of a traced network (SPEC §3).
+"""Receptive fields of every node of a traced network (docs/design.md §3).
 
 Per spatial axis we carry the field size ``R``, the jump ``J`` (input pixels
 between two neighbouring outputs, the effective stride) and the centre

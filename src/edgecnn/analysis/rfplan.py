@@ -1,4 +1,4 @@
-"""Receptive-field planning: the cheapest conv stack whose field reaches a target (SPEC §4).
+"""Receptive-field planning: the cheapest conv stack whose field reaches a target (docs/design.md §4).
 
 The inverse of :mod:`edgecnn.analysis.receptive`: given a target ``T``, find
 kernel/stride/dilation sequences ``(k_l, s_l, d_l)`` minimising MACs subject to

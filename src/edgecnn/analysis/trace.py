@@ -1,6 +1,6 @@
 """One traced pass over any ``nn.Module``: per-op shapes, params, MACs, activations, receptive fields.
 
-How (SPEC §3): the model is traced once by :func:`edgecnn.graph.trace_graph`
+How (docs/design.md §3): the model is traced once by :func:`edgecnn.graph.trace_graph`
 (``torch.fx``, ``torch.nn`` layers and any ``leaf_modules`` types kept whole,
 everything else traced through) and its nodes evaluated on *meta* tensors by
 an evaluator that, on the way, costs each node with

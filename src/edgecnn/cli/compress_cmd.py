@@ -81,8 +81,8 @@ from edgecnn.deploy import INT8_CHOICES, deploy, int8_section
 from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.measure import device_fingerprint
-from edgecnn.latency.model import LatencyModel
-from edgecnn.latency.table import LatencyTable, new_table
+from edgecnn.latency.model import LatencyModel, whole_network_model
+from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.targets import default_target, get_target
 from edgecnn.limits import MAX_CHANNELS
 from edgecnn.memory import check_memory
@@ -206,10 +206,8 @@ def _latency_model(args: argparse.Namespace, budget: Budget, model: nn.Module, d
     """What prices a latency budget: a table of the device (EdgeNets), or every network timed whole (others)."""
     latency = None
     if budget.resource == "latency" and not isinstance(model, EdgeNet):  # no arch: each network timed whole
-        back_to_back = not get_target(how.backend).always_normalised  # eager: fastest runs, no reference
-        latency = LatencyModel(new_table(backend=how.backend, threads=how.threads, device=how.device,
-                                         config=QUICK_TIMING, drift_reference=not back_to_back),
-                               lane=executor.exclusive, stat="min" if back_to_back else "median")  # fmt: skip
+        latency = whole_network_model(backend=how.backend, threads=how.threads, device=how.device,
+                                      config=QUICK_TIMING, lane=executor.exclusive)  # fmt: skip
         console.print("latency: every pruned network is measured end to end (no arch string to look up)")
     elif budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
         path = Path(args.latency_table) if args.latency_table else out / "latency_table.json"

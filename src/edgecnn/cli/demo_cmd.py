@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from torch import nn
 
 from edgecnn.cli import args as num
 from edgecnn.cli.device_args import add_device_args, use_agent_token
-from edgecnn.demo import DemoConfig, run_demo
+from edgecnn.cli.user_model import (
+    RECORD_KEY,
+    build_ref,
+    check_importable,
+    check_runs,
+    is_model_ref,
+    parse_model_ref,
+)
+from edgecnn.data import DataSet
+from edgecnn.demo import DemoConfig, Network, run_demo
 from edgecnn.demo_compress import CompressSettings
 from edgecnn.latency.targets import target_names
 
@@ -22,8 +34,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         threads=args.threads, onnx=not args.no_onnx, target=args.target, device=args.device, out_dir=args.out, seed=args.seed, overwrite=args.overwrite,
         cam_images=args.cam_images, compress=compress, latency_table=args.latency_table,
     )  # fmt: skip
-    run_demo(cfg)
+    run_demo(cfg, network=_network(args.model))
     return 0
+
+
+def _network(spec: str) -> Network | None:
+    """``--model MODULE:FN[:key=value,...]``: the demo's network from your code (imported and checked before any
+    data is loaded), built for the data's classes; None for a zoo name or arch string."""
+    if not is_model_ref(spec):
+        return None
+    ref = parse_model_ref(spec)
+    check_importable(ref, "demo")  # a broken import fails now, not after the data is loaded
+
+    def network(data: DataSet) -> tuple[nn.Module, dict[str, Any]]:
+        model = build_ref(ref, command="demo")
+        check_runs(model, ref.text, (data.in_chans, data.image_size, data.image_size), data.num_classes, "demo")
+        return model, {RECORD_KEY: ref.record()}
+
+    return network
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "to half its latency on the fastest (the deployment target), fold BN, export ONNX and int8, explain it with "
         "Grad-CAM, and write a report.",
     )
-    p.add_argument("--model", default=d.model, help=f"zoo name or arch string (default {d.model})")
+    p.add_argument("--model", default=d.model, help=f"zoo name, arch string, or your own code as MODULE:FN[:key=value,"
+                   f"...] (docs/own_network.md; default {d.model})")  # fmt: skip
     p.add_argument("--width", type=num.width, default=d.width, help=f"width multiplier (default {d.width})")
     p.add_argument("--data", default=d.data, help="'digits' (built in) or a CIFAR-10 / ImageFolder folder or archive")
     p.add_argument("--image-size", type=num.pixels, default=d.image_size, help=f"input side (default {d.image_size})")

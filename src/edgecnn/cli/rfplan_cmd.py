@@ -1,4 +1,4 @@
-"""``edgecnn rf-plan``: the cheapest conv stack whose receptive field reaches a target (SPEC §4)."""
+"""``edgecnn rf-plan``: the cheapest conv stack whose receptive field reaches a target (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -302,6 +302,11 @@ def _target_callable(ref: ModelRef, command: str = "compress") -> Callable[..., 
     return fn  # type: ignore[no-any-return]
 
 
+def check_importable(ref: ModelRef, command: str = "compress") -> None:
+    """Import what ``ref`` names (running the user's module), so a broken import is refused before any work."""
+    _target_callable(ref, command)
+
+
 def load_factory(spec: str) -> Callable[[], nn.Module]:
     """The callable ``spec`` names: ``package.module:function`` or ``path/to/file.py:function``, with the keyword
     arguments of ``spec`` bound (``my_net.py:build:num_classes=10``).

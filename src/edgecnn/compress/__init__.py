@@ -1,4 +1,4 @@
-"""Compression (SPEC §5): make a trained network smaller and faster for its device.
+"""Compression (docs/design.md §5): make a trained network smaller and faster for its device.
 
 The package will own, one file each:
 

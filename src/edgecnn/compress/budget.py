@@ -1,4 +1,4 @@
-"""Resource budgets for compression: ``5ms``, ``50%latency``, ``50%macs``, ``1.2Mparams`` (SPEC §5).
+"""Resource budgets for compression: ``5ms``, ``50%latency``, ``50%macs``, ``1.2Mparams`` (docs/design.md §5).
 
 A budget names one resource — ``latency`` (ms on a backend), ``macs`` (per
 image) or ``params`` — and a bound on it, either absolute (``5ms``,

@@ -1,4 +1,4 @@
-"""From label unions to channel groups: union-find over slots, then components grouped by what they touch (SPEC §5).
+"""From label unions to channel groups: union-find over slots, then components grouped by what they touch (docs/design.md §5).
 
 The label run (:mod:`edgecnn.compress.labels`) gives every output channel
 of a layer a *slot* and records the unions it meets (a residual add, an SE

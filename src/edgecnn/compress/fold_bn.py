@@ -1,4 +1,4 @@
-"""Fold inference-mode batch norm into the conv or linear layer before it (SPEC §5).
+"""Fold inference-mode batch norm into the conv or linear layer before it (docs/design.md §5).
 
 In eval mode a BatchNorm is a per-channel affine map with its running
 statistics, ``BN(y) = γ·(y − μ)/√(σ² + ε) + β`` (Ioffe & Szegedy 2015, Alg. 2,
@@ -32,7 +32,7 @@ is traced as one call (every BN subclass is a leaf), its BN part folds and
 ``drop → act`` stay in its place. Any other BN subclass with a forward of its
 own is kept (folding would drop what it adds).
 
-EdgeNets stay true to their arch (SPEC §5, "transforms keep the arch"): a
+EdgeNets stay true to their arch (docs/design.md §5, "transforms keep the arch"): a
 folded ``conv`` block is ``conv_…_nobn_bias`` and a folded ``fc_…_bn`` is
 ``fc_…``, so when only such blocks fold :func:`fold_bn` returns an EdgeNet of
 the new arch (weights loaded strictly); BN folded inside ``ir``/``ds``/

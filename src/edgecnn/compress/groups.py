@@ -1,4 +1,4 @@
-"""Coupled channel groups of any traced network: which (layer, dimension, index) are removed together (SPEC §5).
+"""Coupled channel groups of any traced network: which (layer, dimension, index) are removed together (docs/design.md §5).
 
 Structured pruning removes a channel from *every* tensor that carries it:
 the filter that produces it, the BatchNorm that scales it, every layer that

@@ -1,4 +1,4 @@
-"""Channel importance for structured pruning: one score per channel of each group, higher = keep (SPEC §5).
+"""Channel importance for structured pruning: one score per channel of each group, higher = keep (docs/design.md §5).
 
 A channel of a coupled group lives in several layers; its score sums over
 the layers that *produce* it (every conv / linear / depthwise filter of the
@@ -8,7 +8,7 @@ group's "out" members). Criteria, selected by name or passed as a callable
 * ``"l1"`` / ``"l2"`` — the L1 (Li et al. 2017, "Pruning Filters for
   Efficient ConvNets", §3.1) or L2 norm of the producing filters **after
   folding the BatchNorm that follows them** (``W_j·|γ_j|/√(σ²_j+ε)``): a conv
-  followed by BN is invariant to the scale of its filters (SPEC §5), so the
+  followed by BN is invariant to the scale of its filters (docs/design.md §5), so the
   raw norm says little; the folded filter is what runs at inference. The
   BN is the one right after a conv / linear that feeds only it (what
   :func:`edgecnn.compress.fold_bn.fold_bn` folds).

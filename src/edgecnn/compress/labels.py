@@ -1,4 +1,4 @@
-"""Runs a traced network on channel *labels*: which channel each index of each layer reads or writes (SPEC §5).
+"""Runs a traced network on channel *labels*: which channel each index of each layer reads or writes (docs/design.md §5).
 
 The graph is the one fx trace of :func:`trace_for_labels` (batch 1, meta
 shapes, costs from :func:`edgecnn.analysis.trace.analyze_fx`);

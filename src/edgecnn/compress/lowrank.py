@@ -1,4 +1,4 @@
-"""Low-rank factorisation of Linear and Conv2d layers by truncated SVD (SPEC §5).
+"""Low-rank factorisation of Linear and Conv2d layers by truncated SVD (docs/design.md §5).
 
 Eckart–Young–Mirsky (Eckart & Young 1936; Mirsky 1960): among all matrices
 of rank ≤ k, the truncated SVD ``W_k = Σ_{i≤k} σ_i u_i v_iᵀ`` is nearest to

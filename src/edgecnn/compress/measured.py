@@ -6,7 +6,7 @@ memory and an intermediate tensor; on a given device the pair can be slower
 than the layer it replaces — at small spatial sizes and narrow widths it
 usually is (fixed per-op cost dominates). So these methods time every
 candidate replacement on the device, at the shapes the layer sees inside the
-network, and drop the ones that are not faster (SPEC §5: "a factorisation
+network, and drop the ones that are not faster (docs/design.md §5: "a factorisation
 that is slower on the device is reported and skipped").
 
 This file owns: the input shapes of chosen layers (one real forward at batch

@@ -1,4 +1,4 @@
-"""Structured channel pruning of any network over coupled channel groups: plan, then apply (SPEC §5).
+"""Structured channel pruning of any network over coupled channel groups: plan, then apply (docs/design.md §5).
 
 The groups come from :mod:`edgecnn.compress.groups` (residual adds, depthwise
 and grouped convs, SE gates, concatenation, split / shuffle, flatten →

@@ -1,5 +1,5 @@
 """How many channels each group keeps: exact costs of any kept counts, the rounding grid, channel-split ties, and
-the uniform and global allocations of :func:`edgecnn.compress.prune.plan_prune` (SPEC §5).
+the uniform and global allocations of :func:`edgecnn.compress.prune.plan_prune` (docs/design.md §5).
 
 * :class:`Costs` — params and MACs of the model for kept counts per group,
   without building it: a member dimension shrinks by (channels removed) ×

@@ -1,5 +1,5 @@
 """Pruning an EdgeNet in arch space: which arch width (``c``, ``m``, SE squeeze) each channel group is, and the
-arch string of kept counts (SPEC §5).
+arch string of kept counts (docs/design.md §5).
 
 A residual run's output width ``c`` is one group across its blocks, each
 block's inner width ``m`` another; :class:`ArchSpace` maps the groups of

@@ -1,4 +1,4 @@
-"""Prune the inner width of EdgeNet blocks, in arch space, with weight transfer (SPEC §5).
+"""Prune the inner width of EdgeNet blocks, in arch space, with weight transfer (docs/design.md §5).
 
 The inner (expanded) channels of an inverted residual, and the middle
 channels of a ResNet basic or bottleneck block, are produced and consumed
@@ -36,7 +36,7 @@ Choices:
   that produces the channel (Li et al. 2017, "Pruning Filters for Efficient
   ConvNets", §3.1) *after folding the BN that follows it*:
   ``‖W_j‖₁ · |γ_j| / √(σ²_j + ε)``. A conv followed by BN is invariant to the
-  scale of its filters (``BN(αW∗x) = BN(W∗x)``, SPEC §5), so the raw L1 says
+  scale of its filters (``BN(αW∗x) = BN(W∗x)``, docs/design.md §5), so the raw L1 says
   little about what the channel contributes; the folded filter is what runs
   at inference (it also covers Network Slimming's ``|γ|``, Liu et al. 2017).
   ``bn_scale=False`` gives Li et al.'s raw L1.

@@ -1,4 +1,4 @@
-"""Re-estimate BatchNorm running statistics on a few batches (SPEC §5, BN recalibration).
+"""Re-estimate BatchNorm running statistics on a few batches (docs/design.md §5, BN recalibration).
 
 A BN's running mean and variance are an estimate of its input distribution
 on the training data. They go stale when the network changes under them

@@ -1,4 +1,4 @@
-"""Seeing what a network does (SPEC §7): image ↔ map coordinates, CAM / Grad-CAM, overlays, and the plots.
+"""Seeing what a network does (docs/design.md §7): image ↔ map coordinates, CAM / Grad-CAM, overlays, and the plots.
 
 * :mod:`.interp` — pixel ↔ activation-map coordinates under the corner and
   half-pixel conventions, bilinear weights, :func:`upsample` (bilinear and

@@ -1,4 +1,4 @@
-"""Coordinates between an image and an activation map, and interpolation of a map up to the image (SPEC §7).
+"""Coordinates between an image and an activation map, and interpolation of a map up to the image (docs/design.md §7).
 
 A network's last spatial layer gives an ``h×w`` map over an ``H×W`` image, a
 scale of ``S = H/h`` (per axis) image pixels per map cell. To draw a map over
@@ -9,7 +9,7 @@ the image (CAM, Grad-CAM) or to ask which cells a pixel reads, one needs a
     A coordinate is measured from the top-left corner of the grid and a
     sample sits at its integer coordinate: ``x_map = x_img / S``. This is the
     convention of TensorFlow 1's ``resize_bilinear`` and of PyTorch's legacy
-    ``mode="nearest"``. SPEC §7's example: a 32×32 image over a 10×10 map,
+    ``mode="nearest"``. docs/design.md §7's example: a 32×32 image over a 10×10 map,
     ``S = 3.2``, pixel (4, 8) maps to (1.25, 2.5).
 ``half_pixel``
     A sample sits at the centre of its square, so the centres line up:

@@ -1,4 +1,4 @@
-"""Every figure edgecnn draws (SPEC §7), each a ``matplotlib.figure.Figure`` built without pyplot.
+"""Every figure edgecnn draws (docs/design.md §7), each a ``matplotlib.figure.Figure`` built without pyplot.
 
 No global state and no display: save with ``fig.savefig(path)`` or inline with
 :func:`png_base64`. matplotlib is optional (``pip install 'edgecnn[plot]'``);

@@ -1,4 +1,4 @@
-"""Latency on the user's device (SPEC §3): measurement, a per-block lookup table, and a predictor with its error.
+"""Latency on the user's device (docs/design.md §3): measurement, a per-block lookup table, and a predictor with its error.
 
 MACs do not track latency — depthwise and memory-bound layers cost far more
 per multiply-add than dense convs, and the runtime matters as much as the

@@ -282,3 +282,20 @@ class LatencyModel:
                 yield key, "table"
             else:
                 yield key, "interpolated" if self.interpolated(key) is not None else "missing"
+
+
+def whole_network_model(*, backend: str, threads: int, device: str = "cpu", config: object | None = None,
+                        lane: Callable[[], AbstractContextManager[object]] | None = None) -> LatencyModel:  # fmt: skip
+    """A latency model for networks without an arch string (your own code): every network measured end to end.
+
+    Its table holds no blocks; :class:`~edgecnn.compress.meter.ResourceMeter` times each proposal whole in
+    ``lane()``. Eager and ExecuTorch time back to back and read the fastest run (the steadiest statistic under
+    load); ONNX Runtime normalises by its drift reference and reads the median.
+    """
+    from edgecnn.latency.table import new_table
+    from edgecnn.latency.targets import get_target
+
+    back_to_back = not get_target(backend).always_normalised
+    table = new_table(backend=backend, threads=threads, device=device, config=config,  # type: ignore[arg-type]
+                      drift_reference=not back_to_back)  # fmt: skip
+    return LatencyModel(table, lane=lane, stat="min" if back_to_back else "median")

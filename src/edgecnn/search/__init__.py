@@ -1,4 +1,4 @@
-"""Platform-aware architecture search (SPEC §6): MnasNet/MobileNetV3's search with OFA's cheap accuracy.
+"""Platform-aware architecture search (docs/design.md §6): MnasNet/MobileNetV3's search with OFA's cheap accuracy.
 
 * :mod:`~edgecnn.search.space` — the search spaces (``mbv3-224``, ``mbv3-32``, a user's JSON file);
 * :mod:`~edgecnn.search.objective` — ``ACC·(LAT/TAR)^w`` or a hard constraint, the Pareto front;

@@ -1,4 +1,4 @@
-"""The accuracy-against-latency plot of a search (SPEC §7), written next to its results document as ``pareto.png``.
+"""The accuracy-against-latency plot of a search (docs/design.md §7), written next to its results document as ``pareto.png``.
 
 Drawn from the plain results document (``kind: "search"``) by
 :func:`edgecnn.explain.plots.plot_search_run` — the same figure the HTML

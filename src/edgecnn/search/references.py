@@ -1,7 +1,7 @@
 """The zoo's reference points of a search: hand-designed networks of the searched setting, measured like the finalists.
 
 A searched network is only worth something next to what it replaces. For the
-accuracy–latency plot (SPEC §7) every reference network gets, on the same
+accuracy–latency plot (docs/design.md §7) every reference network gets, on the same
 device, backend and thread count as the search:
 
 * its latency **predicted** by the search's latency model (the same table,
