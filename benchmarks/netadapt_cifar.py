@@ -91,7 +91,7 @@ from edgecnn.compress.budget import parse_budget
 from edgecnn.compress.document import model_stats
 from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, netadapt
 from edgecnn.compress.quantize import compare_int8, quantize_int8
-from edgecnn.compress.recalibrate import recalibrate_bn_
+from edgecnn.train.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.compress.variants import random_variants
 from edgecnn.latency.measure import TimingConfig, measure

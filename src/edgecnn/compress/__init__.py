@@ -5,7 +5,7 @@ The package will own, one file each:
 - :mod:`~edgecnn.compress.fold_bn` — fold inference-mode BatchNorm into the
   conv/linear layer before it (:func:`fold_bn`, :func:`fold_bn_`,
   :func:`plan_fold_bn`). *Here.*
-- :mod:`~edgecnn.compress.recalibrate` — re-estimate BN running statistics
+- :mod:`~edgecnn.train.recalibrate` — re-estimate BN running statistics
   on a few batches, after a change to the network or the data
   (:func:`recalibrate_bn`, :func:`recalibrate_bn_`). *Here.*
 - :mod:`~edgecnn.compress.lowrank` — truncated-SVD factorisation of Linear
@@ -79,7 +79,7 @@ from edgecnn.compress.prune_inner import (
     plan_prune_inner,
     prune_inner,
 )
-from edgecnn.compress.recalibrate import Batches, recalibrate_bn, recalibrate_bn_
+from edgecnn.train.recalibrate import Batches, recalibrate_bn, recalibrate_bn_
 
 __all__ = [
     "CRITERIA",

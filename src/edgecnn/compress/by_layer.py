@@ -31,7 +31,7 @@ from edgecnn.compress.document import QUICK_TIMING, ModelStats
 from edgecnn.compress.lowrank import factorize_conv, factorize_linear
 from edgecnn.compress.lowrank_method import MeasuredLowRank, lowrank_to_budget
 from edgecnn.compress.measured import LayerLatency, measured_layer_latency
-from edgecnn.compress.recalibrate import recalibrate_bn_
+from edgecnn.train.recalibrate import recalibrate_bn_
 from edgecnn.compress.separable import MeasuredSeparable, separable_pair, separable_to_budget
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.latency.measure import measure

@@ -40,7 +40,7 @@ from edgecnn.compress.budget import Budget
 from edgecnn.compress.meter import ResourceMeter
 from edgecnn.compress.netadapt import Iteration, NetAdaptConfig, NetAdaptResult, netadapt
 from edgecnn.compress.oneshot import prune_to_budget
-from edgecnn.compress.recalibrate import recalibrate_bn_
+from edgecnn.train.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.executor import Executor
 from edgecnn.latency.compare import Comparison, Verdict, compare_latency, judge

@@ -20,7 +20,7 @@ at most ``R_{i-1} − ΔR_i``, with
    on a small network at a small input the latency is mostly per-layer
    overhead, which narrowing cannot remove and dropping a layer does.
 2. **Cheap ranking** — every proposal's BatchNorm statistics are re-estimated
-   on a few training batches (:func:`~edgecnn.compress.recalibrate.recalibrate_bn_`;
+   on a few training batches (:func:`~edgecnn.train.recalibrate.recalibrate_bn_`;
    EagleEye, Li et al. 2020: pruned networks ranked by accuracy after BN
    recalibration track their accuracy after fine-tuning) and it is evaluated
    on a held-out slice of the training split (the test split is never used
@@ -59,7 +59,7 @@ from edgecnn.compress.groups import channel_groups
 from edgecnn.compress.meter import ResourceMeter, network_key
 from edgecnn.compress.netadapt_state import STATE_FORMAT, load_state, restore, run_settings, save_state, state_path
 from edgecnn.compress.prune import PrunePlan, plan_prune, prune
-from edgecnn.compress.recalibrate import recalibrate_bn_
+from edgecnn.train.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.executor import Executor
 from edgecnn.train.config import FINETUNE, TrainConfig

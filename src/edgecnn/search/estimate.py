@@ -4,7 +4,7 @@ Two estimators, both run as picklable tasks through :class:`edgecnn.executor.Exe
 
 * **supernet** (cheap, seconds) — the candidate's weights are sliced out of the
   trained supernet (:meth:`Supernet.extract`), its BN statistics recalibrated on
-  a few training batches (:func:`~edgecnn.compress.recalibrate.recalibrate_bn_`;
+  a few training batches (:func:`~edgecnn.train.recalibrate.recalibrate_bn_`;
   OFA §3.4: shared statistics are wrong for any one subnet) and its top-1
   measured on the validation split;
 * **short training** (slower, truer) — the candidate trained from scratch for
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from edgecnn.build import build
-from edgecnn.compress.recalibrate import recalibrate_bn_
+from edgecnn.train.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.data.sets import make_dataset, stratified_split
 from edgecnn.executor import Executor

@@ -18,7 +18,7 @@ largest choices; a subnet uses a slice of them (OFA §3.2–3.3):
 BatchNorm keeps the largest statistics and a subnet reads their first
 channels; those statistics mix all subnets trained, so a subnet is scored only
 after its BN statistics are recalibrated on a few batches
-(:func:`edgecnn.compress.recalibrate.recalibrate_bn_`, OFA §3.4).
+(:func:`edgecnn.train.recalibrate.recalibrate_bn_`, OFA §3.4).
 
 Training (the sandwich rule, or OFA's progressive shrinking) and checkpoints are in
 :mod:`edgecnn.search.supernet_train`.

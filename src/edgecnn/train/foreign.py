@@ -7,14 +7,14 @@ adds both:
 
 - the checkpoint (``last.pt``) records the constructor that builds the network,
   ``config["constructor"] = {"ref": "my_net.py:build", "kwargs": {...}}``
-  (plain data; :func:`edgecnn.cli.user_model.load_any` imports and calls it);
+  (plain data; :func:`edgecnn.model_code.build_recorded` imports and calls it);
 - after training it measures test top-1 with the running statistics (eval
   mode) and with each batch's own statistics (BN in train mode, on a copy).
   Where the first is far below the second, the running statistics lag behind
   the weights — torchvision's MobileNetV3 uses BN momentum 0.01, so after a
   short fine-tune they still hold mostly the pretrained data's statistics and
   eval top-1 can sit at chance — and they are re-estimated on training images
-  (:func:`edgecnn.compress.recalibrate.recalibrate_bn_`), the checkpoint
+  (:func:`edgecnn.train.recalibrate.recalibrate_bn_`), the checkpoint
   rewritten with them, and the log says so with the top-1 before and after.
 """
 
@@ -36,6 +36,8 @@ from edgecnn.data import BatchLoader, DataSet
 from edgecnn.train.config import TrainConfig, TrainResult
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.loop import fit
+from edgecnn.model_code import ModelRef, load_into, parse_model_ref
+from edgecnn.train.recalibrate import recalibrate_bn_
 
 BN_GAP = 0.05  # eval top-1 this far (or more) below batch-statistics top-1: the running statistics are stale
 RECALIBRATION_IMAGES = 2048  # training images the statistics are re-estimated on (at most)
@@ -116,8 +118,6 @@ def check_bn(model: nn.Module, data: DataSet, *, gap: float = BN_GAP, image_size
     top-1 is ``gap`` or more below batch-statistics top-1, and kept only if
     that raises eval top-1. None for a network without such BatchNorms.
     """
-    from edgecnn.compress.recalibrate import recalibrate_bn_  # the compress package imports the trainer
-
     bns = _bns(model)
     if not bns:
         return None
@@ -147,8 +147,6 @@ def check_bn(model: nn.Module, data: DataSet, *, gap: float = BN_GAP, image_size
 
 def constructor_record(constructor: str | Mapping[str, Any] | Any | None) -> dict[str, Any] | None:
     """``config["constructor"]`` of a reference: ``"my_net.py:build:num_classes=10"``, a ``ModelRef`` or a record."""
-    from edgecnn.cli.user_model import ModelRef, parse_model_ref
-
     if constructor is None:
         return None
     if isinstance(constructor, str):
@@ -199,8 +197,6 @@ def finetune_model(
     """
     record = constructor_record(constructor)
     if weights is not None:
-        from edgecnn.cli.user_model import load_into
-
         load_into(model, dict(weights) if isinstance(weights, Mapping) else str(weights))
     cfg = config or TrainConfig()
     result = fit(model, data, cfg, out_dir=out_dir, resume=resume, overwrite=overwrite, teacher=teacher,
