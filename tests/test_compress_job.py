@@ -97,3 +97,15 @@ def test_check_settings_are_validated() -> None:
         Check(rounds=0)
     with pytest.raises(ValueError, match="tolerance"):
         Check(tolerance=-0.1)
+
+
+def test_every_progress_bar_shows_done_total_elapsed_and_eta() -> None:
+    from rich.console import Console
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from edgecnn.progress import progress_bar
+
+    bar = progress_bar(Console(quiet=True))
+    kinds = {type(c) for c in bar.columns}
+    assert {MofNCompleteColumn, TimeElapsedColumn, TimeRemainingColumn} <= kinds
+    assert progress_bar(disable=True).disable

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgecnn.progress import progress_bar
 from edgecnn import zoo
 from edgecnn.analysis import LayerCost, analyze
 from edgecnn.analysis.dynamics import erf_section, gradflow_section
@@ -282,8 +282,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None,
             if cost >= 2:  # say up front what the table will cost where each block takes seconds to prepare
                 console.print(f"{target}: each block variant takes about {cost:.0f} s to prepare for timing; the "
                               "table is saved as it fills (--latency-table reuses it)")  # fmt: skip
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:  # fmt: skip
+            with progress_bar(console) as bar:
                 task = bar.add_task(f"measuring block variants on {target}", total=None)
                 n = latency.ensure_grid(arch, input_size=cfg.image_size, fractions=cfg.grid,
                                         num_classes=len(data.classes), in_chans=data.in_chans,

@@ -40,8 +40,9 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
+from edgecnn.progress import progress_bar
 from edgecnn.analysis import analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.atomic import atomic_write
@@ -96,8 +97,7 @@ class CompressSettings:
 
 
 def _bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)  # fmt: skip
+    return progress_bar(console)
 
 
 def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, target: str, device: str,

@@ -475,10 +475,9 @@ def _progress(show: bool, description: str, total: int) -> Iterator[Callable[[],
     if not show:
         yield lambda: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from edgecnn.progress import progress_bar
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True) as bar:
+    with progress_bar() as bar:
         t = bar.add_task(description, total=total)
         yield lambda: bar.advance(t)
 

@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from torch import nn
 
+from edgecnn.progress import progress_bar
 from edgecnn.atomic import atomic_write
 from edgecnn.build import EdgeNet
 from edgecnn.checkpoint import checkpoint_of, load_checkpoint, load_model, save_checkpoint
@@ -308,8 +309,7 @@ def _rounds_bar(console: Console) -> Iterator[Callable[[int, int], None]]:
 
 
 def _bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)  # fmt: skip
+    return progress_bar(console)
 
 
 def _shrink_measured(args: argparse.Namespace, model: nn.Module, ref: DataRef, data: DataSet, budget: Budget,

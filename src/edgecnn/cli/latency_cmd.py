@@ -31,9 +31,10 @@ from typing import Any
 from torch import nn
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
+from edgecnn.progress import progress_bar
 from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
@@ -77,9 +78,7 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
-    )
+    return progress_bar()
 
 
 def _fill_defaults(args: argparse.Namespace, action: str) -> None:

@@ -29,9 +29,9 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgecnn.progress import progress_bar
 from edgecnn.cli import args as num
 from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
@@ -93,8 +93,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if show:
         console.print(f"space {job.space.name} ({job.space.size:.3g} networks), objective {job.objective.describe()}, "
                       f"{job.backend} with {job.threads} thread(s); run folder {out}")  # fmt: skip
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=True, disable=not show)  # fmt: skip
+    bar = progress_bar(console, disable=not show)
     task = None
 
     def on_stage(stage: str) -> None:
