@@ -34,6 +34,7 @@ STAGE = {"stride": 2, "widths": [8], "depths": [1]}
 FAST = ["--data", "digits", "--limit", "12", "--target", "0.5ms", "--budget", "6", "--population", "3",
         "--sample-size", "2", "--batch", "1", "--workers", "0", "--supernet-steps", "6", "--finalists", "1",
         "--final-epochs", "0", "--max-seconds", "0.1", "--references", "none", "--retries", "0", "--threads", "1",
+        "--backend", "eager",  # the synthetic tables of search_helpers are eager ones
         "--no-progress"]  # fmt: skip
 
 
