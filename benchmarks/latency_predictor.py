@@ -63,6 +63,8 @@ ZOO = ("mobilenet_v3_large", "mobilenet_v2")
 
 
 def _fmt(summary: dict) -> list[str]:
+    if "within" not in summary:  # e.g. the unnormalised noise floor of a table timed without the reference
+        return ["–"] * 5
     w = summary["within"]
     return [f"{summary['mape']:.1%}", f"{w['0.05']:.0%}", f"{w['0.10']:.0%}", f"{w['0.20']:.0%}",
             f"{summary['mean_error']:+.1%}"]  # fmt: skip
@@ -191,6 +193,7 @@ def run(args: argparse.Namespace, console: Console, busy: dict) -> None:
         rep["drift_reference"] = table.drift_reference
         rep["calibration"] = cal.to_dict()
         result["validation"][backend] = rep
+        atomic_write_text(args.out, json.dumps(result, indent=1))  # each backend's figures kept as they finish
         for what, key in (("predictor (calibrated)", "predictor"), ("plain sum of entries", "predictor_uncalibrated"),
                           ("noise floor (retest)", "noise_floor"), ("noise floor, unnormalised", "noise_floor_unnormalized")):  # fmt: skip
             summary.add_row(backend, what, *_fmt(rep[key]))
