@@ -152,7 +152,7 @@ def test_a_table_without_drift_reference_times_back_to_back(tmp_path):
     loaded = LatencyTable.load(table.save(tmp_path / "t.json"))
     assert loaded.drift_reference is False and loaded.entries == table.entries
     assert LatencyTable.load(new_table(backend="eager", threads=1).save(tmp_path / "u.json")).drift_reference
-    with pytest.raises(ValueError, match="drift_reference=False is for the eager, executorch target\(s\); onnxruntime"):
+    with pytest.raises(ValueError, match=r"drift_reference=False is for the eager, executorch target\(s\); onnxruntime"):
         new_table(backend="onnxruntime", threads=1, drift_reference=False)
     # ExecuTorch tables may time back to back too (the reference ran 1.24-1.77x slow between XNNPACK programs)
     assert new_table(backend="executorch", threads=1, drift_reference=False).drift() is None

@@ -152,7 +152,7 @@ def test_a_new_runtime_is_one_class_and_one_registry_entry(net: nn.Module, monke
         plan = resolve(ARCH, num_classes=10, input_size=32)[1]
         entry = table.measure_block(plan)
         assert entry.median_ms > 0 and table.reference_ms is not None and table.call_overhead_ms is None
-        with pytest.raises(ValueError, match="drift_reference=False is for the eager, executorch target\(s\); fake"):
+        with pytest.raises(ValueError, match=r"drift_reference=False is for the eager, executorch target\(s\); fake"):
             new_table(backend="fake", threads=1, drift_reference=False)
     finally:
         registry.get_target.cache_clear()
