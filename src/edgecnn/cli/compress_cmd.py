@@ -72,7 +72,7 @@ from edgecnn.compress.document import (
     model_stats,
     write_document,
 )
-from edgecnn.compress.importance import CRITERIA
+from edgecnn.compress.importance import data_free_criteria
 from edgecnn.compress.job import Check, MeasuredRun, Shrunk, check, run_measured
 from edgecnn.compress.meter import ResourceMeter, network_key
 from edgecnn.compress.netadapt import Iteration, NetAdaptConfig
@@ -96,7 +96,7 @@ METHODS = ("netadapt", "prune", "lowrank", "separable")
 
 _round_to = num.within(MAX_CHANNELS, "channels")  # a width grid: at most the widest layer allowed
 # channel importance the CLI can compute ("taylor" needs batches and a loss: edgecnn.compress.prune from Python)
-_CRITERIA = tuple(c for c in CRITERIA if c != "taylor")
+_CRITERIA = data_free_criteria()
 _open_unit = num.float_in(0.0, 1.0, open_lo=True, open_hi=True)  # a share in (0, 1)
 
 

@@ -24,6 +24,7 @@ group's "out" members). Criteria, selected by name or passed as a callable
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,10 +34,29 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from edgecnn.compress.groups import ChannelGraph, Group
 
-__all__ = ["CRITERIA", "Criterion", "importance"]
+__all__ = ["CRITERIA", "CRITERION_KINDS", "Criterion", "CriterionKind", "check_criterion", "data_free_criteria",
+           "importance"]  # fmt: skip
 
 Criterion = Callable[[ChannelGraph, nn.Module], Mapping[int, torch.Tensor]]
-CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a criterion may read besides the graph and the model."""
+
+    data: Iterable[Any] | None
+    loss_fn: Callable[..., torch.Tensor]
+    seed: int
+
+
+@dataclass(frozen=True)
+class CriterionKind:
+    """One importance criterion: its name, whether it needs batches, and how it scores the prunable groups."""
+
+    name: str
+    needs_data: bool  # True: scores from gradients on batches (callers without data must refuse it up front)
+    scores: Callable[[ChannelGraph, nn.Module, Inputs], dict[int, torch.Tensor]]
+    source: str  # the paper (or "control")
 
 
 def _per_index(t: torch.Tensor, dim: int, p: int) -> torch.Tensor:
@@ -124,6 +144,54 @@ def _taylor(graph: ChannelGraph, model: nn.Module, data: Iterable[Any], loss_fn:
     return scores
 
 
+def _norms(p: int) -> Callable[[ChannelGraph, nn.Module, Inputs], dict[int, torch.Tensor]]:
+    def scores(graph: ChannelGraph, model: nn.Module, _: Inputs) -> dict[int, torch.Tensor]:
+        scales = _fold_scales(graph, model)
+        return {g.index: _norm_scores(g, model, scales, p) for g in graph.prunable}
+
+    return scores
+
+
+def _bn(graph: ChannelGraph, model: nn.Module, _: Inputs) -> dict[int, torch.Tensor]:
+    scales = _fold_scales(graph, model)
+    return {g.index: _bn_scores(g, model, scales) for g in graph.prunable}
+
+
+def _random(graph: ChannelGraph, _model: nn.Module, inputs: Inputs) -> dict[int, torch.Tensor]:
+    gen = torch.Generator().manual_seed(inputs.seed)
+    return {g.index: torch.rand(g.width, generator=gen) for g in graph.prunable}
+
+
+CRITERION_KINDS: dict[str, CriterionKind] = {c.name: c for c in (
+    CriterionKind("l1", False, _norms(1), "Li et al. 2017, filter L1 norm (BN folded)"),
+    CriterionKind("l2", False, _norms(2), "filter L2 norm (BN folded)"),
+    CriterionKind("bn_scale", False, _bn, "Liu et al. 2017, Network Slimming |gamma|"),
+    CriterionKind("taylor", True, lambda g, m, i: _taylor(g, m, i.data or [], i.loss_fn),
+                  "Molchanov et al. 2019, first-order Taylor on groups"),
+    CriterionKind("random", False, _random, "control"),
+)}  # fmt: skip
+"""Every importance criterion, one record each: adding one is one entry here (and its tests)."""
+
+CRITERIA: tuple[str, ...] = tuple(CRITERION_KINDS)
+
+
+def data_free_criteria() -> tuple[str, ...]:
+    """The criteria that score without batches (what NetAdapt, one-shot pruning and the CLI can run)."""
+    return tuple(n for n, c in CRITERION_KINDS.items() if not c.needs_data)
+
+
+def check_criterion(criterion: str | Criterion, *, has_data: bool, where: str) -> None:
+    """``ValueError`` up front when ``criterion`` is unknown, or needs batches that ``where`` does not give it."""
+    if callable(criterion):
+        return
+    if criterion not in CRITERION_KINDS:
+        raise ValueError(f"unknown importance criterion {criterion!r}; valid: {', '.join(CRITERIA)} or a callable")
+    if CRITERION_KINDS[criterion].needs_data and not has_data:
+        raise ValueError(f"the {criterion} criterion scores channels from gradients on batches, which {where} does "
+                         f"not give it; use one of {', '.join(data_free_criteria())}, or prune once with "
+                         "edgecnn.compress.plan_prune(..., criterion='taylor', data=[(x, y), ...])")  # fmt: skip
+
+
 def importance(
     graph: ChannelGraph,
     model: nn.Module,
@@ -144,16 +212,5 @@ def importance(
             if g.index not in scores or scores[g.index].numel() != g.width:
                 raise ValueError(f"the criterion must give {g.width} scores for group {g.index}")
         return scores
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown importance criterion {criterion!r}; valid: {', '.join(CRITERIA)} or a callable")
-    if criterion == "taylor":
-        return _taylor(graph, model, data or [], loss_fn or F.cross_entropy)
-    if criterion == "random":
-        gen = torch.Generator().manual_seed(seed)
-        return {g.index: torch.rand(g.width, generator=gen) for g in graph.prunable}
-    scales = _fold_scales(graph, model)
-    if criterion == "bn_scale":
-        return {g.index: _bn_scores(g, model, scales) for g in graph.prunable}
-    p = 1 if criterion == "l1" else 2
-    return {g.index: _norm_scores(g, model, scales, p) for g in graph.prunable}
-
+    check_criterion(criterion, has_data=True, where="")  # unknown names; taylor says so itself without batches
+    return CRITERION_KINDS[criterion].scores(graph, model, Inputs(data, loss_fn or F.cross_entropy, seed))

@@ -55,6 +55,7 @@ from torch import nn
 from edgecnn.build import EdgeNet
 from edgecnn.compress.budget import Budget
 from edgecnn.compress.drop_block import BlockDrop, drop_block, droppable_blocks, plan_drop
+from edgecnn.compress.importance import check_criterion
 from edgecnn.compress.groups import channel_groups
 from edgecnn.compress.meter import ResourceMeter, network_key
 from edgecnn.compress.netadapt_state import STATE_FORMAT, load_state, restore, run_settings, save_state, state_path
@@ -103,6 +104,7 @@ class NetAdaptConfig:
             raise ValueError("top_k and recal_batches must be >= 1, short_steps and long_epochs >= 0")
         if not 0 < self.holdout < 1:
             raise ValueError(f"holdout is a share of the training split in (0, 1), got {self.holdout}")
+        check_criterion(self.criterion, has_data=False, where="NetAdapt's per-group bisection")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from edgecnn.compress.importance import check_criterion
 from edgecnn.compress.groups import channel_groups
 from edgecnn.compress.meter import ResourceMeter
 from edgecnn.compress.prune import PrunePlan, plan_prune, prune
@@ -34,6 +35,7 @@ class OneShot:
 def prune_to_budget(model: nn.Module, target: float, meter: ResourceMeter, *, criterion: str = "l1",
                     allocation: str = "global", round_to: int = 8, bisections: int = 16) -> OneShot:  # fmt: skip
     """Prune ``model`` once so that its resource is ``<= target``; ``ValueError`` if even the narrowest plan is over."""
+    check_criterion(criterion, has_data=False, where="one-shot pruning to a budget")
     graph = channel_groups(model, meter.input_shape, round_to=round_to)
     if meter.resource in ("macs", "params"):
         try:
