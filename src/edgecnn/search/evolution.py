@@ -50,7 +50,37 @@ from edgecnn.schema import Fields, load_json
 from edgecnn.search.objective import Objective, pareto_front
 from edgecnn.search.space import Genome, SearchSpace
 
-ALGORITHMS: tuple[str, ...] = ("evolution", "random")
+@dataclass(frozen=True)
+class Strategy:
+    """One search strategy: how it draws the next batch, and what of the state it keeps (read by the state checks)."""
+
+    name: str
+    keeps_population: bool  # the newest ``population`` candidates are the population (state.population)
+    has_parents: bool  # children name the candidate they came from
+    children: Callable[[_Breeder, SearchState, int], list[tuple[str, float, int | None]]]  # (breeder, state, n)
+    source: str  # the paper
+
+
+def _evolution_children(breeder: _Breeder, state: SearchState, n: int) -> list[tuple[str, float, int | None]]:
+    """Regularized evolution: random draws until the population is full, then tournament mutants."""
+    cfg = breeder.cfg
+    if len(state.population) < cfg.population:
+        return [breeder.random() for _ in range(min(n, cfg.population - len(state.population)))]
+    return [breeder.mutant(state) for _ in range(n)]
+
+
+def _random_children(breeder: _Breeder, _state: SearchState, n: int) -> list[tuple[str, float, int | None]]:
+    """Random search: every child a fresh feasible draw."""
+    return [breeder.random() for _ in range(n)]
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("evolution", True, True, _evolution_children, "Real et al. 2019, regularized evolution"),
+    Strategy("random", False, False, _random_children, "random search, the baseline (Li & Talwalkar 2019)"),
+)}  # fmt: skip
+"""Every search strategy, one record each: another one is one entry here (and its tests)."""
+
+ALGORITHMS: tuple[str, ...] = tuple(STRATEGIES)
 STATE_FORMAT = "edgecnn-search-state"
 STATE_VERSION = 1  # the state's version this code writes and reads
 STATE_FIX = "the file is damaged or was not written by edgecnn; start afresh with --overwrite (or another --out)"
@@ -75,8 +105,8 @@ class SearchConfig:
     max_tries: int = 1000  # redraws to meet a hard latency constraint before giving up
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown search algorithm {self.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+        if self.algorithm not in STRATEGIES:
+            raise ValueError(f"unknown search algorithm {self.algorithm!r}; valid: {', '.join(STRATEGIES)}")
         for name in ("budget", "population", "sample_size", "batch", "max_tries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -154,10 +184,11 @@ class SearchState:
         history = _history(f, d.get("history"), config, objective, space)
         population = f.listing("population", d.get("population"))
         n, size = len(history), config.population
-        expected = list(range(max(0, n - size), n)) if config.algorithm == "evolution" else []
+        keeps = STRATEGIES[config.algorithm].keeps_population
+        expected = list(range(max(0, n - size), n)) if keeps else []
         if population != expected:  # regularized evolution keeps exactly the newest P candidates, oldest first
             need = f"{_span(expected)} (the newest {size} of the {n} candidates of the history, oldest first)"
-            raise f.fail("population", need if config.algorithm == "evolution" else "[] (random search)", population)
+            raise f.fail("population", need if keeps else f"[] ({config.algorithm} search)", population)
         return cls(config, objective, name, history, population, _rng(f, d.get("rng")),
                    None if space_doc is None else dict(space_doc))  # fmt: skip
 
@@ -203,8 +234,8 @@ def _config(f: Fields, v: Any) -> SearchConfig:
     names = [x.name for x in fields(SearchConfig)]
     if sorted(d) != sorted(names):
         raise f.fail("config", f"a dict of exactly {', '.join(names)}", sorted(d))
-    if d["algorithm"] not in ALGORITHMS:
-        raise f.fail("config.algorithm", f"one of {', '.join(ALGORITHMS)}", d["algorithm"])
+    if d["algorithm"] not in STRATEGIES:
+        raise f.fail("config.algorithm", f"one of {', '.join(STRATEGIES)}", d["algorithm"])
     cap = MAX_CANDIDATES.value()
     for name in ("budget", "population", "sample_size", "batch"):
         f.integer(f"config.{name}", d[name], 1, cap)
@@ -266,8 +297,8 @@ def _history(f: Fields, v: Any, config: SearchConfig, objective: Objective,
         parent = c["parent"]
         if parent is not None:
             f.integer(f"{where}.parent", parent, 0, i - 1)
-            if config.algorithm != "evolution":
-                raise f.fail(f"{where}.parent", "null (random search draws have no parent)", parent)
+            if not STRATEGIES[config.algorithm].has_parents:
+                raise f.fail(f"{where}.parent", f"null ({config.algorithm} search draws have no parent)", parent)
         out.append(Candidate(i, arch, acc, lat, float(score), parent))
     return out
 
@@ -353,7 +384,7 @@ def run_search(
         for arch, lat, parent in children:
             c = Candidate(len(state.history), arch, cache[arch], lat, objective.score(cache[arch], lat), parent)
             state.history.append(c)
-            if cfg.algorithm == "evolution":
+            if STRATEGIES[cfg.algorithm].keeps_population:
                 state.population.append(c.index)
                 if len(state.population) > cfg.population:
                     state.population.pop(0)  # age out the oldest (regularized evolution)
@@ -400,12 +431,8 @@ class _Breeder:
         return self._lat[arch]
 
     def batch(self, state: SearchState) -> list[tuple[str, float, int | None]]:
-        cfg, done = self.cfg, len(state.history)
-        evolve = cfg.algorithm == "evolution" and len(state.population) >= cfg.population
-        n = min(cfg.batch, cfg.budget - done)
-        if cfg.algorithm == "evolution" and not evolve:
-            n = min(n, cfg.population - len(state.population))  # fill the population first
-        return [self.mutant(state) if evolve else self.random() for _ in range(n)]
+        cfg = self.cfg
+        return STRATEGIES[cfg.algorithm].children(self, state, min(cfg.batch, cfg.budget - len(state.history)))
 
     def random(self) -> tuple[str, float, int | None]:
         for _ in range(self.cfg.max_tries):
