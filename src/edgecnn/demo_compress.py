@@ -160,55 +160,67 @@ def compress_stages(
     block drops).
     """
     own = not isinstance(model, EdgeNet)
-    console = log.console
     shape = (data.in_chans, data.image_size, data.image_size)
-    meter = ResourceMeter("latency", input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
-                          latency=latency)  # fmt: skip
-    budget = Budget("latency", settings.budget, True, f"{settings.budget:.0%}latency")
-    cfg = NetAdaptConfig(initial_step=settings.initial_step, decay=settings.decay, short_steps=settings.short_steps,
-                         top_k=settings.top_k, long_epochs=settings.long_epochs, round_to=settings.round_to,
-                         drop_blocks=settings.drop_blocks and not own,
-                         train=replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
     how = Check(backend=target, threads=threads, device=device, rounds=3, tolerance=settings.tolerance,
                 measured_rounds=settings.measured_rounds)  # fmt: skip
-
     with log.stage("netadapt", f"NetAdapt to {settings.budget:.0%} of the baseline's latency on {target}") as info:
-        with _bar(console) as bar:
-            task = bar.add_task("iteration 1: proposals", total=None)
-
-            def proposal(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            def iteration(it: Iteration) -> None:
-                console.print(f"iteration {it.iteration}: {it.resource:.3f} ms by the table (step bound "
-                              f"{it.target:.3f}), hold-out top-1 {it.top1:.2%}, {history_step(asdict(it))}, "
-                              f"{it.seconds:.1f} s")  # fmt: skip
-                bar.reset(task, total=None, description=f"iteration {it.iteration + 1}: proposals")
-
-            def on_step(what: str, done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, description=what)
-
-            def on_round(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, description="timing baseline and result back to back")
-
-            # the budget is on MEASURED latency: where the result misses it, NetAdapt goes on toward a table bound
-            # refitted to the baseline and the result timed back to back on the target (compress.job)
-            run = run_measured(model, ref, data, budget, how, method="netadapt", meter=meter, out=out,
-                               say=console.print, on_round=on_round, netadapt_config=cfg, on_iteration=iteration,
-                               on_proposal=proposal, on_step=on_step)  # fmt: skip
+        run = _netadapt(model, ref, data, latency, settings, how, log.console, out,
+                        replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
         result = run.model.eval()
         config = {} if not own else {**prune_record("netadapt", [{h["group"]: h["width_after"]} for p in run.passes
                                                                 for h in p.history], round_to=settings.round_to,
                                                       input_shape=shape), **(record or {})}  # fmt: skip
         save_checkpoint(checkpoint_of(result, data=meta, config=config), out / "model-netadapt.pt")
-        section = _netadapt_section(run)
         r, last = run.passes[0], run.passes[-1]
         info["note"] = (f"{r.start:.3f} → {last.resource:.3f} ms by the table (budget {r.target:.3f}"
                         + "".join(f", round {i + 2}: {x.target:.3f}" for i, x in enumerate(run.passes[1:]))
                         + f"), {sum(len(x.history) for x in run.passes)} iterations; measured on {target}: "
                         + run.stopped)  # fmt: skip
-        console.print(info["note"])
+        log.console.print(info["note"])
+    folded, doc = _fold_stage(log, result, shape, seed, out)
+    _onnx_stage(log, folded, result, data, settings, out, how, timing, doc)
+    _evaluate_stage(log, result, data, run, target, threads, timing, doc)
+    return result, _netadapt_section(run), doc
 
+
+def _netadapt(model: EdgeNet, ref: DataRef, data: DataSet, latency: LatencyModel, settings: CompressSettings,
+              how: Check, console: Console, out: Path, train: Any) -> MeasuredRun:  # fmt: skip
+    """NetAdapt by the table, checked back to back on the target and continued where it misses (compress.job)."""
+    own = not isinstance(model, EdgeNet)
+    meter = ResourceMeter("latency", input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
+                          latency=latency)  # fmt: skip
+    budget = Budget("latency", settings.budget, True, f"{settings.budget:.0%}latency")
+    cfg = NetAdaptConfig(initial_step=settings.initial_step, decay=settings.decay, short_steps=settings.short_steps,
+                         top_k=settings.top_k, long_epochs=settings.long_epochs, round_to=settings.round_to,
+                         drop_blocks=settings.drop_blocks and not own, train=train)  # fmt: skip
+    with _bar(console) as bar:
+        task = bar.add_task("iteration 1: proposals", total=None)
+
+        def proposal(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def iteration(it: Iteration) -> None:
+            console.print(f"iteration {it.iteration}: {it.resource:.3f} ms by the table (step bound "
+                          f"{it.target:.3f}), hold-out top-1 {it.top1:.2%}, {history_step(asdict(it))}, "
+                          f"{it.seconds:.1f} s")  # fmt: skip
+            bar.reset(task, total=None, description=f"iteration {it.iteration + 1}: proposals")
+
+        def on_step(what: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        def on_round(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description="timing baseline and result back to back")
+
+        # the budget is on MEASURED latency: where the result misses it, NetAdapt goes on toward a table bound
+        # refitted to the baseline and the result timed back to back on the target (compress.job)
+        return run_measured(model, ref, data, budget, how, method="netadapt", meter=meter, out=out,
+                            say=console.print, on_round=on_round, netadapt_config=cfg, on_iteration=iteration,
+                            on_proposal=proposal, on_step=on_step)  # fmt: skip
+
+
+def _fold_stage(log: StageLog, result: torch.nn.Module, shape: tuple[int, int, int], seed: int,
+                out: Path) -> tuple[torch.nn.Module, dict[str, Any]]:  # fmt: skip
+    """BN folded into the convolutions, checked on random inputs; the result document's first fields."""
     with log.stage("fold_bn", "fold BatchNorm into the convolutions") as info:
         plan = plan_fold_bn(result)
         folded = fold_bn(result).eval()
@@ -217,31 +229,42 @@ def compress_stages(
             ref_out = result(x)
             diff = float((folded(x) - ref_out).abs().max() / ref_out.abs().max().clamp_min(1e-12))
         info["note"] = f"{plan.num_folded} BatchNorm(s) folded; largest output difference {diff:.1e} of the scale"
-        console.print(info["note"])
+        log.console.print(info["note"])
+    return folded, {"arch": getattr(result, "arch", None), "checkpoint": str(out / "model-netadapt.pt"),
+                    "bn_folded": plan.num_folded, "fold_max_rel_diff": diff, "onnx": None, "int8": None}
 
-    doc: dict[str, Any] = {"arch": getattr(result, "arch", None), "checkpoint": str(out / "model-netadapt.pt"),
-                           "bn_folded": plan.num_folded, "fold_max_rel_diff": diff, "onnx": None, "int8": None}
+
+def _onnx_stage(log: StageLog, folded: torch.nn.Module, result: torch.nn.Module, data: DataSet,
+                settings: CompressSettings, out: Path, how: Check, timing: TimingConfig,
+                doc: dict[str, Any]) -> None:  # fmt: skip
+    """The folded network exported to ONNX, and int8 as a measured choice on the target; filled into ``doc``."""
+    shape = (1, data.in_chans, data.image_size, data.image_size)
     try:
         with log.stage("onnx", "export ONNX (BN folded) and int8") as info:
-            onnx_path = export_onnx(folded, out / "model.onnx", input_shape=(1, *shape))
+            onnx_path = export_onnx(folded, out / "model.onnx", input_shape=shape)
             doc["onnx"] = str(onnx_path)
             info["note"] = onnx_path.name
             if settings.int8:
                 try:
-                    doc["int8"] = c = _int8(result, data, settings, out, target, device, threads, timing,
-                                            console.print)  # fmt: skip
+                    doc["int8"] = c = _int8(result, data, settings, out, how.backend, how.device, how.threads,
+                                            timing, log.console.print)  # fmt: skip
                     info["note"] += (f", {Path(c['artifact']).name}: top-1 fp32 {c['top1_fp32']:.2%} vs int8 "
                                      f"{c['top1_int8']:.2%}, {c['target']} {c['latency_fp32_ms']:.3f} vs "
                                      f"{c['latency_int8_ms']:.3f} ms; {c['reason']}")  # fmt: skip
                 except ValueError as exc:  # onnxruntime missing: the export stands, int8 is skipped
                     info["note"] += f"; int8 skipped: {str(exc).splitlines()[0]}"
-            console.print(info["note"])
+            log.console.print(info["note"])
     except ValueError as exc:  # the onnx package ([onnx] extra) is missing: the stage did not finish
         log.skip("onnx", "export ONNX (BN folded) and int8", str(exc).splitlines()[0])
 
+
+def _evaluate_stage(log: StageLog, result: torch.nn.Module, data: DataSet, run: MeasuredRun, target: str,
+                    threads: int, timing: TimingConfig, doc: dict[str, Any]) -> None:  # fmt: skip
+    """Test top-1, exact costs, and the back-to-back comparison on the target (eager beside it); into ``doc``."""
+    shape = (data.in_chans, data.image_size, data.image_size)
     with log.stage("evaluate", "evaluate the result") as info:
-        cost = (analyze(result, shape, receptive_fields=False) if own else
-                cost_from_spec(result.arch, data.image_size, data.num_classes, data.in_chans))  # fmt: skip
+        cost = (cost_from_spec(result.arch, data.image_size, data.num_classes, data.in_chans)
+                if isinstance(result, EdgeNet) else analyze(result, shape, receptive_fields=False))  # fmt: skip
         top1 = evaluate(result, data, channels_last=False).top1
         ms = measure(result, (1, *shape), backend="eager", threads=threads, config=timing).stats.median_ms
         cmp = run.comparison  # baseline and result back to back on the target: the one "before" and "after"
@@ -250,5 +273,4 @@ def compress_stages(
                    measured_band=list(cmp.band), met=run.met, stopped=run.stopped)  # fmt: skip
         info["note"] = (f"test top-1 {top1:.2%}; on {target} {cmp.text()}; {cost.macs / 1e6:.2f} M MACs, "
                         f"{cost.params:,} params")  # fmt: skip
-        console.print(info["note"])
-    return result, section, doc
+        log.console.print(info["note"])
