@@ -265,33 +265,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None,
                         + f"; target: {target} ({why})")  # fmt: skip
         console.print(info["note"])
 
-    latency = None
-    if cfg.compress is not None and arch is None:  # no arch string: no table, every proposal timed whole
-        latency = whole_network_model(backend=target, threads=cfg.threads, device=cfg.device, config=TABLE_TIMING)
-        log.skip("table", "latency table of this device", "your own network has no arch string: NetAdapt measures "
-                 f"every proposal end to end on {target}")  # fmt: skip
-    elif cfg.compress is not None:
-        with log.stage("table", f"latency table of this device on {target} (every block over a width grid)") as info:
-            path = Path(cfg.latency_table) if cfg.latency_table else out / "latency_table.json"
-            table = new_table(backend=target, threads=cfg.threads, device=cfg.device, config=TABLE_TIMING)
-            if cfg.latency_table:  # a table of another device (fingerprint) is refused with the reason
-                table = LatencyTable.open_or_new(path, table.fingerprint)
-                table.config = TABLE_TIMING
-            latency = LatencyModel(table, measure=True, path=path)
-            cost = get_target(target).export_seconds
-            if cost >= 2:  # say up front what the table will cost where each block takes seconds to prepare
-                console.print(f"{target}: each block variant takes about {cost:.0f} s to prepare for timing; the "
-                              "table is saved as it fills (--latency-table reuses it)")  # fmt: skip
-            with progress_bar(console) as bar:
-                task = bar.add_task(f"measuring block variants on {target}", total=None)
-                n = latency.ensure_grid(arch, input_size=cfg.image_size, fractions=cfg.grid,
-                                        num_classes=len(data.classes), in_chans=data.in_chans,
-                                        on_progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
-            predicted = latency.predict(arch, input_size=cfg.image_size, num_classes=len(data.classes),
-                                        in_chans=data.in_chans).total_ms  # fmt: skip
-            info["note"] = (f"{n} block variants measured on {target}; the baseline by the table {predicted:.3f} ms "
-                            f"(measured {targets_ms[target]:.3f} ms)")  # fmt: skip
-            console.print(info["note"])
+    latency = _table_stage(log, cfg, arch, target, out, data, targets_ms) if cfg.compress is not None else None
 
     explained, netadapt, compressed = model, None, None
     if cfg.compress is not None and latency is not None:
@@ -302,21 +276,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None,
     else:
         log.skip("netadapt", "NetAdapt, fold BN, ONNX and int8", "compression turned off (--no-compress)")
 
-    cam = None
-    if cfg.cam_images:
-        which = "the result" if compressed else "the baseline"
-        with log.stage("cam", f"where {which} looks ({cfg.cam_method} on {cfg.cam_images} test images)") as info:
-            labels = data.test.labels.numpy()
-            pick = sorted(first_per_class(labels, 1), key=lambda i: labels[i])[: cfg.cam_images]  # class 0, 1, …
-            explain = ExplainConfig(method=cfg.cam_method)  # type: ignore[arg-type]
-            cam = explain_images(explained, data.test.images[pick], mean=data.mean, std=data.std, out_dir=out,
-                                 cfg=explain, labels=data.test.labels[pick], classes=data.classes,
-                                 image_size=cfg.image_size)  # fmt: skip
-            right = sum(r["label"] == r["predicted"] for r in cam["images"])
-            info["note"] = f"{cam['method']} at {cam['layer']}, {right} of {len(pick)} right; overlays in {out / 'cam'}"
-            console.print(info["note"])
-    else:
-        log.skip("cam", "where the network looks", "cam_images = 0")
+    cam = _cam_stage(log, cfg, explained, data, out, "the result" if compressed else "the baseline")
 
     demo = DemoResult(
         arch=arch or cfg.model, data=data.name, params=count_params(model), macs=totals.macs, top1=result.final.top1,
@@ -338,6 +298,60 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, console: Console | None = None,
     console.print(f"report: {out / 'report.html'}  {out / 'report.md'}  results: {out / 'results.json'}  "
                   f"checkpoint: {out / 'model.pt'}")  # fmt: skip
     return demo
+
+
+def _table_stage(log: StageLog, cfg: DemoConfig, arch: str | None, target: str, out: Path, data: DataSet,
+                 targets_ms: dict[str, float]) -> LatencyModel:  # fmt: skip
+    """The target's latency table over a width grid of every block (reused from ``cfg.latency_table`` where given);
+    a network without an arch string gets a model that times every proposal whole instead."""
+    latency: LatencyModel
+    if arch is None:  # no arch string: no table, every proposal timed whole
+        latency = whole_network_model(backend=target, threads=cfg.threads, device=cfg.device, config=TABLE_TIMING)
+        log.skip("table", "latency table of this device", "your own network has no arch string: NetAdapt measures "
+                 f"every proposal end to end on {target}")  # fmt: skip
+    else:
+        with log.stage("table", f"latency table of this device on {target} (every block over a width grid)") as info:
+            path = Path(cfg.latency_table) if cfg.latency_table else out / "latency_table.json"
+            table = new_table(backend=target, threads=cfg.threads, device=cfg.device, config=TABLE_TIMING)
+            if cfg.latency_table:  # a table of another device (fingerprint) is refused with the reason
+                table = LatencyTable.open_or_new(path, table.fingerprint)
+                table.config = TABLE_TIMING
+            latency = LatencyModel(table, measure=True, path=path)
+            cost = get_target(target).export_seconds
+            if cost >= 2:  # say up front what the table will cost where each block takes seconds to prepare
+                log.console.print(f"{target}: each block variant takes about {cost:.0f} s to prepare for timing; "
+                                  "the table is saved as it fills (--latency-table reuses it)")  # fmt: skip
+            with progress_bar(log.console) as bar:
+                task = bar.add_task(f"measuring block variants on {target}", total=None)
+                n = latency.ensure_grid(arch, input_size=cfg.image_size, fractions=cfg.grid,
+                                        num_classes=len(data.classes), in_chans=data.in_chans,
+                                        on_progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+            predicted = latency.predict(arch, input_size=cfg.image_size, num_classes=len(data.classes),
+                                        in_chans=data.in_chans).total_ms  # fmt: skip
+            info["note"] = (f"{n} block variants measured on {target}; the baseline by the table {predicted:.3f} ms "
+                            f"(measured {targets_ms[target]:.3f} ms)")  # fmt: skip
+            log.console.print(info["note"])
+    return latency
+
+
+def _cam_stage(log: StageLog, cfg: DemoConfig, model: torch.nn.Module, data: DataSet, out: Path,
+               which: str) -> dict[str, Any] | None:  # fmt: skip
+    """Grad-CAM (or CAM) on the first test image of each class, overlays written under ``out/cam``."""
+    cam = None
+    if cfg.cam_images:
+        with log.stage("cam", f"where {which} looks ({cfg.cam_method} on {cfg.cam_images} test images)") as info:
+            labels = data.test.labels.numpy()
+            pick = sorted(first_per_class(labels, 1), key=lambda i: labels[i])[: cfg.cam_images]  # class 0, 1, …
+            explain = ExplainConfig(method=cfg.cam_method)  # type: ignore[arg-type]
+            cam = explain_images(model, data.test.images[pick], mean=data.mean, std=data.std, out_dir=out,
+                                 cfg=explain, labels=data.test.labels[pick], classes=data.classes,
+                                 image_size=cfg.image_size)  # fmt: skip
+            right = sum(r["label"] == r["predicted"] for r in cam["images"])
+            info["note"] = f"{cam['method']} at {cam['layer']}, {right} of {len(pick)} right; overlays in {out / 'cam'}"
+            log.console.print(info["note"])
+    else:
+        log.skip("cam", "where the network looks", "cam_images = 0")
+    return cam
 
 
 def _dynamics_stage(log: StageLog, model: torch.nn.Module, data: Any, shape: tuple[int, int, int],
