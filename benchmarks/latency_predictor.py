@@ -22,7 +22,8 @@ ONNX Runtime entries are timed in context (``edgecnn.latency.context``:
 older kind of table (blocks exported alone, profiled) for comparison.
 ``--no-reference`` builds new eager / ExecuTorch tables back to back, without the drift reference (for
 ExecuTorch the reference workload between two XNNPACK programs ran 1.24–1.77× slow, so normalising by it added
-error). ``--busy`` runs a competing busy-loop process (pinned to the last CPU where
+error). ``--device HOST:PORT`` measures everything on an ``edgecnn agent`` (a loopback agent shows what the agent adds).
+``--busy`` runs a competing busy-loop process (pinned to the last CPU where
 the OS allows) for the whole benchmark, to see whether the predictor holds
 with another process on the second core. ``--quick``: 10 + 10 networks, no zoo.
 Tables are reused from ``--table-dir``: pass a fresh directory for a fresh build.
@@ -51,7 +52,7 @@ from rich.table import Table
 from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
 from edgecnn.latency.fingerprint import fingerprint
-from edgecnn.latency.measure import CLOCKS, TimingConfig
+from edgecnn.latency.measure import CLOCKS, TimingConfig, device_fingerprint
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import BLOCK_METHODS, LatencyTable
 from edgecnn.latency.targets import get_target
@@ -114,6 +115,8 @@ def main() -> None:
                     "--max-drift, else 0)")
     ap.add_argument("--no-reference", action="store_true", help="new tables time blocks back to back, without the "
                     "drift reference (eager and executorch; the reference is then not run around any timing)")
+    ap.add_argument("--device", default="cpu", help="where to measure: cpu, or HOST:PORT of an `edgecnn agent` (its "
+                    "token in $EDGECNN_AGENT_TOKEN); tables are keyed by that device")
     ap.add_argument("--busy", action="store_true", help="run a competing busy process on the last CPU throughout")
     ap.add_argument("--quick", action="store_true", help="10 validation + 10 calibration networks, no zoo")
     ap.add_argument("--out", default=None, help=f"results JSON (default {RESULTS} with -busy/-quick suffixes)")
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace, console: Console, busy: dict) -> None:
         "settings": {
             "n": args.n, "n_cal": args.n_cal, "threads": args.threads, "input_size": args.input_size,
             "seed": args.seed, "cal_seed": args.cal_seed, "ort_method": args.ort_method, "competing_process": busy,
-            "quick": args.quick, "no_reference": args.no_reference,
+            "quick": args.quick, "no_reference": args.no_reference, "device": args.device,
             "timing": {k: getattr(cfg, k) for k in ("warmup", "min_repeats", "max_repeats", "rel_tol", "max_seconds",
                                                      "max_foreign", "max_drift", "retries", "clock")},
         },
@@ -158,8 +161,10 @@ def run(args: argparse.Namespace, console: Console, busy: dict) -> None:
     for col in ("backend", "what", "MAPE", "±5%", "±10%", "±20%", "bias"):
         summary.add_column(col, justify="left" if col in ("backend", "what") else "right")
     for backend in args.backends:
-        path = Path(args.table_dir) / f"{backend}_t{args.threads}.json"
-        table = LatencyTable.open_or_new(path, fingerprint(backend=backend, threads=args.threads))
+        where = "" if args.device == "cpu" else "_" + args.device.replace(":", "_")
+        path = Path(args.table_dir) / f"{backend}_t{args.threads}{where}.json"
+        table = LatencyTable.open_or_new(path, device_fingerprint(backend=backend, threads=args.threads,
+                                                                  device=args.device))  # fmt: skip
         if not table.entries:  # a new table; a loaded one keeps the method its entries were measured with
             table.block_method = args.ort_method
             table.drift_reference = not (args.no_reference and not get_target(backend).always_normalised)
