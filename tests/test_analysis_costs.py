@@ -204,7 +204,7 @@ def test_receptive_field_columns() -> None:
     model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, stride=2, padding=1),
                           nn.Conv2d(1, 1, 3, padding=2, dilation=2))  # fmt: skip
     a = analyze(model, (1, 32, 32))
-    # R = 1 + 2·1 + 2·1 + 2·2·2 = 13, J = 2 (SPEC §3 closed form)
+    # R = 1 + 2·1 + 2·1 + 2·2·2 = 13, J = 2 (docs/design.md §3 closed form)
     assert [r.rf_size for r in a] == [(3, 3), (5, 5), (13, 13)]
     assert a.layers[-1].rf_jump == (2, 2) and a.layers[-1].rf_whole is False
 

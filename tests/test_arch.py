@@ -1,4 +1,4 @@
-"""The arch format: round trips, pruned networks and error messages (SPEC §2)."""
+"""The arch format: round trips, pruned networks and error messages (docs/design.md §2)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Blocks against hand-derived numbers and PyTorch references (SPEC §1)."""
+"""Blocks against hand-derived numbers and PyTorch references (docs/design.md §1)."""
 
 import pytest
 import torch

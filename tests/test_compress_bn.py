@@ -1,4 +1,4 @@
-"""BN folding, BN recalibration and the BN scale-invariance check (SPEC §5).
+"""BN folding, BN recalibration and the BN scale-invariance check (docs/design.md §5).
 
 Ground truth: the unfolded model's own eval-mode outputs (PyTorch), batch
 statistics computed by hand with tensor reductions, PyTorch's ``momentum=None``

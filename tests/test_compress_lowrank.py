@@ -1,4 +1,4 @@
-"""Low-rank factorisation (SPEC §5): exactness at full rank, Eckart–Young errors, rank rules, costs."""
+"""Low-rank factorisation (docs/design.md §5): exactness at full rank, Eckart–Young errors, rank rules, costs."""
 
 from __future__ import annotations
 

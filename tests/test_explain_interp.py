@@ -1,4 +1,4 @@
-"""Image ↔ activation-map coordinates and upsampling (SPEC §7): hand-computed weights and PyTorch as reference."""
+"""Image ↔ activation-map coordinates and upsampling (docs/design.md §7): hand-computed weights and PyTorch as reference."""
 
 import itertools
 

@@ -1,4 +1,4 @@
-"""Every registered model: exact reference parameter counts, forward and backward (SPEC §2).
+"""Every registered model: exact reference parameter counts, forward and backward (docs/design.md §2).
 
 Parametrized over the registry, so a new zoo entry is tested automatically.
 """
