@@ -88,10 +88,8 @@ def read_results(run: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); {_FIX}") from None
     try:
         doc = load_json(text, str(path), fix=_FIX)
-    except ValueError as exc:  # load_json names the file; a 5000-digit integer is a bare ValueError of json
-        msg = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(msg if msg.startswith(str(path))
-                         else f"{path} is not valid JSON ({msg[:100]}); {_FIX}") from None  # fmt: skip
+    except ValueError as exc:  # load_json names the file (json's own errors included): its first line
+        raise ValueError(str(exc).splitlines()[0]) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str):
         raise ValueError(f"{path} has no 'kind' field: it is not an edgecnn results document")
     schema = doc.get("schema")

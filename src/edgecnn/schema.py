@@ -148,7 +148,7 @@ def load_json(text: str, source: str, *, fix: str) -> Any:
         raise ValueError(f"{source}: JSON nested {depth} levels deep (at most {MAX_JSON_DEPTH}); {fix}")
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and json's own others (a 5000-digit integer)
         raise ValueError(f"{source} is not valid JSON ({str(exc)[:100]}); {fix}") from None
 
 

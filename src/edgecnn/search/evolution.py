@@ -206,12 +206,7 @@ class SearchState:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"{p} is not UTF-8 text; {STATE_FIX}") from None
-        try:
-            doc = load_json(text, str(p), fix=STATE_FIX)
-        except ValueError as exc:  # json's own ValueErrors (a 5000-digit integer) do not name the file
-            if str(p) in str(exc):
-                raise
-            raise ValueError(f"{p} is not valid JSON ({str(exc)[:100]}); {STATE_FIX}") from None
+        doc = load_json(text, str(p), fix=STATE_FIX)
         return cls.from_dict(doc, source=str(p), space=space)
 
     def check_same(self, config: SearchConfig, objective: Objective, space: SearchSpace, source: str) -> None:
