@@ -33,33 +33,29 @@ report's NetAdapt section, docs/report.md) and ``result`` (the closing table).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 
-from edgecnn.progress import progress_bar
+from edgecnn.progress import progress_bar, run_callbacks
 from edgecnn.analysis import analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
-from edgecnn.atomic import atomic_write
 from edgecnn.build import EdgeNet
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.compress.budget import Budget
 from edgecnn.compress.fold_bn import fold_bn, plan_fold_bn
-from edgecnn.compress.document import history_step
+from edgecnn.compress.document import history_rows, history_step
 from edgecnn.compress.job import Check, MeasuredRun, run_measured
 from edgecnn.compress.netadapt import Iteration, NetAdaptConfig, ResourceMeter
 from edgecnn.compress.netadapt_state import prune_record
 from edgecnn.data import DataSet
-from edgecnn.deploy import deploy, int8_section
+from edgecnn.deploy import deploy_int8
 from edgecnn.export import export_onnx
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
-from edgecnn.latency.targets import get_target
 from edgecnn.pipeline import StageLog
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.evaluation import evaluate
@@ -96,23 +92,6 @@ class CompressSettings:
             raise ValueError("measured_rounds and tolerance must be >= 0")
 
 
-def _bar(console: Console) -> Progress:
-    return progress_bar(console)
-
-
-def _int8(model: EdgeNet, data: DataSet, settings: CompressSettings, out: Path, target: str, device: str,
-          threads: int, timing: TimingConfig, say: Callable[[str], object]) -> dict[str, Any]:  # fmt: skip
-    """int8 as a measured choice on the target (:func:`edgecnn.deploy.deploy`, ``--int8 auto``; ONNX Runtime where
-    the target has no int8): both forms evaluated and timed interleaved, int8 kept only where faster within 1 pp
-    (ValueError without the runtime)."""
-    runtime = target if get_target(target).int8 else "onnxruntime"
-    dep = deploy(model, data, target=runtime, int8="auto", threads=threads, device=device,
-                 calibration_images=settings.calibration_images, rounds=3, timing=timing, progress=say)  # fmt: skip
-    name = f"model-int8{get_target(runtime).artifact_suffix}"
-    atomic_write(out / name, lambda f: f.write(dep.artifacts["int8"]))
-    return {**int8_section(dep), "onnx": str(out / name) if runtime == "onnxruntime" else None,
-            "artifact": str(out / name)}  # fmt: skip
-
 
 def _netadapt_section(run: MeasuredRun) -> dict[str, Any]:
     """The report's ``netadapt`` section (docs/report.md): iteration 0 is the baseline; latency by the meter.
@@ -121,16 +100,14 @@ def _netadapt_section(run: MeasuredRun) -> dict[str, Any]:
     """
     r, last = run.passes[0], run.passes[-1]
     first = {"iteration": 0, "latency_ms": r.start, "top1": r.start_top1, "block": "baseline"}
-    its = [{**h, "iteration": i} for i, h in enumerate((h for x in run.passes for h in x.history), 1)]
-    rows = [{"iteration": h["iteration"], "latency_ms": h["resource"], "top1": h["top1"], "block": history_step(h)}
-            for h in its]  # fmt: skip
+    its = run.history
     return {"budget_ms": r.target, "start_ms": r.start, "result_ms": last.resource, "met": r.resource <= r.target,
             "stopped": last.stopped, "round_budgets_ms": [x.target for x in run.passes],
             "meter": "latency table + interpolation across widths (edgecnn.latency.LatencyModel), "
                      "its target corrected by measuring the result back to back (rounds)",
             "measured": run.comparison.to_dict(), "verdict": run.verdict.to_dict() if run.verdict else None,
             "measured_met": run.met, "measured_stopped": run.stopped,
-            "history": [first, *rows], "iterations": its}  # fmt: skip
+            "history": [first, *history_rows(its)], "iterations": its}  # fmt: skip
 
 
 def compress_stages(
@@ -167,8 +144,7 @@ def compress_stages(
         run = _netadapt(model, ref, data, latency, settings, how, log.console, out,
                         replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
         result = run.model.eval()
-        config = {} if not own else {**prune_record("netadapt", [{h["group"]: h["width_after"]} for p in run.passes
-                                                                for h in p.history], round_to=settings.round_to,
+        config = {} if not own else {**prune_record("netadapt", run.prune_steps(), round_to=settings.round_to,
                                                       input_shape=shape), **(record or {})}  # fmt: skip
         save_checkpoint(checkpoint_of(result, data=meta, config=config), out / "model-netadapt.pt")
         r, last = run.passes[0], run.passes[-1]
@@ -193,29 +169,16 @@ def _netadapt(model: EdgeNet, ref: DataRef, data: DataSet, latency: LatencyModel
     cfg = NetAdaptConfig(initial_step=settings.initial_step, decay=settings.decay, short_steps=settings.short_steps,
                          top_k=settings.top_k, long_epochs=settings.long_epochs, round_to=settings.round_to,
                          drop_blocks=settings.drop_blocks and not own, train=train)  # fmt: skip
-    with _bar(console) as bar:
-        task = bar.add_task("iteration 1: proposals", total=None)
+    def line(it: Iteration) -> str:
+        return (f"iteration {it.iteration}: {it.resource:.3f} ms by the table (step bound {it.target:.3f}), hold-out "
+                f"top-1 {it.top1:.2%}, {history_step(asdict(it))}, {it.seconds:.1f} s")
 
-        def proposal(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        def iteration(it: Iteration) -> None:
-            console.print(f"iteration {it.iteration}: {it.resource:.3f} ms by the table (step bound "
-                          f"{it.target:.3f}), hold-out top-1 {it.top1:.2%}, {history_step(asdict(it))}, "
-                          f"{it.seconds:.1f} s")  # fmt: skip
-            bar.reset(task, total=None, description=f"iteration {it.iteration + 1}: proposals")
-
-        def on_step(what: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=what)
-
-        def on_round(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description="timing baseline and result back to back")
-
+    with progress_bar(console) as bar:
+        callbacks = run_callbacks(bar, console.print, line, "timing baseline and result back to back")
         # the budget is on MEASURED latency: where the result misses it, NetAdapt goes on toward a table bound
         # refitted to the baseline and the result timed back to back on the target (compress.job)
         return run_measured(model, ref, data, budget, how, method="netadapt", meter=meter, out=out,
-                            say=console.print, on_round=on_round, netadapt_config=cfg, on_iteration=iteration,
-                            on_proposal=proposal, on_step=on_step)  # fmt: skip
+                            say=console.print, netadapt_config=cfg, **callbacks)  # fmt: skip
 
 
 def _fold_stage(log: StageLog, result: torch.nn.Module, shape: tuple[int, int, int], seed: int,
@@ -246,8 +209,10 @@ def _onnx_stage(log: StageLog, folded: torch.nn.Module, result: torch.nn.Module,
             info["note"] = onnx_path.name
             if settings.int8:
                 try:
-                    doc["int8"] = c = _int8(result, data, settings, out, how.backend, how.device, how.threads,
-                                            timing, log.console.print)  # fmt: skip
+                    c = deploy_int8(result, data, out, target=how.backend, threads=how.threads, device=how.device,
+                                    calibration_images=settings.calibration_images, timing=timing,
+                                    progress=log.console.print)  # fmt: skip
+                    doc["int8"] = c = {**c, "onnx": c["artifact"] if c["target"] == "onnxruntime" else None}
                     info["note"] += (f", {Path(c['artifact']).name}: top-1 fp32 {c['top1_fp32']:.2%} vs int8 "
                                      f"{c['top1_int8']:.2%}, {c['target']} {c['latency_fp32_ms']:.3f} vs "
                                      f"{c['latency_int8_ms']:.3f} ms; {c['reason']}")  # fmt: skip

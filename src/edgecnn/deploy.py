@@ -21,15 +21,18 @@ the target, the int8 settings and the decision.
 from __future__ import annotations
 
 import hashlib
+import os
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgecnn.atomic import atomic_write
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.latency.compare import interleaved
 from edgecnn.latency.fingerprint import is_agent_address
@@ -251,3 +254,18 @@ def int8_section(dep: Deployment) -> dict[str, Any]:
             "kept": dep.form, "reason": dep.reason, "settings": how.get("settings"),
             "settings_reason": how.get("reason"), "isa": how.get("isa"), "fallback": dep.int8_fallback}  # fmt: skip
 
+
+def deploy_int8(model: nn.Module, data: DataSet, out_dir: str | os.PathLike[str], *, target: str,
+                int8: str = "auto", max_drop: float = 0.01, threads: int = 1, device: str = "cpu",
+                calibration_images: int = 300, rounds: int = 3, timing: TimingConfig | None = None,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """``model`` deployed fp32 and int8 through :func:`deploy` on ``target`` — on ONNX Runtime where that target
+    has no int8 export — the int8 artifact written atomically to ``out_dir/model-int8<suffix>``; the results
+    document's ``int8`` section (:func:`int8_section`) with ``artifact``, its path. What ``edgecnn compress
+    --int8`` and the demo's int8 stage run."""
+    runtime = target if get_target(target).int8 else "onnxruntime"
+    dep = deploy(model, data, target=runtime, int8=int8, max_drop=max_drop, threads=threads, device=device,
+                 calibration_images=calibration_images, rounds=rounds, timing=timing, progress=progress)  # fmt: skip
+    path = Path(out_dir) / f"model-int8{get_target(runtime).artifact_suffix}"
+    atomic_write(path, lambda f: f.write(dep.artifacts["int8"]))
+    return {**int8_section(dep), "artifact": str(path)}

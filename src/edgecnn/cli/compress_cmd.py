@@ -42,11 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
 from torch import nn
 
-from edgecnn.progress import progress_bar
-from edgecnn.atomic import atomic_write
+from edgecnn.progress import progress_bar, run_callbacks
 from edgecnn.build import EdgeNet
 from edgecnn.checkpoint import checkpoint_of, load_checkpoint, load_model, save_checkpoint
 from edgecnn.cli import args as num
@@ -78,13 +76,13 @@ from edgecnn.compress.meter import ResourceMeter, network_key
 from edgecnn.compress.netadapt import Iteration, NetAdaptConfig
 from edgecnn.compress.netadapt_state import STATE_FILE, load_state, prune_record, restore, run_settings, state_path
 from edgecnn.data import DataSet
-from edgecnn.deploy import INT8_CHOICES, deploy, int8_section
+from edgecnn.deploy import INT8_CHOICES, deploy_int8
 from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.measure import device_fingerprint
 from edgecnn.latency.model import LatencyModel, whole_network_model
 from edgecnn.latency.table import LatencyTable
-from edgecnn.latency.targets import default_target, get_target
+from edgecnn.latency.targets import default_target
 from edgecnn.limits import MAX_CHANNELS
 from edgecnn.memory import check_memory
 from edgecnn.outputs import RUN_FILES, check_writable, claim_run_dir
@@ -217,7 +215,7 @@ def _latency_model(args: argparse.Namespace, budget: Budget, model: nn.Module, d
         latency = LatencyModel(table, measure=True, lane=executor.exclusive, path=path)
         console.print(f"latency table {path}: measuring a width grid of every block once on {how.backend} "
                       "(then interpolating)")  # fmt: skip
-        with _bar(console) as bar:
+        with progress_bar(console) as bar:
             task = bar.add_task(f"latency table: block variants on {how.backend}", total=None)
             latency.ensure_grid(model.arch, input_size=data.image_size, num_classes=data.num_classes,
                                 in_chans=data.in_chans,
@@ -303,45 +301,27 @@ def _layers(args: argparse.Namespace, model: nn.Module, data: DataSet, budget: B
 @contextlib.contextmanager
 def _rounds_bar(console: Console) -> Iterator[Callable[[int, int], None]]:
     """A progress bar over the interleaved before/after timing rounds."""
-    with _bar(console) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("timing before and after back to back", total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
-
-def _bar(console: Console) -> Progress:
-    return progress_bar(console)
 
 
 def _shrink_measured(args: argparse.Namespace, model: nn.Module, ref: DataRef, data: DataSet, budget: Budget,
                      how: Check, meter: ResourceMeter, cfg: NetAdaptConfig | None, executor: Executor, train: Any,
                      out: Path, console: Console) -> MeasuredRun | None:  # fmt: skip
     """NetAdapt or one-shot pruning, checked measured and continued where it misses; None on Ctrl-C with a state."""
-    with _bar(console) as bar:
-        task = bar.add_task("iteration 1: proposals", total=None)
-        state = {"i": 1}
+    def line(it: Iteration) -> str:
+        return (f"iteration {it.iteration}: {budget.resource} {it.resource:.4g} by the meter (step bound "
+                f"{it.target:.4g}), hold-out top-1 {it.top1:.2%}, {history_step(asdict(it))}, {it.seconds:.0f} s")
 
-        def proposal(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        def iteration(it: Iteration) -> None:
-            console.print(f"iteration {it.iteration}: {budget.resource} {it.resource:.4g} by the meter (step bound "
-                          f"{it.target:.4g}), hold-out top-1 {it.top1:.2%}, "
-                          f"{history_step(asdict(it))}, {it.seconds:.0f} s")  # fmt: skip
-            state["i"] = it.iteration + 1
-            bar.reset(task, total=None, description=f"iteration {state['i']}: proposals")
-
-        def on_step(what: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=what)
-
-        def on_round(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description="timing before and after back to back")
-
+    with progress_bar(console) as bar:
+        callbacks = run_callbacks(bar, console.print, line, "timing before and after back to back")
         try:
             return run_measured(model, ref, data, budget, how, method=args.method, meter=meter, out=out,
-                                resume=args.resume, say=console.print, on_round=on_round, netadapt_config=cfg,
+                                resume=args.resume, say=console.print, netadapt_config=cfg,
                                 executor=executor, criterion=args.criterion, round_to=args.round_to, train=train,
-                                long_epochs=args.long_epochs, batch_size=args.batch_size, on_iteration=iteration,
-                                on_proposal=proposal, on_step=on_step)  # fmt: skip
+                                long_epochs=args.long_epochs, batch_size=args.batch_size, **callbacks)  # fmt: skip
         except KeyboardInterrupt:
             if not state_path(out).is_file():
                 raise
@@ -353,17 +333,15 @@ def _shrink_measured(args: argparse.Namespace, model: nn.Module, ref: DataRef, d
 
 def _int8(args: argparse.Namespace, result: nn.Module, data: DataSet, how: Check, out: Path,
           console: Console) -> dict[str, Any] | None:  # fmt: skip
-    """``--int8 auto|on``: the result deployed fp32 and int8 on the target (ONNX Runtime where the target has no
-    int8), both evaluated and timed interleaved; the int8 file written; the section of the results document."""
+    """``--int8 auto|on``: the result deployed fp32 and int8 on the target (:func:`edgecnn.deploy.deploy_int8`);
+    the results document's section, its reason said."""
     if args.int8 == "off":
         return None
-    target = how.backend if get_target(how.backend).int8 else "onnxruntime"
-    dep = deploy(result, data, target=target, int8=args.int8, max_drop=args.max_drop / 100, threads=how.threads,
-                 calibration_images=300, device=how.device, progress=console.print)  # fmt: skip
-    suffix = get_target(target).artifact_suffix
-    atomic_write(out / f"model-int8{suffix}", lambda f: f.write(dep.artifacts["int8"]))
-    console.print(dep.reason)
-    return {**int8_section(dep), "artifact": str(out / f"model-int8{suffix}")}
+    section = deploy_int8(result, data, out, target=how.backend, int8=args.int8, max_drop=args.max_drop / 100,
+                          threads=how.threads, device=how.device, calibration_images=300,
+                          progress=console.print)  # fmt: skip
+    console.print(section["reason"])
+    return section
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
@@ -428,10 +406,7 @@ def _record(args: argparse.Namespace, model: nn.Module, run: MeasuredRun, layere
     record = {} if layered is None else transform_record(args.method, model, layered.chosen)
     if isinstance(model, EdgeNet):  # its arch string says it all
         return record
-    steps = [s for p in run.passes for s in (p.prune_steps or [{h["group"]: h["width_after"]} for h in p.history])]
-    if args.method == "prune":
-        steps = run.passes[-1].prune_steps  # one-shot re-plans from the start: only the last pass counts
-    record = prune_record(args.method, steps, round_to=args.round_to, source=args.model,
+    record = prune_record(args.method, run.prune_steps(), round_to=args.round_to, source=args.model,
                           input_shape=(data.in_chans, data.image_size, data.image_size))  # fmt: skip
     record[RECORD_KEY] = args.model_ref.record()  # rebuilt without --model (a file by its absolute path)
     return record
@@ -444,10 +419,9 @@ def _document(args: argparse.Namespace, model: nn.Module, run: MeasuredRun, laye
     before = replace(model_stats(model, data, measure_latency=False), latency_ms=run.comparison.before)
     after = replace(model_stats(run.model, data, measure_latency=False), latency_ms=run.comparison.after)
     first = run.passes[0]
-    history = [{**h, "iteration": i} for i, h in enumerate((h for p in run.passes for h in p.history), 1)]
     extra = {} if layered is None else layered.document()
     return compress_document(args.method, {**budget.to_dict(), "start": first.start, "target": first.target},
-                             before, after, met=run.met, history=history, arch=after.arch, **extra,
+                             before, after, met=run.met, history=run.history, arch=after.arch, **extra,
                              **run.document(), checkpoint=str(out / "model.pt"), source=str(args.checkpoint),
                              data=str(args.data), backend=how.backend, threads=how.threads,
                              device=how.device)  # fmt: skip

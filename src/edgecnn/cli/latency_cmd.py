@@ -77,10 +77,6 @@ _DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 
-def _progress() -> Progress:
-    return progress_bar()
-
-
 def _fill_defaults(args: argparse.Namespace, action: str) -> None:
     given = [k for k in vars(args) if k not in _ALLOWED[action] and k in _ALL_OPTS and getattr(args, k) is not None]
     if given:
@@ -243,7 +239,7 @@ def cmd_build_table(args: argparse.Namespace) -> int:
     for arch in archs:
         check_memory(arch, input_size=size, num_classes=ncls, batch=args.batch, what=arch[:60])
     table = _open_table(args)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("measuring blocks", total=None)
         added = table.ensure(
             archs, input_size=size, batch=args.batch, num_classes=ncls, path=args.table,
@@ -269,7 +265,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     table = _open_table(args)
     size = args.input_size or 224
     archs = sample_archs(args.num, MOBILENET_V3_SPACE.sample, seed=args.seed)
-    with _progress() as bar:
+    with progress_bar() as bar:
         cal = calibrate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, table_path=args.table,
             info={"seed": args.seed, "n": args.num}, on_stage=_stage_progress(bar),
@@ -288,7 +284,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     table = _open_table(args)
     size = args.input_size or 224
     archs = sample_archs(args.num, MOBILENET_V3_SPACE.sample, seed=args.seed)
-    with _progress() as bar:
+    with progress_bar() as bar:
         report = validate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, time_cap_s=args.time_cap,
             seed=args.seed, table_path=args.table, retest=not args.no_retest, on_stage=_stage_progress(bar),

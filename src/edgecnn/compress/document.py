@@ -86,10 +86,15 @@ def compress_document(method: str, budget: dict[str, Any], before: ModelStats, a
             "top1": after.top1, **extra}  # fmt: skip
     if history and budget.get("resource") == "latency":
         first = {"iteration": 0, "latency_ms": budget.get("start"), "top1": before.top1, "block": "before"}
-        body["netadapt"] = {"budget_ms": budget.get("target"), "history": [first] + [
-            {"iteration": h["iteration"], "latency_ms": h["resource"], "top1": h["top1"],
-             "block": history_step(h)} for h in history]}  # fmt: skip
+        body["netadapt"] = {"budget_ms": budget.get("target"), "history": [first, *history_rows(history)]}
     return body
+
+
+def history_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NetAdapt iterations as the report's ``netadapt.history`` rows (docs/report.md), iteration 0 left to the
+    caller: ``{iteration, latency_ms, top1, block}``."""
+    return [{"iteration": h["iteration"], "latency_ms": h["resource"], "top1": h["top1"], "block": history_step(h)}
+            for h in history]  # fmt: skip
 
 
 def write_document(body: dict[str, Any], run_dir: str | os.PathLike[str]) -> Path:

@@ -94,6 +94,18 @@ class MeasuredRun:
     met: bool
     stopped: str  # why the run ended, in words
 
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every pass's NetAdapt iterations, numbered on from one pass to the next."""
+        return [{**h, "iteration": i} for i, h in enumerate((h for p in self.passes for h in p.history), 1)]
+
+    def prune_steps(self) -> list[dict[int, int]]:
+        """The steps that rebuild the result from the start (``load_pruned``): every NetAdapt iteration of every
+        pass in order, or the last one-shot plan (one-shot re-plans from the start in each pass)."""
+        if self.passes[-1].prune_steps:
+            return self.passes[-1].prune_steps
+        return [{h["group"]: h["width_after"]} for h in self.history]
+
     def document(self) -> dict[str, Any]:
         """The run's part of the results document: the verdict, its measurement and each pass's target."""
         return {"measured": self.comparison.to_dict(),
