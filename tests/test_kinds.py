@@ -18,6 +18,8 @@ EXAMPLES: dict[str, tuple[str, int]] = {
     "tconv": ("conv_c8 tconv_k4_s2_c12 gap fc", 1),
     "ds": ("conv_c8 ds_s2_c16_se0.25 gap fc", 1),
     "ir": ("conv_c16 ir_k5_m40_c16_se0.25 gap fc", 1),
+    "er": ("conv_c16 er_k5_m40_c16_se0.25 gap fc", 1),
+    "ghost": ("conv_c8 ghost_k3_s2_e3_c20 gap fc", 1),
     "basic": ("conv_c16 basic_s2_c32 gap fc", 1),
     "bottleneck": ("conv_c16 bottleneck_c64_pre gap fc", 1),
     "maxpool": ("conv_c8 maxpool gap fc", 1),
@@ -118,15 +120,29 @@ def test_latency_groups_come_from_the_registry() -> None:
     assert FIXED_KINDS == {"conv", "gap", "fc", "dropout", "overhead"}
     assert group_of("ir|cin40|cout40") == "body" and group_of("fc|cin8") == "fixed"
     assert {k.name for k in BLOCK_KINDS.values() if k.latency_group == "body"} == {
-        "tconv", "ds", "ir", "basic", "bottleneck", "maxpool", "avgpool"
+        "tconv", "ds", "ir", "er", "ghost", "basic", "bottleneck", "maxpool", "avgpool"
     }  # fmt: skip
 
 
 def test_prunable_kinds_are_those_with_inner_channels() -> None:
-    assert [name for name, k in BLOCK_KINDS.items() if k.inner] == ["ir", "basic", "bottleneck"]
-    net = build("conv_c16 ir_m40_c16 bottleneck_c32_pre basic_m24_c32 bottleneck_c32 basic_c32_pre gap fc")
-    for pos in (1, 2, 3, 4, 5):
+    assert [name for name, k in BLOCK_KINDS.items() if k.inner] == ["ir", "er", "basic", "bottleneck"]
+    net = build("conv_c16 ir_m40_c16 bottleneck_c32_pre basic_m24_c32 bottleneck_c32 basic_c32_pre er_m24_c32 gap fc")
+    for pos in (1, 2, 3, 4, 5, 6):
         p = resolve(net.arch)[pos]
         inner = BLOCK_KINDS[p.spec.kind].inner[bool(p.spec.pre)]
         conv, bn = (net.blocks[pos].get_submodule(n) for n in inner.producer)
         assert conv.out_channels == bn.num_features == p.mid
+
+
+def test_one_file_per_kind_and_the_grammar_is_the_records() -> None:
+    import pkgutil
+
+    import edgecnn.kinds as package
+
+    files = {m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")} - {"base"}
+    assert files == set(BLOCK_KINDS)  # adding a kind is adding one file
+    assert [k.rank for k in BLOCK_KINDS.values()] == sorted(k.rank for k in BLOCK_KINDS.values())
+    assert KINDS["ir"].skips == ("auto", "none", "id") and KINDS["conv"].skips == ()
+    assert {n for n, k in BLOCK_KINDS.items() if k.keeps_width} == {"maxpool", "avgpool", "gap", "dropout"}
+    assert {n for n, k in BLOCK_KINDS.items() if not k.spatial} == {"gap", "fc", "dropout"}
+    assert [n for n, k in BLOCK_KINDS.items() if k.upsamples] == ["tconv"]

@@ -9,7 +9,8 @@ followed by ``_``-separated tokens, in the spirit of timm's
 Tokens are ``<key><number>`` (``k3``, ``s2``, ``e6``, ``m72``, ``c24``,
 ``se0.25``), a bare activation name (``relu6``, ``hswish``, see
 :data:`edgecnn.activations.ACTIVATIONS`) or a flag (``pre``, ``noskip``, ...).
-The full grammar, one row per kind, is :data:`KINDS`; the README documents it.
+The full grammar, one row per kind, is :data:`KINDS`, read from each kind's
+record (:mod:`edgecnn.kinds`: one file per kind); the README documents it.
 
 ``m`` gives a block's inner width explicitly (``m72``) instead of the
 expansion ratio ``e`` — MobileNetV3's table lists widths, not ratios, and a
@@ -35,67 +36,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from edgecnn.activations import ACTIVATIONS
+from edgecnn.kinds import BLOCK_KINDS, KindInfo
 
-
-@dataclass(frozen=True)
-class KindInfo:
-    """What a block kind accepts: its keys and their defaults."""
-
-    keys: tuple[str, ...]  # fields this kind accepts (besides ``kind``)
-    defaults: dict[str, Any]  # value of each accepted field when the string omits it
-    required: tuple[str, ...] = ()  # fields without a default
-    doc: str = ""  # one line for the README / `edgecnn arch --help`
-
-
-_CONV_LIKE = dict(r=1, s=1, d=1, se=0.0, gate="sigmoid")
-KINDS: dict[str, KindInfo] = {
-    "conv": KindInfo(
-        ("r", "k", "s", "d", "g", "c", "act", "pre", "bn", "bias"),
-        dict(r=1, k=3, s=1, d=1, g=1, act="relu", pre=False, bn=True, bias=False),
-        ("c",),
-        "conv k×k (groups g) + BN + act; `pre` = BN→act→conv; `nobn`, `bias`",
-    ),
-    "tconv": KindInfo(
-        ("r", "k", "s", "d", "c", "act"),
-        dict(r=1, k=4, s=2, d=1, act="relu"),
-        ("c",),
-        "transposed conv + BN + act, output = stride × input",
-    ),
-    "ds": KindInfo(
-        ("r", "k", "s", "d", "c", "se", "gate", "act", "pre"),
-        dict(_CONV_LIKE, k=3, act="relu", pre=False),
-        ("c",),
-        "depthwise separable (MobileNetV1): dw k×k → [SE] → pw 1×1",
-    ),
-    "ir": KindInfo(
-        ("r", "k", "s", "d", "e", "m", "c", "se", "gate", "act", "skip"),
-        dict(_CONV_LIKE, k=3, e=6.0, act="relu6", skip="auto"),
-        ("c",),
-        "inverted residual (MobileNetV2/V3): 1×1 expand (e or inner width m) → dw k×k → [SE] → linear 1×1",
-    ),
-    "basic": KindInfo(
-        ("r", "k", "s", "d", "e", "m", "c", "se", "gate", "act", "pre", "skip"),
-        dict(_CONV_LIKE, k=3, e=1.0, act="relu", pre=False, skip="auto"),
-        ("c",),
-        "ResNet basic block, two k×k convs (inner width m or e·c)",
-    ),
-    "bottleneck": KindInfo(
-        ("r", "k", "s", "d", "e", "m", "c", "se", "gate", "act", "pre", "skip"),
-        dict(_CONV_LIKE, k=3, e=0.25, act="relu", pre=False, skip="auto"),
-        ("c",),
-        "ResNet bottleneck 1×1 → k×k → 1×1 (inner width m or e·c)",
-    ),
-    "maxpool": KindInfo(("k", "s"), dict(k=3, s=2), (), "max pooling, 'same' padding"),
-    "avgpool": KindInfo(("k", "s"), dict(k=2, s=2), (), "average pooling, 'same' padding"),
-    "gap": KindInfo((), {}, (), "global average pooling to a vector"),
-    "fc": KindInfo(
-        ("c", "act", "bn"),
-        dict(act="linear", bn=False),
-        (),
-        "linear layer; without c it is the classifier (num_classes outputs)",
-    ),
-    "dropout": KindInfo(("p",), {}, ("p",), "dropout with probability p"),
-}
+KINDS: dict[str, KindInfo] = {name: k.grammar for name, k in BLOCK_KINDS.items()}
+"""Block kind -> its grammar (keys, defaults, skip values): read from the kind's record (:mod:`edgecnn.kinds`)."""
 
 INT_KEYS = ("r", "k", "s", "d", "g", "m", "c")
 FLOAT_KEYS = ("e", "se", "p")
@@ -113,11 +57,6 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "bn": ("bn", True),
     "bias": ("bias", True),
 }
-_SKIP_VALUES = {
-    "ir": ("auto", "none", "id"),
-    "basic": ("auto", "none", "pad", "id"),
-    "bottleneck": ("auto", "none", "pad", "id"),
-}
 _KEY_RE = re.compile(r"([a-z]+?)([-+.\d].*|nan|inf|infinity)\Z")
 
 
@@ -133,8 +72,8 @@ class BlockSpec:
     r: int | None = None  # repeats; the first repeat has stride s, the others stride 1
     k: int | None = None  # kernel size
     s: int | None = None  # stride
-    d: int | None = None  # dilation
-    e: float | None = None  # expansion ratio (ir: of the input width; basic/bottleneck: of c)
+    d: int | None = None  # dilation (ghost: the cheap depthwise kernel, the paper's d)
+    e: float | None = None  # expansion ratio (ir, er: of the input width; basic/bottleneck: of c; ghost: c / m)
     m: int | None = None  # explicit inner width (instead of e); pruned networks use it
     c: int | None = None  # output channels (fc: features; absent on the classifier)
     g: int | None = None  # groups of a plain conv
@@ -191,8 +130,9 @@ class BlockSpec:
                 raise ValueError(f"unknown SE gate {self.gate!r}; valid: sigmoid, hsigmoid")
             if self.gate != "sigmoid" and not self.se:
                 raise ValueError("`hsgate` needs an SE ratio (e.g. se0.25)")
-        if self.skip is not None and self.skip not in _SKIP_VALUES.get(self.kind, ()):
-            raise ValueError(f"{self.kind!r} blocks take skip in {_SKIP_VALUES.get(self.kind)}, got {self.skip!r}")
+        skips = KINDS[self.kind].skips
+        if self.skip is not None and self.skip not in skips:
+            raise ValueError(f"{self.kind!r} blocks take skip in {skips or None}, got {self.skip!r}")
 
     def tokens(self) -> list[str]:
         """The canonical tokens of this block, kind first, defaults omitted."""
@@ -317,7 +257,7 @@ def _parse_block(text: str, *, offset: int = 0, index: int = 0) -> BlockSpec:
 
 def _flag_fits(kind: str | None, field_name: str, value: Any) -> bool:
     """Whether a flag setting ``field_name`` to ``value`` is valid for ``kind`` (None: for some kind)."""
-    return kind is None or field_name != "skip" or value in _SKIP_VALUES.get(kind, ())
+    return kind is None or field_name != "skip" or value in KINDS[kind].skips
 
 
 def _valid_tokens(info: KindInfo, kind: str) -> str:

@@ -32,7 +32,7 @@ class LayerPlan:
     spec: BlockSpec  # the block itself, with r=1 and this repeat's stride
     cin: int  # input channels (features, once flat)
     cout: int  # output channels (features, once flat)
-    mid: int | None  # inner width of ir/basic/bottleneck blocks, else None
+    mid: int | None  # inner width of the kinds that have one (ir, basic, ...; BlockKind.mid), else None
     squeeze: int  # SE hidden width, 0 without SE
     in_size: Size | None  # input H, W (None when unknown or flat)
     out_size: Size | None  # output H, W (None when unknown or flat)
@@ -164,12 +164,12 @@ def _check_bounds(spec: ArchSpec, num_classes: int, in_chans: int, size: Size | 
 
 
 def output_stride(plans: list[LayerPlan]) -> int:
-    """Product of the strides of the spatial layers (tconv divides)."""
+    """Product of the strides of the spatial layers (an upsampling kind's stride divides)."""
     num, den = 1, 1
     for p in plans:
         if p.flat:
             break
-        if p.spec.kind == "tconv":
+        if kind_of(p.spec.kind).upsamples:
             den *= p.spec.s or 1
         elif p.spec.s:
             num *= p.spec.s

@@ -1,4 +1,8 @@
-"""The cost table: one handler per layer type, giving output shape, MACs and other ops.
+"""The cost rules: one handler per cost role of the op table, giving output shape, MACs and other ops.
+
+Which op plays which role (``act``, ``conv``, ``elementwise``, ...) is declared once, in :mod:`edgecnn.ops`
+(the same table the receptive fields and the channel labels read); :data:`COST_RULES` maps each role to its
+handlers here.
 
 Conventions (stated once here, printed with every analysis, see ``docs/analysis.md``):
 
@@ -25,7 +29,7 @@ Handlers see a :class:`Call` whose tensors are *meta* tensors (shape and
 dtype only) and return the output value (also meta) and a :class:`Cost`.
 Shapes and MACs are computed by the small pure functions of
 :mod:`edgecnn.analysis.shapes` (fvcore's ``conv_flop_count(x_shape,
-w_shape, out_shape)`` style), so no kernel runs; ops we have no rule for are
+w_shape, out_shape)`` style), so no kernel runs; ops without a rule (role ``measured``, or in no family) are
 run on meta tensors under ``FlopCounterMode`` by
 :mod:`edgecnn.analysis.node_cost`, so their MACs are still counted.
 """
@@ -33,14 +37,11 @@ run on meta tensors under ``FlopCounterMode`` by
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgecnn.analysis.shapes import (
@@ -56,6 +57,7 @@ from edgecnn.analysis.shapes import (
     ntuple,
     pool_out_shape,
 )
+from edgecnn.ops import OPS, OpFamily, OpTable
 
 HEADLINE_KINDS = ("conv", "conv_transpose", "linear", "matmul")
 """Op kinds whose multiply-accumulates make the headline MAC count."""
@@ -77,6 +79,8 @@ class Call:
     module: nn.Module | None  # the called module, None for functions and methods
     args: tuple[Any, ...]  # positional arguments; tensors are meta tensors
     kwargs: dict[str, Any]  # keyword arguments
+    target: Any = None  # the function or method name called (None for a module)
+    out: Any = None  # the output (meta), given to a custom op's cost function
 
     def arg(self, i: int, name: str, default: Any = None) -> Any:
         """Argument ``i`` / ``name``, whichever was given."""
@@ -129,7 +133,8 @@ def _conv_t(call: Call, w: torch.Tensor, bias: Any, stride: Any, padding: Any, o
 
 def conv_module(call: Call) -> tuple[Any, Cost]:
     m = call.module
-    assert isinstance(m, nn.modules.conv._ConvNd)
+    if not isinstance(m, nn.modules.conv._ConvNd):
+        raise NotImplementedError("not a torch conv: run on meta")
     if isinstance(m, nn.modules.conv._ConvTransposeNd):
         if call.arg(1, "output_size") is not None:
             raise NotImplementedError("output_size given: run on meta")
@@ -158,7 +163,8 @@ def _linear(x: torch.Tensor, w: torch.Tensor, bias: Any) -> tuple[Any, Cost]:
 
 def linear_module(call: Call) -> tuple[Any, Cost]:
     m = call.module
-    assert isinstance(m, nn.Linear)
+    if not isinstance(m, nn.Linear):
+        raise NotImplementedError("not a torch Linear: run on meta")
     return _linear(call.args[0], m.weight, m.bias)
 
 
@@ -245,13 +251,6 @@ def adaptive_pool_module(call: Call) -> tuple[Any, Cost]:
     return _adaptive(call.args[0], m.output_size, _module_ndim(m))  # type: ignore[arg-type]
 
 
-def adaptive_pool_function(n: int) -> Handler:
-    def handler(call: Call) -> tuple[Any, Cost]:
-        return _adaptive(call.arg(0, "input"), call.arg(1, "output_size"), n)
-
-    return handler
-
-
 def flatten(call: Call) -> tuple[Any, Cost]:
     x = call.args[0]
     if call.module is not None:
@@ -284,88 +283,121 @@ def interpolate_function(call: Call) -> tuple[Any, Cost]:
 
 def upsample_module(call: Call) -> tuple[Any, Cost]:
     m = call.module
-    assert isinstance(m, nn.Upsample)
+    if not isinstance(m, nn.Upsample):
+        raise NotImplementedError("not a torch Upsample: run on meta")
     if m.recompute_scale_factor:
         raise NotImplementedError("run on meta")
     return _interpolate(call.args[0], m.size, m.scale_factor, m.mode)
 
 
-# Module types -> handler; looked up along the MRO so subclasses inherit their parent's rule.
-_ACTS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.LeakyReLU,
-         nn.ELU, nn.Hardtanh, nn.Mish, nn.Softplus, nn.PReLU, nn.SELU, nn.CELU)  # fmt: skip
-MODULE_HANDLERS: dict[type, Handler] = {
-    nn.modules.conv._ConvNd: conv_module,
-    nn.Linear: linear_module,
-    nn.modules.batchnorm._BatchNorm: _pointwise("norm", 2),
-    nn.LayerNorm: _pointwise("norm", 5),
-    nn.GroupNorm: _pointwise("norm", 5),
-    nn.modules.instancenorm._InstanceNorm: _pointwise("norm", 5),
-    **dict.fromkeys(_ACTS, _pointwise("act", 1)),
-    nn.Softmax: _pointwise("act", 3),
-    nn.modules.pooling._MaxPoolNd: pool_module,
-    nn.modules.pooling._AvgPoolNd: pool_module,
-    nn.modules.pooling._AdaptiveAvgPoolNd: adaptive_pool_module,
-    nn.modules.pooling._AdaptiveMaxPoolNd: adaptive_pool_module,
-    nn.Flatten: flatten,
-    nn.Identity: identity,
-    nn.modules.dropout._DropoutNd: identity,
-    nn.Upsample: upsample_module,
+def _fn_ndim(call: Call) -> int:
+    """Spatial axes of a functional pool, from its name (``max_pool2d`` -> 2)."""
+    name = getattr(call.target, "__name__", "")
+    if name[-2:] not in ("1d", "2d", "3d"):
+        raise NotImplementedError(f"cannot tell the dimension of {name or call.target!r}")
+    return int(name[-2])
+
+
+def _pool(call: Call, n: int, kernel: Any, stride: Any, padding: Any, dilation: Any, ceil: Any) -> tuple[Any, Cost]:
+    x = call.arg(0, "input")
+    y = _meta(pool_out_shape(tuple(x.shape), n, kernel, stride, padding, dilation, bool(ceil)), x)
+    return y, Cost("pool", 0, math.prod(ntuple(kernel, n)) * y.numel())
+
+
+def max_pool_function(call: Call) -> tuple[Any, Cost]:
+    if call.arg(6, "return_indices"):
+        raise NotImplementedError("indices returned: run on meta")
+    return _pool(call, _fn_ndim(call), call.arg(1, "kernel_size"), call.arg(2, "stride"), call.arg(3, "padding", 0),
+                 call.arg(4, "dilation", 1), call.arg(5, "ceil_mode", False))  # fmt: skip
+
+
+def avg_pool_function(call: Call) -> tuple[Any, Cost]:
+    return _pool(call, _fn_ndim(call), call.arg(1, "kernel_size"), call.arg(2, "stride"), call.arg(3, "padding", 0),
+                 1, call.arg(4, "ceil_mode", False))  # fmt: skip
+
+
+def adaptive_pool_function(call: Call) -> tuple[Any, Cost]:
+    if call.arg(2, "return_indices"):
+        raise NotImplementedError("indices returned: run on meta")
+    return _adaptive(call.arg(0, "input"), call.arg(1, "output_size"), _fn_ndim(call))
+
+
+def _run_module(kind: str) -> Handler:
+    """A module whose output is its own forward on the meta input (a pad, an unflatten), counted as ``kind``."""
+
+    def handler(call: Call) -> tuple[Any, Cost]:
+        assert call.module is not None
+        return call.module(*call.args, **call.kwargs), Cost(kind)
+
+    return handler
+
+
+@dataclass(frozen=True)
+class CostRule:
+    """How one cost role of :mod:`edgecnn.ops` is computed, per form of call (fx node op).
+
+    ``method`` defaults to ``function`` (a tensor method gets the tensor as its first argument). ``runs``: the
+    output is taken by running the op on meta tensors (no kernel; :mod:`edgecnn.analysis.node_cost`) and it costs
+    nothing but its kind (``"reduce"``: 1 per input element); used where no handler is given for the form.
+    """
+
+    module: Handler | None = None
+    function: Handler | None = None
+    method: Handler | None = None
+    runs: str = ""
+
+    def handler(self, op: str) -> Handler | None:
+        """The handler for a ``call_module`` / ``call_function`` / ``call_method`` node, if any."""
+        if op == "call_module":
+            return self.module
+        if op == "call_method":
+            return self.method or self.function
+        return self.function
+
+
+def _same(h: Handler) -> CostRule:
+    return CostRule(h, h, h)
+
+
+COST_RULES: dict[str, CostRule] = {
+    "conv": CostRule(conv_module, conv_function),
+    "conv_transpose": CostRule(conv_module, conv_transpose_function),
+    "linear": CostRule(linear_module, linear_function),
+    "matmul": CostRule(None, matmul),
+    "act": _same(_pointwise("act", 1)),
+    "softmax": _same(_pointwise("act", 3)),
+    "batch_norm": _same(_pointwise("norm", 2)),
+    "norm": _same(_pointwise("norm", 5)),
+    "elementwise": CostRule(None, elementwise),
+    "max_pool": CostRule(pool_module, max_pool_function),
+    "avg_pool": CostRule(pool_module, avg_pool_function),
+    "adaptive_pool": CostRule(adaptive_pool_module, adaptive_pool_function),
+    "interpolate": CostRule(upsample_module, interpolate_function),
+    "reduce": CostRule(runs="reduce"),
+    "flatten": _same(flatten),
+    "identity": _same(identity),
+    "view": CostRule(_run_module("data"), runs="data"),
+    "data": CostRule(_run_module("data"), runs="data"),
+    "copy": CostRule(_run_module("copy"), runs="copy"),
+    "measured": CostRule(),
 }
-
-_ELEMENTWISE_FNS = (operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
-                    operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div)  # fmt: skip
-_ACT_FNS = (F.relu, torch.relu, F.relu6, F.hardswish, F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
-            F.silu, F.gelu, F.leaky_relu, F.elu, F.hardtanh, F.mish)  # fmt: skip
-FUNCTION_HANDLERS: dict[Any, Handler] = {
-    **dict.fromkeys((F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d), conv_function),
-    **dict.fromkeys((F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d), conv_transpose_function),
-    F.linear: linear_function,
-    **dict.fromkeys((torch.matmul, operator.matmul, torch.mm, torch.bmm), matmul),
-    **dict.fromkeys(_ELEMENTWISE_FNS, elementwise),
-    **dict.fromkeys(_ACT_FNS, _pointwise("act", 1)),
-    F.softmax: _pointwise("act", 3),
-    torch.softmax: _pointwise("act", 3),
-    F.batch_norm: _pointwise("norm", 2),
-    **dict.fromkeys((F.layer_norm, F.group_norm, F.instance_norm), _pointwise("norm", 5)),
-    F.interpolate: interpolate_function,
-    F.adaptive_avg_pool1d: adaptive_pool_function(1),
-    F.adaptive_avg_pool2d: adaptive_pool_function(2),
-    F.adaptive_avg_pool3d: adaptive_pool_function(3),
-    torch.flatten: flatten,
-    F.dropout: identity,
-}
-
-# Tensor methods (call_method nodes) by name.
-METHOD_HANDLERS: dict[str, Handler] = {
-    **dict.fromkeys(("add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_"), elementwise),
-    **dict.fromkeys(("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"), _pointwise("act", 1)),
-    "softmax": _pointwise("act", 3),
-    "matmul": matmul,
-    "flatten": flatten,
-}
-
-# Ops whose output we take by running them on meta tensors (cheap: no kernel), at no cost.
-DATA_FUNCTIONS = {operator.getitem, torch.cat, torch.stack, F.pad, torch.reshape, torch.permute, torch.transpose,
-                  torch.squeeze, torch.unsqueeze, torch.chunk, torch.split, getattr}  # fmt: skip
-DATA_METHODS = {"view", "reshape", "permute", "transpose", "squeeze", "unsqueeze", "expand", "expand_as", "chunk",
-                "split", "size", "dim", "view_as", "repeat", "narrow", "unflatten", "type_as", "to", "float", "t", "contiguous"}  # fmt: skip
-REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
-REDUCE_METHODS = {"mean", "sum", "amax", "max", "min"}
+"""Cost role (:data:`edgecnn.ops.COST_ROLES`) -> how it is computed. Which op has which role: :mod:`edgecnn.ops`."""
 
 
-def module_handler(module: nn.Module) -> Handler | None:
-    """The handler for ``module``'s type or its nearest registered base class."""
-    return _handler_for_type(type(module))
-
-
-@lru_cache(maxsize=None)
-def _handler_for_type(module_type: type) -> Handler | None:
-    # a subclass that rewrites forward (timm's Conv2dSame pads the input first) computes something else:
-    # no rule, so it is measured (FlopCounterMode) instead of costed as its parent
-    if not getattr(module_type.forward, "__module__", "").startswith("torch.nn."):
+def cost_rule(family: OpFamily | None) -> CostRule | None:
+    """The rule of ``family`` (``None``: no family); a custom op's handler stands for every form."""
+    if family is None:
         return None
-    for cls in module_type.__mro__:
-        h = MODULE_HANDLERS.get(cls)
-        if h is not None:
-            return h
-    return None
+    if callable(family.cost):
+        return CostRule(family.cost, family.cost, family.cost)
+    return COST_RULES[family.cost]
+
+
+def module_handler(module: nn.Module, ops: OpTable = OPS) -> Handler | None:
+    """The handler for ``module``'s type (its family's, by its nearest registered base class)."""
+    rule = cost_rule(ops.module_family(type(module)))
+    if rule is None:
+        return None
+    if rule.module is None and rule.runs:
+        return lambda call: (None, Cost(rule.runs))
+    return rule.module

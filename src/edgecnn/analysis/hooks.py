@@ -37,6 +37,7 @@ from edgecnn.analysis import handlers as H
 from edgecnn.analysis.node_cost import activation, tensors
 from edgecnn.analysis.result import Analysis, LayerCost, model_label
 from edgecnn.limits import MAX_MEMORY_GB
+from edgecnn.ops import OPS, OpTable
 
 
 def fallback_peak_bytes(model: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
@@ -67,10 +68,12 @@ def check_fallback_memory(model: nn.Module, inputs: Sequence[torch.Tensor], why:
 
 
 def analyze_hooks(
-    model: nn.Module, inputs: Sequence[torch.Tensor], *, leaf_modules: Sequence[type[nn.Module]] = ()
+    model: nn.Module, inputs: Sequence[torch.Tensor], *, leaf_modules: Sequence[type[nn.Module]] = (),
+    ops: OpTable = OPS,
 ) -> Analysis:
-    """One real forward with hooks on leaf modules inside ``FlopCounterMode`` (see the module docstring)."""
-    leaf_types = tuple(leaf_modules)
+    """One real forward with hooks on leaf modules inside ``FlopCounterMode`` (see the module docstring);
+    ``ops``: the op table (its custom module types are leaves too)."""
+    leaf_types = (*leaf_modules, *ops.leaf_types)
     leaves: dict[nn.Module, str] = {}
     inside: tuple[str, ...] = ()  # paths of leaf-type modules: their submodules are not rows of their own
     for name, m in model.named_modules():
@@ -86,12 +89,13 @@ def analyze_hooks(
 
     def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         name = leaves[m]
-        handler = H.module_handler(m)
+        handler = H.module_handler(m, ops)
         note = ""
         cost = H.Cost("other")
         if handler is not None:
             try:
-                cost = handler(H.Call(m, args, kwargs))[1]
+                got = handler(H.Call(m, args, kwargs, None, out))
+                cost = got if isinstance(got, H.Cost) else got[1]
             except NotImplementedError:
                 handler = None
         if handler is None:

@@ -2,8 +2,9 @@
 
 The fx pass of :mod:`edgecnn.analysis.trace` hands each call node here with
 its arguments already turned into *meta* tensors (shape and dtype, no data).
-The op's rule in the cost table (:mod:`edgecnn.analysis.handlers`) gives its
-output and :class:`~edgecnn.analysis.handlers.Cost` without running a kernel;
+The op's family in the op table (:mod:`edgecnn.ops`) names its cost role, whose
+rule (:data:`edgecnn.analysis.handlers.COST_RULES`) gives its output and
+:class:`~edgecnn.analysis.handlers.Cost` without running a kernel;
 reshapes and reductions without a rule are run on meta tensors (no kernel
 either) at no MAC cost; anything else is run on meta tensors inside
 ``FlopCounterMode``, so its shape and any conv/matmul MACs inside it are
@@ -13,8 +14,7 @@ off an op's outputs (its tensors and their activation memory).
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from edgecnn.analysis import handlers as H
 from edgecnn.graph import run_on_meta
+from edgecnn.ops import OPS, OpTable
 
 _VIEW_KINDS = ("data",)  # outputs that alias their input: no new activation memory
 
@@ -63,29 +64,24 @@ def _reduce(node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
 
 
 def cost_node(
-    node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any], ops: OpTable = OPS
 ) -> tuple[Any, H.Cost, str]:
-    """Output value, cost and a note for one call node (``module``: the called one, for call_module)."""
-    target = node.target
-    if node.op == "call_module":
-        assert module is not None
-        handler = H.module_handler(module)
-    elif node.op == "call_function":
-        handler = H.FUNCTION_HANDLERS.get(target)
-        if handler is None and target in H.DATA_FUNCTIONS:
-            kind = "data" if target in (operator.getitem, getattr) else "copy"
-            return run_on_meta(node, None, args, kwargs), H.Cost(kind), ""
-        if handler is None and target in H.REDUCE_FUNCTIONS:
+    """Output value, cost and a note for one call node (``module``: the called one, for call_module).
+
+    The node's family in ``ops`` (:mod:`edgecnn.ops`) gives its cost role, :data:`handlers.COST_RULES` the rule.
+    """
+    family = ops.family(node.op, node.target, module)
+    if family is not None and callable(family.cost):
+        return _custom(node, module, args, kwargs, family.cost)
+    rule = H.cost_rule(family)
+    handler = rule.handler(node.op) if rule is not None else None
+    if rule is not None and handler is None and rule.runs:
+        if rule.runs == "reduce":
             return _reduce(node, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
-    else:
-        handler = H.METHOD_HANDLERS.get(target)  # type: ignore[arg-type]
-        if handler is None and target in H.DATA_METHODS:
-            return run_on_meta(node, None, args, kwargs), H.Cost("data"), ""
-        if handler is None and target in H.REDUCE_METHODS:
-            return _reduce(node, args, kwargs), H.Cost("reduce", 0, _numel(args[0])), ""
+        return run_on_meta(node, module, args, kwargs), H.Cost(rule.runs), ""
     if handler is not None:
         try:
-            value, cost = handler(H.Call(module, args, kwargs))
+            value, cost = handler(H.Call(module, args, kwargs, None if module is not None else node.target))
             return value, cost, ""
         except NotImplementedError:
             pass  # a case the rule does not cover: measure it below
@@ -95,6 +91,27 @@ def cost_node(
         value = run_on_meta(node, module, args, kwargs)
     macs = counter.get_total_flops() // 2
     return value, H.Cost("other", macs, 0), "no rule: run on meta tensors, MACs from FlopCounterMode"
+
+
+def _custom(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any],
+            cost: Callable[..., Any]) -> tuple[Any, H.Cost, str]:  # fmt: skip
+    """A custom op's cost function, given the call and its output (the op run on meta tensors)."""
+    value = run_on_meta(node, module, args, kwargs)
+    got = cost(H.Call(module, args, kwargs, None if module is not None else node.target, value))
+    if not isinstance(got, H.Cost):
+        value, got = got  # a (value, Cost) pair, as the built-in handlers return
+    return value, got, "custom op"
+
+
+def shape_evaluator(ops: OpTable = OPS) -> Callable[[fx.Node, nn.Module | None, tuple[Any, ...], dict[str, Any]], Any]:
+    """:func:`shape_value` with the custom ops of ``ops``."""
+    if ops is OPS:
+        return shape_value
+
+    def evaluate(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return cost_node(node, module, args, kwargs, ops)[0]
+
+    return evaluate
 
 
 def shape_value(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

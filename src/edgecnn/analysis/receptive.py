@@ -17,8 +17,9 @@ interval ``start + i·J ± (R-1)/2`` (clipped to the image).
 
 Each node's rule — branches merged as a union, global pooling / SE gates /
 flatten→linear as the *whole input*, transposed convs dividing the jump,
-upsampling, padding, strided slicing, and unknown ops — lives in the
-``layer type → rule`` tables of :mod:`edgecnn.analysis.rf_rules`; the
+upsampling, padding, strided slicing, and unknown ops — lives in
+:mod:`edgecnn.analysis.rf_rules` (``field role → rule``; which op has which
+role is declared once, in :mod:`edgecnn.ops`); the
 graph-free algebra (:class:`RF`, ``conv_rule``, ``merge``) in
 :mod:`edgecnn.analysis.rf_math`. This file owns the walk over an fx graph
 (:func:`receptive_fields`) and the model-level conveniences
@@ -34,7 +35,6 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from edgecnn.analysis.node_cost import shape_value
 from edgecnn.analysis.rf_math import (  # re-exported: the public names of the receptive-field API
     RF,
     Num,
@@ -47,15 +47,10 @@ from edgecnn.analysis.rf_math import (  # re-exported: the public names of the r
     merge,
     whole_rf,
 )
-from edgecnn.analysis.rf_rules import (  # the tables re-exported: code extends receptive.MODULE_RULES
-    FUNCTION_RULES,
-    MODULE_RULES,
-    Op,
-    Rule,
-    generic_rule,
-    rule_for,
-)
+from edgecnn.analysis.node_cost import shape_evaluator
+from edgecnn.analysis.rf_rules import Op, generic_rule, rule_for
 from edgecnn.graph import Graph, propagate, trace_graph
+from edgecnn.ops import CustomOp, OpTable, op_table
 
 __all__ = ["RF", "Num", "add_note", "as_num", "conv_rule", "conv_transpose_rule", "eval_mode", "fmt_num", "identity_rf",
            "layer_receptive_fields", "merge", "receptive_field", "receptive_fields", "whole_rf"]  # fmt: skip
@@ -96,15 +91,16 @@ def _sizes(meta: TensorMetadata | None, axes: tuple[int, ...] | None) -> tuple[i
     return tuple(int(meta.shape[a]) for a in axes) if meta is not None and axes is not None else None
 
 
-def _as_graph(g: Graph | fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Graph:
+def _as_graph(g: Graph | fx.GraphModule, example_inputs: Sequence[torch.Tensor], ops: OpTable) -> Graph:
     if isinstance(g, fx.GraphModule):  # a user's own GraphModule: shapes by meta propagation
         g = Graph(g, g.graph, modules=dict(g.named_modules()))
     if example_inputs:
-        propagate(g, list(example_inputs), shape_value)
+        propagate(g, list(example_inputs), shape_evaluator(ops))
     return g
 
 
-def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, strict: bool = False) -> dict[str, RF]:
+def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, strict: bool = False,
+                     custom_ops: Sequence[CustomOp] | OpTable | None = None) -> dict[str, RF]:  # fmt: skip
     """Receptive field of every tensor-valued node of ``g``, keyed by fx node name.
 
     ``g``: an :class:`edgecnn.graph.Graph` (from :func:`edgecnn.graph.trace_graph` with inputs, as
@@ -112,9 +108,11 @@ def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, s
     carry no ``meta['tensor_meta']`` yet (shapes are then propagated on meta tensors). Nodes that do not
     depend on an input (weights, constants, ``x.shape`` arithmetic) are left out. The first placeholder sets
     the number of spatial axes (rank − 2). ``strict=True`` raises on an unknown op that changes the spatial
-    shape instead of taking it as whole input.
+    shape instead of taking it as whole input. ``custom_ops``: field rules of ops of your own
+    (:class:`edgecnn.ops.CustomOp`; docs/analysis.md, "Custom ops").
     """
-    g = _as_graph(g, example_inputs)
+    ops = op_table(custom_ops)
+    g = _as_graph(g, example_inputs, ops)
     placeholders = g.placeholders()
     if not placeholders:
         raise ValueError("the graph has no input")
@@ -153,13 +151,13 @@ def receptive_fields(g: Graph | fx.GraphModule, *example_inputs: torch.Tensor, s
         rank_in = len(_first(first.meta.get("tensor_meta")).shape) if in_axes is not None else 0  # type: ignore[union-attr]
         out_axes = axes_of[node] = _axes_out(node, in_axes, rank_in, len(out_meta.shape), ndim)
         out_sizes = sizes_of[node] = _sizes(out_meta, out_axes)
-        rule = rule_for(node, module)
+        rule = rule_for(node, module, ops)
         if rule is generic_rule and len(ins) == 1 and out_sizes == sizes_of.get(first):
             rfs[node] = ins[0]  # a pointwise op (norm, activation, view keeping the map): the field passes through
             continue
-        rf = rule(Op(node, g, module, ndim, extent, sizes_of.get(first), out_sizes, in_axes), ins)
+        rf = rule(Op(node, g, module, ndim, extent, sizes_of.get(first), out_sizes, in_axes, ops), ins)
         if strict and "unknown op" in rf.note:
-            raise ValueError(f"node {node.name}: {rf.note}; add a rule to rf_rules.MODULE_RULES/FUNCTION_RULES")
+            raise ValueError(f"node {node.name}: {rf.note}; declare it in edgecnn.ops or pass custom_ops")
         rfs[node] = rf
     return {n.name: rf for n, rf in rfs.items()}
 
@@ -176,20 +174,25 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
-def _trace(model: nn.Module, input_shape: Sequence[int]) -> dict[str, RF]:
+def _trace(model: nn.Module, input_shape: Sequence[int], custom_ops: Sequence[CustomOp] | OpTable | None
+           ) -> dict[str, RF]:  # fmt: skip
     shape = tuple(int(s) for s in input_shape)
     if len(shape) < 3:
         raise ValueError(f"input_shape {shape} must be (N, C, *spatial), e.g. (1, 3, 224, 224)")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.empty(shape, dtype=dtype, device="meta")  # shapes only: no compute, no BN statistics touched
-    return receptive_fields(trace_graph(model, x, evaluate=shape_value))
+    ops = op_table(custom_ops)
+    g = trace_graph(model, x, leaf_modules=ops.leaf_types, evaluate=shape_evaluator(ops))
+    return receptive_fields(g, custom_ops=ops)
 
 
-def layer_receptive_fields(model: nn.Module, input_shape: Sequence[int]) -> dict[str, RF]:
+def layer_receptive_fields(model: nn.Module, input_shape: Sequence[int], *,
+                           custom_ops: Sequence[CustomOp] | OpTable | None = None) -> dict[str, RF]:  # fmt: skip
     """Trace ``model`` and give the field of every node (see :func:`receptive_fields`)."""
-    return _trace(model, input_shape)
+    return _trace(model, input_shape, custom_ops)
 
 
-def receptive_field(model: nn.Module, input_shape: Sequence[int]) -> RF:
+def receptive_field(model: nn.Module, input_shape: Sequence[int], *,
+                    custom_ops: Sequence[CustomOp] | OpTable | None = None) -> RF:  # fmt: skip
     """Receptive field of ``model``'s output for an input of ``input_shape`` = (N, C, *spatial)."""
-    return _trace(model, input_shape)["output"]
+    return _trace(model, input_shape, custom_ops)["output"]

@@ -5,8 +5,9 @@ on every node and applies the rule to its inputs' fields; the per-axis
 algebra (Araujo et al. 2019, *Computing Receptive Fields of Convolutional
 Neural Networks*, Distill) is :mod:`edgecnn.analysis.rf_math`. A plain conv
 or pool is ``conv_rule`` with its kernel, stride, padding and dilation read
-off the module or the functional call; new rules go into the tables
-:data:`MODULE_RULES` (by module type) and :data:`FUNCTION_RULES` (by function).
+off the module or the functional call. Which op gets which rule is declared
+once, in the op table :mod:`edgecnn.ops` (its *field role*: ``keep``,
+``conv``, ``pad``, ...); :data:`FIELD_RULES` maps each role to its rule here.
 
 Rules beyond plain convs and pools, one function each below:
 
@@ -39,18 +40,18 @@ from __future__ import annotations
 
 import inspect
 import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from edgecnn.analysis.rf_math import RF, add_note, as_num, conv_rule, conv_transpose_rule, merge, whole_rf
 from edgecnn.graph import Graph
+from edgecnn.ops import OPS, OpTable
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class Op:
     out_spatial: tuple[int, ...] | None  # spatial size of the output (None when flat)
     in_axes: tuple[int, ...] | None = None  # tensor axes of the first input that hold the spatial axes, in order
     # (the trailing ones, unless a permute moved them: (1, 2) for an NHWC tensor); None when flat
+    ops: OpTable = OPS  # the op table the rules were chosen from (custom ops included)
 
 
 def _tuple(v: object, n: int) -> tuple[int, ...]:
@@ -111,34 +113,30 @@ def generic_rule(op: Op, ins: list[RF]) -> RF:
     return whole_rf(op.extent, note=f"unknown op {what!r} changes the spatial shape; taken as whole input")
 
 
-_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "flatten", "view",
-               "reshape", "adaptive_avg_pool2d", "adaptive_max_pool2d"}  # fmt: skip
-
-
 def _is_reduction(op: Op) -> bool:
-    t = op.node.target
-    return (t if isinstance(t, str) else getattr(t, "__name__", "")) in _REDUCTIONS or isinstance(
-        op.module, (nn.Flatten, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-    )
+    """Whether the op's family says a change of the spatial shape is a reduction (mean, flatten, view, adaptive
+    pool): whole input, no note."""
+    fam = op.ops.family(op.node.op, op.node.target, op.module)
+    return fam is not None and fam.field in ("reduce", "adaptive_pool")
+
+
+def _module_geometry(op: Op) -> tuple[tuple[int, ...], ...]:
+    """Kernel, stride, padding and dilation of a conv-like module, read off its attributes (a custom op's too)."""
+    m: Any = op.module
+    stride, padding, dilation = getattr(m, "stride", 1), getattr(m, "padding", 0), getattr(m, "dilation", 1)
+    return _conv_geometry(op, m.kernel_size, stride, padding, dilation)
 
 
 def _conv_module(op: Op, ins: list[RF]) -> RF:
-    m = op.module
-    assert isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
-    return conv_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, m.dilation))
+    return conv_rule(ins[0], *_module_geometry(op))
 
 
 def _tconv_module(op: Op, ins: list[RF]) -> RF:
-    m = op.module
-    assert isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
-    rf = conv_transpose_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, m.dilation))
-    return add_note(rf, "transposed conv: continuous hull")
+    return add_note(conv_transpose_rule(ins[0], *_module_geometry(op)), "transposed conv: continuous hull")
 
 
 def _pool_module(op: Op, ins: list[RF]) -> RF:
-    m = op.module
-    dilation = getattr(m, "dilation", 1)  # AvgPool has none
-    return conv_rule(ins[0], *_conv_geometry(op, m.kernel_size, m.stride, m.padding, dilation))  # type: ignore[union-attr]
+    return conv_rule(ins[0], *_module_geometry(op))  # AvgPool has no dilation: 1
 
 
 def _adaptive_pool(op: Op, ins: list[RF]) -> RF:
@@ -275,55 +273,36 @@ def _functional_avg(op: Op, ins: list[RF]) -> RF:
     return conv_rule(ins[0], *_conv_geometry(op, a["kernel_size"], a.get("stride"), a.get("padding", 0), 1))
 
 
-MODULE_RULES: list[tuple[type | tuple[type, ...], Rule]] = [
-    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv_module),
-    ((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), _tconv_module),
-    ((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d), _pool_module),
-    ((nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-      nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d), _adaptive_pool),  # fmt: skip
-    (nn.Linear, _linear),
-    (nn.Upsample, _upsample_module),
-    ((nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ReflectionPad1d, nn.ReflectionPad2d,
-      nn.ReplicationPad1d, nn.ReplicationPad2d), _pad_module),  # fmt: skip
-]
-
-FUNCTION_RULES: dict[object, Rule] = {
-    **dict.fromkeys((F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d), _functional_conv),
-    **dict.fromkeys((F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d), _functional_tconv),
-    **dict.fromkeys((F.max_pool1d, F.max_pool2d, F.max_pool3d), _functional_pool),
-    **dict.fromkeys((F.avg_pool1d, F.avg_pool2d, F.avg_pool3d), _functional_avg),
-    **dict.fromkeys((F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
-                    _adaptive_pool),  # fmt: skip
-    F.linear: _linear,
-    F.interpolate: lambda op, ins: _upsample(op, ins, str(_bind(_f_interp, op.node).get("mode", "nearest"))),
-    F.pad: lambda op, ins: _pad(op, ins, list(_bind(_f_pad, op.node)["pad"])),  # type: ignore[arg-type]
-    operator.getitem: _getitem,
-}
+def _whole(op: Op, ins: list[RF]) -> RF:
+    """The output depends on the whole input (a custom op declared ``field="whole"``)."""
+    rf = merge(ins)
+    return rf if rf.whole else whole_rf(op.extent)
 
 
-def rule_for(node: fx.Node, module: nn.Module | None) -> Rule:
-    """The rule for ``node``: by module type (first match), else by function, else :func:`generic_rule`."""
-    if module is not None:
-        return _module_rule(type(module))
-    return FUNCTION_RULES.get(node.target, generic_rule)
+FIELD_RULES: dict[str, tuple[Rule, Rule]] = {
+    "keep": (generic_rule, generic_rule),
+    "reduce": (generic_rule, generic_rule),
+    "whole": (_whole, _whole),
+    "conv": (_conv_module, _functional_conv),
+    "conv_transpose": (_tconv_module, _functional_tconv),
+    "max_pool": (_pool_module, _functional_pool),
+    "avg_pool": (_pool_module, _functional_avg),
+    "adaptive_pool": (_adaptive_pool, _adaptive_pool),
+    "linear": (_linear, _linear),
+    "interpolate": (_upsample_module,
+                    lambda op, ins: _upsample(op, ins, str(_bind(_f_interp, op.node).get("mode", "nearest")))),
+    "pad": (_pad_module, lambda op, ins: _pad(op, ins, list(_bind(_f_pad, op.node)["pad"]))),  # type: ignore[arg-type]
+    "slice": (generic_rule, _getitem),
+}  # fmt: skip
+"""Field role (:data:`edgecnn.ops.FIELD_ROLES`) -> (rule for a module call, rule for a function or method call).
+Which op has which role: :mod:`edgecnn.ops`."""
 
 
-def _module_rule(module_type: type) -> Rule:
-    rule = _RULE_OF_TYPE.get(module_type)
-    if rule is None:
-        rule = next((r for types, r in MODULE_RULES if issubclass(module_type, types)
-                     and _same_forward(module_type, types)), generic_rule)  # fmt: skip
-        if len(_RULE_OF_TYPE) < 4096:  # a cache of the first match by type (MODULE_RULES is extended at import)
-            _RULE_OF_TYPE[module_type] = rule
-    return rule
-
-
-_RULE_OF_TYPE: dict[type, Rule] = {}
-
-
-def _same_forward(module_type: type, types: type | tuple[type, ...]) -> bool:
-    """Whether ``module_type`` runs the ``forward`` of the class it matched in ``types``: a subclass that rewrites
-    it (timm's ``Conv2dSame`` pads the input first) does not inherit the parent's field rule (generic instead)."""
-    listed = types if isinstance(types, tuple) else (types,)
-    base = next((c for c in module_type.__mro__ if c in listed), None)
-    return base is None or module_type.forward is base.forward
+def rule_for(node: fx.Node, module: nn.Module | None, ops: OpTable = OPS) -> Rule:
+    """The rule for ``node``: its family's field role in ``ops`` (a custom op's own rule), else :func:`generic_rule`."""
+    fam = ops.family(node.op, node.target, module)
+    if fam is None:
+        return generic_rule
+    if callable(fam.field):
+        return fam.field
+    return FIELD_RULES[fam.field][0 if module is not None else 1]

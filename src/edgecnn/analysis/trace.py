@@ -27,9 +27,10 @@ import torch
 from torch import fx, nn
 
 from edgecnn.analysis.hooks import analyze_hooks, check_fallback_memory
-from edgecnn.analysis.node_cost import activation, cost_node, shape_value, tensors
+from edgecnn.analysis.node_cost import activation, cost_node, shape_evaluator, tensors
 from edgecnn.analysis.result import Analysis, LayerCost, model_label
 from edgecnn.graph import Graph, GraphError, gc_paused, trace_graph
+from edgecnn.ops import OPS, CustomOp, OpTable, op_table
 
 
 def _fn_name(target: Any) -> str:
@@ -48,20 +49,23 @@ def analyze_fx(
     leaf_modules: Sequence[type[nn.Module]] = (),
     receptive_fields: bool = True,
     concrete_shapes: bool = True,
+    ops: OpTable = OPS,
 ) -> tuple[Analysis, Graph]:
     """The fx pass: one :func:`edgecnn.graph.trace_graph` whose evaluator costs each node on the way.
 
     ``concrete_shapes``: see :func:`edgecnn.graph.trace_graph` (``False`` keeps sizes symbolic in the graph).
+    ``ops``: the op table (:func:`edgecnn.ops.op_table`; its custom module types are kept whole).
     Raises :class:`edgecnn.graph.GraphError` when fx cannot trace the model; :func:`analyze` then falls back.
     """
     costs: dict[fx.Node, tuple[Any, str]] = {}
 
     def evaluate(node: fx.Node, module: nn.Module | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        value, cost, note = cost_node(node, module, args, kwargs)
+        value, cost, note = cost_node(node, module, args, kwargs, ops)
         costs[node] = (cost, note)
         return value
 
-    g = trace_graph(model, inputs, leaf_modules=leaf_modules, evaluate=evaluate, concrete_shapes=concrete_shapes)
+    leaves = (*leaf_modules, *ops.leaf_types)
+    g = trace_graph(model, inputs, leaf_modules=leaves, evaluate=evaluate, concrete_shapes=concrete_shapes)
     modules = g.modules
     values = g.values
     counted: set[int] = set()
@@ -107,15 +111,15 @@ def analyze_fx(
                 unused += p.numel()
     analysis = Analysis(model_label(model), [tuple(t.shape) for t in inputs], rows, "fx", unused)
     if receptive_fields:
-        _add_receptive_fields(g, row_of, analysis)
+        _add_receptive_fields(g, row_of, analysis, ops)
     return analysis, g
 
 
-def _add_receptive_fields(g: Graph, row_of: dict[str, LayerCost], analysis: Analysis) -> None:
+def _add_receptive_fields(g: Graph, row_of: dict[str, LayerCost], analysis: Analysis, ops: OpTable) -> None:
     from edgecnn.analysis.receptive import receptive_fields  # on first use: analyses without fields never load it
 
     try:
-        rfs = receptive_fields(g)
+        rfs = receptive_fields(g, custom_ops=ops)
     except ValueError as exc:  # e.g. an input without spatial axes
         analysis.notes.append(f"receptive fields not computed: {exc}")
         return
@@ -164,12 +168,14 @@ def shape_graph(
     inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
     batch_size: int = 1,
     leaf_modules: Sequence[type[nn.Module]] = (),
+    custom_ops: Sequence[CustomOp] | OpTable | None = None,
 ) -> Graph:
     """``model``'s :class:`edgecnn.graph.Graph` with meta shapes for an input of ``input_size`` = (C, H, W), without
     a cost analysis: what a planner needs for per-layer shapes (``g.io_shapes(node)``). Raises
-    :class:`edgecnn.graph.GraphError` when fx cannot trace the model."""
+    :class:`edgecnn.graph.GraphError` when fx cannot trace the model. ``custom_ops``: as in :func:`analyze`."""
     xs = _inputs(model, input_size, inputs, batch_size)
-    return trace_graph(model, xs, leaf_modules=leaf_modules, evaluate=shape_value)
+    ops = op_table(custom_ops)
+    return trace_graph(model, xs, leaf_modules=(*leaf_modules, *ops.leaf_types), evaluate=shape_evaluator(ops))
 
 
 def _real(model: nn.Module, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -188,6 +194,7 @@ def analyze(
     leaf_modules: Sequence[type[nn.Module]] = (),
     mode: str = "auto",
     receptive_fields: bool = True,
+    custom_ops: Sequence[CustomOp] | OpTable | None = None,
 ) -> Analysis:
     """Per-layer costs of ``model`` for an input of ``input_size`` = (C, H, W) (or example ``inputs``).
 
@@ -196,28 +203,31 @@ def analyze(
     (fx, else hooks, with the reason in ``fallback_reason``: never silent). ``leaf_modules``: module
     types to keep whole instead of tracing through (they are costed by their
     rule, or on meta tensors under FlopCounterMode). ``receptive_fields=False``
-    skips the receptive-field columns (a fifth of the time).
+    skips the receptive-field columns (a fifth of the time). ``custom_ops``: :class:`edgecnn.ops.CustomOp` s
+    teaching the cost and field of ops of your own (module types among them are kept whole); see
+    docs/analysis.md, "Custom ops".
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     if mode not in ("auto", "fx", "hooks"):
         raise ValueError(f"mode must be 'auto', 'fx' or 'hooks', got {mode!r}")
     xs = _inputs(model, input_size, inputs, batch_size)
+    ops = op_table(custom_ops)
     if mode == "hooks":
         check_fallback_memory(model, xs, "mode 'hooks' asked for")
-        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
+        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules, ops=ops)
         analysis.fallback_reason = "mode 'hooks' asked for"
         return analysis
     try:
         with gc_paused():
-            return analyze_fx(model, xs, leaf_modules=leaf_modules, receptive_fields=receptive_fields)[0]
+            return analyze_fx(model, xs, leaf_modules=leaf_modules, receptive_fields=receptive_fields, ops=ops)[0]
     except GraphError as exc:
         if mode == "fx":
             raise
         first = exc.reason
     check_fallback_memory(model, xs, first)
     try:
-        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules)
+        analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules, ops=ops)
     except Exception as exc:  # the model does not run on this input either: a user error, say both reasons
         shapes = ", ".join("×".join(map(str, t.shape)) for t in xs)
         raise ValueError(f"the model cannot run on an input of {shapes}: {_first_line(exc)} "

@@ -71,7 +71,7 @@ from edgecnn.compress.document import (
     write_document,
 )
 from edgecnn.compress.importance import data_free_criteria
-from edgecnn.compress.job import Check, MeasuredRun, Shrunk, check, run_measured
+from edgecnn.compress.job import Check, MeasuredRun, Shrunk, check, run_measured, table_meter
 from edgecnn.compress.meter import ResourceMeter, network_key
 from edgecnn.compress.netadapt import Iteration, NetAdaptConfig
 from edgecnn.compress.netadapt_state import STATE_FILE, load_state, prune_record, restore, run_settings, state_path
@@ -79,9 +79,7 @@ from edgecnn.data import DataSet
 from edgecnn.deploy import INT8_CHOICES, deploy_int8
 from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import BACKENDS
-from edgecnn.latency.measure import device_fingerprint
 from edgecnn.latency.model import LatencyModel, whole_network_model
-from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.targets import default_target
 from edgecnn.limits import MAX_CHANNELS
 from edgecnn.memory import check_memory
@@ -210,16 +208,12 @@ def _latency_model(args: argparse.Namespace, budget: Budget, model: nn.Module, d
         console.print("latency: every pruned network is measured end to end (no arch string to look up)")
     elif budget.resource == "latency" and args.method not in LAYER_METHODS:  # those time layers and the whole net
         path = Path(args.latency_table) if args.latency_table else out / "latency_table.json"
-        fp = device_fingerprint(backend=how.backend, threads=how.threads, device=how.device)
-        table = LatencyTable.open_or_new(path, fp)
-        latency = LatencyModel(table, measure=True, lane=executor.exclusive, path=path)
         console.print(f"latency table {path}: measuring a width grid of every block once on {how.backend} "
                       "(then interpolating)")  # fmt: skip
         with progress_bar(console) as bar:
             task = bar.add_task(f"latency table: block variants on {how.backend}", total=None)
-            latency.ensure_grid(model.arch, input_size=data.image_size, num_classes=data.num_classes,
-                                in_chans=data.in_chans,
-                                on_progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+            latency = table_meter(model.arch, data, how, path, lane=executor.exclusive,
+                                  on_progress=lambda d, t: bar.update(task, completed=d, total=t)).latency
     return latency
 
 

@@ -18,8 +18,7 @@ from edgecnn.cli.user_model import (
     parse_model_ref,
 )
 from edgecnn.data import DataSet
-from edgecnn.demo import DemoConfig, Network, run_demo
-from edgecnn.demo_compress import CompressSettings
+from edgecnn.demo import CompressSettings, DemoConfig, Network, run_demo
 from edgecnn.latency.targets import target_names
 
 

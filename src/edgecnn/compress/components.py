@@ -244,6 +244,32 @@ class Components:
         self.roots = roots
         n = roots.numel()
         keys = list(self.uses)
+        labels, keys_of, src_of_key = self._sources(keys)
+        if n + sum(t.numel() for t in labels) <= SMALL:
+            return self._group_small(roots.tolist(), reason_of, keys, labels, keys_of, round_to)
+        nsrc = len(labels)
+        lengths = torch.tensor([t.numel() for t in labels], dtype=torch.long)
+        sid = torch.repeat_interleave(torch.arange(nsrc), lengths)  # source of each element
+        pos = torch.arange(sid.numel()) - (torch.cumsum(lengths, 0) - lengths)[sid]  # its index in that dim
+        r = roots[torch.cat(labels)] if labels else torch.zeros(0, dtype=torch.long)
+        signature, live = self._signatures(roots, reason_of, sid, r, src_of_key, nsrc)
+        _, gid_live = torch.unique(signature[live], return_inverse=True)
+        gid = torch.full((n,), -1, dtype=torch.long)
+        gid[live] = gid_live
+        ngroups = int(gid_live.max()) + 1 if live.numel() else 0
+        members, uneven = _members(_runs(gid, gid_live, live, r, sid, pos, nsrc, ngroups), keys_of, ngroups)
+        first_root = torch.full((ngroups,), n, dtype=torch.long).scatter_reduce(0, gid_live, live, "amin").tolist()
+        built = [self._finish(g_i, members[g_i], keys, first_root[g_i], reason_of.get(first_root[g_i]), uneven[g_i])
+                 for g_i in range(ngroups)]  # fmt: skip
+        built.sort(key=lambda b: b[0])
+        final = torch.full((ngroups + 1,), -1, dtype=torch.long)  # pre-sort group -> final index (-1: none)
+        final[torch.tensor([b[4] for b in built], dtype=torch.long)] = torch.arange(len(built))
+        self.group_of_root = final[gid]  # gid -1 reads the extra -1 at the end
+        return self._groups_of(built, round_to)
+
+    def _sources(self, keys: list[Key]) -> tuple[list[torch.Tensor], list[list[int]], list[int]]:
+        """The distinct label vectors the dims record (one per source), the key indices of each source, and each
+        key's source."""
         source: dict[tuple[int, ...], int] = {}  # the memory a label vector reads -> source index
         labels: list[torch.Tensor] = []
         keys_of: list[list[int]] = []  # source -> the key indices that recorded it
@@ -257,17 +283,17 @@ class Components:
                 keys_of.append([])
             keys_of[s_i].append(k_i)
             src_of_key.append(s_i)
-        if n + sum(t.numel() for t in labels) <= SMALL:
-            return self._group_small(roots.tolist(), reason_of, keys, labels, keys_of, round_to)
-        nsrc = len(labels)
-        lengths = torch.tensor([t.numel() for t in labels], dtype=torch.long)
-        sid = torch.repeat_interleave(torch.arange(nsrc), lengths)  # source of each element
-        pos = torch.arange(sid.numel()) - (torch.cumsum(lengths, 0) - lengths)[sid]  # its index in that dim
-        r = roots[torch.cat(labels)] if labels else torch.zeros(0, dtype=torch.long)
+        return labels, keys_of, src_of_key
+
+    def _signatures(self, roots: torch.Tensor, reason_of: dict[int, str], sid: torch.Tensor, r: torch.Tensor,
+                    src_of_key: list[int], nsrc: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Per root, a hash of what decides its group: the sources it touches, its pieces of every channel split
+        and its block reason (equal hashes <=> one group); and the roots that touch something, ascending."""
+        n = roots.numel()
         # per root: a sum of random 63-bit keys of the dims it touches, so equal sets <=> equal sums
         gen = torch.Generator().manual_seed(0)
         rand = torch.zeros(nsrc, dtype=torch.long).index_add_(
-            0, torch.tensor(src_of_key, dtype=torch.long), torch.randint(1, 2**62, (len(keys),), generator=gen))
+            0, torch.tensor(src_of_key, dtype=torch.long), torch.randint(1, 2**62, (len(src_of_key),), generator=gen))
         nz = r != 0
         touched = torch.unique(sid[nz] * n + r[nz])
         signature = torch.zeros(n, dtype=torch.long).index_add_(0, touched % n, rand[touched // n])
@@ -288,53 +314,7 @@ class Components:
             blocked = torch.tensor(list(reason_of), dtype=torch.long)
             rid = torch.tensor([reasons.index(w) for w in reason_of.values()], dtype=torch.long)
             signature.index_add_(0, blocked, torch.where(signature[blocked] != 0, salt[rid], 0))
-        _, gid_live = torch.unique(signature[live], return_inverse=True)
-        gid = torch.full((n,), -1, dtype=torch.long)
-        gid[live] = gid_live
-        ngroups = int(gid_live.max()) + 1 if live.numel() else 0
-        # rank of each root inside its group (ascending root id: the earliest producer's channel order)
-        order = torch.argsort(gid_live, stable=True)
-        sizes = torch.bincount(gid_live, minlength=ngroups)
-        rank = torch.zeros(n, dtype=torch.long)
-        rank[live[order]] = torch.arange(live.numel()) - (torch.cumsum(sizes, 0) - sizes)[gid_live[order]]
-        # every element of a group, sorted by (group, source, rank, position): one run per (group, source)
-        g_e = gid[r]
-        sel = torch.nonzero(g_e >= 0, as_tuple=True)[0]
-        g_e, s_e, rank_e, pos_e = g_e[sel], sid[sel], rank[r[sel]], pos[sel]  # (source, position) ascending
-        o = torch.argsort((g_e * nsrc + s_e) * (int(sizes.max()) if ngroups else 1) + rank_e, stable=True)
-        g_e, s_e, rank_e, pos_e = g_e[o], s_e[o], rank_e[o], pos_e[o]
-        run_key, counts = torch.unique_consecutive(g_e * nsrc + s_e, return_counts=True)
-        run_g, run_s = run_key // nsrc, run_key % nsrc
-        widths = sizes[run_g]
-        per = counts // widths
-        # a run is regular when each of its channels owns the same count of indices: rank == offset // per
-        run_of = torch.repeat_interleave(torch.arange(len(counts)), counts)
-        offset = torch.arange(len(g_e)) - (torch.cumsum(counts, 0) - counts)[run_of]
-        bad = (rank_e != offset // per.clamp(min=1)[run_of]).long()
-        ragged = (counts % widths != 0) | (torch.zeros(len(counts), dtype=torch.long).index_add_(0, run_of, bad) > 0)
-        members: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(ngroups)]  # (key index, rows)
-        uneven = [False] * ngroups
-        split = counts.tolist()
-        parts = torch.split(pos_e, split) if split else ()
-        rank_parts = torch.split(rank_e, split) if split else ()
-        for g_i, s_i, w, c, irregular, part, rows in zip(run_g.tolist(), run_s.tolist(), widths.tolist(),
-                                                         per.tolist(), ragged.tolist(), parts, rank_parts):  # fmt: skip
-            if irregular:  # ragged: pad with -1
-                count = torch.bincount(rows, minlength=w)
-                mat = torch.full((w, int(count.max())), -1, dtype=torch.long)
-                mat[rows, torch.arange(len(rows)) - (torch.cumsum(count, 0) - count)[rows]] = part
-                uneven[g_i] = True
-            else:
-                mat = part.view(w, c)
-            members[g_i].extend((k_i, mat) for k_i in keys_of[s_i])
-        first_root = torch.full((ngroups,), n, dtype=torch.long).scatter_reduce(0, gid_live, live, "amin").tolist()
-        built = [self._finish(g_i, members[g_i], keys, first_root[g_i], reason_of.get(first_root[g_i]), uneven[g_i])
-                 for g_i in range(ngroups)]  # fmt: skip
-        built.sort(key=lambda b: b[0])
-        final = torch.full((ngroups + 1,), -1, dtype=torch.long)  # pre-sort group -> final index (-1: none)
-        final[torch.tensor([b[4] for b in built], dtype=torch.long)] = torch.arange(len(built))
-        self.group_of_root = final[gid]  # gid -1 reads the extra -1 at the end
-        return self._groups_of(built, round_to)
+        return signature, live
 
     def _groups_of(self, built: list[tuple[Any, list[Key], list[torch.Tensor], str | None, int]], round_to: int
                    ) -> tuple[Group, ...]:  # fmt: skip
@@ -359,6 +339,23 @@ class Components:
         component's group is the exact set of sources it touches, the count of its channels in each piece of
         a channel split and its block reason (the vectorised path hashes the same three things)."""
         labs = [t.tolist() for t in labels]
+        members_of = self._small_components(roots, labs, reason_of)
+        group_of = {r: g_i for g_i, rs in enumerate(members_of) for r in rs}
+        rows = _small_rows(roots, labs, members_of, group_of)
+        built = []
+        for g_i, rs in enumerate(members_of):
+            found, uneven = _small_members(rows[g_i], keys_of, len(rs))
+            built.append(self._finish(g_i, found, keys, rs[0], reason_of.get(rs[0]), uneven))
+        built.sort(key=lambda b: b[0])
+        final = {b[4]: i for i, b in enumerate(built)}
+        self.group_of_root = torch.tensor([final[group_of[r]] if r in group_of else -1 for r in range(len(roots))],
+                                           dtype=torch.long)  # fmt: skip
+        return self._groups_of(built, round_to)
+
+    def _small_components(self, roots: list[int], labs: list[list[int]], reason_of: dict[int, str]
+                          ) -> list[list[int]]:  # fmt: skip
+        """The groups' roots (ascending, groups in order of their first root): roots that touch the same sources,
+        have as many channels in each piece of every channel split and share a block reason."""
         touched: dict[int, set[int]] = defaultdict(set)  # root -> sources
         for s_i, lab in enumerate(labs):
             for x in lab:
@@ -380,37 +377,7 @@ class Components:
             if g_i == len(members_of):
                 members_of.append([])
             members_of[g_i].append(r)
-        group_of = {r: g_i for g_i, rs in enumerate(members_of) for r in rs}
-        rank = {r: i for rs in members_of for i, r in enumerate(rs)}
-        rows: list[dict[int, list[list[int]]]] = [{} for _ in members_of]  # group -> source -> positions per rank
-        for s_i, lab in enumerate(labs):
-            for pos, x in enumerate(lab):
-                r = roots[x]
-                if r:
-                    g_i = group_of[r]
-                    per_rank = rows[g_i].get(s_i)
-                    if per_rank is None:
-                        per_rank = rows[g_i][s_i] = [[] for _ in members_of[g_i]]
-                    per_rank[rank[r]].append(pos)
-        built = []
-        for g_i, rs in enumerate(members_of):
-            found: list[tuple[int, torch.Tensor]] = []
-            uneven = False
-            for s_i, per_rank in rows[g_i].items():
-                counts = {len(p) for p in per_rank}
-                if len(counts) == 1:
-                    mat = torch.tensor(per_rank, dtype=torch.long).view(len(rs), -1)
-                else:  # ragged: pad with -1
-                    wide = max(counts)
-                    mat = torch.tensor([p + [-1] * (wide - len(p)) for p in per_rank], dtype=torch.long)
-                    uneven = True
-                found.extend((k_i, mat) for k_i in keys_of[s_i])
-            built.append(self._finish(g_i, found, keys, rs[0], reason_of.get(rs[0]), uneven))
-        built.sort(key=lambda b: b[0])
-        final = {b[4]: i for i, b in enumerate(built)}
-        self.group_of_root = torch.tensor([final[group_of[r]] if r in group_of else -1 for r in range(len(roots))],
-                                           dtype=torch.long)  # fmt: skip
-        return self._groups_of(built, round_to)
+        return members_of
 
     def _splits(self) -> tuple[Split, ...]:
         """Each equal channel split, as the groups in each piece (and how often each channel of a group is there)."""
@@ -427,3 +394,97 @@ class Components:
                                     for i in torch.nonzero(found, as_tuple=True)[0].tolist()))  # fmt: skip
             out.append(Split(where, tuple(counts), tuple(fixed)))
         return tuple(out)
+
+
+# one run of the vectorised grouping: the elements of one source in one group
+_Run = tuple[int, int, int, int, bool, torch.Tensor, torch.Tensor]  # group, source, width, per, ragged, pos, rank
+
+
+def _ranks(gid_live: torch.Tensor, live: torch.Tensor, n: int, ngroups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rank of each root inside its group (ascending root id: the earliest producer's channel order), and
+    each group's size."""
+    order = torch.argsort(gid_live, stable=True)
+    sizes = torch.bincount(gid_live, minlength=ngroups)
+    rank = torch.zeros(n, dtype=torch.long)
+    rank[live[order]] = torch.arange(live.numel()) - (torch.cumsum(sizes, 0) - sizes)[gid_live[order]]
+    return rank, sizes
+
+
+def _runs(gid: torch.Tensor, gid_live: torch.Tensor, live: torch.Tensor, r: torch.Tensor, sid: torch.Tensor,
+          pos: torch.Tensor, nsrc: int, ngroups: int) -> list[_Run]:  # fmt: skip
+    """Every element of a group, sorted by (group, source, rank, position): one run per (group, source), with
+    the group's width, the indices each channel owns and whether they are ragged (channels owning different
+    counts)."""
+    rank, sizes = _ranks(gid_live, live, gid.numel(), ngroups)
+    g_e = gid[r]
+    sel = torch.nonzero(g_e >= 0, as_tuple=True)[0]
+    g_e, s_e, rank_e, pos_e = g_e[sel], sid[sel], rank[r[sel]], pos[sel]  # (source, position) ascending
+    o = torch.argsort((g_e * nsrc + s_e) * (int(sizes.max()) if ngroups else 1) + rank_e, stable=True)
+    g_e, s_e, rank_e, pos_e = g_e[o], s_e[o], rank_e[o], pos_e[o]
+    run_key, counts = torch.unique_consecutive(g_e * nsrc + s_e, return_counts=True)
+    run_g, run_s = run_key // nsrc, run_key % nsrc
+    widths = sizes[run_g]
+    per = counts // widths
+    # a run is regular when each of its channels owns the same count of indices: rank == offset // per
+    run_of = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    offset = torch.arange(len(g_e)) - (torch.cumsum(counts, 0) - counts)[run_of]
+    bad = (rank_e != offset // per.clamp(min=1)[run_of]).long()
+    ragged = (counts % widths != 0) | (torch.zeros(len(counts), dtype=torch.long).index_add_(0, run_of, bad) > 0)
+    split = counts.tolist()
+    parts = torch.split(pos_e, split) if split else ()
+    rank_parts = torch.split(rank_e, split) if split else ()
+    return list(zip(run_g.tolist(), run_s.tolist(), widths.tolist(), per.tolist(), ragged.tolist(), parts,
+                    rank_parts))  # fmt: skip
+
+
+def _members(runs: list[_Run], keys_of: list[list[int]], ngroups: int
+             ) -> tuple[list[list[tuple[int, torch.Tensor]]], list[bool]]:  # fmt: skip
+    """Per group, its (key index, ``(width, n)`` index rows) members from the runs (ragged rows padded with -1),
+    and whether any of them is ragged."""
+    members: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(ngroups)]  # (key index, rows)
+    uneven = [False] * ngroups
+    for g_i, s_i, w, c, irregular, part, rows in runs:
+        if irregular:  # ragged: pad with -1
+            count = torch.bincount(rows, minlength=w)
+            mat = torch.full((w, int(count.max())), -1, dtype=torch.long)
+            mat[rows, torch.arange(len(rows)) - (torch.cumsum(count, 0) - count)[rows]] = part
+            uneven[g_i] = True
+        else:
+            mat = part.view(w, c)
+        members[g_i].extend((k_i, mat) for k_i in keys_of[s_i])
+    return members, uneven
+
+
+def _small_rows(roots: list[int], labs: list[list[int]], members_of: list[list[int]], group_of: dict[int, int]
+                ) -> list[dict[int, list[list[int]]]]:  # fmt: skip
+    """Per group, per source it touches, the positions each of its channels (by rank) owns there."""
+    rank = {r: i for rs in members_of for i, r in enumerate(rs)}
+    rows: list[dict[int, list[list[int]]]] = [{} for _ in members_of]  # group -> source -> positions per rank
+    for s_i, lab in enumerate(labs):
+        for pos, x in enumerate(lab):
+            r = roots[x]
+            if r:
+                g_i = group_of[r]
+                per_rank = rows[g_i].get(s_i)
+                if per_rank is None:
+                    per_rank = rows[g_i][s_i] = [[] for _ in members_of[g_i]]
+                per_rank[rank[r]].append(pos)
+    return rows
+
+
+def _small_members(rows: dict[int, list[list[int]]], keys_of: list[list[int]], width: int
+                   ) -> tuple[list[tuple[int, torch.Tensor]], bool]:  # fmt: skip
+    """One group's (key index, ``(width, n)`` index rows) members (ragged rows padded with -1), and whether any
+    is ragged."""
+    found: list[tuple[int, torch.Tensor]] = []
+    uneven = False
+    for s_i, per_rank in rows.items():
+        counts = {len(p) for p in per_rank}
+        if len(counts) == 1:
+            mat = torch.tensor(per_rank, dtype=torch.long).view(width, -1)
+        else:  # ragged: pad with -1
+            wide = max(counts)
+            mat = torch.tensor([p + [-1] * (wide - len(p)) for p in per_rank], dtype=torch.long)
+            uneven = True
+        found.extend((k_i, mat) for k_i in keys_of[s_i])
+    return found, uneven

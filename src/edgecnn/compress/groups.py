@@ -26,7 +26,7 @@ conv / linear / tconv        reads its input labels (weight dim 1, or dim 0 for
                              tconv); writes fresh slots (weight dim 0 / 1, bias)
 depthwise conv (groups = C)  output channel ``o`` carries input label
                              ``o // multiplier``: no new slots (weight dim 0)
-BatchNorm / LayerNorm / PReLU per-channel parameters indexed by the labels
+BN / IN / LayerNorm / PReLU  per-channel parameters indexed by the labels
 add, sub, mul, div, max, min the labels of the operands are *unified* element by
                              element (residual add; ``x * gate`` ties an SE's
                              excite output to the gated tensor)
@@ -90,6 +90,7 @@ from torch import nn
 
 from edgecnn.compress.components import Components, Group, Key, Member, Slots, Split
 from edgecnn.compress.labels import Interpreter, trace_for_labels
+from edgecnn.ops import CustomOp, OpTable, op_table
 
 __all__ = ["ChannelGraph", "Group", "Member", "Split", "channel_groups"]
 
@@ -97,14 +98,16 @@ __all__ = ["ChannelGraph", "Group", "Member", "Split", "channel_groups"]
 class ChannelGraph:
     """The channel groups of a model, and the map from kept channels to the index lists of every layer."""
 
-    def __init__(self, model: nn.Module, inputs: Sequence[torch.Tensor], round_to: int = 8) -> None:
+    def __init__(self, model: nn.Module, inputs: Sequence[torch.Tensor], round_to: int = 8,
+                 custom_ops: Sequence[CustomOp] | OpTable | None = None) -> None:  # fmt: skip
         if round_to < 1:
             raise ValueError(f"round_to must be a positive integer (1 = no rounding), got {round_to}")
         self.model = model  # the model the groups are of (a plan checks it is pruned on the same one)
         self.inputs = [torch.empty((1, *t.shape[1:]), dtype=t.dtype) for t in inputs]  # batch-1 example shapes
-        self.trace = trace_for_labels(model, inputs)
+        self.ops = op_table(custom_ops)  # the op table, custom ops included (the second run reads it too)
+        self.trace = trace_for_labels(model, inputs, self.ops)
         self.slots = Slots()
-        interp = Interpreter(self.trace.graph, self.trace.modules, self.trace.root, self.slots)
+        interp = Interpreter(self.trace.graph, self.trace.modules, self.trace.root, self.slots, ops=self.ops)
         interp.run()
         self.starts = dict(interp.starts)
         self.folds = interp.folds  # layer -> the BN right after it (what fold_bn would fold)
@@ -165,7 +168,7 @@ class ChannelGraph:
                 continue
             kept = [i for i in range(self.sizes[key]) if (key, i) not in dropped]
             emit[module] = sorted(kept, key=lambda i: rank.get((key, i), i))
-        interp = Interpreter(self.trace.graph, self.trace.modules, self.trace.root, self.slots, emit)
+        interp = Interpreter(self.trace.graph, self.trace.modules, self.trace.root, self.slots, emit, self.ops)
         interp.starts.update(self.starts)
         try:
             interp.run()
@@ -196,11 +199,14 @@ class ChannelGraph:
 
 
 def channel_groups(model: nn.Module, input_size: Sequence[int] | None = None, *,
-                   inputs: torch.Tensor | Sequence[torch.Tensor] | None = None, round_to: int = 8) -> ChannelGraph:  # fmt: skip
+                   inputs: torch.Tensor | Sequence[torch.Tensor] | None = None, round_to: int = 8,
+                   custom_ops: Sequence[CustomOp] | OpTable | None = None) -> ChannelGraph:  # fmt: skip
     """The coupled channel groups of ``model`` for an input of ``input_size`` = (C, H, W) (or ``inputs``).
 
     Shapes only matter where they change the coupling (a flatten before a
     Linear gives each channel ``H·W`` features); the batch size is ignored.
+    ``custom_ops``: how modules of your own relate their channels (:class:`edgecnn.ops.CustomOp`,
+    docs/analysis.md "Custom ops"); without one, an op edgecnn does not know blocks the channels it reads.
     """
     if inputs is None:
         if input_size is None:
@@ -211,4 +217,4 @@ def channel_groups(model: nn.Module, input_size: Sequence[int] | None = None, *,
         xs: list[torch.Tensor] = [torch.empty((1, *size))]
     else:
         xs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
-    return ChannelGraph(model, xs, round_to)
+    return ChannelGraph(model, xs, round_to, custom_ops)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,14 @@ from edgecnn.train.recalibrate import recalibrate_bn_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.executor import Executor
 from edgecnn.latency.compare import Comparison, Verdict, compare_latency, judge
+from edgecnn.latency.measure import device_fingerprint
+from edgecnn.latency.model import LatencyModel
+from edgecnn.latency.table import LatencyTable
 from edgecnn.train.config import TrainConfig
 from edgecnn.train.loop import finetune
 from edgecnn.train.task import DataRef
 
-__all__ = ["Check", "MeasuredRun", "Shrunk", "check", "next_table_target", "run_measured", "shrink"]
+__all__ = ["Check", "MeasuredRun", "Shrunk", "check", "next_table_target", "run_measured", "shrink", "table_meter"]
 
 ROUNDS_FILE = "measured_rounds.json"
 
@@ -113,6 +117,21 @@ class MeasuredRun:
                 "passes": [{"target": p.target, "start": p.start, "resource": p.resource, "stopped": p.stopped,
                             "iterations": len(p.history)} for p in self.passes],
                 "stopped": self.stopped}  # fmt: skip
+
+
+def table_meter(arch: str, data: DataSet, how: Check, path: Path, *, fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+                divisor: int = 8, lane: Callable[[], AbstractContextManager[object]] | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> ResourceMeter:  # fmt: skip
+    """The latency meter of an EdgeNet on ``how``'s target: a per-block table at ``path`` (opened for this device's
+    fingerprint, else new), its width grid of every block of ``arch`` measured once (widths in between are
+    interpolated, a block off the grid measured when asked) — the meter of ``edgecnn compress`` and the benchmarks.
+    """
+    fp = device_fingerprint(backend=how.backend, threads=how.threads, device=how.device)
+    latency = LatencyModel(LatencyTable.open_or_new(path, fp), measure=True, lane=lane, path=path)
+    latency.ensure_grid(arch, input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
+                        fractions=fractions, divisor=divisor, on_progress=on_progress)  # fmt: skip
+    return ResourceMeter("latency", input_size=data.image_size, num_classes=data.num_classes, in_chans=data.in_chans,
+                         latency=latency)  # fmt: skip
 
 
 def next_table_target(table_start: float, measured_start: float, table_now: float, measured_now: float,

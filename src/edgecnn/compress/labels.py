@@ -7,7 +7,9 @@ shapes whose values are labels. Each output channel of a conv / linear /
 transposed conv gets a fresh *slot* (:class:`edgecnn.compress.components.Slots`);
 ops that do not own channels move labels the way they move data (``cat``,
 ``split``, ``view``, ``flatten``, ``F.pad``, indexing run as they are), and
-the few rules (table in :mod:`edgecnn.compress.groups`) record *uses* —
+the few rules (:data:`CHANNEL_RULES`, one per *channel role* of the op table
+:mod:`edgecnn.ops`, which says which op plays which role; the table of
+couplings is in :mod:`edgecnn.compress.groups`) record *uses* —
 ``(module, parameter, dim) -> labels`` — and the unions and blocks that
 :mod:`edgecnn.compress.components` resolves into groups. Run a second time
 with ``emit`` (the kept output channels of each producer), the same walk
@@ -18,7 +20,6 @@ gives the index lists of the pruned network
 from __future__ import annotations
 
 import copy
-import operator
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,51 +28,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.fx.passes.shape_prop import TensorMetadata
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from edgecnn.compress.components import Key, Slots
 from edgecnn.graph import GraphError
+from edgecnn.ops import OPS, Channels, OpTable
 
 __all__ = ["Interpreter", "Trace", "trace_for_labels"]
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_TCONV = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.SiLU, nn.GELU, nn.Tanh, nn.LeakyReLU,
-    nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Hardtanh,
-)  # fmt: skip
-_SPATIAL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ReflectionPad2d,
-    nn.ReplicationPad2d,
-)  # fmt: skip
-_STRUCTURAL_MODULES = (nn.Flatten, nn.Unflatten)
-_UNARY = {
-    F.relu, F.relu6, F.hardswish, F.hardsigmoid, F.silu, F.gelu, F.sigmoid, F.tanh, F.leaky_relu, F.elu,
-    F.dropout, F.hardtanh, F.mish, torch.relu, torch.sigmoid, torch.tanh, torch.clamp, torch.clip,
-    "relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_", "clip", "contiguous", "clone", "detach", "float",
-    "to", "type_as", "hardswish", "sigmoid_",
-}  # fmt: skip
-_BINARY = {
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul, torch.add,
-    torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, "add", "add_", "sub", "mul", "mul_", "div",
-    "div_", "maximum", "minimum",
-}  # fmt: skip
-_SPATIAL_FUNCTIONS = {
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool2d, F.avg_pool1d,
-    F.avg_pool2d, F.avg_pool3d, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.interpolate,
-}  # fmt: skip
-_REDUCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"}
-_STRUCTURAL = {
-    torch.cat, torch.concat, torch.stack, torch.flatten, torch.reshape, torch.transpose, torch.permute,
-    torch.chunk, torch.split, torch.squeeze, torch.unsqueeze, torch.narrow, operator.getitem, F.pad,
-    "view", "reshape", "flatten", "permute", "transpose", "chunk", "split", "squeeze", "unsqueeze", "narrow",
-    "expand", "repeat", "unflatten", "size", "dim", getattr,
-}  # fmt: skip
-_SPLITS = {torch.chunk, torch.split, "chunk", "split"}
-_RESHAPES = {torch.reshape, torch.flatten, "view", "reshape", "flatten", "unflatten"}
-
 
 def _label_tensors(v: Any) -> list[torch.Tensor]:
     if isinstance(v, torch.Tensor):
@@ -117,11 +81,12 @@ class Interpreter:
 
     ``emit`` (the second run, after pruning): module path -> the producer's
     output indices to emit, in order; slots keep their first-run numbers.
+    ``ops``: the op table whose channel roles say what each op does (:mod:`edgecnn.ops`, custom ops included).
     """
 
     def __init__(self, graph: fx.Graph, modules: Mapping[str, nn.Module], root: nn.Module,
-                 slots: Slots, emit: Mapping[str, list[int]] | None = None) -> None:  # fmt: skip
-        self.graph, self.modules, self.root, self.slots, self.emit = graph, modules, root, slots, emit
+                 slots: Slots, emit: Mapping[str, list[int]] | None = None, ops: OpTable = OPS) -> None:  # fmt: skip
+        self.graph, self.modules, self.root, self.slots, self.emit, self.ops = graph, modules, root, slots, emit, ops
         self.uses: dict[Key, tuple[str, torch.Tensor]] = {}  # first call: key -> (role, label per index)
         self.extra: list[tuple[Key, torch.Tensor]] = []  # later calls of a shared module
         self.starts: dict[str, list[int]] = defaultdict(list)  # producer -> first slot of each call
@@ -139,7 +104,8 @@ class Interpreter:
         else:
             self.uses[key] = (role, labels)
 
-    def _fresh(self, module: str, n: int, dim: int) -> torch.Tensor:
+    def _fresh(self, module: str, n: int, dim: int, writes: tuple[tuple[str, int], ...] = ()) -> torch.Tensor:
+        """``n`` fresh slots written by ``module`` (``weight`` along ``dim`` and ``bias``, or ``writes``)."""
         call = self.calls[module]
         self.calls[module] += 1
         if self.emit is None:
@@ -149,8 +115,8 @@ class Interpreter:
             start = self.starts[module][call]
             order = self.emit.get(module)
             labels = torch.arange(start, start + n) if order is None else start + torch.tensor(order, dtype=torch.long)
-        self._use(module, "weight", dim, labels, "out")
-        self._use(module, "bias", 0, labels, "out")
+        for param, d in writes or (("weight", dim), ("bias", 0)):
+            self._use(module, param, d, labels, "out")
         return labels
 
     def _block(self, v: Any, why: str) -> None:
@@ -226,43 +192,94 @@ class Interpreter:
     def _module(self, node: fx.Node, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         m = self.modules[name]
         x = args[0] if args else next(iter(kwargs.values()), None)
-        if isinstance(m, _CONV) or isinstance(m, _TCONV):
-            return self._conv(node, name, m, x)
-        if isinstance(m, nn.Linear):
-            lab = self._channels(x, -1, name)
-            self._use(name, "weight", 1, lab, "in")
-            return _broadcast(self._fresh(name, m.out_features, 0), self._shape(node), -1)
-        if isinstance(m, _BatchNorm):
-            src = node.args[0] if node.args else None
-            if (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
-                    and isinstance(self.modules[str(src.target)], (*_CONV, *_TCONV, nn.Linear))):
-                self.folds[str(src.target)] = name  # the BN that folds into that layer (as fold_bn pairs them)
-            lab = self._channels(x, 1, name)
-            for p in ("weight", "bias", "running_mean", "running_var"):
+        fam = self.ops.module_family(type(m))
+        if fam is not None and isinstance(fam.channels, Channels):
+            return self._custom(node, name, m, x, fam.channels, fam.why)
+        if fam is None or fam.channels == "blocks":
+            why = f": {fam.why}" if fam is not None else ", which has no channel rule"
+            self._block([*args, *kwargs.values()], f"read by {name} ({type(m).__name__}){why}")
+            return self._unknown_output(node)
+        return CHANNEL_RULES[fam.channels][0](self, node, name, m, x)
+
+    def _linear(self, node: fx.Node, name: str, m: nn.Module, x: Any) -> torch.Tensor:
+        lab = self._channels(x, -1, name)
+        self._use(name, "weight", 1, lab, "in")
+        return _broadcast(self._fresh(name, m.out_features, 0), self._shape(node), -1)  # type: ignore[arg-type]
+
+    def _per_channel(self, node: fx.Node, name: str, m: nn.Module, x: Any) -> Any:
+        """BatchNorm, InstanceNorm, PReLU: per-channel parameters (those with one entry per channel) indexed by the
+        channels passing through; a BN right after a conv / linear is the one :func:`fold_bn` folds into it."""
+        src = node.args[0] if node.args else None
+        if (isinstance(m, _BatchNorm) and isinstance(src, fx.Node) and src.op == "call_module"
+                and len(src.users) == 1 and self._role(str(src.target)) in ("conv", "linear")):
+            self.folds[str(src.target)] = name  # the BN that folds into that layer (as fold_bn pairs them)
+        lab = self._channels(x, 1, name)
+        width = self._in_channels(node)  # traced, so the same in the run after pruning
+        for p in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(m, p, None)
+            if isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == width:
                 self._use(name, p, 0, lab, "norm")
+        return x
+
+    def _in_channels(self, node: fx.Node) -> int | None:
+        """Channels (dim 1) of the node's first input as traced (the original widths, in both runs)."""
+        src = node.all_input_nodes[0] if node.all_input_nodes else None
+        meta = src.meta.get("tensor_meta") if src is not None else None
+        shape = getattr(meta, "shape", None)
+        return int(shape[1]) if shape is not None and len(shape) >= 2 else None
+
+    def _role(self, name: str) -> str | Channels | None:
+        fam = self.ops.module_family(type(self.modules[name]))
+        return fam.channels if fam is not None else None
+
+    def _layer_norm(self, node: fx.Node, name: str, m: nn.Module, x: Any) -> Any:
+        if len(m.normalized_shape) != 1:  # type: ignore[arg-type]
+            self._block(x, f"read by {name} (LayerNorm over several dims): it mixes channels")
+            return self._unknown_output(node)
+        lab = self._channels(x, -1, name)
+        for p in ("weight", "bias"):
+            self._use(name, p, 0, lab, "norm")
+        return x
+
+    def _spatial(self, node: fx.Node, x: Any, where: str) -> Any:
+        """Pools, resizes, pads: channel c in is channel c out, laid out on the output's spatial shape."""
+        shape = self._shape(node)
+        if len(shape) < 2 or self._in_channels(node) != shape[1]:
+            self._block(x, f"{where}: changes the number of channels")  # (traced shapes: the same in both runs)
+            return self._unknown_output(node)
+        return _broadcast(self._channels(x, 1, where), shape, 1)
+
+    def _along_dim(self, node: fx.Node, x: Any, dim: Any, where: str) -> Any:
+        """Softmax: per channel along a spatial dim; along the channel dim (or an implicit one) it mixes them."""
+        if isinstance(x, torch.Tensor) and x.dim() >= 2 and isinstance(dim, int) and dim % x.dim() != 1:
             return x
-        if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1:
-            lab = self._channels(x, -1, name)
-            for p in ("weight", "bias"):
-                self._use(name, p, 0, lab, "norm")
-            return x
-        if isinstance(m, nn.PReLU) and m.num_parameters > 1:
-            self._use(name, "weight", 0, self._channels(x, 1, name), "norm")
-            return x
-        if isinstance(m, _ELEMENTWISE_MODULES) or (isinstance(m, nn.PReLU)):
-            return x
-        if isinstance(m, _SPATIAL_MODULES):
-            return _broadcast(self._channels(x, 1, name), self._shape(node), 1)
-        if isinstance(m, _STRUCTURAL_MODULES):
-            return m(x)
-        why = f"read by {name} ({type(m).__name__}), which has no channel rule"
-        self._block([*args, *kwargs.values()], why)
+        self._block(x, f"{where}: normalises along the channel dimension")
         return self._unknown_output(node)
+
+    def _custom(self, node: fx.Node, name: str, m: nn.Module, x: Any, rule: Channels, why: str) -> Any:
+        """A custom op's :class:`edgecnn.ops.Channels`."""
+        if rule.kind == "blocks":
+            self._block(x, f"read by {name} ({type(m).__name__}): {why}")
+            return self._unknown_output(node)
+        lab = self._channels(x, 1, name)
+        if rule.kind in ("elementwise", "spatial"):
+            for p, d in rule.per_channel:
+                self._use(name, p, d, lab, "norm")
+            return x if rule.kind == "elementwise" else self._spatial(node, x, name)
+        for p, d in rule.reads:
+            self._use(name, p, d, lab, "in")
+        weight_dim = dict(rule.writes)["weight"]
+        n = getattr(m, "weight").shape[weight_dim]
+        shape = self._shape(node)
+        if len(shape) < 2 or shape[1] != n:
+            raise ValueError(f"{name}: custom op says its output has weight.shape[{weight_dim}] = {n} channels, "
+                             f"but the output is {tuple(shape)}")  # fmt: skip
+        return _broadcast(self._fresh(name, n, weight_dim, rule.writes), shape, 1)
 
     def _conv(self, node: fx.Node, name: str, m: nn.Module, x: Any) -> torch.Tensor:
         lab = self._channels(x, 1, name)
         shape = self._shape(node)
-        transposed = isinstance(m, _TCONV)
+        transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
         if m.groups == 1:
             self._use(name, "weight", 0 if transposed else 1, lab, "in")
             return _broadcast(self._fresh(name, m.out_channels, 1 if transposed else 0), shape, 1)
@@ -293,42 +310,53 @@ class Interpreter:
 
     def _function(self, node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         target = node.target
-        label = target if node.op == "call_method" else target
         tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
         if not tensors and not any(isinstance(a, (tuple, list)) and _label_tensors(a) for a in args):
             # shape arithmetic (x.size(0) // 2, getattr(x, "shape")): run it on the plain values
             if node.op == "call_method":
                 return getattr(args[0], target)(*args[1:], **kwargs)
-            return target(*args, **kwargs)
+            return target(*args, **kwargs)  # type: ignore[operator]
         where = f"{node.name} ({target if isinstance(target, str) else getattr(target, '__name__', target)})"
-        if label in _UNARY:
-            return args[0]
-        if label in _BINARY:
-            big = [t for t in tensors if t.numel() > 1]
-            for other in big[1:]:
-                self._union(big[0], other, f"{where}: combined element-wise with a tensor that is not prunable")
-            if not big:
-                return tensors[0]
-            return torch.broadcast_tensors(*big)[0] if len(big) > 1 else big[0]
-        if label in _SPATIAL_FUNCTIONS:
-            return _broadcast(self._channels(args[0], 1, where), self._shape(node), 1)
-        if label in _REDUCTIONS:
-            return self._reduction(node, args, kwargs, where)
-        if label in _STRUCTURAL:
-            return self._structural(node, args, kwargs, where)
-        self._block([*args, *kwargs.values()], f"read by {where}, which has no channel rule")
+        fam = self.ops.call_family(node.op, target)
+        rule = fam.channels if fam is not None else "blocks"
+        if isinstance(rule, Channels):  # a custom function: only its kind matters, it owns no parameters
+            rule = rule.kind if rule.kind in ("elementwise", "spatial") else "blocks"
+        if rule == "blocks":
+            why = f": {fam.why}" if fam is not None else ", which has no channel rule"
+            self._block([*args, *kwargs.values()], f"read by {where}{why}")
+            return self._unknown_output(node)
+        return CHANNEL_RULES[rule][1](self, node, args, kwargs, where)
+
+    def _binary(self, node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> Any:
+        """add, mul, ...: the operands' labels are unified element by element (a residual add, an SE gate)."""
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        big = [t for t in tensors if t.numel() > 1]
+        for other in big[1:]:
+            self._union(big[0], other, f"{where}: combined element-wise with a tensor that is not prunable")
+        if not big:
+            return tensors[0]
+        return torch.broadcast_tensors(*big)[0] if len(big) > 1 else big[0]
+
+    def _functional(self, node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> Any:
+        """A functional conv / linear / norm: its weights are arguments, not a module's, so nothing is pruned."""
+        self._block([*args, *kwargs.values()], f"read by {where}: a functional layer (its weights are not a "
+                                               "module's parameters)")  # fmt: skip
         return self._unknown_output(node)
 
     def _reduction(self, node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> Any:
         x = args[0]
         dims = kwargs.get("dim", args[1] if len(args) > 1 else None)
-        dims = tuple(range(x.dim())) if dims is None else ((dims,) if isinstance(dims, int) else tuple(dims))
-        if x.dim() < 2 or 1 in {d % x.dim() for d in dims}:
+        dims = tuple(range(x.dim())) if dims is None else ((dims,) if isinstance(dims, int) else dims)
+        single = isinstance(node.meta.get("tensor_meta"), TensorMetadata)  # not max(dim)'s (values, indices)
+        if (not isinstance(dims, (tuple, list)) or not all(isinstance(d, int) for d in dims) or not single
+                or x.dim() < 2 or 1 in {d % x.dim() for d in dims}):
             self._block(x, f"{where}: reduces over the channel dimension")
             return self._unknown_output(node)
         return _broadcast(self._channels(x, 1, where), self._shape(node), 1)
 
     def _structural(self, node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> Any:
+        """cat, view, permute, getitem, F.pad, ...: run on the labels as they are (a pad adds label 0, no slot);
+        a reshape splitting C into (g, C/g) and a split into equal pieces are recorded."""
         target = node.target
         if node.op == "call_method":
             name = "reshape" if target == "view" else target
@@ -338,10 +366,19 @@ class Interpreter:
         else:
             out = target(*args, **kwargs)
         x = args[0]
-        if target in _RESHAPES and isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor):
+        role = self.ops.call_family(node.op, target)
+        role = role.channels if role is not None else None
+        if role == "reshape" and isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor):
             self._split_channels(x, out, where)
-        if target in _SPLITS and isinstance(x, torch.Tensor) and isinstance(out, (tuple, list)) and len(out) > 1:
+        if role == "split" and isinstance(x, torch.Tensor) and isinstance(out, (tuple, list)) and len(out) > 1:
             self._pieces(node, x, out, args, kwargs, where)
+        return out
+
+    def _run_module(self, node: fx.Node, name: str, m: nn.Module, x: Any) -> Any:
+        """Flatten, Unflatten: run on the labels; a channel split into (g, C/g) is recorded."""
+        out = m(x)
+        if self._role(name) == "reshape" and isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor):
+            self._split_channels(x, out, name)
         return out
 
     def _pieces(self, node: fx.Node, x: torch.Tensor, out: Sequence[torch.Tensor], args: tuple[Any, ...],
@@ -381,6 +418,45 @@ class Interpreter:
                 self._union(rows[0], rows[i], f"{where}: channel split into {g} rows")
 
 
+def _blocked_module(self: Interpreter, node: fx.Node, name: str, m: nn.Module, x: Any) -> Any:
+    self._block(x, f"read by {name} ({type(m).__name__}), which has no channel rule for a module")
+    return self._unknown_output(node)
+
+
+def _blocked_call(self: Interpreter, node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> Any:
+    self._block([*args, *kwargs.values()], f"read by {where}, which mixes channels")
+    return self._unknown_output(node)
+
+
+def _softmax_dim(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return kwargs.get("dim", args[1] if len(args) > 1 else None)
+
+
+_RUN = (Interpreter._run_module, Interpreter._structural)
+CHANNEL_RULES: dict[str, tuple[Any, Any]] = {
+    "elementwise": (lambda self, node, name, m, x: x, lambda self, node, args, kwargs, where: args[0]),
+    "merge": (_blocked_module, Interpreter._binary),
+    "conv": (Interpreter._conv, Interpreter._functional),
+    "linear": (Interpreter._linear, Interpreter._functional),
+    "per_channel": (Interpreter._per_channel, Interpreter._functional),
+    "layer_norm": (Interpreter._layer_norm, Interpreter._functional),
+    "spatial": (lambda self, node, name, m, x: self._spatial(node, x, name),
+                lambda self, node, args, kwargs, where: self._spatial(node, args[0], where)),
+    "pad": (lambda self, node, name, m, x: self._spatial(node, x, name), Interpreter._structural),
+    "structural": _RUN,
+    "reshape": _RUN,
+    "split": _RUN,
+    "reduction": (_blocked_module, Interpreter._reduction),
+    "along_dim": (lambda self, node, name, m, x: self._along_dim(node, x, getattr(m, "dim", None), name),
+                  lambda self, node, args, kwargs, where: self._along_dim(node, args[0], _softmax_dim(args, kwargs),
+                                                                          where)),
+    "blocks": (_blocked_module, _blocked_call),
+}  # fmt: skip
+"""Channel role (:data:`edgecnn.ops.CHANNEL_ROLES`) -> (rule for a module call ``(interp, node, name, module,
+input)``, rule for a function or method call ``(interp, node, args, kwargs, where)``). Which op has which role:
+:mod:`edgecnn.ops`."""
+
+
 # ---------------------------------------------------------------- the trace
 
 
@@ -394,15 +470,16 @@ class Trace:
     analysis: Any  # edgecnn.analysis.Analysis of the same pass: per-layer params and MACs at batch 1
 
 
-def trace_for_labels(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
+def trace_for_labels(model: nn.Module, inputs: Sequence[torch.Tensor], ops: OpTable = OPS) -> Trace:
     """One fx trace with meta shapes on every node (batch 1): :func:`edgecnn.graph.trace_graph`, walked by
-    the cost analysis's evaluator (shape formulas, no meta kernels), so the costs come with it."""
+    the cost analysis's evaluator (shape formulas, no meta kernels), so the costs come with it. ``ops``: the op
+    table (its custom module types are kept whole and costed by their rule)."""
     from edgecnn.analysis.trace import analyze_fx  # compress reads analysis, never the reverse
 
     metas = [torch.empty((1, *t.shape[1:]), dtype=t.dtype, device="meta") for t in inputs]
     try:
         # sizes stay symbolic: the graph is re-run at the pruned widths (a channel shuffle's view reads them)
-        analysis, g = analyze_fx(model, metas, receptive_fields=False, concrete_shapes=False)
+        analysis, g = analyze_fx(model, metas, receptive_fields=False, concrete_shapes=False, ops=ops)
     except GraphError as e:
         raise ValueError(f"cannot find channel groups: {e}; prune a traceable submodule instead") from e
     assert g.graph is not None

@@ -269,116 +269,201 @@ def netadapt(
     proposals are scored.
     """
     cfg = config or NetAdaptConfig()
+    _check_run(model, budget, meter, cfg)
+    run = _setup(model, data, budget, meter, cfg, executor, out, on_proposal, on_step)
+    current, history, start_top1 = _start(run, resume)
+    current, stopped = _shrink(run, current, history, start_top1, on_iteration)
+    return _finish(run, current, start_top1, stopped, history)
+
+
+@dataclass
+class _Run:
+    """What every iteration of one NetAdapt run reads."""
+
+    model: nn.Module  # the network the run started from
+    budget: Budget
+    meter: ResourceMeter
+    cfg: NetAdaptConfig
+    ref: DataRef  # the training split less the hold-out (the short fine-tunes' data)
+    val: DataSet  # train = the training split less the hold-out, test = the hold-out
+    full: DataSet  # the whole data set (the long fine-tune, the final test)
+    shape: tuple[int, int, int]  # (C, H, W) of the input
+    start_r: float  # the start network's resource
+    target: float  # the budget as an absolute bound
+    settings: dict[str, Any]  # recorded in the state; a resumed run must have the same
+    state_file: Path | None
+    executor: Executor
+    say: Callable[[str, int, int], None]  # on_step, or nothing
+    on_proposal: Callable[[int, int], None] | None
+
+
+def _check_run(model: nn.Module, budget: Budget, meter: ResourceMeter, cfg: NetAdaptConfig) -> None:
     if cfg.drop_blocks and not isinstance(model, EdgeNet):
         raise ValueError("drop_blocks removes blocks in arch space: it needs an EdgeNet (a model built from an arch "
                          "string); prune channels only (drop_blocks=False) for other modules")  # fmt: skip
     if meter.resource != budget.resource:
         raise ValueError(f"the budget is on {budget.resource} but the meter measures {meter.resource}")
+
+
+def _setup(model: nn.Module, data: DataRef, budget: Budget, meter: ResourceMeter, cfg: NetAdaptConfig,
+           executor: Executor | None, out: str | Path | None, on_proposal: Callable[[int, int], None] | None,
+           on_step: Callable[[str, int, int], None] | None) -> _Run:  # fmt: skip
+    """The data (hold-out split off), the start resource and the absolute target of a run."""
     ref = _data_ref(data, cfg.holdout, cfg.train.seed)
     from edgecnn.train.task import worker_data
 
     val = worker_data(ref)  # train = the training split less the hold-out, test = the hold-out
     full = worker_data(data)
     state_file = state_path(out) if out is not None else None
-    shape = (meter.in_chans, val.image_size, val.image_size)
     start_r = meter.of_model(model)
-    target = budget.target(start_r)
-    current = model.eval()
+    return _Run(model, budget, meter, cfg, ref, val, full, (meter.in_chans, val.image_size, val.image_size), start_r,
+                budget.target(start_r), run_settings(budget, cfg), state_file, executor or Executor("serial"),
+                on_step or (lambda _what, _done, _total: None), on_proposal)  # fmt: skip
+
+
+def _start(run: _Run, resume: bool) -> tuple[nn.Module, list[Iteration], float]:
+    """The network to shrink, the history so far and the start's hold-out top-1: the model as given, or where
+    ``resume`` finds a state, the network, history and top-1 it recorded."""
+    current = run.model.eval()
     history: list[Iteration] = []
     start_top1 = None
-    settings = run_settings(budget, cfg)  # recorded in the state; a resumed run must have the same
+    state_file = run.state_file
     if resume and state_file is not None and state_file.is_file():
-        st = load_state(state_file, settings=settings, max_iterations=cfg.max_iterations)  # every field checked
+        st = load_state(state_file, settings=run.settings, max_iterations=run.cfg.max_iterations)  # every field checked
         try:
-            current = restore(model, st, shape, round_to=cfg.round_to).eval()
+            current = restore(run.model, st, run.shape, round_to=run.cfg.round_to).eval()
         except ValueError as exc:
             raise ValueError(f"{state_file}: {exc}") from None
         history = [Iteration(**h) for h in st["history"]]
         start_top1 = float(st["start_top1"])
     if start_top1 is None:
-        start_top1 = evaluate(current, val, channels_last=False).top1
+        start_top1 = evaluate(current, run.val, channels_last=False).top1
+    return current, history, start_top1
+
+
+def _shrink(run: _Run, current: nn.Module, history: list[Iteration], start_top1: float,
+            on_iteration: Callable[[Iteration], None] | None) -> tuple[nn.Module, str]:  # fmt: skip
+    """Iterations until the budget holds (or none can go on): the network, and "met" or why it stopped. Each
+    iteration is appended to ``history`` and saved to the state file."""
     acc = history[-1].top1 if history else start_top1
-    ex = executor or Executor("serial")
-    stopped = "met"
-    while meter.of_model(current) > target:
+    while run.meter.of_model(current) > run.target:
         i = len(history) + 1
-        if i > cfg.max_iterations:
-            stopped = f"stopped after max_iterations={cfg.max_iterations}"
-            break
-        t0 = time.perf_counter()
-        r_now = meter.of_model(current)
-        step = cfg.initial_step * start_r * cfg.decay ** (i - 1)
-        bound = max(r_now - step, target)
-        graph = channel_groups(current, shape, round_to=cfg.round_to)
-        free = _free_groups(current, graph, cfg.round_to)
-        loader = BatchLoader(val.train, batch_size=cfg.train.batch_size, mean=val.mean, std=val.std, train=True,
-                             seed=cfg.train.seed + i)  # fmt: skip
-        scored = []
-        plans: dict[tuple[int, int], tuple[Any, float]] = {}  # (group, width) -> (plan, resource), this network
-        step_say = on_step or (lambda _what, _done, _total: None)
-        for _ in range(cfg.step_halvings + 1):  # no single group can take the whole step: halve it
-            found = []
-            for k, g in enumerate(free):  # the widest width of each group that meets the step (bisection)
-                step_say(f"iteration {i}: bisecting the widths of {len(free)} channel groups", k, len(free))
-                if (p := _width_proposal(current, graph, g, meter, bound, cfg, plans)) is not None:
-                    found.append(p)
-            step_say(f"iteration {i}: bisecting the widths of {len(free)} channel groups", len(free), len(free))
-            if cfg.drop_blocks:
-                assert isinstance(current, EdgeNet)
-                found += _drop_proposals(current, meter, bound)
-            if found or bound >= r_now:
-                break
-            bound = (bound + r_now) / 2
-        for n, prop in enumerate(found):
-            step_say(f"iteration {i}: scoring {len(found)} proposals (BN recalibration)", n, len(found))
-            cand = prop.build(current)
-            scored.append((_score(cand, loader, val, cfg.recal_batches), prop, cand))
-            if on_proposal:
-                on_proposal(n + 1, len(found))
-        if not scored:
-            what = "channel group or droppable block" if cfg.drop_blocks else "channel group"
-            stopped = f"no {what} can meet the step to {bound:.4g} at iteration {i}"
-            break
-        scored.sort(key=lambda s: -s[0])  # stable: ties keep graph order (groups, then dropped blocks)
-        best = scored[: cfg.top_k]
-        if cfg.short_steps > 0:
-            step_say(f"iteration {i}: short fine-tunes of the best {len(best)} ({cfg.short_steps} steps each)", 0,
-                     len(best))  # fmt: skip
-            tasks = [_finetune_task(f"iter {i}, {prop.name}", cand, ref, cfg) for _, prop, cand in best]
-            outcomes = ex.map(run_finetune, tasks)
-            tops = [o.top1 for o in outcomes]
-        else:
-            outcomes, tops = [None] * len(best), [s[0] for s in best]
-
-        def merit(j: int) -> float:
-            if cfg.selection == "accuracy":
-                return tops[j]
-            return (tops[j] - acc) / max(abs(r_now - best[j][1].resource), 1e-12)
-
-        j = max(range(len(best)), key=lambda j: (merit(j), -j))
-        recal, prop, cand = best[j]
-        if outcomes[j] is not None:
-            cand.load_state_dict(outcomes[j].state_dict)
-        current, acc = cand.eval(), tops[j]
-        history.append(Iteration(i, bound, prop.resource, tops[j], recal, prop.group, prop.description,
-                                 prop.width_before, prop.width_after, len(scored), network_key(cand),
-                                 time.perf_counter() - t0))  # fmt: skip
-        if state_file is not None:
-            save_state(state_file, {
-                "start_arch": network_key(model), "start_top1": start_top1, "arch": network_key(current),
+        if i > run.cfg.max_iterations:
+            return current, f"stopped after max_iterations={run.cfg.max_iterations}"
+        step = _iteration(run, current, i, acc)
+        if isinstance(step, str):
+            return current, step
+        current, it = step
+        acc = it.top1
+        history.append(it)
+        if run.state_file is not None:
+            save_state(run.state_file, {
+                "start_arch": network_key(run.model), "start_top1": start_top1, "arch": network_key(current),
                 "state_dict": {k: v.detach().cpu() for k, v in current.state_dict().items()},
-                "history": [asdict(h) for h in history], "settings": settings,
+                "history": [asdict(h) for h in history], "settings": run.settings,
             })  # fmt: skip
         if on_iteration:
             on_iteration(history[-1])
+    return current, "met"
+
+
+def _iteration(run: _Run, current: nn.Module, i: int, acc: float) -> tuple[nn.Module, Iteration] | str:
+    """Iteration ``i``: proposals that meet the step, ranked, the best fine-tuned, one chosen; the chosen network
+    (with its weights) and its history line, or why no proposal meets the step."""
+    t0 = time.perf_counter()
+    cfg = run.cfg
+    r_now = run.meter.of_model(current)
+    step = cfg.initial_step * run.start_r * cfg.decay ** (i - 1)
+    bound = max(r_now - step, run.target)
+    graph = channel_groups(current, run.shape, round_to=cfg.round_to)
+    free = _free_groups(current, graph, cfg.round_to)
+    loader = BatchLoader(run.val.train, batch_size=cfg.train.batch_size, mean=run.val.mean, std=run.val.std,
+                         train=True, seed=cfg.train.seed + i)  # fmt: skip
+    found, bound = _proposals(run, current, graph, free, bound, r_now, i)
+    scored = _score_all(run, current, found, loader, i)
+    if not scored:
+        what = "channel group or droppable block" if cfg.drop_blocks else "channel group"
+        return f"no {what} can meet the step to {bound:.4g} at iteration {i}"
+    scored.sort(key=lambda s: -s[0])  # stable: ties keep graph order (groups, then dropped blocks)
+    recal, prop, cand, top1 = _select(run, scored[: cfg.top_k], i, acc, r_now)
+    return cand.eval(), Iteration(i, bound, prop.resource, top1, recal, prop.group, prop.description,
+                                  prop.width_before, prop.width_after, len(scored), network_key(cand),
+                                  time.perf_counter() - t0)  # fmt: skip
+
+
+def _proposals(run: _Run, current: nn.Module, graph: Any, free: tuple[int, ...], bound: float, r_now: float,
+               i: int) -> tuple[list[_Proposal], float]:  # fmt: skip
+    """The proposals that meet ``bound`` (the widest width of each free group, and blocks to drop), halving the
+    step while none does; with the bound they meet."""
+    cfg, say = run.cfg, run.say
+    plans: dict[tuple[int, int], tuple[Any, float]] = {}  # (group, width) -> (plan, resource), this network
+    found: list[_Proposal] = []
+    for _ in range(cfg.step_halvings + 1):  # no single group can take the whole step: halve it
+        found = []
+        for k, g in enumerate(free):  # the widest width of each group that meets the step (bisection)
+            say(f"iteration {i}: bisecting the widths of {len(free)} channel groups", k, len(free))
+            if (p := _width_proposal(current, graph, g, run.meter, bound, cfg, plans)) is not None:
+                found.append(p)
+        say(f"iteration {i}: bisecting the widths of {len(free)} channel groups", len(free), len(free))
+        if cfg.drop_blocks:
+            assert isinstance(current, EdgeNet)
+            found += _drop_proposals(current, run.meter, bound)
+        if found or bound >= r_now:
+            break
+        bound = (bound + r_now) / 2
+    return found, bound
+
+
+def _score_all(run: _Run, current: nn.Module, found: list[_Proposal], loader: BatchLoader,
+               i: int) -> list[tuple[float, _Proposal, nn.Module]]:  # fmt: skip
+    """Every proposal built and scored on the hold-out after BN recalibration: (top-1, proposal, network)."""
+    scored = []
+    for n, prop in enumerate(found):
+        run.say(f"iteration {i}: scoring {len(found)} proposals (BN recalibration)", n, len(found))
+        cand = prop.build(current)
+        scored.append((_score(cand, loader, run.val, run.cfg.recal_batches), prop, cand))
+        if run.on_proposal:
+            run.on_proposal(n + 1, len(found))
+    return scored
+
+
+def _select(run: _Run, best: list[tuple[float, _Proposal, nn.Module]], i: int, acc: float,
+            r_now: float) -> tuple[float, _Proposal, nn.Module, float]:  # fmt: skip
+    """The best proposals fine-tuned briefly (through the executor) and the winner chosen by ``cfg.selection``,
+    its fine-tuned weights loaded: (its recalibrated top-1, the proposal, the network, its top-1)."""
+    cfg = run.cfg
+    if cfg.short_steps > 0:
+        run.say(f"iteration {i}: short fine-tunes of the best {len(best)} ({cfg.short_steps} steps each)", 0,
+                len(best))  # fmt: skip
+        tasks = [_finetune_task(f"iter {i}, {prop.name}", cand, run.ref, cfg) for _, prop, cand in best]
+        outcomes = run.executor.map(run_finetune, tasks)
+        tops = [o.top1 for o in outcomes]
+    else:
+        outcomes, tops = [None] * len(best), [s[0] for s in best]
+
+    def merit(j: int) -> float:
+        if cfg.selection == "accuracy":
+            return tops[j]
+        return (tops[j] - acc) / max(abs(r_now - best[j][1].resource), 1e-12)
+
+    j = max(range(len(best)), key=lambda j: (merit(j), -j))
+    recal, prop, cand = best[j]
+    if outcomes[j] is not None:
+        cand.load_state_dict(outcomes[j].state_dict)
+    return recal, prop, cand, tops[j]
+
+
+def _finish(run: _Run, current: nn.Module, start_top1: float, stopped: str,
+            history: list[Iteration]) -> NetAdaptResult:  # fmt: skip
+    """The long fine-tune of the result, its test top-1 and resource."""
+    cfg, full = run.cfg, run.full
     if cfg.long_epochs > 0:
         per_epoch = max(1, len(full.train) // cfg.train.batch_size)
         steps = max(1, round(cfg.long_epochs * per_epoch))
-        if on_step:
-            on_step(f"long fine-tune of the result ({steps} steps)", 0, 1)
+        run.say(f"long fine-tune of the result ({steps} steps)", 0, 1)
         finetune(current, full, steps=steps, config=cfg.train)
     top1 = evaluate(current, full, channels_last=False).top1
-    r_end = meter.of_model(current)
+    r_end = run.meter.of_model(current)
     arch = current.arch if isinstance(current, EdgeNet) else None
-    return NetAdaptResult(current.eval(), arch, budget, target, start_r, r_end, start_top1, top1,
-                          r_end <= target, stopped, history)  # fmt: skip
+    return NetAdaptResult(current.eval(), arch, run.budget, run.target, run.start_r, r_end, start_top1, top1,
+                          r_end <= run.target, stopped, history)  # fmt: skip

@@ -40,10 +40,12 @@ import torch
 from torch import nn
 
 from edgecnn.build import EdgeNet, build
+from edgecnn.compress.components import Group
 from edgecnn.compress.groups import ChannelGraph, channel_groups
 from edgecnn.compress.importance import Criterion, importance
 from edgecnn.compress.prune_alloc import Costs, global_ranking, split_ties, uniform
 from edgecnn.compress.prune_arch import ArchSpace, in_arch_space
+from edgecnn.ops import CustomOp
 
 __all__ = ["GroupPrune", "GroupSkip", "PrunePlan", "Pruned", "apply_kept", "plan_prune", "prune", "zero_pruned_"]
 
@@ -172,6 +174,7 @@ def plan_prune(
     seed: int = 0,
     graph: ChannelGraph | None = None,
     arch_space: bool | None = None,
+    custom_ops: Sequence[CustomOp] | None = None,
 ) -> PrunePlan:
     """Choose the kept channels of every coupled group of ``model`` for one target (see the module docstring).
 
@@ -179,7 +182,8 @@ def plan_prune(
     for. ``widths``: ``{group index: count or component indices}``; counts
     keep the top-scored channels in their order, indices keep exactly those
     in the given order. ``data`` / ``loss_fn``: for ``criterion="taylor"``.
-    ``graph``: a :func:`channel_groups` result of this model to reuse.
+    ``graph``: a :func:`channel_groups` result of this model to reuse. ``custom_ops``: how modules of your
+    own relate their channels (:class:`edgecnn.ops.CustomOp`; passed to :func:`channel_groups`).
     ``arch_space``: write the result as an arch string (EdgeNets whose
     modules are the builder's; ``None`` decides: an EdgeNet after
     ``fold_bn`` is pruned as a plain module). Reads the model only;
@@ -188,8 +192,37 @@ def plan_prune(
     rule = _targets(keep, macs, params, widths)
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
-    cg = graph if graph is not None else channel_groups(model, input_size, inputs=inputs, round_to=round_to)
+    cg = graph if graph is not None else channel_groups(model, input_size, inputs=inputs, round_to=round_to,
+                                                        custom_ops=custom_ops)  # fmt: skip
     costs = Costs(model, cg)
+    may = _prunable(model, cg, arch_space, round_to, widths is not None)
+    name = criterion if isinstance(criterion, str) else getattr(criterion, "__name__", "custom")
+    scores = importance(cg, model, criterion, data=data, loss_fn=loss_fn, seed=seed)
+    counts, explicit = _counts(may, cg, scores, costs, round_to, widths, allocation, keep, macs, params)
+    entries, skipped = _entries(cg, counts, explicit, scores, may.reasons)
+    p_after, m_after = costs(counts)
+    shape = tuple(cg.inputs[0].shape[1:])
+    arch = may.arch
+    return PrunePlan(tuple(entries), tuple(skipped), rule, name, allocation, round_to, shape, costs.params, p_after,
+                     costs.macs, m_after, model.arch if arch else None, arch.arch(counts) if arch else None,
+                     tuple(g.index for g in may.free), cg)  # fmt: skip
+
+
+@dataclass
+class _Prunable:
+    """Which groups a plan may change: the free groups, and why every other one cannot change."""
+
+    arch: ArchSpace | None  # the arch-space view where the result is written as an arch string
+    reasons: dict[int, str]  # group -> why it cannot change
+    allowed: dict[int, list[int]]  # group -> the kept counts it may take (descending, the full width first)
+    followers: dict[int, int]  # group tied by a channel split -> its leader
+    free: list[Group]  # the groups a target may shrink
+
+
+def _prunable(model: nn.Module, cg: ChannelGraph, arch_space: bool | None, round_to: int,
+              exact: bool) -> _Prunable:  # fmt: skip
+    """The groups that may shrink, and the reason of every one that may not (the graph's, the arch's, the
+    rounding grid's, a channel split's)."""
     arch = ArchSpace(model, cg) if in_arch_space(model, arch_space, cg) else None
     reasons: dict[int, str] = {g.index: g.reason for g in cg.groups if g.reason is not None}
     if arch is not None:
@@ -198,7 +231,7 @@ def plan_prune(
                 reasons[g.index] = arch.reason[g.index]
             elif not arch.free(g.index):
                 reasons[g.index] = f"its width follows another group's ({arch.role[g.index][0]} of the arch)"
-    allowed, followers = split_ties(cg, reasons, round_to, widths is not None)
+    allowed, followers = split_ties(cg, reasons, round_to, exact)
     free = [g for g in cg.prunable if g.index not in reasons and len(allowed[g.index]) > 1]
     for g in cg.prunable:
         if g.index not in reasons and g not in free:
@@ -206,10 +239,16 @@ def plan_prune(
                                 if g.index not in followers.values() else
                                 f"no smaller width keeps every group of its channel split on the grid "
                                 f"round_to={round_to}")  # fmt: skip
-    name = criterion if isinstance(criterion, str) else getattr(criterion, "__name__", "custom")
-    scores = importance(cg, model, criterion, data=data, loss_fn=loss_fn, seed=seed)
+    return _Prunable(arch, reasons, allowed, followers, free)
 
+
+def _counts(may: _Prunable, cg: ChannelGraph, scores: Mapping[int, torch.Tensor], costs: Costs, round_to: int,
+            widths: Mapping[int, int | Sequence[int]] | None, allocation: str, keep: float | None, macs: int | None,
+            params: int | None) -> tuple[dict[int, int], dict[int, list[int]]]:  # fmt: skip
+    """How many channels every group keeps (the given ``widths``, or the allocation's share of the budget), and
+    the groups whose kept channels were given as indices."""
     width = {g.index: g.width for g in cg.groups}
+    followers, arch = may.followers, may.arch
 
     def complete(counts: dict[int, int]) -> dict[int, int]:
         counts = dict(counts)
@@ -217,38 +256,51 @@ def plan_prune(
             counts[f] = width[f] * counts.get(lead, width[lead]) // width[lead]
         return arch.fix(counts, round_to) if arch is not None else counts
 
-    explicit: dict[int, list[int]] = {}
     if widths is not None:
-        counts = {}
-        valid = {g.index: g for g in free}
-        for gi, v in widths.items():
-            if gi not in valid:
-                why = reasons.get(gi, "no such group") if isinstance(gi, int) else "not a group index"
-                raise ValueError(f"widths: group {gi!r} cannot be pruned ({why}); prunable: {sorted(valid)}")
-            w = valid[gi].width
-            if isinstance(v, int) and not isinstance(v, bool):
-                if not 1 <= v <= w:
-                    raise ValueError(f"widths: group {gi} keeps {v} channels? give 1 to its width {w}")
-                counts[gi] = v
-            else:
-                idx = list(v)
-                if not idx or len(set(idx)) != len(idx) or not all(isinstance(i, int) and 0 <= i < w for i in idx):
-                    raise ValueError(f"widths: group {gi} needs distinct component indices in 0..{w - 1}, got {v!r}")
-                counts[gi], explicit[gi] = len(idx), idx
-            if counts[gi] not in allowed[gi]:
-                raise ValueError(f"widths: group {gi} is tied by a channel split to groups "
-                                 f"{sorted(f for f, lead in followers.items() if lead == gi)}, which keep the same "
-                                 f"fraction; it may keep {sorted(allowed[gi])} channels, not {counts[gi]}")  # fmt: skip
-        counts = complete(counts)
-    else:
-        try:
-            if allocation == "uniform":
-                counts = uniform(free, allowed, keep, macs, params, costs, complete)
-            else:
-                counts = global_ranking(free, scores, allowed, followers, width, keep, macs, params, costs, complete)
-        except ValueError as exc:  # the budget is below the narrowest network: say which groups hold it up
-            raise ValueError(f"{exc}; {blocked_summary(cg, reasons, free, round_to)}") from None
+        counts, explicit = _given_widths(may, widths)
+        return complete(counts), explicit
+    try:
+        if allocation == "uniform":
+            return uniform(may.free, may.allowed, keep, macs, params, costs, complete), {}
+        return global_ranking(may.free, scores, may.allowed, followers, width, keep, macs, params, costs,
+                              complete), {}  # fmt: skip
+    except ValueError as exc:  # the budget is below the narrowest network: say which groups hold it up
+        raise ValueError(f"{exc}; {blocked_summary(cg, may.reasons, may.free, round_to)}") from None
 
+
+def _given_widths(may: _Prunable, widths: Mapping[int, int | Sequence[int]]
+                  ) -> tuple[dict[int, int], dict[int, list[int]]]:  # fmt: skip
+    """``widths`` checked against the free groups: the kept count per group, and the given indices where the
+    kept channels were named."""
+    counts: dict[int, int] = {}
+    explicit: dict[int, list[int]] = {}
+    valid = {g.index: g for g in may.free}
+    for gi, v in widths.items():
+        if gi not in valid:
+            why = may.reasons.get(gi, "no such group") if isinstance(gi, int) else "not a group index"
+            raise ValueError(f"widths: group {gi!r} cannot be pruned ({why}); prunable: {sorted(valid)}")
+        w = valid[gi].width
+        if isinstance(v, int) and not isinstance(v, bool):
+            if not 1 <= v <= w:
+                raise ValueError(f"widths: group {gi} keeps {v} channels? give 1 to its width {w}")
+            counts[gi] = v
+        else:
+            idx = list(v)
+            if not idx or len(set(idx)) != len(idx) or not all(isinstance(i, int) and 0 <= i < w for i in idx):
+                raise ValueError(f"widths: group {gi} needs distinct component indices in 0..{w - 1}, got {v!r}")
+            counts[gi], explicit[gi] = len(idx), idx
+        if counts[gi] not in may.allowed[gi]:
+            raise ValueError(f"widths: group {gi} is tied by a channel split to groups "
+                             f"{sorted(f for f, lead in may.followers.items() if lead == gi)}, which keep the same "
+                             f"fraction; it may keep {sorted(may.allowed[gi])} channels, not {counts[gi]}")  # fmt: skip
+    return counts, explicit
+
+
+def _entries(cg: ChannelGraph, counts: dict[int, int], explicit: dict[int, list[int]],
+             scores: Mapping[int, torch.Tensor], reasons: dict[int, str]
+             ) -> tuple[list[GroupPrune], list[GroupSkip]]:  # fmt: skip
+    """The kept channels of every group that changes (the top-scored, in their order, or the given indices), and
+    every group left alone that cannot change, with its reason."""
     entries, skipped = [], []
     for g in cg.groups:
         k = counts.get(g.index, g.width)
@@ -263,11 +315,7 @@ def plan_prune(
             entries.append(GroupPrune(g.index, g.describe(), g.width, tuple(kept)))
         elif g.index in reasons:
             skipped.append(GroupSkip(g.index, g.describe(), g.width, reasons[g.index]))
-    p_after, m_after = costs(counts)
-    shape = tuple(cg.inputs[0].shape[1:])
-    return PrunePlan(tuple(entries), tuple(skipped), rule, name, allocation, round_to, shape, costs.params, p_after,
-                     costs.macs, m_after, model.arch if arch else None, arch.arch(counts) if arch else None,
-                     tuple(g.index for g in free), cg)  # fmt: skip
+    return entries, skipped
 
 
 # ---------------------------------------------------------------- applying
@@ -285,7 +333,7 @@ def _fix_attributes(m: nn.Module, depthwise_mult: int | None) -> None:
         m.in_channels, m.out_channels = w.shape[0], w.shape[1] * m.groups
     elif isinstance(m, nn.Linear):
         m.out_features, m.in_features = w.shape
-    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+    elif isinstance(m, nn.modules.batchnorm._NormBase):  # batch and instance norms
         m.num_features = (w if w is not None else m.running_mean).shape[0]
     elif isinstance(m, nn.LayerNorm):
         m.normalized_shape = (w.shape[0],)

@@ -11,7 +11,11 @@ width) and keeps the builder's rules by nudging a width one channel off the
 grid: an inverted residual whose inner width equals its input width would
 lose its expand conv, a ResNet block with a projection shortcut whose
 widths become equal would get an identity one; an inverted residual whose
-widths become equal without a skip before gets ``noskip``.
+widths become equal without a skip before gets ``noskip``. What each kind
+says is its record's (:mod:`edgecnn.kinds`): which width a filter sets
+(``filter_fields``), an output that follows the inner width (a ghost
+module's, ``cout_of_mid``), its shortcut and inner channels, and the spec of
+new widths (``respec``).
 :func:`in_arch_space` decides whether a model is pruned this way (an
 EdgeNet as the builder made it).
 """
@@ -20,34 +24,31 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any
-
 from torch import nn
 
 from edgecnn.arch import ArchSpec, BlockSpec
 from edgecnn.blocks import se_width
 from edgecnn.build import EdgeNet
+from edgecnn.compress.components import Group
 from edgecnn.compress.groups import ChannelGraph
+from edgecnn.kinds import InnerChannels, kind_of
 from edgecnn.plan import LayerPlan, resolve
 
 __all__ = ["ArchSpace", "in_arch_space"]
 
+_NO_INNER = InnerChannels(("", ""))
+
 
 def _field(p: LayerPlan, sub: str) -> str | None:
     """Which arch width an output filter at ``blocks.<pos>.<sub>`` sets: "c", "m", "m2", "sq" or None (tied)."""
-    kind = p.spec.kind
-    if sub.endswith("se.fc1"):
-        return "sq"
-    if sub.endswith("se.fc2") or sub.startswith("dw."):
-        return None  # tied to the channels it gates / reads
-    if kind == "ir":
-        return "m" if sub.startswith("expand") else "c"
-    if kind in ("basic", "bottleneck"):
-        if sub.startswith("body.0"):
-            return "m"
-        if kind == "bottleneck" and sub.startswith("body.1"):
-            return "m2"
-    return "c"
+    return kind_of(p.spec.kind).filter_field(sub)
+
+
+def _writable(p: LayerPlan, f: str) -> bool:
+    """Whether the arch can write a pruned width ``f`` of block ``p`` (a ghost module's output must stay a
+    multiple of its intrinsic width: :attr:`edgecnn.kinds.BlockKind.cout_of_mid`)."""
+    follow = kind_of(p.spec.kind).cout_of_mid
+    return f != "m" or follow is None or p.mid is None or follow(p, p.mid) == p.cout
 
 
 class ArchSpace:
@@ -59,27 +60,37 @@ class ArchSpace:
         self.role: dict[int, tuple[str, tuple[int, ...]]] = {}  # group -> (field, positions)
         self.reason: dict[int, str] = {}
         for g in graph.prunable:
-            fields: set[tuple[int, str]] = set()
-            for member in g.producers():
-                head, _, sub = member.module.partition(".")
-                pos_str, _, sub = sub.partition(".")
-                if head != "blocks" or not pos_str.isdigit():
-                    fields.add((-1, "?"))
-                    continue
-                f = _field(self.plans[int(pos_str)], sub)
-                if f is not None:
-                    fields.add((int(pos_str), f))
+            fields = self._fields(g)
             kinds = {f for _, f in fields}
             positions = tuple(sorted(p for p, _ in fields))
             if len(kinds) == 1 and "?" not in kinds and positions:
                 (f,) = kinds
                 widths = {self._width(self.plans[p], f) for p in positions}
+                if not all(_writable(self.plans[p], f) for p in positions):
+                    self.reason[g.index] = (f"the arch format cannot write it: block {positions[0]}'s output "
+                                            "width is no multiple of its inner width, so it cannot follow a pruned "
+                                            "one")  # fmt: skip
+                    continue
                 if (f != "c" and len(positions) == 1) or (f == "c" and widths == {g.width}):
                     self.role[g.index] = (f, positions)
                     continue
             self.reason[g.index] = ("the arch format cannot write it: its channels are tied across blocks "
                                     f"{sorted(set(positions))} of different widths (zero-padding shortcut?)")  # fmt: skip
         self.by_field = {(f, p): g for g, (f, ps) in self.role.items() for p in ps}
+
+    def _fields(self, g: Group) -> set[tuple[int, str]]:
+        """(position, arch width) of every filter that makes group ``g``'s channels; (-1, "?") outside the blocks."""
+        fields: set[tuple[int, str]] = set()
+        for member in g.producers():
+            head, _, sub = member.module.partition(".")
+            pos_str, _, sub = sub.partition(".")
+            if head != "blocks" or not pos_str.isdigit():
+                fields.add((-1, "?"))
+                continue
+            f = _field(self.plans[int(pos_str)], sub)
+            if f is not None:
+                fields.add((int(pos_str), f))
+        return fields
 
     @staticmethod
     def _width(p: LayerPlan, f: str) -> int:
@@ -93,21 +104,30 @@ class ArchSpace:
         out = []
         cin = self.model.in_chans
         for p in self.plans:
+            kind = kind_of(p.spec.kind)
             g = self.by_field.get(("c", p.position))
-            if p.spec.kind in ("maxpool", "avgpool", "gap", "dropout"):
-                cout = cin
-            else:
-                cout = p.cout if g is None else counts.get(g, p.cout)
+            cout = cin if kind.keeps_width else (p.cout if g is None else counts.get(g, p.cout))
             mid = p.mid
-            if p.spec.kind == "ir" and p.mid == p.cin:
+            if kind.tied_inner(p):
                 mid = cin  # no expand conv: the inner channels are the input channels
             elif (gm := self.by_field.get(("m", p.position))) is not None:
                 mid = counts.get(gm, p.mid)
-            had_skip = p.spec.kind == "ir" and p.spec.skip != "none" and (p.spec.s or 1) == 1 and p.cin == p.cout
-            noskip = p.spec.kind == "ir" and not had_skip and (p.spec.s or 1) == 1 and cin == cout
+                if kind.cout_of_mid is not None and mid is not None:
+                    cout = kind.cout_of_mid(p, mid) or cout  # the output follows the inner width
+            # a block whose skip appears only where shapes match (ir) keeps none: an identity skip would be new
+            noskip = kind.shortcut(p.spec, p.cin, p.cout) is None and kind.shortcut(p.spec, cin, cout) == "identity"
             out.append((cin, cout, mid, noskip))
             cin = cout
         return out
+
+    def _nudge(self, p: LayerPlan, cin: int, cout: int, mid: int | None) -> int | None:
+        """The group to move one channel off the grid so the builder keeps ``p``'s modules, or None."""
+        kind = kind_of(p.spec.kind)
+        if kind.inner.get(bool(p.spec.pre), _NO_INNER).tied_to_input and p.mid != p.cin and mid == cin:
+            return self.by_field[("m", p.position)]  # m = c_in would drop the expand conv
+        if kind.shortcut(p.spec, p.cin, p.cout) == "conv" and kind.shortcut(p.spec, cin, cout) == "identity":
+            return self.by_field.get(("c", p.position))  # equal widths would drop the projection shortcut
+        return None
 
     def fix(self, counts: dict[int, int], step: int) -> dict[int, int]:
         """Counts with the derived groups filled in and the builder's rules kept (see the module docstring)."""
@@ -116,12 +136,7 @@ class ArchSpace:
             widths = self.widths(counts)
             bumped = False
             for p, (cin, cout, mid, _) in zip(self.plans, widths):
-                g = None
-                if p.spec.kind == "ir" and p.mid != p.cin and mid == cin:
-                    g = self.by_field[("m", p.position)]
-                elif (p.spec.kind in ("basic", "bottleneck") and p.spec.skip in (None, "auto")
-                      and (p.cin != p.cout or (p.spec.s or 1) > 1) and (p.spec.s or 1) == 1 and cin == cout):
-                    g = self.by_field.get(("c", p.position))  # fmt: skip
+                g = self._nudge(p, cin, cout, mid)
                 if g is not None:
                     width = self._width(p, self.role[g][0])
                     counts[g] = counts.get(g, width) + 1 if counts.get(g, width) < width else width - 1
@@ -136,7 +151,7 @@ class ArchSpace:
             if f == "m2":
                 counts[g] = mid  # type: ignore[assignment]
             elif f == "sq":
-                base = mid if p.spec.kind == "ir" else (cin if p.spec.kind == "ds" else cout)
+                base = {"mid": mid, "in": cin}.get(kind_of(p.spec.kind).se_on, cout)
                 counts[g] = se_width(base, p.spec.se or 0.0)  # type: ignore[arg-type]
         return counts
 
@@ -144,17 +159,10 @@ class ArchSpace:
         widths = self.widths(counts)
         out: list[BlockSpec] = []
         for p, (cin, cout, mid, noskip) in zip(self.plans, widths):
-            b = p.spec
-            changes: dict[str, Any] = {}
-            if b.c is not None and not p.classifier and cout != p.cout:
-                changes["c"] = cout
-            if b.kind == "conv" and (b.g or 1) > 1 and b.g == p.cin:
-                changes["g"] = cin  # a depthwise conv block follows its input width
-            if b.kind in ("ir", "basic", "bottleneck") and (mid != p.mid or cin != p.cin or "c" in changes):
-                changes["m"] = mid
+            changes = kind_of(p.spec.kind).respec(p, cin, cout, mid)
             if noskip:
                 changes["skip"] = "none"
-            out.append(b.with_(**changes) if changes else b)
+            out.append(p.spec.with_(**changes) if changes else p.spec)
         return ArchSpec(tuple(_collapse(out, self.model.spec))).format()
 
 

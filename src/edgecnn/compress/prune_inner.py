@@ -88,7 +88,7 @@ class InnerPrune:
     """One block whose inner width changes (or whose inner channels are reordered)."""
 
     position: int  # index into EdgeNet.blocks
-    kind: str  # "ir", "basic" or "bottleneck"
+    kind: str  # a kind with inner channels (BlockKind.inner), e.g. "ir", "basic" or "bottleneck"
     width_before: int  # inner width m of the original block
     kept: tuple[int, ...]  # original inner channels kept, in their new order
     squeeze_before: int  # SE hidden width before (0 without SE; ir only)

@@ -69,6 +69,7 @@ from torch import nn
 from edgecnn.arch import ArchSpec
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import BUILDERS, build
+from edgecnn.kinds import kind_of
 from edgecnn.latency.calibrate import Calibration
 from edgecnn.latency.fingerprint import DeviceFingerprint
 from edgecnn.latency.measure import (
@@ -165,7 +166,7 @@ def block_key(plan: LayerPlan, *, batch: int = 1) -> str:
     ``ir|cin40|cout40|mid120|k5|s1|d1|g-|sq32|gate=hsigmoid|act=relu|pre=-|skip=auto|bn=-|bias=-|cls=0|in28x28|b1``
     """
     b = plan.spec
-    if plan.in_size is None and not plan.flat and b.kind not in ("fc", "dropout"):
+    if plan.in_size is None and not plan.flat and kind_of(b.kind).layout == "map":
         raise ValueError(f"block {plan.name} {b.format()!r} has no input size; resolve with input_size=")
 
     def f(v: object) -> str:

@@ -17,18 +17,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edgecnn.arch import KINDS, ArchSpec, BlockSpec
+from edgecnn.arch import ArchSpec, BlockSpec
 from edgecnn.blocks import make_divisible
+from edgecnn.kinds import BLOCK_KINDS, kind_of, vector_kind
 from edgecnn.latency.table import TableEntry, block_key
 from edgecnn.plan import LayerPlan, resolve
 
 Coords = tuple[int, ...]
 Values = tuple[float, float, float, float]  # median, q1, q3, min
-_RESIDUAL = ("ir", "basic", "bottleneck")
-_SAME_WIDTH = ("maxpool", "avgpool", "gap", "dropout")  # cout == cin by construction
 _WIDTH = ("cin", "cout", "mid", "sq")
 _WIDTH_FIELD = re.compile(r"(cin|cout|mid|sq)(\d+|-)")
-_GROUPS_FIELD = re.compile(r"g(\d+|-)")
 
 
 @dataclass(frozen=True)
@@ -42,10 +40,15 @@ class SliceKey:
 
 
 def split_key(key: str) -> SliceKey | None:
-    """Split a block key into its slice and width coordinates; None for keys that have no widths (overhead)."""
+    """Split a block key into its slice and width coordinates; None for keys that have no widths (overhead).
+
+    The kind's record says which widths are axes and which structure markers
+    (an identity skip, an expansion conv) split slices
+    (:attr:`edgecnn.kinds.BlockKind.slice_rule`).
+    """
     parts = key.split("|")
-    kind = parts[0]
-    if kind not in KINDS:
+    kind = BLOCK_KINDS.get(parts[0])
+    if kind is None:
         return None  # overhead|... : measured per input shape, never interpolated
     widths: dict[str, int] = {}
     fixed: list[str] = []
@@ -56,27 +59,9 @@ def split_key(key: str) -> SliceKey | None:
         else:
             fixed.append(p)
     cin, cout, mid, sq = (widths[w] for w in _WIDTH)
-    groups = next(p for p in fixed if _GROUPS_FIELD.fullmatch(p))
-    markers = [f"se={int(sq > 0)}"]
-    axes: tuple[str, ...]
-    if kind in _SAME_WIDTH:
-        axes, coords = ("c",), (cin,)
-    elif kind == "conv" and groups not in ("g1", "g-") and groups == f"g{cin}" and cin == cout:
-        fixed = ["g=dw" if p == groups else p for p in fixed]  # depthwise: one width
-        axes, coords = ("c",), (cin,)
-    else:
-        named = {"cin": cin, "cout": cout, "mid": mid} if mid else {"cin": cin, "cout": cout}
-        if kind in _RESIDUAL:
-            identity = "skip=none" not in fixed and "s1" in fixed and cin == cout
-            markers.append("res=id" if identity else "res=no")
-            if identity:  # the identity shortcut ties cin to cout: one axis
-                named = {"c": cout, **{k: v for k, v in named.items() if k == "mid"}}
-        if kind == "ir":
-            markers.append("exp=0" if mid == cin else "exp=1")
-            if mid == cin:  # no expansion conv (MobileNetV2's t=1 block): the inner width is the input's
-                named.pop("mid")
-        axes, coords = tuple(named), tuple(named.values())
-    return SliceKey("|".join([kind, *markers, *fixed]), axes, coords, sq)
+    markers, fixed, named = kind.table_slice(cin, cout, mid, fixed)
+    slice_ = "|".join([parts[0], f"se={int(sq > 0)}", *markers, *fixed])
+    return SliceKey(slice_, tuple(named), tuple(named.values()), sq)
 
 
 def _lerp(a: Values, b: Values, t: float) -> Values:
@@ -164,24 +149,19 @@ def with_widths(
     an inner width left at None keeps the block's current one.
     """
     b = plan.spec
-    keys = KINDS[b.kind].keys
+    kind = kind_of(b.kind)
+    keys = kind.grammar.keys
     cin = plan.cin if cin is None else cin
-    changes: dict[str, int] = {}
-    if cout is not None and cout != plan.cout:
-        if "c" not in keys or plan.classifier:
-            raise ValueError(f"{b.kind} block {b.format()!r}: its output width is not its own to set; change cin")
-        changes["c"] = cout
-    if mid is not None or plan.mid is not None:
-        if "m" not in keys:
-            raise ValueError(f"{b.kind} blocks have no inner width; valid widths: cin, cout")
-        changes["m"] = plan.mid if mid is None else mid  # keep the inner width, not the ratio, when cin changes
-    if b.kind == "conv" and (b.g or 1) > 1 and b.g == plan.cin == plan.cout:  # depthwise stays depthwise
-        if changes.get("c", plan.cout) != cin:
-            raise ValueError(f"depthwise conv {b.format()!r}: cin and cout must stay equal, got {cin} and {cout}")
-        changes["g"] = cin
-    block = b.with_(**changes)
+    if cout is not None and cout != plan.cout and ("c" not in keys or plan.classifier):
+        raise ValueError(f"{b.kind} block {b.format()!r}: its output width is not its own to set; change cin")
+    if (mid is not None or plan.mid is not None) and "m" not in keys:
+        raise ValueError(f"{b.kind} blocks have no inner width; valid widths: cin, cout")
+    if (b.g or 1) > 1 and b.g == plan.cin == plan.cout and (plan.cout if cout is None else cout) != cin:
+        raise ValueError(f"depthwise conv {b.format()!r}: cin and cout must stay equal, got {cin} and {cout}")
+    # the inner width stays (not the ratio) when cin changes; a depthwise conv stays depthwise
+    block = b.with_(**kind.respec(plan, cin, plan.cout if cout is None else cout, mid))
     flat_input = plan.in_size is None
-    blocks: tuple[BlockSpec, ...] = (BlockSpec("gap"), block) if flat_input else (block,)
+    blocks: tuple[BlockSpec, ...] = (BlockSpec(vector_kind()), block) if flat_input else (block,)
     classes = (cout or plan.cout) if plan.classifier else 1000
     return resolve(ArchSpec(blocks), num_classes=classes, in_chans=cin, input_size=plan.in_size or (1, 1))[-1]
 
@@ -217,7 +197,7 @@ def width_grid(
             continue  # PadShortcut refuses cout < cin
         if "c" in w:  # a tied axis: cin == cout (identity residual, depthwise, pooling)
             w["cin"] = w["cout"] = w.pop("c")
-            if plan.spec.kind in _SAME_WIDTH:
+            if kind_of(plan.spec.kind).keeps_width:
                 w.pop("cout")
         variant = with_widths(plan, **w)
         vk = split_key(block_key(variant, batch=batch))

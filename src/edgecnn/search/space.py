@@ -55,10 +55,13 @@ from typing import Any
 
 from edgecnn.activations import ACTIVATIONS
 from edgecnn.arch import ArchSpec, parse
+from edgecnn.kinds import BLOCK_KINDS, kind_of
 from edgecnn.limits import MAX_CHANNELS, MAX_FILE_MB, MAX_INPUT
 
 SE_TOKENS = "_se0.25_hsgate"
 """SE as MobileNetV3 uses it: a quarter of the expanded width, hard-sigmoid gate."""
+STAGE_KIND = "ir"
+"""The block kind of a stage unless the space says otherwise (``block``; any kind whose record is ``searchable``)."""
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,10 @@ class StageChoice:
     act: str  # activation
     width: int  # output channels
 
-    def block(self, stride: int) -> str:
-        """The stage as one arch block, e.g. ``ir_r3_k5_s2_e4_c40_se0.25_hsgate_hswish``."""
+    def block(self, stride: int, kind: str = STAGE_KIND) -> str:
+        """The stage as one arch block of ``kind``, e.g. ``ir_r3_k5_s2_e4_c40_se0.25_hsgate_hswish``."""
         se = SE_TOKENS if self.se else ""
-        return f"ir_r{self.depth}_k{self.kernel}_s{stride}_e{self.expansion:g}_c{self.width}{se}_{self.act}"
+        return f"{kind}_r{self.depth}_k{self.kernel}_s{stride}_e{self.expansion:g}_c{self.width}{se}_{self.act}"
 
 
 Genome = tuple[StageChoice, ...]
@@ -142,6 +145,14 @@ def _check_range(key: str, value: object, where: str) -> None:
         raise ValueError(f"{where}: {_shown(value)} is outside {lo}, {hi:,g}]; {how}")
 
 
+def _check_block(block: object, where: str) -> str:
+    """The name of a searchable block kind (:attr:`edgecnn.kinds.BlockKind.searchable`), else ValueError."""
+    valid = [name for name, k in BLOCK_KINDS.items() if k.searchable]
+    if not isinstance(block, str) or block not in valid:
+        raise ValueError(f"{where}: {_shown(block)} is not a block kind a stage can be; valid: {', '.join(valid)}")
+    return block
+
+
 def _check_values(key: str, values: object, where: str) -> tuple[Any, ...]:
     """The values of one stage choice, checked: a non-empty list of at most MAX_CHOICES distinct sane values."""
     if not isinstance(values, (list, tuple)) or not values:
@@ -177,9 +188,11 @@ class StageSpace:
     expansions: tuple[float, ...] = (3.0, 4.0, 6.0)  # inner width / input width
     se: tuple[bool, ...] = (False, True)  # squeeze-and-excitation (ratio 0.25, hard-sigmoid gate)
     acts: tuple[str, ...] = ("relu", "hswish")  # activation
+    block: str = STAGE_KIND  # the stage's block kind: ir (MobileNetV2/V3), er (fused-MBConv, EfficientNetV2), ...
 
     def __post_init__(self) -> None:
         _check_range("stride", self.stride, "stage choice 'stride'")
+        _check_block(self.block, "stage choice 'block'")
         for name in ("widths", "depths", "kernels", "expansions", "se", "acts"):
             values = getattr(self, name)
             if not values:
@@ -203,7 +216,7 @@ class StageSpace:
 
     def sample(self, rng: random.Random) -> str:
         """One stage as an arch block, e.g. ``ir_r3_k5_s2_e4_c40_se0.25_hsgate_hswish``."""
-        return self.sample_choice(rng).block(self.stride)
+        return self.sample_choice(rng).block(self.stride, self.block)
 
     def extreme(self, largest: bool) -> StageChoice:
         """The largest (or smallest) configuration; SE on (off) where allowed; the last (first) activation."""
@@ -262,7 +275,7 @@ class SearchSpace:
     def arch(self, genome: Genome) -> ArchSpec:
         """The network of ``genome`` as an arch spec."""
         self.check(genome)
-        stages = [c.block(s.stride) for c, s in zip(genome, self.stages)]
+        stages = [c.block(s.stride, s.block) for c, s in zip(genome, self.stages)]
         return parse(" ".join([self.stem, *stages, self.head(genome[-1].width)]))
 
     def check(self, genome: Genome) -> None:
@@ -318,9 +331,16 @@ class SearchSpace:
         return {
             "name": self.name, "input_size": self.input_size, "stem": self.stem, "head_mult": self.head_mult,
             "hidden": self.hidden,
-            "stages": [{f.name: list(v) if isinstance(v := getattr(s, f.name), tuple) else v for f in fields(s)}
-                       for s in self.stages],
+            "stages": [_stage_doc(s) for s in self.stages],
         }  # fmt: skip
+
+
+def _stage_doc(s: StageSpace) -> dict[str, Any]:
+    """A stage as its JSON object (the default block kind left out, as space files written before it)."""
+    doc = {f.name: list(v) if isinstance(v := getattr(s, f.name), tuple) else v for f in fields(s)}
+    if doc["block"] == STAGE_KIND:
+        del doc["block"]
+    return doc
 
 
 MOBILENET_V3_SPACE = SearchSpace(
@@ -366,7 +386,7 @@ def sample(rng: random.Random, space: SearchSpace = MOBILENET_V3_SPACE) -> ArchS
 def _stage_from_dict(d: object, where: str) -> StageSpace:
     if not isinstance(d, Mapping):
         raise ValueError(f"{where}: a stage is an object with stride, widths, depths, ...; got {type(d).__name__}")
-    valid = ("stride", *_STAGE_TYPES)
+    valid = ("stride", "block", *_STAGE_TYPES)
     unknown = sorted(str(k) for k in set(d) - set(valid))
     if unknown:
         raise ValueError(f"{where}: unknown field {_shown(unknown[0])}; valid: {', '.join(valid)}")
@@ -375,7 +395,7 @@ def _stage_from_dict(d: object, where: str) -> StageSpace:
             example = '"stride": 2, "widths": [24, 32], "depths": [1, 2]'
             raise ValueError(f"{where}: missing field {need!r} (e.g. {example})")
     _check_range("stride", d["stride"], f"{where}.stride")
-    kw: dict[str, Any] = {"stride": d["stride"]}
+    kw: dict[str, Any] = {"stride": d["stride"], "block": _check_block(d.get("block", STAGE_KIND), f"{where}.block")}
     for key in _STAGE_TYPES:
         if key in d:
             kw[key] = _check_values(key, d[key], f"{where}.{key}")
@@ -403,8 +423,9 @@ def space_from_dict(d: object, *, source: str = "space") -> SearchSpace:
         spec = parse(stem)
     except ValueError as exc:
         raise ValueError(f"{source}.stem: {str(exc).splitlines()[0]}") from None
-    if any(b.kind in ("gap", "fc", "dropout") for b in spec.blocks):
-        raise ValueError(f"{source}.stem: the stem must be spatial blocks only (no gap/fc/dropout), got {_shown(stem)}")
+    if not all(kind_of(b.kind).spatial for b in spec.blocks):
+        flat = "/".join(name for name, k in BLOCK_KINDS.items() if not k.spatial)
+        raise ValueError(f"{source}.stem: the stem must be spatial blocks only (no {flat}), got {_shown(stem)}")
     stages = d["stages"]
     if not isinstance(stages, list) or not stages:
         raise ValueError(f"{source}.stages: must be a non-empty list of stages")

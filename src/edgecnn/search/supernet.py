@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgecnn.arch import ArchSpec
+from edgecnn.arch import ArchSpec, BlockSpec
 from edgecnn.blocks import se_width
 from edgecnn.build import BUILDERS, EdgeNet, build
 from edgecnn.kinds import kind_of
 from edgecnn.plan import LayerPlan, resolve
-from edgecnn.search.space import Genome, SearchSpace
+from edgecnn.search.space import Genome, SearchSpace, StageSpace
 
 FORMAT = "edgecnn-supernet"
 _ACT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -97,14 +97,14 @@ class DynamicPointwise(nn.Module):
         return F.conv2d(x, self.sliced(x.shape[1], cout))
 
 
-class DynamicDepthwise(nn.Module):
-    """A depthwise conv of the largest kernel; smaller kernels are centre crops (optionally transformed, OFA §3.3)."""
+class _ElasticKernel(nn.Module):
+    """Filters of the largest kernel; smaller kernels are centre crops (optionally transformed, OFA §3.3)."""
 
-    def __init__(self, channels: int, kernels: tuple[int, ...], *, transform: bool = False) -> None:
+    def __init__(self, cout: int, cin: int, kernels: tuple[int, ...], *, transform: bool = False) -> None:
         super().__init__()
         self.kernels = tuple(sorted(set(kernels), reverse=True))
         k = self.kernels[0]
-        self.weight = nn.Parameter(torch.empty(channels, 1, k, k))
+        self.weight = nn.Parameter(torch.empty(cout, cin, k, k))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
         self.transform = transform
         self.matrices = nn.ParameterDict()
@@ -112,11 +112,10 @@ class DynamicDepthwise(nn.Module):
             for big, small in zip(self.kernels, self.kernels[1:]):
                 self.matrices[f"{big}to{small}"] = nn.Parameter(torch.eye(small * small))
 
-    def kernel(self, k: int, channels: int) -> torch.Tensor:
-        """The ``channels × 1 × k × k`` kernel of a subnet."""
+    def _crop(self, w: torch.Tensor, k: int) -> torch.Tensor:
+        """The centre ``k × k`` of the filters ``w``, through each transformation on the way (7→5→3)."""
         if k not in self.kernels:
             raise ValueError(f"kernel {k} is not one of this layer's kernels {self.kernels}")
-        w = self.weight[:channels]
         cur = self.kernels[0]
         for small in self.kernels[1:]:
             if cur == k:
@@ -124,15 +123,41 @@ class DynamicDepthwise(nn.Module):
             s = (cur - small) // 2
             w = w[:, :, s : s + small, s : s + small]
             if self.transform:
-                w = (w.reshape(channels, small * small) @ self.matrices[f"{cur}to{small}"]).reshape(
-                    channels, 1, small, small
+                w = (w.reshape(-1, small * small) @ self.matrices[f"{cur}to{small}"]).reshape(
+                    w.shape[0], w.shape[1], small, small
                 )
             cur = small
         return w
 
+
+class DynamicDepthwise(_ElasticKernel):
+    """A depthwise conv of the largest kernel; smaller kernels are centre crops (optionally transformed, OFA §3.3)."""
+
+    def __init__(self, channels: int, kernels: tuple[int, ...], *, transform: bool = False) -> None:
+        super().__init__(channels, 1, kernels, transform=transform)
+
+    def kernel(self, k: int, channels: int) -> torch.Tensor:
+        """The ``channels × 1 × k × k`` kernel of a subnet."""
+        return self._crop(self.weight[:channels], k)
+
     def forward(self, x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
         c = x.shape[1]
         return F.conv2d(x, self.kernel(k, c), None, stride, (k - 1) // 2, 1, c)
+
+
+class DynamicConv(_ElasticKernel):
+    """A regular conv ``cin_max → cout_max`` of the largest kernel; a subnet uses the centre ``k × k`` of the first
+    ``cout × cin`` filters (fused-MBConv's expansion; elastic as :class:`DynamicDepthwise`)."""
+
+    def __init__(self, cin: int, cout: int, kernels: tuple[int, ...], *, transform: bool = False) -> None:
+        super().__init__(cout, cin, kernels, transform=transform)
+
+    def kernel(self, k: int, cout: int, cin: int) -> torch.Tensor:
+        """The ``cout × cin × k × k`` kernel of a subnet."""
+        return self._crop(self.weight[:cout, :cin], k)
+
+    def forward(self, x: torch.Tensor, k: int, stride: int, cout: int) -> torch.Tensor:
+        return F.conv2d(x, self.kernel(k, cout, x.shape[1]), None, stride, (k - 1) // 2)
 
 
 class DynamicSE(nn.Module):
@@ -168,6 +193,14 @@ class DynamicInvertedResidual(nn.Module):
         self.dw, self.dw_bn = DynamicDepthwise(mid, kernels, transform=transform), DynamicBN(mid)
         self.se = DynamicSE(mid, squeeze)
         self.project, self.project_bn = DynamicPointwise(mid, cout), DynamicBN(cout)
+
+    @staticmethod
+    def params(cin: int, mid: int, cout: int, squeeze: int, kernels: tuple[int, ...], transform: bool) -> int:
+        """Parameters of the layer of these largest widths, counted without building it."""
+        ks = sorted(set(kernels), reverse=True)
+        matrices = sum(k**4 for k in ks[1:]) if transform else 0
+        se = 2 * squeeze * mid + squeeze + mid
+        return mid * cin + mid * ks[0] ** 2 + matrices + se + cout * mid + 4 * mid + 2 * cout
 
     def sort_middle_(self) -> torch.Tensor:
         """Reorder the inner channels by importance, most important first (OFA §3.3); the permutation used.
@@ -213,6 +246,73 @@ class DynamicInvertedResidual(nn.Module):
         self.project_bn.fill(target.project.bn)  # type: ignore[union-attr, arg-type]
 
 
+class DynamicFusedMBConv(nn.Module):
+    """A stage's layer: k×k conv → [SE] → linear 1×1 (fused-MBConv, Tan & Le 2021, Fig. 2), every part elastic.
+
+    The k×k conv is both the elastic kernel (the centre of the largest, as OFA's
+    depthwise kernels) and the elastic expansion (its first ``mid`` filters).
+    """
+
+    def __init__(self, cin: int, mid: int, cout: int, squeeze: int, kernels: tuple[int, ...], *,
+                 transform: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        self.expand, self.expand_bn = DynamicConv(cin, mid, kernels, transform=transform), DynamicBN(mid)
+        self.se = DynamicSE(mid, squeeze)
+        self.project, self.project_bn = DynamicPointwise(mid, cout), DynamicBN(cout)
+
+    @staticmethod
+    def params(cin: int, mid: int, cout: int, squeeze: int, kernels: tuple[int, ...], transform: bool) -> int:
+        """Parameters of the layer of these largest widths, counted without building it."""
+        ks = sorted(set(kernels), reverse=True)
+        matrices = sum(k**4 for k in ks[1:]) if transform else 0
+        se = 2 * squeeze * mid + squeeze + mid
+        return mid * cin * ks[0] ** 2 + matrices + se + cout * mid + 2 * mid + 2 * cout
+
+    def sort_middle_(self) -> torch.Tensor:
+        """Reorder the inner channels by the L1 of the projection reading them (as the inverted residual's)."""
+        idx = torch.sort(self.project.weight.data.abs().sum((0, 2, 3)), descending=True, stable=True).indices
+        self.expand.weight.data.copy_(self.expand.weight.data[idx])
+        self.expand_bn.permute_(idx)
+        self.se.fc1.weight.data.copy_(self.se.fc1.weight.data[:, idx])
+        self.se.fc2.weight.data.copy_(self.se.fc2.weight.data[idx])
+        self.se.fc2.bias.data.copy_(self.se.fc2.bias.data[idx])  # type: ignore[union-attr]
+        self.project.weight.data.copy_(self.project.weight.data[:, idx])
+        return idx
+
+    def forward(self, x: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
+        b, act = plan.spec, _act(plan.spec.act or "swish")
+        assert plan.mid is not None
+        out = act(self.expand_bn(self.expand(x, b.k or 3, b.s or 1, plan.mid)))
+        if plan.squeeze:
+            out = self.se(out, plan.squeeze, b.gate or "sigmoid")
+        out = self.project_bn(self.project(out, plan.cout))
+        return out + x if plan.residual else out
+
+    def fill(self, target: nn.Module, plan: LayerPlan) -> None:
+        assert plan.mid is not None
+        conv = self.expand.kernel(plan.spec.k or 3, plan.mid, plan.cin)
+        target.expand.conv.weight.data.copy_(conv)  # type: ignore[union-attr]
+        self.expand_bn.fill(target.expand.bn)  # type: ignore[union-attr, arg-type]
+        if target.se is not None:  # type: ignore[union-attr]
+            self.se.fill(target.se)  # type: ignore[arg-type]
+        target.project.conv.weight.data.copy_(self.project.sliced(plan.mid, plan.cout))  # type: ignore[union-attr]
+        self.project_bn.fill(target.project.bn)  # type: ignore[union-attr, arg-type]
+
+
+ElasticLayer = DynamicInvertedResidual | DynamicFusedMBConv
+ELASTIC: dict[str, type[DynamicInvertedResidual] | type[DynamicFusedMBConv]] = {
+    "ir": DynamicInvertedResidual, "er": DynamicFusedMBConv,
+}  # fmt: skip
+"""The supernet's elastic layer of each searchable block kind (:attr:`edgecnn.kinds.BlockKind.searchable`)."""
+
+
+def _elastic(kind: str) -> type[DynamicInvertedResidual] | type[DynamicFusedMBConv]:
+    if kind not in ELASTIC:
+        raise ValueError(f"the supernet has no elastic layer for {kind!r} stages (it has {', '.join(ELASTIC)}); "
+                         "estimate accuracy by short training instead")  # fmt: skip
+    return ELASTIC[kind]
+
+
 class DynamicHead(nn.Module):
     """1×1 conv to ``head_mult ×`` the last width → BN → hswish → pool → hidden fc → hswish → classifier."""
 
@@ -245,7 +345,7 @@ def _max_dims(space: SearchSpace, stem_out: int) -> list[list[tuple[int, int, in
         layers = []
         for j in range(max(s.depths)):
             cins = prev if j == 0 else s.widths
-            mids = [_inner(c, e) for c in cins for e in s.expansions]
+            mids = [_inner(s.block, c, e) for c in cins for e in s.expansions]
             sq = max(se_width(m, 0.25) for m in mids) if True in s.se else 1
             layers.append((max(cins), max(mids), max(s.widths), sq))
         out.append(layers)
@@ -256,28 +356,33 @@ def _max_dims(space: SearchSpace, stem_out: int) -> list[list[tuple[int, int, in
 def supernet_params(space: SearchSpace, *, num_classes: int, in_chans: int, kernel_transform: bool) -> int:
     """Parameters of the space's supernet, counted from its largest dimensions without building it.
 
-    The stem's from its resolved plan; every stage layer as :class:`~edgecnn.search.supernet.Supernet` sizes it
-    (expand, depthwise at the largest kernel with OFA's transformation matrices, SE, project, their BNs); the
-    head. ``tests/test_hostile_search.py`` checks the count against a built supernet.
+    The stem's from its resolved plan; every stage layer as its elastic layer sizes it (``params``: the
+    convs at the largest kernel with OFA's transformation matrices, SE, their BNs); the head.
+    ``tests/test_hostile_search.py`` checks the count against a built supernet.
     """
     stem = resolve(space.stem, in_chans=in_chans, input_size=space.input_size)
     total = sum(kind_of(p.spec.kind).cost(p)[0] for p in stem)
     for s, layers in zip(space.stages, _max_dims(space, stem[-1].cout)):
-        ks = sorted(set(s.kernels), reverse=True)
-        matrices = sum(k**4 for k in ks[1:]) if kernel_transform else 0
-        for cin, mid, cout, sq in layers:
-            total += mid * cin + mid * ks[0] ** 2 + matrices + 2 * sq * mid + sq + mid + cout * mid + 4 * mid + 2 * cout
+        layer = _elastic(s.block)
+        total += sum(layer.params(*dims, s.kernels, kernel_transform) for dims in layers)
     last = max(space.stages[-1].widths)
     conv_out = space.head_mult * last
     total += conv_out * last + 2 * conv_out + (conv_out + 1) * space.hidden + (space.hidden + 1) * num_classes
     return total
 
 
-def _inner(cin: int, expansion: float) -> int:
-    """The inner width the arch format gives an inverted residual of input ``cin`` and expansion ``e``."""
-    mid = resolve(f"ir_e{expansion:g}_c8", in_chans=cin)[0].mid
+def _inner(kind: str, cin: int, expansion: float) -> int:
+    """The inner width the arch format gives a stage block of ``kind``, input ``cin`` and expansion ``e``."""
+    mid = kind_of(kind).mid
     assert mid is not None
-    return mid
+    return mid(BlockSpec(kind, e=expansion, c=8), cin)
+
+
+def _expand_may_vanish(stage: StageSpace) -> bool:
+    """Whether a layer of ``stage`` may have no expansion conv (an ``ir`` at expansion 1): its inner channels
+    are then its input's, which sorting must leave alone."""
+    inner = kind_of(stage.block).inner.get(False)
+    return inner is not None and inner.tied_to_input and 1.0 in stage.expansions
 
 
 class Supernet(nn.Module):
@@ -292,7 +397,7 @@ class Supernet(nn.Module):
         self.stem = nn.ModuleList(BUILDERS[p.spec.kind](p) for p in stem)
         dims = _max_dims(space, stem[-1].cout)
         self.stages = nn.ModuleList(
-            nn.ModuleList(DynamicInvertedResidual(*d, s.kernels, transform=kernel_transform) for d in layers)
+            nn.ModuleList(_elastic(s.block)(*d, s.kernels, transform=kernel_transform) for d in layers)
             for s, layers in zip(space.stages, dims)
         )
         last = max(space.stages[-1].widths)
@@ -306,7 +411,7 @@ class Supernet(nn.Module):
         """The subnet's resolved layers, as :func:`edgecnn.plan.resolve` gives them for its arch string."""
         return _plans(self.space.arch(genome), self.num_classes, self.in_chans, self.space.input_size)
 
-    def _layers(self, genome: Genome) -> Iterator[tuple[DynamicInvertedResidual, LayerPlan]]:
+    def _layers(self, genome: Genome) -> Iterator[tuple[ElasticLayer, LayerPlan]]:
         plans = self.plans(genome)
         pos = len(self.stem)
         for stage, choice in zip(self.stages, genome):
@@ -354,7 +459,7 @@ class Supernet(nn.Module):
         """
         layers = 0
         for s, stage in zip(self.space.stages, self.stages):
-            if 1.0 not in s.expansions:
+            if not _expand_may_vanish(s):
                 for layer in stage:
                     layer.sort_middle_()  # type: ignore[operator]
                     layers += 1
@@ -377,11 +482,11 @@ class Supernet(nn.Module):
         n = len(st)
         ok = [g for g in groups if not (tied_to_stem and g[0] == 0)]
         # a stage whose output feeds a layer with no expansion conv would need its inner channels permuted too
-        return [g for g in ok if all(1.0 not in st[i].expansions for i in [*g, g[-1] + 1] if i < n)]
+        return [g for g in ok if not any(_expand_may_vanish(st[i]) for i in [*g, g[-1] + 1] if i < n)]
 
     def _sort_outputs(self, group: list[int]) -> None:
         readers: list[torch.Tensor] = []  # weights [out, in, 1, 1] whose input channels are the group's outputs
-        writers: list[DynamicInvertedResidual] = []
+        writers: list[ElasticLayer] = []
         for i in group:
             stage = list(self.stages[i])
             writers += stage  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ report's NetAdapt section, docs/report.md) and ``result`` (the closing table).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from edgecnn.compress.job import Check, MeasuredRun, run_measured
 from edgecnn.compress.netadapt import Iteration, NetAdaptConfig, ResourceMeter
 from edgecnn.compress.netadapt_state import prune_record
 from edgecnn.data import DataSet
+from edgecnn.demo.config import CompressSettings
 from edgecnn.deploy import deploy_int8
 from edgecnn.export import export_onnx
 from edgecnn.latency.measure import TimingConfig, measure
@@ -61,36 +62,7 @@ from edgecnn.train.config import FINETUNE
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.task import DataRef
 
-__all__ = ["CompressSettings", "compress_stages"]
-
-
-@dataclass(frozen=True)
-class CompressSettings:
-    """The demo's NetAdapt schedule: few iterations and short fine-tunes, so the whole demo stays within minutes."""
-
-    budget: float = 0.5  # the result's latency bound as a share of the baseline's (by the meter, then checked measured)
-    initial_step: float = 0.06  # first NetAdapt step, share of the baseline's latency: about one block's share
-    decay: float = 0.98  # step decay per iteration
-    short_steps: int = 20  # short fine-tune steps of each of the top_k proposals
-    top_k: int = 2  # proposals fine-tuned per iteration
-    long_epochs: float = 6.0  # fine-tune epochs of the result (digits: 20 steps an epoch)
-    round_to: int = 4  # kept widths are multiples of this
-    drop_blocks: bool = True  # NetAdapt may also remove whole identity-residual blocks (edgecnn.compress.drop_block)
-    measured_rounds: int = 2  # extra NetAdapt rounds when the MEASURED result misses the budget (0: trust the table)
-    tolerance: float = 0.03  # measured share of the baseline allowed above ``budget`` before another round
-    int8: bool = True  # quantise the result to int8 through ONNX Runtime (when installed)
-    calibration_images: int = 200  # training images that calibrate the int8 activation ranges
-
-    def __post_init__(self) -> None:
-        if not 0 < self.budget < 1:
-            raise ValueError(f"the latency budget is a share of the baseline's latency in (0, 1), got {self.budget}")
-        if not 0 < self.initial_step < 1:
-            raise ValueError(f"initial_step is a share of the baseline's latency in (0, 1), got {self.initial_step}")
-        if self.short_steps < 0 or self.long_epochs < 0 or self.top_k < 1 or self.round_to < 1:
-            raise ValueError("short_steps and long_epochs must be >= 0, top_k and round_to >= 1")
-        if self.measured_rounds < 0 or self.tolerance < 0:
-            raise ValueError("measured_rounds and tolerance must be >= 0")
-
+__all__ = ["compress_stages"]
 
 
 def _netadapt_section(run: MeasuredRun) -> dict[str, Any]:
@@ -136,16 +108,30 @@ def compress_stages(
     constructor); the result's checkpoint adds the pruning steps (NetAdapt then prunes in module space, no
     block drops).
     """
-    own = not isinstance(model, EdgeNet)
     shape = (data.in_chans, data.image_size, data.image_size)
     how = Check(backend=target, threads=threads, device=device, rounds=3, tolerance=settings.tolerance,
                 measured_rounds=settings.measured_rounds)  # fmt: skip
+    run = _netadapt_stage(log, model, ref, data, latency, settings, how, out, meta, record,
+                          replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
+    result = run.model
+    folded, doc = _fold_stage(log, result, shape, seed, out)
+    _onnx_stage(log, folded, result, data, settings, out, how, timing, doc)
+    _evaluate_stage(log, result, data, run, target, threads, timing, doc)
+    return result, _netadapt_section(run), doc
+
+
+def _netadapt_stage(log: StageLog, model: EdgeNet, ref: DataRef, data: DataSet, latency: LatencyModel,
+                    settings: CompressSettings, how: Check, out: Path, meta: dict[str, Any],
+                    record: dict[str, Any] | None, train: Any) -> MeasuredRun:  # fmt: skip
+    """NetAdapt to the budget, checked back to back on the target; its result (in eval mode) saved as
+    ``out/model-netadapt.pt``, with the pruning steps and ``record`` for a network of the user's code."""
+    shape, target = (data.in_chans, data.image_size, data.image_size), how.backend
     with log.stage("netadapt", f"NetAdapt to {settings.budget:.0%} of the baseline's latency on {target}") as info:
-        run = _netadapt(model, ref, data, latency, settings, how, log.console, out,
-                        replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
+        run = _netadapt(model, ref, data, latency, settings, how, log.console, out, train)
         result = run.model.eval()
-        config = {} if not own else {**prune_record("netadapt", run.prune_steps(), round_to=settings.round_to,
-                                                      input_shape=shape), **(record or {})}  # fmt: skip
+        config = {} if isinstance(model, EdgeNet) else {
+            **prune_record("netadapt", run.prune_steps(), round_to=settings.round_to, input_shape=shape),
+            **(record or {})}  # fmt: skip
         save_checkpoint(checkpoint_of(result, data=meta, config=config), out / "model-netadapt.pt")
         r, last = run.passes[0], run.passes[-1]
         info["note"] = (f"{r.start:.3f} → {last.resource:.3f} ms by the table (budget {r.target:.3f}"
@@ -153,10 +139,7 @@ def compress_stages(
                         + f"), {sum(len(x.history) for x in run.passes)} iterations; measured on {target}: "
                         + run.stopped)  # fmt: skip
         log.console.print(info["note"])
-    folded, doc = _fold_stage(log, result, shape, seed, out)
-    _onnx_stage(log, folded, result, data, settings, out, how, timing, doc)
-    _evaluate_stage(log, result, data, run, target, threads, timing, doc)
-    return result, _netadapt_section(run), doc
+    return run
 
 
 def _netadapt(model: EdgeNet, ref: DataRef, data: DataSet, latency: LatencyModel, settings: CompressSettings,

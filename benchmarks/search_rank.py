@@ -1,0 +1,248 @@
+"""Which accuracy estimator ranks the subnets of ``mbv3-32`` like training does: Kendall τ of each, on held-out subnets.
+
+A search needs its estimator to *rank* candidates the way training would.
+This benchmark measures that for every estimator edgecnn has, on ``--n``
+subnets of the ``mbv3-32`` space drawn with a seed no search uses (held out):
+
+* **ground truth** — each subnet trained from scratch with a cheap recipe
+  (``--gt-epochs`` over the search-train split: the training images less a
+  4% stratified validation split; top-1 on that validation split, never on
+  the test set); the first ``--final-n`` subnets are also trained with the
+  final recipe of ``benchmarks/search_cifar.py`` (``--final-epochs``), and the
+  ground truth's own τ against it on those is reported, so the cheap recipe's
+  fidelity is measured, not assumed;
+* **supernets** — the ``mbv3-32`` supernet trained with the sandwich rule and
+  with OFA's progressive shrinking (``--supernet-steps`` each,
+  :mod:`edgecnn.search.supernet_train`), each subnet's weights sliced out, BN
+  recalibrated, top-1 on the validation split;
+* **accuracy predictors** (OFA §3.3; :mod:`edgecnn.search.predictor`) —
+  gradient-boosted trees and OFA's MLP on the one-hot encoding, (a) fitted on
+  the ground truth of the other subnets (5-fold: every prediction held out)
+  and (b) fitted on a supernet's estimates of ``--predictor-n`` random subnets;
+* **zero-cost proxies** (:mod:`edgecnn.search.proxies`) — synflow, NASWOT,
+  grad-norm, and the parameter count (the baseline the proxy papers find hard
+  to beat), from one batch of 64 training images.
+
+Each estimator's Kendall τ-b against the ground truth with its two-sided
+p-value; the best by τ is named. Target (issue 20): τ ≥ 0.5.
+
+**Resumable in pieces.** Every finished subnet training and every finished
+estimator is written to ``<work>/stages.json`` at once (and the results file
+after every stage); a supernet checkpoints every 50 steps in the work folder
+(too large to commit; its *estimates* are what the stages keep). Run it again
+to continue. The full scale's work folder is ``benchmarks/state/search_rank-full``
+(committed as stages finish).
+
+Costs on this 2-core machine (1 thread, from ``search_cifar``'s measured
+rates): a ground-truth training of one epoch over 48 000 images ~6 CPU-min,
+the final recipe (2 epochs) ~12; a 500-step supernet ~40 CPU-min; the proxies
+and predictors seconds. ``--scale quick`` proves the pipeline on 200 images per class.
+
+    PYTHONPATH=src python benchmarks/search_rank.py --scale full [--stop-after gt]
+    PYTHONPATH=src python benchmarks/search_rank.py --scale quick --work runs/search_rank_quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgecnn.atomic import atomic_write_text
+from edgecnn.build import build
+from edgecnn.data import BatchLoader, DataSet
+from edgecnn.executor import Executor
+from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, kendall_tau, search_split
+from edgecnn.search.predictor import AccuracyPredictor, cross_validated
+from edgecnn.search.proxies import PROXIES, ProxyEstimator
+from edgecnn.search.space import SearchSpace, get_space
+from edgecnn.search.supernet import Supernet
+from edgecnn.search.supernet_train import SupernetConfig, train_supernet
+from edgecnn.train import TrainConfig, fit
+from edgecnn.train.task import DataRef, worker_data
+
+CIFAR = "/work/shared/data/cifar10-jpeg.tar.xz"
+RESULTS = Path(__file__).parent / "results"
+STATE = Path(__file__).parent / "state"
+SPACE = "mbv3-32"
+HELD_OUT_SEED = 2024  # no search or τ run of search_cifar draws with it
+VAL_FRACTION = 0.04
+
+
+@dataclass(frozen=True)
+class Scale:
+    limit: int | None  # images per class (None: all)
+    n: int  # held-out subnets
+    gt_epochs: float  # the cheap ground-truth recipe
+    final_n: int  # of those, also trained with the final recipe
+    final_epochs: float
+    supernet_steps: int
+    predictor_n: int  # random subnets a supernet scores to fit a predictor on
+    batch_size: int
+
+
+SCALES = {
+    "quick": Scale(limit=200, n=6, gt_epochs=2, final_n=3, final_epochs=3, supernet_steps=12, predictor_n=12,
+                   batch_size=32),  # fmt: skip
+    "full": Scale(limit=None, n=24, gt_epochs=1, final_n=5, final_epochs=2, supernet_steps=500, predictor_n=300,
+                  batch_size=64),  # fmt: skip
+}
+
+
+class Work:
+    """``stages.json`` in the work folder: each finished piece, written atomically as it finishes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.file = path, path / "stages.json"
+        path.mkdir(parents=True, exist_ok=True)
+        self.stages: dict[str, Any] = json.loads(self.file.read_text()) if self.file.is_file() else {}
+
+    def done(self, name: str, value: Any) -> None:
+        self.stages[name] = value
+        atomic_write_text(self.file, json.dumps(self.stages, indent=1) + "\n")
+
+
+def held_out(space: SearchSpace, n: int) -> list[str]:
+    rng, out = random.Random(HELD_OUT_SEED), []
+    while len(out) < n:
+        a = space.sample(rng).format()
+        if a not in out:
+            out.append(a)
+    return out
+
+
+def train_top1(arch: str, data: DataSet, epochs: float, batch_size: int, seed: int = 0) -> float:
+    """Top-1 on the validation split of ``arch`` trained from scratch (SGD-Nesterov 0.1, cosine, smoothing 0.1)."""
+    torch.manual_seed(seed)
+    model = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
+    steps = max(1, round(epochs * len(data.train) / batch_size))
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=0.1, warmup_epochs=0.2, eval_every=0, progress=False,
+                      seed=seed, threads=1)  # fmt: skip
+    return fit(model, data, cfg).final.top1
+
+
+def trainings(w: Work, key: str, archs: list[str], data: DataSet, epochs: float, batch: int) -> list[float]:
+    """Each arch trained (or read back: one record per finished training, so a kill loses one training)."""
+    got = dict(w.stages.get(key, {}))
+    for i, arch in enumerate(archs):
+        if arch in got:
+            continue
+        t0 = time.process_time()
+        top1 = train_top1(arch, data, epochs, batch)
+        got[arch] = {"top1": top1, "cpu_seconds": time.process_time() - t0}
+        w.done(key, got)
+        print(f"  {key} {i + 1}/{len(archs)}: top-1 {top1:.4f} ({got[arch]['cpu_seconds']:.0f} CPU-s)", flush=True)
+    return [got[a]["top1"] for a in archs]
+
+
+def tau_row(scores: list[float], truth: list[float], cpu_s: float) -> dict[str, Any]:
+    tau, p = kendall_tau(scores, truth)
+    return {"tau": tau, "p_value": p, "n": len(truth), "scores": scores, "cpu_seconds": cpu_s}
+
+
+def timed(fn: Callable[[], list[float]]) -> tuple[list[float], float]:
+    t0 = time.process_time()
+    return fn(), time.process_time() - t0
+
+
+def supernet_stage(w: Work, name: str, schedule: str, space: SearchSpace, split: DataSet, ref: DataRef,
+                   archs: list[str], extra: list[str], scale: Scale) -> None:  # fmt: skip
+    """Train the supernet (checkpointed), then score the held-out subnets and the predictor's training subnets."""
+    if name in w.stages:
+        return
+    t0 = time.process_time()
+    torch.manual_seed(0)
+    net = Supernet(space, num_classes=10, in_chans=3, kernel_transform=schedule == "progressive")
+    cfg = SupernetConfig(steps=scale.supernet_steps, batch_size=scale.batch_size, num_random=2, schedule=schedule,
+                         checkpoint_every=50)  # fmt: skip
+    ckpt = w.path / f"{name}.pt"
+    res = train_supernet(net, split, cfg, checkpoint=ckpt, resume=ckpt.is_file(), progress=True)
+    settings = EstimateSettings(val_fraction=VAL_FRACTION, recal_batches=5, recal_batch_size=64)
+    with Executor("serial") as ex:
+        est = SupernetEstimator(net, ref, settings, ex)
+        held, extra_scores = est(archs), est(extra)
+    w.done(name, {"held_out": held, "predictor_set": extra_scores, "steps": res.steps, "schedule": schedule,
+                  "cpu_seconds": time.process_time() - t0})  # fmt: skip
+
+
+def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], truth: list[float],
+               extra: list[str]) -> dict[str, Any]:  # fmt: skip
+    """τ of every estimator whose inputs are ready."""
+    rows: dict[str, Any] = {}
+    for sn in ("supernet-sandwich", "supernet-progressive"):
+        if sn in w.stages:
+            rows[sn] = tau_row(w.stages[sn]["held_out"], truth, w.stages[sn]["cpu_seconds"])
+            for model in ("gbt", "mlp"):
+                scores, cpu = timed(lambda m=model, s=sn: AccuracyPredictor(space, m).fit(
+                    extra, w.stages[s]["predictor_set"])(archs))  # fmt: skip
+                rows[f"predictor-{model}-on-{sn}"] = tau_row(scores, truth, cpu)
+    for model in ("gbt", "mlp"):
+        scores, cpu = timed(lambda m=model: cross_validated(space, archs, truth, k=5, model=m))
+        rows[f"predictor-{model}-on-ground-truth-5fold"] = tau_row(scores, truth, cpu)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(split.train), generator=g)[:64]
+    loader = BatchLoader(split.train.subset(idx.tolist()), batch_size=64, mean=split.mean, std=split.std, train=False)
+    batch = next(iter(loader))
+    for proxy in PROXIES:
+        scores, cpu = timed(lambda p=proxy: ProxyEstimator(p, (batch[0], batch[1]), num_classes=10)(archs))
+        rows[f"proxy-{proxy}"] = tau_row(scores, truth, cpu)
+    return rows
+
+
+def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | None, fidelity: Any) -> Path:
+    best = max(rows, key=lambda k: rows[k]["tau"]) if rows else None
+    doc = {"kind": "search-rank-benchmark", "scale": a.scale, "scale_settings": asdict(scale), "space": SPACE,
+           "held_out_seed": HELD_OUT_SEED, "val_fraction": VAL_FRACTION, "ground_truth_fidelity": fidelity,
+           "estimators": rows, "best": best, "best_tau": rows[best]["tau"] if best else None,
+           "target_tau": 0.5, "met": bool(best and rows[best]["tau"] >= 0.5 and rows[best]["p_value"] < 0.05),
+           "stages_done": sorted(w.stages), "load_average": os.getloadavg(),
+           "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__}}  # fmt: skip
+    out = RESULTS / f"search_rank-{a.scale}.json"
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", choices=sorted(SCALES), default="full")
+    p.add_argument("--work", default=None)
+    p.add_argument("--stop-after", choices=("gt", "final", "supernet-sandwich", "supernet-progressive"))
+    a = p.parse_args()
+    scale = SCALES[a.scale]
+    w = Work(Path(a.work) if a.work else STATE / f"search_rank-{a.scale}")
+    torch.set_num_threads(1)
+    space = get_space(SPACE)
+    ref = DataRef(CIFAR, limit=scale.limit)
+    split = search_split(worker_data(ref), val_fraction=VAL_FRACTION)
+    archs = held_out(space, scale.n)
+    extra = [x for x in held_out(space, scale.n + scale.predictor_n) if x not in archs]
+    print(f"{split.summary()}; {len(archs)} held-out subnets; work {w.path}", flush=True)
+    truth = trainings(w, "gt", archs, split, scale.gt_epochs, scale.batch_size)
+    if a.stop_after == "gt":
+        return print(f"wrote {write(a, scale, w, None, None)}")
+    final = trainings(w, "final", archs[: scale.final_n], split, scale.final_epochs, scale.batch_size)
+    fidelity = tau_row(truth[: scale.final_n], final, 0.0)
+    if a.stop_after == "final":
+        return print(f"wrote {write(a, scale, w, None, fidelity)}")
+    for schedule in ("sandwich", "progressive"):
+        supernet_stage(w, f"supernet-{schedule}", schedule, space, split, ref, archs, extra, scale)
+        write(a, scale, w, estimators(w, space, split, archs, truth, extra), fidelity)
+        if a.stop_after == f"supernet-{schedule}":
+            return
+    rows = estimators(w, space, split, archs, truth, extra)
+    print(f"wrote {write(a, scale, w, rows, fidelity)}")
+    for k, v in sorted(rows.items(), key=lambda kv: -kv[1]["tau"]):
+        print(f"  {k:44} tau {v['tau']:+.3f}  p {v['p_value']:.3g}")
+
+
+if __name__ == "__main__":
+    main()
