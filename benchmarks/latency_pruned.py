@@ -1,13 +1,13 @@
 """Does the latency model track the *measured* latency of the networks NetAdapt proposes?
 
-NetAdapt (``edgecnn.compress.netadapt``) prices its proposals with a
+NetAdapt (``edgecnn.compress.netadapt.loop``) prices its proposals with a
 :class:`~edgecnn.latency.model.LatencyModel`: table entries of blocks timed alone,
 interpolated across widths. Per family (``resnet20_cifar``; ``mobilenet_v2_cifar``
 ×0.5; CIFAR 32², 10 classes, eager, batch 1, 1 thread):
 
 1. the width grid of every block (``LatencyModel.ensure_grid``) is measured;
 2. ``--calib`` pruned variants at random uneven widths
-   (:func:`edgecnn.compress.variants.random_variants`, seed 1000) are measured end to end and the table's
+   (:func:`edgecnn.compress.netadapt.variants.random_variants`, seed 1000) are measured end to end and the table's
    calibration ``latency ≈ s_fixed·Σ fixed + s_body·Σ body`` (an offset plus a scale, :mod:`edgecnn.latency.calibrate`)
    is fitted on them;
 3. ``--valid`` *other* variants (seed 0), never seen by the fit, are measured twice (the retest gives the noise
@@ -33,7 +33,7 @@ from torch import nn
 
 from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
-from edgecnn.compress.variants import random_variants
+from edgecnn.compress.netadapt.variants import random_variants
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable, new_table

@@ -80,9 +80,9 @@ from edgecnn.atomic import atomic_write_text
 from edgecnn.build import EdgeNet, build
 from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.compress.budget import parse_budget
-from edgecnn.compress.document import model_stats
+from edgecnn.compress.summary import model_stats
 from edgecnn.compress.job import Check, run_measured, table_meter
-from edgecnn.compress.netadapt import NetAdaptConfig
+from edgecnn.compress.netadapt.loop import NetAdaptConfig
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.latency.compare import compare_latency
 from edgecnn.latency.fingerprint import fingerprint

@@ -1,4 +1,4 @@
-"""Structured-pruning coverage: edgecnn.compress.prune against Torch-Pruning 1.6.1 on the same models.
+"""Structured-pruning coverage: edgecnn.compress.channels.prune against Torch-Pruning 1.6.1 on the same models.
 
 For each model, both tools prune 50% of the channels of every group they
 find (uniform, ``round_to=8``, L1 importance, the classifier's outputs

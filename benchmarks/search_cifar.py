@@ -69,11 +69,11 @@ from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.executor import Executor
 from edgecnn.latency.measure import TimingConfig, measure
-from edgecnn.results import write_results
+from edgecnn.run_document import write_results
 from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEstimator, rank_agreement, search_split
 from edgecnn.search.evolution import SearchConfig, run_search
 from edgecnn.search.objective import MNASNET_W, Objective
-from edgecnn.search.pipeline import (
+from edgecnn.search.job import (
     SearchJob,
     calibrate_table,
     latency_model,

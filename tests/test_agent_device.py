@@ -18,8 +18,8 @@ from test_agent import TOKEN, Agent, start_agent, stop  # noqa: E402
 from edgecnn.build import build  # noqa: E402
 from edgecnn.cli.main import main  # noqa: E402
 from edgecnn.compress.budget import parse_budget  # noqa: E402
-from edgecnn.compress.meter import ResourceMeter  # noqa: E402
-from edgecnn.compress.netadapt import NetAdaptConfig, netadapt  # noqa: E402
+from edgecnn.compress.resource_meter import ResourceMeter  # noqa: E402
+from edgecnn.compress.netadapt.loop import NetAdaptConfig, netadapt  # noqa: E402
 from edgecnn.latency import remote  # noqa: E402
 from edgecnn.latency.fingerprint import fingerprint  # noqa: E402
 from edgecnn.latency.measure import TimingConfig, device_fingerprint, measure  # noqa: E402

@@ -9,7 +9,7 @@ from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.build import build
 from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
 from edgecnn.cli.main import main
-from edgecnn.results import read_results
+from edgecnn.run_document import read_results
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.loop import finetune
 from edgecnn.train.task import DataRef, worker_data

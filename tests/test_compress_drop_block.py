@@ -8,7 +8,7 @@ from torch import nn
 
 from edgecnn import zoo
 from edgecnn.build import EdgeNet, build
-from edgecnn.compress.drop_block import drop_block, droppable_blocks, plan_drop
+from edgecnn.compress.netadapt.drop_block import drop_block, droppable_blocks, plan_drop
 
 NET = "conv_c8 ir_m16_c8 ir_s2_m24_c16 ir_r2_m32_c16_se0.25 ir_m32_c24 ir_m24_c24_noskip gap fc"
 

@@ -10,11 +10,11 @@ from edgecnn.analysis import analyze
 from edgecnn.build import build, plain
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.cli.main import main
-from edgecnn.compress.by_layer import load_compressed
-from edgecnn.compress.lowrank_method import lowrank_to_budget
-from edgecnn.compress.measured import exact_resource, front, greedy_path, select_to_budget
-from edgecnn.compress.separable import fit_pointwise_, separable_pair, separable_to_budget
-from edgecnn.results import read_results
+from edgecnn.compress.factor.by_layer import load_compressed
+from edgecnn.compress.factor.lowrank_method import lowrank_to_budget
+from edgecnn.compress.factor.layer_timing import exact_resource, front, greedy_path, select_to_budget
+from edgecnn.compress.factor.separable import fit_pointwise_, separable_pair, separable_to_budget
+from edgecnn.run_document import read_results
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.loop import finetune
@@ -245,7 +245,7 @@ def ckpt(tmp_path_factory) -> str:
 @pytest.mark.parametrize("method", ["lowrank", "separable"])
 def test_cli_method_to_a_macs_budget(ckpt, tmp_path, method, monkeypatch, capsys) -> None:
     # per-layer times from the fake device (deterministic choice); the before/after latency is really measured
-    monkeypatch.setattr("edgecnn.compress.by_layer.measured_layer_latency", lambda **kw: fake_latency)
+    monkeypatch.setattr("edgecnn.compress.factor.by_layer.measured_layer_latency", lambda **kw: fake_latency)
     out = tmp_path / method
     rc = main(["compress", ckpt, "--data", "digits", "--budget", "70%macs", "--method", method, "--out", str(out),
                "--round-to", "4", "--long-epochs", "0.1", "--batch-size", "64", "--workers", "0", "--no-progress"])
@@ -277,8 +277,8 @@ def test_cli_bad_method_or_budget_is_one_line_exit_2(ckpt, argv, capsys) -> None
 
 def test_layer_latency_runs_on_both_backends() -> None:
     # the default measurement: each backend times a layer and its replacements alone (no timing asserted)
-    from edgecnn.compress.lowrank import factorize_conv
-    from edgecnn.compress.measured import measured_layer_latency
+    from edgecnn.compress.factor.lowrank import factorize_conv
+    from edgecnn.compress.factor.layer_timing import measured_layer_latency
 
     conv = nn.Conv2d(8, 16, 3, padding=1).eval()
     for backend in ("eager", "onnxruntime"):

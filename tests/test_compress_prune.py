@@ -1,4 +1,4 @@
-"""Structured pruning over coupled channel groups (edgecnn.compress.groups / importance / prune).
+"""Structured pruning over coupled channel groups (edgecnn.compress.channels.groups / importance / prune).
 
 The exactness check: with the removed channels' *producing* parameters zeroed
 — each conv / linear / depthwise filter and bias that writes the channel, and
@@ -367,7 +367,7 @@ def test_grouped_conv_stays_a_valid_grouped_conv() -> None:
 @pytest.mark.parametrize("name", ["shuffle_chain", "grouped_conv", "se", "concat", "resnet20_cifar", "mobilenet_v3_small"])
 def test_small_and_vectorised_grouping_agree(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # small networks find components and groups in plain Python, large ones on tensors: the same groups
-    from edgecnn.compress import components
+    from edgecnn.compress.channels import components
 
     model = _model(name)
     found = []
@@ -383,7 +383,7 @@ def test_small_and_vectorised_grouping_agree(name: str, monkeypatch: pytest.Monk
 def test_a_budget_below_the_narrowest_network_names_the_blocked_groups() -> None:
     """Pruning that cannot go lower says which groups hold it up and why (not only "the narrowest network has …")."""
     from edgecnn.build import build
-    from edgecnn.compress.prune import plan_prune
+    from edgecnn.compress.channels.prune import plan_prune
 
     net = build("conv_c16 ir_c16 ir_s2_c32 gap fc", num_classes=10, in_chans=3)
     with pytest.raises(ValueError) as err:

@@ -11,8 +11,8 @@ import torch
 from edgecnn.analysis import analyze
 from edgecnn.cli.main import main
 from edgecnn.cli.user_model import load_factory
-from edgecnn.compress.netadapt_state import load_pruned
-from edgecnn.results import read_results
+from edgecnn.compress.netadapt.state import load_pruned
+from edgecnn.run_document import read_results
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.loop import finetune

@@ -6,7 +6,7 @@ import pytest
 
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.build import build
-from edgecnn.compress.variants import random_variants
+from edgecnn.compress.netadapt.variants import random_variants
 from edgecnn.plan import resolve
 
 ARCH = "conv_k3_c16 basic_r2_c16_padskip basic_s2_c32_padskip basic_c32_padskip gap fc"

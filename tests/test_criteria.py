@@ -1,4 +1,4 @@
-"""Importance criteria are one record each (edgecnn.compress.importance.CRITERION_KINDS): a criterion that needs
+"""Importance criteria are one record each (edgecnn.compress.channels.importance.CRITERION_KINDS): a criterion that needs
 batches is refused up front by the callers that have none, naming what to use instead."""
 
 from __future__ import annotations
@@ -7,17 +7,17 @@ import pytest
 import torch
 
 from edgecnn.build import build
-from edgecnn.compress.groups import channel_groups
-from edgecnn.compress.importance import (
+from edgecnn.compress.channels.groups import channel_groups
+from edgecnn.compress.channels.importance import (
     CRITERIA,
     CRITERION_KINDS,
     check_criterion,
     data_free_criteria,
     importance,
 )
-from edgecnn.compress.meter import ResourceMeter
-from edgecnn.compress.netadapt import NetAdaptConfig
-from edgecnn.compress.oneshot import prune_to_budget
+from edgecnn.compress.resource_meter import ResourceMeter
+from edgecnn.compress.netadapt.loop import NetAdaptConfig
+from edgecnn.compress.netadapt.oneshot import prune_to_budget
 
 NET = "conv_c8 conv_s2_c16 gap fc"
 

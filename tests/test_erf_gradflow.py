@@ -105,7 +105,7 @@ def test_gradient_flow_bad_layer_name():
 
 def test_plots_build_figures():  # secondary: the figures are drawn without error
     pytest.importorskip("matplotlib")
-    from edgecnn.explain.plots import plot_erf, plot_gradient_flow, plot_rf_growth
+    from edgecnn.plots import plot_erf, plot_gradient_flow, plot_rf_growth
     from edgecnn.analysis.receptive import layer_receptive_fields
 
     erf = effective_receptive_field(_box_stack(2), (1, 1, 15, 15), samples=1)

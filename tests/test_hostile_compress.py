@@ -26,8 +26,8 @@ import edgecnn.compress.job
 from edgecnn.build import build
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.cli.main import main
-from edgecnn.compress.netadapt_state import STATE_FILE, load_state
-from edgecnn.results import read_results
+from edgecnn.compress.netadapt.state import STATE_FILE, load_state
+from edgecnn.run_document import read_results
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.loop import finetune
 from edgecnn.train.task import DataRef, worker_data
@@ -418,8 +418,8 @@ def _module_net() -> torch.nn.Module:
     (0, 999, "field 'history' does not replay on this network (step 1 keeps 999 channels of group 0, which has 8)"),
 ])  # fmt: skip
 def test_a_module_networks_history_must_replay(group: int, width: int, message: str) -> None:
-    from edgecnn.compress.meter import network_key
-    from edgecnn.compress.netadapt_state import restore
+    from edgecnn.compress.resource_meter import network_key
+    from edgecnn.compress.netadapt.state import restore
 
     model = _module_net()
     st = {"start_arch": network_key(model), "history": [{"group": group, "width_after": width}], "state_dict": {}}
@@ -435,7 +435,7 @@ def test_a_module_networks_history_must_replay(group: int, width: int, message: 
     ({"steps": [[[7, 4]]], "round_to": 4, "input_shape": [1, 8, 8]}, "config.compress.steps' does not replay"),
 ])  # fmt: skip
 def test_a_tampered_pruning_record_is_named(tmp_path: Path, record: dict[str, Any], field: str) -> None:
-    from edgecnn.compress.netadapt_state import load_pruned
+    from edgecnn.compress.netadapt.state import load_pruned
 
     model = _module_net()
     path = tmp_path / "model.pt"

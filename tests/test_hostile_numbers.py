@@ -2,7 +2,7 @@
 
 Sizes are bounded by ``edgecnn.limits`` (each raisable by its environment
 variable, which the last tests exercise); a command's memory is estimated from
-the spec (``edgecnn.memory``) before anything is built.
+the spec (``edgecnn.analysis.memory``) before anything is built.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hostile import TINY, TRAIN, refused
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.build import build, count_params
 from edgecnn.cli.main import main
-from edgecnn.memory import check_memory, estimate_memory
+from edgecnn.analysis.memory import check_memory, estimate_memory
 from edgecnn.plan import resolve
 
 ABSURD = [

@@ -16,7 +16,7 @@ import pytest
 from hostile import TINY, TRAIN, refused
 
 import edgecnn.atomic
-import edgecnn.outputs
+import edgecnn.run_folder
 from edgecnn.atomic import atomic_write_text
 from edgecnn.checkpoint import load_checkpoint
 from edgecnn.cli.main import main
@@ -33,7 +33,7 @@ def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
     def mkstemp(*args: object, **kw: object) -> tuple[int, str]:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(edgecnn.outputs.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(edgecnn.run_folder.tempfile, "mkstemp", mkstemp)
     monkeypatch.setattr(edgecnn.atomic.tempfile, "mkstemp", mkstemp)
 
 

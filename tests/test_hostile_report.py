@@ -63,7 +63,7 @@ def _pareto() -> dict[str, Any]:
 
 def _compress() -> dict[str, Any]:
     from edgecnn.compress.budget import parse_budget
-    from edgecnn.compress.document import ModelStats, compress_document
+    from edgecnn.compress.summary import ModelStats, compress_document
 
     before = ModelStats("conv_c16 gap fc", 0.9912, 4.0, 5_400_000, 409_250)
     after = ModelStats("conv_c8 gap fc", 0.9861, 1.642, 2_488_448, 217_834)

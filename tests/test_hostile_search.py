@@ -22,7 +22,7 @@ from search_helpers import TINY_SPACE, synthetic_table
 from edgecnn.cli.main import build_parser, main
 from edgecnn.search.evolution import SearchConfig, SearchState, run_search
 from edgecnn.search.objective import Objective
-from edgecnn.search.pipeline import SearchJob, check_job, clear_previous_search, estimate_time
+from edgecnn.search.job import SearchJob, check_job, clear_previous_search, estimate_time
 from edgecnn.search.space import MBV3_32_SPACE, space_from_dict
 from edgecnn.search.supernet import Supernet, supernet_params
 from edgecnn.search.supernet_train import SupernetConfig, load_supernet, save_supernet

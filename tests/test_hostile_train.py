@@ -29,7 +29,7 @@ from edgecnn.cli.main import main
 from edgecnn.data import load_data, load_digits
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.table import PROBE_ARCH, LatencyTable, TableEntry, block_key, overhead_key
-from edgecnn.memory import estimate_memory
+from edgecnn.analysis.memory import estimate_memory
 from edgecnn.plan import resolve
 from edgecnn.train import NonFiniteLossError, TrainConfig, fit
 

@@ -23,8 +23,8 @@ from edgecnn.compress import (
     channel_groups, fold_bn, plan_prune, plan_prune_inner, prune, prune_inner, zero_pruned_,
 )  # fmt: skip
 from edgecnn.compress.budget import parse_budget
-from edgecnn.compress.drop_block import drop_block
-from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, netadapt
+from edgecnn.compress.netadapt.drop_block import drop_block
+from edgecnn.compress.netadapt.loop import NetAdaptConfig, ResourceMeter, netadapt
 from edgecnn.kinds import BLOCK_KINDS
 from edgecnn.kinds.er import FusedMBConv
 from edgecnn.kinds.ghost import GhostModule

@@ -1,4 +1,4 @@
-"""NetAdapt (edgecnn.compress.netadapt) and budgets (edgecnn.compress.budget) on digits with a tiny network."""
+"""NetAdapt (edgecnn.compress.netadapt.loop) and budgets (edgecnn.compress.budget) on digits with a tiny network."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.build import build
 from edgecnn.compress.budget import parse_budget
-from edgecnn.compress.netadapt import NetAdaptConfig, ResourceMeter, load_state, netadapt
+from edgecnn.compress.netadapt.loop import NetAdaptConfig, ResourceMeter, load_state, netadapt
 from edgecnn.executor import Executor
 from edgecnn.kinds import kind_of
 from edgecnn.latency.fingerprint import fingerprint

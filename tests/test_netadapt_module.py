@@ -11,10 +11,10 @@ from torch import nn
 from edgecnn.analysis import analyze
 from edgecnn.build import build
 from edgecnn.compress.budget import parse_budget
-from edgecnn.compress.meter import ResourceMeter, network_key
-from edgecnn.compress.netadapt import NetAdaptConfig, load_state, netadapt
-from edgecnn.compress.netadapt_state import replay
-from edgecnn.compress.oneshot import prune_to_budget
+from edgecnn.compress.resource_meter import ResourceMeter, network_key
+from edgecnn.compress.netadapt.loop import NetAdaptConfig, load_state, netadapt
+from edgecnn.compress.netadapt.state import replay
+from edgecnn.compress.netadapt.oneshot import prune_to_budget
 from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig

@@ -23,8 +23,15 @@ from edgecnn.analysis import analyze, handlers, node_cost, rf_rules
 from edgecnn.analysis.handlers import COST_RULES, Cost
 from edgecnn.analysis.receptive import layer_receptive_fields
 from edgecnn.analysis.rf_rules import FIELD_RULES
-from edgecnn.compress import channel_groups, labels, plan_prune, prune
-from edgecnn.compress.labels import CHANNEL_RULES
+from edgecnn.compress import channel_groups, plan_prune, prune
+from edgecnn.compress.budget import parse_budget
+from edgecnn.compress.netadapt.loop import NetAdaptConfig, netadapt
+from edgecnn.compress.netadapt.oneshot import prune_to_budget
+from edgecnn.compress.netadapt.state import STATE_FILE, load_state, restore
+from edgecnn.compress.resource_meter import ResourceMeter
+from edgecnn.train.task import DataRef
+from edgecnn.compress.channels import labels
+from edgecnn.compress.channels.labels import CHANNEL_RULES
 from edgecnn.ops import CHANNEL_ROLES, COST_ROLES, FAMILIES, FIELD_ROLES, OPS, Channels, CustomOp, OpFamily, OpTable
 
 
@@ -227,9 +234,9 @@ class TanhGate(nn.Module):
 
 
 class _Custom(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, in_chans: int = 3) -> None:
         super().__init__()
-        self.stem, self.sc, self.act = nn.Conv2d(3, 16, 3, padding=1), ScaledConv(16, 24), TanhGate()
+        self.stem, self.sc, self.act = nn.Conv2d(in_chans, 16, 3, padding=1), ScaledConv(16, 24), TanhGate()
         self.conv2, self.fc = nn.Conv2d(24, 16, 3, padding=1), nn.Linear(16, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -300,6 +307,25 @@ def test_with_the_hook_pruning_goes_through_the_custom_op_and_matches_torch() ->
     a = analyze(result.model, (3, 16, 16), custom_ops=OPS_OF_MINE, receptive_fields=False)
     assert (a.params, a.macs) == (plan.params_after, plan.macs_after)
     assert copy.deepcopy(m).sc.weight.shape == (24, 16, 3, 3)  # the input model is untouched
+
+
+def test_netadapt_and_its_resume_prune_through_the_custom_op(tmp_path) -> None:
+    # _Custom has no BatchNorm: NetAdapt skips the recalibration of its proposals (recalibrate_bn_if_any_)
+    torch.manual_seed(0)
+    m = _Custom(in_chans=1).eval()
+    ref, budget = DataRef("digits", image_size=8), parse_budget("50%macs")
+    meter = ResourceMeter("macs", input_size=8, num_classes=10, in_chans=1)
+    cfg = NetAdaptConfig(initial_step=0.2, decay=0.9, short_steps=0, top_k=1, round_to=4, recal_batches=1)
+    r = netadapt(m, ref, budget, meter=meter, config=cfg, out=tmp_path, custom_ops=OPS_OF_MINE)
+    assert r.met and r.resource <= 0.5 * meter.of_model(m)
+    assert any("sc" in h.description for h in r.history)  # the custom conv's own channels shrank
+    assert r.model.sc.weight.shape[0] == r.model.sc.scale.shape[0] == r.model.conv2.weight.shape[1] < 24
+    st = load_state(tmp_path / STATE_FILE)  # the state replays through the custom op, to the same network
+    again = restore(m, st, (1, 8, 8), round_to=4, custom_ops=OPS_OF_MINE)
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(again.eval()(x), r.model.eval()(x))
+    shot = prune_to_budget(m, 0.5 * meter.of_model(m), meter, round_to=4, custom_ops=OPS_OF_MINE)
+    assert shot.model.sc.weight.shape[0] < 24
 
 
 def test_custom_op_declarations_are_checked() -> None:

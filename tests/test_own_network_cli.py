@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgecnn.checkpoint import load_checkpoint, save_checkpoint
 from edgecnn.cli.main import main
 from edgecnn.cli.user_model import ModelRef, build_ref, load_any, load_into, parse_model_ref
-from edgecnn.results import read_results
+from edgecnn.run_document import read_results
 from edgecnn.train import TrainConfig, check_bn, evaluate, finetune_model
 from edgecnn.train.task import DataRef, worker_data
 

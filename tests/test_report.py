@@ -7,9 +7,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from edgecnn.explain import plots
+from edgecnn import plots
 from edgecnn.report import _rf_items, render_html, write_report
-from edgecnn.results import read_results, write_results
+from edgecnn.run_document import read_results, write_results
 
 # A hand-built results document of kind "demo" (plain dicts, as results.json holds them): four blocks of a
 # 16×16 network: a stride-2 3×3 stem (R 3, J 2), an SE block whose 3×3 depthwise grows the conv-path field
@@ -235,7 +235,7 @@ def test_erf_and_gradflow_sections_draw_the_document_numbers():
 
 def test_compress_run_shows_budget_and_before_after():
     from edgecnn.compress.budget import parse_budget
-    from edgecnn.compress.document import ModelStats, closing_table, compress_document
+    from edgecnn.compress.summary import ModelStats, closing_table, compress_document
     from edgecnn.latency.compare import Comparison
 
     before = ModelStats("conv_c16 gap fc", 0.9912, 4.0, 5_400_000, 409_250)

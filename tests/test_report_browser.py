@@ -12,7 +12,7 @@ import torch
 from edgecnn.build import build
 from edgecnn.explain.run import ExplainConfig, explain_images
 from edgecnn.report import write_report
-from edgecnn.results import write_results
+from edgecnn.run_document import write_results
 from test_report import BLOCKS, HISTORY, dynamics_sections
 
 

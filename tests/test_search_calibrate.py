@@ -13,7 +13,7 @@ from edgecnn.latency.measure import LatencyStats
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
 from edgecnn.search.objective import Objective
-from edgecnn.search.pipeline import SearchJob, calibrate_table
+from edgecnn.search.job import SearchJob, calibrate_table
 from edgecnn.train.task import DataRef
 from search_helpers import TINY_SPACE, synthetic_table
 

@@ -90,7 +90,7 @@ def _search_doc(references):
 
 def test_search_plot_and_report_label_the_references():
     pytest.importorskip("matplotlib")
-    from edgecnn.explain import plots
+    from edgecnn import plots
     from edgecnn.report import render_html
 
     refs = to_rows([

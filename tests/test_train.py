@@ -29,7 +29,7 @@ from edgecnn.build import build
 from edgecnn.checkpoint import load_checkpoint, load_model
 from edgecnn.cli.main import main
 from edgecnn.data import load_digits
-from edgecnn.distill import distillation_loss
+from edgecnn.train.distill import distillation_loss
 from edgecnn.train import (
     FINETUNE,
     ModelEma,

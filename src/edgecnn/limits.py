@@ -13,7 +13,7 @@ variable                          default    what it bounds
 ``EDGECNN_MAX_CHANNELS``          65536      channels of any layer, inner widths, classes
 ``EDGECNN_MAX_LAYERS``            4096       blocks after repeats are expanded
 ``EDGECNN_MAX_INPUT``             8192       input height/width, kernel, stride, dilation (px)
-``EDGECNN_MAX_MEMORY_GB``         80% RAM    estimated memory of a command (:mod:`edgecnn.memory`)
+``EDGECNN_MAX_MEMORY_GB``         80% RAM    estimated memory of a command (:mod:`edgecnn.analysis.memory`)
 ``EDGECNN_MAX_PLAN_STATES``       2000000    states of the ``rf-plan`` search
 ``EDGECNN_MAX_FILE_MB``           1024       size of a JSON document edgecnn reads (latency tables)
 ``EDGECNN_MAX_EPOCHS``            10000      training / fine-tune epochs (``--epochs``, ``--long-epochs``)

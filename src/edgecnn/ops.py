@@ -3,7 +3,7 @@
 Three tools classify the ops of a traced network: the cost model
 (:mod:`edgecnn.analysis.handlers`, :mod:`edgecnn.analysis.node_cost`), the
 receptive-field walk (:mod:`edgecnn.analysis.rf_rules`) and the channel
-labels of pruning (:mod:`edgecnn.compress.labels`). Each reads this table:
+labels of pruning (:mod:`edgecnn.compress.channels.labels`). Each reads this table:
 one :class:`OpFamily` per family of ops (the activations, the binary
 element-wise ops, the max pools, ...) names its module types, functions and
 tensor methods once and gives the *role* it plays for each tool; each tool

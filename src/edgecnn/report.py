@@ -1,7 +1,7 @@
 """One self-contained HTML page per run, rendered from the run's results document (docs/design.md §7).
 
 :func:`render_html` takes the plain results document a command wrote
-(:mod:`edgecnn.results`: a dict with ``kind`` and ``schema``) and draws every
+(:mod:`edgecnn.run_document`: a dict with ``kind`` and ``schema``) and draws every
 section it has data for — the pipeline's stages, the summary, the per-block
 cost table and plots, the training curve, CAM overlays, the NetAdapt
 history, the search front, an analysis table — so any run (``demo``,
@@ -12,7 +12,7 @@ section: docs/report.md.
 The page carries everything inline — CSS in a ``<style>`` element, figures and
 overlays as base64 PNG ``data:`` URIs — so it can be mailed or archived as a
 single file and opened without a network or JavaScript. Figures come from
-:mod:`edgecnn.explain.plots`; without matplotlib (the ``[plot]`` extra) the
+:mod:`edgecnn.plots`; without matplotlib (the ``[plot]`` extra) the
 page is still written, with a note where the figures would be.
 
 **A results document is untrusted input** (run folders are shared). Two
@@ -47,10 +47,10 @@ from urllib.parse import quote
 
 from edgecnn.analysis.rf_math import RF
 from edgecnn.atomic import atomic_write_text
-from edgecnn.explain import plots
-from edgecnn.outputs import check_writable
+from edgecnn import plots
+from edgecnn.run_folder import check_writable
 from edgecnn.report_schema import validate
-from edgecnn.results import read_results, results_path
+from edgecnn.run_document import read_results, results_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -21,7 +21,7 @@ import importlib
 from typing import Any
 
 from edgecnn.analysis.handlers import Cost
-from edgecnn.analysis.result import CONVENTIONS, Analysis, LayerCost, Totals
+from edgecnn.analysis.cost_table import CONVENTIONS, Analysis, LayerCost, Totals
 from edgecnn.analysis.spec_cost import LayerSpecCost, SpecCost, cost_from_spec
 from edgecnn.analysis.trace import analyze, shape_graph
 

@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from edgecnn.analysis import handlers as H
 from edgecnn.analysis.node_cost import activation, tensors
-from edgecnn.analysis.result import Analysis, LayerCost, model_label
+from edgecnn.analysis.cost_table import Analysis, LayerCost, model_label
 from edgecnn.limits import MAX_MEMORY_GB
 from edgecnn.ops import OPS, OpTable
 

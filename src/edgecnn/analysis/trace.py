@@ -28,7 +28,7 @@ from torch import fx, nn
 
 from edgecnn.analysis.hooks import analyze_hooks, check_fallback_memory
 from edgecnn.analysis.node_cost import activation, cost_node, shape_evaluator, tensors
-from edgecnn.analysis.result import Analysis, LayerCost, model_label
+from edgecnn.analysis.cost_table import Analysis, LayerCost, model_label
 from edgecnn.graph import Graph, GraphError, gc_paused, trace_graph
 from edgecnn.ops import OPS, CustomOp, OpTable, op_table
 

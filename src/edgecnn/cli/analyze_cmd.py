@@ -34,7 +34,7 @@ from rich.table import Table
 from edgecnn import zoo
 from edgecnn.analysis import Analysis, analyze
 from edgecnn.analysis.dynamics import erf_section, gradflow_section
-from edgecnn.analysis.result import human
+from edgecnn.analysis.cost_table import human
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.checkpoint import load_checkpoint
@@ -42,11 +42,11 @@ from edgecnn.cli import args as num
 from edgecnn.cli.user_model import (add_model_option, build_ref, infer_in_chans, is_checkpoint_arg, load_any, model_spec,
                                     notice)
 from edgecnn.limits import MAX_CHANNELS, MAX_INPUT
-from edgecnn.memory import check_memory
-from edgecnn.outputs import check_writable, claim_run_dir
+from edgecnn.analysis.memory import check_memory
+from edgecnn.run_folder import check_writable, claim_run_dir
 from edgecnn.plan import resolve
 from edgecnn.report import write_report
-from edgecnn.results import write_results
+from edgecnn.run_document import write_results
 
 DYNAMICS_BATCH = 8  # random inputs per ERF batch and in the gradient-flow pass
 ERF_SAMPLES = 16  # random inputs the ERF is averaged over (Luo et al. 2016)

@@ -2,11 +2,11 @@
 
 Loads the checkpoint and the data, turns ``--budget`` (``5ms``, ``50%latency``,
 ``50%macs``, ``1.2Mparams``; :mod:`edgecnn.compress.budget`) into a bound,
-runs the method — NetAdapt (:mod:`edgecnn.compress.netadapt`, parallel short
+runs the method — NetAdapt (:mod:`edgecnn.compress.netadapt.loop`, parallel short
 fine-tunes on the executor, resumable with ``--resume``) or one-shot pruning
-(:mod:`edgecnn.compress.oneshot`, then a long fine-tune), or layer replacement
+(:mod:`edgecnn.compress.netadapt.oneshot`, then a long fine-tune), or layer replacement
 checked against measured per-layer latency — truncated SVD (``lowrank``) or
-depthwise separable pairs (``separable``), :mod:`edgecnn.compress.by_layer` — and writes into
+depthwise separable pairs (``separable``), :mod:`edgecnn.compress.factor.by_layer` — and writes into
 ``--out``: ``model.pt`` (checkpoint), ``results.json`` (``kind: "compress"``
 results document, drawn by ``edgecnn report``) and, for NetAdapt, ``netadapt_state.pt``. It ends with a
 table of the network before and after: test top-1, measured latency, MACs and params.
@@ -14,17 +14,17 @@ table of the network before and after: test top-1, measured latency, MACs and pa
 ``--model MODULE:FN`` compresses a network of the user's own code instead
 (:mod:`edgecnn.cli.user_model`; ``CKPT`` is then its weights): NetAdapt and
 ``prune`` work on it in module space, a latency budget measured end to end
-(:class:`~edgecnn.compress.meter.ResourceMeter`); the result checkpoint
+(:class:`~edgecnn.compress.resource_meter.ResourceMeter`); the result checkpoint
 records the pruning steps, and
-:func:`edgecnn.compress.netadapt_state.load_pruned` rebuilds it from the same code.
+:func:`edgecnn.compress.netadapt.state.load_pruned` rebuilds it from the same code.
 
 Before any work (loading data, timing, fine-tuning) the command checks what
 it will write and what it will continue: ``--out`` must be writable
-(:func:`edgecnn.outputs.check_writable`) and may not hold a previous run
+(:func:`edgecnn.run_folder.check_writable`) and may not hold a previous run
 (``model.pt``, ``results.json``, ``netadapt_state.pt``) unless ``--resume``
 continues it or ``--overwrite`` replaces it; ``--resume`` needs a NetAdapt
 state there, checked field by field and against this run's network, budget and
-schedule (:func:`edgecnn.compress.netadapt_state.check_state`). Every number
+schedule (:func:`edgecnn.compress.netadapt.state.check_state`). Every number
 is typed (:mod:`edgecnn.cli.args`). A ``--model`` whose code fails to import,
 to parse or to build is one line naming the file and line
 (``edgecnn --debug compress ...`` shows the traceback). Every file is written
@@ -61,8 +61,8 @@ from edgecnn.cli.user_model import (
     user_model,
 )
 from edgecnn.compress.budget import Budget, parse_budget
-from edgecnn.compress.by_layer import LAYER_METHODS, LayerMethodResult, compress_layers, transform_record
-from edgecnn.compress.document import (
+from edgecnn.compress.factor.by_layer import LAYER_METHODS, LayerMethodResult, compress_layers, transform_record
+from edgecnn.compress.summary import (
     QUICK_TIMING,
     closing_table,
     compress_document,
@@ -70,11 +70,11 @@ from edgecnn.compress.document import (
     model_stats,
     write_document,
 )
-from edgecnn.compress.importance import data_free_criteria
+from edgecnn.compress.channels.importance import data_free_criteria
 from edgecnn.compress.job import Check, MeasuredRun, Shrunk, check, run_measured, table_meter
-from edgecnn.compress.meter import ResourceMeter, network_key
-from edgecnn.compress.netadapt import Iteration, NetAdaptConfig
-from edgecnn.compress.netadapt_state import STATE_FILE, load_state, prune_record, restore, run_settings, state_path
+from edgecnn.compress.resource_meter import ResourceMeter, network_key
+from edgecnn.compress.netadapt.loop import Iteration, NetAdaptConfig
+from edgecnn.compress.netadapt.state import STATE_FILE, load_state, prune_record, restore, run_settings, state_path
 from edgecnn.data import DataSet
 from edgecnn.deploy import INT8_CHOICES, deploy_int8
 from edgecnn.executor import Executor
@@ -82,8 +82,8 @@ from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.model import LatencyModel, whole_network_model
 from edgecnn.latency.targets import default_target
 from edgecnn.limits import MAX_CHANNELS
-from edgecnn.memory import check_memory
-from edgecnn.outputs import RUN_FILES, check_writable, claim_run_dir
+from edgecnn.analysis.memory import check_memory
+from edgecnn.run_folder import RUN_FILES, check_writable, claim_run_dir
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.task import DataRef, worker_data
 
@@ -91,7 +91,7 @@ METHODS = ("netadapt", "prune", "lowrank", "separable")
 
 
 _round_to = num.within(MAX_CHANNELS, "channels")  # a width grid: at most the widest layer allowed
-# channel importance the CLI can compute ("taylor" needs batches and a loss: edgecnn.compress.prune from Python)
+# channel importance the CLI can compute ("taylor" needs batches and a loss: edgecnn.compress.channels.prune from Python)
 _CRITERIA = data_free_criteria()
 _open_unit = num.float_in(0.0, 1.0, open_lo=True, open_hi=True)  # a share in (0, 1)
 
@@ -344,7 +344,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     use_agent_token(args)
     if args.model and args.method in LAYER_METHODS:
         raise ValueError(f"--method {args.method} with --model is not supported: use netadapt or prune, or "
-                         "edgecnn.compress.lowrank / plan_lowrank from Python")  # fmt: skip
+                         "edgecnn.compress.factor.lowrank / plan_lowrank from Python")  # fmt: skip
     out = Path(args.out) if args.out else Path("runs") / f"compress-{args.method}"
     _claim(out, args)  # where the results go, and what is there, before anything is loaded
     if args.latency_table and budget.resource == "latency" and args.method not in LAYER_METHODS:

@@ -14,7 +14,7 @@ image whose header claims more than 89,478,485 pixels is refused before it is
 decoded), files that are not images or are truncated, one-pixel-wide images,
 floating-point pixels; CMYK, palette, alpha, 1-bit and 16-bit images are
 converted. The output folder follows the run-folder policy
-(:func:`edgecnn.outputs.claim_run_dir`): checked writable before any work, a
+(:func:`edgecnn.run_folder.claim_run_dir`): checked writable before any work, a
 previous result refused unless ``--overwrite``; every file is written atomically.
 """
 
@@ -36,9 +36,9 @@ from edgecnn.data import load_data
 from edgecnn.explain.cam import METHODS
 from edgecnn.explain.interp import CONVENTIONS, MODES
 from edgecnn.explain.run import ExplainConfig, explain_images
-from edgecnn.outputs import claim_run_dir
+from edgecnn.run_folder import claim_run_dir
 from edgecnn.report_schema import MAX_CAM_IMAGES
-from edgecnn.results import write_results
+from edgecnn.run_document import write_results
 
 MAX_IMAGES = MAX_CAM_IMAGES  # images one run explains: what the report's cam section holds
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb bound (Image.MAX_IMAGE_PIXELS by default): ~9459×9459

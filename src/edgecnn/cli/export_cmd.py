@@ -32,8 +32,8 @@ from edgecnn.data import load_data
 from edgecnn.deploy import INT8_CHOICES, deploy
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import target_names
-from edgecnn.outputs import claim_run_dir
-from edgecnn.results import write_results
+from edgecnn.run_folder import claim_run_dir
+from edgecnn.run_document import write_results
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -50,8 +50,8 @@ from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.validate import calibrate, sample_archs, validate
 from edgecnn.latency.targets import default_target
-from edgecnn.memory import check_memory
-from edgecnn.outputs import check_writable
+from edgecnn.analysis.memory import check_memory
+from edgecnn.run_folder import check_writable
 from edgecnn.search.space import MOBILENET_V3_SPACE
 
 ACTIONS = ("measure", "build-table", "calibrate", "validate")

@@ -13,7 +13,7 @@ default) with latencies from this device's lookup table, measures the best
 candidates end to end, trains the chosen one with the standard recipe, puts
 the zoo's networks of the setting next to it (latency predicted and measured
 the same way, trained with the same recipe) and writes ``DIR/results.json``
-(``kind: "search"``) and ``DIR/pareto.png``. See :mod:`edgecnn.search.pipeline`
+(``kind: "search"``) and ``DIR/pareto.png``. See :mod:`edgecnn.search.job`
 and docs/search.md.
 
 Before any work: every option is bounded (``--budget`` by ``EDGECNN_MAX_CANDIDATES``,
@@ -39,12 +39,12 @@ from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import default_target
 from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_NETWORKS
-from edgecnn.outputs import check_writable
+from edgecnn.run_folder import check_writable
 from edgecnn.search.estimate import EstimateSettings
 from edgecnn.search.evolution import ALGORITHMS, SearchConfig
 from edgecnn.search.objective import MNASNET_W, Objective, parse_target
-from edgecnn.search.pipeline import ESTIMATORS, Progress as JobProgress, SearchJob, TimeEstimate, claim_search_dir
-from edgecnn.search.pipeline import check_job, check_resume_state, run_job
+from edgecnn.search.job import ESTIMATORS, Progress as JobProgress, SearchJob, TimeEstimate, claim_search_dir
+from edgecnn.search.job import check_job, check_resume_state, run_job
 from edgecnn.search.references import AUTO_REFERENCES, resolve_references
 from edgecnn.search.space import SPACES, get_space
 from edgecnn.search.supernet_train import SCHEDULES, SupernetConfig

@@ -34,9 +34,9 @@ from edgecnn.atomic import atomic_write_text
 from edgecnn.checkpoint import load_checkpoint
 from edgecnn.cli import args as num
 from edgecnn.data import DataSet, load_data
-from edgecnn.memory import check_memory
-from edgecnn.outputs import check_writable, claim_run_dir
-from edgecnn.results import write_results
+from edgecnn.analysis.memory import check_memory
+from edgecnn.run_folder import check_writable, claim_run_dir
+from edgecnn.run_document import write_results
 from edgecnn.cli.user_model import (ModelRef, add_model_option, build_ref, check_runs, is_checkpoint_arg, load_any,
                                     load_into, model_spec, notice, parse_model_ref)
 from edgecnn.train import PRECISIONS, EvalResult, NonFiniteLossError, TrainConfig, evaluate, finetune_model, fit

@@ -6,7 +6,7 @@ compression, which use it); its names are re-exported here for the commands.
 :func:`load_any` rebuilds any edgecnn checkpoint: an EdgeNet from its arch
 string, a network of the user's code from ``--model`` or else from the recorded
 reference (imported and called: it says so), a pruned one (``edgecnn compress
---model``) by replaying its steps (:func:`edgecnn.compress.netadapt_state.load_pruned`).
+--model``) by replaying its steps (:func:`edgecnn.compress.netadapt.state.load_pruned`).
 docs/own_network.md.
 """
 
@@ -107,7 +107,7 @@ def _with_weights(model: nn.Module, ckpt: Checkpoint, path: Any, ref: ModelRef, 
     """``model`` with the checkpoint's weights: its pruning steps replayed first when it records any."""
     pruned = ckpt.config.get("compress") if isinstance(ckpt.config, dict) else None
     if isinstance(pruned, dict) and isinstance(pruned.get("steps"), list) and not isinstance(path, Checkpoint):
-        from edgecnn.compress.netadapt_state import load_pruned
+        from edgecnn.compress.netadapt.state import load_pruned
 
         return load_pruned(path, model)
     state = ckpt.state_dict

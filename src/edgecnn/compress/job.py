@@ -1,12 +1,12 @@
 """One compression run: shrink to a budget, check the result measured back to back, continue where it misses.
 
 ``edgecnn compress`` and ``edgecnn demo`` both run this chain (one function
-per stage, like :func:`edgecnn.search.pipeline.run_job`):
+per stage, like :func:`edgecnn.search.job.run_job`):
 
-1. :func:`shrink` — the method once: NetAdapt (:mod:`edgecnn.compress.netadapt`;
+1. :func:`shrink` — the method once: NetAdapt (:mod:`edgecnn.compress.netadapt.loop`;
    Yang et al. 2018), one-shot pruning then BN recalibration and a long
-   fine-tune (:mod:`edgecnn.compress.oneshot`), or layer replacement
-   (:mod:`edgecnn.compress.by_layer`). It stops when its *meter* — a latency
+   fine-tune (:mod:`edgecnn.compress.netadapt.oneshot`), or layer replacement
+   (:mod:`edgecnn.compress.factor.by_layer`). It stops when its *meter* — a latency
    table, or single timings of the whole network — says the budget holds.
 2. :func:`check` — the meter is not the verdict. The start and the result are
    exported once for the target and timed **back to back**, interleaved, their
@@ -38,12 +38,13 @@ from torch import nn
 
 from edgecnn.atomic import atomic_write_text
 from edgecnn.compress.budget import Budget
-from edgecnn.compress.meter import ResourceMeter
-from edgecnn.compress.netadapt import Iteration, NetAdaptConfig, NetAdaptResult, netadapt
-from edgecnn.compress.oneshot import prune_to_budget
-from edgecnn.train.recalibrate import recalibrate_bn_
+from edgecnn.compress.resource_meter import ResourceMeter
+from edgecnn.compress.netadapt.loop import Iteration, NetAdaptConfig, NetAdaptResult, netadapt
+from edgecnn.compress.netadapt.oneshot import prune_to_budget
+from edgecnn.train.recalibrate import recalibrate_bn_if_any_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.executor import Executor
+from edgecnn.ops import CustomOp
 from edgecnn.latency.compare import Comparison, Verdict, compare_latency, judge
 from edgecnn.latency.measure import device_fingerprint
 from edgecnn.latency.model import LatencyModel
@@ -160,13 +161,15 @@ def shrink(model: nn.Module, ref: DataRef, data: DataSet, budget: Budget, *, met
            long_epochs: float = 0.0, batch_size: int = 128,
            on_iteration: Callable[[Iteration], None] | None = None,
            on_proposal: Callable[[int, int], None] | None = None,
-           on_step: Callable[[str, int, int], None] | None = None) -> Shrunk:  # fmt: skip
-    """One pass of ``method`` ("netadapt" or "prune") on a copy of ``model`` toward ``budget`` (meter scale)."""
+           on_step: Callable[[str, int, int], None] | None = None,
+           custom_ops: Sequence[CustomOp] | None = None) -> Shrunk:  # fmt: skip
+    """One pass of ``method`` ("netadapt" or "prune") on a copy of ``model`` toward ``budget`` (meter scale);
+    ``custom_ops``: how modules of your own relate their channels (:class:`edgecnn.ops.CustomOp`)."""
     model = copy.deepcopy(model)
     if method == "netadapt":
         r: NetAdaptResult = netadapt(model, ref, budget, meter=meter, config=netadapt_config, executor=executor,
                                      out=out, resume=resume, on_iteration=on_iteration,
-                                     on_proposal=on_proposal, on_step=on_step)  # fmt: skip
+                                     on_proposal=on_proposal, on_step=on_step, custom_ops=custom_ops)  # fmt: skip
         return Shrunk(r.model, r.start, r.resource, r.target, r.stopped, [asdict(h) for h in r.history],
                       start_top1=r.start_top1)  # fmt: skip
     if method != "prune":
@@ -175,10 +178,10 @@ def shrink(model: nn.Module, ref: DataRef, data: DataSet, budget: Budget, *, met
     target = budget.target(start)
     say = on_step or (lambda _what, _done, _total: None)
     say(f"planning one-shot pruning to {target:.4g} (bisection over the keep ratio)", 0, 1)
-    shot = prune_to_budget(model, target, meter, criterion=criterion, round_to=round_to)
+    shot = prune_to_budget(model, target, meter, criterion=criterion, round_to=round_to, custom_ops=custom_ops)
     result = shot.model
     loader = BatchLoader(data.train, batch_size=batch_size, mean=data.mean, std=data.std, train=True)
-    recalibrate_bn_(result, loader, num_batches=20)
+    recalibrate_bn_if_any_(result, loader, num_batches=20)
     if long_epochs > 0 and train is not None:
         steps = max(1, round(long_epochs * max(1, len(data.train) // batch_size)))
         say(f"long fine-tune of the result ({steps} steps)", 0, 1)

@@ -21,12 +21,12 @@ One function per stage, :func:`~edgecnn.demo.run.run_demo` calling them in order
 - :mod:`edgecnn.demo.run` — :func:`run_demo` and the report stage.
 
 Everything it shows lands in ``out_dir``: ``results.json`` (the results
-document, kind ``demo``, see :mod:`edgecnn.results`), ``report.html`` rendered
+document, kind ``demo``, see :mod:`edgecnn.run_document`), ``report.html`` rendered
 from it by :mod:`edgecnn.report` (tables, plots, CAM overlays), ``report.md``,
 the overlays under ``cam/``, the trained checkpoint ``model.pt`` (weights +
 arch string), the latency table ``latency_table.json``, the compressed network
 ``model-netadapt.pt`` with its ``model.onnx`` / ``model-int8.onnx``. Each stage is timed and recorded by
-:class:`edgecnn.pipeline.StageLog`.
+:class:`edgecnn.demo.stage_log.StageLog`.
 """
 
 from edgecnn.demo.baseline import GRADFLOW_BATCH

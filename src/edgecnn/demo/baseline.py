@@ -19,8 +19,8 @@ from edgecnn.data import DataSet
 from edgecnn.data.loader import BatchLoader
 from edgecnn.demo.config import DemoConfig, Network
 from edgecnn.latency.per_layer import units
-from edgecnn.memory import check_memory
-from edgecnn.pipeline import StageLog
+from edgecnn.analysis.memory import check_memory
+from edgecnn.demo.stage_log import StageLog
 from edgecnn.train import TrainConfig, fit
 from edgecnn.train.config import TrainResult
 from edgecnn.train.task import DataRef, worker_data

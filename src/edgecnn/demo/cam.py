@@ -11,7 +11,7 @@ from edgecnn.data import DataSet
 from edgecnn.data.sets import first_per_class
 from edgecnn.demo.config import DemoConfig
 from edgecnn.explain.run import ExplainConfig, explain_images
-from edgecnn.pipeline import StageLog
+from edgecnn.demo.stage_log import StageLog
 
 
 def cam_stage(log: StageLog, cfg: DemoConfig, model: torch.nn.Module, data: DataSet, out: Path,

@@ -5,7 +5,7 @@ ONNX, int8, evaluation.
 target (the fastest runtime installed here, measured) and builds the target's
 latency table; these stages then run the main job's pipeline on it (docs/design.md, "Data flow"):
 
-1. **NetAdapt** (:func:`edgecnn.compress.netadapt.netadapt`; Yang et al. 2018)
+1. **NetAdapt** (:func:`edgecnn.compress.netadapt.loop.netadapt`; Yang et al. 2018)
    to ``budget`` × the baseline's latency, through the one compression run
    (:func:`edgecnn.compress.job.run_measured`). The meter is the target's
    latency table plus interpolation across widths
@@ -15,7 +15,7 @@ latency table; these stages then run the main job's pipeline on it (docs/design.
    measured result misses the budget, NetAdapt goes on toward a table bound
    refitted to those measurements (``measured_rounds``).
    Proposals narrow a channel group or, with ``drop_blocks`` (the default),
-   remove a block with an identity skip (:mod:`edgecnn.compress.drop_block`): at
+   remove a block with an identity skip (:mod:`edgecnn.compress.netadapt.drop_block`): at
    32×32 this network's latency is per-layer overhead more than width, and
    narrowing alone stalled at 93% of the baseline.
 2. **Fold BN** (:func:`edgecnn.compress.fold_bn`; Jacob et al. 2018 §3.2), with
@@ -47,17 +47,17 @@ from edgecnn.build import EdgeNet
 from edgecnn.checkpoint import checkpoint_of, save_checkpoint
 from edgecnn.compress.budget import Budget
 from edgecnn.compress.fold_bn import fold_bn, plan_fold_bn
-from edgecnn.compress.document import history_rows, history_step
+from edgecnn.compress.summary import history_rows, history_step
 from edgecnn.compress.job import Check, MeasuredRun, run_measured
-from edgecnn.compress.netadapt import Iteration, NetAdaptConfig, ResourceMeter
-from edgecnn.compress.netadapt_state import prune_record
+from edgecnn.compress.netadapt.loop import Iteration, NetAdaptConfig, ResourceMeter
+from edgecnn.compress.netadapt.state import prune_record
 from edgecnn.data import DataSet
 from edgecnn.demo.config import CompressSettings
 from edgecnn.deploy import deploy_int8
 from edgecnn.export import export_onnx
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.model import LatencyModel
-from edgecnn.pipeline import StageLog
+from edgecnn.demo.stage_log import StageLog
 from edgecnn.train.config import FINETUNE
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.task import DataRef

@@ -29,7 +29,7 @@ class CompressSettings:
     top_k: int = 2  # proposals fine-tuned per iteration
     long_epochs: float = 6.0  # fine-tune epochs of the result (digits: 20 steps an epoch)
     round_to: int = 4  # kept widths are multiples of this
-    drop_blocks: bool = True  # NetAdapt may also remove whole identity-residual blocks (edgecnn.compress.drop_block)
+    drop_blocks: bool = True  # NetAdapt may also remove whole identity-residual blocks (edgecnn.compress.netadapt.drop_block)
     measured_rounds: int = 2  # extra NetAdapt rounds when the MEASURED result misses the budget (0: trust the table)
     tolerance: float = 0.03  # measured share of the baseline allowed above ``budget`` before another round
     int8: bool = True  # quantise the result to int8 through ONNX Runtime (when installed)
@@ -149,7 +149,7 @@ class DemoResult:
     history: tuple[EpochRow, ...] = ()  # the training curve, one row per epoch
     input_size: int | None = None  # network input side (pixels)
     cam: dict[str, Any] | None = None  # the CAM stage's section (edgecnn.explain.run), None when not run
-    stages: tuple[dict[str, Any], ...] = ()  # one row per pipeline stage (edgecnn.pipeline.StageRow)
+    stages: tuple[dict[str, Any], ...] = ()  # one row per pipeline stage (edgecnn.demo.stage_log.StageRow)
     netadapt: dict[str, Any] | None = None  # the report's NetAdapt section (edgecnn.demo.compress), None when not run
     result: dict[str, Any] | None = None  # the compressed network: arch, top1, eager_ms, macs, params, onnx, int8
     erf: dict[str, Any] | None = None  # the baseline's effective receptive field (edgecnn.analysis.dynamics)

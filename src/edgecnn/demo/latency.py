@@ -20,7 +20,7 @@ from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.remote import AgentError
 from edgecnn.latency.table import LatencyTable, new_table
 from edgecnn.latency.targets import get_target, target_names
-from edgecnn.pipeline import StageLog
+from edgecnn.demo.stage_log import StageLog
 from edgecnn.progress import progress_bar
 
 # the latency table's timing: short loops (a few hundred block variants), one retry when disturbed

@@ -20,10 +20,10 @@ from edgecnn.demo.compress import compress_stages
 from edgecnn.demo.config import DemoConfig, DemoResult, EpochRow, Network
 from edgecnn.demo.latency import Timed, latency_stage, table_stage
 from edgecnn.demo.render import closing_table, to_markdown
-from edgecnn.outputs import claim_run_dir
-from edgecnn.pipeline import StageLog
+from edgecnn.run_folder import claim_run_dir
+from edgecnn.demo.stage_log import StageLog
 from edgecnn.report import render_html
-from edgecnn.results import read_results, write_results
+from edgecnn.run_document import read_results, write_results
 from edgecnn.train.task import DataRef
 
 

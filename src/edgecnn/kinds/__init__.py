@@ -20,10 +20,10 @@ check          :func:`edgecnn.plan.resolve`: shape rules (odd kernels, groups)
 layout         :func:`edgecnn.plan.resolve` (map / vector input), table keys, a search space's stem
 upsamples      :func:`edgecnn.plan.output_stride` (a transposed conv)
 cost           :func:`edgecnn.analysis.spec_cost.cost_from_spec`
-inner          :mod:`edgecnn.compress.prune_inner`: the conv making the inner channels, SE and input ties
-filter_fields  :mod:`edgecnn.compress.prune_arch`: which arch width (``c``, ``m``, ``m2``) a filter sets
-cout_of_mid    :mod:`edgecnn.compress.prune_arch`: an output width that follows the inner width (ghost)
-respec         :mod:`edgecnn.compress.prune_arch`, :func:`edgecnn.latency.widths.with_widths`: the spec
+inner          :mod:`edgecnn.compress.channels.prune_inner`: the conv making the inner channels, SE and input ties
+filter_fields  :mod:`edgecnn.compress.channels.prune_arch`: which arch width (``c``, ``m``, ``m2``) a filter sets
+cout_of_mid    :mod:`edgecnn.compress.channels.prune_arch`: an output width that follows the inner width (ghost)
+respec         :mod:`edgecnn.compress.channels.prune_arch`, :func:`edgecnn.latency.widths.with_widths`: the spec
                of new widths
 slice_rule     :func:`edgecnn.latency.widths.split_key`: a table key's slice and width axes
 folded_bn      :mod:`edgecnn.compress.fold_bn`: the arch of the block with its BN folded

@@ -288,7 +288,7 @@ def whole_network_model(*, backend: str, threads: int, device: str = "cpu", conf
                         lane: Callable[[], AbstractContextManager[object]] | None = None) -> LatencyModel:  # fmt: skip
     """A latency model for networks without an arch string (your own code): every network measured end to end.
 
-    Its table holds no blocks; :class:`~edgecnn.compress.meter.ResourceMeter` times each proposal whole in
+    Its table holds no blocks; :class:`~edgecnn.compress.resource_meter.ResourceMeter` times each proposal whole in
     ``lane()``. Eager and ExecuTorch time back to back and read the fastest run (the steadiest statistic under
     load); ONNX Runtime normalises by its drift reference and reads the median.
     """

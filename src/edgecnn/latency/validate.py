@@ -16,7 +16,7 @@ on networks that must be drawn with another seed than the validation networks
 :class:`~edgecnn.latency.model.LatencyModel` over the table, it fits that
 model's predictions (interpolated widths included) — NetAdapt's case, where
 the networks are pruned variants of one network
-(:func:`edgecnn.compress.variants.random_variants`) and
+(:func:`edgecnn.compress.netadapt.variants.random_variants`) and
 ``latency ≈ s_fixed·Σ fixed + s_body·Σ body`` is an offset (the blocks pruning
 leaves alone) plus a scale of the blocks it narrows.
 """

@@ -1,7 +1,7 @@
 """The accuracy-against-latency plot of a search (docs/design.md §7), written next to its results document as ``pareto.png``.
 
 Drawn from the plain results document (``kind: "search"``) by
-:func:`edgecnn.explain.plots.plot_search_run` — the same figure the HTML
+:func:`edgecnn.plots.plot_search_run` — the same figure the HTML
 report inlines — so a finished run can be re-plotted without re-running it.
 matplotlib is optional (the ``[plot]`` extra).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.atomic import atomic_write
-from edgecnn.explain import plots
+from edgecnn import plots
 
 
 def plot_search(doc: dict[str, Any], path: str | Path) -> Path | None:

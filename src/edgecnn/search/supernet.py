@@ -183,6 +183,30 @@ class DynamicSE(nn.Module):
         target.fc2.bias.data.copy_(self.fc2.bias[:c])  # type: ignore[union-attr, index]
 
 
+
+def _kernel_se_params(kernels: tuple[int, ...], transform: bool, mid: int, squeeze: int) -> tuple[int, int]:
+    """The largest kernel, and the parameters of the kernel-transform matrices (OFA §3.2: k² × k² for every
+    smaller kernel) plus the SE on ``mid`` channels (two 1×1 convs with bias)."""
+    ks = sorted(set(kernels), reverse=True)
+    matrices = sum(k**4 for k in ks[1:]) if transform else 0
+    return ks[0], matrices + 2 * squeeze * mid + squeeze + mid
+
+
+def _sort_inner_(project: nn.Module, se: nn.Module,
+                 producers: tuple[tuple[nn.Module, DynamicBN], ...]) -> torch.Tensor:  # fmt: skip
+    """Permute a layer's inner channels by the L1 norm of the projection weights reading them, most important first
+    (OFA §3.3, ``re_organize_middle_weights``): every filter and BN that makes them, the SE that reads and
+    rescales them, and the projection's input channels; returns the permutation."""
+    idx = torch.sort(project.weight.data.abs().sum((0, 2, 3)), descending=True, stable=True).indices
+    for conv, bn in producers:
+        conv.weight.data.copy_(conv.weight.data[idx])
+        bn.permute_(idx)
+    se.fc1.weight.data.copy_(se.fc1.weight.data[:, idx])
+    se.fc2.weight.data.copy_(se.fc2.weight.data[idx])
+    se.fc2.bias.data.copy_(se.fc2.bias.data[idx])
+    project.weight.data.copy_(project.weight.data[:, idx])
+    return idx
+
 class DynamicInvertedResidual(nn.Module):
     """A stage's layer: 1×1 expand → depthwise k×k → [SE] → linear 1×1 (MobileNetV2/V3), every part elastic."""
 
@@ -197,10 +221,8 @@ class DynamicInvertedResidual(nn.Module):
     @staticmethod
     def params(cin: int, mid: int, cout: int, squeeze: int, kernels: tuple[int, ...], transform: bool) -> int:
         """Parameters of the layer of these largest widths, counted without building it."""
-        ks = sorted(set(kernels), reverse=True)
-        matrices = sum(k**4 for k in ks[1:]) if transform else 0
-        se = 2 * squeeze * mid + squeeze + mid
-        return mid * cin + mid * ks[0] ** 2 + matrices + se + cout * mid + 4 * mid + 2 * cout
+        k, extra = _kernel_se_params(kernels, transform, mid, squeeze)
+        return mid * cin + mid * k**2 + extra + cout * mid + 4 * mid + 2 * cout
 
     def sort_middle_(self) -> torch.Tensor:
         """Reorder the inner channels by importance, most important first (OFA §3.3); the permutation used.
@@ -209,16 +231,7 @@ class DynamicInvertedResidual(nn.Module):
         (OFA's ``re_organize_middle_weights``). Every tensor indexed by inner
         channels is permuted alike, so the largest subnet computes the same function.
         """
-        idx = torch.sort(self.project.weight.data.abs().sum((0, 2, 3)), descending=True, stable=True).indices
-        self.expand.weight.data.copy_(self.expand.weight.data[idx])
-        self.expand_bn.permute_(idx)
-        self.dw.weight.data.copy_(self.dw.weight.data[idx])
-        self.dw_bn.permute_(idx)
-        self.se.fc1.weight.data.copy_(self.se.fc1.weight.data[:, idx])
-        self.se.fc2.weight.data.copy_(self.se.fc2.weight.data[idx])
-        self.se.fc2.bias.data.copy_(self.se.fc2.bias.data[idx])  # type: ignore[union-attr]
-        self.project.weight.data.copy_(self.project.weight.data[:, idx])
-        return idx
+        return _sort_inner_(self.project, self.se, ((self.expand, self.expand_bn), (self.dw, self.dw_bn)))
 
     def forward(self, x: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
         b, act = plan.spec, _act(plan.spec.act or "relu")
@@ -263,21 +276,12 @@ class DynamicFusedMBConv(nn.Module):
     @staticmethod
     def params(cin: int, mid: int, cout: int, squeeze: int, kernels: tuple[int, ...], transform: bool) -> int:
         """Parameters of the layer of these largest widths, counted without building it."""
-        ks = sorted(set(kernels), reverse=True)
-        matrices = sum(k**4 for k in ks[1:]) if transform else 0
-        se = 2 * squeeze * mid + squeeze + mid
-        return mid * cin * ks[0] ** 2 + matrices + se + cout * mid + 2 * mid + 2 * cout
+        k, extra = _kernel_se_params(kernels, transform, mid, squeeze)
+        return mid * cin * k**2 + extra + cout * mid + 2 * mid + 2 * cout
 
     def sort_middle_(self) -> torch.Tensor:
         """Reorder the inner channels by the L1 of the projection reading them (as the inverted residual's)."""
-        idx = torch.sort(self.project.weight.data.abs().sum((0, 2, 3)), descending=True, stable=True).indices
-        self.expand.weight.data.copy_(self.expand.weight.data[idx])
-        self.expand_bn.permute_(idx)
-        self.se.fc1.weight.data.copy_(self.se.fc1.weight.data[:, idx])
-        self.se.fc2.weight.data.copy_(self.se.fc2.weight.data[idx])
-        self.se.fc2.bias.data.copy_(self.se.fc2.bias.data[idx])  # type: ignore[union-attr]
-        self.project.weight.data.copy_(self.project.weight.data[:, idx])
-        return idx
+        return _sort_inner_(self.project, self.se, ((self.expand, self.expand_bn),))
 
     def forward(self, x: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
         b, act = plan.spec, _act(plan.spec.act or "swish")

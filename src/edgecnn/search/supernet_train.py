@@ -38,7 +38,7 @@ from edgecnn.atomic import atomic_write
 from edgecnn.build import EdgeNet, build
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.data.loader import mix_seed
-from edgecnn.distill import distillation_loss
+from edgecnn.train.distill import distillation_loss
 from edgecnn.limits import MAX_BATCH, MAX_CHANNELS, MAX_MEMORY_GB, MAX_STEPS
 from edgecnn.schema import Fields
 from edgecnn.search.progressive import WIDTH_GENES, PhaseSpan, phase_space, phase_spans, span_at

@@ -13,7 +13,7 @@ torch RNG the run seeds). Its parts, with the papers they follow:
 - label smoothing (Szegedy et al. 2016, "Rethinking the Inception architecture", §7);
 - an exponential moving average of the weights (Polyak averaging, as in the
   MnasNet/EfficientNet/MobileNetV3 recipes), with the TensorFlow warm-up of the decay;
-- knowledge distillation from a teacher (Hinton et al. 2015, :mod:`edgecnn.distill`);
+- knowledge distillation from a teacher (Hinton et al. 2015, :mod:`edgecnn.train.distill`);
 - mixed precision (bf16 autocast, or fp16 with loss scaling) — by default on
   CUDA; on a CPU with AMX ``precision="bf16"`` speeds ResNet-20 steps up 1.8×
   but MobileNetV2 (depthwise convolutions, BN) only 1.1×, so it is opt-in

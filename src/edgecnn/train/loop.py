@@ -23,8 +23,8 @@ from torch import nn
 
 from edgecnn.checkpoint import checkpoint_of, first_nonfinite, load_checkpoint, load_weights, save_checkpoint
 from edgecnn.data import BatchLoader, DataSet
-from edgecnn.distill import distillation_loss, load_teacher
-from edgecnn.outputs import claim_run_dir
+from edgecnn.train.distill import distillation_loss, load_teacher
+from edgecnn.run_folder import claim_run_dir
 from edgecnn.train.config import FINETUNE, EpochStats, EvalResult, NonFiniteLossError, TrainConfig, TrainResult
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.optim import ModelEma, lr_at, make_optimizer
@@ -52,7 +52,7 @@ def fit(
         out_dir: folder for ``last.pt``, written after every epoch and on Ctrl-C; None = no checkpoints.
         resume: continue from ``out_dir/last.pt`` (model, optimiser, EMA, RNG and position in the epoch).
         overwrite: replace a previous run in ``out_dir``; without it (or ``resume``) such a folder is
-            refused (:func:`edgecnn.outputs.claim_run_dir`), so a re-run never silently replaces results.
+            refused (:func:`edgecnn.run_folder.claim_run_dir`), so a re-run never silently replaces results.
         teacher: a model or checkpoint path to distil from (Hinton et al. 2015).
         record: plain data added to the checkpoint's ``config`` next to the recipe, e.g.
             ``{"constructor": {"ref": "my_net.py:build", "kwargs": {}}}`` (:mod:`edgecnn.train.foreign`).

@@ -40,7 +40,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from edgecnn.data.loader import BatchLoader
 
-__all__ = ["Batches", "recalibrate_bn", "recalibrate_bn_"]
+__all__ = ["Batches", "has_running_bn", "recalibrate_bn", "recalibrate_bn_", "recalibrate_bn_if_any_"]
 
 Batches = Union[BatchLoader, Iterable[torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 """Anything that yields input tensors, or ``(x, y)`` pairs whose ``x`` is the input."""
@@ -61,6 +61,17 @@ def _device_of(model: nn.Module) -> torch.device | None:
     for t in itertools.chain(model.parameters(), model.buffers()):
         return t.device
     return None
+
+
+def has_running_bn(model: nn.Module) -> bool:
+    """Whether ``model`` has a BN with running statistics (what :func:`recalibrate_bn_` re-estimates)."""
+    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
+
+
+def recalibrate_bn_if_any_(model: nn.Module, batches: Batches, *, num_batches: int = 20) -> nn.Module:
+    """:func:`recalibrate_bn_` where ``model`` has BN statistics; a network without BN (LayerNorm, none) is left
+    as it is — what the compression steps (NetAdapt's proposals, a pruned or factorised result) need."""
+    return recalibrate_bn_(model, batches, num_batches=num_batches) if has_running_bn(model) else model
 
 
 def recalibrate_bn_(model: nn.Module, batches: Batches, *, num_batches: int = 20) -> nn.Module:

@@ -9,8 +9,8 @@ finds these couplings by walking a graph of per-layer *dependencies*, one
 rule per (op, op) pair. edgecnn gets the same answer another way: it
 **runs the traced graph on channel labels**. This file owns the result
 (:class:`ChannelGraph`: the groups, and kept channels → index lists); the
-label run is :mod:`edgecnn.compress.labels`, the union-find and the
-grouping of components :mod:`edgecnn.compress.components`.
+label run is :mod:`edgecnn.compress.channels.labels`, the union-find and the
+grouping of components :mod:`edgecnn.compress.channels.components`.
 
 How: one fx trace with meta shapes (:func:`edgecnn.analysis.trace.analyze_fx`,
 batch 1); then every node is evaluated again on integer tensors of the same
@@ -88,8 +88,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from edgecnn.compress.components import Components, Group, Key, Member, Slots, Split
-from edgecnn.compress.labels import Interpreter, trace_for_labels
+from edgecnn.compress.channels.components import Components, Group, Key, Member, Slots, Split
+from edgecnn.compress.channels.labels import Interpreter, trace_for_labels
 from edgecnn.ops import CustomOp, OpTable, op_table
 
 __all__ = ["ChannelGraph", "Group", "Member", "Split", "channel_groups"]

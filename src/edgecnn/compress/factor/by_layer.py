@@ -1,13 +1,13 @@
 """``edgecnn compress --method lowrank|separable``: replace layers to a budget, then fine-tune, and rebuild the result.
 
 The two methods that swap layers for cheaper structures — truncated-SVD
-factorisation (:mod:`edgecnn.compress.lowrank_method`) and depthwise
-separable replacement (:mod:`edgecnn.compress.separable`) — share one run:
+factorisation (:mod:`edgecnn.compress.factor.lowrank_method`) and depthwise
+separable replacement (:mod:`edgecnn.compress.factor.separable`) — share one run:
 choose the layers and ranks against per-layer times measured on the
-command's backend (:mod:`edgecnn.compress.measured`), recalibrate BN,
+command's backend (:mod:`edgecnn.compress.factor.layer_timing`), recalibrate BN,
 fine-tune for ``long_epochs`` (:func:`edgecnn.train.finetune`; for
 ``separable`` with the original network as the teacher, Hinton et al. 2015,
-:mod:`edgecnn.distill`), and report. This file owns that run
+:mod:`edgecnn.train.distill`), and report. This file owns that run
 (:func:`compress_layers`) and the record that makes the result's checkpoint
 loadable without code: :func:`transform_record` stores which layer became
 what in the checkpoint's ``config["compress"]``, and :func:`load_compressed`
@@ -27,12 +27,12 @@ from torch import nn
 from edgecnn.build import build, plain
 from edgecnn.checkpoint import Checkpoint, load_checkpoint
 from edgecnn.compress.budget import Budget
-from edgecnn.compress.document import QUICK_TIMING, ModelStats
-from edgecnn.compress.lowrank import factorize_conv, factorize_linear
-from edgecnn.compress.lowrank_method import MeasuredLowRank, lowrank_to_budget
-from edgecnn.compress.measured import LayerLatency, measured_layer_latency
-from edgecnn.train.recalibrate import recalibrate_bn_
-from edgecnn.compress.separable import MeasuredSeparable, separable_pair, separable_to_budget
+from edgecnn.compress.summary import QUICK_TIMING, ModelStats
+from edgecnn.compress.factor.lowrank import factorize_conv, factorize_linear
+from edgecnn.compress.factor.lowrank_method import MeasuredLowRank, lowrank_to_budget
+from edgecnn.compress.factor.layer_timing import LayerLatency, measured_layer_latency
+from edgecnn.train.recalibrate import recalibrate_bn_if_any_
+from edgecnn.compress.factor.separable import MeasuredSeparable, separable_pair, separable_to_budget
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.latency.measure import measure
 from edgecnn.train.config import TrainConfig
@@ -114,7 +114,7 @@ def compress_layers(method: str, model: nn.Module, data: DataSet, budget: Budget
     result = chosen.model
     if not chosen.plan.layers:  # nothing replaced: the network stays exactly the one measured before
         return LayerMethodResult(result, chosen, float(start), float(target), chosen.value)
-    recalibrate_bn_(result, loader, num_batches=20)
+    recalibrate_bn_if_any_(result, loader, num_batches=20)
     if long_epochs > 0:
         steps = max(1, round(long_epochs * max(1, len(data.train) // batch_size)))
         teacher = model if method == "separable" else None

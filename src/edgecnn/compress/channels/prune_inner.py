@@ -24,10 +24,10 @@ bottleneck conv1 filter ``j`` + BN1, conv2 input and output ``j`` + BN2,
 :class:`~edgecnn.blocks.ConvBNAct`; the table is the same.) SE in basic and
 bottleneck blocks acts on the output width, which stays. The table is not
 written out here: the weights are sliced by the channel groups of
-:mod:`edgecnn.compress.groups` (the block's inner group, its bottleneck
+:mod:`edgecnn.compress.channels.groups` (the block's inner group, its bottleneck
 middle group with the same channels, its SE squeeze group) through
-:func:`edgecnn.compress.prune.apply_kept`, the one slicing step of every
-pruning; :func:`edgecnn.compress.prune.plan_prune` generalises this file to
+:func:`edgecnn.compress.channels.prune.apply_kept`, the one slicing step of every
+pruning; :func:`edgecnn.compress.channels.prune.plan_prune` generalises this file to
 every group (residual runs' ``c`` included).
 
 Choices:
@@ -67,9 +67,9 @@ from torch import nn
 from edgecnn.arch import ArchSpec, BlockSpec
 from edgecnn.blocks import se_width
 from edgecnn.build import EdgeNet, build
-from edgecnn.compress.groups import channel_groups
-from edgecnn.compress.prune import apply_kept
-from edgecnn.compress.prune_arch import ArchSpace
+from edgecnn.compress.channels.groups import channel_groups
+from edgecnn.compress.channels.prune import apply_kept
+from edgecnn.compress.channels.prune_arch import ArchSpace
 from edgecnn.kinds import BLOCK_KINDS, InnerChannels
 from edgecnn.plan import LayerPlan, output_stride, resolve
 

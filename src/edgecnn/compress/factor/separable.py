@@ -31,10 +31,10 @@ float64) is the optimum for ``P`` given ``D``; step 1's ``P`` is one candidate,
 so the output error never rises.
 
 Which layers are replaced, against measured latency and a budget, is the
-greedy choice of :mod:`edgecnn.compress.measured` with ``E = 1 −
+greedy choice of :mod:`edgecnn.compress.factor.layer_timing` with ``E = 1 −
 ‖W − Ŵ‖²/‖W‖²``; a pair that is not faster on the device than the conv is
 skipped with its times. The CLI then distils from the original (Hinton et
-al. 2015, :mod:`edgecnn.distill`) while fine-tuning.
+al. 2015, :mod:`edgecnn.train.distill`) while fine-tuning.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from edgecnn.build import EdgeNet, plain
-from edgecnn.compress.measured import (
+from edgecnn.compress.factor.layer_timing import (
     NOT_CHOSEN,
     LayerLatency,
     MeasuredResult,
@@ -223,7 +223,7 @@ def separable_to_budget(
 
     ``calibration``: network input batches for step 2 (the pointwise refit);
     None keeps step 1's weights. Other arguments as
-    :func:`edgecnn.compress.lowrank_method.lowrank_to_budget`.
+    :func:`edgecnn.compress.factor.lowrank_method.lowrank_to_budget`.
     """
     if resource not in ("latency", "macs", "params"):
         raise ValueError(f"resource must be 'latency', 'macs' or 'params', got {resource!r}")

@@ -15,7 +15,7 @@ since such a block applies its activation after the add. Residual networks
 degrade gracefully under such deletions (Veit et al. 2016, "Residual
 Networks Behave Like Ensembles of Relatively Shallow Networks"; Huang et al.
 2016, stochastic depth), which is what makes depth a NetAdapt proposal like
-any channel group (:mod:`edgecnn.compress.netadapt`, ``drop_blocks``).
+any channel group (:mod:`edgecnn.compress.netadapt.loop`, ``drop_blocks``).
 
 The result is an ordinary EdgeNet: a repeated block loses one repeat
 (``ir_r2_k5_c24`` → ``ir_k5_c24``), a single block leaves the arch string,

@@ -189,7 +189,7 @@ class Analysis:
             d["rf"] = None if rf["size"] is None and not rf["whole"] else {k: (list(v) if isinstance(v, tuple) else v) for k, v in rf.items()}
             layers.append(d)
         return {
-            "kind": "analyze",  # an edgecnn results document (edgecnn.results): `edgecnn report` draws it
+            "kind": "analyze",  # an edgecnn results document (edgecnn.run_document): `edgecnn report` draws it
             "schema": SCHEMA,
             "model": self.model,
             "mode": self.mode,

@@ -41,7 +41,7 @@ width). MACs need the layers' input and output shapes: :func:`plan_lowrank`
 takes ``input_size`` and reads them from one ``torch.fx`` pass on meta
 tensors (:func:`edgecnn.analysis.shape_graph`, no cost analysis); without it the plan
 reports parameters only, and ``macs_fraction`` is refused. Planning over a
-whole model and applying a plan live in :mod:`edgecnn.compress.lowrank_plan`;
+whole model and applying a plan live in :mod:`edgecnn.compress.factor.lowrank_plan`;
 this file owns the factorisation of one layer and the rank rules.
 
 Grouped (and depthwise) convs are refused: their weight is ``groups``

@@ -1,22 +1,22 @@
 """Low-rank factorisation to a budget, ranks chosen against measured latency (``edgecnn compress --method lowrank``).
 
 The transforms (truncated SVD of one layer, plans, applying a plan) are in
-:mod:`edgecnn.compress.lowrank` and :mod:`edgecnn.compress.lowrank_plan`;
+:mod:`edgecnn.compress.factor.lowrank` and :mod:`edgecnn.compress.factor.lowrank_plan`;
 this file chooses the ranks for a whole network and a budget.
 
 1. **Candidates.** Every exact ``nn.Conv2d`` (groups 1) and ``nn.Linear``
-   that :func:`~edgecnn.compress.lowrank_plan.plan_lowrank` accepts, in the
+   that :func:`~edgecnn.compress.factor.lowrank_plan.plan_lowrank` accepts, in the
    ``channel`` form (k×k conv with ``r`` filters → 1×1) and, for convs with
    a kernel larger than 1, the ``spatial`` form (k×1 → 1×k), at a grid of
    ranks (``fractions`` of the full rank, rounded to ``round_to``) that cost
    fewer weights and MACs than the layer.
 2. **Measured on the device.** The layer and each candidate pair are timed
    alone at the input shape the layer sees in the network
-   (:mod:`edgecnn.compress.measured`; the command's backend and threads). A
+   (:mod:`edgecnn.compress.factor.layer_timing`; the command's backend and threads). A
    candidate that is not faster than the layer is dropped and reported
    (:class:`SlowerFactorisation`, with both times); a layer none of whose
    candidates is faster is skipped with that reason in the plan.
-3. **Rank selection** (Zhang et al. 2016, §3.5; :func:`edgecnn.compress.measured.select_to_budget`):
+3. **Rank selection** (Zhang et al. 2016, §3.5; :func:`edgecnn.compress.factor.layer_timing.select_to_budget`):
    maximise ``Π_l E_l(k_l)``, the product over layers of the kept energy
    ``Σ_{i≤k}σ_i² / Σσ_i²``, subject to the budget, greedily down each
    layer's non-dominated candidates. The resource per layer is its measured
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from edgecnn.compress.lowrank import factorize_conv, factorize_linear, singular_values
-from edgecnn.compress.lowrank_plan import LowRankLayer, LowRankPlan, LowRankSkip, lowrank, plan_lowrank
-from edgecnn.compress.measured import (
+from edgecnn.compress.factor.lowrank import factorize_conv, factorize_linear, singular_values
+from edgecnn.compress.factor.lowrank_plan import LowRankLayer, LowRankPlan, LowRankSkip, lowrank, plan_lowrank
+from edgecnn.compress.factor.layer_timing import (
     NOT_CHOSEN,
     LayerLatency,
     MeasuredResult,
@@ -138,7 +138,7 @@ def lowrank_to_budget(
     """Factorise ``model`` (not changed) so that its ``resource`` is at most ``target``; see the module docstring.
 
     ``input_size`` is (C, H, W). ``layer_latency`` times one module on one
-    input shape (:func:`edgecnn.compress.measured.measured_layer_latency`, or a
+    input shape (:func:`edgecnn.compress.factor.layer_timing.measured_layer_latency`, or a
     fake in tests); ``model_latency`` times the whole network (needed for a
     latency budget). ``start``: the resource of ``model`` if already known
     (latency measured by the caller). Whether the target was reached is

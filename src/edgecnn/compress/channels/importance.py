@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from edgecnn.compress.groups import ChannelGraph, Group
+from edgecnn.compress.channels.groups import ChannelGraph, Group
 
 __all__ = ["CRITERIA", "CRITERION_KINDS", "Criterion", "CriterionKind", "check_criterion", "data_free_criteria",
            "importance"]  # fmt: skip

@@ -1,6 +1,6 @@
 """Low-rank factorisation over a whole model: plan per layer (rank, Eckart–Young error, cost), then apply.
 
-The maths of one layer and the rank rules are in :mod:`edgecnn.compress.lowrank`.
+The maths of one layer and the rank rules are in :mod:`edgecnn.compress.factor.lowrank`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 
 from edgecnn.analysis import shape_graph  # compress reads analysis, never the reverse
 from edgecnn.build import EdgeNet, plain
-from edgecnn.compress.lowrank import (
+from edgecnn.compress.factor.lowrank import (
     Form,
     factorize_conv,
     factorize_linear,

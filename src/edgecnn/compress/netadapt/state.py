@@ -2,7 +2,7 @@
 
 The state is a dict of tensors, numbers and strings saved with ``torch.save``
 and read with ``torch.load(..., weights_only=True)``: the start network's key
-(:func:`~edgecnn.compress.meter.network_key`), the current network's weights,
+(:func:`~edgecnn.compress.resource_meter.network_key`), the current network's weights,
 the history and the run's settings (:func:`run_settings`: the budget and the
 schedule). An EdgeNet is rebuilt from its arch string. Any other module
 has no arch string, so it is rebuilt by **replay**: the start network pruned
@@ -20,20 +20,21 @@ resumed run must have the settings the state was written with — each error a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from edgecnn.ops import CustomOp
 from edgecnn.atomic import atomic_write
 from edgecnn.build import EdgeNet, build
 from edgecnn.checkpoint import load_checkpoint
 from edgecnn.compress.budget import RESOURCES, Budget
-from edgecnn.compress.groups import channel_groups
-from edgecnn.compress.meter import network_key
-from edgecnn.compress.prune import plan_prune, prune
+from edgecnn.compress.channels.groups import channel_groups
+from edgecnn.compress.resource_meter import network_key
+from edgecnn.compress.channels.prune import plan_prune, prune
 from edgecnn.limits import MAX_CHANNELS, MAX_INPUT
 from edgecnn.schema import Fields
 
@@ -42,7 +43,7 @@ STATE_FILE = "netadapt_state.pt"
 STATE_FIX = "the file is damaged or was not written by edgecnn: delete it, or start afresh with --overwrite"
 MAX_HISTORY = 100_000  # more iterations than any run makes (NetAdaptConfig.max_iterations is 200)
 
-# the fields of one history entry (edgecnn.compress.netadapt.Iteration), in order
+# the fields of one history entry (edgecnn.compress.netadapt.loop.Iteration), in order
 ITERATION_FIELDS: tuple[str, ...] = ("iteration", "target", "resource", "top1", "recal_top1", "group", "description",
                                      "width_before", "width_after", "proposals", "arch", "seconds")  # fmt: skip
 # the settings that decide a run's iterations: name -> (type, the CLI option that sets it, or None)
@@ -198,7 +199,7 @@ def _same_settings(source: str, saved: Mapping[str, Any], now: Mapping[str, Any]
 
 
 def replay(model: nn.Module, steps: Iterable[Mapping[int, int]], input_shape: tuple[int, ...], *,
-           round_to: int) -> nn.Module:  # fmt: skip
+           round_to: int, custom_ops: Sequence[CustomOp] | None = None) -> nn.Module:  # fmt: skip
     """``model`` pruned again to each step's ``{group: width}`` in turn: the structure a run reached.
 
     Group numbers are those of the network at that step (:func:`channel_groups`
@@ -211,7 +212,7 @@ def replay(model: nn.Module, steps: Iterable[Mapping[int, int]], input_shape: tu
         widths = {int(g): int(w) for g, w in step.items()}
         if any(g < 0 for g in widths):
             raise ValueError(f"step {n} drops a block: only an EdgeNet run can do that (rebuild it from its arch)")
-        graph = channel_groups(current, input_shape, round_to=round_to)
+        graph = channel_groups(current, input_shape, round_to=round_to, custom_ops=custom_ops)
         if any(g >= len(graph.groups) for g in widths):
             raise ValueError(f"step {n} prunes channel group {max(widths)}, but the network has {len(graph.groups)}: "
                              "this state belongs to another network")  # fmt: skip
@@ -223,7 +224,8 @@ def replay(model: nn.Module, steps: Iterable[Mapping[int, int]], input_shape: tu
     return current
 
 
-def restore(model: nn.Module, st: dict[str, Any], input_shape: tuple[int, ...], *, round_to: int) -> nn.Module:
+def restore(model: nn.Module, st: dict[str, Any], input_shape: tuple[int, ...], *, round_to: int,
+            custom_ops: Sequence[CustomOp] | None = None) -> nn.Module:  # fmt: skip
     """The network a (checked) state describes, with its weights: from the arch (EdgeNet) or by :func:`replay`.
 
     ``ValueError`` naming the field when the state does not continue ``model``
@@ -243,7 +245,7 @@ def restore(model: nn.Module, st: dict[str, Any], input_shape: tuple[int, ...], 
     else:
         steps = [{int(h["group"]): int(h["width_after"])} for h in st["history"]]
         try:
-            current = replay(model, steps, input_shape, round_to=round_to)
+            current = replay(model, steps, input_shape, round_to=round_to, custom_ops=custom_ops)
         except ValueError as exc:
             raise ValueError(f"field 'history' does not replay on this network ({str(exc).splitlines()[0]}); "
                              f"{STATE_FIX}") from None  # fmt: skip

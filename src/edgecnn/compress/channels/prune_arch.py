@@ -3,7 +3,7 @@ arch string of kept counts (docs/design.md §5).
 
 A residual run's output width ``c`` is one group across its blocks, each
 block's inner width ``m`` another; :class:`ArchSpace` maps the groups of
-:class:`edgecnn.compress.groups.ChannelGraph` onto these fields (groups
+:class:`edgecnn.compress.channels.groups.ChannelGraph` onto these fields (groups
 the format cannot write — channels tied across blocks of different widths
 by a zero-padding shortcut, grouped convs — get a reason), fills in the
 derived widths (SE squeeze by the MobileNetV3 rule, a bottleneck's second
@@ -29,8 +29,8 @@ from torch import nn
 from edgecnn.arch import ArchSpec, BlockSpec
 from edgecnn.blocks import se_width
 from edgecnn.build import EdgeNet
-from edgecnn.compress.components import Group
-from edgecnn.compress.groups import ChannelGraph
+from edgecnn.compress.channels.components import Group
+from edgecnn.compress.channels.groups import ChannelGraph
 from edgecnn.kinds import InnerChannels, kind_of
 from edgecnn.plan import LayerPlan, resolve
 

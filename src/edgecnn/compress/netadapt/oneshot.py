@@ -2,25 +2,27 @@
 
 The baseline NetAdapt is measured against (Li et al. 2017 with a global or
 uniform allocation; Torch-Pruning's default flow): every coupled group is cut
-at once by a chosen criterion (:mod:`edgecnn.compress.importance`). A MACs or
-params budget goes straight to :func:`~edgecnn.compress.prune.plan_prune`
+at once by a chosen criterion (:mod:`edgecnn.compress.channels.importance`). A MACs or
+params budget goes straight to :func:`~edgecnn.compress.channels.prune.plan_prune`
 (``macs=`` / ``params=``, global ranking by default); a latency budget has no
 closed form, so the kept fraction of a uniform plan is bisected until the
-:class:`~edgecnn.compress.meter.ResourceMeter` says the network fits (by
+:class:`~edgecnn.compress.resource_meter.ResourceMeter` says the network fits (by
 arch for an EdgeNet; any other module is pruned in module space, its latency
 measured end to end).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
-from edgecnn.compress.importance import check_criterion
-from edgecnn.compress.groups import channel_groups
-from edgecnn.compress.meter import ResourceMeter
-from edgecnn.compress.prune import PrunePlan, plan_prune, prune
+from edgecnn.compress.channels.importance import check_criterion
+from edgecnn.compress.channels.groups import channel_groups
+from edgecnn.compress.resource_meter import ResourceMeter
+from edgecnn.compress.channels.prune import PrunePlan, plan_prune, prune
+from edgecnn.ops import CustomOp
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,12 @@ class OneShot:
 
 
 def prune_to_budget(model: nn.Module, target: float, meter: ResourceMeter, *, criterion: str = "l1",
-                    allocation: str = "global", round_to: int = 8, bisections: int = 16) -> OneShot:  # fmt: skip
-    """Prune ``model`` once so that its resource is ``<= target``; ``ValueError`` if even the narrowest plan is over."""
+                    allocation: str = "global", round_to: int = 8, bisections: int = 16,
+                    custom_ops: Sequence[CustomOp] | None = None) -> OneShot:  # fmt: skip
+    """Prune ``model`` once so that its resource is ``<= target``; ``ValueError`` if even the narrowest plan is over.
+    ``custom_ops``: how modules of your own relate their channels (:class:`edgecnn.ops.CustomOp`)."""
     check_criterion(criterion, has_data=False, where="one-shot pruning to a budget")
-    graph = channel_groups(model, meter.input_shape, round_to=round_to)
+    graph = channel_groups(model, meter.input_shape, round_to=round_to, custom_ops=custom_ops)
     if meter.resource in ("macs", "params"):
         try:
             plan = plan_prune(model, graph=graph, criterion=criterion, allocation=allocation, round_to=round_to,

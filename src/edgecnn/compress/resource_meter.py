@@ -1,7 +1,7 @@
 """The resource a compression budget is on — latency, MACs or params — of an EdgeNet, a plan, or any module.
 
-NetAdapt (:mod:`edgecnn.compress.netadapt`) and one-shot pruning
-(:mod:`edgecnn.compress.oneshot`) ask one question many times: what does this
+NetAdapt (:mod:`edgecnn.compress.netadapt.loop`) and one-shot pruning
+(:mod:`edgecnn.compress.netadapt.oneshot`) ask one question many times: what does this
 network, or this pruning plan of it, cost? :class:`ResourceMeter` answers it
 
 * for an :class:`~edgecnn.build.EdgeNet` (or a plan of one) by its arch
@@ -27,7 +27,7 @@ from torch import nn
 from edgecnn.analysis import analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.build import EdgeNet
-from edgecnn.compress.prune import PrunePlan, prune
+from edgecnn.compress.channels.prune import PrunePlan, prune
 from edgecnn.latency.measure import measure
 from edgecnn.latency.model import LatencyModel
 

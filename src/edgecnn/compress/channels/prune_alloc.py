@@ -1,5 +1,5 @@
 """How many channels each group keeps: exact costs of any kept counts, the rounding grid, channel-split ties, and
-the uniform and global allocations of :func:`edgecnn.compress.prune.plan_prune` (docs/design.md §5).
+the uniform and global allocations of :func:`edgecnn.compress.channels.prune.plan_prune` (docs/design.md §5).
 
 * :class:`Costs` — params and MACs of the model for kept counts per group,
   without building it: a member dimension shrinks by (channels removed) ×
@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from edgecnn.compress.groups import ChannelGraph, Group
+from edgecnn.compress.channels.groups import ChannelGraph, Group
 
 __all__ = ["Costs", "allowed_widths", "global_ranking", "nearest", "split_ties", "uniform"]
 

@@ -4,17 +4,17 @@ The graph is the one fx trace of :func:`trace_for_labels` (batch 1, meta
 shapes, costs from :func:`edgecnn.analysis.trace.analyze_fx`);
 :class:`Interpreter` evaluates it again on integer tensors of the same
 shapes whose values are labels. Each output channel of a conv / linear /
-transposed conv gets a fresh *slot* (:class:`edgecnn.compress.components.Slots`);
+transposed conv gets a fresh *slot* (:class:`edgecnn.compress.channels.components.Slots`);
 ops that do not own channels move labels the way they move data (``cat``,
 ``split``, ``view``, ``flatten``, ``F.pad``, indexing run as they are), and
 the few rules (:data:`CHANNEL_RULES`, one per *channel role* of the op table
 :mod:`edgecnn.ops`, which says which op plays which role; the table of
-couplings is in :mod:`edgecnn.compress.groups`) record *uses* —
+couplings is in :mod:`edgecnn.compress.channels.groups`) record *uses* —
 ``(module, parameter, dim) -> labels`` — and the unions and blocks that
-:mod:`edgecnn.compress.components` resolves into groups. Run a second time
+:mod:`edgecnn.compress.channels.components` resolves into groups. Run a second time
 with ``emit`` (the kept output channels of each producer), the same walk
 gives the index lists of the pruned network
-(:meth:`edgecnn.compress.groups.ChannelGraph.kept_indices`).
+(:meth:`edgecnn.compress.channels.groups.ChannelGraph.kept_indices`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from edgecnn.compress.components import Key, Slots
+from edgecnn.compress.channels.components import Key, Slots
 from edgecnn.graph import GraphError
 from edgecnn.ops import OPS, Channels, OpTable
 

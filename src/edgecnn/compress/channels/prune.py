@@ -1,9 +1,9 @@
 """Structured channel pruning of any network over coupled channel groups: plan, then apply (docs/design.md §5).
 
-The groups come from :mod:`edgecnn.compress.groups` (residual adds, depthwise
+The groups come from :mod:`edgecnn.compress.channels.groups` (residual adds, depthwise
 and grouped convs, SE gates, concatenation, split / shuffle, flatten →
 linear, norms, transposed convs), the channel scores from
-:mod:`edgecnn.compress.importance`. :func:`plan_prune` chooses how many
+:mod:`edgecnn.compress.channels.importance`. :func:`plan_prune` chooses how many
 channels each group keeps and which — for a target of
 
 * ``keep=0.6``: keep 60% of the channels,
@@ -11,7 +11,7 @@ channels each group keeps and which — for a target of
 * ``widths={group: count or channel list}``: exactly these,
 
 with ``allocation="uniform"`` or ``"global"`` (how the channels are
-shared out: :mod:`edgecnn.compress.prune_alloc`). Kept widths are multiples
+shared out: :mod:`edgecnn.compress.channels.prune_alloc`). Kept widths are multiples
 of ``round_to`` (default 8, the mobile grid; 1 for none) or the full width,
 and never zero. The plan lists every group changed (width before/after,
 kept channels) and every group left alone with the reason, and the params
@@ -21,11 +21,11 @@ equal :func:`edgecnn.analysis.analyze` of the result.
 :func:`prune` applies a plan and returns a :class:`Pruned` — a **new**
 model (the input is untouched) and the kept indices of every pruned
 dimension. For an :class:`~edgecnn.build.EdgeNet` the result is written in
-arch space (:mod:`edgecnn.compress.prune_arch`): a residual run's ``c`` and
+arch space (:mod:`edgecnn.compress.channels.prune_arch`): a residual run's ``c`` and
 each block's ``m`` change in the arch string, weights are transferred and
 ``build(pruned.arch)`` loads the pruned state dict strictly — pruned
 EdgeNets are costed, latency-predicted, saved and loaded like any other.
-:func:`edgecnn.compress.prune_inner.prune_inner` remains the
+:func:`edgecnn.compress.channels.prune_inner.prune_inner` remains the
 inner-width-only planner; its weight transfer is :func:`apply_kept` here.
 """
 
@@ -40,11 +40,11 @@ import torch
 from torch import nn
 
 from edgecnn.build import EdgeNet, build
-from edgecnn.compress.components import Group
-from edgecnn.compress.groups import ChannelGraph, channel_groups
-from edgecnn.compress.importance import Criterion, importance
-from edgecnn.compress.prune_alloc import Costs, global_ranking, split_ties, uniform
-from edgecnn.compress.prune_arch import ArchSpace, in_arch_space
+from edgecnn.compress.channels.components import Group
+from edgecnn.compress.channels.groups import ChannelGraph, channel_groups
+from edgecnn.compress.channels.importance import Criterion, importance
+from edgecnn.compress.channels.prune_alloc import Costs, global_ranking, split_ties, uniform
+from edgecnn.compress.channels.prune_arch import ArchSpace, in_arch_space
 from edgecnn.ops import CustomOp
 
 __all__ = ["GroupPrune", "GroupSkip", "PrunePlan", "Pruned", "apply_kept", "plan_prune", "prune", "zero_pruned_"]

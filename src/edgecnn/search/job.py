@@ -42,7 +42,7 @@ Before any work (:func:`run_job`):
   training (its weights, gradients and optimiser state — the largest network's
   plus whatever the shared weights add — and the largest network's activations
   at the supernet batch), of the short trainings, of the final training and of
-  the references is estimated (:mod:`edgecnn.memory`) and refused above
+  the references is estimated (:mod:`edgecnn.analysis.memory`) and refused above
   ``EDGECNN_MAX_MEMORY_GB``;
 * **a resumed run is checked**: its ``search_state.json`` field by field and
   against this job's settings and space, its ``supernet.pt`` against the
@@ -74,9 +74,9 @@ from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.validate import calibrate, sample_archs
 from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_MEMORY_GB, MAX_NETWORKS
-from edgecnn.memory import check_memory, estimate_memory
-from edgecnn.outputs import RUN_FILES, check_writable
-from edgecnn.results import read_results, write_results
+from edgecnn.analysis.memory import check_memory, estimate_memory
+from edgecnn.run_folder import RUN_FILES, check_writable
+from edgecnn.run_document import read_results, write_results
 from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEstimator, search_split
 from edgecnn.search.evolution import SearchConfig, SearchResult, load_resumable, run_search
 from edgecnn.search.objective import Objective
@@ -238,7 +238,7 @@ def previous_search(out: str | Path) -> list[str]:
 
 
 def claim_search_dir(out: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Check that ``out`` may hold this search (:func:`edgecnn.outputs.claim_run_dir` for a search's files).
+    """Check that ``out`` may hold this search (:func:`edgecnn.run_folder.claim_run_dir` for a search's files).
 
     A folder with a previous search is refused unless ``resume`` or ``overwrite``; ``resume`` needs a search
     to continue (its ``search_state.json`` or ``supernet.pt``). Nothing is changed here but the removal of
@@ -276,7 +276,7 @@ def check_job(job: SearchJob, *, num_classes: int = 2, in_chans: int = 1) -> dic
     """Refuse up front a search that cannot fit: ``ValueError`` naming the limit (and its variable).
 
     The space's smallest and largest networks resolve under :mod:`edgecnn.limits`; then the memory of each
-    stage is estimated from the specs alone (:mod:`edgecnn.memory`) and refused above ``EDGECNN_MAX_MEMORY_GB``:
+    stage is estimated from the specs alone (:mod:`edgecnn.analysis.memory`) and refused above ``EDGECNN_MAX_MEMORY_GB``:
 
     * supernet training: the largest network's training estimate at the supernet batch, plus 16 bytes
       (weight, gradient, two momenta) for every shared weight the largest network does not use (the
@@ -550,7 +550,7 @@ def train_final(job: SearchJob, arch: str, data: DataSet, out: Path, *, resume: 
 def results_document(job: SearchJob, result: SearchResult, finalists: list[Finalist], final: dict[str, Any] | None,
                      supernet: dict[str, Any] | None, timings: dict[str, float],
                      table: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """The body of a search's results document (``kind: "search"``, :mod:`edgecnn.results`)."""
+    """The body of a search's results document (``kind: "search"``, :mod:`edgecnn.run_document`)."""
     return {
         "space": job.space.to_dict(),
         "data": asdict(job.data),

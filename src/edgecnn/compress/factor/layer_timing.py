@@ -106,7 +106,7 @@ def measured_layer_latency(*, backend: str = "eager", threads: int | None = None
     """A :data:`LayerLatency` that times the module alone on the device: median ms at batch 1.
 
     Same backend (eager or ONNX Runtime) and threads as the command's end-to-end measurements;
-    ``timing`` defaults to short timings (:data:`edgecnn.compress.document.QUICK_TIMING`'s settings).
+    ``timing`` defaults to short timings (:data:`edgecnn.compress.summary.QUICK_TIMING`'s settings).
     """
     cfg = timing or TimingConfig(warmup=5, min_repeats=10, max_repeats=200, max_seconds=1.0, retries=1,
                                  retry_wait_s=0.2)  # fmt: skip

@@ -1,10 +1,10 @@
 """From label unions to channel groups: union-find over slots, then components grouped by what they touch (docs/design.md §5).
 
-The label run (:mod:`edgecnn.compress.labels`) gives every output channel
+The label run (:mod:`edgecnn.compress.channels.labels`) gives every output channel
 of a layer a *slot* and records the unions it meets (a residual add, an SE
 gate, a grouped conv's positions) and the blocks (an op without a channel
 rule, the network output). This file turns them into the
-:class:`Group` s of :class:`edgecnn.compress.groups.ChannelGraph`:
+:class:`Group` s of :class:`edgecnn.compress.channels.groups.ChannelGraph`:
 
 1. :meth:`Slots.resolve` — connected components of the unions (every slot
    ends at its component's smallest slot, the *root*); a blocked component

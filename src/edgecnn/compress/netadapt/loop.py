@@ -1,22 +1,22 @@
 """NetAdapt: shrink a trained network step by step to a resource budget (Yang et al. 2018; MobileNetV3's rule).
 
 Each iteration ``i`` asks for a network whose resource
-(:class:`~edgecnn.compress.meter.ResourceMeter`: for an EdgeNet, latency from
+(:class:`~edgecnn.compress.resource_meter.ResourceMeter`: for an EdgeNet, latency from
 the :class:`~edgecnn.latency.model.LatencyModel` and exact MACs or params by
 arch; for any other module, exact counts and latency measured end to end) is
 at most ``R_{i-1} − ΔR_i``, with
 ``ΔR_i = initial_step · R_0 · decay^(i-1)`` (never below the budget itself):
 
 1. **Proposals** — one per free coupled-channel group
-   (:func:`edgecnn.compress.groups.channel_groups`): the largest width of that
+   (:func:`edgecnn.compress.channels.groups.channel_groups`): the largest width of that
    group alone, on the ``round_to`` grid, that meets the step, dropping the
-   group's least important channels (:func:`~edgecnn.compress.prune.plan_prune`
-   with ``widths=``, then :func:`~edgecnn.compress.prune.prune` in arch space).
+   group's least important channels (:func:`~edgecnn.compress.channels.prune.plan_prune`
+   with ``widths=``, then :func:`~edgecnn.compress.channels.prune.prune` in arch space).
    A group that cannot meet the step even at its smallest width proposes nothing;
    when no group can, the step is halved (up to ``step_halvings`` times) —
    a fixed step larger than any one group's share would otherwise end the run.
    With ``drop_blocks=True`` every block with an identity skip whose removal
-   meets the step is a proposal too (:mod:`edgecnn.compress.drop_block`):
+   meets the step is a proposal too (:mod:`edgecnn.compress.netadapt.drop_block`):
    on a small network at a small input the latency is mostly per-layer
    overhead, which narrowing cannot remove and dropping a layer does.
 2. **Cheap ranking** — every proposal's BatchNorm statistics are re-estimated
@@ -34,7 +34,7 @@ at most ``R_{i-1} − ΔR_i``, with
 
 The winner (with its fine-tuned weights) is the next network. The state —
 arch, weights, history — is written atomically after every iteration
-(:mod:`edgecnn.compress.netadapt_state`, loadable with ``weights_only=True``),
+(:mod:`edgecnn.compress.netadapt.state`, loadable with ``weights_only=True``),
 so a run killed at any point resumes (``resume=True``) after its last
 completed iteration, with the same history; a network that is not an EdgeNet
 is rebuilt by replaying the recorded widths on the start network. When the
@@ -45,22 +45,23 @@ on the whole training split) and is evaluated once on the test split.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from edgecnn.ops import CustomOp
 from edgecnn.build import EdgeNet
 from edgecnn.compress.budget import Budget
-from edgecnn.compress.drop_block import BlockDrop, drop_block, droppable_blocks, plan_drop
-from edgecnn.compress.importance import check_criterion
-from edgecnn.compress.groups import channel_groups
-from edgecnn.compress.meter import ResourceMeter, network_key
-from edgecnn.compress.netadapt_state import STATE_FORMAT, load_state, restore, run_settings, save_state, state_path
-from edgecnn.compress.prune import PrunePlan, plan_prune, prune
-from edgecnn.train.recalibrate import recalibrate_bn_
+from edgecnn.compress.netadapt.drop_block import BlockDrop, drop_block, droppable_blocks, plan_drop
+from edgecnn.compress.channels.importance import check_criterion
+from edgecnn.compress.channels.groups import channel_groups
+from edgecnn.compress.resource_meter import ResourceMeter, network_key
+from edgecnn.compress.netadapt.state import STATE_FORMAT, load_state, restore, run_settings, save_state, state_path
+from edgecnn.compress.channels.prune import PrunePlan, plan_prune, prune
+from edgecnn.train.recalibrate import recalibrate_bn_if_any_
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.executor import Executor
 from edgecnn.train.config import FINETUNE, TrainConfig
@@ -84,7 +85,7 @@ class NetAdaptConfig:
     top_k: int = 3  # proposals fine-tuned per iteration (the best after BN recalibration)
     long_epochs: float = 0.0  # long-term fine-tune of the final network, in epochs of the training split
     selection: str = "accuracy"  # "accuracy" (NetAdapt) or "ratio" (ΔAcc/|ΔR|, MobileNetV3)
-    criterion: str = "l1"  # channel importance within a group (edgecnn.compress.importance)
+    criterion: str = "l1"  # channel importance within a group (edgecnn.compress.channels.importance)
     round_to: int = 8  # kept widths are multiples of this (or the full width)
     recal_batches: int = 10  # batches for BN recalibration of each proposal
     holdout: float = 0.1  # share of the training split held out to score proposals
@@ -236,7 +237,7 @@ def _finetune_task(name: str, cand: nn.Module, data: DataRef, cfg: NetAdaptConfi
 
 
 def _score(model: nn.Module, loader: BatchLoader, val: DataSet, batches: int) -> float:
-    recalibrate_bn_(model, loader, num_batches=batches)
+    recalibrate_bn_if_any_(model, loader, num_batches=batches)
     return evaluate(model, val, channels_last=False).top1
 
 
@@ -253,24 +254,27 @@ def netadapt(
     on_iteration: Callable[[Iteration], None] | None = None,
     on_proposal: Callable[[int, int], None] | None = None,
     on_step: Callable[[str, int, int], None] | None = None,
+    custom_ops: Sequence[CustomOp] | None = None,
 ) -> NetAdaptResult:
     """Run NetAdapt on a trained network until ``budget`` holds (see the module docstring).
 
     ``model``: an EdgeNet (pruned in arch space, latency from the meter's table)
-    or any module :func:`~edgecnn.compress.groups.channel_groups` can trace
+    or any module :func:`~edgecnn.compress.channels.groups.channel_groups` can trace
     (pruned in module space; a latency budget is then measured end to end,
-    :class:`~edgecnn.compress.meter.ResourceMeter`; block dropping needs an
+    :class:`~edgecnn.compress.resource_meter.ResourceMeter`; block dropping needs an
     EdgeNet). ``data`` says where the data is (workers load it themselves); ``meter``
     measures the budget's resource; ``executor`` runs the short fine-tunes
     (default: in this process). ``out``: folder of the state file written after
     every iteration; ``resume=True`` continues from it. ``on_iteration`` is
     called after each iteration is saved; ``on_step(what, done, total)`` says which part of an iteration runs
     (bisection of the widths, scoring, short fine-tunes, the long fine-tune); ``on_proposal(done, total)`` while
-    proposals are scored.
+    proposals are scored. ``custom_ops``: how modules of your own relate their channels
+    (:class:`edgecnn.ops.CustomOp`, as for :func:`~edgecnn.compress.channels.prune.plan_prune`); the same on resume.
     """
     cfg = config or NetAdaptConfig()
     _check_run(model, budget, meter, cfg)
     run = _setup(model, data, budget, meter, cfg, executor, out, on_proposal, on_step)
+    run.custom_ops = custom_ops
     current, history, start_top1 = _start(run, resume)
     current, stopped = _shrink(run, current, history, start_top1, on_iteration)
     return _finish(run, current, start_top1, stopped, history)
@@ -295,6 +299,7 @@ class _Run:
     executor: Executor
     say: Callable[[str, int, int], None]  # on_step, or nothing
     on_proposal: Callable[[int, int], None] | None
+    custom_ops: Sequence[CustomOp] | None = None  # the user's own ops (channel_groups)
 
 
 def _check_run(model: nn.Module, budget: Budget, meter: ResourceMeter, cfg: NetAdaptConfig) -> None:
@@ -331,7 +336,8 @@ def _start(run: _Run, resume: bool) -> tuple[nn.Module, list[Iteration], float]:
     if resume and state_file is not None and state_file.is_file():
         st = load_state(state_file, settings=run.settings, max_iterations=run.cfg.max_iterations)  # every field checked
         try:
-            current = restore(run.model, st, run.shape, round_to=run.cfg.round_to).eval()
+            current = restore(run.model, st, run.shape, round_to=run.cfg.round_to,
+                              custom_ops=run.custom_ops).eval()  # fmt: skip
         except ValueError as exc:
             raise ValueError(f"{state_file}: {exc}") from None
         history = [Iteration(**h) for h in st["history"]]
@@ -375,7 +381,7 @@ def _iteration(run: _Run, current: nn.Module, i: int, acc: float) -> tuple[nn.Mo
     r_now = run.meter.of_model(current)
     step = cfg.initial_step * run.start_r * cfg.decay ** (i - 1)
     bound = max(r_now - step, run.target)
-    graph = channel_groups(current, run.shape, round_to=cfg.round_to)
+    graph = channel_groups(current, run.shape, round_to=cfg.round_to, custom_ops=run.custom_ops)
     free = _free_groups(current, graph, cfg.round_to)
     loader = BatchLoader(run.val.train, batch_size=cfg.train.batch_size, mean=run.val.mean, std=run.val.std,
                          train=True, seed=cfg.train.seed + i)  # fmt: skip

@@ -1,6 +1,6 @@
 """The results document of a compression run (``kind: "compress"``), shared by every method and the benchmark.
 
-A results document (:mod:`edgecnn.results`, ``run_dir/results.json``) the
+A results document (:mod:`edgecnn.run_document`, ``run_dir/results.json``) the
 report renderer can show without knowing the method:
 the network before and after (top-1, measured latency, MACs, params, arch),
 the budget, and a per-iteration ``history`` (NetAdapt) — schema in
@@ -21,7 +21,7 @@ from edgecnn.analysis import analyze
 from edgecnn.analysis.spec_cost import cost_from_spec
 from edgecnn.data import DataSet
 from edgecnn.latency.measure import TimingConfig, measure
-from edgecnn.results import write_results
+from edgecnn.run_document import write_results
 from edgecnn.train.evaluation import evaluate
 
 KIND = "compress"
@@ -98,7 +98,7 @@ def history_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_document(body: dict[str, Any], run_dir: str | os.PathLike[str]) -> Path:
-    """Write ``run_dir/results.json`` (``kind: "compress"``) atomically through :func:`edgecnn.results.write_results`."""
+    """Write ``run_dir/results.json`` (``kind: "compress"``) atomically through :func:`edgecnn.run_document.write_results`."""
     return write_results(run_dir, KIND, body)
 
 

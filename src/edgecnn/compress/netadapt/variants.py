@@ -5,7 +5,7 @@ the family it is asked about (nn-Meter, Zhang et al. 2021, fits its predictors
 on measured networks for the same reason). NetAdapt (Yang et al. 2018) asks
 about one family: the starting network with some coupled channel groups
 narrowed to uneven widths. :func:`random_variants` draws such networks as arch
-strings — every free group of :func:`~edgecnn.compress.prune.plan_prune` keeps
+strings — every free group of :func:`~edgecnn.compress.channels.prune.plan_prune` keeps
 its full width with probability ``p_full``, else the width on the ``round_to``
 grid (at least ``min_keep`` of it) nearest to ``level·width·u``, where the
 variant's ``level`` is drawn uniformly from ``[min_keep, 1]`` (so the variants
@@ -20,8 +20,8 @@ from __future__ import annotations
 import random
 
 from edgecnn.build import EdgeNet
-from edgecnn.compress.groups import channel_groups
-from edgecnn.compress.prune import plan_prune
+from edgecnn.compress.channels.groups import channel_groups
+from edgecnn.compress.channels.prune import plan_prune
 
 
 def random_variants(model: EdgeNet, n: int, *, input_size: int, seed: int = 0, round_to: int = 2,
