@@ -20,7 +20,7 @@ and ``Analysis.fallback_reason``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -195,6 +195,7 @@ def analyze(
     mode: str = "auto",
     receptive_fields: bool = True,
     custom_ops: Sequence[CustomOp] | OpTable | None = None,
+    handlers: Mapping[Any, Callable[..., Any]] | None = None,
 ) -> Analysis:
     """Per-layer costs of ``model`` for an input of ``input_size`` = (C, H, W) (or example ``inputs``).
 
@@ -205,14 +206,15 @@ def analyze(
     rule, or on meta tensors under FlopCounterMode). ``receptive_fields=False``
     skips the receptive-field columns (a fifth of the time). ``custom_ops``: :class:`edgecnn.ops.CustomOp` s
     teaching the cost and field of ops of your own (module types among them are kept whole); see
-    docs/analysis.md, "Custom ops".
+    docs/analysis.md, "Custom ops". ``handlers``: the cost-only shortcut, fvcore's per-op handler style —
+    ``{target: cost_fn}``, each the same as ``CustomOp(target, cost=cost_fn)``.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     if mode not in ("auto", "fx", "hooks"):
         raise ValueError(f"mode must be 'auto', 'fx' or 'hooks', got {mode!r}")
     xs = _inputs(model, input_size, inputs, batch_size)
-    ops = op_table(custom_ops)
+    ops = op_table(_with_handlers(custom_ops, handlers))
     if mode == "hooks":
         check_fallback_memory(model, xs, "mode 'hooks' asked for")
         analysis = analyze_hooks(model, _real(model, xs), leaf_modules=leaf_modules, ops=ops)
@@ -234,6 +236,19 @@ def analyze(
                          f"(fx pass: {first}); check the input size and channels") from exc  # fmt: skip
     analysis.fallback_reason = first
     return analysis
+
+
+def _with_handlers(custom_ops: Sequence[CustomOp] | OpTable | None,
+                   handlers: Mapping[Any, Callable[..., Any]] | None) -> Sequence[CustomOp] | OpTable | None:  # fmt: skip
+    """``custom_ops`` plus one cost-only :class:`CustomOp` per handler."""
+    if not handlers:
+        return custom_ops
+    if isinstance(custom_ops, OpTable):
+        raise ValueError("handlers= adds to a list of custom ops, not to a built OpTable; pass CustomOp(target, "
+                         "cost=fn) objects in custom_ops instead")  # fmt: skip
+    if not isinstance(handlers, Mapping):
+        raise ValueError(f"handlers must be a mapping {{target: cost function}}, got {type(handlers).__name__}")
+    return [*(custom_ops or ()), *(CustomOp(target, cost=fn) for target, fn in handlers.items())]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -207,6 +207,7 @@ def _sort_inner_(project: nn.Module, se: nn.Module,
     project.weight.data.copy_(project.weight.data[:, idx])
     return idx
 
+
 class DynamicInvertedResidual(nn.Module):
     """A stage's layer: 1×1 expand → depthwise k×k → [SE] → linear 1×1 (MobileNetV2/V3), every part elastic."""
 
