@@ -121,3 +121,31 @@ def test_tiny_search_on_local_ray_matches_serial():
     assert [c.arch for c in on_ray.history] == [c.arch for c in serial.history]
     for a, b in zip(on_ray.history, serial.history):
         assert a.acc == pytest.approx(b.acc, abs=1 / 120)  # 120 validation images: at most one flips
+
+
+def test_cli_search_with_a_zero_cost_proxy_scores_by_the_proxy(tmp_path):
+    from edgecnn.search.estimate import search_split
+    from edgecnn.search.proxies import ProxyEstimator, proxy_batch
+    from edgecnn.train.task import worker_data
+
+    space = tmp_path / "tiny.json"
+    space.write_text(json.dumps(TINY_SPACE.to_dict()))
+    out = tmp_path / "run"
+    argv = ["search", "--space", str(space), "--data", "digits", "--limit", "12", "--target", "5ms", "--hard",
+            "--estimator", "proxy-synflow", "--budget", "4", "--population", "2", "--sample-size", "2", "--batch",
+            "2", "--workers", "0", "--finalists", "1", "--max-seconds", "0.2", "--references", "none", "--retries",
+            "0", "--threads", "1", "--final-epochs", "0", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert not (out / "supernet.pt").exists() and doc["estimator"] == "proxy-synflow"
+    data = search_split(worker_data(DataRef("digits", limit=12)), val_fraction=0.1, seed=0)
+    archs = [c["arch"] for c in doc["history"]]
+    expected = ProxyEstimator("synflow", proxy_batch(data, seed=0), num_classes=data.num_classes)(archs)
+    assert [c["acc"] for c in doc["history"]] == pytest.approx(expected)
+
+
+def test_a_proxy_needs_the_hard_constraint():
+    from edgecnn.search.job import SearchJob
+
+    with pytest.raises(ValueError, match="hard constraint"):
+        SearchJob(TINY_SPACE, DataRef("digits"), Objective(1.0), estimator="proxy-naswot")

@@ -179,7 +179,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--sample-size", type=cands, default=10, help="evolution: tournament size S (at most P)")
     opt("--batch", type=cands, default=4, help="candidates evaluated at once (one executor map)")
     opt("--estimator", choices=ESTIMATORS, default="supernet",
-        help="supernet: weight sharing + BN recalibration (cheap); train: short training of each")
+        help="supernet: weight sharing + BN recalibration (cheap); train: short training of each; proxy-NAME: a "
+             "zero-cost proxy of the untrained network (with --hard; benchmarks/search_rank.py ranks them)")
     opt("--supernet-steps", type=steps, default=2000, help="supernet training steps (at most EDGECNN_MAX_STEPS)")
     opt("--supernet-schedule", choices=SCHEDULES, default="sandwich",
         help="sandwich rule (largest + smallest + random subnets every step) or OFA's progressive shrinking")

@@ -81,6 +81,7 @@ from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEs
 from edgecnn.search.evolution import SearchConfig, SearchResult, load_resumable, run_search
 from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
+from edgecnn.search.proxies import PROXIES, PROXY_BATCH, ProxyEstimator, proxy_batch
 from edgecnn.search.references import measure_references, reference_arch, to_rows, train_references
 from edgecnn.search.space import SearchSpace
 from edgecnn.search.supernet import Supernet, supernet_params
@@ -88,7 +89,9 @@ from edgecnn.search.supernet_train import SupernetConfig, load_supernet, same_re
 from edgecnn.train import TrainConfig, fit
 from edgecnn.train.task import DataRef, worker_data
 
-ESTIMATORS: tuple[str, ...] = ("supernet", "train")
+ESTIMATORS: tuple[str, ...] = ("supernet", "train", *(f"proxy-{p}" for p in PROXIES))
+"""How candidates are scored: the supernet, short training, or a zero-cost proxy of the untrained network
+(:mod:`edgecnn.search.proxies`; with the hard latency constraint only: a proxy's score is no accuracy)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,10 @@ class SearchJob:
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
+        if self.estimator.startswith("proxy-") and not self.objective.hard:
+            raise ValueError(f"estimator {self.estimator!r} scores on its own scale, not an accuracy: the soft "
+                             "objective ACC·(LAT/TAR)^w would weigh it by latency meaninglessly; use the hard "
+                             "constraint (--hard, Objective(hard=True))")  # fmt: skip
         if self.finalists < 1 or self.final_epochs < 0 or self.threads < 1:
             raise ValueError("finalists and threads must be positive, final_epochs >= 0")
         if self.calibrate and self.calibrate < 2 * len(GROUPS):
@@ -308,8 +315,9 @@ def check_job(job: SearchJob, *, num_classes: int = 2, in_chans: int = 1) -> dic
             )  # fmt: skip
         out["supernet"] = gb
     else:
-        what = f"the largest network of space {space.name!r} (--estimator train)"
-        out["train"] = check_memory(largest, batch=job.estimate.train_batch_size, training=True, what=what, **kw).gb
+        batch = PROXY_BATCH if job.estimator.startswith("proxy-") else job.estimate.train_batch_size
+        what = f"the largest network of space {space.name!r} (--estimator {job.estimator})"
+        out[job.estimator] = check_memory(largest, batch=batch, training=True, what=what, **kw).gb
     if job.final_epochs:
         cfg = job.final_config or TrainConfig(epochs=job.final_epochs)
         what = f"the largest network of space {space.name!r} (the final training, --final-batch-size)"
@@ -434,6 +442,8 @@ def estimate_time(job: SearchJob, *, train_images: int, val_images: int, num_cla
         step = sn.batch_size * 3 * (large + small + sn.num_random * mid) / sn_rate + _SUPERNET_STEP_S
         s["supernet"] = sn.steps * step
         s["search"] = b * ((e.recal_batches * e.recal_batch_size + val_images) * mid / rate + _CANDIDATE_S)
+    elif job.estimator.startswith("proxy-"):  # one forward and backward of a batch per candidate
+        s["search"] = b * (PROXY_BATCH * 3 * mid / rate + _CANDIDATE_S)
     else:
         train = e.train_steps * (e.train_batch_size * 3 * mid / rate + _STEP_S)
         s["search"] = b * (train + val_images * mid / rate + _CANDIDATE_S)
@@ -496,6 +506,9 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         supernet, supernet_info = prepare_supernet(job, data, out, resume=resume, progress=show_bars)
         timings["supernet_s"] = time.perf_counter() - t
         estimator: Callable[[list[str]], list[float]] = SupernetEstimator(supernet, job.data, job.estimate, executor)
+    elif job.estimator.startswith("proxy-"):
+        estimator = ProxyEstimator(job.estimator.removeprefix("proxy-"), proxy_batch(data, seed=job.search.seed),
+                                   num_classes=data.num_classes, seed=job.search.seed)  # fmt: skip
     else:
         estimator = TrainEstimator(job.data, job.estimate, executor, seed=job.search.seed)
     prog.on_stage(f"searching ({job.search.algorithm}, {job.search.budget} candidates)")

@@ -38,8 +38,11 @@ from torch import nn
 
 from edgecnn.activations import ACTIVATIONS, GATES, make_activation
 from edgecnn.build import build
+from edgecnn.data import DataSet
 
-__all__ = ["PROXIES", "ProxyEstimator", "grad_norm", "naswot", "param_count", "synflow"]
+__all__ = ["PROXIES", "PROXY_BATCH", "ProxyEstimator", "grad_norm", "naswot", "param_count", "proxy_batch", "synflow"]
+
+PROXY_BATCH = 64  # images a proxy reads (NASWOT's K is PROXY_BATCH × PROXY_BATCH)
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images, labels)
 
@@ -108,6 +111,16 @@ def _copy(model: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(model)
+
+
+def proxy_batch(data: DataSet, *, n: int = PROXY_BATCH, seed: int = 0) -> Batch:
+    """``n`` training images of ``data`` drawn with ``seed``, normalised as training sees them (no augmentation)."""
+    from edgecnn.data import BatchLoader
+
+    idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:n]
+    loader = BatchLoader(data.train.subset(idx.tolist()), batch_size=n, mean=data.mean, std=data.std, train=False)
+    x, y = next(iter(loader))
+    return x, y
 
 
 @dataclass
