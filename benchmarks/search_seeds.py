@@ -1,0 +1,174 @@
+"""Search that beats its own baseline? Evolution vs random search over seeds, and the searched net vs MobileNetV3-Small.
+
+Issue 20, item 2. With one estimator (``--estimator``: a zero-cost proxy, the
+supernet, or short training — choose it by ``benchmarks/search_rank.py``'s
+measured τ), for each seed of ``--seeds``:
+
+1. **regularized evolution** and **random search** over ``mbv3-32`` at the same
+   budget (``--budget`` candidates), hard latency constraint at the target
+   (default: ``mobilenet_v3_small_cifar`` ×0.75 measured on the deployment
+   target), each through :func:`edgecnn.search.job.run_job` — the pipeline of
+   ``edgecnn search``: latency table of the target calibrated on measured
+   networks, finalists measured end to end, the chosen network **trained with
+   the final recipe** (this seed);
+2. the **MobileNetV3-Small bracket**: ``mobilenet_v3_small_cifar`` at the
+   widest width whose measured latency is not above evolution's chosen
+   network, trained with the same recipe and seed.
+
+Reported per method (evolution's choice, random's choice, the bracket): mean ±
+spread of test top-1 over seeds and the measured latency. Evolution minus
+random separates what the ranking earns from what the space gives; evolution
+minus the bracket is the search's gain over the hand-designed network.
+
+Every run folder (``<work>/<estimator>/seed<S>-<algorithm>``) resumes where it
+stopped (the search state, the final ``last.pt``); finished runs are read back.
+
+    PYTHONPATH=src python benchmarks/search_seeds.py --estimator proxy-synflow [--seeds 0,1,2]
+    PYTHONPATH=src python benchmarks/search_seeds.py --quick --estimator proxy-params --work runs/search_seeds_quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgecnn import zoo
+from edgecnn.atomic import atomic_write_text
+from edgecnn.build import build
+from edgecnn.executor import Executor
+from edgecnn.latency.fingerprint import fingerprint
+from edgecnn.latency.measure import TimingConfig, measure
+from edgecnn.latency.targets import default_target
+from edgecnn.search.estimate import EstimateSettings
+from edgecnn.search.evolution import SearchConfig
+from edgecnn.search.job import ESTIMATORS, STATE_FILE, SUPERNET_FILE, SearchJob, run_job, train_final
+from edgecnn.search.objective import Objective
+from edgecnn.search.space import MBV3_32_SPACE
+from edgecnn.search.supernet_train import SupernetConfig
+from edgecnn.train import TrainConfig
+from edgecnn.train.task import DataRef, worker_data
+
+CIFAR = "/work/shared/data/cifar10-jpeg.tar.xz"
+RESULTS = Path(__file__).parent / "results"
+STATE = Path(__file__).parent / "state"
+BASELINE = "mobilenet_v3_small_cifar"
+WIDTHS = (0.35, 0.5, 0.6, 0.75, 0.85, 1.0, 1.25)
+PRESETS = {  # images per class, candidates, population, tournament, final epochs, supernet steps
+    "quick": dict(limit=60, budget=8, population=4, sample_size=2, epochs=1, supernet_steps=12, calibrate=8),
+    "full": dict(limit=None, budget=200, population=30, sample_size=8, epochs=2, supernet_steps=500, calibrate=12),
+}
+
+
+def args_() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--estimator", choices=ESTIMATORS, default="proxy-synflow")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--quick", action="store_true", help="60 images per class, 8 candidates (the pipeline only)")
+    p.add_argument("--target", type=float, default=None, help=f"ms (default: {BASELINE}@0.75 measured)")
+    p.add_argument("--backend", default=None, help="latency target (default: the fastest runtime installed)")
+    p.add_argument("--work", default=None, help="default: benchmarks/state/search_seeds-<preset>")
+    return p.parse_args()
+
+
+def timing(quick: bool) -> TimingConfig:
+    if quick:
+        return TimingConfig(warmup=3, min_repeats=10, max_seconds=1.0, retries=0)
+    return TimingConfig(warmup=5, min_repeats=20, max_seconds=3.0, retries=1, retry_wait_s=1.0)
+
+
+def measured_ms(arch: str, backend: str, cfg: TimingConfig) -> float:
+    net = build(arch, num_classes=10, in_chans=3).eval()
+    return measure(net, (1, 3, 32, 32), backend=backend, threads=1, config=cfg).stats.median_ms
+
+
+def one_search(job: SearchJob, out: Path, ex: Executor) -> dict[str, Any]:
+    """``run_job`` in ``out``, continued where it stopped; a finished run is read back."""
+    done = out / "results.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    again = (out / STATE_FILE).is_file() or (out / SUPERNET_FILE).is_file()
+    return run_job(job, out, ex, resume=again)
+
+
+def bracket(job: SearchJob, chosen_ms: float, full: Any, out: Path, widths_ms: dict[float, float]) -> dict[str, Any]:
+    """The widest MobileNetV3-Small not slower than ``chosen_ms`` (measured), trained with the job's recipe."""
+    fits = [w for w, ms in widths_ms.items() if ms <= chosen_ms]
+    width = max(fits) if fits else min(widths_ms, key=widths_ms.__getitem__)
+    arch = zoo.arch_of(BASELINE, width=width)
+    res = train_final(job, arch, full, out, resume=(out / "last.pt").is_file(), progress=False)
+    return {**res, "width": width, "measured_ms": widths_ms[width]}
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for method in ("evolution", "random", "bracket"):
+        t = [r[method]["top1"] for r in rows]
+        ms = [r[method]["measured_ms"] for r in rows]
+        out[method] = {"top1_mean": statistics.fmean(t), "top1_spread": max(t) - min(t), "top1": t,
+                       "measured_ms_mean": statistics.fmean(ms)}  # fmt: skip
+    out["evolution_minus_random_pp"] = 100 * (out["evolution"]["top1_mean"] - out["random"]["top1_mean"])
+    out["evolution_minus_bracket_pp"] = 100 * (out["evolution"]["top1_mean"] - out["bracket"]["top1_mean"])
+    return out
+
+
+def main() -> None:
+    a = args_()
+    preset = "quick" if a.quick else "full"
+    p = PRESETS[preset]
+    backend = a.backend or default_target()
+    work = Path(a.work) if a.work else STATE / f"search_seeds-{preset}"
+    torch.set_num_threads(1)
+    ref = DataRef(CIFAR, limit=p["limit"])
+    full = worker_data(ref)
+    cfg = timing(preset == "quick")
+    widths_file = work / f"widths-{backend}.json"
+    work.mkdir(parents=True, exist_ok=True)
+    if not widths_file.is_file():  # the bracket's widths, measured once on the target
+        widths = {str(w): measured_ms(zoo.arch_of(BASELINE, width=w), backend, cfg) for w in WIDTHS}
+        atomic_write_text(widths_file, json.dumps(widths, indent=1))
+    widths_ms = {float(w): ms for w, ms in json.loads(widths_file.read_text()).items()}
+    target = a.target or widths_ms[0.75]
+    print(f"{full.summary()}; target {target:.3f} ms on {backend}; estimator {a.estimator}", flush=True)
+    rows = []
+    t0 = time.perf_counter()
+    with Executor("local", workers=1) as ex:
+        for seed in (int(s) for s in a.seeds.split(",")):
+            runs = {}
+            for alg in ("evolution", "random"):
+                job = SearchJob(MBV3_32_SPACE, ref, Objective(target, hard=True),
+                                SearchConfig(alg, budget=p["budget"], population=p["population"],
+                                             sample_size=p["sample_size"], batch=4, seed=seed),
+                                SupernetConfig(steps=p["supernet_steps"], batch_size=64, seed=seed),
+                                EstimateSettings(val_fraction=0.04), estimator=a.estimator, backend=backend,
+                                timing=cfg, finalists=3, final_epochs=p["epochs"],
+                                final_config=TrainConfig(epochs=p["epochs"], batch_size=128, seed=seed,
+                                                         progress=False),
+                                calibrate=p["calibrate"], calibrate_seed=1000 + seed)  # fmt: skip
+                doc = one_search(job, work / a.estimator / f"seed{seed}-{alg}", ex)
+                runs[alg] = {**doc["final"], "measured_ms": doc["final"]["measured_ms"]}
+                print(f"  seed {seed} {alg}: top-1 {runs[alg]['top1']:.4f} at {runs[alg]['measured_ms']:.3f} ms",
+                      flush=True)  # fmt: skip
+            runs["bracket"] = bracket(job, runs["evolution"]["measured_ms"], full,
+                                      work / a.estimator / f"seed{seed}-bracket", widths_ms)  # fmt: skip
+            rows.append({"seed": seed, **runs})
+    doc = {"benchmark": "search_seeds", "preset": preset, "estimator": a.estimator, "backend": backend,
+           "target_ms": target, "bracket_widths_ms": widths_ms, "params": p, "rows": rows,
+           "summary": summary(rows), "seconds_this_call": time.perf_counter() - t0,
+           "load_average": os.getloadavg(), "machine": {**fingerprint(backend=backend, threads=1).to_dict(),
+                                                        "platform": platform.platform(), "cores": os.cpu_count()},
+           "note": "QUICK: the pipeline only; accuracies mean nothing" if preset == "quick" else ""}  # fmt: skip
+    out = RESULTS / f"search_seeds-{preset}-{a.estimator}.json"
+    atomic_write_text(out, json.dumps(doc, indent=1, default=str) + "\n")
+    print(json.dumps(doc["summary"], indent=1), f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
