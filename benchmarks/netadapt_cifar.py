@@ -74,6 +74,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from _work import Work  # benchmarks/_work.py (this folder is on sys.path)
+
 from edgecnn import zoo
 from edgecnn.arch import as_spec
 from edgecnn.atomic import atomic_write_text
@@ -136,25 +138,6 @@ def args_() -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------- the work folder
-
-
-class Work:
-    """The work folder: ``stages.json`` (each finished stage's record) and the checkpoints, written atomically."""
-
-    def __init__(self, path: Path, fresh: bool) -> None:
-        self.path = path
-        self.file = path / "stages.json"
-        if fresh and self.file.is_file():
-            raise SystemExit(f"{path} holds a previous run; drop --fresh to continue it, or another --work")
-        path.mkdir(parents=True, exist_ok=True)
-        self.stages: dict[str, Any] = json.loads(self.file.read_text()) if self.file.is_file() else {}
-
-    def done(self, name: str, value: dict[str, Any]) -> None:
-        self.stages[name] = value
-        atomic_write_text(self.file, json.dumps(self.stages, indent=1) + "\n")
-
-    def ckpt(self, name: str) -> Path:
-        return self.path / f"{name}.pt"
 
 
 def resumable_fit(model: nn.Module, data: DataSet, cfg: TrainConfig, run_dir: Path) -> float:

@@ -48,7 +48,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -56,14 +55,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _work import Work  # benchmarks/_work.py (this folder is on sys.path)
 
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
-from edgecnn.data import BatchLoader, DataSet
+from edgecnn.data import DataSet
 from edgecnn.executor import Executor
-from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, kendall_tau, search_split
+from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, distinct_archs, kendall_tau, search_split
 from edgecnn.search.predictor import AccuracyPredictor, cross_validated
-from edgecnn.search.proxies import PROXIES, ProxyEstimator
+from edgecnn.search.proxies import PROXIES, ProxyEstimator, proxy_batch
 from edgecnn.search.space import SearchSpace, get_space
 from edgecnn.search.supernet import Supernet
 from edgecnn.search.supernet_train import SupernetConfig, train_supernet
@@ -98,26 +98,8 @@ SCALES = {
 }
 
 
-class Work:
-    """``stages.json`` in the work folder: each finished piece, written atomically as it finishes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.file = path, path / "stages.json"
-        path.mkdir(parents=True, exist_ok=True)
-        self.stages: dict[str, Any] = json.loads(self.file.read_text()) if self.file.is_file() else {}
-
-    def done(self, name: str, value: Any) -> None:
-        self.stages[name] = value
-        atomic_write_text(self.file, json.dumps(self.stages, indent=1) + "\n")
-
-
 def held_out(space: SearchSpace, n: int) -> list[str]:
-    rng, out = random.Random(HELD_OUT_SEED), []
-    while len(out) < n:
-        a = space.sample(rng).format()
-        if a not in out:
-            out.append(a)
-    return out
+    return distinct_archs(space, n, HELD_OUT_SEED)
 
 
 def train_top1(arch: str, data: DataSet, epochs: float, batch_size: int, seed: int = 0) -> float:
@@ -188,10 +170,7 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
     for model in ("gbt", "mlp"):
         scores, cpu = timed(lambda m=model: cross_validated(space, archs, truth, k=5, model=m))
         rows[f"predictor-{model}-on-ground-truth-5fold"] = tau_row(scores, truth, cpu)
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(split.train), generator=g)[:64]
-    loader = BatchLoader(split.train.subset(idx.tolist()), batch_size=64, mean=split.mean, std=split.std, train=False)
-    batch = next(iter(loader))
+    batch = proxy_batch(split, seed=0)
     for proxy in PROXIES:
         scores, cpu = timed(lambda p=proxy: ProxyEstimator(p, (batch[0], batch[1]), num_classes=10)(archs))
         rows[f"proxy-{proxy}"] = tau_row(scores, truth, cpu)

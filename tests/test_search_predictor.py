@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import random
 
 import numpy as np
 import pytest
 
-from edgecnn.search.estimate import kendall_tau
+from edgecnn.search.estimate import distinct_archs, kendall_tau
 from edgecnn.search.predictor import AccuracyPredictor, cross_validated, encode
 from edgecnn.search.space import GENES, get_space
 
@@ -18,13 +17,7 @@ def space():
 
 
 def _archs(space, n, seed):
-    rng = random.Random(seed)
-    out: list[str] = []
-    while len(out) < n:
-        a = space.sample(rng).format()
-        if a not in out:
-            out.append(a)
-    return out
+    return distinct_archs(space, n, seed)
 
 
 def test_encoding_is_one_hot_per_gene_and_stage(space):

@@ -193,17 +193,23 @@ Estimator = Callable[[list[str]], list[float]]
 """Accuracy estimates of a batch of arch strings (a :class:`SupernetEstimator`, a :class:`TrainEstimator`)."""
 
 
-def rank_agreement(space: SearchSpace, cheap: Estimator, trained: Estimator, *, n: int = 8,
-                   seed: int = 0) -> RankAgreement:  # fmt: skip
-    """Kendall's τ between the two estimators on ``n`` subnets drawn from ``space`` with ``seed``."""
-    if n < 2:
-        raise ValueError(f"rank agreement needs at least 2 subnets, got {n}")
+def distinct_archs(space: SearchSpace, n: int, seed: int) -> list[str]:
+    """``n`` different arch strings drawn from ``space`` with ``seed`` (repeats skipped), in draw order."""
     rng = random.Random(seed)
     archs: list[str] = []
     while len(archs) < n:
         a = space.sample(rng).format()
         if a not in archs:
             archs.append(a)
+    return archs
+
+
+def rank_agreement(space: SearchSpace, cheap: Estimator, trained: Estimator, *, n: int = 8,
+                   seed: int = 0) -> RankAgreement:  # fmt: skip
+    """Kendall's τ between the two estimators on ``n`` subnets drawn from ``space`` with ``seed``."""
+    if n < 2:
+        raise ValueError(f"rank agreement needs at least 2 subnets, got {n}")
+    archs = distinct_archs(space, n, seed)
     c, t = cheap(archs), trained(archs)
     tau, p = kendall_tau(list(c), list(t))
     return RankAgreement(tuple(archs), tuple(c), tuple(t), tau, p)
