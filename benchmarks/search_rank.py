@@ -61,7 +61,14 @@ from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.data import DataSet
 from edgecnn.executor import Executor
-from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, distinct_archs, kendall_tau, search_split
+from edgecnn.search.estimate import (
+    EstimateSettings,
+    SupernetEstimator,
+    distinct_archs,
+    kendall_tau,
+    kendall_tau_interval,
+    search_split,
+)
 from edgecnn.search.predictor import AccuracyPredictor, cross_validated
 from edgecnn.search.proxies import PROXIES, ProxyEstimator, proxy_batch
 from edgecnn.search.space import SearchSpace, get_space
@@ -128,7 +135,27 @@ def trainings(w: Work, key: str, archs: list[str], data: DataSet, epochs: float,
 
 def tau_row(scores: list[float], truth: list[float], cpu_s: float) -> dict[str, Any]:
     tau, p = kendall_tau(scores, truth)
-    return {"tau": tau, "p_value": p, "n": len(truth), "scores": scores, "cpu_seconds": cpu_s}
+    ci = kendall_tau_interval(scores, truth) if len(truth) >= 3 else None
+    return {"tau": tau, "p_value": p, "tau_ci95": ci, "n": len(truth), "scores": scores, "cpu_seconds": cpu_s}
+
+
+def sampling_ceiling(truth: list[float], images: int, draws: int = 500) -> dict[str, Any]:
+    """How well the ground truth can rank at all, from its validation split's size alone.
+
+    Each top-1 is a share of ``images`` validation images, so it carries a binomial
+    standard error; the median τ between the measured values and values re-drawn
+    around them (``Binomial(images, top-1) / images``) is the τ a *perfect*
+    estimator could expect against a truth that noisy — before seed-to-seed training
+    noise, which only lowers it (the ``final`` stage measures the two recipes' agreement).
+    """
+    import numpy as np
+
+    p = np.asarray(truth, float)
+    rng = np.random.default_rng(0)
+    taus = [kendall_tau(list(p), list(rng.binomial(images, p) / images))[0] for _ in range(draws)]
+    return {"validation_images": images, "standard_error_pp": float(100 * np.sqrt(p * (1 - p) / images).mean()),
+            "spread_pp": float(100 * (p.max() - p.min())), "tau_ceiling_median": float(np.median(taus)),
+            "tau_ceiling_q10_q90": [float(np.quantile(taus, 0.1)), float(np.quantile(taus, 0.9))]}  # fmt: skip
 
 
 def timed(fn: Callable[[], list[float]]) -> tuple[list[float], float]:
@@ -177,10 +204,12 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
     return rows
 
 
-def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | None, fidelity: Any) -> Path:
+def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | None, fidelity: Any,
+          noise: dict[str, Any] | None = None) -> Path:  # fmt: skip
     best = max(rows, key=lambda k: rows[k]["tau"]) if rows else None
     doc = {"kind": "search-rank-benchmark", "scale": a.scale, "scale_settings": asdict(scale), "space": SPACE,
            "held_out_seed": HELD_OUT_SEED, "val_fraction": VAL_FRACTION, "ground_truth_fidelity": fidelity,
+           "ground_truth_noise": noise,
            "estimators": rows, "best": best, "best_tau": rows[best]["tau"] if best else None,
            "target_tau": 0.5, "met": bool(best and rows[best]["tau"] >= 0.5 and rows[best]["p_value"] < 0.05),
            "stages_done": sorted(w.stages), "load_average": os.getloadavg(),
@@ -206,21 +235,23 @@ def main() -> None:
     extra = [x for x in held_out(space, scale.n + scale.predictor_n) if x not in archs]
     print(f"{split.summary()}; {len(archs)} held-out subnets; work {w.path}", flush=True)
     truth = trainings(w, "gt", archs, split, scale.gt_epochs, scale.batch_size)
+    noise = sampling_ceiling(truth, len(split.test))
     if a.stop_after == "gt":
-        return print(f"wrote {write(a, scale, w, None, None)}")
+        return print(f"wrote {write(a, scale, w, None, None, noise)}")
     final = trainings(w, "final", archs[: scale.final_n], split, scale.final_epochs, scale.batch_size)
     fidelity = tau_row(truth[: scale.final_n], final, 0.0)
     if a.stop_after == "final":
-        return print(f"wrote {write(a, scale, w, None, fidelity)}")
+        return print(f"wrote {write(a, scale, w, None, fidelity, noise)}")
     for schedule in ("sandwich", "progressive"):
         supernet_stage(w, f"supernet-{schedule}", schedule, space, split, ref, archs, extra, scale)
-        write(a, scale, w, estimators(w, space, split, archs, truth, extra), fidelity)
+        write(a, scale, w, estimators(w, space, split, archs, truth, extra), fidelity, noise)
         if a.stop_after == f"supernet-{schedule}":
             return
     rows = estimators(w, space, split, archs, truth, extra)
-    print(f"wrote {write(a, scale, w, rows, fidelity)}")
+    print(f"wrote {write(a, scale, w, rows, fidelity, noise)}")
     for k, v in sorted(rows.items(), key=lambda kv: -kv[1]["tau"]):
-        print(f"  {k:44} tau {v['tau']:+.3f}  p {v['p_value']:.3g}")
+        lo, hi = v["tau_ci95"]
+        print(f"  {k:44} tau {v['tau']:+.3f} [{lo:+.2f}, {hi:+.2f}]  p {v['p_value']:.3g}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import json
+import random
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from search_helpers import TINY_SPACE, synthetic_table
 from edgecnn.cli.main import main
 from edgecnn.executor import Executor, driver_path
 from edgecnn.latency.model import LatencyModel
-from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, kendall_tau
+from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, kendall_tau, kendall_tau_interval
 from edgecnn.search.evolution import SearchConfig, run_search
 from edgecnn.search.objective import Objective
 from edgecnn.search.supernet import Supernet
@@ -94,6 +95,23 @@ def test_kendall_tau_hand_counted():
     assert kendall_tau([1, 2, 3], [3, 2, 1])[0] == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="two equally long lists"):
         kendall_tau([1.0], [1.0])
+
+
+def test_kendall_tau_interval_brackets_the_estimate_and_narrows_with_n():
+    assert kendall_tau_interval([1, 2, 3, 4, 5], [2, 4, 6, 8, 10]) == pytest.approx((1.0, 1.0))
+    assert kendall_tau_interval([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx((-1.0, -1.0))
+    rng = random.Random(0)
+    widths = []
+    for n in (12, 200):
+        a = [rng.random() for _ in range(n)]
+        b = [x + rng.gauss(0, 0.3) for x in a]
+        lo, hi = kendall_tau_interval(a, b)
+        assert lo < kendall_tau(a, b)[0] < hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2  # ~1/sqrt(n): 200 subnets pin tau far tighter than 12
+    assert kendall_tau_interval(a, b, seed=3) == kendall_tau_interval(a, b, seed=3)
+    with pytest.raises(ValueError, match="at least 3"):
+        kendall_tau_interval([1.0, 2.0], [1.0, 2.0])
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ Accuracy is estimated on a **validation split** cut from the training images
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -172,6 +173,33 @@ def kendall_tau(a: list[float], b: list[float]) -> tuple[float, float]:
 
     res = kendalltau(a, b)
     return float(res.statistic), float(res.pvalue)
+
+
+def kendall_tau_interval(a: list[float], b: list[float], *, level: float = 0.95, resamples: int = 2000,
+                         seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """A percentile-bootstrap confidence interval of Kendall's τ-b between ``a`` and ``b`` (pairs resampled together).
+
+    On 15–25 subnets a τ of 0.5 carries an interval about ±0.25 wide, which the
+    p-value alone does not show. A resample whose values are all tied in one list
+    has no τ and is dropped (``scipy.stats.bootstrap`` would return NaN for the
+    whole interval once one such resample is drawn, likely on a handful of pairs).
+    """
+    if len(a) != len(b) or len(a) < 3:
+        raise ValueError(f"a bootstrap interval of tau needs two equally long lists of at least 3 scores, "
+                         f"got {len(a)} and {len(b)}")  # fmt: skip
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    picks = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on each all-tied resample; they are dropped below
+        taus = np.array([kendalltau(x[i], y[i]).statistic for i in picks], dtype=float)
+    taus = taus[np.isfinite(taus)]
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(taus, tail)), float(np.percentile(taus, 100 - tail))
 
 
 @dataclass(frozen=True)
