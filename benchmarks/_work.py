@@ -1,13 +1,41 @@
 """The work folder of a long benchmark run: ``stages.json`` (each finished stage's record, written atomically as
-it finishes) and its checkpoints, committed under ``benchmarks/state/`` so a later session continues the run."""
+it finishes) and its checkpoints, committed under ``benchmarks/state/`` so a later session continues the run.
+
+Several processes may share one work folder (one per core, each taking the stages no other live process has
+claimed): every write of ``stages.json`` re-reads it under a file lock and adds its own stage, so no process
+drops another's; ``claims.json`` (not committed: process ids mean nothing on another machine) says which live
+process runs which stage.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from edgecnn.atomic import atomic_write_text
+
+CLAIMS = "claims.json"
+
+
+def _alive(pid: int, script: str) -> bool:
+    """Whether ``pid`` is a live process running ``script`` (a reused pid running something else is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.is_file():
+        return script in cmdline.read_bytes().decode(errors="replace")
+    return True
 
 
 class Work:
@@ -19,11 +47,59 @@ class Work:
         if fresh and self.file.is_file():
             raise SystemExit(f"{path} holds a previous run; drop --fresh to continue it, or another --work")
         path.mkdir(parents=True, exist_ok=True)
-        self.stages: dict[str, Any] = json.loads(self.file.read_text()) if self.file.is_file() else {}
+        self.script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+        self.stages: dict[str, Any] = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        return json.loads(self.file.read_text()) if self.file.is_file() else {}
+
+    @contextmanager
+    def lock(self, name: str = "stages") -> Iterator[None]:
+        """An exclusive lock on ``<work>/.<name>.lock`` between the processes sharing this folder (blocks)."""
+        with open(self.path / f".{name}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def refresh(self) -> dict[str, Any]:
+        """The stages as they are on disk now (another process may have finished some)."""
+        with self.lock():
+            self.stages = self._read()
+        return self.stages
 
     def done(self, name: str, value: Any) -> None:
-        self.stages[name] = value
-        atomic_write_text(self.file, json.dumps(self.stages, indent=1) + "\n")
+        """Record a finished stage: re-read under the lock, add it, write atomically; releases its claim."""
+        with self.lock():
+            self.stages = {**self._read(), name: value}
+            atomic_write_text(self.file, json.dumps(self.stages, indent=1) + "\n")
+            self._set_claim(name, None)
+
+    def claim(self, name: str) -> int | None:
+        """Take stage ``name`` for this process: None when it is ours now, else the pid of the live process
+        that holds it. A claim of a process that has died (or of another host) is taken over."""
+        with self.lock():
+            claims = self._claims()
+            held = claims.get(name)
+            if held and held["pid"] != os.getpid() and held["host"] == socket.gethostname() \
+                    and _alive(held["pid"], self.script):  # fmt: skip
+                return int(held["pid"])
+            self._set_claim(name, {"pid": os.getpid(), "host": socket.gethostname()})
+            return None
+
+    def _claims(self) -> dict[str, Any]:
+        f = self.path / CLAIMS
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    def _set_claim(self, name: str, value: dict[str, Any] | None) -> None:  # call under the lock
+        claims = self._claims()
+        if value is None:
+            if claims.pop(name, None) is None:
+                return
+        else:
+            claims[name] = value
+        atomic_write_text(self.path / CLAIMS, json.dumps(claims, indent=1) + "\n")
 
     def ckpt(self, name: str) -> Path:
         return self.path / f"{name}.pt"

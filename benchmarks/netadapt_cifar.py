@@ -34,7 +34,11 @@ measured latency, and its measured latency within 5% of the budget.
 it stopped. The full run keeps its work folder in
 ``benchmarks/state/netadapt_cifar-full`` (checkpoints of ~1-2 MB, committed as
 stages finish), so a run longer than one session completes in pieces.
-Training uses a GPU when one is present (``--device``); latency is always
+**One process per free core**: start the same command again while one runs
+and it takes the next stage no live process has claimed (NetAdapt at
+another budget or seed; a Torch-Pruning or uniform stage once its NetAdapt
+stage has finished); the first one builds the latency table while the others
+wait for it, and the last to finish measures the results. Training uses a GPU when one is present (``--device``); latency is always
 measured on the CPU target, 1 thread.
 
 Scales:
@@ -235,9 +239,24 @@ class Run:
             raise SystemExit(f"stopped after stage {name} (--stop-after)")
 
 
+def taken(r: Run, name: str, needs: str | None = None) -> bool:
+    """Whether this process should skip stage ``name``: finished, waiting for ``needs``, or claimed by another
+    live process sharing the work folder (start the same command once per free core: each takes the next stage
+    no one holds). Else the stage is claimed for this process."""
+    if name in r.work.refresh():
+        return True
+    if needs is not None and needs not in r.work.stages:
+        print(f"  {name}: waits for {needs} (another process runs it)", flush=True)
+        return True
+    owner = r.work.claim(name)
+    if owner is not None:
+        print(f"  {name}: run by process {owner}; skipped here", flush=True)
+    return owner is not None
+
+
 def baseline_stage(r: Run) -> EdgeNet:
     path = r.work.ckpt("baseline")
-    if "baseline" not in r.work.stages:
+    if not taken(r, "baseline"):
         t0 = time.perf_counter()
         torch.manual_seed(0)
         base = zoo.create(BASE, num_classes=10)
@@ -246,6 +265,8 @@ def baseline_stage(r: Run) -> EdgeNet:
         save_checkpoint(checkpoint_of(base.cpu(), data={"name": CIFAR, "image_size": 32}, config=asdict(cfg)), path)
         r.work.done("baseline", {"epochs": cfg.epochs, "steps": cfg.epochs * r.per_epoch, "top1": top1,
                                  "seconds": time.perf_counter() - t0, "train_device": _train_device(r)})  # fmt: skip
+    if "baseline" not in r.work.stages:
+        raise SystemExit("another process is training the baseline; start this one again when it has finished")
     r.stop("baseline")
     model, _ = load_model(path)
     assert isinstance(model, EdgeNet)
@@ -254,11 +275,13 @@ def baseline_stage(r: Run) -> EdgeNet:
 
 def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     name = f"na-{pct}-s{seed}"
-    if name in r.work.stages:
+    if taken(r, name):
         return
     t0 = time.perf_counter()
     budget = parse_budget(f"{pct}%latency")
-    meter = table_meter(base.arch, r.data, r.how, r.work.path / "latency_table.json", fractions=GRID, divisor=2)
+    with r.work.lock("latency_table"):  # one process builds the grid; the others wait for it, then open it
+        meter = table_meter(base.arch, r.data, r.how, r.work.path / "latency_table.json", fractions=GRID,
+                            divisor=2)  # fmt: skip
     cfg = NetAdaptConfig(initial_step=0.04, decay=0.98, short_steps=r.scale.short_steps, top_k=2, round_to=2,
                          recal_batches=10, drop_blocks=True, train=r.finetune_recipe(seed))  # fmt: skip
     run = run_measured(base, r.ref, r.data, budget, r.how, method="netadapt", meter=meter,
@@ -278,7 +301,7 @@ def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
 
 def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     name = f"tp-{pct}-s{seed}"
-    if name in r.work.stages:
+    if taken(r, name, needs=f"na-{pct}-s{seed}"):
         return
     t0 = time.perf_counter()
     example = torch.randn(r.shape)
@@ -299,7 +322,7 @@ def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
 
 def uniform_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     name = f"uni-{pct}-s{seed}"
-    if name in r.work.stages:
+    if taken(r, name, needs=f"na-{pct}-s{seed}"):
         return
     t0 = time.perf_counter()
     width, measured = bisect_measured(lambda w: zoo.create(BASE, num_classes=10, width=w).eval(), base, pct / 100,
@@ -403,6 +426,11 @@ def main() -> None:
         torch_pruning_stage(r, base, pct, seed)
         uniform_stage(r, base, pct, seed)
         write_results(r)
+    missing = [f"{m}-{pct}-s{seed}" for pct, seed in plan(a) for m in ("na", "tp", "uni")
+               if f"{m}-{pct}-s{seed}" not in r.work.refresh()]  # fmt: skip
+    if missing:  # held by another process: the last one to finish measures the table
+        raise SystemExit(f"stages {', '.join(missing)} are not finished (another process runs them, or it stopped: "
+                         "run this command again); the last process to finish measures the results")
     rows = measure_stage(r, base)
     print(f"wrote {write_results(r, rows)}")
     print(json.dumps(summary(rows, [int(b) for b in a.budgets.split(",")]), indent=1))

@@ -1,0 +1,71 @@
+"""The long benchmarks' work folder (benchmarks/_work.py): processes sharing it keep each other's stages and skip
+each other's claimed stages — the full NetAdapt benchmark runs one process per core on it."""
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _work import Work  # noqa: E402
+
+
+def _record_many(path: str, tag: str, n: int, start) -> None:
+    w = Work(Path(path))
+    start.wait(60)  # all writers opened the folder (empty) before any writes: their views are stale at once
+    for i in range(n):
+        w.done(f"{tag}-{i}", {"i": i, "pid": os.getpid()})
+        time.sleep(0.005)
+
+
+def test_concurrent_writers_keep_every_stage(tmp_path):
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(3)
+    procs = [ctx.Process(target=_record_many, args=(str(tmp_path), tag, 25, start)) for tag in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    stages = json.loads((tmp_path / "stages.json").read_text())
+    # without the re-read under the lock, each writer's last write drops the others' stages
+    assert sorted(stages) == sorted(f"{t}-{i}" for t in "abc" for i in range(25))
+    assert Work(tmp_path).stages == stages
+
+
+def test_a_live_claim_is_respected_a_dead_one_taken_over(tmp_path):
+    w = Work(tmp_path)
+    assert w.claim("na-50-s0") is None  # ours now
+    assert w.claim("na-50-s0") is None  # claiming our own stage again is fine
+    # another live process running the same script holds a stage
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claims = json.loads((tmp_path / "claims.json").read_text())
+        claims["tp-50-s0"] = {**claims["na-50-s0"], "pid": other.pid}
+        (tmp_path / "claims.json").write_text(json.dumps(claims))
+        w.script = "-c"  # the sleeper's command line holds "-c", as a sibling's holds the benchmark's name
+        assert w.claim("tp-50-s0") == other.pid
+        w.script = "netadapt_cifar.py"  # a reused pid running something else is not a sibling
+        assert w.claim("tp-50-s0") is None
+    finally:
+        other.kill()
+        other.wait()
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    claims["uni-50-s0"] = {**claims["na-50-s0"], "pid": other.pid}  # that process has exited
+    (tmp_path / "claims.json").write_text(json.dumps(claims))
+    w.script = "-c"
+    assert w.claim("uni-50-s0") is None
+    w.done("na-50-s0", {"top1": 0.9})  # finishing a stage releases its claim
+    assert "na-50-s0" not in json.loads((tmp_path / "claims.json").read_text())
+    assert w.refresh() == {"na-50-s0": {"top1": 0.9}}
+
+
+def test_fresh_refuses_a_folder_with_a_run(tmp_path):
+    Work(tmp_path).done("baseline", {"top1": 0.5})
+    with pytest.raises(SystemExit, match="holds a previous run"):
+        Work(tmp_path, fresh=True)
