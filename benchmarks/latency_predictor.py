@@ -23,6 +23,10 @@ older kind of table (blocks exported alone, profiled) for comparison.
 ``--no-reference`` builds new eager / ExecuTorch tables back to back, without the drift reference (for
 ExecuTorch the reference workload between two XNNPACK programs ran 1.24–1.77× slow, so normalising by it added
 error). ``--device HOST:PORT`` measures everything on an ``edgecnn agent`` (a loopback agent shows what the agent adds).
+``--sweeps N`` times every new table entry N times, a sweep apart, and ``--rounds N`` measures every network
+(and its retest) in N passes over all of them, each block and network exported once (on ExecuTorch the export is
+seconds, the timing a fraction of one): a slow moment of the shared machine that covers one of three no longer
+decides an entry or a measurement.
 ``--busy`` runs a competing busy-loop process (pinned to the last CPU where
 the OS allows) for the whole benchmark, to see whether the predictor holds
 with another process on the second core. ``--quick``: 10 + 10 networks, no zoo.
@@ -117,6 +121,10 @@ def main() -> None:
                     "drift reference (eager and executorch; the reference is then not run around any timing)")
     ap.add_argument("--device", default="cpu", help="where to measure: cpu, or HOST:PORT of an `edgecnn agent` (its "
                     "token in $EDGECNN_AGENT_TOKEN); tables are keyed by that device")
+    ap.add_argument("--sweeps", type=int, default=1, help="time every new table entry this many times, a sweep "
+                    "over all new entries apart (each block exported once), and keep the median of its sweeps")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every calibration and validation network "
+                    "(and its retest) in this many passes over all of them (each exported once), merged per network")
     ap.add_argument("--busy", action="store_true", help="run a competing busy process on the last CPU throughout")
     ap.add_argument("--quick", action="store_true", help="10 validation + 10 calibration networks, no zoo")
     ap.add_argument("--out", default=None, help=f"results JSON (default {RESULTS} with -busy/-quick suffixes)")
@@ -148,7 +156,8 @@ def run(args: argparse.Namespace, console: Console, busy: dict) -> None:
         "settings": {
             "n": args.n, "n_cal": args.n_cal, "threads": args.threads, "input_size": args.input_size,
             "seed": args.seed, "cal_seed": args.cal_seed, "ort_method": args.ort_method, "competing_process": busy,
-            "quick": args.quick, "no_reference": args.no_reference, "device": args.device,
+            "quick": args.quick, "no_reference": args.no_reference, "device": args.device, "sweeps": args.sweeps,
+            "rounds": args.rounds,
             "timing": {k: getattr(cfg, k) for k in ("warmup", "min_repeats", "max_repeats", "rel_tol", "max_seconds",
                                                      "max_foreign", "max_drift", "retries", "clock")},
         },
@@ -184,11 +193,11 @@ def run(args: argparse.Namespace, console: Console, busy: dict) -> None:
 
             cal = calibrate(
                 table, cal_archs, input_size=args.input_size, table_path=str(path), on_stage=on_stage,
-                info={"seed": args.cal_seed, "n": args.n_cal},
+                info={"seed": args.cal_seed, "n": args.n_cal}, rounds=args.rounds, sweeps=args.sweeps,
             )  # fmt: skip
             report = validate(
                 table, archs, input_size=args.input_size, seed=args.seed, table_path=str(path), on_stage=on_stage,
-                sampler=MOBILENET_V3_SPACE.sample,
+                sampler=MOBILENET_V3_SPACE.sample, rounds=args.rounds, sweeps=args.sweeps,
             )
         rep = report.to_dict()
         rep["seconds"] = time.monotonic() - t0

@@ -3,6 +3,7 @@ import random
 
 import pytest
 
+from edgecnn.arch import ArchSpec
 from edgecnn.latency.calibrate import Calibration, fit, group_of, group_sums
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.drift import normalized_samples
@@ -149,3 +150,32 @@ def test_report_errors_and_noise_floor_by_hand():
     assert s["mean_error"] == pytest.approx(0.25 / 3) and s["max_abs_error"] == pytest.approx(0.2)
     d = rep.to_dict()
     assert d["noise_floor"]["n"] == 2 and d["predictor_uncalibrated"]["mape"] == pytest.approx((0.2 + 0 + 0.2) / 3)
+
+
+def test_validate_in_rounds_prepares_each_network_once_and_merges_its_passes(monkeypatch):
+    """rounds=3: every network exported once, timed 3 times for the measurement and 3 for the retest; a slow
+    pass of three does not move the merged median (the noise floor it reports is that of merged measurements)."""
+    V = importlib.import_module("edgecnn.latency.validate")  # the package re-exports a function of that name
+
+    table = calibrated_table()
+    archs = [ArchSpec.parse(a).format() for a in (ARCH, "conv_k3_s2_c8 ir_c8 gap fc")]  # as built nets spell them
+    table.ensure(archs, input_size=32, num_classes=10)  # the second arch's blocks are all in the table
+    prepared: list[str] = []
+    script = {archs[0]: iter([10.0, 30.0, 10.4, 10.2, 10.1, 10.3]), archs[1]: iter([5.0, 5.2, 5.1, 50.0, 5.0, 5.05])}
+
+    def fake_prepare(net, shape, **kw):
+        arch = net.arch
+        prepared.append(arch)
+        return (lambda: stats(next(script[arch]))), {}
+
+    monkeypatch.setattr(V, "prepare", fake_prepare)
+    report = validate(table, archs, input_size=32, num_classes=10, rounds=3)
+    assert sorted(prepared) == sorted(archs)  # one export per network for all six passes
+    first, second = report.rows
+    # ARCH: passes 10.0, 30.0 (slow), 10.4 -> 10.4; retest (reverse order) 10.2, 10.1, 10.3 -> 10.2
+    assert first.measured.median_ms == 10.4 and first.retest.median_ms == 10.2 and first.measured.repeats == 30
+    # the other: 5.0, 5.2, 5.1 -> 5.1; retest 50.0 (slow), 5.0, 5.05 -> 5.05
+    assert second.measured.median_ms == 5.1 and second.retest.median_ms == 5.05
+    assert all(next(it, None) is None for it in script.values())  # exactly 6 timings each
+    with pytest.raises(ValueError, match="rounds must be a positive integer"):
+        validate(table, archs, input_size=32, num_classes=10, rounds=0)

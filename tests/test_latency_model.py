@@ -254,11 +254,11 @@ def test_calibrate_fits_the_models_interpolated_predictions(monkeypatch) -> None
         s = group_sums((("overhead", p.overhead_ms), *p.blocks))
         truth[a] = 1.3 * s["fixed"] + 0.8 * s["body"]
 
-    def fake_measure(tab: LatencyTable, arch: str, **kw: object):  # type: ignore[no-untyped-def]
+    def fake_timer(tab: LatencyTable, arch: str, **kw: object):  # type: ignore[no-untyped-def]
         assert tab is table
-        return summarize([truth[arch]] * 3)
+        return lambda: summarize([truth[arch]] * 3)
 
-    monkeypatch.setattr(v, "measure_arch", fake_measure)
+    monkeypatch.setattr(v, "arch_timer", fake_timer)
     cal = v.calibrate(table, archs, input_size=32, num_classes=10, model=model, info={"seed": 3})
     assert cal.scales == pytest.approx({"body": 0.8, "fixed": 1.3}, rel=1e-9) and cal.fit_mape < 1e-9
     assert model.counts["measured"] == 0 and model.counts["interpolated"] > 0  # nothing measured, all predicted
@@ -270,7 +270,7 @@ def test_calibrate_fits_the_models_interpolated_predictions(monkeypatch) -> None
 
 
 def test_sweeps_keep_the_fastest_run_and_the_median_of_the_rest(tmp_path) -> None:
-    from edgecnn.latency.widths import merge_sweeps
+    from edgecnn.latency.table import merge_sweeps
 
     a, b, c = TableEntry(1.0, 0.9, 1.2, 0.8, 10), TableEntry(3.0, 2.0, 4.0, 1.9, 10), TableEntry(1.2, 1.0, 1.5, 0.7, 5)
     assert merge_sweeps([a, b, c]) == TableEntry(1.2, 1.0, 1.5, 0.7, 25)  # medians of three; min of all; runs summed
@@ -310,8 +310,15 @@ def test_calibrate_rounds_keep_each_networks_fastest_run(monkeypatch) -> None:
         slow = 1.0 if calls[arch] == 2 else 1.5
         return summarize([truth[arch] * slow, truth[arch] * slow * 1.2])
 
-    monkeypatch.setattr(v, "measure_arch", fake_measure)
+    prepared: list[str] = []
+
+    def fake_timer(tab: LatencyTable, arch: str, **kw: object):  # type: ignore[no-untyped-def]
+        prepared.append(arch)  # each network is exported once, then timed once per round
+        return lambda: fake_measure(tab, arch, **kw)
+
+    monkeypatch.setattr(v, "arch_timer", fake_timer)
     cal = v.calibrate(table, archs, input_size=32, num_classes=10, model=model, stat="min", rounds=3)
+    assert sorted(prepared) == sorted(archs)
     assert set(calls.values()) == {3}
     assert cal.scales == pytest.approx({"body": 0.7, "fixed": 1.1}, rel=1e-9) and cal.info["stat"] == "min"
     with pytest.raises(ValueError, match="rounds must be a positive"):

@@ -156,3 +156,63 @@ def test_a_table_without_drift_reference_times_back_to_back(tmp_path):
         new_table(backend="onnxruntime", threads=1, drift_reference=False)
     # ExecuTorch tables may time back to back too (the reference ran 1.24-1.77x slow between XNNPACK programs)
     assert new_table(backend="executorch", threads=1, drift_reference=False).drift() is None
+
+
+def _stats(ms: float, *, lo: float | None = None, repeats: int = 10):
+    from edgecnn.latency.timing import LatencyStats
+
+    return LatencyStats(ms, ms * 0.9, ms * 1.1, lo if lo is not None else ms * 0.8, ms, repeats, True)
+
+
+def test_sweeps_prepare_each_block_once_and_keep_the_median_sweep(monkeypatch):
+    """A block timed in a slow moment of one sweep of three does not decide its entry; nothing is exported twice."""
+    from edgecnn.latency import timing
+    from edgecnn.latency.targets import get_target
+
+    target = get_target("eager")
+    prepared: list[str] = []
+    real_runner = type(target).runner
+
+    def counting_runner(self, model, x, **kw):
+        prepared.append(type(model).__name__)
+        return real_runner(self, model, x, **kw)
+
+    sweep_ms = iter([1.0, 2.0, 1.0, 9.0, 1.1, 2.1])  # sweep 1 (two blocks), sweep 2 (block 2 slow), sweep 3
+    calls = []
+
+    def scripted_time_fn(run, config=None, *, reference=None, setup=None):
+        calls.append(run)
+        return _stats(next(sweep_ms))
+
+    monkeypatch.setattr(type(target), "runner", counting_runner)
+    monkeypatch.setattr(timing, "time_fn", scripted_time_fn)
+    table = new_table(backend="eager", threads=1, config=FAST, drift_reference=False)
+    table.call_overhead_ms = 0.0
+    plans = resolve("conv_k3_c8 conv_k5_c8", num_classes=10, input_size=8)[:2]
+    table.entries[overhead_key(in_chans=3, input_size=(8, 8), batch=1, num_classes=10)] = entry(0.0)
+    seen = []
+    added = table.ensure(["conv_k3_c8 conv_k5_c8"], input_size=8, num_classes=10, sweeps=3,
+                         on_progress=lambda d, t: seen.append((d, t)))
+    assert added == 2 and len(prepared) == 2 and len(calls) == 6  # 2 exports, 3 timings each
+    assert seen[-1] == (6, 6)
+    k1, k2 = (block_key(p) for p in plans)
+    # medians of (1.0, 1.0, 1.1) and (2.0, 9.0, 2.1) -> the 9.0 ms sweep is out; min of the sweeps' minimums
+    assert table.entries[k1].median_ms == pytest.approx(1.0) and table.entries[k1].min_ms == pytest.approx(0.8)
+    assert table.entries[k2].median_ms == pytest.approx(2.1) and table.entries[k2].min_ms == pytest.approx(1.6)
+    assert table.entries[k2].repeats == 30
+    with pytest.raises(ValueError, match="sweeps must be a positive integer"):
+        table.ensure(["conv_k3_c8"], input_size=8, num_classes=10, sweeps=0)
+
+
+def test_merge_passes_by_hand():
+    from edgecnn.latency.timing import LatencyStats, merge_passes
+
+    a = LatencyStats(1.0, 0.9, 1.2, 0.8, 1.1, 10, True, 0.01, 1.0, 1.0)
+    b = LatencyStats(3.0, 2.5, 3.5, 2.0, 3.2, 20, False, 0.30, 1.6, 4.0)
+    c = LatencyStats(1.2, 1.0, 1.3, 0.7, 1.25, 10, True, None, 1.1, 1.3)
+    m = merge_passes([a, b, c])
+    assert (m.median_ms, m.q1_ms, m.q3_ms, m.min_ms, m.mean_ms) == (1.2, 1.0, 1.3, 0.7, 1.25)
+    assert (m.repeats, m.stable, m.foreign_cpu, m.drift, m.raw_median_ms) == (40, False, 0.30, 1.1, 1.3)
+    assert merge_passes([a]) == a
+    with pytest.raises(ValueError, match="no passes"):
+        merge_passes([])

@@ -37,7 +37,7 @@ def test_calibration_puts_the_table_on_the_measured_scale(monkeypatch, tmp_path:
         ms = 0.8 * s["body"] + 1.5 * s["fixed"]
         return LatencyStats(ms, ms, ms, ms, ms, 5, True)
 
-    monkeypatch.setattr(V, "measure_arch", fake_measure)
+    monkeypatch.setattr(V, "arch_timer", lambda t, arch, **kw: lambda: fake_measure(t, arch, **kw))
     path = tmp_path / "table.json"
     with Executor("serial") as ex:
         assert calibrate_table(_job(0), model, ex, num_classes=10, in_chans=1) is None  # 0: the table as it is

@@ -13,6 +13,10 @@ here for the callers that have always imported them from this module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
 from torch import nn
 
 from edgecnn.latency.fingerprint import DeviceFingerprint, check_backend, check_device, fingerprint, is_agent_address
@@ -30,6 +34,7 @@ from edgecnn.latency.timing import (
     disturbance,
     eager_runner,
     example_input,
+    merge_passes,
     retry_disturbed,
     summarize,
     time_fn,
@@ -39,7 +44,7 @@ from edgecnn.latency.timing import (
 
 __all__ = [
     "CLOCKS", "LatencyStats", "Measurement", "Reference", "TimingConfig", "check_clock", "clock_of",
-    "default_threads", "device_fingerprint", "disturbance", "eager_runner", "example_input", "measure",
+    "default_threads", "device_fingerprint", "disturbance", "eager_runner", "example_input", "measure", "merge_passes", "prepare",
     "retry_disturbed", "summarize", "time_fn", "timed_ms", "torch_threads",
 ]  # fmt: skip
 
@@ -66,11 +71,49 @@ def measure(
     config: TimingConfig | None = None,
     label: str = "",
     reference: Reference | None = None,
+    passes: int = 1,
 ) -> Measurement:
     """End-to-end latency of ``model`` on an input of ``input_shape`` (e.g. ``(1, 3, 224, 224)``).
 
     With ``reference`` (same backend and threads, see :mod:`edgecnn.latency.reference`)
-    every run is normalised by the reference runs around it.
+    every run is normalised by the reference runs around it. ``passes`` > 1: timed that many times back to back
+    and merged (:func:`~edgecnn.latency.timing.merge_passes`); passes spread out in time are what
+    :func:`prepare` is for.
+    """
+    if passes < 1:
+        raise ValueError(f"passes must be a positive integer, got {passes}")
+    if is_agent_address(device):  # timed on the device by its agent (no drift reference runs there)
+        check_backend(backend)
+        check_device(device)
+        check_remote_runtime(backend, device)
+        if channels_last:
+            raise ValueError("channels_last applies to the eager backend only; an agent runs exported models")
+        runs = [measure_remote(model, input_shape, runtime=backend, threads=threads or default_threads(),
+                               config=config, client=client_for(device), label=label) for _ in range(passes)]  # fmt: skip
+        return runs[0] if passes == 1 else replace(runs[0], stats=merge_passes([m.stats for m in runs]))
+    timer, extra = prepare(model, input_shape, backend=backend, threads=threads, device=device,
+                           channels_last=channels_last, config=config, label=label, reference=reference)  # fmt: skip
+    stats = timer() if passes == 1 else merge_passes([timer() for _ in range(passes)])
+    fp = fingerprint(backend=backend, threads=threads or default_threads(), device=device)
+    return Measurement(stats, fp, tuple(int(d) for d in input_shape), channels_last, label, extra)
+
+
+def prepare(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    backend: str = "eager",
+    threads: int | None = None,
+    device: str = "cpu",
+    channels_last: bool = False,
+    config: TimingConfig | None = None,
+    label: str = "",
+    reference: Reference | None = None,
+) -> tuple[Callable[[], LatencyStats], dict[str, Any]]:
+    """``model`` exported, loaded and bound once: (a callable that times it once more per call, details).
+
+    What :func:`measure` times; kept, it lets a caller time the same loaded artifact again later — in passes
+    spread over minutes — without exporting again (an ExecuTorch network takes seconds to lower).
     """
     check_backend(backend)
     check_device(device)
@@ -79,13 +122,25 @@ def measure(
         check_remote_runtime(backend, device)
         if channels_last:
             raise ValueError("channels_last applies to the eager backend only; an agent runs exported models")
-        return measure_remote(model, input_shape, runtime=backend, threads=threads, config=config,
-                              client=client_for(device), label=label)  # fmt: skip
+        first = measure_remote(model, input_shape, runtime=backend, threads=threads, config=config,
+                               client=client_for(device), label=label)  # fmt: skip
+        later = [first.stats]
+
+        def remote() -> LatencyStats:  # the first call returns the measurement made above; later ones re-send
+            if later:
+                return later.pop()
+            return measure_remote(model, input_shape, runtime=backend, threads=threads, config=config,
+                                  client=client_for(device), label=label).stats  # fmt: skip
+
+        return remote, dict(first.extra)
     check_clock(config, threads=threads, device=device)
     x = example_input(input_shape)
     target = get_target(backend)
     with target.threads(threads):
         run, extra = target.runner(model, x, threads=threads, device=device, channels_last=channels_last)
-        stats = time_fn(run, config, reference=reference)
-    fp = fingerprint(backend=backend, threads=threads, device=device)
-    return Measurement(stats, fp, tuple(int(d) for d in input_shape), channels_last, label, extra)
+
+    def timed() -> LatencyStats:
+        with target.threads(threads):
+            return time_fn(run, config, reference=reference)
+
+    return timed, extra

@@ -54,8 +54,8 @@ from pathlib import Path
 
 from edgecnn.arch import ArchSpec, as_spec
 from edgecnn.latency.predict import STATS, Prediction, combine
-from edgecnn.latency.table import LatencyTable, TableEntry, block_key, overhead_key
-from edgecnn.latency.widths import Slice, entry_values, interpolate, merge_sweeps, split_key, width_grid
+from edgecnn.latency.table import LatencyTable, TableEntry, block_key, merge_sweeps, overhead_key
+from edgecnn.latency.widths import Slice, entry_values, interpolate, split_key, width_grid
 from edgecnn.plan import LayerPlan, resolve
 
 SOURCES: tuple[str, ...] = ("table", "interpolated", "measured")
@@ -227,12 +227,16 @@ class LatencyModel:
                     todo.setdefault(block_key(p, batch=batch), []).append(v)
         total = sum(len(v) for v in todo.values())
         runs: dict[str, list[TableEntry]] = {}
+        timers: dict[str, Callable[[], TableEntry]] = {}  # each variant prepared once, re-timed by later sweeps
         done = 0
         for _ in range(sweeps):
             for variants in todo.values():
                 with self._measuring():
                     for v in variants:
-                        runs.setdefault(block_key(v, batch=batch), []).append(self.table.measure_block(v, batch=batch))
+                        k = block_key(v, batch=batch)
+                        if k not in timers:
+                            timers[k] = self.table.block_timer(v, batch=batch)
+                        runs.setdefault(k, []).append(timers[k]())
                         done += 1
                         if on_progress:
                             on_progress(done, total * sweeps)

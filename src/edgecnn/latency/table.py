@@ -57,8 +57,9 @@ so an interrupted ``build-table`` resumes where it stopped.
 from __future__ import annotations
 
 import json
+import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,23 @@ class TableEntry:
     def value(self, stat: str) -> float:
         """The entry's ``median`` or ``min``."""
         return self.median_ms if stat == "median" else self.min_ms
+
+
+def merge_sweeps(entries: Sequence[TableEntry]) -> TableEntry:
+    """One entry from several measurements of a block: the fastest run of all, the median of the other statistics.
+
+    A slowdown only ever adds time, so the minimum over sweeps is the least disturbed run; the median,
+    quartiles of each sweep are combined by their median (networks measured in passes:
+    :func:`edgecnn.latency.timing.merge_passes`).
+    """
+    if not entries:
+        raise ValueError("no measurements to merge")
+
+    def mid(name: str) -> float:
+        return statistics.median(getattr(e, name) for e in entries)
+
+    return TableEntry(mid("median_ms"), mid("q1_ms"), mid("q3_ms"), min(e.min_ms for e in entries),
+                      sum(e.repeats for e in entries))  # fmt: skip
 
 
 def _size(plan: LayerPlan) -> str:
@@ -336,16 +354,27 @@ class LatencyTable:
                                                            self._block_timing()).median_ms  # fmt: skip
         return self.call_overhead_ms
 
-    def measure_block(self, plan: LayerPlan, *, batch: int = 1) -> TableEntry:
-        """Measure one block on an input of its shape, the way its target times blocks (see the module doc)."""
+    def block_timer(self, plan: LayerPlan, *, batch: int = 1) -> Callable[[], TableEntry]:
+        """The block prepared for timing the way its target times blocks: each call measures it once more.
+
+        Prepared (exported, lowered, loaded) once, so a second or third sweep costs timing only — on ExecuTorch
+        the export of one block takes 5–9 s, its timing well under one.
+        """
         build_block = lambda: BUILDERS[plan.spec.kind](plan).eval()  # noqa: E731
         x, fp = block_input(plan, batch), self.fingerprint
         if is_agent_address(fp.device):  # every target's blocks are timed alone on the device, by its agent
-            stats = measure_remote(build_block(), tuple(x.shape), runtime=fp.backend, threads=fp.threads,
-                                   config=self.config, client=client_for(fp.device)).stats  # fmt: skip
-        else:
-            stats = self.target.time_block(plan, build_block, x, self._block_timing())
-        return TableEntry.from_stats(stats, self._ensure_call_overhead())
+            def remote() -> TableEntry:
+                stats = measure_remote(build_block(), tuple(x.shape), runtime=fp.backend, threads=fp.threads,
+                                       config=self.config, client=client_for(fp.device)).stats  # fmt: skip
+                return TableEntry.from_stats(stats, self._ensure_call_overhead())
+
+            return remote
+        timer = self.target.block_timer(plan, build_block, x, self._block_timing())
+        return lambda: TableEntry.from_stats(timer(), self._ensure_call_overhead())
+
+    def measure_block(self, plan: LayerPlan, *, batch: int = 1) -> TableEntry:
+        """Measure one block on an input of its shape, the way its target times blocks (see the module doc)."""
+        return self.block_timer(plan, batch=batch)()
 
     def measure_overhead(self, *, in_chans: int, input_size: tuple[int, int], batch: int, num_classes: int) -> None:
         """Measure the fixed overhead for an input shape with the probe network (and its block entries)."""
@@ -392,13 +421,20 @@ class LatencyTable:
         path: str | Path | None = None,
         checkpoint_s: float = 10.0,
         on_progress: Callable[[int, int], None] | None = None,
+        sweeps: int = 1,
     ) -> int:
         """Measure every block of ``archs`` not yet in the table; returns how many entries were added.
 
         With ``path``, the table is saved there every ``checkpoint_s`` seconds, at the end, and when the
         build is interrupted (Ctrl-C, or SIGTERM, which the CLI turns into the same exception).
-        ``on_progress(done, total)`` is called after each entry.
+        ``on_progress(done, total)`` is called after each entry (of each sweep).
+        ``sweeps``: time every new entry that many times, a whole sweep over the new entries apart, each block
+        prepared once (:meth:`block_timer`), and keep :func:`~edgecnn.latency.widths.merge_sweeps` of its
+        sweeps — a block timed once in a slow moment of a shared machine is otherwise off for good, and one
+        network dominated by that block with it (``benchmarks/kernel_costs.py``).
         """
+        if sweeps < 1:
+            raise ValueError(f"sweeps must be a positive integer, got {sweeps}")
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         if batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch}")
@@ -409,7 +445,7 @@ class LatencyTable:
             )
         todo = self.missing(todo, batch=batch)  # deduplicate across archs
         okey = overhead_key(in_chans=in_chans, input_size=size, batch=batch, num_classes=num_classes)
-        total = len(todo) + (okey not in self.entries)
+        total = len(todo) * sweeps + (okey not in self.entries)
         done, last_save = 0, time.monotonic()
         if on_progress:
             on_progress(0, total)
@@ -418,23 +454,37 @@ class LatencyTable:
             done += 1
             if on_progress:
                 on_progress(done, total)
+        timers: dict[str, Callable[[], TableEntry]] = {}
+        runs: dict[str, list[TableEntry]] = {}
         try:
             for p in todo:
                 k = block_key(p, batch=batch)
                 if k in self.entries:  # the probe network may have added it
-                    done += 1
+                    done += sweeps
                     continue
-                self.entries[k] = self.measure_block(p, batch=batch)
+                timers[k] = self.block_timer(p, batch=batch)
+                runs[k] = [timers[k]()]
+                self.entries[k] = runs[k][0]
                 done += 1
                 if path is not None and time.monotonic() - last_save >= checkpoint_s:
                     self.save(path)
                     last_save = time.monotonic()
                 if on_progress:
                     on_progress(done, total)
-        finally:  # also on Ctrl-C / SIGTERM: every entry measured so far is kept
+                if sweeps == 1:
+                    timers.pop(k)  # nothing to time again: let the loaded artifact go
+            for _ in range(sweeps - 1):
+                for k, timer in timers.items():
+                    runs[k].append(timer())
+                    done += 1
+                    if on_progress:
+                        on_progress(done, total)
+            for k in timers:
+                self.entries[k] = merge_sweeps(runs[k])
+        finally:  # also on Ctrl-C / SIGTERM: every entry measured so far is kept (first sweeps as they are)
             if path is not None:
                 self.save(path)
-        return total
+        return len(todo)
 
 
 def new_table(*, backend: str, threads: int, device: str = "cpu", config: TimingConfig | None = None,

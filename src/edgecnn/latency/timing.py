@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -107,6 +107,31 @@ class LatencyStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "iqr_ms": self.iqr_ms}
+
+
+def merge_passes(passes: Sequence[LatencyStats]) -> LatencyStats:
+    """One measurement from several passes over the same prepared model, taken apart in time.
+
+    The median over passes of each pass's median and quartiles (and mean, drift, raw median), the fastest run of
+    all, the runs summed, the largest foreign-CPU share, stable only if every pass was: a slow moment of the
+    machine that covers one pass of three moves the median of three not at all, where a single pass would carry
+    it whole (the rule :func:`edgecnn.latency.widths.merge_sweeps` applies to table entries).
+    """
+    if not passes:
+        raise ValueError("no passes to merge")
+
+    def mid(values: list[float | None]) -> float | None:
+        got = [v for v in values if v is not None]
+        return statistics.median(got) if got else None
+
+    foreign = [p.foreign_cpu for p in passes if p.foreign_cpu is not None]
+    return LatencyStats(
+        median_ms=statistics.median(p.median_ms for p in passes), q1_ms=statistics.median(p.q1_ms for p in passes),
+        q3_ms=statistics.median(p.q3_ms for p in passes), min_ms=min(p.min_ms for p in passes),
+        mean_ms=statistics.median(p.mean_ms for p in passes), repeats=sum(p.repeats for p in passes),
+        stable=all(p.stable for p in passes), foreign_cpu=max(foreign) if foreign else None,
+        drift=mid([p.drift for p in passes]), raw_median_ms=mid([p.raw_median_ms for p in passes]),
+    )  # fmt: skip
 
 
 def summarize(

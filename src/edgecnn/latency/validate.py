@@ -33,7 +33,7 @@ from typing import Any
 from edgecnn.arch import ArchSpec
 from edgecnn.build import build
 from edgecnn.latency.calibrate import Calibration, fit, group_sums
-from edgecnn.latency.measure import LatencyStats, measure
+from edgecnn.latency.measure import LatencyStats, merge_passes, prepare
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.predict import STATS, Prediction, predict
 from edgecnn.latency.table import LatencyTable
@@ -164,15 +164,35 @@ def sample_archs(n: int, sampler: Sampler, *, seed: int = 0) -> list[str]:
     return [a.format() if isinstance(a, ArchSpec) else ArchSpec.parse(a).format() for a in drawn]
 
 
+def arch_timer(table: LatencyTable, arch: str, *, input_size: int, num_classes: int = 1000,
+               in_chans: int = 3) -> Callable[[], LatencyStats]:  # fmt: skip
+    """``arch`` prepared once for end-to-end timing as the table's entries are (backend, threads, drift
+    reference); each call times it once more — passes spread out in time re-time the same loaded artifact."""
+    fp = table.fingerprint
+    net = build(arch, num_classes=num_classes, in_chans=in_chans)
+    timer, _ = prepare(net, (1, in_chans, input_size, input_size), backend=fp.backend, threads=fp.threads,
+                       device=fp.device, config=table.config, reference=table.drift())  # fmt: skip
+    return timer
+
+
 def measure_arch(table: LatencyTable, arch: str, *, input_size: int, num_classes: int = 1000,
                  in_chans: int = 3) -> LatencyStats:  # fmt: skip
     """End-to-end latency of ``arch`` measured as the table's entries are (backend, threads, drift reference)."""
-    fp = table.fingerprint
-    net = build(arch, num_classes=num_classes, in_chans=in_chans)
-    return measure(
-        net, (1, in_chans, input_size, input_size), backend=fp.backend, threads=fp.threads, device=fp.device,
-        config=table.config, reference=table.drift(),
-    ).stats  # fmt: skip
+    return arch_timer(table, arch, input_size=input_size, num_classes=num_classes, in_chans=in_chans)()
+
+
+def passes_over(timers: list[Callable[[], LatencyStats]], rounds: int, *, reverse: bool = False,
+                on_each: Callable[[int, int], None] | None = None) -> list[list[LatencyStats]]:  # fmt: skip
+    """Each timer run ``rounds`` times round-robin (a whole pass over all of them apart): its runs, per timer
+    (merge them with :func:`~edgecnn.latency.timing.merge_passes`); ``reverse``: each pass in reverse order."""
+    order = list(reversed(range(len(timers)))) if reverse else list(range(len(timers)))
+    runs: list[list[LatencyStats]] = [[] for _ in timers]
+    for r in range(rounds):
+        for j, i in enumerate(order):
+            runs[i].append(timers[i]())
+            if on_each:
+                on_each(r * len(order) + j + 1, rounds * len(order))
+    return runs
 
 
 def calibrate(
@@ -188,6 +208,7 @@ def calibrate(
     model: LatencyModel | None = None,
     stat: str = "median",
     rounds: int = 1,
+    sweeps: int = 1,
 ) -> Calibration:
     """Measure ``archs`` (calibration networks), fit the per-group scales and store them in ``table``.
 
@@ -196,7 +217,8 @@ def calibrate(
     measured on demand) are fitted. ``stat``: the statistic of entries and
     measurements fitted (``"min"`` for a table measured without drift reference).
     ``rounds``: measure the networks round-robin that many times and keep each
-    one's fastest run (``min``) or the median of its medians.
+    one's fastest run (``min``) or the median of its medians. ``sweeps``: how many times each new table entry
+    is timed (:meth:`LatencyTable.ensure`).
     """
     if stat not in STATS:
         raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
@@ -205,7 +227,7 @@ def calibrate(
     if model is None:
         table.ensure(
             archs, input_size=input_size, num_classes=num_classes, in_chans=in_chans, path=table_path,
-            on_progress=(lambda d, t: on_stage("table", d, t)) if on_stage else None,
+            on_progress=(lambda d, t: on_stage("table", d, t)) if on_stage else None, sweeps=sweeps,
         )  # fmt: skip
     if rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds}")
@@ -215,14 +237,9 @@ def calibrate(
         pred: Prediction = (predict(table, arch, stat=stat, calibrated=False, **kw) if model is None else
                             model.predict(arch, stat=stat, calibrated=False, **kw))  # fmt: skip
         sums.append(group_sums((("overhead", pred.overhead_ms), *pred.blocks)))
-    runs: list[list[LatencyStats]] = [[] for _ in archs]
-    for r in range(rounds):
-        for i, arch in enumerate(archs):
-            runs[i].append(measure_arch(table, arch, **kw))
-            if on_stage:
-                on_stage("calibrate", r * len(archs) + i + 1, rounds * len(archs))
-    measured = [min(m.min_ms for m in ms) if stat == "min" else statistics.median(m.median_ms for m in ms)
-                for ms in runs]  # fmt: skip
+    timers = [arch_timer(table, arch, **kw) for arch in archs]
+    runs = passes_over(timers, rounds, on_each=(lambda d, t: on_stage("calibrate", d, t)) if on_stage else None)
+    measured = [m.min_ms if stat == "min" else m.median_ms for m in map(merge_passes, runs)]
     # info should say how archs were drawn ({"seed": s, "n": n}) so that validate() can refuse them
     table.calibration = fit(sums, measured, info={"input_size": input_size, "stat": stat, **(info or {})})
     if table_path is not None:
@@ -243,8 +260,14 @@ def validate(
     table_path: str | None = None,
     on_stage: Callable[[str, int, int], None] | None = None,
     sampler: Sampler | None = None,
+    rounds: int = 1,
+    sweeps: int = 1,
 ) -> ValidationReport:
     """Fill ``table`` for ``archs``, measure each end to end (twice with ``retest``), compare with its prediction.
+
+    ``rounds`` > 1: each measurement is that many passes over all the networks (each network prepared once),
+    merged per network (:func:`passes_over`), and so is the retest — the noise floor then says how repeatable
+    such a measurement is. ``sweeps``: how many times each new table entry is timed (:meth:`LatencyTable.ensure`).
 
     ``time_cap_s`` stops measuring new networks once exceeded (the report says how
     many were measured). ``on_stage(stage, done, total)`` reports progress of the
@@ -264,23 +287,31 @@ def validate(
             )
     table.ensure(
         archs, input_size=input_size, num_classes=num_classes, path=table_path,
-        on_progress=(lambda d, t: on_stage("table", d, t)) if on_stage else None,
+        on_progress=(lambda d, t: on_stage("table", d, t)) if on_stage else None, sweeps=sweeps,
     )  # fmt: skip
+    if rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds}")
     load_start = loadavg()
-    first: list[tuple[str, LatencyStats]] = []
+    names: list[str] = []
+    fns: list[Callable[[], LatencyStats]] = []
+    runs: list[list[LatencyStats]] = []
     start = time.monotonic()
-    for i, arch in enumerate(archs):
+    for i, arch in enumerate(archs):  # the first pass times each network as soon as it is prepared
         if time_cap_s is not None and time.monotonic() - start > time_cap_s:
             break
-        first.append((arch, measure_arch(table, arch, input_size=input_size, num_classes=num_classes)))
+        names.append(arch)
+        fns.append(arch_timer(table, arch, input_size=input_size, num_classes=num_classes))
+        runs.append([fns[-1]()])
         if on_stage:
             on_stage("measure", i + 1, len(archs))
+    for i, more in enumerate(passes_over(fns, rounds - 1)):
+        runs[i] += more
+    first = [(a, merge_passes(r)) for a, r in zip(names, runs)]
     second: dict[int, LatencyStats] = {}
     if retest:  # reverse order: the two measurements of a network are as far apart in time as possible on average
-        for j, i in enumerate(reversed(range(len(first)))):
-            second[i] = measure_arch(table, first[i][0], input_size=input_size, num_classes=num_classes)
-            if on_stage:
-                on_stage("retest", j + 1, len(first))
+        again = passes_over(fns, rounds, reverse=True,
+                            on_each=(lambda d, t: on_stage("retest", d, t)) if on_stage else None)  # fmt: skip
+        second = {i: merge_passes(r) for i, r in enumerate(again)}
     rows = []
     for i, (arch, stats) in enumerate(first):
         pred = predict(table, arch, input_size=input_size, num_classes=num_classes)

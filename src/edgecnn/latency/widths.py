@@ -7,7 +7,7 @@ activation, SE, input size, structure markers such as an identity skip) and
 the widths that vary; :func:`interpolate` answers a query multilinearly from a
 slice's points (exact for anything linear in each width, MACs included);
 :func:`with_widths` and :func:`width_grid` give the block variants of a grid
-of widths, :func:`merge_sweeps` one entry from several sweeps of a block.
+of widths (:func:`edgecnn.latency.table.merge_sweeps` makes one entry of several sweeps of a block).
 """
 
 from __future__ import annotations
@@ -204,21 +204,3 @@ def width_grid(
         if vk is not None and vk.slice == sk.slice:
             out.append(variant)
     return out
-
-
-def merge_sweeps(entries: Sequence[TableEntry]) -> TableEntry:
-    """One entry from several measurements of a block: the fastest run of all, the median of the other statistics.
-
-    A slowdown only ever adds time, so the minimum over sweeps is the least disturbed run; the median,
-    quartiles of each sweep are combined by their median.
-    """
-    if not entries:
-        raise ValueError("no measurements to merge")
-
-    def mid(name: str) -> float:
-        vals = sorted(getattr(e, name) for e in entries)
-        n = len(vals)
-        return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
-
-    return TableEntry(mid("median_ms"), mid("q1_ms"), mid("q3_ms"), min(e.min_ms for e in entries),
-                      sum(e.repeats for e in entries))  # fmt: skip

@@ -94,18 +94,30 @@ class Target(ABC):
         """What a measurement on this target records besides the time (e.g. opset, delegated share)."""
         return {}
 
-    def time_block(self, plan: Any, module: Callable[[], nn.Module], x: torch.Tensor,
-                   how: BlockTiming) -> Any:  # fmt: skip
-        """One latency-table entry: the block ``plan`` (built by ``module()``) timed on ``x`` (LatencyStats).
+    def block_timer(self, plan: Any, module: Callable[[], nn.Module], x: torch.Tensor,
+                    how: BlockTiming) -> Callable[[], Any]:  # fmt: skip
+        """The block ``plan`` (built by ``module()``) prepared for timing on ``x``: each call times it once more
+        (LatencyStats) — a latency table's later sweeps re-time the same loaded artifact instead of exporting again.
 
-        The default exports the block alone, loads it and times it with the table's drift reference.
+        The default exports the block alone, loads it once, and times it with the table's drift reference.
+        A target with another block method overrides this (ONNX Runtime: in context).
         """
         from edgecnn.latency.timing import time_fn
 
         with self.threads(how.threads):
             run, _ = self.runner(module(), x, threads=how.threads, device=how.device)
-            # reading x before each run warms it, as its producer would inside the network
-            return time_fn(run, how.config, reference=how.reference, setup=x.sum)
+
+        def timed() -> Any:
+            with self.threads(how.threads):
+                # reading x before each run warms it, as its producer would inside the network
+                return time_fn(run, how.config, reference=how.reference, setup=x.sum)
+
+        return timed
+
+    def time_block(self, plan: Any, module: Callable[[], nn.Module], x: torch.Tensor,
+                   how: BlockTiming) -> Any:  # fmt: skip
+        """One latency-table entry: the block timed once (:meth:`block_timer`, called once)."""
+        return self.block_timer(plan, module, x, how)()
 
     def layer_breakdown(self, model: nn.Module, x: torch.Tensor, *, threads: int, device: str, channels_last: bool,
                         config: Any, runs: int) -> tuple[list[Any], float, str]:  # fmt: skip

@@ -125,18 +125,20 @@ class OrtTarget(Target):
         self.require()
         return ort_runner(model, x, threads=threads, device=device)
 
-    def time_block(self, plan: Any, module: Callable[[], nn.Module], x: torch.Tensor, how: BlockTiming) -> Any:
+    def block_timer(self, plan: Any, module: Callable[[], nn.Module], x: torch.Tensor,
+                    how: BlockTiming) -> Callable[[], Any]:  # fmt: skip
         """``context``: the block's marginal cost in a small graph (:mod:`edgecnn.latency.context`);
-        ``profile`` (older tables): its kernels' time from ORT's profiler, alone."""
+        ``profile`` (older tables): its kernels' time from ORT's profiler, alone. Each call prepares and times
+        anew (ORT exports in well under a second)."""
         self.require()
         if how.reference is None:
             raise ValueError("onnxruntime table entries are always drift-normalised: give the table's reference")
         if how.method == "context" and plan is not None:
             from edgecnn.latency.context import ort_block_in_context
 
-            return ort_block_in_context(plan, x, threads=how.threads, reference=how.reference, config=how.config,
-                                        device=how.device, without_cache=how.cache)  # fmt: skip
-        return profile_block(module(), x, how.threads, how.profile_runs, how.reference)
+            return lambda: ort_block_in_context(plan, x, threads=how.threads, reference=how.reference,
+                                                config=how.config, device=how.device, without_cache=how.cache)  # fmt: skip
+        return lambda: profile_block(module(), x, how.threads, how.profile_runs, how.reference)
 
     def layer_breakdown(self, model: nn.Module, x: torch.Tensor, *, threads: int, device: str, channels_last: bool,
                         config: Any, runs: int) -> tuple[list[Any], float, str]:  # fmt: skip
