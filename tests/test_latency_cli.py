@@ -71,3 +71,43 @@ def test_a_table_built_on_the_cpu_clock_is_measured_with_it(tmp_path, capsys):
     # the thread's CPU time misses other threads' work: refused with two
     assert main(["latency", TINY, "--clock", "cpu", *QUICK[:2], "--threads", "2", *QUICK[4:]]) == 2
     assert "'cpu' clock times one CPU thread" in capsys.readouterr().err
+
+
+def test_sweeps_and_passes_reach_the_table_and_the_report(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    from edgecnn.latency.table import LatencyTable
+
+    V = importlib.import_module("edgecnn.latency.validate")
+    sweeps_seen, timings = [], {}
+    real_ensure, real_timer = LatencyTable.ensure, V.arch_timer
+
+    def spy_ensure(self, archs, **kw):
+        sweeps_seen.append(kw.get("sweeps", 1))
+        return real_ensure(self, archs, **kw)
+
+    def spy_timer(table, arch, **kw):
+        timer = real_timer(table, arch, **kw)
+
+        def counted():
+            timings[arch] = timings.get(arch, 0) + 1
+            return timer()
+
+        return counted
+
+    monkeypatch.setattr(LatencyTable, "ensure", spy_ensure)
+    monkeypatch.setattr(V, "arch_timer", spy_timer)
+    table = tmp_path / "t.json"
+    assert main(["latency", "build-table", "--table", str(table), "--models", TINY, "--sweeps", "2", *QUICK]) == 0
+    assert sweeps_seen == [2]
+    out = tmp_path / "v.json"
+    assert main(["latency", "validate", "--table", str(table), "-n", "2", "--passes", "2", "--sweeps", "3",
+                 "--json", str(out), *QUICK]) == 0
+    assert sweeps_seen[-1] == 3
+    assert len(timings) == 2 and set(timings.values()) == {4}  # 2 passes, and 2 for the retest, one export each
+    rows = json.loads(out.read_text())["rows"]
+    assert all(r["measured"]["repeats"] >= 40 and r["retest"]["repeats"] >= 40 for r in rows)  # >= 20 runs a pass
+    assert main(["latency", "build-table", "--table", str(table), "--models", TINY, "--sweeps", "0", *QUICK]) == 2
+    assert "--sweeps" in capsys.readouterr().err
+    assert main(["latency", "build-table", "--table", str(table), "--models", TINY, "--passes", "2", *QUICK]) == 2
+    assert "--passes does not apply" in capsys.readouterr().err

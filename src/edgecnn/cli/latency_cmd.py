@@ -4,9 +4,9 @@ Usage::
 
     edgecnn latency MODEL [--backend eager|onnxruntime] [--threads N] [--per-layer]   (= latency measure MODEL)
     edgecnn latency --model MODULE:FN[:key=value,...] [...]                          (your own network)
-    edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S]
-    edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S]
-    edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]
+    edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S] [--sweeps N]
+    edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S] [--sweeps N] [--passes N]
+    edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest] [--passes N]
 
 ``MODEL`` and the action share the first position, so the parser takes one
 positional ``TARGET`` (an action name, or a model for the default ``measure``)
@@ -58,22 +58,25 @@ ACTIONS = ("measure", "build-table", "calibrate", "validate")
 _USAGE = """actions:
   edgecnn latency MODEL [--backend eager|onnxruntime] [--threads N] [--per-layer]   (= latency measure MODEL)
   edgecnn latency --model MODULE:FN[:key=value,...] [--input-size S] [...]         (your own network; or its CKPT)
-  edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S]
-  edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S]     (default seed 1000)
-  edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]"""
+  edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S] [--sweeps N]
+  edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S] [--sweeps N] [--passes N]
+                            (default seed 1000)
+  edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]
+                           [--sweeps N] [--passes N]"""
 # which options each action accepts (dest names); the rest must stay unset
 _COMMON = {"backend", "threads", "input_size", "batch", "device", "table", "force", "json", "num_classes", "max_seconds", "retries",
            "clock", "max_drift"}  # fmt: skip
 _ALLOWED = {
     "measure": _COMMON | {"per_layer", "channels_last", "width", "model_ref"},
-    "build-table": _COMMON | {"models", "sample", "seed"},
-    "calibrate": _COMMON | {"num", "seed"},
-    "validate": _COMMON | {"num", "seed", "time_cap", "no_retest"},
+    "build-table": _COMMON | {"models", "sample", "seed", "sweeps"},
+    "calibrate": _COMMON | {"num", "seed", "sweeps", "passes"},
+    "validate": _COMMON | {"num", "seed", "time_cap", "no_retest", "sweeps", "passes"},
 }
 CALIBRATION_SEED = 1000  # calibration networks are drawn apart from the validation ones (default seed 0)
 _DEFAULTS: dict[str, Any] = {
     "batch": 1, "device": "cpu", "force": False, "per_layer": False, "channels_last": False,
     "width": 1.0, "models": [], "sample": 0, "num": 20, "no_retest": False, "max_seconds": 10.0, "retries": 3,
+    "sweeps": 1, "passes": 1,
 }  # fmt: skip
 
 
@@ -243,7 +246,7 @@ def cmd_build_table(args: argparse.Namespace) -> int:
         task = bar.add_task("measuring blocks", total=None)
         added = table.ensure(
             archs, input_size=size, batch=args.batch, num_classes=ncls, path=args.table,
-            on_progress=lambda d, t: bar.update(task, completed=d, total=t),
+            on_progress=lambda d, t: bar.update(task, completed=d, total=t), sweeps=args.sweeps,
         )  # fmt: skip
     Console().print(f"{args.table}: {len(table.entries)} entries ({added} measured now) for {len(archs)} network(s)")
     return 0
@@ -268,7 +271,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     with progress_bar() as bar:
         cal = calibrate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, table_path=args.table,
-            info={"seed": args.seed, "n": args.num}, on_stage=_stage_progress(bar),
+            info={"seed": args.seed, "n": args.num}, on_stage=_stage_progress(bar), rounds=args.passes,
+            sweeps=args.sweeps,
         )  # fmt: skip
     scales = ", ".join(f"{g} ×{v:.3f}" for g, v in cal.scales.items())
     Console().print(
@@ -288,7 +292,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         report = validate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, time_cap_s=args.time_cap,
             seed=args.seed, table_path=args.table, retest=not args.no_retest, on_stage=_stage_progress(bar),
-            sampler=MOBILENET_V3_SPACE.sample,
+            sampler=MOBILENET_V3_SPACE.sample, rounds=args.passes, sweeps=args.sweeps,
         )  # fmt: skip
     console = Console()
     t = Table(title=f"predictor vs measured ({table.backend}, {table.fingerprint.threads} threads, {size}²)")
@@ -392,4 +396,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("-n", "--num", type=num.networks, help="number of random networks (default 20)")
     v.add_argument("--time-cap", type=num.positive_float, help="validate: stop measuring new networks after this many seconds")
     v.add_argument("--no-retest", action="store_true", default=None, help="validate: measure each network once")
+    v.add_argument("--passes", type=num.timing_rounds, help="measure every network in N passes over all of them "
+                   "(each exported once), the median pass kept (default 1; 3 on a shared machine)")
+    b.add_argument("--sweeps", type=num.timing_rounds, help="build-table / calibrate / validate: time every new "
+                   "entry N times, a sweep over all new entries apart (each block exported once), the median sweep "
+                   "kept (default 1; 3 on a shared machine)")
     p.set_defaults(func=cmd_latency)
