@@ -14,7 +14,6 @@ here for the callers that have always imported them from this module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from torch import nn
@@ -71,29 +70,24 @@ def measure(
     config: TimingConfig | None = None,
     label: str = "",
     reference: Reference | None = None,
-    passes: int = 1,
 ) -> Measurement:
     """End-to-end latency of ``model`` on an input of ``input_shape`` (e.g. ``(1, 3, 224, 224)``).
 
     With ``reference`` (same backend and threads, see :mod:`edgecnn.latency.reference`)
-    every run is normalised by the reference runs around it. ``passes`` > 1: timed that many times back to back
-    and merged (:func:`~edgecnn.latency.timing.merge_passes`); passes spread out in time are what
-    :func:`prepare` is for.
+    every run is normalised by the reference runs around it. To time the same artifact again later (passes
+    spread out in time), keep the timer of :func:`prepare` instead.
     """
-    if passes < 1:
-        raise ValueError(f"passes must be a positive integer, got {passes}")
     if is_agent_address(device):  # timed on the device by its agent (no drift reference runs there)
         check_backend(backend)
         check_device(device)
         check_remote_runtime(backend, device)
         if channels_last:
             raise ValueError("channels_last applies to the eager backend only; an agent runs exported models")
-        runs = [measure_remote(model, input_shape, runtime=backend, threads=threads or default_threads(),
-                               config=config, client=client_for(device), label=label) for _ in range(passes)]  # fmt: skip
-        return runs[0] if passes == 1 else replace(runs[0], stats=merge_passes([m.stats for m in runs]))
+        return measure_remote(model, input_shape, runtime=backend, threads=threads or default_threads(),
+                              config=config, client=client_for(device), label=label)  # fmt: skip
     timer, extra = prepare(model, input_shape, backend=backend, threads=threads, device=device,
                            channels_last=channels_last, config=config, label=label, reference=reference)  # fmt: skip
-    stats = timer() if passes == 1 else merge_passes([timer() for _ in range(passes)])
+    stats = timer()
     fp = fingerprint(backend=backend, threads=threads or default_threads(), device=device)
     return Measurement(stats, fp, tuple(int(d) for d in input_shape), channels_last, label, extra)
 

@@ -429,7 +429,7 @@ class LatencyTable:
         build is interrupted (Ctrl-C, or SIGTERM, which the CLI turns into the same exception).
         ``on_progress(done, total)`` is called after each entry (of each sweep).
         ``sweeps``: time every new entry that many times, a whole sweep over the new entries apart, each block
-        prepared once (:meth:`block_timer`), and keep :func:`~edgecnn.latency.widths.merge_sweeps` of its
+        prepared once (:meth:`block_timer`), and keep :func:`merge_sweeps` of its
         sweeps — a block timed once in a slow moment of a shared machine is otherwise off for good, and one
         network dominated by that block with it (``benchmarks/kernel_costs.py``).
         """
@@ -445,7 +445,8 @@ class LatencyTable:
             )
         todo = self.missing(todo, batch=batch)  # deduplicate across archs
         okey = overhead_key(in_chans=in_chans, input_size=size, batch=batch, num_classes=num_classes)
-        total = len(todo) * sweeps + (okey not in self.entries)
+        probe = okey not in self.entries
+        total = len(todo) * sweeps + int(probe)
         done, last_save = 0, time.monotonic()
         if on_progress:
             on_progress(0, total)
@@ -484,7 +485,7 @@ class LatencyTable:
         finally:  # also on Ctrl-C / SIGTERM: every entry measured so far is kept (first sweeps as they are)
             if path is not None:
                 self.save(path)
-        return len(todo)
+        return len(todo) + int(probe)
 
 
 def new_table(*, backend: str, threads: int, device: str = "cpu", config: TimingConfig | None = None,
