@@ -38,8 +38,9 @@ stages finish), so a run longer than one session completes in pieces.
 and it takes the next stage no live process has claimed (NetAdapt at
 another budget or seed; a Torch-Pruning or uniform stage once its NetAdapt
 stage has finished); the first one builds the latency table while the others
-wait for it, and the last to finish measures the results. Training uses a GPU when one is present (``--device``); latency is always
-measured on the CPU target, 1 thread.
+wait for it, and the last to finish measures the results. Training uses a GPU
+when one is present (``--device``); latency is always measured on the CPU
+target, 1 thread.
 
 Scales:
 

@@ -6,7 +6,8 @@ Usage::
     edgecnn latency --model MODULE:FN[:key=value,...] [...]                          (your own network)
     edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S] [--sweeps N]
     edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S] [--sweeps N] [--passes N]
-    edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest] [--passes N]
+    edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]
+                             [--sweeps N] [--passes N]
 
 ``MODEL`` and the action share the first position, so the parser takes one
 positional ``TARGET`` (an action name, or a model for the default ``measure``)

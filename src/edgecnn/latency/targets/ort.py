@@ -137,7 +137,8 @@ class OrtTarget(Target):
             from edgecnn.latency.context import ort_block_in_context
 
             return lambda: ort_block_in_context(plan, x, threads=how.threads, reference=how.reference,
-                                                config=how.config, device=how.device, without_cache=how.cache)  # fmt: skip
+                                                config=how.config, device=how.device,
+                                                without_cache=how.cache)  # fmt: skip
         return lambda: profile_block(module(), x, how.threads, how.profile_runs, how.reference)
 
     def layer_breakdown(self, model: nn.Module, x: torch.Tensor, *, threads: int, device: str, channels_last: bool,
