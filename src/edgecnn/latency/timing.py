@@ -114,8 +114,8 @@ def merge_passes(passes: Sequence[LatencyStats]) -> LatencyStats:
 
     The median over passes of each pass's median and quartiles (and mean, drift, raw median), the fastest run of
     all, the runs summed, the largest foreign-CPU share, stable only if every pass was: a slow moment of the
-    machine that covers one pass of three moves the median of three not at all, where a single pass would carry
-    it whole (the rule :func:`edgecnn.latency.widths.merge_sweeps` applies to table entries).
+    machine that covers one pass of three leaves the median between the other two, where a single pass would
+    carry it whole (the rule :func:`edgecnn.latency.table.merge_sweeps` applies to table entries).
     """
     if not passes:
         raise ValueError("no passes to merge")
