@@ -59,6 +59,15 @@ def device_fingerprint(*, backend: str = "eager", threads: int, device: str = "c
     return fingerprint(backend=backend, threads=threads, device=device)
 
 
+def _check_agent(backend: str, device: str, channels_last: bool) -> None:
+    """What a measurement through an agent needs: a known backend, a valid address, the runtime on the device."""
+    check_backend(backend)
+    check_device(device)
+    check_remote_runtime(backend, device)
+    if channels_last:
+        raise ValueError("channels_last applies to the eager backend only; an agent runs exported models")
+
+
 def measure(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -78,11 +87,7 @@ def measure(
     spread out in time), keep the timer of :func:`prepare` instead.
     """
     if is_agent_address(device):  # timed on the device by its agent (no drift reference runs there)
-        check_backend(backend)
-        check_device(device)
-        check_remote_runtime(backend, device)
-        if channels_last:
-            raise ValueError("channels_last applies to the eager backend only; an agent runs exported models")
+        _check_agent(backend, device, channels_last)
         return measure_remote(model, input_shape, runtime=backend, threads=threads or default_threads(),
                               config=config, client=client_for(device), label=label)  # fmt: skip
     timer, extra = prepare(model, input_shape, backend=backend, threads=threads, device=device,
@@ -109,13 +114,9 @@ def prepare(
     What :func:`measure` times; kept, it lets a caller time the same loaded artifact again later — in passes
     spread over minutes — without exporting again (an ExecuTorch network takes seconds to lower).
     """
-    check_backend(backend)
-    check_device(device)
     threads = threads or default_threads()
     if is_agent_address(device):  # timed on the device by its agent (no drift reference runs there)
-        check_remote_runtime(backend, device)
-        if channels_last:
-            raise ValueError("channels_last applies to the eager backend only; an agent runs exported models")
+        _check_agent(backend, device, channels_last)
         first = measure_remote(model, input_shape, runtime=backend, threads=threads, config=config,
                                client=client_for(device), label=label)  # fmt: skip
         later = [first.stats]
@@ -127,6 +128,8 @@ def prepare(
                                   client=client_for(device), label=label).stats  # fmt: skip
 
         return remote, dict(first.extra)
+    check_backend(backend)
+    check_device(device)
     check_clock(config, threads=threads, device=device)
     x = example_input(input_shape)
     target = get_target(backend)
