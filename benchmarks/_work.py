@@ -88,6 +88,12 @@ class Work:
             self._set_claim(name, {"pid": os.getpid(), "host": socket.gethostname()})
             return None
 
+    def release(self, name: str) -> None:
+        """Drop this process's claim on ``name`` (a stage recorded piece by piece, whose claim ``done`` keeps)."""
+        with self.lock():
+            if self._claims().get(name, {}).get("pid") == os.getpid():
+                self._set_claim(name, None)
+
     def _claims(self) -> dict[str, Any]:
         f = self.path / CLAIMS
         return json.loads(f.read_text()) if f.is_file() else {}

@@ -21,7 +21,13 @@ subnets of the ``mbv3-32`` space drawn with a seed no search uses (held out):
   and (b) fitted on a supernet's estimates of ``--predictor-n`` random subnets;
 * **zero-cost proxies** (:mod:`edgecnn.search.proxies`) — synflow, NASWOT,
   grad-norm, and the parameter count (the baseline the proxy papers find hard
-  to beat), from one batch of 64 training images.
+  to beat), from one batch of 64 training images;
+* **short training** (``edgecnn search --estimator train``;
+  :func:`~edgecnn.search.estimate.short_train`) — each subnet trained from
+  scratch for ``short_steps`` steps of 64 images (100 and 300 at full scale:
+  0.13 and 0.4 of an epoch, ~1.5 and ~4 CPU-min each), the low-fidelity
+  estimate of the NAS literature's learning-curve methods. A second process
+  can run one such stage beside the main one (``--only train-300``).
 
 Each estimator's Kendall τ-b against the ground truth with its two-sided
 p-value; the best by τ is named. Target (issue 20): τ ≥ 0.5.
@@ -39,6 +45,7 @@ the final recipe (2 epochs) ~12; a 500-step supernet ~40 CPU-min; the proxies
 and predictors seconds. ``--scale quick`` proves the pipeline on 200 images per class.
 
     PYTHONPATH=src python benchmarks/search_rank.py --scale full [--stop-after gt]
+    PYTHONPATH=src python benchmarks/search_rank.py --scale full --only train-100   # beside it, on a free core
     PYTHONPATH=src python benchmarks/search_rank.py --scale quick --work runs/search_rank_quick
 """
 
@@ -68,6 +75,7 @@ from edgecnn.search.estimate import (
     kendall_tau,
     kendall_tau_interval,
     search_split,
+    short_train,
 )
 from edgecnn.search.predictor import AccuracyPredictor, cross_validated
 from edgecnn.search.proxies import PROXIES, ProxyEstimator, proxy_batch
@@ -95,13 +103,14 @@ class Scale:
     supernet_steps: int
     predictor_n: int  # random subnets a supernet scores to fit a predictor on
     batch_size: int
+    short_steps: tuple[int, ...]  # the short-training estimator's budgets (steps of 64 images from scratch)
 
 
 SCALES = {
     "quick": Scale(limit=200, n=6, gt_epochs=2, final_n=3, final_epochs=3, supernet_steps=12, predictor_n=12,
-                   batch_size=32),  # fmt: skip
+                   batch_size=32, short_steps=(10, 30)),  # fmt: skip
     "full": Scale(limit=None, n=24, gt_epochs=1, final_n=5, final_epochs=2, supernet_steps=500, predictor_n=300,
-                  batch_size=64),  # fmt: skip
+                  batch_size=64, short_steps=(100, 300)),  # fmt: skip
 }
 
 
@@ -119,14 +128,16 @@ def train_top1(arch: str, data: DataSet, epochs: float, batch_size: int, seed: i
     return fit(model, data, cfg).final.top1
 
 
-def trainings(w: Work, key: str, archs: list[str], data: DataSet, epochs: float, batch: int) -> list[float]:
-    """Each arch trained (or read back: one record per finished training, so a kill loses one training)."""
-    got = dict(w.stages.get(key, {}))
+def trainings(w: Work, key: str, archs: list[str], data: DataSet, epochs: float, batch: int,
+              train: Callable[[str], float] | None = None) -> list[float]:  # fmt: skip
+    """Each arch trained (or read back: one record per finished training, so a kill loses one training);
+    ``train``: arch → top-1 (default: :func:`train_top1` with ``epochs`` and ``batch``)."""
+    got = dict(w.refresh().get(key, {}))
     for i, arch in enumerate(archs):
         if arch in got:
             continue
         t0 = time.process_time()
-        top1 = train_top1(arch, data, epochs, batch)
+        top1 = train(arch) if train else train_top1(arch, data, epochs, batch)
         got[arch] = {"top1": top1, "cpu_seconds": time.process_time() - t0}
         w.done(key, got)
         print(f"  {key} {i + 1}/{len(archs)}: top-1 {top1:.4f} ({got[arch]['cpu_seconds']:.0f} CPU-s)", flush=True)
@@ -134,6 +145,9 @@ def trainings(w: Work, key: str, archs: list[str], data: DataSet, epochs: float,
 
 
 def tau_row(scores: list[float], truth: list[float], cpu_s: float) -> dict[str, Any]:
+    if len(set(scores)) == 1:  # e.g. a short training that stays at chance: no ranking at all
+        return {"tau": None, "p_value": None, "tau_ci95": None, "n": len(truth), "scores": scores,
+                "cpu_seconds": cpu_s, "undefined": "every score is equal: the estimator cannot rank"}  # fmt: skip
     tau, p = kendall_tau(scores, truth)
     ci = kendall_tau_interval(scores, truth) if len(truth) >= 3 else None
     return {"tau": tau, "p_value": p, "tau_ci95": ci, "n": len(truth), "scores": scores, "cpu_seconds": cpu_s}
@@ -183,6 +197,23 @@ def supernet_stage(w: Work, name: str, schedule: str, space: SearchSpace, split:
                   "cpu_seconds": time.process_time() - t0})  # fmt: skip
 
 
+def short_stage(w: Work, steps: int, archs: list[str], split: DataSet) -> list[float] | None:
+    """The short-training estimator of ``edgecnn search --estimator train`` (:func:`~edgecnn.search.estimate.
+    short_train`: ``steps`` SGD steps of 64 images from scratch, cosine, top-1 on the validation split) on every
+    held-out subnet; one record per subnet. None when another live process sharing the folder runs it."""
+    key = f"train-{steps}"
+    running = f"{key} (running)"  # ``done`` after each subnet releases the stage's own claim, not this one
+    owner = w.claim(running)
+    if owner is not None:
+        print(f"  {key}: run by process {owner}; skipped here", flush=True)
+        return None
+    settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
+    try:
+        return trainings(w, key, archs, split, 0, 0, train=lambda arch: short_train(arch, split, settings, seed=0))
+    finally:
+        w.release(running)
+
+
 def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], truth: list[float],
                extra: list[str]) -> dict[str, Any]:  # fmt: skip
     """τ of every estimator whose inputs are ready."""
@@ -194,6 +225,10 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
                 scores, cpu = timed(lambda m=model, s=sn: AccuracyPredictor(space, m).fit(
                     extra, w.stages[s]["predictor_set"])(archs))  # fmt: skip
                 rows[f"predictor-{model}-on-{sn}"] = tau_row(scores, truth, cpu)
+    for key, got in w.stages.items():
+        if key.startswith("train-") and all(a in got for a in archs):
+            rows[f"short-{key}"] = tau_row([got[a]["top1"] for a in archs], truth,
+                                           sum(got[a]["cpu_seconds"] for a in archs))  # fmt: skip
     for model in ("gbt", "mlp"):
         scores, cpu = timed(lambda m=model: cross_validated(space, archs, truth, k=5, model=m))
         rows[f"predictor-{model}-on-ground-truth-5fold"] = tau_row(scores, truth, cpu)
@@ -206,7 +241,8 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
 
 def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | None, fidelity: Any,
           noise: dict[str, Any] | None = None) -> Path:  # fmt: skip
-    best = max(rows, key=lambda k: rows[k]["tau"]) if rows else None
+    ranked = {k: v for k, v in (rows or {}).items() if v["tau"] is not None}
+    best = max(ranked, key=lambda k: ranked[k]["tau"]) if ranked else None
     doc = {"kind": "search-rank-benchmark", "scale": a.scale, "scale_settings": asdict(scale), "space": SPACE,
            "held_out_seed": HELD_OUT_SEED, "val_fraction": VAL_FRACTION, "ground_truth_fidelity": fidelity,
            "ground_truth_noise": noise,
@@ -224,6 +260,8 @@ def main() -> None:
     p.add_argument("--scale", choices=sorted(SCALES), default="full")
     p.add_argument("--work", default=None)
     p.add_argument("--stop-after", choices=("gt", "final", "supernet-sandwich", "supernet-progressive"))
+    p.add_argument("--only", metavar="train-STEPS", default=None,
+                   help="run just this short-training stage (a second process beside the main one; after gt)")
     a = p.parse_args()
     scale = SCALES[a.scale]
     w = Work(Path(a.work) if a.work else STATE / f"search_rank-{a.scale}")
@@ -234,8 +272,13 @@ def main() -> None:
     archs = held_out(space, scale.n)
     extra = [x for x in held_out(space, scale.n + scale.predictor_n) if x not in archs]
     print(f"{split.summary()}; {len(archs)} held-out subnets; work {w.path}", flush=True)
+    if a.only is not None and a.only not in (shorts := [f"train-{n}" for n in scale.short_steps]):
+        raise SystemExit(f"--only {a.only}: not a short-training stage of --scale {a.scale}; valid: {', '.join(shorts)}")
     truth = trainings(w, "gt", archs, split, scale.gt_epochs, scale.batch_size)
     noise = sampling_ceiling(truth, len(split.test))
+    if a.only is not None:
+        short_stage(w, int(a.only.split("-")[1]), archs, split)
+        return print(f"{a.only} done (the main process writes the results file)")
     if a.stop_after == "gt":
         return print(f"wrote {write(a, scale, w, None, None, noise)}")
     final = trainings(w, "final", archs[: scale.final_n], split, scale.final_epochs, scale.batch_size)
@@ -247,9 +290,14 @@ def main() -> None:
         write(a, scale, w, estimators(w, space, split, archs, truth, extra), fidelity, noise)
         if a.stop_after == f"supernet-{schedule}":
             return
+    for steps in scale.short_steps:
+        short_stage(w, steps, archs, split)
     rows = estimators(w, space, split, archs, truth, extra)
     print(f"wrote {write(a, scale, w, rows, fidelity, noise)}")
-    for k, v in sorted(rows.items(), key=lambda kv: -kv[1]["tau"]):
+    for k, v in sorted(rows.items(), key=lambda kv: -(kv[1]["tau"] if kv[1]["tau"] is not None else -2)):
+        if v["tau"] is None:
+            print(f"  {k:44} {v['undefined']}")
+            continue
         lo, hi = v["tau_ci95"]
         print(f"  {k:44} tau {v['tau']:+.3f} [{lo:+.2f}, {hi:+.2f}]  p {v['p_value']:.3g}")
 

@@ -69,3 +69,19 @@ def test_fresh_refuses_a_folder_with_a_run(tmp_path):
     Work(tmp_path).done("baseline", {"top1": 0.5})
     with pytest.raises(SystemExit, match="holds a previous run"):
         Work(tmp_path, fresh=True)
+
+
+def test_release_drops_only_our_own_claim(tmp_path):
+    """A stage recorded piece by piece (search_rank's short trainings) holds a separate claim that ``done`` keeps;
+    ``release`` drops it, but never a claim another process holds."""
+    w = Work(tmp_path)
+    assert w.claim("train-100 (running)") is None
+    w.done("train-100", {"arch-a": {"top1": 0.3}})  # one piece done: the running claim stays
+    assert "train-100 (running)" in json.loads((tmp_path / "claims.json").read_text())
+    w.release("train-100 (running)")
+    assert json.loads((tmp_path / "claims.json").read_text()) == {}
+    claims = {"train-300 (running)": {"pid": os.getpid() + 1, "host": "elsewhere"}}
+    (tmp_path / "claims.json").write_text(json.dumps(claims))
+    w.release("train-300 (running)")  # not ours: kept
+    assert json.loads((tmp_path / "claims.json").read_text()) == claims
+    w.release("never-claimed")  # nothing to drop: no error

@@ -112,6 +112,8 @@ def test_kendall_tau_interval_brackets_the_estimate_and_narrows_with_n():
     assert kendall_tau_interval(a, b, seed=3) == kendall_tau_interval(a, b, seed=3)
     with pytest.raises(ValueError, match="at least 3"):
         kendall_tau_interval([1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="tau is undefined"):
+        kendall_tau_interval([0.1, 0.1, 0.1, 0.1], [0.3, 0.2, 0.5, 0.1])
 
 
 @pytest.mark.slow

@@ -193,6 +193,9 @@ def kendall_tau_interval(a: list[float], b: list[float], *, level: float = 0.95,
     from scipy.stats import kendalltau
 
     x, y = np.asarray(a, float), np.asarray(b, float)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        raise ValueError("every score of one list is equal, so tau is undefined (an estimator that cannot rank: "
+                         "e.g. chance accuracy after too few training steps); score with more signal")  # fmt: skip
     picks = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on each all-tied resample; they are dropped below
