@@ -21,7 +21,8 @@ subnets of the ``mbv3-32`` space drawn with a seed no search uses (held out):
   and (b) fitted on a supernet's estimates of ``--predictor-n`` random subnets;
 * **zero-cost proxies** (:mod:`edgecnn.search.proxies`) — synflow, NASWOT,
   grad-norm, and the parameter count (the baseline the proxy papers find hard
-  to beat), from one batch of 64 training images;
+  to beat), from one batch of 64 training images, and their vote (the mean of
+  the four ranks, Abdelfattah et al. 2021 §5);
 * **short training** (``edgecnn search --estimator train``;
   :func:`~edgecnn.search.estimate.short_train`) — each subnet trained from
   scratch for ``short_steps`` steps of 64 images (100 and 300 at full scale:
@@ -236,6 +237,11 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
     for proxy in PROXIES:
         scores, cpu = timed(lambda p=proxy: ProxyEstimator(p, (batch[0], batch[1]), num_classes=10)(archs))
         rows[f"proxy-{proxy}"] = tau_row(scores, truth, cpu)
+    # Abdelfattah et al. 2021 (§5, "voting"): the proxies' ranks averaged, all four, none picked by its tau here
+    from scipy.stats import rankdata
+
+    votes = [sum(float(rankdata(rows[f"proxy-{p}"]["scores"])[i]) for p in PROXIES) for i in range(len(archs))]
+    rows["proxy-vote"] = tau_row(votes, truth, sum(rows[f"proxy-{p}"]["cpu_seconds"] for p in PROXIES))
     return rows
 
 
