@@ -21,7 +21,10 @@ random separates what the ranking earns from what the space gives; evolution
 minus the bracket is the search's gain over the hand-designed network.
 
 Every run folder (``<work>/<estimator>/seed<S>-<algorithm>``) resumes where it
-stopped (the search state, the final ``last.pt``); finished runs are read back.
+stopped (the search state, the final ``last.pt``); finished runs are read back. The full run's folder,
+``benchmarks/state/search_seeds-full``, is committed as seeds finish, without the final trainings' checkpoints
+(5-13 MB each with the optimiser): a run stopped on another machine loses at most the training under way.
+The results file carries ``cpu_hours``: every run is one single-thread process, so its wall time is its CPU time.
 
     PYTHONPATH=src python benchmarks/search_seeds.py --estimator proxy-synflow [--seeds 0,1,2]
     PYTHONPATH=src python benchmarks/search_seeds.py --quick --estimator proxy-params --work runs/search_seeds_quick
@@ -159,7 +162,8 @@ def main() -> None:
                                                          progress=False),
                                 calibrate=p["calibrate"], calibrate_seed=1000 + seed)  # fmt: skip
                 doc = one_search(job, work / a.estimator / f"seed{seed}-{alg}", ex)
-                runs[alg] = {**doc["final"], "measured_ms": doc["final"]["measured_ms"]}
+                runs[alg] = {**doc["final"], "measured_ms": doc["final"]["measured_ms"],
+                             "run_seconds": doc["timings"]["total_s"]}  # fmt: skip
                 print(f"  seed {seed} {alg}: top-1 {runs[alg]['top1']:.4f} at {runs[alg]['measured_ms']:.3f} ms",
                       flush=True)  # fmt: skip
             runs["bracket"] = bracket(job, runs["evolution"]["measured_ms"], full,
@@ -175,6 +179,9 @@ def write(a: argparse.Namespace, preset: str, p: dict[str, Any], backend: str, t
     doc = {"benchmark": "search_seeds", "preset": preset, "estimator": a.estimator, "backend": backend,
            "target_ms": target, "bracket_widths_ms": widths_ms, "params": p, "seeds_done": [r["seed"] for r in rows],
            "rows": rows, "summary": summary(rows), "seconds_this_call": seconds,
+           # every run is one process on 1 thread, so its wall time is its CPU time (within the load's share)
+           "cpu_hours": sum(r[m].get("run_seconds", r[m]["seconds"]) for r in rows for m in
+                            ("evolution", "random", "bracket")) / 3600,
            "load_average": os.getloadavg(), "machine": {**fingerprint(backend=backend, threads=1).to_dict(),
                                                         "platform": platform.platform(), "cores": os.cpu_count()},
            "note": "QUICK: the pipeline only; accuracies mean nothing" if preset == "quick" else ""}  # fmt: skip
