@@ -284,7 +284,13 @@ def main() -> None:
     noise = sampling_ceiling(truth, len(split.test))
     if a.only is not None:
         short_stage(w, int(a.only.split("-")[1]), archs, split)
-        return print(f"{a.only} done (the main process writes the results file)")
+        got = w.refresh()
+        whole = {k: len(v) for k, v in got.items() if k == "final" or k.startswith("train-")}
+        rest = {"final": scale.final_n, **{f"train-{n}": len(archs) for n in scale.short_steps}}
+        if any(whole.get(k, 0) < n for k, n in rest.items()) or not {"supernet-sandwich", "supernet-progressive"} \
+                <= set(got):  # the main process is still at work: it writes the results file  # fmt: skip
+            return print(f"{a.only} done; the main process writes the results file")
+        a.only = None  # everything else is done (the main process may have finished first): write them here
     if a.stop_after == "gt":
         return print(f"wrote {write(a, scale, w, None, None, noise)}")
     final = trainings(w, "final", archs[: scale.final_n], split, scale.final_epochs, scale.batch_size)
