@@ -31,7 +31,12 @@ subnets of the ``mbv3-32`` space drawn with a seed no search uses (held out):
   can run one such stage beside the main one (``--only train-300``).
 
 Each estimator's Kendall τ-b against the ground truth with its two-sided
-p-value; the best by τ is named. Target (issue 20): τ ≥ 0.5.
+p-value; the best by τ is named. Target (issue 20): τ ≥ 0.5. And since a
+search runs under a latency constraint, each estimator's τ over only the pairs
+of subnets within 10% of each other's measured latency (on the deployment
+target, 1 thread; :func:`~edgecnn.search.estimate.kendall_tau_within`), beside
+the measured latency scored as an estimator itself: an estimator that only
+reads network size ranks well overall and at chance where the search chooses.
 
 **Resumable in pieces.** Every finished subnet training and every finished
 estimator is written to ``<work>/stages.json`` at once (and the results file
@@ -75,9 +80,12 @@ from edgecnn.search.estimate import (
     distinct_archs,
     kendall_tau,
     kendall_tau_interval,
+    kendall_tau_within,
     search_split,
     short_train,
 )
+from edgecnn.latency.measure import TimingConfig, measure
+from edgecnn.latency.targets import default_target
 from edgecnn.search.predictor import AccuracyPredictor, cross_validated
 from edgecnn.search.proxies import PROXIES, ProxyEstimator, proxy_batch
 from edgecnn.search.space import SearchSpace, get_space
@@ -145,6 +153,9 @@ def trainings(w: Work, key: str, archs: list[str], data: DataSet, epochs: float,
     return [got[a]["top1"] for a in archs]
 
 
+LATENCY_BAND = 0.1  # pairs of subnets within 10% of each other's measured latency: what a constrained search weighs
+
+
 def tau_row(scores: list[float], truth: list[float], cpu_s: float) -> dict[str, Any]:
     if len(set(scores)) == 1:  # e.g. a short training that stays at chance: no ranking at all
         return {"tau": None, "p_value": None, "tau_ci95": None, "n": len(truth), "scores": scores,
@@ -152,6 +163,33 @@ def tau_row(scores: list[float], truth: list[float], cpu_s: float) -> dict[str, 
     tau, p = kendall_tau(scores, truth)
     ci = kendall_tau_interval(scores, truth) if len(truth) >= 3 else None
     return {"tau": tau, "p_value": p, "tau_ci95": ci, "n": len(truth), "scores": scores, "cpu_seconds": cpu_s}
+
+
+def at_equal_latency(rows: dict[str, Any], truth: list[float], latency: list[float]) -> dict[str, Any]:
+    """Each row gains its τ over the pairs of about equal measured latency (``LATENCY_BAND``;
+    :func:`~edgecnn.search.estimate.kendall_tau_within`) — where a latency-constrained search chooses — and the
+    measured latency itself is scored as an estimator (a larger network, a better one)."""
+    rows = {**rows, "measured-latency": tau_row(latency, truth, 0.0)}
+    for row in rows.values():
+        if row["tau"] is not None:
+            row["tau_equal_latency"], row["pairs_equal_latency"] = kendall_tau_within(
+                row["scores"], truth, latency, rel=LATENCY_BAND)  # fmt: skip
+    return rows
+
+
+def latencies(w: Work, archs: list[str]) -> list[float]:
+    """Each held-out subnet's median latency on the deployment target, 1 thread (one record per subnet)."""
+    got = dict(w.refresh().get("latency", {}))
+    backend = default_target()
+    cfg = TimingConfig(warmup=5, min_repeats=30, max_seconds=2.0, retries=1, retry_wait_s=1.0)
+    for arch in archs:
+        if arch not in got:
+            net = build(arch, num_classes=10, in_chans=3).eval()
+            got[arch] = measure(net, (1, 3, 32, 32), backend=backend, threads=1, config=cfg).stats.median_ms
+            w.done("latency", got)
+    if "latency-target" not in w.stages:
+        w.done("latency-target", {"backend": backend, "threads": 1, "load_average": os.getloadavg()})
+    return [got[a] for a in archs]
 
 
 def sampling_ceiling(truth: list[float], images: int, draws: int = 500) -> dict[str, Any]:
@@ -216,7 +254,7 @@ def short_stage(w: Work, steps: int, archs: list[str], split: DataSet) -> list[f
 
 
 def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], truth: list[float],
-               extra: list[str]) -> dict[str, Any]:  # fmt: skip
+               extra: list[str], latency: list[float]) -> dict[str, Any]:  # fmt: skip
     """τ of every estimator whose inputs are ready."""
     rows: dict[str, Any] = {}
     for sn in ("supernet-sandwich", "supernet-progressive"):
@@ -242,7 +280,7 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
 
     votes = [sum(float(rankdata(rows[f"proxy-{p}"]["scores"])[i]) for p in PROXIES) for i in range(len(archs))]
     rows["proxy-vote"] = tau_row(votes, truth, sum(rows[f"proxy-{p}"]["cpu_seconds"] for p in PROXIES))
-    return rows
+    return at_equal_latency(rows, truth, latency)
 
 
 def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | None, fidelity: Any,
@@ -251,7 +289,8 @@ def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | N
     best = max(ranked, key=lambda k: ranked[k]["tau"]) if ranked else None
     doc = {"kind": "search-rank-benchmark", "scale": a.scale, "scale_settings": asdict(scale), "space": SPACE,
            "held_out_seed": HELD_OUT_SEED, "val_fraction": VAL_FRACTION, "ground_truth_fidelity": fidelity,
-           "ground_truth_noise": noise,
+           "ground_truth_noise": noise, "equal_latency_band": LATENCY_BAND,
+           "latency_target": w.stages.get("latency-target"),
            "estimators": rows, "best": best, "best_tau": rows[best]["tau"] if best else None,
            "target_tau": 0.5, "met": bool(best and rows[best]["tau"] >= 0.5 and rows[best]["p_value"] < 0.05),
            "stages_done": sorted(w.stages), "load_average": os.getloadavg(),
@@ -291,27 +330,31 @@ def main() -> None:
                 <= set(got):  # the main process is still at work: it writes the results file  # fmt: skip
             return print(f"{a.only} done; the main process writes the results file")
         a.only = None  # everything else is done (the main process may have finished first): write them here
-    if a.stop_after == "gt":
-        return print(f"wrote {write(a, scale, w, None, None, noise)}")
+    lat = latencies(w, archs)
+    if a.stop_after == "gt":  # the estimators that need no more than the ground truth
+        return print(f"wrote {write(a, scale, w, estimators(w, space, split, archs, truth, extra, lat), None, noise)}")
     final = trainings(w, "final", archs[: scale.final_n], split, scale.final_epochs, scale.batch_size)
     fidelity = tau_row(truth[: scale.final_n], final, 0.0)
     if a.stop_after == "final":
-        return print(f"wrote {write(a, scale, w, None, fidelity, noise)}")
+        rows = estimators(w, space, split, archs, truth, extra, lat)
+        return print(f"wrote {write(a, scale, w, rows, fidelity, noise)}")
     for schedule in ("sandwich", "progressive"):
         supernet_stage(w, f"supernet-{schedule}", schedule, space, split, ref, archs, extra, scale)
-        write(a, scale, w, estimators(w, space, split, archs, truth, extra), fidelity, noise)
+        write(a, scale, w, estimators(w, space, split, archs, truth, extra, lat), fidelity, noise)
         if a.stop_after == f"supernet-{schedule}":
             return
     for steps in scale.short_steps:
         short_stage(w, steps, archs, split)
-    rows = estimators(w, space, split, archs, truth, extra)
+    rows = estimators(w, space, split, archs, truth, extra, lat)
     print(f"wrote {write(a, scale, w, rows, fidelity, noise)}")
     for k, v in sorted(rows.items(), key=lambda kv: -(kv[1]["tau"] if kv[1]["tau"] is not None else -2)):
         if v["tau"] is None:
             print(f"  {k:44} {v['undefined']}")
             continue
         lo, hi = v["tau_ci95"]
-        print(f"  {k:44} tau {v['tau']:+.3f} [{lo:+.2f}, {hi:+.2f}]  p {v['p_value']:.3g}")
+        eq = v["tau_equal_latency"]
+        print(f"  {k:44} tau {v['tau']:+.3f} [{lo:+.2f}, {hi:+.2f}]  p {v['p_value']:.3g}   at equal latency "
+              f"{'-' if eq is None else f'{eq:+.2f}'} ({v['pairs_equal_latency']} pairs)")  # fmt: skip
 
 
 if __name__ == "__main__":

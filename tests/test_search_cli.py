@@ -8,7 +8,13 @@ from search_helpers import TINY_SPACE, synthetic_table
 from edgecnn.cli.main import main
 from edgecnn.executor import Executor, driver_path
 from edgecnn.latency.model import LatencyModel
-from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, kendall_tau, kendall_tau_interval
+from edgecnn.search.estimate import (
+    EstimateSettings,
+    SupernetEstimator,
+    kendall_tau,
+    kendall_tau_interval,
+    kendall_tau_within,
+)
 from edgecnn.search.evolution import SearchConfig, run_search
 from edgecnn.search.objective import Objective
 from edgecnn.search.supernet import Supernet
@@ -43,6 +49,29 @@ def test_cli_space_file_error_names_the_field(tmp_path, capsys):
                                                                     "kernels": [4]}]}))  # fmt: skip
     assert main(["search", "--target", "3ms", "--space", str(bad)]) == 2
     assert "s.json.stages[0].kernels: kernels must be odd" in capsys.readouterr().err
+
+
+def test_kendall_tau_within_latency_bands_by_hand():
+    # latencies 1.0, 1.05, 1.5, 1.52: within 10% only the pairs (0, 1) and (2, 3) count
+    lat = [1.0, 1.05, 1.5, 1.52]
+    est, truth = [1, 2, 3, 4], [2, 1, 3, 4]  # (0, 1) discordant, (2, 3) concordant -> tau 0 over 2 pairs
+    assert kendall_tau_within(est, truth, lat, rel=0.1) == (0.0, 2)
+    assert kendall_tau_within(est, truth, lat, rel=1.0) == (pytest.approx(4 / 6), 6)  # every pair: plain tau
+    assert kendall_tau_within(est, truth, lat, rel=1.0)[0] == pytest.approx(kendall_tau(est, truth)[0])
+    assert kendall_tau_within(est, truth, lat, rel=0.01) == (None, 0)  # no pair that close
+    # an estimator and a truth that both follow size, each with noise of its own: overall they agree, and within
+    # a narrow size band they do not
+    rng = random.Random(1)
+    size = [1 + rng.random() for _ in range(200)]
+    est = [x + rng.gauss(0, 0.05) for x in size]
+    truth = [x + rng.gauss(0, 0.05) for x in size]
+    assert kendall_tau(est, truth)[0] > 0.7
+    tau, pairs = kendall_tau_within(est, truth, size, rel=0.005)
+    assert pairs > 200 and abs(tau) < 0.15
+    with pytest.raises(ValueError, match="equally long"):
+        kendall_tau_within(est, truth, size[:3])
+    with pytest.raises(ValueError, match="positive"):
+        kendall_tau_within([1, 2], [1, 2], [0.0, 1.0])
 
 
 @pytest.mark.slow

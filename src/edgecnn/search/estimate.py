@@ -21,6 +21,7 @@ Accuracy is estimated on a **validation split** cut from the training images
 
 from __future__ import annotations
 
+
 import random
 import warnings
 from collections.abc import Callable
@@ -203,6 +204,33 @@ def kendall_tau_interval(a: list[float], b: list[float], *, level: float = 0.95,
     taus = taus[np.isfinite(taus)]
     tail = 100 * (1 - level) / 2
     return float(np.percentile(taus, tail)), float(np.percentile(taus, 100 - tail))
+
+
+def kendall_tau_within(a: list[float], b: list[float], control: list[float], *, rel: float = 0.1) -> tuple[float | None, int]:
+    """Kendall's τ of ``a`` and ``b`` over only the pairs whose ``control`` values are within ``rel`` of each
+    other (relative to the smaller): ``(concordant − discordant) / (concordant + discordant)``, ties left out;
+    returns (τ, pairs counted), τ None when no untied pair is left.
+
+    An estimator that mostly tracks network size ranks subnets of *different*
+    latencies well; a latency-constrained search chooses between subnets of about
+    *equal* latency, and this τ — with ``control`` the measured latency — is its
+    ranking there. (Kendall's partial τ is no substitute: it stays well above
+    zero for an estimator and a truth that share only the control.)
+    """
+    if not len(a) == len(b) == len(control) or len(a) < 2:
+        raise ValueError(f"tau within bands needs three equally long lists of at least 2 scores, "
+                         f"got {len(a)}, {len(b)} and {len(control)}")  # fmt: skip
+    if not rel >= 0 or any(c <= 0 for c in control):
+        raise ValueError(f"rel must be >= 0 and every control value positive (a latency), got rel={rel}")
+    conc = disc = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            if abs(control[i] - control[j]) > rel * min(control[i], control[j]):
+                continue
+            s = (a[i] - a[j]) * (b[i] - b[j])
+            conc, disc = conc + (s > 0), disc + (s < 0)
+    n = conc + disc
+    return ((conc - disc) / n if n else None), n
 
 
 @dataclass(frozen=True)
