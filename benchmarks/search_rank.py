@@ -318,7 +318,8 @@ def main() -> None:
     extra = [x for x in held_out(space, scale.n + scale.predictor_n) if x not in archs]
     print(f"{split.summary()}; {len(archs)} held-out subnets; work {w.path}", flush=True)
     if a.only is not None and a.only not in (shorts := [f"train-{n}" for n in scale.short_steps]):
-        raise SystemExit(f"--only {a.only}: not a short-training stage of --scale {a.scale}; valid: {', '.join(shorts)}")
+        raise SystemExit(f"--only {a.only}: not a short-training stage of --scale {a.scale}; "
+                         f"valid: {', '.join(shorts)}")
     truth = trainings(w, "gt", archs, split, scale.gt_epochs, scale.batch_size)
     noise = sampling_ceiling(truth, len(split.test))
     if a.only is not None:

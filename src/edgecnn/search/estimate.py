@@ -21,7 +21,6 @@ Accuracy is estimated on a **validation split** cut from the training images
 
 from __future__ import annotations
 
-
 import random
 import warnings
 from collections.abc import Callable
@@ -206,7 +205,8 @@ def kendall_tau_interval(a: list[float], b: list[float], *, level: float = 0.95,
     return float(np.percentile(taus, tail)), float(np.percentile(taus, 100 - tail))
 
 
-def kendall_tau_within(a: list[float], b: list[float], control: list[float], *, rel: float = 0.1) -> tuple[float | None, int]:
+def kendall_tau_within(a: list[float], b: list[float], control: list[float], *,
+                       rel: float = 0.1) -> tuple[float | None, int]:  # fmt: skip
     """Kendall's τ of ``a`` and ``b`` over only the pairs whose ``control`` values are within ``rel`` of each
     other (relative to the smaller): ``(concordant − discordant) / (concordant + discordant)``, ties left out;
     returns (τ, pairs counted), τ None when no untied pair is left.
