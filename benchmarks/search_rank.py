@@ -309,6 +309,9 @@ def main() -> None:
                    help="run just this short-training stage (a second process beside the main one; after gt)")
     a = p.parse_args()
     scale = SCALES[a.scale]
+    if a.only is not None and a.only not in (shorts := [f"train-{n}" for n in scale.short_steps]):
+        raise SystemExit(f"--only {a.only}: not a short-training stage of --scale {a.scale}; "
+                         f"valid: {', '.join(shorts)}")
     w = Work(Path(a.work) if a.work else STATE / f"search_rank-{a.scale}")
     torch.set_num_threads(1)
     space = get_space(SPACE)
@@ -317,9 +320,6 @@ def main() -> None:
     archs = held_out(space, scale.n)
     extra = [x for x in held_out(space, scale.n + scale.predictor_n) if x not in archs]
     print(f"{split.summary()}; {len(archs)} held-out subnets; work {w.path}", flush=True)
-    if a.only is not None and a.only not in (shorts := [f"train-{n}" for n in scale.short_steps]):
-        raise SystemExit(f"--only {a.only}: not a short-training stage of --scale {a.scale}; "
-                         f"valid: {', '.join(shorts)}")
     truth = trainings(w, "gt", archs, split, scale.gt_epochs, scale.batch_size)
     noise = sampling_ceiling(truth, len(split.test))
     if a.only is not None:
