@@ -310,8 +310,7 @@ def main() -> None:
     a = p.parse_args()
     scale = SCALES[a.scale]
     if a.only is not None and a.only not in (shorts := [f"train-{n}" for n in scale.short_steps]):
-        raise SystemExit(f"--only {a.only}: not a short-training stage of --scale {a.scale}; "
-                         f"valid: {', '.join(shorts)}")
+        p.error(f"--only {a.only}: not a short-training stage of --scale {a.scale}; valid: {', '.join(shorts)}")
     w = Work(Path(a.work) if a.work else STATE / f"search_rank-{a.scale}")
     torch.set_num_threads(1)
     space = get_space(SPACE)
