@@ -69,11 +69,14 @@ from typing import Any
 
 import torch
 from _work import Work  # benchmarks/_work.py (this folder is on sys.path)
+from search_seeds import measured_ms  # the same build-and-time of an arch on the target
 
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.data import DataSet
 from edgecnn.executor import Executor
+from edgecnn.latency.measure import TimingConfig
+from edgecnn.latency.targets import default_target
 from edgecnn.search.estimate import (
     EstimateSettings,
     SupernetEstimator,
@@ -84,8 +87,6 @@ from edgecnn.search.estimate import (
     search_split,
     short_train,
 )
-from edgecnn.latency.measure import TimingConfig, measure
-from edgecnn.latency.targets import default_target
 from edgecnn.search.predictor import AccuracyPredictor, cross_validated
 from edgecnn.search.proxies import PROXIES, ProxyEstimator, proxy_batch
 from edgecnn.search.space import SearchSpace, get_space
@@ -137,16 +138,15 @@ def train_top1(arch: str, data: DataSet, epochs: float, batch_size: int, seed: i
     return fit(model, data, cfg).final.top1
 
 
-def trainings(w: Work, key: str, archs: list[str], data: DataSet, epochs: float, batch: int,
-              train: Callable[[str], float] | None = None) -> list[float]:  # fmt: skip
-    """Each arch trained (or read back: one record per finished training, so a kill loses one training);
-    ``train``: arch → top-1 (default: :func:`train_top1` with ``epochs`` and ``batch``)."""
+def trainings(w: Work, key: str, archs: list[str], train: Callable[[str], float]) -> list[float]:
+    """Each arch trained by ``train`` (arch → top-1), or read back: one record per finished training, so a kill
+    loses one training."""
     got = dict(w.refresh().get(key, {}))
     for i, arch in enumerate(archs):
         if arch in got:
             continue
         t0 = time.process_time()
-        top1 = train(arch) if train else train_top1(arch, data, epochs, batch)
+        top1 = train(arch)
         got[arch] = {"top1": top1, "cpu_seconds": time.process_time() - t0}
         w.done(key, got)
         print(f"  {key} {i + 1}/{len(archs)}: top-1 {top1:.4f} ({got[arch]['cpu_seconds']:.0f} CPU-s)", flush=True)
@@ -184,8 +184,7 @@ def latencies(w: Work, archs: list[str]) -> list[float]:
     cfg = TimingConfig(warmup=5, min_repeats=30, max_seconds=2.0, retries=1, retry_wait_s=1.0)
     for arch in archs:
         if arch not in got:
-            net = build(arch, num_classes=10, in_chans=3).eval()
-            got[arch] = measure(net, (1, 3, 32, 32), backend=backend, threads=1, config=cfg).stats.median_ms
+            got[arch] = measured_ms(arch, backend, cfg)
             w.done("latency", got)
     if "latency-target" not in w.stages:
         w.done("latency-target", {"backend": backend, "threads": 1, "load_average": os.getloadavg()})
@@ -248,7 +247,7 @@ def short_stage(w: Work, steps: int, archs: list[str], split: DataSet) -> list[f
         return None
     settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
     try:
-        return trainings(w, key, archs, split, 0, 0, train=lambda arch: short_train(arch, split, settings, seed=0))
+        return trainings(w, key, archs, lambda arch: short_train(arch, split, settings, seed=0))
     finally:
         w.release(running)
 
@@ -278,7 +277,7 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
     # Abdelfattah et al. 2021 (§5, "voting"): the proxies' ranks averaged, all four, none picked by its tau here
     from scipy.stats import rankdata
 
-    votes = [sum(float(rankdata(rows[f"proxy-{p}"]["scores"])[i]) for p in PROXIES) for i in range(len(archs))]
+    votes = [float(v) for v in sum(rankdata(rows[f"proxy-{p}"]["scores"]) for p in PROXIES)]
     rows["proxy-vote"] = tau_row(votes, truth, sum(rows[f"proxy-{p}"]["cpu_seconds"] for p in PROXIES))
     return at_equal_latency(rows, truth, latency)
 
@@ -319,7 +318,7 @@ def main() -> None:
     archs = held_out(space, scale.n)
     extra = [x for x in held_out(space, scale.n + scale.predictor_n) if x not in archs]
     print(f"{split.summary()}; {len(archs)} held-out subnets; work {w.path}", flush=True)
-    truth = trainings(w, "gt", archs, split, scale.gt_epochs, scale.batch_size)
+    truth = trainings(w, "gt", archs, lambda arch: train_top1(arch, split, scale.gt_epochs, scale.batch_size))
     noise = sampling_ceiling(truth, len(split.test))
     if a.only is not None:
         short_stage(w, int(a.only.split("-")[1]), archs, split)
@@ -333,7 +332,8 @@ def main() -> None:
     lat = latencies(w, archs)
     if a.stop_after == "gt":  # the estimators that need no more than the ground truth
         return print(f"wrote {write(a, scale, w, estimators(w, space, split, archs, truth, extra, lat), None, noise)}")
-    final = trainings(w, "final", archs[: scale.final_n], split, scale.final_epochs, scale.batch_size)
+    final = trainings(w, "final", archs[: scale.final_n],
+                      lambda arch: train_top1(arch, split, scale.final_epochs, scale.batch_size))
     fidelity = tau_row(truth[: scale.final_n], final, 0.0)
     if a.stop_after == "final":
         rows = estimators(w, space, split, archs, truth, extra, lat)
