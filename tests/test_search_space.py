@@ -59,6 +59,13 @@ def test_user_space_from_json_file(tmp_path):
     assert space_from_dict(space.to_dict()) == space  # to_dict is the file format
 
 
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_builtin_space_round_trips_through_its_document(name):
+    # the supernet checkpoint and the search state store to_dict(); resuming compares against the built-in
+    space = SPACES[name]
+    assert space_from_dict(space.to_dict()) == space
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

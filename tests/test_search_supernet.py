@@ -102,6 +102,17 @@ def test_training_learns_and_resumes_bit_for_bit(tmp_path, monkeypatch):
         train_supernet(resumed, data, SupernetConfig(steps=7, batch_size=16), checkpoint=tmp_path / "b.pt", resume=True)
 
 
+def test_builtin_space_checkpoint_loads_against_that_space(tmp_path):
+    # mbv3-32's stem is written 'conv_k3_...'; the saved document must read back as the same space (a resume of
+    # a benchmark's supernet failed with "another search space" when the stem came back reformatted)
+    net = Supernet(MBV3_32_SPACE, num_classes=10, in_chans=3)
+    sn.save_supernet(net, tmp_path / "s.pt", step=2)
+    saved, doc = load_supernet(tmp_path / "s.pt", space=MBV3_32_SPACE, num_classes=10, in_chans=3)
+    assert saved.space == MBV3_32_SPACE and doc["step"] == 2
+    with pytest.raises(ValueError, match="another search space"):
+        load_supernet(tmp_path / "s.pt", space=TINY_SPACE)
+
+
 def test_bad_checkpoint(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable supernet checkpoint"):

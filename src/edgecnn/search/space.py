@@ -431,7 +431,9 @@ def space_from_dict(d: object, *, source: str = "space") -> SearchSpace:
         raise ValueError(f"{source}.stages: must be a non-empty list of stages")
     if len(stages) > MAX_STAGES:
         raise ValueError(f"{source}.stages: {len(stages):,} stages, at most {MAX_STAGES}; {_SPACE_FIX}")
-    kw: dict[str, Any] = {"stem": spec.format(), "stages": tuple(
+    # the stem as written (validated above): from_dict(to_dict(s)) == s, so a checkpoint of a built-in space
+    # resumes against that space (a reformatted stem, k3 dropped, made them differ)
+    kw: dict[str, Any] = {"stem": stem, "stages": tuple(
         _stage_from_dict(s, f"{source}.stages[{i}]") for i, s in enumerate(stages))}  # fmt: skip
     for key in ("input_size", "head_mult", "hidden"):
         if key in d:
