@@ -191,6 +191,11 @@ def test_cli_search_with_a_zero_cost_proxy_scores_by_the_proxy(tmp_path):
     archs = [c["arch"] for c in doc["history"]]
     expected = ProxyEstimator("synflow", proxy_batch(data, seed=0), num_classes=data.num_classes)(archs)
     assert [c["acc"] for c in doc["history"]] == pytest.approx(expected)
+    assert max(expected) > 1  # log synflow: not an accuracy, and the state must still resume
+    assert main([*argv, "--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["history"] == doc["history"]
+    naswot = [x if x != "proxy-synflow" else "proxy-naswot" for x in argv]
+    assert main([*naswot, "--resume"]) == 2  # scores of another estimator do not compare
 
 
 def test_a_proxy_needs_the_hard_constraint():

@@ -1,4 +1,5 @@
 import json
+import math
 import random
 import statistics
 
@@ -113,6 +114,50 @@ def test_resume_after_a_crash_gives_the_identical_history(tmp_path, algorithm):
                    sample_size=3, batch=3, seed=4), state_path=state, resume=True)  # fmt: skip
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         run_search(MBV3_32_SPACE, evaluate, latency, obj, cfg, state_path=tmp_path / "none.json", resume=True)
+
+
+def test_proxy_scored_search_resumes_and_refuses_another_estimate(tmp_path):
+    # a zero-cost proxy scores on its own scale (NASWOT ~700, or -inf for a degenerate network): the state must
+    # read back (a resumed proxy search failed with "an accuracy in [0, 1]"), and only under the same estimate
+    hard = Objective(2.0, hard=True)
+
+    def latency(arch: str) -> float:
+        return 1.0 + sum(c.depth * c.width for c in MBV3_32_SPACE.decode(arch)) / 1000
+
+    def proxy(archs):  # unbounded; -inf (a singular kernel matrix) for the networks whose first stage is 16 wide
+        return [-math.inf if MBV3_32_SPACE.decode(a)[0].width == 16 else 700.0 + 100 * synthetic_acc(a)
+                for a in archs]  # fmt: skip
+
+    cfg = SearchConfig("evolution", budget=12, population=4, sample_size=2, batch=3, seed=1)
+    whole = run_search(MBV3_32_SPACE, proxy, latency, hard, cfg, state_path=tmp_path / "w.json",
+                       estimate="proxy-naswot")  # fmt: skip
+    assert json.loads((tmp_path / "w.json").read_text())["estimate"] == "proxy-naswot"
+    assert any(c.acc > 1 for c in whole.history) and any(c.acc == -math.inf for c in whole.history)
+    calls = {"n": 0}
+
+    def crashing(archs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Crash
+        return proxy(archs)
+
+    with pytest.raises(Crash):
+        run_search(MBV3_32_SPACE, crashing, latency, hard, cfg, state_path=tmp_path / "p.json",
+                   estimate="proxy-naswot")  # fmt: skip
+    resumed = run_search(MBV3_32_SPACE, proxy, latency, hard, cfg, state_path=tmp_path / "p.json", resume=True,
+                         estimate="proxy-naswot")  # fmt: skip
+    assert resumed.resumed_from == 4 and resumed.history == whole.history  # 3, then 1 to fill the population
+    with pytest.raises(ValueError, match="estimated by 'proxy-naswot', not 'accuracy'"):
+        run_search(MBV3_32_SPACE, proxy, latency, hard, cfg, state_path=tmp_path / "p.json", resume=True)
+    # an accuracy search's state still holds accuracies only
+    state = json.loads((tmp_path / "w.json").read_text())
+    del state["estimate"]
+    with pytest.raises(ValueError, match=r"history\[0\]\.acc. must be (an accuracy in \[0, 1\]|a finite number)"):
+        SearchState.from_dict(state, source="s.json")
+    state["estimate"] = "proxy-naswot"
+    state["history"][0]["acc"] = float("nan")
+    with pytest.raises(ValueError, match=r"history\[0\]\.acc.*proxy-naswot score"):
+        SearchState.from_dict(state, source="s.json")
 
 
 def test_bad_config():

@@ -32,6 +32,13 @@ code wrote, every history entry's arch must parse and be a network of the
 space being searched, its score must be the objective's, the population must
 be the one the history implies, and the RNG state must be a valid one. Errors
 name the file and the field.
+
+What a candidate's ``acc`` holds is the state's ``estimate``: ``"accuracy"`` (a
+top-1 in [0, 1], from a supernet or a short training; the default, and what a
+state without the field holds) or the name of the zero-cost proxy whose
+unbounded score ranks the networks (``"proxy-naswot"``: a log-determinant, any
+real number, ``-inf`` for a degenerate network). A resumed search must use the
+same estimate: scores of two estimators do not compare.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ from edgecnn.limits import MAX_CANDIDATES, MAX_FILE_MB
 from edgecnn.schema import Fields, load_json
 from edgecnn.search.objective import Objective, pareto_front
 from edgecnn.search.space import Genome, SearchSpace
+
+ACCURACY = "accuracy"  # SearchState.estimate of a search that estimates top-1 (supernet, short training)
 
 @dataclass(frozen=True)
 class Strategy:
@@ -142,6 +151,7 @@ class SearchState:
     population: list[int] = field(default_factory=list)  # indices into history, oldest first
     rng: Any = None  # random.Random.getstate()
     space_doc: dict[str, Any] | None = None  # the whole space (SearchSpace.to_dict), checked on resume when stored
+    estimate: str = ACCURACY  # what a candidate's acc is: ACCURACY, or the proxy's name (an unbounded score)
 
     def to_dict(self) -> dict[str, Any]:
         """The state as the JSON document :meth:`from_dict` reads."""
@@ -154,6 +164,8 @@ class SearchState:
         }  # fmt: skip
         if self.space_doc is not None:
             d["space_doc"] = self.space_doc
+        if self.estimate != ACCURACY:
+            d["estimate"] = self.estimate
         return d
 
     @classmethod
@@ -169,7 +181,8 @@ class SearchState:
         if d.get("format") != STATE_FORMAT:
             raise ValueError(f"{source} is not an edgecnn search state (field 'format' is not {STATE_FORMAT!r}); "
                              f"{STATE_FIX}")  # fmt: skip
-        known = {"format", "version", "config", "objective", "space", "history", "population", "rng", "space_doc"}
+        known = {"format", "version", "config", "objective", "space", "history", "population", "rng", "space_doc",
+                 "estimate"}  # fmt: skip
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
             raise f.fail(unknown[0][:40], "absent (not a field of a search state)", "present")
@@ -181,7 +194,10 @@ class SearchState:
         if name is None or not 0 < len(name) <= 64:
             raise f.fail("space", "the space's name (1 to 64 characters)", name)
         space_doc = f.mapping("space_doc", d.get("space_doc"), optional=True)
-        history = _history(f, d.get("history"), config, objective, space)
+        estimate = f.text("estimate", d.get("estimate", ACCURACY))
+        if estimate is None or not 0 < len(estimate) <= 64:
+            raise f.fail("estimate", f"{ACCURACY!r} or the name of a proxy (1 to 64 characters)", estimate)
+        history = _history(f, d.get("history"), config, objective, space, estimate)
         population = f.listing("population", d.get("population"))
         n, size = len(history), config.population
         keeps = STRATEGIES[config.algorithm].keeps_population
@@ -190,7 +206,7 @@ class SearchState:
             need = f"{_span(expected)} (the newest {size} of the {n} candidates of the history, oldest first)"
             raise f.fail("population", need if keeps else f"[] ({config.algorithm} search)", population)
         return cls(config, objective, name, history, population, _rng(f, d.get("rng")),
-                   None if space_doc is None else dict(space_doc))  # fmt: skip
+                   None if space_doc is None else dict(space_doc), estimate)  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
         """Write the state atomically (:mod:`edgecnn.atomic`): a kill leaves the previous batch's state."""
@@ -209,8 +225,13 @@ class SearchState:
         doc = load_json(text, str(p), fix=STATE_FIX)
         return cls.from_dict(doc, source=str(p), space=space)
 
-    def check_same(self, config: SearchConfig, objective: Objective, space: SearchSpace, source: str) -> None:
+    def check_same(self, config: SearchConfig, objective: Objective, space: SearchSpace, source: str,
+                   estimate: str = ACCURACY) -> None:  # fmt: skip
         """``ValueError`` unless this state was written by a search with these settings (what resuming needs)."""
+        if self.estimate != estimate:
+            raise ValueError(f"{source} holds a search estimated by {self.estimate!r}, not {estimate!r} (their "
+                             "scores do not compare); resume with the same estimator, or pass --overwrite or "
+                             "another --out")  # fmt: skip
         if (self.config, self.objective, self.space) != (config, objective, space.name):
             raise ValueError(f"{source} holds a search with other settings "
                              f"({self.config}, {self.objective}, space {self.space!r}); "
@@ -256,8 +277,8 @@ def _objective(f: Fields, v: Any) -> Objective:
     return Objective(**d)
 
 
-def _history(f: Fields, v: Any, config: SearchConfig, objective: Objective,
-             space: SearchSpace | None) -> list[Candidate]:  # fmt: skip
+def _history(f: Fields, v: Any, config: SearchConfig, objective: Objective, space: SearchSpace | None,
+             estimate: str = ACCURACY) -> list[Candidate]:  # fmt: skip
     items = f.listing("history", v)
     if len(items) > config.budget:
         raise f.fail("history", f"at most config.budget = {config.budget:,} candidates", f"{len(items):,} of them")
@@ -280,9 +301,15 @@ def _history(f: Fields, v: Any, config: SearchConfig, objective: Objective,
                 raise f.fail(f"{where}.arch", f"an arch string of a network of search space {space.name!r}",
                              arch) from None  # fmt: skip
             decoded[arch] = True
-        acc = f.number(f"{where}.acc", c["acc"], 0.0)
-        if acc > 1:
-            raise f.fail(f"{where}.acc", "an accuracy in [0, 1]", acc)
+        if estimate == ACCURACY:
+            acc = f.number(f"{where}.acc", c["acc"], 0.0)
+            if acc > 1:
+                raise f.fail(f"{where}.acc", "an accuracy in [0, 1]", acc)
+        else:  # a proxy's score: any real number, -inf for a degenerate network
+            acc = c["acc"]
+            if not isinstance(acc, (int, float)) or isinstance(acc, bool) or math.isnan(acc) or acc == math.inf:
+                raise f.fail(f"{where}.acc", f"a {estimate} score (a number, or -inf)", acc)
+            acc = float(acc)
         lat = f.number(f"{where}.lat_ms", c["lat_ms"], positive=True)
         score = c["score"]
         want = objective.score(acc, lat)
@@ -347,6 +374,7 @@ def run_search(
     state_path: str | Path | None = None,
     resume: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
+    estimate: str = ACCURACY,
 ) -> SearchResult:
     """Search ``space`` for the best network by ``objective`` (see the module doc).
 
@@ -356,15 +384,18 @@ def run_search(
         state_path: JSON file the state is written to after every batch.
         resume: continue from ``state_path`` (FileNotFoundError if there is none).
         on_batch: ``(done, budget)`` after every batch (progress bars).
+        estimate: what ``evaluate`` returns: ``"accuracy"`` (in [0, 1]) or a proxy's name (unbounded scores);
+            stored in the state and checked on resume.
     """
     cfg = config or SearchConfig()
     if resume:
-        state = load_resumable(state_path, space, cfg, objective)
+        state = load_resumable(state_path, space, cfg, objective, estimate)
         rng = random.Random()
         rng.setstate(state.rng)
     else:
         rng = random.Random(cfg.seed)
-        state = SearchState(cfg, objective, space.name, rng=rng.getstate(), space_doc=space.to_dict())
+        state = SearchState(cfg, objective, space.name, rng=rng.getstate(), space_doc=space.to_dict(),
+                            estimate=estimate)  # fmt: skip
     start = len(state.history)
     breeder = _Breeder(space, latency, objective, cfg, rng)
     cache = {c.arch: c.acc for c in state.history}
@@ -392,7 +423,7 @@ def run_search(
 
 
 def load_resumable(state_path: str | Path | None, space: SearchSpace, config: SearchConfig,
-                   objective: Objective) -> SearchState:  # fmt: skip
+                   objective: Objective, estimate: str = ACCURACY) -> SearchState:  # fmt: skip
     """The checked state at ``state_path`` of a search with these settings (what ``resume=True`` continues).
 
     ``FileNotFoundError`` ("nothing to resume") when there is none, ``ValueError`` naming the file and the field
@@ -402,7 +433,7 @@ def load_resumable(state_path: str | Path | None, space: SearchSpace, config: Se
         raise FileNotFoundError(f"nothing to resume: search state {str(state_path)!r} does not exist; "
                                 "drop --resume to start afresh")  # fmt: skip
     state = SearchState.load(state_path, space=space)
-    state.check_same(config, objective, space, str(state_path))
+    state.check_same(config, objective, space, str(state_path), estimate)
     return state
 
 

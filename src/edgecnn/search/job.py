@@ -78,7 +78,7 @@ from edgecnn.analysis.memory import check_memory, estimate_memory
 from edgecnn.run_folder import RUN_FILES, check_writable
 from edgecnn.run_document import read_results, write_results
 from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEstimator, search_split
-from edgecnn.search.evolution import SearchConfig, SearchResult, load_resumable, run_search
+from edgecnn.search.evolution import ACCURACY, SearchConfig, SearchResult, load_resumable, run_search
 from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
 from edgecnn.search.proxies import PROXIES, PROXY_BATCH, ProxyEstimator, proxy_batch
@@ -134,6 +134,11 @@ class SearchJob:
         MAX_NETWORKS.check(self.calibrate, "calibration")
         for ref in self.references:
             reference_arch(ref)
+
+    @property
+    def estimate_kind(self) -> str:
+        """What the search state's estimates are (:attr:`SearchState.estimate`): an accuracy, or the proxy's score."""
+        return self.estimator if self.estimator.startswith("proxy-") else ACCURACY
 
 
 @dataclass(frozen=True)
@@ -345,7 +350,7 @@ def check_resume_state(job: SearchJob, out: Path) -> None:
     checked field by field and against the job's settings and space (``ValueError`` naming the file and field)."""
     state = out / STATE_FILE
     if state.is_file():
-        load_resumable(state, job.space, job.search, job.objective)
+        load_resumable(state, job.space, job.search, job.objective, job.estimate_kind)
 
 
 def check_resume_supernet(job: SearchJob, out: Path, *, num_classes: int, in_chans: int) -> None:
@@ -515,7 +520,8 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     t = time.perf_counter()
     state = out / STATE_FILE
     result = run_search(job.space, estimator, latency, job.objective, job.search, state_path=state,
-                        resume=resume and state.is_file(), on_batch=prog.on_search)  # fmt: skip
+                        resume=resume and state.is_file(), on_batch=prog.on_search,
+                        estimate=job.estimate_kind)  # fmt: skip
     timings["search_s"] = time.perf_counter() - t
     prog.on_stage("measuring the finalists end to end")
     t = time.perf_counter()
