@@ -28,7 +28,20 @@ subnets of the ``mbv3-32`` space drawn with a seed no search uses (held out):
   scratch for ``short_steps`` steps of 64 images (100 and 300 at full scale:
   0.13 and 0.4 of an epoch, ~1.5 and ~4 CPU-min each), the low-fidelity
   estimate of the NAS literature's learning-curve methods. A second process
-  can run one such stage beside the main one (``--only train-300``).
+  can run one such stage beside the main one (``--only train-300``);
+* **two fidelities blended** (:func:`~edgecnn.search.estimate.rank_blend`) —
+  the mean of NASWOT's rank and the longest short training's rank (and, beside
+  it, of the measured latency's and the short training's): the proxy reads
+  network size, the short training ranks subnets of equal size, and each is
+  wrong where the other is right.
+
+**Confirmation set.** The blend was found on the held-out subnets above, so
+its τ there is chosen after the fact. ``--only confirm`` (a process of its
+own) draws ``confirm_n`` *other* subnets (seed 2025, none of the first set),
+trains each with the ground-truth recipe and the short training, measures its
+latency, and reports the τ of NASWOT, the short training, the latency and the
+blends on them: the blend NASWOT + short training is the one named in advance
+(``preregistered`` in the results), the others are shown beside it.
 
 Each estimator's Kendall τ-b against the ground truth with its two-sided
 p-value; the best by τ is named. Target (issue 20): τ ≥ 0.5. And since a
@@ -84,6 +97,7 @@ from edgecnn.search.estimate import (
     kendall_tau,
     kendall_tau_interval,
     kendall_tau_within,
+    rank_blend,
     search_split,
     short_train,
 )
@@ -100,6 +114,7 @@ RESULTS = Path(__file__).parent / "results"
 STATE = Path(__file__).parent / "state"
 SPACE = "mbv3-32"
 HELD_OUT_SEED = 2024  # no search or τ run of search_cifar draws with it
+CONFIRM_SEED = 2025  # the confirmation set's draw (subnets of the first set left out)
 VAL_FRACTION = 0.04
 
 
@@ -114,13 +129,14 @@ class Scale:
     predictor_n: int  # random subnets a supernet scores to fit a predictor on
     batch_size: int
     short_steps: tuple[int, ...]  # the short-training estimator's budgets (steps of 64 images from scratch)
+    confirm_n: int  # subnets of the confirmation set
 
 
 SCALES = {
     "quick": Scale(limit=200, n=6, gt_epochs=2, final_n=3, final_epochs=3, supernet_steps=12, predictor_n=12,
-                   batch_size=32, short_steps=(10, 30)),  # fmt: skip
+                   batch_size=32, short_steps=(10, 30), confirm_n=4),  # fmt: skip
     "full": Scale(limit=None, n=24, gt_epochs=1, final_n=5, final_epochs=2, supernet_steps=500, predictor_n=300,
-                  batch_size=64, short_steps=(100, 300)),  # fmt: skip
+                  batch_size=64, short_steps=(100, 300), confirm_n=16),  # fmt: skip
 }
 
 
@@ -177,17 +193,17 @@ def at_equal_latency(rows: dict[str, Any], truth: list[float], latency: list[flo
     return rows
 
 
-def latencies(w: Work, archs: list[str]) -> list[float]:
+def latencies(w: Work, archs: list[str], key: str = "latency") -> list[float]:
     """Each held-out subnet's median latency on the deployment target, 1 thread (one record per subnet)."""
-    got = dict(w.refresh().get("latency", {}))
+    got = dict(w.refresh().get(key, {}))
     backend = default_target()
     cfg = TimingConfig(warmup=5, min_repeats=30, max_seconds=2.0, retries=1, retry_wait_s=1.0)
     for arch in archs:
         if arch not in got:
             got[arch] = measured_ms(arch, backend, cfg)
-            w.done("latency", got)
-    if "latency-target" not in w.stages:
-        w.done("latency-target", {"backend": backend, "threads": 1, "load_average": os.getloadavg()})
+            w.done(key, got)
+    if f"{key}-target" not in w.stages:
+        w.done(f"{key}-target", {"backend": backend, "threads": 1, "load_average": os.getloadavg()})
     return [got[a] for a in archs]
 
 
@@ -253,7 +269,7 @@ def short_stage(w: Work, steps: int, archs: list[str], split: DataSet) -> list[f
 
 
 def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], truth: list[float],
-               extra: list[str], latency: list[float]) -> dict[str, Any]:  # fmt: skip
+               extra: list[str], latency: list[float], scale: Scale) -> dict[str, Any]:  # fmt: skip
     """τ of every estimator whose inputs are ready."""
     rows: dict[str, Any] = {}
     for sn in ("supernet-sandwich", "supernet-progressive"):
@@ -279,11 +295,72 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
 
     votes = [float(v) for v in sum(rankdata(rows[f"proxy-{p}"]["scores"]) for p in PROXIES)]
     rows["proxy-vote"] = tau_row(votes, truth, sum(rows[f"proxy-{p}"]["cpu_seconds"] for p in PROXIES))
-    return at_equal_latency(rows, truth, latency)
+    return blends(at_equal_latency(rows, truth, latency), truth, latency, scale)
+
+
+def blend_names(scale: Scale) -> dict[str, tuple[str, str]]:
+    """The two-fidelity rows: name → the two rows whose ranks are averaged; the first is named in advance."""
+    short = f"short-train-{max(scale.short_steps)}"
+    return {f"two-fidelity-naswot+{short[6:]}": ("proxy-naswot", short),
+            f"two-fidelity-latency+{short[6:]}": ("measured-latency", short)}
+
+
+def blends(rows: dict[str, Any], truth: list[float], latency: list[float], scale: Scale) -> dict[str, Any]:
+    """``rows`` with the two-fidelity blends (:func:`~edgecnn.search.estimate.rank_blend`) of the rows that are
+    there, each with its τ at equal latency."""
+    rows = dict(rows)
+    for name, (a, b) in blend_names(scale).items():
+        if a in rows and b in rows and rows[a]["tau"] is not None and rows[b]["tau"] is not None:
+            row = tau_row(rank_blend(rows[a]["scores"], rows[b]["scores"]), truth,
+                          rows[a]["cpu_seconds"] + rows[b]["cpu_seconds"])  # fmt: skip
+            row["tau_equal_latency"], row["pairs_equal_latency"] = kendall_tau_within(
+                row["scores"], truth, latency, rel=LATENCY_BAND)  # fmt: skip
+            rows[name] = row
+    return rows
+
+
+def confirm_archs(space: SearchSpace, scale: Scale, archs: list[str]) -> list[str]:
+    """The confirmation set: ``confirm_n`` subnets of another draw, none of the first held-out set."""
+    first = set(archs)
+    return [x for x in distinct_archs(space, scale.confirm_n + len(archs), CONFIRM_SEED) if x not in first][
+        : scale.confirm_n]  # fmt: skip
+
+
+def confirm_trainings(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs: list[str]) -> None:
+    """Train the confirmation set, a subnet at a time (its ground truth, then its short training: a stop leaves
+    whole pairs), then measure its latencies."""
+    b = confirm_archs(space, scale, archs)
+    steps = max(scale.short_steps)
+    settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
+    for i in range(1, len(b) + 1):
+        trainings(w, "confirm-gt", b[:i], lambda arch: train_top1(arch, split, scale.gt_epochs, scale.batch_size))
+        trainings(w, f"confirm-train-{steps}", b[:i], lambda arch: short_train(arch, split, settings, seed=0))
+    latencies(w, b, key="confirm-latency")
+
+
+def confirmation(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs: list[str]) -> dict[str, Any] | None:
+    """The τ of NASWOT, the short training, the latency and the blends on the confirmation set (None until its
+    trainings and latencies are all done)."""
+    b = confirm_archs(space, scale, archs)
+    steps = max(scale.short_steps)
+    gt, short, lat = (w.stages.get(k, {}) for k in ("confirm-gt", f"confirm-train-{steps}", "confirm-latency"))
+    if not all(a in gt and a in short and a in lat for a in b):
+        return None
+    truth = [gt[a]["top1"] for a in b]
+    batch = proxy_batch(split, seed=0)
+    naswot, cpu = timed(lambda: ProxyEstimator("naswot", (batch[0], batch[1]), num_classes=10)(b))
+    rows = {"proxy-naswot": tau_row(naswot, truth, cpu),
+            f"short-train-{steps}": tau_row([short[a]["top1"] for a in b], truth,
+                                            sum(short[a]["cpu_seconds"] for a in b))}  # fmt: skip
+    latency = [lat[a] for a in b]
+    rows = blends(at_equal_latency(rows, truth, latency), truth, latency, scale)
+    return {"held_out_seed": CONFIRM_SEED, "n": len(b), "preregistered": next(iter(blend_names(scale))),
+            "ground_truth_noise": sampling_ceiling(truth, len(split.test)),
+            "latency_target": w.stages.get("confirm-latency-target"), "estimators": rows}  # fmt: skip
 
 
 def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | None, fidelity: Any,
-          noise: dict[str, Any] | None = None) -> Path:  # fmt: skip
+          noise: dict[str, Any] | None = None, confirmed: dict[str, Any] | None = None) -> Path:  # fmt: skip
     ranked = {k: v for k, v in (rows or {}).items() if v["tau"] is not None}
     best = max(ranked, key=lambda k: ranked[k]["tau"]) if ranked else None
     doc = {"kind": "search-rank-benchmark", "scale": a.scale, "scale_settings": asdict(scale), "space": SPACE,
@@ -292,6 +369,7 @@ def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | N
            "latency_target": w.stages.get("latency-target"),
            "estimators": rows, "best": best, "best_tau": rows[best]["tau"] if best else None,
            "target_tau": 0.5, "met": bool(best and rows[best]["tau"] >= 0.5 and rows[best]["p_value"] < 0.05),
+           "confirmation": confirmed,
            "stages_done": sorted(w.stages), "load_average": os.getloadavg(),
            "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__}}  # fmt: skip
     out = RESULTS / f"search_rank-{a.scale}.json"
@@ -299,17 +377,50 @@ def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | N
     return out
 
 
+def confirm_stage(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs: list[str]) -> None:
+    """The confirmation set's trainings, unless another live process sharing the folder runs them."""
+    running = "confirm (running)"
+    owner = w.claim(running)
+    if owner is not None:
+        return print(f"  confirm: run by process {owner}; skipped here", flush=True)
+    try:
+        confirm_trainings(w, space, split, scale, archs)
+    finally:
+        w.release(running)
+
+
+def main_done(w: Work, scale: Scale, n: int) -> bool:
+    """Whether every stage of the main run is recorded (a process run with ``--only`` then writes the results)."""
+    got = w.refresh()
+    need = {"final": scale.final_n, **{f"train-{k}": n for k in scale.short_steps}}
+    return all(len(got.get(k, {})) >= m for k, m in need.items()) and \
+        {"supernet-sandwich", "supernet-progressive"} <= set(got)  # fmt: skip
+
+
+def show(rows: dict[str, Any], title: str) -> None:
+    print(title)
+    for k, v in sorted(rows.items(), key=lambda kv: -(kv[1]["tau"] if kv[1]["tau"] is not None else -2)):
+        if v["tau"] is None:
+            print(f"  {k:44} {v['undefined']}")
+            continue
+        lo, hi = v["tau_ci95"]
+        eq = v["tau_equal_latency"]
+        print(f"  {k:44} tau {v['tau']:+.3f} [{lo:+.2f}, {hi:+.2f}]  p {v['p_value']:.3g}   at equal latency "
+              f"{'-' if eq is None else f'{eq:+.2f}'} ({v['pairs_equal_latency']} pairs)")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="full")
     p.add_argument("--work", default=None)
     p.add_argument("--stop-after", choices=("gt", "final", "supernet-sandwich", "supernet-progressive"))
-    p.add_argument("--only", metavar="train-STEPS", default=None,
-                   help="run just this short-training stage (a second process beside the main one; after gt)")
+    p.add_argument("--only", metavar="STAGE", default=None,
+                   help="run just this stage, in a process of its own beside the main one (after gt): a short "
+                        "training (train-STEPS) or the confirmation set (confirm)")  # fmt: skip
     a = p.parse_args()
     scale = SCALES[a.scale]
-    if a.only is not None and a.only not in (shorts := [f"train-{n}" for n in scale.short_steps]):
-        p.error(f"--only {a.only}: not a short-training stage of --scale {a.scale}; valid: {', '.join(shorts)}")
+    if a.only is not None and a.only not in (alone := [*(f"train-{n}" for n in scale.short_steps), "confirm"]):
+        p.error(f"--only {a.only}: not a stage of --scale {a.scale} that runs alone; valid: {', '.join(alone)}")
     w = Work(Path(a.work) if a.work else STATE / f"search_rank-{a.scale}")
     torch.set_num_threads(1)
     space = get_space(SPACE)
@@ -320,41 +431,41 @@ def main() -> None:
     print(f"{split.summary()}; {len(archs)} held-out subnets; work {w.path}", flush=True)
     truth = trainings(w, "gt", archs, lambda arch: train_top1(arch, split, scale.gt_epochs, scale.batch_size))
     noise = sampling_ceiling(truth, len(split.test))
+
+    def out(rows: dict[str, Any], fidelity: Any) -> Path:
+        return write(a, scale, w, rows, fidelity, noise, confirmation(w, space, split, scale, archs))
+
     if a.only is not None:
-        short_stage(w, int(a.only.split("-")[1]), archs, split)
-        got = w.refresh()
-        whole = {k: len(v) for k, v in got.items() if k == "final" or k.startswith("train-")}
-        rest = {"final": scale.final_n, **{f"train-{n}": len(archs) for n in scale.short_steps}}
-        if any(whole.get(k, 0) < n for k, n in rest.items()) or not {"supernet-sandwich", "supernet-progressive"} \
-                <= set(got):  # the main process is still at work: it writes the results file  # fmt: skip
+        if a.only == "confirm":
+            confirm_stage(w, space, split, scale, archs)
+        else:
+            short_stage(w, int(a.only.split("-")[1]), archs, split)
+        if not main_done(w, scale, len(archs)):  # the main process is still at work: it writes the results file
             return print(f"{a.only} done; the main process writes the results file")
         a.only = None  # everything else is done (the main process may have finished first): write them here
     lat = latencies(w, archs)
     if a.stop_after == "gt":  # the estimators that need no more than the ground truth
-        return print(f"wrote {write(a, scale, w, estimators(w, space, split, archs, truth, extra, lat), None, noise)}")
+        return print(f"wrote {out(estimators(w, space, split, archs, truth, extra, lat, scale), None)}")
     final = trainings(w, "final", archs[: scale.final_n],
                       lambda arch: train_top1(arch, split, scale.final_epochs, scale.batch_size))
     fidelity = tau_row(truth[: scale.final_n], final, 0.0)
     if a.stop_after == "final":
-        rows = estimators(w, space, split, archs, truth, extra, lat)
-        return print(f"wrote {write(a, scale, w, rows, fidelity, noise)}")
+        return print(f"wrote {out(estimators(w, space, split, archs, truth, extra, lat, scale), fidelity)}")
     for schedule in ("sandwich", "progressive"):
         supernet_stage(w, f"supernet-{schedule}", schedule, space, split, ref, archs, extra, scale)
-        write(a, scale, w, estimators(w, space, split, archs, truth, extra, lat), fidelity, noise)
+        out(estimators(w, space, split, archs, truth, extra, lat, scale), fidelity)
         if a.stop_after == f"supernet-{schedule}":
             return
     for steps in scale.short_steps:
         short_stage(w, steps, archs, split)
-    rows = estimators(w, space, split, archs, truth, extra, lat)
-    print(f"wrote {write(a, scale, w, rows, fidelity, noise)}")
-    for k, v in sorted(rows.items(), key=lambda kv: -(kv[1]["tau"] if kv[1]["tau"] is not None else -2)):
-        if v["tau"] is None:
-            print(f"  {k:44} {v['undefined']}")
-            continue
-        lo, hi = v["tau_ci95"]
-        eq = v["tau_equal_latency"]
-        print(f"  {k:44} tau {v['tau']:+.3f} [{lo:+.2f}, {hi:+.2f}]  p {v['p_value']:.3g}   at equal latency "
-              f"{'-' if eq is None else f'{eq:+.2f}'} ({v['pairs_equal_latency']} pairs)")  # fmt: skip
+    confirm_stage(w, space, split, scale, archs)
+    rows = estimators(w, space, split, archs, truth, extra, lat, scale)
+    print(f"wrote {out(rows, fidelity)}")
+    show(rows, f"{len(archs)} held-out subnets (seed {HELD_OUT_SEED}):")
+    confirmed = confirmation(w, space, split, scale, archs)
+    if confirmed is not None:
+        show(confirmed["estimators"], f"confirmation set, {confirmed['n']} other subnets (seed {CONFIRM_SEED}); "
+             f"named in advance: {confirmed['preregistered']}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from edgecnn.search.estimate import (
     kendall_tau,
     kendall_tau_interval,
     kendall_tau_within,
+    rank_blend,
 )
 from edgecnn.search.evolution import SearchConfig, run_search
 from edgecnn.search.objective import Objective
@@ -72,6 +73,24 @@ def test_kendall_tau_within_latency_bands_by_hand():
         kendall_tau_within(est, truth, size[:3])
     with pytest.raises(ValueError, match="positive"):
         kendall_tau_within([1, 2], [1, 2], [0.0, 1.0])
+
+
+def test_rank_blend_by_hand():
+    # proxy ranks 1 2 3 4; short training ranks 3 1 4 2 -> means 2, 1.5, 3.5, 3
+    assert rank_blend([10.0, 20.0, 30.0, 40.0], [0.5, 0.3, 0.6, 0.4]) == [2.0, 1.5, 3.5, 3.0]
+    assert rank_blend([1.0, 1.0, float("-inf")]) == [2.5, 2.5, 1.0]  # ties share a rank; -inf ranks lowest
+    # two estimators, each right about a different half of the truth (size / quality at equal size): the blend
+    # ranks better than either
+    rng = random.Random(0)
+    size = [rng.random() for _ in range(300)]
+    quality = [rng.random() for _ in range(300)]
+    truth = [s + q for s, q in zip(size, quality)]
+    blend = rank_blend(size, quality)
+    assert kendall_tau(blend, truth)[0] > max(kendall_tau(size, truth)[0], kendall_tau(quality, truth)[0]) + 0.2
+    with pytest.raises(ValueError, match="equally long"):
+        rank_blend([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        rank_blend([1.0, float("nan")])
 
 
 @pytest.mark.slow

@@ -233,6 +233,27 @@ def kendall_tau_within(a: list[float], b: list[float], control: list[float], *,
     return ((conc - disc) / n if n else None), n
 
 
+def rank_blend(*scores: list[float]) -> list[float]:
+    """The mean of each estimator's rank of every subnet (ties share the mean rank; 1 = lowest score).
+
+    Two fidelities that fail in opposite ways: a zero-cost proxy such as NASWOT
+    ranks subnets of *different* size well (Mellor et al. 2021; here it tracks the
+    measured latency) and is at chance among subnets of equal latency, while a
+    short training from scratch ranks equal-latency subnets but under-rates the
+    large ones, which have not caught up after a few hundred steps. The mean rank
+    (the combination of Abdelfattah et al. 2021 §5's proxy vote) needs no scale
+    shared between the two. Scores of ``-inf`` (a degenerate proxy) rank lowest.
+    """
+    if not scores or len({len(s) for s in scores}) != 1 or not scores[0]:
+        raise ValueError(f"rank_blend needs one or more equally long, non-empty score lists, got lengths "
+                         f"{[len(s) for s in scores]}")  # fmt: skip
+    if any(v != v for s in scores for v in s):
+        raise ValueError("rank_blend: a score is NaN; an estimator failed on that subnet, so it cannot be ranked")
+    from scipy.stats import rankdata
+
+    return [float(v) for v in sum(rankdata(s) for s in scores) / len(scores)]
+
+
 @dataclass(frozen=True)
 class RankAgreement:
     """How well the cheap estimate ranks subnets like short stand-alone training."""
