@@ -72,6 +72,7 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
         final_config=TrainConfig(epochs=max(1, args.final_epochs), batch_size=args.final_batch_size, seed=args.seed),
         references=resolve_references(args.references, space.input_size),
         train_references=not args.no_train_references, calibrate=args.calibrate, calibrate_seed=1000 + args.seed,
+        rerank=args.rerank,
     )  # fmt: skip
 
 
@@ -121,17 +122,26 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _closing_table(doc: dict, out: Path) -> None:
+    proxy = str(doc.get("estimator", "")).startswith("proxy-")  # a proxy's score is no accuracy: shown as it is
+    short = {r["arch"]: r["short_top1"] for r in doc.get("rerank") or []}
     t = Table(title=f"search: {doc['objective']['formula']} — best candidates")
-    for col in ("#", "est. top-1", "table ms", "measured ms", "score", "arch"):
+    cols = ("#", doc["estimator"] if proxy else "est. top-1", *(("short top-1",) if short else ()), "table ms",
+            "measured ms", "score", "arch")  # fmt: skip
+    for col in cols:
         t.add_column(col, justify="left" if col == "arch" else "right", overflow="fold")
     for i, f in enumerate(doc["finalists"], 1):
-        t.add_row(str(i), f"{f['acc']:.2%}", f"{f['table_ms']:.3f}", f"{f['measured_ms']:.3f}",
-                  f"{f['measured_score']:.4f}", f["arch"])  # fmt: skip
+        est = f"{f['acc']:.4g}" if proxy else f"{f['acc']:.2%}"
+        extra = (f"{short[f['arch']]:.2%}" if f["arch"] in short else "-",) if short else ()
+        score = f"{f['measured_score']:.4g}" if proxy else f"{f['measured_score']:.4f}"
+        t.add_row(str(i), est, *extra, f"{f['table_ms']:.3f}", f"{f['measured_ms']:.3f}", score, f["arch"])
     console = Console()
     console.print(t)
     h = doc["history"]
     console.print(f"{len(h)} candidates evaluated, {len(doc['front'])} on the Pareto front; "
                   f"timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in doc["timings"].items()))  # fmt: skip
+    if short:
+        console.print(f"the best {len(short)} by {doc['estimator']} short-trained and reordered by the mean rank "
+                      "of both (two fidelities)")  # fmt: skip
     if doc.get("final"):
         f = doc["final"]
         console.print(f"chosen network trained {f['epochs']} epochs: test top-1 {f['top1']:.2%} "
@@ -185,6 +195,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--supernet-schedule", choices=SCHEDULES, default="sandwich",
         help="sandwich rule (largest + smallest + random subnets every step) or OFA's progressive shrinking")
     opt("--train-steps", type=steps, default=300, help="--estimator train: steps per candidate")
+    opt("--rerank", type=num.nonneg_within(MAX_CANDIDATES, "candidates"), default=0, metavar="K",
+        help="two fidelities: short-train the search's K best candidates (--train-steps each) and reorder them by "
+             "the mean rank of the estimate and the short training (0: off; with a proxy or the supernet)")
     opt("--finalists", type=cands, default=3, help="best candidates measured end to end")
     opt("--final-epochs", type=num.nonneg_within(MAX_EPOCHS, "epochs"), default=30,
         help="epochs of the chosen network's training (0: skip; at most EDGECNN_MAX_EPOCHS)")

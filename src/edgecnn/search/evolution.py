@@ -131,7 +131,7 @@ class Candidate:
 
     index: int  # position in the history (0-based)
     arch: str  # canonical arch string
-    acc: float  # accuracy estimate (0..1)
+    acc: float  # the estimate: an accuracy (0..1), or a proxy's score (SearchState.estimate)
     lat_ms: float  # latency predicted from the table
     score: float  # the objective
     parent: int | None  # index of the parent (evolution's mutations), None for random draws

@@ -17,17 +17,19 @@ on the user's own device:
    the objective ``ACC·(LAT/TAR)^w`` or a hard constraint, candidates scored
    through the executor (:mod:`~edgecnn.search.estimate`), the state saved after
    every batch;
-4. the best candidates **measured end to end** on the device (again in the
+4. with ``rerank=k``, the ``k`` best candidates short-trained and reordered by
+   the blend of both estimates (two fidelities, :mod:`~edgecnn.search.rerank`);
+5. the best candidates **measured end to end** on the device (again in the
    exclusive lane) — both the table's and the measured latency are reported;
-5. the chosen network trained with the standard recipe (:func:`edgecnn.train.fit`);
-6. a results document (``kind: "search"``), the Pareto front and a plot.
+6. the chosen network trained with the standard recipe (:func:`edgecnn.train.fit`);
+7. a results document (``kind: "search"``), the Pareto front and a plot.
 
 Next to them, the zoo's reference networks of the setting
 (:mod:`~edgecnn.search.references`): latency by the same model and measured
 like the finalists, top-1 after the same final training.
 
 Everything written goes to ``out/``: ``latency_table.json``, ``supernet.pt``,
-``search_state.json``, ``final/last.pt``, ``references/<name>/last.pt``,
+``search_state.json``, ``rerank.json``, ``final/last.pt``, ``references/<name>/last.pt``,
 ``results.json``, ``pareto.png`` — each file atomically (:mod:`edgecnn.atomic`).
 
 Before any work (:func:`run_job`):
@@ -83,6 +85,7 @@ from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
 from edgecnn.search.proxies import PROXIES, PROXY_BATCH, ProxyEstimator, proxy_batch
 from edgecnn.search.references import measure_references, reference_arch, to_rows, train_references
+from edgecnn.search.rerank import RERANK_FILE, load_trained, rerank
 from edgecnn.search.space import SearchSpace
 from edgecnn.search.supernet import Supernet, supernet_params
 from edgecnn.search.supernet_train import SupernetConfig, load_supernet, same_recipe, train_supernet
@@ -117,6 +120,7 @@ class SearchJob:
     train_references: bool = True  # also train them with the final recipe when final_epochs > 0
     calibrate: int = 0  # networks of the space measured to calibrate the table first (0: use it as it is)
     calibrate_seed: int = 1000  # their sampling seed
+    rerank: int = 0  # the best N candidates short-trained and reordered by the blend with the estimate (0: off)
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -129,7 +133,12 @@ class SearchJob:
             raise ValueError("finalists and threads must be positive, final_epochs >= 0")
         if self.calibrate and self.calibrate < 2 * len(GROUPS):
             raise ValueError(f"calibrate needs at least {2 * len(GROUPS)} networks (or 0 to skip), got {self.calibrate}")
+        if self.rerank and (self.rerank < 2 or self.estimator == "train"):
+            raise ValueError(f"rerank short-trains the best N >= 2 candidates of a cheaper estimator (got N = "
+                             f"{self.rerank} with --estimator {self.estimator}); with --estimator train every "
+                             "candidate is trained already: use 0")  # fmt: skip
         MAX_CANDIDATES.check(self.finalists, "finalists")
+        MAX_CANDIDATES.check(self.rerank, "rerank")
         MAX_EPOCHS.check(self.final_epochs, "final training")
         MAX_NETWORKS.check(self.calibrate, "calibration")
         for ref in self.references:
@@ -230,7 +239,7 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
 
 
 # ---- before any work: the folder, the bounds, a resumed run, the time ----------------------------------
-SEARCH_FILES: tuple[str, ...] = ("results.json", "search_state.json", "supernet.pt", "pareto.png")
+SEARCH_FILES: tuple[str, ...] = ("results.json", "search_state.json", "supernet.pt", RERANK_FILE, "pareto.png")
 """The files of a previous search at the top of its folder (besides ``final/`` and ``references/<name>/``)."""
 STATE_FILE = "search_state.json"
 SUPERNET_FILE = "supernet.pt"
@@ -323,6 +332,10 @@ def check_job(job: SearchJob, *, num_classes: int = 2, in_chans: int = 1) -> dic
         batch = PROXY_BATCH if job.estimator.startswith("proxy-") else job.estimate.train_batch_size
         what = f"the largest network of space {space.name!r} (--estimator {job.estimator})"
         out[job.estimator] = check_memory(largest, batch=batch, training=True, what=what, **kw).gb
+    if job.rerank:
+        what = f"the largest network of space {space.name!r} (--rerank: short training)"
+        out["rerank"] = check_memory(largest, batch=job.estimate.train_batch_size, training=True, what=what,
+                                     **kw).gb  # fmt: skip
     if job.final_epochs:
         cfg = job.final_config or TrainConfig(epochs=job.final_epochs)
         what = f"the largest network of space {space.name!r} (the final training, --final-batch-size)"
@@ -351,6 +364,8 @@ def check_resume_state(job: SearchJob, out: Path) -> None:
     state = out / STATE_FILE
     if state.is_file():
         load_resumable(state, job.space, job.search, job.objective, job.estimate_kind)
+    if job.rerank:
+        load_trained(out / RERANK_FILE, rerank_recipe(job))  # its short trainings are of this job's recipe
 
 
 def check_resume_supernet(job: SearchJob, out: Path, *, num_classes: int, in_chans: int) -> None:
@@ -449,9 +464,11 @@ def estimate_time(job: SearchJob, *, train_images: int, val_images: int, num_cla
         s["search"] = b * ((e.recal_batches * e.recal_batch_size + val_images) * mid / rate + _CANDIDATE_S)
     elif job.estimator.startswith("proxy-"):  # one forward and backward of a batch per candidate
         s["search"] = b * (PROXY_BATCH * 3 * mid / rate + _CANDIDATE_S)
-    else:
-        train = e.train_steps * (e.train_batch_size * 3 * mid / rate + _STEP_S)
-        s["search"] = b * (train + val_images * mid / rate + _CANDIDATE_S)
+    train = e.train_steps * (e.train_batch_size * 3 * mid / rate + _STEP_S) + val_images * mid / rate + _CANDIDATE_S
+    if job.estimator == "train":
+        s["search"] = b * train
+    if job.rerank:
+        s["rerank"] = job.rerank * train
     s["measurements"] = (job.finalists + len(job.references)) * cap
     if job.final_epochs:
         cfg = job.final_config or TrainConfig(epochs=job.final_epochs)
@@ -523,6 +540,14 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
                         resume=resume and state.is_file(), on_batch=prog.on_search,
                         estimate=job.estimate_kind)  # fmt: skip
     timings["search_s"] = time.perf_counter() - t
+    reranked = None
+    if job.rerank:
+        prog.on_stage(f"short-training the best {job.rerank} candidates ({job.estimate.train_steps} steps each)")
+        t = time.perf_counter()
+        result, reranked = rerank(result, job.rerank, TrainEstimator(job.data, job.estimate, executor,
+                                  seed=job.search.seed), path=out / RERANK_FILE, recipe=rerank_recipe(job),
+                                  chunk=job.search.batch)  # fmt: skip
+        timings["rerank_s"] = time.perf_counter() - t
     prog.on_stage("measuring the finalists end to end")
     t = time.perf_counter()
     finalists = measure_finalists(job, result, data, executor, model)
@@ -549,10 +574,17 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     table = {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries),
              "calibration": calibration}
     doc = results_document(job, result, finalists, final, supernet_info, timings, table)
+    doc["rerank"] = None if reranked is None else [asdict(r) for r in reranked]
     doc["references"] = to_rows(references)
     plot = plot_search({"kind": "search", **doc}, out / "pareto.png")
     doc["plot"] = None if plot is None else str(plot)
     return read_results(write_results(out, "search", doc))
+
+
+def rerank_recipe(job: SearchJob) -> dict[str, Any]:
+    """What a rerank's short trainings depend on (recorded in ``rerank.json``; a resume must match it)."""
+    keys = ("image_size", "val_fraction", "split_seed", "train_steps", "train_lr", "train_batch_size")
+    return {**{k: getattr(job.estimate, k) for k in keys}, "seed": job.search.seed, "data": asdict(job.data)}
 
 
 def train_final(job: SearchJob, arch: str, data: DataSet, out: Path, *, resume: bool, progress: bool) -> dict[str, Any]:

@@ -1,0 +1,122 @@
+"""Two fidelities: the search's best candidates short-trained and reordered by the blend of both estimates.
+
+A zero-cost proxy such as NASWOT (Mellor et al. 2021) is cheap enough to score
+every candidate of a search, but what it reads is mostly network size: on
+``mbv3-32`` it ranks held-out subnets at Kendall τ 0.43 overall and at chance
+among subnets of equal latency — where a latency-constrained search chooses
+(``benchmarks/search_rank.py``, docs/search.md). A short training from scratch
+(:func:`~edgecnn.search.estimate.short_train`) is the opposite: it ranks subnets
+of equal latency but under-rates the large ones, which have not caught up after
+a few hundred steps. Screening with the cheap estimate and short-training only
+its best ``k`` is the multi-fidelity scheme of successive halving / Hyperband
+(Li et al. 2018); the ``k`` finalists are then ordered by
+:func:`~edgecnn.search.estimate.rank_blend` of the two estimates, the mean of
+their ranks (no scale shared between a proxy and an accuracy is needed).
+
+The short trainings are written to ``rerank.json`` in the search folder as they
+finish (atomically, with the recipe they used), so a resumed search trains only
+the ones it lacks; a file of another recipe is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgecnn.atomic import atomic_write_text
+from edgecnn.limits import MAX_FILE_MB
+from edgecnn.schema import Fields, load_json
+from edgecnn.search.estimate import rank_blend
+from edgecnn.search.evolution import Candidate, SearchResult
+
+RERANK_FILE = "rerank.json"
+FORMAT = "edgecnn-rerank"
+_FIX = "the file is damaged or of another search; pass --overwrite (or another --out)"
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """One of the ``k`` best candidates: its search estimate, its short training and their blend."""
+
+    arch: str
+    estimate: float  # the search's estimate (a proxy's score, or an accuracy)
+    short_top1: float  # top-1 on the validation split after the short training
+    blend: float  # mean rank of the two among the k (higher is better)
+
+
+def best_distinct(result: SearchResult, k: int) -> list[Candidate]:
+    """The ``k`` best candidates of the search by its score, each network once."""
+    seen: set[str] = set()
+    out: list[Candidate] = []
+    for c in result.best:
+        if c.arch not in seen:
+            seen.add(c.arch)
+            out.append(c)
+        if len(out) == k:
+            break
+    return out
+
+
+def load_trained(path: Path, recipe: dict[str, Any]) -> dict[str, float]:
+    """The short trainings recorded at ``path`` (empty when there is none); ValueError for a damaged file or one
+    written with another recipe."""
+    if not path.is_file():
+        return {}
+    MAX_FILE_MB.check(path.stat().st_size / 2**20, f"rerank file {path}")
+    doc = load_json(path.read_text(encoding="utf-8"), str(path), fix=_FIX)
+    f = Fields(str(path), _FIX)
+    f.mapping("document", doc)
+    if doc.get("format") != FORMAT:
+        raise f.fail("format", repr(FORMAT), doc.get("format"))
+    if doc.get("recipe") != recipe:
+        raise ValueError(f"{path} holds short trainings of another recipe ({doc.get('recipe')}, this search's is "
+                         f"{recipe}); resume with the same settings, or pass --overwrite")  # fmt: skip
+    got = f.mapping("top1", doc.get("top1")) or {}
+    out: dict[str, float] = {}
+    for arch, v in got.items():
+        top1 = f.number(f"top1[{arch[:40]!r}]", v, 0.0)
+        if top1 > 1:
+            raise f.fail(f"top1[{arch[:40]!r}]", "an accuracy in [0, 1]", top1)
+        out[str(arch)] = top1
+    return out
+
+
+def rerank(result: SearchResult, k: int, short_train: Callable[[list[str]], list[float]], *,
+           path: str | Path | None = None, recipe: dict[str, Any] | None = None,
+           chunk: int = 1) -> tuple[SearchResult, list[Reranked]]:  # fmt: skip
+    """``result`` with its ``k`` best distinct candidates short-trained (``short_train``: archs → top-1) and put
+    first in the order of the blend (ties: the higher short top-1, then the lower latency), every other candidate
+    after them in its order; and the rows of the ``k``.
+
+    With ``path``, each chunk of ``chunk`` trainings is recorded there (with ``recipe``) and read back on the next
+    call, so a stopped run loses at most one chunk.
+    """
+    if k < 2:
+        raise ValueError(f"rerank needs at least 2 candidates to order, got {k}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    top = best_distinct(result, k)
+    p = None if path is None else Path(path)
+    key = recipe or {}
+    trained = load_trained(p, key) if p is not None else {}
+    todo = [c.arch for c in top if c.arch not in trained]
+    for i in range(0, len(todo), chunk):
+        part = todo[i : i + chunk]
+        got = list(short_train(part))
+        if len(got) != len(part):
+            raise ValueError(f"the short training returned {len(got)} accuracies for {len(part)} networks")
+        trained.update(zip(part, (float(x) for x in got)))
+        if p is not None:
+            atomic_write_text(p, json.dumps({"format": FORMAT, "recipe": key, "top1": trained}))
+    if len(top) < 2:  # a search of one distinct network: nothing to reorder
+        return result, [Reranked(c.arch, c.acc, trained[c.arch], 1.0) for c in top]
+    blend = rank_blend([c.acc for c in top], [trained[c.arch] for c in top])
+    rows = [Reranked(c.arch, c.acc, trained[c.arch], b) for c, b in zip(top, blend)]
+    order = sorted(range(len(top)), key=lambda i: (-blend[i], -rows[i].short_top1, top[i].lat_ms, top[i].index))
+    first = [top[i] for i in order]
+    chosen = {c.index for c in top}
+    rest = [c for c in result.best if c.index not in chosen]  # every candidate stays (a duplicate, too)
+    return replace(result, best=(*first, *rest)), [rows[i] for i in order]
