@@ -20,6 +20,10 @@ spread of test top-1 over seeds and the measured latency. Evolution minus
 random separates what the ranking earns from what the space gives; evolution
 minus the bracket is the search's gain over the hand-designed network.
 
+With ``--rerank K`` each search's ``K`` best candidates are short-trained and
+reordered by the blend of the estimate and the short training (two fidelities,
+:mod:`edgecnn.search.rerank`), the estimator named ``<estimator>+rerank<K>``.
+
 Every run folder (``<work>/<estimator>/seed<S>-<algorithm>``) resumes where it
 stopped (the search state, the final ``last.pt``); finished runs are read back. The full run's folder,
 ``benchmarks/state/search_seeds-full``, is committed as seeds finish, without the final trainings' checkpoints
@@ -73,6 +77,9 @@ PRESETS = {  # images per class, candidates, population, tournament, final epoch
 def args_() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--estimator", choices=ESTIMATORS, default="proxy-synflow")
+    p.add_argument("--rerank", type=int, default=0, metavar="K",
+                   help="two fidelities: short-train each search's K best (300 steps) and reorder them by the mean "
+                        "rank of the estimate and the short training (edgecnn search --rerank)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--quick", action="store_true", help="60 images per class, 8 candidates (the pipeline only)")
     p.add_argument("--target", type=float, default=None, help=f"ms (default: {BASELINE}@0.75 measured)")
@@ -145,7 +152,8 @@ def main() -> None:
         atomic_write_text(widths_file, json.dumps(widths, indent=1))
     widths_ms = {float(w): ms for w, ms in json.loads(widths_file.read_text()).items()}
     target = a.target or widths_ms[0.75]
-    print(f"{full.summary()}; target {target:.3f} ms on {backend}; estimator {a.estimator}", flush=True)
+    label = a.estimator + (f"+rerank{a.rerank}" if a.rerank else "")
+    print(f"{full.summary()}; target {target:.3f} ms on {backend}; estimator {label}", flush=True)
     rows = []
     t0 = time.perf_counter()
     with Executor("local", workers=1) as ex:
@@ -160,23 +168,23 @@ def main() -> None:
                                 timing=cfg, finalists=3, final_epochs=p["epochs"],
                                 final_config=TrainConfig(epochs=p["epochs"], batch_size=128, seed=seed,
                                                          progress=False),
-                                calibrate=p["calibrate"], calibrate_seed=1000 + seed)  # fmt: skip
-                doc = one_search(job, work / a.estimator / f"seed{seed}-{alg}", ex)
+                                calibrate=p["calibrate"], calibrate_seed=1000 + seed, rerank=a.rerank)  # fmt: skip
+                doc = one_search(job, work / label / f"seed{seed}-{alg}", ex)
                 runs[alg] = {**doc["final"], "measured_ms": doc["final"]["measured_ms"],
                              "run_seconds": doc["timings"]["total_s"]}  # fmt: skip
                 print(f"  seed {seed} {alg}: top-1 {runs[alg]['top1']:.4f} at {runs[alg]['measured_ms']:.3f} ms",
                       flush=True)  # fmt: skip
             runs["bracket"] = bracket(job, runs["evolution"]["measured_ms"], full,
-                                      work / a.estimator / f"seed{seed}-bracket", widths_ms)  # fmt: skip
+                                      work / label / f"seed{seed}-bracket", widths_ms)  # fmt: skip
             rows.append({"seed": seed, **runs})
-            out = write(a, preset, p, backend, target, widths_ms, rows, time.perf_counter() - t0)
+            out = write(a, label, preset, p, backend, target, widths_ms, rows, time.perf_counter() - t0)
     print(json.dumps(summary(rows), indent=1), f"\nwrote {out}")
 
 
-def write(a: argparse.Namespace, preset: str, p: dict[str, Any], backend: str, target: float,
+def write(a: argparse.Namespace, label: str, preset: str, p: dict[str, Any], backend: str, target: float,
           widths_ms: dict[float, float], rows: list[dict[str, Any]], seconds: float) -> Path:  # fmt: skip
     """The results file over the seeds finished so far (written after every seed: a stopped run keeps them)."""
-    doc = {"benchmark": "search_seeds", "preset": preset, "estimator": a.estimator, "backend": backend,
+    doc = {"benchmark": "search_seeds", "preset": preset, "estimator": label, "rerank": a.rerank, "backend": backend,
            "target_ms": target, "bracket_widths_ms": widths_ms, "params": p, "seeds_done": [r["seed"] for r in rows],
            "rows": rows, "summary": summary(rows), "seconds_this_call": seconds,
            # every run is one process on 1 thread, so its wall time is its CPU time (within the load's share)
@@ -185,7 +193,7 @@ def write(a: argparse.Namespace, preset: str, p: dict[str, Any], backend: str, t
            "load_average": os.getloadavg(), "machine": {**fingerprint(backend=backend, threads=1).to_dict(),
                                                         "platform": platform.platform(), "cores": os.cpu_count()},
            "note": "QUICK: the pipeline only; accuracies mean nothing" if preset == "quick" else ""}  # fmt: skip
-    out = RESULTS / f"search_seeds-{preset}-{a.estimator}.json"
+    out = RESULTS / f"search_seeds-{preset}-{label}.json"
     atomic_write_text(out, json.dumps(doc, indent=1, default=str) + "\n")
     return out
 
