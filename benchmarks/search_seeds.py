@@ -22,7 +22,9 @@ minus the bracket is the search's gain over the hand-designed network.
 
 With ``--rerank K`` each search's ``K`` best candidates are short-trained and
 reordered by the blend of the estimate and the short training (two fidelities,
-:mod:`edgecnn.search.rerank`), the estimator named ``<estimator>+rerank<K>``.
+:mod:`edgecnn.search.rerank`), the estimator named ``<estimator>+rerank<K>``;
+where the plain ``<estimator>`` run of that seed and algorithm is finished, the
+rerank run starts from its search state (the same candidates, re-ordered).
 
 Every run folder (``<work>/<estimator>/seed<S>-<algorithm>``) resumes where it
 stopped (the search state, the final ``last.pt``); finished runs are read back. The full run's folder,
@@ -99,11 +101,21 @@ def measured_ms(arch: str, backend: str, cfg: TimingConfig) -> float:
     return measure(net, (1, 3, 32, 32), backend=backend, threads=1, config=cfg).stats.median_ms
 
 
-def one_search(job: SearchJob, out: Path, ex: Executor) -> dict[str, Any]:
-    """``run_job`` in ``out``, continued where it stopped; a finished run is read back."""
+def one_search(job: SearchJob, out: Path, ex: Executor, plain: Path | None = None) -> dict[str, Any]:
+    """``run_job`` in ``out``, continued where it stopped; a finished run is read back.
+
+    ``plain``: the folder of the same search without the rerank. When its search is finished, a new rerank run
+    starts from its search state and latency table — the same search, only the finalists re-ordered — so the
+    rerank's effect is measured on the very candidates the plain run chose from.
+    """
     done = out / "results.json"
     if done.is_file():
         return json.loads(done.read_text())
+    if plain is not None and (plain / "results.json").is_file() and not (out / STATE_FILE).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (STATE_FILE, "latency_table.json"):
+            if (plain / name).is_file():
+                atomic_write_text(out / name, (plain / name).read_text())
     again = (out / STATE_FILE).is_file() or (out / SUPERNET_FILE).is_file()
     return run_job(job, out, ex, resume=again)
 
@@ -169,7 +181,8 @@ def main() -> None:
                                 final_config=TrainConfig(epochs=p["epochs"], batch_size=128, seed=seed,
                                                          progress=False),
                                 calibrate=p["calibrate"], calibrate_seed=1000 + seed, rerank=a.rerank)  # fmt: skip
-                doc = one_search(job, work / label / f"seed{seed}-{alg}", ex)
+                plain = work / a.estimator / f"seed{seed}-{alg}" if a.rerank else None
+                doc = one_search(job, work / label / f"seed{seed}-{alg}", ex, plain)
                 runs[alg] = {**doc["final"], "measured_ms": doc["final"]["measured_ms"],
                              "run_seconds": doc["timings"]["total_s"]}  # fmt: skip
                 print(f"  seed {seed} {alg}: top-1 {runs[alg]['top1']:.4f} at {runs[alg]['measured_ms']:.3f} ms",
