@@ -59,6 +59,7 @@ from edgecnn.search.space import Genome, SearchSpace
 
 ACCURACY = "accuracy"  # SearchState.estimate of a search that estimates top-1 (supernet, short training)
 
+
 @dataclass(frozen=True)
 class Strategy:
     """One search strategy: how it draws the next batch, and what of the state it keeps (read by the state checks)."""
