@@ -83,6 +83,9 @@ def args_() -> argparse.Namespace:
                    help="two fidelities: short-train each search's K best (300 steps) and reorder them by the mean "
                         "rank of the estimate and the short training (edgecnn search --rerank)")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--remeasure", action="store_true",
+                   help="then measure every chosen network again, back to back in rounds (run it on a quiet machine: "
+                        "the runs' own measurements were taken beside whatever else the cores ran)")
     p.add_argument("--quick", action="store_true", help="60 images per class, 8 candidates (the pipeline only)")
     p.add_argument("--target", type=float, default=None, help=f"ms (default: {BASELINE}@0.75 measured)")
     p.add_argument("--backend", default=None, help="latency target (default: the fastest runtime installed)")
@@ -129,6 +132,22 @@ def bracket(job: SearchJob, chosen_ms: float, full: Any, out: Path, widths_ms: d
     return {**res, "width": width, "measured_ms": widths_ms[width]}
 
 
+def remeasure(rows: list[dict[str, Any]], backend: str, cfg: TimingConfig, rounds: int = 3) -> dict[str, Any]:
+    """Every chosen network (each seed's evolution, random and bracket) measured again on the target, in
+    ``rounds`` interleaved rounds, its median written to ``remeasured_ms``: one sitting, one load, so the methods'
+    latencies compare (each run measured its finalists at its own time, beside whatever else ran)."""
+    load0 = os.getloadavg()
+    got: dict[tuple[int, str], list[float]] = {}
+    for _ in range(rounds):
+        for r in rows:
+            for m in ("evolution", "random", "bracket"):
+                got.setdefault((r["seed"], m), []).append(measured_ms(r[m]["arch"], backend, cfg))
+    for r in rows:
+        for m in ("evolution", "random", "bracket"):
+            r[m]["remeasured_ms"] = statistics.median(got[(r["seed"], m)])
+    return {"rounds": rounds, "load_average_before": load0, "load_average_after": os.getloadavg()}
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per method: mean, standard deviation and spread of test top-1 over seeds; the gains paired per seed
     (evolution and random search of one seed share the seed's final-recipe randomness, so their difference is
@@ -139,6 +158,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ms = [r[method]["measured_ms"] for r in rows]
         out[method] = {"top1_mean": statistics.fmean(t), "top1_std": statistics.stdev(t) if len(t) > 1 else 0.0,
                        "top1_spread": max(t) - min(t), "top1": t, "measured_ms_mean": statistics.fmean(ms)}  # fmt: skip
+        if all("remeasured_ms" in r[method] for r in rows):
+            out[method]["remeasured_ms"] = [r[method]["remeasured_ms"] for r in rows]
+            out[method]["remeasured_ms_mean"] = statistics.fmean(out[method]["remeasured_ms"])
     for other in ("random", "bracket"):
         gains = [100 * (r["evolution"]["top1"] - r[other]["top1"]) for r in rows]
         out[f"evolution_minus_{other}_pp"] = statistics.fmean(gains)
@@ -191,15 +213,19 @@ def main() -> None:
                                       work / label / f"seed{seed}-bracket", widths_ms)  # fmt: skip
             rows.append({"seed": seed, **runs})
             out = write(a, label, preset, p, backend, target, widths_ms, rows, time.perf_counter() - t0)
+    if a.remeasure and rows:
+        sitting = remeasure(rows, backend, cfg)
+        out = write(a, label, preset, p, backend, target, widths_ms, rows, time.perf_counter() - t0, sitting)
     print(json.dumps(summary(rows), indent=1), f"\nwrote {out}")
 
 
 def write(a: argparse.Namespace, label: str, preset: str, p: dict[str, Any], backend: str, target: float,
-          widths_ms: dict[float, float], rows: list[dict[str, Any]], seconds: float) -> Path:  # fmt: skip
+          widths_ms: dict[float, float], rows: list[dict[str, Any]], seconds: float,
+          remeasured: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """The results file over the seeds finished so far (written after every seed: a stopped run keeps them)."""
     doc = {"benchmark": "search_seeds", "preset": preset, "estimator": label, "rerank": a.rerank, "backend": backend,
            "target_ms": target, "bracket_widths_ms": widths_ms, "params": p, "seeds_done": [r["seed"] for r in rows],
-           "rows": rows, "summary": summary(rows), "seconds_this_call": seconds,
+           "rows": rows, "summary": summary(rows), "seconds_this_call": seconds, "remeasured": remeasured,
            # every run is one process on 1 thread, so its wall time is its CPU time (within the load's share)
            "cpu_hours": sum(r[m].get("run_seconds", r[m]["seconds"]) for r in rows for m in
                             ("evolution", "random", "bracket")) / 3600,
