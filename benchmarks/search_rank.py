@@ -359,6 +359,14 @@ def confirmation(w: Work, space: SearchSpace, split: DataSet, scale: Scale, arch
             "latency_target": w.stages.get("confirm-latency-target"), "estimators": rows}  # fmt: skip
 
 
+def confirmed_met(confirmed: dict[str, Any] | None) -> bool | None:
+    """Whether the estimator named in advance reaches τ ≥ 0.5 at p < 0.05 on the confirmation set (None: not done)."""
+    if confirmed is None:
+        return None
+    row = confirmed["estimators"].get(confirmed["preregistered"])
+    return bool(row and row["tau"] is not None and row["tau"] >= 0.5 and row["p_value"] < 0.05)
+
+
 def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | None, fidelity: Any,
           noise: dict[str, Any] | None = None, confirmed: dict[str, Any] | None = None) -> Path:  # fmt: skip
     ranked = {k: v for k, v in (rows or {}).items() if v["tau"] is not None}
@@ -368,7 +376,10 @@ def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | N
            "ground_truth_noise": noise, "equal_latency_band": LATENCY_BAND,
            "latency_target": w.stages.get("latency-target"),
            "estimators": rows, "best": best, "best_tau": rows[best]["tau"] if best else None,
-           "target_tau": 0.5, "met": bool(best and rows[best]["tau"] >= 0.5 and rows[best]["p_value"] < 0.05),
+           # the best of the first set was picked by looking at it (the blends were found there): the target counts
+           # as met only on the confirmation set, by the estimator named in advance (None until that set is done)
+           "target_tau": 0.5, "met_on_first_set": bool(best and rows[best]["tau"] >= 0.5 and rows[best]["p_value"] < 0.05),
+           "met": confirmed_met(confirmed),
            "confirmation": confirmed,
            "stages_done": sorted(w.stages), "load_average": os.getloadavg(),
            "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__}}  # fmt: skip

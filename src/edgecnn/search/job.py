@@ -546,7 +546,7 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         t = time.perf_counter()
         result, reranked = rerank(result, job.rerank, TrainEstimator(job.data, job.estimate, executor,
                                   seed=job.search.seed), path=out / RERANK_FILE, recipe=rerank_recipe(job),
-                                  chunk=job.search.batch)  # fmt: skip
+                                  chunk=max(1, executor.workers))  # fmt: skip  # a stop loses one round at most
         timings["rerank_s"] = time.perf_counter() - t
     prog.on_stage("measuring the finalists end to end")
     t = time.perf_counter()
