@@ -76,6 +76,14 @@ class Work:
             atomic_write_text(self.file, json.dumps(self.stages, indent=1) + "\n")
             self._set_claim(name, None)
 
+    def add(self, name: str, key: str, value: Any) -> None:
+        """Record one piece of a stage recorded piece by piece (``stages[name][key] = value``), merged under the
+        lock with what other processes recorded meanwhile: two processes may fill one stage."""
+        with self.lock():
+            now = self._read()
+            self.stages = {**now, name: {**now.get(name, {}), key: value}}
+            atomic_write_text(self.file, json.dumps(self.stages, indent=1) + "\n")
+
     def claim(self, name: str) -> int | None:
         """Take stage ``name`` for this process: None when it is ours now, else the pid of the live process
         that holds it. A claim of a process that has died (or of another host) is taken over."""

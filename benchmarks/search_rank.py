@@ -155,17 +155,17 @@ def train_top1(arch: str, data: DataSet, epochs: float, batch_size: int, seed: i
 
 
 def trainings(w: Work, key: str, archs: list[str], train: Callable[[str], float]) -> list[float]:
-    """Each arch trained by ``train`` (arch → top-1), or read back: one record per finished training, so a kill
-    loses one training."""
-    got = dict(w.refresh().get(key, {}))
+    """Each arch trained by ``train`` (arch → top-1), or read back: one record per finished training (merged with
+    another process's records of the same stage), so a kill loses one training."""
     for i, arch in enumerate(archs):
-        if arch in got:
+        if arch in w.refresh().get(key, {}):
             continue
         t0 = time.process_time()
         top1 = train(arch)
-        got[arch] = {"top1": top1, "cpu_seconds": time.process_time() - t0}
-        w.done(key, got)
-        print(f"  {key} {i + 1}/{len(archs)}: top-1 {top1:.4f} ({got[arch]['cpu_seconds']:.0f} CPU-s)", flush=True)
+        rec = {"top1": top1, "cpu_seconds": time.process_time() - t0}
+        w.add(key, arch, rec)
+        print(f"  {key} {i + 1}/{len(archs)}: top-1 {top1:.4f} ({rec['cpu_seconds']:.0f} CPU-s)", flush=True)
+    got = w.refresh()[key]
     return [got[a]["top1"] for a in archs]
 
 
@@ -388,6 +388,17 @@ def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | N
     return out
 
 
+def confirm_short(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs: list[str]) -> None:
+    """The confirmation set's short trainings from the last subnet backward: a second process beside ``--only
+    confirm`` (which trains each subnet's ground truth, then its short training, from the first forward, and skips
+    the short trainings recorded here)."""
+    b = confirm_archs(space, scale, archs)
+    steps = max(scale.short_steps)
+    settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
+    for arch in reversed(b):
+        trainings(w, f"confirm-train-{steps}", [arch], lambda x: short_train(x, split, settings, seed=0))
+
+
 def confirm_stage(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs: list[str]) -> None:
     """The confirmation set's trainings, unless another live process sharing the folder runs them."""
     running = "confirm (running)"
@@ -427,10 +438,12 @@ def main() -> None:
     p.add_argument("--stop-after", choices=("gt", "final", "supernet-sandwich", "supernet-progressive"))
     p.add_argument("--only", metavar="STAGE", default=None,
                    help="run just this stage, in a process of its own beside the main one (after gt): a short "
-                        "training (train-STEPS) or the confirmation set (confirm)")  # fmt: skip
+                        "training (train-STEPS), the confirmation set (confirm), or its short trainings from the "
+                        "last subnet backward beside it (confirm-short)")  # fmt: skip
     a = p.parse_args()
     scale = SCALES[a.scale]
-    if a.only is not None and a.only not in (alone := [*(f"train-{n}" for n in scale.short_steps), "confirm"]):
+    alone = [*(f"train-{n}" for n in scale.short_steps), "confirm", "confirm-short"]
+    if a.only is not None and a.only not in alone:
         p.error(f"--only {a.only}: not a stage of --scale {a.scale} that runs alone; valid: {', '.join(alone)}")
     w = Work(Path(a.work) if a.work else STATE / f"search_rank-{a.scale}")
     torch.set_num_threads(1)
@@ -449,6 +462,8 @@ def main() -> None:
     if a.only is not None:
         if a.only == "confirm":
             confirm_stage(w, space, split, scale, archs)
+        elif a.only == "confirm-short":
+            confirm_short(w, space, split, scale, archs)
         else:
             short_stage(w, int(a.only.split("-")[1]), archs, split)
         if not main_done(w, scale, len(archs)):  # the main process is still at work: it writes the results file

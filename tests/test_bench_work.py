@@ -38,6 +38,29 @@ def test_concurrent_writers_keep_every_stage(tmp_path):
     assert Work(tmp_path).stages == stages
 
 
+def _add_many(path: str, tag: str, n: int, start) -> None:
+    w = Work(Path(path))
+    start.wait(60)
+    for i in range(n):
+        w.add("pieces", f"{tag}-{i}", {"i": i})
+        time.sleep(0.005)
+
+
+def test_concurrent_writers_of_one_stage_keep_every_piece(tmp_path):
+    # search_rank's confirmation set: one process records ground truths and short trainings forward, another
+    # short trainings backward, into the same stage; a whole-stage write would drop the other's pieces
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_add_many, args=(str(tmp_path), tag, 25, start)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    pieces = json.loads((tmp_path / "stages.json").read_text())["pieces"]
+    assert sorted(pieces) == sorted(f"{t}-{i}" for t in "ab" for i in range(25))
+
+
 def test_a_live_claim_is_respected_a_dead_one_taken_over(tmp_path):
     w = Work(tmp_path)
     assert w.claim("na-50-s0") is None  # ours now
