@@ -41,7 +41,9 @@ own) draws ``confirm_n`` *other* subnets (seed 2025, none of the first set),
 trains each with the ground-truth recipe and the short training, measures its
 latency, and reports the τ of NASWOT, the short training, the latency and the
 blends on them: the blend NASWOT + short training is the one named in advance
-(``preregistered`` in the results), the others are shown beside it.
+(``preregistered`` in the results), the others are shown beside it, and all of
+them pooled over both sets. ``--only confirm-short`` runs the confirmation
+set's short trainings from its last subnet backward in a second process.
 
 Each estimator's Kendall τ-b against the ground truth with its two-sided
 p-value; the best by τ is named. Target (issue 20): τ ≥ 0.5. And since a
@@ -65,6 +67,7 @@ and predictors seconds. ``--scale quick`` proves the pipeline on 200 images per 
 
     PYTHONPATH=src python benchmarks/search_rank.py --scale full [--stop-after gt]
     PYTHONPATH=src python benchmarks/search_rank.py --scale full --only train-100   # beside it, on a free core
+    PYTHONPATH=src python benchmarks/search_rank.py --scale full --only confirm     # the confirmation set
     PYTHONPATH=src python benchmarks/search_rank.py --scale quick --work runs/search_rank_quick
 """
 
@@ -354,9 +357,18 @@ def confirmation(w: Work, space: SearchSpace, split: DataSet, scale: Scale, arch
                                             sum(short[a]["cpu_seconds"] for a in b))}  # fmt: skip
     latency = [lat[a] for a in b]
     rows = blends(at_equal_latency(rows, truth, latency), truth, latency, scale)
+    # both sets together (one ground-truth recipe): a tighter interval, but it holds the set the blends were found on
+    both = archs + b
+    p_truth = [w.stages["gt"][a]["top1"] for a in archs] + truth
+    p_lat = [w.stages["latency"][a] for a in archs] + latency
+    p_short = [w.stages[f"train-{steps}"][a]["top1"] for a in archs] + [short[a]["top1"] for a in b]
+    p_naswot, cpu = timed(lambda: ProxyEstimator("naswot", (batch[0], batch[1]), num_classes=10)(both))
+    pooled = {"proxy-naswot": tau_row(p_naswot, p_truth, cpu), f"short-train-{steps}": tau_row(p_short, p_truth, 0.0)}
+    pooled = blends(at_equal_latency(pooled, p_truth, p_lat), p_truth, p_lat, scale)
     return {"held_out_seed": CONFIRM_SEED, "n": len(b), "preregistered": next(iter(blend_names(scale))),
             "ground_truth_noise": sampling_ceiling(truth, len(split.test)),
-            "latency_target": w.stages.get("confirm-latency-target"), "estimators": rows}  # fmt: skip
+            "latency_target": w.stages.get("confirm-latency-target"), "estimators": rows,
+            "pooled_with_first_set": {"n": len(both), "estimators": pooled}}  # fmt: skip
 
 
 def confirmed_met(confirmed: dict[str, Any] | None) -> bool | None:
@@ -492,6 +504,8 @@ def main() -> None:
     if confirmed is not None:
         show(confirmed["estimators"], f"confirmation set, {confirmed['n']} other subnets (seed {CONFIRM_SEED}); "
              f"named in advance: {confirmed['preregistered']}")  # fmt: skip
+        pooled = confirmed["pooled_with_first_set"]
+        show(pooled["estimators"], f"both sets pooled ({pooled['n']} subnets; holds the set the blends were found on):")
 
 
 if __name__ == "__main__":
