@@ -204,7 +204,7 @@ def latencies(w: Work, archs: list[str], key: str = "latency") -> list[float]:
     for arch in archs:
         if arch not in got:
             got[arch] = measured_ms(arch, backend, cfg)
-            w.done(key, got)
+            w.add(key, arch, got[arch])
     if f"{key}-target" not in w.stages:
         w.done(f"{key}-target", {"backend": backend, "threads": 1, "load_average": os.getloadavg()})
     return [got[a] for a in archs]
@@ -254,21 +254,27 @@ def supernet_stage(w: Work, name: str, schedule: str, space: SearchSpace, split:
                   "cpu_seconds": time.process_time() - t0})  # fmt: skip
 
 
+def claimed(w: Work, stage: str, run: Callable[[], Any]) -> Any:
+    """``run()`` under the claim ``"<stage> (running)"`` (None, and nothing run, when another live process sharing
+    the folder holds it): a stage recorded piece by piece, which a second process may be running."""
+    running = f"{stage} (running)"
+    owner = w.claim(running)
+    if owner is not None:
+        print(f"  {stage}: run by process {owner}; skipped here", flush=True)
+        return None
+    try:
+        return run()
+    finally:
+        w.release(running)
+
+
 def short_stage(w: Work, steps: int, archs: list[str], split: DataSet) -> list[float] | None:
     """The short-training estimator of ``edgecnn search --estimator train`` (:func:`~edgecnn.search.estimate.
     short_train`: ``steps`` SGD steps of 64 images from scratch, cosine, top-1 on the validation split) on every
     held-out subnet; one record per subnet. None when another live process sharing the folder runs it."""
-    key = f"train-{steps}"
-    running = f"{key} (running)"  # ``done`` after each subnet releases the stage's own claim, not this one
-    owner = w.claim(running)
-    if owner is not None:
-        print(f"  {key}: run by process {owner}; skipped here", flush=True)
-        return None
     settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
-    try:
-        return trainings(w, key, archs, lambda arch: short_train(arch, split, settings, seed=0))
-    finally:
-        w.release(running)
+    return claimed(w, f"train-{steps}", lambda: trainings(
+        w, f"train-{steps}", archs, lambda arch: short_train(arch, split, settings, seed=0)))
 
 
 def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], truth: list[float],
@@ -294,9 +300,7 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
         scores, cpu = timed(lambda p=proxy: ProxyEstimator(p, (batch[0], batch[1]), num_classes=10)(archs))
         rows[f"proxy-{proxy}"] = tau_row(scores, truth, cpu)
     # Abdelfattah et al. 2021 (§5, "voting"): the proxies' ranks averaged, all four, none picked by its tau here
-    from scipy.stats import rankdata
-
-    votes = [float(v) for v in sum(rankdata(rows[f"proxy-{p}"]["scores"]) for p in PROXIES)]
+    votes = rank_blend(*(rows[f"proxy-{p}"]["scores"] for p in PROXIES))
     rows["proxy-vote"] = tau_row(votes, truth, sum(rows[f"proxy-{p}"]["cpu_seconds"] for p in PROXIES))
     return blends(at_equal_latency(rows, truth, latency), truth, latency, scale)
 
@@ -351,7 +355,8 @@ def confirmation(w: Work, space: SearchSpace, split: DataSet, scale: Scale, arch
         return None
     truth = [gt[a]["top1"] for a in b]
     batch = proxy_batch(split, seed=0)
-    naswot, cpu = timed(lambda: ProxyEstimator("naswot", (batch[0], batch[1]), num_classes=10)(b))
+    naswot_of = ProxyEstimator("naswot", (batch[0], batch[1]), num_classes=10)  # each arch's score on its own
+    naswot, cpu = timed(lambda: naswot_of(b))
     rows = {"proxy-naswot": tau_row(naswot, truth, cpu),
             f"short-train-{steps}": tau_row([short[a]["top1"] for a in b], truth,
                                             sum(short[a]["cpu_seconds"] for a in b))}  # fmt: skip
@@ -362,8 +367,8 @@ def confirmation(w: Work, space: SearchSpace, split: DataSet, scale: Scale, arch
     p_truth = [w.stages["gt"][a]["top1"] for a in archs] + truth
     p_lat = [w.stages["latency"][a] for a in archs] + latency
     p_short = [w.stages[f"train-{steps}"][a]["top1"] for a in archs] + [short[a]["top1"] for a in b]
-    p_naswot, cpu = timed(lambda: ProxyEstimator("naswot", (batch[0], batch[1]), num_classes=10)(both))
-    pooled = {"proxy-naswot": tau_row(p_naswot, p_truth, cpu), f"short-train-{steps}": tau_row(p_short, p_truth, 0.0)}
+    first_naswot, first_cpu = timed(lambda: naswot_of(archs))
+    pooled = {"proxy-naswot": tau_row(first_naswot + naswot, p_truth, first_cpu + cpu), f"short-train-{steps}": tau_row(p_short, p_truth, 0.0)}
     pooled = blends(at_equal_latency(pooled, p_truth, p_lat), p_truth, p_lat, scale)
     return {"held_out_seed": CONFIRM_SEED, "n": len(b), "preregistered": next(iter(blend_names(scale))),
             "ground_truth_noise": sampling_ceiling(truth, len(split.test)),
@@ -413,14 +418,7 @@ def confirm_short(w: Work, space: SearchSpace, split: DataSet, scale: Scale, arc
 
 def confirm_stage(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs: list[str]) -> None:
     """The confirmation set's trainings, unless another live process sharing the folder runs them."""
-    running = "confirm (running)"
-    owner = w.claim(running)
-    if owner is not None:
-        return print(f"  confirm: run by process {owner}; skipped here", flush=True)
-    try:
-        confirm_trainings(w, space, split, scale, archs)
-    finally:
-        w.release(running)
+    claimed(w, "confirm", lambda: confirm_trainings(w, space, split, scale, archs))
 
 
 def main_done(w: Work, scale: Scale, n: int) -> bool:
@@ -468,8 +466,8 @@ def main() -> None:
     truth = trainings(w, "gt", archs, lambda arch: train_top1(arch, split, scale.gt_epochs, scale.batch_size))
     noise = sampling_ceiling(truth, len(split.test))
 
-    def out(rows: dict[str, Any], fidelity: Any) -> Path:
-        return write(a, scale, w, rows, fidelity, noise, confirmation(w, space, split, scale, archs))
+    def out(rows: dict[str, Any], fidelity: Any, confirmed: dict[str, Any] | None = None) -> Path:
+        return write(a, scale, w, rows, fidelity, noise, confirmed or confirmation(w, space, split, scale, archs))
 
     if a.only is not None:
         if a.only == "confirm":
@@ -498,9 +496,9 @@ def main() -> None:
         short_stage(w, steps, archs, split)
     confirm_stage(w, space, split, scale, archs)
     rows = estimators(w, space, split, archs, truth, extra, lat, scale)
-    print(f"wrote {out(rows, fidelity)}")
-    show(rows, f"{len(archs)} held-out subnets (seed {HELD_OUT_SEED}):")
     confirmed = confirmation(w, space, split, scale, archs)
+    print(f"wrote {out(rows, fidelity, confirmed)}")
+    show(rows, f"{len(archs)} held-out subnets (seed {HELD_OUT_SEED}):")
     if confirmed is not None:
         show(confirmed["estimators"], f"confirmation set, {confirmed['n']} other subnets (seed {CONFIRM_SEED}); "
              f"named in advance: {confirmed['preregistered']}")  # fmt: skip

@@ -79,6 +79,19 @@ class Crash(Exception):
     pass
 
 
+def crashing_on_call(n, evaluate):
+    """``evaluate`` that raises Crash on its n-th call (a kill while that batch is evaluated)."""
+    calls = {"n": 0}
+
+    def crashing(archs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Crash
+        return evaluate(archs)
+
+    return crashing
+
+
 @pytest.mark.parametrize("algorithm", ["evolution", "random"])
 def test_resume_after_a_crash_gives_the_identical_history(tmp_path, algorithm):
     obj = Objective(2.0, w=-0.07)
@@ -90,14 +103,7 @@ def test_resume_after_a_crash_gives_the_identical_history(tmp_path, algorithm):
     cfg = SearchConfig(algorithm, budget=25, population=8, sample_size=3, batch=3, seed=4)
     whole = run_search(MBV3_32_SPACE, evaluate, latency, obj, cfg, state_path=tmp_path / "whole.json")
 
-    calls = {"n": 0}
-
-    def crashing(archs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise Crash
-        return evaluate(archs)
-
+    crashing = crashing_on_call(5, evaluate)
     state = tmp_path / "part.json"
     with pytest.raises(Crash):
         run_search(MBV3_32_SPACE, crashing, latency, obj, cfg, state_path=state)
@@ -133,14 +139,7 @@ def test_proxy_scored_search_resumes_and_refuses_another_estimate(tmp_path):
                        estimate="proxy-naswot")  # fmt: skip
     assert json.loads((tmp_path / "w.json").read_text())["estimate"] == "proxy-naswot"
     assert any(c.acc > 1 for c in whole.history) and any(c.acc == -math.inf for c in whole.history)
-    calls = {"n": 0}
-
-    def crashing(archs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Crash
-        return proxy(archs)
-
+    crashing = crashing_on_call(3, proxy)
     with pytest.raises(Crash):
         run_search(MBV3_32_SPACE, crashing, latency, hard, cfg, state_path=tmp_path / "p.json",
                    estimate="proxy-naswot")  # fmt: skip

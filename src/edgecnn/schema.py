@@ -50,6 +50,13 @@ class Fields:
             raise self.fail(name, need, v)
         return float(v)
 
+    def accuracy(self, name: str, v: Any) -> float:
+        """A top-1 (or any share) in [0, 1]."""
+        acc = self.number(name, v, 0.0)
+        if acc > 1:
+            raise self.fail(name, "an accuracy in [0, 1]", acc)
+        return acc
+
     def text(self, name: str, v: Any, *, optional: bool = False) -> str | None:
         if v is None and optional:
             return None

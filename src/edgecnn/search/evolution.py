@@ -303,9 +303,7 @@ def _history(f: Fields, v: Any, config: SearchConfig, objective: Objective, spac
                              arch) from None  # fmt: skip
             decoded[arch] = True
         if estimate == ACCURACY:
-            acc = f.number(f"{where}.acc", c["acc"], 0.0)
-            if acc > 1:
-                raise f.fail(f"{where}.acc", "an accuracy in [0, 1]", acc)
+            acc = f.accuracy(f"{where}.acc", c["acc"])
         else:  # a proxy's score: any real number, -inf for a degenerate network
             acc = c["acc"]
             if not isinstance(acc, (int, float)) or isinstance(acc, bool) or math.isnan(acc) or acc == math.inf:

@@ -77,10 +77,7 @@ def load_trained(path: Path, recipe: dict[str, Any]) -> dict[str, float]:
     got = f.mapping("top1", doc.get("top1")) or {}
     out: dict[str, float] = {}
     for arch, v in got.items():
-        top1 = f.number(f"top1[{arch[:40]!r}]", v, 0.0)
-        if top1 > 1:
-            raise f.fail(f"top1[{arch[:40]!r}]", "an accuracy in [0, 1]", top1)
-        out[str(arch)] = top1
+        out[str(arch)] = f.accuracy(f"top1[{arch[:40]!r}]", v)
     return out
 
 
@@ -111,8 +108,6 @@ def rerank(result: SearchResult, k: int, short_train: Callable[[list[str]], list
         trained.update(zip(part, (float(x) for x in got)))
         if p is not None:
             atomic_write_text(p, json.dumps({"format": FORMAT, "recipe": key, "top1": trained}))
-    if len(top) < 2:  # a search of one distinct network: nothing to reorder
-        return result, [Reranked(c.arch, c.acc, trained[c.arch], 1.0) for c in top]
     blend = rank_blend([c.acc for c in top], [trained[c.arch] for c in top])
     rows = [Reranked(c.arch, c.acc, trained[c.arch], b) for c, b in zip(top, blend)]
     order = sorted(range(len(top)), key=lambda i: (-blend[i], -rows[i].short_top1, top[i].lat_ms, top[i].index))
