@@ -21,6 +21,15 @@ def test_list_prints_every_model_with_its_parameters(capsys):
     assert "resnet56_cifar" in out and "853,018" in out and "5,483,032" in out
 
 
+def test_list_channel_divisor(capsys):
+    assert main(["list", "--width", "0.7", "--divisor", "1", "--arch"]) == 0
+    out = capsys.readouterr().out
+    assert "channels to multiples of 1" in out
+    assert "resnet20_cifar: conv_c11 basic_r3_c11_padskip basic_r3_s2_c22_padskip basic_r3_s2_c45_padskip gap fc" in out
+    assert main(["list", "--divisor", "0"]) == 2
+    assert "--divisor: must be" in capsys.readouterr().err
+
+
 def test_bad_input_is_one_line_exit_2(capsys):
     assert main(["list", "--width", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -84,6 +84,33 @@ def test_width_multiplier_hand_checked_channels():
     assert "conv_k1_c720_hswish" in zoo.arch_of("mobilenet_v3_large", width=0.75)
 
 
+def test_channel_divisor_hand_checked():
+    # ResNet-20's 16/32/64 at width 0.7 = 11.2/22.4/44.8: divisor 8 gives 16/24/48 (11.2 rounds to 8, more than 10%
+    # below, so up to 16), 4 gives 12/24/44, 1 gives 11/22/45
+    def widths(d):
+        return [int(t.split("_c")[-1].split("_")[0]) for t in zoo.arch_of("resnet20_cifar", width=0.7, divisor=d).split()
+                if "_c" in t]  # fmt: skip
+
+    assert widths(8) == [16, 16, 24, 48] and zoo.arch_of("resnet20_cifar", width=0.7) == zoo.arch_of(
+        "resnet20_cifar", width=0.7, divisor=8)  # fmt: skip
+    assert widths(4) == [12, 12, 24, 44]
+    assert widths(1) == [11, 11, 22, 45]
+    # MobileNetV2 x0.35 stem: 11.2 -> 16 with 8 (torchvision's round_nearest=8), 12 with 4
+    assert zoo.arch_of("mobilenet_v2", width=0.35).split()[0] == "conv_s2_c16_relu6"
+    assert zoo.arch_of("mobilenet_v2", width=0.35, divisor=4).split()[0] == "conv_s2_c12_relu6"
+    # odd widths build and run: the zero-padding shortcuts pad 11 -> 22 -> 45 channels
+    net = zoo.create("resnet20_cifar", width=0.7, divisor=1).eval()
+    assert _conv_channels(net)[:2] == [11, 11] and net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert count_params(zoo.create("resnet20_cifar", width=0.7, divisor=1)) < count_params(
+        zoo.create("resnet20_cifar", width=0.7, divisor=4))  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8"])
+def test_channel_divisor_refused(bad):
+    with pytest.raises(ValueError, match="channel divisor must be a positive integer"):
+        zoo.arch_of("resnet20_cifar", width=0.5, divisor=bad)
+
+
 def test_default_classes_and_bad_names():
     assert zoo.create("resnet20_cifar").num_classes == 10
     assert zoo.create("mobilenet_v3_small").num_classes == 1000

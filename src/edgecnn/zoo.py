@@ -1,7 +1,11 @@
 """Reference networks, each a few lines of arch string that follow its paper's table.
 
 Channel counts in ``{N}`` are scaled by the width multiplier and rounded with
-:func:`~edgecnn.blocks.make_divisible` (the MobileNet rule). ``{N+}`` only
+:func:`~edgecnn.blocks.make_divisible` (the MobileNet rule: to a multiple of
+``divisor``, 8 by default as in the reference code, torchvision's
+``round_nearest``; a smaller divisor gives the widths in between, e.g. for a
+network that has to meet a latency budget: ResNet-20's 16/32/64 channels at
+width 0.7 are 16/24/48 with divisor 8, 12/24/44 with 4, 11/22/45 with 1). ``{N+}`` only
 scales up (MobileNetV2's last layer "is not reduced for multipliers < 1",
 Sandler et al. 2018, §5.1), and ``{NxM}`` is M times the scaled N
 (MobileNetV3's last conv is 6× its input width).
@@ -34,14 +38,16 @@ class ZooEntry:
     input_size: int = 224  # the resolution the network is designed for
     reference_params: int | None = None  # trainable parameters of the reference implementation (default classes)
 
-    def arch(self, width: float = 1.0) -> str:
-        """The arch string at width multiplier ``width``."""
+    def arch(self, width: float = 1.0, divisor: int = 8) -> str:
+        """The arch string at width multiplier ``width``, channels rounded to multiples of ``divisor``."""
         if not (width > 0):
             raise ValueError(f"width multiplier must be positive, got {width}")
+        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+            raise ValueError(f"channel divisor must be a positive integer (8: the MobileNet rule), got {divisor!r}")
 
         def scale(m: re.Match[str]) -> str:
             n, up, times = int(m.group(1)), m.group(2), m.group(3)
-            scaled = make_divisible(n * (max(1.0, width) if up else width), 8)
+            scaled = make_divisible(n * (max(1.0, width) if up else width), divisor)
             return str(scaled * int(times) if times else scaled)
 
         return parse(re.sub(r"\{(\d+)(\+)?(?:x(\d+))?\}", scale, self.template)).format()
@@ -126,15 +132,17 @@ def get(name: str) -> ZooEntry:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(REGISTRY)}") from None
 
 
-def arch_of(name: str, *, width: float = 1.0) -> str:
-    """The arch string of a zoo model at a width multiplier."""
-    return get(name).arch(width)
+def arch_of(name: str, *, width: float = 1.0, divisor: int = 8) -> str:
+    """The arch string of a zoo model at a width multiplier (channels rounded to multiples of ``divisor``)."""
+    return get(name).arch(width, divisor)
 
 
-def create(name: str, *, num_classes: int | None = None, width: float = 1.0, in_chans: int = 3) -> EdgeNet:
-    """Build zoo model ``name`` (ImageNet models default to 1000 classes, CIFAR ones to 10)."""
+def create(name: str, *, num_classes: int | None = None, width: float = 1.0, in_chans: int = 3,
+           divisor: int = 8) -> EdgeNet:  # fmt: skip
+    """Build zoo model ``name`` (ImageNet models default to 1000 classes, CIFAR ones to 10) at width multiplier
+    ``width``, channels rounded to multiples of ``divisor``."""
     entry = get(name)
-    return build(entry.arch(width), num_classes=num_classes or entry.num_classes, in_chans=in_chans)
+    return build(entry.arch(width, divisor), num_classes=num_classes or entry.num_classes, in_chans=in_chans)
 
 
 @dataclass(frozen=True)

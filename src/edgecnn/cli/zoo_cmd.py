@@ -13,8 +13,8 @@ from edgecnn.build import count_params
 from edgecnn.cli import args as num
 
 
-def _zoo_table(width: float) -> Table:
-    table = Table(title=f"edgecnn zoo (width {width:g})")
+def _zoo_table(width: float, divisor: int) -> Table:
+    table = Table(title=f"edgecnn zoo (width {width:g}" + (f", channels to multiples of {divisor})" if divisor != 8 else ")"))
     table.add_column("model")
     table.add_column("input", justify="right")
     table.add_column("classes", justify="right")
@@ -23,17 +23,17 @@ def _zoo_table(width: float) -> Table:
     for name in zoo.names():
         entry = zoo.get(name)
         with torch.device("meta"):  # parameter counts need shapes only, not weights
-            model = zoo.create(name, width=width)
+            model = zoo.create(name, width=width, divisor=divisor)
         table.add_row(name, f"{entry.input_size}²", str(model.num_classes), f"{count_params(model):,}", entry.paper)
     return table
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     console = Console()
-    console.print(_zoo_table(args.width))
+    console.print(_zoo_table(args.width, args.divisor))
     if args.arch:  # whole strings, one per line: a table cell would cut them with "…"
         for name in zoo.names():
-            console.print(f"{name}: {zoo.arch_of(name, width=args.width)}", soft_wrap=True, highlight=False,
+            console.print(f"{name}: {zoo.arch_of(name, width=args.width, divisor=args.divisor)}", soft_wrap=True, highlight=False,
                           markup=False)  # fmt: skip
     return 0
 
@@ -41,5 +41,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the model zoo with parameter counts")
     p.add_argument("--width", type=num.width, default=1.0, help="width multiplier (default 1.0)")
+    p.add_argument("--divisor", type=num.int_in(1, 1024, "a channel divisor"), default=8,
+                   help="round scaled channels to multiples of this (default 8, the MobileNet rule; 1: exact)")
     p.add_argument("--arch", action="store_true", help="also print each model's whole arch string (one line each)")
     p.set_defaults(func=cmd_list)
