@@ -26,10 +26,12 @@ From one ``resnet20_cifar`` baseline trained here, at each latency budget
     0.556, 38% of the baseline's latency on ONNX Runtime) to 16/24/40 (75%).
     Not a bisection over the width either: on ONNX Runtime the latency is not
     monotone in it. Its ``NchwcTransformer`` moves a convolution to the blocked
-    NCHWc kernels only when its channel counts are multiples of MLAS's block
-    (8 with AVX2, 16 with AVX-512), so 15/30/60 channels measured 1.34× the
-    baseline's 16/32/64 and 12/24/48 0.79×, 11/22/44 0.85×, 8/16/32 0.38×
-    (this AVX2 machine). At a 50% budget the uniform network is 8/16/32.
+    NCHWc kernels only when its channels suit MLAS's block (8 floats with AVX2,
+    16 with AVX-512F: ``get_target("onnxruntime").channel_multiple()``; ORT 1.32
+    takes input channels that are multiples of 4 and pads the rest), so 15/30/60
+    channels measured 1.34× the baseline's 16/32/64, 12/24/48 0.79×, 11/22/44
+    0.85×, 8/16/32 0.38× (this AVX2 machine). At a 50% budget the uniform
+    network is 8/16/32.
 
 Every network is timed on the target against the baseline back to back
 (interleaved rounds, fastest runs on the CPU clock, median per-round ratio:

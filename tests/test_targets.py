@@ -156,3 +156,56 @@ def test_a_new_runtime_is_one_class_and_one_registry_entry(net: nn.Module, monke
             new_table(backend="fake", threads=1, drift_reference=False)
     finally:
         registry.get_target.cache_clear()
+
+
+# the CPUs of tests/test_quantize.py: ONNX Runtime's NCHWc block is 8 floats with AVX2, 16 with AVX-512F, none on ARM
+@pytest.mark.parametrize(("machine", "flags", "multiple"), [
+    ("x86_64", "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2", 8),  # AMD EPYC Zen 3
+    ("x86_64", "avx avx2 fma avx_vnni sha_ni gfni vaes", 8),  # Alder Lake: VNNI, no AVX-512
+    ("x86_64", "avx avx2 avx512f avx512dq avx512bw avx512vl avx512_vnni amx_int8", 16),  # Sapphire Rapids
+    ("x86_64", "fpu sse sse2 ssse3 sse4_1 sse4_2", 1),  # SSE only: no NCHWc kernels
+    ("aarch64", "fp asimd evtstrm aes pmull asimddp", 1),  # Graviton2
+])  # fmt: skip
+def test_channel_multiple_per_cpu(machine: str, flags: str, multiple: int) -> None:
+    from edgecnn.latency.isa import parse_isa
+
+    isa = parse_isa(machine, flags)
+    assert get_target("onnxruntime").channel_multiple(isa) == multiple
+    assert get_target("eager").channel_multiple(isa) == 1  # no known preference
+
+
+def _nchwc_convs(conv: nn.Module, shape: tuple[int, ...], tmp_path) -> int:
+    """Convolutions ONNX Runtime itself moved to its NCHWc kernels (domain com.microsoft.nchwc) in ``conv``'s
+    optimised graph."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgecnn.export import onnx_bytes
+
+    out = tmp_path / "optimised.onnx"
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(out)
+    opts.log_severity_level = 3  # not the warning that the saved graph is for this CPU only: it is read back here
+    ort.InferenceSession(onnx_bytes(conv.eval(), torch.randn(shape)), opts, providers=["CPUExecutionProvider"])
+    return sum(n.op_type == "Conv" and n.domain == "com.microsoft.nchwc" for n in onnx.load(str(out)).graph.node)
+
+
+def test_channel_multiple_is_what_onnxruntime_does_here(tmp_path) -> None:
+    """Checked against ONNX Runtime's own graph optimiser on this CPU (no timing): two convolutions whose channels
+    are multiples of ``channel_multiple()`` both go to the NCHWc kernels; with one channel more the second (odd
+    input channels) does not, on every ONNX Runtime version's rule (block multiples, or multiples of 4)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    m = get_target("onnxruntime").channel_multiple()
+    c = max(m, 8)
+
+    def pair(mid: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(c, mid, 3, padding=1), nn.ReLU(), nn.Conv2d(mid, mid, 3, padding=1))
+
+    on = _nchwc_convs(pair(c), (1, c, 16, 16), tmp_path)
+    off = _nchwc_convs(pair(c + 1), (1, c, 16, 16), tmp_path)
+    if m == 1:  # no NCHWc kernels on this CPU
+        assert on == off == 0
+    else:
+        assert on == 2 and off <= 1

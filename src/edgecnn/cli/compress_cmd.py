@@ -135,7 +135,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(0: none)")  # fmt: skip
     g.add_argument("--criterion", choices=_CRITERIA, default="l1", help="channel importance: "
                    f"{', '.join(_CRITERIA)}")  # fmt: skip
-    g.add_argument("--round-to", type=_round_to, default=8, help="kept widths are multiples of this")
+    g.add_argument("--round-to", type=_round_to, default=8,
+                   help="kept widths are multiples of this (default 8; ONNX Runtime's fast NCHWc kernels want "
+                        "multiples of 8 with AVX2, 16 with AVX-512)")  # fmt: skip
     g.add_argument("--drop-blocks", action="store_true", help="NetAdapt: also propose removing whole blocks with an "
                    "identity skip (depth; helps where latency is per-layer overhead rather than width)")  # fmt: skip
     g.add_argument("--batch-size", type=num.batch, default=128)

@@ -90,6 +90,12 @@ class Target(ABC):
         """How :meth:`export` quantises for ``isa`` (this CPU when None): settings and why, for results and manifests."""
         return {}
 
+    def channel_multiple(self, isa: InstructionSet | None = None) -> int:
+        """The channel count this target's fast convolution kernels want on ``isa`` (this CPU when None): a
+        layer whose channels are not a multiple of it may fall to a slower path, so pruning and width multipliers
+        aimed at this target keep widths on it (``round_to`` / ``divisor``). 1: no known preference."""
+        return 1
+
     def details(self, artifact: bytes) -> dict[str, Any]:
         """What a measurement on this target records besides the time (e.g. opset, delegated share)."""
         return {}
