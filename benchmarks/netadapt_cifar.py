@@ -16,6 +16,11 @@ From one ``resnet20_cifar`` baseline trained here, at each latency budget
     back, :func:`edgecnn.latency.compare.compare_latency`), BN recalibrated,
     then fine-tuned for ``S + L`` steps (``S``: the short-term steps NetAdapt
     spent inside its search, so both get the same fine-tune budget);
+(b') **Torch-Pruning aligned** (``tp8``): the same with Torch-Pruning's own
+    ``round_to`` set to the target's channel multiple on this CPU
+    (``Target.channel_multiple``: 8 on AVX2, 16 on AVX-512F for ONNX Runtime),
+    so its kept widths stay on the NCHWc kernels (below) — the peer as a user
+    who knows the target would run it;
 (c) **uniform width**: ``resnet20_cifar`` at the width multiplier whose
     measured ratio meets the budget, trained from scratch for the baseline's
     steps plus ``S + L``. The uniform family is ResNet-20 with ``c``/``2c``/``4c``
@@ -106,6 +111,7 @@ from edgecnn.compress.netadapt.loop import NetAdaptConfig
 from edgecnn.data import BatchLoader, DataSet
 from edgecnn.latency.compare import compare_latency
 from edgecnn.latency.fingerprint import fingerprint
+from edgecnn.latency.targets import get_target
 from edgecnn.train.config import FINETUNE, TrainConfig
 from edgecnn.train.loop import fit
 from edgecnn.train.recalibrate import recalibrate_bn_
@@ -175,15 +181,16 @@ def inner_arch(model: nn.Module, arch: str) -> str:
     return dataclasses.replace(spec, blocks=tuple(blocks)).format()
 
 
-def tp_prune(model: EdgeNet, ratio: float, example: torch.Tensor) -> EdgeNet:
-    """Torch-Pruning's L1 magnitude pruner at a uniform ``ratio`` on the basic blocks' inner widths."""
+def tp_prune(model: EdgeNet, ratio: float, example: torch.Tensor, round_to: int | None = None) -> EdgeNet:
+    """Torch-Pruning's L1 magnitude pruner at a uniform ``ratio`` on the basic blocks' inner widths (kept widths
+    multiples of ``round_to``, Torch-Pruning's own option, when given)."""
     import torch_pruning as tp  # bench only
 
     m = copy.deepcopy(model).eval()
     ignored = [mod for name, mod in m.named_modules()
                if isinstance(mod, (nn.Conv2d, nn.Linear)) and not name.endswith("body.0.conv")]  # fmt: skip
     pruner = tp.pruner.MagnitudePruner(m, example, importance=tp.importance.MagnitudeImportance(p=1),
-                                       pruning_ratio=ratio, ignored_layers=ignored)  # fmt: skip
+                                       pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to)  # fmt: skip
     pruner.step()
     out = build(inner_arch(m, model.arch), num_classes=model.num_classes, in_chans=model.in_chans)
     out.load_state_dict(m.state_dict())
@@ -313,15 +320,19 @@ def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     r.stop(name)
 
 
-def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
-    name = f"tp-{pct}-s{seed}"
+def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: bool = False) -> None:
+    """Torch-Pruning at the budget; ``aligned`` (method ``tp8``): with ``round_to`` = the target's channel multiple
+    on this CPU (``Target.channel_multiple``), so its kept widths run on ONNX Runtime's NCHWc kernels."""
+    name = f"{'tp8' if aligned else 'tp'}-{pct}-s{seed}"
     if taken(r, name, needs=f"na-{pct}-s{seed}"):
         return
     t0 = time.perf_counter()
     example = torch.randn(r.shape)
-    ratio, measured = bisect_measured(lambda x: tp_prune(base, x, example), base, pct / 100, 0.0, 0.97,
+    round_to = get_target(r.how.backend).channel_multiple() if aligned else None
+    round_to = round_to if round_to and round_to > 1 else None
+    ratio, measured = bisect_measured(lambda x: tp_prune(base, x, example, round_to), base, pct / 100, 0.0, 0.97,
                                       increasing=False, how=r.how, shape=r.shape)  # fmt: skip
-    net = tp_prune(base, ratio, example)
+    net = tp_prune(base, ratio, example, round_to)
     loader = BatchLoader(r.data.train, batch_size=r.scale.batch_size, mean=r.data.mean, std=r.data.std, train=True)
     recalibrate_bn_(net, loader, num_batches=10)
     steps = r.work.stages[f"na-{pct}-s{seed}"]["short_steps_spent"] + r.long_steps
@@ -329,11 +340,12 @@ def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
                                                    compile=r.a.compile),
                          r.work.path / f"{name}_run")  # fmt: skip
     save_checkpoint(checkpoint_of(net.cpu()), r.work.ckpt(name))
-    r.work.done(name, {"arch": net.arch, "ratio": ratio, "measured_at_choice": measured, "steps": steps,
+    r.work.done(name, {"arch": net.arch, "ratio": ratio, "round_to": round_to, "measured_at_choice": measured, "steps": steps,
                        "top1": top1, "seconds": time.perf_counter() - t0})  # fmt: skip
     r.stop(name)
 
 
+METHODS = ("na", "tp", "tp8", "uni")  # stage name prefixes: NetAdapt, Torch-Pruning, aligned Torch-Pruning, uniform
 UNIFORM_DIVISOR = 1  # the uniform networks' channel rounding: the pruned networks' granularity (module docstring)
 UNIFORM_STEMS = range(16, 7, -1)  # the uniform family, widest first: c/2c/4c channels, width c/16
 
@@ -376,7 +388,7 @@ def uniform_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
 def measure_stage(r: Run, base: EdgeNet) -> dict[str, Any]:
     """Every finished network against the baseline, back to back on the target; top-1, MACs, params."""
     rows: dict[str, Any] = {}
-    for name in ["baseline", *sorted(k for k in r.work.stages if k[:3] in ("na-", "tp-", "uni"))]:
+    for name in ["baseline", *sorted(k for k in r.work.stages if k.split("-")[0] in METHODS)]:
         net, _ = load_model(r.work.ckpt(name))
         cmp = compare_latency(base, net, r.shape, backend=r.how.backend, threads=1, rounds=r.how.rounds)
         s = model_stats(net, r.data, measure_latency=False)
@@ -392,7 +404,7 @@ def summary(rows: dict[str, Any], budgets: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pct in budgets:
         per: dict[str, Any] = {}
-        for method in ("na", "tp", "uni"):
+        for method in METHODS:
             got = [v for k, v in rows.items() if k.startswith(f"{method}-{pct}-")]
             if not got:
                 continue
@@ -402,9 +414,10 @@ def summary(rows: dict[str, Any], budgets: list[int]) -> dict[str, Any]:
         if "na" in per:
             share = pct / 100
             per["netadapt_within_5pct_of_budget"] = abs(per["na"]["ratio_mean"] / share - 1) <= 0.05
-            if "tp" in per:
-                per["netadapt_minus_tp_pp"] = 100 * (per["na"]["top1_mean"] - per["tp"]["top1_mean"])
-                per["netadapt_not_slower_than_tp"] = per["na"]["ratio_mean"] <= per["tp"]["ratio_mean"] + 0.01
+            for peer in ("tp", "tp8"):
+                if peer in per:
+                    per[f"netadapt_minus_{peer}_pp"] = 100 * (per["na"]["top1_mean"] - per[peer]["top1_mean"])
+                    per[f"netadapt_not_slower_than_{peer}"] = per["na"]["ratio_mean"] <= per[peer]["ratio_mean"] + 0.01
         out[str(pct)] = per
     return out
 
@@ -459,9 +472,10 @@ def main() -> None:
         print(f"budget {pct}%, seed {seed}", flush=True)
         netadapt_stage(r, base, pct, seed)
         torch_pruning_stage(r, base, pct, seed)
+        torch_pruning_stage(r, base, pct, seed, aligned=True)
         uniform_stage(r, base, pct, seed)
         write_results(r)
-    missing = [f"{m}-{pct}-s{seed}" for pct, seed in plan(a) for m in ("na", "tp", "uni")
+    missing = [f"{m}-{pct}-s{seed}" for pct, seed in plan(a) for m in METHODS
                if f"{m}-{pct}-s{seed}" not in r.work.refresh()]  # fmt: skip
     if missing:  # held by another process: the last one to finish measures the table
         raise SystemExit(f"stages {', '.join(missing)} are not finished (another process runs them, or it stopped: "
