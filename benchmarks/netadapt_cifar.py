@@ -156,6 +156,10 @@ def args_() -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="where training runs: auto (a GPU if present), cpu, cuda")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for training (latency: always 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the trainings (~1.3x faster CPU steps)")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="share above the budget NetAdapt's measured result may be and still count as met (default 0: "
+                        "at or under the budget, as Torch-Pruning's and uniform width's choices are; "
+                        "na-50-s0 ran with 0.03)")  # fmt: skip
     p.add_argument("--stop-after", default=None, help="stop after this stage (e.g. baseline, na-50-s0)")
     p.add_argument("--tag", default="", help="appended to the results file name")
     return p.parse_args()
@@ -314,7 +318,8 @@ def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     top1 = resumable_fit(model, r.data, replace(r.finetune_recipe(seed), steps=r.long_steps, log_epochs=True,
                                                 progress=False, compile=r.a.compile), r.work.path / f"{name}_long")  # fmt: skip
     save_checkpoint(checkpoint_of(model.cpu()), r.work.ckpt(name))
-    r.work.done(name, {"arch": model.arch, "met": run.met, "stopped": run.stopped, "short_steps_spent": spent,
+    r.work.done(name, {"arch": model.arch, "met": run.met, "tolerance": r.how.tolerance, "stopped": run.stopped,
+                       "short_steps_spent": spent,
                        "long_steps": r.long_steps, "iterations": len(run.history), "top1": top1,
                        "seconds": time.perf_counter() - t0, "run": run.document()})  # fmt: skip
     r.stop(name)
@@ -464,7 +469,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     ref = DataRef(CIFAR, limit=scale.limit)
     data = worker_data(ref)
-    how = Check(backend=a.target, threads=1, rounds=scale.compare_rounds, measured_rounds=2)
+    how = Check(backend=a.target, threads=1, rounds=scale.compare_rounds, measured_rounds=2, tolerance=a.tolerance)
     r = Run(a, scale, work, ref, data, how)
     print(f"{data.summary()}; work {work.path}; target {a.target}", flush=True)
     base = baseline_stage(r)
