@@ -3,9 +3,10 @@
 Channel counts in ``{N}`` are scaled by the width multiplier and rounded with
 :func:`~edgecnn.blocks.make_divisible` (the MobileNet rule: to a multiple of
 ``divisor``, 8 by default as in the reference code, torchvision's
-``round_nearest``; a smaller divisor gives the widths in between, e.g. for a
-network that has to meet a latency budget: ResNet-20's 16/32/64 channels at
-width 0.7 are 16/24/48 with divisor 8, 12/24/44 with 4, 11/22/45 with 1). ``{N+}`` only
+``round_nearest``; a smaller divisor gives the widths in between: ResNet-20's
+16/32/64 channels at width 0.7 are 16/24/48 with divisor 8, 12/24/44 with 4,
+11/22/45 with 1 — but see ``Target.channel_multiple`` for the widths a
+runtime's fast kernels want). ``{N+}`` only
 scales up (MobileNetV2's last layer "is not reduced for multipliers < 1",
 Sandler et al. 2018, §5.1), and ``{NxM}`` is M times the scaled N
 (MobileNetV3's last conv is 6× its input width).

@@ -14,7 +14,8 @@ from edgecnn.cli import args as num
 
 
 def _zoo_table(width: float, divisor: int) -> Table:
-    table = Table(title=f"edgecnn zoo (width {width:g}" + (f", channels to multiples of {divisor})" if divisor != 8 else ")"))
+    rounding = f", channels to multiples of {divisor}" if divisor != 8 else ""
+    table = Table(title=f"edgecnn zoo (width {width:g}{rounding})")
     table.add_column("model")
     table.add_column("input", justify="right")
     table.add_column("classes", justify="right")
@@ -33,8 +34,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     console.print(_zoo_table(args.width, args.divisor))
     if args.arch:  # whole strings, one per line: a table cell would cut them with "…"
         for name in zoo.names():
-            console.print(f"{name}: {zoo.arch_of(name, width=args.width, divisor=args.divisor)}", soft_wrap=True, highlight=False,
-                          markup=False)  # fmt: skip
+            arch = zoo.arch_of(name, width=args.width, divisor=args.divisor)
+            console.print(f"{name}: {arch}", soft_wrap=True, highlight=False, markup=False)
     return 0
 
 

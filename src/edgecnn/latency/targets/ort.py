@@ -118,11 +118,11 @@ class OrtTarget(Target):
         """MLAS's NCHWc block: 8 floats with AVX2, 16 with AVX-512F; other CPUs have no NCHWc kernels (1).
 
         ONNX Runtime's ``NchwcTransformer`` moves a convolution to the blocked NCHWc kernels only when its channel
-        counts suit the block; otherwise it runs the plain NCHW path. Checked with ONNX Runtime 1.32 on this AVX2
-        machine: input channels a multiple of 4 (or fewer than the block) go to NCHWc, with the output channels
+        counts suit the block; otherwise it runs the plain NCHW path. Checked with ONNX Runtime 1.32 on a 2-core AMD
+        EPYC (AVX2): input channels a multiple of 4 (or fewer than the block) go to NCHWc, with the output channels
         padded up to the block (12 channels cost 16); 15 or 30 channels do not. Widths on the block get the fast
-        kernels with nothing padded. Measured: ResNet-20 at 15/30/60 channels ran 1.34x slower than at 16/32/64,
-        8/16/32 took 0.38x of it."""
+        kernels with nothing padded. Measured there (``benchmarks/netadapt_cifar.py``): ResNet-20 at 15/30/60
+        channels ran 1.35x as long as at 16/32/64, at 8/16/32 0.38x."""
         from edgecnn.latency.isa import detect_isa
 
         isa = isa or detect_isa()
