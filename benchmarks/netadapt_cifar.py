@@ -21,12 +21,12 @@ From one ``resnet20_cifar`` baseline trained here, at each latency budget
     (``Target.channel_multiple``: 8 on AVX2, 16 on AVX-512F for ONNX Runtime),
     so its kept widths stay on the NCHWc kernels (below) — the peer as a user
     who knows the target would run it;
-(c) **uniform width**: ``resnet20_cifar`` at the width multiplier whose
-    measured ratio meets the budget, trained from scratch for the baseline's
-    steps plus ``S + L``. The uniform family is ResNet-20 with ``c``/``2c``/``4c``
+(c) **uniform width**: the widest ``resnet20_cifar`` of the uniform family
+    whose measured ratio meets the budget, trained from scratch for the
+    baseline's steps plus ``S + L``. The family is ResNet-20 with ``c``/``2c``/``4c``
     channels for every ``c`` from 8 to 16 (width ``c``/16, channels rounded to
-    1, the granularity the pruned networks have); each is measured against the
-    baseline and the widest that meets the budget is trained. Not the MobileNet
+    1, the granularity the pruned networks have), each measured against the
+    baseline, widest first. Not the MobileNet
     rule's rounding to 8: ResNet-20's channels then jump from 8/16/32 (width ≤
     0.556, 38% of the baseline's latency on ONNX Runtime) to 16/24/40 (75%).
     Not a bisection over the width either: on ONNX Runtime the latency is not
@@ -34,8 +34,8 @@ From one ``resnet20_cifar`` baseline trained here, at each latency budget
     NCHWc kernels only when its channels suit MLAS's block (8 floats with AVX2,
     16 with AVX-512F: ``get_target("onnxruntime").channel_multiple()``; ORT 1.32
     takes input channels that are multiples of 4 and pads the rest), so 15/30/60
-    channels measured 1.34× the baseline's 16/32/64, 12/24/48 0.79×, 11/22/44
-    0.85×, 8/16/32 0.38× (this AVX2 machine). At a 50% budget the uniform
+    channels measured 1.35× the baseline's 16/32/64, 12/24/48 0.79×, 11/22/44
+    0.85–0.87×, 8/16/32 0.38× (this AVX2 machine). At a 50% budget the uniform
     network is 8/16/32.
 
 Every network is timed on the target against the baseline back to back
