@@ -20,7 +20,10 @@ From one ``resnet20_cifar`` baseline trained here, at each latency budget
     ``round_to`` set to the target's channel multiple on this CPU
     (``Target.channel_multiple``: 8 on AVX2, 16 on AVX-512F for ONNX Runtime),
     so its kept widths stay on the NCHWc kernels (below) — the peer as a user
-    who knows the target would run it;
+    who knows the target would run it. On that grid the latency jumps and is
+    not monotone in the ratio, so every ratio 0, 0.05, …, 0.95 is timed and the
+    least pruning within the budget is kept; when none is within it, the stage
+    records the measurements and trains nothing;
 (c) **uniform width**: the widest ``resnet20_cifar`` of the uniform family
     whose measured ratio meets the budget, trained from scratch for the
     baseline's steps plus ``S + L``. The family is ResNet-20 with ``c``/``2c``/``4c``
@@ -222,6 +225,28 @@ def bisect_measured(make: Callable[[float], nn.Module], base: nn.Module, share: 
     return best
 
 
+TP_RATIOS = tuple(i / 20 for i in range(20))  # the aligned Torch-Pruning's grid of ratios, 0 to 0.95
+
+
+def least_pruned(make: Callable[[float], nn.Module], base: nn.Module, share: float,
+                 r: Run) -> tuple[float | None, float, dict[str, Any]]:  # fmt: skip
+    """The smallest ratio of ``TP_RATIOS`` whose network measures within ``share`` of ``base`` (back to back on
+    the target; each distinct network timed once): (ratio or None when none does, its measured share, the grid)."""
+    grid: dict[str, Any] = {}
+    seen: dict[str, float] = {}
+    for x in TP_RATIOS:
+        net = make(x)
+        arch = getattr(net, "arch", str(x))
+        if arch not in seen:
+            seen[arch] = compare_latency(base, net.eval(), r.shape, backend=r.how.backend, threads=1,
+                                         rounds=r.how.rounds).ratio  # fmt: skip
+            print(f"    ratio {x:.2f}: measured {seen[arch]:.3f} of the baseline (budget {share:.2f})", flush=True)
+        grid[f"{x:.2f}"] = {"arch": arch, "measured": seen[arch]}
+        if seen[arch] <= share:
+            return x, seen[arch], grid
+    return None, min(seen.values()), grid
+
+
 # ---------------------------------------------------------------- stages
 
 
@@ -335,8 +360,16 @@ def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: 
     example = torch.randn(r.shape)
     round_to = get_target(r.how.backend).channel_multiple() if aligned else None
     round_to = round_to if round_to and round_to > 1 else None
-    ratio, measured = bisect_measured(lambda x: tp_prune(base, x, example, round_to), base, pct / 100, 0.0, 0.97,
-                                      increasing=False, how=r.how, shape=r.shape)  # fmt: skip
+    if round_to is None:
+        ratio, measured = bisect_measured(lambda x: tp_prune(base, x, example), base, pct / 100, 0.0, 0.97,
+                                          increasing=False, how=r.how, shape=r.shape)  # fmt: skip
+    else:  # on the round_to grid the latency jumps and is not monotone in the ratio: every ratio of a grid
+        ratio, measured, grid = least_pruned(lambda x: tp_prune(base, x, example, round_to), base, pct / 100, r)
+        if ratio is None:  # no ratio meets the budget: nothing to train, the measurements are the result
+            r.work.done(name, {"feasible": False, "round_to": round_to, "measured_grid": grid,
+                               "seconds": time.perf_counter() - t0})  # fmt: skip
+            r.stop(name)
+            return
     net = tp_prune(base, ratio, example, round_to)
     loader = BatchLoader(r.data.train, batch_size=r.scale.batch_size, mean=r.data.mean, std=r.data.std, train=True)
     recalibrate_bn_(net, loader, num_batches=10)
@@ -393,7 +426,8 @@ def uniform_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
 def measure_stage(r: Run, base: EdgeNet) -> dict[str, Any]:
     """Every finished network against the baseline, back to back on the target; top-1, MACs, params."""
     rows: dict[str, Any] = {}
-    for name in ["baseline", *sorted(k for k in r.work.stages if k.split("-")[0] in METHODS)]:
+    for name in ["baseline", *sorted(k for k in r.work.stages if k.split("-")[0] in METHODS
+                                     and r.work.stages[k].get("feasible", True))]:  # fmt: skip
         net, _ = load_model(r.work.ckpt(name))
         cmp = compare_latency(base, net, r.shape, backend=r.how.backend, threads=1, rounds=r.how.rounds)
         s = model_stats(net, r.data, measure_latency=False)
