@@ -92,7 +92,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -228,23 +228,24 @@ def bisect_measured(make: Callable[[float], nn.Module], base: nn.Module, share: 
 TP_RATIOS = tuple(i / 20 for i in range(20))  # the aligned Torch-Pruning's grid of ratios, 0 to 0.95
 
 
-def least_pruned(make: Callable[[float], nn.Module], base: nn.Module, share: float,
-                 r: Run) -> tuple[float | None, float, dict[str, Any]]:  # fmt: skip
-    """The smallest ratio of ``TP_RATIOS`` whose network measures within ``share`` of ``base`` (back to back on
-    the target; each distinct network timed once): (ratio or None when none does, its measured share, the grid)."""
-    grid: dict[str, Any] = {}
+def first_within(make: Callable[[float], nn.Module], knobs: Iterable[float], base: nn.Module, share: float, r: Run,
+                 label: Callable[[float], str]) -> tuple[float | None, list[tuple[float, str, float]]]:  # fmt: skip
+    """The first of ``knobs`` whose network measures within ``share`` of ``base`` (back to back on the target; each
+    distinct network timed once), or None when none does; and every (knob, arch, measured share) tried, in order.
+    For knobs whose latency jumps and is not monotone (a bisection would assume it is)."""
+    tried: list[tuple[float, str, float]] = []
     seen: dict[str, float] = {}
-    for x in TP_RATIOS:
+    for x in knobs:
         net = make(x)
         arch = getattr(net, "arch", str(x))
         if arch not in seen:
             seen[arch] = compare_latency(base, net.eval(), r.shape, backend=r.how.backend, threads=1,
                                          rounds=r.how.rounds).ratio  # fmt: skip
-            print(f"    ratio {x:.2f}: measured {seen[arch]:.3f} of the baseline (budget {share:.2f})", flush=True)
-        grid[f"{x:.2f}"] = {"arch": arch, "measured": seen[arch]}
+            print(f"    {label(x)}: measured {seen[arch]:.3f} of the baseline (budget {share:.2f})", flush=True)
+        tried.append((x, arch, seen[arch]))
         if seen[arch] <= share:
-            return x, seen[arch], grid
-    return None, min(seen.values()), grid
+            return x, tried
+    return None, tried
 
 
 # ---------------------------------------------------------------- stages
@@ -364,7 +365,10 @@ def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: 
         ratio, measured = bisect_measured(lambda x: tp_prune(base, x, example), base, pct / 100, 0.0, 0.97,
                                           increasing=False, how=r.how, shape=r.shape)  # fmt: skip
     else:  # on the round_to grid the latency jumps and is not monotone in the ratio: every ratio of a grid
-        ratio, measured, grid = least_pruned(lambda x: tp_prune(base, x, example, round_to), base, pct / 100, r)
+        ratio, tried = first_within(lambda x: tp_prune(base, x, example, round_to), TP_RATIOS, base, pct / 100, r,
+                                    lambda x: f"ratio {x:.2f}")  # fmt: skip
+        grid = {f"{x:.2f}": {"arch": arch, "measured": m} for x, arch, m in tried}
+        measured = tried[-1][2]
         if ratio is None:  # no ratio meets the budget: nothing to train, the measurements are the result
             r.work.done(name, {"feasible": False, "round_to": round_to, "measured_grid": grid,
                                "seconds": time.perf_counter() - t0})  # fmt: skip
@@ -378,8 +382,8 @@ def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: 
                                                    compile=r.a.compile),
                          r.work.path / f"{name}_run")  # fmt: skip
     save_checkpoint(checkpoint_of(net.cpu()), r.work.ckpt(name))
-    r.work.done(name, {"arch": net.arch, "ratio": ratio, "round_to": round_to, "measured_at_choice": measured, "steps": steps,
-                       "top1": top1, "seconds": time.perf_counter() - t0})  # fmt: skip
+    r.work.done(name, {"arch": net.arch, "ratio": ratio, "round_to": round_to, "measured_at_choice": measured,
+                       "steps": steps, "top1": top1, "seconds": time.perf_counter() - t0})  # fmt: skip
     r.stop(name)
 
 
@@ -395,16 +399,9 @@ def uniform(width: float) -> EdgeNet:
 def widest_uniform(r: Run, base: EdgeNet, share: float) -> tuple[float, float, dict[str, float]]:
     """The widest of the uniform family whose measured share of ``base`` (back to back on the target) is within
     ``share`` (the narrowest when none is): (width, its measured share, every measured share by width)."""
-    measured: dict[str, float] = {}
-    for c in UNIFORM_STEMS:
-        width = c / 16
-        ratio = compare_latency(base, uniform(width).eval(), r.shape, backend=r.how.backend, threads=1,
-                                rounds=r.how.rounds).ratio  # fmt: skip
-        measured[f"{width:g}"] = ratio
-        print(f"    uniform {c}/{2 * c}/{4 * c}: measured {ratio:.3f} of the baseline (budget {share:.2f})", flush=True)
-        if ratio <= share:
-            return width, ratio, measured
-    return width, ratio, measured
+    width, tried = first_within(uniform, (c / 16 for c in UNIFORM_STEMS), base, share, r,
+                                lambda w: f"uniform {round(16 * w)}/{round(32 * w)}/{round(64 * w)}")  # fmt: skip
+    return tried[-1][0] if width is None else width, tried[-1][2], {f"{x:g}": m for x, _, m in tried}
 
 
 def uniform_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:

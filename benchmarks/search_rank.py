@@ -276,13 +276,17 @@ def claimed(w: Work, stage: str, run: Callable[[], Any]) -> Any:
         w.release(running)
 
 
+def short_trainer(split: DataSet, steps: int) -> Callable[[str], float]:
+    """arch → top-1 of ``edgecnn search --estimator train``'s estimate with ``steps`` steps (seed 0)."""
+    settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
+    return lambda arch: short_train(arch, split, settings, seed=0)
+
+
 def short_stage(w: Work, steps: int, archs: list[str], split: DataSet) -> list[float] | None:
     """The short-training estimator of ``edgecnn search --estimator train`` (:func:`~edgecnn.search.estimate.
     short_train`: ``steps`` SGD steps of 64 images from scratch, cosine, top-1 on the validation split) on every
     held-out subnet; one record per subnet. None when another live process sharing the folder runs it."""
-    settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
-    return claimed(w, f"train-{steps}", lambda: trainings(
-        w, f"train-{steps}", archs, lambda arch: short_train(arch, split, settings, seed=0)))
+    return claimed(w, f"train-{steps}", lambda: trainings(w, f"train-{steps}", archs, short_trainer(split, steps)))
 
 
 def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], truth: list[float],
@@ -354,13 +358,11 @@ def confirm_trainings(w: Work, space: SearchSpace, split: DataSet, scale: Scale,
     """Train each confirmation set in turn, a subnet at a time (its ground truth, then its short training: a stop
     leaves whole pairs), then measure that set's latencies."""
     steps = max(scale.short_steps)
-    settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
     for seed, b in confirm_sets(space, scale, archs).items():
         for i in range(1, len(b) + 1):
             trainings(w, confirm_key(seed, "gt"), b[:i],
                       lambda arch: train_top1(arch, split, scale.gt_epochs, scale.batch_size))  # fmt: skip
-            trainings(w, confirm_key(seed, f"train-{steps}"), b[:i],
-                      lambda arch: short_train(arch, split, settings, seed=0))  # fmt: skip
+            trainings(w, confirm_key(seed, f"train-{steps}"), b[:i], short_trainer(split, steps))
         latencies(w, b, key=confirm_key(seed, "latency"))
 
 
@@ -463,10 +465,9 @@ def confirm_short(w: Work, space: SearchSpace, split: DataSet, scale: Scale, arc
     confirm`` (which trains each subnet's ground truth, then its short training, from the first forward, and skips
     the short trainings recorded here)."""
     steps = max(scale.short_steps)
-    settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
     for seed, b in reversed(confirm_sets(space, scale, archs).items()):
         for arch in reversed(b):
-            trainings(w, confirm_key(seed, f"train-{steps}"), [arch], lambda x: short_train(x, split, settings, seed=0))
+            trainings(w, confirm_key(seed, f"train-{steps}"), [arch], short_trainer(split, steps))
 
 
 def confirm_stage(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs: list[str]) -> None:
