@@ -87,6 +87,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -248,6 +249,62 @@ def first_within(make: Callable[[float], nn.Module], knobs: Iterable[float], bas
     return None, tried
 
 
+# ---------------------------------------------------------------- one measuring machine, choices made once
+
+MEASURED_BY = ("cpu", "isa", "system", "backend", "runtime", "threads")  # fingerprint fields a latency depends on
+
+
+class OtherMachine(Exception):
+    """A stage has to time networks on the target, and this is not the machine the run's latencies come from."""
+
+
+def measuring_machine(r: Run) -> dict[str, Any]:
+    """The machine every latency of this run is measured on (``machine`` in ``stages.json``): recorded at the
+    first measurement; for a run begun before it was recorded, the fingerprint of its latency table."""
+    rec = r.work.refresh().get("machine")
+    if rec is None:
+        table = r.work.path / "latency_table.json"
+        rec = (json.loads(table.read_text())["fingerprint"] if table.is_file()
+               else fingerprint(backend=r.how.backend, threads=1).to_dict())  # fmt: skip
+        r.work.done("machine", rec)
+    return dict(rec)
+
+
+def check_machine(r: Run, what: str) -> None:
+    """Raise :class:`OtherMachine` unless this machine is the run's measuring machine: ratios timed on two CPUs
+    (AVX2 and AVX-512 run other ONNX Runtime kernels, ``Target.channel_multiple``) are not one comparison."""
+    rec, here = measuring_machine(r), fingerprint(backend=r.how.backend, threads=1).to_dict()
+    diff = [f"{k} {rec.get(k)!r}, here {here.get(k)!r}" for k in MEASURED_BY if rec.get(k) != here.get(k)]
+    if diff:
+        raise OtherMachine(f"{what} times networks on {r.how.backend}, and this run's latencies were measured on "
+                           f"another machine ({'; '.join(diff)}). Continue it on a machine like that one, or start "
+                           "a run measured here with another --work; the trainings of choices already made continue "
+                           "on any machine")  # fmt: skip
+
+
+CHOICE_KEYS = ("feasible", "ratio", "round_to", "width", "measured_at_choice", "measured_grid", "measured_family")
+
+
+def choice(r: Run, key: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The network a peer trains at a budget (``key``: method-budget), chosen once by timing on the measuring
+    machine and recorded (``choices`` in ``stages.json``) before any training: every seed trains the same choice
+    (Torch-Pruning's L1 pruning and the uniform family do not depend on the seed), a resumed stage continues the
+    network it started, and the choice is never re-measured on another machine. A run begun before choices were
+    recorded takes them from a finished stage of that method and budget."""
+    with r.work.lock(f"choice-{key}"):
+        got = r.work.refresh().get("choices", {}).get(key)
+        if got is None:
+            done = sorted(k for k, v in r.work.stages.items() if k.startswith(f"{key}-s") and isinstance(v, dict))
+            if done:
+                v = r.work.stages[done[0]]
+                got = {**{c: v[c] for c in CHOICE_KEYS if c in v}, "from": done[0]}
+            else:
+                check_machine(r, f"choosing {key}")
+                got = make()
+            r.work.add("choices", key, got)
+    return dict(got)
+
+
 # ---------------------------------------------------------------- stages
 
 
@@ -328,6 +385,7 @@ def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     name = f"na-{pct}-s{seed}"
     if taken(r, name):
         return
+    check_machine(r, name)  # its table and its measured verdicts
     t0 = time.perf_counter()
     budget = parse_budget(f"{pct}%latency")
     with r.work.lock("latency_table"):  # one process builds the grid; the others wait for it, then open it
@@ -351,30 +409,40 @@ def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     r.stop(name)
 
 
-def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: bool = False) -> None:
-    """Torch-Pruning at the budget; ``aligned`` (method ``tp8``): with ``round_to`` = the target's channel multiple
-    on this CPU (``Target.channel_multiple``), so its kept widths run on ONNX Runtime's NCHWc kernels."""
-    name = f"{'tp8' if aligned else 'tp'}-{pct}-s{seed}"
-    if taken(r, name, needs=f"na-{pct}-s{seed}"):
-        return
-    t0 = time.perf_counter()
+def tp_choice(r: Run, base: EdgeNet, pct: int, aligned: bool) -> dict[str, Any]:
+    """Torch-Pruning's ratio at ``pct`` % of the baseline's latency, timed on this machine: bisected for the plain
+    pruner; for the aligned one (``round_to`` = this CPU's channel multiple) the first of ``TP_RATIOS`` within the
+    budget, or ``feasible: False`` with the grid when none is."""
     example = torch.randn(r.shape)
     round_to = get_target(r.how.backend).channel_multiple() if aligned else None
     round_to = round_to if round_to and round_to > 1 else None
     if round_to is None:
         ratio, measured = bisect_measured(lambda x: tp_prune(base, x, example), base, pct / 100, 0.0, 0.97,
                                           increasing=False, how=r.how, shape=r.shape)  # fmt: skip
-    else:  # on the round_to grid the latency jumps and is not monotone in the ratio: every ratio of a grid
-        ratio, tried = first_within(lambda x: tp_prune(base, x, example, round_to), TP_RATIOS, base, pct / 100, r,
-                                    lambda x: f"ratio {x:.2f}")  # fmt: skip
-        grid = {f"{x:.2f}": {"arch": arch, "measured": m} for x, arch, m in tried}
-        measured = tried[-1][2]
-        if ratio is None:  # no ratio meets the budget: nothing to train, the measurements are the result
-            r.work.done(name, {"feasible": False, "round_to": round_to, "measured_grid": grid,
-                               "seconds": time.perf_counter() - t0})  # fmt: skip
-            r.stop(name)
-            return
-    net = tp_prune(base, ratio, example, round_to)
+        return {"ratio": ratio, "round_to": None, "measured_at_choice": measured}
+    # on the round_to grid the latency jumps and is not monotone in the ratio: every ratio of a grid
+    ratio, tried = first_within(lambda x: tp_prune(base, x, example, round_to), TP_RATIOS, base, pct / 100, r,
+                                lambda x: f"ratio {x:.2f}")  # fmt: skip
+    grid = {f"{x:.2f}": {"arch": arch, "measured": m} for x, arch, m in tried}
+    if ratio is None:  # no ratio meets the budget: nothing to train, the measurements are the result
+        return {"feasible": False, "round_to": round_to, "measured_grid": grid}
+    return {"ratio": ratio, "round_to": round_to, "measured_at_choice": tried[-1][2], "measured_grid": grid}
+
+
+def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: bool = False) -> None:
+    """Torch-Pruning at the budget; ``aligned`` (method ``tp8``): with ``round_to`` = the target's channel multiple
+    on the measuring machine (``Target.channel_multiple``), so its kept widths run on ONNX Runtime's NCHWc kernels."""
+    method = "tp8" if aligned else "tp"
+    name = f"{method}-{pct}-s{seed}"
+    if taken(r, name, needs=f"na-{pct}-s{seed}"):
+        return
+    t0 = time.perf_counter()
+    chosen = choice(r, f"{method}-{pct}", lambda: tp_choice(r, base, pct, aligned))
+    if not chosen.get("feasible", True):
+        r.work.done(name, {**chosen, "seconds": time.perf_counter() - t0})
+        r.stop(name)
+        return
+    net = tp_prune(base, chosen["ratio"], torch.randn(r.shape), chosen["round_to"])
     loader = BatchLoader(r.data.train, batch_size=r.scale.batch_size, mean=r.data.mean, std=r.data.std, train=True)
     recalibrate_bn_(net, loader, num_batches=10)
     steps = r.work.stages[f"na-{pct}-s{seed}"]["short_steps_spent"] + r.long_steps
@@ -382,8 +450,8 @@ def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: 
                                                    compile=r.a.compile),
                          r.work.path / f"{name}_run")  # fmt: skip
     save_checkpoint(checkpoint_of(net.cpu()), r.work.ckpt(name))
-    r.work.done(name, {"arch": net.arch, "ratio": ratio, "round_to": round_to, "measured_at_choice": measured,
-                       "steps": steps, "top1": top1, "seconds": time.perf_counter() - t0})  # fmt: skip
+    r.work.done(name, {"arch": net.arch, **chosen, "steps": steps, "top1": top1,
+                       "seconds": time.perf_counter() - t0})  # fmt: skip
     r.stop(name)
 
 
@@ -409,19 +477,25 @@ def uniform_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     if taken(r, name, needs=f"na-{pct}-s{seed}"):
         return
     t0 = time.perf_counter()
-    width, measured, family = widest_uniform(r, base, pct / 100)
+
+    def widest() -> dict[str, Any]:
+        width, measured, family = widest_uniform(r, base, pct / 100)
+        return {"width": width, "measured_at_choice": measured, "measured_family": family}
+
+    chosen = choice(r, f"uni-{pct}", widest)
     torch.manual_seed(seed)
-    net = uniform(width)
+    net = uniform(chosen["width"])
     steps = r.work.stages["baseline"]["steps"] + r.work.stages[f"na-{pct}-s{seed}"]["short_steps_spent"] + r.long_steps
     top1 = resumable_fit(net, r.data, r.recipe(seed, steps=steps), r.work.path / f"{name}_run")
     save_checkpoint(checkpoint_of(net.cpu()), r.work.ckpt(name))
-    r.work.done(name, {"arch": net.arch, "width": width, "divisor": UNIFORM_DIVISOR, "measured_at_choice": measured,
-                       "measured_family": family, "steps": steps, "top1": top1, "seconds": time.perf_counter() - t0})  # fmt: skip
+    r.work.done(name, {"arch": net.arch, **chosen, "divisor": UNIFORM_DIVISOR, "steps": steps, "top1": top1,
+                       "seconds": time.perf_counter() - t0})  # fmt: skip
     r.stop(name)
 
 
 def measure_stage(r: Run, base: EdgeNet) -> dict[str, Any]:
     """Every finished network against the baseline, back to back on the target; top-1, MACs, params."""
+    check_machine(r, "the closing measurement")
     rows: dict[str, Any] = {}
     for name in ["baseline", *sorted(k for k in r.work.stages if k.split("-")[0] in METHODS
                                      and r.work.stages[k].get("feasible", True))]:  # fmt: skip
@@ -474,13 +548,21 @@ def write_results(r: Run, rows: dict[str, Any] | None = None) -> Path:
            "target": r.how.backend, "latency_threads": 1, "budgets": budgets, "data": r.data.summary(),
            "stages": r.work.stages, "rows": rows, "summary": summary(rows, budgets) if rows else None,
            "stage_hours": cpu_s / 3600, "load_average": os.getloadavg(),
-           "machine": {**fingerprint(backend=r.how.backend, threads=1).to_dict(), "cores": os.cpu_count(),
-                       "platform": platform.platform(), "torch": torch.__version__},
+           "machine": r.work.stages.get("machine"),  # where the latencies were measured (None: nothing yet)
+           "written_on": {**fingerprint(backend=r.how.backend, threads=1).to_dict(), "cores": os.cpu_count(),
+                          "platform": platform.platform(), "torch": torch.__version__},
            "note": ("QUICK smoke run: the accuracies prove the pipeline runs, not which method is better"
                     if r.a.scale == "quick" else "")}  # fmt: skip
     out = results_path(r)
     atomic_write_text(out, json.dumps(doc, indent=1, default=str) + "\n")
     return out
+
+
+STAGES: dict[str, Callable[[Run, EdgeNet, int, int], None]] = {
+    "na": netadapt_stage, "tp": torch_pruning_stage, "tp8": functools.partial(torch_pruning_stage, aligned=True),
+    "uni": uniform_stage,
+}  # fmt: skip
+assert tuple(STAGES) == METHODS
 
 
 def plan(a: argparse.Namespace) -> list[tuple[int, int]]:
@@ -506,17 +588,22 @@ def main() -> None:
     base = baseline_stage(r)
     for pct, seed in plan(a):
         print(f"budget {pct}%, seed {seed}", flush=True)
-        netadapt_stage(r, base, pct, seed)
-        torch_pruning_stage(r, base, pct, seed)
-        torch_pruning_stage(r, base, pct, seed, aligned=True)
-        uniform_stage(r, base, pct, seed)
+        for method, stage in STAGES.items():
+            try:
+                stage(r, base, pct, seed)
+            except OtherMachine as exc:  # training-only stages go on; this one waits for its machine
+                r.work.release(f"{method}-{pct}-s{seed}")
+                print(f"  {method}-{pct}-s{seed} not run here: {exc}", flush=True)
         write_results(r)
     missing = [f"{m}-{pct}-s{seed}" for pct, seed in plan(a) for m in METHODS
                if f"{m}-{pct}-s{seed}" not in r.work.refresh()]  # fmt: skip
     if missing:  # held by another process: the last one to finish measures the table
         raise SystemExit(f"stages {', '.join(missing)} are not finished (another process runs them, or it stopped: "
                          "run this command again); the last process to finish measures the results")
-    rows = measure_stage(r, base)
+    try:
+        rows = measure_stage(r, base)
+    except OtherMachine as exc:
+        raise SystemExit(f"every stage is finished; {exc}") from None
     print(f"wrote {write_results(r, rows)}")
     print(json.dumps(summary(rows, [int(b) for b in a.budgets.split(",")]), indent=1))
 

@@ -108,3 +108,65 @@ def test_release_drops_only_our_own_claim(tmp_path):
     w.release("train-300 (running)")  # not ours: kept
     assert json.loads((tmp_path / "claims.json").read_text()) == claims
     w.release("never-claimed")  # nothing to drop: no error
+
+
+# ---------------------------------------------------------------- netadapt_cifar: one measuring machine, choices made once
+
+
+def _run(tmp_path):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(work=Work(tmp_path), how=SimpleNamespace(backend="eager"))
+
+
+def test_choice_is_made_once_and_reused_by_every_seed(tmp_path):
+    import netadapt_cifar as nc
+
+    r, calls = _run(tmp_path), []
+
+    def make():
+        calls.append(1)
+        return {"ratio": 0.3, "round_to": 8, "measured_at_choice": 0.68}
+
+    first = nc.choice(r, "tp8-75", make)
+    again = nc.choice(r, "tp8-75", make)  # seed 1, or seed 0 resumed: not timed again
+    assert first == again == {"ratio": 0.3, "round_to": 8, "measured_at_choice": 0.68} and calls == [1]
+    assert Work(tmp_path).refresh()["choices"]["tp8-75"] == first  # recorded before any training
+    assert "machine" in Work(tmp_path).refresh()  # the machine it was timed on, recorded at the first measurement
+
+
+def test_choice_of_a_run_begun_before_choices_were_recorded_comes_from_its_finished_stage(tmp_path):
+    import netadapt_cifar as nc
+
+    r = _run(tmp_path)
+    r.work.done("tp-50-s0", {"arch": "a", "ratio": 0.788, "round_to": None, "measured_at_choice": 0.493,
+                             "steps": 4900, "top1": 0.81})  # fmt: skip
+    got = nc.choice(r, "tp-50", lambda: pytest.fail("a recorded choice is never measured again"))
+    assert got == {"ratio": 0.788, "round_to": None, "measured_at_choice": 0.493, "from": "tp-50-s0"}
+    r.work.done("tp8-50-s0", {"feasible": False, "round_to": 8, "measured_grid": {"0.00": {}}, "seconds": 6.6})
+    assert nc.choice(r, "tp8-50", lambda: pytest.fail("measured"))["feasible"] is False
+
+
+def test_stages_that_time_networks_refuse_another_machine_and_trainings_go_on(tmp_path):
+    """A run measured on an AVX2 CPU continued on an AVX-512 one: timing there would mix two CPUs' ratios."""
+    import netadapt_cifar as nc
+    from edgecnn.latency.fingerprint import fingerprint
+
+    r = _run(tmp_path)
+    here = fingerprint(backend="eager", threads=1).to_dict()
+    other = {**here, "isa": "avx2" if here["isa"] != "avx2" else "vnni", "cpu": "another CPU"}
+    r.work.done("machine", other)
+    with pytest.raises(nc.OtherMachine, match=r"isa .*here .*another --work"):
+        nc.check_machine(r, "the closing measurement")
+    with pytest.raises(nc.OtherMachine, match="choosing uni-50"):
+        nc.choice(r, "uni-50", lambda: pytest.fail("timed on the wrong machine"))
+    assert "uni-50" not in r.work.refresh().get("choices", {})
+    r.work.add("choices", "uni-50", {"width": 0.5, "measured_at_choice": 0.384})  # chosen where it was measured
+    assert nc.choice(r, "uni-50", lambda: pytest.fail("measured"))["width"] == 0.5  # its training goes on here
+    r.work.done("machine", here)
+    nc.check_machine(r, "the closing measurement")  # the measuring machine itself: no error
+    (tmp_path / "stages.json").write_text("{}")
+    (tmp_path / "latency_table.json").write_text(json.dumps({"fingerprint": other}))
+    with pytest.raises(nc.OtherMachine):  # a run begun before the machine was recorded: its table's fingerprint
+        nc.check_machine(r, "na-50-s1")
+    assert r.work.refresh()["machine"] == other
