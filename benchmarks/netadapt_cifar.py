@@ -261,13 +261,21 @@ class OtherMachine(Exception):
 def measuring_machine(r: Run) -> dict[str, Any]:
     """The machine every latency of this run is measured on (``machine`` in ``stages.json``): recorded at the
     first measurement; for a run begun before it was recorded, the fingerprint of its latency table."""
-    rec = r.work.refresh().get("machine")
+    rec = recorded_machine(r)
     if rec is None:
-        table = r.work.path / "latency_table.json"
-        rec = (json.loads(table.read_text())["fingerprint"] if table.is_file()
-               else fingerprint(backend=r.how.backend, threads=1).to_dict())  # fmt: skip
+        rec = fingerprint(backend=r.how.backend, threads=1).to_dict()
+    if r.work.stages.get("machine") != rec:
         r.work.done("machine", rec)
-    return dict(rec)
+    return rec
+
+
+def recorded_machine(r: Run) -> dict[str, Any] | None:
+    """The measuring machine as recorded (or the latency table's), None before anything was measured."""
+    rec = r.work.refresh().get("machine")
+    table = r.work.path / "latency_table.json"
+    if rec is None and table.is_file():
+        rec = json.loads(table.read_text())["fingerprint"]
+    return None if rec is None else dict(rec)
 
 
 def check_machine(r: Run, what: str) -> None:
@@ -548,7 +556,7 @@ def write_results(r: Run, rows: dict[str, Any] | None = None) -> Path:
            "target": r.how.backend, "latency_threads": 1, "budgets": budgets, "data": r.data.summary(),
            "stages": r.work.stages, "rows": rows, "summary": summary(rows, budgets) if rows else None,
            "stage_hours": cpu_s / 3600, "load_average": os.getloadavg(),
-           "machine": r.work.stages.get("machine"),  # where the latencies were measured (None: nothing yet)
+           "machine": recorded_machine(r),  # where the latencies were measured (None: nothing yet)
            "written_on": {**fingerprint(backend=r.how.backend, threads=1).to_dict(), "cores": os.cpu_count(),
                           "platform": platform.platform(), "torch": torch.__version__},
            "note": ("QUICK smoke run: the accuracies prove the pipeline runs, not which method is better"
