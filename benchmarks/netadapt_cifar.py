@@ -107,7 +107,7 @@ from edgecnn import zoo
 from edgecnn.arch import as_spec
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import EdgeNet, build
-from edgecnn.checkpoint import checkpoint_of, load_model, save_checkpoint
+from edgecnn.checkpoint import checkpoint_of, load_checkpoint, load_model, save_checkpoint
 from edgecnn.compress.budget import parse_budget
 from edgecnn.compress.summary import model_stats
 from edgecnn.compress.job import Check, run_measured, table_meter
@@ -117,6 +117,7 @@ from edgecnn.latency.compare import compare_latency
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.targets import get_target
 from edgecnn.train.config import FINETUNE, TrainConfig
+from edgecnn.train.evaluation import evaluate
 from edgecnn.train.loop import fit
 from edgecnn.train.recalibrate import recalibrate_bn_
 from edgecnn.train.resume import LAST
@@ -134,16 +135,19 @@ class Scale:
     """How much data and how many steps each stage gets."""
 
     limit: int | None  # images per class and split (None: all)
-    base_epochs: int  # baseline training
+    base_epochs: int  # baseline training (per cycle)
     short_steps: int  # NetAdapt's short-term fine-tune of each of its top-2 proposals per iteration
     long_epochs: float  # the long fine-tune of every pruned network
     batch_size: int
     compare_rounds: int  # interleaved rounds of every measured comparison
+    base_cycles: int = 1  # cosine cycles of the baseline, each from lr 0.1 again (warm restarts, SGDR)
 
 
 SCALES = {
     "quick": Scale(limit=100, base_epochs=8, short_steps=5, long_epochs=2, batch_size=64, compare_rounds=3),
     "full": Scale(limit=None, base_epochs=50, short_steps=50, long_epochs=10, batch_size=128, compare_rounds=5),
+    "full100": Scale(limit=None, base_epochs=50, short_steps=50, long_epochs=10, batch_size=128, compare_rounds=5,
+                     base_cycles=2),
 }
 DEFAULT_SEEDS = {50: (0, 1), 75: (0,)}  # the issue's minimum: >= 2 seeds at 50%, 1 at 75%
 
@@ -164,6 +168,13 @@ def args_() -> argparse.Namespace:
                    help="share above the budget NetAdapt's measured result may be and still count as met (default 0: "
                         "at or under the budget, as Torch-Pruning's and uniform width's choices are; "
                         "na-50-s0 ran with 0.03)")  # fmt: skip
+    p.add_argument("--baseline-from", default=None,
+                   help="a baseline checkpoint trained with this scale's first-cycle recipe (e.g. "
+                        "benchmarks/state/netadapt_cifar-full/baseline.pt for full100): taken as the first cycle "
+                        "instead of training it again (its recipe is compared, its test top-1 measured)")  # fmt: skip
+    p.add_argument("--measure-here", action="store_true",
+                   help="time every finished network against the baseline on this machine, whatever machine the "
+                        "run is measured on, into its own results file (...-on-<isa>.json); the run is left as is")  # fmt: skip
     p.add_argument("--stop-after", default=None, help="stop after this stage (e.g. baseline, na-50-s0)")
     p.add_argument("--tag", default="", help="appended to the results file name")
     return p.parse_args()
@@ -370,16 +381,54 @@ def taken(r: Run, name: str, needs: str | None = None) -> bool:
     return owner is not None
 
 
+_NOT_RECIPE = frozenset({"eval_every", "device", "threads", "progress", "log_epochs", "compile"})
+
+
+def adopt_cycle(r: Run, cfg: TrainConfig, src: Path) -> tuple[EdgeNet, float]:
+    """The model of ``src`` as the baseline's first cycle, after checking it was trained with ``cfg``'s recipe
+    (every option but where and how verbosely it ran); its test top-1 measured here."""
+    ck = load_checkpoint(src)
+    mine = {k: v for k, v in asdict(cfg).items() if k not in _NOT_RECIPE}
+    diff = [f"{k}: {ck.config.get(k)!r} there, {v!r} here" for k, v in mine.items() if ck.config.get(k) != v]
+    if ck.arch != zoo.arch_of(BASE) or diff:
+        raise SystemExit(f"--baseline-from {src}: not this scale's first cycle ({'; '.join(diff) or ck.arch}); "
+                         "drop --baseline-from to train it")  # fmt: skip
+    model, _ = load_model(src)
+    assert isinstance(model, EdgeNet)
+    return model, evaluate(model, r.data).top1
+
+
 def baseline_stage(r: Run) -> EdgeNet:
+    """The baseline: ``base_cycles`` cosine cycles of the from-scratch recipe, each from the last one's weights with
+    lr 0.1 again and its own seed (warm restarts: Loshchilov & Hutter 2017, SGDR), every cycle recorded
+    (``baseline-c<k>``) and its checkpoint kept as it finishes."""
     path = r.work.ckpt("baseline")
     if not taken(r, "baseline"):
         t0 = time.perf_counter()
         torch.manual_seed(0)
         base = zoo.create(BASE, num_classes=10)
-        cfg = r.recipe(0)
-        top1 = resumable_fit(base, r.data, cfg, r.work.path / "baseline_run")
+        cycles = r.scale.base_cycles
+        for k in range(cycles):
+            cfg, stage = r.recipe(k), f"baseline-c{k + 1}"
+            if cycles > 1 and stage in r.work.stages:  # this cycle finished earlier
+                base, _ = load_model(r.work.ckpt(stage))  # type: ignore[assignment]
+                continue
+            if k == 0 and r.a.baseline_from:
+                base, top1 = adopt_cycle(r, cfg, Path(r.a.baseline_from))
+                record = {"from": str(r.a.baseline_from)}
+            else:
+                run_dir = r.work.path / ("baseline_run" if k == 0 else f"baseline_run{k + 1}")
+                top1, record = resumable_fit(base, r.data, cfg, run_dir), {}
+            if cycles > 1:
+                save_checkpoint(checkpoint_of(base.cpu(), data={"name": CIFAR, "image_size": 32}, config=asdict(cfg)),
+                                r.work.ckpt(stage))  # fmt: skip
+                r.work.done(stage, {**record, "epochs": cfg.epochs, "seed": k, "top1": top1,
+                                    "seconds": time.perf_counter() - t0})  # fmt: skip
+            print(f"baseline cycle {k + 1}/{cycles}: test top-1 {top1:.4f}", flush=True)
         save_checkpoint(checkpoint_of(base.cpu(), data={"name": CIFAR, "image_size": 32}, config=asdict(cfg)), path)
-        r.work.done("baseline", {"epochs": cfg.epochs, "steps": cfg.epochs * r.per_epoch, "top1": top1,
+        epochs = cycles * r.scale.base_epochs
+        r.work.done("baseline", {"epochs": epochs, "cycles": cycles, "steps": epochs * r.per_epoch,
+                                 "top1": r.work.stages[f"baseline-c{cycles}"]["top1"] if cycles > 1 else top1,
                                  "seconds": time.perf_counter() - t0, "train_device": _train_device(r)})  # fmt: skip
     if "baseline" not in r.work.stages:
         raise SystemExit("another process is training the baseline; start this one again when it has finished")
@@ -501,9 +550,11 @@ def uniform_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     r.stop(name)
 
 
-def measure_stage(r: Run, base: EdgeNet) -> dict[str, Any]:
-    """Every finished network against the baseline, back to back on the target; top-1, MACs, params."""
-    check_machine(r, "the closing measurement")
+def measure_stage(r: Run, base: EdgeNet, *, anywhere: bool = False) -> dict[str, Any]:
+    """Every finished network against the baseline, back to back on the target; top-1, MACs, params. On the
+    run's measuring machine unless ``anywhere`` (``--measure-here``)."""
+    if not anywhere:
+        check_machine(r, "the closing measurement")
     rows: dict[str, Any] = {}
     for name in ["baseline", *sorted(k for k in r.work.stages if k.split("-")[0] in METHODS
                                      and r.work.stages[k].get("feasible", True))]:  # fmt: skip
@@ -548,20 +599,28 @@ def results_path(r: Run) -> Path:
     return RESULTS / f"netadapt_cifar-{r.a.scale}-{r.how.backend}{'-' + r.a.tag if r.a.tag else ''}.json"
 
 
-def write_results(r: Run, rows: dict[str, Any] | None = None) -> Path:
-    """The results document: what is finished so far (stages, and the measured table once it exists)."""
+def write_results(r: Run, rows: dict[str, Any] | None = None, *, elsewhere: bool = False) -> Path:
+    """The results document: what is finished so far (stages, and the measured table once it exists).
+    ``elsewhere``: ``rows`` were timed on this machine, not the run's measuring machine (``--measure-here``): its
+    own file, named after this machine's ISA, beside the run's."""
     budgets = [int(b) for b in r.a.budgets.split(",")]
     cpu_s = sum(v.get("seconds", 0.0) for v in r.work.stages.values() if isinstance(v, dict))
+    here = fingerprint(backend=r.how.backend, threads=1).to_dict()
     doc = {"kind": "compress-benchmark", "scale": r.a.scale, "scale_settings": asdict(r.scale),
            "target": r.how.backend, "latency_threads": 1, "budgets": budgets, "data": r.data.summary(),
            "stages": r.work.stages, "rows": rows, "summary": summary(rows, budgets) if rows else None,
            "stage_hours": cpu_s / 3600, "load_average": os.getloadavg(),
-           "machine": recorded_machine(r),  # where the latencies were measured (None: nothing yet)
-           "written_on": {**fingerprint(backend=r.how.backend, threads=1).to_dict(), "cores": os.cpu_count(),
+           "machine": here if elsewhere else recorded_machine(r),  # where the latencies were measured
+           "chosen_on": recorded_machine(r),  # where NetAdapt's table and the peers' choices were timed
+           "written_on": {**here, "cores": os.cpu_count(),
                           "platform": platform.platform(), "torch": torch.__version__},
            "note": ("QUICK smoke run: the accuracies prove the pipeline runs, not which method is better"
-                    if r.a.scale == "quick" else "")}  # fmt: skip
+                    if r.a.scale == "quick" else
+                    f"the run's networks timed on this machine ({here['cpu']}, {here['isa']}), not on the run's "
+                    "measuring machine (chosen_on), where NetAdapt's table and the peers' choices were timed"
+                    if elsewhere else "")}  # fmt: skip
     out = results_path(r)
+    out = out.with_name(f"{out.stem}-on-{here['isa']}.json") if elsewhere else out
     atomic_write_text(out, json.dumps(doc, indent=1, default=str) + "\n")
     return out
 
@@ -594,6 +653,11 @@ def main() -> None:
     r = Run(a, scale, work, ref, data, how)
     print(f"{data.summary()}; work {work.path}; target {a.target}", flush=True)
     base = baseline_stage(r)
+    if a.measure_here:
+        rows = measure_stage(r, base, anywhere=True)
+        print(f"wrote {write_results(r, rows, elsewhere=True)}")
+        print(json.dumps(summary(rows, [int(b) for b in a.budgets.split(",")]), indent=1))
+        return
     for pct, seed in plan(a):
         print(f"budget {pct}%, seed {seed}", flush=True)
         for method, stage in STAGES.items():

@@ -170,3 +170,72 @@ def test_stages_that_time_networks_refuse_another_machine_and_trainings_go_on(tm
     with pytest.raises(nc.OtherMachine):  # a run begun before the machine was recorded: its table's fingerprint
         nc.check_machine(r, "na-50-s1")
     assert r.work.refresh()["machine"] == other
+
+
+def _baseline_run(tmp_path, monkeypatch, calls, baseline_from=None):
+    from types import SimpleNamespace
+
+    import netadapt_cifar as nc
+    import torch
+    from edgecnn.train.config import TrainConfig
+
+    def fake_fit(model, data, cfg, run_dir):  # "training": every weight +1, the top-1 from the seed
+        calls.append((cfg.seed, run_dir.name, model.blocks[-1].bias[0].item()))
+        with torch.no_grad():
+            model.blocks[-1].bias.add_(1.0)
+        return 0.5 + cfg.seed / 10
+
+    monkeypatch.setattr(nc, "resumable_fit", fake_fit)
+    monkeypatch.setattr(nc, "evaluate", lambda model, data: SimpleNamespace(top1=0.8784))
+    return SimpleNamespace(work=Work(tmp_path), scale=nc.SCALES["full100"], per_epoch=390, data=None,
+                           a=SimpleNamespace(baseline_from=baseline_from, stop_after=None, device="cpu"),
+                           recipe=lambda seed: TrainConfig(epochs=50, lr=0.1, seed=seed), stop=lambda name: None)  # fmt: skip
+
+
+def test_baseline_cycles_restart_from_the_last_cycle_and_resume_by_cycle(tmp_path, monkeypatch):
+    """full100's baseline: two cosine cycles (warm restart), the second from the first's weights with its own seed;
+    each cycle recorded with its checkpoint, so a stopped run trains only the cycles it lacks."""
+    import netadapt_cifar as nc
+    from edgecnn.checkpoint import load_model
+
+    calls: list = []
+    base = nc.baseline_stage(_baseline_run(tmp_path, monkeypatch, calls))
+    b0 = calls[0][2]
+    assert [(s, d) for s, d, _ in calls] == [(0, "baseline_run"), (1, "baseline_run2")]
+    assert calls[1][2] == pytest.approx(b0 + 1)  # cycle 2 starts from cycle 1's weights
+    assert base.blocks[-1].bias[0].item() == pytest.approx(b0 + 2)
+    stages = Work(tmp_path).refresh()
+    assert (stages["baseline-c1"]["top1"], stages["baseline-c2"]["top1"]) == (0.5, 0.6)
+    assert (stages["baseline"]["epochs"], stages["baseline"]["steps"], stages["baseline"]["top1"]) == (100, 39000, 0.6)
+    assert load_model(tmp_path / "baseline-c1.pt")[0].blocks[-1].bias[0].item() == pytest.approx(b0 + 1)
+
+    for k in ("baseline", "baseline-c2"):  # stopped during cycle 2: cycle 1 is not trained again
+        del stages[k]
+    (tmp_path / "stages.json").write_text(json.dumps(stages))
+    calls.clear()
+    base = nc.baseline_stage(_baseline_run(tmp_path, monkeypatch, calls))
+    assert calls == [(1, "baseline_run2", pytest.approx(b0 + 1))] and base.blocks[-1].bias[0].item() == pytest.approx(b0 + 2)
+
+
+def test_baseline_from_is_taken_as_the_first_cycle_only_with_the_same_recipe(tmp_path, monkeypatch):
+    import netadapt_cifar as nc
+    import torch
+    from dataclasses import asdict
+    from edgecnn import zoo
+    from edgecnn.checkpoint import checkpoint_of, save_checkpoint
+    from edgecnn.train.config import TrainConfig
+
+    torch.manual_seed(3)
+    src = tmp_path / "src.pt"
+    model = zoo.create(nc.BASE, num_classes=10)
+    save_checkpoint(checkpoint_of(model, config={**asdict(TrainConfig(epochs=50, lr=0.1, seed=0)), "threads": 7}), src)
+    calls: list = []
+    work = tmp_path / "run"
+    base = nc.baseline_stage(_baseline_run(work, monkeypatch, calls, baseline_from=str(src)))
+    assert [s for s, _, _ in calls] == [1]  # only cycle 2 trained, from the adopted weights
+    assert calls[0][2] == model.blocks[-1].bias[0].item()
+    assert Work(work).refresh()["baseline-c1"]["from"] == str(src)
+    assert Work(work).refresh()["baseline-c1"]["top1"] == 0.8784  # measured on the test set (stubbed here)
+    save_checkpoint(checkpoint_of(model, config=asdict(TrainConfig(epochs=50, seed=0, lr=0.05))), src)
+    with pytest.raises(SystemExit, match=r"lr: 0\.05 there, 0\.1 here"):
+        nc.baseline_stage(_baseline_run(tmp_path / "other", monkeypatch, [], baseline_from=str(src)))
