@@ -22,6 +22,24 @@ from typing import Any
 from edgecnn.atomic import atomic_write_text
 
 CLAIMS = "claims.json"
+MEASURED_BY = ("cpu", "isa", "system", "backend", "runtime", "threads")  # fingerprint fields a latency depends on
+
+
+class OtherMachine(Exception):
+    """A stage has to time networks, and this is not the machine the run's latencies come from."""
+
+
+def check_same_machine(recorded: dict[str, Any] | None, here: dict[str, Any], what: str) -> None:
+    """Raise :class:`OtherMachine` unless ``here`` (a latency fingerprint, ``DeviceFingerprint.to_dict()``) is the
+    ``recorded`` measuring machine of a run in the fields a latency depends on: ratios or milliseconds timed on two
+    CPUs (AVX2 and AVX-512 run other ONNX Runtime kernels) are not one comparison. None: nothing recorded yet."""
+    if recorded is None:
+        return
+    diff = [f"{k} {recorded.get(k)!r}, here {here.get(k)!r}" for k in MEASURED_BY if recorded.get(k) != here.get(k)]
+    if diff:
+        raise OtherMachine(f"{what} times networks on {here.get('backend')}, and this run's latencies were measured "
+                           f"on another machine ({'; '.join(diff)}). Continue it on a machine like that one, or "
+                           "start a run measured here in another work folder (--work)")  # fmt: skip
 
 
 def _alive(pid: int, script: str) -> bool:

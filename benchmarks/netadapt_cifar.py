@@ -101,7 +101,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from _work import Work  # benchmarks/_work.py (this folder is on sys.path)
+from _work import OtherMachine, Work, check_same_machine  # benchmarks/_work.py (this folder is on sys.path)
 
 from edgecnn import zoo
 from edgecnn.arch import as_spec
@@ -262,12 +262,6 @@ def first_within(make: Callable[[float], nn.Module], knobs: Iterable[float], bas
 
 # ---------------------------------------------------------------- one measuring machine, choices made once
 
-MEASURED_BY = ("cpu", "isa", "system", "backend", "runtime", "threads")  # fingerprint fields a latency depends on
-
-
-class OtherMachine(Exception):
-    """A stage has to time networks on the target, and this is not the machine the run's latencies come from."""
-
 
 def measuring_machine(r: Run) -> dict[str, Any]:
     """The machine every latency of this run is measured on (``machine`` in ``stages.json``): recorded at the
@@ -290,15 +284,9 @@ def recorded_machine(r: Run) -> dict[str, Any] | None:
 
 
 def check_machine(r: Run, what: str) -> None:
-    """Raise :class:`OtherMachine` unless this machine is the run's measuring machine: ratios timed on two CPUs
-    (AVX2 and AVX-512 run other ONNX Runtime kernels, ``Target.channel_multiple``) are not one comparison."""
-    rec, here = measuring_machine(r), fingerprint(backend=r.how.backend, threads=1).to_dict()
-    diff = [f"{k} {rec.get(k)!r}, here {here.get(k)!r}" for k in MEASURED_BY if rec.get(k) != here.get(k)]
-    if diff:
-        raise OtherMachine(f"{what} times networks on {r.how.backend}, and this run's latencies were measured on "
-                           f"another machine ({'; '.join(diff)}). Continue it on a machine like that one, or start "
-                           "a run measured here with another --work; the trainings of choices already made continue "
-                           "on any machine")  # fmt: skip
+    """Raise :class:`OtherMachine` unless this machine is the run's measuring machine (recorded here if none is);
+    the trainings of choices already made continue on any machine."""
+    check_same_machine(measuring_machine(r), fingerprint(backend=r.how.backend, threads=1).to_dict(), what)
 
 
 CHOICE_KEYS = ("feasible", "ratio", "round_to", "width", "measured_at_choice", "measured_grid", "measured_family")

@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from _work import OtherMachine, check_same_machine  # benchmarks/_work.py (this folder is on sys.path)
 from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
@@ -97,6 +98,17 @@ def timing(quick: bool) -> TimingConfig:
     if quick:
         return TimingConfig(warmup=3, min_repeats=10, max_seconds=1.0, retries=0)
     return TimingConfig(warmup=5, min_repeats=20, max_seconds=3.0, retries=1, retry_wait_s=1.0)
+
+
+def measuring_machine(work: Path, backend: str, here: dict[str, Any]) -> dict[str, Any]:
+    """The machine this work folder's latencies are measured on (``machine-<backend>.json``), recorded with the
+    first measurement; for a folder begun before it was recorded, its first run's latency table's fingerprint."""
+    f = work / f"machine-{backend}.json"
+    if not f.is_file():
+        tables = sorted(work.glob("*/*/latency_table.json"))
+        rec = json.loads(tables[0].read_text())["fingerprint"] if tables else here
+        atomic_write_text(f, json.dumps(rec, indent=1) + "\n")
+    return dict(json.loads(f.read_text()))
 
 
 def measured_ms(arch: str, backend: str, cfg: TimingConfig) -> float:
@@ -186,6 +198,11 @@ def main() -> None:
     cfg = timing(preset == "quick")
     widths_file = work / f"widths-{backend}.json"
     work.mkdir(parents=True, exist_ok=True)
+    here = fingerprint(backend=backend, threads=1).to_dict()
+    try:  # the target's ms, the bracket's widths and every run's table come from one machine
+        check_same_machine(measuring_machine(work, backend, here), here, "search_seeds")
+    except OtherMachine as exc:
+        raise SystemExit(str(exc)) from None
     if not widths_file.is_file():  # the bracket's widths, measured once on the target
         widths = {str(w): measured_ms(zoo.arch_of(BASELINE, width=w), backend, cfg) for w in WIDTHS}
         atomic_write_text(widths_file, json.dumps(widths, indent=1))

@@ -156,7 +156,7 @@ def test_stages_that_time_networks_refuse_another_machine_and_trainings_go_on(tm
     here = fingerprint(backend="eager", threads=1).to_dict()
     other = {**here, "isa": "avx2" if here["isa"] != "avx2" else "vnni", "cpu": "another CPU"}
     r.work.done("machine", other)
-    with pytest.raises(nc.OtherMachine, match=r"isa .*here .*another --work"):
+    with pytest.raises(nc.OtherMachine, match=r"isa .*here .*work folder \(--work\)"):
         nc.check_machine(r, "the closing measurement")
     with pytest.raises(nc.OtherMachine, match="choosing uni-50"):
         nc.choice(r, "uni-50", lambda: pytest.fail("timed on the wrong machine"))
