@@ -90,13 +90,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _work import Work  # benchmarks/_work.py (this folder is on sys.path)
+from _work import OtherMachine, Work, check_same_machine  # benchmarks/_work.py (this folder is on sys.path)
 from search_seeds import measured_ms  # the same build-and-time of an arch on the target
 
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.data import DataSet
 from edgecnn.executor import Executor
+from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import default_target
 from edgecnn.search.estimate import (
@@ -209,6 +210,14 @@ def latencies(w: Work, archs: list[str], key: str = "latency") -> list[float]:
     got = dict(w.refresh().get(key, {}))
     backend = default_target()
     cfg = TimingConfig(warmup=5, min_repeats=30, max_seconds=2.0, retries=1, retry_wait_s=1.0)
+    if any(arch not in got for arch in archs):  # every latency of the benchmark from one machine
+        here = fingerprint(backend=backend, threads=1).to_dict()
+        if "machine" not in w.stages:
+            w.done("machine", here)
+        try:
+            check_same_machine(w.stages["machine"], here, "measuring the subnets' latencies")
+        except OtherMachine as exc:
+            raise SystemExit(str(exc)) from None
     for arch in archs:
         if arch not in got:
             got[arch] = measured_ms(arch, backend, cfg)

@@ -239,3 +239,22 @@ def test_baseline_from_is_taken_as_the_first_cycle_only_with_the_same_recipe(tmp
     save_checkpoint(checkpoint_of(model, config=asdict(TrainConfig(epochs=50, seed=0, lr=0.05))), src)
     with pytest.raises(SystemExit, match=r"lr: 0\.05 there, 0\.1 here"):
         nc.baseline_stage(_baseline_run(tmp_path / "other", monkeypatch, [], baseline_from=str(src)))
+
+
+def test_search_rank_measures_new_latencies_only_on_its_machine(tmp_path, monkeypatch):
+    """Recorded latencies are read back anywhere; a subnet not yet timed is timed only on the machine the others
+    were (the estimator "measured latency" and the equal-latency pairs compare them)."""
+    import search_rank as sr
+    from edgecnn.latency.fingerprint import fingerprint
+
+    monkeypatch.setattr(sr, "default_target", lambda: "eager")
+    monkeypatch.setattr(sr, "measured_ms", lambda arch, backend, cfg: float(len(arch)))
+    w = Work(tmp_path)
+    assert sr.latencies(w, ["ab", "abc"]) == [2.0, 3.0]  # the first measurement records the machine
+    here = fingerprint(backend="eager", threads=1).to_dict()
+    assert {k: w.refresh()["machine"][k] for k in ("cpu", "isa")} == {"cpu": here["cpu"], "isa": here["isa"]}
+    w.done("machine", {**here, "isa": "some other ISA"})
+    assert sr.latencies(w, ["abc", "ab"]) == [3.0, 2.0]  # all recorded: nothing to time
+    with pytest.raises(SystemExit, match="isa 'some other ISA'"):
+        sr.latencies(w, ["ab", "abcd"])
+    assert "abcd" not in w.refresh()["latency"]
