@@ -133,5 +133,21 @@ class Work:
             claims[name] = value
         atomic_write_text(self.path / CLAIMS, json.dumps(claims, indent=1) + "\n")
 
+    def recorded_machine(self, table: Path | None = None) -> dict[str, Any] | None:
+        """The machine this run's latencies are measured on: recorded (``machine`` in ``stages.json``), else the
+        fingerprint of ``table`` (a latency table measured before the machine was recorded), else None."""
+        rec = self.refresh().get("machine")
+        if rec is None and table is not None and table.is_file():
+            rec = json.loads(table.read_text())["fingerprint"]
+        return None if rec is None else dict(rec)
+
+    def check_machine(self, here: dict[str, Any], what: str, table: Path | None = None) -> None:
+        """Record the measuring machine (``here`` when none is yet) and raise :class:`OtherMachine` unless ``here``
+        is it (:func:`check_same_machine`): call before timing anything."""
+        rec = self.recorded_machine(table) or here
+        if self.stages.get("machine") != rec:
+            self.done("machine", rec)
+        check_same_machine(rec, here, what)
+
     def ckpt(self, name: str) -> Path:
         return self.path / f"{name}.pt"

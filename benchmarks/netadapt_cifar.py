@@ -101,7 +101,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from _work import OtherMachine, Work, check_same_machine  # benchmarks/_work.py (this folder is on sys.path)
+from _work import OtherMachine, Work  # benchmarks/_work.py (this folder is on sys.path)
 
 from edgecnn import zoo
 from edgecnn.arch import as_spec
@@ -127,6 +127,7 @@ CIFAR = "/work/shared/data/cifar10-jpeg.tar.xz"
 RESULTS = Path(__file__).parent / "results"
 STATE = Path(__file__).parent / "state"
 BASE = "resnet20_cifar"
+TABLE = "latency_table.json"  # NetAdapt's latency table in the work folder
 GRID = (1 / 32, 0.25, 0.5, 1.0)  # table widths of every block, down to 2 channels (NetAdapt's round_to)
 
 
@@ -263,30 +264,11 @@ def first_within(make: Callable[[float], nn.Module], knobs: Iterable[float], bas
 # ---------------------------------------------------------------- one measuring machine, choices made once
 
 
-def measuring_machine(r: Run) -> dict[str, Any]:
-    """The machine every latency of this run is measured on (``machine`` in ``stages.json``): recorded at the
-    first measurement; for a run begun before it was recorded, the fingerprint of its latency table."""
-    rec = recorded_machine(r)
-    if rec is None:
-        rec = fingerprint(backend=r.how.backend, threads=1).to_dict()
-    if r.work.stages.get("machine") != rec:
-        r.work.done("machine", rec)
-    return rec
-
-
-def recorded_machine(r: Run) -> dict[str, Any] | None:
-    """The measuring machine as recorded (or the latency table's), None before anything was measured."""
-    rec = r.work.refresh().get("machine")
-    table = r.work.path / "latency_table.json"
-    if rec is None and table.is_file():
-        rec = json.loads(table.read_text())["fingerprint"]
-    return None if rec is None else dict(rec)
-
-
 def check_machine(r: Run, what: str) -> None:
-    """Raise :class:`OtherMachine` unless this machine is the run's measuring machine (recorded here if none is);
-    the trainings of choices already made continue on any machine."""
-    check_same_machine(measuring_machine(r), fingerprint(backend=r.how.backend, threads=1).to_dict(), what)
+    """Raise :class:`OtherMachine` unless this machine is the run's measuring machine (recorded here if none is;
+    for a run begun before it was recorded, its latency table's); the trainings of choices already made continue
+    on any machine."""
+    r.work.check_machine(fingerprint(backend=r.how.backend, threads=1).to_dict(), what, r.work.path / TABLE)
 
 
 CHOICE_KEYS = ("feasible", "ratio", "round_to", "width", "measured_at_choice", "measured_grid", "measured_family")
@@ -400,6 +382,7 @@ def baseline_stage(r: Run) -> EdgeNet:
             cfg, stage = r.recipe(k), f"baseline-c{k + 1}"
             if cycles > 1 and stage in r.work.stages:  # this cycle finished earlier
                 base, _ = load_model(r.work.ckpt(stage))  # type: ignore[assignment]
+                top1 = r.work.stages[stage]["top1"]
                 continue
             if k == 0 and r.a.baseline_from:
                 base, top1 = adopt_cycle(r, cfg, Path(r.a.baseline_from))
@@ -416,7 +399,7 @@ def baseline_stage(r: Run) -> EdgeNet:
         save_checkpoint(checkpoint_of(base.cpu(), data={"name": CIFAR, "image_size": 32}, config=asdict(cfg)), path)
         epochs = cycles * r.scale.base_epochs
         r.work.done("baseline", {"epochs": epochs, "cycles": cycles, "steps": epochs * r.per_epoch,
-                                 "top1": r.work.stages[f"baseline-c{cycles}"]["top1"] if cycles > 1 else top1,
+                                 "top1": top1,
                                  "seconds": time.perf_counter() - t0, "train_device": _train_device(r)})  # fmt: skip
     if "baseline" not in r.work.stages:
         raise SystemExit("another process is training the baseline; start this one again when it has finished")
@@ -434,7 +417,7 @@ def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     t0 = time.perf_counter()
     budget = parse_budget(f"{pct}%latency")
     with r.work.lock("latency_table"):  # one process builds the grid; the others wait for it, then open it
-        meter = table_meter(base.arch, r.data, r.how, r.work.path / "latency_table.json", fractions=GRID,
+        meter = table_meter(base.arch, r.data, r.how, r.work.path / TABLE, fractions=GRID,
                             divisor=2)  # fmt: skip
     cfg = NetAdaptConfig(initial_step=0.04, decay=0.98, short_steps=r.scale.short_steps, top_k=2, round_to=2,
                          recal_batches=10, drop_blocks=True, train=r.finetune_recipe(seed))  # fmt: skip
@@ -594,12 +577,13 @@ def write_results(r: Run, rows: dict[str, Any] | None = None, *, elsewhere: bool
     budgets = [int(b) for b in r.a.budgets.split(",")]
     cpu_s = sum(v.get("seconds", 0.0) for v in r.work.stages.values() if isinstance(v, dict))
     here = fingerprint(backend=r.how.backend, threads=1).to_dict()
+    chosen_on = r.work.recorded_machine(r.work.path / TABLE)
     doc = {"kind": "compress-benchmark", "scale": r.a.scale, "scale_settings": asdict(r.scale),
            "target": r.how.backend, "latency_threads": 1, "budgets": budgets, "data": r.data.summary(),
            "stages": r.work.stages, "rows": rows, "summary": summary(rows, budgets) if rows else None,
            "stage_hours": cpu_s / 3600, "load_average": os.getloadavg(),
-           "machine": here if elsewhere else recorded_machine(r),  # where the latencies were measured
-           "chosen_on": recorded_machine(r),  # where NetAdapt's table and the peers' choices were timed
+           "machine": here if elsewhere else chosen_on,  # where the latencies were measured
+           "chosen_on": chosen_on,  # where NetAdapt's table and the peers' choices were timed
            "written_on": {**here, "cores": os.cpu_count(),
                           "platform": platform.platform(), "torch": torch.__version__},
            "note": ("QUICK smoke run: the accuracies prove the pipeline runs, not which method is better"

@@ -90,7 +90,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _work import OtherMachine, Work, check_same_machine  # benchmarks/_work.py (this folder is on sys.path)
+from _work import OtherMachine, Work  # benchmarks/_work.py (this folder is on sys.path)
 from search_seeds import measured_ms  # the same build-and-time of an arch on the target
 
 from edgecnn.atomic import atomic_write_text
@@ -211,11 +211,8 @@ def latencies(w: Work, archs: list[str], key: str = "latency") -> list[float]:
     backend = default_target()
     cfg = TimingConfig(warmup=5, min_repeats=30, max_seconds=2.0, retries=1, retry_wait_s=1.0)
     if any(arch not in got for arch in archs):  # every latency of the benchmark from one machine
-        here = fingerprint(backend=backend, threads=1).to_dict()
-        if "machine" not in w.stages:
-            w.done("machine", here)
         try:
-            check_same_machine(w.stages["machine"], here, "measuring the subnets' latencies")
+            w.check_machine(fingerprint(backend=backend, threads=1).to_dict(), "measuring the subnets' latencies")
         except OtherMachine as exc:
             raise SystemExit(str(exc)) from None
     for arch in archs:
