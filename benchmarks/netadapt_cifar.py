@@ -470,7 +470,7 @@ def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: 
         r.work.done(name, {**chosen, "seconds": time.perf_counter() - t0})
         r.stop(name)
         return
-    net = tp_prune(base, chosen["ratio"], torch.randn(r.shape), chosen["round_to"])
+    net = tp_prune(base, chosen["ratio"], torch.randn(r.shape), chosen.get("round_to"))  # none: chosen before tp8
     loader = BatchLoader(r.data.train, batch_size=r.scale.batch_size, mean=r.data.mean, std=r.data.std, train=True)
     recalibrate_bn_(net, loader, num_batches=10)
     steps = r.work.stages[f"na-{pct}-s{seed}"]["short_steps_spent"] + r.long_steps

@@ -147,6 +147,31 @@ def test_choice_of_a_run_begun_before_choices_were_recorded_comes_from_its_finis
     assert nc.choice(r, "tp8-50", lambda: pytest.fail("measured"))["feasible"] is False
 
 
+def test_torch_pruning_trains_a_choice_taken_from_a_stage_recorded_before_aligned_pruning(tmp_path, monkeypatch):
+    """The pilot's ``tp-50-s0`` record predates ``round_to`` (no such key): seed 1 trains its choice, unaligned."""
+    from types import SimpleNamespace
+
+    import netadapt_cifar as nc
+    from edgecnn.build import build
+    from edgecnn.train.config import FINETUNE
+
+    base = build(nc.zoo.arch_of(nc.BASE), num_classes=10, in_chans=3).eval()
+    work, fits = Work(tmp_path), []
+    work.done("tp-50-s0", {"arch": "a", "ratio": 0.788125, "measured_at_choice": 0.493, "steps": 4900, "top1": 0.81})
+    work.done("na-50-s1", {"short_steps_spent": 1200})
+    monkeypatch.setattr(nc, "recalibrate_bn_", lambda net, loader, num_batches: None)
+    monkeypatch.setattr(nc, "BatchLoader", lambda *a, **k: None)
+    monkeypatch.setattr(nc, "resumable_fit", lambda net, data, cfg, run_dir: fits.append((net.arch, cfg.steps)) or 0.8)
+    r = SimpleNamespace(work=work, how=SimpleNamespace(backend="eager"), shape=(1, 3, 32, 32), long_steps=3900,
+                        data=SimpleNamespace(train=None, mean=None, std=None), scale=SimpleNamespace(batch_size=128),
+                        a=SimpleNamespace(compile=False), finetune_recipe=lambda seed: FINETUNE, stop=lambda n: None)  # fmt: skip
+    nc.torch_pruning_stage(r, base, 50, 1)
+    done = work.refresh()["tp-50-s1"]
+    assert fits == [(done["arch"], 1200 + 3900)] and done["from"] == "tp-50-s0" and done["top1"] == 0.8
+    assert done["arch"] == nc.tp_prune(base, 0.788125, nc.torch.randn(1, 3, 32, 32), None).arch  # plain L1, unaligned
+    assert "basic_m3_c16" in done["arch"]  # 16 inner channels at 0.79 pruned: 3 kept, no multiple of 8
+
+
 def test_stages_that_time_networks_refuse_another_machine_and_trainings_go_on(tmp_path):
     """A run measured on an AVX2 CPU continued on an AVX-512 one: timing there would mix two CPUs' ratios."""
     import netadapt_cifar as nc
