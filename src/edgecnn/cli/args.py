@@ -90,6 +90,14 @@ nonneg_float = float_in(0.0)
 fraction = float_in(0.0, 1.0, open_hi=True)  # a probability or weight in [0, 1)
 unit = float_in(0.0, 1.0)  # in [0, 1]
 threads = int_in(1, MAX_THREADS, "a thread count")
+
+
+def threads_or_auto(text: str) -> int | str:
+    """An argparse type: a thread count, or ``auto`` (the cores other work leaves free, looked at as it runs)."""
+    return "auto" if text.strip().lower() == "auto" else threads(text)
+
+
+threads_or_auto.__name__ = "thread count"
 width = float_in(0.0, MAX_WIDTH, open_lo=True)
 
 

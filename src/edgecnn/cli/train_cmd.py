@@ -266,7 +266,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=num.epochs_or_0, default=d.eval_every, help="test every N epochs (0: at the end)")
     p.add_argument("--seed", type=num.seed, default=d.seed, help="random seed (default 0)")
     p.add_argument("--device", type=num.device, default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", type=num.threads, default=None, help="CPU threads for this process")
+    p.add_argument("--threads", type=num.threads_or_auto, default="auto",
+                   help="CPU threads for training: a count, or auto (default): the cores other work leaves free, "
+                        "looked at every few seconds (2 threads on 2 cores beside one busy process train 2x slower "
+                        "than 1)")  # fmt: skip
     p.add_argument("--out", default=None, help="run folder for last.pt (default runs/<model>-<data>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--overwrite", action="store_true",

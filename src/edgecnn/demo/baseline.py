@@ -102,11 +102,15 @@ def train_stage(log: StageLog, cfg: DemoConfig, base: Baseline, data: DataSet,
                 out: Path) -> tuple[TrainResult, dict[str, Any]]:  # fmt: skip
     """The baseline trained and saved as ``out/model.pt``; the training result and the data's checkpoint record."""
     with log.stage("train", "training") as info:
-        result = fit(base.model, data, TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                                                   optimizer="adamw", lr=4e-3, warmup_epochs=1.0))  # fmt: skip
+        # threads="auto": the cores other work leaves free (2 threads beside a busy process train 2x slower than 1)
+        recipe = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, optimizer="adamw", lr=4e-3,
+                             warmup_epochs=1.0, threads="auto")  # fmt: skip
+        result = fit(base.model, data, recipe)
+        used = sorted({h.threads for h in result.history if h.threads})
         info["note"] = f"top-1 {result.final.top1:.2%} after {cfg.epochs} epochs"
         log.console.print(f"test top-1 {result.final.top1:.2%}, top-5 {result.final.top5:.2%} after {cfg.epochs} "
-                          f"epochs ({result.seconds:.1f} s, {result.images_per_s:,.0f} img/s)")  # fmt: skip
+                          f"epochs ({result.seconds:.1f} s, {result.images_per_s:,.0f} img/s, "
+                          f"{'–'.join(map(str, used)) or '?'} thread(s))")  # fmt: skip
         meta = {"name": data.name, "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
                 "image_size": cfg.image_size, "in_chans": data.in_chans}  # fmt: skip
         save_checkpoint(checkpoint_of(base.model, data=meta, epoch=cfg.epochs, step=result.steps, config=base.record),

@@ -112,7 +112,7 @@ def compress_stages(
     how = Check(backend=target, threads=threads, device=device, rounds=3, tolerance=settings.tolerance,
                 measured_rounds=settings.measured_rounds)  # fmt: skip
     run = _netadapt_stage(log, model, ref, data, latency, settings, how, out, meta, record,
-                          replace(FINETUNE, batch_size=batch_size, seed=seed))  # fmt: skip
+                          replace(FINETUNE, batch_size=batch_size, seed=seed, threads="auto"))  # fmt: skip
     result = run.model
     folded, doc = _fold_stage(log, result, shape, seed, out)
     _onnx_stage(log, folded, result, data, settings, out, how, timing, doc)

@@ -9,6 +9,7 @@ reads back from one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -39,7 +40,8 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on the test split every N epochs; 0 = only at the end
     seed: int = 0  # seeds the initial torch RNG, the shuffle and the augmentation
     device: str = "auto"  # "auto" (CUDA if present, cuda:LOCAL_RANK under torchrun), "cpu", "cuda:1", ...
-    threads: int | None = None  # torch.set_num_threads for this process; None = leave as is
+    threads: int | Literal["auto"] | None = None  # torch threads; "auto": the cores other work leaves free,
+    # looked at every few seconds (edgecnn.train.threads); None = leave as is
     progress: bool = True  # show a progress bar and one line per epoch (rank 0 only)
     log_epochs: bool = False  # without the bar, still print one line per epoch (batch jobs; rank 0 only)
 
@@ -58,8 +60,11 @@ class TrainConfig:
             raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         for name in ("threads", "image_size", "batch_size"):  # 0 is no "default": None is
             v = getattr(self, name)
+            if name == "threads" and v == "auto":
+                continue
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive integer (or None for the default), got {v!r}")
+                also = ", 'auto' for the free cores" if name == "threads" else ""
+                raise ValueError(f"{name} must be a positive integer (or None for the default{also}), got {v!r}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warm-up must be >= 0 epochs, got {self.warmup_epochs}")
 
@@ -113,6 +118,7 @@ class EpochStats:
     images_per_s: float  # training images per second, all processes together
     seconds: float  # wall time of the epoch's training (evaluation excluded)
     test: EvalResult | None  # evaluation after the epoch (None where skipped)
+    threads: int | None = None  # torch threads at the epoch's end, with threads="auto" (None otherwise)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from edgecnn.train.evaluation import evaluate
 from edgecnn.train.optim import ModelEma, lr_at, make_optimizer
 from edgecnn.train.resume import LAST, _check_same_recipe, _data_meta, _fresh, _stats_from_dict
 from edgecnn.train.runtime import _all_sum, _amp_dtype, _autocast, _Bar, _Dist, _Interrupt, _setup
+from edgecnn.train.threads import ThreadGovernor
 
 
 def fit(
@@ -69,11 +70,14 @@ def fit(
     if out is not None:
         claim_run_dir(out, resume=resume, overwrite=overwrite)
     threads = torch.get_num_threads()
-    if cfg.threads:
+    governor = ThreadGovernor() if cfg.threads == "auto" else None
+    if governor is not None:
+        governor.start()
+    elif cfg.threads:
         torch.set_num_threads(cfg.threads)
     d = _setup(cfg)
     try:
-        run = _Run(model, data, cfg, d, out, teacher, record)
+        run = _Run(model, data, cfg, d, out, teacher, record, governor)
         if resume:
             run.restore()
         else:
@@ -110,8 +114,9 @@ class _Run:
 
     def __init__(self, model: nn.Module, data: DataSet, cfg: TrainConfig, d: _Dist, out: Path | None,
                  teacher: nn.Module | str | os.PathLike[str] | None,
-                 record: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+                 record: Mapping[str, Any] | None = None, governor: ThreadGovernor | None = None) -> None:  # fmt: skip
         self.model, self.data, self.cfg, self.d, self.out = model, data, cfg, d, out
+        self.governor = governor  # threads="auto": keeps the thread count at the free cores
         self.record = dict(record or {})  # saved into the checkpoint's config beside the recipe
         self.image_size = cfg.image_size or data.image_size
         model.to(d.device)
@@ -274,6 +279,8 @@ class _Run:
                 loss_sum += loss.detach().double() * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
+            if self.governor is not None:
+                self.governor.tick(self.step)
             bar.step(loss, correct, seen, seen * d.world / max(1e-9, time.perf_counter() - t0))
             if interrupt.requested:  # Ctrl-C: the step is complete, so the state is consistent
                 self.partial = {"loss": loss_sum.item(), "correct": correct.item(), "n": seen,
@@ -287,7 +294,8 @@ class _Run:
         loss_total, correct_total, n = _all_sum([loss_sum.item(), correct.item(), float(seen)], d)
         due = self.step >= self.total or (self.cfg.eval_every and (self.epoch + 1) % self.cfg.eval_every == 0)
         stats = EpochStats(self.epoch + 1, self.step, self.lr, loss_total / max(1.0, n), correct_total / max(1.0, n),
-                           n / max(1e-9, seconds), seconds, self.evaluate(self.model) if due else None)  # fmt: skip
+                           n / max(1e-9, seconds), seconds, self.evaluate(self.model) if due else None,
+                           self.governor.threads if self.governor is not None else None)  # fmt: skip
         if self.batch >= self.per_epoch:
             self.epoch, self.batch = self.epoch + 1, 0
         self.partial = _fresh()

@@ -151,6 +151,8 @@ class _Bar:
         test = f"  test {s.test.top1:.1%} (top-5 {s.test.top5:.1%})" if s.test else ""
         line = (f"epoch {s.epoch}/{self.epochs}  lr {s.lr:.3g}  loss {s.train_loss:.3f}  "
                 f"train {s.train_top1:.1%}{test}  {s.images_per_s:,.0f} img/s  {s.seconds:.1f} s")  # fmt: skip
+        if s.threads is not None:  # threads="auto": how many the free cores allowed at the epoch's end
+            line += f"  {s.threads} thread{'s' if s.threads > 1 else ''}"
         if self._p is None:
             if self.lines:
                 print(line, file=sys.stderr, flush=True)
