@@ -57,9 +57,10 @@ from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.targets import default_target
-from edgecnn.search.estimate import EstimateSettings
-from edgecnn.search.evolution import SearchConfig
-from edgecnn.search.job import ESTIMATORS, STATE_FILE, SUPERNET_FILE, SearchJob, run_job, train_final
+from edgecnn.search.estimate import EstimateSettings, TrainEstimator
+from edgecnn.search.evolution import SearchConfig, run_search
+from edgecnn.search.job import ESTIMATORS, STATE_FILE, SUPERNET_FILE, SearchJob, rerank_recipe, run_job, train_final
+from edgecnn.search.rerank import RERANK_FILE, rerank
 from edgecnn.search.objective import Objective
 from edgecnn.search.space import MBV3_32_SPACE
 from edgecnn.search.supernet_train import SupernetConfig
@@ -126,13 +127,38 @@ def one_search(job: SearchJob, out: Path, ex: Executor, plain: Path | None = Non
     done = out / "results.json"
     if done.is_file():
         return json.loads(done.read_text())
+    start_from_plain(out, plain)
+    again = (out / STATE_FILE).is_file() or (out / SUPERNET_FILE).is_file()
+    return run_job(job, out, ex, resume=again)
+
+
+def start_from_plain(out: Path, plain: Path | None) -> bool:
+    """Give a new rerank run folder the finished plain run's search state and latency table; whether ``out`` now
+    starts from a finished search (its own or the plain run's)."""
     if plain is not None and (plain / "results.json").is_file() and not (out / STATE_FILE).is_file():
         out.mkdir(parents=True, exist_ok=True)
         for name in (STATE_FILE, "latency_table.json"):
             if (plain / name).is_file():
                 atomic_write_text(out / name, (plain / name).read_text())
-    again = (out / STATE_FILE).is_file() or (out / SUPERNET_FILE).is_file()
-    return run_job(job, out, ex, resume=again)
+    return (out / STATE_FILE).is_file() and plain is not None and (plain / "results.json").is_file()
+
+
+def _never(_: Any) -> Any:
+    raise RuntimeError("a finished search evaluates and times nothing")
+
+
+def short_train_elsewhere(job: SearchJob, out: Path, plain: Path, ex: Executor) -> int:
+    """On a machine other than the measuring one, the part of a rerank run that times nothing: its ``K`` short
+    trainings, into ``out/rerank.json`` (recipe-keyed, read back by ``run_job``). The search is the plain run's,
+    finished; the finalists' timing and the final training are left to ``run_job`` on the measuring machine, which
+    finds the short trainings done. Returns how many the folder holds (0: nothing to do here yet)."""
+    if (out / "results.json").is_file() or not start_from_plain(out, plain):
+        return 0
+    result = run_search(job.space, _never, _never, job.objective, job.search, state_path=out / STATE_FILE,
+                        resume=True, estimate=job.estimate_kind)  # fmt: skip  # finished: the loop does not run
+    _, rows = rerank(result, job.rerank, TrainEstimator(job.data, job.estimate, ex, seed=job.search.seed),
+                     path=out / RERANK_FILE, recipe=rerank_recipe(job), chunk=1)  # fmt: skip
+    return len(rows)
 
 
 def bracket_width(chosen_ms: float, widths_ms: dict[float, float]) -> float:
@@ -142,11 +168,22 @@ def bracket_width(chosen_ms: float, widths_ms: dict[float, float]) -> float:
     return min(widths_ms, key=lambda w: (abs(widths_ms[w] - chosen_ms), w))
 
 
-def bracket(job: SearchJob, width: float, full: Any, out: Path, widths_ms: dict[float, float]) -> dict[str, Any]:
-    """MobileNetV3-Small at ``width``, trained with the job's recipe."""
+def bracket(job: SearchJob, width: float, full: Any, out: Path, widths_ms: dict[float, float],
+            trained: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """MobileNetV3-Small at ``width``, trained with the job's recipe. ``trained``: this seed's bracket from the
+    plain estimator's results; at the same width it is the same network, recipe and seed — the same training —
+    and is taken instead of training it again (a rerank run changes the search's choice, not the bracket)."""
     arch = zoo.arch_of(BASELINE, width=width)
+    if trained is not None and trained.get("arch") == arch and trained.get("epochs") == job.final_epochs:
+        return {**trained, "measured_ms": widths_ms[width], "reused": "the plain estimator's bracket of this seed"}
     res = train_final(job, arch, full, out, resume=(out / "last.pt").is_file(), progress=False)
     return {**res, "width": width, "measured_ms": widths_ms[width]}
+
+
+def plain_brackets(preset: str, estimator: str) -> dict[int, dict[str, Any]]:
+    """Each seed's bracket in the plain estimator's results file (none when it is not there)."""
+    f = RESULTS / f"search_seeds-{preset}-{estimator}.json"
+    return {r["seed"]: r["bracket"] for r in json.loads(f.read_text())["rows"]} if f.is_file() else {}
 
 
 def remeasure(rows: list[dict[str, Any]], backend: str, cfg: TimingConfig, rounds: int = 3) -> dict[str, Any]:
@@ -186,6 +223,34 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def make_job(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: str, target: float, seed: int,
+             alg: str) -> SearchJob:  # fmt: skip
+    """One search of the benchmark: ``alg`` at this seed, the hard constraint at ``target`` ms."""
+    return SearchJob(MBV3_32_SPACE, ref, Objective(target, hard=True),
+                     SearchConfig(alg, budget=p["budget"], population=p["population"], sample_size=p["sample_size"],
+                                  batch=4, seed=seed),
+                     SupernetConfig(steps=p["supernet_steps"], batch_size=64, seed=seed),
+                     EstimateSettings(val_fraction=0.04), estimator=a.estimator, backend=backend,
+                     timing=timing(p is PRESETS["quick"]), finalists=3, final_epochs=p["epochs"],
+                     final_config=TrainConfig(epochs=p["epochs"], batch_size=128, seed=seed, progress=False),
+                     calibrate=p["calibrate"], calibrate_seed=1000 + seed, rerank=a.rerank)  # fmt: skip
+
+
+def short_train_all_elsewhere(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: str, work: Path,
+                              widths: dict[str, float]) -> None:  # fmt: skip
+    """:func:`short_train_elsewhere` for every seed and algorithm of ``--seeds``."""
+    target = a.target or widths["0.75"]
+    label = f"{a.estimator}+rerank{a.rerank}"
+    with Executor("local", workers=1) as ex:
+        for seed in (int(s) for s in a.seeds.split(",")):
+            for alg in ("evolution", "random"):
+                n = short_train_elsewhere(make_job(a, p, ref, backend, target, seed, alg),
+                                          work / label / f"seed{seed}-{alg}", work / a.estimator / f"seed{seed}-{alg}",
+                                          ex)  # fmt: skip
+                what = f"{n} short trainings done" if n else "nothing to do here (finished, or its plain run is not)"
+                print(f"  seed {seed} {alg}: {what}", flush=True)
+
+
 def main() -> None:
     a = args_()
     preset = "quick" if a.quick else "full"
@@ -202,7 +267,12 @@ def main() -> None:
     try:  # the target's ms, the bracket's widths and every run's table come from one machine
         check_same_machine(measuring_machine(work, backend, here), here, "search_seeds")
     except OtherMachine as exc:
-        raise SystemExit(str(exc)) from None
+        if not (a.rerank and widths_file.is_file()):
+            raise SystemExit(str(exc)) from None
+        print(f"{exc}\nHere: only the reranks' short trainings, which time nothing.", flush=True)
+        short_train_all_elsewhere(a, p, ref, backend, work, json.loads(widths_file.read_text()))
+        raise SystemExit("the short trainings are done; the finalists' timing and the final trainings need the "
+                         "measuring machine: run this command there")  # fmt: skip
     if not widths_file.is_file():  # the bracket's widths, measured once on the target
         widths = {str(w): measured_ms(zoo.arch_of(BASELINE, width=w), backend, cfg) for w in WIDTHS}
         atomic_write_text(widths_file, json.dumps(widths, indent=1))
@@ -216,15 +286,7 @@ def main() -> None:
         for seed in (int(s) for s in a.seeds.split(",")):
             runs = {}
             for alg in ("evolution", "random"):
-                job = SearchJob(MBV3_32_SPACE, ref, Objective(target, hard=True),
-                                SearchConfig(alg, budget=p["budget"], population=p["population"],
-                                             sample_size=p["sample_size"], batch=4, seed=seed),
-                                SupernetConfig(steps=p["supernet_steps"], batch_size=64, seed=seed),
-                                EstimateSettings(val_fraction=0.04), estimator=a.estimator, backend=backend,
-                                timing=cfg, finalists=3, final_epochs=p["epochs"],
-                                final_config=TrainConfig(epochs=p["epochs"], batch_size=128, seed=seed,
-                                                         progress=False),
-                                calibrate=p["calibrate"], calibrate_seed=1000 + seed, rerank=a.rerank)  # fmt: skip
+                job = make_job(a, p, ref, backend, target, seed, alg)
                 plain = work / a.estimator / f"seed{seed}-{alg}" if a.rerank else None
                 doc = one_search(job, work / label / f"seed{seed}-{alg}", ex, plain)
                 runs[alg] = {**doc["final"], "measured_ms": doc["final"]["measured_ms"],
@@ -232,7 +294,8 @@ def main() -> None:
                 print(f"  seed {seed} {alg}: top-1 {runs[alg]['top1']:.4f} at {runs[alg]['measured_ms']:.3f} ms",
                       flush=True)  # fmt: skip
             width = bracket_width(runs["evolution"]["measured_ms"], widths_ms)
-            runs["bracket"] = bracket(job, width, full, work / label / f"seed{seed}-bracket-w{width:g}", widths_ms)
+            runs["bracket"] = bracket(job, width, full, work / label / f"seed{seed}-bracket-w{width:g}", widths_ms,
+                                      plain_brackets(preset, a.estimator).get(seed) if a.rerank else None)  # fmt: skip
             rows.append({"seed": seed, **runs})
             out = write(a, label, preset, p, backend, target, widths_ms, rows, time.perf_counter() - t0)
     if a.remeasure and rows:

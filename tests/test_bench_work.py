@@ -283,3 +283,66 @@ def test_search_rank_measures_new_latencies_only_on_its_machine(tmp_path, monkey
     with pytest.raises(SystemExit, match="isa 'some other ISA'"):
         sr.latencies(w, ["ab", "abcd"])
     assert "abcd" not in w.refresh()["latency"]
+
+
+# ---------------------------------------------------------------- search_seeds: what runs off the measuring machine
+
+
+def test_search_seeds_short_trains_a_rerank_elsewhere_from_the_finished_plain_search_and_times_nothing(
+    tmp_path, monkeypatch
+):
+    """On another CPU a rerank run does its K short trainings only, from the plain run's finished search state,
+    into rerank.json where run_job on the measuring machine reads them back; a finished run or an unfinished
+    plain run gives nothing to do."""
+    from types import SimpleNamespace
+
+    import search_seeds as ss
+    from edgecnn.train.task import DataRef
+
+    a = SimpleNamespace(estimator="proxy-naswot", rerank=8)
+    job = ss.make_job(a, ss.PRESETS["quick"], DataRef("digits", limit=10), "eager", 0.6, 0, "evolution")
+    plain, out, calls = tmp_path / "proxy-naswot" / "seed0-evolution", tmp_path / "rr" / "seed0-evolution", []
+    plain.mkdir(parents=True)
+    for name, text in (("search_state.json", '{"s": 1}'), ("latency_table.json", '{"t": 1}')):
+        (plain / name).write_text(text)
+
+    def fake_search(space, evaluate, latency, objective, config, *, state_path, resume, estimate):
+        calls.append(("search", Path(state_path).read_text(), resume, estimate))
+        with pytest.raises(RuntimeError):
+            latency("conv_c16 gap fc")  # nothing may be timed here
+        return "the finished search"
+
+    def fake_rerank(result, k, short_train, *, path, recipe, chunk):
+        calls.append(("rerank", result, k, Path(path).name, recipe == ss.rerank_recipe(job)))
+        return result, [object()] * k
+
+    monkeypatch.setattr(ss, "run_search", fake_search)
+    monkeypatch.setattr(ss, "rerank", fake_rerank)
+    monkeypatch.setattr(ss, "TrainEstimator", lambda *args, **kw: "short training")
+    assert ss.short_train_elsewhere(job, out, plain, ex=None) == 0 and calls == []  # plain run not finished
+    (plain / "results.json").write_text("{}")
+    assert ss.short_train_elsewhere(job, out, plain, ex=None) == 8
+    assert (out / "latency_table.json").read_text() == '{"t": 1}'  # the plain run's table and state, copied
+    assert calls == [("search", '{"s": 1}', True, job.estimate_kind), ("rerank", "the finished search", 8,
+                                                                      "rerank.json", True)]  # fmt: skip
+    (out / "results.json").write_text("{}")
+    assert ss.short_train_elsewhere(job, out, plain, ex=None) == 0 and len(calls) == 2  # finished: nothing
+
+
+def test_search_seeds_rerank_takes_the_plain_runs_bracket_at_the_same_width_and_trains_another(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import search_seeds as ss
+
+    trained = []
+    monkeypatch.setattr(ss, "train_final", lambda job, arch, full, out, resume, progress: trained.append(arch) or
+                        {"arch": arch, "epochs": 2, "top1": 0.66})  # fmt: skip
+    job = SimpleNamespace(final_epochs=2)
+    w75 = ss.zoo.arch_of(ss.BASELINE, width=0.75)
+    plain = {"arch": w75, "epochs": 2, "top1": 0.6912, "width": 0.75, "measured_ms": 0.583}
+    widths = {0.6: 0.43, 0.75: 0.59}
+    got = ss.bracket(job, 0.75, None, tmp_path / "b", widths, plain)
+    assert got["top1"] == 0.6912 and got["measured_ms"] == 0.59 and "reused" in got and trained == []
+    got = ss.bracket(job, 0.6, None, tmp_path / "b6", widths, plain)  # another width: another network, trained
+    assert got["top1"] == 0.66 and got["width"] == 0.6 and trained == [ss.zoo.arch_of(ss.BASELINE, width=0.6)]
+    assert ss.bracket(SimpleNamespace(final_epochs=30), 0.75, None, tmp_path / "b30", widths, plain)["top1"] == 0.66
