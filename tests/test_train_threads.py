@@ -32,7 +32,8 @@ ctxt 999
 
 
 @pytest.fixture(autouse=True)
-def _restore_threads():
+def _restore_threads(monkeypatch):
+    monkeypatch.setattr(th, "_recent", {})  # no look of another test is taken over
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
@@ -106,6 +107,25 @@ def test_governor_drops_to_the_free_cores_and_comes_back_when_the_other_work_end
     clock.advance(6.0, others=0.7, ours=1.3)  # 2 of ours and 1 other thread on 2 cores: the other gets 0.7
     gov.tick(step=40)
     assert torch.get_num_threads() == 1 and gov.changes[-1] == (40, 1, 0.7)
+
+
+def test_a_fit_right_after_another_takes_its_look_without_waiting_and_looks_again_later(tmp_path, monkeypatch):
+    clock = _Clock(tmp_path, monkeypatch)
+    clock.others = 1.0
+    torch.set_num_threads(2)
+    first = th.ThreadGovernor(cpus=[0, 1], stat=clock.path)
+    assert first.start() == 1 and clock.t == 100.0 + th.FIRST_LOOK_S  # the first look waited
+    clock.advance(2.0, others=0.0, ours=1.0)  # a short fine-tune of 2 s, then the next one starts
+    torch.set_num_threads(2)
+    second = th.ThreadGovernor(cpus=[0, 1], stat=clock.path)
+    assert second.start(step=7) == 1 and torch.get_num_threads() == 1 and second.changes == [(7, 1, 1.0)]
+    assert clock.t == 100.0 + th.FIRST_LOOK_S + 2.0  # no wait: the look 2 s ago stands
+    clock.advance(6.0, others=0.0, ours=1.0)
+    third = th.ThreadGovernor(cpus=[0, 1], stat=clock.path)
+    assert third.start() == 2  # 8 s later: a look of its own (the other work has ended)
+    t = clock.t
+    th.ThreadGovernor(cpus=[0], stat=clock.path).start()
+    assert clock.t == t + th.FIRST_LOOK_S  # other CPUs: not the same look, so one of its own
 
 
 def test_governor_leaves_the_count_where_there_are_no_counters(tmp_path):

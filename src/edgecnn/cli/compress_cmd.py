@@ -351,7 +351,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     _claim(out, args)  # where the results go, and what is there, before anything is loaded
     if args.latency_table and budget.resource == "latency" and args.method not in LAYER_METHODS:
         check_writable(args.latency_table, what="--latency-table")
-    train = replace(FINETUNE, batch_size=args.batch_size, lr=args.lr)
+    train = replace(FINETUNE, batch_size=args.batch_size, lr=args.lr, threads="auto")  # the free cores
     cfg = None
     if args.method == "netadapt":
         cfg = NetAdaptConfig(args.initial_step, args.decay, args.short_steps, args.top_k, args.long_epochs,

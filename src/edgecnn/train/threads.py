@@ -34,6 +34,9 @@ INTERVAL_S = 5.0  # how often a running training looks again
 FIRST_LOOK_S = 0.25  # how long the first look, before training starts, watches the CPUs
 _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal (idle and iowait are not busy)
 _clock, _sleep, _times = time.monotonic, time.sleep, os.times  # looked up at each call (tests replace them)
+# this process's last look per (CPUs, counters file): its sample, count and the other cores busy; fits in a row
+# within INTERVAL_S of it (NetAdapt's short fine-tunes) take it over instead of waiting for a look of their own
+_recent: dict[tuple[tuple[int, ...], str], tuple["CpuSample", int, float]] = {}
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,10 @@ def fitting_threads(cores: int, others: float) -> int:
 class ThreadGovernor:
     """Keeps ``torch``'s intra-op thread count at the cores other work leaves free, looking every ``interval_s``.
 
-    ``start()`` watches the CPUs for ``FIRST_LOOK_S`` and sets the count; ``tick()`` (called once per training
-    step, nearly free in between) looks again when ``interval_s`` has passed. ``changes`` records the first
-    choice and every change as ``(step, threads, other cores busy)``.
+    ``start()`` watches the CPUs for ``FIRST_LOOK_S`` and sets the count — or, when this process looked less than
+    ``interval_s`` ago (short fits in a row, as NetAdapt's fine-tunes), takes that look's count without waiting;
+    ``tick()`` (called once per training step, nearly free in between) looks again when ``interval_s`` has
+    passed. ``changes`` records the first choice and every change as ``(step, threads, other cores busy)``.
     """
 
     interval_s: float = INTERVAL_S
@@ -102,8 +106,19 @@ class ThreadGovernor:
     changes: list[tuple[int, int, float]] = field(default_factory=list)
     _last: CpuSample | None = None
 
+    @property
+    def _key(self) -> tuple[tuple[int, ...], str]:
+        return tuple(self.cpus), str(self.stat)
+
     def start(self, step: int = 0) -> int:
         self.threads = torch.get_num_threads()
+        before = _recent.get(self._key)
+        if before is not None and 0 <= _clock() - before[0].at < self.interval_s:  # a look moments ago: its count
+            self._last, want, others = before
+            torch.set_num_threads(want)
+            self.threads = want
+            self.changes.append((step, want, others))
+            return self.threads
         first = sample_cpu(self.cpus, self.stat)
         if first is None:  # no counters here: leave the count as it is
             return self.threads
@@ -123,6 +138,7 @@ class ThreadGovernor:
         others = others_busy(self._last, now)
         self._last = now
         want = fitting_threads(len(self.cpus), others)
+        _recent[self._key] = (now, want, round(others, 2))
         if want != self.threads or first_look:
             torch.set_num_threads(want)
             self.threads = want
