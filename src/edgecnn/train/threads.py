@@ -4,18 +4,20 @@ PyTorch's CPU kernels split each operation over ``torch.get_num_threads()``
 OpenMP threads (one per core by default) and meet at a barrier after it. When
 another process keeps one of those cores busy, the thread that shares it is
 descheduled for whole time slices and every barrier waits for it: on a 2-core
-machine with one other busy process, training a small CNN (the demo's, batch
-128) ran at 180 images/s with 2 threads and 407 with 1, where a quiet machine
-gives 641 with 2 and 394 with 1 (``OMP_WAIT_POLICY=PASSIVE`` only lifts the
-2-thread case to 288). So the right thread count is the number of cores
-*left free*, and that changes while a long training runs.
+machine with one other busy process, the demo's network (batch 64) trained at
+188 images/s with 2 threads and 500 with 1, where the quiet machine gave 743
+with 2 and 501 with 1 (``benchmarks/train_threads.py``; setting
+``OMP_WAIT_POLICY=PASSIVE`` lifted a 2-thread case from 180 only to 288). So the
+right thread count is the number of cores *left free*, and that changes while a
+long training runs.
 
 :class:`ThreadGovernor` measures it from the kernel's counters: every few
 seconds it reads how long the CPUs this process may run on were busy
 (``/proc/stat``, per CPU) and subtracts this process's own CPU time
 (``os.times``); what remains is the cores other work kept busy. The thread
-count becomes ``cores − round(others)``, at least 1. Where ``/proc/stat`` is
-missing (not Linux) the governor leaves the count as it is.
+count becomes the cores less that share rounded half up (half a core busy
+counts as one), at least 1. Where ``/proc/stat`` is missing (not Linux) the
+governor leaves the count as it is.
 """
 
 from __future__ import annotations
