@@ -175,7 +175,8 @@ def bracket(job: SearchJob, width: float, full: Any, out: Path, widths_ms: dict[
     and is taken instead of training it again (a rerank run changes the search's choice, not the bracket)."""
     arch = zoo.arch_of(BASELINE, width=width)
     if trained is not None and trained.get("arch") == arch and trained.get("epochs") == job.final_epochs:
-        return {**trained, "measured_ms": widths_ms[width], "reused": "the plain estimator's bracket of this seed"}
+        return {**trained, "measured_ms": widths_ms[width], "reused": "the plain estimator's bracket of this seed",
+                "seconds": 0.0, "trained_seconds": trained.get("seconds")}  # fmt: skip  # its CPU counted once
     res = train_final(job, arch, full, out, resume=(out / "last.pt").is_file(), progress=False)
     return {**res, "width": width, "measured_ms": widths_ms[width]}
 

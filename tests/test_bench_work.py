@@ -350,6 +350,7 @@ def test_search_seeds_rerank_takes_the_plain_runs_bracket_at_the_same_width_and_
     widths = {0.6: 0.43, 0.75: 0.59}
     got = ss.bracket(job, 0.75, None, tmp_path / "b", widths, plain)
     assert got["top1"] == 0.6912 and got["measured_ms"] == 0.59 and "reused" in got and trained == []
+    assert got["seconds"] == 0.0  # its CPU time is the plain run's: not counted again
     got = ss.bracket(job, 0.6, None, tmp_path / "b6", widths, plain)  # another width: another network, trained
     assert got["top1"] == 0.66 and got["width"] == 0.6 and trained == [ss.zoo.arch_of(ss.BASELINE, width=0.6)]
     assert ss.bracket(SimpleNamespace(final_epochs=30), 0.75, None, tmp_path / "b30", widths, plain)["top1"] == 0.66
