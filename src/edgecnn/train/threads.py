@@ -116,10 +116,8 @@ class ThreadGovernor:
         self.threads = torch.get_num_threads()
         before = _recent.get(self._key)
         if before is not None and 0 <= _clock() - before[0].at < self.interval_s:  # a look moments ago: its count
-            self._last, want, others = before
-            torch.set_num_threads(want)
-            self.threads = want
-            self.changes.append((step, want, others))
+            self._last = before[0]
+            self._set(step, before[1], before[2])
             return self.threads
         first = sample_cpu(self.cpus, self.stat)
         if first is None:  # no counters here: leave the count as it is
@@ -142,6 +140,9 @@ class ThreadGovernor:
         want = fitting_threads(len(self.cpus), others)
         _recent[self._key] = (now, want, round(others, 2))
         if want != self.threads or first_look:
-            torch.set_num_threads(want)
-            self.threads = want
-            self.changes.append((step, want, round(others, 2)))
+            self._set(step, want, round(others, 2))
+
+    def _set(self, step: int, want: int, others: float) -> None:
+        torch.set_num_threads(want)
+        self.threads = want
+        self.changes.append((step, want, others))
