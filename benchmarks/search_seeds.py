@@ -232,7 +232,7 @@ def make_job(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: st
                                   batch=4, seed=seed),
                      SupernetConfig(steps=p["supernet_steps"], batch_size=64, seed=seed),
                      EstimateSettings(val_fraction=0.04), estimator=a.estimator, backend=backend,
-                     timing=timing(p is PRESETS["quick"]), finalists=3, final_epochs=p["epochs"],
+                     timing=timing(a.quick), finalists=3, final_epochs=p["epochs"],
                      final_config=TrainConfig(epochs=p["epochs"], batch_size=128, seed=seed, progress=False),
                      calibrate=p["calibrate"], calibrate_seed=1000 + seed, rerank=a.rerank)  # fmt: skip
 
@@ -260,8 +260,7 @@ def main() -> None:
     work = Path(a.work) if a.work else STATE / f"search_seeds-{preset}"
     torch.set_num_threads(1)
     ref = DataRef(CIFAR, limit=p["limit"])
-    full = worker_data(ref)
-    cfg = timing(preset == "quick")
+    cfg = timing(a.quick)
     widths_file = work / f"widths-{backend}.json"
     work.mkdir(parents=True, exist_ok=True)
     here = fingerprint(backend=backend, threads=1).to_dict()
@@ -274,6 +273,7 @@ def main() -> None:
         short_train_all_elsewhere(a, p, ref, backend, work, json.loads(widths_file.read_text()))
         raise SystemExit("the short trainings are done; the finalists' timing and the final trainings need the "
                          "measuring machine: run this command there")  # fmt: skip
+    full = worker_data(ref)  # after the machine check: the short trainings elsewhere load it in their worker
     if not widths_file.is_file():  # the bracket's widths, measured once on the target
         widths = {str(w): measured_ms(zoo.arch_of(BASELINE, width=w), backend, cfg) for w in WIDTHS}
         atomic_write_text(widths_file, json.dumps(widths, indent=1))

@@ -306,7 +306,7 @@ def test_search_seeds_short_trains_a_rerank_elsewhere_from_the_finished_plain_se
     import search_seeds as ss
     from edgecnn.train.task import DataRef
 
-    a = SimpleNamespace(estimator="proxy-naswot", rerank=8)
+    a = SimpleNamespace(estimator="proxy-naswot", rerank=8, quick=True)
     job = ss.make_job(a, ss.PRESETS["quick"], DataRef("digits", limit=10), "eager", 0.6, 0, "evolution")
     plain, out, calls = tmp_path / "proxy-naswot" / "seed0-evolution", tmp_path / "rr" / "seed0-evolution", []
     plain.mkdir(parents=True)
