@@ -9,7 +9,8 @@ Two estimators, both run as picklable tasks through :class:`edgecnn.executor.Exe
   measured on the validation split;
 * **short training** (slower, truer) — the candidate trained from scratch for
   a few hundred steps (:func:`edgecnn.train.finetune`), then evaluated on the
-  same split (MnasNet trains each sampled model for 5 epochs).
+  same split (MnasNet trains each sampled model for 5 epochs); the same training
+  also gives :func:`training_speed`, its mean training loss (Ru et al. 2021).
 
 A search needs only the *ranking* of candidates to be right. :func:`rank_agreement`
 reports Kendall's τ between the two estimates on a sample of subnets (OFA and
@@ -38,7 +39,7 @@ from edgecnn.executor import Executor
 from edgecnn.limits import MAX_BATCH, MAX_STEPS
 from edgecnn.search.space import SearchSpace
 from edgecnn.search.supernet import Supernet
-from edgecnn.train import TrainConfig, evaluate, finetune
+from edgecnn.train import TrainConfig, TrainResult, evaluate, finetune
 from edgecnn.train.task import DataRef, worker_data
 
 
@@ -127,11 +128,42 @@ class TrainTask:
     seed: int = 0  # initial weights and batch order
 
 
-def short_train(arch: str, data: DataSet, s: EstimateSettings, *, seed: int = 0) -> float:
-    """Top-1 on ``data.test`` of ``arch`` trained from scratch for ``s.train_steps`` steps on ``data.train``."""
+def short_train_run(arch: str, data: DataSet, s: EstimateSettings, *, seed: int = 0) -> TrainResult:
+    """``arch`` trained from scratch for ``s.train_steps`` steps on ``data.train`` and evaluated on ``data.test``:
+    the whole :class:`~edgecnn.train.TrainResult` (top-1 and the training history :func:`training_speed` reads)."""
     torch.manual_seed(seed)
     model = build(arch, num_classes=data.num_classes, in_chans=data.in_chans)
-    return finetune(model, data, steps=s.train_steps, config=s.train_config(seed)).top1
+    return finetune(model, data, steps=s.train_steps, config=s.train_config(seed))
+
+
+def short_train(arch: str, data: DataSet, s: EstimateSettings, *, seed: int = 0) -> float:
+    """Top-1 on ``data.test`` of ``arch`` trained from scratch for ``s.train_steps`` steps on ``data.train``."""
+    return short_train_run(arch, data, s, seed=seed).top1
+
+
+def training_speed(result: TrainResult) -> float:
+    """The training speed estimate of a short training: minus its mean training loss over every step (higher =
+    trains faster = ranked better).
+
+    Ru et al. 2021 ("Speedy Performance Estimation for Neural Architecture
+    Search", NeurIPS; TSE) rank architectures by the *sum* of their training
+    losses over the first steps of training from scratch — how fast a network
+    learns, read from the mini-batches it was trained on — instead of the top-1
+    at the end of a budget that short: the sum averages thousands of training
+    images where the top-1 is one reading of a validation split. With a fixed
+    batch size the sum is the step count times the mean used here, so the
+    ranking is the same. Each epoch entry of ``result.history`` counts by the
+    steps it holds (the last one may be partial).
+    """
+    steps, total, done = 0, 0.0, 0
+    for e in result.history:
+        n = e.steps - done
+        done = e.steps
+        steps += n
+        total += e.train_loss * n
+    if steps <= 0:
+        raise ValueError("training_speed needs a training of at least one step; this result's history holds none")
+    return -total / steps
 
 
 def run_train_task(task: TrainTask) -> float:

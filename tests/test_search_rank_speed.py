@@ -1,0 +1,78 @@
+"""search_rank's second round: the training speed (Ru et al. 2021) of each held-out subnet's short training,
+recorded one subnet at a time by two processes (forward and backward), judged on the confirmation sets."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import search_rank as sr  # noqa: E402
+from _work import Work  # noqa: E402
+
+from edgecnn.search.estimate import kendall_tau  # noqa: E402
+from edgecnn.train import EpochStats, EvalResult, TrainResult  # noqa: E402
+
+
+def _result(loss: float, top1: float) -> TrainResult:
+    ev = EvalResult(top1=top1, top5=1.0, loss=loss, per_class=(top1,) * 10, num_images=10, seconds=0.0)
+    st = EpochStats(epoch=1, steps=300, lr=0.0, train_loss=loss, train_top1=0.3, images_per_s=1.0, seconds=1.0,
+                    test=None)  # fmt: skip
+    return TrainResult(final=ev, ema=None, history=(st,), steps=300, seconds=1.0, checkpoint=None)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Two confirmation sets of 2 subnets and a first set of 3; a subnet's loss is its name's length / 10."""
+    calls: list[str] = []
+
+    def run(arch, split, settings, *, seed):
+        assert settings.train_steps == 300 and seed == 0  # the train-300 stage's recipe and seed
+        calls.append(arch)
+        return _result(len(arch) / 10, 0.4)
+
+    monkeypatch.setattr(sr, "short_train_run", run)
+    monkeypatch.setattr(sr, "confirm_sets", lambda space, scale, archs: {2025: ["c1", "c11"], 2026: ["d1", "d111"]})
+    return calls
+
+
+def test_speed_stage_runs_the_confirmation_sets_first_and_a_second_process_from_the_end(tmp_path, fake):
+    w = Work(tmp_path)
+    first = ["a", "aa", "aaa"]
+    sr.speed_stage(w, None, None, sr.SCALES["full"], first, backward=True)
+    assert fake == ["aaa", "aa", "a", "d111", "d1", "c11", "c1"]  # backward: the first set's last subnet first
+    fake.clear()
+    sr.speed_stage(w, None, None, sr.SCALES["full"], first)  # all recorded: nothing trains again
+    assert fake == []
+    got = w.refresh()
+    assert got["confirm2026-speed-300"]["d111"]["speed"] == pytest.approx(-0.4)
+    assert got["confirm2026-speed-300"]["d111"]["train_loss"] == pytest.approx(0.4)
+    assert got["speed-machine"]["isa"]
+    assert sr.speed_scores(w, "speed-300", first)[0] == pytest.approx([-0.1, -0.2, -0.3])
+    assert sr.speed_scores(w, "speed-300", [*first, "missing"]) is None
+
+
+def test_speed_stage_forward_order(tmp_path, fake):
+    sr.speed_stage(Work(tmp_path), None, None, sr.SCALES["full"], ["a", "aa"])
+    assert fake == ["c1", "c11", "d1", "d111", "a", "aa"]  # the sets the estimator is judged on come first
+
+
+def test_measured_rows_score_the_training_speed_and_its_blend_only_when_every_subnet_has_one():
+    scale = sr.SCALES["full"]
+    truth, lat = [0.60, 0.62, 0.64, 0.66], [1.0, 1.05, 2.0, 3.0]
+    speed = [-1.9, -1.7, -1.8, -1.5]
+    one = sr.Measured(truth, [0.4, 0.5, 0.45, 0.5], lat, [1.0, 2.0, 3.0, 4.0], 1.0, 1.0, speed, 5.0)
+    rows = one.rows(scale)
+    assert rows[sr.SPEED]["tau"] == pytest.approx(kendall_tau(speed, truth)[0])  # 5 of 6 pairs agree: 4/6
+    assert rows[sr.SPEED]["tau"] == pytest.approx(4 / 6)
+    assert rows[sr.SPEED]["cpu_seconds"] == 5.0
+    assert f"two-fidelity-naswot+{sr.SPEED}" in rows
+    none = sr.Measured(truth, [0.4, 0.5, 0.45, 0.5], lat, [1.0, 2.0, 3.0, 4.0], 1.0, 1.0)
+    assert sr.SPEED not in none.rows(scale) and f"two-fidelity-naswot+{sr.SPEED}" not in none.rows(scale)
+    assert (one + none).speed is None  # a pool is scored only where every set has its speeds
+    assert (one + one).speed == speed + speed and (one + one).speed_cpu == 10.0
+
+
+def test_the_second_round_criterion_names_the_training_speed_alone():
+    assert "training speed" in sr.SPEED_NAMED and "alone" in sr.SPEED_NAMED and "32" in sr.SPEED_CRITERION
+    assert sr.reaches({"tau": 0.5, "p_value": 0.049}) and not sr.reaches({"tau": 0.49, "p_value": 0.001})
