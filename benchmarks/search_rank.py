@@ -339,12 +339,14 @@ def speed_stage(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs
             speed_runs(w, key, [arch], split, max(scale.short_steps))
 
 
-def speed_scores(w: Work, key: str, archs: list[str]) -> tuple[list[float], float] | None:
-    """The training speed of every arch and their CPU seconds, or None until all are recorded."""
+def speed_scores(w: Work, key: str, archs: list[str]) -> tuple[list[float], float, list[float]] | None:
+    """The training speed of every arch, their CPU seconds and the runs' top-1 (the short training's second draw:
+    the same recipe and seed, on the machine of ``speed-machine``), or None until all are recorded."""
     got = w.stages.get(key, {})
     if not all(a in got for a in archs):
         return None
-    return [got[a]["speed"] for a in archs], sum(got[a]["cpu_seconds"] for a in archs)
+    return ([got[a]["speed"] for a in archs], sum(got[a]["cpu_seconds"] for a in archs),
+            [got[a]["top1"] for a in archs])  # fmt: skip
 
 
 def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], truth: list[float],
@@ -375,6 +377,7 @@ def estimators(w: Work, space: SearchSpace, split: DataSet, archs: list[str], tr
     speed = speed_scores(w, f"speed-{max(scale.short_steps)}", archs)
     if speed is not None:
         rows[SPEED] = tau_row(speed[0], truth, speed[1])
+        rows[f"short-train-{max(scale.short_steps)}-again"] = tau_row(speed[2], truth, speed[1])
     return blends(at_equal_latency(rows, truth, latency), truth, latency, scale)
 
 
@@ -440,12 +443,14 @@ class Measured:
     naswot_cpu: float
     speed: list[float] | None = None  # the training speed (None until every subnet's is recorded)
     speed_cpu: float = 0.0
+    again: list[float] | None = None  # the short training's top-1 run again with the training speed
 
     def __add__(self, o: Measured) -> Measured:
-        speed = self.speed + o.speed if self.speed is not None and o.speed is not None else None
+        both = self.speed is not None and o.speed is not None
         return Measured(self.truth + o.truth, self.short + o.short, self.latency + o.latency,
-                        self.naswot + o.naswot, self.short_cpu + o.short_cpu,
-                        self.naswot_cpu + o.naswot_cpu, speed, self.speed_cpu + o.speed_cpu)  # fmt: skip
+                        self.naswot + o.naswot, self.short_cpu + o.short_cpu, self.naswot_cpu + o.naswot_cpu,
+                        self.speed + o.speed if both else None, self.speed_cpu + o.speed_cpu,
+                        self.again + o.again if both else None)  # fmt: skip
 
     def rows(self, scale: Scale) -> dict[str, Any]:
         """τ of NASWOT, the short training, the training speed, the latency and the blends (each also at equal
@@ -454,6 +459,7 @@ class Measured:
                 f"short-train-{max(scale.short_steps)}": tau_row(self.short, self.truth, self.short_cpu)}  # fmt: skip
         if self.speed is not None:
             rows[SPEED] = tau_row(self.speed, self.truth, self.speed_cpu)
+            rows[f"short-train-{max(scale.short_steps)}-again"] = tau_row(self.again, self.truth, self.speed_cpu)
         return blends(at_equal_latency(rows, self.truth, self.latency), self.truth, self.latency, scale)
 
 
@@ -472,7 +478,7 @@ def confirmation(w: Work, space: SearchSpace, split: DataSet, scale: Scale, arch
         naswot, cpu = timed(lambda x=b: naswot_of(x))
         speed = speed_scores(w, confirm_key(seed, f"speed-{max(scale.short_steps)}"), b)
         m = Measured([gt[a]["top1"] for a in b], [short[a]["top1"] for a in b], [lat[a] for a in b], naswot,
-                     sum(short[a]["cpu_seconds"] for a in b), cpu, *(speed or (None, 0.0)))  # fmt: skip
+                     sum(short[a]["cpu_seconds"] for a in b), cpu, *(speed or (None, 0.0, None)))  # fmt: skip
         done.append(m)
         sets.append({"held_out_seed": seed, "n": len(b),
                      "ground_truth_noise": sampling_ceiling(m.truth, len(split.test)),
@@ -485,7 +491,7 @@ def confirmation(w: Work, space: SearchSpace, split: DataSet, scale: Scale, arch
     first_speed = speed_scores(w, f"speed-{max(scale.short_steps)}", archs)
     first = Measured([w.stages["gt"][a]["top1"] for a in archs], [w.stages[short_key][a]["top1"] for a in archs],
                      [w.stages["latency"][a] for a in archs], first_naswot, 0.0, first_cpu,
-                     *(first_speed or (None, 0.0)))  # fmt: skip
+                     *(first_speed or (None, 0.0, None)))  # fmt: skip
     complete = len(sets) == len(CONFIRM_SEEDS)
     unseen_rows = unseen.rows(scale)
     return {"preregistered": next(iter(blend_names(scale))), "criterion": CRITERION, "sets": sets,

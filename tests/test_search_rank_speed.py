@@ -48,7 +48,8 @@ def test_speed_stage_runs_the_confirmation_sets_first_and_a_second_process_from_
     assert got["confirm2026-speed-300"]["d111"]["speed"] == pytest.approx(-0.4)
     assert got["confirm2026-speed-300"]["d111"]["train_loss"] == pytest.approx(0.4)
     assert got["speed-machine"]["isa"]
-    assert sr.speed_scores(w, "speed-300", first)[0] == pytest.approx([-0.1, -0.2, -0.3])
+    speeds, cpu, top1 = sr.speed_scores(w, "speed-300", first)
+    assert speeds == pytest.approx([-0.1, -0.2, -0.3]) and top1 == [0.4] * 3 and cpu >= 0
     assert sr.speed_scores(w, "speed-300", [*first, "missing"]) is None
 
 
@@ -61,16 +62,19 @@ def test_measured_rows_score_the_training_speed_and_its_blend_only_when_every_su
     scale = sr.SCALES["full"]
     truth, lat = [0.60, 0.62, 0.64, 0.66], [1.0, 1.05, 2.0, 3.0]
     speed = [-1.9, -1.7, -1.8, -1.5]
-    one = sr.Measured(truth, [0.4, 0.5, 0.45, 0.5], lat, [1.0, 2.0, 3.0, 4.0], 1.0, 1.0, speed, 5.0)
+    again = [0.41, 0.46, 0.47, 0.52]
+    one = sr.Measured(truth, [0.4, 0.5, 0.45, 0.5], lat, [1.0, 2.0, 3.0, 4.0], 1.0, 1.0, speed, 5.0, again)
     rows = one.rows(scale)
     assert rows[sr.SPEED]["tau"] == pytest.approx(kendall_tau(speed, truth)[0])  # 5 of 6 pairs agree: 4/6
     assert rows[sr.SPEED]["tau"] == pytest.approx(4 / 6)
     assert rows[sr.SPEED]["cpu_seconds"] == 5.0
     assert f"two-fidelity-naswot+{sr.SPEED}" in rows
+    assert rows["short-train-300-again"]["tau"] == pytest.approx(1.0)  # the second draw orders them as the truth
     none = sr.Measured(truth, [0.4, 0.5, 0.45, 0.5], lat, [1.0, 2.0, 3.0, 4.0], 1.0, 1.0)
     assert sr.SPEED not in none.rows(scale) and f"two-fidelity-naswot+{sr.SPEED}" not in none.rows(scale)
     assert (one + none).speed is None  # a pool is scored only where every set has its speeds
-    assert (one + one).speed == speed + speed and (one + one).speed_cpu == 10.0
+    assert (one + none).again is None
+    assert (one + one).speed == speed + speed and (one + one).speed_cpu == 10.0 and (one + one).again == again * 2
 
 
 def test_the_second_round_criterion_names_the_training_speed_alone():
