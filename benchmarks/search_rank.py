@@ -51,6 +51,18 @@ any of its subnets was trained; the first set's failure stays in the pool.
 ``--only confirm-short`` runs the confirmation sets' short trainings from the
 last subnet backward in a second process.
 
+**Second round** (named in ``SPEED_NAMED`` before any of it was computed):
+the training speed of Ru et al. 2021 (minus the mean training loss of the
+300-step short training, :func:`~edgecnn.search.estimate.training_speed`),
+alone, judged on the same 32 confirmation subnets; ``--only speed`` and
+``--only speed-back`` run every subnet's short training again to record it.
+**Third round** (``THIRD_NAMED``, written after the second round's result and
+before its subnets were drawn): the mean rank of NASWOT and the training speed,
+judged on 32 *new* subnets (seed 2027) alone; ``--only third`` and ``--only
+third-back`` train each one's ground truth and short training, ``--only
+third-latency`` times them on the measuring machine (the equal-latency column
+only: the criterion needs no latency).
+
 Each estimator's Kendall τ-b against the ground truth with its two-sided
 p-value; the best by τ is named. Target (issue 20): τ ≥ 0.5. And since a
 search runs under a latency constraint, each estimator's τ over only the pairs
@@ -146,13 +158,14 @@ class Scale:
     batch_size: int
     short_steps: tuple[int, ...]  # the short-training estimator's budgets (steps of 64 images from scratch)
     confirm_n: int  # subnets of each confirmation set
+    third_n: int  # subnets of the third round's set
 
 
 SCALES = {
     "quick": Scale(limit=200, n=6, gt_epochs=2, final_n=3, final_epochs=3, supernet_steps=12, predictor_n=12,
-                   batch_size=32, short_steps=(10, 30), confirm_n=4),  # fmt: skip
+                   batch_size=32, short_steps=(10, 30), confirm_n=4, third_n=4),  # fmt: skip
     "full": Scale(limit=None, n=24, gt_epochs=1, final_n=5, final_epochs=2, supernet_steps=500, predictor_n=300,
-                  batch_size=64, short_steps=(100, 300), confirm_n=16),  # fmt: skip
+                  batch_size=64, short_steps=(100, 300), confirm_n=16, third_n=32),  # fmt: skip
 }
 
 
@@ -519,6 +532,70 @@ SPEED_CRITERION = ("the training speed reaches tau >= 0.5 at p < 0.05 over both 
                    "subnets); its blend with NASWOT and its tau on the first set are shown, not judged")
 
 
+# The third round, named on 2026-12-07 after the second round's result and before any subnet of its set (seed 2027)
+# was drawn, trained or scored (the commit that adds these lines): the blend that led the second round's shown rows
+# (NASWOT + training speed: +0.51 over the 32 confirmation subnets, +0.56 over all 56), judged on new subnets alone.
+THIRD_SEED = 2027
+THIRD_NAMED = ("2026-12-07, after the second round and before any subnet of set 2027 was drawn: the mean rank of "
+               "NASWOT and the training speed (two-fidelity-naswot+training-speed)")
+THIRD_CRITERION = ("the blend named reaches tau >= 0.5 at p < 0.05 over the third round's set alone (32 subnets drawn "
+                   "with seed 2027, none of the 56 before); the other estimators are shown, not judged")
+
+
+def third_set(space: SearchSpace, scale: Scale, archs: list[str]) -> list[str]:
+    """The third round's subnets: ``third_n`` of seed 2027's draw, none in the first set or a confirmation set."""
+    taken = set(archs).union(*confirm_sets(space, scale, archs).values())
+    return [x for x in distinct_archs(space, scale.third_n + len(taken), THIRD_SEED) if x not in taken][: scale.third_n]
+
+
+def third_trainings(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs: list[str], *,
+                    backward: bool = False) -> None:  # fmt: skip
+    """Each subnet of the third round's set: its ground truth, then its short training with the training speed (one
+    record each, so a stop loses one training), forward (``--only third``) or from the last subnet backward
+    (``--only third-back``, a second process beside it). Nothing is timed: the latencies (for the equal-latency
+    column only) are ``--only third-latency``'s, on the measuring machine."""
+    b = third_set(space, scale, archs)
+    steps = max(scale.short_steps)
+    for arch in (reversed(b) if backward else b):
+        trainings(w, confirm_key(THIRD_SEED, "gt"), [arch],
+                  lambda x: train_top1(x, split, scale.gt_epochs, scale.batch_size))  # fmt: skip
+        speed_runs(w, confirm_key(THIRD_SEED, f"speed-{steps}"), [arch], split, steps)
+
+
+def third_round(w: Work, b: list[str], scale: Scale, naswot_of: Callable[[list[str]], list[float]],
+                images: int) -> dict[str, Any] | None:  # fmt: skip
+    """The third round's rows on its set ``b`` (None until every subnet's ground truth and short training is
+    recorded): NASWOT, the training speed, the short training's top-1 and their blends; with the equal-latency
+    column once the set's latencies are recorded."""
+    steps = max(scale.short_steps)
+    gt, runs = (w.stages.get(confirm_key(THIRD_SEED, k), {}) for k in ("gt", f"speed-{steps}"))
+    if not all(a in gt and a in runs for a in b):
+        return {"held_out_seed": THIRD_SEED, "n": len(b), "done": sum(a in gt and a in runs for a in b),
+                "complete": False, "preregistered": f"two-fidelity-naswot+{SPEED}", "named": THIRD_NAMED,
+                "criterion": THIRD_CRITERION, "met": None}  # fmt: skip
+    truth = [gt[a]["top1"] for a in b]
+    naswot, cpu = timed(lambda: naswot_of(b))
+    cpu_runs = sum(runs[a]["cpu_seconds"] for a in b)
+    rows = {"proxy-naswot": tau_row(naswot, truth, cpu), SPEED: tau_row([runs[a]["speed"] for a in b], truth, cpu_runs),
+            f"short-train-{steps}": tau_row([runs[a]["top1"] for a in b], truth, cpu_runs)}  # fmt: skip
+    lat = w.stages.get(confirm_key(THIRD_SEED, "latency"), {})
+    latency = [lat[a] for a in b] if all(a in lat for a in b) else None
+    if latency is not None:
+        rows = at_equal_latency(rows, truth, latency)
+    for name, (x, y) in {f"two-fidelity-naswot+{SPEED}": ("proxy-naswot", SPEED),
+                         f"two-fidelity-naswot+short-train-{steps}": ("proxy-naswot", f"short-train-{steps}")}.items():
+        rows[name] = tau_row(rank_blend(rows[x]["scores"], rows[y]["scores"]), truth,
+                             rows[x]["cpu_seconds"] + rows[y]["cpu_seconds"])  # fmt: skip
+        if latency is not None:
+            rows[name]["tau_equal_latency"], rows[name]["pairs_equal_latency"] = kendall_tau_within(
+                rows[name]["scores"], truth, latency, rel=LATENCY_BAND)  # fmt: skip
+    named = f"two-fidelity-naswot+{SPEED}"
+    return {"held_out_seed": THIRD_SEED, "n": len(b), "done": len(b), "complete": True, "preregistered": named,
+            "named": THIRD_NAMED, "criterion": THIRD_CRITERION, "met": reaches(rows[named]),
+            "ground_truth_noise": sampling_ceiling(truth, images), "latency_recorded": latency is not None,
+            "estimators": rows}  # fmt: skip
+
+
 def reaches(row: dict[str, Any] | None) -> bool:
     return bool(row and row["tau"] is not None and row["tau"] >= 0.5 and row["p_value"] < 0.05)
 
@@ -531,7 +608,8 @@ def confirmed_met(confirmed: dict[str, Any] | None) -> bool | None:
 
 
 def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | None, fidelity: Any,
-          noise: dict[str, Any] | None = None, confirmed: dict[str, Any] | None = None) -> Path:  # fmt: skip
+          noise: dict[str, Any] | None = None, confirmed: dict[str, Any] | None = None,
+          third: dict[str, Any] | None = None) -> Path:  # fmt: skip
     ranked = {k: v for k, v in (rows or {}).items() if v["tau"] is not None}
     best = max(ranked, key=lambda k: ranked[k]["tau"]) if ranked else None
     doc = {"kind": "search-rank-benchmark", "scale": a.scale, "scale_settings": asdict(scale), "space": SPACE,
@@ -544,9 +622,11 @@ def write(a: argparse.Namespace, scale: Scale, w: Work, rows: dict[str, Any] | N
            "target_tau": 0.5, "met_on_first_set": bool(best and reaches(rows[best])),
            "met": confirmed_met(confirmed),
            "met_second_round": confirmed["second_round"]["met"] if confirmed else None,
+           "met_third_round": third["met"] if third else None,
            "met_by_confirmation_set": {s["held_out_seed"]: reaches(s["estimators"].get(confirmed["preregistered"]))
                                        for s in confirmed["sets"]} if confirmed else None,
            "confirmation": confirmed,
+           "third_round": third,
            "speed_machine": w.stages.get("speed-machine"),
            "stages_done": sorted(w.stages), "load_average": os.getloadavg(),
            "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__}}  # fmt: skip
@@ -585,9 +665,9 @@ def show(rows: dict[str, Any], title: str) -> None:
             print(f"  {k:44} {v['undefined']}")
             continue
         lo, hi = v["tau_ci95"]
-        eq = v["tau_equal_latency"]
+        eq = v.get("tau_equal_latency")  # absent where the latencies are not recorded yet
         print(f"  {k:44} tau {v['tau']:+.3f} [{lo:+.2f}, {hi:+.2f}]  p {v['p_value']:.3g}   at equal latency "
-              f"{'-' if eq is None else f'{eq:+.2f}'} ({v['pairs_equal_latency']} pairs)")  # fmt: skip
+              f"{'-' if eq is None else f'{eq:+.2f}'} ({v.get('pairs_equal_latency', 0)} pairs)")  # fmt: skip
 
 
 def main() -> None:
@@ -599,10 +679,12 @@ def main() -> None:
                    help="run just this stage, in a process of its own beside the main one (after gt): a short "
                         "training (train-STEPS), the confirmation set (confirm), or its short trainings from the "
                         "last subnet backward beside it (confirm-short), the training-speed runs (speed), or "
-                        "those from the last subnet backward beside it (speed-back)")  # fmt: skip
+                        "those from the last subnet backward beside it (speed-back), the third round's trainings "
+                        "(third, third-back) or its latencies (third-latency, on the measuring machine)")  # fmt: skip
     a = p.parse_args()
     scale = SCALES[a.scale]
-    alone = [*(f"train-{n}" for n in scale.short_steps), "confirm", "confirm-short", "speed", "speed-back"]
+    alone = [*(f"train-{n}" for n in scale.short_steps), "confirm", "confirm-short", "speed", "speed-back", "third",
+             "third-back", "third-latency"]
     if a.only is not None and a.only not in alone:
         p.error(f"--only {a.only}: not a stage of --scale {a.scale} that runs alone; valid: {', '.join(alone)}")
     w = Work(Path(a.work) if a.work else STATE / f"search_rank-{a.scale}")
@@ -616,8 +698,16 @@ def main() -> None:
     truth = trainings(w, "gt", archs, lambda arch: train_top1(arch, split, scale.gt_epochs, scale.batch_size))
     noise = sampling_ceiling(truth, len(split.test))
 
+    third_archs = third_set(space, scale, archs)
+
+    def third() -> dict[str, Any] | None:
+        batch = proxy_batch(split, seed=0)
+        naswot_of = ProxyEstimator("naswot", (batch[0], batch[1]), num_classes=10)
+        return third_round(w, third_archs, scale, naswot_of, len(split.test))
+
     def out(rows: dict[str, Any], fidelity: Any, confirmed: dict[str, Any] | None = None) -> Path:
-        return write(a, scale, w, rows, fidelity, noise, confirmed or confirmation(w, space, split, scale, archs))
+        return write(a, scale, w, rows, fidelity, noise, confirmed or confirmation(w, space, split, scale, archs),
+                     third())  # fmt: skip
 
     if a.only is not None:
         if a.only == "confirm":
@@ -626,6 +716,10 @@ def main() -> None:
             confirm_short(w, space, split, scale, archs)
         elif a.only in ("speed", "speed-back"):
             speed_stage(w, space, split, scale, archs, backward=a.only == "speed-back")
+        elif a.only in ("third", "third-back"):
+            third_trainings(w, space, split, scale, archs, backward=a.only == "third-back")
+        elif a.only == "third-latency":
+            latencies(w, third_archs, key=confirm_key(THIRD_SEED, "latency"))
         else:
             short_stage(w, int(a.only.split("-")[1]), archs, split)
         if not main_done(w, scale, len(archs)):  # the main process is still at work: it writes the results file
@@ -648,6 +742,7 @@ def main() -> None:
         short_stage(w, steps, archs, split)
     confirm_stage(w, space, split, scale, archs)
     speed_stage(w, space, split, scale, archs)
+    third_trainings(w, space, split, scale, archs)
     rows = estimators(w, space, split, archs, truth, extra, lat, scale)
     confirmed = confirmation(w, space, split, scale, archs)
     print(f"wrote {out(rows, fidelity, confirmed)}")
@@ -661,6 +756,10 @@ def main() -> None:
              f"the target counts here):")  # fmt: skip
         pooled = confirmed["pooled_with_first_set"]
         show(pooled["estimators"], f"all sets pooled ({pooled['n']} subnets; holds the set the blends were found on):")
+    got3 = third()
+    if got3 is not None and got3["complete"]:
+        show(got3["estimators"], f"third round, {got3['n']} new subnets (seed {THIRD_SEED}); named in advance: "
+             f"{got3['preregistered']}; met: {got3['met']}")  # fmt: skip
 
 if __name__ == "__main__":
     main()

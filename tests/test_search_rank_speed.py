@@ -80,3 +80,60 @@ def test_measured_rows_score_the_training_speed_and_its_blend_only_when_every_su
 def test_the_second_round_criterion_names_the_training_speed_alone():
     assert "training speed" in sr.SPEED_NAMED and "alone" in sr.SPEED_NAMED and "32" in sr.SPEED_CRITERION
     assert sr.reaches({"tau": 0.5, "p_value": 0.049}) and not sr.reaches({"tau": 0.49, "p_value": 0.001})
+
+
+# ---------------------------------------------------------------- the third round: a new set, the blend named
+
+
+def test_third_set_is_new_subnets_drawn_with_its_own_seed():
+    from edgecnn.search.space import get_space
+
+    space, scale = get_space(sr.SPACE), sr.SCALES["full"]
+    first = sr.held_out(space, scale.n)
+    b = sr.third_set(space, scale, first)
+    earlier = set(first).union(*sr.confirm_sets(space, scale, first).values())
+    assert len(b) == len(set(b)) == 32 and not set(b) & earlier and len(earlier) == 56
+    assert b == sr.third_set(space, scale, first)  # the same draw every time (seed 2027)
+
+
+def test_third_trainings_record_ground_truth_then_short_training_per_subnet(tmp_path, monkeypatch, fake):
+    order: list[str] = []
+    monkeypatch.setattr(sr, "third_set", lambda space, scale, archs: ["t1", "t22", "t333"])
+    monkeypatch.setattr(sr, "train_top1", lambda arch, split, epochs, bs: order.append(f"gt {arch}") or 0.6)
+    w = Work(tmp_path)
+    sr.third_trainings(w, None, None, sr.SCALES["full"], [], backward=True)
+    assert order == ["gt t333", "gt t22", "gt t1"] and fake == ["t333", "t22", "t1"]
+    order.clear()
+    sr.third_trainings(w, None, None, sr.SCALES["full"], [])  # all recorded
+    assert order == [] and sorted(w.refresh()["confirm2027-speed-300"]) == ["t1", "t22", "t333"]
+
+
+def test_third_round_judges_the_named_blend_on_the_new_set_alone(tmp_path):
+    w = Work(tmp_path)
+    b = ["n1", "n2", "n3", "n4", "n5"]
+    truth = [0.60, 0.61, 0.62, 0.63, 0.64]
+    speed = [-1.9, -1.8, -1.85, -1.7, -1.6]
+    for arch, t, sp in zip(b[:-1], truth, speed):
+        w.add("confirm2027-gt", arch, {"top1": t, "cpu_seconds": 1.0})
+        w.add("confirm2027-speed-300", arch, {"top1": 0.4, "speed": sp, "cpu_seconds": 2.0})
+    naswot = lambda archs: [1.0, 3.0, 2.0, 5.0, 4.0][: len(archs)]  # noqa: E731
+    part = sr.third_round(w, b, sr.SCALES["full"], naswot, 2000)
+    assert part["complete"] is False and part["done"] == 4 and part["met"] is None
+    w.add("confirm2027-gt", "n5", {"top1": truth[4], "cpu_seconds": 1.0})
+    w.add("confirm2027-speed-300", "n5", {"top1": 0.45, "speed": speed[4], "cpu_seconds": 2.0})
+    got = sr.third_round(w, b, sr.SCALES["full"], naswot, 2000)
+    rows = got["estimators"]
+    # mean ranks: naswot 1,3,2,5,4 and speed 1,3,2,4,5 -> 1,3,2,4.5,4.5: 8 concordant pairs, 1 discordant, 1 tie
+    blend = rows["two-fidelity-naswot+training-speed"]
+    assert blend["scores"] == [1.0, 3.0, 2.0, 4.5, 4.5]
+    assert blend["tau"] == pytest.approx(kendall_tau(blend["scores"], truth)[0])
+    assert got["preregistered"] == "two-fidelity-naswot+training-speed" and got["met"] is sr.reaches(blend)
+    assert rows["training-speed"]["tau"] == pytest.approx(0.8)  # 9 of 10 pairs agree
+    assert "tau_equal_latency" not in blend and got["latency_recorded"] is False
+    for arch, ms in zip(b, [1.0, 1.05, 2.0, 3.0, 3.1]):
+        w.add("confirm2027-latency", arch, ms)
+    timed = sr.third_round(Work(tmp_path), b, sr.SCALES["full"], naswot, 2000)
+    assert timed["latency_recorded"] and "measured-latency" in timed["estimators"]
+    # two pairs within 10% of latency (n1/n2, n4/n5); the blend ties n4 and n5, so one pair is counted
+    assert timed["estimators"]["two-fidelity-naswot+training-speed"]["pairs_equal_latency"] == 1
+    assert timed["estimators"]["training-speed"]["pairs_equal_latency"] == 2
