@@ -155,15 +155,13 @@ def training_speed(result: TrainResult) -> float:
     ranking is the same. Each epoch entry of ``result.history`` counts by the
     steps it holds (the last one may be partial).
     """
-    steps, total, done = 0, 0.0, 0
+    total, done = 0.0, 0  # done: the steps counted so far (each entry's ``steps`` is the running total)
     for e in result.history:
-        n = e.steps - done
+        total += e.train_loss * (e.steps - done)
         done = e.steps
-        steps += n
-        total += e.train_loss * n
-    if steps <= 0:
+    if done <= 0:
         raise ValueError("training_speed needs a training of at least one step; this result's history holds none")
-    return -total / steps
+    return -total / done
 
 
 def run_train_task(task: TrainTask) -> float:
