@@ -402,16 +402,17 @@ def blend_names(scale: Scale) -> dict[str, tuple[str, str]]:
             f"two-fidelity-naswot+{SPEED}": ("proxy-naswot", SPEED)}
 
 
-def blends(rows: dict[str, Any], truth: list[float], latency: list[float], scale: Scale) -> dict[str, Any]:
+def blends(rows: dict[str, Any], truth: list[float], latency: list[float] | None, scale: Scale) -> dict[str, Any]:
     """``rows`` with the two-fidelity blends (:func:`~edgecnn.search.estimate.rank_blend`) of the rows that are
-    there, each with its τ at equal latency."""
+    there, each with its τ at equal latency (where the latencies are recorded)."""
     rows = dict(rows)
     for name, (a, b) in blend_names(scale).items():
         if a in rows and b in rows and rows[a]["tau"] is not None and rows[b]["tau"] is not None:
             row = tau_row(rank_blend(rows[a]["scores"], rows[b]["scores"]), truth,
                           rows[a]["cpu_seconds"] + rows[b]["cpu_seconds"])  # fmt: skip
-            row["tau_equal_latency"], row["pairs_equal_latency"] = kendall_tau_within(
-                row["scores"], truth, latency, rel=LATENCY_BAND)  # fmt: skip
+            if latency is not None:
+                row["tau_equal_latency"], row["pairs_equal_latency"] = kendall_tau_within(
+                    row["scores"], truth, latency, rel=LATENCY_BAND)  # fmt: skip
             rows[name] = row
     return rows
 
@@ -450,7 +451,7 @@ class Measured:
 
     truth: list[float]
     short: list[float]
-    latency: list[float]
+    latency: list[float] | None  # None where the set is not timed yet (the third round's, off the measuring machine)
     naswot: list[float]
     short_cpu: float
     naswot_cpu: float
@@ -472,8 +473,11 @@ class Measured:
                 f"short-train-{max(scale.short_steps)}": tau_row(self.short, self.truth, self.short_cpu)}  # fmt: skip
         if self.speed is not None:
             rows[SPEED] = tau_row(self.speed, self.truth, self.speed_cpu)
+        if self.again is not None:
             rows[f"short-train-{max(scale.short_steps)}-again"] = tau_row(self.again, self.truth, self.speed_cpu)
-        return blends(at_equal_latency(rows, self.truth, self.latency), self.truth, self.latency, scale)
+        if self.latency is not None:
+            rows = at_equal_latency(rows, self.truth, self.latency)
+        return blends(rows, self.truth, self.latency, scale)
 
 
 def confirmation(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs: list[str]) -> dict[str, Any] | None:
@@ -576,19 +580,11 @@ def third_round(w: Work, b: list[str], scale: Scale, naswot_of: Callable[[list[s
     truth = [gt[a]["top1"] for a in b]
     naswot, cpu = timed(lambda: naswot_of(b))
     cpu_runs = sum(runs[a]["cpu_seconds"] for a in b)
-    rows = {"proxy-naswot": tau_row(naswot, truth, cpu), SPEED: tau_row([runs[a]["speed"] for a in b], truth, cpu_runs),
-            f"short-train-{steps}": tau_row([runs[a]["top1"] for a in b], truth, cpu_runs)}  # fmt: skip
     lat = w.stages.get(confirm_key(THIRD_SEED, "latency"), {})
     latency = [lat[a] for a in b] if all(a in lat for a in b) else None
-    if latency is not None:
-        rows = at_equal_latency(rows, truth, latency)
-    for name, (x, y) in {f"two-fidelity-naswot+{SPEED}": ("proxy-naswot", SPEED),
-                         f"two-fidelity-naswot+short-train-{steps}": ("proxy-naswot", f"short-train-{steps}")}.items():
-        rows[name] = tau_row(rank_blend(rows[x]["scores"], rows[y]["scores"]), truth,
-                             rows[x]["cpu_seconds"] + rows[y]["cpu_seconds"])  # fmt: skip
-        if latency is not None:
-            rows[name]["tau_equal_latency"], rows[name]["pairs_equal_latency"] = kendall_tau_within(
-                rows[name]["scores"], truth, latency, rel=LATENCY_BAND)  # fmt: skip
+    # one short training per subnet: its top-1 is the short-training row, its loss the training speed
+    rows = Measured(truth, [runs[a]["top1"] for a in b], latency, naswot, cpu_runs, cpu,
+                    [runs[a]["speed"] for a in b], cpu_runs).rows(scale)  # fmt: skip
     named = f"two-fidelity-naswot+{SPEED}"
     return {"held_out_seed": THIRD_SEED, "n": len(b), "done": len(b), "complete": True, "preregistered": named,
             "named": THIRD_NAMED, "criterion": THIRD_CRITERION, "met": reaches(rows[named]),
