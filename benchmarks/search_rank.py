@@ -183,17 +183,22 @@ def train_top1(arch: str, data: DataSet, epochs: float, batch_size: int, seed: i
     return fit(model, data, cfg).final.top1
 
 
-def trainings(w: Work, key: str, archs: list[str], train: Callable[[str], float]) -> list[float]:
-    """Each arch trained by ``train`` (arch → top-1), or read back: one record per finished training (merged with
-    another process's records of the same stage), so a kill loses one training."""
+def records(w: Work, key: str, archs: list[str], run: Callable[[str], dict[str, Any]],
+            say: Callable[[dict[str, Any]], str]) -> None:  # fmt: skip
+    """Each arch's record (``run``: arch → record, its CPU seconds added) unless stage ``key`` holds it: one record
+    per finished training (merged with another process's records of the same stage), so a kill loses one."""
     for i, arch in enumerate(archs):
         if arch in w.refresh().get(key, {}):
             continue
         t0 = time.process_time()
-        top1 = train(arch)
-        rec = {"top1": top1, "cpu_seconds": time.process_time() - t0}
+        rec = {**run(arch), "cpu_seconds": time.process_time() - t0}
         w.add(key, arch, rec)
-        print(f"  {key} {i + 1}/{len(archs)}: top-1 {top1:.4f} ({rec['cpu_seconds']:.0f} CPU-s)", flush=True)
+        print(f"  {key} {i + 1}/{len(archs)}: {say(rec)} ({rec['cpu_seconds']:.0f} CPU-s)", flush=True)
+
+
+def trainings(w: Work, key: str, archs: list[str], train: Callable[[str], float]) -> list[float]:
+    """Each arch trained by ``train`` (arch → top-1), or read back (:func:`records`)."""
+    records(w, key, archs, lambda arch: {"top1": train(arch)}, lambda rec: f"top-1 {rec['top1']:.4f}")
     got = w.refresh()[key]
     return [got[a]["top1"] for a in archs]
 
@@ -312,24 +317,18 @@ def short_stage(w: Work, steps: int, archs: list[str], split: DataSet) -> list[f
     return claimed(w, f"train-{steps}", lambda: trainings(w, f"train-{steps}", archs, short_trainer(split, steps)))
 
 
-def speed_runs(w: Work, key: str, archs: list[str], split: DataSet, steps: int) -> list[dict[str, Any]] | None:
+def speed_runs(w: Work, key: str, archs: list[str], split: DataSet, steps: int) -> None:
     """Each arch's short training run again (``steps`` steps, seed 0: the same recipe and seed as the
     ``train-STEPS`` stage) with what it learnt on the way kept: its top-1, its mean training loss and its
-    :func:`~edgecnn.search.estimate.training_speed` (one record per subnet, merged with another process's)."""
+    :func:`~edgecnn.search.estimate.training_speed` (:func:`records`)."""
     settings = EstimateSettings(val_fraction=VAL_FRACTION, train_steps=steps)
-    for i, arch in enumerate(archs):
-        if arch in w.refresh().get(key, {}):
-            continue
-        t0 = time.process_time()
-        run = short_train_run(arch, split, settings, seed=0)
-        rec = {"top1": run.top1, "train_loss": run.history[-1].train_loss if len(run.history) == 1 else None,
-               "train_top1": run.history[-1].train_top1, "speed": training_speed(run),
-               "cpu_seconds": time.process_time() - t0}  # fmt: skip
-        w.add(key, arch, rec)
-        print(f"  {key} {i + 1}/{len(archs)}: speed {rec['speed']:+.4f}, top-1 {rec['top1']:.4f} "
-              f"({rec['cpu_seconds']:.0f} CPU-s)", flush=True)  # fmt: skip
-    got = w.refresh()[key]
-    return [got[a] for a in archs]
+
+    def run(arch: str) -> dict[str, Any]:
+        r = short_train_run(arch, split, settings, seed=0)
+        return {"top1": r.top1, "train_loss": r.history[-1].train_loss if len(r.history) == 1 else None,
+                "train_top1": r.history[-1].train_top1, "speed": training_speed(r)}  # fmt: skip
+
+    records(w, key, archs, run, lambda rec: f"speed {rec['speed']:+.4f}, top-1 {rec['top1']:.4f}")
 
 
 def speed_order(space: SearchSpace, scale: Scale, archs: list[str]) -> list[tuple[str, list[str]]]:
