@@ -271,10 +271,11 @@ def timed(fn: Callable[[], list[float]]) -> tuple[list[float], float]:
 
 
 def supernet_stage(w: Work, name: str, schedule: str, space: SearchSpace, split: DataSet, ref: DataRef,
-                   archs: list[str], extra: list[str], scale: Scale) -> None:  # fmt: skip
-    """Train the supernet (checkpointed), then score the held-out subnets and the predictor's training subnets."""
+                   archs: list[str], extra: list[str], scale: Scale) -> bool:  # fmt: skip
+    """Train the supernet (checkpointed), then score the held-out subnets and the predictor's training subnets;
+    False (nothing run) when stage ``name`` is recorded already."""
     if name in w.stages:
-        return
+        return False
     t0 = time.process_time()
     torch.manual_seed(0)
     net = Supernet(space, num_classes=10, in_chans=3, kernel_transform=schedule == "progressive")
@@ -288,6 +289,7 @@ def supernet_stage(w: Work, name: str, schedule: str, space: SearchSpace, split:
         held, extra_scores = est(archs), est(extra)
     w.done(name, {"held_out": held, "predictor_set": extra_scores, "steps": res.steps, "schedule": schedule,
                   "cpu_seconds": time.process_time() - t0})  # fmt: skip
+    return True
 
 
 def claimed(w: Work, stage: str, run: Callable[[], Any]) -> Any:
@@ -556,7 +558,10 @@ def third_trainings(w: Work, space: SearchSpace, split: DataSet, scale: Scale, a
     """Each subnet of the third round's set: its ground truth, then its short training with the training speed (one
     record each, so a stop loses one training), forward (``--only third``) or from the last subnet backward
     (``--only third-back``, a second process beside it). Nothing is timed: the latencies (for the equal-latency
-    column only) are ``--only third-latency``'s, on the measuring machine."""
+    column only) are ``--only third-latency``'s, on the measuring machine. The machine the trainings start on is
+    recorded once (``confirm2027-machine``)."""
+    if confirm_key(THIRD_SEED, "machine") not in w.refresh():
+        w.done(confirm_key(THIRD_SEED, "machine"), fingerprint(backend="eager", threads=1).to_dict())
     b = third_set(space, scale, archs)
     steps = max(scale.short_steps)
     for arch in (reversed(b) if backward else b):
@@ -588,6 +593,7 @@ def third_round(w: Work, b: list[str], scale: Scale, naswot_of: Callable[[list[s
     return {"held_out_seed": THIRD_SEED, "n": len(b), "done": len(b), "complete": True, "preregistered": named,
             "named": THIRD_NAMED, "criterion": THIRD_CRITERION, "met": reaches(rows[named]),
             "ground_truth_noise": sampling_ceiling(truth, images), "latency_recorded": latency is not None,
+            "trained_on": w.stages.get(confirm_key(THIRD_SEED, "machine")),
             "estimators": rows}  # fmt: skip
 
 
@@ -729,8 +735,9 @@ def main() -> None:
     if a.stop_after == "final":
         return print(f"wrote {out(estimators(w, space, split, archs, truth, extra, lat, scale), fidelity)}")
     for schedule in ("sandwich", "progressive"):
-        supernet_stage(w, f"supernet-{schedule}", schedule, space, split, ref, archs, extra, scale)
-        out(estimators(w, space, split, archs, truth, extra, lat, scale), fidelity)
+        ran = supernet_stage(w, f"supernet-{schedule}", schedule, space, split, ref, archs, extra, scale)
+        if ran or a.stop_after == f"supernet-{schedule}":  # this stage's result, now (at the end, otherwise)
+            out(estimators(w, space, split, archs, truth, extra, lat, scale), fidelity)
         if a.stop_after == f"supernet-{schedule}":
             return
     for steps in scale.short_steps:

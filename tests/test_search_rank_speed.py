@@ -106,6 +106,9 @@ def test_third_trainings_record_ground_truth_then_short_training_per_subnet(tmp_
     order.clear()
     sr.third_trainings(w, None, None, sr.SCALES["full"], [])  # all recorded
     assert order == [] and sorted(w.refresh()["confirm2027-speed-300"]) == ["t1", "t22", "t333"]
+    # the machine the round's trainings ran on, with its instruction set, recorded once
+    here = sr.fingerprint(backend="eager", threads=1).to_dict()
+    assert {k: w.stages["confirm2027-machine"][k] for k in ("cpu", "isa")} == {k: here[k] for k in ("cpu", "isa")}
 
 
 def test_third_round_judges_the_named_blend_on_the_new_set_alone(tmp_path):
@@ -121,7 +124,9 @@ def test_third_round_judges_the_named_blend_on_the_new_set_alone(tmp_path):
     assert part["complete"] is False and part["done"] == 4 and part["met"] is None
     w.add("confirm2027-gt", "n5", {"top1": truth[4], "cpu_seconds": 1.0})
     w.add("confirm2027-speed-300", "n5", {"top1": 0.45, "speed": speed[4], "cpu_seconds": 2.0})
+    w.done("confirm2027-machine", {"cpu": "AMD EPYC", "isa": "vnni"})
     got = sr.third_round(w, b, sr.SCALES["full"], naswot, 2000)
+    assert got["trained_on"] == {"cpu": "AMD EPYC", "isa": "vnni"}
     rows = got["estimators"]
     # mean ranks: naswot 1,3,2,5,4 and speed 1,3,2,4,5 -> 1,3,2,4.5,4.5: 8 concordant pairs, 1 discordant, 1 tie
     blend = rows["two-fidelity-naswot+training-speed"]
@@ -137,3 +142,12 @@ def test_third_round_judges_the_named_blend_on_the_new_set_alone(tmp_path):
     # two pairs within 10% of latency (n1/n2, n4/n5); the blend ties n4 and n5, so one pair is counted
     assert timed["estimators"]["two-fidelity-naswot+training-speed"]["pairs_equal_latency"] == 1
     assert timed["estimators"]["training-speed"]["pairs_equal_latency"] == 2
+
+
+def test_a_recorded_supernet_stage_is_not_trained_again_and_says_so(tmp_path, monkeypatch):
+    """main writes the results after a supernet stage only when it ran now (it used to score every estimator again
+    for each recorded stage)."""
+    w = Work(tmp_path)
+    w.done("supernet-sandwich", {"held_out": [0.5], "predictor_set": [], "cpu_seconds": 1.0})
+    monkeypatch.setattr(sr, "train_supernet", lambda *a, **k: pytest.fail("trained a recorded supernet again"))
+    assert sr.supernet_stage(w, "supernet-sandwich", "sandwich", None, None, None, [], [], sr.SCALES["full"]) is False
