@@ -57,7 +57,7 @@ from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.targets import default_target
-from edgecnn.search.estimate import EstimateSettings, TrainEstimator
+from edgecnn.search.estimate import READINGS, EstimateSettings, ShortTrainer
 from edgecnn.search.evolution import SearchConfig, run_search
 from edgecnn.search.job import ESTIMATORS, STATE_FILE, SUPERNET_FILE, SearchJob, rerank_recipe, run_job, train_final
 from edgecnn.search.rerank import RERANK_FILE, rerank
@@ -84,6 +84,9 @@ def args_() -> argparse.Namespace:
     p.add_argument("--rerank", type=int, default=0, metavar="K",
                    help="two fidelities: short-train each search's K best (300 steps) and reorder them by the mean "
                         "rank of the estimate and the short training (edgecnn search --rerank)")
+    p.add_argument("--rerank-by", choices=READINGS, default="top1",
+                   help="what of the short training --rerank blends: its top-1, or its training speed (edgecnn "
+                        "search --rerank-by; the run is named <estimator>+rerank<K>-speed)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--remeasure", action="store_true",
                    help="then measure every chosen network again, back to back in rounds (run it on a quiet machine: "
@@ -147,6 +150,14 @@ def _never(_: Any) -> Any:
     raise RuntimeError("a finished search evaluates and times nothing")
 
 
+def run_label(a: argparse.Namespace) -> str:
+    """The estimator's name in folders and results: ``<estimator>``, ``+rerank<K>`` with a rerank, ``-speed`` when
+    it blends the training speed."""
+    if not a.rerank:
+        return a.estimator
+    return f"{a.estimator}+rerank{a.rerank}" + ("-speed" if a.rerank_by == "speed" else "")
+
+
 def short_train_elsewhere(job: SearchJob, out: Path, plain: Path, ex: Executor) -> int:
     """On a machine other than the measuring one, the part of a rerank run that times nothing: its ``K`` short
     trainings, into ``out/rerank.json`` (recipe-keyed, read back by ``run_job``). The search is the plain run's,
@@ -156,8 +167,8 @@ def short_train_elsewhere(job: SearchJob, out: Path, plain: Path, ex: Executor) 
         return 0
     result = run_search(job.space, _never, _never, job.objective, job.search, state_path=out / STATE_FILE,
                         resume=True, estimate=job.estimate_kind)  # fmt: skip  # finished: the loop does not run
-    _, rows = rerank(result, job.rerank, TrainEstimator(job.data, job.estimate, ex, seed=job.search.seed),
-                     path=out / RERANK_FILE, recipe=rerank_recipe(job), chunk=1)  # fmt: skip
+    _, rows = rerank(result, job.rerank, ShortTrainer(job.data, job.estimate, ex, seed=job.search.seed),
+                     by=job.rerank_by, path=out / RERANK_FILE, recipe=rerank_recipe(job), chunk=1)  # fmt: skip
     return len(rows)
 
 
@@ -234,14 +245,15 @@ def make_job(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: st
                      EstimateSettings(val_fraction=0.04), estimator=a.estimator, backend=backend,
                      timing=timing(a.quick), finalists=3, final_epochs=p["epochs"],
                      final_config=TrainConfig(epochs=p["epochs"], batch_size=128, seed=seed, progress=False),
-                     calibrate=p["calibrate"], calibrate_seed=1000 + seed, rerank=a.rerank)  # fmt: skip
+                     calibrate=p["calibrate"], calibrate_seed=1000 + seed, rerank=a.rerank,
+                     rerank_by=a.rerank_by if a.rerank else "top1")  # fmt: skip
 
 
 def short_train_all_elsewhere(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: str, work: Path,
                               widths: dict[str, float]) -> None:  # fmt: skip
     """:func:`short_train_elsewhere` for every seed and algorithm of ``--seeds``."""
     target = a.target or widths["0.75"]
-    label = f"{a.estimator}+rerank{a.rerank}"
+    label = run_label(a)
     with Executor("local", workers=1) as ex:
         for seed in (int(s) for s in a.seeds.split(",")):
             for alg in ("evolution", "random"):
@@ -279,7 +291,7 @@ def main() -> None:
         atomic_write_text(widths_file, json.dumps(widths, indent=1))
     widths_ms = {float(w): ms for w, ms in json.loads(widths_file.read_text()).items()}
     target = a.target or widths_ms[0.75]
-    label = a.estimator + (f"+rerank{a.rerank}" if a.rerank else "")
+    label = run_label(a)
     print(f"{full.summary()}; target {target:.3f} ms on {backend}; estimator {label}", flush=True)
     rows = []
     t0 = time.perf_counter()

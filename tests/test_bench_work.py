@@ -306,8 +306,11 @@ def test_search_seeds_short_trains_a_rerank_elsewhere_from_the_finished_plain_se
     import search_seeds as ss
     from edgecnn.train.task import DataRef
 
-    a = SimpleNamespace(estimator="proxy-naswot", rerank=8, quick=True)
+    a = SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="speed", quick=True)
     job = ss.make_job(a, ss.PRESETS["quick"], DataRef("digits", limit=10), "eager", 0.6, 0, "evolution")
+    assert job.rerank_by == "speed" and ss.run_label(a) == "proxy-naswot+rerank8-speed"
+    assert ss.run_label(SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="top1")) == "proxy-naswot+rerank8"
+    assert ss.run_label(SimpleNamespace(estimator="proxy-naswot", rerank=0, rerank_by="top1")) == "proxy-naswot"
     plain, out, calls = tmp_path / "proxy-naswot" / "seed0-evolution", tmp_path / "rr" / "seed0-evolution", []
     plain.mkdir(parents=True)
     for name, text in (("search_state.json", '{"s": 1}'), ("latency_table.json", '{"t": 1}')):
@@ -319,18 +322,18 @@ def test_search_seeds_short_trains_a_rerank_elsewhere_from_the_finished_plain_se
             latency("conv_c16 gap fc")  # nothing may be timed here
         return "the finished search"
 
-    def fake_rerank(result, k, short_train, *, path, recipe, chunk):
-        calls.append(("rerank", result, k, Path(path).name, recipe == ss.rerank_recipe(job)))
+    def fake_rerank(result, k, short_train, *, by, path, recipe, chunk):
+        calls.append(("rerank", result, k, by, Path(path).name, recipe == ss.rerank_recipe(job)))
         return result, [object()] * k
 
     monkeypatch.setattr(ss, "run_search", fake_search)
     monkeypatch.setattr(ss, "rerank", fake_rerank)
-    monkeypatch.setattr(ss, "TrainEstimator", lambda *args, **kw: "short training")
+    monkeypatch.setattr(ss, "ShortTrainer", lambda *args, **kw: "short training")
     assert ss.short_train_elsewhere(job, out, plain, ex=None) == 0 and calls == []  # plain run not finished
     (plain / "results.json").write_text("{}")
     assert ss.short_train_elsewhere(job, out, plain, ex=None) == 8
     assert (out / "latency_table.json").read_text() == '{"t": 1}'  # the plain run's table and state, copied
-    assert calls == [("search", '{"s": 1}', True, job.estimate_kind), ("rerank", "the finished search", 8,
+    assert calls == [("search", '{"s": 1}', True, job.estimate_kind), ("rerank", "the finished search", 8, "speed",
                                                                       "rerank.json", True)]  # fmt: skip
     (out / "results.json").write_text("{}")
     assert ss.short_train_elsewhere(job, out, plain, ex=None) == 0 and len(calls) == 2  # finished: nothing

@@ -410,7 +410,9 @@ SECTIONS: tuple[Section, ...] = (
         "finalists": Items(_obj({"arch": NAME, "acc": N, "table_ms": MS, "measured_ms": MS, "measured_score": N,
                                  "score": N}, "arch", null=False)),
         "final": _obj({"epochs": COUNT, "top1": ACC, "measured_ms": MS}),
-        "rerank": Items(_obj({"arch": NAME, "estimate": N, "short_top1": ACC, "blend": N}, "arch", null=False)),
+        "rerank": Items(_obj({"arch": NAME, "estimate": N, "short_top1": ACC, "blend": N, "short_speed": N, "by": T},
+                              "arch", null=False)),  # fmt: skip
+        "rerank_by": T,
         "references": Items(_obj({"label": NAME, "table_ms": MS, "measured_ms": MS, "top1": ACC, "acc": ACC,
                                   "what": T}, "label", null=False)),
     }, kinds=("search",), trigger="history", required=("space", "objective", "search", "latency", "front"),

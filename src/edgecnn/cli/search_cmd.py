@@ -40,7 +40,7 @@ from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import default_target
 from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_NETWORKS
 from edgecnn.run_folder import check_writable
-from edgecnn.search.estimate import EstimateSettings
+from edgecnn.search.estimate import READINGS, EstimateSettings
 from edgecnn.search.evolution import ALGORITHMS, SearchConfig
 from edgecnn.search.objective import MNASNET_W, Objective, parse_target
 from edgecnn.search.job import ESTIMATORS, Progress as JobProgress, SearchJob, TimeEstimate, claim_search_dir
@@ -73,7 +73,7 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
                                  threads="auto"),
         references=resolve_references(args.references, space.input_size),
         train_references=not args.no_train_references, calibrate=args.calibrate, calibrate_seed=1000 + args.seed,
-        rerank=args.rerank,
+        rerank=args.rerank, rerank_by=args.rerank_by,
     )  # fmt: skip
 
 
@@ -125,14 +125,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _closing_table(doc: dict, out: Path) -> None:
     proxy = str(doc.get("estimator", "")).startswith("proxy-")  # a proxy's score is no accuracy: shown as it is
     short = {r["arch"]: r["short_top1"] for r in doc.get("rerank") or []}
+    speed = {r["arch"]: r["short_speed"] for r in doc.get("rerank") or []  # shown where the reorder used it
+             if r.get("short_speed") is not None and doc.get("rerank_by") == "speed"}
     t = Table(title=f"search: {doc['objective']['formula']} — best candidates")
-    cols = ("#", doc["estimator"] if proxy else "est. top-1", *(("short top-1",) if short else ()), "table ms",
-            "measured ms", "score", "arch")  # fmt: skip
+    cols = ("#", doc["estimator"] if proxy else "est. top-1", *(("short top-1",) if short else ()),
+            *(("train speed",) if speed else ()), "table ms", "measured ms", "score", "arch")  # fmt: skip
     for col in cols:
         t.add_column(col, justify="left" if col == "arch" else "right", overflow="fold")
     for i, f in enumerate(doc["finalists"], 1):
         est = f"{f['acc']:.4g}" if proxy else f"{f['acc']:.2%}"
         extra = (f"{short[f['arch']]:.2%}" if f["arch"] in short else "-",) if short else ()
+        extra += (f"{speed[f['arch']]:+.4f}" if f["arch"] in speed else "-",) if speed else ()
         score = f"{f['measured_score']:.4g}" if proxy else f"{f['measured_score']:.4f}"
         t.add_row(str(i), est, *extra, f"{f['table_ms']:.3f}", f"{f['measured_ms']:.3f}", score, f["arch"])
     console = Console()
@@ -141,8 +144,9 @@ def _closing_table(doc: dict, out: Path) -> None:
     console.print(f"{len(h)} candidates evaluated, {len(doc['front'])} on the Pareto front; "
                   f"timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in doc["timings"].items()))  # fmt: skip
     if short:
+        by = "training speed (minus the mean training loss)" if doc.get("rerank_by") == "speed" else "top-1"
         console.print(f"the best {len(short)} by {doc['estimator']} short-trained and reordered by the mean rank "
-                      "of both (two fidelities)")  # fmt: skip
+                      f"of both (two fidelities: {doc['estimator']} and the short training's {by})")  # fmt: skip
     if doc.get("final"):
         f = doc["final"]
         console.print(f"chosen network trained {f['epochs']} epochs: test top-1 {f['top1']:.2%} "
@@ -199,6 +203,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--rerank", type=num.nonneg_within(MAX_CANDIDATES, "candidates"), default=0, metavar="K",
         help="two fidelities: short-train the search's K best candidates (--train-steps each) and reorder them by "
              "the mean rank of the estimate and the short training (0: off; with a proxy or the supernet)")
+    opt("--rerank-by", choices=READINGS, default="top1",
+        help="what of the short training --rerank blends with the estimate: its validation top-1, or its training "
+             "speed (minus its mean training loss, Ru et al. 2021; with NASWOT the best-ranking estimator measured "
+             "on mbv3-32, docs/search.md)")
     opt("--finalists", type=cands, default=3, help="best candidates measured end to end")
     opt("--final-epochs", type=num.nonneg_within(MAX_EPOCHS, "epochs"), default=30,
         help="epochs of the chosen network's training (0: skip; at most EDGECNN_MAX_EPOCHS)")

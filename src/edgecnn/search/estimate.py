@@ -170,6 +170,22 @@ def run_train_task(task: TrainTask) -> float:
     return short_train(task.arch, _worker_split(task.data, s.val_fraction, s.split_seed), s, seed=task.seed)
 
 
+READINGS = ("top1", "speed")  # what a short training says of a network: validation top-1, training speed
+
+
+def short_reading(result: TrainResult) -> dict[str, float]:
+    """Both readings of one short training (:data:`READINGS`): its top-1 on the validation split and its
+    :func:`training_speed` — one training, two estimates."""
+    return {"top1": result.top1, "speed": training_speed(result)}
+
+
+def run_reading_task(task: TrainTask) -> dict[str, float]:
+    """The executor's function for :class:`ShortTrainer`: :func:`short_reading` of the task's short training."""
+    s = task.settings
+    data = _worker_split(task.data, s.val_fraction, s.split_seed)
+    return short_reading(short_train_run(task.arch, data, s, seed=task.seed))
+
+
 class SupernetEstimator:
     """``estimator(archs) -> accuracies``: supernet subnets scored through the executor (the cheap estimate)."""
 
@@ -193,6 +209,18 @@ class TrainEstimator:
     def __call__(self, archs: list[str]) -> list[float]:
         tasks = [TrainTask(f"train {i}: {a}", a, self.data, self.settings, self.seed) for i, a in enumerate(archs)]
         return self.executor.map(run_train_task, tasks, description="training candidates")
+
+
+class ShortTrainer:
+    """``trainer(archs) -> readings``: every network trained briefly through the executor, each read both ways
+    (:func:`short_reading`) — the second fidelity of ``edgecnn search --rerank``."""
+
+    def __init__(self, data: DataRef, settings: EstimateSettings, executor: Executor, *, seed: int = 0) -> None:
+        self.data, self.settings, self.executor, self.seed = data, settings, executor, seed
+
+    def __call__(self, archs: list[str]) -> list[dict[str, float]]:
+        tasks = [TrainTask(f"train {i}: {a}", a, self.data, self.settings, self.seed) for i, a in enumerate(archs)]
+        return self.executor.map(run_reading_task, tasks, description="short-training candidates")
 
 
 def kendall_tau(a: list[float], b: list[float]) -> tuple[float, float]:

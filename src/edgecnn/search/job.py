@@ -18,7 +18,8 @@ on the user's own device:
    through the executor (:mod:`~edgecnn.search.estimate`), the state saved after
    every batch;
 4. with ``rerank=k``, the ``k`` best candidates short-trained and reordered by
-   the blend of both estimates (two fidelities, :mod:`~edgecnn.search.rerank`);
+   the blend of the estimate and the short training's top-1 or training speed
+   (``rerank_by``; two fidelities, :mod:`~edgecnn.search.rerank`);
 5. the best candidates **measured end to end** on the device (again in the
    exclusive lane) — both the table's and the measured latency are reported;
 6. the chosen network trained with the standard recipe (:func:`edgecnn.train.fit`);
@@ -79,7 +80,8 @@ from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_MEMORY_GB, MAX_NETWOR
 from edgecnn.analysis.memory import check_memory, estimate_memory
 from edgecnn.run_folder import RUN_FILES, check_writable
 from edgecnn.run_document import read_results, write_results
-from edgecnn.search.estimate import EstimateSettings, SupernetEstimator, TrainEstimator, search_split
+from edgecnn.search.estimate import (READINGS, EstimateSettings, ShortTrainer, SupernetEstimator, TrainEstimator,
+                                     search_split)
 from edgecnn.search.evolution import ACCURACY, SearchConfig, SearchResult, load_resumable, run_search
 from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
@@ -121,6 +123,7 @@ class SearchJob:
     calibrate: int = 0  # networks of the space measured to calibrate the table first (0: use it as it is)
     calibrate_seed: int = 1000  # their sampling seed
     rerank: int = 0  # the best N candidates short-trained and reordered by the blend with the estimate (0: off)
+    rerank_by: str = "top1"  # the short training's reading blended: its top-1, or its training speed (READINGS)
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -139,6 +142,12 @@ class SearchJob:
                              "candidate is trained already: use 0")  # fmt: skip
         MAX_CANDIDATES.check(self.finalists, "finalists")
         MAX_CANDIDATES.check(self.rerank, "rerank")
+        if self.rerank_by not in READINGS:
+            raise ValueError(f"rerank_by {self.rerank_by!r}: not a reading of a short training; valid: "
+                             f"{', '.join(READINGS)}")  # fmt: skip
+        if self.rerank_by != "top1" and not self.rerank:
+            raise ValueError(f"rerank_by {self.rerank_by!r} reads the short trainings of rerank, which is off; "
+                             "pass rerank >= 2 (--rerank K) or leave rerank_by at 'top1'")  # fmt: skip
         MAX_EPOCHS.check(self.final_epochs, "final training")
         MAX_NETWORKS.check(self.calibrate, "calibration")
         for ref in self.references:
@@ -542,11 +551,13 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     timings["search_s"] = time.perf_counter() - t
     reranked = None
     if job.rerank:
-        prog.on_stage(f"short-training the best {job.rerank} candidates ({job.estimate.train_steps} steps each)")
+        reading = "training speed" if job.rerank_by == "speed" else "top-1"
+        prog.on_stage(f"short-training the best {job.rerank} candidates ({job.estimate.train_steps} steps each; "
+                      f"reordered by the estimate and the short training's {reading})")  # fmt: skip
         t = time.perf_counter()
-        result, reranked = rerank(result, job.rerank, TrainEstimator(job.data, job.estimate, executor,
-                                  seed=job.search.seed), path=out / RERANK_FILE, recipe=rerank_recipe(job),
-                                  chunk=max(1, executor.workers))  # fmt: skip  # a stop loses one round at most
+        result, reranked = rerank(result, job.rerank, ShortTrainer(job.data, job.estimate, executor,
+                                  seed=job.search.seed), by=job.rerank_by, path=out / RERANK_FILE,
+                                  recipe=rerank_recipe(job), chunk=max(1, executor.workers))  # fmt: skip
         timings["rerank_s"] = time.perf_counter() - t
     prog.on_stage("measuring the finalists end to end")
     t = time.perf_counter()
@@ -575,6 +586,7 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
              "calibration": calibration}
     doc = results_document(job, result, finalists, final, supernet_info, timings, table)
     doc["rerank"] = None if reranked is None else [asdict(r) for r in reranked]
+    doc["rerank_by"] = job.rerank_by if reranked is not None else None
     doc["references"] = to_rows(references)
     plot = plot_search({"kind": "search", **doc}, out / "pareto.png")
     doc["plot"] = None if plot is None else str(plot)

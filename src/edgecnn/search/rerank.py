@@ -13,9 +13,19 @@ its best ``k`` is the multi-fidelity scheme of successive halving / Hyperband
 :func:`~edgecnn.search.estimate.rank_blend` of the two estimates, the mean of
 their ranks (no scale shared between a proxy and an accuracy is needed).
 
+Each short training is read two ways (:data:`~edgecnn.search.estimate.READINGS`,
+``by``): its top-1 on the validation split, or its training speed — minus the
+mean training loss over its steps (Ru et al. 2021, "Speedy Performance
+Estimation for Neural Architecture Search"), which averages the thousands of
+training images the network learnt from where the top-1 is one reading of a
+small validation split. On ``mbv3-32``, NASWOT blended with the training speed
+is the best-ranking estimator measured (``benchmarks/search_rank.py``).
+
 The short trainings are written to ``rerank.json`` in the search folder as they
-finish (atomically, with the recipe they used), so a resumed search trains only
-the ones it lacks; a file of another recipe is refused.
+finish (atomically, with the recipe they used and both readings), so a resumed
+search trains only the ones it lacks, whichever reading it ranks by (a file of
+an earlier version, with top-1 only, is trained again for the training speed);
+a file of another recipe is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from typing import Any
 from edgecnn.atomic import atomic_write_text
 from edgecnn.limits import MAX_FILE_MB
 from edgecnn.schema import Fields, load_json
-from edgecnn.search.estimate import rank_blend
+from edgecnn.search.estimate import READINGS, rank_blend
 from edgecnn.search.evolution import Candidate, SearchResult
 
 RERANK_FILE = "rerank.json"
@@ -44,7 +54,9 @@ class Reranked:
     arch: str
     estimate: float  # the search's estimate (a proxy's score, or an accuracy)
     short_top1: float  # top-1 on the validation split after the short training
-    blend: float  # mean rank of the two among the k (higher is better)
+    blend: float  # mean rank of the estimate and the short training's reading ``by`` among the k (higher: better)
+    short_speed: float | None = None  # its training speed, minus the mean training loss (None: not recorded)
+    by: str = "top1"  # the reading blended with the estimate (READINGS)
 
 
 def best_distinct(result: SearchResult, k: int) -> list[Candidate]:
@@ -60,9 +72,9 @@ def best_distinct(result: SearchResult, k: int) -> list[Candidate]:
     return out
 
 
-def load_trained(path: Path, recipe: dict[str, Any]) -> dict[str, float]:
-    """The short trainings recorded at ``path`` (empty when there is none); ValueError for a damaged file or one
-    written with another recipe."""
+def load_trained(path: Path, recipe: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The short trainings recorded at ``path``, arch → readings (``top1``, and ``speed`` where recorded; empty
+    when there is no file); ValueError for a damaged file or one written with another recipe."""
     if not path.is_file():
         return {}
     MAX_FILE_MB.check(path.stat().st_size / 2**20, f"rerank file {path}")
@@ -74,19 +86,29 @@ def load_trained(path: Path, recipe: dict[str, Any]) -> dict[str, float]:
     if doc.get("recipe") != recipe:
         raise ValueError(f"{path} holds short trainings of another recipe ({doc.get('recipe')}, this search's is "
                          f"{recipe}); resume with the same settings, or pass --overwrite")  # fmt: skip
-    got = f.mapping("top1", doc.get("top1")) or {}
-    out: dict[str, float] = {}
-    for arch, v in got.items():
-        out[str(arch)] = f.accuracy(f"top1[{arch[:40]!r}]", v)
+    out: dict[str, dict[str, float]] = {}
+    for arch, v in (f.mapping("top1", doc.get("top1")) or {}).items():
+        out[str(arch)] = {"top1": f.accuracy(f"top1[{arch[:40]!r}]", v)}
+    for arch, v in (f.mapping("speed", doc.get("speed"), optional=True) or {}).items():
+        if str(arch) not in out:
+            raise f.fail(f"speed[{arch[:40]!r}]", "a network with a top-1 in 'top1'", "none")
+        out[str(arch)]["speed"] = f.number(f"speed[{arch[:40]!r}]", v)
     return out
 
 
-def rerank(result: SearchResult, k: int, short_train: Callable[[list[str]], list[float]], *,
-           path: str | Path | None = None, recipe: dict[str, Any] | None = None,
+def _save(path: Path, recipe: dict[str, Any], trained: dict[str, dict[str, float]]) -> None:
+    speed = {a: r["speed"] for a, r in trained.items() if "speed" in r}
+    atomic_write_text(path, json.dumps({"format": FORMAT, "recipe": recipe,
+                                        "top1": {a: r["top1"] for a, r in trained.items()}, "speed": speed}))
+
+
+def rerank(result: SearchResult, k: int, short_train: Callable[[list[str]], list[dict[str, float]]], *,
+           by: str = "top1", path: str | Path | None = None, recipe: dict[str, Any] | None = None,
            chunk: int = 1) -> tuple[SearchResult, list[Reranked]]:  # fmt: skip
-    """``result`` with its ``k`` best distinct candidates short-trained (``short_train``: archs → top-1) and put
-    first in the order of the blend (ties: the higher short top-1, then the lower latency), every other candidate
-    after them in its order; and the rows of the ``k``.
+    """``result`` with its ``k`` best distinct candidates short-trained (``short_train``: archs → readings, a dict
+    per network with ``top1`` and ``speed``: :class:`~edgecnn.search.estimate.ShortTrainer`) and put first in the
+    order of the blend of the estimate with reading ``by`` (ties: the higher short top-1, then the lower latency),
+    every other candidate after them in its order; and the rows of the ``k``.
 
     With ``path``, each chunk of ``chunk`` trainings is recorded there (with ``recipe``) and read back on the next
     call, so a stopped run loses at most one chunk.
@@ -95,21 +117,27 @@ def rerank(result: SearchResult, k: int, short_train: Callable[[list[str]], list
         raise ValueError(f"rerank needs at least 2 candidates to order, got {k}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if by not in READINGS:
+        raise ValueError(f"rerank by {by!r}: not a reading of a short training; valid: {', '.join(READINGS)}")
     top = best_distinct(result, k)
     p = None if path is None else Path(path)
     key = recipe or {}
     trained = load_trained(p, key) if p is not None else {}
-    todo = [c.arch for c in top if c.arch not in trained]
+    todo = [c.arch for c in top if by not in trained.get(c.arch, {})]
     for i in range(0, len(todo), chunk):
         part = todo[i : i + chunk]
         got = list(short_train(part))
         if len(got) != len(part):
-            raise ValueError(f"the short training returned {len(got)} accuracies for {len(part)} networks")
-        trained.update(zip(part, (float(x) for x in got)))
+            raise ValueError(f"the short training returned {len(got)} readings for {len(part)} networks")
+        for arch, reading in zip(part, got):
+            if by not in reading or "top1" not in reading:
+                raise ValueError(f"the short training of {arch[:40]!r} gave {sorted(reading)}, not 'top1' and {by!r}")
+            trained[arch] = {k: float(v) for k, v in reading.items() if k in READINGS}
         if p is not None:
-            atomic_write_text(p, json.dumps({"format": FORMAT, "recipe": key, "top1": trained}))
-    blend = rank_blend([c.acc for c in top], [trained[c.arch] for c in top])
-    rows = [Reranked(c.arch, c.acc, trained[c.arch], b) for c, b in zip(top, blend)]
+            _save(p, key, trained)
+    blend = rank_blend([c.acc for c in top], [trained[c.arch][by] for c in top])
+    rows = [Reranked(c.arch, c.acc, trained[c.arch]["top1"], b, trained[c.arch].get("speed"), by)
+            for c, b in zip(top, blend)]  # fmt: skip
     order = sorted(range(len(top)), key=lambda i: (-blend[i], -rows[i].short_top1, top[i].lat_ms, top[i].index))
     first = [top[i] for i in order]
     chosen = {c.index for c in top}
