@@ -71,6 +71,7 @@ CIFAR = "/work/shared/data/cifar10-jpeg.tar.xz"
 RESULTS = Path(__file__).parent / "results"
 STATE = Path(__file__).parent / "state"
 BASELINE = "mobilenet_v3_small_cifar"
+BRACKET_FILE = "bracket.json"  # a bracket's training, recorded in its folder
 WIDTHS = (0.35, 0.5, 0.6, 0.75, 0.85, 1.0, 1.25)
 PRESETS = {  # images per class, candidates, population, tournament, final epochs, supernet steps
     "quick": dict(limit=60, budget=8, population=4, sample_size=2, epochs=1, supernet_steps=12, calibrate=8),
@@ -95,6 +96,9 @@ def args_() -> argparse.Namespace:
     p.add_argument("--target", type=float, default=None, help=f"ms (default: {BASELINE}@0.75 measured)")
     p.add_argument("--backend", default=None, help="latency target (default: the fastest runtime installed)")
     p.add_argument("--work", default=None, help="default: benchmarks/state/search_seeds-<preset>")
+    p.add_argument("--tag", default="",
+                   help="appended to the results file's name (a run of its own, e.g. on another CPU with its own "
+                        "--work: vnni); a rerank run takes the plain run's brackets from the file of the same tag")
     return p.parse_args()
 
 
@@ -188,13 +192,24 @@ def bracket(job: SearchJob, width: float, full: Any, out: Path, widths_ms: dict[
     if trained is not None and trained.get("arch") == arch and trained.get("epochs") == job.final_epochs:
         return {**trained, "measured_ms": widths_ms[width], "reused": "the plain estimator's bracket of this seed",
                 "seconds": 0.0, "trained_seconds": trained.get("seconds")}  # fmt: skip  # its CPU counted once
+    done = out / BRACKET_FILE  # committed with the state (the checkpoint is not): a later session reads it back
+    if done.is_file():
+        res = json.loads(done.read_text())
+        if res.get("arch") == arch and res.get("epochs") == job.final_epochs:
+            return {**res, "width": width, "measured_ms": widths_ms[width]}
     res = train_final(job, arch, full, out, resume=(out / "last.pt").is_file(), progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(done, json.dumps(res, indent=1, default=str))
     return {**res, "width": width, "measured_ms": widths_ms[width]}
 
 
-def plain_brackets(preset: str, estimator: str) -> dict[int, dict[str, Any]]:
-    """Each seed's bracket in the plain estimator's results file (none when it is not there)."""
-    f = RESULTS / f"search_seeds-{preset}-{estimator}.json"
+def results_name(preset: str, label: str, tag: str) -> str:
+    return f"search_seeds-{preset}-{label}{'-' + tag if tag else ''}.json"
+
+
+def plain_brackets(preset: str, estimator: str, tag: str = "") -> dict[int, dict[str, Any]]:
+    """Each seed's bracket in the plain estimator's results file of the same tag (none when it is not there)."""
+    f = RESULTS / results_name(preset, estimator, tag)
     return {r["seed"]: r["bracket"] for r in json.loads(f.read_text())["rows"]} if f.is_file() else {}
 
 
@@ -308,7 +323,7 @@ def main() -> None:
                       flush=True)  # fmt: skip
             width = bracket_width(runs["evolution"]["measured_ms"], widths_ms)
             runs["bracket"] = bracket(job, width, full, work / label / f"seed{seed}-bracket-w{width:g}", widths_ms,
-                                      plain_brackets(preset, a.estimator).get(seed) if a.rerank else None)  # fmt: skip
+                                      plain_brackets(preset, a.estimator, a.tag).get(seed) if a.rerank else None)  # fmt: skip
             rows.append({"seed": seed, **runs})
             out = write(a, label, preset, p, backend, target, widths_ms, rows, time.perf_counter() - t0)
     if a.remeasure and rows:
@@ -321,7 +336,8 @@ def write(a: argparse.Namespace, label: str, preset: str, p: dict[str, Any], bac
           widths_ms: dict[float, float], rows: list[dict[str, Any]], seconds: float,
           remeasured: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """The results file over the seeds finished so far (written after every seed: a stopped run keeps them)."""
-    doc = {"benchmark": "search_seeds", "preset": preset, "estimator": label, "rerank": a.rerank, "backend": backend,
+    doc = {"benchmark": "search_seeds", "preset": preset, "estimator": label, "rerank": a.rerank,
+           "rerank_by": a.rerank_by if a.rerank else None, "tag": a.tag, "backend": backend,
            "target_ms": target, "bracket_widths_ms": widths_ms, "params": p, "seeds_done": [r["seed"] for r in rows],
            "rows": rows, "summary": summary(rows), "seconds_this_call": seconds, "remeasured": remeasured,
            # every run is one process on 1 thread, so its wall time is its CPU time (within the load's share)
@@ -330,7 +346,7 @@ def write(a: argparse.Namespace, label: str, preset: str, p: dict[str, Any], bac
            "load_average": os.getloadavg(), "machine": {**fingerprint(backend=backend, threads=1).to_dict(),
                                                         "platform": platform.platform(), "cores": os.cpu_count()},
            "note": "QUICK: the pipeline only; accuracies mean nothing" if preset == "quick" else ""}  # fmt: skip
-    out = RESULTS / f"search_seeds-{preset}-{label}.json"
+    out = RESULTS / results_name(preset, label, a.tag)
     atomic_write_text(out, json.dumps(doc, indent=1, default=str) + "\n")
     return out
 

@@ -357,3 +357,8 @@ def test_search_seeds_rerank_takes_the_plain_runs_bracket_at_the_same_width_and_
     got = ss.bracket(job, 0.6, None, tmp_path / "b6", widths, plain)  # another width: another network, trained
     assert got["top1"] == 0.66 and got["width"] == 0.6 and trained == [ss.zoo.arch_of(ss.BASELINE, width=0.6)]
     assert ss.bracket(SimpleNamespace(final_epochs=30), 0.75, None, tmp_path / "b30", widths, plain)["top1"] == 0.66
+    # a trained bracket is recorded in its folder (its checkpoint is not committed) and read back, not trained again
+    trained.clear()
+    again = ss.bracket(job, 0.6, None, tmp_path / "b6", {0.6: 0.45, 0.75: 0.59}, plain)
+    assert trained == [] and again["top1"] == 0.66 and again["measured_ms"] == 0.45
+    assert ss.bracket(SimpleNamespace(final_epochs=3), 0.6, None, tmp_path / "b6", widths, None) and len(trained) == 1
