@@ -132,7 +132,7 @@ def rerank(result: SearchResult, k: int, short_train: Callable[[list[str]], list
         for arch, reading in zip(part, got):
             if by not in reading or "top1" not in reading:
                 raise ValueError(f"the short training of {arch[:40]!r} gave {sorted(reading)}, not 'top1' and {by!r}")
-            trained[arch] = {k: float(v) for k, v in reading.items() if k in READINGS}
+            trained[arch] = {name: float(v) for name, v in reading.items() if name in READINGS}
         if p is not None:
             _save(p, key, trained)
     blend = rank_blend([c.acc for c in top], [trained[c.arch][by] for c in top])
