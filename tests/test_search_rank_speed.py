@@ -151,3 +151,28 @@ def test_a_recorded_supernet_stage_is_not_trained_again_and_says_so(tmp_path, mo
     w.done("supernet-sandwich", {"held_out": [0.5], "predictor_set": [], "cpu_seconds": 1.0})
     monkeypatch.setattr(sr, "train_supernet", lambda *a, **k: pytest.fail("trained a recorded supernet again"))
     assert sr.supernet_stage(w, "supernet-sandwich", "sandwich", None, None, None, [], [], sr.SCALES["full"]) is False
+
+
+def test_the_target_over_the_rounds_holds_only_after_a_bonferroni_correction():
+    """Three preregistered rounds are three tests of one target: the round that meets it must also hold at 0.05 / 3.
+    """
+    def row(tau, p):
+        return {"tau": tau, "p_value": p}
+
+    unseen = {"blend": row(0.48, 0.00014), "speed": row(0.40, 0.0012)}
+    confirmed = {"preregistered": "blend", "second_round": {"preregistered": "speed"},
+                 "unseen": {"complete": True, "estimators": unseen}}  # fmt: skip
+    third = {"complete": True, "preregistered": "nw+speed", "estimators": {"nw+speed": row(0.565, 6.8e-6)}}
+    got = sr.rounds_verdict(confirmed, third)
+    assert [(k, v["met"]) for k, v in got["rounds"].items()] == [("first", False), ("second", False), ("third", True)]
+    assert got["met_by"] == "third" and got["bonferroni_alpha"] == pytest.approx(0.05 / 3)
+    assert got["holds_after_correction"] is True
+    # tau 0.5 at p 0.03 meets a round's own criterion (p < 0.05) but not the corrected one (0.0167)
+    third["estimators"]["nw+speed"] = row(0.52, 0.03)
+    weak = sr.rounds_verdict(confirmed, third)
+    assert weak["met"] is True and weak["holds_after_correction"] is False
+    # a round still running is not judged; nothing judged is nothing met
+    third["complete"] = False
+    assert list(sr.rounds_verdict(confirmed, third)["rounds"]) == ["first", "second"]
+    assert sr.rounds_verdict(None, None) == {"rounds": {}, "met": False, "met_by": None, "bonferroni_alpha": 0.05,
+                                            "holds_after_correction": False}  # fmt: skip
