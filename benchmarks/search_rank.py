@@ -121,9 +121,9 @@ from edgecnn.search.estimate import (
     kendall_tau_within,
     rank_blend,
     search_split,
+    short_reading,
     short_train,
     short_train_run,
-    training_speed,
 )
 from edgecnn.search.predictor import AccuracyPredictor, cross_validated
 from edgecnn.search.proxies import PROXIES, ProxyEstimator, proxy_batch
@@ -327,10 +327,16 @@ def speed_runs(w: Work, key: str, archs: list[str], split: DataSet, steps: int) 
 
     def run(arch: str) -> dict[str, Any]:
         r = short_train_run(arch, split, settings, seed=0)
-        return {"top1": r.top1, "train_loss": r.history[-1].train_loss if len(r.history) == 1 else None,
-                "train_top1": r.history[-1].train_top1, "speed": training_speed(r)}  # fmt: skip
+        return {**short_reading(r), "train_loss": r.history[-1].train_loss if len(r.history) == 1 else None,
+                "train_top1": r.history[-1].train_top1}  # fmt: skip
 
     records(w, key, archs, run, lambda rec: f"speed {rec['speed']:+.4f}, top-1 {rec['top1']:.4f}")
+
+
+def record_machine(w: Work, key: str) -> None:
+    """The machine a stage's trainings run on, recorded once under ``key`` (by whichever process starts first)."""
+    if key not in w.refresh():
+        w.done(key, fingerprint(backend="eager", threads=1).to_dict())
 
 
 def speed_order(space: SearchSpace, scale: Scale, archs: list[str]) -> list[tuple[str, list[str]]]:
@@ -345,8 +351,7 @@ def speed_stage(w: Work, space: SearchSpace, split: DataSet, scale: Scale, archs
                 backward: bool = False) -> None:  # fmt: skip
     """The training-speed runs, a subnet at a time, forward (``--only speed``) or from the last subnet backward
     (``--only speed-back``, a second process beside it); the machine they run on is recorded once."""
-    if "speed-machine" not in w.refresh():
-        w.done("speed-machine", fingerprint(backend="eager", threads=1).to_dict())
+    record_machine(w, "speed-machine")
     order = speed_order(space, scale, archs)
     for key, b in (reversed(order) if backward else order):
         for arch in (reversed(b) if backward else b):
@@ -560,8 +565,7 @@ def third_trainings(w: Work, space: SearchSpace, split: DataSet, scale: Scale, a
     (``--only third-back``, a second process beside it). Nothing is timed: the latencies (for the equal-latency
     column only) are ``--only third-latency``'s, on the measuring machine. The machine the trainings start on is
     recorded once (``confirm2027-machine``)."""
-    if confirm_key(THIRD_SEED, "machine") not in w.refresh():
-        w.done(confirm_key(THIRD_SEED, "machine"), fingerprint(backend="eager", threads=1).to_dict())
+    record_machine(w, confirm_key(THIRD_SEED, "machine"))
     b = third_set(space, scale, archs)
     steps = max(scale.short_steps)
     for arch in (reversed(b) if backward else b):

@@ -164,10 +164,14 @@ def training_speed(result: TrainResult) -> float:
     return -total / done
 
 
-def run_train_task(task: TrainTask) -> float:
-    """The executor's function for :class:`TrainTask`."""
+def _task_run(task: TrainTask) -> TrainResult:
     s = task.settings
-    return short_train(task.arch, _worker_split(task.data, s.val_fraction, s.split_seed), s, seed=task.seed)
+    return short_train_run(task.arch, _worker_split(task.data, s.val_fraction, s.split_seed), s, seed=task.seed)
+
+
+def run_train_task(task: TrainTask) -> float:
+    """The executor's function for :class:`TrainTask`: the short training's top-1."""
+    return _task_run(task).top1
 
 
 READINGS = ("top1", "speed")  # what a short training says of a network: validation top-1, training speed
@@ -181,9 +185,7 @@ def short_reading(result: TrainResult) -> dict[str, float]:
 
 def run_reading_task(task: TrainTask) -> dict[str, float]:
     """The executor's function for :class:`ShortTrainer`: :func:`short_reading` of the task's short training."""
-    s = task.settings
-    data = _worker_split(task.data, s.val_fraction, s.split_seed)
-    return short_reading(short_train_run(task.arch, data, s, seed=task.seed))
+    return short_reading(_task_run(task))
 
 
 class SupernetEstimator:
@@ -203,24 +205,23 @@ class SupernetEstimator:
 class TrainEstimator:
     """``estimator(archs) -> accuracies``: every candidate trained briefly through the executor (slower, truer)."""
 
+    task_fn: Callable[[TrainTask], Any] = staticmethod(run_train_task)  # what each worker returns of its training
+    description = "training candidates"
+
     def __init__(self, data: DataRef, settings: EstimateSettings, executor: Executor, *, seed: int = 0) -> None:
         self.data, self.settings, self.executor, self.seed = data, settings, executor, seed
 
-    def __call__(self, archs: list[str]) -> list[float]:
+    def __call__(self, archs: list[str]) -> list[Any]:
         tasks = [TrainTask(f"train {i}: {a}", a, self.data, self.settings, self.seed) for i, a in enumerate(archs)]
-        return self.executor.map(run_train_task, tasks, description="training candidates")
+        return self.executor.map(self.task_fn, tasks, description=self.description)
 
 
-class ShortTrainer:
+class ShortTrainer(TrainEstimator):
     """``trainer(archs) -> readings``: every network trained briefly through the executor, each read both ways
     (:func:`short_reading`) — the second fidelity of ``edgecnn search --rerank``."""
 
-    def __init__(self, data: DataRef, settings: EstimateSettings, executor: Executor, *, seed: int = 0) -> None:
-        self.data, self.settings, self.executor, self.seed = data, settings, executor, seed
-
-    def __call__(self, archs: list[str]) -> list[dict[str, float]]:
-        tasks = [TrainTask(f"train {i}: {a}", a, self.data, self.settings, self.seed) for i, a in enumerate(archs)]
-        return self.executor.map(run_reading_task, tasks, description="short-training candidates")
+    task_fn = staticmethod(run_reading_task)
+    description = "short-training candidates"
 
 
 def kendall_tau(a: list[float], b: list[float]) -> tuple[float, float]:
