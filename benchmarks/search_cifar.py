@@ -316,7 +316,8 @@ def main() -> None:
             MBV3_32_SPACE, cheap, trained, n=p["tau_n"], seed=args.seed + 1).to_dict(), console)  # fmt: skip
         finalists = stages.run("finalists", lambda: [  # the finished evolution state is read back, not re-run
             asdict(f) for f in measure_finalists(job, search("evolution"), data, ex, model)], console)  # fmt: skip
-        chosen = finalists[0]
+        pick = job.objective.choose([(f["acc"], f["measured_ms"]) for f in finalists])  # the search's own rule
+        chosen = {**finalists[pick.index], "chosen_because": pick.reason}
 
         def baseline_widths() -> list[dict[str, Any]]:
             archs = {w: zoo.arch_of(BASELINE, width=w) for w in p["widths"]}

@@ -115,7 +115,11 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
     for f in doc["finalists"]:
         assert f["table_ms"] > 0 and f["measured_ms"] > 0
         assert f["measured_score"] == pytest.approx(f["acc"] * (f["measured_ms"] / 0.5) ** -0.07)
-    assert doc["final"]["arch"] == doc["finalists"][0]["arch"] and 0 <= doc["final"]["top1"] <= 1
+    best = max(range(2), key=lambda i: (doc["finalists"][i]["measured_score"], -i))  # chosen by the measurement
+    assert doc["chosen"]["index"] == best and doc["chosen"]["meets_target"] is None
+    assert doc["final"]["arch"] == doc["chosen"]["arch"] == doc["finalists"][best]["arch"]
+    assert doc["final"]["measured_ms"] == doc["finalists"][best]["measured_ms"] and 0 <= doc["final"]["top1"] <= 1
+    assert f"chosen (*): finalist {best + 1}, the highest objective by the measured latency" in shown
     assert doc["supernet"]["steps"] == 6 and not doc["supernet"]["reused"]
     assert doc["supernet"]["config"]["schedule"] == "progressive" and len(doc["supernet"]["phase_seconds"]) == 6
     # the reference: latency by the same table and measured, trained with the same final recipe (1 epoch)
@@ -134,6 +138,7 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
     assert main([*argv, "--resume"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["history"] == doc["history"] and again["supernet"]["reused"]
+    assert again["chosen"]["arch"] == doc["chosen"]["arch"] and again["chosen"]["reason"].endswith("kept on resume)")
 
 
 def test_kendall_tau_hand_counted():

@@ -508,12 +508,17 @@ def _search_run(doc: Doc, page: _Page) -> Html:
     fig = _figures([("Candidates (table latency, estimated accuracy), their front, the finalists measured, the chosen "
                      "network and the zoo's reference networks after the same training (test top-1).",
                      lambda: plots.plot_search_run(doc))], page)  # fmt: skip
-    rows = [(str(i), _code(f["arch"]), _pct(f.get("acc")), _ms(f.get("table_ms")), _ms(f.get("measured_ms")),
+    chosen = doc.get("chosen") if isinstance(doc.get("chosen"), dict) else {}
+    rows = [(f"{i}*" if chosen.get("index") == i - 1 else str(i), _code(f["arch"]), _pct(f.get("acc")),
+             _ms(f.get("table_ms")), _ms(f.get("measured_ms")),
              _fmt(f.get("measured_score"), ".4f") if isinstance(f.get("measured_score"), float) else "–")
             for i, f in enumerate(doc.get("finalists") or [], 1)]  # fmt: skip
     final = doc.get("final") or {}
     fin = (html("<h3>Finalists</h3>{}", _table(("#", "arch", "est. top-1", "table ms", "measured ms", "score"), rows,
                                                left=2)) if rows else Html(""))  # fmt: skip
+    if rows and chosen.get("reason"):
+        warn = " The hard latency target is not met." if chosen.get("meets_target") is False else ""
+        fin += html("<p>Chosen (*): {}.{}</p>", chosen["reason"], warn)
     if final:
         fin += html("<p>Chosen network trained {} epochs: test top-1 {} at {} ms measured.</p>",
                     final.get("epochs", "?"), _pct(final.get("top1")), _ms(final.get("measured_ms")))  # fmt: skip

@@ -410,6 +410,7 @@ SECTIONS: tuple[Section, ...] = (
         "finalists": Items(_obj({"arch": NAME, "acc": N, "table_ms": MS, "measured_ms": MS, "measured_score": N,
                                  "score": N}, "arch", null=False)),
         "final": _obj({"epochs": COUNT, "top1": ACC, "measured_ms": MS}),
+        "chosen": _obj({"arch": NAME, "index": Int(0, 1 << 16), "meets_target": Flag(), "reason": T}),
         "rerank": Items(_obj({"arch": NAME, "estimate": N, "short_top1": ACC, "blend": N, "short_speed": N, "by": T},
                               "arch", null=False)),  # fmt: skip
         "rerank_by": T,

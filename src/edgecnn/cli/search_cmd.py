@@ -26,6 +26,7 @@ time the run implies is printed.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -132,14 +133,23 @@ def _closing_table(doc: dict, out: Path) -> None:
             *(("train speed",) if speed else ()), "table ms", "measured ms", "score", "arch")  # fmt: skip
     for col in cols:
         t.add_column(col, justify="left" if col == "arch" else "right", overflow="fold")
+    chosen = doc.get("chosen") or {}
     for i, f in enumerate(doc["finalists"], 1):
         est = f"{f['acc']:.4g}" if proxy else f"{f['acc']:.2%}"
         extra = (f"{short[f['arch']]:.2%}" if f["arch"] in short else "-",) if short else ()
         extra += (f"{speed[f['arch']]:+.4f}" if f["arch"] in speed else "-",) if speed else ()
-        score = f"{f['measured_score']:.4g}" if proxy else f"{f['measured_score']:.4f}"
-        t.add_row(str(i), est, *extra, f"{f['table_ms']:.3f}", f"{f['measured_ms']:.3f}", score, f["arch"])
+        m = f.get("measured_score")  # None: over a hard target as measured (−inf in the search, null in JSON)
+        score = "over" if m is None or m == -math.inf else f"{m:.4g}" if proxy else f"{m:.4f}"
+        mark = "*" if chosen.get("index") == i - 1 else ""
+        t.add_row(f"{i}{mark}", est, *extra, f"{f['table_ms']:.3f}", f"{f['measured_ms']:.3f}", score, f["arch"])
     console = Console()
     console.print(t)
+    if chosen:
+        style = "bold yellow" if chosen.get("meets_target") is False else ""
+        fix = (" — the table underestimates this device: fit it with --calibrate N, measure more --finalists, or "
+               "lower --target" if chosen.get("meets_target") is False else "")  # fmt: skip
+        console.print(f"chosen (*): finalist {chosen['index'] + 1}, {chosen['reason']}{fix}", style=style,
+                      markup=False, highlight=False)  # fmt: skip
     h = doc["history"]
     console.print(f"{len(h)} candidates evaluated, {len(doc['front'])} on the Pareto front; "
                   f"timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in doc["timings"].items()))  # fmt: skip

@@ -80,6 +80,7 @@ from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_MEMORY_GB, MAX_NETWOR
 from edgecnn.analysis.memory import check_memory, estimate_memory
 from edgecnn.run_folder import RUN_FILES, check_writable
 from edgecnn.run_document import read_results, write_results
+from edgecnn.search.choice import CHOICE_FILE, choose_finalist
 from edgecnn.search.estimate import (READINGS, EstimateSettings, ShortTrainer, SupernetEstimator, TrainEstimator,
                                      search_split)
 from edgecnn.search.evolution import ACCURACY, SearchConfig, SearchResult, load_resumable, run_search
@@ -248,7 +249,8 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
 
 
 # ---- before any work: the folder, the bounds, a resumed run, the time ----------------------------------
-SEARCH_FILES: tuple[str, ...] = ("results.json", "search_state.json", "supernet.pt", RERANK_FILE, "pareto.png")
+SEARCH_FILES: tuple[str, ...] = ("results.json", "search_state.json", "supernet.pt", RERANK_FILE, CHOICE_FILE,
+                                  "pareto.png")  # fmt: skip
 """The files of a previous search at the top of its folder (besides ``final/`` and ``references/<name>/``)."""
 STATE_FILE = "search_state.json"
 SUPERNET_FILE = "supernet.pt"
@@ -568,13 +570,15 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     references = measure_references(job.references, model, executor, input_size=size, num_classes=data.num_classes,
                                     in_chans=data.in_chans, backend=job.backend, threads=job.threads,
                                     timing=job.timing)  # fmt: skip
+    choice = choose_finalist(job.objective, [(f.arch, f.acc, f.measured_ms) for f in finalists], out / CHOICE_FILE)
+    chosen = finalists[choice["index"]]
     final = None
     if job.final_epochs:
-        prog.on_stage(f"training the chosen network for {job.final_epochs} epochs")
+        prog.on_stage(f"training finalist {choice['index'] + 1} for {job.final_epochs} epochs ({choice['reason']})")
         t = time.perf_counter()
-        final = train_final(job, finalists[0].arch, full, out / "final", resume=resume, progress=show_bars)
+        final = train_final(job, chosen.arch, full, out / "final", resume=resume, progress=show_bars)
         timings["final_s"] = time.perf_counter() - t
-        final["measured_ms"] = finalists[0].measured_ms
+        final["measured_ms"] = chosen.measured_ms
         if job.train_references and references:
             prog.on_stage(f"training {len(references)} reference network(s) with the same recipe")
             t = time.perf_counter()
@@ -585,6 +589,7 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     table = {"path": str(table_path), "sources": dict(model.counts), "entries": len(model.table.entries),
              "calibration": calibration}
     doc = results_document(job, result, finalists, final, supernet_info, timings, table)
+    doc["chosen"] = choice
     doc["rerank"] = None if reranked is None else [asdict(r) for r in reranked]
     doc["rerank_by"] = job.rerank_by if reranked is not None else None
     doc["references"] = to_rows(references)

@@ -13,6 +13,7 @@ infeasible (score −inf): the objective is then plain accuracy under
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MNASNET_W = -0.07
@@ -51,6 +52,42 @@ class Objective:
         if self.hard:
             return f"max ACC s.t. LAT <= {self.target_ms:g} ms"
         return f"ACC·(LAT/{self.target_ms:g} ms)^{self.w:g}"
+
+    def choose(self, measured: Sequence[tuple[float, float]]) -> Choice:
+        """Which finalist to train, from ``(acc, measured_ms)`` in the search's order (best by the table first).
+
+        The search ranks candidates by the table; the finalists are then measured end to end, and the measurement
+        decides (MnasNet's reward is the latency measured on the device, Tan et al. 2019 §3). Soft objective: the
+        highest score by the measured latency (the first on a tie). Hard constraint: the first finalist whose
+        measured latency meets the target; when none does, the fastest as measured, with ``meets_target`` False —
+        the constraint is not met, and the caller says so.
+        """
+        if not measured:
+            raise ValueError("no finalists to choose from: measure at least one (finalists >= 1)")
+        if not self.hard:
+            scores = [self.score(acc, ms) for acc, ms in measured]
+            best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+            why = "the highest objective by the measured latency" + (f" (#{best + 1} by the table)" if best else "")
+            return Choice(best, None, why)
+        fits = [i for i, (_, ms) in enumerate(measured) if ms <= self.target_ms]
+        if fits:
+            i = fits[0]
+            above = f": the {i} ranked above it by the table measured over {self.target_ms:g} ms" if i else ""
+            why = f"the best finalist within the target as measured{above}"
+            return Choice(i, True, why)
+        i = min(range(len(measured)), key=lambda k: (measured[k][1], k))
+        over = 100 * (measured[i][1] / self.target_ms - 1)
+        return Choice(i, False, f"no finalist meets the target as measured: the fastest, {measured[i][1]:.4g} ms, is "
+                                f"{over:.1f}% over {self.target_ms:g} ms")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The finalist :meth:`Objective.choose` picks, whether it meets a hard target as measured, and why."""
+
+    index: int  # position among the finalists (0: the best by the table)
+    meets_target: bool | None  # hard constraint: its measured latency is within the target; soft objective: None
+    reason: str
 
 
 def parse_target(text: str) -> float:

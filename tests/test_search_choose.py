@@ -1,0 +1,113 @@
+"""Which finalist a search trains: the measurement decides (``Objective.choose``), and the CLI and the report say
+which one and why — above all when no finalist meets a hard target as measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgecnn.cli.search_cmd import _closing_table
+from edgecnn.search.objective import Objective
+
+
+def test_hard_constraint_takes_the_first_finalist_within_the_target_as_measured():
+    obj = Objective(1.0, hard=True)
+    c = obj.choose([(0.9, 1.0), (0.8, 0.95)])  # on the target is within it
+    assert (c.index, c.meets_target) == (0, True) and c.reason == "the best finalist within the target as measured"
+    c = obj.choose([(0.9, 1.08), (0.85, 1.02), (0.8, 0.97), (0.7, 0.5)])  # order = the table's, not accuracy
+    assert (c.index, c.meets_target) == (2, True)
+    assert c.reason.endswith(": the 2 ranked above it by the table measured over 1 ms")
+
+
+def test_hard_constraint_with_no_finalist_within_it_takes_the_fastest_and_says_how_far_over():
+    c = Objective(0.414, hard=True).choose([(774.5, 0.4432), (774.0, 0.4479), (773.2, 0.4334)])  # search_seeds seed 2
+    assert (c.index, c.meets_target) == (2, False)
+    assert c.reason == "no finalist meets the target as measured: the fastest, 0.4334 ms, is 4.7% over 0.414 ms"
+    assert Objective(1.0, hard=True).choose([(0.5, 2.0), (0.4, 2.0)]).index == 0  # a tie: the table's order
+
+
+def test_soft_objective_takes_the_highest_score_by_the_measured_latency():
+    obj = Objective(1.0, w=-0.07)
+    # by hand: 0.80·1.5^-0.07 = 0.77761, 0.79·0.9^-0.07 = 0.79585, 0.78·0.5^-0.07 = 0.81878
+    c = obj.choose([(0.80, 1.5), (0.79, 0.9), (0.78, 0.5)])
+    assert (c.index, c.meets_target) == (2, None) and c.reason.endswith("(#3 by the table)")
+    assert obj.score(0.78, 0.5) == pytest.approx(0.78 * 2**0.07) == pytest.approx(0.81878, abs=1e-5)
+    assert obj.choose([(0.8, 1.0), (0.8, 1.0)]).index == 0  # a tie keeps the table's order
+    assert obj.choose([(0.8, 1.0)]).reason == "the highest objective by the measured latency"
+    with pytest.raises(ValueError, match="no finalists"):
+        obj.choose([])
+
+
+def _doc(finalists, chosen, **extra):
+    return {"objective": {"formula": "max ACC s.t. LAT <= 0.414 ms"}, "estimator": "proxy-naswot", "history": [{}],
+            "front": [0], "timings": {"search_s": 1.0}, "finalists": finalists, "chosen": chosen} | extra
+
+
+def test_closing_table_marks_the_choice_and_warns_when_the_hard_target_is_missed(tmp_path, capsys):
+    """A hard target every finalist misses as measured: the JSON holds null scores (−inf has no JSON form); the
+    table shows "over" instead of failing on them, stars the choice and names the fix."""
+    fins = [{"arch": a, "acc": s, "score": s, "table_ms": t, "measured_ms": m, "measured_score": None}
+            for a, s, t, m in (("a", 774.5, 0.410, 0.443), ("b", 774.0, 0.401, 0.448), ("c", 773.2, 0.408, 0.433))]
+    choice = Objective(0.414, hard=True).choose([(f["acc"], f["measured_ms"]) for f in fins])
+    doc = json.loads(json.dumps(_doc(fins, {"arch": "c", "index": choice.index, "meets_target": choice.meets_target,
+                                              "reason": choice.reason})))  # fmt: skip
+    _closing_table(doc, tmp_path)
+    out = capsys.readouterr().out
+    assert out.count("over") >= 3 and "3*" in out and "1*" not in out
+    assert "chosen (*): finalist 3, no finalist meets the target as measured" in " ".join(out.split())
+    assert "--calibrate N" in out
+
+
+def test_closing_table_reads_a_results_file_from_before_the_choice_was_recorded(tmp_path, capsys):
+    fins = [{"arch": "a", "acc": 0.5, "score": 0.5, "table_ms": 0.4, "measured_ms": 0.41, "measured_score": 0.5}]
+    doc = _doc(fins, None, estimator="supernet")  # an accuracy estimate: the score shown to 4 places
+    del doc["chosen"]
+    _closing_table(doc, tmp_path)
+    out = capsys.readouterr().out
+    assert "0.5000" in out and "chosen (*)" not in out and "1*" not in out
+
+
+def test_report_stars_the_choice_and_says_when_the_hard_target_is_missed():
+    pytest.importorskip("matplotlib")
+    from edgecnn.report import render_html
+
+    hist = [{"index": i, "arch": a, "lat_ms": lat, "acc": acc, "generation": 0}
+            for i, (a, lat, acc) in enumerate([("a", 0.41, 0.7), ("b", 0.40, 0.69)])]  # fmt: skip
+    fins = [{"arch": "a", "acc": 0.7, "score": 0.7, "table_ms": 0.41, "measured_ms": 0.45, "measured_iqr_ms": 0.01,
+             "measured_score": None},
+            {"arch": "b", "acc": 0.69, "score": 0.69, "table_ms": 0.40, "measured_ms": 0.43, "measured_iqr_ms": 0.01,
+             "measured_score": None}]  # fmt: skip
+    choice = Objective(0.414, hard=True).choose([(f["acc"], f["measured_ms"]) for f in fins])
+    doc = {"kind": "search", "schema": 1, "space": {"name": "mbv3-32", "input_size": 32},
+           "objective": {"target_ms": 0.414, "formula": "max ACC s.t. LAT <= 0.414 ms", "hard": True},
+           "search": {"algorithm": "evolution"}, "estimator": "supernet", "latency": {"backend": "eager", "threads": 1},
+           "history": hist, "front": [0, 1], "finalists": fins,
+           "chosen": {"arch": "b", "index": choice.index, "meets_target": False, "reason": choice.reason},
+           "final": {"arch": "b", "epochs": 2, "top1": 0.72, "measured_ms": 0.43}}  # fmt: skip
+    html = render_html(doc)
+    assert '<td class="l">2*</td>' in html and '<td class="l">1*</td>' not in html
+    assert ("Chosen (*): no finalist meets the target as measured: the fastest, 0.43 ms, is 3.9% over 0.414 ms. "
+            "The hard latency target is not met.") in html
+
+
+def test_a_resume_keeps_the_recorded_choice_while_its_network_is_a_finalist(tmp_path):
+    """Measured again on resume, the finalists may order differently; the final training under way is of the
+    network chosen first, so that choice is kept — and chosen afresh only when it is no finalist any more."""
+    from edgecnn.search.choice import CHOICE_FILE, KEPT, choose_finalist
+
+    obj, path = Objective(1.0, hard=True), tmp_path / CHOICE_FILE
+    first = choose_finalist(obj, [("a", 0.9, 1.05), ("b", 0.8, 0.98)], path)
+    assert first == {"arch": "b", "index": 1, "meets_target": True,
+                     "reason": "the best finalist within the target as measured: the 1 ranked above it by the table "
+                               "measured over 1 ms"}  # fmt: skip
+    assert json.loads(path.read_text()) == first
+    again = choose_finalist(obj, [("b", 0.8, 1.01), ("a", 0.9, 0.99)], path)  # a now measures within, b over
+    assert (again["arch"], again["index"], again["meets_target"]) == ("b", 0, True)
+    assert again["reason"] == first["reason"] + KEPT
+    assert choose_finalist(obj, [("b", 0.8, 1.01)], path)["reason"].count(KEPT) == 1  # not appended twice
+    fresh = choose_finalist(obj, [("c", 0.7, 0.9), ("a", 0.9, 0.99)], path)  # b is gone: chosen again, recorded
+    assert (fresh["arch"], fresh["index"]) == ("c", 0) and json.loads(path.read_text())["arch"] == "c"
+    path.write_text("{broken")
+    assert choose_finalist(obj, [("a", 0.9, 0.99)], path)["arch"] == "a"  # an unreadable record: chosen again
+    assert choose_finalist(obj, [("a", 0.9, 0.99)], None)["reason"] == "the best finalist within the target as measured"
