@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -362,3 +363,39 @@ def test_search_seeds_rerank_takes_the_plain_runs_bracket_at_the_same_width_and_
     again = ss.bracket(job, 0.6, None, tmp_path / "b6", {0.6: 0.45, 0.75: 0.59}, plain)
     assert trained == [] and again["top1"] == 0.66 and again["measured_ms"] == 0.45
     assert ss.bracket(SimpleNamespace(final_epochs=3), 0.6, None, tmp_path / "b6", widths, None) and len(trained) == 1
+
+
+def test_search_seeds_remeasure_times_each_choice_back_to_back_against_the_target_network(monkeypatch):
+    """The closing sitting: every chosen network against mobilenet_v3_small_cifar x0.75 by the fastest runs of
+    interleaved rounds (compare_latency); the share is the median per-round ratio, within the target at <= 1."""
+    import search_seeds as ss
+    from edgecnn.latency.compare import Comparison
+
+    w75 = ss.zoo.arch_of(ss.BASELINE, width=0.75)
+    fastest = {"e": (0.50, 0.47, 0.46), "r": (0.38, 0.40, 0.39), "b": (0.41, 0.40, 0.40)}  # per round, ms
+    seen = []
+
+    def scripted(before, after, shape, *, backend, threads, rounds):
+        seen.append((before.arch, after.arch, backend, threads, rounds, shape))
+        return Comparison(backend, threads, "cpu", "cpu", (0.40, 0.41, 0.40), fastest[after.arch.split()[0][-1]])
+
+    monkeypatch.setattr(ss, "compare_latency", scripted)
+    monkeypatch.setattr(ss, "build", lambda arch, **_: SimpleNamespace(arch=arch, eval=lambda: SimpleNamespace(
+        arch=arch)))  # fmt: skip
+    rows = [{"seed": 0, "evolution": {"arch": "conv_e", "top1": 0.75, "measured_ms": 0.39},
+             "random": {"arch": "conv_r", "top1": 0.71, "measured_ms": 0.36},
+             "bracket": {"arch": "conv_b", "top1": 0.69, "measured_ms": 0.41}}]  # fmt: skip
+    sitting = ss.remeasure(rows, "onnxruntime", rounds=3)
+    assert [s[:2] for s in seen] == [(w75, "conv_e"), (w75, "conv_r"), (w75, "conv_b")]
+    assert {s[2:] for s in seen} == {("onnxruntime", 1, 3, (1, 3, 32, 32))} and sitting["rounds"] == 3
+    e, r, b = (rows[0][m] for m in ss.METHODS)
+    # per-round ratios e: 1.25, 1.1463, 1.15 -> median 1.15; r: 0.95, 0.9756, 0.975 -> 0.975; b: 1.025, 0.9756, 1.0
+    assert e["remeasured_share"] == pytest.approx(1.15) and not e["within_target"]
+    assert e["remeasured_band"] == pytest.approx([0.47 / 0.41, 1.25]) and e["remeasured_ms"] == 0.47
+    assert r["remeasured_share"] == pytest.approx(0.975) and r["within_target"] and r["target_net_ms"] == 0.40
+    assert b["remeasured_share"] == pytest.approx(1.0) and b["within_target"]  # on the target is within it
+    s = ss.summary(rows)
+    assert s["evolution"]["within_target_on"] == "0 of 1 seeds" and s["random"]["within_target_on"] == "1 of 1 seeds"
+    assert s["bracket"]["remeasured_share_mean"] == pytest.approx(1.0) and s["random"]["remeasured_ms"] == [0.39]
+    ss.remeasure(rows, "onnxruntime", target_ms=0.465, rounds=3)  # a target in ms: the fastest runs' median decides
+    assert [rows[0][m]["within_target"] for m in ss.METHODS] == [False, True, True]
