@@ -333,7 +333,7 @@ def main() -> None:
 
         def references() -> list[dict[str, Any]]:
             points = measure_references(refs, model, ex, input_size=32, num_classes=10, in_chans=3,
-                                        backend=job.backend, threads=job.threads, timing=job.timing)  # fmt: skip
+                                        backend=job.backend, threads=job.threads)  # fmt: skip
 
             def recipe(arch: str, folder: Path) -> dict[str, Any]:  # the matched baseline is trained already
                 return baseline if arch == base["arch"] else train_final(job, arch, full, folder, resume=True,

@@ -54,9 +54,9 @@ from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.executor import Executor
-from edgecnn.latency.compare import compare_latency
+from edgecnn.latency.compare import compare_latency, fastest_runs
 from edgecnn.latency.fingerprint import fingerprint
-from edgecnn.latency.measure import TimingConfig, measure
+from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import default_target
 from edgecnn.search.estimate import READINGS, EstimateSettings, ShortTrainer
 from edgecnn.search.evolution import SearchConfig, run_search
@@ -121,9 +121,13 @@ def measuring_machine(work: Path, backend: str, here: dict[str, Any]) -> dict[st
     return dict(json.loads(f.read_text()))
 
 
-def measured_ms(arch: str, backend: str, cfg: TimingConfig) -> float:
-    net = build(arch, num_classes=10, in_chans=3).eval()
-    return measure(net, (1, 3, 32, 32), backend=backend, threads=1, config=cfg).stats.median_ms
+def widths_ms(backend: str, rounds: int = 3) -> dict[str, float]:
+    """Each bracket width of ``mobilenet_v3_small_cifar`` measured on the target as the search measures its
+    finalists (:func:`~edgecnn.latency.compare.fastest_runs`: back to back in interleaved rounds, the median of each
+    round's fastest run). A work folder begun before 2026-12-07 holds drift-normalised medians instead."""
+    nets = {str(w): build(zoo.arch_of(BASELINE, width=w), num_classes=10, in_chans=3).eval() for w in WIDTHS}
+    _, runs = fastest_runs(nets, (1, 3, 32, 32), backend=backend, threads=1, rounds=rounds)
+    return {w: statistics.median(s.min_ms for s in runs[w]) for w in nets}
 
 
 def one_search(job: SearchJob, out: Path, ex: Executor, plain: Path | None = None) -> dict[str, Any]:
@@ -302,7 +306,6 @@ def main() -> None:
     work = Path(a.work) if a.work else STATE / f"search_seeds-{preset}"
     torch.set_num_threads(1)
     ref = DataRef(CIFAR, limit=p["limit"])
-    cfg = timing(a.quick)
     widths_file = work / f"widths-{backend}.json"
     work.mkdir(parents=True, exist_ok=True)
     here = fingerprint(backend=backend, threads=1).to_dict()
@@ -317,7 +320,7 @@ def main() -> None:
                          "measuring machine: run this command there")  # fmt: skip
     full = worker_data(ref)  # after the machine check: the short trainings elsewhere load it in their worker
     if not widths_file.is_file():  # the bracket's widths, measured once on the target
-        widths = {str(w): measured_ms(zoo.arch_of(BASELINE, width=w), backend, cfg) for w in WIDTHS}
+        widths = widths_ms(backend)
         atomic_write_text(widths_file, json.dumps(widths, indent=1))
     widths_ms = {float(w): ms for w, ms in json.loads(widths_file.read_text()).items()}
     target = a.target or widths_ms[0.75]

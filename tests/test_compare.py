@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgecnn.latency.compare import Comparison, compare_latency, interleaved, judge
+from edgecnn.latency.compare import Comparison, compare_latency, fastest_runs, interleaved, judge
 from edgecnn.latency.timing import LatencyStats, TimingConfig, summarize, time_fn
 
 
@@ -86,6 +86,26 @@ def test_compare_latency_takes_fastest_runs_per_round_from_a_scripted_stopwatch(
     assert c.ratio == pytest.approx(0.6)  # the outlier round (0.1) is one of three: the median ignores it
     assert not judge(c, share=0.5).met
     assert order[0] is not order[1] and order[2] is order[1]  # B A in round 2: the after network first
+
+
+def test_fastest_runs_times_any_number_of_networks_in_alternating_rounds() -> None:
+    """The search's finalists: three networks, two rounds (A B C, then C B A), each one's statistics per round."""
+    script = iter([[3.0, 3.5], [2.0, 2.2], [1.0, 1.4],  # round 1: a, b, c
+                   [1.1, 1.2], [2.1, 2.5], [2.9, 3.3]])  # round 2 reversed: c, b, a  # fmt: skip
+    order: list[object] = []
+
+    def stopwatch(fn, cfg: TimingConfig) -> LatencyStats:
+        order.append((fn, cfg.clock, cfg.max_seconds))
+        return summarize(next(script))
+
+    nets = {"a": nn.Conv2d(3, 8, 3), "b": nn.Conv2d(3, 4, 3), "c": nn.Conv2d(3, 2, 3)}
+    clock, runs = fastest_runs(nets, (1, 3, 8, 8), backend="eager", threads=1, rounds=2, time=stopwatch)
+    assert clock == "cpu" and list(runs) == ["a", "b", "c"]
+    assert [[s.min_ms for s in runs[n]] for n in "abc"] == [[3.0, 2.9], [2.0, 2.1], [1.0, 1.1]]
+    assert [o[0] for o in order[3:]] == [o[0] for o in reversed(order[:3])]  # the second round in reverse
+    assert {o[1:] for o in order} == {("cpu", 1.0)}  # the comparisons' own timing, on the CPU clock
+    with pytest.raises(ValueError, match="at least one network"):
+        fastest_runs({}, (1, 3, 8, 8), backend="eager", threads=1)
 
 
 def test_compare_latency_on_a_real_target_orders_a_big_and_a_small_network() -> None:

@@ -4,6 +4,7 @@ which one and why — above all when no finalist meets a hard target as measured
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -111,3 +112,34 @@ def test_a_resume_keeps_the_recorded_choice_while_its_network_is_a_finalist(tmp_
     path.write_text("{broken")
     assert choose_finalist(obj, [("a", 0.9, 0.99)], path)["arch"] == "a"  # an unreadable record: chosen again
     assert choose_finalist(obj, [("a", 0.9, 0.99)], None)["reason"] == "the best finalist within the target as measured"
+
+
+def test_finalists_are_timed_back_to_back_by_their_fastest_runs(monkeypatch):
+    """measure_finalists: all finalists in one interleaved sitting; a finalist's latency is the median over rounds
+    of its fastest run, and its score under a hard target is by that number."""
+    from types import SimpleNamespace
+
+    from edgecnn.executor import Executor
+    from edgecnn.latency.timing import summarize
+    from edgecnn.search import job as job_mod
+
+    script = {"a": [[0.50, 0.70], [0.43, 0.60], [0.44, 0.52]], "b": [[0.40, 0.41], [0.39, 0.45], [0.70, 0.71]]}
+    seen = {}
+
+    def scripted(nets, shape, *, backend, threads, device, rounds):
+        seen.update(archs=list(nets), shape=shape, backend=backend, threads=threads, rounds=rounds)
+        return "cpu", {a: [summarize(r) for r in script[a]] for a in nets}
+
+    monkeypatch.setattr(job_mod, "fastest_runs", scripted)
+    monkeypatch.setattr(job_mod, "build", lambda arch, **_: arch)
+    cands = [SimpleNamespace(arch=a, acc=acc, score=acc, lat_ms=0.41) for a, acc in (("a", 0.7), ("b", 0.6))]
+    job = SimpleNamespace(finalists=2, space=SimpleNamespace(input_size=32), backend="onnxruntime", threads=1,
+                          device="cpu", objective=Objective(0.42, hard=True))  # fmt: skip
+    data = SimpleNamespace(num_classes=10, in_chans=3)
+    with Executor("serial") as ex:
+        fa, fb = job_mod.measure_finalists(job, SimpleNamespace(best=cands), data, ex, model=None)
+    assert seen == {"archs": ["a", "b"], "shape": (1, 3, 32, 32), "backend": "onnxruntime", "threads": 1,
+                    "rounds": job_mod.FINALIST_ROUNDS}  # fmt: skip
+    assert fa.measured_rounds_ms == (0.50, 0.43, 0.44) and fa.measured_ms == 0.44 and fb.measured_ms == 0.40
+    assert fa.measured_score == -math.inf and fb.measured_score == 0.6  # 0.44 ms is over 0.42, 0.40 within
+    assert Objective(0.42, hard=True).choose([(f.acc, f.measured_ms) for f in (fa, fb)]).index == 1

@@ -25,7 +25,7 @@ reason.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from edgecnn.latency.remote import check_remote_runtime, client_for, measure_rem
 from edgecnn.latency.targets import get_target
 from edgecnn.latency.timing import LatencyStats, TimingConfig, check_clock, default_threads, time_fn
 
-__all__ = ["COMPARE_TIMING", "Comparison", "Verdict", "compare_latency", "interleaved", "judge"]
+__all__ = ["COMPARE_TIMING", "Comparison", "Verdict", "compare_latency", "fastest_runs", "interleaved", "judge"]
 
 # one timing of one network in one round: short (the rounds give the spread), never retried (the rounds are retries)
 COMPARE_TIMING = TimingConfig(warmup=5, min_repeats=20, max_repeats=300, max_seconds=1.0, retries=0, max_foreign=None)
@@ -167,18 +167,21 @@ def judge(cmp: Comparison, *, share: float | None = None, limit_ms: float | None
     return Verdict(met, limit, cmp.after, tolerance, reason)
 
 
-def compare_latency(before: nn.Module, after: nn.Module, input_shape: tuple[int, ...], *, backend: str,
-                    threads: int | None = None, device: str = "cpu", rounds: int = 5,
-                    config: TimingConfig | None = None,
-                    on_round: Callable[[int, int], None] | None = None,
-                    time: Callable[[Callable[[], object], TimingConfig], LatencyStats] = time_fn) -> Comparison:  # fmt: skip
-    """Time ``before`` and ``after`` back to back on ``backend`` (see the module doc); each exported once.
+def fastest_runs(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], *, backend: str,
+                 threads: int | None = None, device: str = "cpu", rounds: int = 5, config: TimingConfig | None = None,
+                 on_round: Callable[[int, int], None] | None = None,
+                 time: Callable[[Callable[[], object], TimingConfig], LatencyStats] = time_fn,
+                 ) -> tuple[str, dict[str, list[LatencyStats]]]:  # fmt: skip
+    """``models`` timed back to back on ``backend`` in ``rounds`` interleaved rounds (the module doc), each exported
+    once: the clock used and each model's statistics per round (its fastest run: ``min_ms``).
 
     ``config``: one network's timing in one round (default :data:`COMPARE_TIMING`, on the CPU clock when it can
     be read: one thread on this machine). ``time``: the stopwatch (a test passes a scripted one).
     """
     check_backend(backend)
     check_device(device)
+    if not models:
+        raise ValueError("nothing to time: give at least one network")
     threads = threads or default_threads()
     remote = is_agent_address(device)
     if config is None:
@@ -191,16 +194,25 @@ def compare_latency(before: nn.Module, after: nn.Module, input_shape: tuple[int,
     if remote:
         check_remote_runtime(backend, device)
         client = client_for(device)
-        arts = {n: tgt.export(m.eval(), x) for n, m in (("before", before), ("after", after))}
+        arts = {n: tgt.export(m.eval(), x) for n, m in models.items()}
         timers = {n: (lambda a=a: measure_remote(None, input_shape, runtime=backend, threads=threads, config=config,
                                                  client=client, artifact=a).stats) for n, a in arts.items()}  # fmt: skip
-        runs = interleaved(timers, rounds=rounds, on_round=on_round)
-    else:
-        with tgt.threads(threads):
-            bound = {n: tgt.runner(m.eval(), x, threads=threads, device=device)[0]
-                     for n, m in (("before", before), ("after", after))}  # fmt: skip
-            runs = interleaved({n: (lambda f=f: time(f, config)) for n, f in bound.items()}, rounds=rounds,
-                               on_round=on_round)  # fmt: skip
+        return config.clock, interleaved(timers, rounds=rounds, on_round=on_round)
+    with tgt.threads(threads):
+        bound = {n: tgt.runner(m.eval(), x, threads=threads, device=device)[0] for n, m in models.items()}
+        return config.clock, interleaved({n: (lambda f=f: time(f, config)) for n, f in bound.items()}, rounds=rounds,
+                                         on_round=on_round)  # fmt: skip
+
+
+def compare_latency(before: nn.Module, after: nn.Module, input_shape: tuple[int, ...], *, backend: str,
+                    threads: int | None = None, device: str = "cpu", rounds: int = 5,
+                    config: TimingConfig | None = None,
+                    on_round: Callable[[int, int], None] | None = None,
+                    time: Callable[[Callable[[], object], TimingConfig], LatencyStats] = time_fn) -> Comparison:  # fmt: skip
+    """Time ``before`` and ``after`` back to back on ``backend`` (see the module doc; :func:`fastest_runs`)."""
+    threads = threads or default_threads()
+    clock, runs = fastest_runs({"before": before, "after": after}, input_shape, backend=backend, threads=threads,
+                               device=device, rounds=rounds, config=config, on_round=on_round, time=time)  # fmt: skip
     b, a = runs["before"], runs["after"]
-    return Comparison(backend, threads, device, config.clock, tuple(s.min_ms for s in b), tuple(s.min_ms for s in a),
+    return Comparison(backend, threads, device, clock, tuple(s.min_ms for s in b), tuple(s.min_ms for s in a),
                       tuple(s.median_ms for s in b), tuple(s.median_ms for s in a))  # fmt: skip

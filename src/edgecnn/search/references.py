@@ -21,6 +21,7 @@ sizes have no reference by default.
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +30,8 @@ from typing import Any
 from edgecnn import zoo
 from edgecnn.build import build
 from edgecnn.executor import Executor
-from edgecnn.latency.measure import TimingConfig, measure
+from edgecnn.latency.compare import fastest_runs
+from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.model import LatencyModel
 
 __all__ = ["AUTO_REFERENCES", "ReferencePoint", "default_references", "measure_references", "reference_arch",
@@ -93,17 +95,23 @@ def resolve_references(values: Sequence[str], input_size: int) -> tuple[str, ...
 
 def measure_references(refs: Sequence[str], model: LatencyModel, executor: Executor, *, input_size: int,
                        num_classes: int, in_chans: int, backend: str, threads: int,
-                       timing: TimingConfig) -> list[ReferencePoint]:  # fmt: skip
-    """Each reference's latency by ``model`` and measured end to end with no task running (the exclusive lane)."""
+                       timing: TimingConfig | None = None, rounds: int = 3) -> list[ReferencePoint]:  # fmt: skip
+    """Each reference's latency by ``model`` and measured end to end with no task running (the exclusive lane),
+    as the search's finalists are: back to back in ``rounds`` interleaved rounds, the median of each round's fastest
+    run (:func:`~edgecnn.latency.compare.fastest_runs`). ``timing``: one network's timing in one round (default:
+    the comparisons' own)."""
+    if not refs:
+        return []
+    archs = {ref: reference_arch(ref) for ref in refs}
+    nets = {ref: build(arch, num_classes=num_classes, in_chans=in_chans) for ref, arch in archs.items()}
+    with executor.exclusive():
+        _, runs = fastest_runs(nets, (1, in_chans, input_size, input_size), backend=backend, threads=threads,
+                               device=model.table.fingerprint.device, rounds=rounds, config=timing)  # fmt: skip
     out = []
-    for ref in refs:
-        arch = reference_arch(ref)
+    for ref, arch in archs.items():
         table_ms = model.predict(arch, input_size=input_size, num_classes=num_classes, in_chans=in_chans).total_ms
-        net = build(arch, num_classes=num_classes, in_chans=in_chans)
-        with executor.exclusive():
-            m = measure(net, (1, in_chans, input_size, input_size), backend=backend, threads=threads, config=timing,
-                        label=ref, reference=model.table.drift(), device=model.table.fingerprint.device)  # fmt: skip
-        out.append(ReferencePoint(ref, arch, table_ms, m.stats.median_ms, m.stats.iqr_ms))
+        ms = statistics.median(s.min_ms for s in runs[ref])
+        out.append(ReferencePoint(ref, arch, table_ms, ms, statistics.median(s.iqr_ms for s in runs[ref])))
     return out
 
 
