@@ -179,3 +179,31 @@ def test_validate_in_rounds_prepares_each_network_once_and_merges_its_passes(mon
     assert all(next(it, None) is None for it in script.values())  # exactly 6 timings each
     with pytest.raises(ValueError, match="rounds must be a positive integer"):
         validate(table, archs, input_size=32, num_classes=10, rounds=0)
+
+
+def test_calibrate_by_fastest_runs_fits_the_median_of_each_rounds_fastest_run(monkeypatch):
+    """by="fastest": the networks timed back to back in rounds (fastest_runs), each one's latency the median over
+    rounds of its fastest run — the scales then map the table to the latency the search's finalists are read by."""
+    V = importlib.import_module("edgecnn.latency.validate")
+    table = calibrated_table()
+    archs = [ArchSpec.parse(a).format() for a in (ARCH, "conv_k3_s2_c8 ir_c8 gap fc", "conv_k3_s2_c16 ir_c16 gap fc",
+                                                  "conv_k3_s2_c8 ir_r3_c8 gap fc")]  # fmt: skip
+    table.ensure(archs, input_size=32, num_classes=10)  # blocks the table lacks measured now, before the fit
+    per_round = {0: [[9.0, 12.0], [8.0, 30.0], [8.5, 9.0]], 1: [[4.0, 4.5], [6.0, 6.1], [4.2, 4.4]],  # (min, median)
+                 2: [[7.0, 7.0], [7.1, 7.2], [6.9, 7.0]], 3: [[12.0, 13.0], [11.0, 11.5], [11.5, 12.0]]}  # fmt: skip
+    seen = {}
+
+    def scripted(nets, shape, *, backend, threads, device, rounds, on_round=None):
+        seen.update(n=len(nets), shape=shape, backend=backend, threads=threads, rounds=rounds)
+        return "cpu", {k: [LatencyStats(md, lo, md, lo, md, 10, True) for lo, md in per_round[int(k)]] for k in nets}
+
+    monkeypatch.setattr(V, "fastest_runs", scripted)
+    cal = V.calibrate(table, archs, input_size=32, num_classes=10, by="fastest", rounds=3, info={"seed": 1, "n": 4})
+    assert seen == {"n": 4, "shape": (1, 3, 32, 32), "backend": "eager", "threads": 1, "rounds": 3}
+    sums = [group_sums((("overhead", p.overhead_ms), *p.blocks))
+            for p in (predict(table, a, input_size=32, num_classes=10, calibrated=False) for a in archs)]  # fmt: skip
+    want = fit(sums, [8.5, 4.2, 7.0, 11.5])  # the medians of the fastest runs: (9, 8, 8.5) -> 8.5, ...
+    assert cal.scales == pytest.approx(want.scales) and cal.fit_mape == pytest.approx(want.fit_mape)
+    assert cal.info == {"input_size": 32, "stat": "median", "by": "fastest", "seed": 1, "n": 4}
+    with pytest.raises(ValueError, match="unknown calibration measurement 'wall'"):
+        V.calibrate(table, archs, input_size=32, num_classes=10, by="wall")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from edgecnn.latency.measure import LatencyStats
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
 from edgecnn.search.objective import Objective
-from edgecnn.search.job import SearchJob, calibrate_table
+from edgecnn.search.job import FINALIST_ROUNDS, SearchJob, calibrate_table
 from edgecnn.train.task import DataRef
 from search_helpers import TINY_SPACE, synthetic_table
 
@@ -37,7 +38,13 @@ def test_calibration_puts_the_table_on_the_measured_scale(monkeypatch, tmp_path:
         ms = 0.8 * s["body"] + 1.5 * s["fixed"]
         return LatencyStats(ms, ms, ms, ms, ms, 5, True)
 
-    monkeypatch.setattr(V, "arch_timer", lambda t, arch, **kw: lambda: fake_measure(t, arch, **kw))
+    def fake_fastest(nets, shape, *, backend, threads, device, rounds, on_round=None):
+        # measured as the finalists are: back to back in the search's rounds, each round's fastest run
+        assert rounds == FINALIST_ROUNDS and threads == 1
+        return "cpu", {k: [fake_measure(None, n.arch, input_size=shape[-1], num_classes=10, in_chans=shape[1])]
+                       * rounds for k, n in nets.items()}  # fmt: skip
+
+    monkeypatch.setattr(V, "fastest_runs", fake_fastest)
     path = tmp_path / "table.json"
     with Executor("serial") as ex:
         assert calibrate_table(_job(0), model, ex, num_classes=10, in_chans=1) is None  # 0: the table as it is
@@ -45,7 +52,7 @@ def test_calibration_puts_the_table_on_the_measured_scale(monkeypatch, tmp_path:
         cal = calibrate_table(_job(6), model, ex, num_classes=10, in_chans=1, table_path=path)
     assert len(measured) == 6 and len(set(measured)) > 1  # six networks sampled from the space
     assert cal["scales"] == pytest.approx({"body": 0.8, "fixed": 1.5}, rel=1e-6)
-    assert cal["info"] == {"input_size": 16, "stat": "median", "seed": 3, "n": 6}
+    assert cal["info"] == {"input_size": 16, "stat": "median", "by": "fastest", "seed": 3, "n": 6}
     # the search's latency is now the measured scale, on a network the calibration never saw
     arch = next(a for a in V.sample_archs(20, TINY_SPACE.sample, seed=99) if a not in measured)
     got = model.predict(arch, input_size=16, num_classes=10, in_chans=1)
@@ -56,6 +63,11 @@ def test_calibration_puts_the_table_on_the_measured_scale(monkeypatch, tmp_path:
     with Executor("serial") as ex:
         again = calibrate_table(_job(6), model, ex, num_classes=10, in_chans=1)
     assert len(measured) == 7 and again["scales"] == cal["scales"]  # 7: the check above measured one
+    # a table calibrated before the calibration networks were measured by fastest runs is calibrated again
+    table.calibration = replace(table.calibration, info={"input_size": 16, "stat": "median", "seed": 3, "n": 6})
+    with Executor("serial") as ex:
+        calibrate_table(_job(6), model, ex, num_classes=10, in_chans=1)
+    assert len(measured) == 13 and table.calibration.info["by"] == "fastest"
 
 
 def test_too_few_calibration_networks_is_refused() -> None:

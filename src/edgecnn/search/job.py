@@ -187,6 +187,10 @@ class Progress:
         self.on_estimate = on_estimate or (lambda e: None)  # the time the run implies, before any work
 
 
+FINALIST_ROUNDS = 3
+"""Interleaved rounds the finalists, the references and the calibration networks are timed in (each round's fastest run; the median over rounds decides)."""
+
+
 def latency_model(job: SearchJob, out: Path, executor: Executor) -> tuple[LatencyModel, Path]:
     """The device's table (opened or started at ``job.table`` or ``out/latency_table.json``) behind a latency model."""
     path = Path(job.table) if job.table else out / "latency_table.json"
@@ -200,22 +204,24 @@ def calibrate_table(job: SearchJob, model: LatencyModel, executor: Executor, *, 
                     table_path: Path | None = None) -> dict[str, Any] | None:  # fmt: skip
     """Calibrate ``model``'s table on ``job.calibrate`` networks sampled from the space, unless it is already.
 
-    Already: the table holds a calibration at the space's input size from the same seed and number. The networks
-    are measured end to end in the executor's exclusive lane; blocks the table lacks come from the latency model.
+    Already: the table holds a calibration at the space's input size from the same seed and number, measured by
+    fastest runs. The networks are measured end to end in the executor's exclusive lane as the finalists are
+    (back to back, each round's fastest run: ``calibrate(by="fastest")``); blocks the table lacks come from the
+    latency model.
     Returns the calibration (its scales and fit error) or None when ``job.calibrate`` is 0.
     """
     if not job.calibrate:
         return None
     size = job.space.input_size
-    info = {"input_size": size, "seed": job.calibrate_seed, "n": job.calibrate}
+    info = {"input_size": size, "seed": job.calibrate_seed, "n": job.calibrate, "by": "fastest"}
     cal = model.table.calibration
     if cal is not None and all(cal.info.get(k) == v for k, v in info.items()):
         return cal.to_dict()
     archs = sample_archs(job.calibrate, job.space.sample, seed=job.calibrate_seed)
-    with executor.exclusive():
+    with executor.exclusive():  # measured as the finalists are: the scales map the table to that latency
         cal = calibrate(model.table, archs, input_size=size, num_classes=num_classes, in_chans=in_chans,
-                        model=model, info={"seed": job.calibrate_seed, "n": job.calibrate},
-                        table_path=None if table_path is None else str(table_path))  # fmt: skip
+                        model=model, info={"seed": job.calibrate_seed, "n": job.calibrate}, by="fastest",
+                        rounds=FINALIST_ROUNDS, table_path=None if table_path is None else str(table_path))  # fmt: skip
     return cal.to_dict()
 
 
@@ -233,10 +239,6 @@ def prepare_supernet(job: SearchJob, data: DataSet, out: Path, *, resume: bool,
     res = train_supernet(net, data, job.supernet, checkpoint=path, resume=resume, progress=progress)
     return net, {"steps": res.steps, "seconds": res.seconds, "final_loss": res.final_loss,
                  "resumed_from": res.resumed_from, "reused": False, "phase_seconds": res.phase_seconds}  # fmt: skip
-
-
-FINALIST_ROUNDS = 3
-"""Interleaved rounds the finalists are timed in (each round's fastest run; the median over rounds decides)."""
 
 
 def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, executor: Executor,
