@@ -121,7 +121,7 @@ def measuring_machine(work: Path, backend: str, here: dict[str, Any]) -> dict[st
     return dict(json.loads(f.read_text()))
 
 
-def widths_ms(backend: str, rounds: int = 3) -> dict[str, float]:
+def measure_widths(backend: str, rounds: int = 3) -> dict[str, float]:
     """Each bracket width of ``mobilenet_v3_small_cifar`` measured on the target as the search measures its
     finalists (:func:`~edgecnn.latency.compare.fastest_runs`: back to back in interleaved rounds, the median of each
     round's fastest run). A work folder begun before 2026-12-07 holds drift-normalised medians instead."""
@@ -320,7 +320,7 @@ def main() -> None:
                          "measuring machine: run this command there")  # fmt: skip
     full = worker_data(ref)  # after the machine check: the short trainings elsewhere load it in their worker
     if not widths_file.is_file():  # the bracket's widths, measured once on the target
-        widths = widths_ms(backend)
+        widths = measure_widths(backend)
         atomic_write_text(widths_file, json.dumps(widths, indent=1))
     widths_ms = {float(w): ms for w, ms in json.loads(widths_file.read_text()).items()}
     target = a.target or widths_ms[0.75]

@@ -399,3 +399,17 @@ def test_search_seeds_remeasure_times_each_choice_back_to_back_against_the_targe
     assert s["bracket"]["remeasured_share_mean"] == pytest.approx(1.0) and s["random"]["remeasured_ms"] == [0.39]
     ss.remeasure(rows, "onnxruntime", target_ms=0.465, rounds=3)  # a target in ms: the fastest runs' median decides
     assert [rows[0][m]["within_target"] for m in ss.METHODS] == [False, True, True]
+
+
+def test_search_seeds_measures_the_bracket_widths_by_their_fastest_runs(monkeypatch):
+    import search_seeds as ss
+    from edgecnn.latency.timing import summarize
+
+    def scripted(nets, shape, *, backend, threads, rounds):
+        assert shape == (1, 3, 32, 32) and threads == 1 and rounds == 3 and backend == "onnxruntime"
+        return "cpu", {w: [summarize([float(w) + d, 9.0]) for d in (0.3, 0.1, 0.2)] for w in nets}
+
+    monkeypatch.setattr(ss, "fastest_runs", scripted)
+    got = ss.measure_widths("onnxruntime")
+    assert list(got) == [str(w) for w in ss.WIDTHS]  # the keys of widths-<backend>.json
+    assert got["0.75"] == pytest.approx(0.95) and got["1.25"] == pytest.approx(1.45)  # median of the fastest runs
