@@ -103,14 +103,13 @@ from typing import Any
 
 import torch
 from _work import OtherMachine, Work  # benchmarks/_work.py (this folder is on sys.path)
-from search_seeds import measured_ms  # the same build-and-time of an arch on the target
 
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.data import DataSet
 from edgecnn.executor import Executor
 from edgecnn.latency.fingerprint import fingerprint
-from edgecnn.latency.measure import TimingConfig
+from edgecnn.latency.measure import TimingConfig, measure
 from edgecnn.latency.targets import default_target
 from edgecnn.search.estimate import (
     EstimateSettings,
@@ -225,6 +224,14 @@ def at_equal_latency(rows: dict[str, Any], truth: list[float], latency: list[flo
             row["tau_equal_latency"], row["pairs_equal_latency"] = kendall_tau_within(
                 row["scores"], truth, latency, rel=LATENCY_BAND)  # fmt: skip
     return rows
+
+
+def measured_ms(arch: str, backend: str, cfg: TimingConfig) -> float:
+    """``arch`` built for CIFAR-10 and timed once on ``backend`` (1 thread): the median of its runs. The held-out
+    subnets' committed latencies were taken so, and the subnets still to be timed must be comparable with them
+    (the search itself now reads fastest runs back to back: docs/search.md)."""
+    net = build(arch, num_classes=10, in_chans=3).eval()
+    return measure(net, (1, 3, 32, 32), backend=backend, threads=1, config=cfg).stats.median_ms
 
 
 def latencies(w: Work, archs: list[str], key: str = "latency") -> list[float]:
