@@ -188,7 +188,8 @@ class Progress:
 
 
 FINALIST_ROUNDS = 3
-"""Interleaved rounds the finalists, the references and the calibration networks are timed in (each round's fastest run; the median over rounds decides)."""
+"""Interleaved rounds the finalists, the references and the calibration networks are timed in (each round's
+fastest run; the median over rounds decides)."""
 
 
 def latency_model(job: SearchJob, out: Path, executor: Executor) -> tuple[LatencyModel, Path]:
@@ -242,7 +243,7 @@ def prepare_supernet(job: SearchJob, data: DataSet, out: Path, *, resume: bool,
 
 
 def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, executor: Executor,
-                      model: LatencyModel) -> list[Finalist]:  # fmt: skip
+                      model: LatencyModel | None = None) -> list[Finalist]:  # fmt: skip
     """End-to-end latency of the best distinct candidates, with no task running (the exclusive lane).
 
     Timed as every latency verdict of edgecnn is (:func:`~edgecnn.latency.compare.fastest_runs`): all finalists
@@ -251,7 +252,8 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
     shared 2-core VM that median moved the same network 0.46–0.63 ms between timings while its fastest run stayed
     within 1%, and finalists measured that way beside two other searches read 0.81–1.07× of a target they
     exceeded by 9–34% when timed quietly (docs/search.md) — this measurement is the check on the table, and the
-    choice of the network trained (:meth:`Objective.choose`) rests on it.
+    choice of the network trained (:meth:`Objective.choose`) rests on it. ``model`` (the table's latency model)
+    is no longer used: the finalists are timed raw, not in the table's drift-normalised unit.
     """
     size = job.space.input_size
     best = result.best[: job.finalists]
@@ -473,7 +475,8 @@ def estimate_time(job: SearchJob, *, train_images: int, val_images: int, num_cla
     ``mac_rate`` (default: :func:`measure_mac_rate`, a dense conv on this machine) derated 8× (16× for the
     supernet) for what a small network spends besides dense convs, plus a fixed cost per step and candidate
     (both measured once on one CPU thread). Latency measurements count at their cap (``job.timing.max_seconds``
-    for the calibration, the comparisons' cap per round for the finalists and references); the blocks the table lacks, measured as the search meets them, are not counted.
+    for the calibration, the comparisons' cap per round for the finalists and references); the blocks the table
+    lacks, measured as the search meets them, are not counted.
     """
     space, size = job.space, job.space.input_size
 
