@@ -315,7 +315,7 @@ def main() -> None:
         tau = stages.run("kendall_tau", lambda: rank_agreement(
             MBV3_32_SPACE, cheap, trained, n=p["tau_n"], seed=args.seed + 1).to_dict(), console)  # fmt: skip
         finalists = stages.run("finalists", lambda: [  # the finished evolution state is read back, not re-run
-            asdict(f) for f in measure_finalists(job, search("evolution"), data, ex, model)], console)  # fmt: skip
+            asdict(f) for f in measure_finalists(job, search("evolution"), data, ex)], console)  # fmt: skip
         pick = job.objective.choose([(f["acc"], f["measured_ms"]) for f in finalists])  # the search's own rule
         chosen = {**finalists[pick.index], "chosen_because": pick.reason}
 

@@ -54,7 +54,7 @@ from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.executor import Executor
-from edgecnn.latency.compare import compare_latency, fastest_runs
+from edgecnn.latency.compare import compare_latency, fastest_ms, fastest_runs
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import default_target
@@ -127,7 +127,7 @@ def measure_widths(backend: str, rounds: int = 3) -> dict[str, float]:
     round's fastest run). A work folder begun before 2026-12-07 holds drift-normalised medians instead."""
     nets = {str(w): build(zoo.arch_of(BASELINE, width=w), num_classes=10, in_chans=3).eval() for w in WIDTHS}
     _, runs = fastest_runs(nets, (1, 3, 32, 32), backend=backend, threads=1, rounds=rounds)
-    return {w: statistics.median(s.min_ms for s in runs[w]) for w in nets}
+    return {w: fastest_ms(runs[w]) for w in nets}
 
 
 def one_search(job: SearchJob, out: Path, ex: Executor, plain: Path | None = None) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def test_finalists_are_timed_back_to_back_by_their_fastest_runs(monkeypatch):
                           device="cpu", objective=Objective(0.42, hard=True))  # fmt: skip
     data = SimpleNamespace(num_classes=10, in_chans=3)
     with Executor("serial") as ex:
-        fa, fb = job_mod.measure_finalists(job, SimpleNamespace(best=cands), data, ex, model=None)
+        fa, fb = job_mod.measure_finalists(job, SimpleNamespace(best=cands), data, ex)
     assert seen == {"archs": ["a", "b"], "shape": (1, 3, 32, 32), "backend": "onnxruntime", "threads": 1,
                     "rounds": job_mod.FINALIST_ROUNDS}  # fmt: skip
     assert fa.measured_rounds_ms == (0.50, 0.43, 0.44) and fa.measured_ms == 0.44 and fb.measured_ms == 0.40

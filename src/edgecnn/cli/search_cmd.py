@@ -26,7 +26,6 @@ time the run implies is printed.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from rich.console import Console
@@ -139,7 +138,7 @@ def _closing_table(doc: dict, out: Path) -> None:
         extra = (f"{short[f['arch']]:.2%}" if f["arch"] in short else "-",) if short else ()
         extra += (f"{speed[f['arch']]:+.4f}" if f["arch"] in speed else "-",) if speed else ()
         m = f.get("measured_score")  # None: over a hard target as measured (−inf in the search, null in JSON)
-        score = "over" if m is None or m == -math.inf else f"{m:.4g}" if proxy else f"{m:.4f}"
+        score = "over" if m is None else f"{m:.4g}" if proxy else f"{m:.4f}"
         mark = "*" if chosen.get("index") == i - 1 else ""
         t.add_row(f"{i}{mark}", est, *extra, f"{f['table_ms']:.3f}", f"{f['measured_ms']:.3f}", score, f["arch"])
     console = Console()

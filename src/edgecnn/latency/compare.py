@@ -25,7 +25,7 @@ reason.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from edgecnn.latency.remote import check_remote_runtime, client_for, measure_rem
 from edgecnn.latency.targets import get_target
 from edgecnn.latency.timing import LatencyStats, TimingConfig, check_clock, default_threads, time_fn
 
-__all__ = ["COMPARE_TIMING", "Comparison", "Verdict", "compare_latency", "fastest_runs", "interleaved", "judge"]
+__all__ = ["COMPARE_TIMING", "Comparison", "Verdict", "compare_latency", "fastest_ms", "fastest_runs", "interleaved", "judge"]
 
 # one timing of one network in one round: short (the rounds give the spread), never retried (the rounds are retries)
 COMPARE_TIMING = TimingConfig(warmup=5, min_repeats=20, max_repeats=300, max_seconds=1.0, retries=0, max_foreign=None)
@@ -202,6 +202,11 @@ def fastest_runs(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], 
         bound = {n: tgt.runner(m.eval(), x, threads=threads, device=device)[0] for n, m in models.items()}
         return config.clock, interleaved({n: (lambda f=f: time(f, config)) for n, f in bound.items()}, rounds=rounds,
                                          on_round=on_round)  # fmt: skip
+
+
+def fastest_ms(rounds: Sequence[LatencyStats]) -> float:
+    """One network's latency from :func:`fastest_runs`: the median over rounds of each round's fastest run."""
+    return statistics.median(s.min_ms for s in rounds)
 
 
 def compare_latency(before: nn.Module, after: nn.Module, input_shape: tuple[int, ...], *, backend: str,

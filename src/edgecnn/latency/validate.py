@@ -33,7 +33,7 @@ from typing import Any
 from edgecnn.arch import ArchSpec
 from edgecnn.build import build
 from edgecnn.latency.calibrate import Calibration, fit, group_sums
-from edgecnn.latency.compare import fastest_runs
+from edgecnn.latency.compare import fastest_ms, fastest_runs
 from edgecnn.latency.measure import LatencyStats, merge_passes, prepare
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.predict import STATS, Prediction, predict
@@ -258,7 +258,7 @@ def calibrate(
         _, per = fastest_runs(nets, (1, in_chans, input_size, input_size), backend=fp.backend, threads=fp.threads,
                               device=fp.device, rounds=rounds,
                               on_round=(lambda d, t: on_stage("calibrate", d, t)) if on_stage else None)  # fmt: skip
-        measured = [statistics.median(s.min_ms for s in per[str(i)]) for i in range(len(archs))]
+        measured = [fastest_ms(per[str(i)]) for i in range(len(archs))]
     else:
         timers = [arch_timer(table, arch, **kw) for arch in archs]
         runs = passes_over(timers, rounds, on_each=(lambda d, t: on_stage("calibrate", d, t)) if on_stage else None)

@@ -73,7 +73,7 @@ from edgecnn.data import DataSet
 from edgecnn.executor import Executor
 from edgecnn.latency.calibrate import GROUPS
 from edgecnn.latency.measure import device_fingerprint
-from edgecnn.latency.compare import COMPARE_TIMING, fastest_runs
+from edgecnn.latency.compare import COMPARE_TIMING, fastest_ms, fastest_runs
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
@@ -242,8 +242,7 @@ def prepare_supernet(job: SearchJob, data: DataSet, out: Path, *, resume: bool,
                  "resumed_from": res.resumed_from, "reused": False, "phase_seconds": res.phase_seconds}  # fmt: skip
 
 
-def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, executor: Executor,
-                      model: LatencyModel | None = None) -> list[Finalist]:  # fmt: skip
+def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, executor: Executor) -> list[Finalist]:
     """End-to-end latency of the best distinct candidates, with no task running (the exclusive lane).
 
     Timed as every latency verdict of edgecnn is (:func:`~edgecnn.latency.compare.fastest_runs`): all finalists
@@ -252,8 +251,7 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
     shared 2-core VM that median moved the same network 0.46–0.63 ms between timings while its fastest run stayed
     within 1%, and finalists measured that way beside two other searches read 0.81–1.07× of a target they
     exceeded by 9–34% when timed quietly (docs/search.md) — this measurement is the check on the table, and the
-    choice of the network trained (:meth:`Objective.choose`) rests on it. ``model`` (the table's latency model)
-    is no longer used: the finalists are timed raw, not in the table's drift-normalised unit.
+    choice of the network trained (:meth:`Objective.choose`) rests on it.
     """
     size = job.space.input_size
     best = result.best[: job.finalists]
@@ -263,10 +261,9 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
                                device=job.device, rounds=FINALIST_ROUNDS)  # fmt: skip
     out: list[Finalist] = []
     for c in best:
-        fastest = tuple(s.min_ms for s in runs[c.arch])
-        ms = statistics.median(fastest)
+        ms = fastest_ms(runs[c.arch])
         out.append(Finalist(c.arch, c.acc, c.score, c.lat_ms, ms, statistics.median(s.iqr_ms for s in runs[c.arch]),
-                            job.objective.score(c.acc, ms), fastest))  # fmt: skip
+                            job.objective.score(c.acc, ms), tuple(s.min_ms for s in runs[c.arch])))  # fmt: skip
     return out
 
 
@@ -586,7 +583,7 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         timings["rerank_s"] = time.perf_counter() - t
     prog.on_stage("measuring the finalists end to end")
     t = time.perf_counter()
-    finalists = measure_finalists(job, result, data, executor, model)
+    finalists = measure_finalists(job, result, data, executor)
     timings["finalists_s"] = time.perf_counter() - t
     if job.references:
         prog.on_stage(f"measuring {len(job.references)} reference network(s) end to end")

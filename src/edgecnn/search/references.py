@@ -30,7 +30,7 @@ from typing import Any
 from edgecnn import zoo
 from edgecnn.build import build
 from edgecnn.executor import Executor
-from edgecnn.latency.compare import fastest_runs
+from edgecnn.latency.compare import fastest_ms, fastest_runs
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.model import LatencyModel
 
@@ -110,8 +110,8 @@ def measure_references(refs: Sequence[str], model: LatencyModel, executor: Execu
     out = []
     for ref, arch in archs.items():
         table_ms = model.predict(arch, input_size=input_size, num_classes=num_classes, in_chans=in_chans).total_ms
-        ms = statistics.median(s.min_ms for s in runs[ref])
-        out.append(ReferencePoint(ref, arch, table_ms, ms, statistics.median(s.iqr_ms for s in runs[ref])))
+        iqr = statistics.median(s.iqr_ms for s in runs[ref])
+        out.append(ReferencePoint(ref, arch, table_ms, fastest_ms(runs[ref]), iqr))
     return out
 
 
