@@ -519,6 +519,14 @@ def _search_run(doc: Doc, page: _Page) -> Html:
     if rows and chosen.get("reason"):
         warn = " The hard latency target is not met." if chosen.get("meets_target") is False else ""
         fin += html("<p>Chosen (*): {}.{}</p>", chosen["reason"], warn)
+    corr = doc.get("corrections") if isinstance(doc.get("corrections"), dict) else {}
+    rounds = corr.get("rounds") or []
+    if rounds:
+        fin += html("<p>Measured corrections (the finalists over the target as measured: the search went on under "
+                    "the target divided by their measured/table ratio): {}. Stopped: {}.</p>",
+                    "; ".join(f"round {r.get('round')}: ×{_fmt(r.get('ratio'), '.3f')}, "
+                              f"{_ms(r.get('table_target_ms'))} ms by the table, {r.get('budget')} candidates"
+                              for r in rounds), corr.get("stop", ""))  # fmt: skip
     if final:
         fin += html("<p>Chosen network trained {} epochs: test top-1 {} at {} ms measured.</p>",
                     final.get("epochs", "?"), _pct(final.get("top1")), _ms(final.get("measured_ms")))  # fmt: skip

@@ -411,6 +411,11 @@ SECTIONS: tuple[Section, ...] = (
                                  "score": N}, "arch", null=False)),
         "final": _obj({"epochs": COUNT, "top1": ACC, "measured_ms": MS}),
         "chosen": _obj({"arch": NAME, "index": Int(0, 1 << 16), "meets_target": Flag(), "reason": T}),
+        "corrections": _obj({"rounds": Items(_obj({"round": Int(1, 1 << 16, null=False),
+                                                   "ratio": Num(0.0, positive=True, null=False),
+                                                   "table_target_ms": Num(0.0, positive=True, null=False),
+                                                   "budget": Int(1, null=False)}, "round", "ratio", null=False)),
+                             "stop": T, "asked": COUNT, "extra": COUNT}),
         "rerank": Items(_obj({"arch": NAME, "estimate": N, "short_top1": ACC, "blend": N, "short_speed": N, "by": T},
                               "arch", null=False)),  # fmt: skip
         "rerank_by": T,

@@ -3,7 +3,7 @@
 Usage::
 
     edgecnn search --space mbv3-32 --data digits|PATH --target 3ms [--backend eager|onnxruntime]
-                   [--budget 200] [--algorithm evolution|random] [--hard] [--w -0.07]
+                   [--budget 200] [--algorithm evolution|random] [--hard [--correct N]] [--w -0.07]
                    [--supernet-schedule sandwich|progressive]
                    [--references auto|none|ZOO[@WIDTH]...] [--no-train-references]
                    [--executor local|ray] [--workers N] [--resume | --overwrite] [--out DIR]
@@ -38,7 +38,7 @@ from edgecnn.cli.executor_args import add_executor_args, executor_from_args
 from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import default_target
-from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_NETWORKS
+from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_NETWORKS, MAX_ROUNDS
 from edgecnn.run_folder import check_writable
 from edgecnn.search.estimate import READINGS, EstimateSettings
 from edgecnn.search.evolution import ALGORITHMS, SearchConfig
@@ -73,7 +73,7 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
                                  threads="auto"),
         references=resolve_references(args.references, space.input_size),
         train_references=not args.no_train_references, calibrate=args.calibrate, calibrate_seed=1000 + args.seed,
-        rerank=args.rerank, rerank_by=args.rerank_by,
+        rerank=args.rerank, rerank_by=args.rerank_by, correct=args.correct, correct_budget=args.correct_budget,
     )  # fmt: skip
 
 
@@ -145,10 +145,17 @@ def _closing_table(doc: dict, out: Path) -> None:
     console.print(t)
     if chosen:
         style = "bold yellow" if chosen.get("meets_target") is False else ""
-        fix = (" — the table underestimates this device: fit it with --calibrate N, measure more --finalists, or "
-               "lower --target" if chosen.get("meets_target") is False else "")  # fmt: skip
+        fix = (" — the table underestimates this device where the search ended: search on under a corrected "
+               "target with --correct N, fit the table with --calibrate N, measure more --finalists, or lower "
+               "--target" if chosen.get("meets_target") is False else "")  # fmt: skip
         console.print(f"chosen (*): finalist {chosen['index'] + 1}, {chosen['reason']}{fix}", style=style,
                       markup=False, highlight=False)  # fmt: skip
+    corr = doc.get("corrections") or {}
+    for r in corr.get("rounds") or []:
+        console.print(f"correction {r['round']}: finalists measured {r['ratio']:.3f}x the table; searched on to "
+                      f"{r['budget']} candidates under {r['table_target_ms']:.4g} ms by the table", highlight=False)
+    if corr.get("rounds"):
+        console.print(f"corrections stopped: {corr['stop']}", markup=False, highlight=False)
     h = doc["history"]
     console.print(f"{len(h)} candidates evaluated, {len(doc['front'])} on the Pareto front; "
                   f"timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in doc["timings"].items()))  # fmt: skip
@@ -217,6 +224,11 @@ def register(sub: argparse._SubParsersAction) -> None:
              "speed (minus its mean training loss, Ru et al. 2021; with NASWOT the best-ranking estimator measured "
              "on mbv3-32, docs/search.md)")
     opt("--finalists", type=cands, default=3, help="best candidates measured end to end")
+    opt("--correct", type=num.nonneg_within(MAX_ROUNDS, "rounds"), default=0, metavar="N",
+        help="with --hard: when no finalist meets the target as measured, search on from the saved state under the "
+             "target divided by the finalists' measured/table ratio, up to N rounds (0: off; docs/search.md)")
+    opt("--correct-budget", type=num.nonneg_within(MAX_CANDIDATES, "candidates"), default=0, metavar="N",
+        help="candidates each --correct round adds to the search (0: half of --budget)")
     opt("--final-epochs", type=num.nonneg_within(MAX_EPOCHS, "epochs"), default=30,
         help="epochs of the chosen network's training (0: skip; at most EDGECNN_MAX_EPOCHS)")
     opt("--final-batch-size", type=num.batch, default=128, help="batch size of the final training")

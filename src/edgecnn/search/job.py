@@ -78,11 +78,12 @@ from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.validate import calibrate, sample_archs
-from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_MEMORY_GB, MAX_NETWORKS
+from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_MEMORY_GB, MAX_NETWORKS, MAX_ROUNDS
 from edgecnn.analysis.memory import check_memory, estimate_memory
 from edgecnn.run_folder import RUN_FILES, check_writable
 from edgecnn.run_document import read_results, write_results
 from edgecnn.search.choice import CHOICE_FILE, choose_finalist
+from edgecnn.search.correct import CORRECT_FILE, correct, load_corrections
 from edgecnn.search.estimate import (READINGS, EstimateSettings, ShortTrainer, SupernetEstimator, TrainEstimator,
                                      search_split)
 from edgecnn.search.evolution import ACCURACY, SearchConfig, SearchResult, load_resumable, run_search
@@ -90,7 +91,7 @@ from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
 from edgecnn.search.proxies import PROXIES, PROXY_BATCH, ProxyEstimator, proxy_batch
 from edgecnn.search.references import measure_references, reference_arch, to_rows, train_references
-from edgecnn.search.rerank import RERANK_FILE, load_trained, rerank
+from edgecnn.search.rerank import RERANK_FILE, Reranked, best_distinct, load_trained, rerank
 from edgecnn.search.space import SearchSpace
 from edgecnn.search.supernet import Supernet, supernet_params
 from edgecnn.search.supernet_train import SupernetConfig, load_supernet, same_recipe, train_supernet
@@ -127,6 +128,8 @@ class SearchJob:
     calibrate_seed: int = 1000  # their sampling seed
     rerank: int = 0  # the best N candidates short-trained and reordered by the blend with the estimate (0: off)
     rerank_by: str = "top1"  # the short training's reading blended: its top-1, or its training speed (READINGS)
+    correct: int = 0  # hard constraint: rounds of measured correction when no finalist meets it (search.correct)
+    correct_budget: int = 0  # candidates each round adds to the search (0: half the search's budget)
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -151,10 +154,22 @@ class SearchJob:
         if self.rerank_by != "top1" and not self.rerank:
             raise ValueError(f"rerank_by {self.rerank_by!r} reads the short trainings of rerank, which is off; "
                              "pass rerank >= 2 (--rerank K) or leave rerank_by at 'top1'")  # fmt: skip
+        if self.correct < 0 or self.correct_budget < 0:
+            raise ValueError(f"correct and correct_budget must be >= 0, got {self.correct} and {self.correct_budget}")
+        if self.correct and not self.objective.hard:
+            raise ValueError("measured corrections (correct > 0) tighten a hard latency constraint; with the soft "
+                             "objective a scale of the table changes no ranking: use --hard, or --correct 0")  # fmt: skip
+        MAX_ROUNDS.check(self.correct, "correction rounds")
+        MAX_CANDIDATES.check(self.search.budget + self.correct * self.correct_extra, "search budget with corrections")
         MAX_EPOCHS.check(self.final_epochs, "final training")
         MAX_NETWORKS.check(self.calibrate, "calibration")
         for ref in self.references:
             reference_arch(ref)
+
+    @property
+    def correct_extra(self) -> int:
+        """Candidates each correction round adds to the search."""
+        return self.correct_budget or max(1, self.search.budget // 2)
 
     @property
     def estimate_kind(self) -> str:
@@ -174,6 +189,15 @@ class Finalist:
     measured_iqr_ms: float  # the interquartile range of its runs (median over rounds)
     measured_score: float  # the objective by the measured latency
     measured_rounds_ms: tuple[float, ...] = ()  # each round's fastest run (the spread of measured_ms)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at the target: the search's result (re-ranked), the short trainings, the measured finalists."""
+
+    result: SearchResult
+    reranked: list[Reranked] | None
+    finalists: list[Finalist]
 
 
 class Progress:
@@ -254,7 +278,8 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
     choice of the network trained (:meth:`Objective.choose`) rests on it.
     """
     size = job.space.input_size
-    best = result.best[: job.finalists]
+    # each network once, none over the constraint (a corrected search's history holds some); all degenerate: as ranked
+    best = best_distinct(result, job.finalists) or list(result.best[: job.finalists])
     nets = {c.arch: build(c.arch, num_classes=data.num_classes, in_chans=data.in_chans) for c in best}
     with executor.exclusive():
         _, runs = fastest_runs(nets, (1, data.in_chans, size, size), backend=job.backend, threads=job.threads,
@@ -269,8 +294,9 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
 
 # ---- before any work: the folder, the bounds, a resumed run, the time ----------------------------------
 SEARCH_FILES: tuple[str, ...] = ("results.json", "search_state.json", "supernet.pt", RERANK_FILE, CHOICE_FILE,
-                                  "pareto.png")  # fmt: skip
-"""The files of a previous search at the top of its folder (besides ``final/`` and ``references/<name>/``)."""
+                                  CORRECT_FILE, "pareto.png")  # fmt: skip
+"""The files of a previous search at the top of its folder (besides the correction rounds' states
+``search_state.correct<k>.json``, ``final/`` and ``references/<name>/``)."""
 STATE_FILE = "search_state.json"
 SUPERNET_FILE = "supernet.pt"
 
@@ -281,6 +307,7 @@ def previous_search(out: str | Path) -> list[str]:
     if not p.is_dir():
         return []
     found = [name for name in SEARCH_FILES if (p / name).is_file()]
+    found += sorted(x.name for x in p.glob(f"{Path(STATE_FILE).stem}.correct*.json") if x.is_file())
     subs = [p / "final"] + (sorted(x for x in (p / "references").iterdir() if x.is_dir())
                             if (p / "references").is_dir() else [])  # fmt: skip
     for sub in subs:
@@ -396,6 +423,7 @@ def check_resume_state(job: SearchJob, out: Path) -> None:
         load_resumable(state, job.space, job.search, job.objective, job.estimate_kind)
     if job.rerank:
         load_trained(out / RERANK_FILE, rerank_recipe(job))  # its short trainings are of this job's recipe
+    load_corrections(out / CORRECT_FILE, job.objective.target_ms)  # its rounds, replayed, are of this target
 
 
 def check_resume_supernet(job: SearchJob, out: Path, *, num_classes: int, in_chans: int) -> None:
@@ -501,6 +529,9 @@ def estimate_time(job: SearchJob, *, train_images: int, val_images: int, num_cla
     if job.rerank:
         s["rerank"] = job.rerank * train
     s["measurements"] = (job.finalists + len(job.references)) * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds
+    if job.correct:  # at most: each round searches on, re-ranks (new candidates only, in practice) and measures
+        per = s.get("search", 0.0) / max(1, b) * job.correct_extra + s.get("rerank", 0.0)
+        s["corrections (at most)"] = job.correct * (per + job.finalists * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds)
     if job.final_epochs:
         cfg = job.final_config or TrainConfig(epochs=job.final_epochs)
         steps = math.ceil(train_images / cfg.batch_size)
@@ -564,27 +595,45 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
                                    num_classes=data.num_classes, seed=job.search.seed)  # fmt: skip
     else:
         estimator = TrainEstimator(job.data, job.estimate, executor, seed=job.search.seed)
-    prog.on_stage(f"searching ({job.search.algorithm}, {job.search.budget} candidates)")
-    t = time.perf_counter()
     state = out / STATE_FILE
-    result = run_search(job.space, estimator, latency, job.objective, job.search, state_path=state,
-                        resume=resume and state.is_file(), on_batch=prog.on_search,
-                        estimate=job.estimate_kind)  # fmt: skip
-    timings["search_s"] = time.perf_counter() - t
-    reranked = None
-    if job.rerank:
-        reading = "training speed" if job.rerank_by == "speed" else "top-1"
-        prog.on_stage(f"short-training the best {job.rerank} candidates ({job.estimate.train_steps} steps each; "
-                      f"reordered by the estimate and the short training's {reading})")  # fmt: skip
+    step = {"search_s": 0.0, "rerank_s": 0.0, "finalists_s": 0.0}
+
+    def attempt(objective: Objective, config: SearchConfig, path: Path, again: bool, label: str = "") -> Attempt:
+        """Search (or search on) under ``objective``, re-rank, measure the finalists: one attempt at the target."""
+        prog.on_stage(f"searching{label} ({config.algorithm}, {config.budget} candidates)")
         t = time.perf_counter()
-        result, reranked = rerank(result, job.rerank, ShortTrainer(job.data, job.estimate, executor,
-                                  seed=job.search.seed), by=job.rerank_by, path=out / RERANK_FILE,
-                                  recipe=rerank_recipe(job), chunk=max(1, executor.workers))  # fmt: skip
-        timings["rerank_s"] = time.perf_counter() - t
-    prog.on_stage("measuring the finalists end to end")
-    t = time.perf_counter()
-    finalists = measure_finalists(job, result, data, executor)
-    timings["finalists_s"] = time.perf_counter() - t
+        result = run_search(job.space, estimator, latency, objective, config, state_path=path, resume=again,
+                            on_batch=prog.on_search, estimate=job.estimate_kind)  # fmt: skip
+        step["search_s"] += time.perf_counter() - t
+        reranked = None
+        if job.rerank:
+            reading = "training speed" if job.rerank_by == "speed" else "top-1"
+            prog.on_stage(f"short-training the best {job.rerank} candidates{label} ({job.estimate.train_steps} steps "
+                          f"each; reordered by the estimate and the short training's {reading})")  # fmt: skip
+            t = time.perf_counter()
+            result, reranked = rerank(result, job.rerank, ShortTrainer(job.data, job.estimate, executor,
+                                      seed=job.search.seed), by=job.rerank_by, path=out / RERANK_FILE,
+                                      recipe=rerank_recipe(job), chunk=max(1, executor.workers))  # fmt: skip
+            step["rerank_s"] += time.perf_counter() - t
+        prog.on_stage(f"measuring the finalists{label} end to end")
+        t = time.perf_counter()
+        finalists = measure_finalists(job, result, data, executor)
+        step["finalists_s"] += time.perf_counter() - t
+        return Attempt(result, reranked, finalists)
+
+    def smallest_ms() -> float:
+        return latency(job.space.arch(job.space.extreme(False)).format())
+
+    first = attempt(job.objective, job.search, state, resume and state.is_file())
+    corrected = correct(job.objective, job.search, state, first, rounds=job.correct, extra=job.correct_extra,
+                        finalists_of=lambda a: a.finalists, smallest_table_ms=smallest_ms,
+                        search_on=lambda k, obj, cfg, path: attempt(obj, cfg, path, True, f" on, correction {k} "
+                                                                    f"(target {obj.target_ms:.4g} ms by the table)"),
+                        record=out / CORRECT_FILE, frozen=(out / CHOICE_FILE).is_file())  # fmt: skip
+    result, reranked, finalists = corrected.attempt.result, corrected.attempt.reranked, corrected.attempt.finalists
+    timings.update(step)
+    if not job.rerank:
+        del timings["rerank_s"]
     if job.references:
         prog.on_stage(f"measuring {len(job.references)} reference network(s) end to end")
     references = measure_references(job.references, model, executor, input_size=size, num_classes=data.num_classes,
@@ -609,6 +658,8 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
              "calibration": calibration}
     doc = results_document(job, result, finalists, final, supernet_info, timings, table)
     doc["chosen"] = choice
+    doc["corrections"] = {"rounds": [asdict(r) for r in corrected.rounds], "stop": corrected.stop,
+                          "asked": job.correct, "extra": job.correct_extra}  # fmt: skip
     doc["rerank"] = None if reranked is None else [asdict(r) for r in reranked]
     doc["rerank_by"] = job.rerank_by if reranked is not None else None
     doc["references"] = to_rows(references)

@@ -31,6 +31,7 @@ a file of another recipe is refused.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,11 +61,13 @@ class Reranked:
 
 
 def best_distinct(result: SearchResult, k: int) -> list[Candidate]:
-    """The ``k`` best candidates of the search by its score, each network once."""
+    """The ``k`` best candidates of the search by its score, each network once, none over a hard constraint
+    (score −inf: a search continued under a corrected constraint, :mod:`edgecnn.search.correct`, keeps the
+    candidates it evaluated before; fewer than ``k`` when fewer are feasible)."""
     seen: set[str] = set()
     out: list[Candidate] = []
     for c in result.best:
-        if c.arch not in seen:
+        if c.arch not in seen and c.score > -math.inf:
             seen.add(c.arch)
             out.append(c)
         if len(out) == k:
