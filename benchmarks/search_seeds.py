@@ -20,6 +20,11 @@ spread of test top-1 over seeds and the measured latency. Evolution minus
 random separates what the ranking earns from what the space gives; evolution
 minus the bracket is the search's gain over the hand-designed network.
 
+With ``--correct N`` each search whose finalists all measure over the target searches on under the target
+divided by the table's error there, up to ``N`` rounds (:mod:`edgecnn.search.correct`); evolution and random
+search get the same extra budget. Each row records the rounds and whether the choice meets the target as
+measured (``meets_target``).
+
 With ``--rerank K`` each search's ``K`` best candidates are short-trained and
 reordered by the blend of the estimate and the short training (two fidelities,
 :mod:`edgecnn.search.rerank`), the estimator named ``<estimator>+rerank<K>``;
@@ -90,6 +95,10 @@ def args_() -> argparse.Namespace:
     p.add_argument("--rerank-by", choices=READINGS, default="top1",
                    help="what of the short training --rerank blends: its top-1, or its training speed (edgecnn "
                         "search --rerank-by; the run is named <estimator>+rerank<K>-speed)")
+    p.add_argument("--correct", type=int, default=0, metavar="N",
+                   help="measured corrections (edgecnn search --correct): when no finalist meets the target as "
+                        "measured, search on under the corrected target, up to N rounds of budget/2 candidates each "
+                        "(the run is named <label>+correct<N>)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--remeasure", action="store_true",
                    help="then measure every chosen network again, back to back in rounds (run it on a quiet machine: "
@@ -162,10 +171,12 @@ def _never(_: Any) -> Any:
 
 def run_label(a: argparse.Namespace) -> str:
     """The estimator's name in folders and results: ``<estimator>``, ``+rerank<K>`` with a rerank, ``-speed`` when
-    it blends the training speed."""
-    if not a.rerank:
-        return a.estimator
-    return f"{a.estimator}+rerank{a.rerank}" + ("-speed" if a.rerank_by == "speed" else "")
+    it blends the training speed, ``+correct<N>`` with measured corrections."""
+    label = a.estimator
+    if a.rerank:
+        label += f"+rerank{a.rerank}" + ("-speed" if a.rerank_by == "speed" else "")
+    correct = getattr(a, "correct", 0)
+    return label + (f"+correct{correct}" if correct else "")
 
 
 def short_train_elsewhere(job: SearchJob, out: Path, plain: Path, ex: Executor) -> int:
@@ -280,7 +291,7 @@ def make_job(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: st
                      timing=timing(a.quick), finalists=3, final_epochs=p["epochs"],
                      final_config=TrainConfig(epochs=p["epochs"], batch_size=128, seed=seed, progress=False),
                      calibrate=p["calibrate"], calibrate_seed=1000 + seed, rerank=a.rerank,
-                     rerank_by=a.rerank_by if a.rerank else "top1")  # fmt: skip
+                     rerank_by=a.rerank_by if a.rerank else "top1", correct=getattr(a, "correct", 0))  # fmt: skip
 
 
 def short_train_all_elsewhere(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: str, work: Path,
@@ -335,8 +346,13 @@ def main() -> None:
                 job = make_job(a, p, ref, backend, target, seed, alg)
                 plain = work / a.estimator / f"seed{seed}-{alg}" if a.rerank else None
                 doc = one_search(job, work / label / f"seed{seed}-{alg}", ex, plain)
+                corr = doc.get("corrections") or {}
                 runs[alg] = {**doc["final"], "measured_ms": doc["final"]["measured_ms"],
-                             "run_seconds": doc["timings"]["total_s"]}  # fmt: skip
+                             "run_seconds": doc["timings"]["total_s"],
+                             "meets_target": (doc.get("chosen") or {}).get("meets_target"),
+                             "corrections": [{k: r[k] for k in ("round", "ratio", "table_target_ms", "budget")}
+                                             for r in corr.get("rounds") or []],
+                             "corrections_stop": corr.get("stop")}  # fmt: skip
                 print(f"  seed {seed} {alg}: top-1 {runs[alg]['top1']:.4f} at {runs[alg]['measured_ms']:.3f} ms",
                       flush=True)  # fmt: skip
             width = bracket_width(runs["evolution"]["measured_ms"], widths_ms)

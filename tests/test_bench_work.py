@@ -312,6 +312,10 @@ def test_search_seeds_short_trains_a_rerank_elsewhere_from_the_finished_plain_se
     assert job.rerank_by == "speed" and ss.run_label(a) == "proxy-naswot+rerank8-speed"
     assert ss.run_label(SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="top1")) == "proxy-naswot+rerank8"
     assert ss.run_label(SimpleNamespace(estimator="proxy-naswot", rerank=0, rerank_by="top1")) == "proxy-naswot"
+    corrected = SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="speed", quick=True, correct=2)
+    assert ss.run_label(corrected) == "proxy-naswot+rerank8-speed+correct2"
+    job2 = ss.make_job(corrected, ss.PRESETS["quick"], DataRef("digits", limit=10), "eager", 0.6, 0, "random")
+    assert (job2.correct, job2.correct_extra) == (2, ss.PRESETS["quick"]["budget"] // 2)
     plain, out, calls = tmp_path / "proxy-naswot" / "seed0-evolution", tmp_path / "rr" / "seed0-evolution", []
     plain.mkdir(parents=True)
     for name, text in (("search_state.json", '{"s": 1}'), ("latency_table.json", '{"t": 1}')):
