@@ -24,6 +24,11 @@ From one ``resnet20_cifar`` baseline trained here, at each latency budget
     not monotone in the ratio, so every ratio 0, 0.05, …, 0.95 is timed and the
     least pruning within the budget is kept; when none is within it, the stage
     records the measurements and trains nothing;
+(a') **NetAdapt aligned** (``na8``): the same run with NetAdapt's ``round_to``
+    = the target's channel multiple on this CPU (as ``tp8`` for Torch-Pruning),
+    so its kept widths stay on the NCHWc kernels; ``round_to=2`` leaves widths
+    such as 28 and 36, where the table interpolates across the cliff between
+    blocked and plain kernels (docs/compress.md);
 (c) **uniform width**: the widest ``resnet20_cifar`` of the uniform family
     whose measured ratio meets the budget, trained from scratch for the
     baseline's steps plus ``S + L``. The family is ResNet-20 with ``c``/``2c``/``4c``
@@ -162,6 +167,9 @@ def args_() -> argparse.Namespace:
     p.add_argument("--budgets", default="50,75", help="latency budgets in %% of the baseline, comma-separated")
     p.add_argument("--seeds", default=None, help="seeds for every budget (default: 0,1 at 50%%, 0 at 75%%)")
     p.add_argument("--target", default="onnxruntime", help="the deployment target latency is measured on")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="stages to run, of na (NetAdapt), tp, tp8 (Torch-Pruning, aligned), uni (uniform width), "
+                        "na8 (NetAdapt on the target's channel multiple)")
     p.add_argument("--device", default="auto", help="where training runs: auto (a GPU if present), cpu, cuda")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for training (latency: always 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the trainings (~1.3x faster CPU steps)")
@@ -409,8 +417,19 @@ def baseline_stage(r: Run) -> EdgeNet:
     return model
 
 
-def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
-    name = f"na-{pct}-s{seed}"
+def netadapt_round_to(backend: str, aligned: bool) -> int:
+    """NetAdapt's channel grid: 2 (the table's finest), or for the aligned method (``na8``) the target's channel
+    multiple on this CPU (``Target.channel_multiple``: 8 on AVX2, 16 on AVX-512F for ONNX Runtime), so every kept
+    width runs on the NCHWc kernels instead of across the cliff the table interpolates over (docs/compress.md)."""
+    multiple = get_target(backend).channel_multiple() if aligned else None
+    return multiple if multiple and multiple > 2 else 2
+
+
+def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: bool = False) -> None:
+    """NetAdapt at the budget through the compression run of ``edgecnn compress``; ``aligned`` (method ``na8``): on
+    the target's channel multiple (:func:`netadapt_round_to`), the same table, search and fine-tune budget."""
+    method = "na8" if aligned else "na"
+    name = f"{method}-{pct}-s{seed}"
     if taken(r, name):
         return
     check_machine(r, name)  # its table and its measured verdicts
@@ -419,7 +438,8 @@ def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
     with r.work.lock("latency_table"):  # one process builds the grid; the others wait for it, then open it
         meter = table_meter(base.arch, r.data, r.how, r.work.path / TABLE, fractions=GRID,
                             divisor=2)  # fmt: skip
-    cfg = NetAdaptConfig(initial_step=0.04, decay=0.98, short_steps=r.scale.short_steps, top_k=2, round_to=2,
+    round_to = netadapt_round_to(r.how.backend, aligned)
+    cfg = NetAdaptConfig(initial_step=0.04, decay=0.98, short_steps=r.scale.short_steps, top_k=2, round_to=round_to,
                          recal_batches=10, drop_blocks=True, train=r.finetune_recipe(seed))  # fmt: skip
     run = run_measured(base, r.ref, r.data, budget, r.how, method="netadapt", meter=meter,
                        out=r.work.path / name, resume=True, netadapt_config=cfg,
@@ -431,7 +451,7 @@ def netadapt_stage(r: Run, base: EdgeNet, pct: int, seed: int) -> None:
                                                 progress=False, compile=r.a.compile), r.work.path / f"{name}_long")  # fmt: skip
     save_checkpoint(checkpoint_of(model.cpu()), r.work.ckpt(name))
     r.work.done(name, {"arch": model.arch, "met": run.met, "tolerance": r.how.tolerance, "stopped": run.stopped,
-                       "short_steps_spent": spent,
+                       "short_steps_spent": spent, "round_to": round_to,
                        "long_steps": r.long_steps, "iterations": len(run.history), "top1": top1,
                        "seconds": time.perf_counter() - t0, "run": run.document()})  # fmt: skip
     r.stop(name)
@@ -483,7 +503,8 @@ def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: 
     r.stop(name)
 
 
-METHODS = ("na", "tp", "tp8", "uni")  # stage name prefixes: NetAdapt, Torch-Pruning, aligned Torch-Pruning, uniform
+METHODS = ("na", "tp", "tp8", "uni", "na8")  # stage name prefixes: NetAdapt, Torch-Pruning, aligned Torch-Pruning,
+# uniform, aligned NetAdapt (last: a work folder begun before it runs its stages after the others)
 UNIFORM_DIVISOR = 1  # the uniform networks' channel rounding: the pruned networks' granularity (module docstring)
 UNIFORM_STEMS = range(16, 7, -1)  # the uniform family, widest first: c/2c/4c channels, width c/16
 
@@ -551,13 +572,15 @@ def summary(rows: dict[str, Any], budgets: list[int]) -> dict[str, Any]:
             t, q = [g["top1"] for g in got], [g["ratio"] for g in got]
             per[method] = {"seeds": len(got), "top1_mean": statistics.fmean(t), "top1_spread": max(t) - min(t),
                            "ratio_mean": statistics.fmean(q), "ratio_max": max(q)}  # fmt: skip
-        if "na" in per:
+        for na, key in (("na", "netadapt"), ("na8", "netadapt_aligned")):
+            if na not in per:
+                continue
             share = pct / 100
-            per["netadapt_within_5pct_of_budget"] = abs(per["na"]["ratio_mean"] / share - 1) <= 0.05
+            per[f"{key}_within_5pct_of_budget"] = abs(per[na]["ratio_mean"] / share - 1) <= 0.05
             for peer in ("tp", "tp8"):
                 if peer in per:
-                    per[f"netadapt_minus_{peer}_pp"] = 100 * (per["na"]["top1_mean"] - per[peer]["top1_mean"])
-                    per[f"netadapt_not_slower_than_{peer}"] = per["na"]["ratio_mean"] <= per[peer]["ratio_mean"] + 0.01
+                    per[f"{key}_minus_{peer}_pp"] = 100 * (per[na]["top1_mean"] - per[peer]["top1_mean"])
+                    per[f"{key}_not_slower_than_{peer}"] = per[na]["ratio_mean"] <= per[peer]["ratio_mean"] + 0.01
         out[str(pct)] = per
     return out
 
@@ -599,9 +622,18 @@ def write_results(r: Run, rows: dict[str, Any] | None = None, *, elsewhere: bool
 
 STAGES: dict[str, Callable[[Run, EdgeNet, int, int], None]] = {
     "na": netadapt_stage, "tp": torch_pruning_stage, "tp8": functools.partial(torch_pruning_stage, aligned=True),
-    "uni": uniform_stage,
+    "uni": uniform_stage, "na8": functools.partial(netadapt_stage, aligned=True),
 }  # fmt: skip
 assert tuple(STAGES) == METHODS
+
+
+def selected_methods(text: str) -> tuple[str, ...]:
+    """``--methods``: comma-separated stage prefixes of :data:`METHODS` (SystemExit naming the valid ones)."""
+    got = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in got if m not in METHODS]
+    if bad or not got:
+        raise SystemExit(f"--methods {text!r}: unknown {', '.join(bad) or 'empty'}; valid: {', '.join(METHODS)}")
+    return got
 
 
 def plan(a: argparse.Namespace) -> list[tuple[int, int]]:
@@ -623,6 +655,7 @@ def main() -> None:
     data = worker_data(ref)
     how = Check(backend=a.target, threads=1, rounds=scale.compare_rounds, measured_rounds=2, tolerance=a.tolerance)
     r = Run(a, scale, work, ref, data, how)
+    methods = selected_methods(a.methods)
     print(f"{data.summary()}; work {work.path}; target {a.target}", flush=True)
     base = baseline_stage(r)
     if a.measure_here:
@@ -633,6 +666,8 @@ def main() -> None:
     for pct, seed in plan(a):
         print(f"budget {pct}%, seed {seed}", flush=True)
         for method, stage in STAGES.items():
+            if method not in methods:
+                continue
             try:
                 stage(r, base, pct, seed)
             except OtherMachine as exc:  # training-only stages go on; this one waits for its machine
@@ -640,7 +675,7 @@ def main() -> None:
                 print(f"  {method}-{pct}-s{seed} not run here: {exc}", flush=True)
         write_results(r)
     missing = [f"{m}-{pct}-s{seed}" for pct, seed in plan(a) for m in METHODS
-               if f"{m}-{pct}-s{seed}" not in r.work.refresh()]  # fmt: skip
+               if m in methods and f"{m}-{pct}-s{seed}" not in r.work.refresh()]  # fmt: skip
     if missing:  # held by another process: the last one to finish measures the table
         raise SystemExit(f"stages {', '.join(missing)} are not finished (another process runs them, or it stopped: "
                          "run this command again); the last process to finish measures the results")

@@ -180,6 +180,52 @@ def test_torch_pruning_trains_a_choice_taken_from_a_stage_recorded_before_aligne
     assert done["arch"] == "conv_c16 basic_m3_c16_padskip gap fc" and done["ratio"] == 0.788125
 
 
+@pytest.mark.parametrize("multiple, aligned, want", [(16, True, 16), (8, True, 8), (1, True, 2), (16, False, 2)])
+def test_aligned_netadapt_prunes_on_the_targets_channel_multiple(tmp_path, monkeypatch, multiple, aligned, want):
+    """``na8``: NetAdapt's round_to is the target's NCHWc block on this CPU (16 AVX-512, 8 AVX2; 2, the table's
+    finest, where the target has none), recorded with the stage; ``na`` keeps 2 on every CPU."""
+    from types import SimpleNamespace
+
+    import netadapt_cifar as nc
+    from edgecnn.build import build
+    from edgecnn.train.config import FINETUNE
+
+    base = build(nc.zoo.arch_of(nc.BASE), num_classes=10, in_chans=3).eval()
+    monkeypatch.setattr(nc, "get_target", lambda backend: SimpleNamespace(channel_multiple=lambda: multiple))
+    monkeypatch.setattr(nc, "table_meter", lambda *a, **k: "meter")
+    seen = {}
+
+    def fake_run(model, ref, data, budget, how, *, method, meter, out, resume, netadapt_config, on_iteration):
+        seen.update(round_to=netadapt_config.round_to, out=out.name, meter=meter, budget=budget.value)
+        return SimpleNamespace(model=build("conv_c16 basic_m8_c16_padskip gap fc", num_classes=10, in_chans=3),
+                               history=[1, 2, 3], met=True, stopped="met", document=lambda: {})  # fmt: skip
+
+    monkeypatch.setattr(nc, "run_measured", fake_run)
+    monkeypatch.setattr(nc, "resumable_fit", lambda net, data, cfg, run_dir: 0.85)
+    work = Work(tmp_path)
+    r = SimpleNamespace(work=work, how=SimpleNamespace(backend="onnxruntime", tolerance=0.0), data=None, ref=None,
+                        scale=SimpleNamespace(short_steps=50), long_steps=3900, a=SimpleNamespace(compile=False),
+                        finetune_recipe=lambda seed: FINETUNE, stop=lambda n: None)  # fmt: skip
+    nc.netadapt_stage(r, base, 50, 0, aligned=aligned)
+    name = "na8-50-s0" if aligned else "na-50-s0"
+    done = work.refresh()[name]
+    assert seen["round_to"] == want and done["round_to"] == want and seen["out"] == name
+    assert done["short_steps_spent"] == 2 * 50 * 3 and done["top1"] == 0.85
+    assert nc.netadapt_round_to("onnxruntime", aligned) == want
+
+
+def test_methods_are_chosen_by_name():
+    import netadapt_cifar as nc
+
+    assert nc.selected_methods("na8, tp") == ("na8", "tp")
+    with pytest.raises(SystemExit, match="unknown na16; valid: na, tp, tp8, uni, na8"):
+        nc.selected_methods("na,na16")
+    summary = nc.summary({"na8-50-s0": {"top1": 0.86, "ratio": 0.51}, "tp-50-s0": {"top1": 0.81, "ratio": 0.49}},
+                         [50])["50"]  # fmt: skip
+    assert summary["netadapt_aligned_minus_tp_pp"] == pytest.approx(5.0)
+    assert summary["netadapt_aligned_within_5pct_of_budget"] and not summary["netadapt_aligned_not_slower_than_tp"]
+
+
 def test_stages_that_time_networks_refuse_another_machine_and_trainings_go_on(tmp_path):
     """A run measured on an AVX2 CPU continued on an AVX-512 one: timing there would mix two CPUs' ratios."""
     import netadapt_cifar as nc
