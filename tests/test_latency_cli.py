@@ -111,3 +111,17 @@ def test_sweeps_and_passes_reach_the_table_and_the_report(tmp_path, capsys, monk
     assert "--sweeps" in capsys.readouterr().err
     assert main(["latency", "build-table", "--table", str(table), "--models", TINY, "--passes", "2", *QUICK]) == 2
     assert "--passes does not apply" in capsys.readouterr().err
+
+
+def test_calibrate_by_fastest_runs_records_how(tmp_path, capsys):
+    """``--by fastest``: the networks measured as a search's finalists are (back to back, fastest runs), the way
+    recorded in the calibration — a search reuses only a calibration measured so."""
+    table = tmp_path / "t.json"
+    assert main(["latency", "calibrate", "--table", str(table), "-n", "4", "--by", "fastest", "--passes", "2",
+                 *QUICK]) == 0  # fmt: skip
+    cal = json.loads(table.read_text())["calibration"]
+    assert cal["info"]["by"] == "fastest" and cal["networks"] == 4 and all(v > 0 for v in cal["scales"].values())
+    assert "measured by fastest" in capsys.readouterr().out
+    assert main(["latency", "calibrate", "--table", str(table), "-n", "4", "--by", "median", *QUICK]) == 2
+    assert main(["latency", "validate", "--table", str(table), "--by", "fastest", *QUICK]) == 2
+    assert "--by does not apply to `latency validate`" in capsys.readouterr().err

@@ -6,6 +6,7 @@ Usage::
     edgecnn latency --model MODULE:FN[:key=value,...] [...]                          (your own network)
     edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S] [--sweeps N]
     edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S] [--sweeps N] [--passes N]
+                              [--by table|fastest]
     edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]
                              [--sweeps N] [--passes N]
 
@@ -49,7 +50,7 @@ from edgecnn.latency.measure import CLOCKS, TimingConfig, default_threads, devic
 from edgecnn.latency.per_layer import per_layer
 from edgecnn.latency.predict import predict
 from edgecnn.latency.table import LatencyTable
-from edgecnn.latency.validate import calibrate, sample_archs, validate
+from edgecnn.latency.validate import CALIBRATE_BY, calibrate, sample_archs, validate
 from edgecnn.latency.targets import default_target
 from edgecnn.analysis.memory import check_memory
 from edgecnn.run_folder import check_writable
@@ -61,7 +62,7 @@ _USAGE = """actions:
   edgecnn latency --model MODULE:FN[:key=value,...] [--input-size S] [...]         (your own network; or its CKPT)
   edgecnn latency build-table --table T.json [--models M ...] [--sample N] [--input-size S] [--sweeps N]
   edgecnn latency calibrate --table T.json [-n N] [--seed S] [--input-size S] [--sweeps N] [--passes N]
-                            (default seed 1000)
+                            [--by table|fastest] (default seed 1000)
   edgecnn latency validate --table T.json [-n N] [--seed S] [--input-size S] [--time-cap SEC] [--no-retest]
                            [--sweeps N] [--passes N]"""
 # which options each action accepts (dest names); the rest must stay unset
@@ -70,14 +71,14 @@ _COMMON = {"backend", "threads", "input_size", "batch", "device", "table", "forc
 _ALLOWED = {
     "measure": _COMMON | {"per_layer", "channels_last", "width", "model_ref"},
     "build-table": _COMMON | {"models", "sample", "seed", "sweeps"},
-    "calibrate": _COMMON | {"num", "seed", "sweeps", "passes"},
+    "calibrate": _COMMON | {"num", "seed", "sweeps", "passes", "by"},
     "validate": _COMMON | {"num", "seed", "time_cap", "no_retest", "sweeps", "passes"},
 }
 CALIBRATION_SEED = 1000  # calibration networks are drawn apart from the validation ones (default seed 0)
 _DEFAULTS: dict[str, Any] = {
     "batch": 1, "device": "cpu", "force": False, "per_layer": False, "channels_last": False,
     "width": 1.0, "models": [], "sample": 0, "num": 20, "no_retest": False, "max_seconds": 10.0, "retries": 3,
-    "sweeps": 1, "passes": 1,
+    "sweeps": 1, "passes": 1, "by": "table",
 }  # fmt: skip
 
 
@@ -273,11 +274,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         cal = calibrate(
             table, archs, input_size=size, num_classes=args.num_classes or 1000, table_path=args.table,
             info={"seed": args.seed, "n": args.num}, on_stage=_stage_progress(bar), rounds=args.passes,
-            sweeps=args.sweeps,
+            sweeps=args.sweeps, by=args.by,
         )  # fmt: skip
     scales = ", ".join(f"{g} ×{v:.3f}" for g, v in cal.scales.items())
     Console().print(
-        f"{args.table}: calibrated on {cal.networks} networks (seed {args.seed}): {scales}; "
+        f"{args.table}: calibrated on {cal.networks} networks (seed {args.seed}, measured by {args.by}): {scales}; "
         f"MAPE on them {cal.raw_mape:.1%} → {cal.fit_mape:.1%}"
     )
     if args.json:
@@ -395,6 +396,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=num.seed, help="sampling seed (default 0; calibrate: 1000)")
     v = p.add_argument_group("calibrate / validate")
     v.add_argument("-n", "--num", type=num.networks, help="number of random networks (default 20)")
+    v.add_argument("--by", choices=CALIBRATE_BY, help="calibrate: measure the networks as the table's entries are "
+                   "(table, the default) or as every latency verdict and a search's finalists are: back to back, "
+                   "each pass's fastest run on the CPU clock, the median over --passes (fastest; use with --passes 3 "
+                   "on a shared machine)")
     v.add_argument("--time-cap", type=num.positive_float, help="validate: stop measuring new networks after this many seconds")
     v.add_argument("--no-retest", action="store_true", default=None, help="validate: measure each network once")
     v.add_argument("--passes", type=num.timing_rounds, help="measure every network in N passes over all of them "
