@@ -7,7 +7,9 @@
   checkpoints in :mod:`~edgecnn.search.supernet_train`;
 * :mod:`~edgecnn.search.estimate` — supernet scores after BN recalibration, short training, Kendall τ;
 * :mod:`~edgecnn.search.evolution` — regularized evolution and random search, resumable;
-* :mod:`~edgecnn.search.job` — the whole run of ``edgecnn search``; :mod:`~edgecnn.search.plot` its plot.
+* :mod:`~edgecnn.search.job` — the whole run of ``edgecnn search`` (the job itself in
+  :mod:`~edgecnn.search.job_spec`, the checks before any work in :mod:`~edgecnn.search.job_checks`, measured
+  corrections of a hard constraint in :mod:`~edgecnn.search.correct`); :mod:`~edgecnn.search.plot` its plot.
 
 The latency of a candidate comes from :mod:`edgecnn.latency` (the lookup table
 of the user's own device, through its latency model).

@@ -45,7 +45,7 @@ _FIX = "the file is damaged or of another search; pass --overwrite (or another -
 
 
 class Measured(Protocol):
-    """A finalist as the loop reads it (:class:`edgecnn.search.job.Finalist`)."""
+    """A finalist as the loop reads it (:class:`edgecnn.search.job_spec.Finalist`)."""
 
     arch: str
     acc: float

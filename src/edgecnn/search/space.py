@@ -40,7 +40,7 @@ and 64 stages). Both the smallest and the **largest** network of the space are
 resolved under :mod:`edgecnn.limits` when it is loaded, so a space cannot ask
 for a network too large to build (``kernels: [3, 9999]`` is refused here; the
 memory its supernet needs is estimated before a search starts,
-:func:`edgecnn.search.job.check_job`).
+:func:`edgecnn.search.job_checks.check_job`).
 """
 
 from __future__ import annotations
