@@ -36,6 +36,8 @@ from edgecnn.train.task import DataRef
         (["--target", "3ms", "--supernet-schedule", "progressive", "--supernet-steps", "5"],
          "progressive shrinking has 6 phases and needs at least 6 supernet steps, got 5"),
         (["--target", "3ms", "--calibrate", "2"], "calibrate needs at least 4 networks (or 0 to skip), got 2"),
+        (["--target", "3ms", "--correct", "1"], "measured corrections (correct > 0) tighten a hard latency constraint"),
+        (["--target", "3ms", "--hard", "--correct", "-1"], "argument --correct: must be an integer >= 0, got -1"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(argv, message, capsys):
