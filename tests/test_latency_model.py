@@ -323,3 +323,21 @@ def test_calibrate_rounds_keep_each_networks_fastest_run(monkeypatch) -> None:
     assert cal.scales == pytest.approx({"body": 0.7, "fixed": 1.1}, rel=1e-9) and cal.info["stat"] == "min"
     with pytest.raises(ValueError, match="rounds must be a positive"):
         v.calibrate(table, archs, input_size=32, num_classes=10, model=model, rounds=0)
+
+
+def test_entries_replaced_in_place_reach_the_interpolation_once_the_model_is_told() -> None:
+    """``LatencyTable.retime`` replaces entries (their count unchanged); the model's interpolation between them
+    follows after ``entries_changed`` — a re-timed corner moves the interpolated point between it and its
+    neighbours by the bilinear weight."""
+    t = synthetic()
+    model = LatencyModel(t)
+    res = plans()[1]
+    inside = with_widths(res, cin=40, cout=40, mid=100)  # between c 32/48 and mid 96/160
+    before = model.lookup(inside)[0].median_ms
+    assert before == pytest.approx(ir_cost(40, 40, 100), rel=1e-12)
+    corner = block_key(with_widths(res, cin=32, cout=32, mid=96))
+    t.entries[corner] = entry(ir_cost(32, 32, 96) + 1.0)  # re-timed 1 ms slower
+    assert model.lookup(inside)[0].median_ms == before  # not noticed: same number of entries
+    model.entries_changed()
+    weight = (48 - 40) / (48 - 32) * (160 - 100) / (160 - 96)  # the corner's bilinear weight at (40, 100)
+    assert model.lookup(inside)[0].median_ms == pytest.approx(before + weight * 1.0, rel=1e-12)

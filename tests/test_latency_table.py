@@ -216,3 +216,39 @@ def test_merge_passes_by_hand():
     assert merge_passes([a]) == a
     with pytest.raises(ValueError, match="no passes"):
         merge_passes([])
+
+
+def test_retime_times_the_held_blocks_again_and_keeps_the_median_of_all(tmp_path, monkeypatch):
+    """An entry timed low once (the winner's curse a search leans on) becomes the median of its three timings;
+    blocks the table lacks are left alone, each block is prepared once, the sweeps alternate over the blocks,
+    and it is saved."""
+    arch = "conv_k3_s2_c8 ir_c8 ir_e4_c16 gap fc"
+    plans = resolve(arch, num_classes=10, in_chans=3, input_size=(16, 16))
+    keys = [block_key(p) for p in plans]
+    t = new_table(backend="eager", threads=1)
+    for k in keys[:3]:
+        t.entries[k] = TableEntry(0.05, 0.04, 0.06, 0.03, 20)  # the ir_e4_c16 block timed low: 0.05
+    prepared, order = [], []
+    script = {k: iter([0.09, 0.07]) for k in keys}
+
+    def timer(plan, *, batch=1):
+        k = block_key(plan, batch=batch)
+        prepared.append(k)
+
+        def once():
+            order.append(k)
+            v = next(script[k])
+            return TableEntry(v, v - 0.01, v + 0.01, v - 0.02, 20)
+
+        return once
+
+    monkeypatch.setattr(t, "block_timer", timer)
+    changed = t.retime([arch, arch], input_size=16, num_classes=10, in_chans=3, sweeps=2, path=tmp_path / "t.json")
+    assert sorted(prepared) == sorted(keys[:3])  # once each, and only what the table holds
+    assert order == keys[:3] * 2  # sweep after sweep over all the blocks
+    assert changed == {k: (0.05, pytest.approx(0.07)) for k in keys[:3]}  # median of 0.05, 0.09, 0.07
+    e = t.entries[keys[2]]
+    assert (e.median_ms, e.min_ms, e.repeats) == (pytest.approx(0.07), 0.03, 60)
+    assert LatencyTable.load(tmp_path / "t.json").entries[keys[2]].median_ms == pytest.approx(0.07)
+    with pytest.raises(ValueError, match="sweeps must be a positive integer"):
+        t.retime([arch], input_size=16, sweeps=0)

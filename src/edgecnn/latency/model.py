@@ -98,10 +98,15 @@ class LatencyModel:
         self._cache: dict[str, TableEntry | None] = {}
         self._indexed = -1  # len(table.entries) when the slices were built
 
+    def entries_changed(self) -> None:
+        """Forget the interpolation built from the entries: call it after entries were replaced in place
+        (:meth:`~edgecnn.latency.table.LatencyTable.retime`); added entries are noticed without it."""
+        self._indexed = -1
+
     # ---- the slices ------------------------------------------------------------------------------------
     def _index(self) -> dict[str, Slice]:
         entries = self.table.entries
-        if self._indexed != len(entries):  # entries are only ever added
+        if self._indexed != len(entries):  # entries are added (noticed here) or replaced (entries_changed)
             self._slices, self._cache = {}, {}
             for key, e in entries.items():
                 sk = split_key(key)

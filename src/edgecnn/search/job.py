@@ -84,6 +84,10 @@ __all__ = [  # the search's public face: the job (job_spec), the checks before a
 ]
 
 
+RETIME_SWEEPS = 2
+"""More timings of each table entry of the finalists a correction re-times (the median of three is kept)."""
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One attempt at the target: the search's result (re-ranked), the short trainings, the measured finalists."""
@@ -261,12 +265,20 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     def smallest_ms() -> float:
         return latency(job.space.arch(job.space.extreme(False)).format())
 
+    def retime(archs: list[str]) -> None:  # the blocks the search leaned on, timed again (search.correct)
+        prog.on_stage(f"timing again the table's blocks of {len(archs)} finalist(s) over the target")
+        with executor.exclusive():
+            model.table.retime(archs, input_size=size, num_classes=data.num_classes, in_chans=data.in_chans,
+                               sweeps=RETIME_SWEEPS, path=table_path)  # fmt: skip
+        model.entries_changed()
+
     first = attempt(job.objective, job.search, state, resume and state.is_file())
     corrected = correct(job.objective, job.search, state, first, rounds=job.correct, extra=job.correct_extra,
                         finalists_of=lambda a: a.finalists, smallest_table_ms=smallest_ms,
                         search_on=lambda k, obj, cfg, path: attempt(obj, cfg, path, True, f" on, correction {k} "
                                                                     f"(target {obj.target_ms:.4g} ms by the table)"),
-                        record=out / CORRECT_FILE, frozen=(out / CHOICE_FILE).is_file())  # fmt: skip
+                        record=out / CORRECT_FILE, frozen=(out / CHOICE_FILE).is_file(), retime=retime,
+                        latency=latency)  # fmt: skip
     result, reranked, finalists = corrected.attempt.result, corrected.attempt.reranked, corrected.attempt.finalists
     timings.update(step)
     if not job.rerank:
