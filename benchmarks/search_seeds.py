@@ -272,6 +272,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 out[method][key] = [r[method][key] for r in rows]
                 out[method][f"{key}_mean"] = statistics.fmean(out[method][key])
             out[method]["within_target_on"] = f"{sum(r[method]['within_target'] for r in rows)} of {len(rows)} seeds"
+        if method != "bracket" and all("meets_target" in r[method] for r in rows):  # as the run measured it
+            out[method]["meets_target_on"] = f"{sum(r[method]['meets_target'] is True for r in rows)} of {len(rows)} seeds"
+            out[method]["correction_rounds"] = [len(r[method].get("corrections") or []) for r in rows]
     for other in ("random", "bracket"):
         gains = [100 * (r["evolution"]["top1"] - r[other]["top1"]) for r in rows]
         out[f"evolution_minus_{other}_pp"] = statistics.fmean(gains)

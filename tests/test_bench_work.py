@@ -447,6 +447,12 @@ def test_search_seeds_remeasure_times_each_choice_back_to_back_against_the_targe
     s = ss.summary(rows)
     assert s["evolution"]["within_target_on"] == "0 of 1 seeds" and s["random"]["within_target_on"] == "1 of 1 seeds"
     assert s["bracket"]["remeasured_share_mean"] == pytest.approx(1.0) and s["random"]["remeasured_ms"] == [0.39]
+    assert "meets_target_on" not in s["evolution"]  # rows of runs before corrections: nothing recorded
+    rows[0]["evolution"].update(meets_target=True, corrections=[{"round": 1}])
+    rows[0]["random"].update(meets_target=False, corrections=[{"round": 1}, {"round": 2}])
+    s = ss.summary(rows)
+    assert (s["evolution"]["meets_target_on"], s["evolution"]["correction_rounds"]) == ("1 of 1 seeds", [1])
+    assert (s["random"]["meets_target_on"], s["random"]["correction_rounds"]) == ("0 of 1 seeds", [2])
     ss.remeasure(rows, "onnxruntime", target_ms=0.465, rounds=3)  # a target in ms: the fastest runs' median decides
     assert [rows[0][m]["within_target"] for m in ss.METHODS] == [False, True, True]
 
