@@ -122,3 +122,26 @@ def test_cpu_clock_is_refused_with_threads() -> None:
     cfg = TimingConfig(clock="cpu")
     with pytest.raises(ValueError, match="one CPU thread"):
         compare_latency(nn.Identity(), nn.Identity(), (1, 3, 4, 4), backend="eager", threads=2, config=cfg)
+
+
+def test_rounds_are_spread_by_the_pause_between_them() -> None:
+    """``pause_s``: a pause between rounds (none before the first or after the last), so that one sitting spans
+    more than one episode of contention; fastest_runs passes it on."""
+    events: list[object] = []
+    stats = summarize([1.0])
+
+    def timer(name: str):
+        return lambda: events.append(name) or stats
+
+    interleaved({"a": timer("a"), "b": timer("b")}, rounds=3, pause_s=2.5, sleep=events.append)
+    assert events == ["a", "b", 2.5, "b", "a", 2.5, "a", "b"]
+    events.clear()
+    interleaved({"a": timer("a")}, rounds=2, sleep=events.append)  # the default: no pause
+    assert events == ["a", "a"]
+    with pytest.raises(ValueError, match="pause_s must be >= 0 seconds"):
+        interleaved({"a": timer("a")}, rounds=2, pause_s=-1.0)
+    events.clear()
+    net = nn.Sequential(nn.Conv2d(3, 4, 3))
+    _, runs = fastest_runs({"n": net}, (1, 3, 8, 8), backend="eager", threads=1, rounds=3, pause_s=0.25,
+                           sleep=events.append, time=lambda f, config: stats)  # fmt: skip
+    assert events == [0.25, 0.25] and len(runs["n"]) == 3

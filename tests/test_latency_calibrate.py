@@ -193,13 +193,14 @@ def test_calibrate_by_fastest_runs_fits_the_median_of_each_rounds_fastest_run(mo
                  2: [[7.0, 7.0], [7.1, 7.2], [6.9, 7.0]], 3: [[12.0, 13.0], [11.0, 11.5], [11.5, 12.0]]}  # fmt: skip
     seen = {}
 
-    def scripted(nets, shape, *, backend, threads, device, rounds, on_round=None):
-        seen.update(n=len(nets), shape=shape, backend=backend, threads=threads, rounds=rounds)
+    def scripted(nets, shape, *, backend, threads, device, rounds, pause_s, on_round=None):
+        seen.update(n=len(nets), shape=shape, backend=backend, threads=threads, rounds=rounds, pause_s=pause_s)
         return "cpu", {k: [LatencyStats(md, lo, md, lo, md, 10, True) for lo, md in per_round[int(k)]] for k in nets}
 
     monkeypatch.setattr(V, "fastest_runs", scripted)
-    cal = V.calibrate(table, archs, input_size=32, num_classes=10, by="fastest", rounds=3, info={"seed": 1, "n": 4})
-    assert seen == {"n": 4, "shape": (1, 3, 32, 32), "backend": "eager", "threads": 1, "rounds": 3}
+    cal = V.calibrate(table, archs, input_size=32, num_classes=10, by="fastest", rounds=3, info={"seed": 1, "n": 4},
+                      pause_s=1.5)  # fmt: skip
+    assert seen == {"n": 4, "shape": (1, 3, 32, 32), "backend": "eager", "threads": 1, "rounds": 3, "pause_s": 1.5}
     sums = [group_sums((("overhead", p.overhead_ms), *p.blocks))
             for p in (predict(table, a, input_size=32, num_classes=10, calibrated=False) for a in archs)]  # fmt: skip
     want = fit(sums, [8.5, 4.2, 7.0, 11.5])  # the medians of the fastest runs: (9, 8, 8.5) -> 8.5, ...

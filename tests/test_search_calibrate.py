@@ -14,7 +14,7 @@ from edgecnn.latency.measure import LatencyStats
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
 from edgecnn.search.objective import Objective
-from edgecnn.search.job import FINALIST_ROUNDS, SearchJob, calibrate_table
+from edgecnn.search.job import FINALIST_PAUSE_S, FINALIST_ROUNDS, SearchJob, calibrate_table
 from edgecnn.train.task import DataRef
 from search_helpers import TINY_SPACE, synthetic_table
 
@@ -38,9 +38,9 @@ def test_calibration_puts_the_table_on_the_measured_scale(monkeypatch, tmp_path:
         ms = 0.8 * s["body"] + 1.5 * s["fixed"]
         return LatencyStats(ms, ms, ms, ms, ms, 5, True)
 
-    def fake_fastest(nets, shape, *, backend, threads, device, rounds, on_round=None):
-        # measured as the finalists are: back to back in the search's rounds, each round's fastest run
-        assert rounds == FINALIST_ROUNDS and threads == 1
+    def fake_fastest(nets, shape, *, backend, threads, device, rounds, pause_s, on_round=None):
+        # measured as the finalists are: back to back in the search's rounds, apart, each round's fastest run
+        assert rounds == FINALIST_ROUNDS and threads == 1 and pause_s == FINALIST_PAUSE_S
         return "cpu", {k: [fake_measure(None, n.arch, input_size=shape[-1], num_classes=10, in_chans=shape[1])]
                        * rounds for k, n in nets.items()}  # fmt: skip
 

@@ -126,8 +126,8 @@ def test_finalists_are_timed_back_to_back_by_their_fastest_runs(monkeypatch):
     script = {"a": [[0.50, 0.70], [0.43, 0.60], [0.44, 0.52]], "b": [[0.40, 0.41], [0.39, 0.45], [0.70, 0.71]]}
     seen = {}
 
-    def scripted(nets, shape, *, backend, threads, device, rounds):
-        seen.update(archs=list(nets), shape=shape, backend=backend, threads=threads, rounds=rounds)
+    def scripted(nets, shape, *, backend, threads, device, rounds, pause_s):
+        seen.update(archs=list(nets), shape=shape, backend=backend, threads=threads, rounds=rounds, pause_s=pause_s)
         return "cpu", {a: [summarize(r) for r in script[a]] for a in nets}
 
     monkeypatch.setattr(job_mod, "fastest_runs", scripted)
@@ -139,7 +139,7 @@ def test_finalists_are_timed_back_to_back_by_their_fastest_runs(monkeypatch):
     with Executor("serial") as ex:
         fa, fb = job_mod.measure_finalists(job, SimpleNamespace(best=cands), data, ex)
     assert seen == {"archs": ["a", "b"], "shape": (1, 3, 32, 32), "backend": "onnxruntime", "threads": 1,
-                    "rounds": job_mod.FINALIST_ROUNDS}  # fmt: skip
+                    "rounds": job_mod.FINALIST_ROUNDS, "pause_s": job_mod.FINALIST_PAUSE_S}  # fmt: skip
     assert fa.measured_rounds_ms == (0.50, 0.43, 0.44) and fa.measured_ms == 0.44 and fb.measured_ms == 0.40
     assert fa.measured_score == -math.inf and fb.measured_score == 0.6  # 0.44 ms is over 0.42, 0.40 within
     assert Objective(0.42, hard=True).choose([(f.acc, f.measured_ms) for f in (fa, fb)]).index == 1

@@ -312,7 +312,7 @@ def test_cli_search_with_corrections_meets_the_target_the_table_missed(tmp_path,
 def test_the_time_estimate_counts_the_rounds_at_most():
     """Each round: ``extra`` more candidates at the search's rate per candidate, a re-ranking, the finalists."""
     from edgecnn.latency.compare import COMPARE_TIMING
-    from edgecnn.search.job import FINALIST_ROUNDS, SearchJob, estimate_time
+    from edgecnn.search.job import FINALIST_PAUSE_S, FINALIST_ROUNDS, SearchJob, estimate_time
     from edgecnn.train.task import DataRef
 
     def job(correct: int) -> SearchJob:
@@ -322,6 +322,7 @@ def test_the_time_estimate_counts_the_rounds_at_most():
     kw = {"train_images": 1000, "val_images": 100, "num_classes": 10, "in_chans": 1, "mac_rate": 1e9}
     plain, two = estimate_time(job(0), **kw).seconds, estimate_time(job(2), **kw).seconds
     assert "corrections (at most)" not in plain
-    per_round = plain["search"] / 40 * 10 + plain["rerank"] + 3 * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds
+    sitting = 3 * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds + (FINALIST_ROUNDS - 1) * FINALIST_PAUSE_S
+    per_round = plain["search"] / 40 * 10 + plain["rerank"] + sitting
     assert two["corrections (at most)"] == pytest.approx(2 * per_round)
     assert {k: v for k, v in two.items() if k != "corrections (at most)"} == plain

@@ -27,6 +27,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from time import sleep as _sleep
 from typing import Any
 
 import torch
@@ -44,17 +45,25 @@ COMPARE_TIMING = TimingConfig(warmup=5, min_repeats=20, max_repeats=300, max_sec
 
 
 def interleaved(timers: dict[str, Callable[[], LatencyStats]], *, rounds: int = 3,
-                on_round: Callable[[int, int], None] | None = None) -> dict[str, list[LatencyStats]]:  # fmt: skip
+                on_round: Callable[[int, int], None] | None = None, pause_s: float = 0.0,
+                sleep: Callable[[float], None] = _sleep) -> dict[str, list[LatencyStats]]:  # fmt: skip
     """Each timer's statistics per round, the rounds alternating their order (A B, B A, …).
 
     A timer runs one full timing (e.g. :func:`~edgecnn.latency.timing.time_fn` of a bound program, or a
     measurement on an agent) and returns its statistics. ``on_round(done, rounds)`` after each round.
+    ``pause_s``: seconds between rounds, so that the rounds spread over a span longer than one episode of
+    contention on the machine (a round of small networks takes milliseconds: without a pause a whole sitting
+    fits inside one, and every round's fastest run is slow — docs/search.md).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if not pause_s >= 0:
+        raise ValueError(f"pause_s must be >= 0 seconds, got {pause_s!r}")
     names = list(timers)
     runs: dict[str, list[LatencyStats]] = {n: [] for n in names}
     for r in range(rounds):
+        if r and pause_s:
+            sleep(pause_s)
         for n in names if r % 2 == 0 else reversed(names):
             runs[n].append(timers[n]())
         if on_round is not None:
@@ -171,13 +180,16 @@ def fastest_runs(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], 
                  threads: int | None = None, device: str = "cpu", rounds: int = 5, config: TimingConfig | None = None,
                  on_round: Callable[[int, int], None] | None = None,
                  time: Callable[[Callable[[], object], TimingConfig], LatencyStats] = time_fn,
+                 pause_s: float = 0.0, sleep: Callable[[float], None] | None = None,
                  ) -> tuple[str, dict[str, list[LatencyStats]]]:  # fmt: skip
     """``models`` timed back to back on ``backend`` in ``rounds`` interleaved rounds (the module doc), each exported
     once: the clock used and each model's statistics per round (its fastest run: ``min_ms``).
 
     ``config``: one network's timing in one round (default :data:`COMPARE_TIMING`, on the CPU clock when it can
-    be read: one thread on this machine). ``time``: the stopwatch (a test passes a scripted one).
+    be read: one thread on this machine). ``time``: the stopwatch (a test passes a scripted one). ``pause_s``:
+    seconds between rounds (:func:`interleaved`; ``sleep`` the pause, a test passes its own).
     """
+    spread: dict[str, Any] = {"pause_s": pause_s} if sleep is None else {"pause_s": pause_s, "sleep": sleep}
     check_backend(backend)
     check_device(device)
     if not models:
@@ -197,11 +209,11 @@ def fastest_runs(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], 
         arts = {n: tgt.export(m.eval(), x) for n, m in models.items()}
         timers = {n: (lambda a=a: measure_remote(None, input_shape, runtime=backend, threads=threads, config=config,
                                                  client=client, artifact=a).stats) for n, a in arts.items()}  # fmt: skip
-        return config.clock, interleaved(timers, rounds=rounds, on_round=on_round)
+        return config.clock, interleaved(timers, rounds=rounds, on_round=on_round, **spread)
     with tgt.threads(threads):
         bound = {n: tgt.runner(m.eval(), x, threads=threads, device=device)[0] for n, m in models.items()}
         return config.clock, interleaved({n: (lambda f=f: time(f, config)) for n, f in bound.items()}, rounds=rounds,
-                                         on_round=on_round)  # fmt: skip
+                                         on_round=on_round, **spread)  # fmt: skip
 
 
 def fastest_ms(rounds: Sequence[LatencyStats]) -> float:

@@ -214,6 +214,7 @@ def calibrate(
     rounds: int = 1,
     sweeps: int = 1,
     by: str = "table",
+    pause_s: float = 0.0,
 ) -> Calibration:
     """Measure ``archs`` (calibration networks), fit the per-group scales and store them in ``table``.
 
@@ -227,8 +228,8 @@ def calibrate(
 
     ``by``: how the networks are measured. ``"table"``: as the table's entries are (its timing config and drift
     reference), read by ``stat``. ``"fastest"``: as every latency verdict is
-    (:func:`~edgecnn.latency.compare.fastest_runs`: back to back in ``rounds`` interleaved rounds, each round's
-    fastest run on the CPU clock with one thread, the median over rounds) — the scales then map the table's
+    (:func:`~edgecnn.latency.compare.fastest_runs`: back to back in ``rounds`` interleaved rounds ``pause_s``
+    seconds apart, each round's fastest run on the CPU clock with one thread, the median over rounds) — the scales then map the table's
     ``stat`` sums to that latency, the one a search's finalists and its target are measured by. On a shared 2-core
     VM the search tables of six runs calibrated ``"table"``-wise beside other work predicted their chosen networks
     9–26% low; the same tables calibrated ``"fastest"`` predicted them within 4–5% (bias −2–−3%; docs/search.md).
@@ -256,7 +257,7 @@ def calibrate(
         fp = table.fingerprint
         nets = {str(i): build(a, num_classes=num_classes, in_chans=in_chans) for i, a in enumerate(archs)}
         _, per = fastest_runs(nets, (1, in_chans, input_size, input_size), backend=fp.backend, threads=fp.threads,
-                              device=fp.device, rounds=rounds,
+                              device=fp.device, rounds=rounds, pause_s=pause_s,
                               on_round=(lambda d, t: on_stage("calibrate", d, t)) if on_stage else None)  # fmt: skip
         measured = [fastest_ms(per[str(i)]) for i in range(len(archs))]
     else:

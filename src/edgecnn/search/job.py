@@ -65,7 +65,8 @@ from edgecnn.search.evolution import SearchConfig, SearchResult, run_search
 from edgecnn.search.job_checks import (SEARCH_FILES, STATE_FILE, SUPERNET_FILE, TimeEstimate, check_job,
                                        check_resume_state, check_resume_supernet, claim_search_dir,
                                        clear_previous_search, estimate_time, previous_search)
-from edgecnn.search.job_spec import ESTIMATORS, FINALIST_ROUNDS, Finalist, SearchJob, rerank_recipe
+from edgecnn.search.job_spec import (ESTIMATORS, FINALIST_PAUSE_S, FINALIST_ROUNDS, Finalist, SearchJob,
+                                     rerank_recipe)
 from edgecnn.search.objective import Objective
 from edgecnn.search.plot import plot_search
 from edgecnn.search.proxies import ProxyEstimator, proxy_batch
@@ -77,7 +78,7 @@ from edgecnn.train import TrainConfig, fit
 from edgecnn.train.task import worker_data
 
 __all__ = [  # the search's public face: the job (job_spec), the checks before any work (job_checks), the run (here)
-    "ESTIMATORS", "FINALIST_ROUNDS", "SEARCH_FILES", "STATE_FILE", "SUPERNET_FILE", "Attempt", "Finalist", "Progress",
+    "ESTIMATORS", "FINALIST_PAUSE_S", "FINALIST_ROUNDS", "SEARCH_FILES", "STATE_FILE", "SUPERNET_FILE", "Attempt", "Finalist", "Progress",
     "SearchJob", "TimeEstimate", "calibrate_table", "check_job", "check_resume_state", "check_resume_supernet",
     "claim_search_dir", "clear_previous_search", "estimate_time", "latency_model", "measure_finalists",
     "prepare_supernet", "previous_search", "rerank_recipe", "results_document", "run_job", "train_final",
@@ -138,7 +139,8 @@ def calibrate_table(job: SearchJob, model: LatencyModel, executor: Executor, *, 
     with executor.exclusive():  # measured as the finalists are: the scales map the table to that latency
         cal = calibrate(model.table, archs, input_size=size, num_classes=num_classes, in_chans=in_chans,
                         model=model, info={"seed": job.calibrate_seed, "n": job.calibrate}, by="fastest",
-                        rounds=FINALIST_ROUNDS, table_path=None if table_path is None else str(table_path))  # fmt: skip
+                        rounds=FINALIST_ROUNDS, pause_s=FINALIST_PAUSE_S,
+                        table_path=None if table_path is None else str(table_path))  # fmt: skip
     return cal.to_dict()
 
 
@@ -175,7 +177,7 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
     nets = {c.arch: build(c.arch, num_classes=data.num_classes, in_chans=data.in_chans) for c in best}
     with executor.exclusive():
         _, runs = fastest_runs(nets, (1, data.in_chans, size, size), backend=job.backend, threads=job.threads,
-                               device=job.device, rounds=FINALIST_ROUNDS)  # fmt: skip
+                               device=job.device, rounds=FINALIST_ROUNDS, pause_s=FINALIST_PAUSE_S)  # fmt: skip
     out: list[Finalist] = []
     for c in best:
         ms = fastest_ms(runs[c.arch])
@@ -286,7 +288,8 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
     if job.references:
         prog.on_stage(f"measuring {len(job.references)} reference network(s) end to end")
     references = measure_references(job.references, model, executor, input_size=size, num_classes=data.num_classes,
-                                    in_chans=data.in_chans, backend=job.backend, threads=job.threads)  # fmt: skip
+                                    in_chans=data.in_chans, backend=job.backend, threads=job.threads,
+                                    rounds=FINALIST_ROUNDS, pause_s=FINALIST_PAUSE_S)  # fmt: skip
     choice = choose_finalist(job.objective, [(f.arch, f.acc, f.measured_ms) for f in finalists], out / CHOICE_FILE)
     chosen = finalists[choice["index"]]
     final = None

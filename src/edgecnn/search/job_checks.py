@@ -44,7 +44,7 @@ from edgecnn.search.rerank import RERANK_FILE, load_trained
 from edgecnn.search.supernet import supernet_params
 from edgecnn.search.supernet_train import load_supernet, same_recipe
 from edgecnn.train import TrainConfig
-from edgecnn.search.job_spec import FINALIST_ROUNDS, SearchJob, rerank_recipe
+from edgecnn.search.job_spec import FINALIST_PAUSE_S, FINALIST_ROUNDS, SearchJob, rerank_recipe
 
 
 # ---- before any work: the folder, the bounds, a resumed run, the time ----------------------------------
@@ -283,10 +283,12 @@ def estimate_time(job: SearchJob, *, train_images: int, val_images: int, num_cla
         s["search"] = b * train
     if job.rerank:
         s["rerank"] = job.rerank * train
-    s["measurements"] = (job.finalists + len(job.references)) * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds
+    sitting = (FINALIST_ROUNDS - 1) * FINALIST_PAUSE_S  # the pauses between a sitting's rounds
+    s["measurements"] = (job.finalists + len(job.references)) * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds + sitting * (1 + bool(job.references))
     if job.correct:  # at most: each round searches on, re-ranks (new candidates only, in practice) and measures
         per = s.get("search", 0.0) / max(1, b) * job.correct_extra + s.get("rerank", 0.0)
-        s["corrections (at most)"] = job.correct * (per + job.finalists * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds)
+        s["corrections (at most)"] = job.correct * (per + job.finalists * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds
+                                                    + sitting)
     if job.final_epochs:
         cfg = job.final_config or TrainConfig(epochs=job.final_epochs)
         steps = math.ceil(train_images / cfg.batch_size)

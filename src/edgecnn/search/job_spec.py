@@ -116,9 +116,13 @@ class Finalist:
     measured_rounds_ms: tuple[float, ...] = ()  # each round's fastest run (the spread of measured_ms)
 
 
-FINALIST_ROUNDS = 3
+FINALIST_ROUNDS = 5
 """Interleaved rounds the finalists, the references and the calibration networks are timed in (each round's
 fastest run; the median over rounds decides)."""
+FINALIST_PAUSE_S = 2.0
+"""Seconds between those rounds: a round of small networks takes milliseconds, and a sitting without pauses fits
+inside one episode of contention on a shared machine — the same three networks read 12–14% slower in one such
+sitting than in the two before it, every round's fastest run included (docs/search.md)."""
 
 
 def rerank_recipe(job: SearchJob) -> dict[str, Any]:

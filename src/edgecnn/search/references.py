@@ -95,18 +95,20 @@ def resolve_references(values: Sequence[str], input_size: int) -> tuple[str, ...
 
 def measure_references(refs: Sequence[str], model: LatencyModel, executor: Executor, *, input_size: int,
                        num_classes: int, in_chans: int, backend: str, threads: int,
-                       timing: TimingConfig | None = None, rounds: int = 3) -> list[ReferencePoint]:  # fmt: skip
+                       timing: TimingConfig | None = None, rounds: int = 3,
+                       pause_s: float = 0.0) -> list[ReferencePoint]:  # fmt: skip
     """Each reference's latency by ``model`` and measured end to end with no task running (the exclusive lane),
     as the search's finalists are: back to back in ``rounds`` interleaved rounds, the median of each round's fastest
-    run (:func:`~edgecnn.latency.compare.fastest_runs`). ``timing``: one network's timing in one round (default:
-    the comparisons' own)."""
+    run (:func:`~edgecnn.latency.compare.fastest_runs`, ``pause_s`` between rounds). ``timing``: one network's
+    timing in one round (default: the comparisons' own)."""
     if not refs:
         return []
     archs = {ref: reference_arch(ref) for ref in refs}
     nets = {ref: build(arch, num_classes=num_classes, in_chans=in_chans) for ref, arch in archs.items()}
     with executor.exclusive():
         _, runs = fastest_runs(nets, (1, in_chans, input_size, input_size), backend=backend, threads=threads,
-                               device=model.table.fingerprint.device, rounds=rounds, config=timing)  # fmt: skip
+                               device=model.table.fingerprint.device, rounds=rounds, config=timing,
+                               pause_s=pause_s)  # fmt: skip
     out = []
     for ref, arch in archs.items():
         table_ms = model.predict(arch, input_size=input_size, num_classes=num_classes, in_chans=in_chans).total_ms
