@@ -25,10 +25,11 @@ as measured:
    :mod:`~edgecnn.search.rerank` are kept by network, so only new ones are trained) and measured.
 
 Each round is recorded in ``corrections.json`` (atomically) *before* its continuation starts, with the ratio and
-the finalists that set it, and a resumed search replays the recorded rounds with their recorded ratios — the
-continuation's state (``search_state.correct<k>.json``) was written under exactly that constraint, and a new
-measurement of the same finalists would differ in the last digit. Once a choice has been recorded for the final
-training (:mod:`~edgecnn.search.choice`), no new round is started.
+every network measured so far (its latency by the re-timed table, its measured latency), and a resumed search
+replays the recorded rounds with their recorded ratios — the continuation's state (``search_state.correct<k>.json``)
+was written under exactly that constraint, the re-timed entries are in the table's file, and a new measurement of
+the same finalists would differ. Once a choice has been recorded for the final training
+(:mod:`~edgecnn.search.choice`), no new round is started.
 """
 
 from __future__ import annotations
