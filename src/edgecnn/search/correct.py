@@ -3,7 +3,7 @@
 The search ranks candidates by the device's lookup table, and a table that is right on average can be wrong
 where a search ends: the search picks, out of thousands, the networks the table rates fastest for their
 accuracy, so it collects the ones it *under*-rates (a winner's curse). On ``mbv3-32`` a table calibrated to
-1.2% on random networks of the space ran 11–12% below the finalists evolution converged to (docs/search.md).
+1.2% on random networks of the space ran 11–13% below the finalists evolution converged to (docs/search.md).
 Choosing the fastest finalist as measured (:meth:`Objective.choose`) then only says that the target is missed.
 
 A correction closes the loop with the device, as NetAdapt (Yang et al. 2018, §3) does with its measured
