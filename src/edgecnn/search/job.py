@@ -78,7 +78,8 @@ from edgecnn.train import TrainConfig, fit
 from edgecnn.train.task import worker_data
 
 __all__ = [  # the search's public face: the job (job_spec), the checks before any work (job_checks), the run (here)
-    "ESTIMATORS", "FINALIST_PAUSE_S", "FINALIST_ROUNDS", "SEARCH_FILES", "STATE_FILE", "SUPERNET_FILE", "Attempt", "Finalist", "Progress",
+    "ESTIMATORS", "FINALIST_PAUSE_S", "FINALIST_ROUNDS", "SEARCH_FILES", "STATE_FILE", "SUPERNET_FILE", "Attempt",
+    "Finalist", "Progress",
     "SearchJob", "TimeEstimate", "calibrate_table", "check_job", "check_resume_state", "check_resume_supernet",
     "claim_search_dir", "clear_previous_search", "estimate_time", "latency_model", "measure_finalists",
     "prepare_supernet", "previous_search", "rerank_recipe", "results_document", "run_job", "train_final",

@@ -284,7 +284,8 @@ def estimate_time(job: SearchJob, *, train_images: int, val_images: int, num_cla
     if job.rerank:
         s["rerank"] = job.rerank * train
     sitting = (FINALIST_ROUNDS - 1) * FINALIST_PAUSE_S  # the pauses between a sitting's rounds
-    s["measurements"] = (job.finalists + len(job.references)) * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds + sitting * (1 + bool(job.references))
+    s["measurements"] = ((job.finalists + len(job.references)) * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds
+                         + sitting * (1 + bool(job.references)))  # fmt: skip
     if job.correct:  # at most: each round searches on, re-ranks (new candidates only, in practice) and measures
         per = s.get("search", 0.0) / max(1, b) * job.correct_extra + s.get("rerank", 0.0)
         s["corrections (at most)"] = job.correct * (per + job.finalists * FINALIST_ROUNDS * COMPARE_TIMING.max_seconds
