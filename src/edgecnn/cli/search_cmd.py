@@ -225,8 +225,9 @@ def register(sub: argparse._SubParsersAction) -> None:
              "on mbv3-32, docs/search.md)")
     opt("--finalists", type=cands, default=3, help="best candidates measured end to end")
     opt("--correct", type=num.nonneg_within(MAX_ROUNDS, "rounds"), default=0, metavar="N",
-        help="with --hard: when no finalist meets the target as measured, search on from the saved state under the "
-             "target divided by the finalists' measured/table ratio, up to N rounds (0: off; docs/search.md)")
+        help="with --hard: when no finalist meets the target as measured, time the table's blocks of the finalists "
+             "again, then search on from the saved state under the target divided by the measured/table ratio "
+             "left, up to N rounds (0: off; docs/search.md)")
     opt("--correct-budget", type=num.nonneg_within(MAX_CANDIDATES, "candidates"), default=0, metavar="N",
         help="candidates each --correct round adds to the search (0: half of --budget)")
     opt("--final-epochs", type=num.nonneg_within(MAX_EPOCHS, "epochs"), default=30,
