@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,19 @@ def load_json(text: str, source: str, *, fix: str) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, and json's own others (a 5000-digit integer)
         raise ValueError(f"{source} is not valid JSON ({str(exc)[:100]}); {fix}") from None
+
+
+def read_json_file(path: str | Path, what: str, *, fix: str) -> Any:
+    """The JSON document in the file ``path`` (named ``what`` in errors, e.g. "search state"): its size bounded
+    (``EDGECNN_MAX_FILE_MB``) before it is read, then :func:`load_json`; ``ValueError`` naming the file and ``fix``
+    for text that is not UTF-8."""
+    p = Path(path)
+    MAX_FILE_MB.check(p.stat().st_size / 2**20, f"{what} {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{p} is not UTF-8 text; {fix}") from None
+    return load_json(text, str(p), fix=fix)
 
 
 def _max_depth(text: str) -> int:

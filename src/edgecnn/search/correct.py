@@ -42,8 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgecnn.atomic import atomic_write_text
-from edgecnn.limits import MAX_FILE_MB
-from edgecnn.schema import Fields, load_json
+from edgecnn.schema import Fields, read_json_file
 from edgecnn.search.evolution import SearchConfig, SearchState
 from edgecnn.search.objective import Choice, Objective
 
@@ -120,8 +119,7 @@ def load_corrections(path: Path, target_ms: float) -> list[Correction]:
     target."""
     if not path.is_file():
         return []
-    MAX_FILE_MB.check(path.stat().st_size / 2**20, f"corrections file {path}")
-    doc = load_json(path.read_text(encoding="utf-8"), str(path), fix=_FIX)
+    doc = read_json_file(path, "corrections file", fix=_FIX)
     f = Fields(str(path), _FIX)
     f.mapping("document", doc)
     if doc.get("format") != FORMAT:

@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.atomic import atomic_write_text
-from edgecnn.limits import MAX_CANDIDATES, MAX_FILE_MB
-from edgecnn.schema import Fields, load_json
+from edgecnn.limits import MAX_CANDIDATES
+from edgecnn.schema import Fields, read_json_file
 from edgecnn.search.objective import Objective, pareto_front
 from edgecnn.search.space import Genome, SearchSpace
 
@@ -217,14 +217,8 @@ class SearchState:
     def load(cls, path: str | Path, *, space: SearchSpace | None = None) -> SearchState:
         """Read and check a state file: size bounded before reading (``EDGECNN_MAX_FILE_MB``), nesting before
         parsing, then :meth:`from_dict`. ``ValueError`` naming the file (and the field) otherwise."""
-        p = Path(path)
-        MAX_FILE_MB.check(p.stat().st_size / 2**20, f"search state {p}")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{p} is not UTF-8 text; {STATE_FIX}") from None
-        doc = load_json(text, str(p), fix=STATE_FIX)
-        return cls.from_dict(doc, source=str(p), space=space)
+        doc = read_json_file(path, "search state", fix=STATE_FIX)
+        return cls.from_dict(doc, source=str(path), space=space)
 
     def check_same(self, config: SearchConfig, objective: Objective, space: SearchSpace, source: str,
                    estimate: str = ACCURACY) -> None:  # fmt: skip

@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.atomic import atomic_write_text
-from edgecnn.limits import MAX_FILE_MB
-from edgecnn.schema import Fields, load_json
+from edgecnn.schema import Fields, read_json_file
 from edgecnn.search.estimate import READINGS, rank_blend
 from edgecnn.search.evolution import Candidate, SearchResult
 
@@ -80,8 +79,7 @@ def load_trained(path: Path, recipe: dict[str, Any]) -> dict[str, dict[str, floa
     when there is no file); ValueError for a damaged file or one written with another recipe."""
     if not path.is_file():
         return {}
-    MAX_FILE_MB.check(path.stat().st_size / 2**20, f"rerank file {path}")
-    doc = load_json(path.read_text(encoding="utf-8"), str(path), fix=_FIX)
+    doc = read_json_file(path, "rerank file", fix=_FIX)
     f = Fields(str(path), _FIX)
     f.mapping("document", doc)
     if doc.get("format") != FORMAT:
