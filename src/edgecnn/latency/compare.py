@@ -180,7 +180,7 @@ def fastest_runs(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], 
                  threads: int | None = None, device: str = "cpu", rounds: int = 5, config: TimingConfig | None = None,
                  on_round: Callable[[int, int], None] | None = None,
                  time: Callable[[Callable[[], object], TimingConfig], LatencyStats] = time_fn,
-                 pause_s: float = 0.0, sleep: Callable[[float], None] | None = None,
+                 pause_s: float = 0.0, sleep: Callable[[float], None] = _sleep,
                  ) -> tuple[str, dict[str, list[LatencyStats]]]:  # fmt: skip
     """``models`` timed back to back on ``backend`` in ``rounds`` interleaved rounds (the module doc), each exported
     once: the clock used and each model's statistics per round (its fastest run: ``min_ms``).
@@ -189,7 +189,6 @@ def fastest_runs(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], 
     be read: one thread on this machine). ``time``: the stopwatch (a test passes a scripted one). ``pause_s``:
     seconds between rounds (:func:`interleaved`; ``sleep`` the pause, a test passes its own).
     """
-    spread: dict[str, Any] = {"pause_s": pause_s} if sleep is None else {"pause_s": pause_s, "sleep": sleep}
     check_backend(backend)
     check_device(device)
     if not models:
@@ -209,11 +208,11 @@ def fastest_runs(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], 
         arts = {n: tgt.export(m.eval(), x) for n, m in models.items()}
         timers = {n: (lambda a=a: measure_remote(None, input_shape, runtime=backend, threads=threads, config=config,
                                                  client=client, artifact=a).stats) for n, a in arts.items()}  # fmt: skip
-        return config.clock, interleaved(timers, rounds=rounds, on_round=on_round, **spread)
+        return config.clock, interleaved(timers, rounds=rounds, on_round=on_round, pause_s=pause_s, sleep=sleep)
     with tgt.threads(threads):
         bound = {n: tgt.runner(m.eval(), x, threads=threads, device=device)[0] for n, m in models.items()}
         return config.clock, interleaved({n: (lambda f=f: time(f, config)) for n, f in bound.items()}, rounds=rounds,
-                                         on_round=on_round, **spread)  # fmt: skip
+                                         on_round=on_round, pause_s=pause_s, sleep=sleep)  # fmt: skip
 
 
 def fastest_ms(rounds: Sequence[LatencyStats]) -> float:
