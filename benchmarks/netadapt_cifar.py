@@ -75,7 +75,12 @@ Scales:
 * ``full`` — all 50 000 training images, the 10 000 test images; the baseline
   50 epochs (cosine, SGD-Nesterov 0.1, label smoothing 0.1: ResNet-20 reaches
   ~91-92% at convergence, He et al. 2016), NetAdapt step 4% with 2 × 50 short
-  steps per iteration, ``L`` = 10 epochs.
+  steps per iteration, ``L`` = 10 epochs;
+* ``full100`` — the same from two 50-epoch cosine cycles of the baseline;
+* ``full-w2`` — the same from ResNet-20 ×2 (32/64/128 channels, 1.07 M
+  params, 4× the MACs): on the JPEG copy of CIFAR-10 here ResNet-20 levels off
+  near 88–89% (88.31% after 100 epochs), short of the ≥ 90% baseline; the
+  uniform family runs from 32/64/128 down to 8/16/32.
 
 Results: ``benchmarks/results/netadapt_cifar-<scale>-<target>.json``. Earlier
 results of this benchmark (``netadapt_cifar-drop*.json``,
@@ -147,6 +152,11 @@ class Scale:
     batch_size: int
     compare_rounds: int  # interleaved rounds of every measured comparison
     base_cycles: int = 1  # cosine cycles of the baseline, each from lr 0.1 again (warm restarts, SGDR)
+    base_width: float = 1.0  # the baseline's width multiplier on ResNet-20's 16/32/64 channels (rounded to 8)
+
+    @property
+    def base_arch(self) -> str:
+        return zoo.arch_of(BASE, width=self.base_width)
 
 
 SCALES = {
@@ -154,6 +164,10 @@ SCALES = {
     "full": Scale(limit=None, base_epochs=50, short_steps=50, long_epochs=10, batch_size=128, compare_rounds=5),
     "full100": Scale(limit=None, base_epochs=50, short_steps=50, long_epochs=10, batch_size=128, compare_rounds=5,
                      base_cycles=2),
+    # ResNet-20 x2 (32/64/128 channels, 1.07 M params, 4x the MACs): ResNet-20 levels off near 88-89% on the
+    # JPEG copy here (full100: 88.31% after 100 epochs), short of the >= 90% baseline the issue asks for
+    "full-w2": Scale(limit=None, base_epochs=50, short_steps=50, long_epochs=10, batch_size=128, compare_rounds=5,
+                     base_width=2.0),
 }
 DEFAULT_SEEDS = {50: (0, 1), 75: (0,)}  # the issue's minimum: >= 2 seeds at 50%, 1 at 75%
 
@@ -368,7 +382,7 @@ def adopt_cycle(r: Run, cfg: TrainConfig, src: Path) -> tuple[EdgeNet, float]:
     ck = load_checkpoint(src)
     mine = {k: v for k, v in asdict(cfg).items() if k not in _NOT_RECIPE}
     diff = [f"{k}: {ck.config.get(k)!r} there, {v!r} here" for k, v in mine.items() if ck.config.get(k) != v]
-    if ck.arch != zoo.arch_of(BASE) or diff:
+    if ck.arch != r.scale.base_arch or diff:
         raise SystemExit(f"--baseline-from {src}: not this scale's first cycle ({'; '.join(diff) or ck.arch}); "
                          "drop --baseline-from to train it")  # fmt: skip
     model, _ = load_model(src)
@@ -384,7 +398,7 @@ def baseline_stage(r: Run) -> EdgeNet:
     if not taken(r, "baseline"):
         t0 = time.perf_counter()
         torch.manual_seed(0)
-        base = zoo.create(BASE, num_classes=10)
+        base = build(r.scale.base_arch, num_classes=10)
         cycles = r.scale.base_cycles
         for k in range(cycles):
             cfg, stage = r.recipe(k), f"baseline-c{k + 1}"
@@ -506,7 +520,11 @@ def torch_pruning_stage(r: Run, base: EdgeNet, pct: int, seed: int, *, aligned: 
 METHODS = ("na", "tp", "tp8", "uni", "na8")  # stage name prefixes: NetAdapt, Torch-Pruning, aligned Torch-Pruning,
 # uniform, aligned NetAdapt (last: a work folder begun before it runs its stages after the others)
 UNIFORM_DIVISOR = 1  # the uniform networks' channel rounding: the pruned networks' granularity (module docstring)
-UNIFORM_STEMS = range(16, 7, -1)  # the uniform family, widest first: c/2c/4c channels, width c/16
+
+
+def uniform_stems(scale: Scale) -> range:
+    """The uniform family, widest first: c/2c/4c channels (width c/16) for every c from the baseline's stem to 8."""
+    return range(round(16 * scale.base_width), 7, -1)
 
 
 def uniform(width: float) -> EdgeNet:
@@ -516,7 +534,7 @@ def uniform(width: float) -> EdgeNet:
 def widest_uniform(r: Run, base: EdgeNet, share: float) -> tuple[float, float, dict[str, float]]:
     """The widest of the uniform family whose measured share of ``base`` (back to back on the target) is within
     ``share`` (the narrowest when none is): (width, its measured share, every measured share by width)."""
-    width, tried = first_within(uniform, (c / 16 for c in UNIFORM_STEMS), base, share, r,
+    width, tried = first_within(uniform, (c / 16 for c in uniform_stems(r.scale)), base, share, r,
                                 lambda w: f"uniform {round(16 * w)}/{round(32 * w)}/{round(64 * w)}")  # fmt: skip
     return tried[-1][0] if width is None else width, tried[-1][2], {f"{x:g}": m for x, _, m in tried}
 
