@@ -341,3 +341,27 @@ def test_entries_replaced_in_place_reach_the_interpolation_once_the_model_is_tol
     model.entries_changed()
     weight = (48 - 40) / (48 - 32) * (160 - 100) / (160 - 96)  # the corner's bilinear weight at (40, 100)
     assert model.lookup(inside)[0].median_ms == pytest.approx(before + weight * 1.0, rel=1e-12)
+
+
+def test_entries_retimed_reach_the_interpolation_without_being_told() -> None:
+    """``LatencyTable.retime`` bumps ``table.revision``, so a model of the table rebuilds its interpolation on the
+    next lookup: the re-timed corner moves the point between it and its neighbours by the bilinear weight."""
+    t = synthetic()
+    model = LatencyModel(t)
+    res = plans()[1]
+    inside = with_widths(res, cin=40, cout=40, mid=100)
+    before = model.lookup(inside)[0].median_ms
+    corner = block_key(with_widths(res, cin=32, cout=32, mid=96))
+    old = t.entries[corner].median_ms
+    timed: list[str] = []
+
+    def timer(plan: LayerPlan, *, batch: int = 1):  # every further timing 1 ms slower than the entry
+        timed.append(block_key(plan, batch=batch))
+        return lambda: entry(old + 1.0)
+
+    t.block_timer = timer  # type: ignore[method-assign]
+    out = t.retime(["conv_k3_s2_c32 ir_m96_c32 ir_s2_e4_c48 gap fc"], input_size=32, num_classes=10, sweeps=2)
+    assert timed == [corner] and out == {corner: (old, old + 1.0)}  # the median of old, new, new
+    assert t.revision == 1
+    weight = (48 - 40) / (48 - 32) * (160 - 100) / (160 - 96)
+    assert model.lookup(inside)[0].median_ms == pytest.approx(before + weight * 1.0, rel=1e-12)

@@ -96,24 +96,26 @@ class LatencyModel:
         self.counts = dict.fromkeys(SOURCES, 0)
         self._slices: dict[str, Slice] = {}
         self._cache: dict[str, TableEntry | None] = {}
-        self._indexed = -1  # len(table.entries) when the slices were built
+        self._indexed: tuple[int, int] | None = None  # (len(table.entries), table.revision) the slices were built at
 
     def entries_changed(self) -> None:
-        """Forget the interpolation built from the entries: call it after entries were replaced in place
-        (:meth:`~edgecnn.latency.table.LatencyTable.retime`); added entries are noticed without it."""
-        self._indexed = -1
+        """Forget the interpolation built from the entries: call it after writing over entries of
+        ``table.entries`` by hand. Added entries, and entries :meth:`~edgecnn.latency.table.LatencyTable.retime`
+        replaced (it bumps ``table.revision``), are noticed without it."""
+        self._indexed = None
 
     # ---- the slices ------------------------------------------------------------------------------------
     def _index(self) -> dict[str, Slice]:
         entries = self.table.entries
-        if self._indexed != len(entries):  # entries are added (noticed here) or replaced (entries_changed)
+        now = (len(entries), self.table.revision)  # entries added, or replaced by retime
+        if self._indexed != now:
             self._slices, self._cache = {}, {}
             for key, e in entries.items():
                 sk = split_key(key)
                 if sk is not None:
                     s = self._slices.setdefault(sk.slice, Slice(sk.axes))
                     s.points.setdefault(sk.coords, []).append((sk.squeeze, entry_values(e)))
-            self._indexed = len(entries)
+            self._indexed = now
         return self._slices
 
     def interpolated(self, key: str) -> TableEntry | None:

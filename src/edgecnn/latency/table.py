@@ -225,6 +225,7 @@ class LatencyTable:
     config: TimingConfig = field(default_factory=TimingConfig)  # timing settings for new entries
     profile_runs: int = 30  # onnxruntime, block_method "profile": profiled runs per entry
     block_method: str = "context"  # onnxruntime: "context" (marginal cost in a graph) or "profile" (older tables)
+    revision: int = field(default=0, repr=False, compare=False)  # bumped when entries are replaced in place
     _reference: Reference | None = field(default=None, repr=False, compare=False)  # built on first use
     _without: dict[tuple[object, ...], Callable[[], object]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -527,6 +528,7 @@ class LatencyTable:
         for k, r in runs.items():
             out[k] = (self.entries[k].median_ms, (merged := merge_sweeps(r)).median_ms)
             self.entries[k] = merged
+        self.revision += 1  # a LatencyModel of this table rebuilds its interpolation
         if path is not None:
             self.save(path)
         return out

@@ -272,8 +272,7 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         prog.on_stage(f"timing again the table's blocks of {len(archs)} finalist(s) over the target")
         with executor.exclusive():
             model.table.retime(archs, input_size=size, num_classes=data.num_classes, in_chans=data.in_chans,
-                               sweeps=RETIME_SWEEPS, path=table_path)  # fmt: skip
-        model.entries_changed()
+                               sweeps=RETIME_SWEEPS, path=table_path)  # fmt: skip (bumps table.revision)
 
     first = attempt(job.objective, job.search, state, resume and state.is_file())
     corrected = correct(job.objective, job.search, state, first, rounds=job.correct, extra=job.correct_extra,
