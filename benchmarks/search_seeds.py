@@ -13,12 +13,18 @@ measured τ), for each seed of ``--seeds``:
    the final recipe** (this seed);
 2. the **MobileNetV3-Small bracket**: ``mobilenet_v3_small_cifar`` at the
    width whose measured latency is nearest evolution's chosen network's
-   (:func:`bracket_width`), trained with the same recipe and seed.
+   (:func:`bracket_width`), trained with the same recipe and seed; and the
+   **bracket's line**: the two neighbouring widths whose latencies enclose the
+   chosen network's (:func:`bracket_pair`, the other one trained too), the
+   straight line through them read at the chosen network's own latency — the
+   hand design at equal latency where no width lands (:func:`bracket_line`; by
+   the closing sitting's shares after ``--remeasure``).
 
 Reported per method (evolution's choice, random's choice, the bracket): mean ±
 spread of test top-1 over seeds and the measured latency. Evolution minus
 random separates what the ranking earns from what the space gives; evolution
-minus the bracket is the search's gain over the hand-designed network.
+minus the bracket's line is the search's gain over the hand-designed network
+at equal latency (random minus the line: the space's share of it).
 
 With ``--correct N`` each search whose finalists all measure over the target searches on under the target
 divided by the table's error there, up to ``N`` rounds (:mod:`edgecnn.search.correct`); evolution and random
@@ -200,6 +206,45 @@ def bracket_width(chosen_ms: float, widths_ms: dict[float, float]) -> float:
     return min(widths_ms, key=lambda w: (abs(widths_ms[w] - chosen_ms), w))
 
 
+def bracket_pair(chosen_ms: float, widths_ms: dict[float, float]) -> tuple[float, float]:
+    """The two neighbouring MobileNetV3-Small widths whose measured latencies enclose ``chosen_ms`` (the two
+    fastest or the two slowest when it lies outside them): the bracket's line through them gives the hand design's
+    accuracy at the chosen network's own latency, where no one width lands (:func:`on_line`)."""
+    ws = sorted(widths_ms, key=lambda w: (widths_ms[w], w))
+    if len(ws) < 2:
+        raise ValueError(f"a bracket needs two widths, got {ws}")
+    for lo, hi in zip(ws, ws[1:]):
+        if widths_ms[lo] <= chosen_ms <= widths_ms[hi]:
+            return lo, hi
+    return (ws[0], ws[1]) if chosen_ms < widths_ms[ws[0]] else (ws[-2], ws[-1])
+
+
+def on_line(x: float, xs: tuple[float, float], ys: tuple[float, float]) -> float:
+    """The value at ``x`` of the straight line through ``(xs[0], ys[0])`` and ``(xs[1], ys[1])``."""
+    if xs[0] == xs[1]:
+        raise ValueError(f"two points at the same latency {xs[0]} make no line")
+    return ys[0] + (ys[1] - ys[0]) * (x - xs[0]) / (xs[1] - xs[0])
+
+
+def bracket_line(row: dict[str, Any]) -> dict[str, Any] | None:
+    """Evolution's and random search's test top-1 minus the bracket's line at their own latency, in pp: by the
+    closing sitting's shares of the target network where every network of the row has one (one sitting, one
+    load), else by the runs' measured ms. None for a row without a line (recorded before it)."""
+    line = row.get("bracket_line")
+    if not line:
+        return None
+    by = "remeasured_share" if all("remeasured_share" in row[m] for m in ("evolution", "random")) and \
+        "remeasured_share" in line else "measured_ms"  # fmt: skip
+    xs = tuple(line[by])
+    out: dict[str, Any] = {"by": by, "widths": line["widths"]}
+    for m in ("evolution", "random"):
+        x = row[m][by]
+        top = on_line(x, xs, tuple(line["top1"]))  # type: ignore[arg-type]
+        out[m] = {"bracket_top1": top, "minus_pp": 100 * (row[m]["top1"] - top),
+                  "extrapolated": not min(xs) <= x <= max(xs)}  # fmt: skip
+    return out
+
+
 def bracket(job: SearchJob, width: float, full: Any, out: Path, widths_ms: dict[float, float],
             trained: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """MobileNetV3-Small at ``width``, trained with the job's recipe. ``trained``: this seed's bracket from the
@@ -245,15 +290,27 @@ def remeasure(rows: list[dict[str, Any]], backend: str, target_ms: float | None 
     is the ×0.75 network (the default), else ``remeasured_ms`` at most ``target_ms``."""
     ref = build(zoo.arch_of(BASELINE, width=0.75), num_classes=10, in_chans=3).eval()
     load0 = os.getloadavg()
+
+    def share(arch: str) -> Any:
+        net = build(arch, num_classes=10, in_chans=3).eval()
+        return compare_latency(ref, net, (1, 3, 32, 32), backend=backend, threads=1, rounds=rounds)
+
     for r in rows:
         for m in METHODS:
-            net = build(r[m]["arch"], num_classes=10, in_chans=3).eval()
-            cmp = compare_latency(ref, net, (1, 3, 32, 32), backend=backend, threads=1, rounds=rounds)
+            cmp = share(r[m]["arch"])
             within = cmp.ratio <= 1.0 if target_ms is None else cmp.after <= target_ms
             r[m].update(remeasured_ms=cmp.after, remeasured_share=cmp.ratio, remeasured_band=list(cmp.band),
                         target_net_ms=cmp.before, within_target=within)  # fmt: skip
+    widths: dict[float, float] = {}  # the bracket lines' ends, each width once, in the same sitting
+    for r in rows:
+        if line := r.get("bracket_line"):
+            for w in line["widths"]:
+                if w not in widths:
+                    widths[w] = share(zoo.arch_of(BASELINE, width=w)).ratio
+            line["remeasured_share"] = [widths[w] for w in line["widths"]]
     return {"how": f"back to back against {BASELINE}@0.75, {rounds} interleaved rounds, fastest runs on the CPU "
                    "clock, the median per-round ratio (edgecnn.latency.compare)", "rounds": rounds,
+            "bracket_widths_share": {f"{w:g}": v for w, v in sorted(widths.items())},
             "load_average_before": load0, "load_average_after": os.getloadavg()}  # fmt: skip
 
 
@@ -275,6 +332,14 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if method != "bracket" and all("meets_target" in r[method] for r in rows):  # as the run measured it
             out[method]["meets_target_on"] = f"{sum(r[method]['meets_target'] is True for r in rows)} of {len(rows)} seeds"
             out[method]["correction_rounds"] = [len(r[method].get("corrections") or []) for r in rows]
+    lines = [bracket_line(r) for r in rows]
+    if lines and all(lines):
+        for m in ("evolution", "random"):
+            gains = [ln[m]["minus_pp"] for ln in lines]  # type: ignore[index]
+            out[f"{m}_minus_bracket_line_pp"] = statistics.fmean(gains)
+            out[f"{m}_minus_bracket_line_pp_per_seed"] = gains
+            out[f"{m}_beats_bracket_line_on"] = f"{sum(g > 0 for g in gains)} of {len(gains)} seeds"
+        out["bracket_line_by"] = sorted({ln["by"] for ln in lines})  # type: ignore[index]
     for other in ("random", "bracket"):
         gains = [100 * (r["evolution"]["top1"] - r[other]["top1"]) for r in rows]
         out[f"evolution_minus_{other}_pp"] = statistics.fmean(gains)
@@ -358,10 +423,18 @@ def main() -> None:
                              "corrections_stop": corr.get("stop")}  # fmt: skip
                 print(f"  seed {seed} {alg}: top-1 {runs[alg]['top1']:.4f} at {runs[alg]['measured_ms']:.3f} ms",
                       flush=True)  # fmt: skip
+            plain = plain_brackets(preset, a.estimator, a.tag).get(seed) if a.rerank else None
             width = bracket_width(runs["evolution"]["measured_ms"], widths_ms)
             runs["bracket"] = bracket(job, width, full, work / label / f"seed{seed}-bracket-w{width:g}", widths_ms,
-                                      plain_brackets(preset, a.estimator, a.tag).get(seed) if a.rerank else None)  # fmt: skip
-            rows.append({"seed": seed, **runs})
+                                      plain)  # fmt: skip
+            pair = bracket_pair(runs["evolution"]["measured_ms"], widths_ms)  # the line at equal latency
+            ends = [runs["bracket"] if w == width else
+                    bracket(job, w, full, work / label / f"seed{seed}-bracket-w{w:g}", widths_ms, plain)
+                    for w in pair]  # fmt: skip
+            line = {"widths": list(pair), "top1": [e["top1"] for e in ends],
+                    "measured_ms": [widths_ms[w] for w in pair],
+                    "seconds": sum(e["seconds"] for e in ends if e is not runs["bracket"])}  # fmt: skip
+            rows.append({"seed": seed, **runs, "bracket_line": line})
             out = write(a, label, preset, p, backend, target, widths_ms, rows, time.perf_counter() - t0)
     if a.remeasure and rows:
         sitting = remeasure(rows, backend, a.target)
@@ -378,8 +451,8 @@ def write(a: argparse.Namespace, label: str, preset: str, p: dict[str, Any], bac
            "target_ms": target, "bracket_widths_ms": widths_ms, "params": p, "seeds_done": [r["seed"] for r in rows],
            "rows": rows, "summary": summary(rows), "seconds_this_call": seconds, "remeasured": remeasured,
            # every run is one process on 1 thread, so its wall time is its CPU time (within the load's share)
-           "cpu_hours": sum(r[m].get("run_seconds", r[m]["seconds"]) for r in rows for m in
-                            METHODS) / 3600,
+           "cpu_hours": (sum(r[m].get("run_seconds", r[m]["seconds"]) for r in rows for m in METHODS)
+                         + sum((r.get("bracket_line") or {}).get("seconds", 0.0) for r in rows)) / 3600,
            "load_average": os.getloadavg(), "machine": {**fingerprint(backend=backend, threads=1).to_dict(),
                                                         "platform": platform.platform(), "cores": os.cpu_count()},
            "note": "QUICK: the pipeline only; accuracies mean nothing" if preset == "quick" else ""}  # fmt: skip

@@ -469,3 +469,62 @@ def test_search_seeds_measures_the_bracket_widths_by_their_fastest_runs(monkeypa
     got = ss.measure_widths("onnxruntime")
     assert list(got) == [str(w) for w in ss.WIDTHS]  # the keys of widths-<backend>.json
     assert got["0.75"] == pytest.approx(0.95) and got["1.25"] == pytest.approx(1.45)  # median of the fastest runs
+
+
+def test_search_seeds_bracket_pair_encloses_the_chosen_latency_and_the_line_reads_it_there():
+    import search_seeds as ss
+
+    widths = {0.35: 0.197, 0.5: 0.266, 0.6: 0.306, 0.75: 0.408, 0.85: 0.455}
+    assert ss.bracket_pair(0.349, widths) == (0.6, 0.75)
+    assert ss.bracket_pair(0.408, widths) == (0.6, 0.75)  # on a width: the first pair that encloses it
+    assert ss.bracket_pair(0.42, widths) == (0.75, 0.85)
+    assert ss.bracket_pair(0.1, widths) == (0.35, 0.5) and ss.bracket_pair(0.9, widths) == (0.75, 0.85)
+    with pytest.raises(ValueError, match="two widths"):
+        ss.bracket_pair(0.3, {0.75: 0.408})
+    # seed 0 of the vnni4 run: x0.6 67.48% at 0.306 ms, x0.75 69.46% at 0.408 ms; read at evolution's 0.349 ms
+    assert ss.on_line(0.349, (0.306, 0.408), (0.6748, 0.6946)) == pytest.approx(0.6748 + 0.0198 * 43 / 102)
+    assert ss.on_line(0.5, (0.3, 0.4), (0.6, 0.7)) == pytest.approx(0.8)  # beyond the ends: extrapolated
+    with pytest.raises(ValueError, match="same latency"):
+        ss.on_line(0.3, (0.4, 0.4), (0.6, 0.7))
+
+
+def test_search_seeds_bracket_line_by_the_runs_ms_then_by_the_closing_sittings_shares(monkeypatch):
+    """Each method minus the bracket's line at its own latency; after --remeasure, every x of the row from that
+    one sitting (shares of the target network), the line's ends timed once per width."""
+    import search_seeds as ss
+    from edgecnn.latency.compare import Comparison
+
+    row = {"seed": 0, "evolution": {"arch": "conv_e", "top1": 0.7155, "measured_ms": 0.349},
+           "random": {"arch": "conv_r", "top1": 0.6992, "measured_ms": 0.403},
+           "bracket": {"arch": "conv_b", "top1": 0.6946, "measured_ms": 0.408},
+           "bracket_line": {"widths": [0.6, 0.75], "top1": [0.6748, 0.6946], "measured_ms": [0.306, 0.408],
+                            "seconds": 400.0}}  # fmt: skip
+    ln = ss.bracket_line(row)
+    at_e = 0.6748 + 0.0198 * (0.349 - 0.306) / 0.102
+    assert ln["by"] == "measured_ms" and ln["evolution"]["bracket_top1"] == pytest.approx(at_e)
+    assert ln["evolution"]["minus_pp"] == pytest.approx(100 * (0.7155 - at_e)) and not ln["random"]["extrapolated"]
+    assert ss.bracket_line({"seed": 1}) is None  # a row recorded before the line
+
+    per_round = {"conv_e": 0.36, "conv_r": 0.40, "conv_b": 0.40, "w0.6": 0.30, "w0.75": 0.40}  # ms, ref 0.40
+    names = {ss.zoo.arch_of(ss.BASELINE, width=w): f"w{w:g}" for w in (0.6, 0.75)}
+    timed = []
+
+    def scripted(before, after, shape, *, backend, threads, rounds):
+        name = names.get(after.arch, after.arch)
+        timed.append(name)
+        return Comparison(backend, threads, "cpu", "cpu", (0.40,) * rounds, (per_round[name],) * rounds)
+
+    monkeypatch.setattr(ss, "compare_latency", scripted)
+    monkeypatch.setattr(ss, "build", lambda arch, **_: SimpleNamespace(arch=arch, eval=lambda: SimpleNamespace(
+        arch=arch)))  # fmt: skip
+    rows = [row, {**row, "seed": 1, "bracket_line": dict(row["bracket_line"])}]
+    sitting = ss.remeasure(rows, "onnxruntime", rounds=3)
+    assert timed.count("w0.6") == 1 and timed.count("w0.75") == 1  # each end once for both seeds
+    assert sitting["bracket_widths_share"] == {"0.6": pytest.approx(0.75), "0.75": pytest.approx(1.0)}
+    ln = ss.bracket_line(row)  # shares: evolution 0.9, the line through (0.75, 67.48%) and (1.0, 69.46%)
+    assert ln["by"] == "remeasured_share"
+    assert ln["evolution"]["bracket_top1"] == pytest.approx(0.6748 + 0.0198 * 0.15 / 0.25)
+    s = ss.summary(rows)
+    assert s["evolution_minus_bracket_line_pp"] == pytest.approx(100 * (0.7155 - (0.6748 + 0.0198 * 0.6)))
+    assert s["random_minus_bracket_line_pp_per_seed"] == pytest.approx([100 * (0.6992 - 0.6946)] * 2)
+    assert s["evolution_beats_bracket_line_on"] == "2 of 2 seeds" and s["bracket_line_by"] == ["remeasured_share"]
