@@ -65,7 +65,7 @@ from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.executor import Executor
-from edgecnn.latency.compare import compare_latency, fastest_ms, fastest_runs
+from edgecnn.latency.compare import Anchor, compare_latency, fastest_ms, fastest_runs
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import default_target
@@ -350,7 +350,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def make_job(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: str, target: float, seed: int,
              alg: str) -> SearchJob:  # fmt: skip
-    """One search of the benchmark: ``alg`` at this seed, the hard constraint at ``target`` ms."""
+    """One search of the benchmark: ``alg`` at this seed, the hard constraint at ``target`` ms — by default the
+    target network's (``mobilenet_v3_small_cifar`` ×0.75) latency in the widths' sitting, and that network the
+    anchor of every sitting of the search (calibration, finalists: :class:`~edgecnn.latency.compare.Anchor`), so
+    a machine slower or faster hours later reads every network at the speed the target was measured at."""
     return SearchJob(MBV3_32_SPACE, ref, Objective(target, hard=True),
                      SearchConfig(alg, budget=p["budget"], population=p["population"], sample_size=p["sample_size"],
                                   batch=4, seed=seed),
@@ -359,7 +362,8 @@ def make_job(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: st
                      timing=timing(a.quick), finalists=3, final_epochs=p["epochs"],
                      final_config=TrainConfig(epochs=p["epochs"], batch_size=128, seed=seed, progress=False),
                      calibrate=p["calibrate"], calibrate_seed=1000 + seed, rerank=a.rerank,
-                     rerank_by=a.rerank_by if a.rerank else "top1", correct=getattr(a, "correct", 0))  # fmt: skip
+                     rerank_by=a.rerank_by if a.rerank else "top1", correct=getattr(a, "correct", 0),
+                     anchor=None if a.target else Anchor(zoo.arch_of(BASELINE, width=0.75), target))  # fmt: skip
 
 
 def short_train_all_elsewhere(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: str, work: Path,

@@ -145,3 +145,42 @@ def test_rounds_are_spread_by_the_pause_between_them() -> None:
     _, runs = fastest_runs({"n": net}, (1, 3, 8, 8), backend="eager", threads=1, rounds=3, pause_s=0.25,
                            sleep=events.append, time=lambda f, config: stats)  # fmt: skip
     assert events == [0.25, 0.25] and len(runs["n"]) == 3
+
+
+def test_anchored_ms_is_the_median_per_round_ratio_to_the_anchor_times_its_recorded_latency():
+    from edgecnn.latency.compare import ANCHOR, Anchor, anchored_ms
+    from edgecnn.latency.timing import summarize
+
+    runs = {ANCHOR: [summarize([v]) for v in (0.55, 0.50, 0.60)],  # the anchor, recorded at 0.40 ms
+            "a": [summarize([v, 9.0]) for v in (0.44, 0.45, 0.42)],  # the fastest run of each round counts
+            "b": [summarize([v]) for v in (0.66, 0.40, 0.90)]}  # fmt: skip
+    got = anchored_ms(runs, Anchor("conv_k3_c8 gap fc", 0.40))
+    assert set(got) == {"a", "b"}
+    assert got["a"] == pytest.approx(0.40 * 0.8)  # ratios 0.8, 0.9, 0.7 -> 0.8
+    assert got["b"] == pytest.approx(0.40 * 1.2)  # ratios 1.2, 0.8, 1.5 -> 1.2
+    with pytest.raises(ValueError, match="timed in 2 rounds and the anchor in 3"):
+        anchored_ms({**runs, "c": runs["a"][:2]}, Anchor("conv_k3_c8 gap fc", 0.40))
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="anchor's latency must be a positive"):
+            Anchor("conv_k3_c8 gap fc", bad)
+
+
+def test_sitting_ms_times_the_anchor_with_the_networks_and_refuses_its_name(monkeypatch):
+    import edgecnn.latency.compare as C
+    from edgecnn.latency.timing import summarize
+
+    seen = {}
+
+    def scripted(nets, shape, **kw):
+        seen.update(names=sorted(nets), shape=shape, **kw)
+        return "cpu", {n: [summarize([1.0 if n == C.ANCHOR else 0.5])] * 3 for n in nets}
+
+    monkeypatch.setattr(C, "fastest_runs", scripted)
+    net = torch.nn.Conv2d(3, 4, 3)
+    ms, runs = C.sitting_ms({"x": net}, (1, 3, 16, 16), anchor=C.Anchor("conv_k3_c8 gap fc", 0.3), num_classes=7,
+                            backend="onnxruntime", rounds=3)  # fmt: skip
+    assert ms == {"x": pytest.approx(0.15)} and sorted(runs) == [C.ANCHOR, "x"]
+    assert seen == {"names": [C.ANCHOR, "x"], "shape": (1, 3, 16, 16), "backend": "onnxruntime", "rounds": 3}
+    assert C.sitting_ms({"x": net}, (1, 3, 16, 16), backend="onnxruntime")[0] == {"x": 0.5}  # no anchor: as timed
+    with pytest.raises(ValueError, match="names the anchor"):
+        C.sitting_ms({C.ANCHOR: net}, (1, 3, 16, 16), anchor=C.Anchor("conv_k3_c8 gap fc", 0.3))

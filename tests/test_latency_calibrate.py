@@ -197,7 +197,7 @@ def test_calibrate_by_fastest_runs_fits_the_median_of_each_rounds_fastest_run(mo
         seen.update(n=len(nets), shape=shape, backend=backend, threads=threads, rounds=rounds, pause_s=pause_s)
         return "cpu", {k: [LatencyStats(md, lo, md, lo, md, 10, True) for lo, md in per_round[int(k)]] for k in nets}
 
-    monkeypatch.setattr(V, "fastest_runs", scripted)
+    monkeypatch.setattr(importlib.import_module("edgecnn.latency.compare"), "fastest_runs", scripted)
     cal = V.calibrate(table, archs, input_size=32, num_classes=10, by="fastest", rounds=3, info={"seed": 1, "n": 4},
                       pause_s=1.5)  # fmt: skip
     assert seen == {"n": 4, "shape": (1, 3, 32, 32), "backend": "eager", "threads": 1, "rounds": 3, "pause_s": 1.5}
@@ -208,3 +208,17 @@ def test_calibrate_by_fastest_runs_fits_the_median_of_each_rounds_fastest_run(mo
     assert cal.info == {"input_size": 32, "stat": "median", "by": "fastest", "seed": 1, "n": 4}
     with pytest.raises(ValueError, match="unknown calibration measurement 'wall'"):
         V.calibrate(table, archs, input_size=32, num_classes=10, by="wall")
+    # with an anchor timed in the same rounds (2.0 ms each round, recorded at 1.0 ms: the machine is twice as slow
+    # as when the target was set), each network reads half its fastest runs' median: the table is mapped to 1x speed
+    per_round["__anchor__"] = [[2.0, 2.0]] * 3
+    scripted_anchor = lambda nets, shape, **kw: ("cpu", {k: [LatencyStats(md, lo, md, lo, md, 10, True)  # noqa: E731
+                                                            for lo, md in per_round[k if k == "__anchor__" else int(k)]]
+                                                        for k in nets})  # fmt: skip
+    monkeypatch.setattr(importlib.import_module("edgecnn.latency.compare"), "fastest_runs", scripted_anchor)
+    anchor = V.Anchor("conv_k3_s2_c8 ir_c8 gap fc", 1.0)
+    cal = V.calibrate(table, archs, input_size=32, num_classes=10, by="fastest", rounds=3, anchor=anchor)
+    want = fit(sums, [4.25, 2.1, 3.5, 5.75])
+    assert cal.scales == pytest.approx(want.scales) and cal.fit_mape == pytest.approx(want.fit_mape)
+    assert cal.info["anchor"] == {"arch": anchor.arch, "ms": 1.0}
+    with pytest.raises(ValueError, match="pass by='fastest'"):
+        V.calibrate(table, archs, input_size=32, num_classes=10, anchor=V.Anchor("conv_k3_c8 gap fc", 0.4))

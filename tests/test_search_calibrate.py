@@ -10,6 +10,7 @@ import pytest
 
 from edgecnn.executor import Executor
 from edgecnn.latency.calibrate import group_sums
+from edgecnn.latency.compare import Anchor
 from edgecnn.latency.measure import LatencyStats
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
@@ -44,7 +45,7 @@ def test_calibration_puts_the_table_on_the_measured_scale(monkeypatch, tmp_path:
         return "cpu", {k: [fake_measure(None, n.arch, input_size=shape[-1], num_classes=10, in_chans=shape[1])]
                        * rounds for k, n in nets.items()}  # fmt: skip
 
-    monkeypatch.setattr(V, "fastest_runs", fake_fastest)
+    monkeypatch.setattr(importlib.import_module("edgecnn.latency.compare"), "fastest_runs", fake_fastest)
     path = tmp_path / "table.json"
     with Executor("serial") as ex:
         assert calibrate_table(_job(0), model, ex, num_classes=10, in_chans=1) is None  # 0: the table as it is
@@ -68,8 +69,25 @@ def test_calibration_puts_the_table_on_the_measured_scale(monkeypatch, tmp_path:
     with Executor("serial") as ex:
         calibrate_table(_job(6), model, ex, num_classes=10, in_chans=1)
     assert len(measured) == 13 and table.calibration.info["by"] == "fastest"
+    # with an anchor the networks are read in its sitting: a table calibrated without it is calibrated again
+    # ("the device" reads the anchor at 2x its recorded latency in this sitting: the scales come out halved)
+    arch = V.sample_archs(1, TINY_SPACE.sample, seed=5)[0]
+    anchor = Anchor(arch, fake_measure(table, arch, input_size=16, num_classes=10, in_chans=1).median_ms / 2.0)
+    with Executor("serial") as ex:
+        cal = calibrate_table(replace(_job(6), anchor=anchor), model, ex, num_classes=10, in_chans=1)
+    assert len(measured) == 21  # the anchor's latency read above, then the six networks and the anchor
+    assert cal["scales"] == pytest.approx({"body": 0.4, "fixed": 0.75}, rel=1e-6)
+    assert cal["info"]["anchor"] == {"arch": anchor.arch, "ms": anchor.ms}
+    with Executor("serial") as ex:
+        assert calibrate_table(replace(_job(6), anchor=anchor), model, ex, num_classes=10, in_chans=1) == cal
+    assert len(measured) == 21  # the same anchor: not again
 
 
 def test_too_few_calibration_networks_is_refused() -> None:
     with pytest.raises(ValueError, match="calibrate needs at least 4"):
         _job(3)
+
+
+def test_an_anchor_that_is_no_network_is_refused() -> None:
+    with pytest.raises(ValueError, match="the anchor's arch: .*'bogus'"):
+        replace(_job(0), anchor=Anchor("bogus_c8", 0.4))

@@ -120,6 +120,7 @@ def test_finalists_are_timed_back_to_back_by_their_fastest_runs(monkeypatch):
     from types import SimpleNamespace
 
     from edgecnn.executor import Executor
+    from edgecnn.latency import compare as compare_mod
     from edgecnn.latency.timing import summarize
     from edgecnn.search import job as job_mod
 
@@ -130,11 +131,11 @@ def test_finalists_are_timed_back_to_back_by_their_fastest_runs(monkeypatch):
         seen.update(archs=list(nets), shape=shape, backend=backend, threads=threads, rounds=rounds, pause_s=pause_s)
         return "cpu", {a: [summarize(r) for r in script[a]] for a in nets}
 
-    monkeypatch.setattr(job_mod, "fastest_runs", scripted)
+    monkeypatch.setattr(compare_mod, "fastest_runs", scripted)
     monkeypatch.setattr(job_mod, "build", lambda arch, **_: arch)
     cands = [SimpleNamespace(arch=a, acc=acc, score=acc, lat_ms=0.41) for a, acc in (("a", 0.7), ("b", 0.6))]
     job = SimpleNamespace(finalists=2, space=SimpleNamespace(input_size=32), backend="onnxruntime", threads=1,
-                          device="cpu", objective=Objective(0.42, hard=True))  # fmt: skip
+                          device="cpu", objective=Objective(0.42, hard=True), anchor=None)  # fmt: skip
     data = SimpleNamespace(num_classes=10, in_chans=3)
     with Executor("serial") as ex:
         fa, fb = job_mod.measure_finalists(job, SimpleNamespace(best=cands), data, ex)
@@ -143,3 +144,45 @@ def test_finalists_are_timed_back_to_back_by_their_fastest_runs(monkeypatch):
     assert fa.measured_rounds_ms == (0.50, 0.43, 0.44) and fa.measured_ms == 0.44 and fb.measured_ms == 0.40
     assert fa.measured_score == -math.inf and fb.measured_score == 0.6  # 0.44 ms is over 0.42, 0.40 within
     assert Objective(0.42, hard=True).choose([(f.acc, f.measured_ms) for f in (fa, fb)]).index == 1
+
+
+def test_finalists_read_against_an_anchor_are_its_share_in_each_round_times_its_latency(monkeypatch):
+    """With an anchor (the network the target was set by, e.g. MobileNetV3-Small x0.75 at 0.408 ms), the
+    finalists are timed in the same rounds as the anchor's network and each one reads as its median per-round
+    ratio to it times the anchor's recorded latency: a machine 35% slower in this sitting reads the same."""
+    from types import SimpleNamespace
+
+    from edgecnn.executor import Executor
+    from edgecnn.latency import compare as compare_mod
+    from edgecnn.latency.compare import ANCHOR, Anchor
+    from edgecnn.latency.timing import summarize
+    from edgecnn.search import job as job_mod
+
+    slow = 1.35  # this sitting: everything 35% slower than when the anchor read 0.408 ms
+    script = {"a": (0.40, 0.43, 0.41), "b": (0.45, 0.40, 0.44), ANCHOR: (0.408, 0.430, 0.408)}  # at nominal speed
+    built = []
+
+    def scripted(nets, shape, *, backend, threads, device, rounds, pause_s):
+        return "cpu", {n: [summarize([slow * v]) for v in script[n]] for n in nets}
+
+    monkeypatch.setattr(compare_mod, "fastest_runs", scripted)
+    monkeypatch.setattr(compare_mod, "build", lambda arch, **kw: built.append((arch, kw)) or arch)
+    monkeypatch.setattr(job_mod, "build", lambda arch, **_: arch)
+    cands = [SimpleNamespace(arch=a, acc=acc, score=acc, lat_ms=0.41) for a, acc in (("a", 0.7), ("b", 0.6))]
+    anchor = Anchor("conv_k3_c8 gap fc", 0.408)
+    job = SimpleNamespace(finalists=2, space=SimpleNamespace(input_size=32), backend="onnxruntime", threads=1,
+                          device="cpu", objective=Objective(0.42, hard=True), anchor=anchor)  # fmt: skip
+    with Executor("serial") as ex:
+        fa, fb = job_mod.measure_finalists(job, SimpleNamespace(best=cands), SimpleNamespace(num_classes=10,
+                                                                                            in_chans=3), ex)  # fmt: skip
+    assert built == [(anchor.arch, {"num_classes": 10, "in_chans": 3})]
+    # a: ratios 0.40/0.408, 0.43/0.430, 0.41/0.408 -> median 1.0 -> 0.408 ms; b: 0.45/0.408, 0.40/0.43, 0.44/0.408
+    assert fa.measured_ms == pytest.approx(0.408) and fb.measured_ms == pytest.approx(0.408 * 0.44 / 0.408)
+    assert fa.measured_rounds_ms == pytest.approx(tuple(slow * v for v in script["a"]))  # the raw runs are kept
+    assert fa.measured_score == 0.7 and fb.measured_score == -math.inf  # 0.408 within 0.42; 0.44 over it
+    # without the anchor the same sitting reads every finalist over the target
+    job = SimpleNamespace(**{**vars(job), "anchor": None})
+    with Executor("serial") as ex:
+        raw = job_mod.measure_finalists(job, SimpleNamespace(best=cands), SimpleNamespace(num_classes=10,
+                                                                                         in_chans=3), ex)  # fmt: skip
+    assert all(f.measured_score == -math.inf for f in raw)

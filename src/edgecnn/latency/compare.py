@@ -33,12 +33,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecnn.build import build
 from edgecnn.latency.fingerprint import check_backend, check_device, is_agent_address
 from edgecnn.latency.remote import check_remote_runtime, client_for, measure_remote
 from edgecnn.latency.targets import get_target
 from edgecnn.latency.timing import LatencyStats, TimingConfig, check_clock, default_threads, time_fn
 
-__all__ = ["COMPARE_TIMING", "Comparison", "Verdict", "compare_latency", "fastest_ms", "fastest_runs", "interleaved", "judge"]
+__all__ = ["ANCHOR", "COMPARE_TIMING", "Anchor", "Comparison", "Verdict", "anchored_ms", "compare_latency", "fastest_ms",
+           "fastest_runs", "interleaved", "judge", "sitting_ms"]  # fmt: skip
 
 # one timing of one network in one round: short (the rounds give the spread), never retried (the rounds are retries)
 COMPARE_TIMING = TimingConfig(warmup=5, min_repeats=20, max_repeats=300, max_seconds=1.0, retries=0, max_foreign=None)
@@ -218,6 +220,59 @@ def fastest_runs(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], 
 def fastest_ms(rounds: Sequence[LatencyStats]) -> float:
     """One network's latency from :func:`fastest_runs`: the median over rounds of each round's fastest run."""
     return statistics.median(s.min_ms for s in rounds)
+
+
+ANCHOR = "__anchor__"
+"""The name an :class:`Anchor`'s network is timed under among the others (:func:`fastest_runs`)."""
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A network whose latency is the unit of every sitting: ``arch`` measured ``ms`` when the target was set.
+
+    The fastest run on the CPU clock is steady within a sitting, not across hours: on the shared 2-core VM here a
+    network read 0.408 ms in one sitting and 0.553 ms, quiet, in one four hours later (the whole machine 35%
+    slower; docs/search.md). A target in milliseconds set in the first sitting then reads every network of the
+    second as over it. Timed in the same interleaved rounds as the networks measured, the anchor turns each into
+    its **median per-round ratio** to the anchor times ``ms`` (:func:`anchored_ms`) — its latency at the speed the
+    target was set at — as :func:`compare_latency` turns a pruned network into its share of the baseline.
+    """
+
+    arch: str  # canonical arch string (built with the measured networks' classes and channels)
+    ms: float  # its latency in the sitting the target was set in (fastest runs, as every network here)
+
+    def __post_init__(self) -> None:
+        if not (self.ms > 0 and self.ms < float("inf")):
+            raise ValueError(f"the anchor's latency must be a positive number of ms, got {self.ms}")
+
+
+def anchored_ms(runs: Mapping[str, Sequence[LatencyStats]], anchor: Anchor,
+                key: str = ANCHOR) -> dict[str, float]:  # fmt: skip
+    """Every network of :func:`fastest_runs`'s ``runs`` but the anchor's (under ``key``) in the anchor's sitting:
+    the median over rounds of its fastest run over the anchor's in that round, times ``anchor.ms``."""
+    ref = [s.min_ms for s in runs[key]]
+    out = {}
+    for name, per in runs.items():
+        if name != key:
+            if len(per) != len(ref):
+                raise ValueError(f"{name!r} was timed in {len(per)} rounds and the anchor in {len(ref)}")
+            out[name] = anchor.ms * statistics.median(s.min_ms / r for s, r in zip(per, ref))
+    return out
+
+
+def sitting_ms(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], *, anchor: Anchor | None = None,
+               num_classes: int = 1000, **timing: Any) -> tuple[dict[str, float], dict[str, list[LatencyStats]]]:  # fmt: skip
+    """``models`` timed back to back (:func:`fastest_runs`, ``timing`` its keywords): each one's latency — the
+    median of its rounds' fastest runs, or with ``anchor`` its :func:`anchored_ms`, the anchor network (``num_classes``
+    outputs, the input's channels) timed in the same rounds — and the runs (the anchor's under :data:`ANCHOR`)."""
+    nets = dict(models)
+    if anchor is not None:
+        if ANCHOR in nets:
+            raise ValueError(f"{ANCHOR!r} names the anchor; give the networks other names")
+        nets[ANCHOR] = build(anchor.arch, num_classes=num_classes, in_chans=input_shape[1])
+    _, runs = fastest_runs(nets, input_shape, **timing)
+    ms = {n: fastest_ms(r) for n, r in runs.items() if n != ANCHOR} if anchor is None else anchored_ms(runs, anchor)
+    return ms, runs
 
 
 def compare_latency(before: nn.Module, after: nn.Module, input_shape: tuple[int, ...], *, backend: str,

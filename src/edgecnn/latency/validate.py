@@ -33,7 +33,7 @@ from typing import Any
 from edgecnn.arch import ArchSpec
 from edgecnn.build import build
 from edgecnn.latency.calibrate import Calibration, fit, group_sums
-from edgecnn.latency.compare import fastest_ms, fastest_runs
+from edgecnn.latency.compare import Anchor, sitting_ms
 from edgecnn.latency.measure import LatencyStats, merge_passes, prepare
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.predict import STATS, Prediction, predict
@@ -215,6 +215,7 @@ def calibrate(
     sweeps: int = 1,
     by: str = "table",
     pause_s: float = 0.0,
+    anchor: Anchor | None = None,
 ) -> Calibration:
     """Measure ``archs`` (calibration networks), fit the per-group scales and store them in ``table``.
 
@@ -233,11 +234,15 @@ def calibrate(
     ``stat`` sums to that latency, the one a search's finalists and its target are measured by. On a shared 2-core
     VM the search tables of six runs calibrated ``"table"``-wise beside other work predicted their chosen networks
     9–26% low; the same tables calibrated ``"fastest"`` predicted them within 4–5% (bias −2–−3%; docs/search.md).
+    ``anchor`` (with ``"fastest"``): the networks read in the anchor's sitting
+    (:class:`~edgecnn.latency.compare.Anchor`), so the scales map the table to the speed the target was set at.
     """
     if stat not in STATS:
         raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(STATS)}")
     if by not in CALIBRATE_BY:
         raise ValueError(f"unknown calibration measurement {by!r}; valid: {', '.join(CALIBRATE_BY)}")
+    if anchor is not None and by != "fastest":
+        raise ValueError(f"an anchor is timed with the networks back to back: pass by='fastest', not {by!r}")
     if model is not None and model.table is not table:
         raise ValueError("the latency model must predict from the table being calibrated")
     if model is None:
@@ -256,16 +261,18 @@ def calibrate(
     if by == "fastest":
         fp = table.fingerprint
         nets = {str(i): build(a, num_classes=num_classes, in_chans=in_chans) for i, a in enumerate(archs)}
-        _, per = fastest_runs(nets, (1, in_chans, input_size, input_size), backend=fp.backend, threads=fp.threads,
-                              device=fp.device, rounds=rounds, pause_s=pause_s,
-                              on_round=(lambda d, t: on_stage("calibrate", d, t)) if on_stage else None)  # fmt: skip
-        measured = [fastest_ms(per[str(i)]) for i in range(len(archs))]
+        ms, _ = sitting_ms(nets, (1, in_chans, input_size, input_size), anchor=anchor, num_classes=num_classes,
+                           backend=fp.backend, threads=fp.threads, device=fp.device, rounds=rounds, pause_s=pause_s,
+                           on_round=(lambda d, t: on_stage("calibrate", d, t)) if on_stage else None)  # fmt: skip
+        measured = [ms[str(i)] for i in range(len(archs))]
     else:
         timers = [arch_timer(table, arch, **kw) for arch in archs]
         runs = passes_over(timers, rounds, on_each=(lambda d, t: on_stage("calibrate", d, t)) if on_stage else None)
         measured = [m.min_ms if stat == "min" else m.median_ms for m in map(merge_passes, runs)]
     # info should say how archs were drawn ({"seed": s, "n": n}) so that validate() can refuse them
-    table.calibration = fit(sums, measured, info={"input_size": input_size, "stat": stat, "by": by, **(info or {})})
+    anchored = {} if anchor is None else {"anchor": {"arch": anchor.arch, "ms": anchor.ms}}
+    table.calibration = fit(sums, measured, info={"input_size": input_size, "stat": stat, "by": by, **anchored,
+                                                  **(info or {})})  # fmt: skip
     if table_path is not None:
         table.save(table_path)
     return table.calibration

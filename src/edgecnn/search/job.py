@@ -53,7 +53,7 @@ from edgecnn.build import build
 from edgecnn.data import DataSet
 from edgecnn.executor import Executor
 from edgecnn.latency.measure import device_fingerprint
-from edgecnn.latency.compare import fastest_ms, fastest_runs
+from edgecnn.latency.compare import sitting_ms
 from edgecnn.latency.model import LatencyModel
 from edgecnn.latency.table import LatencyTable
 from edgecnn.latency.validate import calibrate, sample_archs
@@ -132,7 +132,9 @@ def calibrate_table(job: SearchJob, model: LatencyModel, executor: Executor, *, 
     if not job.calibrate:
         return None
     size = job.space.input_size
-    info = {"input_size": size, "seed": job.calibrate_seed, "n": job.calibrate, "by": "fastest"}
+    info: dict[str, Any] = {"input_size": size, "seed": job.calibrate_seed, "n": job.calibrate, "by": "fastest"}
+    if job.anchor is not None:  # a table calibrated at another speed than the anchor's is calibrated again
+        info["anchor"] = {"arch": job.anchor.arch, "ms": job.anchor.ms}
     cal = model.table.calibration
     if cal is not None and all(cal.info.get(k) == v for k, v in info.items()):
         return cal.to_dict()
@@ -140,7 +142,7 @@ def calibrate_table(job: SearchJob, model: LatencyModel, executor: Executor, *, 
     with executor.exclusive():  # measured as the finalists are: the scales map the table to that latency
         cal = calibrate(model.table, archs, input_size=size, num_classes=num_classes, in_chans=in_chans,
                         model=model, info={"seed": job.calibrate_seed, "n": job.calibrate}, by="fastest",
-                        rounds=FINALIST_ROUNDS, pause_s=FINALIST_PAUSE_S,
+                        anchor=job.anchor, rounds=FINALIST_ROUNDS, pause_s=FINALIST_PAUSE_S,
                         table_path=None if table_path is None else str(table_path))  # fmt: skip
     return cal.to_dict()
 
@@ -177,11 +179,12 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
     best = best_distinct(result, job.finalists) or list(result.best[: job.finalists])
     nets = {c.arch: build(c.arch, num_classes=data.num_classes, in_chans=data.in_chans) for c in best}
     with executor.exclusive():
-        _, runs = fastest_runs(nets, (1, data.in_chans, size, size), backend=job.backend, threads=job.threads,
-                               device=job.device, rounds=FINALIST_ROUNDS, pause_s=FINALIST_PAUSE_S)  # fmt: skip
+        sitting, runs = sitting_ms(nets, (1, data.in_chans, size, size), anchor=job.anchor,
+                                   num_classes=data.num_classes, backend=job.backend, threads=job.threads,
+                                   device=job.device, rounds=FINALIST_ROUNDS, pause_s=FINALIST_PAUSE_S)  # fmt: skip
     out: list[Finalist] = []
     for c in best:
-        ms = fastest_ms(runs[c.arch])
+        ms = sitting[c.arch]
         out.append(Finalist(c.arch, c.acc, c.score, c.lat_ms, ms, statistics.median(s.iqr_ms for s in runs[c.arch]),
                             job.objective.score(c.acc, ms), tuple(s.min_ms for s in runs[c.arch])))  # fmt: skip
     return out
@@ -289,7 +292,7 @@ def run_job(job: SearchJob, out_dir: str | Path, executor: Executor, *, resume: 
         prog.on_stage(f"measuring {len(job.references)} reference network(s) end to end")
     references = measure_references(job.references, model, executor, input_size=size, num_classes=data.num_classes,
                                     in_chans=data.in_chans, backend=job.backend, threads=job.threads,
-                                    rounds=FINALIST_ROUNDS, pause_s=FINALIST_PAUSE_S)  # fmt: skip
+                                    rounds=FINALIST_ROUNDS, pause_s=FINALIST_PAUSE_S, anchor=job.anchor)  # fmt: skip
     choice = choose_finalist(job.objective, [(f.arch, f.acc, f.measured_ms) for f in finalists], out / CHOICE_FILE)
     chosen = finalists[choice["index"]]
     final = None
@@ -343,7 +346,8 @@ def results_document(job: SearchJob, result: SearchResult, finalists: list[Final
         "estimator": job.estimator,
         "estimate": asdict(job.estimate),
         "supernet": None if supernet is None else {**supernet, "config": asdict(job.supernet)},
-        "latency": {"backend": job.backend, "threads": job.threads, "device": job.device, "table": table},
+        "latency": {"backend": job.backend, "threads": job.threads, "device": job.device, "table": table,
+                    "anchor": None if job.anchor is None else asdict(job.anchor)},
         "history": [c.to_dict() for c in result.history],
         "front": [c.index for c in result.front],
         "best": [c.to_dict() for c in result.best[:10]],

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgecnn.arch import as_spec
 from edgecnn.latency.calibrate import GROUPS
+from edgecnn.latency.compare import Anchor
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.limits import MAX_CANDIDATES, MAX_EPOCHS, MAX_NETWORKS, MAX_ROUNDS
 from edgecnn.search.estimate import READINGS, EstimateSettings
@@ -55,6 +57,7 @@ class SearchJob:
     rerank_by: str = "top1"  # the short training's reading blended: its top-1, or its training speed (READINGS)
     correct: int = 0  # hard constraint: rounds of measured correction when no finalist meets it (search.correct)
     correct_budget: int = 0  # candidates each round adds to the search (0: half the search's budget)
+    anchor: Anchor | None = None  # the network every sitting is read against (calibration, finalists, references)
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -90,6 +93,11 @@ class SearchJob:
         MAX_NETWORKS.check(self.calibrate, "calibration")
         for ref in self.references:
             reference_arch(ref)
+        if self.anchor is not None:
+            try:
+                as_spec(self.anchor.arch)
+            except ValueError as exc:
+                raise ValueError(f"the anchor's arch: {exc}") from None
 
     @property
     def correct_extra(self) -> int:

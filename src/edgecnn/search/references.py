@@ -30,7 +30,7 @@ from typing import Any
 from edgecnn import zoo
 from edgecnn.build import build
 from edgecnn.executor import Executor
-from edgecnn.latency.compare import fastest_ms, fastest_runs
+from edgecnn.latency.compare import Anchor, sitting_ms
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.model import LatencyModel
 
@@ -95,25 +95,26 @@ def resolve_references(values: Sequence[str], input_size: int) -> tuple[str, ...
 
 def measure_references(refs: Sequence[str], model: LatencyModel, executor: Executor, *, input_size: int,
                        num_classes: int, in_chans: int, backend: str, threads: int,
-                       timing: TimingConfig | None = None, rounds: int = 3,
-                       pause_s: float = 0.0) -> list[ReferencePoint]:  # fmt: skip
+                       timing: TimingConfig | None = None, rounds: int = 3, pause_s: float = 0.0,
+                       anchor: Anchor | None = None) -> list[ReferencePoint]:  # fmt: skip
     """Each reference's latency by ``model`` and measured end to end with no task running (the exclusive lane),
     as the search's finalists are: back to back in ``rounds`` interleaved rounds, the median of each round's fastest
     run (:func:`~edgecnn.latency.compare.fastest_runs`, ``pause_s`` between rounds). ``timing``: one network's
-    timing in one round (default: the comparisons' own)."""
+    timing in one round (default: the comparisons' own). ``anchor``: each read in the anchor's sitting
+    (:class:`~edgecnn.latency.compare.Anchor`), as the finalists are."""
     if not refs:
         return []
     archs = {ref: reference_arch(ref) for ref in refs}
     nets = {ref: build(arch, num_classes=num_classes, in_chans=in_chans) for ref, arch in archs.items()}
     with executor.exclusive():
-        _, runs = fastest_runs(nets, (1, in_chans, input_size, input_size), backend=backend, threads=threads,
-                               device=model.table.fingerprint.device, rounds=rounds, config=timing,
-                               pause_s=pause_s)  # fmt: skip
+        ms, runs = sitting_ms(nets, (1, in_chans, input_size, input_size), anchor=anchor, num_classes=num_classes,
+                              backend=backend, threads=threads, device=model.table.fingerprint.device, rounds=rounds,
+                              config=timing, pause_s=pause_s)  # fmt: skip
     out = []
     for ref, arch in archs.items():
         table_ms = model.predict(arch, input_size=input_size, num_classes=num_classes, in_chans=in_chans).total_ms
         iqr = statistics.median(s.iqr_ms for s in runs[ref])
-        out.append(ReferencePoint(ref, arch, table_ms, fastest_ms(runs[ref]), iqr))
+        out.append(ReferencePoint(ref, arch, table_ms, ms[ref], iqr))
     return out
 
 
