@@ -20,6 +20,7 @@ from edgecnn.search.evolution import SearchConfig, run_search
 from edgecnn.search.objective import Objective
 from edgecnn.search.supernet import Supernet
 from edgecnn.train.task import DataRef
+from edgecnn.zoo import arch_of
 
 
 @pytest.mark.parametrize(
@@ -38,6 +39,9 @@ from edgecnn.train.task import DataRef
         (["--target", "3ms", "--calibrate", "2"], "calibrate needs at least 4 networks (or 0 to skip), got 2"),
         (["--target", "3ms", "--correct", "1"], "measured corrections (correct > 0) tighten a hard latency constraint"),
         (["--target", "3ms", "--hard", "--correct", "-1"], "argument --correct: must be an integer >= 0, got -1"),
+        (["--target", "3ms", "--anchor", "mobilenet_v9@0.75"], "--anchor 'mobilenet_v9@0.75': unknown model"),
+        (["--target", "3ms", "--anchor", "resnet20_cifar=fast"], "the latency after '=': latency target 'fast'"),
+        (["--target", "3ms", "--anchor", "resnet20_cifar=-1ms"], "latency target must be positive"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(argv, message, capsys):
@@ -104,7 +108,8 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
             "--budget", "6", "--population", "3", "--sample-size", "2", "--batch", "3", "--workers", "0",
             "--supernet-steps", "6", "--supernet-schedule", "progressive", "--finalists", "2", "--final-epochs", "1",
             "--final-batch-size", "32", "--max-seconds", "0.2", "--references", "mobilenet_v3_small_cifar@0.35",
-            "--retries", "0", "--threads", "1", "--no-progress", "--calibrate", "4", "--out", str(out)]  # fmt: skip
+            "--retries", "0", "--threads", "1", "--no-progress", "--calibrate", "4", "--out", str(out),
+            "--anchor", "mobilenet_v3_small_cifar@0.35"]  # fmt: skip
     assert main(argv) == 0
     shown = capsys.readouterr().out
     assert "best candidates" in shown and "6 candidates evaluated" in shown
@@ -112,6 +117,8 @@ def test_cli_tiny_search_end_to_end_and_resume(tmp_path, capsys):
     assert doc["kind"] == "search" and len(doc["history"]) == 6 and doc["space"]["name"] == "tiny-16"
     cal = doc["latency"]["table"]["calibration"]  # calibrated on 4 measured networks before the search
     assert cal["networks"] == 4 and cal["info"]["n"] == 4 and all(v > 0 for v in cal["scales"].values())
+    anchor = {"arch": arch_of("mobilenet_v3_small_cifar", width=0.35), "ms": 0.5}  # read at the target's speed
+    assert doc["latency"]["anchor"] == anchor and cal["info"]["anchor"] == anchor
     assert all(0 <= c["acc"] <= 1 and c["lat_ms"] > 0 for c in doc["history"])
     assert len(doc["finalists"]) == 2
     for f in doc["finalists"]:
@@ -229,3 +236,15 @@ def test_a_proxy_needs_the_hard_constraint():
 
     with pytest.raises(ValueError, match="hard constraint"):
         SearchJob(TINY_SPACE, DataRef("digits"), Objective(1.0), estimator="proxy-naswot")
+
+
+def test_cli_anchor_is_the_zoo_network_at_the_target_unless_its_latency_is_given():
+    from edgecnn.cli.search_cmd import parse_anchor
+    from edgecnn.latency.compare import Anchor
+    from edgecnn.zoo import arch_of
+
+    w75 = arch_of("mobilenet_v3_small_cifar", width=0.75)
+    assert parse_anchor(None, 0.4) is None
+    assert parse_anchor("mobilenet_v3_small_cifar@0.75", 0.408) == Anchor(w75, 0.408)  # as fast as it was then
+    got = parse_anchor("mobilenet_v3_small_cifar@0.75=410us", 0.5)
+    assert got.arch == w75 and got.ms == pytest.approx(0.41)

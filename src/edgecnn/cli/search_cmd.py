@@ -35,6 +35,7 @@ from edgecnn.progress import progress_bar
 from edgecnn.cli import args as num
 from edgecnn.cli.device_args import add_device_args, use_agent_token
 from edgecnn.cli.executor_args import add_executor_args, executor_from_args
+from edgecnn.latency.compare import Anchor
 from edgecnn.latency.fingerprint import BACKENDS
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import default_target
@@ -45,11 +46,29 @@ from edgecnn.search.evolution import ALGORITHMS, SearchConfig
 from edgecnn.search.objective import MNASNET_W, Objective, parse_target
 from edgecnn.search.job import ESTIMATORS, Progress as JobProgress, SearchJob, TimeEstimate, claim_search_dir
 from edgecnn.search.job import check_job, check_resume_state, run_job
-from edgecnn.search.references import AUTO_REFERENCES, resolve_references
+from edgecnn.search.references import AUTO_REFERENCES, reference_arch, resolve_references
 from edgecnn.search.space import SPACES, get_space
 from edgecnn.search.supernet_train import SCHEDULES, SupernetConfig
 from edgecnn.train import TrainConfig
 from edgecnn.train.task import DataRef
+
+
+def parse_anchor(text: str | None, target_ms: float) -> Anchor | None:
+    """``--anchor ZOO[@WIDTH][=LATENCY]``: the network every sitting is read against, and its latency when the
+    target was set (default: the target itself — "as fast as this network was then"); ValueError naming the part."""
+    if text is None:
+        return None
+    label, eq, latency = str(text).partition("=")
+    try:
+        arch = reference_arch(label.strip())
+    except ValueError as exc:
+        raise ValueError(f"--anchor {text!r}: {exc}; write ZOO[@WIDTH][=LATENCY], e.g. "
+                         "mobilenet_v3_small_cifar@0.75=0.41ms") from None  # fmt: skip
+    try:
+        ms = parse_target(latency) if eq else target_ms
+    except ValueError as exc:
+        raise ValueError(f"--anchor {text!r}: the latency after '=': {exc}") from None
+    return Anchor(arch, ms)
 
 
 def job_from_args(args: argparse.Namespace) -> SearchJob:
@@ -60,7 +79,7 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
     return SearchJob(
         space=space,
         data=DataRef(str(args.data), limit=args.limit),
-        objective=Objective(parse_target(args.target), w=args.w, hard=args.hard),
+        objective=Objective(target := parse_target(args.target), w=args.w, hard=args.hard),
         search=SearchConfig(args.algorithm, budget=args.budget, population=min(args.population, args.budget),
                             sample_size=min(args.sample_size, args.population, args.budget), batch=args.batch,
                             seed=args.seed),
@@ -74,6 +93,7 @@ def job_from_args(args: argparse.Namespace) -> SearchJob:
         references=resolve_references(args.references, space.input_size),
         train_references=not args.no_train_references, calibrate=args.calibrate, calibrate_seed=1000 + args.seed,
         rerank=args.rerank, rerank_by=args.rerank_by, correct=args.correct, correct_budget=args.correct_budget,
+        anchor=parse_anchor(args.anchor, target),
     )  # fmt: skip
 
 
@@ -224,6 +244,11 @@ def register(sub: argparse._SubParsersAction) -> None:
              "speed (minus its mean training loss, Ru et al. 2021; with NASWOT the best-ranking estimator measured "
              "on mbv3-32, docs/search.md)")
     opt("--finalists", type=cands, default=3, help="best candidates measured end to end")
+    opt("--anchor", metavar="ZOO[@WIDTH][=LATENCY]",
+        help="time this network in the same rounds as the calibration, the finalists and the references, and read "
+             "each as its share of it times LATENCY, its latency when the target was set (default: --target): a "
+             "shared machine runs hours later at another speed (35%% slower here), the share stays")
+
     opt("--correct", type=num.nonneg_within(MAX_ROUNDS, "rounds"), default=0, metavar="N",
         help="with --hard: when no finalist meets the target as measured, time the table's blocks of the finalists "
              "again, then search on from the saved state under the target divided by the measured/table ratio "
