@@ -119,9 +119,10 @@ class Finalist:
     score: float  # the objective by the table latency
     table_ms: float  # latency predicted from the table
     measured_ms: float  # end to end in the exclusive lane: the median over rounds of each round's fastest run
+    # (with the job's anchor: of each round's fastest run over the anchor's, times the anchor's latency)
     measured_iqr_ms: float  # the interquartile range of its runs (median over rounds)
     measured_score: float  # the objective by the measured latency
-    measured_rounds_ms: tuple[float, ...] = ()  # each round's fastest run (the spread of measured_ms)
+    measured_rounds_ms: tuple[float, ...] = ()  # each round's fastest run, as timed (the spread of measured_ms)
 
 
 FINALIST_ROUNDS = 5
