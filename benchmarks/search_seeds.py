@@ -65,7 +65,7 @@ from edgecnn import zoo
 from edgecnn.atomic import atomic_write_text
 from edgecnn.build import build
 from edgecnn.executor import Executor
-from edgecnn.latency.compare import Anchor, compare_latency, fastest_ms, fastest_runs
+from edgecnn.latency.compare import ANCHOR, Anchor, fastest_ms, fastest_runs, sitting_ms
 from edgecnn.latency.fingerprint import fingerprint
 from edgecnn.latency.measure import TimingConfig
 from edgecnn.latency.targets import default_target
@@ -275,42 +275,52 @@ def plain_brackets(preset: str, estimator: str, tag: str = "") -> dict[int, dict
     return {r["seed"]: r["bracket"] for r in json.loads(f.read_text())["rows"]} if f.is_file() else {}
 
 
+REMEASURE_ROUNDS = 9  # rounds of the closing sitting (two sittings of 5 unpaused rounds disagreed by up to 8 points)
+REMEASURE_PAUSE_S = 2.0  # seconds between them, as the search's finalists (FINALIST_PAUSE_S)
+
+
 def remeasure(rows: list[dict[str, Any]], backend: str, target_ms: float | None = None,
-              rounds: int = 5) -> dict[str, Any]:  # fmt: skip
-    """Every chosen network (each seed's evolution, random and bracket) timed back to back against the target
-    network, ``mobilenet_v3_small_cifar`` ×0.75, the way every latency verdict of edgecnn is taken
-    (:func:`~edgecnn.latency.compare.compare_latency`: each network exported once, ``rounds`` interleaved rounds,
-    each round's fastest run on the thread's CPU clock, the median per-round ratio). One sitting, one load, so the
-    methods' latencies compare: each run measured its finalists at its own time, beside whatever else ran, by the
-    median of one session — which on a shared 2-core VM moves by 30% from one timing to the next while the fastest
-    run stays within 1% (docs/search.md).
+              rounds: int = REMEASURE_ROUNDS, pause_s: float = REMEASURE_PAUSE_S) -> dict[str, Any]:  # fmt: skip
+    """Every chosen network (each seed's evolution, random and bracket) and the bracket lines' widths in **one**
+    sitting with the target network, ``mobilenet_v3_small_cifar`` ×0.75, as its anchor
+    (:func:`~edgecnn.latency.compare.sitting_ms`: each network exported once, ``rounds`` interleaved rounds
+    ``pause_s`` apart, each round's fastest run on the thread's CPU clock, the median over rounds of its ratio to
+    the anchor's). One sitting, one load, so the methods' latencies compare: each run measured its finalists at
+    its own time, and the machine's speed moves by a third over hours and by tens of percent between rounds
+    seconds apart (docs/search.md) — the per-round ratio cancels what the rounds share.
 
-    Each method's entry gets ``remeasured_share`` (of the target network), its ``remeasured_band`` over the rounds,
-    ``remeasured_ms`` (the median of its fastest runs) and ``within_target``: the share at most 1 when the target
-    is the ×0.75 network (the default), else ``remeasured_ms`` at most ``target_ms``."""
-    ref = build(zoo.arch_of(BASELINE, width=0.75), num_classes=10, in_chans=3).eval()
+    Each method's entry gets ``remeasured_share`` (of the target network), its ``remeasured_band`` (the per-round
+    ratios' range), ``remeasured_ms`` (the median of its fastest runs) and ``within_target``: the share at most 1
+    when the target is the ×0.75 network (the default), else ``remeasured_ms`` at most ``target_ms``."""
+    archs = list(dict.fromkeys([r[m]["arch"] for r in rows for m in METHODS] +  # each distinct network once
+                               [zoo.arch_of(BASELINE, width=w) for r in rows
+                                for w in (r.get("bracket_line") or {}).get("widths", ())]))  # fmt: skip
+    names = {a: f"n{i}" for i, a in enumerate(archs)}
+    nets = {names[a]: build(a, num_classes=10, in_chans=3).eval() for a in archs}
     load0 = os.getloadavg()
+    share, runs = sitting_ms(nets, (1, 3, 32, 32), anchor=Anchor(zoo.arch_of(BASELINE, width=0.75), 1.0),
+                             num_classes=10, backend=backend, threads=1, rounds=rounds, pause_s=pause_s)  # fmt: skip
+    anchor_ms = fastest_ms(runs[ANCHOR])
 
-    def share(arch: str) -> Any:
-        net = build(arch, num_classes=10, in_chans=3).eval()
-        return compare_latency(ref, net, (1, 3, 32, 32), backend=backend, threads=1, rounds=rounds)
+    def read(arch: str) -> dict[str, Any]:
+        n = names[arch]
+        ratios = [s.min_ms / a.min_ms for s, a in zip(runs[n], runs[ANCHOR])]
+        return {"remeasured_ms": fastest_ms(runs[n]), "remeasured_share": share[n],
+                "remeasured_band": [min(ratios), max(ratios)], "target_net_ms": anchor_ms}  # fmt: skip
 
     for r in rows:
         for m in METHODS:
-            cmp = share(r[m]["arch"])
-            within = cmp.ratio <= 1.0 if target_ms is None else cmp.after <= target_ms
-            r[m].update(remeasured_ms=cmp.after, remeasured_share=cmp.ratio, remeasured_band=list(cmp.band),
-                        target_net_ms=cmp.before, within_target=within)  # fmt: skip
-    widths: dict[float, float] = {}  # the bracket lines' ends, each width once, in the same sitting
-    for r in rows:
+            got = read(r[m]["arch"])
+            within = got["remeasured_share"] <= 1.0 if target_ms is None else got["remeasured_ms"] <= target_ms
+            r[m].update(**got, within_target=within)
         if line := r.get("bracket_line"):
-            for w in line["widths"]:
-                if w not in widths:
-                    widths[w] = share(zoo.arch_of(BASELINE, width=w)).ratio
-            line["remeasured_share"] = [widths[w] for w in line["widths"]]
-    return {"how": f"back to back against {BASELINE}@0.75, {rounds} interleaved rounds, fastest runs on the CPU "
-                   "clock, the median per-round ratio (edgecnn.latency.compare)", "rounds": rounds,
-            "bracket_widths_share": {f"{w:g}": v for w, v in sorted(widths.items())},
+            line["remeasured_share"] = [share[names[zoo.arch_of(BASELINE, width=w)]] for w in line["widths"]]
+    widths = {w: share[names[zoo.arch_of(BASELINE, width=w)]] for r in rows
+              for w in (r.get("bracket_line") or {}).get("widths", ())}  # fmt: skip
+    return {"how": f"one sitting, anchored on {BASELINE}@0.75: {rounds} interleaved rounds {pause_s:g} s apart, "
+                   "fastest runs on the CPU clock, the median per-round ratio to the anchor "
+                   "(edgecnn.latency.compare.sitting_ms)", "rounds": rounds, "pause_s": pause_s,
+            "target_net_ms": anchor_ms, "bracket_widths_share": {f"{w:g}": v for w, v in sorted(widths.items())},
             "load_average_before": load0, "load_average_after": os.getloadavg()}  # fmt: skip
 
 

@@ -353,12 +353,17 @@ def test_search_seeds_short_trains_a_rerank_elsewhere_from_the_finished_plain_se
     import search_seeds as ss
     from edgecnn.train.task import DataRef
 
-    a = SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="speed", quick=True)
+    a = SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="speed", quick=True, target=None)
     job = ss.make_job(a, ss.PRESETS["quick"], DataRef("digits", limit=10), "eager", 0.6, 0, "evolution")
     assert job.rerank_by == "speed" and ss.run_label(a) == "proxy-naswot+rerank8-speed"
+    # the target is the x0.75 network's latency: that network anchors every sitting, at that latency
+    assert job.anchor == ss.Anchor(ss.zoo.arch_of(ss.BASELINE, width=0.75), 0.6)
+    assert ss.make_job(SimpleNamespace(**{**vars(a), "target": 0.5}), ss.PRESETS["quick"], DataRef("digits"),
+                       "eager", 0.5, 0, "evolution").anchor is None  # a target in ms given: no network to anchor on
     assert ss.run_label(SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="top1")) == "proxy-naswot+rerank8"
     assert ss.run_label(SimpleNamespace(estimator="proxy-naswot", rerank=0, rerank_by="top1")) == "proxy-naswot"
-    corrected = SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="speed", quick=True, correct=2)
+    corrected = SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="speed", quick=True, correct=2,
+                                target=None)  # fmt: skip
     assert ss.run_label(corrected) == "proxy-naswot+rerank8-speed+correct2"
     job2 = ss.make_job(corrected, ss.PRESETS["quick"], DataRef("digits", limit=10), "eager", 0.6, 0, "random")
     assert (job2.correct, job2.correct_extra) == (2, ss.PRESETS["quick"]["budget"] // 2)
@@ -415,29 +420,41 @@ def test_search_seeds_rerank_takes_the_plain_runs_bracket_at_the_same_width_and_
     assert ss.bracket(SimpleNamespace(final_epochs=3), 0.6, None, tmp_path / "b6", widths, None) and len(trained) == 1
 
 
-def test_search_seeds_remeasure_times_each_choice_back_to_back_against_the_target_network(monkeypatch):
-    """The closing sitting: every chosen network against mobilenet_v3_small_cifar x0.75 by the fastest runs of
-    interleaved rounds (compare_latency); the share is the median per-round ratio, within the target at <= 1."""
+def fake_sitting(monkeypatch, per_round: dict[str, tuple[float, ...]], seen: list) -> None:
+    """search_seeds' networks and the anchor built as their arch, timed as ``per_round`` says (fastest run, ms)."""
     import search_seeds as ss
-    from edgecnn.latency.compare import Comparison
+    from edgecnn.latency import compare as C
+    from edgecnn.latency.timing import summarize
+
+    net = lambda arch, **_: SimpleNamespace(arch=arch, eval=lambda: SimpleNamespace(arch=arch))  # noqa: E731
+    monkeypatch.setattr(ss, "build", net)
+    monkeypatch.setattr(C, "build", lambda arch, **_: SimpleNamespace(arch=arch))
+
+    def scripted(nets, shape, *, backend, threads, rounds, pause_s):
+        seen.append({"archs": [n.arch for n in nets.values()], "shape": shape, "backend": backend,
+                     "threads": threads, "rounds": rounds, "pause_s": pause_s})  # fmt: skip
+        return "cpu", {k: [summarize([v, 9.0]) for v in per_round[n.arch]] for k, n in nets.items()}
+
+    monkeypatch.setattr(C, "fastest_runs", scripted)
+
+
+def test_search_seeds_remeasure_times_each_choice_back_to_back_against_the_target_network(monkeypatch):
+    """The closing sitting: every chosen network in one sitting anchored on mobilenet_v3_small_cifar x0.75 (the
+    fastest runs of interleaved rounds 2 s apart); the share is the median per-round ratio, within at <= 1."""
+    import search_seeds as ss
 
     w75 = ss.zoo.arch_of(ss.BASELINE, width=0.75)
-    fastest = {"e": (0.50, 0.47, 0.46), "r": (0.38, 0.40, 0.39), "b": (0.41, 0.40, 0.40)}  # per round, ms
-    seen = []
-
-    def scripted(before, after, shape, *, backend, threads, rounds):
-        seen.append((before.arch, after.arch, backend, threads, rounds, shape))
-        return Comparison(backend, threads, "cpu", "cpu", (0.40, 0.41, 0.40), fastest[after.arch.split()[0][-1]])
-
-    monkeypatch.setattr(ss, "compare_latency", scripted)
-    monkeypatch.setattr(ss, "build", lambda arch, **_: SimpleNamespace(arch=arch, eval=lambda: SimpleNamespace(
-        arch=arch)))  # fmt: skip
+    per_round = {w75: (0.40, 0.41, 0.40), "conv_e": (0.50, 0.47, 0.46), "conv_r": (0.38, 0.40, 0.39),
+                 "conv_b": (0.41, 0.40, 0.40)}  # fmt: skip
+    seen: list = []
+    fake_sitting(monkeypatch, per_round, seen)
     rows = [{"seed": 0, "evolution": {"arch": "conv_e", "top1": 0.75, "measured_ms": 0.39},
              "random": {"arch": "conv_r", "top1": 0.71, "measured_ms": 0.36},
              "bracket": {"arch": "conv_b", "top1": 0.69, "measured_ms": 0.41}}]  # fmt: skip
     sitting = ss.remeasure(rows, "onnxruntime", rounds=3)
-    assert [s[:2] for s in seen] == [(w75, "conv_e"), (w75, "conv_r"), (w75, "conv_b")]
-    assert {s[2:] for s in seen} == {("onnxruntime", 1, 3, (1, 3, 32, 32))} and sitting["rounds"] == 3
+    assert seen == [{"archs": ["conv_e", "conv_r", "conv_b", w75], "shape": (1, 3, 32, 32), "backend": "onnxruntime",
+                     "threads": 1, "rounds": 3, "pause_s": ss.REMEASURE_PAUSE_S}]  # one sitting, the anchor last
+    assert sitting["rounds"] == 3 and sitting["target_net_ms"] == 0.40
     e, r, b = (rows[0][m] for m in ss.METHODS)
     # per-round ratios e: 1.25, 1.1463, 1.15 -> median 1.15; r: 0.95, 0.9756, 0.975 -> 0.975; b: 1.025, 0.9756, 1.0
     assert e["remeasured_share"] == pytest.approx(1.15) and not e["within_target"]
@@ -492,7 +509,6 @@ def test_search_seeds_bracket_line_by_the_runs_ms_then_by_the_closing_sittings_s
     """Each method minus the bracket's line at its own latency; after --remeasure, every x of the row from that
     one sitting (shares of the target network), the line's ends timed once per width."""
     import search_seeds as ss
-    from edgecnn.latency.compare import Comparison
 
     row = {"seed": 0, "evolution": {"arch": "conv_e", "top1": 0.7155, "measured_ms": 0.349},
            "random": {"arch": "conv_r", "top1": 0.6992, "measured_ms": 0.403},
@@ -505,21 +521,14 @@ def test_search_seeds_bracket_line_by_the_runs_ms_then_by_the_closing_sittings_s
     assert ln["evolution"]["minus_pp"] == pytest.approx(100 * (0.7155 - at_e)) and not ln["random"]["extrapolated"]
     assert ss.bracket_line({"seed": 1}) is None  # a row recorded before the line
 
-    per_round = {"conv_e": 0.36, "conv_r": 0.40, "conv_b": 0.40, "w0.6": 0.30, "w0.75": 0.40}  # ms, ref 0.40
-    names = {ss.zoo.arch_of(ss.BASELINE, width=w): f"w{w:g}" for w in (0.6, 0.75)}
-    timed = []
-
-    def scripted(before, after, shape, *, backend, threads, rounds):
-        name = names.get(after.arch, after.arch)
-        timed.append(name)
-        return Comparison(backend, threads, "cpu", "cpu", (0.40,) * rounds, (per_round[name],) * rounds)
-
-    monkeypatch.setattr(ss, "compare_latency", scripted)
-    monkeypatch.setattr(ss, "build", lambda arch, **_: SimpleNamespace(arch=arch, eval=lambda: SimpleNamespace(
-        arch=arch)))  # fmt: skip
+    w60, w75 = (ss.zoo.arch_of(ss.BASELINE, width=w) for w in (0.6, 0.75))
+    per_round = {"conv_e": (0.36,) * 3, "conv_r": (0.40,) * 3, "conv_b": (0.40,) * 3, w60: (0.30,) * 3,
+                 w75: (0.40,) * 3}  # ms; the anchor (x0.75) 0.40
+    seen: list = []
+    fake_sitting(monkeypatch, per_round, seen)
     rows = [row, {**row, "seed": 1, "bracket_line": dict(row["bracket_line"])}]
     sitting = ss.remeasure(rows, "onnxruntime", rounds=3)
-    assert timed.count("w0.6") == 1 and timed.count("w0.75") == 1  # each end once for both seeds
+    assert seen[0]["archs"] == ["conv_e", "conv_r", "conv_b", w60, w75, w75]  # each end once for both seeds
     assert sitting["bracket_widths_share"] == {"0.6": pytest.approx(0.75), "0.75": pytest.approx(1.0)}
     ln = ss.bracket_line(row)  # shares: evolution 0.9, the line through (0.75, 67.48%) and (1.0, 69.46%)
     assert ln["by"] == "remeasured_share"
