@@ -537,3 +537,23 @@ def test_search_seeds_bracket_line_by_the_runs_ms_then_by_the_closing_sittings_s
     assert s["evolution_minus_bracket_line_pp"] == pytest.approx(100 * (0.7155 - (0.6748 + 0.0198 * 0.6)))
     assert s["random_minus_bracket_line_pp_per_seed"] == pytest.approx([100 * (0.6992 - 0.6946)] * 2)
     assert s["evolution_beats_bracket_line_on"] == "2 of 2 seeds" and s["bracket_line_by"] == ["remeasured_share"]
+
+
+def test_netadapt_cifar_wide_scale_builds_resnet20_x2_and_its_uniform_family_from_its_stem():
+    """--scale full-w2: ResNet-20 at width 2 (32/64/128, He et al.'s 6n+2 layout) as the baseline; the uniform
+    family runs c/2c/4c from the baseline's stem (32) down to 8; the other scales keep ResNet-20 and 16..8."""
+    import netadapt_cifar as nc
+
+    wide, full = nc.SCALES["full-w2"], nc.SCALES["full"]
+    assert wide.base_arch == ("conv_c32 basic_r3_c32_padskip basic_r3_s2_c64_padskip basic_r3_s2_c128_padskip "
+                              "gap fc")  # fmt: skip
+    assert full.base_arch == nc.zoo.arch_of(nc.BASE) and nc.SCALES["full100"].base_arch == full.base_arch
+    net = nc.build(wide.base_arch, num_classes=10)
+    # by hand: stem 3*32*9 + BN 64 = 928; stage 1: 6 convs 32*32*9 + BN 64 = 55 680; stage 2: 32*64*9 + 5 * 64*64*9
+    # + 6 BN 128 = 203 520; stage 3: 64*128*9 + 5 * 128*128*9 + 6 BN 256 = 812 544; fc 128*10 + 10 = 1 290
+    assert sum(p.numel() for p in net.parameters()) == 928 + 55_680 + 203_520 + 812_544 + 1_290  # 1 073 962
+    assert list(nc.uniform_stems(wide)) == list(range(32, 7, -1)) and list(nc.uniform_stems(full)) == list(
+        range(16, 7, -1))  # fmt: skip
+    assert nc.uniform(24 / 16).arch == nc.zoo.arch_of(nc.BASE, width=1.5, divisor=1)  # 24/48/96
+    assert (wide.base_epochs, wide.long_epochs, wide.short_steps) == (full.base_epochs, full.long_epochs,
+                                                                      full.short_steps)  # same recipe  # fmt: skip
