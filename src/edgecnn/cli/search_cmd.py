@@ -248,7 +248,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="time this network in the same rounds as the calibration, the finalists and the references, and read "
              "each as its share of it times LATENCY, its latency when the target was set (default: --target): a "
              "shared machine runs hours later at another speed (35%% slower here), the share stays")
-
     opt("--correct", type=num.nonneg_within(MAX_ROUNDS, "rounds"), default=0, metavar="N",
         help="with --hard: when no finalist meets the target as measured, time the table's blocks of the finalists "
              "again, then search on from the saved state under the target divided by the measured/table ratio "

@@ -172,7 +172,9 @@ def measure_finalists(job: SearchJob, result: SearchResult, data: DataSet, execu
     shared 2-core VM that median moved the same network 0.46–0.63 ms between timings while its fastest run stayed
     within 1%, and finalists measured that way beside two other searches read 0.81–1.07× of a target they
     exceeded by 9–34% when timed quietly (docs/search.md) — this measurement is the check on the table, and the
-    choice of the network trained (:meth:`Objective.choose`) rests on it.
+    choice of the network trained (:meth:`Objective.choose`) rests on it. With ``job.anchor`` each finalist is
+    read against the anchor network timed in the same rounds (:func:`~edgecnn.latency.compare.sitting_ms`): the
+    machine's speed hours after the target was set cancels.
     """
     size = job.space.input_size
     # each network once, none over the constraint (a corrected search's history holds some); all degenerate: as ranked
