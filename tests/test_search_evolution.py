@@ -188,4 +188,26 @@ def test_a_search_strategy_is_one_record(monkeypatch, tmp_path):
     assert res.best[0].score > max(c.score for c in res.history[:4])  # climbing beat its random start
     back = SearchState.load(tmp_path / "s.json", space=MBV3_32_SPACE)  # the state checks read the record too
     assert back.population == [] and len(back.history) == 40
-    assert [s for s in ev.STRATEGIES if s != "hill"] == list(ev.ALGORITHMS) == ["evolution", "random"]
+    assert [s for s in ev.STRATEGIES if s != "hill"] == list(ev.ALGORITHMS) == ["evolution", "evolution-novel",
+                                                                                  "random"]  # fmt: skip
+
+
+def test_novel_evolution_never_evaluates_a_network_twice_where_plain_evolution_does(tmp_path):
+    """evolution-novel: regularized evolution whose children are all new networks — on a small space, where plain
+    evolution re-proposes networks it has evaluated, every one of its 60 candidates is distinct; it keeps the
+    population and parents of plain evolution, and resumes to the same history."""
+    flat = Objective(1.0, w=0.0)
+    table = synthetic_table(TINY_SPACE, num_classes=10, in_chans=1)
+    model = LatencyModel(table)
+    acc = lambda archs: [model.predict(a, input_size=16, num_classes=10, in_chans=1).total_ms for a in archs]  # noqa: E731
+    size = len(list(all_genomes(TINY_SPACE)))
+    cfg = dict(budget=60, population=8, sample_size=4, batch=3, seed=4)
+    assert size > 60
+    plain = run_search(TINY_SPACE, acc, lambda a: 1.0, flat, SearchConfig("evolution", **cfg))
+    assert len({c.arch for c in plain.history}) < 60  # plain evolution repeats itself here
+    path = tmp_path / "novel.json"
+    novel = run_search(TINY_SPACE, acc, lambda a: 1.0, flat, SearchConfig("evolution-novel", **cfg), state_path=path)
+    assert len(novel.history) == 60 and len({c.arch for c in novel.history}) == 60
+    assert all(c.parent is None for c in novel.history[:8]) and all(c.parent is not None for c in novel.history[8:])
+    back = SearchState.load(path, space=TINY_SPACE)
+    assert back.population == [c.index for c in novel.history[-8:]]  # the newest P: regularized (ageing)
