@@ -105,6 +105,9 @@ def args_() -> argparse.Namespace:
                    help="measured corrections (edgecnn search --correct): when no finalist meets the target as "
                         "measured, search on under the corrected target, up to N rounds of budget/2 candidates each "
                         "(the run is named <label>+correct<N>)")
+    p.add_argument("--evolution", choices=("evolution", "evolution-novel"), default="evolution",
+                   help="the evolution variant: regularized evolution, or the one whose children are all new networks "
+                        "(the run is named <label>+novel, and takes the plain run's random searches and brackets)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--remeasure", action="store_true",
                    help="then measure every chosen network again, back to back in rounds (run it on a quiet machine: "
@@ -182,7 +185,15 @@ def run_label(a: argparse.Namespace) -> str:
     if a.rerank:
         label += f"+rerank{a.rerank}" + ("-speed" if a.rerank_by == "speed" else "")
     correct = getattr(a, "correct", 0)
-    return label + (f"+correct{correct}" if correct else "")
+    label += f"+correct{correct}" if correct else ""
+    return label + ("+novel" if getattr(a, "evolution", "evolution") == "evolution-novel" else "")
+
+
+def shared_label(a: argparse.Namespace) -> str:
+    """The folder of the runs that do not depend on the evolution variant — random search and the brackets: the
+    label without ``+novel``, so an ``evolution-novel`` run is compared with the very random searches and
+    brackets of the plain one (same seeds, recipe and target), not with new draws of them."""
+    return run_label(a).removesuffix("+novel")
 
 
 def short_train_elsewhere(job: SearchJob, out: Path, plain: Path, ex: Executor) -> int:
@@ -364,8 +375,9 @@ def make_job(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: st
     target network's (``mobilenet_v3_small_cifar`` ×0.75) latency in the widths' sitting, and that network the
     anchor of every sitting of the search (calibration, finalists: :class:`~edgecnn.latency.compare.Anchor`), so
     a machine slower or faster hours later reads every network at the speed the target was measured at."""
+    algorithm = getattr(a, "evolution", "evolution") if alg == "evolution" else alg
     return SearchJob(MBV3_32_SPACE, ref, Objective(target, hard=True),
-                     SearchConfig(alg, budget=p["budget"], population=p["population"], sample_size=p["sample_size"],
+                     SearchConfig(algorithm, budget=p["budget"], population=p["population"], sample_size=p["sample_size"],
                                   batch=4, seed=seed),
                      SupernetConfig(steps=p["supernet_steps"], batch_size=64, seed=seed),
                      EstimateSettings(val_fraction=0.04), estimator=a.estimator, backend=backend,
@@ -417,7 +429,7 @@ def main() -> None:
         atomic_write_text(widths_file, json.dumps(widths, indent=1))
     widths_ms = {float(w): ms for w, ms in json.loads(widths_file.read_text()).items()}
     target = a.target or widths_ms[0.75]
-    label = run_label(a)
+    label, shared = run_label(a), shared_label(a)
     print(f"{full.summary()}; target {target:.3f} ms on {backend}; estimator {label}", flush=True)
     rows = []
     t0 = time.perf_counter()
@@ -426,8 +438,10 @@ def main() -> None:
             runs = {}
             for alg in ("evolution", "random"):
                 job = make_job(a, p, ref, backend, target, seed, alg)
-                plain = work / a.estimator / f"seed{seed}-{alg}" if a.rerank else None
-                doc = one_search(job, work / label / f"seed{seed}-{alg}", ex, plain)
+                folder = label if alg == "evolution" else shared
+                # a rerank run starts from the plain estimator's finished search - of the same algorithm only
+                plain = work / a.estimator / f"seed{seed}-{alg}" if a.rerank and folder == shared else None
+                doc = one_search(job, work / folder / f"seed{seed}-{alg}", ex, plain)
                 corr = doc.get("corrections") or {}
                 runs[alg] = {**doc["final"], "measured_ms": doc["final"]["measured_ms"],
                              "run_seconds": doc["timings"]["total_s"],
@@ -439,11 +453,11 @@ def main() -> None:
                       flush=True)  # fmt: skip
             plain = plain_brackets(preset, a.estimator, a.tag).get(seed) if a.rerank else None
             width = bracket_width(runs["evolution"]["measured_ms"], widths_ms)
-            runs["bracket"] = bracket(job, width, full, work / label / f"seed{seed}-bracket-w{width:g}", widths_ms,
+            runs["bracket"] = bracket(job, width, full, work / shared / f"seed{seed}-bracket-w{width:g}", widths_ms,
                                       plain)  # fmt: skip
             pair = bracket_pair(runs["evolution"]["measured_ms"], widths_ms)  # the line at equal latency
             ends = [runs["bracket"] if w == width else
-                    bracket(job, w, full, work / label / f"seed{seed}-bracket-w{w:g}", widths_ms, plain)
+                    bracket(job, w, full, work / shared / f"seed{seed}-bracket-w{w:g}", widths_ms, plain)
                     for w in pair]  # fmt: skip
             line = {"widths": list(pair), "top1": [e["top1"] for e in ends],
                     "measured_ms": [widths_ms[w] for w in pair],

@@ -557,3 +557,18 @@ def test_netadapt_cifar_wide_scale_builds_resnet20_x2_and_its_uniform_family_fro
     assert nc.uniform(24 / 16).arch == nc.zoo.arch_of(nc.BASE, width=1.5, divisor=1)  # 24/48/96
     assert (wide.base_epochs, wide.long_epochs, wide.short_steps) == (full.base_epochs, full.long_epochs,
                                                                       full.short_steps)  # same recipe  # fmt: skip
+
+
+def test_search_seeds_novel_evolution_is_a_run_of_its_own_sharing_random_search_and_brackets():
+    import search_seeds as ss
+    from edgecnn.train.task import DataRef
+
+    a = SimpleNamespace(estimator="proxy-naswot", rerank=8, rerank_by="speed", quick=True, correct=2, target=None,
+                        evolution="evolution-novel")  # fmt: skip
+    assert ss.run_label(a) == "proxy-naswot+rerank8-speed+correct2+novel"
+    assert ss.shared_label(a) == "proxy-naswot+rerank8-speed+correct2"  # random search and brackets: the plain run's
+    p = ss.PRESETS["quick"]
+    assert ss.make_job(a, p, DataRef("digits"), "eager", 0.6, 0, "evolution").search.algorithm == "evolution-novel"
+    assert ss.make_job(a, p, DataRef("digits"), "eager", 0.6, 0, "random").search.algorithm == "random"
+    plain = SimpleNamespace(**{**vars(a), "evolution": "evolution"})
+    assert ss.run_label(plain) == ss.shared_label(plain) == "proxy-naswot+rerank8-speed+correct2"
