@@ -392,12 +392,15 @@ def short_train_all_elsewhere(a: argparse.Namespace, p: dict[str, Any], ref: Dat
                               widths: dict[str, float]) -> None:  # fmt: skip
     """:func:`short_train_elsewhere` for every seed and algorithm of ``--seeds``."""
     target = a.target or widths["0.75"]
-    label = run_label(a)
+    shared = shared_label(a)
     with Executor("local", workers=1) as ex:
         for seed in (int(s) for s in a.seeds.split(",")):
             for alg in ("evolution", "random"):
+                if alg == "evolution" and run_label(a) != shared:  # not the plain estimator's search: its own
+                    print(f"  seed {seed} {alg}: nothing to do here (evolution-novel searches here first)")
+                    continue
                 n = short_train_elsewhere(make_job(a, p, ref, backend, target, seed, alg),
-                                          work / label / f"seed{seed}-{alg}", work / a.estimator / f"seed{seed}-{alg}",
+                                          work / shared / f"seed{seed}-{alg}", work / a.estimator / f"seed{seed}-{alg}",
                                           ex)  # fmt: skip
                 what = f"{n} short trainings done" if n else "nothing to do here (finished, or its plain run is not)"
                 print(f"  seed {seed} {alg}: {what}", flush=True)
