@@ -225,7 +225,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="time cap of one latency measurement (at most an hour)")
     opt("--retries", type=num.rounds, default=3, help="re-measure a latency disturbed by other processes")
     opt("--budget", type=cands, default=200, help="candidates evaluated (at most EDGECNN_MAX_CANDIDATES)")
-    opt("--algorithm", choices=ALGORITHMS, default="evolution", help="regularized evolution or random")
+    opt("--algorithm", choices=ALGORITHMS, default="evolution",
+        help="regularized evolution, the same with no network evaluated twice (evolution-novel), or random search")
     opt("--population", type=cands, default=50, help="evolution: population size P (at most --budget)")
     opt("--sample-size", type=cands, default=10, help="evolution: tournament size S (at most P)")
     opt("--batch", type=cands, default=4, help="candidates evaluated at once (one executor map)")
