@@ -199,7 +199,10 @@ def test_novel_evolution_never_evaluates_a_network_twice_where_plain_evolution_d
     flat = Objective(1.0, w=0.0)
     table = synthetic_table(TINY_SPACE, num_classes=10, in_chans=1)
     model = LatencyModel(table)
-    acc = lambda archs: [model.predict(a, input_size=16, num_classes=10, in_chans=1).total_ms for a in archs]  # noqa: E731
+
+    def acc(archs):
+        return [model.predict(a, input_size=16, num_classes=10, in_chans=1).total_ms for a in archs]
+
     size = len(list(all_genomes(TINY_SPACE)))
     cfg = dict(budget=60, population=8, sample_size=4, batch=3, seed=4)
     assert size > 60
@@ -211,3 +214,19 @@ def test_novel_evolution_never_evaluates_a_network_twice_where_plain_evolution_d
     assert all(c.parent is None for c in novel.history[:8]) and all(c.parent is not None for c in novel.history[8:])
     back = SearchState.load(path, space=TINY_SPACE)
     assert back.population == [c.index for c in novel.history[-8:]]  # the newest P: regularized (ageing)
+
+
+def test_novel_draws_that_only_find_evaluated_networks_say_so():
+    """When every random draw is a network evaluated already (a space nearly used up), the error says that —
+    not that no network meets the latency target."""
+    import edgecnn.search.evolution as ev
+
+    genome = TINY_SPACE.sample_genome(random.Random(0))
+    arch = TINY_SPACE.arch(genome).format()
+    space = type("OneNetwork", (), {"name": "one", "sample_genome": lambda self, rng: genome,
+                                    "arch": lambda self, g: TINY_SPACE.arch(g)})()  # fmt: skip
+    breeder = ev._Breeder(space, lambda a: 1.0, Objective(2.0, hard=True), SearchConfig("evolution-novel", max_tries=5),
+                          random.Random(0))  # fmt: skip
+    assert breeder.random() == (arch, 1.0, None)
+    with pytest.raises(ValueError, match="all 5 random draws were networks evaluated already: space 'one'"):
+        breeder.random(avoid={arch})

@@ -471,13 +471,19 @@ class _Breeder:
         return STRATEGIES[cfg.algorithm].children(self, state, min(cfg.batch, cfg.budget - len(state.history)))
 
     def random(self, avoid: Container[str] = ()) -> tuple[str, float, int | None]:
+        repeats = 0
         for _ in range(self.cfg.max_tries):
             arch = self.space.arch(self.space.sample_genome(self.rng)).format()
             if arch in avoid:
+                repeats += 1
                 continue
             lat = self.lat(arch)
             if self.objective.feasible(lat):
                 return arch, lat, None
+        if repeats == self.cfg.max_tries:
+            raise ValueError(f"all {repeats} random draws were networks evaluated already: space "
+                             f"{self.space.name!r} has few networks left for the budget; lower the budget "
+                             "(--budget) or search it with --algorithm evolution")  # fmt: skip
         smallest = self.lat(self.space.arch(self.space.extreme(False)).format())
         raise ValueError(
             f"no network of {self.cfg.max_tries} random draws meets {self.objective.target_ms:g} ms "
