@@ -303,9 +303,9 @@ def remeasure(rows: list[dict[str, Any]], backend: str, target_ms: float | None 
     Each method's entry gets ``remeasured_share`` (of the target network), its ``remeasured_band`` (the per-round
     ratios' range), ``remeasured_ms`` (the median of its fastest runs) and ``within_target``: the share at most 1
     when the target is the ×0.75 network (the default), else ``remeasured_ms`` at most ``target_ms``."""
-    archs = list(dict.fromkeys([r[m]["arch"] for r in rows for m in METHODS] +  # each distinct network once
-                               [zoo.arch_of(BASELINE, width=w) for r in rows
-                                for w in (r.get("bracket_line") or {}).get("widths", ())]))  # fmt: skip
+    line_widths = {w: zoo.arch_of(BASELINE, width=w) for r in rows
+                   for w in (r.get("bracket_line") or {}).get("widths", ())}  # fmt: skip
+    archs = list(dict.fromkeys([r[m]["arch"] for r in rows for m in METHODS] + list(line_widths.values())))
     names = {a: f"n{i}" for i, a in enumerate(archs)}
     nets = {names[a]: build(a, num_classes=10, in_chans=3).eval() for a in archs}
     load0 = os.getloadavg()
@@ -319,15 +319,14 @@ def remeasure(rows: list[dict[str, Any]], backend: str, target_ms: float | None 
         return {"remeasured_ms": fastest_ms(runs[n]), "remeasured_share": share[n],
                 "remeasured_band": [min(ratios), max(ratios)], "target_net_ms": anchor_ms}  # fmt: skip
 
+    widths = {w: share[names[a]] for w, a in line_widths.items()}
     for r in rows:
         for m in METHODS:
             got = read(r[m]["arch"])
             within = got["remeasured_share"] <= 1.0 if target_ms is None else got["remeasured_ms"] <= target_ms
             r[m].update(**got, within_target=within)
         if line := r.get("bracket_line"):
-            line["remeasured_share"] = [share[names[zoo.arch_of(BASELINE, width=w)]] for w in line["widths"]]
-    widths = {w: share[names[zoo.arch_of(BASELINE, width=w)]] for r in rows
-              for w in (r.get("bracket_line") or {}).get("widths", ())}  # fmt: skip
+            line["remeasured_share"] = [widths[w] for w in line["widths"]]
     return {"how": f"one sitting, anchored on {BASELINE}@0.75: {rounds} interleaved rounds {pause_s:g} s apart, "
                    "fastest runs on the CPU clock, the median per-round ratio to the anchor "
                    "(edgecnn.latency.compare.sitting_ms)", "rounds": rounds, "pause_s": pause_s,
@@ -377,8 +376,8 @@ def make_job(a: argparse.Namespace, p: dict[str, Any], ref: DataRef, backend: st
     a machine slower or faster hours later reads every network at the speed the target was measured at."""
     algorithm = getattr(a, "evolution", "evolution") if alg == "evolution" else alg
     return SearchJob(MBV3_32_SPACE, ref, Objective(target, hard=True),
-                     SearchConfig(algorithm, budget=p["budget"], population=p["population"], sample_size=p["sample_size"],
-                                  batch=4, seed=seed),
+                     SearchConfig(algorithm, budget=p["budget"], population=p["population"],
+                                  sample_size=p["sample_size"], batch=4, seed=seed),
                      SupernetConfig(steps=p["supernet_steps"], batch_size=64, seed=seed),
                      EstimateSettings(val_fraction=0.04), estimator=a.estimator, backend=backend,
                      timing=timing(a.quick), finalists=3, final_epochs=p["epochs"],
@@ -454,13 +453,13 @@ def main() -> None:
                              "corrections_stop": corr.get("stop")}  # fmt: skip
                 print(f"  seed {seed} {alg}: top-1 {runs[alg]['top1']:.4f} at {runs[alg]['measured_ms']:.3f} ms",
                       flush=True)  # fmt: skip
-            plain = plain_brackets(preset, a.estimator, a.tag).get(seed) if a.rerank else None
+            trained = plain_brackets(preset, a.estimator, a.tag).get(seed) if a.rerank else None
             width = bracket_width(runs["evolution"]["measured_ms"], widths_ms)
             runs["bracket"] = bracket(job, width, full, work / shared / f"seed{seed}-bracket-w{width:g}", widths_ms,
-                                      plain)  # fmt: skip
+                                      trained)  # fmt: skip
             pair = bracket_pair(runs["evolution"]["measured_ms"], widths_ms)  # the line at equal latency
             ends = [runs["bracket"] if w == width else
-                    bracket(job, w, full, work / shared / f"seed{seed}-bracket-w{w:g}", widths_ms, plain)
+                    bracket(job, w, full, work / shared / f"seed{seed}-bracket-w{w:g}", widths_ms, trained)
                     for w in pair]  # fmt: skip
             line = {"widths": list(pair), "top1": [e["top1"] for e in ends],
                     "measured_ms": [widths_ms[w] for w in pair],

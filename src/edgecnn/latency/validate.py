@@ -27,7 +27,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgecnn.arch import ArchSpec
@@ -270,7 +270,7 @@ def calibrate(
         runs = passes_over(timers, rounds, on_each=(lambda d, t: on_stage("calibrate", d, t)) if on_stage else None)
         measured = [m.min_ms if stat == "min" else m.median_ms for m in map(merge_passes, runs)]
     # info should say how archs were drawn ({"seed": s, "n": n}) so that validate() can refuse them
-    anchored = {} if anchor is None else {"anchor": {"arch": anchor.arch, "ms": anchor.ms}}
+    anchored = {} if anchor is None else {"anchor": asdict(anchor)}
     table.calibration = fit(sums, measured, info={"input_size": input_size, "stat": stat, "by": by, **anchored,
                                                   **(info or {})})  # fmt: skip
     if table_path is not None:

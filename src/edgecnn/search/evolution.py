@@ -71,27 +71,27 @@ class Strategy:
     source: str  # the paper
 
 
-def _evolution_children(breeder: _Breeder, state: SearchState, n: int) -> list[tuple[str, float, int | None]]:
-    """Regularized evolution: random draws until the population is full, then tournament mutants."""
+def _evolution_children(breeder: _Breeder, state: SearchState, n: int, *,
+                        novel: bool = False) -> list[tuple[str, float, int | None]]:  # fmt: skip
+    """Regularized evolution: random draws until the population is full, then tournament mutants. ``novel``: every
+    child a network not evaluated before (nor earlier in its batch) — a draw or mutation that lands on one is
+    redrawn. On the seeds benchmark plain evolution spent 16–19% of its budget on networks it had evaluated already
+    (the cache skips their estimate, not their slot; docs/search.md)."""
     cfg = breeder.cfg
-    if len(state.population) < cfg.population:
-        return [breeder.random() for _ in range(min(n, cfg.population - len(state.population)))]
-    return [breeder.mutant(state) for _ in range(n)]
-
-
-def _novel_children(breeder: _Breeder, state: SearchState, n: int) -> list[tuple[str, float, int | None]]:
-    """Regularized evolution whose every child is a network not evaluated before (nor earlier in its batch):
-    a mutation that lands on one is redrawn. On the seeds benchmark plain evolution spent 16–19% of its budget on
-    networks it had evaluated already (the cache skips their estimate, not their slot; docs/search.md)."""
-    cfg = breeder.cfg
-    seen = {c.arch for c in state.history}
+    seen = {c.arch for c in state.history} if novel else set()
     filling = len(state.population) < cfg.population
     out: list[tuple[str, float, int | None]] = []
     for _ in range(min(n, cfg.population - len(state.population)) if filling else n):
         child = breeder.random(seen) if filling else breeder.mutant(state, avoid=seen)
-        seen.add(child[0])
+        if novel:
+            seen.add(child[0])
         out.append(child)
     return out
+
+
+def _novel_children(breeder: _Breeder, state: SearchState, n: int) -> list[tuple[str, float, int | None]]:
+    """Regularized evolution with no child evaluated twice (:func:`_evolution_children` with ``novel``)."""
+    return _evolution_children(breeder, state, n, novel=True)
 
 
 def _random_children(breeder: _Breeder, _state: SearchState, n: int) -> list[tuple[str, float, int | None]]:

@@ -134,7 +134,7 @@ def calibrate_table(job: SearchJob, model: LatencyModel, executor: Executor, *, 
     size = job.space.input_size
     info: dict[str, Any] = {"input_size": size, "seed": job.calibrate_seed, "n": job.calibrate, "by": "fastest"}
     if job.anchor is not None:  # a table calibrated at another speed than the anchor's is calibrated again
-        info["anchor"] = {"arch": job.anchor.arch, "ms": job.anchor.ms}
+        info["anchor"] = asdict(job.anchor)
     cal = model.table.calibration
     if cal is not None and all(cal.info.get(k) == v for k, v in info.items()):
         return cal.to_dict()
