@@ -199,6 +199,24 @@ def test_interrupted_run_resumes_to_the_same_weights(digits16, tmp_path: Path) -
         fit(_net(TINY), digits16, replace(cfg, lr=0.5), out_dir=tmp_path / "part", resume=True)
 
 
+def test_a_run_resumes_in_another_precision_and_each_epoch_records_its_own(digits16, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """fp32 for the first epoch and a half, bf16 autocast from the resume on (a CPU with native bf16 makes such a
+    switch worth it): the recipe check lets it through, and the history says which epochs ran in which."""
+    cfg = replace(QUIET, epochs=3, batch_size=128, eval_every=0)  # 11 steps per epoch
+    m = _net(TINY)
+    _interrupt_on_call(m, 16)  # mid-epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        fit(m, digits16, cfg, out_dir=tmp_path)
+    assert [h["precision"] for h in load_checkpoint(tmp_path / "last.pt").history] == ["fp32"]
+    capsys.readouterr()
+    r = fit(_net(TINY), digits16, replace(cfg, precision="bf16", log_epochs=True), out_dir=tmp_path, resume=True)
+    assert [h.precision for h in r.history] == ["fp32", "bf16", "bf16"]  # epoch 2 finished in bf16
+    assert r.steps == 33 and math.isfinite(r.final.loss)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 2 and all(ln.endswith("  bf16") for ln in lines)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits16, tmp_path: Path) -> None:
     m = _net(TINY)
     calls = {"n": 0}

@@ -257,7 +257,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="stop at an unreadable image (default: skip, counted)")
     p.add_argument("--width", type=num.width, default=1.0, help="width multiplier of a zoo model (default 1)")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="auto: bf16/fp16 autocast on CUDA, fp32 on the CPU; bf16 also suits CPUs with AMX")  # fmt: skip
+                   help="auto: bf16/fp16 autocast on CUDA, fp32 on the CPU; bf16 also suits CPUs with AMX or "
+                        "AVX512-BF16 (--resume may change it)")  # fmt: skip
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off in long runs)")
     p.add_argument("--teacher", default=None, metavar="CKPT", help="distil from this checkpoint (Hinton 2015)")

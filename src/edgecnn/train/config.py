@@ -119,6 +119,7 @@ class EpochStats:
     seconds: float  # wall time of the epoch's training (evaluation excluded)
     test: EvalResult | None  # evaluation after the epoch (None where skipped)
     threads: int | None = None  # torch threads at the epoch's end, with threads="auto" (None otherwise)
+    precision: str | None = None  # the arithmetic the epoch ran in: "fp32", "bf16" or "fp16" (None: not recorded)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from edgecnn.train.config import FINETUNE, EpochStats, EvalResult, NonFiniteLoss
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.optim import ModelEma, lr_at, make_optimizer
 from edgecnn.train.resume import LAST, _check_same_recipe, _data_meta, _fresh, _stats_from_dict
-from edgecnn.train.runtime import _all_sum, _amp_dtype, _autocast, _Bar, _Dist, _Interrupt, _setup
+from edgecnn.train.runtime import _all_sum, _amp_dtype, _autocast, _Bar, _Dist, _Interrupt, _precision_name, _setup
 from edgecnn.train.threads import ThreadGovernor
 
 
@@ -295,7 +295,8 @@ class _Run:
         due = self.step >= self.total or (self.cfg.eval_every and (self.epoch + 1) % self.cfg.eval_every == 0)
         stats = EpochStats(self.epoch + 1, self.step, self.lr, loss_total / max(1.0, n), correct_total / max(1.0, n),
                            n / max(1e-9, seconds), seconds, self.evaluate(self.model) if due else None,
-                           self.governor.threads if self.governor is not None else None)  # fmt: skip
+                           self.governor.threads if self.governor is not None else None,
+                           _precision_name(_amp_dtype(d.device, self.cfg.precision)))  # fmt: skip
         if self.batch >= self.per_epoch:
             self.epoch, self.batch = self.epoch + 1, 0
         self.partial = _fresh()

@@ -34,8 +34,11 @@ def _fresh() -> dict[str, float]:
     return {"loss": 0.0, "correct": 0.0, "n": 0.0, "seconds": 0.0}  # running sums of the current epoch
 
 
-# options that may change between a run and its resume
-_RESUMABLE = frozenset({"epochs", "steps", "eval_every", "device", "threads", "progress", "log_epochs", "compile"})
+# options that may change between a run and its resume: how the steps run, not what they compute. `precision` is
+# one of them: "auto" already changes it with the device (fp32 on a CPU, bf16 on a GPU), and each epoch records
+# the arithmetic it ran in (`EpochStats.precision`)
+_RESUMABLE = frozenset({"epochs", "steps", "eval_every", "device", "threads", "progress", "log_epochs", "compile",
+                        "precision"})
 
 
 def _check_same_recipe(saved: dict[str, Any], cfg: TrainConfig) -> None:

@@ -61,6 +61,11 @@ def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def _precision_name(dtype: torch.dtype | None) -> str:
+    """How an epoch's arithmetic is recorded: ``fp32`` (no autocast), ``bf16`` or ``fp16``."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def _autocast(device: torch.device, precision: str) -> Any:
     dtype = _amp_dtype(device, precision)
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
@@ -153,6 +158,8 @@ class _Bar:
                 f"train {s.train_top1:.1%}{test}  {s.images_per_s:,.0f} img/s  {s.seconds:.1f} s")  # fmt: skip
         if s.threads is not None:  # threads="auto": how many the free cores allowed at the epoch's end
             line += f"  {s.threads} thread{'s' if s.threads > 1 else ''}"
+        if s.precision not in (None, "fp32"):  # mixed precision: say so beside the speed it buys
+            line += f"  {s.precision}"
         if self._p is None:
             if self.lines:
                 print(line, file=sys.stderr, flush=True)
