@@ -15,6 +15,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,6 +114,22 @@ def test_bf16_autocast_on_the_cpu_and_fp16_refused(digits16) -> None:
     assert 0 < (a.state_dict()[w] - b.state_dict()[w]).abs().max() < 0.02
     with pytest.raises(ValueError, match="fp16 autocast needs CUDA"):
         finetune(_net(SMALL), digits16, steps=1, config=replace(cfg, precision="fp16"))
+
+
+@pytest.mark.parametrize("kernels", [True, False], ids=["avx512", "avx2-only"])
+def test_bf16_on_a_cpu_without_onednn_bf16_kernels_warns_it_is_slow(digits16, monkeypatch, kernels: bool) -> None:
+    """Both kinds of CPU, whichever this one is: with oneDNN's bf16 kernels (AVX-512; native with AVX512-BF16 or
+    AMX) bf16 autocast is the fast path and says nothing; without them (AVX2 only) it warns and names the fix."""
+    from edgecnn.train import runtime
+
+    monkeypatch.setattr(runtime, "_cpu_bf16_kernels", lambda: kernels)
+    cfg = replace(FINETUNE, threads=1, batch_size=64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        finetune(_net(SMALL), digits16, steps=1, config=replace(cfg, precision="bf16"))
+        finetune(_net(SMALL), digits16, steps=1, config=cfg)  # fp32: never
+    said = [str(w.message) for w in caught if "bf16" in str(w.message)]
+    assert len(said) == (0 if kernels else 1) and all("use precision 'auto' or 'fp32'" in m for m in said)
 
 
 def test_distillation_loss_matches_hinton_formula() -> None:

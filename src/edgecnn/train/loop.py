@@ -29,7 +29,8 @@ from edgecnn.train.config import FINETUNE, EpochStats, EvalResult, NonFiniteLoss
 from edgecnn.train.evaluation import evaluate
 from edgecnn.train.optim import ModelEma, lr_at, make_optimizer
 from edgecnn.train.resume import LAST, _check_same_recipe, _data_meta, _fresh, _stats_from_dict
-from edgecnn.train.runtime import _all_sum, _amp_dtype, _autocast, _Bar, _Dist, _Interrupt, _precision_name, _setup
+from edgecnn.train.runtime import (_all_sum, _amp_dtype, _autocast, _Bar, _Dist, _Interrupt, _precision_name, _setup,
+                                   _warn_slow_autocast)  # fmt: skip
 from edgecnn.train.threads import ThreadGovernor
 
 
@@ -136,7 +137,9 @@ class _Run:
         self.opt = make_optimizer(model, cfg)
         self.ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
         self.teacher = None if teacher is None else load_teacher(teacher, num_classes=data.num_classes, device=d.device)
-        fp16 = _amp_dtype(d.device, cfg.precision) == torch.float16
+        amp = _amp_dtype(d.device, cfg.precision)
+        _warn_slow_autocast(d.device, amp)
+        fp16 = amp == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None  # bf16 needs no loss scaling
         self.net: nn.Module = model
         if d.world > 1:

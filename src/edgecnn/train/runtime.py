@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,18 @@ def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 autocast needs CUDA; use --precision bf16 on the CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _cpu_bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 and up; natively with AVX512-BF16 or AMX). Without
+    them (an AVX2-only CPU) bf16 autocast falls back to slow reference code."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _warn_slow_autocast(device: torch.device, dtype: torch.dtype | None) -> None:
+    if device.type == "cpu" and dtype == torch.bfloat16 and not _cpu_bf16_kernels():
+        warnings.warn("precision bf16 on a CPU without oneDNN bf16 kernels (it needs AVX-512; this one has no "
+                      "AVX-512) runs slower than fp32; use precision 'auto' or 'fp32' here", stacklevel=3)
 
 
 def _precision_name(dtype: torch.dtype | None) -> str:
