@@ -18,9 +18,11 @@ torch RNG the run seeds). Its parts, with the papers they follow:
   CUDA; on a CPU with AMX ``precision="bf16"`` speeds ResNet-20 steps up 1.8×
   (and ResNet-20 ×2 1.8× on a Zen 4 EPYC's AVX512-BF16: 0.72 s against 1.32 s
   a batch of 128 on one thread) but MobileNetV2 (depthwise convolutions, BN)
-  only 1.1×, so it is opt-in there; a run may resume in another precision, and
-  every epoch records the one it ran in (``EpochStats.precision``); channels_last memory format by default: oneDNN's convolutions,
-  depthwise ones most, run faster in NHWC. ``benchmarks/train_cifar.py``:
+  only 1.1×, so it is opt-in there (and warned against on a CPU without
+  AVX-512, where oneDNN has no bf16 kernels: ~12× slower than fp32); a run may
+  resume in another precision, and every epoch records the one it ran in
+  (``EpochStats.precision``); channels_last memory format by default: oneDNN's
+  convolutions, depthwise ones most, run faster in NHWC. ``benchmarks/train_cifar.py``:
   against a plain NCHW loop with per-sample PIL augmentation, 1.2× for
   ResNet-20 and 1.5× for MobileNetV2-0.5 on this project's 2-core Xeon;
 - DDP through ``torchrun`` on the same code path: each process takes its share

@@ -64,14 +64,16 @@ def _amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 def _cpu_bf16_kernels() -> bool:
     """Whether oneDNN has bf16 kernels on this CPU (AVX-512 and up; natively with AVX512-BF16 or AMX). Without
-    them (an AVX2-only CPU) bf16 autocast falls back to slow reference code."""
+    them (an AVX2-only CPU) bf16 autocast falls back to reference code: a ResNet-20 ×2 training step of batch 128
+    took 16.7 s in bf16 against 1.4 s in fp32 on the Zen 4 EPYC with oneDNN held to AVX2
+    (``ONEDNN_MAX_CPU_ISA=AVX2``), and 0.72 s against 1.32 s with its AVX512-BF16."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _warn_slow_autocast(device: torch.device, dtype: torch.dtype | None) -> None:
     if device.type == "cpu" and dtype == torch.bfloat16 and not _cpu_bf16_kernels():
         warnings.warn("precision bf16 on a CPU without oneDNN bf16 kernels (it needs AVX-512; this one has no "
-                      "AVX-512) runs slower than fp32; use precision 'auto' or 'fp32' here", stacklevel=3)
+                      "AVX-512) runs about 10x slower than fp32; use precision 'auto' or 'fp32' here", stacklevel=3)
 
 
 def _precision_name(dtype: torch.dtype | None) -> str:
