@@ -139,6 +139,7 @@ class _Run:
         self.teacher = None if teacher is None else load_teacher(teacher, num_classes=data.num_classes, device=d.device)
         amp = _amp_dtype(d.device, cfg.precision)
         _warn_slow_autocast(d.device, amp)
+        self.arithmetic = _precision_name(amp)  # what every epoch of this call runs in (EpochStats.precision)
         fp16 = amp == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None  # bf16 needs no loss scaling
         self.net: nn.Module = model
@@ -299,7 +300,7 @@ class _Run:
         stats = EpochStats(self.epoch + 1, self.step, self.lr, loss_total / max(1.0, n), correct_total / max(1.0, n),
                            n / max(1e-9, seconds), seconds, self.evaluate(self.model) if due else None,
                            self.governor.threads if self.governor is not None else None,
-                           _precision_name(_amp_dtype(d.device, self.cfg.precision)))  # fmt: skip
+                           self.arithmetic)  # fmt: skip
         if self.batch >= self.per_epoch:
             self.epoch, self.batch = self.epoch + 1, 0
         self.partial = _fresh()
