@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,6 +120,19 @@ class Work:
         with self.lock():
             if self._claims().get(name, {}).get("pid") == os.getpid():
                 self._set_claim(name, None)
+
+    def live_claims(self) -> dict[str, int]:
+        """The stages other live processes of this host hold now: ``{stage: pid}`` (dead claims left out)."""
+        with self.lock():
+            claims = self._claims()
+        return {name: int(c["pid"]) for name, c in claims.items()
+                if c["pid"] != os.getpid() and c["host"] == socket.gethostname() and _alive(int(c["pid"]), self.script)}
+
+    def wait_for_change(self, seen: set[str], poll_s: float = 60.0) -> None:
+        """Block until the finished stages are no longer ``seen`` (another process finished one) or no other live
+        process holds a stage (one died or stopped: its stages are free to take over)."""
+        while set(self.refresh()) == seen and self.live_claims():
+            time.sleep(poll_s)
 
     def _claims(self) -> dict[str, Any]:
         f = self.path / CLAIMS

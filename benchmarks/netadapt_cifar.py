@@ -64,7 +64,10 @@ stages finish), so a run longer than one session completes in pieces.
 and it takes the next stage no live process has claimed (NetAdapt at
 another budget or seed; a Torch-Pruning or uniform stage once its NetAdapt
 stage has finished); the first one builds the latency table while the others
-wait for it, and the last to finish measures the results. Training uses a GPU
+wait for it. A process that finds every stage left held by the others waits
+and takes the next one that frees (a uniform stage once its NetAdapt stage is
+done, or the stage of a process that stopped), so no core idles while work is
+left (``--no-wait``: exit instead); one of them measures the results. Training uses a GPU
 when one is present (``--device``); latency is always measured on the CPU
 target, 1 thread.
 
@@ -206,6 +209,9 @@ def args_() -> argparse.Namespace:
     p.add_argument("--measure-here", action="store_true",
                    help="time every finished network against the baseline on this machine, whatever machine the "
                         "run is measured on, into its own results file (...-on-<isa>.json); the run is left as is")  # fmt: skip
+    p.add_argument("--no-wait", action="store_true",
+                   help="exit after one pass when the stages left are held by other processes (default: wait for "
+                        "them and take the next stage that frees, so every process keeps its core busy)")
     p.add_argument("--stop-after", default=None, help="stop after this stage (e.g. baseline, na-50-s0)")
     p.add_argument("--tag", default="", help="appended to the results file name")
     return p.parse_args()
@@ -692,6 +698,52 @@ def plan(a: argparse.Namespace) -> list[tuple[int, int]]:
     return [(b, s) for _, b, s in order]
 
 
+def run_pass(r: Run, base: EdgeNet, methods: tuple[str, ...]) -> None:
+    """One pass over the plan: every stage of ``methods`` that this process may run now, in plan order (stages
+    finished, held by another live process, or waiting for one are skipped); the results file after each round."""
+    for pct, seed in plan(r.a):
+        print(f"budget {pct}%, seed {seed}", flush=True)
+        for method, stage in STAGES.items():
+            if method not in methods:
+                continue
+            try:
+                stage(r, base, pct, seed)
+            except OtherMachine as exc:  # training-only stages go on; this one waits for its machine
+                r.work.release(f"{method}-{pct}-s{seed}")
+                print(f"  {method}-{pct}-s{seed} not run here: {exc}", flush=True)
+        write_results(r)
+
+
+def missing_stages(r: Run, methods: tuple[str, ...]) -> list[str]:
+    """The stages of the plan not finished yet, as on disk now."""
+    done = r.work.refresh()
+    return [f"{m}-{pct}-s{seed}" for pct, seed in plan(r.a) for m in METHODS
+            if m in methods and f"{m}-{pct}-s{seed}" not in done]  # fmt: skip
+
+
+def run_stages(r: Run, base: EdgeNet, methods: tuple[str, ...], *, wait: bool = True, poll_s: float = 60.0) -> None:
+    """Passes over the plan until every stage of ``methods`` is finished. When a pass could run none of the stages
+    left and other live processes hold some, wait (``wait``) for one of them to finish and pass again, or exit
+    (SystemExit naming the stages); exit too when nothing runs anywhere and none can run here."""
+    while True:
+        seen = set(r.work.refresh())
+        run_pass(r, base, methods)
+        missing = missing_stages(r, methods)
+        if not missing:
+            return
+        if set(r.work.refresh()) != seen:
+            continue  # a stage finished meanwhile: a stage that waited for it may be free now
+        held = r.work.live_claims()
+        if not held:  # nothing runs anywhere, and this pass could run none of them
+            raise SystemExit(f"stages {', '.join(missing)} are not finished and none can run here (see above)")
+        if not wait:
+            raise SystemExit(f"stages {', '.join(missing)} are not finished ({', '.join(sorted(held))} run in other "
+                             "processes); the last process to finish measures the results")  # fmt: skip
+        print(f"waiting: {', '.join(f'{k} (process {v})' for k, v in sorted(held.items()))} run in other processes; "
+              "the next stage that frees is taken when one of them finishes", flush=True)  # fmt: skip
+        r.work.wait_for_change(seen, poll_s)
+
+
 def main() -> None:
     a = args_()
     if a.quick:
@@ -711,27 +763,17 @@ def main() -> None:
         print(f"wrote {write_results(r, rows, elsewhere=True)}")
         print(json.dumps(summary(rows, [int(b) for b in a.budgets.split(",")]), indent=1))
         return
-    for pct, seed in plan(a):
-        print(f"budget {pct}%, seed {seed}", flush=True)
-        for method, stage in STAGES.items():
-            if method not in methods:
-                continue
-            try:
-                stage(r, base, pct, seed)
-            except OtherMachine as exc:  # training-only stages go on; this one waits for its machine
-                r.work.release(f"{method}-{pct}-s{seed}")
-                print(f"  {method}-{pct}-s{seed} not run here: {exc}", flush=True)
-        write_results(r)
-    missing = [f"{m}-{pct}-s{seed}" for pct, seed in plan(a) for m in METHODS
-               if m in methods and f"{m}-{pct}-s{seed}" not in r.work.refresh()]  # fmt: skip
-    if missing:  # held by another process: the last one to finish measures the table
-        raise SystemExit(f"stages {', '.join(missing)} are not finished (another process runs them, or it stopped: "
-                         "run this command again); the last process to finish measures the results")
+    run_stages(r, base, methods, wait=not a.no_wait)
+    owner = r.work.claim("measure")
+    if owner is not None:
+        raise SystemExit(f"every stage is finished; process {owner} measures the results")
     try:
         rows = measure_stage(r, base)
+        print(f"wrote {write_results(r, rows)}")
     except OtherMachine as exc:
         raise SystemExit(f"every stage is finished; {exc}") from None
-    print(f"wrote {write_results(r, rows)}")
+    finally:
+        r.work.release("measure")
     print(json.dumps(summary(rows, [int(b) for b in a.budgets.split(",")]), indent=1))
 
 

@@ -313,6 +313,7 @@ def test_baseline_from_is_taken_as_the_first_cycle_only_with_the_same_recipe(tmp
     base = nc.baseline_stage(_baseline_run(work, monkeypatch, calls, baseline_from=str(src)))
     assert [s for s, _, _ in calls] == [1]  # only cycle 2 trained, from the adopted weights
     assert calls[0][2] == model.blocks[-1].bias[0].item()
+    assert base.blocks[-1].bias[0].item() == pytest.approx(model.blocks[-1].bias[0].item() + 1)  # cycle 2's result
     assert Work(work).refresh()["baseline-c1"]["from"] == str(src)
     assert Work(work).refresh()["baseline-c1"]["top1"] == 0.8784  # measured on the test set (stubbed here)
     save_checkpoint(checkpoint_of(model, config=asdict(TrainConfig(epochs=50, seed=0, lr=0.05))), src)
@@ -603,3 +604,98 @@ def test_netadapt_cifar_trains_in_bf16_evaluates_in_fp32_and_records_each_epochs
     save_checkpoint(checkpoint_of(model, history=[{"epoch": 1}, {"epoch": 2, "precision": None}]), old / "last.pt")
     assert nc.epochs_by_precision(tmp_path / "run", tmp_path / "fp32", old, tmp_path / "none") == {
         "bf16": 2, "fp32": 1, "unrecorded": 2}
+
+
+# ---------------------------------------------------------------- one process per core: wait for a stage to free
+
+
+def _sibling(tmp_path, stages):
+    """A live process of "the same script" (its command line holds ``-c``) holding ``stages``."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    claims = {name: {"pid": other.pid, "host": __import__("socket").gethostname()} for name in stages}
+    (tmp_path / "claims.json").write_text(json.dumps(claims))
+    return other
+
+
+def test_live_claims_name_other_live_processes_and_wait_returns_when_a_stage_finishes(tmp_path):
+    w = Work(tmp_path)
+    w.script = "-c"
+    assert w.claim("na8-50-s0") is None  # our own claim: never waited for
+    other = _sibling(tmp_path, ["na-50-s0"])
+    try:
+        assert w.claim("na8-50-s0") is None
+        assert w.live_claims() == {"na-50-s0": other.pid}
+        seen = set(w.refresh())
+        t0 = time.perf_counter()
+        import threading
+
+        threading.Timer(0.3, lambda: Work(tmp_path).done("na-50-s0", {"top1": 0.85})).start()
+        w.wait_for_change(seen, poll_s=0.02)  # returns once the sibling's stage is recorded
+        assert time.perf_counter() - t0 >= 0.25 and "na-50-s0" in w.stages
+    finally:
+        other.kill()
+        other.wait()
+    w.claim("tp-50-s0")
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    (tmp_path / "claims.json").write_text(json.dumps({**claims, "uni-50-s0": {**claims["tp-50-s0"],
+                                                                              "pid": other.pid}}))  # fmt: skip
+    assert w.live_claims() == {}  # that process has exited: its stage is free, nothing to wait for
+    w.wait_for_change(set(w.refresh()), poll_s=60)  # returns at once
+
+
+def _stages_run(tmp_path, monkeypatch, log):
+    """netadapt_cifar's run_stages over one budget and seed, with stages that only record themselves; the uniform
+    stage needs NetAdapt's, as the real one does (its step count)."""
+    import netadapt_cifar as nc
+
+    def stage(method):
+        def run(r, base, pct, seed):
+            name = f"{method}-{pct}-s{seed}"
+            if nc.taken(r, name, needs=None if method == "na" else f"na-{pct}-s{seed}"):
+                return
+            log.append(name)
+            r.work.done(name, {"top1": 0.5})
+        return run
+
+    monkeypatch.setattr(nc, "STAGES", {m: stage(m) for m in ("na", "uni")})
+    monkeypatch.setattr(nc, "write_results", lambda r, rows=None: None)
+    w = Work(tmp_path)
+    w.script = "-c"
+    return nc, SimpleNamespace(work=w, a=SimpleNamespace(budgets="50", seeds="0"))
+
+
+def test_a_process_waits_for_the_stage_its_next_stage_needs_and_then_runs_it(tmp_path, monkeypatch):
+    """Two processes, one core each: the sibling runs NetAdapt at 50%; this one finds nothing free (the uniform
+    stage needs NetAdapt's steps), waits, and runs the uniform stage as soon as NetAdapt's is recorded."""
+    log = []
+    nc, r = _stages_run(tmp_path, monkeypatch, log)
+    other = _sibling(tmp_path, ["na-50-s0"])
+    try:
+        import threading
+
+        threading.Timer(0.3, lambda: Work(tmp_path).done("na-50-s0", {"top1": 0.85})).start()
+        with pytest.raises(SystemExit, match=r"uni-50-s0 are not finished \(na-50-s0 run in other processes\)"):
+            nc.run_stages(r, None, ("na", "uni"), wait=False)  # --no-wait: one pass, then exit
+        assert log == []
+        nc.run_stages(r, None, ("na", "uni"), poll_s=0.02)
+        assert log == ["uni-50-s0"] and set(r.work.refresh()) == {"na-50-s0", "uni-50-s0"}
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_process_takes_over_the_stage_of_a_sibling_that_stopped_and_exits_when_none_can_run(tmp_path,
+                                                                                         monkeypatch):
+    log = []
+    nc, r = _stages_run(tmp_path, monkeypatch, log)
+    other = _sibling(tmp_path, ["na-50-s0"])
+    other.kill()
+    other.wait()  # Ctrl-C'd at the end of a session: its claim is left behind
+    nc.run_stages(r, None, ("na", "uni"), poll_s=60)
+    assert log == ["na-50-s0", "uni-50-s0"]
+    # a stage that cannot run here (e.g. it times networks, and the run is measured on another CPU) with nothing
+    # running anywhere: an exit naming it, not a wait for ever
+    monkeypatch.setitem(nc.STAGES, "na", lambda r, base, pct, seed: None)
+    (tmp_path / "stages.json").write_text("{}")
+    with pytest.raises(SystemExit, match="na-50-s0, uni-50-s0 are not finished and none can run here"):
+        nc.run_stages(r, None, ("na", "uni"), poll_s=60)
