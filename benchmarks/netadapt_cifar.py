@@ -143,6 +143,7 @@ STATE = Path(__file__).parent / "state"
 BASE = "resnet20_cifar"
 TABLE = "latency_table.json"  # NetAdapt's latency table in the work folder
 GRID = (1 / 32, 0.25, 0.5, 1.0)  # table widths of every block, down to 2 channels (NetAdapt's round_to)
+POLL_S = 10.0  # how often a waiting process looks whether a stage it waits for has finished
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,9 @@ def args_() -> argparse.Namespace:
     p.add_argument("--no-wait", action="store_true",
                    help="exit after one pass when the stages left are held by other processes (default: wait for "
                         "them and take the next stage that frees, so every process keeps its core busy)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="time the finished networks again when they were measured already (the closing measurement "
+                        "is otherwise made once, by the first process to find every stage finished)")
     p.add_argument("--stop-after", default=None, help="stop after this stage (e.g. baseline, na-50-s0)")
     p.add_argument("--tag", default="", help="appended to the results file name")
     return p.parse_args()
@@ -451,8 +455,14 @@ def baseline_stage(r: Run) -> EdgeNet:
                                  "seconds": time.perf_counter() - t0, "train_device": _train_device(r),
                                  "precision": epochs_by_precision(*map(functools.partial(base_run_dir, r),
                                                                        range(cycles)))})  # fmt: skip
-    if "baseline" not in r.work.stages:
-        raise SystemExit("another process is training the baseline; start this one again when it has finished")
+    while "baseline" not in r.work.stages:  # another process trains it: wait for it, as for any stage it holds
+        owner = r.work.live_claims().get("baseline")
+        if owner is None:  # that process stopped: train it here (its last.pt resumes)
+            return baseline_stage(r)
+        if r.a.no_wait:
+            raise SystemExit(f"process {owner} is training the baseline; start this one again when it has finished")
+        print(f"waiting: process {owner} trains the baseline", flush=True)
+        r.work.wait_for_change(set(r.work.stages), POLL_S)
     r.stop("baseline")
     model, _ = load_model(path)
     assert isinstance(model, EdgeNet)
@@ -615,6 +625,11 @@ def pair(r: Run, clock: str, runs: dict[str, list[Any]], before: str, after: str
                       tuple(x.median_ms for x in b), tuple(x.median_ms for x in a))  # fmt: skip
 
 
+def finished_networks(r: Run) -> list[str]:
+    """The stages that trained a network (a stage with nothing within its budget trains none), sorted."""
+    return sorted(k for k in method_stages(r.work.refresh()) if r.work.stages[k].get("feasible", True))
+
+
 def measure_stage(r: Run, base: EdgeNet, *, anywhere: bool = False) -> dict[str, Any]:
     """Every finished network against the baseline on the target; top-1, MACs, params. On the run's measuring
     machine unless ``anywhere`` (``--measure-here``).
@@ -627,7 +642,7 @@ def measure_stage(r: Run, base: EdgeNet, *, anywhere: bool = False) -> dict[str,
     the noise of a ratio that should be 1."""
     if not anywhere:
         check_machine(r, "the closing measurement")
-    finished = sorted(k for k in r.work.stages if k.split("-")[0] in METHODS and r.work.stages[k].get("feasible", True))
+    finished = finished_networks(r)
 
     def row(net: nn.Module, cmp: Comparison) -> dict[str, Any]:
         s = model_stats(net, r.data, measure_latency=False)
@@ -758,6 +773,7 @@ def run_pass(r: Run, base: EdgeNet, methods: tuple[str, ...]) -> None:
     finished, held by another live process, or waiting for one are skipped); the results file after each round."""
     for pct, seed in plan(r.a):
         print(f"budget {pct}%, seed {seed}", flush=True)
+        before = method_stages(r.work.refresh())
         for method, stage in STAGES.items():
             if method not in methods:
                 continue
@@ -766,7 +782,13 @@ def run_pass(r: Run, base: EdgeNet, methods: tuple[str, ...]) -> None:
             except OtherMachine as exc:  # training-only stages go on; this one waits for its machine
                 r.work.release(f"{method}-{pct}-s{seed}")
                 print(f"  {method}-{pct}-s{seed} not run here: {exc}", flush=True)
-        write_results(r)
+        if method_stages(r.work.refresh()) != before:  # else the file stands (with its measured table, if any)
+            write_results(r)
+
+
+def method_stages(stages: dict[str, Any]) -> set[str]:
+    """The names of the comparison's stages in ``stages`` (``na-50-s0``, ...; not baseline, choices, ...)."""
+    return {k for k in stages if k.split("-")[0] in METHODS}
 
 
 def missing_stages(r: Run, methods: tuple[str, ...]) -> list[str]:
@@ -776,7 +798,8 @@ def missing_stages(r: Run, methods: tuple[str, ...]) -> list[str]:
             if m in methods and f"{m}-{pct}-s{seed}" not in done]  # fmt: skip
 
 
-def run_stages(r: Run, base: EdgeNet, methods: tuple[str, ...], *, wait: bool = True, poll_s: float = 60.0) -> None:
+def run_stages(r: Run, base: EdgeNet, methods: tuple[str, ...], *, wait: bool = True,
+               poll_s: float | None = None) -> None:
     """Passes over the plan until every stage of ``methods`` is finished. When a pass could run none of the stages
     left and other live processes hold some, wait (``wait``) for one of them to finish and pass again, or exit
     (SystemExit naming the stages); exit too when nothing runs anywhere and none can run here."""
@@ -796,7 +819,29 @@ def run_stages(r: Run, base: EdgeNet, methods: tuple[str, ...], *, wait: bool = 
                              "processes); the last process to finish measures the results")  # fmt: skip
         print(f"waiting: {', '.join(f'{k} (process {v})' for k, v in sorted(held.items()))} run in other processes; "
               "the next stage that frees is taken when one of them finishes", flush=True)  # fmt: skip
-        r.work.wait_for_change(seen, poll_s)
+        r.work.wait_for_change(seen, poll_s or POLL_S)
+
+
+def closing_measurement(r: Run, base: EdgeNet, *, again: bool = False) -> dict[str, Any] | None:
+    """Once every stage is finished: the closing measurement (:func:`measure_stage`) into the results file, made
+    by one process (the first to claim it; a sibling exits) and once (recorded as ``measured`` with the networks it
+    timed: None when those were measured already, unless ``again``)."""
+    owner = r.work.claim("measure")
+    if owner is not None:
+        raise SystemExit(f"every stage is finished; process {owner} measures the results")
+    try:
+        networks = finished_networks(r)
+        if not again and r.work.stages.get("measured", {}).get("networks") == networks:
+            print(f"every stage is finished and measured: {results_path(r)} (--remeasure times them again)")
+            return None
+        rows = measure_stage(r, base)
+        print(f"wrote {write_results(r, rows)}")
+        r.work.done("measured", {"networks": networks, "at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        return rows
+    except OtherMachine as exc:
+        raise SystemExit(f"every stage is finished; {exc}") from None
+    finally:
+        r.work.release("measure")
 
 
 def main() -> None:
@@ -819,16 +864,9 @@ def main() -> None:
         print(json.dumps(summary(rows, [int(b) for b in a.budgets.split(",")]), indent=1))
         return
     run_stages(r, base, methods, wait=not a.no_wait)
-    owner = r.work.claim("measure")
-    if owner is not None:
-        raise SystemExit(f"every stage is finished; process {owner} measures the results")
-    try:
-        rows = measure_stage(r, base)
-        print(f"wrote {write_results(r, rows)}")
-    except OtherMachine as exc:
-        raise SystemExit(f"every stage is finished; {exc}") from None
-    finally:
-        r.work.release("measure")
+    rows = closing_measurement(r, base, again=a.remeasure)
+    if rows is None:
+        return
     print(json.dumps(summary(rows, [int(b) for b in a.budgets.split(",")]), indent=1))
 
 

@@ -754,3 +754,39 @@ def test_closing_measurement_times_each_budget_and_seed_in_one_sitting_and_netad
     assert nc.summary(rows, [50])["50"]["netadapt_not_slower_than_tp"] is True
     del rows["na-50-s0"]["over_tp"]  # results measured before the direct reading: the two shares decide
     assert nc.summary(rows, [50])["50"]["netadapt_not_slower_than_tp"] is True
+
+
+def test_the_closing_measurement_is_made_once_by_one_process_and_a_pass_that_finishes_nothing_keeps_the_file(
+        tmp_path, monkeypatch):
+    """Two processes reach the end one after the other: the first measures, the second finds the same networks
+    measured and leaves the results as they are (--remeasure times them again); a sibling measuring now is not
+    joined. A later pass that finishes no stage does not rewrite the results file (it would drop the table)."""
+    log = []
+    nc, r = _stages_run(tmp_path, monkeypatch, log)
+    timed = []
+    monkeypatch.setattr(nc, "measure_stage", lambda r, base: timed.append(nc.finished_networks(r)) or {"rows": 1})
+    monkeypatch.setattr(nc, "results_path", lambda r: tmp_path / "results.json")
+    for name in ("baseline", "na-50-s0", "uni-50-s0"):
+        r.work.done(name, {"top1": 0.5})
+    r.work.done("tp8-50-s0", {"feasible": False})
+    assert nc.closing_measurement(r, "base") == {"rows": 1} and timed == [["na-50-s0", "uni-50-s0"]]
+    assert r.work.refresh()["measured"]["networks"] == ["na-50-s0", "uni-50-s0"]
+    assert nc.closing_measurement(r, "base") is None and len(timed) == 1  # measured already: not again
+    assert nc.closing_measurement(r, "base", again=True) == {"rows": 1} and len(timed) == 2
+    r.work.done("na-50-s1", {"top1": 0.5})  # a network more (another seed): its closing measurement is due
+    nc.closing_measurement(r, "base")
+    assert timed[-1] == ["na-50-s0", "na-50-s1", "uni-50-s0"]
+    other = _sibling(tmp_path, ["measure"])
+    try:
+        with pytest.raises(SystemExit, match=f"process {other.pid} measures the results"):
+            nc.closing_measurement(r, "base", again=True)
+    finally:
+        other.kill()
+        other.wait()
+    writes = []
+    monkeypatch.setattr(nc, "write_results", lambda r, rows=None: writes.append(rows))
+    nc.run_pass(r, None, ("na", "uni"))  # everything finished: nothing to write
+    assert writes == [] and log == []
+    (tmp_path / "stages.json").write_text(json.dumps({k: v for k, v in r.work.stages.items() if k != "uni-50-s0"}))
+    nc.run_pass(r, None, ("na", "uni"))  # the uniform stage runs: the file is written with the finished stages
+    assert log == ["uni-50-s0"] and writes == [None]
