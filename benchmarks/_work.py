@@ -109,8 +109,7 @@ class Work:
         with self.lock():
             claims = self._claims()
             held = claims.get(name)
-            if held and held["pid"] != os.getpid() and held["host"] == socket.gethostname() \
-                    and _alive(held["pid"], self.script):  # fmt: skip
+            if held and self._held_elsewhere(held):
                 return int(held["pid"])
             self._set_claim(name, {"pid": os.getpid(), "host": socket.gethostname()})
             return None
@@ -125,8 +124,13 @@ class Work:
         """The stages other live processes of this host hold now: ``{stage: pid}`` (dead claims left out)."""
         with self.lock():
             claims = self._claims()
-        return {name: int(c["pid"]) for name, c in claims.items()
-                if c["pid"] != os.getpid() and c["host"] == socket.gethostname() and _alive(int(c["pid"]), self.script)}
+        return {name: int(c["pid"]) for name, c in claims.items() if self._held_elsewhere(c)}
+
+    def _held_elsewhere(self, claim: dict[str, Any]) -> bool:
+        """Whether ``claim`` belongs to another live process of this host running this script (a claim of a dead
+        process, or of another host, is free to take over)."""
+        return (claim["pid"] != os.getpid() and claim["host"] == socket.gethostname()
+                and _alive(int(claim["pid"]), self.script))  # fmt: skip
 
     def wait_for_change(self, seen: set[str], poll_s: float = 60.0) -> None:
         """Block until the finished stages are no longer ``seen`` (another process finished one) or no other live

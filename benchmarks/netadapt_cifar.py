@@ -617,14 +617,6 @@ def sittings(names: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-def pair(r: Run, clock: str, runs: dict[str, list[Any]], before: str, after: str) -> Comparison:
-    """Two networks of one sitting (:func:`fastest_runs`) as a back-to-back comparison: per round, each one's
-    fastest run; :attr:`Comparison.ratio` the median of the per-round ratios."""
-    b, a = runs[before], runs[after]
-    return Comparison(r.how.backend, 1, "cpu", clock, tuple(x.min_ms for x in b), tuple(x.min_ms for x in a),
-                      tuple(x.median_ms for x in b), tuple(x.median_ms for x in a))  # fmt: skip
-
-
 def finished_networks(r: Run) -> list[str]:
     """The stages that trained a network (a stage with nothing within its budget trains none), sorted."""
     return sorted(k for k in method_stages(r.work.refresh()) if r.work.stages[k].get("feasible", True))
@@ -656,13 +648,14 @@ def measure_stage(r: Run, base: EdgeNet, *, anywhere: bool = False) -> dict[str,
         nets = {name: load_model(r.work.ckpt(name))[0] for name in names}
         clock, runs = fastest_runs({BEFORE: base, **nets}, r.shape, backend=r.how.backend, threads=1,
                                    rounds=r.how.rounds)  # fmt: skip
+        pair = functools.partial(Comparison.of, runs, target=r.how.backend, threads=1, device="cpu", clock=clock)
         for name in names:
-            rows[name] = row(nets[name], pair(r, clock, runs, BEFORE, name))
+            rows[name] = row(nets[name], pair(BEFORE, name))
             print(f"  {name:12} top-1 {rows[name]['top1']:.4f}  {rows[name]['ratio']:.3f} of the baseline on "
                   f"{r.how.backend}", flush=True)  # fmt: skip
         for na, peer in ((na, peer) for na in ("na", "na8") for peer in ("tp", "tp8")):
             if f"{na}-{key}" in nets and f"{peer}-{key}" in nets:
-                cmp = pair(r, clock, runs, f"{peer}-{key}", f"{na}-{key}")
+                cmp = pair(f"{peer}-{key}", f"{na}-{key}")
                 rows[f"{na}-{key}"][f"over_{peer}"] = {"ratio": cmp.ratio, "band": list(cmp.band)}
                 print(f"  {na}-{key} / {peer}-{key}: {cmp.ratio:.3f} (rounds {cmp.band[0]:.3f}-{cmp.band[1]:.3f})",
                       flush=True)  # fmt: skip
@@ -809,7 +802,7 @@ def run_stages(r: Run, base: EdgeNet, methods: tuple[str, ...], *, wait: bool = 
         missing = missing_stages(r, methods)
         if not missing:
             return
-        if set(r.work.refresh()) != seen:
+        if set(r.work.stages) != seen:  # (missing_stages has just read them)
             continue  # a stage finished meanwhile: a stage that waited for it may be free now
         held = r.work.live_claims()
         if not held:  # nothing runs anywhere, and this pass could run none of them

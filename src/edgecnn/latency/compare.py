@@ -90,6 +90,15 @@ class Comparison:
         if not self.before_ms or len(self.before_ms) != len(self.after_ms):
             raise ValueError("a comparison needs the same number (>= 1) of rounds for both networks")
 
+    @classmethod
+    def of(cls, runs: Mapping[str, Sequence[LatencyStats]], before: str, after: str, *, target: str, threads: int,
+           device: str, clock: str) -> Comparison:  # fmt: skip
+        """Two of the networks timed in one sitting (:func:`fastest_runs`'s ``runs``) as a back-to-back comparison:
+        per round, each one's fastest run (and its median, for reference)."""
+        b, a = runs[before], runs[after]
+        return cls(target, threads, device, clock, tuple(s.min_ms for s in b), tuple(s.min_ms for s in a),
+                   tuple(s.median_ms for s in b), tuple(s.median_ms for s in a))  # fmt: skip
+
     @property
     def rounds(self) -> int:
         return len(self.before_ms)
@@ -284,6 +293,4 @@ def compare_latency(before: nn.Module, after: nn.Module, input_shape: tuple[int,
     threads = threads or default_threads()
     clock, runs = fastest_runs({"before": before, "after": after}, input_shape, backend=backend, threads=threads,
                                device=device, rounds=rounds, config=config, on_round=on_round, time=time)  # fmt: skip
-    b, a = runs["before"], runs["after"]
-    return Comparison(backend, threads, device, clock, tuple(s.min_ms for s in b), tuple(s.min_ms for s in a),
-                      tuple(s.median_ms for s in b), tuple(s.median_ms for s in a))  # fmt: skip
+    return Comparison.of(runs, "before", "after", target=backend, threads=threads, device=device, clock=clock)
